@@ -1,0 +1,86 @@
+/* rules.h - the spine coding rules: verdict = evaluate(pack, claim).
+ *
+ * A rule pack is the code tables plus the rules and their policy, loaded and
+ * validated as a whole; it is immutable once loaded, so one pack can be
+ * shared read-only by everything until a reload swaps in a new one. The
+ * module is pure: no sockets, no clocks, no files except inside
+ * rule_pack_load(). Findings and their strings are allocated in the arena
+ * the caller passes to rule_evaluate() and live as long as it.
+ */
+#ifndef SPINEGATE_RULES_H
+#define SPINEGATE_RULES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "arena.h"
+#include "claim.h"
+#include "err.h"
+
+typedef struct rule_pack rule_pack_t;
+
+typedef enum {
+    RULE_SEV_INFO,
+    RULE_SEV_WARN,
+    RULE_SEV_REJECT,
+} rule_severity_t;
+
+typedef enum {
+    VERDICT_ACCEPT,   /* no findings */
+    VERDICT_ANNOTATE, /* warnings or info only: forward with the findings */
+    VERDICT_REJECT,   /* at least one reject finding: do not forward */
+} verdict_kind_t;
+
+#define RULE_MAX_CODES 4
+
+typedef struct {
+    const char *rule_id;       /* "excludes1-pair" */
+    rule_severity_t severity;  /* after site policy */
+    const char *message;       /* for a coder; names codes, never patient data */
+    const char *codes[RULE_MAX_CODES]; /* dotted: "M43.04" */
+    int ncodes;
+    const char *location;      /* from the claim item: "DG1(2)-3" */
+    int dx_index;              /* index into claim->dx, or -1 */
+    int line_index;            /* index into claim->lines, or -1 */
+    const char *suggestion;    /* dotted code(s) to consider, or NULL */
+    const char *reference;     /* tabular note or guideline, or NULL */
+    bool code_invalid;         /* the finding is about the code itself being
+                                  invalid (FHIR issue code "code-invalid") */
+} rule_finding_t;
+
+typedef struct {
+    verdict_kind_t kind;
+    rule_finding_t *findings;
+    size_t nfindings;
+} rule_verdict_t;
+
+/* Site policy applied on load. */
+typedef struct {
+    bool advisory;             /* nothing rejects: reject becomes warn */
+    /* "rule-id=severity" overrides, NULL-terminated; may be NULL. */
+    const char *const *severity_overrides;
+} rule_policy_t;
+
+/* Loads a rule pack. pack_path / tables_path name files; NULL means the
+ * pack and tables built into the binary. On failure *out is NULL and d
+ * names the file, line or key that is wrong.
+ * Errors: ERR_IO, ERR_BAD_PACK, ERR_BAD_TABLE, ERR_BAD_CONFIG (policy names
+ * an unknown rule or severity). */
+err_t rule_pack_load(const char *pack_path, const char *tables_path,
+                     const rule_policy_t *policy, rule_pack_t **out, err_detail_t *d);
+
+/* Frees a pack; accepts NULL. */
+void rule_pack_free(rule_pack_t *pack);
+
+/* A short description for logs: "spine rules v1 (23 rules), ICD-10-CM FY2026". */
+const char *rule_pack_describe(const rule_pack_t *pack);
+
+/* Evaluates claim against pack. Never fails on claim content: anything the
+ * tables do not cover is left alone. out->findings live in a. */
+void rule_evaluate(const rule_pack_t *pack, const claim_t *claim, arena_t *a,
+                   rule_verdict_t *out);
+
+const char *rule_severity_name(rule_severity_t s);
+const char *verdict_name(verdict_kind_t v);
+
+#endif

@@ -1,0 +1,143 @@
+/* test_common.c - unit tests of common/: arena, claim helpers, err, xmalloc. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+
+#include "arena.h"
+#include "claim.h"
+#include "err.h"
+#include "xmalloc.h"
+
+static void test_arena_alignment_and_growth(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 64);
+    for (int i = 1; i < 200; i++) {
+        unsigned char *p = arena_alloc(&a, (size_t)i);
+        assert_int_equal((uintptr_t)p % 16, 0);
+        memset(p, 0xAB, (size_t)i);
+    }
+    char *s = arena_printf(&a, "%s-%d", "DG1", 2);
+    assert_string_equal(s, "DG1-2");
+    arena_reset(&a);
+    assert_int_equal(a.total, 0);
+    assert_string_equal(arena_strdup(&a, "x"), "x");
+    arena_free(&a);
+    arena_free(NULL);
+}
+
+static void test_xmalloc_counts(void **state)
+{
+    (void)state;
+    size_t before = xmalloc_used();
+    char *p = xmalloc(100);
+    assert_int_equal(xmalloc_used(), before + 100);
+    p = xrealloc(p, 300);
+    assert_int_equal(xmalloc_used(), before + 300);
+    xfree(p);
+    assert_int_equal(xmalloc_used(), before);
+    xfree(NULL);
+}
+
+static void test_code_normalise(void **state)
+{
+    (void)state;
+    char out[16];
+    assert_true(claim_code_normalise("M43.04", 6, out, sizeof out));
+    assert_string_equal(out, "M4304");
+    assert_true(claim_code_normalise(" m43.04 ", 8, out, sizeof out));
+    assert_string_equal(out, "M4304");
+    assert_false(claim_code_normalise("M43-04", 6, out, sizeof out));
+    assert_string_equal(out, "");
+    assert_false(claim_code_normalise("", 0, out, sizeof out));
+    assert_false(claim_code_normalise("ABCDEFGHIJKLMNOPQRSTU", 21, out, sizeof out));
+    claim_code_dotted("M4304", out, sizeof out);
+    assert_string_equal(out, "M43.04");
+    claim_code_dotted("M43", out, sizeof out);
+    assert_string_equal(out, "M43");
+}
+
+static void test_date_parse(void **state)
+{
+    (void)state;
+    claim_date_t d;
+    assert_true(claim_date_parse("2025-10-01", 10, &d));
+    assert_int_equal(d.year, 2025);
+    assert_int_equal(d.month, 10);
+    assert_int_equal(d.day, 1);
+    assert_true(claim_date_parse("20260115083000", 14, &d));
+    assert_int_equal(d.month, 1);
+    assert_int_equal(d.day, 15);
+    assert_true(claim_date_parse("2026", 4, &d));
+    assert_int_equal(d.month, 0);
+    assert_false(claim_date_parse("20x6", 4, &d));
+    assert_false(claim_date_parse("2026-13-01", 10, &d));
+    assert_int_equal(d.year, 0);
+}
+
+static void test_code_systems(void **state)
+{
+    (void)state;
+    assert_int_equal(claim_codesys_from("I10", 3), CODESYS_ICD10CM);
+    const char *cm = "http://hl7.org/fhir/sid/icd-10-cm";
+    assert_int_equal(claim_codesys_from(cm, strlen(cm)), CODESYS_ICD10CM);
+    const char *who = "http://hl7.org/fhir/sid/icd-10";
+    assert_int_equal(claim_codesys_from(who, strlen(who)), CODESYS_ICD10_WHO);
+    assert_int_equal(claim_codesys_from("I9", 2), CODESYS_ICD9CM);
+    assert_int_equal(claim_codesys_from("SNM", 3), CODESYS_OTHER);
+    assert_int_equal(claim_codesys_from(NULL, 0), CODESYS_UNKNOWN);
+    assert_int_equal(claim_procsys_from("C4", 2), PROCSYS_CPT);
+    assert_int_equal(claim_procsys_from("HCPCS", 5), PROCSYS_HCPCS);
+}
+
+static void test_claim_growth_and_diff(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 0);
+    claim_t *x = claim_new(&a, CLAIM_SRC_FHIR_JSON);
+    claim_t *y = claim_new(&a, CLAIM_SRC_FHIR_XML);
+    for (int i = 1; i <= 20; i++) {
+        claim_add_dx(x, &a)->sequence = i;
+        claim_add_dx(y, &a)->sequence = i;
+    }
+    assert_int_equal(x->ndx, 20);
+    assert_non_null(claim_find_dx(x, 17));
+    assert_null(claim_find_dx(x, 21));
+    assert_null(claim_diff(x, y));
+    y->dx[3].type = DX_TYPE_PRINCIPAL;
+    assert_string_equal(claim_diff(x, y), "diagnosis.type");
+    arena_free(&a);
+}
+
+static void test_err(void **state)
+{
+    (void)state;
+    err_detail_t d;
+    err_clear(&d);
+    assert_int_equal(err_set(&d, ERR_BAD_ESCAPE, 42, "at %s", "PID-5"), ERR_BAD_ESCAPE);
+    assert_int_equal(d.offset, 42);
+    assert_string_equal(d.msg, "at PID-5");
+    assert_string_equal(err_name(ERR_BAD_ESCAPE), "BAD_ESCAPE");
+    assert_string_equal(err_str(ERR_OK), "success");
+    assert_string_equal(err_str((err_t)9999), "unknown error");
+    assert_int_equal(err_set(NULL, ERR_IO, 0, NULL), ERR_IO);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_arena_alignment_and_growth),
+        cmocka_unit_test(test_xmalloc_counts),
+        cmocka_unit_test(test_code_normalise),
+        cmocka_unit_test(test_date_parse),
+        cmocka_unit_test(test_code_systems),
+        cmocka_unit_test(test_claim_growth_and_diff),
+        cmocka_unit_test(test_err),
+    };
+    return cmocka_run_group_tests_name("common", tests, NULL, NULL);
+}

@@ -1,0 +1,36 @@
+#!/bin/sh
+# run-tests.sh - the whole suite, as CI runs it: a -Werror build with
+# `make check` and `make distcheck`, the same suite under ASan+UBSan, and each
+# libFuzzer target for a bounded time. Stops at the first failure.
+set -eu
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+
+[ -x configure ] || autoreconf -fi
+
+echo "== build and unit/integration tests (gcc, -Werror)"
+mkdir -p build && cd build
+[ -f Makefile ] || ../configure -q
+make -j"$jobs" -s
+make -j"$jobs" check
+cd ..
+
+echo "== the same suite under ASan+UBSan"
+mkdir -p build-asan && cd build-asan
+[ -f Makefile ] || ../configure -q --enable-asan --enable-ubsan
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    make -j"$jobs" check
+cd ..
+
+echo "== fuzzing each parser for ${FUZZ_SECONDS}s (clang, libFuzzer)"
+mkdir -p build-fuzz && cd build-fuzz
+[ -f Makefile ] || ../configure -q CC=clang --enable-fuzz
+make -j"$jobs" -s fuzz-targets
+sh ../tools/fuzz-all.sh "$FUZZ_SECONDS"
+cd ..
+
+echo "== make distcheck"
+cd build && make -s distcheck >distcheck.log 2>&1 || { tail -50 distcheck.log; exit 1; }
+grep -E 'archives ready|spinegate-.*tar.gz' distcheck.log | head -3
+echo "all checks passed"

@@ -1,0 +1,420 @@
+/* config.c - the settings table and its readers. Every key lives in
+ * config_keys[] once; the file reader, the command line, --help and the
+ * dump all walk that table, so they cannot disagree. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+#include "xmalloc.h"
+
+typedef enum { K_STR, K_ADDR, K_LONG, K_MS, K_SIZE, K_BOOL, K_LIST } key_kind_t;
+
+typedef struct {
+    const char *name;
+    key_kind_t kind;
+    size_t offset;
+    const char *def;   /* default as text; NULL = unset */
+    const char *arg;   /* metavariable for --help */
+    const char *help;
+} key_def_t;
+
+#define O(f) offsetof(config_t, f)
+static const key_def_t config_keys[] = {
+    {"listen-mllp", K_ADDR, O(listen_mllp), "127.0.0.1:2575", "HOST:PORT",
+     "MLLP listener for HL7 v2 (\"off\" to disable)"},
+    {"listen-http", K_ADDR, O(listen_http), NULL, "HOST:PORT",
+     "HTTP listener for FHIR Claims (off unless set)"},
+    {"fhir-base", K_STR, O(fhir_base), "/fhir", "PATH", "base path of the FHIR endpoints"},
+    {"data-dir", K_STR, O(data_dir), "./spinegate-data", "DIR",
+     "queue, outbox, reject and dead-letter folders"},
+    {"queue-sync", K_STR, O(queue_sync), "full", "full|normal",
+     "full: fsync every group commit; normal: WAL sync only at checkpoints"},
+    {"queue-max", K_LONG, O(queue_max), "100000", "N",
+     "messages waiting in the queue before senders are slowed down"},
+    {"downstream-mllp", K_ADDR, O(downstream_mllp), NULL, "HOST:PORT",
+     "billing MLLP endpoint (default: the outbox folder)"},
+    {"downstream-fhir", K_STR, O(downstream_fhir), NULL, "URL",
+     "FHIR server base URL (default: the outbox folder)"},
+    {"reject-mllp", K_ADDR, O(reject_mllp), NULL, "HOST:PORT",
+     "reject sink as an MLLP endpoint (default: the reject folder)"},
+    {"ack-timeout", K_MS, O(ack_timeout_ms), "10s", "DURATION",
+     "how long to wait for a downstream ACK or HTTP answer"},
+    {"retry-max", K_LONG, O(retry_max), "10", "N", "tries before a message is dead-lettered"},
+    {"retry-base", K_MS, O(retry_base_ms), "500ms", "DURATION", "first retry delay, doubled each try"},
+    {"retry-max-delay", K_MS, O(retry_max_delay_ms), "5m", "DURATION", "longest retry delay"},
+    {"annotation", K_STR, O(annotation), "zsg", "zsg|nte",
+     "segment that carries findings in forwarded HL7 messages"},
+    {"max-message-size", K_SIZE, O(max_message_size), "4M", "BYTES",
+     "largest HL7 message accepted (larger: AR, connection kept)"},
+    {"max-body-size", K_SIZE, O(max_body_size), "8M", "BYTES", "largest HTTP body accepted (413)"},
+    {"max-connections", K_LONG, O(max_connections), "1024", "N", "open connections per listener"},
+    {"idle-timeout", K_MS, O(idle_timeout_ms), "5m", "DURATION",
+     "close a connection silent for this long"},
+    {"header-timeout", K_MS, O(header_timeout_ms), "10s", "DURATION",
+     "time allowed to send HTTP request headers"},
+    {"body-timeout", K_MS, O(body_timeout_ms), "30s", "DURATION",
+     "time allowed to send an HTTP request body"},
+    {"rules", K_STR, O(rules_path), NULL, "FILE", "rule pack (default: the built-in pack)"},
+    {"tables", K_STR, O(tables_path), NULL, "DIR",
+     "ICD-10-CM/MS-DRG tables (default: built in)"},
+    {"advisory", K_BOOL, O(advisory), "no", NULL, "advisory mode: nothing is rejected"},
+    {"severity", K_LIST, O(severity), NULL, "RULE=SEVERITY",
+     "override a rule's severity (reject|warn|info|off); repeatable"},
+    {"log", K_STR, O(log_target), "stderr", "stderr|syslog", "where log lines go"},
+    {"log-level", K_STR, O(log_level), "info", "LEVEL", "error|warn|info|debug"},
+    {"log-phi", K_BOOL, O(log_phi), "no", NULL,
+     "DEBUG ONLY: log message content (patient data)"},
+    {"pid-file", K_STR, O(pid_file), NULL, "FILE", "write the process id here"},
+};
+#undef O
+#define NKEYS (sizeof config_keys / sizeof config_keys[0])
+
+static const key_def_t *key_find(const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(config_keys[i].name, name) == 0)
+            return &config_keys[i];
+    return NULL;
+}
+
+bool config_key_exists(const char *key)
+{
+    return key_find(key) != NULL;
+}
+
+bool config_key_is_flag(const char *key)
+{
+    const key_def_t *k = key_find(key);
+    return k && k->kind == K_BOOL;
+}
+
+static err_t bad(err_detail_t *d, const key_def_t *k, const char *key, int line, const char *why)
+{
+    err_set(d, ERR_BAD_CONFIG, 0, "%s%.0d%s%s: %s", line ? "line " : "", line, line ? ": " : "",
+            k ? k->name : key, why);
+    if (d) {
+        d->segment = line;
+        snprintf(d->where, sizeof d->where, "%s", k ? k->name : key);
+    }
+    return ERR_BAD_CONFIG;
+}
+
+/* Parses "30s", "500ms", "5m", "2h" or a bare number of milliseconds. */
+static bool parse_duration(const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || v < 0)
+        return false;
+    double mult = 1;
+    if (strcmp(end, "ms") == 0 || *end == '\0')
+        mult = 1;
+    else if (strcmp(end, "s") == 0)
+        mult = 1000;
+    else if (strcmp(end, "m") == 0)
+        mult = 60000;
+    else if (strcmp(end, "h") == 0)
+        mult = 3600000;
+    else
+        return false;
+    v *= mult;
+    if (v > (double)LONG_MAX / 2)
+        return false;
+    *out = (long)v;
+    return true;
+}
+
+/* Parses "4096", "64K", "4M", "1G". */
+static bool parse_size(const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || errno || v < 0)
+        return false;
+    long long mult = 1;
+    if (*end == 'k' || *end == 'K')
+        mult = 1024, end++;
+    else if (*end == 'm' || *end == 'M')
+        mult = 1024 * 1024, end++;
+    else if (*end == 'g' || *end == 'G')
+        mult = 1024LL * 1024 * 1024, end++;
+    if (*end == 'B' || *end == 'b')
+        end++;
+    if (*end || v > LONG_MAX / mult)
+        return false;
+    *out = (long)(v * mult);
+    return true;
+}
+
+static bool parse_long(const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || errno || v < 0)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"yes", "true", "on", "1"}, *const no[] = {"no", "false", "off", "0"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0)
+            return *out = true, true;
+        if (strcasecmp(s, no[i]) == 0)
+            return *out = false, true;
+    }
+    return false;
+}
+
+/* "HOST:PORT", "[v6]:PORT", ":PORT" (all interfaces of 127.0.0.1?) or "off". */
+static bool parse_addr(const char *s, config_addr_t *a)
+{
+    memset(a, 0, sizeof *a);
+    if (strcmp(s, "off") == 0 || strcmp(s, "none") == 0 || *s == '\0')
+        return true;
+    const char *colon = strrchr(s, ':');
+    if (!colon)
+        return false;
+    const char *h = s;
+    size_t hl = (size_t)(colon - s);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']')
+        h++, hl -= 2;
+    if (hl == 0)
+        h = "0.0.0.0", hl = 7;
+    if (hl >= sizeof a->host)
+        return false;
+    long port;
+    if (!parse_long(colon + 1, &port) || port < 1 || port > 65535)
+        return false;
+    memcpy(a->host, h, hl);
+    a->host[hl] = '\0';
+    a->port = (int)port;
+    return true;
+}
+
+err_t config_set(config_t *c, const char *key, const char *value, int line, err_detail_t *d)
+{
+    const key_def_t *k = key_find(key);
+    if (!k)
+        return bad(d, NULL, key, line, "unknown setting (see spinegate --help)");
+    void *field = (char *)c + k->offset;
+    switch (k->kind) {
+    case K_STR: {
+        char **s = field;
+        xfree(*s);
+        *s = (strcmp(value, "") == 0) ? NULL : xstrdup(value);
+        return ERR_OK;
+    }
+    case K_ADDR:
+        if (!parse_addr(value, field))
+            return bad(d, k, key, line, "expected HOST:PORT or off");
+        return ERR_OK;
+    case K_LONG:
+        if (!parse_long(value, field))
+            return bad(d, k, key, line, "expected a non-negative whole number");
+        return ERR_OK;
+    case K_MS:
+        if (!parse_duration(value, field))
+            return bad(d, k, key, line, "expected a duration such as 500ms, 30s, 5m");
+        return ERR_OK;
+    case K_SIZE:
+        if (!parse_size(value, field))
+            return bad(d, k, key, line, "expected a size such as 65536, 64K, 4M");
+        return ERR_OK;
+    case K_BOOL:
+        if (!parse_bool(value, field))
+            return bad(d, k, key, line, "expected yes or no");
+        return ERR_OK;
+    case K_LIST: {
+        const char *eq = strchr(value, '=');
+        if (!eq || eq == value || !eq[1])
+            return bad(d, k, key, line, "expected RULE=SEVERITY");
+        if (c->nseverity >= CONFIG_MAX_OVERRIDES)
+            return bad(d, k, key, line, "too many overrides");
+        c->severity[c->nseverity++] = xstrdup(value);
+        c->severity[c->nseverity] = NULL;
+        return ERR_OK;
+    }
+    }
+    return bad(d, k, key, line, "unsupported");
+}
+
+void config_defaults(config_t *c)
+{
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < NKEYS; i++)
+        if (config_keys[i].def)
+            config_set(c, config_keys[i].name, config_keys[i].def, 0, NULL);
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+err_t config_load_file(config_t *c, const char *path, err_detail_t *d)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return err_set(d, ERR_IO, 0, "cannot open %s: %s", path, strerror(errno));
+    char line[4096];
+    int lineno = 0;
+    err_t rc = ERR_OK;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            rc = bad(d, NULL, "(line)", lineno, "line too long");
+            break;
+        }
+        char *s = trim(line);
+        if (*s == '#' || *s == '\0')
+            continue;
+        char *sep = strchr(s, '=');
+        if (!sep) {
+            rc = bad(d, NULL, s, lineno, "expected key = value");
+            break;
+        }
+        *sep = '\0';
+        char *key = trim(s), *value = trim(sep + 1);
+        size_t vl = strlen(value);
+        if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"')
+            value[vl - 1] = '\0', value++;
+        if ((rc = config_set(c, key, value, lineno, d)) != ERR_OK)
+            break;
+    }
+    fclose(f);
+    if (rc == ERR_OK) {
+        xfree(c->config_path);
+        c->config_path = xstrdup(path);
+    } else if (d && strncmp(d->msg, "line", 4) == 0) {
+        char tmp[sizeof d->msg];
+        snprintf(tmp, sizeof tmp, "%s", d->msg);
+        snprintf(d->msg, sizeof d->msg, "%.60s: %.120s", path, tmp);
+    }
+    return rc;
+}
+
+err_t config_validate(const config_t *c, err_detail_t *d)
+{
+    if (!c->listen_mllp.port && !c->listen_http.port)
+        return err_set(d, ERR_BAD_CONFIG, 0, "no listener: set listen-mllp or listen-http");
+    if (!c->data_dir)
+        return err_set(d, ERR_BAD_CONFIG, 0, "data-dir must be set");
+    if (strcmp(c->queue_sync, "full") != 0 && strcmp(c->queue_sync, "normal") != 0)
+        return err_set(d, ERR_BAD_CONFIG, 0, "queue-sync: expected full or normal");
+    if (!c->annotation || (strcmp(c->annotation, "zsg") != 0 && strcmp(c->annotation, "nte") != 0))
+        return err_set(d, ERR_BAD_CONFIG, 0, "annotation: expected zsg or nte");
+    if (!c->log_level || log_level_parse(c->log_level) < 0)
+        return err_set(d, ERR_BAD_CONFIG, 0, "log-level: expected error, warn, info or debug");
+    if (strcmp(c->log_target, "stderr") != 0 && strcmp(c->log_target, "syslog") != 0)
+        return err_set(d, ERR_BAD_CONFIG, 0, "log: expected stderr or syslog");
+    if (!c->fhir_base || c->fhir_base[0] != '/')
+        return err_set(d, ERR_BAD_CONFIG, 0, "fhir-base: must start with /");
+    if (c->downstream_fhir && strncmp(c->downstream_fhir, "http://", 7) != 0 &&
+        strncmp(c->downstream_fhir, "https://", 8) != 0)
+        return err_set(d, ERR_BAD_CONFIG, 0, "downstream-fhir: expected an http:// or https:// URL");
+    if (c->max_message_size < 64 || c->max_body_size < 64)
+        return err_set(d, ERR_BAD_CONFIG, 0, "max-message-size/max-body-size: at least 64 bytes");
+    if (c->retry_max < 1)
+        return err_set(d, ERR_BAD_CONFIG, 0, "retry-max: at least 1");
+    if (c->queue_max < 1)
+        return err_set(d, ERR_BAD_CONFIG, 0, "queue-max: at least 1");
+    return ERR_OK;
+}
+
+static void format_value(const config_t *c, const key_def_t *k, char *out, size_t cap)
+{
+    const void *field = (const char *)c + k->offset;
+    switch (k->kind) {
+    case K_STR: {
+        const char *s = *(char *const *)field;
+        snprintf(out, cap, "%s", s ? s : "");
+        break;
+    }
+    case K_ADDR: {
+        const config_addr_t *a = field;
+        if (a->port)
+            snprintf(out, cap, strchr(a->host, ':') ? "[%s]:%d" : "%s:%d", a->host, a->port);
+        else
+            snprintf(out, cap, "off");
+        break;
+    }
+    case K_LONG:
+    case K_SIZE:
+        snprintf(out, cap, "%ld", *(const long *)field);
+        break;
+    case K_MS:
+        snprintf(out, cap, "%ldms", *(const long *)field);
+        break;
+    case K_BOOL:
+        snprintf(out, cap, "%s", *(const bool *)field ? "yes" : "no");
+        break;
+    case K_LIST:
+        out[0] = '\0';
+        break;
+    }
+}
+
+void config_print_help(FILE *f)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        const key_def_t *k = &config_keys[i];
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s%s", k->name, k->arg ? " " : "", k->arg ? k->arg : "");
+        fprintf(f, "  %-34s %s", left, k->help);
+        if (k->def && k->kind != K_BOOL)
+            fprintf(f, " [%s]", k->def);
+        fputc('\n', f);
+    }
+}
+
+void config_dump(const config_t *c, FILE *f)
+{
+    char v[512];
+    for (size_t i = 0; i < NKEYS; i++) {
+        const key_def_t *k = &config_keys[i];
+        if (k->kind == K_LIST) {
+            for (int j = 0; j < c->nseverity; j++)
+                fprintf(f, "%s = %s\n", k->name, c->severity[j]);
+            continue;
+        }
+        format_value(c, k, v, sizeof v);
+        if (v[0])
+            fprintf(f, "%s = %s\n", k->name, v);
+        else
+            fprintf(f, "# %s =\n", k->name);
+    }
+}
+
+void config_free(config_t *c)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (config_keys[i].kind == K_STR) {
+            char **s = (char **)((char *)c + config_keys[i].offset);
+            xfree(*s);
+            *s = NULL;
+        }
+    for (int j = 0; j < c->nseverity; j++)
+        xfree(c->severity[j]);
+    c->nseverity = 0;
+    c->severity[0] = NULL;
+    xfree(c->config_path);
+    c->config_path = NULL;
+}

@@ -1,0 +1,305 @@
+"""harness.py - what the integration tests share: starting the real daemon on
+loopback with its own data directory, real MLLP clients (python3-hl7's and a
+raw socket one), and real downstream listeners (an MLLP server built on
+python3-hl7's asyncio streams, and an HTTP server from the standard library).
+
+Runs under Debian's /usr/bin/python3, which sees the python3-hl7 package.
+"""
+import asyncio
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import hl7
+import hl7.client
+import hl7.mllp
+
+TOP_SRCDIR = os.environ.get("top_srcdir", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+TOP_BUILDDIR = os.environ.get("top_builddir", TOP_SRCDIR)
+DAEMON = os.path.join(TOP_BUILDDIR, "spinegate")
+CHECK = os.path.join(TOP_BUILDDIR, "spinegate-check")
+DATA = os.path.join(TOP_SRCDIR, "tests", "data")
+
+SB, EB, CR = b"\x0b", b"\x1c", b"\x0d"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("daemon exited early with status %s" % proc.returncode)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("port %d did not open" % port)
+
+
+def wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = predicate()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class Daemon:
+    """The real spinegate process with a private data dir and free ports."""
+
+    def __init__(self, *extra, mllp=True, http=False, data_dir=None):
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="sg-it-")
+        self.mllp_port = free_port() if mllp else None
+        self.http_port = free_port() if http else None
+        self.extra = list(extra)
+        self.proc = None
+        self.log_path = os.path.join(self.data_dir, "daemon.log")
+
+    def args(self):
+        a = [DAEMON, "--data-dir", self.data_dir, "--log-level", "debug"]
+        a += ["--listen-mllp", "127.0.0.1:%d" % self.mllp_port if self.mllp_port else "off"]
+        if self.http_port:
+            a += ["--listen-http", "127.0.0.1:%d" % self.http_port]
+        return a + self.extra
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        env = dict(os.environ)
+        self.proc = subprocess.Popen(self.args(), stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        for port in (self.mllp_port, self.http_port):
+            if port:
+                wait_port(port, proc=self.proc)
+        return self
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("daemon did not stop within %ss of %s" % (timeout, sig))
+        if getattr(self, "log", None):
+            self.log.close()
+            self.log = None
+        return self.proc.returncode
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+        self.log = None
+
+    def logtext(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def outbox(self):
+        d = os.path.join(self.data_dir, "outbox")
+        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+    def folder(self, name):
+        d = os.path.join(self.data_dir, name)
+        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+    def read(self, folder, name):
+        with open(os.path.join(self.data_dir, folder, name), "rb") as f:
+            return f.read()
+
+
+def mllp_send(port, message, timeout=10.0):
+    """Sends one message with python3-hl7's MLLP client; returns the ACK text."""
+    with hl7.client.MLLPClient("127.0.0.1", port) as c:
+        c.socket.settimeout(timeout)
+        data = message if isinstance(message, bytes) else message.encode()
+        reply = c.send_message(data)
+        while not reply.rstrip().endswith(EB) and EB not in reply:
+            more = c.socket.recv(65536)
+            if not more:
+                break
+            reply += more
+        return reply.strip(SB + EB + CR + b"\n").decode("utf-8", "replace")
+
+
+class RawClient:
+    """A plain socket, for frames split, merged or broken on purpose."""
+
+    def __init__(self, port, timeout=10.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def frame(self, message):
+        return SB + (message if isinstance(message, bytes) else message.encode()) + EB + CR
+
+    def read_frame(self):
+        while True:
+            start = self.buf.find(SB)
+            end = self.buf.find(EB + CR, start + 1 if start >= 0 else 0)
+            if start >= 0 and end > start:
+                msg = self.buf[start + 1:end]
+                self.buf = self.buf[end + 2:]
+                return msg.decode("utf-8", "replace")
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed with %d bytes buffered" % len(self.buf))
+            self.buf += chunk
+
+    def close(self):
+        self.sock.close()
+
+
+def ack_code(ack):
+    for seg in ack.replace("\n", "\r").split("\r"):
+        if seg.startswith("MSA"):
+            return seg.split(seg[3])[1]
+    return None
+
+
+def msh10(message):
+    text = message.decode() if isinstance(message, bytes) else message
+    seg = text.split("\r")[0]
+    return seg.split(seg[3])[9]
+
+
+class MllpSink:
+    """A real downstream MLLP listener (python3-hl7 asyncio streams) in a
+    thread. mode(msg) returns "AA", "AE", "AR" or None (no answer)."""
+
+    def __init__(self, port=None, mode=lambda m: "AA"):
+        self.port = port or free_port()
+        self.mode = mode
+        self.received = []
+        self.lock = threading.Lock()
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.server = None
+
+    def start(self):
+        self.thread.start()
+        self.ready.wait(10)
+        return self
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+
+        async def handle(reader, writer):
+            try:
+                while True:
+                    msg = await reader.readmessage()
+                    text = str(msg)
+                    with self.lock:
+                        self.received.append(text)
+                    code = self.mode(text)
+                    if code:
+                        writer.writemessage(msg.create_ack(ack_code=code))
+                        await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError, hl7.mllp.InvalidBlockError):
+                pass
+            finally:
+                writer.close()
+
+        async def main():
+            self.server = await hl7.mllp.start_hl7_server(handle, "127.0.0.1", self.port)
+            self.ready.set()
+            async with self.server:
+                await self.server.serve_forever()
+
+        try:
+            self.loop.run_until_complete(main())
+        except asyncio.CancelledError:
+            pass
+
+    def messages(self):
+        with self.lock:
+            return list(self.received)
+
+    def control_ids(self):
+        return [msh10(m) for m in self.messages()]
+
+    def stop(self):
+        if self.server:
+            self.loop.call_soon_threadsafe(self.server.close)
+            for task in asyncio.all_tasks(self.loop) if False else []:
+                pass
+        self.loop.call_soon_threadsafe(lambda: [t.cancel() for t in asyncio.all_tasks(self.loop)])
+        self.thread.join(5)
+
+
+class HttpSink:
+    """A real downstream HTTP server recording POSTed bodies; status(body)
+    gives the answer's status code."""
+
+    def __init__(self, status=lambda body: 201):
+        self.port = free_port()
+        self.received = []
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n)
+                code = status(body)
+                sink.received.append((self.path, self.headers.get("Content-Type"), body, code))
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def demo(name):
+    with open(os.path.join(DATA, "demo", name), "rb") as f:
+        return f.read()
+
+
+def run(module_name):
+    """Runs a test module's TestCases and prints the plain closing line."""
+    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[module_name])
+    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
+    failed = len(result.failures) + len(result.errors)
+    passed = result.testsRun - failed - len(result.skipped)
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed or result.testsRun == 0 else 0)

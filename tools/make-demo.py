@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""make-demo.py - writes the demo HL7 messages in tests/data/demo/.
+
+Segments are built from {field number: value} maps so that field positions
+(FT1-19, FT1-25, DG1-15, ...) are right by construction. The patient is made up.
+"""
+import os
+import sys
+
+def seg(name, fields):
+    n = max(fields)
+    return name + "|" + "|".join(fields.get(i, "") for i in range(1, n + 1))
+
+def msh(cid, typ, ver="2.5"):
+    # MSH-1 is the separator itself, so MSH-2 is the first field written.
+    return "MSH|^~\\&|CHARGECAP|GENHOSP|SPINEGATE|BILLING|20260115083000||%s|%s|P|%s" % (typ, cid, ver)
+
+PID = seg("PID", {1: "1", 3: "MRN00123^^^GENHOSP^MR", 5: "TESTPATIENT^ALEX^Q", 7: "19800412", 8: "F"})
+PV1 = seg("PV1", {1: "1", 2: "O", 3: "SPINE^101^1^GENHOSP", 19: "V0001", 44: "20260115080000"})
+EVN = lambda ev: seg("EVN", {1: ev, 2: "20260115083000"})
+
+def ft1(n, cpt, dx):
+    return seg("FT1", {1: str(n), 4: "20260115", 6: "CG", 7: cpt + "^^C4", 10: "1",
+                       19: "~".join(d + "^^I10" for d in dx), 25: cpt + "^^C4"})
+
+def dg1(n, code, text, principal, free_text=""):
+    return seg("DG1", {1: str(n), 3: "%s^%s^I10" % (code, text), 4: free_text, 6: "F",
+                       15: "1" if principal else "2"})
+
+MESSAGES = {
+    "01-accept-no-spine-codes.hl7": [
+        msh("DEMO0001", "DFT^P03^DFT_P03"), EVN("P03"), PID, PV1, ft1(1, "99213", ["J20.9"]),
+        dg1(1, "J20.9", "Acute bronchitis, unspecified", True)],
+    "02-annotate-drg-info.hl7": [
+        msh("DEMO0002", "DFT^P03^DFT_P03"), EVN("P03"), PID, PV1, ft1(1, "72146", ["M43.04"]),
+        dg1(1, "M43.04", "Spondylolysis, thoracic region", True, "pars defect T8 on MRI")],
+    "03-annotate-site-unspecified.hl7": [
+        msh("DEMO0003", "DFT^P03^DFT_P03"), EVN("P03"), PID, PV1, ft1(1, "72146", ["M43.00"]),
+        dg1(1, "M43.00", "Spondylolysis, site unspecified", True, "pars defect at T8, thoracic spine")],
+    "04-reject-excludes1.hl7": [
+        msh("DEMO0004", "DFT^P03^DFT_P03"), EVN("P03"), PID, PV1, ft1(1, "72146", ["M43.04"]),
+        dg1(1, "M43.04", "Spondylolysis, thoracic region", True),
+        dg1(2, "Q76.2", "Congenital spondylolisthesis", False)],
+    "05-reject-seventh-character.hl7": [
+        msh("DEMO0005", "DFT^P03^DFT_P03"), EVN("P03"), PID, PV1, ft1(1, "72146", ["M43.04XA"]),
+        dg1(1, "M43.04XA", "Spondylolysis, thoracic region", True)],
+    "06-annotate-two-levels-bar.hl7": [
+        msh("DEMO0006", "BAR^P01^BAR_P01"), EVN("P01"), PID, PV1,
+        dg1(1, "M43.04", "Spondylolysis, thoracic region", True),
+        dg1(2, "M43.16", "Spondylolisthesis, lumbar region", False)],
+}
+
+def main():
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests", "data", "demo")
+    for name, segs in MESSAGES.items():
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(("\r".join(segs) + "\r").encode("ascii"))
+    with open(os.path.join(out, "07-unparseable.hl7"), "wb") as f:
+        f.write(b"this is not an HL7 message\r")
+
+if __name__ == "__main__":
+    main()

@@ -51,6 +51,8 @@ static const key_def_t config_keys[] = {
     {"retry-max-delay", K_MS, O(retry_max_delay_ms), "5m", "DURATION", "longest retry delay"},
     {"annotation", K_STR, O(annotation), "zsg", "zsg|nte",
      "segment that carries findings in forwarded HL7 messages"},
+    {"other-messages", K_STR, O(other_messages), "forward", "forward|reject",
+     "HL7 types other than DFT/BAR/ADT (they carry no claim): pass through or reject"},
     {"max-message-size", K_SIZE, O(max_message_size), "4M", "BYTES",
      "largest HL7 message accepted (larger: AR, connection kept)"},
     {"max-body-size", K_SIZE, O(max_body_size), "8M", "BYTES", "largest HTTP body accepted (413)"},
@@ -321,6 +323,9 @@ err_t config_validate(const config_t *c, err_detail_t *d)
         return err_set(d, ERR_BAD_CONFIG, 0, "queue-sync: expected full or normal");
     if (!c->annotation || (strcmp(c->annotation, "zsg") != 0 && strcmp(c->annotation, "nte") != 0))
         return err_set(d, ERR_BAD_CONFIG, 0, "annotation: expected zsg or nte");
+    if (!c->other_messages ||
+        (strcmp(c->other_messages, "forward") != 0 && strcmp(c->other_messages, "reject") != 0))
+        return err_set(d, ERR_BAD_CONFIG, 0, "other-messages: expected forward or reject");
     if (!c->log_level || log_level_parse(c->log_level) < 0)
         return err_set(d, ERR_BAD_CONFIG, 0, "log-level: expected error, warn, info or debug");
     if (strcmp(c->log_target, "stderr") != 0 && strcmp(c->log_target, "syslog") != 0)

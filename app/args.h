@@ -1,0 +1,19 @@
+/* args.h - the command line shared by the daemon: --config FILE, --help,
+ * --version, --check-config, and every config key as --key [VALUE]. */
+#ifndef SPINEGATE_ARGS_H
+#define SPINEGATE_ARGS_H
+
+#include <stdbool.h>
+
+#include "config.h"
+
+typedef struct {
+    bool help, version, check_config;
+    const char *config_file;
+} args_t;
+
+/* Reads argv into c (defaults, then the config file, then the command line
+ * over it). Returns 0 on success, 2 on a usage error (message printed). */
+int args_parse(int argc, char **argv, config_t *c, args_t *a);
+
+#endif

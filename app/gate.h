@@ -1,0 +1,47 @@
+/* gate.h - one message through the pipeline's pure part: bytes -> parser ->
+ * claim -> rules -> verdict. Shared by the daemon and spinegate-check, so
+ * both judge a message the same way. No I/O: callers own sockets and files.
+ * Results live in the arena the caller passes.
+ */
+#ifndef SPINEGATE_GATE_H
+#define SPINEGATE_GATE_H
+
+#include <stddef.h>
+
+#include "arena.h"
+#include "claim.h"
+#include "err.h"
+#include "fhir.h"
+#include "hl7.h"
+#include "rules.h"
+
+typedef enum { GATE_HL7, GATE_FHIR_JSON, GATE_FHIR_XML } gate_format_t;
+
+/* Looks at the first bytes (after a BOM and white space): '<' is FHIR XML,
+ * '{' FHIR JSON, anything else HL7 v2. */
+gate_format_t gate_detect(const char *buf, size_t len);
+
+typedef enum {
+    GATE_JUDGED,      /* claim read and evaluated: see verdict */
+    GATE_NOT_A_CLAIM, /* a readable message of a type that carries no claim */
+    GATE_UNREADABLE,  /* could not be parsed or mapped: see detail */
+} gate_status_t;
+
+typedef struct {
+    gate_status_t status;
+    err_detail_t detail;    /* for GATE_UNREADABLE and GATE_NOT_A_CLAIM */
+    const claim_t *claim;   /* GATE_JUDGED only */
+    rule_verdict_t verdict; /* GATE_JUDGED only; empty otherwise */
+    const char *control_id; /* MSH-10 / Claim.id when it could be read */
+} gate_result_t;
+
+/* Parses one HL7 v2 message (len bytes at buf, which must outlive msg's use)
+ * into msg (reused between calls), maps and judges it. */
+void gate_hl7(const rule_pack_t *pack, hl7_msg_t *msg, const char *buf, size_t len,
+              const hl7_opts_t *opts, arena_t *a, gate_result_t *out);
+
+/* Maps and judges Claim i of a parsed FHIR document. */
+void gate_fhir_claim(const rule_pack_t *pack, const fhir_doc_t *doc, size_t i, arena_t *a,
+                     gate_result_t *out);
+
+#endif

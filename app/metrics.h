@@ -1,0 +1,59 @@
+/* metrics.h - the daemon's counters, rendered in Prometheus text format for
+ * GET /metrics. Owned by the daemon and touched only on the loop thread, so
+ * nothing here is atomic. Findings are counted by rule id; rule ids are
+ * interned into a small table (a pack has tens of rules, not thousands).
+ */
+#ifndef SPINEGATE_METRICS_H
+#define SPINEGATE_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rules.h"
+
+typedef enum { METRIC_FMT_HL7, METRIC_FMT_FHIR_JSON, METRIC_FMT_FHIR_XML, METRIC_FMT__COUNT } metric_format_t;
+
+/* Outcomes beyond the three verdicts: a message that could not be read, or
+ * could not be stored. */
+typedef enum {
+    METRIC_ACCEPT,
+    METRIC_ANNOTATE,
+    METRIC_REJECT,
+    METRIC_UNREADABLE,
+    METRIC_STORE_FAILED,
+    METRIC_OUTCOME__COUNT
+} metric_outcome_t;
+
+#define METRICS_MAX_RULES 128
+#define METRICS_LATENCY_BUCKETS 12
+
+typedef struct {
+    uint64_t messages[METRIC_FMT__COUNT][METRIC_OUTCOME__COUNT];
+    struct {
+        char id[48];
+        uint64_t count;
+    } rules[METRICS_MAX_RULES];
+    size_t nrules;
+    uint64_t latency_buckets[METRICS_LATENCY_BUCKETS]; /* cumulative at render */
+    uint64_t latency_count;
+    double latency_sum_s;
+    uint64_t reloads_ok, reloads_failed;
+} metrics_t;
+
+void metrics_init(metrics_t *m);
+
+/* Counts one message and its findings. */
+void metrics_count(metrics_t *m, metric_format_t fmt, metric_outcome_t outcome,
+                   const rule_verdict_t *v);
+
+/* Records the time from a message's last byte to its answer. */
+void metrics_latency(metrics_t *m, double seconds);
+
+/* Appends the counters in Prometheus text format to out (xrealloc'd; *len
+ * updated). extra is appended verbatim (queue and delivery gauges). */
+char *metrics_render(const metrics_t *m, const char *extra, size_t *len);
+
+/* Maps a verdict to an outcome. */
+metric_outcome_t metrics_outcome(verdict_kind_t v);
+
+#endif

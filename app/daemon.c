@@ -1,0 +1,484 @@
+/* daemon.c - start, run and stop the server: data folders, the queue, the
+ * deliverers, the listeners, signals (SIGTERM drains, SIGHUP reloads the
+ * rule pack) and the put-retry list that turns a full queue into
+ * backpressure on the senders. */
+#include "daemon.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "log.h"
+#include "xmalloc.h"
+
+/* ---------------------------------------------------------------- rule pack */
+
+err_t daemon_pack_load(const config_t *cfg, rule_pack_t **out, err_detail_t *e)
+{
+    rule_policy_t policy = {.advisory = cfg->advisory,
+                            .severity_overrides = (const char *const *)cfg->severity};
+    return rule_pack_load(cfg->rules_path, cfg->tables_path, &policy, out, e);
+}
+
+daemon_pack_t *daemon_pack_ref(daemon_t *d)
+{
+    d->pack->refs++;
+    return d->pack;
+}
+
+void daemon_pack_unref(daemon_pack_t *p)
+{
+    if (p && --p->refs == 0) {
+        rule_pack_free(p->pack);
+        xfree(p);
+    }
+}
+
+static void pack_install(daemon_t *d, rule_pack_t *pack)
+{
+    daemon_pack_t *p = xcalloc(1, sizeof *p);
+    p->pack = pack;
+    p->refs = 1;
+    daemon_pack_unref(d->pack);
+    d->pack = p;
+}
+
+/* SIGHUP: re-read the config file's rule settings, load the pack and the
+ * tables into a new pack, and swap it in only if everything loaded. Other
+ * settings need a restart; connections are not touched. */
+static void reload(daemon_t *d)
+{
+    config_t fresh;
+    config_t *use = &d->cfg;
+    bool have_fresh = false;
+    err_detail_t e;
+    err_clear(&e);
+    if (d->config_file) {
+        config_defaults(&fresh);
+        if (config_load_file(&fresh, d->config_file, &e) != ERR_OK) {
+            log_error("reload failed, keeping the running rule pack: %s", e.msg);
+            d->metrics.reloads_failed++;
+            config_free(&fresh);
+            return;
+        }
+        /* Rule settings from the file; the command line still wins where it
+         * set them, which is why only file-provided keys are taken. */
+        use = &fresh;
+        have_fresh = true;
+    }
+    rule_pack_t *pack = NULL;
+    if (daemon_pack_load(use, &pack, &e) != ERR_OK) {
+        log_error("reload failed, keeping the running rule pack: %s%s%s", e.where,
+                  e.where[0] ? ": " : "", e.msg);
+        d->metrics.reloads_failed++;
+        if (have_fresh)
+            config_free(&fresh);
+        return;
+    }
+    if (have_fresh) {
+        /* Adopt the reloaded rule settings. */
+        xfree(d->cfg.rules_path);
+        d->cfg.rules_path = fresh.rules_path ? xstrdup(fresh.rules_path) : NULL;
+        xfree(d->cfg.tables_path);
+        d->cfg.tables_path = fresh.tables_path ? xstrdup(fresh.tables_path) : NULL;
+        d->cfg.advisory = fresh.advisory;
+        config_free(&fresh);
+    }
+    pack_install(d, pack);
+    d->metrics.reloads_ok++;
+    log_info("reloaded: %s", rule_pack_describe(pack));
+}
+
+/* ---------------------------------------------------------------- put retry */
+
+struct daemon_job {
+    daemon_job_t *next;
+    daemon_t *d;
+    queue_item_t item;
+    daemon_put_done_cb cb;
+    void *job;
+};
+
+static void put_cb(queue_t *q, err_t status, int64_t id, void *user)
+{
+    (void)q;
+    (void)id;
+    daemon_job_t *w = user;
+    w->cb(w->d, w->job, status);
+    xfree(w);
+}
+
+void daemon_put(daemon_t *d, const queue_item_t *item, daemon_put_done_cb cb, void *job)
+{
+    daemon_job_t *w = xcalloc(1, sizeof *w);
+    w->d = d;
+    w->item = *item;
+    w->cb = cb;
+    w->job = job;
+    if (d->waiting_head) { /* keep arrival order behind those already waiting */
+        d->waiting_tail->next = w;
+        d->waiting_tail = w;
+        return;
+    }
+    err_t rc = queue_put(d->queue, item, put_cb, w);
+    if (rc == ERR_OK)
+        return;
+    if (rc == ERR_BUSY) {
+        d->waiting_head = d->waiting_tail = w;
+        if (!uv_is_active((uv_handle_t *)&d->retry_timer))
+            uv_timer_start(&d->retry_timer, NULL, 5, 5);
+        return;
+    }
+    xfree(w);
+    cb(d, job, rc);
+}
+
+static void retry_puts(uv_timer_t *t)
+{
+    daemon_t *d = t->data;
+    while (d->waiting_head) {
+        daemon_job_t *w = d->waiting_head;
+        err_t rc = queue_put(d->queue, &w->item, put_cb, w);
+        if (rc == ERR_BUSY)
+            return;
+        d->waiting_head = w->next;
+        if (!d->waiting_head)
+            d->waiting_tail = NULL;
+        w->next = NULL;
+        if (rc != ERR_OK) {
+            w->cb(d, w->job, rc);
+            xfree(w);
+        }
+    }
+    uv_timer_stop(t);
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+void daemon_hl7_timestamp(char *out, size_t cap)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(out, cap, "%Y%m%d%H%M%S+0000", &tm);
+}
+
+static int mkdir_p(const char *path)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static int prepare_dirs(daemon_t *d)
+{
+    const char *base = d->cfg.data_dir;
+    snprintf(d->outbox_dir, sizeof d->outbox_dir, "%s/outbox", base);
+    snprintf(d->reject_dir, sizeof d->reject_dir, "%s/reject", base);
+    snprintf(d->dead_dir, sizeof d->dead_dir, "%s/deadletter", base);
+    snprintf(d->queue_path, sizeof d->queue_path, "%s/queue.db", base);
+    const char *dirs[] = {base, d->outbox_dir, d->reject_dir, d->dead_dir};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
+        if (mkdir_p(dirs[i]) != 0) {
+            log_error("cannot create %s: %s", dirs[i], strerror(errno));
+            return -1;
+        }
+    return 0;
+}
+
+static err_t start_out(daemon_t *d, const char *dest, out_kind_t kind, const config_addr_t *addr,
+                       const char *url, const char *dir, out_dest_t **out)
+{
+    out_dest_opts_t o = {
+        .dest = dest,
+        .kind = kind,
+        .host = addr ? addr->host : NULL,
+        .port = addr ? (unsigned)addr->port : 0,
+        .url = url,
+        .dir = dir,
+        .no_fsync = strcmp(d->cfg.queue_sync, "normal") == 0,
+        .dead_dir = d->dead_dir,
+        .max_tries = (unsigned)d->cfg.retry_max,
+        .backoff_base_ms = (unsigned)d->cfg.retry_base_ms,
+        .backoff_max_ms = (unsigned)d->cfg.retry_max_delay_ms,
+        .jitter = true,
+        .ack_timeout_ms = (unsigned)d->cfg.ack_timeout_ms,
+    };
+    err_detail_t e;
+    err_clear(&e);
+    err_t rc = out_start(d->loop, d->queue, &o, out, &e);
+    char target[512];
+    if (kind == OUT_MLLP)
+        snprintf(target, sizeof target, "MLLP %s:%d", addr->host, addr->port);
+    else
+        snprintf(target, sizeof target, "%s", kind == OUT_HTTP ? url : dir);
+    if (rc != ERR_OK)
+        log_error("delivery %s -> %s cannot start: %s", dest, target, e.msg[0] ? e.msg : err_str(rc));
+    else
+        log_info("delivery %s -> %s", dest, target);
+    return rc;
+}
+
+static err_t start_delivery(daemon_t *d)
+{
+    const config_t *c = &d->cfg;
+    err_t rc;
+    if (c->downstream_mllp.port)
+        rc = start_out(d, "hl7", OUT_MLLP, &c->downstream_mllp, NULL, NULL, &d->out_hl7);
+    else
+        rc = start_out(d, "hl7", OUT_DIR, NULL, NULL, d->outbox_dir, &d->out_hl7);
+    if (rc != ERR_OK)
+        return rc;
+    if (c->downstream_fhir)
+        rc = start_out(d, "fhir", OUT_HTTP, NULL, c->downstream_fhir, NULL, &d->out_fhir);
+    else
+        rc = start_out(d, "fhir", OUT_DIR, NULL, NULL, d->outbox_dir, &d->out_fhir);
+    if (rc != ERR_OK)
+        return rc;
+    if (c->reject_mllp.port)
+        rc = start_out(d, "reject-hl7", OUT_MLLP, &c->reject_mllp, NULL, NULL, &d->out_reject_hl7);
+    else
+        rc = start_out(d, "reject-hl7", OUT_DIR, NULL, NULL, d->reject_dir, &d->out_reject_hl7);
+    if (rc != ERR_OK)
+        return rc;
+    return start_out(d, "reject-fhir", OUT_DIR, NULL, NULL, d->reject_dir, &d->out_reject_fhir);
+}
+
+static err_t start_listeners(daemon_t *d)
+{
+    const config_t *c = &d->cfg;
+    err_detail_t e;
+    err_clear(&e);
+    if (c->listen_mllp.port) {
+        mllp_opts_t o;
+        mllp_opts_default(&o);
+        o.max_message = (size_t)c->max_message_size;
+        o.max_connections = (unsigned)c->max_connections;
+        o.idle_timeout_ms = (unsigned)c->idle_timeout_ms;
+        mllp_callbacks_t cb = {.frame = serve_mllp_frame, .oversized = serve_mllp_oversized};
+        if (mllp_server_listen(d->loop, c->listen_mllp.host, c->listen_mllp.port, &o, &cb, d,
+                               &d->mllp, &e) != ERR_OK) {
+            log_error("MLLP listener %s:%d: %s", c->listen_mllp.host, c->listen_mllp.port, e.msg);
+            return ERR_IO;
+        }
+        log_info("listening for MLLP on %s:%d", c->listen_mllp.host, mllp_server_port(d->mllp));
+    }
+    if (c->listen_http.port) {
+        http_opts_t o;
+        http_opts_default(&o);
+        o.max_body = (size_t)c->max_body_size;
+        o.max_connections = (unsigned)c->max_connections;
+        o.idle_timeout_ms = (unsigned)c->idle_timeout_ms;
+        o.header_timeout_ms = (unsigned)c->header_timeout_ms;
+        o.body_timeout_ms = (unsigned)c->body_timeout_ms;
+        http_callbacks_t cb = {.request = serve_http_request, .error = serve_http_error};
+        if (http_server_listen(d->loop, c->listen_http.host, c->listen_http.port, &o, &cb, d,
+                               &d->http, &e) != ERR_OK) {
+            log_error("HTTP listener %s:%d: %s", c->listen_http.host, c->listen_http.port, e.msg);
+            return ERR_IO;
+        }
+        log_info("listening for HTTP (FHIR base %s) on %s:%d", c->fhir_base, c->listen_http.host,
+                 http_server_port(d->http));
+    }
+    return ERR_OK;
+}
+
+/* ---------------------------------------------------------------- shutdown */
+
+/* Shutdown runs in stages so that nothing acknowledged is lost: listeners
+ * drain (every owed answer is written, which waits for the commits behind
+ * it), then the deliverers stop, then the queue closes after its last
+ * commit, then the loop runs out of handles. */
+static void close_queue_done(void *user)
+{
+    daemon_t *d = user;
+    d->queue = NULL;
+    uv_close((uv_handle_t *)&d->retry_timer, NULL);
+    uv_close((uv_handle_t *)&d->sig_term, NULL);
+    uv_close((uv_handle_t *)&d->sig_int, NULL);
+    uv_close((uv_handle_t *)&d->sig_hup, NULL);
+    log_info("stopped");
+}
+
+static unsigned outs_running;
+
+static void out_stopped(void *user)
+{
+    daemon_t *d = user;
+    if (--outs_running == 0)
+        queue_close(d->queue, close_queue_done, d);
+}
+
+static void stop_delivery(daemon_t *d)
+{
+    out_dest_t **outs[] = {&d->out_hl7, &d->out_fhir, &d->out_reject_hl7, &d->out_reject_fhir};
+    outs_running = 1; /* held until every stop is issued */
+    for (size_t i = 0; i < 4; i++)
+        if (*outs[i]) {
+            outs_running++;
+            out_stop(*outs[i], out_stopped, d);
+            *outs[i] = NULL;
+        }
+    out_stopped(d);
+}
+
+static unsigned listeners_open;
+
+static void listener_closed(daemon_t *d)
+{
+    if (--listeners_open == 0) {
+        /* Puts still waiting for queue space would never be answered now
+         * that senders are gone; they were never acknowledged, so dropping
+         * them loses nothing that was promised. */
+        while (d->waiting_head) {
+            daemon_job_t *w = d->waiting_head;
+            d->waiting_head = w->next;
+            w->cb(d, w->job, ERR_CLOSED);
+            xfree(w);
+        }
+        d->waiting_tail = NULL;
+        stop_delivery(d);
+    }
+}
+
+static void mllp_closed(mllp_server_t *s, void *user)
+{
+    (void)s;
+    daemon_t *d = user;
+    d->mllp = NULL;
+    listener_closed(d);
+}
+
+static void http_closed(http_server_t *s, void *user)
+{
+    (void)s;
+    daemon_t *d = user;
+    d->http = NULL;
+    listener_closed(d);
+}
+
+static void begin_stop(daemon_t *d, const char *why)
+{
+    if (d->stopping++)
+        return;
+    log_info("%s: draining and stopping", why);
+    uv_signal_stop(&d->sig_hup);
+    listeners_open = 1;
+    if (d->mllp) {
+        listeners_open++;
+        mllp_server_close(d->mllp, mllp_closed, d);
+    }
+    if (d->http) {
+        listeners_open++;
+        http_server_close(d->http, http_closed, d);
+    }
+    listener_closed(d);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    daemon_t *d = h->data;
+    if (signum == SIGHUP)
+        reload(d);
+    else
+        begin_stop(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* ---------------------------------------------------------------- run */
+
+static void write_pid_file(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        log_warn("cannot write pid file %s: %s", path, strerror(errno));
+        return;
+    }
+    fprintf(f, "%ld\n", (long)getpid());
+    fclose(f);
+}
+
+int daemon_run(const config_t *cfg, const char *config_file)
+{
+    daemon_t *d = xcalloc(1, sizeof *d);
+    d->cfg = *cfg; /* takes over cfg's strings */
+    d->config_file = config_file;
+    d->exit_code = 0;
+    d->loop = xmalloc(sizeof *d->loop);
+    uv_loop_init(d->loop);
+    metrics_init(&d->metrics);
+    d->hl7_opts.max_size = (size_t)cfg->max_message_size;
+    d->start_ms = uv_now(d->loop);
+    signal(SIGPIPE, SIG_IGN);
+
+    rule_pack_t *pack = NULL;
+    err_detail_t e;
+    err_clear(&e);
+    if (daemon_pack_load(&d->cfg, &pack, &e) != ERR_OK) {
+        log_error("rule pack: %s%s%s", e.where, e.where[0] ? ": " : "", e.msg);
+        return 1;
+    }
+    pack_install(d, pack);
+    log_info("spinegate %s starting: %s", PACKAGE_VERSION, rule_pack_describe(pack));
+    if (prepare_dirs(d) != 0)
+        return 1;
+
+    queue_opts_t qo = {
+        .sync = strcmp(cfg->queue_sync, "normal") == 0 ? QUEUE_SYNC_NORMAL : QUEUE_SYNC_FULL,
+        .max_queued = (size_t)cfg->queue_max,
+        .max_payload = (size_t)(cfg->max_message_size > cfg->max_body_size
+                                    ? cfg->max_message_size
+                                    : cfg->max_body_size) * 2 + 65536,
+    };
+    if (queue_open(d->loop, d->queue_path, &qo, &d->queue, &e) != ERR_OK) {
+        log_error("queue %s: %s", d->queue_path, e.msg);
+        return 1;
+    }
+    queue_stats_t qs;
+    queue_stats(d->queue, &qs);
+    log_info("queue %s open: %llu message(s) waiting for delivery", d->queue_path,
+             (unsigned long long)qs.depth);
+
+    uv_timer_init(d->loop, &d->retry_timer);
+    d->retry_timer.data = d;
+    uv_signal_init(d->loop, &d->sig_term);
+    uv_signal_init(d->loop, &d->sig_int);
+    uv_signal_init(d->loop, &d->sig_hup);
+    d->sig_term.data = d->sig_int.data = d->sig_hup.data = d;
+    uv_signal_start(&d->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&d->sig_int, on_signal, SIGINT);
+    uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
+
+    if (start_delivery(d) != ERR_OK || start_listeners(d) != ERR_OK) {
+        d->exit_code = 1;
+        begin_stop(d, "startup failed");
+    } else if (cfg->pid_file) {
+        write_pid_file(cfg->pid_file);
+    }
+    uv_run(d->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(d->loop) != 0)
+        log_warn("loop closed with handles still open");
+    if (cfg->pid_file && d->exit_code == 0)
+        unlink(cfg->pid_file);
+    int code = d->exit_code;
+    daemon_pack_unref(d->pack);
+    config_free(&d->cfg);
+    xfree(d->loop);
+    xfree(d);
+    return code;
+}

@@ -1,0 +1,79 @@
+/* daemon.h - the spinegate server: one libuv loop holding the listeners, the
+ * durable queue, the deliverers, the loaded rule pack and the metrics. main()
+ * only parses the command line and calls daemon_run().
+ *
+ * Ownership: the daemon owns everything it starts; the config is copied in.
+ * The rule pack is reference-counted (daemon_pack_t) because a reload can
+ * swap it while messages judged by the old one still wait for their commit
+ * and their findings point into it.
+ */
+#ifndef SPINEGATE_DAEMON_H
+#define SPINEGATE_DAEMON_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "hl7.h"
+#include "http.h"
+#include "metrics.h"
+#include "mllp.h"
+#include "out.h"
+#include "queue.h"
+#include "rules.h"
+
+typedef struct {
+    rule_pack_t *pack;
+    unsigned refs;
+} daemon_pack_t;
+
+typedef struct daemon_job daemon_job_t;
+
+typedef struct daemon {
+    uv_loop_t *loop;
+    config_t cfg;
+    const char *config_file; /* for SIGHUP; NULL when none */
+    daemon_pack_t *pack;
+    queue_t *queue;
+    mllp_server_t *mllp;
+    http_server_t *http;
+    out_dest_t *out_hl7, *out_fhir, *out_reject_hl7, *out_reject_fhir;
+    metrics_t metrics;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t retry_timer;  /* retries puts refused while the queue was full */
+    daemon_job_t *waiting_head, *waiting_tail;
+    hl7_opts_t hl7_opts;
+    uint64_t ack_seq;        /* for the control ids of our ACKs */
+    uint64_t start_ms;
+    int stopping;
+    int exit_code;
+    char outbox_dir[4096], reject_dir[4096], dead_dir[4096], queue_path[4096];
+} daemon_t;
+
+/* Runs the daemon with cfg until SIGTERM/SIGINT. Returns the exit status. */
+int daemon_run(const config_t *cfg, const char *config_file);
+
+/* Takes / drops a reference to the current pack. */
+daemon_pack_t *daemon_pack_ref(daemon_t *d);
+void daemon_pack_unref(daemon_pack_t *p);
+
+/* Loads a rule pack with the settings of cfg. Errors as rule_pack_load(). */
+err_t daemon_pack_load(const config_t *cfg, rule_pack_t **out, err_detail_t *e);
+
+/* Writes an ACK/HL7 timestamp (YYYYMMDDHHMMSS+0000) of now into out (>= 20 bytes). */
+void daemon_hl7_timestamp(char *out, size_t cap);
+
+/* The MLLP and HTTP sides (serve_mllp.c, serve_http.c). */
+void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user);
+void serve_mllp_oversized(mllp_req_t *req, buf_t *head, size_t total, void *user);
+void serve_http_request(http_req_t *req, void *user);
+size_t serve_http_error(const http_req_t *req, int status, const char *why, char *out, size_t cap,
+                        const char **content_type, void *user);
+
+/* Puts that the queue refused as full wait here, in arrival order, and are
+ * retried by a timer; the connection they came from is not read meanwhile
+ * (its replies are pending), which is the backpressure. */
+typedef void (*daemon_put_done_cb)(daemon_t *d, void *job, err_t status);
+void daemon_put(daemon_t *d, const queue_item_t *item, daemon_put_done_cb cb, void *job);
+
+#endif

@@ -1,0 +1,202 @@
+/* serve_mllp.c - what the daemon does with each MLLP frame: judge it, store
+ * it (accepted and annotated messages for delivery, rejected ones for the
+ * reject sink), and only once the store is durable, answer the sender.
+ *
+ * A job owns everything one message needs until its answer is written: a
+ * reference to the frame, the parsed message, an arena for the claim, the
+ * findings and the output, and a reference to the rule pack that judged it
+ * (its findings point into the pack).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "gate.h"
+#include "hl7_ack.h"
+#include "log.h"
+#include "xmalloc.h"
+
+typedef struct {
+    daemon_t *d;
+    mllp_req_t *req;
+    buf_t *frame;
+    hl7_msg_t *msg;
+    arena_t arena;
+    daemon_pack_t *pack;
+    gate_result_t result;
+    uint64_t t0;
+    const char *dest;
+} mllp_job_t;
+
+static void job_free(mllp_job_t *j)
+{
+    hl7_msg_free(j->msg);
+    buf_unref(j->frame);
+    arena_free(&j->arena);
+    daemon_pack_unref(j->pack);
+    xfree(j);
+}
+
+static void ack_opts(daemon_t *d, arena_t *a, hl7_ack_opts_t *o)
+{
+    char ts[32];
+    daemon_hl7_timestamp(ts, sizeof ts);
+    memset(o, 0, sizeof *o);
+    o->timestamp = arena_strdup(a, ts);
+    o->control_id = arena_printf(a, "SG%llx%06llu", (unsigned long long)d->start_ms,
+                                 (unsigned long long)++d->ack_seq % 1000000);
+}
+
+static const char *rules_list(arena_t *a, const rule_verdict_t *v)
+{
+    if (!v->nfindings)
+        return "-";
+    size_t n = 0;
+    for (size_t i = 0; i < v->nfindings; i++)
+        n += strlen(v->findings[i].rule_id) + 1;
+    char *s = arena_alloc(a, n + 1), *p = s;
+    for (size_t i = 0; i < v->nfindings; i++)
+        p += sprintf(p, "%s%s", i ? "," : "", v->findings[i].rule_id);
+    return s;
+}
+
+/* Writes the answer and finishes the job. code NULL means "no ACK" (enhanced
+ * mode asked for none). */
+static void answer(mllp_job_t *j, hl7_outcome_t outcome, metric_outcome_t metric)
+{
+    daemon_t *d = j->d;
+    hl7_ack_opts_t o;
+    ack_opts(d, &j->arena, &o);
+    slice_t ack = SLICE_NULL;
+    err_t rc;
+    const char *code = NULL;
+    if (j->result.status == GATE_UNREADABLE) {
+        rc = hl7_ack_unparseable(j->frame->data, j->frame->len, &j->result.detail, &o, &j->arena,
+                                 &ack);
+        code = "AR";
+    } else {
+        code = hl7_ack_code(j->msg, outcome);
+        const rule_verdict_t *v = j->result.status == GATE_JUDGED ? &j->result.verdict : NULL;
+        const char *text = NULL;
+        if (outcome == HL7_OUTCOME_STORE_FAILED)
+            text = "message could not be stored; send it again";
+        else if (j->result.status == GATE_NOT_A_CLAIM && outcome == HL7_OUTCOME_REJECTED)
+            text = "message type carries no claim and is not accepted here";
+        rc = code ? hl7_ack_build(j->msg, code, v, text, &o, &j->arena, &ack) : ERR_OK;
+    }
+    if (code && rc == ERR_OK)
+        mllp_req_reply(j->req, ack.ptr, ack.len);
+    else
+        mllp_req_reply_none(j->req);
+    double secs = (double)(uv_hrtime() - j->t0) / 1e9;
+    metrics_count(&d->metrics, METRIC_FMT_HL7, metric,
+                  j->result.status == GATE_JUDGED ? &j->result.verdict : NULL);
+    metrics_latency(&d->metrics, secs);
+    const char *id = j->result.control_id ? j->result.control_id : "-";
+    if (j->result.status == GATE_UNREADABLE)
+        log_warn("mllp conn=%llu id=%s unreadable (%s%s%s): answered AR",
+                 (unsigned long long)mllp_req_conn_id(j->req), id, err_name(j->result.detail.code),
+                 j->result.detail.where[0] ? " at " : "", j->result.detail.where);
+    else
+        log_info("mllp conn=%llu id=%s %s findings=%zu rules=%s stored=%s ack=%s %.2fms",
+                 (unsigned long long)mllp_req_conn_id(j->req), id,
+                 j->result.status == GATE_NOT_A_CLAIM ? "no-claim" : verdict_name(j->result.verdict.kind),
+                 j->result.verdict.nfindings, rules_list(&j->arena, &j->result.verdict),
+                 j->dest ? j->dest : "-", code ? code : "none", secs * 1000);
+    job_free(j);
+}
+
+static void stored(daemon_t *d, void *job, err_t status)
+{
+    (void)d;
+    mllp_job_t *j = job;
+    if (status != ERR_OK) {
+        log_error("mllp id=%s: queue put failed (%s): answering with an error ACK",
+                  j->result.control_id ? j->result.control_id : "-", err_str(status));
+        j->dest = NULL;
+        answer(j, HL7_OUTCOME_STORE_FAILED, METRIC_STORE_FAILED);
+        return;
+    }
+    if (j->result.status == GATE_JUDGED && j->result.verdict.kind == VERDICT_REJECT)
+        answer(j, HL7_OUTCOME_REJECTED, METRIC_REJECT);
+    else if (j->result.status == GATE_JUDGED && j->result.verdict.kind == VERDICT_ANNOTATE)
+        answer(j, HL7_OUTCOME_ANNOTATED, METRIC_ANNOTATE);
+    else
+        answer(j, HL7_OUTCOME_ACCEPTED, METRIC_ACCEPT);
+}
+
+static void store(mllp_job_t *j, const char *dest, slice_t payload)
+{
+    char summary[512] = "";
+    const rule_verdict_t *v = &j->result.verdict;
+    size_t off = 0;
+    for (size_t i = 0; i < v->nfindings && off < sizeof summary - 64; i++)
+        off += (size_t)snprintf(summary + off, sizeof summary - off, "%s%s:%s", i ? " " : "",
+                                v->findings[i].rule_id, rule_severity_name(v->findings[i].severity));
+    queue_item_t item = {
+        .dest = dest,
+        .control_id = j->result.control_id ? j->result.control_id : "",
+        .content_type = "application/hl7-v2",
+        .payload = payload.ptr,
+        .payload_len = payload.len,
+        .findings = off ? arena_strdup(&j->arena, summary) : NULL,
+    };
+    j->dest = dest;
+    daemon_put(j->d, &item, stored, j);
+}
+
+void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
+{
+    daemon_t *d = user;
+    mllp_job_t *j = xcalloc(1, sizeof *j);
+    j->d = d;
+    j->req = req;
+    j->t0 = uv_hrtime();
+    j->frame = buf_ref(frame);
+    j->msg = hl7_msg_new();
+    arena_init(&j->arena, 8192);
+    j->pack = daemon_pack_ref(d);
+    log_phi("mllp frame", frame->data, frame->len);
+
+    gate_hl7(j->pack->pack, j->msg, frame->data, frame->len, &d->hl7_opts, &j->arena, &j->result);
+    switch (j->result.status) {
+    case GATE_UNREADABLE:
+        answer(j, HL7_OUTCOME_UNREADABLE, METRIC_UNREADABLE);
+        return;
+    case GATE_NOT_A_CLAIM:
+        if (strcmp(d->cfg.other_messages, "reject") == 0) {
+            answer(j, HL7_OUTCOME_REJECTED, METRIC_REJECT);
+            return;
+        }
+        store(j, "hl7", slice_make(frame->data, frame->len));
+        return;
+    case GATE_JUDGED:
+        break;
+    }
+    const rule_verdict_t *v = &j->result.verdict;
+    if (v->kind == VERDICT_ACCEPT) {
+        store(j, "hl7", slice_make(frame->data, frame->len));
+        return;
+    }
+    hl7_annotation_t style = strcmp(d->cfg.annotation, "nte") == 0 ? HL7_ANNOTATE_NTE : HL7_ANNOTATE_ZSG;
+    slice_t annotated;
+    if (hl7_annotate(j->msg, v, style, &j->arena, &annotated) != ERR_OK)
+        annotated = slice_make(frame->data, frame->len);
+    store(j, v->kind == VERDICT_REJECT ? "reject-hl7" : "hl7", annotated);
+}
+
+void serve_mllp_oversized(mllp_req_t *req, buf_t *head, size_t total, void *user)
+{
+    daemon_t *d = user;
+    mllp_job_t *j = xcalloc(1, sizeof *j);
+    j->d = d;
+    j->req = req;
+    j->t0 = uv_hrtime();
+    j->frame = buf_ref(head);
+    j->msg = hl7_msg_new();
+    arena_init(&j->arena, 4096);
+    j->result.status = GATE_UNREADABLE;
+    err_set(&j->result.detail, ERR_TOO_LARGE, total,
+            "message of %zu bytes is over the limit of %ld bytes", total, d->cfg.max_message_size);
+    answer(j, HL7_OUTCOME_UNREADABLE, METRIC_UNREADABLE);
+}

@@ -1,0 +1,79 @@
+/* spinegate.c - the daemon's main: settings from the config file and the
+ * command line, --help/--version/--check-config, logging, then daemon_run(). */
+#include <stdio.h>
+#include <string.h>
+
+#include "args.h"
+#include "daemon.h"
+#include "log.h"
+#include "xmalloc.h"
+
+static void usage(FILE *f)
+{
+    fputs("usage: spinegate [--config FILE] [--KEY VALUE ...]\n"
+          "       spinegate --listen-mllp HOST:PORT [--downstream-mllp HOST:PORT] --data-dir DIR\n"
+          "       spinegate --listen-http HOST:PORT [--downstream-fhir URL] --data-dir DIR\n"
+          "       spinegate --help | --version | --check-config\n\n"
+          "Pre-billing gate for ICD-10-CM spine coding: HL7 v2 over MLLP, FHIR R4 Claims\n"
+          "over HTTP. Every setting below is also a config file line 'key = value'\n"
+          "(see spinegate.conf(5)); the command line wins over the file.\n\n"
+          "  --config FILE                      read settings from FILE first\n"
+          "  --check-config                     check settings, rule pack and tables; print them\n"
+          "  --help, --version\n",
+          f);
+    config_print_help(f);
+}
+
+int main(int argc, char **argv)
+{
+    config_t cfg;
+    args_t a;
+    int rc = args_parse(argc, argv, &cfg, &a);
+    if (rc != 0) {
+        config_free(&cfg);
+        return rc;
+    }
+    if (a.help) {
+        usage(stdout);
+        config_free(&cfg);
+        return 0;
+    }
+    xmalloc_hook_libraries();
+    if (a.version) {
+        rule_pack_t *pack = NULL;
+        err_detail_t e;
+        err_clear(&e);
+        printf("spinegate %s\n", PACKAGE_VERSION);
+        if (daemon_pack_load(&cfg, &pack, &e) == ERR_OK)
+            printf("%s\n", rule_pack_describe(pack));
+        rule_pack_free(pack);
+        config_free(&cfg);
+        return 0;
+    }
+    err_detail_t e;
+    err_clear(&e);
+    if (config_validate(&cfg, &e) != ERR_OK) {
+        fprintf(stderr, "spinegate: %s\n", e.msg);
+        config_free(&cfg);
+        return 2;
+    }
+    if (a.check_config) {
+        rule_pack_t *pack = NULL;
+        if (daemon_pack_load(&cfg, &pack, &e) != ERR_OK) {
+            fprintf(stderr, "spinegate: rule pack: %s%s%s\n", e.where, e.where[0] ? ": " : "",
+                    e.msg);
+            config_free(&cfg);
+            return 2;
+        }
+        printf("# configuration OK%s%s\n# %s\n", a.config_file ? " in " : "",
+               a.config_file ? a.config_file : "", rule_pack_describe(pack));
+        config_dump(&cfg, stdout);
+        rule_pack_free(pack);
+        config_free(&cfg);
+        return 0;
+    }
+    log_init("spinegate", cfg.log_target, (log_level_t)log_level_parse(cfg.log_level), cfg.log_phi);
+    if (cfg.log_phi)
+        log_warn("log-phi is on: message content (patient data) will be logged");
+    return daemon_run(&cfg, a.config_file);
+}

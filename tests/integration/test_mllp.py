@@ -1,0 +1,305 @@
+"""test_mllp.py - the MLLP daemon end to end: the real spinegate process,
+python3-hl7's MLLP client and a raw socket client as senders, and a real
+downstream MLLP listener (python3-hl7's asyncio server) as billing."""
+import os
+import signal
+import socket
+import threading
+import time
+import unittest
+
+import harness as h
+
+
+def dft(cid, dx, cpt="72146", ver="2.5", text="Spondylolysis, thoracic region"):
+    """A DFT^P03 with one FT1 and one DG1 per diagnosis code (first is principal)."""
+    segs = ["MSH|^~\\&|CHARGECAP|GENHOSP|SPINEGATE|BILLING|20260115083000||DFT^P03^DFT_P03|%s|P|%s" % (cid, ver),
+            "EVN|P03|20260115083000",
+            "PID|1||MRN1^^^GENHOSP^MR||TESTPATIENT^ALEX||19800412|F",
+            "PV1|1|O|SPINE^101^1"]
+    segs.append("FT1|1|||20260115||CG|%s^^C4|||1|||||||||%s|||||%s^^C4" % (cpt, dx[0] + "^^I10", cpt))
+    for i, code in enumerate(dx, 1):
+        segs.append("DG1|%d||%s^%s^I10|||F|||||||||%d" % (i, code, text, 1 if i == 1 else 2))
+    return "\r".join(segs) + "\r"
+
+
+class Basic(unittest.TestCase):
+    """Verdicts and ACKs, with the outbox as the embedded default sink."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = h.Daemon("--max-message-size", "64K").start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.cleanup()
+
+    def test_accept_goes_to_outbox_unchanged(self):
+        msg = h.demo("01-accept-no-spine-codes.hl7")
+        ack = h.mllp_send(self.d.mllp_port, msg)
+        self.assertEqual(h.ack_code(ack), "AA", ack)
+        self.assertIn("MSA|AA|DEMO0001", ack)
+        name = h.wait_for(lambda: [n for n in self.d.outbox() if "DEMO0001" in n], what="outbox file")[0]
+        self.assertEqual(self.d.read("outbox", name).rstrip(b"\r"), msg.rstrip(b"\r"))
+
+    def test_ack_swaps_sender_and_receiver(self):
+        ack = h.mllp_send(self.d.mllp_port, h.demo("01-accept-no-spine-codes.hl7"))
+        msh = ack.split("\r")[0].split("|")
+        self.assertEqual(msh[2:6], ["SPINEGATE", "BILLING", "CHARGECAP", "GENHOSP"])
+        self.assertEqual(msh[8], "ACK^P03^ACK")
+        self.assertEqual(msh[10], "P")
+        self.assertEqual(msh[11], "2.5")
+
+    def test_annotate_forwards_with_findings(self):
+        ack = h.mllp_send(self.d.mllp_port, h.demo("03-annotate-site-unspecified.hl7"))
+        self.assertEqual(h.ack_code(ack), "AA", ack)
+        name = h.wait_for(lambda: [n for n in self.d.outbox() if "DEMO0003" in n], what="outbox file")[0]
+        body = self.d.read("outbox", name).decode()
+        self.assertIn("\rZSG|", body)
+        self.assertIn("M43.00", body)
+        # The original segments are kept, byte for byte, before the findings.
+        original = h.demo("03-annotate-site-unspecified.hl7").decode().rstrip("\r").split("\r")
+        for seg in original:
+            self.assertIn(seg, body.split("\r"))
+
+    def test_reject_answers_with_err_and_is_not_forwarded(self):
+        ack = h.mllp_send(self.d.mllp_port, h.demo("04-reject-excludes1.hl7"))
+        self.assertIn(h.ack_code(ack), ("AE", "AR"), ack)
+        errs = [s for s in ack.split("\r") if s.startswith("ERR|")]
+        self.assertTrue(errs, ack)
+        self.assertTrue(any("Q76.2" in e for e in errs), errs)
+        self.assertTrue(any("DG1" in e for e in errs), errs)
+        h.wait_for(lambda: [n for n in self.d.folder("reject") if "DEMO0004" in n], what="reject copy")
+        time.sleep(0.3)
+        self.assertFalse([n for n in self.d.outbox() if "DEMO0004" in n])
+
+    def test_seventh_character_rejected(self):
+        ack = h.mllp_send(self.d.mllp_port, h.demo("05-reject-seventh-character.hl7"))
+        self.assertIn(h.ack_code(ack), ("AE", "AR"), ack)
+
+    def test_unparseable_gets_ar_and_connection_stays(self):
+        c = h.RawClient(self.d.mllp_port)
+        c.send(c.frame(b"garbage that is not HL7"))
+        ack = c.read_frame()
+        self.assertEqual(h.ack_code(ack), "AR", ack)
+        self.assertIn("ERR|", ack)
+        c.send(c.frame(h.demo("01-accept-no-spine-codes.hl7")))
+        self.assertEqual(h.ack_code(c.read_frame()), "AA")
+        c.close()
+
+    def test_oversized_gets_ar_with_control_id(self):
+        c = h.RawClient(self.d.mllp_port)
+        big = dft("BIG0001", ["M43.04"]) + "NTE|1||" + "x" * (100 * 1024) + "\r"
+        c.send(c.frame(big))
+        ack = c.read_frame()
+        self.assertEqual(h.ack_code(ack), "AR", ack)
+        self.assertIn("BIG0001", ack)
+        c.send(c.frame(dft("SMALL0001", ["J20.9"])))
+        self.assertEqual(h.ack_code(c.read_frame()), "AA")
+        c.close()
+
+    def test_split_and_merged_frames(self):
+        c = h.RawClient(self.d.mllp_port)
+        frames = b"".join(c.frame(dft("MERGE%04d" % i, ["J20.9"])) for i in range(5))
+        c.send(b"noise before a frame")  # dropped with a log line
+        c.send(frames[:3])
+        time.sleep(0.05)
+        for i in range(3, len(frames), 7):  # then in 7-byte pieces
+            c.send(frames[i:i + 7])
+        acks = [c.read_frame() for _ in range(5)]
+        self.assertEqual([a.split("\r")[1].split("|")[2] for a in acks], ["MERGE%04d" % i for i in range(5)])
+        c.close()
+
+    def test_hundred_connections(self):
+        results = [None] * 100
+
+        def one(i):
+            try:
+                results[i] = h.ack_code(h.mllp_send(self.d.mllp_port, dft("CONN%04d" % i, ["M43.16"])))
+            except Exception as e:  # noqa: BLE001 - reported through results
+                results[i] = repr(e)
+
+        clients = [socket.create_connection(("127.0.0.1", self.d.mllp_port)) for _ in range(100)]
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(100)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        for s in clients:
+            s.close()
+        self.assertEqual(results, ["AA"] * 100)
+
+    def test_not_a_claim_passes_through(self):
+        oru = h.demo("01-accept-no-spine-codes.hl7").replace(b"DFT^P03^DFT_P03", b"ORU^R01^ORU_R01").replace(b"DEMO0001", b"ORU0001")
+        self.assertEqual(h.ack_code(h.mllp_send(self.d.mllp_port, oru)), "AA")
+
+    def test_enhanced_mode_commit_ack(self):
+        msg = dft("ENH0001", ["J20.9"]).replace("|P|2.5", "|P|2.5|||AL|NE")
+        self.assertEqual(h.ack_code(h.mllp_send(self.d.mllp_port, msg)), "CA")
+
+    def test_no_patient_data_in_log(self):
+        h.mllp_send(self.d.mllp_port, h.demo("04-reject-excludes1.hl7"))
+        log = self.d.logtext()
+        self.assertIn("DEMO0004", log)
+        for phi in ("TESTPATIENT", "MRN00123", "19800412", "MAIN ST"):
+            self.assertNotIn(phi, log)
+
+
+class Downstream(unittest.TestCase):
+    """Delivery to a real MLLP listener: order, outages, retries, dead letters."""
+
+    def test_downstream_down_then_up_nothing_lost_order_kept(self):
+        port = h.free_port()
+        d = h.Daemon("--downstream-mllp", "127.0.0.1:%d" % port, "--retry-base", "50ms",
+                     "--retry-max-delay", "200ms", "--retry-max", "1000").start()
+        try:
+            ids = ["DOWN%04d" % i for i in range(30)]
+            for cid in ids:
+                self.assertEqual(h.ack_code(h.mllp_send(d.mllp_port, dft(cid, ["M43.16"]))), "AA")
+            time.sleep(0.5)  # the deliverer is retrying against a closed port
+            sink = h.MllpSink(port).start()
+            try:
+                h.wait_for(lambda: len(set(sink.control_ids())) >= 30, 20, "all messages downstream")
+                seen = []
+                for cid in sink.control_ids():
+                    if cid not in seen:
+                        seen.append(cid)
+                self.assertEqual(seen, ids)
+            finally:
+                sink.stop()
+        finally:
+            d.cleanup()
+
+    def test_dead_letter_after_retries_and_next_goes_on(self):
+        sink = h.MllpSink(mode=lambda m: "AE" if "POISON" in m else "AA").start()
+        d = h.Daemon("--downstream-mllp", "127.0.0.1:%d" % sink.port, "--retry-base", "20ms",
+                     "--retry-max-delay", "50ms", "--retry-max", "3").start()
+        try:
+            h.mllp_send(d.mllp_port, dft("POISON01", ["J20.9"]))
+            h.mllp_send(d.mllp_port, dft("AFTER001", ["J20.9"]))
+            h.wait_for(lambda: "AFTER001" in sink.control_ids(), 20, "message after the poison one")
+            self.assertEqual(sink.control_ids().count("POISON01"), 3)
+            h.wait_for(lambda: d.folder("deadletter"), 5, "dead-letter file")
+            self.assertTrue(any("POISON01" in n for n in d.folder("deadletter")))
+        finally:
+            d.cleanup()
+            sink.stop()
+
+    def test_kill9_under_load_then_restart_delivers_every_acked_message(self):
+        sink = h.MllpSink().start()
+        d = h.Daemon("--downstream-mllp", "127.0.0.1:%d" % sink.port, "--retry-base", "20ms",
+                     "--retry-max", "1000").start()
+        acked = []
+        stop = threading.Event()
+
+        def sender(k):
+            n = 0
+            try:
+                c = h.RawClient(d.mllp_port, timeout=5)
+                while not stop.is_set():
+                    cid = "K%d-%05d" % (k, n)
+                    c.send(c.frame(dft(cid, ["M43.16"])))
+                    if h.ack_code(c.read_frame()) == "AA":
+                        acked.append(cid)
+                    n += 1
+            except (OSError, ConnectionError):
+                pass
+
+        threads = [threading.Thread(target=sender, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        d.kill9()
+        stop.set()
+        for t in threads:
+            t.join(10)
+        self.assertGreater(len(acked), 50)
+        d2 = h.Daemon("--downstream-mllp", "127.0.0.1:%d" % sink.port, data_dir=d.data_dir).start()
+        try:
+            h.wait_for(lambda: set(acked) <= set(sink.control_ids()), 30, "every AA'd message downstream")
+            # Per connection, order is kept downstream.
+            got = sink.control_ids()
+            for k in range(4):
+                mine = [c for c in acked if c.startswith("K%d-" % k)]
+                firsts = sorted(mine, key=got.index)
+                self.assertEqual(firsts, mine)
+        finally:
+            d2.cleanup()
+            sink.stop()
+
+
+class Reload(unittest.TestCase):
+    def test_sighup_with_broken_pack_keeps_old_one(self):
+        import tempfile
+        pack = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        with open(os.path.join(h.TOP_SRCDIR, "rules", "spine-rules.json")) as f:
+            pack.write(f.read())
+        pack.close()
+        conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
+        conf.write("rules = %s\n" % pack.name)
+        conf.close()
+        d = h.Daemon("--config", conf.name).start()
+        try:
+            self.assertIn(h.ack_code(h.mllp_send(d.mllp_port, h.demo("04-reject-excludes1.hl7"))), ("AE", "AR"))
+            c = h.RawClient(d.mllp_port)  # an open connection survives the reload
+            with open(pack.name, "w") as f:
+                f.write("{ this is not json")
+            d.signal(signal.SIGHUP)
+            h.wait_for(lambda: "reload failed" in d.logtext(), 5, "reload failure logged")
+            c.send(c.frame(h.demo("04-reject-excludes1.hl7")))
+            self.assertIn(h.ack_code(c.read_frame()), ("AE", "AR"))
+            c.close()
+            # Advisory mode through a reload: the same message is now accepted.
+            with open(conf.name, "a") as f:
+                f.write("advisory = yes\n")
+            with open(os.path.join(h.TOP_SRCDIR, "rules", "spine-rules.json")) as src, open(pack.name, "w") as f:
+                f.write(src.read())
+            d.signal(signal.SIGHUP)
+            h.wait_for(lambda: "reloaded" in d.logtext(), 5, "reload logged")
+            self.assertEqual(h.ack_code(h.mllp_send(d.mllp_port, h.demo("04-reject-excludes1.hl7"))), "AA")
+        finally:
+            d.cleanup()
+            os.unlink(pack.name)
+            os.unlink(conf.name)
+
+    def test_sigterm_exits_cleanly(self):
+        d = h.Daemon().start()
+        h.mllp_send(d.mllp_port, h.demo("01-accept-no-spine-codes.hl7"))
+        self.assertEqual(d.stop(), 0)
+        self.assertIn("stopped", d.logtext())
+        d.cleanup()
+
+
+class Cli(unittest.TestCase):
+    def run_cmd(self, *args):
+        import subprocess
+        return subprocess.run([h.DAEMON] + list(args), capture_output=True, text=True, timeout=20)
+
+    def test_help_lists_every_config_key(self):
+        r = self.run_cmd("--help")
+        self.assertEqual(r.returncode, 0)
+        with open(os.path.join(h.TOP_SRCDIR, "docs", "spinegate.conf.5")) as f:
+            man = f.read()
+        keys = [line.split()[0][2:] for line in r.stdout.splitlines()
+                if line.startswith("  --") and line.split()[0] not in ("--config", "--check-config", "--help,")]
+        self.assertGreater(len(keys), 20)
+        for k in keys:
+            self.assertIn(".B " + k, man, "spinegate.conf(5) does not document " + k)
+
+    def test_check_config_and_usage_errors(self):
+        r = self.run_cmd("--check-config", "--listen-mllp", "127.0.0.1:9")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("listen-mllp = 127.0.0.1:9", r.stdout)
+        self.assertEqual(self.run_cmd("--no-such-option").returncode, 2)
+        r = self.run_cmd("--check-config", "--retry-max", "many")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("retry-max", r.stderr)
+
+    def test_version(self):
+        r = self.run_cmd("--version")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("spinegate", r.stdout)
+
+
+if __name__ == "__main__":
+    h.run(__name__)

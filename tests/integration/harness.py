@@ -303,3 +303,35 @@ def run(module_name):
     passed = result.testsRun - failed - len(result.skipped)
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed or result.testsRun == 0 else 0)
+
+
+_json_validator = None
+
+
+def fhir_json_valid(body):
+    """Validates a JSON resource against the official FHIR R4 JSON schema
+    (Debian's python3-jsonschema). Returns (ok, reason)."""
+    global _json_validator
+    import jsonschema
+    if _json_validator is None:
+        with open(os.path.join(DATA, "fhir", "schema", "fhir.schema.json")) as f:
+            _json_validator = jsonschema.Draft6Validator(json.load(f))
+    doc = json.loads(body)
+    errors = list(_json_validator.iter_errors(doc))
+    if not errors:
+        return True, ""
+    best = jsonschema.exceptions.best_match(errors)
+    return False, "%s at %s" % (best.message[:300], list(best.absolute_path))
+
+
+def fhir_xml_valid(body):
+    """Validates an XML resource with xmllint against the FHIR R4 XSDs."""
+    xsd = os.path.join(DATA, "fhir", "xsd", "fhir-single.xsd")
+    with tempfile.NamedTemporaryFile(suffix=".xml", delete=False) as f:
+        f.write(body)
+    try:
+        r = subprocess.run(["xmllint", "--noout", "--nonet", "--schema", xsd, f.name],
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        os.unlink(f.name)
+    return r.returncode == 0, r.stderr[-600:]

@@ -1,0 +1,211 @@
+"""test_fhir.py - FHIR Claims over HTTP end to end: the real daemon, curl as
+the client, a real downstream HTTP server, and every response checked against
+the official FHIR R4 definitions (JSON schema, XSD)."""
+import copy
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import harness as h
+
+FHIR = os.path.join(h.DATA, "fhir")
+
+
+def load(name):
+    with open(os.path.join(FHIR, "json", name)) as f:
+        return json.load(f)
+
+
+def curl(port, path, body=None, ctype="application/fhir+json", method=None, extra=()):
+    """Runs curl; returns (status, content type, body bytes)."""
+    with tempfile.NamedTemporaryFile(delete=False) as out:
+        pass
+    args = ["curl", "-s", "-o", out.name, "-w", "%{http_code} %{content_type}", "--max-time", "30"]
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        with tempfile.NamedTemporaryFile(delete=False) as f:
+            f.write(data)
+        args += ["--data-binary", "@" + f.name, "-H", "Content-Type: " + ctype]
+    if method:
+        args += ["-X", method]
+    args += list(extra) + ["http://127.0.0.1:%d%s" % (port, path)]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    if body is not None:
+        os.unlink(f.name)
+    with open(out.name, "rb") as f:
+        content = f.read()
+    os.unlink(out.name)
+    code, _, ct = r.stdout.partition(" ")
+    return int(code or 0), ct, content
+
+
+def with_dx(claim, codes):
+    c = copy.deepcopy(claim)
+    c["diagnosis"] = [{"sequence": i + 1, "diagnosisCodeableConcept": {"coding": [
+        {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code}]}} for i, code in enumerate(codes)]
+    for item in c.get("item", []):
+        item["diagnosisSequence"] = [1]
+    return c
+
+
+class Fhir(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.sink = h.HttpSink().start()
+        cls.d = h.Daemon("--downstream-fhir", "http://127.0.0.1:%d/r4" % cls.sink.port,
+                         "--header-timeout", "1s", "--body-timeout", "1s",
+                         "--max-body-size", "1M", mllp=False, http=True).start()
+        cls.port = cls.d.http_port
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.cleanup()
+        cls.sink.stop()
+
+    def assertValidJson(self, body, resource_type):
+        doc = json.loads(body)
+        self.assertEqual(doc["resourceType"], resource_type)
+        ok, why = h.fhir_json_valid(body)
+        self.assertTrue(ok, why)
+        return doc
+
+    def assertValidXml(self, body, root):
+        self.assertIn(b"<" + root.encode(), body)
+        ok, why = h.fhir_xml_valid(body)
+        self.assertTrue(ok, why)
+
+    def test_claim_annotated_stored_forwarded_with_extensions(self):
+        status, ct, body = curl(self.port, "/fhir/Claim", load("spine-m4304-mri.json"))
+        self.assertEqual(status, 201, body)
+        self.assertIn("application/fhir+json", ct)
+        self.assertValidJson(body, "OperationOutcome")
+        h.wait_for(lambda: any("spine-m4304-mri" in r[2].decode() for r in self.sink.received), 10,
+                   "forwarded Claim")
+        path, ctype, fwd, _ = [r for r in self.sink.received if b"spine-m4304-mri" in r[2]][0]
+        self.assertEqual(path, "/r4/Claim")
+        claim = self.assertValidJson(fwd, "Claim")
+        self.assertIn("spinegate.invalid/fhir/StructureDefinition", json.dumps(claim))
+
+    def test_xml_claim_answered_in_xml(self):
+        with open(os.path.join(FHIR, "xml", "spine-m4304-mri.xml"), "rb") as f:
+            xml = f.read()
+        status, ct, body = curl(self.port, "/fhir/Claim", xml, "application/fhir+xml")
+        self.assertEqual(status, 201, body)
+        self.assertIn("application/fhir+xml", ct)
+        self.assertValidXml(body, "OperationOutcome")
+
+    def test_reject_is_422_with_outcome_and_not_forwarded(self):
+        claim = with_dx(load("spine-m4304-mri.json"), ["M43.04", "Q76.2"])
+        claim["id"] = "reject-me"
+        status, _, body = curl(self.port, "/fhir/Claim", claim)
+        self.assertEqual(status, 422, body)
+        oo = self.assertValidJson(body, "OperationOutcome")
+        errors = [i for i in oo["issue"] if i["severity"] == "error"]
+        self.assertTrue(errors)
+        self.assertTrue(any(i.get("expression", [""])[0].startswith("Claim.diagnosis[") for i in errors), errors)
+        self.assertTrue(all(i["code"] in ("business-rule", "code-invalid") for i in errors))
+        time.sleep(0.3)
+        self.assertFalse(any(b"reject-me" in r[2] for r in self.sink.received))
+        h.wait_for(lambda: [n for n in self.d.folder("reject") if "reject-me" in n], 5, "reject copy")
+
+    def test_validate_only_judges(self):
+        claim = with_dx(load("spine-m4304-mri.json"), ["M43.04XA"])
+        claim["id"] = "validate-only"
+        status, _, body = curl(self.port, "/fhir/Claim/$validate", claim)
+        self.assertEqual(status, 200, body)
+        oo = self.assertValidJson(body, "OperationOutcome")
+        self.assertTrue(any(i["severity"] == "error" for i in oo["issue"]))
+        time.sleep(0.3)
+        self.assertFalse(any(b"validate-only" in r[2] for r in self.sink.received))
+
+    def test_batch_bundle_one_verdict_per_claim(self):
+        status, _, body = curl(self.port, "/fhir", load("spine-bundle-two.json"))
+        self.assertEqual(status, 200, body)
+        doc = self.assertValidJson(body, "Bundle")
+        self.assertIn(doc["type"], ("batch-response", "transaction-response"))
+        self.assertEqual(len(doc["entry"]), 2)
+
+    def test_metadata(self):
+        status, _, body = curl(self.port, "/fhir/metadata")
+        self.assertEqual(status, 200)
+        doc = self.assertValidJson(body, "CapabilityStatement")
+        self.assertEqual(doc["fhirVersion"], "4.0.1")
+        status, ct, body = curl(self.port, "/fhir/metadata?_format=xml")
+        self.assertIn("xml", ct)
+        self.assertValidXml(body, "CapabilityStatement")
+
+    def test_broken_json_and_xml(self):
+        status, _, body = curl(self.port, "/fhir/Claim", b'{"resourceType": "Claim", ', "application/fhir+json")
+        self.assertEqual(status, 400)
+        self.assertValidJson(body, "OperationOutcome")
+        status, _, body = curl(self.port, "/fhir/Claim", b"<Claim xmlns='http://hl7.org/fhir'><id value=",
+                               "application/fhir+xml")
+        self.assertEqual(status, 400)
+        self.assertValidXml(body, "OperationOutcome")
+
+    def test_wrong_content_type(self):
+        status, _, body = curl(self.port, "/fhir/Claim", b"hello", "text/plain")
+        self.assertEqual(status, 415)
+        self.assertValidJson(body, "OperationOutcome")
+
+    def test_huge_body_is_413_and_daemon_unaffected(self):
+        big = b'{"resourceType":"Claim","x":"' + b"a" * (50 * 1024 * 1024) + b'"}'
+        status, _, _ = curl(self.port, "/fhir/Claim", big)
+        self.assertIn(status, (413, 0))  # 0: curl saw the connection closed while sending
+        status, _, _ = curl(self.port, "/fhir/metadata")
+        self.assertEqual(status, 200)
+
+    def test_slow_client_times_out_others_unaffected(self):
+        s = socket.create_connection(("127.0.0.1", self.port))
+        s.sendall(b"POST /fhir/Claim HTTP/1.1\r\nHost: x\r\n")
+        t0 = time.time()
+        # Meanwhile another client is served at once.
+        status, _, _ = curl(self.port, "/fhir/metadata")
+        self.assertEqual(status, 200)
+        self.assertLess(time.time() - t0, 1.0)
+        for ch in b"Content-Type: application/fhir+json\r\n":
+            try:
+                s.sendall(bytes([ch]))
+            except OSError:
+                break
+            time.sleep(0.1)
+            if time.time() - t0 > 3:
+                break
+        s.settimeout(5)
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            pass
+        s.close()
+        self.assertIn(b" 408 ", data.split(b"\r\n")[0] + b" ")
+
+    def test_healthz_and_metrics(self):
+        curl(self.port, "/fhir/Claim", load("spine-m4304-mri.json"))
+        status, _, body = curl(self.port, "/healthz")
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(body)["status"], "ok")
+        status, ct, body = curl(self.port, "/metrics")
+        self.assertEqual(status, 200)
+        text = body.decode()
+        self.assertIn('spinegate_messages_total{format="fhir+json",outcome="annotate"}', text)
+        self.assertIn("spinegate_findings_total{rule=", text)
+        self.assertIn("spinegate_queue_depth", text)
+        self.assertIn("spinegate_answer_seconds_bucket", text)
+
+    def test_not_found_and_method(self):
+        self.assertEqual(curl(self.port, "/fhir/Patient", load("spine-m4304-mri.json"))[0], 404)
+        self.assertEqual(curl(self.port, "/fhir/Claim", method="GET")[0], 405)
+
+
+if __name__ == "__main__":
+    h.run(__name__)

@@ -303,7 +303,9 @@ static void check_pair(ev_t *e, int i, int j)
 {
     const claim_dx_t *di = &e->c->dx[i], *dj = &e->c->dx[j];
     dxi_t *xi = &e->dx[i], *xj = &e->dx[j];
-    if (strcmp(di->code, dj->code) == 0)
+    /* A code already reported as invalid takes part in no pair: the coder
+     * fixes it first, and its pairs are judged on the corrected claim. */
+    if (strcmp(di->code, dj->code) == 0 || (xi->spine && !xi->valid) || (xj->spine && !xj->valid))
         return;
     for (int pass = 0; pass < 2; pass++) {
         bool ex1 = pass == 0;

@@ -109,6 +109,7 @@ typedef struct {
     size_t nnotes;
     rule__seven_t *seven;
     size_t nseven;
+    rule__map_t seven_map; /* owner prefix -> index into seven */
     rule__map_t mcc_map;  /* value: 1 when it counts only if discharged alive */
     rule__map_t pdx_map;  /* DRG 551/552 principals; value: index into pdx */
     struct {

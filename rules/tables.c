@@ -555,6 +555,7 @@ err_t rule__table_parse(const char *name, const char *text, size_t len, rule__ta
     }
     for (size_t k = 0; k < t->nseven; k++) {
         rule__seven_t *s = &t->seven[k];
+        rule__map_put(&t->seven_map, rule__key(s->prefix), (int32_t)k);
         char lb[64];
         size_t ll = 0;
         for (size_t q = 0; s->chars[q]; q++)
@@ -669,6 +670,7 @@ void rule__table_free(rule__table_t *t)
     rule__map_free(&t->code_map);
     rule__map_free(&t->category_map);
     rule__map_free(&t->mcc_map);
+    rule__map_free(&t->seven_map);
     memset(t, 0, sizeof *t);
 }
 
@@ -680,14 +682,12 @@ const rule__code_t *rule__table_find(const rule__table_t *t, const char *code)
 
 const rule__seven_t *rule__table_seven_for(const rule__table_t *t, const char *code)
 {
-    const rule__seven_t *best = NULL;
-    size_t bl = 0;
-    for (size_t k = 0; k < t->nseven; k++) {
-        size_t l = strlen(t->seven[k].prefix);
-        if (l > bl && strncmp(code, t->seven[k].prefix, l) == 0) {
-            best = &t->seven[k];
-            bl = l;
-        }
+    /* Longest owner prefix first: at most five hash probes. */
+    size_t n = strnlen(code, 8);
+    for (size_t l = n > 7 ? 7 : n; l >= 3; l--) {
+        int32_t k = rule__map_get(&t->seven_map, rule__keyn(code, l));
+        if (k >= 0)
+            return &t->seven[k];
     }
-    return best;
+    return NULL;
 }

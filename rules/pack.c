@@ -1165,15 +1165,20 @@ static err_t apply_policy(rule_pack_t *p, const rule_policy_t *pol, err_detail_t
     return ERR_OK;
 }
 
-err_t rule_pack_load(const char *pack_path, const char *tables_path,
-                     const rule_policy_t *policy, rule_pack_t **out, err_detail_t *d)
+/* The whole load with the pack's JSON either in memory (json != NULL), from
+ * pack_path, or built in. */
+static err_t pack_load(const char *json, size_t json_len, const char *pack_path,
+                       const char *tables_path, const rule_policy_t *policy, rule_pack_t **out,
+                       err_detail_t *d)
 {
     *out = NULL;
     err_clear(d);
     rule_pack_t *p = xcalloc(1, sizeof *p);
     err_t rc = load_tables(p, tables_path, d);
     if (rc == ERR_OK) {
-        if (pack_path) {
+        if (json) {
+            rc = load_pack_json(p, "pack", json, json_len, d);
+        } else if (pack_path) {
             char *text;
             size_t len;
             rc = read_file(pack_path, PACK_MAX_BYTES, &text, &len, d);
@@ -1211,6 +1216,18 @@ err_t rule_pack_load(const char *pack_path, const char *tables_path,
     p->describe = xstrdup(buf);
     *out = p;
     return ERR_OK;
+}
+
+err_t rule_pack_load(const char *pack_path, const char *tables_path,
+                     const rule_policy_t *policy, rule_pack_t **out, err_detail_t *d)
+{
+    return pack_load(NULL, 0, pack_path, tables_path, policy, out, d);
+}
+
+err_t rule__pack_load_mem(const char *json, size_t len, const char *tables_path,
+                          const rule_policy_t *policy, rule_pack_t **out, err_detail_t *d)
+{
+    return pack_load(json ? json : "", len, NULL, tables_path, policy, out, d);
 }
 
 void rule_pack_free(rule_pack_t *p)

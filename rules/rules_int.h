@@ -299,6 +299,10 @@ typedef struct {
 extern const rule__embedded_t rule__embedded_files[];
 extern const size_t rule__embedded_count;
 
+/* rule_pack_load() with the pack's JSON from memory (fuzzing, tests). */
+err_t rule__pack_load_mem(const char *json, size_t len, const char *tables_path,
+                          const rule_policy_t *policy, rule_pack_t **out, err_detail_t *d);
+
 /* Compiles region data of every table against the pack's geography. */
 void rule__compile_tables(rule_pack_t *p);
 

@@ -32,7 +32,7 @@ static void make_tables(void)
             e = &rule__embedded_files[i];
     if (!e)
         abort();
-    static const char *const keep[] = {"C\tM4", "N\tM4", "C\tQ76", "N\tQ76", "C\tS12", "N\tS12",
+    static const char *const keep[] = {"C\tM40", "N\tM40", "C\tM41", "N\tM41", "C\tM43", "N\tM43", "C\tQ76", "N\tQ76", "C\tS12", "N\tS12",
                                        "C\tM48", "N\tM48", "N\tM80", "P\tM43", "M\tA02", "M\tI46",
                                        NULL};
     size_t cap = e->len, n = 0, lines = 0;

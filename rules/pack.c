@@ -323,7 +323,8 @@ static err_t load_tables(rule_pack_t *p, const char *path, err_detail_t *d)
                 nfiles++;
             }
             closedir(dir);
-            qsort(files, nfiles, sizeof *files, cmp_str);
+            if (nfiles > 1)
+                qsort(files, nfiles, sizeof *files, cmp_str);
         } else {
             files = xmalloc(sizeof *files);
             files[nfiles++] = xstrdup(path);

@@ -61,11 +61,17 @@ typedef struct {
     const char *const *severity_overrides;
 } rule_policy_t;
 
-/* Loads a rule pack. pack_path / tables_path name files; NULL means the
- * pack and tables built into the binary. On failure *out is NULL and d
- * names the file, line or key that is wrong.
- * Errors: ERR_IO, ERR_BAD_PACK, ERR_BAD_TABLE, ERR_BAD_CONFIG (policy names
- * an unknown rule or severity). */
+/* Loads a rule pack (format: docs/rule-pack.md). pack_path names the JSON
+ * pack; tables_path names one table file or a directory whose *.tsv files
+ * are loaded (one per fiscal year; validity periods may not overlap). NULL
+ * means the pack / tables built into the binary. policy may be NULL. On
+ * failure *out is NULL and d names what is wrong: d->where holds
+ * "file:line:col" for JSON syntax, the key path ("rules[3].severity") for
+ * pack content, "name:line" for a table row, "severity_overrides[i]" for
+ * policy; d->segment holds the line where there is one.
+ * Errors: ERR_IO (cannot read), ERR_TOO_LARGE (file over 16 MiB pack / 64 MiB
+ * table), ERR_BAD_PACK, ERR_BAD_TABLE, ERR_BAD_CONFIG (policy names an
+ * unknown rule or severity, or is not "rule-id=severity"). */
 err_t rule_pack_load(const char *pack_path, const char *tables_path,
                      const rule_policy_t *policy, rule_pack_t **out, err_detail_t *d);
 
@@ -76,7 +82,12 @@ void rule_pack_free(rule_pack_t *pack);
 const char *rule_pack_describe(const rule_pack_t *pack);
 
 /* Evaluates claim against pack. Never fails on claim content: anything the
- * tables do not cover is left alone. out->findings live in a. */
+ * tables do not cover is left alone, and a claim without a covered spine
+ * code gets no findings (VERDICT_ACCEPT). The table is picked by the claim's
+ * service date (service_from, else service_to, else the first line's date;
+ * none: the newest). At most 256 findings are reported. Pure: no I/O, no
+ * clock, no global state; safe to call from several threads on one pack.
+ * out->findings and their strings live in a. */
 void rule_evaluate(const rule_pack_t *pack, const claim_t *claim, arena_t *a,
                    rule_verdict_t *out);
 

@@ -1,0 +1,315 @@
+/* rules_int.h - internals shared by the files of rules/ (tables.c, pack.c,
+ * text.c, eval.c); nothing outside rules/ includes it except the module's own
+ * tests, fuzz targets and benchmark.
+ *
+ * Ownership: a rule_pack_t owns everything below it (tables, compiled rule
+ * parameters, strings) in plain xmalloc'd arrays freed by rule_pack_free().
+ * After load the pack is read-only, so evaluation needs no locks.
+ */
+#ifndef SPINEGATE_RULES_INT_H
+#define SPINEGATE_RULES_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "claim.h"
+#include "err.h"
+#include "rules.h"
+
+/* ---- small open-addressing map keyed by a code of at most 7 characters,
+ * packed into a uint64 (NUL padded), so a lookup is a multiply, a mask and
+ * integer compares. Values are int32 indexes. */
+typedef struct {
+    uint64_t *keys; /* 0 = empty slot */
+    int32_t *vals;
+    size_t cap;     /* power of two */
+    size_t n;
+} rule__map_t;
+
+uint64_t rule__key(const char *code);            /* 0 when longer than 7 chars */
+uint64_t rule__keyn(const char *code, size_t n); /* first n chars */
+void rule__map_put(rule__map_t *m, uint64_t key, int32_t val);
+int32_t rule__map_get(const rule__map_t *m, uint64_t key); /* -1 when absent */
+void rule__map_free(rule__map_t *m);
+
+/* ---- code references of a tabular note ("Q76.3-Q76.4", "M51.- with fifth
+ * character 4"): a code matches when its prefix, cut to the length of each
+ * bound, lies between the bounds (a bare code is lo == hi). */
+typedef struct {
+    char lo[8], hi[8];
+    uint8_t lolen, hilen;
+    char fifth; /* 0, or the character the 5th position must hold */
+} rule__ref_t;
+
+bool rule__ref_parse(const char *tok, size_t n, rule__ref_t *r);
+bool rule__ref_match(const rule__ref_t *r, const char *code);
+
+typedef enum {
+    NOTE_INCLUDES,
+    NOTE_INCLUSION_TERM,
+    NOTE_EXCLUDES1,
+    NOTE_EXCLUDES2,
+    NOTE_CODE_FIRST,
+    NOTE_USE_ADDITIONAL,
+    NOTE_CODE_ALSO,
+    NOTE_SEVEN_NOTE,
+    NOTE_SEVEN_DEF,
+    NOTE_NOTES,
+} rule__note_type_t;
+
+typedef struct {
+    rule__ref_t owner;         /* the code or section the note sits under */
+    char owner_dotted[16];
+    rule__note_type_t type;
+    char *text;
+    rule__ref_t *refs;
+    int nrefs;
+} rule__note_t;
+
+/* A 7th-character definition: the owner's prefix and its allowed letters. */
+typedef struct {
+    char prefix[8];
+    char dotted[16];
+    char chars[16];    /* "ABDGKS" */
+    char *list;        /* "A, B, D, G, K, S" for messages */
+    bool in_codes;     /* the owner's category is in the code table */
+} rule__seven_t;
+
+typedef struct {
+    char code[8];
+    char dotted[10];
+    uint8_t len;
+    bool billable;
+    bool leaf;         /* no code in the table starts with this one */
+    int32_t parent;    /* nearest ancestor in the table, -1 at a category */
+    int32_t end;       /* one past the last descendant (codes are sorted) */
+    char *desc;
+    int16_t seven;     /* index into seven[], -1 when no 7th character */
+    int16_t region;    /* index into the pack's regions, -1 none (compiled) */
+    /* note indexes that apply to this code: its own, its ancestors' and its
+     * section's (precomputed so evaluation never walks the hierarchy). */
+    int32_t *ex1, *ex2;
+    int nex1, nex2;
+    char *children;    /* billable descendants for suggestions, or NULL */
+    int16_t *sibling;  /* by region index: the sibling code with that region */
+} rule__code_t;
+
+/* One fiscal year's tables. */
+typedef struct {
+    char name[64];       /* file name it came from */
+    char fy[16];         /* "FY2026" */
+    claim_date_t from, to;
+    char *icd_source, *drg_source;
+    rule__code_t *codes; /* sorted by code */
+    size_t ncodes;
+    rule__map_t code_map;
+    rule__map_t category_map; /* 3-character categories present */
+    rule__note_t *notes;
+    size_t nnotes;
+    rule__seven_t *seven;
+    size_t nseven;
+    rule__map_t seven_map; /* owner prefix -> index into seven */
+    rule__map_t mcc_map;  /* value: 1 when it counts only if discharged alive */
+    rule__map_t pdx_map;  /* DRG 551/552 principals; value: index into pdx */
+    struct {
+        int32_t off, n;   /* the MCCs this principal excludes: excl[off..off+n) */
+    } *pdx;
+    uint64_t *excl;       /* excluded MCC keys, sorted per principal */
+    size_t nexcl;
+    size_t npdx, nmcc;
+} rule__table_t;
+
+/* Parses one table file (text, len bytes). name is used in errors.
+ * Errors: ERR_BAD_TABLE with d->segment = line and d->where = "name:line". */
+err_t rule__table_parse(const char *name, const char *text, size_t len, rule__table_t *t,
+                        err_detail_t *d);
+void rule__table_free(rule__table_t *t);
+const rule__code_t *rule__table_find(const rule__table_t *t, const char *code);
+/* The 7th-character owner covering code (longest prefix), or NULL. */
+const rule__seven_t *rule__table_seven_for(const rule__table_t *t, const char *code);
+
+/* ---- regions (compiled from the pack). */
+typedef enum { REGION_SPECIFIC, REGION_UNSPECIFIED, REGION_MULTIPLE } rule__region_kind_t;
+
+#define RULE_SEG_C 1u
+#define RULE_SEG_T 2u
+#define RULE_SEG_L 4u
+#define RULE_SEG_S 8u
+
+typedef struct {
+    char *id;
+    char *label;
+    rule__region_kind_t kind;
+    unsigned segments;  /* RULE_SEG_* bits */
+    char **desc;        /* normalised phrases (" THORACIC REGION ") */
+    int ndesc;
+    char **text;
+    int ntext;
+} rule__region_t;
+
+typedef struct {
+    char letter;        /* 'C', 'T', 'L', 'S' */
+    int from, to;
+    unsigned segment;
+} rule__level_t;
+
+typedef struct {
+    rule__region_t *regions;
+    int nregions;
+    rule__level_t levels[8];
+    int nlevels;
+    char **stop_after;  /* words that make a preceding level token no level */
+    int nstop;
+} rule__geo_t;
+
+#define RULE_TEXT_MAX 1024
+/* Normalises text for phrase search: upper case, every run of other than
+ * A-Z/0-9 becomes one space, with a space at both ends. Returns length. */
+size_t rule__text_norm(const char *in, char *out, size_t cap);
+/* The regions named by normalised text, as a bit set over region indexes. */
+uint32_t rule__text_regions(const rule__geo_t *g, const char *norm, bool description);
+/* One region for a description (union of what it names), or -1. */
+int rule__desc_region(const rule__geo_t *g, const char *desc);
+/* True when normalised text holds word (normalised " WORD ") not preceded by
+ * any of the negation words. */
+bool rule__text_has_word(const char *norm, const char *word, char *const *neg, int nneg);
+
+/* ---- procedures (pack). */
+typedef struct {
+    char lo[8], hi[8];  /* code range, same length, compared as strings */
+    claim_procsys_t system; /* PROCSYS_CPT or PROCSYS_HCPCS */
+    int region;         /* region index, -1 = any region */
+    char *kind;         /* "imaging", "injection", "bracing", "surgery" */
+    char *label;
+} rule__proc_t;
+
+/* ---- rules. */
+typedef enum {
+    RID_CODE_SYSTEM,
+    RID_CODE_INVALID,
+    RID_CODE_NOT_BILLABLE,
+    RID_SEVENTH,
+    RID_EXCLUDES1,
+    RID_EXCLUDES2,
+    RID_SITE_UNSPECIFIED,
+    RID_JUNCTION,
+    RID_CONGENITAL,
+    RID_LINKAGE,
+    RID_DRG,
+    RID_TABLE_COVERAGE,
+    RID__COUNT
+} rule__id_t;
+
+/* Message keys a rule uses; every key of a rule is required in the pack. */
+typedef enum {
+    MK_DEFAULT,
+    MK_MISSING,
+    MK_PLACEHOLDER,
+    MK_UNDEFINED,
+    MK_NOT_APPLICABLE,
+    MK_SAME_REGION,
+    MK_REGION_UNSTATED,
+    MK_UNLINKED,
+    MK_DANGLING,
+    MK_OTHER_REGION,
+    MK_MCC,
+    MK_NO_MCC,
+    MK_ALIVE_UNKNOWN,
+    MK_NOT_STATED,
+    MK_SURGERY,
+    MK__COUNT
+} rule__msgkey_t;
+
+typedef struct {
+    bool enabled;
+    int index;                     /* position in the pack's rules[], for errors */
+    rule_severity_t severity;      /* after policy */
+    char *reference;
+    char *msg[MK__COUNT];          /* templates, NULL for keys not used */
+} rule__rule_t;
+
+typedef struct {
+    rule__ref_t a, b;              /* "M43.0", "M43.1" */
+    int position;                  /* 1-based character that holds the region */
+    int digit_region[36];          /* by character (0-9, A-Z): region index or -1 */
+} rule__region_pair_t;
+
+typedef struct {
+    rule__ref_t *acquired;
+    int nacquired;
+    char *congenital;              /* dotted suggestion "Q76.2" */
+} rule__congenital_t;
+
+typedef struct {
+    int junction;                  /* region index */
+    unsigned from;                 /* bit set of region indexes */
+} rule__junction_t;
+
+struct rule_pack {
+    char *describe;
+    char *name;
+    int version;
+    rule__table_t *tables;         /* sorted by validity start */
+    size_t ntables;
+    rule__geo_t geo;
+    rule__proc_t *procs;
+    size_t nprocs;
+    rule__rule_t rules[RID__COUNT];
+    /* parameters */
+    rule__region_pair_t *rpairs;
+    int nrpairs;
+    bool unstated_region_conflicts;
+    rule__junction_t *junctions;
+    int njunctions;
+    rule__congenital_t *congenital;
+    int ncongenital;
+    char **congenital_words;
+    int ncongenital_words;
+    char **negations;
+    int nnegations;
+    bool site_use_text, site_use_codes, site_use_procedures;
+    bool drg_first_when_unstated;
+};
+
+/* Placeholders a message template may use ("{code}"). */
+typedef enum {
+    V_CODE, V_OTHER, V_OWNER, V_NOTE, V_REGION, V_OTHER_REGION, V_SUGGESTION, V_CHARS,
+    V_CHAR, V_BASE, V_DESCRIPTION, V_CATEGORY, V_FY, V_SOURCE, V_LINE, V_PROC, V_KIND,
+    V_LABEL, V_POINTER, V_MCC, V_DRG, V_DETAIL, V_DATE, V_TABLES,
+    V__COUNT
+} rule__var_t;
+
+/* The variable named by name[0..n), or -1. */
+int rule__var_from(const char *name, size_t n);
+const char *rule__var_name(rule__var_t v);
+
+const char *rule__id_name(rule__id_t id);
+int rule__id_from(const char *name);
+const char *rule__msgkey_name(rule__msgkey_t k);
+/* Bit set of the message keys each rule needs. */
+unsigned rule__msgkeys_of(rule__id_t id);
+
+/* Embedded files (rules/embedded.c, generated at build time). */
+typedef struct {
+    const char *name;
+    const unsigned char *data; /* NUL-terminated; len excludes the NUL */
+    size_t len;
+} rule__embedded_t;
+extern const rule__embedded_t rule__embedded_files[];
+extern const size_t rule__embedded_count;
+
+/* rule_pack_load() with the pack's JSON from memory (fuzzing, tests). */
+err_t rule__pack_load_mem(const char *json, size_t len, const char *tables_path,
+                          const rule_policy_t *policy, rule_pack_t **out, err_detail_t *d);
+
+/* Compiles region data of every table against the pack's geography. */
+void rule__compile_tables(rule_pack_t *p);
+
+/* The procedure entry for a line's code, or NULL. */
+const rule__proc_t *rule__proc_find(const rule_pack_t *p, const claim_line_t *l);
+
+/* The table valid on date (year 0: the newest), or NULL when none is. */
+const rule__table_t *rule__table_for_date(const rule_pack_t *p, claim_date_t date);
+
+#endif

@@ -1,0 +1,324 @@
+/* test_pack.c - loading the rule pack: the embedded pack and tables, packs
+ * and tables from paths, every kind of load error (JSON syntax with its
+ * line, semantic errors with their key path, checks against the tables),
+ * and site policy (overrides, advisory, unknown rule ids). Packs under test
+ * are the embedded pack edited through cJSON and written to a temp file. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "rules.h"
+#include "rules_int.h"
+#include "xmalloc.h"
+
+static char tmp_path[64];
+
+static const rule__embedded_t *embedded(const char *suffix)
+{
+    for (size_t i = 0; i < rule__embedded_count; i++) {
+        size_t a = strlen(rule__embedded_files[i].name), b = strlen(suffix);
+        if (a >= b && !strcmp(rule__embedded_files[i].name + a - b, suffix))
+            return &rule__embedded_files[i];
+    }
+    return NULL;
+}
+
+static void write_tmp(const char *text)
+{
+    FILE *f = fopen(tmp_path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static cJSON *pack_json(void)
+{
+    const rule__embedded_t *e = embedded(".json");
+    assert_non_null(e);
+    cJSON *j = cJSON_Parse((const char *)e->data);
+    assert_non_null(j);
+    return j;
+}
+
+static cJSON *rule_obj(cJSON *root, const char *id, int *index)
+{
+    cJSON *rules = cJSON_GetObjectItem(root, "rules");
+    int i = 0;
+    cJSON *r;
+    cJSON_ArrayForEach(r, rules)
+    {
+        if (!strcmp(cJSON_GetObjectItem(r, "id")->valuestring, id)) {
+            if (index)
+                *index = i;
+            return r;
+        }
+        i++;
+    }
+    fail_msg("no rule %s", id);
+    return NULL;
+}
+
+/* Loads root (consumed) from a file and expects failure at where. */
+static void expect_error(cJSON *root, err_t code, const char *where, const char *msg)
+{
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    write_tmp(text);
+    free(text);
+    rule_pack_t *p = (rule_pack_t *)1;
+    err_detail_t d;
+    err_t rc = rule_pack_load(tmp_path, NULL, NULL, &p, &d);
+    assert_null(p);
+    if (rc != code || strcmp(d.where, where) != 0 || (msg && !strstr(d.msg, msg)))
+        fail_msg("got %s at '%s': %s; expected %s at '%s' (%s)", err_name(rc), d.where, d.msg,
+                 err_name(code), where, msg ? msg : "");
+}
+
+static void test_embedded_loads(void **state)
+{
+    (void)state;
+    rule_pack_t *p;
+    err_detail_t d;
+    assert_int_equal(rule_pack_load(NULL, NULL, NULL, &p, &d), ERR_OK);
+    const char *s = rule_pack_describe(p);
+    assert_non_null(strstr(s, "spinegate-spine-rules v1 (12 rules)"));
+    assert_non_null(strstr(s, "FY2026"));
+    assert_int_equal(p->rules[RID_EXCLUDES1].severity, RULE_SEV_REJECT);
+    rule_pack_free(p);
+    rule_pack_free(NULL);
+    assert_string_equal(rule_pack_describe(NULL), "no rule pack");
+}
+
+static void test_from_paths(void **state)
+{
+    (void)state;
+    const char *top = getenv("top_srcdir");
+    char pack[1024], tables[1024], file[1100];
+    snprintf(pack, sizeof pack, "%s/rules/spine-rules.json", top ? top : ".");
+    snprintf(tables, sizeof tables, "%s/rules/tables", top ? top : ".");
+    snprintf(file, sizeof file, "%s/spine-fy2026.tsv", tables);
+    rule_pack_t *p;
+    err_detail_t d;
+    assert_int_equal(rule_pack_load(pack, tables, NULL, &p, &d), ERR_OK);
+    assert_int_equal(p->ntables, 1);
+    rule_pack_free(p);
+    assert_int_equal(rule_pack_load(pack, file, NULL, &p, &d), ERR_OK);
+    rule_pack_free(p);
+    assert_int_equal(rule_pack_load("/nonexistent/pack.json", NULL, NULL, &p, &d), ERR_IO);
+    assert_null(p);
+    assert_int_equal(rule_pack_load(NULL, "/nonexistent", NULL, &p, &d), ERR_IO);
+    /* a directory without tables */
+    assert_int_equal(rule_pack_load(NULL, "/", NULL, &p, &d), ERR_BAD_TABLE);
+    /* the same table twice overlaps itself */
+    char dir[] = "/tmp/sg_tables_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char a[128], b[128];
+    snprintf(a, sizeof a, "%s/a.tsv", dir);
+    snprintf(b, sizeof b, "%s/b.tsv", dir);
+    char *abs = realpath(file, NULL);
+    assert_non_null(abs);
+    assert_int_equal(symlink(abs, a), 0);
+    assert_int_equal(symlink(abs, b), 0);
+    free(abs);
+    assert_int_equal(rule_pack_load(NULL, dir, NULL, &p, &d), ERR_BAD_TABLE);
+    assert_non_null(strstr(d.msg, "overlaps"));
+    unlink(a);
+    unlink(b);
+    rmdir(dir);
+}
+
+static void test_json_syntax_error_line(void **state)
+{
+    (void)state;
+    write_tmp("{\n  \"pack\": \"x\",\n  \"version\": 1,\n  oops\n}\n");
+    rule_pack_t *p;
+    err_detail_t d;
+    assert_int_equal(rule_pack_load(tmp_path, NULL, NULL, &p, &d), ERR_BAD_PACK);
+    assert_int_equal(d.segment, 4);
+    assert_non_null(strstr(d.msg, "line 4"));
+    write_tmp("");
+    assert_int_equal(rule_pack_load(tmp_path, NULL, NULL, &p, &d), ERR_BAD_PACK);
+    write_tmp("[1,2]");
+    assert_int_equal(rule_pack_load(tmp_path, NULL, NULL, &p, &d), ERR_BAD_PACK);
+    assert_non_null(strstr(d.msg, "object"));
+}
+
+static void test_semantic_errors(void **state)
+{
+    (void)state;
+    cJSON *j = pack_json();
+    int idx;
+    cJSON *r = rule_obj(j, "seventh-character", &idx);
+    cJSON_ReplaceItemInObject(r, "severity", cJSON_CreateString("fatal"));
+    char where[64];
+    snprintf(where, sizeof where, "rules[%d].severity", idx);
+    expect_error(j, ERR_BAD_PACK, where, "unknown severity");
+
+    j = pack_json();
+    r = rule_obj(j, "excludes1-pair", &idx);
+    cJSON_AddStringToObject(r, "severty", "warn");
+    snprintf(where, sizeof where, "rules[%d].severty", idx);
+    expect_error(j, ERR_BAD_PACK, where, "unknown key");
+
+    j = pack_json();
+    r = rule_obj(j, "excludes1-pair", &idx);
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(r, "messages"), "default",
+                              cJSON_CreateString("{code} and {patient_name}"));
+    snprintf(where, sizeof where, "rules[%d].messages.default", idx);
+    expect_error(j, ERR_BAD_PACK, where, "unknown placeholder {patient_name}");
+
+    j = pack_json();
+    r = rule_obj(j, "procedure-linkage", &idx);
+    cJSON_DeleteItemFromObject(cJSON_GetObjectItem(r, "messages"), "dangling");
+    snprintf(where, sizeof where, "rules[%d].messages.dangling", idx);
+    expect_error(j, ERR_BAD_PACK, where, "missing");
+
+    j = pack_json();
+    cJSON_AddItemToArray(cJSON_GetObjectItem(j, "rules"),
+                         cJSON_Parse("{\"id\":\"no-such-rule\",\"severity\":\"warn\",\"messages\":{}}"));
+    snprintf(where, sizeof where, "rules[%d].id", cJSON_GetArraySize(cJSON_GetObjectItem(j, "rules")) - 1);
+    expect_error(j, ERR_BAD_PACK, where, "unknown rule id");
+
+    j = pack_json();
+    cJSON *proc = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "procedures"), 2);
+    cJSON_ReplaceItemInObject(proc, "region", cJSON_CreateString("pelvis"));
+    expect_error(j, ERR_BAD_PACK, "procedures[2].region", "not a specific region");
+
+    j = pack_json();
+    proc = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "procedures"), 0);
+    cJSON_ReplaceItemInObject(proc, "codes", cJSON_CreateString("7202-72020"));
+    expect_error(j, ERR_BAD_PACK, "procedures[0].codes", "equal-length");
+
+    j = pack_json();
+    cJSON_ReplaceItemInObject(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "levels"), 1), "to",
+                              cJSON_CreateString("12"));
+    expect_error(j, ERR_BAD_PACK, "levels[1].to", "number");
+
+    j = pack_json();
+    cJSON_DeleteItemFromObject(j, "regions");
+    expect_error(j, ERR_BAD_PACK, "regions", "missing");
+
+    /* the M43 digit map contradicting the table: 9 is multiple sites */
+    j = pack_json();
+    r = rule_obj(j, "excludes1-pair", &idx);
+    cJSON *ra = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(r, "params"), "region_aware"), 0);
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(ra, "region_digits"), "9", cJSON_CreateString("unspecified"));
+    snprintf(where, sizeof where, "rules[%d].params.region_aware[0].region_digits.9", idx);
+    expect_error(j, ERR_BAD_PACK, where, "M43.09");
+
+    j = pack_json();
+    r = rule_obj(j, "acquired-congenital", &idx);
+    cJSON *m0 = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(r, "params"), "map"), 0);
+    cJSON_ReplaceItemInArray(cJSON_GetObjectItem(m0, "acquired"), 0, cJSON_CreateString("M43.7"));
+    snprintf(where, sizeof where, "rules[%d].params.map[0].acquired[0]", idx);
+    expect_error(j, ERR_BAD_PACK, where, "not in the FY2026 table");
+}
+
+static void test_disabled_rule(void **state)
+{
+    (void)state;
+    cJSON *j = pack_json();
+    cJSON *r = rule_obj(j, "drg-tier", NULL);
+    cJSON_AddBoolToObject(r, "enabled", false);
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    write_tmp(text);
+    free(text);
+    rule_pack_t *p;
+    err_detail_t d;
+    assert_int_equal(rule_pack_load(tmp_path, NULL, NULL, &p, &d), ERR_OK);
+    arena_t a;
+    arena_init(&a, 0);
+    claim_t *c = claim_new(&a, CLAIM_SRC_HL7V2);
+    claim_dx_t *dx = claim_add_dx(c, &a);
+    dx->sequence = 1;
+    dx->type = DX_TYPE_PRINCIPAL;
+    snprintf(dx->code, sizeof dx->code, "M4304");
+    rule_verdict_t v;
+    rule_evaluate(p, c, &a, &v);
+    assert_int_equal(v.nfindings, 0);
+    assert_int_equal(v.kind, VERDICT_ACCEPT);
+    arena_free(&a);
+    rule_pack_free(p);
+}
+
+static void test_policy(void **state)
+{
+    (void)state;
+    rule_pack_t *p;
+    err_detail_t d;
+    const char *ok[] = {"excludes1-pair=warn", "drg-tier=info", NULL};
+    rule_policy_t pol = {false, ok};
+    assert_int_equal(rule_pack_load(NULL, NULL, &pol, &p, &d), ERR_OK);
+    assert_int_equal(p->rules[RID_EXCLUDES1].severity, RULE_SEV_WARN);
+    assert_int_equal(p->rules[RID_CODE_INVALID].severity, RULE_SEV_REJECT);
+    rule_pack_free(p);
+
+    rule_policy_t adv = {true, NULL};
+    assert_int_equal(rule_pack_load(NULL, NULL, &adv, &p, &d), ERR_OK);
+    for (int i = 0; i < RID__COUNT; i++)
+        assert_int_not_equal(p->rules[i].severity, RULE_SEV_REJECT);
+    assert_non_null(strstr(rule_pack_describe(p), "advisory"));
+    rule_pack_free(p);
+
+    const char *bad_id[] = {"excludes-1=warn", NULL};
+    rule_policy_t pb = {false, bad_id};
+    assert_int_equal(rule_pack_load(NULL, NULL, &pb, &p, &d), ERR_BAD_CONFIG);
+    assert_null(p);
+    assert_string_equal(d.where, "severity_overrides[0]");
+    assert_non_null(strstr(d.msg, "unknown rule 'excludes-1'"));
+
+    const char *bad_sev[] = {"drg-tier=info", "excludes1-pair=fatal", NULL};
+    rule_policy_t ps = {false, bad_sev};
+    assert_int_equal(rule_pack_load(NULL, NULL, &ps, &p, &d), ERR_BAD_CONFIG);
+    assert_string_equal(d.where, "severity_overrides[1]");
+
+    const char *bad_form[] = {"excludes1-pair", NULL};
+    rule_policy_t pf = {false, bad_form};
+    assert_int_equal(rule_pack_load(NULL, NULL, &pf, &p, &d), ERR_BAD_CONFIG);
+}
+
+static void test_names(void **state)
+{
+    (void)state;
+    assert_string_equal(rule_severity_name(RULE_SEV_REJECT), "reject");
+    assert_string_equal(rule_severity_name(RULE_SEV_WARN), "warn");
+    assert_string_equal(rule_severity_name(RULE_SEV_INFO), "info");
+    assert_string_equal(verdict_name(VERDICT_ACCEPT), "accept");
+    assert_string_equal(verdict_name(VERDICT_ANNOTATE), "annotate");
+    assert_string_equal(verdict_name(VERDICT_REJECT), "reject");
+    for (int i = 0; i < RID__COUNT; i++)
+        assert_int_equal(rule__id_from(rule__id_name((rule__id_t)i)), i);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(tmp_path, sizeof tmp_path, "/tmp/test_pack.%ld.json", (long)getpid());
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    unlink(tmp_path);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_embedded_loads), cmocka_unit_test(test_from_paths),
+        cmocka_unit_test(test_json_syntax_error_line), cmocka_unit_test(test_semantic_errors),
+        cmocka_unit_test(test_disabled_rule), cmocka_unit_test(test_policy),
+        cmocka_unit_test(test_names),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -8,6 +8,7 @@
 #include <libxml/parser.h>
 #include <libxml/parserInternals.h>
 #include <libxml/tree.h>
+#include <libxml/xmlerror.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -60,6 +61,17 @@ static void guard_dtd(void *ctx, const xmlChar *name, const xmlChar *ext, const 
     xmlStopParser(p);
 }
 
+/* libxml2 reports some errors (encoding conversion, I/O) through its
+ * generic handler whatever the parse options, quoting input bytes: that is
+ * message content, so it is silenced for the duration of a parse. */
+static void silent_generic(void *ctx, const char *fmt, ...)
+{
+}
+
+static void silent_structured(void *ctx, xmlErrorPtr err)
+{
+}
+
 static bool is_fhir(const xmlNode *n)
 {
     return n->type == XML_ELEMENT_NODE && n->ns && n->ns->href &&
@@ -91,7 +103,15 @@ err_t fhir__xml_parse(const char *buf, size_t len, const fhir_opts_t *o, fhir_do
     ctxt->sax->getEntity = NULL;
     ctxt->sax->resolveEntity = NULL;
 
+    xmlGenericErrorFunc old_generic = xmlGenericError;
+    void *old_generic_ctx = xmlGenericErrorContext;
+    xmlStructuredErrorFunc old_structured = xmlStructuredError;
+    void *old_structured_ctx = xmlStructuredErrorContext;
+    xmlSetGenericErrorFunc(NULL, silent_generic);
+    xmlSetStructuredErrorFunc(NULL, silent_structured);
     xmlParseDocument(ctxt);
+    xmlSetGenericErrorFunc(old_generic_ctx, old_generic);
+    xmlSetStructuredErrorFunc(old_structured_ctx, old_structured);
     xmlDocPtr xd = ctxt->myDoc;
     ctxt->myDoc = NULL;
     err_t e = ERR_OK;

@@ -19,6 +19,7 @@
 
 #include "claim.h"
 #include "fhir.h"
+#include "fhir_out.h"
 #include "xmalloc.h"
 
 static const char *srcdir(void)
@@ -388,6 +389,59 @@ static void test_limits_and_detect(void **state)
     xfree(buf);
 }
 
+/* Findings land on the diagnosis / item / Claim they concern, in both
+ * formats; the outcome has one issue per finding. (Schema validity of every
+ * writer output is checked by tests/fhir-out-check.sh.) */
+static void test_writers_placement(void **state)
+{
+    (void)state;
+    rule_finding_t f[2] = {
+        {.rule_id = "r-dx", .severity = RULE_SEV_REJECT, .message = "m1",
+         .location = "Claim.diagnosis[1]", .dx_index = 1, .line_index = -1},
+        {.rule_id = "r-line", .severity = RULE_SEV_WARN, .message = "m2",
+         .location = "Claim.item[0]", .dx_index = -1, .line_index = 0},
+    };
+    rule_verdict_t v = {.kind = VERDICT_REJECT, .findings = f, .nfindings = 2};
+    arena_t a;
+    arena_init(&a, 0);
+    slice_t s;
+    fhir_doc_t *doc = parse_file("json/spine-m4304-mri.json", FHIR_FMT_JSON);
+    assert_int_equal(fhir_out_annotate(doc, 0, &v), ERR_OK);
+    assert_int_equal(fhir_out_annotate(doc, 1, &v), ERR_NOT_FOUND);
+    assert_int_equal(fhir_out_claim(doc, 0, &a, &s), ERR_OK);
+    assert_int_equal(s.len, strlen(s.ptr));
+    const char *dx1 = strstr(s.ptr, "\"sequence\":2");
+    assert_non_null(dx1);
+    const char *item = strstr(s.ptr, "\"item\":[");
+    assert_non_null(item);
+    assert_non_null(strstr(item, "\"extension\":[{\"url\":\"" FHIR_OUT_EXT_FINDING
+                                 "\",\"extension\":[{\"url\":\"rule\",\"valueCode\":\"r-line\"}"));
+    assert_non_null(strstr(dx1, "\"valueCode\":\"r-dx\""));
+    assert_true(strstr(dx1, "\"valueCode\":\"r-dx\"") < item);
+    assert_non_null(strstr(s.ptr, "\"url\":\"" FHIR_OUT_EXT_VERDICT "\",\"valueCode\":\"reject\""));
+    fhir_doc_free(doc);
+
+    doc = parse_file("xml/spine-m4304-mri.xml", FHIR_FMT_XML);
+    assert_int_equal(fhir_out_annotate(doc, 0, &v), ERR_OK);
+    assert_int_equal(fhir_out_claim(doc, 0, &a, &s), ERR_OK);
+    /* The second <diagnosis> starts with the finding extension. */
+    const char *d2 = strstr(strstr(s.ptr, "<diagnosis>") + 1, "<diagnosis>");
+    assert_non_null(d2);
+    d2 += strlen("<diagnosis>");
+    d2 += strspn(d2, " \n");
+    assert_memory_equal(d2, "<extension url=\"" FHIR_OUT_EXT_FINDING "\">",
+                        strlen("<extension url=\"" FHIR_OUT_EXT_FINDING "\">"));
+    fhir_doc_free(doc);
+
+    fhir_out_outcome_verdict(&v, FHIR_FMT_XML, &a, &s);
+    assert_non_null(strstr(s.ptr, "<severity value=\"error\"/><code value=\"business-rule\"/>"));
+    assert_non_null(strstr(s.ptr, "<expression value=\"Claim.item[0]\"/>"));
+    err_detail_t d = {.code = ERR_TOO_DEEP, .msg = "deep", .where = ""};
+    fhir_out_outcome_error(&d, FHIR_FMT_JSON, &a, &s);
+    assert_non_null(strstr(s.ptr, "\"code\":\"too-costly\""));
+    arena_free(&a);
+}
+
 int main(void)
 {
     xmalloc_hook_libraries();
@@ -396,6 +450,7 @@ int main(void)
         cmocka_unit_test(test_examples_by_hand),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_limits_and_detect),
+        cmocka_unit_test(test_writers_placement),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -51,8 +51,9 @@ fhir_format_t fhir_detect_format(const char *buf, size_t len);
  * element that crossed it); ERR_BAD_JSON / ERR_BAD_XML (malformed; offset,
  * line in d->segment, column in the message; a DOCTYPE is ERR_BAD_XML);
  * ERR_UNSUPPORTED (a resource other than Claim or Bundle: the message names
- * its type; XML not in the FHIR namespace); ERR_BAD_VALUE (a Bundle whose
- * type or entry list has the wrong shape, with its location). */
+ * its type; XML not in the FHIR namespace); ERR_NUL_BYTE (JSON with a NUL,
+ * raw or \u0000); ERR_BAD_VALUE (a JSON object with the same property twice,
+ * a Bundle whose type or entry list has the wrong shape; d->where says where). */
 err_t fhir_parse(const char *buf, size_t len, fhir_format_t fmt, const fhir_opts_t *o,
                  fhir_doc_t **out, err_detail_t *d);
 

@@ -11,7 +11,7 @@ fail=0
 ran=0
 py=${PYTHON3:-python3}
 if "$py" -c 'import jsonschema' 2>/dev/null; then
-    "$py" "$top_srcdir/tests/fhir_schema_check.py" "$data/schema/fhir.schema.json" "$tmp"/*.json || fail=1
+    "$py" "$top_srcdir/tests/fhir_schema_check.py" "$data/schema/fhir.schema.json" "$tmp"/*.json "$data"/json/spine-*.json || fail=1
     ran=1
 else
     echo "SKIP part: python3 jsonschema not found (Debian: python3-jsonschema)"

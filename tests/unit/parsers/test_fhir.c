@@ -1,0 +1,456 @@
+/* test_fhir.c - unit tests of the FHIR reader (parsers/fhir*.c).
+ *
+ * Data-driven: every tests/data/fhir/json/<name>.json is parsed with its
+ * generated tests/data/fhir/xml/<name>.xml; both must map to equal claims
+ * (claim_diff) and to the golden dump tests/data/fhir/expected/<name>.txt
+ * (FHIR_UPDATE_GOLDEN=1 rewrites the goldens; review the diff by hand).
+ * tests/data/fhir/bad/EXPECTED lists the hostile inputs and their errors.
+ * A few examples are also checked field by field against their JSON.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "claim.h"
+#include "fhir.h"
+#include "fhir_out.h"
+#include "xmalloc.h"
+
+static const char *srcdir(void)
+{
+    const char *s = getenv("top_srcdir");
+    return s ? s : ".";
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = xmalloc((size_t)n + 1);
+    size_t got = fread(buf, 1, (size_t)n, f);
+    fclose(f);
+    buf[got] = '\0';
+    *len = got;
+    return buf;
+}
+
+static char *data_file(const char *rel, size_t *len)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/data/fhir/%s", srcdir(), rel);
+    char *buf = read_file(path, len);
+    if (!buf)
+        fail_msg("cannot read %s", path);
+    return buf;
+}
+
+static fhir_doc_t *parse_file(const char *rel, fhir_format_t fmt)
+{
+    size_t len;
+    char *buf = data_file(rel, &len);
+    fhir_doc_t *doc = NULL;
+    err_detail_t d;
+    err_t e = fhir_parse(buf, len, fmt, NULL, &doc, &d);
+    xfree(buf);
+    if (e)
+        fail_msg("%s: %s: %s (%s)", rel, err_name(e), d.msg, d.where);
+    return doc;
+}
+
+static void date_str(char *out, size_t cap, claim_date_t d)
+{
+    if (!d.year)
+        snprintf(out, cap, "-");
+    else
+        snprintf(out, cap, "%04d-%02d-%02d", d.year, d.month, d.day);
+}
+
+static const char *poa_name(claim_poa_t p)
+{
+    static const char *const n[] = {"-", "Y", "N", "U", "W", "exempt"};
+    return (unsigned)p < 6 ? n[p] : "?";
+}
+
+static const char *ns(const char *s)
+{
+    return s ? s : "-";
+}
+
+/* One text line per claim, diagnosis and line: the golden format. */
+static void dump_claim(FILE *f, const claim_t *c)
+{
+    char b1[16], b2[16], b3[16];
+    date_str(b1, sizeof b1, c->birth_date);
+    date_str(b2, sizeof b2, c->service_from);
+    date_str(b3, sizeof b3, c->service_to);
+    fprintf(f, "claim id=%s type=%s sex=%c birth=%s service=%s..%s who=%d\n", ns(c->id),
+            ns(c->message_type), c->sex ? c->sex : '-', b1, b2, b3, c->has_who_icd10);
+    for (size_t i = 0; i < c->ndx; i++) {
+        const claim_dx_t *x = &c->dx[i];
+        fprintf(f, "  dx seq=%d code=%s sent=%s sys=%s sys_sent=%s type=%s poa=%s text=%s at=%s\n",
+                x->sequence, x->code[0] ? x->code : "-", ns(x->code_sent),
+                claim_codesys_name(x->system), ns(x->system_sent), claim_dx_type_name(x->type),
+                poa_name(x->poa), ns(x->text), ns(x->location));
+    }
+    for (size_t i = 0; i < c->nlines; i++) {
+        const claim_line_t *l = &c->lines[i];
+        date_str(b1, sizeof b1, l->date_from);
+        date_str(b2, sizeof b2, l->date_to);
+        fprintf(f, "  line seq=%d code=%s sys=%d sys_sent=%s units=%g dates=%s..%s mods=", l->sequence,
+                ns(l->code), (int)l->system, ns(l->system_sent), l->units, b1, b2);
+        for (int m = 0; m < l->nmodifiers; m++)
+            fprintf(f, "%s%s", m ? "," : "", l->modifiers[m]);
+        fprintf(f, " ptrs=");
+        for (int p = 0; p < l->ndx_pointers; p++)
+            fprintf(f, "%s%d", p ? "," : "", l->dx_pointers[p]);
+        fprintf(f, " at=%s\n", ns(l->location));
+    }
+}
+
+static int filter_json(const struct dirent *e)
+{
+    size_t n = strlen(e->d_name);
+    return n > 5 && strcmp(e->d_name + n - 5, ".json") == 0;
+}
+
+/* Every JSON example and its XML form: same claims, equal to the golden. */
+static void test_examples_json_xml_golden(void **state)
+{
+    (void)state;
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/data/fhir/json", srcdir());
+    struct dirent **names;
+    int n = scandir(dir, &names, filter_json, alphasort);
+    assert_true(n >= 20);
+    bool update = getenv("FHIR_UPDATE_GOLDEN") != NULL;
+    size_t total_claims = 0;
+    for (int k = 0; k < n; k++) {
+        char base[256], rel[512];
+        snprintf(base, sizeof base, "%.*s", (int)(strlen(names[k]->d_name) - 5), names[k]->d_name);
+        free(names[k]);
+        snprintf(rel, sizeof rel, "json/%s.json", base);
+        fhir_doc_t *dj = parse_file(rel, FHIR_FMT_JSON);
+        snprintf(rel, sizeof rel, "xml/%s.xml", base);
+        fhir_doc_t *dx = parse_file(rel, FHIR_FMT_XML);
+        assert_string_equal(fhir_doc_resource_type(dj), fhir_doc_resource_type(dx));
+        assert_int_equal(fhir_doc_claim_count(dj), fhir_doc_claim_count(dx));
+
+        char *dump = NULL;
+        size_t dump_len = 0;
+        FILE *mem = open_memstream(&dump, &dump_len);
+        fprintf(mem, "%s %zu claims\n", fhir_doc_resource_type(dj), fhir_doc_claim_count(dj));
+        arena_t a;
+        arena_init(&a, 0);
+        for (size_t i = 0; i < fhir_doc_claim_count(dj); i++) {
+            claim_t *cj, *cx;
+            err_detail_t d;
+            err_t e = fhir_doc_claim(dj, i, &a, &cj, &d);
+            if (e)
+                fail_msg("%s.json claim %zu: %s %s", base, i, err_name(e), d.msg);
+            e = fhir_doc_claim(dx, i, &a, &cx, &d);
+            if (e)
+                fail_msg("%s.xml claim %zu: %s %s", base, i, err_name(e), d.msg);
+            assert_int_equal(cj->source, CLAIM_SRC_FHIR_JSON);
+            assert_int_equal(cx->source, CLAIM_SRC_FHIR_XML);
+            const char *diff = claim_diff(cj, cx);
+            if (diff)
+                fail_msg("%s: JSON and XML differ in %s", base, diff);
+            dump_claim(mem, cj);
+            total_claims++;
+        }
+        fclose(mem);
+        arena_free(&a);
+        fhir_doc_free(dj);
+        fhir_doc_free(dx);
+
+        char gpath[1024];
+        snprintf(gpath, sizeof gpath, "%s/tests/data/fhir/expected/%s.txt", srcdir(), base);
+        if (update) {
+            FILE *g = fopen(gpath, "w");
+            assert_non_null(g);
+            fwrite(dump, 1, dump_len, g);
+            fclose(g);
+        } else {
+            size_t glen;
+            char *golden = read_file(gpath, &glen);
+            if (!golden)
+                fail_msg("no golden %s (run with FHIR_UPDATE_GOLDEN=1 and review)", gpath);
+            if (glen != dump_len || memcmp(golden, dump, glen) != 0)
+                fail_msg("%s: claim dump differs from %s:\n%s", base, gpath, dump);
+            xfree(golden);
+        }
+        free(dump);
+    }
+    free(names);
+    print_message("%zu claims mapped from JSON and XML, all equal\n", total_claims);
+}
+
+static claim_t *claim_of(const char *rel, fhir_format_t fmt, size_t i, arena_t *a)
+{
+    fhir_doc_t *doc = parse_file(rel, fmt);
+    claim_t *c;
+    err_detail_t d;
+    if (fhir_doc_claim(doc, i, a, &c, &d))
+        fail_msg("%s: %s", rel, d.msg);
+    fhir_doc_free(doc);
+    return c;
+}
+
+/* Field checks written from reading the JSON by hand. */
+static void test_examples_by_hand(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 0);
+    /* Claim-100150: one diagnosis {sequence 1, code 123456, no system}, one
+     * item 1200 on 2014-08-16, patient Patient/1 not in the document. */
+    claim_t *c = claim_of("json/Claim-100150.json", FHIR_FMT_JSON, 0, &a);
+    assert_string_equal(c->id, "100150");
+    assert_int_equal(c->ndx, 1);
+    assert_int_equal(c->dx[0].sequence, 1);
+    assert_string_equal(c->dx[0].code_sent, "123456");
+    assert_int_equal(c->dx[0].system, CODESYS_UNKNOWN);
+    assert_null(c->dx[0].system_sent);
+    assert_int_equal(c->sex, 0);
+    assert_int_equal(c->nlines, 1);
+    assert_string_equal(c->lines[0].code, "1200");
+    assert_int_equal(c->lines[0].date_from.year, 2014);
+    assert_int_equal(c->lines[0].date_from.day, 16);
+
+    /* Claim-MED-00050: four WHO icd-10 diagnoses, CPT 62264 pointing at 2 and
+     * 4; patient contained as #patient-1 (male, 1966-03-14 per the JSON). */
+    c = claim_of("xml/Claim-MED-00050.xml", FHIR_FMT_XML, 0, &a);
+    assert_int_equal(c->ndx, 4);
+    assert_true(c->has_who_icd10);
+    assert_string_equal(c->dx[0].code_sent, "M96.1");
+    assert_string_equal(c->dx[0].code, "M961");
+    assert_int_equal(c->dx[0].system, CODESYS_ICD10_WHO);
+    assert_string_equal(c->dx[3].code, "M47816");
+    assert_string_equal(c->dx[3].location, "Claim.diagnosis[3]");
+    assert_string_equal(c->dx[1].text, "Chronic pain syndrome");
+    assert_string_equal(c->lines[0].code, "62264");
+    assert_int_equal(c->lines[0].system, PROCSYS_CPT);
+    assert_int_equal(c->lines[0].ndx_pointers, 2);
+    assert_int_equal(c->lines[0].dx_pointers[0], 2);
+    assert_int_equal(c->lines[0].dx_pointers[1], 4);
+
+    /* Claim-960151: billablePeriod 2014-08-15..16, admitting diagnosis. */
+    c = claim_of("json/Claim-960151.json", FHIR_FMT_JSON, 0, &a);
+    assert_int_equal(c->service_from.day, 15);
+    assert_int_equal(c->service_to.day, 16);
+    assert_int_equal(c->dx[0].type, DX_TYPE_ADMITTING);
+
+    /* The spine claim: M43.04 principal, POA y, 72146 -> 1,2, modifier 26;
+     * the second diagnosis prefers its ICD-10-CM coding over SNOMED. */
+    c = claim_of("json/spine-m4304-mri.json", FHIR_FMT_JSON, 0, &a);
+    assert_int_equal(c->sex, 'F');
+    assert_int_equal(c->birth_date.year, 1958);
+    assert_string_equal(c->dx[0].code, "M4304");
+    assert_int_equal(c->dx[0].system, CODESYS_ICD10CM);
+    assert_int_equal(c->dx[0].type, DX_TYPE_PRINCIPAL);
+    assert_int_equal(c->dx[0].poa, POA_Y);
+    assert_string_equal(c->dx[1].code, "M546");
+    assert_string_equal(c->dx[1].text, "Pain in thoracic spine");
+    assert_false(c->has_who_icd10);
+    assert_string_equal(c->lines[0].code, "72146");
+    assert_string_equal(c->lines[0].modifiers[0], "26");
+    assert_true(c->lines[0].units == 1.0);
+
+    /* diagnosisReference: a contained Condition (CM coding preferred over
+     * WHO, so no flag) and one outside the document (no code, its display). */
+    c = claim_of("xml/spine-condition-ref.xml", FHIR_FMT_XML, 0, &a);
+    assert_string_equal(c->dx[0].code, "M4306");
+    assert_int_equal(c->dx[0].system, CODESYS_ICD10CM);
+    assert_null(c->dx[1].code_sent);
+    assert_string_equal(c->dx[1].code, "");
+    assert_string_equal(c->dx[1].text, "on the server");
+    assert_false(c->has_who_icd10);
+    assert_int_equal(c->sex, 'U');
+    assert_int_equal(c->lines[0].system, PROCSYS_HCPCS);
+    assert_true(c->lines[0].units == 1.5);
+
+    c = claim_of("json/spine-who-icd10.json", FHIR_FMT_JSON, 0, &a);
+    assert_true(c->has_who_icd10);
+    assert_int_equal(c->dx[0].system, CODESYS_ICD10_WHO);
+
+    /* The Bundle: patient by fullUrl (urn:uuid) and by Patient/p1. */
+    fhir_doc_t *doc = parse_file("xml/spine-bundle-two.xml", FHIR_FMT_XML);
+    assert_string_equal(fhir_doc_resource_type(doc), "Bundle");
+    assert_int_equal(fhir_doc_claim_count(doc), 2);
+    assert_int_equal(fhir_doc_claim_entry(doc, 0), 1);
+    assert_int_equal(fhir_doc_claim_entry(doc, 1), 2);
+    for (size_t i = 0; i < 2; i++) {
+        err_detail_t d;
+        assert_int_equal(fhir_doc_claim(doc, i, &a, &c, &d), ERR_OK);
+        assert_int_equal(c->sex, 'M');
+        assert_int_equal(c->birth_date.year, 1971);
+    }
+    assert_string_equal(c->id, "spine-b2");
+    assert_int_equal(c->service_from.day, 28);
+    assert_int_equal(c->dx[1].poa, POA_W);
+    assert_int_equal(c->dx[1].type, DX_TYPE_SECONDARY);
+    err_detail_t d;
+    assert_int_equal(fhir_doc_claim(doc, 2, &a, &c, &d), ERR_NOT_FOUND);
+    assert_null(c);
+    fhir_doc_free(doc);
+    arena_free(&a);
+}
+
+static void test_bad_inputs(void **state)
+{
+    (void)state;
+    size_t len;
+    char *manifest = data_file("bad/EXPECTED", &len);
+    int cases = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(manifest, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char file[128], code[32], where[96];
+        if (line[0] == '#' || sscanf(line, "%127s %31s %95s", file, code, where) != 3)
+            continue;
+        char rel[256];
+        snprintf(rel, sizeof rel, "bad/%s", file);
+        size_t n;
+        char *buf = data_file(rel, &n);
+        fhir_format_t fmt = strstr(file, ".xml") ? FHIR_FMT_XML : FHIR_FMT_JSON;
+        if (n)
+            assert_int_equal(fhir_detect_format(buf, n), fmt);
+        fhir_doc_t *doc = NULL;
+        err_detail_t d;
+        err_t e = fhir_parse(buf, n, fmt, NULL, &doc, &d);
+        arena_t a;
+        arena_init(&a, 0);
+        for (size_t i = 0; !e && i < fhir_doc_claim_count(doc); i++) {
+            claim_t *c;
+            e = fhir_doc_claim(doc, i, &a, &c, &d);
+        }
+        arena_free(&a);
+        fhir_doc_free(doc);
+        xfree(buf);
+        if (strcmp(err_name(e), code) != 0)
+            fail_msg("%s: expected %s, got %s (%s)", file, code, err_name(e), d.msg);
+        assert_int_equal(d.code, e);
+        assert_true(d.msg[0] != '\0');
+        if (strcmp(where, "-") != 0 && strcmp(d.where, where) != 0)
+            fail_msg("%s: expected location %s, got %s", file, where, d.where);
+        if (e == ERR_BAD_JSON || e == ERR_BAD_XML || e == ERR_TOO_DEEP)
+            if (d.segment <= 0 && d.offset == 0)
+                fail_msg("%s: %s without a line or offset", file, code);
+        cases++;
+    }
+    xfree(manifest);
+    assert_true(cases >= 20);
+    print_message("%d hostile inputs rejected as expected\n", cases);
+}
+
+static void test_limits_and_detect(void **state)
+{
+    (void)state;
+    assert_int_equal(fhir_detect_format("\xEF\xBB\xBF  <Claim/>", 12), FHIR_FMT_XML);
+    assert_int_equal(fhir_detect_format(" \n{", 3), FHIR_FMT_JSON);
+    assert_int_equal(fhir_detect_format("", 0), FHIR_FMT_JSON);
+
+    size_t len;
+    char *buf = data_file("json/spine-bundle-two.json", &len);
+    fhir_doc_t *doc;
+    err_detail_t d;
+    fhir_opts_t o = {.max_claims = 1};
+    assert_int_equal(fhir_parse(buf, len, FHIR_FMT_JSON, &o, &doc, &d), ERR_TOO_LARGE);
+    assert_null(doc);
+    assert_string_equal(d.where, "Bundle.entry[2]");
+    o = (fhir_opts_t){.max_size = 100};
+    assert_int_equal(fhir_parse(buf, len, FHIR_FMT_JSON, &o, &doc, &d), ERR_TOO_LARGE);
+    o = (fhir_opts_t){.max_depth = 4};
+    assert_int_equal(fhir_parse(buf, len, FHIR_FMT_JSON, &o, &doc, &d), ERR_TOO_DEEP);
+    /* Every prefix of a valid document fails cleanly. */
+    for (size_t n = 0; n < len; n += 7) {
+        err_t e = fhir_parse(buf, n, FHIR_FMT_JSON, NULL, &doc, &d);
+        assert_int_not_equal(e, ERR_OK);
+        assert_null(doc);
+    }
+    xfree(buf);
+    buf = data_file("xml/spine-bundle-two.xml", &len);
+    o = (fhir_opts_t){.max_depth = 4};
+    assert_int_equal(fhir_parse(buf, len, FHIR_FMT_XML, &o, &doc, &d), ERR_TOO_DEEP);
+    for (size_t n = 0; n < len; n += 13) {
+        err_t e = fhir_parse(buf, n, FHIR_FMT_XML, NULL, &doc, &d);
+        assert_int_not_equal(e, ERR_OK);
+        assert_null(doc);
+    }
+    xfree(buf);
+}
+
+/* Findings land on the diagnosis / item / Claim they concern, in both
+ * formats; the outcome has one issue per finding. (Schema validity of every
+ * writer output is checked by tests/fhir-out-check.sh.) */
+static void test_writers_placement(void **state)
+{
+    (void)state;
+    rule_finding_t f[2] = {
+        {.rule_id = "r-dx", .severity = RULE_SEV_REJECT, .message = "m1",
+         .location = "Claim.diagnosis[1]", .dx_index = 1, .line_index = -1},
+        {.rule_id = "r-line", .severity = RULE_SEV_WARN, .message = "m2",
+         .location = "Claim.item[0]", .dx_index = -1, .line_index = 0},
+    };
+    rule_verdict_t v = {.kind = VERDICT_REJECT, .findings = f, .nfindings = 2};
+    arena_t a;
+    arena_init(&a, 0);
+    slice_t s;
+    fhir_doc_t *doc = parse_file("json/spine-m4304-mri.json", FHIR_FMT_JSON);
+    assert_int_equal(fhir_out_annotate(doc, 0, &v), ERR_OK);
+    assert_int_equal(fhir_out_annotate(doc, 1, &v), ERR_NOT_FOUND);
+    assert_int_equal(fhir_out_claim(doc, 0, &a, &s), ERR_OK);
+    assert_int_equal(s.len, strlen(s.ptr));
+    const char *dx1 = strstr(s.ptr, "\"sequence\":2");
+    assert_non_null(dx1);
+    const char *item = strstr(s.ptr, "\"item\":[");
+    assert_non_null(item);
+    assert_non_null(strstr(item, "\"extension\":[{\"url\":\"" FHIR_OUT_EXT_FINDING
+                                 "\",\"extension\":[{\"url\":\"rule\",\"valueCode\":\"r-line\"}"));
+    assert_non_null(strstr(dx1, "\"valueCode\":\"r-dx\""));
+    assert_true(strstr(dx1, "\"valueCode\":\"r-dx\"") < item);
+    assert_non_null(strstr(s.ptr, "\"url\":\"" FHIR_OUT_EXT_VERDICT "\",\"valueCode\":\"reject\""));
+    fhir_doc_free(doc);
+
+    doc = parse_file("xml/spine-m4304-mri.xml", FHIR_FMT_XML);
+    assert_int_equal(fhir_out_annotate(doc, 0, &v), ERR_OK);
+    assert_int_equal(fhir_out_claim(doc, 0, &a, &s), ERR_OK);
+    /* The second <diagnosis> starts with the finding extension. */
+    const char *d2 = strstr(strstr(s.ptr, "<diagnosis>") + 1, "<diagnosis>");
+    assert_non_null(d2);
+    d2 += strlen("<diagnosis>");
+    d2 += strspn(d2, " \n");
+    assert_memory_equal(d2, "<extension url=\"" FHIR_OUT_EXT_FINDING "\">",
+                        strlen("<extension url=\"" FHIR_OUT_EXT_FINDING "\">"));
+    fhir_doc_free(doc);
+
+    fhir_out_outcome_verdict(&v, FHIR_FMT_XML, &a, &s);
+    assert_non_null(strstr(s.ptr, "<severity value=\"error\"/><code value=\"business-rule\"/>"));
+    assert_non_null(strstr(s.ptr, "<expression value=\"Claim.item[0]\"/>"));
+    err_detail_t d = {.code = ERR_TOO_DEEP, .msg = "deep", .where = ""};
+    fhir_out_outcome_error(&d, FHIR_FMT_JSON, &a, &s);
+    assert_non_null(strstr(s.ptr, "\"code\":\"too-costly\""));
+    arena_free(&a);
+}
+
+int main(void)
+{
+    xmalloc_hook_libraries();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_examples_json_xml_golden),
+        cmocka_unit_test(test_examples_by_hand),
+        cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_limits_and_detect),
+        cmocka_unit_test(test_writers_placement),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

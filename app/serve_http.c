@@ -548,7 +548,16 @@ void serve_http_request(http_req_t *req, void *user)
     if (is_bundle) {
         /* Only batch and transaction Bundles are requests; the type decides
          * whether one bad Claim fails them all. */
-        j->transaction = fhir_doc_bundle_is_transaction(j->doc);
+        const char *bt = fhir_doc_bundle_type(j->doc);
+        if (strcmp(bt, "batch") != 0 && strcmp(bt, "transaction") != 0) {
+            slice_t out;
+            err_set(&e, ERR_UNSUPPORTED, 0, "POST a Bundle of type batch or transaction");
+            snprintf(e.where, sizeof e.where, "Bundle.type");
+            fhir_out_outcome_error(&e, j->out_fmt, &j->arena, &out);
+            finish(j, 400, out);
+            return;
+        }
+        j->transaction = strcmp(fhir_doc_bundle_type(j->doc), "transaction") == 0;
     }
     judge_and_store(j);
 }

@@ -37,6 +37,7 @@ static void job_free(mllp_job_t *j)
     xfree(j);
 }
 
+/* Fills the ACK's own MSH-7 and MSH-10: the parser is clock-free. */
 static void ack_opts(daemon_t *d, arena_t *a, hl7_ack_opts_t *o)
 {
     char ts[32];
@@ -44,7 +45,7 @@ static void ack_opts(daemon_t *d, arena_t *a, hl7_ack_opts_t *o)
     memset(o, 0, sizeof *o);
     o->timestamp = arena_strdup(a, ts);
     o->control_id = arena_printf(a, "SG%llx%06llu", (unsigned long long)d->start_ms,
-                                 (unsigned long long)++d->ack_seq % 1000000);
+                                 (unsigned long long)(++d->ack_seq % 1000000));
 }
 
 static const char *rules_list(arena_t *a, const rule_verdict_t *v)
@@ -60,8 +61,7 @@ static const char *rules_list(arena_t *a, const rule_verdict_t *v)
     return s;
 }
 
-/* Writes the answer and finishes the job. code NULL means "no ACK" (enhanced
- * mode asked for none). */
+/* Writes the answer and finishes the job. */
 static void answer(mllp_job_t *j, hl7_outcome_t outcome, metric_outcome_t metric)
 {
     daemon_t *d = j->d;
@@ -69,22 +69,22 @@ static void answer(mllp_job_t *j, hl7_outcome_t outcome, metric_outcome_t metric
     ack_opts(d, &j->arena, &o);
     slice_t ack = SLICE_NULL;
     err_t rc;
-    const char *code = NULL;
     if (j->result.status == GATE_UNREADABLE) {
-        rc = hl7_ack_unparseable(j->frame->data, j->frame->len, &j->result.detail, &o, &j->arena,
-                                 &ack);
-        code = "AR";
+        o.code = HL7_ACK_AR;
+        rc = hl7_ack_build_raw(j->frame->data, j->frame->len, &j->result.detail, &o, &j->arena,
+                               &ack);
     } else {
-        code = hl7_ack_code(j->msg, outcome);
-        const rule_verdict_t *v = j->result.status == GATE_JUDGED ? &j->result.verdict : NULL;
-        const char *text = NULL;
+        o.code = hl7_ack_code(j->msg, outcome);
+        if (j->result.status == GATE_JUDGED)
+            o.verdict = &j->result.verdict;
         if (outcome == HL7_OUTCOME_STORE_FAILED)
-            text = "message could not be stored; send it again";
-        else if (j->result.status == GATE_NOT_A_CLAIM && outcome == HL7_OUTCOME_REJECTED)
-            text = "message type carries no claim and is not accepted here";
-        rc = code ? hl7_ack_build(j->msg, code, v, text, &o, &j->arena, &ack) : ERR_OK;
+            o.text = "message could not be stored; send it again";
+        else if (j->result.status == GATE_NOT_A_CLAIM && outcome == HL7_OUTCOME_UNPARSEABLE)
+            o.error = &j->result.detail;
+        rc = o.code == HL7_ACK_NONE ? ERR_OK : hl7_ack_build(j->msg, &o, &j->arena, &ack);
     }
-    if (code && rc == ERR_OK)
+    const char *code = hl7_ack_code_str(o.code);
+    if (o.code != HL7_ACK_NONE && rc == ERR_OK)
         mllp_req_reply(j->req, ack.ptr, ack.len);
     else
         mllp_req_reply_none(j->req);
@@ -102,7 +102,7 @@ static void answer(mllp_job_t *j, hl7_outcome_t outcome, metric_outcome_t metric
                  (unsigned long long)mllp_req_conn_id(j->req), id,
                  j->result.status == GATE_NOT_A_CLAIM ? "no-claim" : verdict_name(j->result.verdict.kind),
                  j->result.verdict.nfindings, rules_list(&j->arena, &j->result.verdict),
-                 j->dest ? j->dest : "-", code ? code : "none", secs * 1000);
+                 j->dest ? j->dest : "-", code[0] ? code : "none", secs * 1000);
     job_free(j);
 }
 
@@ -161,11 +161,11 @@ void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
     gate_hl7(j->pack->pack, j->msg, frame->data, frame->len, &d->hl7_opts, &j->arena, &j->result);
     switch (j->result.status) {
     case GATE_UNREADABLE:
-        answer(j, HL7_OUTCOME_UNREADABLE, METRIC_UNREADABLE);
+        answer(j, HL7_OUTCOME_UNPARSEABLE, METRIC_UNREADABLE);
         return;
     case GATE_NOT_A_CLAIM:
         if (strcmp(d->cfg.other_messages, "reject") == 0) {
-            answer(j, HL7_OUTCOME_REJECTED, METRIC_REJECT);
+            answer(j, HL7_OUTCOME_UNPARSEABLE, METRIC_REJECT);
             return;
         }
         store(j, "hl7", slice_make(frame->data, frame->len));
@@ -178,10 +178,9 @@ void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
         store(j, "hl7", slice_make(frame->data, frame->len));
         return;
     }
-    hl7_annotation_t style = strcmp(d->cfg.annotation, "nte") == 0 ? HL7_ANNOTATE_NTE : HL7_ANNOTATE_ZSG;
-    slice_t annotated;
-    if (hl7_annotate(j->msg, v, style, &j->arena, &annotated) != ERR_OK)
-        annotated = slice_make(frame->data, frame->len);
+    hl7_annotate_style_t style =
+        strcmp(d->cfg.annotation, "nte") == 0 ? HL7_ANNOTATE_NTE : HL7_ANNOTATE_ZSG;
+    slice_t annotated = hl7_annotate(j->msg, v, style, &j->arena);
     store(j, v->kind == VERDICT_REJECT ? "reject-hl7" : "hl7", annotated);
 }
 
@@ -198,5 +197,5 @@ void serve_mllp_oversized(mllp_req_t *req, buf_t *head, size_t total, void *user
     j->result.status = GATE_UNREADABLE;
     err_set(&j->result.detail, ERR_TOO_LARGE, total,
             "message of %zu bytes is over the limit of %ld bytes", total, d->cfg.max_message_size);
-    answer(j, HL7_OUTCOME_UNREADABLE, METRIC_UNREADABLE);
+    answer(j, HL7_OUTCOME_UNPARSEABLE, METRIC_UNREADABLE);
 }

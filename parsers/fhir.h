@@ -60,6 +60,10 @@ err_t fhir_parse(const char *buf, size_t len, fhir_format_t fmt, const fhir_opts
 /* "Claim" or "Bundle"; valid as long as doc. */
 const char *fhir_doc_resource_type(const fhir_doc_t *doc);
 
+/* Bundle.type ("batch", "transaction", "collection", ...), truncated to 31
+ * bytes; "" for a lone Claim. Valid as long as doc. */
+const char *fhir_doc_bundle_type(const fhir_doc_t *doc);
+
 /* The document's format. */
 fhir_format_t fhir_doc_format(const fhir_doc_t *doc);
 

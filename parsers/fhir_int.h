@@ -58,6 +58,7 @@ struct fhir_doc {
     void *tree;          /* cJSON * or xmlDoc * */
     fhir__node_t root;   /* the top resource */
     const char *rtype;   /* "Claim" or "Bundle" */
+    char bundle_type[32]; /* Bundle.type ("batch", "transaction", ...); "" for a Claim */
     fhir__node_t *claims;
     size_t *claim_entry; /* entry index of each claim */
     size_t nclaims;

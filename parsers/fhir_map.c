@@ -70,6 +70,11 @@ static void add_entry(fhir_doc_t *doc, const char *full_url, fhir__node_t res)
     doc->entries[doc->nentries++] = (fhir__entry_t){full_url, res};
 }
 
+const char *fhir_doc_bundle_type(const fhir_doc_t *doc)
+{
+    return doc->bundle_type;
+}
+
 static void add_claim(fhir_doc_t *doc, fhir__node_t res, size_t entry)
 {
     if ((doc->nclaims & (doc->nclaims - 1)) == 0) {
@@ -89,6 +94,7 @@ static err_t index_bundle(fhir_doc_t *doc, const fhir_opts_t *o, err_detail_t *d
     fhir__node_t t = ops->get(doc->root, "type", &bad);
     if (bad || !t || ops->str(t, &type) != FHIR__OK || !*type)
         return path_err(d, ERR_BAD_VALUE, "Bundle.type", "a Bundle needs a type code");
+    snprintf(doc->bundle_type, sizeof doc->bundle_type, "%s", type);
     size_t i = 0;
     for (fhir__node_t e = ops->first(doc->root, "entry", &bad); e; e = ops->next(e), i++) {
         char path[64];

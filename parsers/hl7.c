@@ -667,10 +667,15 @@ static void list_push(msg_list_t *l, const char *p, size_t n)
 }
 
 static err_t batch_err(err_detail_t *d, size_t off, int segno, const unsigned char *seg,
-                       const char *fmt, const char *what)
+                       size_t seg_n, const char *fmt, const char *what)
 {
     err_set(d, ERR_BAD_BATCH, off, fmt, what, segno);
-    hl7__where(d, segno, 0, "%.3s", (const char *)seg);
+    /* Name the segment by its id only when it is one: never echo content. */
+    if (seg_n >= 3 && is_upper((char)seg[0]) && (is_upper((char)seg[1]) || is_digit((char)seg[1])) &&
+        (is_upper((char)seg[2]) || is_digit((char)seg[2])))
+        hl7__where(d, segno, 0, "%.3s", (const char *)seg);
+    else
+        hl7__where(d, segno, 0, "segment %d", segno);
     return ERR_BAD_BATCH;
 }
 
@@ -706,7 +711,7 @@ err_t hl7_batch_split(const char *data, size_t len, const hl7_opts_t *opts, aren
         segno++;
         const unsigned char *s = p + start;
         if (file_closed)
-            return batch_err(d, start, segno, s, "%s: segment %d comes after FTS", "segment");
+            return batch_err(d, start, segno, s, n, "%s: segment %d comes after FTS", "segment");
         bool is_msh = seg_is(s, n, "MSH"), is_fhs = seg_is(s, n, "FHS");
         bool is_bhs = seg_is(s, n, "BHS"), is_bts = seg_is(s, n, "BTS");
         bool is_fts = seg_is(s, n, "FTS");
@@ -718,7 +723,7 @@ err_t hl7_batch_split(const char *data, size_t len, const hl7_opts_t *opts, aren
             }
         } else {
             if (!in_msg)
-                return batch_err(d, start, segno, s,
+                return batch_err(d, start, segno, s, n,
                                  "%s: segment %d is outside any message (no MSH before it)",
                                  "envelope");
             msg_end = pos;
@@ -726,14 +731,14 @@ err_t hl7_batch_split(const char *data, size_t len, const hl7_opts_t *opts, aren
         }
         if (is_fhs) {
             if (seen_segment)
-                return batch_err(d, start, segno, s, "%s: segment %d, FHS must come first",
+                return batch_err(d, start, segno, s, n, "%s: segment %d, FHS must come first",
                                  "FHS");
         } else if (is_bhs) {
             if (in_batch && batch_explicit)
-                return batch_err(d, start, segno, s,
+                return batch_err(d, start, segno, s, n,
                                  "%s at segment %d while a batch is open (BTS missing)", "BHS");
             if (in_batch && !batch_explicit && batch_msgs)
-                return batch_err(d, start, segno, s,
+                return batch_err(d, start, segno, s, n,
                                  "%s at segment %d after messages outside a batch", "BHS");
             in_batch = batch_explicit = true;
             batch_msgs = 0;
@@ -750,7 +755,7 @@ err_t hl7_batch_split(const char *data, size_t len, const hl7_opts_t *opts, aren
             msg_end = pos;
         } else if (is_bts) {
             if (!in_batch)
-                return batch_err(d, start, segno, s, "%s at segment %d closes no batch", "BTS");
+                return batch_err(d, start, segno, s, n, "%s at segment %d closes no batch", "BTS");
             long want = trailer_count(s, n);
             if (want >= 0 && (size_t)want != batch_msgs) {
                 err_set(d, ERR_BAD_BATCH, start,

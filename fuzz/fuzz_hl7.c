@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "hl7.h"
+#include "hl7_ack.h"
 
 static char scratch[1 << 16];
 
@@ -83,10 +84,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     hl7_opts_t opts[2] = {{.max_size = 1 << 20}, {.max_size = 1 << 20, .strict = true}};
     for (int o = 0; o < 2; o++) {
         err_detail_t d;
-        if (hl7_msg_parse(m, in, size, &opts[o], &d) == ERR_OK)
+        if (hl7_msg_parse(m, in, size, &opts[o], &d) == ERR_OK) {
             walk(m, &a);
-        else if (d.code == ERR_OK || hl7_seg_count(m) != 0)
+            continue;
+        }
+        if (d.code == ERR_OK || hl7_seg_count(m) != 0)
             abort();
+        /* The AR for unparseable input always builds and parses. */
+        hl7_ack_opts_t ao = {.timestamp = "20240101", .control_id = "F1", .code = HL7_ACK_AR};
+        slice_t out;
+        hl7_msg_t *back;
+        if (hl7_ack_build_raw(in, size, &d, &ao, &a, &out) != ERR_OK ||
+            hl7_parse(out.ptr, out.len, NULL, &back, NULL) != ERR_OK)
+            abort();
+        hl7_msg_free(back);
     }
     slice_t *msgs;
     size_t n;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "hl7.h"
+#include "hl7_ack.h"
 #include "hl7_claim.h"
 
 static size_t sink;
@@ -29,6 +30,42 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     claim_t *c;
     err_detail_t d;
     err_t rc = hl7_claim_read(m, &a, &c, &d);
+    /* The writers back: an ACK and an annotation built from findings that
+     * point at every diagnosis, with delimiters in the texts. */
+    rule_finding_t fs[8];
+    size_t nf = 0;
+    for (size_t i = 0; rc == ERR_OK && i < c->ndx && nf < 8; i++, nf++) {
+        memset(&fs[nf], 0, sizeof fs[nf]);
+        fs[nf].rule_id = "fuzz|rule";
+        fs[nf].severity = (rule_severity_t)(i % 3);
+        fs[nf].message = "a|b^c~d\\e&f\r";
+        fs[nf].location = c->dx[i].location;
+        fs[nf].codes[0] = c->dx[i].code_sent;
+        fs[nf].ncodes = 1;
+        fs[nf].suggestion = c->dx[i].text;
+        fs[nf].code_invalid = i & 1;
+    }
+    rule_verdict_t v = {VERDICT_ANNOTATE, fs, nf};
+    hl7_ack_opts_t ao = {.timestamp = "20240101", .control_id = "F1",
+                         .code = hl7_ack_code(m, rc == ERR_OK ? HL7_OUTCOME_REJECTED
+                                                              : HL7_OUTCOME_UNPARSEABLE),
+                         .verdict = &v, .error = rc == ERR_OK ? NULL : &d};
+    if (ao.code == HL7_ACK_NONE)
+        ao.code = HL7_ACK_AE;
+    slice_t out;
+    if (hl7_ack_build(m, &ao, &a, &out) != ERR_OK)
+        abort();
+    hl7_msg_t *back;
+    if (hl7_parse(out.ptr, out.len, NULL, &back, NULL) != ERR_OK)
+        abort();
+    hl7_msg_free(back);
+    for (int style = 0; style < 2; style++) {
+        out = hl7_annotate(m, &v, (hl7_annotate_style_t)style, &a);
+        if (hl7_parse(out.ptr, out.len, NULL, &back, NULL) != ERR_OK ||
+            hl7_seg_count(back) != hl7_seg_count(m) + nf)
+            abort();
+        hl7_msg_free(back);
+    }
     hl7_msg_free(m);
     if (rc == ERR_OK) {
         touch(c->id);

@@ -1,0 +1,353 @@
+/* hl7_claim.c - HL7 v2 DFT/BAR/ADT -> claim model (what is read from which
+ * field, per version, is in hl7_claim.h). Reads the message through the
+ * public hl7.h accessors only; every string it keeps is unescaped into the
+ * caller's arena, so the claim outlives the message.
+ */
+#include "hl7_claim.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const hl7_msg_t *m;
+    arena_t *a;
+    err_detail_t *d;
+} ctx_t;
+
+/* Decodes a value into the arena; NULL when empty or the explicit null "".
+ * A code (strict) with a malformed escape is an error; a text is kept raw. */
+static err_t str_of(ctx_t *c, slice_t v, bool strict, const char *where, const char **out)
+{
+    *out = NULL;
+    if (hl7_value_kind(v) != HL7_PRESENT)
+        return ERR_OK;
+    char *s;
+    err_detail_t tmp;
+    err_t rc = hl7_unescape_arena(c->m, v, c->a, &s, &tmp);
+    if (rc != ERR_OK) {
+        if (!strict) {
+            *out = arena_slicedup(c->a, v);
+            return ERR_OK;
+        }
+        if (c->d) {
+            *c->d = tmp;
+            snprintf(c->d->where, sizeof c->d->where, "%s", where);
+            snprintf(c->d->msg, sizeof c->d->msg, "malformed escape sequence in %s", where);
+        }
+        return rc;
+    }
+    *out = s[0] ? s : NULL;
+    return ERR_OK;
+}
+
+/* Dates: the first subcomponent of a TS/DTM/DT (the precision may follow). */
+static claim_date_t date_of(slice_t v, char subsep)
+{
+    claim_date_t dt = {0, 0, 0};
+    v = hl7_piece(v, subsep, 1);
+    if (hl7_value_kind(v) == HL7_PRESENT)
+        (void)claim_date_parse(v.ptr, v.len, &dt);
+    return dt;
+}
+
+static int int_of(slice_t v)
+{
+    int n = 0;
+    size_t i = 0;
+    while (i < v.len && v.ptr[i] == ' ')
+        i++;
+    if (i == v.len)
+        return 0;
+    for (; i < v.len && v.ptr[i] >= '0' && v.ptr[i] <= '9'; i++) {
+        n = n * 10 + (v.ptr[i] - '0');
+        if (n > 1000000)
+            return 0;
+    }
+    return n;
+}
+
+static bool date_lt(claim_date_t a, claim_date_t b)
+{
+    if (a.year != b.year)
+        return a.year < b.year;
+    if (a.month != b.month)
+        return a.month < b.month;
+    return a.day < b.day;
+}
+
+static bool is_supported(slice_t type, slice_t trig, bool has_dg1)
+{
+    if (slice_eq(type, "DFT"))
+        return slice_eq(trig, "P03") || slice_eq(trig, "P11");
+    if (slice_eq(type, "BAR"))
+        return slice_eq(trig, "P01") || slice_eq(trig, "P05") || slice_eq(trig, "P12");
+    if (slice_eq(type, "ADT"))
+        return has_dg1;
+    return false;
+}
+
+static claim_poa_t poa_of(slice_t v)
+{
+    if (v.len != 1)
+        return POA_ABSENT;
+    switch (v.ptr[0]) {
+    case 'Y': case 'y': return POA_Y;
+    case 'N': case 'n': return POA_N;
+    case 'U': case 'u': return POA_U;
+    case 'W': case 'w': return POA_W;
+    case '1': case 'E': case 'e': return POA_EXEMPT;
+    default: return POA_ABSENT;
+    }
+}
+
+static err_t read_dg1(ctx_t *c, claim_t *cl, size_t i, int occ)
+{
+    const hl7_msg_t *m = c->m;
+    char where[32];
+    snprintf(where, sizeof where, "DG1(%d)-3", occ);
+    slice_t code = hl7_value(m, i, 3, 1, 1, 0);
+    slice_t sys = hl7_value(m, i, 3, 1, 3, 0);
+    /* CWE alternate coding: take it when it is ICD-10-CM and the primary is not. */
+    slice_t alt_sys = hl7_value(m, i, 3, 1, 6, 0), alt_text = SLICE_NULL;
+    bool alt = false;
+    if (claim_codesys_from(sys.ptr, sys.len) != CODESYS_ICD10CM &&
+        claim_codesys_from(alt_sys.ptr, alt_sys.len) == CODESYS_ICD10CM &&
+        hl7_value_kind(hl7_value(m, i, 3, 1, 4, 0)) == HL7_PRESENT) {
+        code = hl7_value(m, i, 3, 1, 4, 0);
+        sys = alt_sys;
+        alt_text = hl7_value(m, i, 3, 1, 5, 0);
+        alt = true;
+    }
+    if (hl7_value_kind(sys) != HL7_PRESENT)
+        sys = hl7_value(m, i, 2, 1, 1, 0); /* DG1-2 coding method */
+    const char *code_s, *sys_s, *text;
+    err_t rc = str_of(c, code, true, where, &code_s);
+    if (rc != ERR_OK)
+        return rc;
+    if (!code_s)
+        return ERR_OK; /* a DG1 without a code carries nothing to check */
+    rc = str_of(c, sys, true, where, &sys_s);
+    if (rc != ERR_OK)
+        return rc;
+    slice_t t = hl7_value(m, i, 4, 0, 0, 0);
+    if (hl7_value_kind(t) != HL7_PRESENT)
+        t = alt ? alt_text : hl7_value(m, i, 3, 1, 2, 0);
+    (void)str_of(c, t, false, where, &text);
+
+    claim_dx_t *dx = claim_add_dx(cl, c->a);
+    dx->sequence = int_of(hl7_value(m, i, 1, 0, 0, 0));
+    dx->code_sent = code_s;
+    (void)claim_code_normalise(code_s, strlen(code_s), dx->code, sizeof dx->code);
+    dx->system_sent = sys_s;
+    dx->system = sys_s ? claim_codesys_from(sys_s, strlen(sys_s)) : CODESYS_UNKNOWN;
+    dx->text = text;
+    dx->location = arena_strdup(c->a, where);
+    slice_t prio = hl7_value(m, i, 15, 0, 0, 0);
+    slice_t type = hl7_value(m, i, 6, 1, 1, 0);
+    if (int_of(prio) == 1)
+        dx->type = DX_TYPE_PRINCIPAL;
+    else if (slice_eq(type, "A"))
+        dx->type = DX_TYPE_ADMITTING;
+    else if (hl7_value_kind(type) == HL7_PRESENT || int_of(prio) > 1)
+        dx->type = DX_TYPE_SECONDARY;
+    dx->poa = poa_of(hl7_value(m, i, 26, 1, 1, 0));
+    return ERR_OK;
+}
+
+/* Adds a code (already normalised) to a line, with the pointer to the DG1
+ * carrying it: seq when the caller knows it (a P11 group's own DG1), else
+ * the first DG1 with that code. */
+static void line_add_dx(ctx_t *c, const claim_t *cl, claim_line_t *l, const char *norm, int seq)
+{
+    for (int k = 0; k < l->ndx_codes; k++)
+        if (strcmp(l->dx_codes[k], norm) == 0)
+            return;
+    if (l->ndx_codes < CLAIM_MAX_DX_POINTERS)
+        l->dx_codes[l->ndx_codes++] = arena_strdup(c->a, norm);
+    if (seq <= 0) {
+        for (size_t k = 0; k < cl->ndx; k++) {
+            if (cl->dx[k].sequence > 0 && strcmp(cl->dx[k].code, norm) == 0) {
+                seq = cl->dx[k].sequence;
+                break;
+            }
+        }
+    }
+    if (seq <= 0)
+        return;
+    for (int p = 0; p < l->ndx_pointers; p++)
+        if (l->dx_pointers[p] == seq)
+            return;
+    if (l->ndx_pointers < CLAIM_MAX_DX_POINTERS)
+        l->dx_pointers[l->ndx_pointers++] = seq;
+}
+
+static err_t read_ft1(ctx_t *c, claim_t *cl, size_t i, int occ, bool p11, size_t group_end)
+{
+    const hl7_msg_t *m = c->m;
+    const hl7_delims_t *dl = hl7_msg_delims(m);
+    char where[32];
+    claim_line_t *l = claim_add_line(cl, c->a);
+    l->sequence = int_of(hl7_value(m, i, 1, 0, 0, 0));
+    l->location = arena_printf(c->a, "FT1(%d)", occ);
+    snprintf(where, sizeof where, "FT1(%d)-25", occ);
+    const char *s;
+    err_t rc = str_of(c, hl7_value(m, i, 25, 1, 1, 0), true, where, &l->code);
+    if (rc != ERR_OK)
+        return rc;
+    rc = str_of(c, hl7_value(m, i, 25, 1, 3, 0), true, where, &l->system_sent);
+    if (rc != ERR_OK)
+        return rc;
+    l->system = l->system_sent ? claim_procsys_from(l->system_sent, strlen(l->system_sent))
+                               : PROCSYS_UNKNOWN;
+    snprintf(where, sizeof where, "FT1(%d)-26", occ);
+    hl7_iter_t it;
+    slice_t rep;
+    hl7_iter_init(&it, hl7_field(m, i, 26), dl->repetition);
+    while (hl7_iter_next(&it, &rep) && l->nmodifiers < CLAIM_MAX_MODIFIERS) {
+        rc = str_of(c, hl7_piece(rep, dl->component, 1), true, where, &s);
+        if (rc != ERR_OK)
+            return rc;
+        if (s)
+            l->modifiers[l->nmodifiers++] = s;
+    }
+    slice_t q = hl7_value(m, i, 10, 1, 1, 0);
+    if (hl7_value_kind(q) == HL7_PRESENT && q.len < 32) {
+        char num[32];
+        memcpy(num, q.ptr, q.len);
+        num[q.len] = '\0';
+        char *end;
+        double u = strtod(num, &end);
+        if (end != num && u >= 0 && u < 1e9)
+            l->units = u;
+    }
+    l->date_from = date_of(hl7_value(m, i, 4, 1, 1, 0), dl->subcomponent);
+    l->date_to = date_of(hl7_value(m, i, 4, 1, 2, 0), dl->subcomponent);
+    if (!l->date_to.year)
+        l->date_to = l->date_from;
+    /* FT1-19: codes, resolved to DG1 sequences. */
+    snprintf(where, sizeof where, "FT1(%d)-19", occ);
+    hl7_iter_init(&it, hl7_field(m, i, 19), dl->repetition);
+    while (hl7_iter_next(&it, &rep)) {
+        rc = str_of(c, hl7_piece(rep, dl->component, 1), true, where, &s);
+        if (rc != ERR_OK)
+            return rc;
+        char norm[16];
+        if (s && claim_code_normalise(s, strlen(s), norm, sizeof norm))
+            line_add_dx(c, cl, l, norm, 0);
+    }
+    /* DFT^P11: the financial group's own DG1s when FT1-19 says nothing. */
+    if (p11 && l->ndx_codes == 0) {
+        for (size_t k = i + 1; k < group_end; k++) {
+            if (!slice_eq(hl7_seg_id(m, k), "DG1"))
+                continue;
+            char norm[16];
+            slice_t code = hl7_value(m, k, 3, 1, 1, 0);
+            const char *cs;
+            if (str_of(c, code, false, "DG1-3", &cs) == ERR_OK && cs &&
+                claim_code_normalise(cs, strlen(cs), norm, sizeof norm))
+                line_add_dx(c, cl, l, norm, int_of(hl7_value(m, k, 1, 0, 0, 0)));
+        }
+    }
+    return ERR_OK;
+}
+
+err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail_t *d)
+{
+    *out = NULL;
+    err_clear(d);
+    ctx_t c = {msg, a, d};
+    size_t nseg = hl7_seg_count(msg);
+    slice_t type = hl7_value(msg, 0, 9, 1, 1, 0), trig = hl7_value(msg, 0, 9, 1, 2, 0);
+    bool has_dg1 = hl7_seg_find(msg, "DG1", 1) >= 0;
+    if (!is_supported(type, trig, has_dg1)) {
+        /* The type is an identifier, not content: it may be named. */
+        char t[8] = "", g[8] = "";
+        for (size_t k = 0; k < type.len && k < 7; k++)
+            t[k] = (type.ptr[k] >= 'A' && type.ptr[k] <= 'Z') ||
+                           (type.ptr[k] >= '0' && type.ptr[k] <= '9')
+                       ? type.ptr[k]
+                       : '?';
+        for (size_t k = 0; k < trig.len && k < 7; k++)
+            g[k] = (trig.ptr[k] >= 'A' && trig.ptr[k] <= 'Z') ||
+                           (trig.ptr[k] >= '0' && trig.ptr[k] <= '9')
+                       ? trig.ptr[k]
+                       : '?';
+        if (slice_eq(type, "ADT"))
+            err_set(d, ERR_UNSUPPORTED, hl7_seg_offset(msg, 0),
+                    "MSH-9 is ADT^%s without DG1: no diagnoses to check", g);
+        else
+            err_set(d, ERR_UNSUPPORTED, hl7_seg_offset(msg, 0),
+                    "MSH-9 is %s^%s; supported: DFT^P03, DFT^P11, BAR^P01/P05/P12, "
+                    "ADT with DG1",
+                    t[0] ? t : "(empty)", g);
+        if (d) {
+            d->segment = 1;
+            d->field = 9;
+            snprintf(d->where, sizeof d->where, "MSH-9");
+        }
+        return ERR_UNSUPPORTED;
+    }
+    claim_t *cl = claim_new(a, CLAIM_SRC_HL7V2);
+    cl->message_type = arena_printf(a, "%.*s^%.*s", (int)type.len, type.ptr, (int)trig.len,
+                                    trig.ptr);
+    err_t rc = str_of(&c, hl7_value(msg, 0, 10, 0, 0, 0), true, "MSH-10", &cl->id);
+    if (rc != ERR_OK)
+        goto fail;
+    const hl7_delims_t *dl = hl7_msg_delims(msg);
+    long pid = hl7_seg_find(msg, "PID", 1);
+    if (pid >= 0) {
+        cl->birth_date = date_of(hl7_value(msg, (size_t)pid, 7, 1, 1, 0), dl->subcomponent);
+        slice_t sex = hl7_value(msg, (size_t)pid, 8, 1, 1, 0);
+        if (slice_eq(sex, "F") || slice_eq(sex, "M"))
+            cl->sex = sex.ptr[0];
+        else if (hl7_value_kind(sex) == HL7_PRESENT)
+            cl->sex = 'U';
+    }
+    claim_date_t admit = {0, 0, 0}, disch = {0, 0, 0};
+    long pv1 = hl7_seg_find(msg, "PV1", 1);
+    if (pv1 >= 0) {
+        slice_t dispo = hl7_value(msg, (size_t)pv1, 36, 1, 1, 0);
+        if (hl7_value_kind(dispo) == HL7_PRESENT)
+            cl->discharged_alive = slice_eq(dispo, "20") || slice_eq(dispo, "40") ||
+                                           slice_eq(dispo, "41") || slice_eq(dispo, "42")
+                                       ? 0
+                                       : 1;
+        admit = date_of(hl7_value(msg, (size_t)pv1, 44, 1, 1, 0), dl->subcomponent);
+        disch = date_of(hl7_value(msg, (size_t)pv1, 45, 1, 1, 0), dl->subcomponent);
+    }
+    /* Diagnoses first, so that lines can point at them. */
+    int occ = 0;
+    for (size_t i = 0; i < nseg; i++) {
+        if (!slice_eq(hl7_seg_id(msg, i), "DG1"))
+            continue;
+        if ((rc = read_dg1(&c, cl, i, ++occ)) != ERR_OK)
+            goto fail;
+    }
+    bool p11 = slice_eq(type, "DFT") && slice_eq(trig, "P11");
+    occ = 0;
+    for (size_t i = 0; i < nseg; i++) {
+        if (!slice_eq(hl7_seg_id(msg, i), "FT1"))
+            continue;
+        size_t end = i + 1;
+        while (end < nseg && !slice_eq(hl7_seg_id(msg, end), "FT1"))
+            end++;
+        if ((rc = read_ft1(&c, cl, i, ++occ, p11, end)) != ERR_OK)
+            goto fail;
+    }
+    for (size_t k = 0; k < cl->nlines; k++) {
+        const claim_line_t *l = &cl->lines[k];
+        if (l->date_from.year && (!cl->service_from.year || date_lt(l->date_from, cl->service_from)))
+            cl->service_from = l->date_from;
+        if (l->date_to.year && (!cl->service_to.year || date_lt(cl->service_to, l->date_to)))
+            cl->service_to = l->date_to;
+    }
+    if (!cl->service_from.year) {
+        cl->service_from = admit;
+        cl->service_to = disch.year ? disch : admit;
+    }
+    *out = cl;
+    return ERR_OK;
+fail:
+    return rc;
+}

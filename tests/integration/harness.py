@@ -88,7 +88,7 @@ class Daemon:
                 wait_port(port, proc=self.proc)
         return self
 
-    def signal(self, sig):
+    def send_signal(self, sig):
         self.proc.send_signal(sig)
 
     def stop(self, sig=signal.SIGTERM, timeout=20):

@@ -244,7 +244,7 @@ class Reload(unittest.TestCase):
             c = h.RawClient(d.mllp_port)  # an open connection survives the reload
             with open(pack.name, "w") as f:
                 f.write("{ this is not json")
-            d.signal(signal.SIGHUP)
+            d.send_signal(signal.SIGHUP)
             h.wait_for(lambda: "reload failed" in d.logtext(), 5, "reload failure logged")
             c.send(c.frame(h.demo("04-reject-excludes1.hl7")))
             self.assertIn(h.ack_code(c.read_frame()), ("AE", "AR"))
@@ -254,7 +254,7 @@ class Reload(unittest.TestCase):
                 f.write("advisory = yes\n")
             with open(os.path.join(h.TOP_SRCDIR, "rules", "spine-rules.json")) as src, open(pack.name, "w") as f:
                 f.write(src.read())
-            d.signal(signal.SIGHUP)
+            d.send_signal(signal.SIGHUP)
             h.wait_for(lambda: "reloaded" in d.logtext(), 5, "reload logged")
             self.assertEqual(h.ack_code(h.mllp_send(d.mllp_port, h.demo("04-reject-excludes1.hl7"))), "AA")
         finally:

@@ -686,7 +686,8 @@ err_t queue_reader_open(queue_t *q, const char *dest, queue_ready_cb ready_cb, v
     if (!queue__valid_dest(dest))
         return err_set(d, ERR_BAD_VALUE, 0, "invalid destination name");
     size_t idx = dest_find(q, dest, true);
-    if (q->dests[idx].reader)
+    /* A reader still closing (its fetch running) may be replaced. */
+    if (q->dests[idx].reader && !q->dests[idx].reader->closing)
         return err_set(d, ERR_BUSY, 0, "destination %s already has a reader", dest);
     queue_reader_t *r = xcalloc(1, sizeof *r);
     r->q = q;
@@ -842,7 +843,8 @@ static void reader_free(queue_reader_t *r)
     queue_t *q = r->q;
     sqlite3_finalize(r->st_fetch);
     sqlite3_close_v2(r->db);
-    q->dests[r->dest_idx].reader = NULL;
+    if (q->dests[r->dest_idx].reader == r)
+        q->dests[r->dest_idx].reader = NULL;
     q->nreaders--;
     xfree(r);
     maybe_finish_close(q);

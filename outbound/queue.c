@@ -70,12 +70,22 @@ struct queue {
     int lock_fd;
     uv_timer_t timer;
     bool timer_armed;
+    uint64_t timer_due; /* loop time the armed timer fires */
 
     put_req_t *puts, **puts_tail; /* waiting for the next commit */
     size_t nputs;
     mark_req_t *marks, **marks_tail;
 
     bool committing; /* a batch is on the thread pool */
+    int wal_pages;   /* WAL size after the last commit (set by the commit thread) */
+
+    /* Checkpoints run on their own connection and work item, beside the
+     * commits, so that copying the WAL into the database never delays a
+     * put callback (SQLite would otherwise run it inside a COMMIT). */
+    sqlite3 *ckdb;
+    uv_work_t ckwork;
+    bool checkpointing;
+    int ck_mode, ck_rc, ck_log, ck_done;
     uv_work_t work;
     put_req_t *batch_puts;
     mark_req_t *batch_marks;
@@ -280,8 +290,19 @@ static err_t load_state(queue_t *q, err_detail_t *d)
     return ERR_OK;
 }
 
+#define CKPT_PAGES 1000       /* start a passive checkpoint past this WAL size */
+#define CKPT_FORCE_PAGES 16384 /* past this, one that waits for and resets the WAL */
+
+static int wal_hook(void *user, sqlite3 *db, const char *name, int pages)
+{
+    ((queue_t *)user)->wal_pages = pages;
+    return SQLITE_OK;
+}
+
 static void free_handles(queue_t *q)
 {
+    if (q->ckdb)
+        sqlite3_close_v2(q->ckdb);
     sqlite3_finalize(q->st_insert);
     sqlite3_finalize(q->st_delete);
     sqlite3_finalize(q->st_dead);
@@ -375,6 +396,18 @@ err_t queue_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, qu
                     &q->st_attempt, d);
     if (!e)
         e = load_state(q, d);
+    if (!e) {
+        sqlite3_wal_hook(q->db, wal_hook, q); /* replaces the automatic checkpoint */
+        rc = sqlite3_open_v2(path, &q->ckdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+        if (rc == SQLITE_OK) {
+            harden(q->ckdb);
+            sqlite3_busy_timeout(q->ckdb, 5000);
+            rc = exec(q->ckdb, q->opts.sync == QUEUE_SYNC_FULL ? "PRAGMA synchronous=FULL"
+                                                               : "PRAGMA synchronous=NORMAL");
+        }
+        if (rc != SQLITE_OK)
+            e = sql_err(q->ckdb, rc, d, "open checkpoint connection");
+    }
     if (e) {
         free_handles(q);
         return e;
@@ -448,7 +481,37 @@ static void commit_work(uv_work_t *w)
 }
 
 static void commit_start(queue_t *q);
+static void commit_schedule(queue_t *q, bool urgent);
 static void maybe_finish_close(queue_t *q);
+
+static void checkpoint_work(uv_work_t *w)
+{
+    queue_t *q = w->data;
+    q->ck_log = q->ck_done = 0;
+    q->ck_rc = sqlite3_wal_checkpoint_v2(q->ckdb, NULL, q->ck_mode, &q->ck_log, &q->ck_done);
+}
+
+static void checkpoint_done(uv_work_t *w, int status)
+{
+    queue_t *q = w->data;
+    q->checkpointing = false;
+    if (status == 0 && q->ck_rc != SQLITE_OK && q->ck_rc != SQLITE_BUSY)
+        log_warn("queue: checkpoint: %s (sqlite %d)", sqlite3_errstr(q->ck_rc), q->ck_rc);
+    maybe_finish_close(q);
+}
+
+static void checkpoint_maybe(queue_t *q)
+{
+    if (q->checkpointing || q->closed || q->wal_pages < CKPT_PAGES)
+        return;
+    /* Passive: copies what it can without blocking the writer. If the WAL
+     * still grew (the writer never let it restart), the next one waits. */
+    q->ck_mode =
+        q->wal_pages >= CKPT_FORCE_PAGES ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE;
+    q->checkpointing = true;
+    q->ckwork.data = q;
+    uv_queue_work(q->loop, &q->ckwork, checkpoint_work, checkpoint_done);
+}
 
 static void commit_done(uv_work_t *w, int status)
 {
@@ -503,9 +566,12 @@ static void commit_done(uv_work_t *w, int status)
     }
     xfree(touched);
 
-    /* Whatever arrived during this commit has already waited one commit. */
-    if (q->puts || q->marks)
+    checkpoint_maybe(q);
+    /* Puts that arrived during this commit have already waited one commit. */
+    if (q->puts || (q->marks && q->closing))
         commit_start(q);
+    else if (q->marks)
+        commit_schedule(q, false);
     else
         maybe_finish_close(q);
 }
@@ -546,17 +612,29 @@ static void commit_timer_cb(uv_timer_t *t)
     commit_start(q);
 }
 
-/* Arms the commit timer unless a commit runs (its end starts the next one). */
-static void commit_schedule(queue_t *q)
+/* Marks wait this long for company: nobody waits for them, and a put commit
+ * that comes along meanwhile takes them too. */
+#define MARK_DELAY_MS 10
+
+/* Arms the commit timer unless a commit runs (its end starts the next one).
+ * urgent: a put is waiting (its sender waits for the ACK). */
+static void commit_schedule(queue_t *q, bool urgent)
 {
-    if (q->committing || q->timer_armed)
+    if (q->committing)
         return;
     if (q->nputs >= q->opts.max_batch) {
         commit_start(q);
         return;
     }
+    uint64_t delay = q->opts.max_delay_ms;
+    if (!urgent && delay < MARK_DELAY_MS)
+        delay = MARK_DELAY_MS;
+    uint64_t due = uv_now(q->loop) + delay;
+    if (q->timer_armed && q->timer_due <= due)
+        return;
     q->timer_armed = true;
-    uv_timer_start(&q->timer, commit_timer_cb, q->opts.max_delay_ms, 0);
+    q->timer_due = due;
+    uv_timer_start(&q->timer, commit_timer_cb, delay, 0);
 }
 
 /* ---------------------------------------------------------------- put */
@@ -613,7 +691,7 @@ err_t queue_put(queue_t *q, const queue_item_t *item, queue_put_cb cb, void *use
     *q->puts_tail = p;
     q->puts_tail = &p->next;
     q->nputs++;
-    commit_schedule(q);
+    commit_schedule(q, true);
     return ERR_OK;
 }
 
@@ -650,7 +728,7 @@ static void close_timer_cb(uv_handle_t *h)
 
 static void maybe_finish_close(queue_t *q)
 {
-    if (!q->closing || q->closed || q->committing || q->nreaders)
+    if (!q->closing || q->closed || q->committing || q->checkpointing || q->nreaders)
         return;
     if (q->puts || q->marks) {
         commit_start(q);
@@ -861,7 +939,7 @@ static void mark_add(queue_t *q, int64_t id, mark_kind_t kind, unsigned attempts
     snprintf(m->reason, sizeof m->reason, "%s", reason ? reason : "");
     *q->marks_tail = m;
     q->marks_tail = &m->next;
-    commit_schedule(q);
+    commit_schedule(q, false);
 }
 
 static void fetch_done(uv_work_t *w, int status)

@@ -1,0 +1,379 @@
+/* out.c - the deliverer: pulls one destination's rows from the queue in
+ * order, hands them one at a time to its transport, and records the outcome
+ * (delivered, retried after a backoff, dead-lettered). Transport-neutral: the
+ * protocols live in out_mllp.c, out_http.c and out_dir.c.
+ * The out_dest_t owns the rows it fetched, its timers and its transport
+ * state; all are released by out_stop() once their handles are closed.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "out_int.h"
+#include "queue_int.h"
+#include "xmalloc.h"
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void pump(out_dest_t *d);
+static void finish_stop(out_dest_t *d);
+
+/* ---------------------------------------------------------------- fetching */
+
+static void ring_push(out_dest_t *d, queue_row_t *row)
+{
+    d->ring[(d->ring_head + d->ring_n) % d->ring_cap] = row;
+    d->ring_n++;
+}
+
+static queue_row_t *ring_pop(out_dest_t *d)
+{
+    queue_row_t *row = d->ring[d->ring_head];
+    d->ring_head = (d->ring_head + 1) % d->ring_cap;
+    d->ring_n--;
+    return row;
+}
+
+static void fetch_timer_cb(uv_timer_t *t)
+{
+    pump(t->data);
+}
+
+static void fetch_cb(queue_reader_t *r, err_t status, queue_row_t **rows, size_t n, void *user)
+{
+    out_dest_t *d = user;
+    d->fetching = false;
+    for (size_t i = 0; i < n; i++)
+        ring_push(d, rows[i]);
+    if (status != ERR_OK && !d->stopping) {
+        /* The queue logged why; try again shortly rather than spin. */
+        uv_timer_start(&d->fetch_timer, fetch_timer_cb, 1000, 0);
+        return;
+    }
+    pump(d);
+}
+
+static void maybe_fetch(out_dest_t *d)
+{
+    /* Refill at half empty, so the next rows are there when cur is done. */
+    if (d->fetching || d->stopping || uv_is_active((uv_handle_t *)&d->fetch_timer))
+        return;
+    if (d->ring_n > d->ring_cap / 2 || !queue_reader_has_more(d->reader))
+        return;
+    if (queue_reader_fetch(d->reader, d->ring_cap - d->ring_n, fetch_cb) == ERR_OK)
+        d->fetching = true;
+}
+
+static void ready_cb(queue_reader_t *r, void *user)
+{
+    pump(user);
+}
+
+/* ---------------------------------------------------------------- sending */
+
+static void send_cur(out_dest_t *d)
+{
+    d->sending = true;
+    d->st.inflight = 1;
+    d->tp->send(d, d->cur);
+}
+
+static void retry_timer_cb(uv_timer_t *t)
+{
+    out_dest_t *d = t->data;
+    if (d->stopping || !d->cur)
+        return;
+    send_cur(d);
+}
+
+static void pump(out_dest_t *d)
+{
+    if (d->stopping)
+        return;
+    maybe_fetch(d);
+    if (d->cur || d->dead_writing || d->ring_n == 0)
+        return;
+    d->cur = ring_pop(d);
+    d->attempts = d->cur->attempts;
+    d->st.attempts = d->attempts;
+    maybe_fetch(d);
+    send_cur(d);
+}
+
+static uint64_t backoff_ms(const out_dest_t *d, unsigned attempt)
+{
+    uint64_t delay = d->o.backoff_base_ms;
+    for (unsigned i = 1; i < attempt && delay < d->o.backoff_max_ms; i++)
+        delay *= 2;
+    if (delay > d->o.backoff_max_ms)
+        delay = d->o.backoff_max_ms;
+    if (d->o.jitter && delay > 1)
+        delay = delay / 2 + (uint64_t)rand() % (delay - delay / 2 + 1);
+    return delay;
+}
+
+static void cur_done(out_dest_t *d)
+{
+    queue_row_free(d->cur);
+    d->cur = NULL;
+    d->attempts = 0;
+    d->st.attempts = 0;
+    d->st.inflight = 0;
+}
+
+/* Runs on the thread pool: the payload and a note saying why. */
+static void dead_work(uv_work_t *w)
+{
+    out_dest_t *d = w->data;
+    const queue_row_t *row = d->cur;
+    char name[128], note_name[140];
+    const char *ext = d->o.ext ? d->o.ext : out__ext_for(row->content_type);
+    out__file_name(name, sizeof name, row->id, row->control_id, ext);
+    snprintf(note_name, sizeof note_name, "%s.reason", name);
+    char note[1024];
+    int n = snprintf(note, sizeof note,
+                     "destination: %s\ncontrol-id: %s\ncontent-type: %s\nattempts: %u\n"
+                     "reason: %s\nqueued-ms: %" PRId64 "\n",
+                     row->dest, row->control_id, row->content_type, d->attempts, d->dead_reason,
+                     row->created_ms);
+    if (n < 0 || (size_t)n >= sizeof note)
+        n = (int)strlen(note);
+    d->dead_rc = out__write_atomic(d->o.dead_dir, name, row->payload, row->payload_len,
+                                   !d->o.no_fsync);
+    if (d->dead_rc == 0)
+        d->dead_rc = out__write_atomic(d->o.dead_dir, note_name, note, (size_t)n, !d->o.no_fsync);
+}
+
+static void dead_done(uv_work_t *w, int status)
+{
+    out_dest_t *d = w->data;
+    d->dead_writing = false;
+    if (status == 0 && d->dead_rc != 0)
+        log_error("out %s: control id %s: dead-letter file not written (%s); the row is kept "
+                  "dead in the queue",
+                  d->o.dest, d->cur->control_id, strerror(d->dead_rc));
+    queue_mark_dead(d->reader, d->cur->id, d->attempts, d->dead_reason);
+    cur_done(d);
+    if (d->stopping)
+        finish_stop(d);
+    else
+        pump(d);
+}
+
+static void dead_letter(out_dest_t *d, const char *reason)
+{
+    d->st.dead++;
+    snprintf(d->dead_reason, sizeof d->dead_reason, "%s", reason);
+    log_error("out %s: control id %s dead-lettered after %u attempts: %s", d->o.dest,
+              d->cur->control_id, d->attempts, reason);
+    if (!d->o.dead_dir) {
+        queue_mark_dead(d->reader, d->cur->id, d->attempts, reason);
+        cur_done(d);
+        return;
+    }
+    d->dead_writing = true;
+    d->dead_work.data = d;
+    uv_queue_work(d->loop, &d->dead_work, dead_work, dead_done);
+}
+
+void out__send_done(out_dest_t *d, out__res_t res, const char *reason)
+{
+    d->sending = false;
+    d->attempts++;
+    d->st.attempts = d->attempts;
+    queue_row_t *row = d->cur;
+    if (res == OUT_RES_OK) {
+        d->st.delivered++;
+        d->st.last_ok_ms = wall_ms();
+        log_debug("out %s: control id %s delivered (attempt %u)", d->o.dest, row->control_id,
+                  d->attempts);
+        queue_mark_delivered(d->reader, row->id);
+        cur_done(d);
+    } else {
+        snprintf(d->st.last_error, sizeof d->st.last_error, "%s", reason ? reason : "failed");
+        if (res == OUT_RES_PERMANENT || d->attempts >= d->o.max_tries) {
+            dead_letter(d, d->st.last_error);
+        } else {
+            uint64_t delay = backoff_ms(d, d->attempts);
+            d->st.retries++;
+            log_warn("out %s: control id %s attempt %u failed: %s; retry in %" PRIu64 " ms",
+                     d->o.dest, row->control_id, d->attempts, d->st.last_error, delay);
+            queue_mark_attempt(d->reader, row->id, d->attempts, d->st.last_error);
+            if (!d->stopping)
+                uv_timer_start(&d->retry_timer, retry_timer_cb, delay, 0);
+        }
+    }
+    if (d->stopping)
+        finish_stop(d);
+    else
+        pump(d);
+}
+
+/* ---------------------------------------------------------------- start/stop */
+
+static char *dup_or_null(const char *s)
+{
+    return s ? xstrdup(s) : NULL;
+}
+
+static void free_dest(out_dest_t *d)
+{
+    while (d->ring_n)
+        queue_row_free(ring_pop(d));
+    xfree(d->ring);
+    queue_row_free(d->cur);
+    xfree(d->s_dest);
+    xfree(d->s_host);
+    xfree(d->s_url);
+    xfree(d->s_resource);
+    xfree(d->s_dir);
+    xfree(d->s_ext);
+    xfree(d->s_dead_dir);
+    xfree(d);
+}
+
+err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_dest_t **out,
+                err_detail_t *e)
+{
+    *out = NULL;
+    if (!loop || !q || !opts)
+        return err_set(e, ERR_BAD_CONFIG, 0, "out_start: no loop, queue or options");
+    if (!queue__valid_dest(opts->dest))
+        return err_set(e, ERR_BAD_CONFIG, 0, "out: invalid destination name");
+    const out__transport_t *tp = opts->kind == OUT_DIR    ? &out__dir
+                                 : opts->kind == OUT_MLLP ? &out__mllp
+                                 : opts->kind == OUT_HTTP ? &out__http
+                                                          : NULL;
+    if (!tp)
+        return err_set(e, ERR_BAD_CONFIG, 0, "out %s: unknown transport kind", opts->dest);
+
+    out_dest_t *d = xcalloc(1, sizeof *d);
+    d->loop = loop;
+    d->q = q;
+    d->tp = tp;
+    d->o = *opts;
+    d->o.dest = d->s_dest = xstrdup(opts->dest);
+    d->o.host = d->s_host = dup_or_null(opts->host);
+    d->o.url = d->s_url = dup_or_null(opts->url);
+    d->o.resource = d->s_resource = xstrdup(opts->resource ? opts->resource : "Claim");
+    d->o.dir = d->s_dir = dup_or_null(opts->dir);
+    d->o.ext = d->s_ext = dup_or_null(opts->ext);
+    d->o.dead_dir = d->s_dead_dir = dup_or_null(opts->dead_dir);
+    if (!d->o.max_tries)
+        d->o.max_tries = 10;
+    if (!d->o.backoff_base_ms)
+        d->o.backoff_base_ms = 500;
+    if (!d->o.backoff_max_ms)
+        d->o.backoff_max_ms = 300000;
+    if (d->o.backoff_max_ms < d->o.backoff_base_ms)
+        d->o.backoff_max_ms = d->o.backoff_base_ms;
+    if (!d->o.connect_timeout_ms)
+        d->o.connect_timeout_ms = 5000;
+    if (!d->o.ack_timeout_ms)
+        d->o.ack_timeout_ms = 10000;
+    if (!d->o.fetch_batch)
+        d->o.fetch_batch = 64;
+    d->ring_cap = d->o.fetch_batch;
+    d->ring = xcalloc(d->ring_cap, sizeof *d->ring);
+
+    err_t rc = ERR_OK;
+    if (d->o.dead_dir) {
+        int en = out__mkdirs(d->o.dead_dir);
+        if (en)
+            rc = err_set(e, ERR_BAD_CONFIG, 0, "out %s: dead-letter folder %s: %s", d->o.dest,
+                         d->o.dead_dir, strerror(en));
+    }
+    if (!rc)
+        rc = tp->init(d, e);
+    if (rc) {
+        free_dest(d);
+        return rc;
+    }
+    rc = queue_reader_open(q, d->o.dest, ready_cb, d, &d->reader, e);
+    if (rc) {
+        /* The transport holds no open handles before its first send. */
+        tp->close(d);
+        return rc;
+    }
+    uv_timer_init(loop, &d->retry_timer);
+    uv_timer_init(loop, &d->fetch_timer);
+    d->retry_timer.data = d->fetch_timer.data = d;
+    d->started = true;
+    log_info("out %s: delivering by %s (%" PRIu64 " pending)", d->o.dest, tp->name,
+             queue_depth(q, d->o.dest));
+    *out = d;
+    pump(d);
+    return ERR_OK;
+}
+
+void out_stats(const out_dest_t *d, out_stats_t *st)
+{
+    *st = d->st;
+    st->connected = d->connected;
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    out_dest_t *d = h->data;
+    if (--d->handles_open == 0) {
+        out_stop_cb cb = d->stop_cb;
+        void *user = d->stop_user;
+        log_info("out %s: stopped", d->o.dest);
+        free_dest(d);
+        if (cb)
+            cb(user);
+    }
+}
+
+void out__transport_closed(out_dest_t *d)
+{
+    if (!d->started) {
+        /* out_start failed after the transport was set up: nothing else is open. */
+        free_dest(d);
+        return;
+    }
+    d->handles_open = 2;
+    uv_close((uv_handle_t *)&d->retry_timer, timer_closed);
+    uv_close((uv_handle_t *)&d->fetch_timer, timer_closed);
+}
+
+/* Closes everything once nothing is being sent or dead-lettered. */
+static void finish_stop(out_dest_t *d)
+{
+    if (d->sending || d->dead_writing || d->stopped)
+        return;
+    d->stopped = true;
+    uv_timer_stop(&d->retry_timer);
+    uv_timer_stop(&d->fetch_timer);
+    /* A row waiting for its retry stays pending in the queue for next time. */
+    if (d->cur)
+        cur_done(d);
+    queue_reader_close(d->reader);
+    d->reader = NULL;
+    d->tp->close(d);
+}
+
+void out_stop(out_dest_t *d, out_stop_cb cb, void *user)
+{
+    if (!d) {
+        if (cb)
+            cb(user);
+        return;
+    }
+    if (d->stopping)
+        return;
+    d->stopping = true;
+    d->stop_cb = cb;
+    d->stop_user = user;
+    log_info("out %s: stopping%s", d->o.dest, d->sending ? " after the message in flight" : "");
+    finish_stop(d);
+}

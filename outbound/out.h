@@ -1,0 +1,88 @@
+/* out.h - delivery: one deliverer per destination drains that destination's
+ * rows from the queue, in order, one message in flight, through a transport:
+ * an MLLP client that waits for the downstream ACK, an HTTP client (libcurl
+ * multi on the libuv loop) that POSTs FHIR resources, or a directory sink.
+ *
+ * A message is marked delivered only after the downstream accepted it (MSA-1
+ * AA/CA, HTTP 2xx, file renamed into place and fsynced). A failure is retried
+ * with exponential backoff; after max_tries attempts (or at once on a
+ * permanent HTTP 4xx) the message is dead-lettered: its row is marked dead,
+ * its payload and the reason are written to dead_dir, and the next message
+ * goes on. Log lines carry destination, control id, attempt and reason; never
+ * payload content.
+ *
+ * Ownership: out_start() produces an out_dest_t that out_stop() frees (after
+ * its handles are closed); strings in out_dest_opts_t are copied. Everything
+ * runs on the given loop's thread, as do the callbacks.
+ */
+#ifndef SPINEGATE_OUT_H
+#define SPINEGATE_OUT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "err.h"
+#include "queue.h"
+
+typedef struct out_dest out_dest_t;
+
+typedef enum {
+    OUT_DIR = 0, /* write each message as a file into dir */
+    OUT_MLLP,    /* MLLP client to host:port */
+    OUT_HTTP,    /* HTTP POST to url */
+} out_kind_t;
+
+typedef struct {
+    const char *dest;     /* queue destination drained, e.g. "hl7", "fhir", "reject" */
+    out_kind_t kind;
+    const char *host;     /* OUT_MLLP: name or address */
+    unsigned port;        /* OUT_MLLP */
+    const char *url;      /* OUT_HTTP: base URL; each message is POSTed to <url>/<resource> */
+    const char *resource; /* OUT_HTTP: NULL = "Claim" */
+    const char *dir;      /* OUT_DIR: target folder, created if absent */
+    const char *ext;      /* OUT_DIR: file extension; NULL = from the content type */
+    bool no_fsync;        /* OUT_DIR and dead letters: skip fsync (tests, sync=normal) */
+    const char *dead_dir; /* dead-letter folder (created); NULL = dead rows only in the queue */
+    unsigned max_tries;   /* attempts before dead-letter; 0 = 10 */
+    unsigned backoff_base_ms; /* first retry delay, doubled each try; 0 = 500 */
+    unsigned backoff_max_ms;  /* longest retry delay; 0 = 300000 */
+    bool jitter;              /* draw each delay uniformly from [delay/2, delay] */
+    unsigned connect_timeout_ms; /* 0 = 5000 */
+    unsigned ack_timeout_ms;     /* MLLP ACK or whole HTTP exchange; 0 = 10000 */
+    unsigned fetch_batch;        /* rows read from the queue at a time; 0 = 64 */
+} out_dest_opts_t;
+
+typedef struct {
+    uint64_t delivered;  /* accepted downstream since start */
+    uint64_t retries;    /* failed attempts that were retried */
+    uint64_t dead;       /* dead-lettered */
+    unsigned inflight;   /* 0 or 1: a message is being sent or waits for its retry */
+    unsigned attempts;   /* attempts made for the current message */
+    bool connected;      /* MLLP: a connection is open */
+    int64_t last_ok_ms;  /* wall clock of the last delivery; 0 = none */
+    char last_error[128]; /* reason of the last failure; "" = none */
+} out_stats_t;
+
+/* Called by out_stop() once the deliverer is stopped and freed. */
+typedef void (*out_stop_cb)(void *user);
+
+/* Starts the deliverer of opts->dest: opens a queue reader for it and begins
+ * sending what is pending. The queue must outlive it (stop it first).
+ * Errors: ERR_BAD_CONFIG (missing host/port/url/dir, bad name, unknown kind,
+ * a folder that cannot be created, a libcurl init failure), ERR_BUSY (a
+ * deliverer for dest already runs), ERR_CLOSED or ERR_QUEUE (from the queue).
+ * *out is NULL on error. */
+err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_dest_t **out,
+                err_detail_t *d);
+
+/* Fills *st with the deliverer's figures. */
+void out_stats(const out_dest_t *d, out_stats_t *st);
+
+/* Stops taking new rows. A message being sent is allowed to finish (bounded by
+ * ack_timeout_ms) and its outcome recorded; one waiting for a retry is left
+ * pending in the queue. Then the handles close, cb runs and d is freed.
+ * Accepts NULL (cb is still called). */
+void out_stop(out_dest_t *d, out_stop_cb cb, void *user);
+
+#endif

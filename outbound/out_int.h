@@ -1,0 +1,86 @@
+/* out_int.h - what the deliverer (out.c) and its transports (out_mllp.c,
+ * out_http.c, out_dir.c) share. A transport sends one row at a time and
+ * answers exactly once through out__send_done(); the row is borrowed until
+ * then. Not for other modules. */
+#ifndef SPINEGATE_OUT_INT_H
+#define SPINEGATE_OUT_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "out.h"
+#include "queue.h"
+
+typedef enum {
+    OUT_RES_OK,        /* downstream accepted it */
+    OUT_RES_RETRY,     /* try again after a backoff */
+    OUT_RES_PERMANENT, /* will never succeed: dead-letter now */
+} out__res_t;
+
+typedef struct {
+    const char *name;
+    /* Checks the options and sets up d->tp (handles, connections are lazy). */
+    err_t (*init)(out_dest_t *d, err_detail_t *e);
+    /* Sends row; answers with out__send_done() later (never from inside send). */
+    void (*send)(out_dest_t *d, const queue_row_t *row);
+    /* Closes every handle; calls out__transport_closed(d) when all are closed.
+     * Never called while a send is unanswered. */
+    void (*close)(out_dest_t *d);
+} out__transport_t;
+
+extern const out__transport_t out__mllp, out__http, out__dir;
+
+struct out_dest {
+    uv_loop_t *loop;
+    queue_t *q;
+    queue_reader_t *reader;
+    out_dest_opts_t o; /* strings below are our copies */
+    char *s_dest, *s_host, *s_url, *s_resource, *s_dir, *s_ext, *s_dead_dir;
+    const out__transport_t *tp;
+    void *tp_state;
+    bool connected; /* kept by the transport, for stats */
+
+    queue_row_t **ring; /* fetched, not yet sent */
+    size_t ring_head, ring_n, ring_cap;
+    queue_row_t *cur;   /* being sent or waiting for its retry */
+    unsigned attempts;  /* of cur, including those before a restart */
+    bool started, sending, fetching, dead_writing, stopping, stopped;
+    uv_timer_t retry_timer, fetch_timer;
+    uv_work_t dead_work;
+    char dead_reason[128];
+    int dead_rc;
+    unsigned handles_open;
+    out_stop_cb stop_cb;
+    void *stop_user;
+    out_stats_t st;
+};
+
+/* The transport's answer for the row given to send(). reason is for logs and
+ * the dead-letter note (never content); NULL for OK. */
+void out__send_done(out_dest_t *d, out__res_t res, const char *reason);
+
+/* The transport's handles are all closed. */
+void out__transport_closed(out_dest_t *d);
+
+/* "hl7", "json", "xml" or "bin" from a content type. */
+const char *out__ext_for(const char *content_type);
+
+/* "<seq, 12 digits>-<control id with [^A-Za-z0-9._-] as _, at most 64>.<ext>" */
+void out__file_name(char *buf, size_t n, int64_t seq, const char *control_id, const char *ext);
+
+/* Creates dir and its parents (mode 0750). Returns 0 or an errno. */
+int out__mkdirs(const char *dir);
+
+/* Writes n bytes of p to dir/name atomically: a hidden temp file, fsync,
+ * rename, fsync of the folder (no fsync when !sync). Blocking: call it off the
+ * loop thread. Returns 0 or an errno. */
+int out__write_atomic(const char *dir, const char *name, const void *p, size_t n, bool sync);
+
+/* Reads MSA-1 (and MSA-2) of an HL7 ACK. Returns OUT_RES_OK for AA/CA,
+ * OUT_RES_RETRY otherwise with a reason ("downstream answered AE", "no MSA
+ * segment", "ACK for another control id"). ctrl may be "" (not checked). */
+out__res_t out__mllp_ack_parse(const char *p, size_t n, const char *ctrl, char *reason,
+                               size_t reasonlen);
+
+#endif

@@ -1,0 +1,371 @@
+/* out_mllp.c - the MLLP client transport. One connection, kept open between
+ * messages; a message is framed 0x0B <payload> 0x1C 0x0D and is delivered when
+ * the downstream's ACK says AA or CA in MSA-1. Anything else (AE/AR/CE/CR, an
+ * ACK for another control id, a timeout, a refused or broken connection)
+ * closes the connection and asks the deliverer to retry, so that a late ACK
+ * can never be taken for the next message's.
+ * Each connection is its own allocation, freed in its close callback; the
+ * payload is borrowed from the deliverer's row until out__send_done().
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "out_int.h"
+#include "xmalloc.h"
+
+#define ACK_MAX (64u * 1024) /* an ACK larger than this is not an ACK */
+
+typedef struct mllp_state mllp_state_t;
+
+typedef struct {
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    uv_write_t wreq;
+    mllp_state_t *m;
+    bool dead; /* closing: ignore its callbacks */
+    char *rbuf;
+    size_t rlen;
+} conn_t;
+
+struct mllp_state {
+    out_dest_t *d;
+    conn_t *c;            /* NULL when not connected */
+    bool connected;
+    uv_timer_t timer;     /* connect or ACK timeout */
+    uv_getaddrinfo_t gai; /* for a host that is not an address */
+    bool resolving;
+    const queue_row_t *row; /* being sent: NULL when idle */
+    bool awaiting;         /* frame written or writing; ACK expected */
+    unsigned open_conns;   /* connections not yet closed */
+    bool closing;
+};
+
+out__res_t out__mllp_ack_parse(const char *p, size_t n, const char *ctrl, char *reason,
+                               size_t rl)
+{
+    for (size_t i = 0; i + 3 < n; i++) {
+        if ((i > 0 && p[i - 1] != '\r' && p[i - 1] != '\n') || memcmp(p + i, "MSA", 3) != 0)
+            continue;
+        char sep = p[i + 3];
+        if (sep == '\r' || sep == '\n')
+            break;
+        /* Fields 1 and 2, each up to the separator or the segment's end. */
+        size_t f1 = i + 4, e1 = f1;
+        while (e1 < n && p[e1] != sep && p[e1] != '\r' && p[e1] != '\n')
+            e1++;
+        size_t f2 = e1 + 1, e2 = f2;
+        if (e1 < n && p[e1] == sep)
+            while (e2 < n && p[e2] != sep && p[e2] != '\r' && p[e2] != '\n')
+                e2++;
+        else
+            f2 = e2 = e1;
+        size_t l1 = e1 - f1;
+        if (l1 != 2) {
+            snprintf(reason, rl, "MSA-1 is not an acknowledgment code");
+            return OUT_RES_RETRY;
+        }
+        char code[3] = {p[f1], p[f1 + 1], 0};
+        size_t lc = ctrl ? strlen(ctrl) : 0;
+        if (e2 > f2 && lc && (e2 - f2 != lc || memcmp(p + f2, ctrl, lc) != 0)) {
+            snprintf(reason, rl, "ACK for another control id");
+            return OUT_RES_RETRY;
+        }
+        if (strcmp(code, "AA") == 0 || strcmp(code, "CA") == 0)
+            return OUT_RES_OK;
+        if (strcmp(code, "AE") == 0 || strcmp(code, "AR") == 0 || strcmp(code, "CE") == 0 ||
+            strcmp(code, "CR") == 0) {
+            snprintf(reason, rl, "downstream answered %s", code);
+            return OUT_RES_RETRY;
+        }
+        snprintf(reason, rl, "MSA-1 is not an acknowledgment code");
+        return OUT_RES_RETRY;
+    }
+    snprintf(reason, rl, "no MSA segment in the ACK");
+    return OUT_RES_RETRY;
+}
+
+static void maybe_closed(mllp_state_t *m);
+
+static void conn_closed(uv_handle_t *h)
+{
+    conn_t *c = h->data;
+    mllp_state_t *m = c->m;
+    xfree(c->rbuf);
+    xfree(c);
+    m->open_conns--;
+    maybe_closed(m);
+}
+
+static void conn_drop(mllp_state_t *m)
+{
+    conn_t *c = m->c;
+    if (!c)
+        return;
+    m->c = NULL;
+    m->connected = false;
+    m->d->connected = false;
+    c->dead = true;
+    uv_close((uv_handle_t *)&c->tcp, conn_closed);
+}
+
+/* Ends the current send with res; drops the connection unless it went well. */
+static void finish(mllp_state_t *m, out__res_t res, const char *reason)
+{
+    uv_timer_stop(&m->timer);
+    if (res != OUT_RES_OK)
+        conn_drop(m);
+    if (!m->row)
+        return;
+    m->row = NULL;
+    m->awaiting = false;
+    out__send_done(m->d, res, reason);
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    mllp_state_t *m = t->data;
+    finish(m, OUT_RES_RETRY, m->connected ? "ACK timeout" : "connect timeout");
+}
+
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    conn_t *c = h->data;
+    if (!c->rbuf)
+        c->rbuf = xmalloc(ACK_MAX);
+    *buf = uv_buf_init(c->rbuf + c->rlen, (unsigned)(ACK_MAX - c->rlen));
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    conn_t *c = s->data;
+    mllp_state_t *m = c->m;
+    if (c->dead || nread == 0)
+        return;
+    if (nread < 0) {
+        char reason[96];
+        snprintf(reason, sizeof reason, "connection closed by downstream (%s)",
+                 uv_err_name((int)nread));
+        if (m->row)
+            finish(m, OUT_RES_RETRY, reason);
+        else
+            conn_drop(m); /* idle close: reconnect on the next message */
+        return;
+    }
+    c->rlen += (size_t)nread;
+    for (;;) {
+        char *start = memchr(c->rbuf, 0x0B, c->rlen);
+        if (!start) {
+            c->rlen = 0; /* bytes between frames mean nothing */
+            return;
+        }
+        size_t off = (size_t)(start - c->rbuf), end = off + 1;
+        while (end + 1 < c->rlen && !(c->rbuf[end] == 0x1C && c->rbuf[end + 1] == 0x0D))
+            end++;
+        if (end + 1 >= c->rlen) {
+            if (off > 0) {
+                memmove(c->rbuf, start, c->rlen - off);
+                c->rlen -= off;
+            }
+            if (c->rlen == ACK_MAX) {
+                if (m->row)
+                    finish(m, OUT_RES_RETRY, "ACK frame too large");
+                else
+                    conn_drop(m);
+            }
+            return;
+        }
+        if (!m->row || !m->awaiting) {
+            /* An ACK nobody waits for: the stream is out of step. */
+            log_warn("out %s: unexpected frame from downstream; reconnecting", m->d->o.dest);
+            conn_drop(m);
+            return;
+        }
+        char reason[96];
+        out__res_t res = out__mllp_ack_parse(start + 1, end - off - 1, m->row->control_id, reason,
+                                             sizeof reason);
+        size_t used = end + 2;
+        memmove(c->rbuf, c->rbuf + used, c->rlen - used);
+        c->rlen -= used;
+        finish(m, res, res == OUT_RES_OK ? NULL : reason);
+        if (m->c != c || c->rlen == 0)
+            return;
+    }
+}
+
+static void write_cb(uv_write_t *req, int status)
+{
+    conn_t *c = req->data;
+    if (c->dead || status == 0)
+        return;
+    char reason[96];
+    snprintf(reason, sizeof reason, "write failed (%s)", uv_err_name(status));
+    finish(c->m, OUT_RES_RETRY, reason);
+}
+
+static void write_frame(mllp_state_t *m)
+{
+    static char sb = 0x0B, eb[2] = {0x1C, 0x0D};
+    uv_buf_t bufs[3] = {
+        uv_buf_init(&sb, 1),
+        uv_buf_init((char *)m->row->payload, (unsigned)m->row->payload_len),
+        uv_buf_init(eb, 2),
+    };
+    m->awaiting = true;
+    m->c->wreq.data = m->c;
+    int rc = uv_write(&m->c->wreq, (uv_stream_t *)&m->c->tcp, bufs, 3, write_cb);
+    if (rc) {
+        char reason[96];
+        snprintf(reason, sizeof reason, "write failed (%s)", uv_err_name(rc));
+        finish(m, OUT_RES_RETRY, reason);
+        return;
+    }
+    uv_timer_start(&m->timer, timer_cb, m->d->o.ack_timeout_ms, 0);
+}
+
+static void connect_cb(uv_connect_t *req, int status)
+{
+    conn_t *c = req->data;
+    mllp_state_t *m = c->m;
+    if (c->dead)
+        return;
+    if (status) {
+        char reason[96];
+        snprintf(reason, sizeof reason, "connect to %s:%u failed (%s)", m->d->o.host,
+                 m->d->o.port, uv_err_name(status));
+        finish(m, OUT_RES_RETRY, reason);
+        return;
+    }
+    m->connected = true;
+    m->d->connected = true;
+    uv_timer_stop(&m->timer);
+    int rc = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+    if (rc) {
+        finish(m, OUT_RES_RETRY, "read start failed");
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (m->row)
+        write_frame(m);
+}
+
+static void connect_to(mllp_state_t *m, const struct sockaddr *sa)
+{
+    conn_t *c = xcalloc(1, sizeof *c);
+    c->m = m;
+    c->tcp.data = c;
+    c->creq.data = c;
+    uv_tcp_init(m->d->loop, &c->tcp);
+    m->open_conns++;
+    m->c = c;
+    int rc = uv_tcp_connect(&c->creq, &c->tcp, sa, connect_cb);
+    if (rc) {
+        char reason[96];
+        snprintf(reason, sizeof reason, "connect to %s:%u failed (%s)", m->d->o.host,
+                 m->d->o.port, uv_err_name(rc));
+        finish(m, OUT_RES_RETRY, reason);
+        return;
+    }
+    uv_timer_start(&m->timer, timer_cb, m->d->o.connect_timeout_ms, 0);
+}
+
+static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    mllp_state_t *m = req->data;
+    m->resolving = false;
+    if (m->closing || !m->row) {
+        uv_freeaddrinfo(res);
+        maybe_closed(m);
+        return;
+    }
+    if (status || !res) {
+        char reason[96];
+        snprintf(reason, sizeof reason, "cannot resolve %s (%s)", m->d->o.host,
+                 uv_err_name(status));
+        uv_freeaddrinfo(res);
+        finish(m, OUT_RES_RETRY, reason);
+        return;
+    }
+    connect_to(m, res->ai_addr);
+    uv_freeaddrinfo(res);
+}
+
+static void mllp_send(out_dest_t *d, const queue_row_t *row)
+{
+    mllp_state_t *m = d->tp_state;
+    m->row = row;
+    if (m->connected) {
+        write_frame(m);
+        return;
+    }
+    if (m->resolving) {
+        /* An earlier lookup outlived its timeout: its answer serves this row. */
+        uv_timer_start(&m->timer, timer_cb, d->o.connect_timeout_ms, 0);
+        return;
+    }
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } addr;
+    if (uv_ip4_addr(d->o.host, (int)d->o.port, &addr.in4) == 0 ||
+        uv_ip6_addr(d->o.host, (int)d->o.port, &addr.in6) == 0) {
+        connect_to(m, &addr.sa);
+        return;
+    }
+    char port[16];
+    snprintf(port, sizeof port, "%u", d->o.port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    m->gai.data = m;
+    int rc = uv_getaddrinfo(d->loop, &m->gai, gai_cb, d->o.host, port, &hints);
+    if (rc) {
+        /* Not from inside send(): answer on the next timer tick. */
+        uv_timer_start(&m->timer, timer_cb, 0, 0);
+        return;
+    }
+    m->resolving = true;
+    uv_timer_start(&m->timer, timer_cb, d->o.connect_timeout_ms, 0);
+}
+
+static err_t mllp_init(out_dest_t *d, err_detail_t *e)
+{
+    if (!d->o.host || !*d->o.host || d->o.port == 0 || d->o.port > 65535)
+        return err_set(e, ERR_BAD_CONFIG, 0, "out %s: MLLP needs a host and a port 1-65535",
+                       d->o.dest);
+    mllp_state_t *m = xcalloc(1, sizeof *m);
+    m->d = d;
+    uv_timer_init(d->loop, &m->timer);
+    m->timer.data = m;
+    d->tp_state = m;
+    return ERR_OK;
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    mllp_state_t *m = h->data;
+    out_dest_t *d = m->d;
+    xfree(m);
+    d->tp_state = NULL;
+    out__transport_closed(d);
+}
+
+static void maybe_closed(mllp_state_t *m)
+{
+    if (m->closing && !m->open_conns && !m->resolving)
+        uv_close((uv_handle_t *)&m->timer, timer_closed);
+}
+
+static void mllp_close(out_dest_t *d)
+{
+    mllp_state_t *m = d->tp_state;
+    m->closing = true;
+    m->row = NULL;
+    uv_timer_stop(&m->timer);
+    if (m->resolving)
+        uv_cancel((uv_req_t *)&m->gai);
+    conn_drop(m);
+    maybe_closed(m);
+}
+
+const out__transport_t out__mllp = {"MLLP", mllp_init, mllp_send, mllp_close};

@@ -1,0 +1,1070 @@
+/* queue.c - the durable queue: SQLite in WAL mode with group commit.
+ *
+ * The loop thread only gathers work: puts and marks wait in two lists until
+ * the commit timer fires; then one transaction holding all of them runs on the
+ * libuv thread pool against the write connection, and its after-work callback
+ * (back on the loop thread) calls the put callbacks in order. Only one commit
+ * runs at a time, so the write connection is never used by two threads at once;
+ * each reader has its own read connection, used by at most one fetch at a time.
+ * Everything here is owned by the queue_t and freed by queue_close().
+ */
+#include "queue.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "queue_int.h"
+#include "xmalloc.h"
+
+/* Row states on disk. In flight is not stored: after a crash an in-flight row
+ * must be pending again, which is what it already is. Delivered rows are
+ * deleted in the transaction that would have marked them. */
+enum { ST_PENDING = 0, ST_DEAD = 3 };
+
+#define SCHEMA_VERSION 1
+
+typedef struct put_req {
+    struct put_req *next;
+    queue_put_cb cb;
+    void *user;
+    int64_t id;
+    size_t dest_idx;
+    int64_t created_ms;
+    const char *dest, *control_id, *content_type, *findings;
+    const unsigned char *payload;
+    size_t payload_len;
+    /* the strings and the payload follow in the same allocation */
+} put_req_t;
+
+typedef enum { MARK_DELIVERED, MARK_DEAD, MARK_ATTEMPT } mark_kind_t;
+
+typedef struct mark_req {
+    struct mark_req *next;
+    int64_t id;
+    mark_kind_t kind;
+    unsigned attempts;
+    char reason[160];
+} mark_req_t;
+
+typedef struct {
+    queue_dest_stats_t s;
+    int64_t last_id; /* highest committed pending id: readers are behind while below */
+    queue_reader_t *reader;
+} dest_t;
+
+struct queue {
+    uv_loop_t *loop;
+    queue_opts_t opts;
+    sqlite3 *db;
+    char *path;
+    sqlite3_stmt *st_insert, *st_delete, *st_dead, *st_attempt;
+    int lock_fd;
+    uv_timer_t timer;
+    bool timer_armed;
+    uint64_t timer_due; /* loop time the armed timer fires */
+
+    put_req_t *puts, **puts_tail; /* waiting for the next commit */
+    size_t nputs;
+    mark_req_t *marks, **marks_tail;
+
+    bool committing; /* a batch is on the thread pool */
+    int wal_pages;   /* WAL size after the last commit (set by the commit thread) */
+
+    /* Checkpoints run on their own connection and work item, beside the
+     * commits, so that copying the WAL into the database never delays a
+     * put callback (SQLite would otherwise run it inside a COMMIT). */
+    sqlite3 *ckdb;
+    uv_work_t ckwork;
+    bool checkpointing;
+    int ck_mode, ck_rc, ck_log, ck_done;
+    uv_work_t work;
+    put_req_t *batch_puts;
+    mark_req_t *batch_marks;
+    int batch_rc;
+    char batch_err[200];
+
+    dest_t *dests;
+    size_t ndests, capdests;
+    queue_stats_t st; /* totals only; per-destination figures live in dests */
+    unsigned nreaders;
+
+    bool closing, closed;
+    queue_close_cb close_cb;
+    void *close_user;
+};
+
+struct queue_reader {
+    queue_t *q;
+    size_t dest_idx; /* q->dests may move: the worker uses dest[] instead */
+    char dest[QUEUE_DEST_MAX + 1];
+    sqlite3 *db;
+    sqlite3_stmt *st_fetch;
+    int64_t cursor;
+    queue_ready_cb ready_cb;
+    void *user;
+    bool fetching, closing;
+    uv_work_t work;
+    queue_fetch_cb fetch_cb;
+    /* fetch in and out, touched by the worker thread only while fetching */
+    size_t max;
+    int64_t start_last_id;
+    queue_row_t **rows;
+    size_t nrows;
+    int64_t *bad_ids;
+    size_t nbad;
+    int64_t new_cursor;
+    int rc;
+    char err[200];
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The one place SQLite status becomes err_t. */
+static err_t sql_err(sqlite3 *db, int rc, err_detail_t *d, const char *what)
+{
+    const char *m = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT)
+        return err_set(d, ERR_QUEUE, 0, "%s: queue file is corrupt or not a database (%s)", what,
+                       m);
+    return err_set(d, ERR_QUEUE, 0, "%s: %s (sqlite %d)", what, m, rc);
+}
+
+/* The file is input like any other: a damaged or planted database must not
+ * run triggers or views on our connections, nor be written around SQLite's
+ * own checks. */
+static void harden(sqlite3 *db)
+{
+    sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, (int *)NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_VIEW, 0, (int *)NULL);
+}
+
+static int exec(sqlite3 *db, const char *sql)
+{
+    return sqlite3_exec(db, sql, NULL, NULL, NULL);
+}
+
+bool queue__valid_dest(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > QUEUE_DEST_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+static size_t dest_find(queue_t *q, const char *name, bool create)
+{
+    for (size_t i = 0; i < q->ndests; i++)
+        if (strcmp(q->dests[i].s.name, name) == 0)
+            return i;
+    if (!create)
+        return SIZE_MAX;
+    if (q->ndests == q->capdests) {
+        q->capdests = q->capdests ? q->capdests * 2 : 8;
+        q->dests = xrealloc(q->dests, q->capdests * sizeof *q->dests);
+    }
+    dest_t *e = &q->dests[q->ndests];
+    memset(e, 0, sizeof *e);
+    snprintf(e->s.name, sizeof e->s.name, "%s", name);
+    return q->ndests++;
+}
+
+/* ---------------------------------------------------------------- open */
+
+static err_t open_schema(queue_t *q, err_detail_t *d)
+{
+    sqlite3 *db = q->db;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return sql_err(db, rc, d, "set WAL mode");
+    }
+    const char *mode = (const char *)sqlite3_column_text(st, 0);
+    bool wal = mode && strcmp(mode, "wal") == 0;
+    sqlite3_finalize(st);
+    if (!wal)
+        return err_set(d, ERR_QUEUE, 0, "queue file cannot use WAL mode");
+    rc = exec(db, q->opts.sync == QUEUE_SYNC_FULL ? "PRAGMA synchronous=FULL"
+                                                  : "PRAGMA synchronous=NORMAL");
+    if (rc == SQLITE_OK)
+        rc = exec(db, "PRAGMA journal_size_limit=67108864");
+    if (rc != SQLITE_OK)
+        return sql_err(db, rc, d, "set pragmas");
+
+    int version = -1;
+    rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+    if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (version < 0)
+        return sql_err(db, sqlite3_errcode(db), d, "read schema version");
+    if (version == 0) {
+        rc = exec(db, "BEGIN IMMEDIATE;"
+                      "CREATE TABLE IF NOT EXISTS msgs("
+                      " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                      " dest TEXT NOT NULL, control_id TEXT NOT NULL,"
+                      " content_type TEXT NOT NULL, payload BLOB NOT NULL, findings TEXT,"
+                      " state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
+                      " last_error TEXT, created_ms INTEGER NOT NULL,"
+                      " updated_ms INTEGER NOT NULL);"
+                      "CREATE INDEX IF NOT EXISTS msgs_dest ON msgs(dest, state, id);"
+                      "PRAGMA user_version=1;"
+                      "COMMIT;");
+        if (rc != SQLITE_OK) {
+            err_t e = sql_err(db, rc, d, "create schema");
+            exec(db, "ROLLBACK");
+            return e;
+        }
+    } else if (version != SCHEMA_VERSION) {
+        return err_set(d, ERR_QUEUE, 0, "queue schema version %d is not %d", version,
+                       SCHEMA_VERSION);
+    }
+    return ERR_OK;
+}
+
+static err_t prepare(queue_t *q, const char *sql, sqlite3_stmt **st, err_detail_t *d)
+{
+    int rc = sqlite3_prepare_v3(q->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
+    if (rc != SQLITE_OK)
+        return sql_err(q->db, rc, d, "prepare statement (schema not ours?)");
+    return ERR_OK;
+}
+
+static err_t load_state(queue_t *q, err_detail_t *d)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "DELETE FROM msgs WHERE state=%d AND updated_ms<%" PRId64, ST_DEAD,
+             now_ms() - (int64_t)q->opts.dead_keep_days * 86400000);
+    int rc = exec(q->db, sql);
+    if (rc != SQLITE_OK)
+        return sql_err(q->db, rc, d, "prune dead rows");
+
+    sqlite3_stmt *st = NULL;
+    rc = sqlite3_prepare_v2(q->db,
+                            "SELECT dest, count(*), max(id) FROM msgs WHERE state=0 GROUP BY dest",
+                            -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return sql_err(q->db, rc, d, "count pending rows");
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        if (!name || !queue__valid_dest(name)) {
+            /* Rows nobody can read: the destination name itself is damaged. */
+            log_warn("queue: %lld pending rows with an invalid destination name ignored",
+                     (long long)sqlite3_column_int64(st, 1));
+            continue;
+        }
+        size_t idx = dest_find(q, name, true); /* may move q->dests */
+        dest_t *e = &q->dests[idx];
+        int64_t n = sqlite3_column_int64(st, 1);
+        e->s.depth = n > 0 ? (uint64_t)n : 0;
+        e->last_id = sqlite3_column_int64(st, 2);
+        q->st.depth += e->s.depth;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return sql_err(q->db, rc, d, "count pending rows");
+    return ERR_OK;
+}
+
+#define CKPT_PAGES 1000       /* start a passive checkpoint past this WAL size */
+#define CKPT_FORCE_PAGES 16384 /* past this, one that waits for and resets the WAL */
+
+static int wal_hook(void *user, sqlite3 *db, const char *name, int pages)
+{
+    ((queue_t *)user)->wal_pages = pages;
+    return SQLITE_OK;
+}
+
+static void free_handles(queue_t *q)
+{
+    if (q->ckdb)
+        sqlite3_close_v2(q->ckdb);
+    sqlite3_finalize(q->st_insert);
+    sqlite3_finalize(q->st_delete);
+    sqlite3_finalize(q->st_dead);
+    sqlite3_finalize(q->st_attempt);
+    if (q->db)
+        sqlite3_close_v2(q->db);
+    /* Closed after SQLite's own descriptors: the lock is what keeps a second
+     * daemon away from rows this one may still be delivering. */
+    if (q->lock_fd >= 0)
+        close(q->lock_fd);
+    xfree(q->dests);
+    xfree(q->path);
+    xfree(q);
+}
+
+static void commit_timer_cb(uv_timer_t *t);
+
+err_t queue_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, queue_t **out,
+                 err_detail_t *d)
+{
+    *out = NULL;
+    if (!loop || !path || !*path)
+        return err_set(d, ERR_BAD_CONFIG, 0, "queue: no loop or path");
+    queue_t *q = xcalloc(1, sizeof *q);
+    q->loop = loop;
+    q->lock_fd = -1;
+    if (opts)
+        q->opts = *opts;
+    if (q->opts.sync != QUEUE_SYNC_FULL && q->opts.sync != QUEUE_SYNC_NORMAL) {
+        xfree(q);
+        return err_set(d, ERR_BAD_CONFIG, 0, "queue: unknown sync policy");
+    }
+    if (!q->opts.max_batch)
+        q->opts.max_batch = 512;
+    if (!q->opts.max_queued)
+        q->opts.max_queued = 100000;
+    if (!q->opts.max_payload)
+        q->opts.max_payload = 16u << 20;
+    if (!q->opts.dead_keep_days)
+        q->opts.dead_keep_days = 30;
+    q->path = xstrdup(path);
+    q->puts_tail = &q->puts;
+    q->marks_tail = &q->marks;
+
+    size_t n = strlen(path) + 6;
+    char *lock = xmalloc(n);
+    snprintf(lock, n, "%s.lock", path);
+    q->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (q->lock_fd < 0) {
+        err_set(d, ERR_IO, 0, "queue lock file %s: %s", lock, strerror(errno));
+        xfree(lock);
+        free_handles(q);
+        return ERR_IO;
+    }
+    if (flock(q->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        err_t e = errno == EWOULDBLOCK
+                      ? err_set(d, ERR_BUSY, 0, "queue %s is in use by another process", path)
+                      : err_set(d, ERR_IO, 0, "queue lock file %s: %s", lock, strerror(errno));
+        xfree(lock);
+        free_handles(q);
+        return e;
+    }
+    xfree(lock);
+
+    int rc = sqlite3_open_v2(path, &q->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    err_t e = ERR_OK;
+    if (rc != SQLITE_OK)
+        e = sql_err(q->db, rc, d, "open queue");
+    if (!e) {
+        harden(q->db);
+        sqlite3_busy_timeout(q->db, 5000);
+        sqlite3_extended_result_codes(q->db, 0);
+        e = open_schema(q, d);
+    }
+    if (!e)
+        e = prepare(q,
+                    "INSERT INTO msgs(dest, control_id, content_type, payload, findings,"
+                    " created_ms, updated_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                    &q->st_insert, d);
+    if (!e)
+        e = prepare(q, "DELETE FROM msgs WHERE id=?1", &q->st_delete, d);
+    if (!e)
+        e = prepare(q,
+                    "UPDATE msgs SET state=3, attempts=?2, last_error=?3, updated_ms=?4"
+                    " WHERE id=?1",
+                    &q->st_dead, d);
+    if (!e)
+        e = prepare(q, "UPDATE msgs SET attempts=?2, last_error=?3, updated_ms=?4 WHERE id=?1",
+                    &q->st_attempt, d);
+    if (!e)
+        e = load_state(q, d);
+    if (!e) {
+        sqlite3_wal_hook(q->db, wal_hook, q); /* replaces the automatic checkpoint */
+        rc = sqlite3_open_v2(path, &q->ckdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+        if (rc == SQLITE_OK) {
+            harden(q->ckdb);
+            sqlite3_busy_timeout(q->ckdb, 5000);
+            rc = exec(q->ckdb, q->opts.sync == QUEUE_SYNC_FULL ? "PRAGMA synchronous=FULL"
+                                                               : "PRAGMA synchronous=NORMAL");
+        }
+        if (rc != SQLITE_OK)
+            e = sql_err(q->ckdb, rc, d, "open checkpoint connection");
+    }
+    if (e) {
+        free_handles(q);
+        return e;
+    }
+    uv_timer_init(loop, &q->timer);
+    q->timer.data = q;
+    log_info("queue: opened %s (sync=%s, %" PRIu64 " pending)", path,
+             q->opts.sync == QUEUE_SYNC_FULL ? "full" : "normal", q->st.depth);
+    *out = q;
+    return ERR_OK;
+}
+
+/* ---------------------------------------------------------------- commit */
+
+static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s)
+        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+/* Runs on the thread pool: one transaction for the whole batch. */
+static void commit_work(uv_work_t *w)
+{
+    queue_t *q = w->data;
+    sqlite3 *db = q->db;
+    int rc = exec(db, "BEGIN IMMEDIATE");
+    const char *what = "begin";
+    int64_t now = now_ms();
+    for (put_req_t *p = q->batch_puts; rc == SQLITE_OK && p; p = p->next) {
+        sqlite3_stmt *st = q->st_insert;
+        sqlite3_bind_text(st, 1, p->dest, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, p->control_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, p->content_type, -1, SQLITE_STATIC);
+        sqlite3_bind_blob64(st, 4, p->payload, p->payload_len, SQLITE_STATIC);
+        bind_text_or_null(st, 5, p->findings);
+        sqlite3_bind_int64(st, 6, p->created_ms);
+        rc = sqlite3_step(st);
+        p->id = sqlite3_last_insert_rowid(db);
+        sqlite3_reset(st);
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+        what = "insert";
+    }
+    for (mark_req_t *m = q->batch_marks; rc == SQLITE_OK && m; m = m->next) {
+        sqlite3_stmt *st = m->kind == MARK_DELIVERED ? q->st_delete
+                           : m->kind == MARK_DEAD    ? q->st_dead
+                                                     : q->st_attempt;
+        sqlite3_bind_int64(st, 1, m->id);
+        if (m->kind != MARK_DELIVERED) {
+            sqlite3_bind_int64(st, 2, m->attempts);
+            sqlite3_bind_text(st, 3, m->reason, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 4, now);
+        }
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+        what = "mark";
+    }
+    if (rc == SQLITE_OK) {
+        rc = exec(db, "COMMIT");
+        what = "commit";
+    }
+    q->batch_rc = rc;
+    if (rc != SQLITE_OK) {
+        snprintf(q->batch_err, sizeof q->batch_err, "%s: %s (sqlite %d)", what,
+                 sqlite3_errmsg(db), rc);
+        if (!sqlite3_get_autocommit(db))
+            exec(db, "ROLLBACK");
+    }
+}
+
+static void commit_start(queue_t *q);
+static void commit_schedule(queue_t *q, bool urgent);
+static void maybe_finish_close(queue_t *q);
+
+static void checkpoint_work(uv_work_t *w)
+{
+    queue_t *q = w->data;
+    q->ck_log = q->ck_done = 0;
+    q->ck_rc = sqlite3_wal_checkpoint_v2(q->ckdb, NULL, q->ck_mode, &q->ck_log, &q->ck_done);
+}
+
+static void checkpoint_done(uv_work_t *w, int status)
+{
+    queue_t *q = w->data;
+    q->checkpointing = false;
+    if (status == 0 && q->ck_rc != SQLITE_OK && q->ck_rc != SQLITE_BUSY)
+        log_warn("queue: checkpoint: %s (sqlite %d)", sqlite3_errstr(q->ck_rc), q->ck_rc);
+    maybe_finish_close(q);
+}
+
+static void checkpoint_maybe(queue_t *q)
+{
+    if (q->checkpointing || q->closed || q->wal_pages < CKPT_PAGES)
+        return;
+    /* Passive: copies what it can without blocking the writer. If the WAL
+     * still grew (the writer never let it restart), the next one waits. */
+    q->ck_mode =
+        q->wal_pages >= CKPT_FORCE_PAGES ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE;
+    q->checkpointing = true;
+    q->ckwork.data = q;
+    uv_queue_work(q->loop, &q->ckwork, checkpoint_work, checkpoint_done);
+}
+
+static void commit_done(uv_work_t *w, int status)
+{
+    queue_t *q = w->data;
+    put_req_t *puts = q->batch_puts;
+    mark_req_t *marks = q->batch_marks;
+    q->batch_puts = NULL;
+    q->batch_marks = NULL;
+    q->committing = false;
+    bool ok = status == 0 && q->batch_rc == SQLITE_OK;
+    if (ok) {
+        q->st.commits++;
+    } else {
+        log_error("queue: group commit failed: %s; its puts are refused and its marks lost",
+                  status ? uv_strerror(status) : q->batch_err);
+    }
+
+    /* Readers learn of new rows before the callbacks run, so that a callback
+     * that inspects the queue sees a consistent state. */
+    bool *touched = q->ndests ? xcalloc(q->ndests, sizeof *touched) : NULL;
+    for (put_req_t *p = puts; p; p = p->next) {
+        dest_t *e = &q->dests[p->dest_idx];
+        if (ok) {
+            if (p->id > e->last_id)
+                e->last_id = p->id;
+            touched[p->dest_idx] = true;
+        } else {
+            e->s.depth--;
+            q->st.depth--;
+        }
+    }
+    while (marks) {
+        mark_req_t *m = marks;
+        marks = m->next;
+        xfree(m);
+    }
+    while (puts) {
+        put_req_t *p = puts;
+        puts = p->next;
+        if (ok)
+            q->st.committed++;
+        else
+            q->st.failed++;
+        if (p->cb)
+            p->cb(q, ok ? ERR_OK : ERR_QUEUE, ok ? p->id : 0, p->user);
+        xfree(p);
+    }
+    for (size_t i = 0; touched && i < q->ndests; i++) {
+        queue_reader_t *r = q->dests[i].reader;
+        if (touched[i] && r && !r->closing && r->ready_cb)
+            r->ready_cb(r, r->user);
+    }
+    xfree(touched);
+
+    checkpoint_maybe(q);
+    /* Puts that arrived during this commit have already waited one commit. */
+    if (q->puts || (q->marks && q->closing))
+        commit_start(q);
+    else if (q->marks)
+        commit_schedule(q, false);
+    else
+        maybe_finish_close(q);
+}
+
+static void commit_start(queue_t *q)
+{
+    if (q->committing || (!q->puts && !q->marks))
+        return;
+    if (q->timer_armed) {
+        uv_timer_stop(&q->timer);
+        q->timer_armed = false;
+    }
+    /* Take at most max_batch puts; all pending marks (they are small). */
+    put_req_t **tail = &q->puts;
+    size_t n = 0;
+    while (*tail && n < q->opts.max_batch) {
+        tail = &(*tail)->next;
+        n++;
+    }
+    q->batch_puts = q->puts;
+    q->puts = *tail;
+    *tail = NULL;
+    q->nputs -= n;
+    if (!q->puts)
+        q->puts_tail = &q->puts;
+    q->batch_marks = q->marks;
+    q->marks = NULL;
+    q->marks_tail = &q->marks;
+    q->committing = true;
+    q->work.data = q;
+    uv_queue_work(q->loop, &q->work, commit_work, commit_done);
+}
+
+static void commit_timer_cb(uv_timer_t *t)
+{
+    queue_t *q = t->data;
+    q->timer_armed = false;
+    commit_start(q);
+}
+
+/* Marks wait this long for company: nobody waits for them, and a put commit
+ * that comes along meanwhile takes them too. */
+#define MARK_DELAY_MS 10
+
+/* Arms the commit timer unless a commit runs (its end starts the next one).
+ * urgent: a put is waiting (its sender waits for the ACK). */
+static void commit_schedule(queue_t *q, bool urgent)
+{
+    if (q->committing)
+        return;
+    if (q->nputs >= q->opts.max_batch) {
+        commit_start(q);
+        return;
+    }
+    uint64_t delay = q->opts.max_delay_ms;
+    if (!urgent && delay < MARK_DELAY_MS)
+        delay = MARK_DELAY_MS;
+    uint64_t due = uv_now(q->loop) + delay;
+    if (q->timer_armed && q->timer_due <= due)
+        return;
+    q->timer_armed = true;
+    q->timer_due = due;
+    uv_timer_start(&q->timer, commit_timer_cb, delay, 0);
+}
+
+/* ---------------------------------------------------------------- put */
+
+static bool text_ok(const char *s, size_t max)
+{
+    return s && strlen(s) <= max;
+}
+
+err_t queue_put(queue_t *q, const queue_item_t *item, queue_put_cb cb, void *user)
+{
+    if (q->closing)
+        return ERR_CLOSED;
+    if (!item || !queue__valid_dest(item->dest) ||
+        !text_ok(item->control_id, QUEUE_CONTROL_ID_MAX) ||
+        !text_ok(item->content_type, QUEUE_CTYPE_MAX) || !item->content_type[0])
+        return ERR_BAD_VALUE;
+    if (!item->payload || item->payload_len == 0)
+        return ERR_EMPTY;
+    if (item->payload_len > q->opts.max_payload ||
+        (item->findings && strlen(item->findings) > QUEUE_FINDINGS_MAX))
+        return ERR_TOO_LARGE;
+    if (q->st.depth >= q->opts.max_queued)
+        return ERR_BUSY;
+
+    size_t ld = strlen(item->dest) + 1, lc = strlen(item->control_id) + 1,
+           lt = strlen(item->content_type) + 1,
+           lf = item->findings ? strlen(item->findings) + 1 : 0;
+    put_req_t *p = xmalloc(sizeof *p + ld + lc + lt + lf + item->payload_len + 1);
+    char *s = (char *)(p + 1);
+    p->next = NULL;
+    p->cb = cb;
+    p->user = user;
+    p->id = 0;
+    p->created_ms = now_ms();
+    p->dest = memcpy(s, item->dest, ld);
+    s += ld;
+    p->control_id = memcpy(s, item->control_id, lc);
+    s += lc;
+    p->content_type = memcpy(s, item->content_type, lt);
+    s += lt;
+    p->findings = lf ? memcpy(s, item->findings, lf) : NULL;
+    s += lf;
+    p->payload = memcpy(s, item->payload, item->payload_len);
+    s[item->payload_len] = 0;
+    p->payload_len = item->payload_len;
+    p->dest_idx = dest_find(q, item->dest, true);
+
+    dest_t *e = &q->dests[p->dest_idx];
+    e->s.depth++;
+    e->s.put++;
+    q->st.depth++;
+    q->st.put++;
+    *q->puts_tail = p;
+    q->puts_tail = &p->next;
+    q->nputs++;
+    commit_schedule(q, true);
+    return ERR_OK;
+}
+
+/* ---------------------------------------------------------------- stats */
+
+void queue_stats(const queue_t *q, queue_stats_t *st)
+{
+    *st = q->st;
+    st->ndest = 0;
+    for (size_t i = 0; i < q->ndests && st->ndest < QUEUE_STATS_DESTS; i++)
+        st->dest[st->ndest++] = q->dests[i].s;
+}
+
+uint64_t queue_depth(const queue_t *q, const char *dest)
+{
+    for (size_t i = 0; i < q->ndests; i++)
+        if (strcmp(q->dests[i].s.name, dest) == 0)
+            return q->dests[i].s.depth;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- close */
+
+static void close_timer_cb(uv_handle_t *h)
+{
+    queue_t *q = h->data;
+    queue_close_cb cb = q->close_cb;
+    void *user = q->close_user;
+    log_info("queue: closed %s (%" PRIu64 " pending)", q->path, q->st.depth);
+    free_handles(q);
+    if (cb)
+        cb(user);
+}
+
+static void maybe_finish_close(queue_t *q)
+{
+    if (!q->closing || q->closed || q->committing || q->checkpointing || q->nreaders)
+        return;
+    if (q->puts || q->marks) {
+        commit_start(q);
+        return;
+    }
+    q->closed = true;
+    uv_close((uv_handle_t *)&q->timer, close_timer_cb);
+}
+
+void queue_close(queue_t *q, queue_close_cb cb, void *user)
+{
+    if (!q) {
+        if (cb)
+            cb(user);
+        return;
+    }
+    if (q->closing)
+        return;
+    q->closing = true;
+    q->close_cb = cb;
+    q->close_user = user;
+    maybe_finish_close(q);
+}
+
+/* ---------------------------------------------------------------- readers */
+
+err_t queue_reader_open(queue_t *q, const char *dest, queue_ready_cb ready_cb, void *user,
+                        queue_reader_t **out, err_detail_t *d)
+{
+    *out = NULL;
+    if (q->closing)
+        return err_set(d, ERR_CLOSED, 0, "queue is closing");
+    if (!queue__valid_dest(dest))
+        return err_set(d, ERR_BAD_VALUE, 0, "invalid destination name");
+    size_t idx = dest_find(q, dest, true);
+    /* A reader still closing (its fetch running) may be replaced. */
+    if (q->dests[idx].reader && !q->dests[idx].reader->closing)
+        return err_set(d, ERR_BUSY, 0, "destination %s already has a reader", dest);
+    queue_reader_t *r = xcalloc(1, sizeof *r);
+    r->q = q;
+    r->dest_idx = idx;
+    snprintf(r->dest, sizeof r->dest, "%s", dest);
+    r->ready_cb = ready_cb;
+    r->user = user;
+    int rc = sqlite3_open_v2(q->path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK) {
+        harden(r->db);
+        sqlite3_busy_timeout(r->db, 5000);
+        rc = sqlite3_prepare_v3(r->db,
+                                "SELECT id, dest, control_id, content_type, payload, findings,"
+                                " attempts, created_ms FROM msgs"
+                                " WHERE dest=?1 AND state=0 AND id>?2 ORDER BY id LIMIT ?3",
+                                -1, SQLITE_PREPARE_PERSISTENT, &r->st_fetch, NULL);
+    }
+    if (rc != SQLITE_OK) {
+        err_t e = sql_err(r->db, rc, d, "open queue reader");
+        sqlite3_close_v2(r->db);
+        xfree(r);
+        return e;
+    }
+    q->dests[idx].reader = r;
+    q->nreaders++;
+    *out = r;
+    return ERR_OK;
+}
+
+queue_row_t *queue__row_decode(sqlite3_stmt *st, size_t max_payload, char *why, size_t whylen)
+{
+    /* Columns: id, dest, control_id, content_type, payload, findings, attempts,
+     * created_ms. Every type and length is checked: the file may be damaged. */
+    static const int want[8] = {SQLITE_INTEGER, SQLITE_TEXT, SQLITE_TEXT, SQLITE_TEXT,
+                                SQLITE_BLOB,    SQLITE_TEXT, SQLITE_INTEGER, SQLITE_INTEGER};
+    static const size_t maxlen[8] = {0, QUEUE_DEST_MAX, QUEUE_CONTROL_ID_MAX, QUEUE_CTYPE_MAX,
+                                     0, QUEUE_FINDINGS_MAX, 0, 0};
+    if (sqlite3_column_count(st) != 8) {
+        snprintf(why, whylen, "wrong column count");
+        return NULL;
+    }
+    size_t len[8] = {0};
+    for (int i = 0; i < 8; i++) {
+        int t = sqlite3_column_type(st, i);
+        if (i == 5 && t == SQLITE_NULL)
+            continue;
+        if (i == 4 && t == SQLITE_TEXT) /* an older writer or a hand edit: bytes all the same */
+            t = SQLITE_BLOB;
+        if (t != want[i]) {
+            snprintf(why, whylen, "column %d has type %d", i, sqlite3_column_type(st, i));
+            return NULL;
+        }
+        if (want[i] == SQLITE_TEXT || want[i] == SQLITE_BLOB) {
+            const void *p = want[i] == SQLITE_TEXT ? (const void *)sqlite3_column_text(st, i)
+                                                   : sqlite3_column_blob(st, i);
+            int n = sqlite3_column_bytes(st, i);
+            if (n < 0 || (!p && n > 0)) {
+                snprintf(why, whylen, "column %d unreadable", i);
+                return NULL;
+            }
+            len[i] = (size_t)n;
+            if (want[i] == SQLITE_TEXT && memchr(p, 0, len[i])) {
+                snprintf(why, whylen, "column %d holds a NUL byte", i);
+                return NULL;
+            }
+            if ((maxlen[i] && len[i] > maxlen[i]) || (i == 4 && len[i] > max_payload)) {
+                snprintf(why, whylen, "column %d too long (%zu bytes)", i, len[i]);
+                return NULL;
+            }
+        }
+    }
+    int64_t id = sqlite3_column_int64(st, 0), attempts = sqlite3_column_int64(st, 6);
+    const char *dest = (const char *)sqlite3_column_text(st, 1);
+    if (id <= 0 || attempts < 0 || attempts > 1000000 || len[4] == 0 || len[3] == 0 ||
+        !queue__valid_dest(dest)) {
+        snprintf(why, whylen, "bad id, attempts, destination, content type or empty payload");
+        return NULL;
+    }
+    bool has_f = sqlite3_column_type(st, 5) != SQLITE_NULL;
+    size_t total = sizeof(queue_row_t) + len[1] + len[2] + len[3] + (has_f ? len[5] + 1 : 0) +
+                   len[4] + 4;
+    queue_row_t *row = xmalloc(total);
+    char *s = (char *)(row + 1);
+    row->id = id;
+    row->attempts = (unsigned)attempts;
+    row->created_ms = sqlite3_column_int64(st, 7);
+    const char **dst[4] = {&row->dest, &row->control_id, &row->content_type, &row->findings};
+    static const int col[4] = {1, 2, 3, 5};
+    for (int k = 0; k < 4; k++) {
+        if (k == 3 && !has_f) {
+            row->findings = NULL;
+            continue;
+        }
+        size_t n = len[col[k]];
+        if (n)
+            memcpy(s, sqlite3_column_text(st, col[k]), n);
+        s[n] = 0;
+        *dst[k] = s;
+        s += n + 1;
+    }
+    memcpy(s, sqlite3_column_blob(st, 4), len[4]);
+    s[len[4]] = 0;
+    row->payload = (const unsigned char *)s;
+    row->payload_len = len[4];
+    return row;
+}
+
+void queue_row_free(queue_row_t *row)
+{
+    xfree(row);
+}
+
+static void fetch_work(uv_work_t *w)
+{
+    queue_reader_t *r = w->data;
+    sqlite3_stmt *st = r->st_fetch;
+    r->rows = xcalloc(r->max, sizeof *r->rows);
+    r->bad_ids = NULL;
+    r->nrows = r->nbad = 0;
+    r->new_cursor = r->cursor;
+    sqlite3_bind_text(st, 1, r->dest, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, r->cursor);
+    sqlite3_bind_int64(st, 3, (int64_t)r->max);
+    int rc;
+    size_t seen = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        seen++;
+        int64_t id = sqlite3_column_int64(st, 0);
+        char why[96];
+        queue_row_t *row = queue__row_decode(st, r->q->opts.max_payload, why, sizeof why);
+        if (id > r->new_cursor)
+            r->new_cursor = id;
+        if (row) {
+            r->rows[r->nrows++] = row;
+        } else if (id > 0) {
+            r->bad_ids = xrealloc(r->bad_ids, (r->nbad + 1) * sizeof *r->bad_ids);
+            r->bad_ids[r->nbad++] = id;
+            snprintf(r->err, sizeof r->err, "%s", why);
+        }
+    }
+    r->rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    if (r->rc != SQLITE_OK)
+        snprintf(r->err, sizeof r->err, "fetch: %s (sqlite %d)", sqlite3_errmsg(r->db), rc);
+    else if (seen < r->max && r->start_last_id > r->new_cursor)
+        r->new_cursor = r->start_last_id; /* everything committed before the fetch was seen */
+    sqlite3_reset(st);
+    /* End the read transaction so checkpoints can reset the WAL. */
+    sqlite3_clear_bindings(st);
+}
+
+static void reader_free(queue_reader_t *r)
+{
+    queue_t *q = r->q;
+    sqlite3_finalize(r->st_fetch);
+    sqlite3_close_v2(r->db);
+    if (q->dests[r->dest_idx].reader == r)
+        q->dests[r->dest_idx].reader = NULL;
+    q->nreaders--;
+    xfree(r);
+    maybe_finish_close(q);
+}
+
+static void mark_add(queue_t *q, int64_t id, mark_kind_t kind, unsigned attempts,
+                     const char *reason)
+{
+    mark_req_t *m = xmalloc(sizeof *m);
+    m->next = NULL;
+    m->id = id;
+    m->kind = kind;
+    m->attempts = attempts;
+    snprintf(m->reason, sizeof m->reason, "%s", reason ? reason : "");
+    *q->marks_tail = m;
+    q->marks_tail = &m->next;
+    commit_schedule(q, false);
+}
+
+static void fetch_done(uv_work_t *w, int status)
+{
+    queue_reader_t *r = w->data;
+    queue_t *q = r->q;
+    r->fetching = false;
+    dest_t *e = &q->dests[r->dest_idx];
+    if (status == 0 && r->rc == SQLITE_OK)
+        r->cursor = r->new_cursor;
+    for (size_t i = 0; i < r->nbad; i++) {
+        log_error("queue: %s row %lld is unreadable (%s): marked dead", e->s.name,
+                  (long long)r->bad_ids[i], r->err);
+        mark_add(q, r->bad_ids[i], MARK_DEAD, 0, "unreadable row");
+        q->st.corrupt++;
+        q->st.dead++;
+        e->s.dead++;
+        if (e->s.depth) {
+            e->s.depth--;
+            q->st.depth--;
+        }
+    }
+    xfree(r->bad_ids);
+    r->bad_ids = NULL;
+    queue_row_t **rows = r->rows;
+    size_t n = r->nrows;
+    r->rows = NULL;
+    if (r->closing) {
+        for (size_t i = 0; i < n; i++)
+            queue_row_free(rows[i]);
+        xfree(rows);
+        reader_free(r);
+        return;
+    }
+    if (status != 0 || r->rc != SQLITE_OK) {
+        log_error("queue: %s: %s", e->s.name, status ? uv_strerror(status) : r->err);
+        for (size_t i = 0; i < n; i++)
+            queue_row_free(rows[i]);
+        n = 0;
+        r->fetch_cb(r, ERR_QUEUE, rows, 0, r->user);
+    } else {
+        r->fetch_cb(r, ERR_OK, rows, n, r->user);
+    }
+    xfree(rows);
+}
+
+err_t queue_reader_fetch(queue_reader_t *r, size_t max, queue_fetch_cb cb)
+{
+    if (r->closing)
+        return ERR_CLOSED;
+    if (r->fetching)
+        return ERR_BUSY;
+    r->fetching = true;
+    r->fetch_cb = cb;
+    r->max = max ? max : 1;
+    r->start_last_id = r->q->dests[r->dest_idx].last_id;
+    r->work.data = r;
+    uv_queue_work(r->q->loop, &r->work, fetch_work, fetch_done);
+    return ERR_OK;
+}
+
+bool queue_reader_has_more(const queue_reader_t *r)
+{
+    return r->cursor < r->q->dests[r->dest_idx].last_id;
+}
+
+void queue_reader_close(queue_reader_t *r)
+{
+    if (!r || r->closing)
+        return;
+    r->closing = true;
+    if (!r->fetching)
+        reader_free(r);
+}
+
+static err_t mark_check(queue_reader_t *r, int64_t id)
+{
+    if (id <= 0)
+        return ERR_BAD_VALUE;
+    if (r->q->closed)
+        return ERR_CLOSED;
+    return ERR_OK;
+}
+
+static void depth_down(queue_t *q, dest_t *e)
+{
+    if (e->s.depth)
+        e->s.depth--;
+    if (q->st.depth)
+        q->st.depth--;
+}
+
+err_t queue_mark_delivered(queue_reader_t *r, int64_t id)
+{
+    err_t e = mark_check(r, id);
+    if (e)
+        return e;
+    dest_t *de = &r->q->dests[r->dest_idx];
+    de->s.delivered++;
+    r->q->st.delivered++;
+    depth_down(r->q, de);
+    mark_add(r->q, id, MARK_DELIVERED, 0, NULL);
+    return ERR_OK;
+}
+
+err_t queue_mark_dead(queue_reader_t *r, int64_t id, unsigned attempts, const char *reason)
+{
+    err_t e = mark_check(r, id);
+    if (e)
+        return e;
+    dest_t *de = &r->q->dests[r->dest_idx];
+    de->s.dead++;
+    r->q->st.dead++;
+    depth_down(r->q, de);
+    mark_add(r->q, id, MARK_DEAD, attempts, reason);
+    return ERR_OK;
+}
+
+err_t queue_mark_attempt(queue_reader_t *r, int64_t id, unsigned attempts, const char *reason)
+{
+    err_t e = mark_check(r, id);
+    if (e)
+        return e;
+    r->q->dests[r->dest_idx].s.retries++;
+    r->q->st.retries++;
+    mark_add(r->q, id, MARK_ATTEMPT, attempts, reason);
+    return ERR_OK;
+}

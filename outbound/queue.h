@@ -1,0 +1,189 @@
+/* queue.h - the durable store-and-forward queue (SQLite in WAL mode).
+ *
+ * A message is put once, committed durably by a group commit that runs off the
+ * loop thread (uv_queue_work), and only then is the put callback called: that
+ * is the moment the caller may acknowledge the sender. Deliverers (out.h) read
+ * each destination's rows back in put order through a queue_reader_t and mark
+ * them delivered (the row is deleted) or dead (the row is kept, state dead).
+ *
+ * Ownership: queue_open() produces a queue_t freed by queue_close(); items
+ * given to queue_put() are copied; rows handed out by a reader belong to the
+ * caller, who frees each with queue_row_free(). Every function here and every
+ * callback runs on the loop thread that was given to queue_open().
+ *
+ * Durability: with sync "full" each group commit fsyncs the WAL before any put
+ * callback of that commit runs (survives power loss); with "normal" the WAL is
+ * fsynced only at checkpoints (survives kill -9 and daemon crashes, not power
+ * loss). Delivered/dead marks are group-committed without being waited for, so
+ * after a crash the messages whose delivery was confirmed during the last
+ * unfinished commit (a few milliseconds' worth) are delivered again, with the
+ * same control id.
+ */
+#ifndef SPINEGATE_QUEUE_H
+#define SPINEGATE_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "err.h"
+
+typedef struct queue queue_t;
+typedef struct queue_reader queue_reader_t;
+
+typedef enum {
+    QUEUE_SYNC_FULL = 0, /* fsync on each group commit (default) */
+    QUEUE_SYNC_NORMAL,   /* fsync at WAL checkpoints only */
+} queue_sync_t;
+
+/* Limits on what a row may hold; longer input is refused by queue_put. */
+#define QUEUE_DEST_MAX 63       /* destination name bytes: [A-Za-z0-9_.-] */
+#define QUEUE_CONTROL_ID_MAX 199 /* control id bytes (MSH-10 is at most 199) */
+#define QUEUE_CTYPE_MAX 127     /* content type bytes */
+#define QUEUE_FINDINGS_MAX 65535 /* findings summary bytes */
+
+typedef struct {
+    queue_sync_t sync;       /* durability policy, see above */
+    unsigned max_batch;      /* most puts per transaction; 0 = 512 */
+    unsigned max_delay_ms;   /* wait this long to gather a batch; 0 = next loop turn */
+    size_t max_queued;       /* pending messages (all destinations) before ERR_BUSY; 0 = 100000 */
+    size_t max_payload;      /* largest payload accepted; 0 = 16 MiB */
+    unsigned dead_keep_days; /* dead rows older than this are pruned at open; 0 = 30 */
+} queue_opts_t;
+
+/* One message to store. Every pointer is borrowed for the call only. */
+typedef struct {
+    const char *dest;         /* destination name, e.g. "hl7", "fhir", "reject" */
+    const char *control_id;   /* MSH-10 or Claim.id; may be "" */
+    const char *content_type; /* e.g. "application/hl7-v2", "application/fhir+json" */
+    const void *payload;
+    size_t payload_len;       /* >= 1 */
+    const char *findings;     /* optional one-line summary of the findings; NULL = none */
+} queue_item_t;
+
+/* A stored message as read back by a reader. One allocation: free it with
+ * queue_row_free(). The strings are NUL-terminated; payload is followed by a
+ * NUL that payload_len does not count. */
+typedef struct {
+    int64_t id;               /* ascending in put order; never reused */
+    const char *dest;
+    const char *control_id;
+    const char *content_type;
+    const char *findings;     /* NULL when none */
+    const unsigned char *payload;
+    size_t payload_len;
+    unsigned attempts;        /* delivery attempts already made (persisted) */
+    int64_t created_ms;       /* wall clock of the put, ms since the epoch */
+} queue_row_t;
+
+typedef struct {
+    char name[QUEUE_DEST_MAX + 1];
+    uint64_t depth;     /* pending messages (committed or being committed) */
+    uint64_t put;       /* accepted by queue_put since open */
+    uint64_t delivered; /* marked delivered since open */
+    uint64_t retries;   /* failed attempts recorded since open */
+    uint64_t dead;      /* dead-lettered since open */
+} queue_dest_stats_t;
+
+#define QUEUE_STATS_DESTS 16
+
+typedef struct {
+    uint64_t depth;     /* pending messages, all destinations */
+    uint64_t put;       /* accepted by queue_put */
+    uint64_t committed; /* puts durably committed (callback with ERR_OK) */
+    uint64_t failed;    /* puts whose commit failed (callback with ERR_QUEUE) */
+    uint64_t commits;   /* write transactions committed (group commits) */
+    uint64_t delivered, retries, dead;
+    uint64_t corrupt;   /* unreadable rows found by readers and marked dead */
+    size_t ndest;       /* entries filled in dest[] (at most QUEUE_STATS_DESTS) */
+    queue_dest_stats_t dest[QUEUE_STATS_DESTS];
+} queue_stats_t;
+
+/* Called once per accepted put, on the loop thread, in put order. status is
+ * ERR_OK when the message is durably stored (id is its row id) or ERR_QUEUE
+ * when the transaction failed (id is 0; the message is not stored and must
+ * not be acknowledged). */
+typedef void (*queue_put_cb)(queue_t *q, err_t status, int64_t id, void *user);
+
+/* Called by queue_close() when every handle is closed and q is freed. */
+typedef void (*queue_close_cb)(void *user);
+
+/* Opens (creating if absent) the queue database at path and prepares it:
+ * WAL mode, schema, an exclusive lock file "<path>.lock" so that a second
+ * daemon cannot deliver the same rows, dead rows pruned. opts may be NULL.
+ * Rows left pending by a crash are pending again, in their original order.
+ * Errors: ERR_BAD_CONFIG (bad opts), ERR_BUSY (another process holds the lock),
+ * ERR_IO (lock file), ERR_QUEUE (SQLite could not open it, the file is not a
+ * database or is corrupt, or its schema is not ours). *out is NULL on error. */
+err_t queue_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, queue_t **out,
+                 err_detail_t *d);
+
+/* Stores a copy of item. On ERR_OK, cb will be called exactly once (see
+ * queue_put_cb); on any other return it is never called. Puts made during
+ * one loop turn (or max_delay_ms) go into one transaction; a put made while a
+ * commit runs goes into the next. cb may be NULL.
+ * Errors: ERR_BAD_VALUE (missing or malformed dest, control id, content type),
+ * ERR_EMPTY (no payload), ERR_TOO_LARGE (payload or findings over the limit),
+ * ERR_BUSY (max_queued messages pending: stop reading that sender),
+ * ERR_CLOSED (queue_close was called). */
+err_t queue_put(queue_t *q, const queue_item_t *item, queue_put_cb cb, void *user);
+
+/* Fills *st with the counters and the per-destination figures. */
+void queue_stats(const queue_t *q, queue_stats_t *st);
+
+/* Pending messages for dest (0 when unknown). */
+uint64_t queue_depth(const queue_t *q, const char *dest);
+
+/* Closes q once its running commit and every queued put and mark are
+ * committed (their callbacks run first), then calls cb and frees q. New puts
+ * get ERR_CLOSED from now on. Readers must be closed before (the close waits
+ * for them). q may be NULL (cb is still called). */
+void queue_close(queue_t *q, queue_close_cb cb, void *user);
+
+/* ---- reading back: used by out.h's deliverers, one reader per destination */
+
+/* Called when rows for the reader's destination were committed (a hint to
+ * fetch; may be spurious). */
+typedef void (*queue_ready_cb)(queue_reader_t *r, void *user);
+
+/* Answers queue_reader_fetch(): status ERR_OK with n rows (n may be 0 when
+ * nothing is pending past the cursor) or ERR_QUEUE (read failed; try later).
+ * rows[] itself is freed by the queue after cb returns; each rows[i] belongs
+ * to cb, which frees it with queue_row_free() (or keeps it). */
+typedef void (*queue_fetch_cb)(queue_reader_t *r, err_t status, queue_row_t **rows, size_t n,
+                               void *user);
+
+/* Opens a reader of dest's pending rows from the start (in id order) on its
+ * own read connection. ready_cb may be NULL.
+ * Errors: ERR_BAD_VALUE (bad dest name), ERR_BUSY (a reader of dest is
+ * already open), ERR_CLOSED (queue closing), ERR_QUEUE (SQLite). */
+err_t queue_reader_open(queue_t *q, const char *dest, queue_ready_cb ready_cb, void *user,
+                        queue_reader_t **out, err_detail_t *d);
+
+/* Reads up to max pending rows after the reader's cursor, off the loop
+ * thread, and advances the cursor past them. Rows that cannot be decoded
+ * (a corrupt database) are not returned: they are marked dead and counted.
+ * Errors: ERR_BUSY (a fetch is already running), ERR_CLOSED (reader closing). */
+err_t queue_reader_fetch(queue_reader_t *r, size_t max, queue_fetch_cb cb);
+
+/* True when rows of the destination were committed past the cursor (a fetch
+ * would return something). */
+bool queue_reader_has_more(const queue_reader_t *r);
+
+/* Closes r after any running fetch (whose cb is then not called) and frees it.
+ * Accepts NULL. */
+void queue_reader_close(queue_reader_t *r);
+
+/* Marks a row: delivered (deleted) or dead (kept with state dead and reason),
+ * or records a failed attempt (attempts persisted with reason). Marks are
+ * committed with the next group commit; nobody waits for them.
+ * Errors: ERR_BAD_VALUE (id <= 0), ERR_CLOSED (queue closed). */
+err_t queue_mark_delivered(queue_reader_t *r, int64_t id);
+err_t queue_mark_dead(queue_reader_t *r, int64_t id, unsigned attempts, const char *reason);
+err_t queue_mark_attempt(queue_reader_t *r, int64_t id, unsigned attempts, const char *reason);
+
+/* Frees a row from a fetch. Accepts NULL. */
+void queue_row_free(queue_row_t *row);
+
+#endif

@@ -1,0 +1,22 @@
+/* queue_int.h - queue internals shared with outbound/ files and the fuzz
+ * target: the row decoder and the destination-name check. Not for other
+ * modules. */
+#ifndef SPINEGATE_QUEUE_INT_H
+#define SPINEGATE_QUEUE_INT_H
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "queue.h"
+
+/* Decodes the current row of a fetch statement (columns id, dest, control_id,
+ * content_type, payload, findings, attempts, created_ms) into one allocation,
+ * checking every type and length. Returns NULL with a reason in why when the
+ * row is damaged. */
+queue_row_t *queue__row_decode(sqlite3_stmt *st, size_t max_payload, char *why, size_t whylen);
+
+/* True for 1..QUEUE_DEST_MAX bytes of [A-Za-z0-9_.-]. */
+bool queue__valid_dest(const char *s);
+
+#endif

@@ -1,0 +1,746 @@
+/* test_out.c - unit tests of outbound/out*.c with real loopback sockets: a
+ * downstream MLLP listener and an HTTP server written here on the same loop,
+ * scripted to answer AA, AE, nothing, or to close (201, 500, 400 for HTTP);
+ * retries and backoff, order, dead-letter then the next message, downstream
+ * down then up, the directory sink's file names, stop while in flight. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "out.h"
+#include "out_int.h"
+#include "queue.h"
+#include "xmalloc.h"
+
+/* ---------------------------------------------------------------- fixture */
+
+typedef struct {
+    char dir[64], path[96], out_dir[96], dead_dir[96];
+    uv_loop_t loop;
+    queue_t *q;
+} fx_t;
+
+static int fx_setup(void **state)
+{
+    fx_t *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/test_out.XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    snprintf(f->path, sizeof f->path, "%s/queue.db", f->dir);
+    snprintf(f->out_dir, sizeof f->out_dir, "%s/outbox", f->dir);
+    snprintf(f->dead_dir, sizeof f->dead_dir, "%s/dead", f->dir);
+    uv_loop_init(&f->loop);
+    queue_opts_t o = {.sync = QUEUE_SYNC_NORMAL};
+    if (queue_open(&f->loop, f->path, &o, &f->q, NULL) != ERR_OK)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static void flag_cb(void *user)
+{
+    (*(int *)user)++;
+}
+
+static int fx_teardown(void **state)
+{
+    fx_t *f = *state;
+    int closed = 0;
+    queue_close(f->q, flag_cb, &closed);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(closed, 1);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+    if (system(cmd) != 0)
+        return -1;
+    free(f);
+    return 0;
+}
+
+/* A DFT-like payload whose MSH-10 is "MSG<5 digits>". */
+static void put_msg(fx_t *f, const char *dest, int idx)
+{
+    char ctrl[32], msg[256];
+    snprintf(ctrl, sizeof ctrl, "MSG%05d", idx);
+    int n = snprintf(msg, sizeof msg,
+                     "MSH|^~\\&|EHR|HOSP|BILL|HOSP|20240101120000||DFT^P03|%s|P|2.5\r"
+                     "EVN|P03|20240101\rDG1|1||M43.04^Fusion^I10\r",
+                     ctrl);
+    queue_item_t it = {dest, ctrl, "application/hl7-v2", msg, (size_t)n, NULL};
+    assert_int_equal(queue_put(f->q, &it, NULL, NULL), ERR_OK);
+}
+
+typedef bool (*pred_t)(void *arg);
+
+typedef struct {
+    pred_t pred;
+    void *arg;
+    uint64_t deadline;
+    bool met;
+} wait_t;
+
+static void wait_timer_cb(uv_timer_t *t)
+{
+    wait_t *w = t->data;
+    if (w->pred && w->pred(w->arg)) {
+        w->met = true;
+        uv_stop(t->loop);
+    } else if (uv_now(t->loop) >= w->deadline) {
+        uv_stop(t->loop);
+    }
+}
+
+/* Runs the loop until pred holds (true) or ms pass (false). pred NULL: just run ms. */
+static bool run_until(fx_t *f, pred_t pred, void *arg, unsigned ms)
+{
+    wait_t w = {pred, arg, uv_now(&f->loop) + ms, false};
+    uv_timer_t t;
+    uv_timer_init(&f->loop, &t);
+    t.data = &w;
+    uv_timer_start(&t, wait_timer_cb, 2, 2);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    return w.met;
+}
+
+static void stop_out(fx_t *f, out_dest_t *d)
+{
+    int stopped = 0;
+    out_stop(d, flag_cb, &stopped);
+    while (!stopped)
+        uv_run(&f->loop, UV_RUN_ONCE);
+}
+
+typedef struct {
+    out_dest_t *d;
+    uint64_t want;
+} delivered_arg_t;
+
+static bool delivered_pred(void *arg)
+{
+    delivered_arg_t *a = arg;
+    out_stats_t st;
+    out_stats(a->d, &st);
+    return st.delivered + st.dead >= a->want;
+}
+
+static int ctrl_of(const char *p, size_t n)
+{
+    /* MSH-10: after the 9th '|' of the first segment. */
+    int bars = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\r')
+            break;
+        if (p[i] == '|' && ++bars == 9)
+            return i + 4 < n ? atoi(p + i + 4) : -1;
+    }
+    return -1;
+}
+
+/* ---------------------------------------------------------------- MLLP peer */
+
+typedef enum { ANS_AA, ANS_AE, ANS_SILENT, ANS_CLOSE, ANS_WRONG_ID } ans_t;
+
+typedef struct srv srv_t;
+
+typedef struct peer {
+    uv_tcp_t tcp;
+    srv_t *s;
+    char buf[65536];
+    size_t len;
+} peer_t;
+
+struct srv {
+    uv_tcp_t tcp;
+    int port;
+    ans_t script[64];
+    int nscript, next;
+    int received[512], nreceived; /* every frame, retries included */
+    int acked[512], nacked;       /* answered AA */
+    int connections;
+    bool http;
+    int statuses[64], nstatus, nextstatus;
+    char ctype[128], path[128];
+    peer_t *peers[64]; /* open connections */
+};
+
+static void peer_closed(uv_handle_t *h)
+{
+    peer_t *p = h->data;
+    for (int i = 0; i < 64; i++)
+        if (p->s->peers[i] == p)
+            p->s->peers[i] = NULL;
+    xfree(p);
+}
+
+static void write_done(uv_write_t *w, int status)
+{
+    xfree(w);
+}
+
+static void send_str(peer_t *p, const char *s, size_t n)
+{
+    uv_write_t *w = xmalloc(sizeof *w + n);
+    memcpy(w + 1, s, n);
+    uv_buf_t b = uv_buf_init((char *)(w + 1), (unsigned)n);
+    uv_write(w, (uv_stream_t *)&p->tcp, &b, 1, write_done);
+}
+
+static void mllp_frame(peer_t *p, const char *frame, size_t n)
+{
+    srv_t *s = p->s;
+    int ctrl = ctrl_of(frame, n);
+    s->received[s->nreceived++] = ctrl;
+    ans_t a = s->next < s->nscript ? s->script[s->next++] : ANS_AA;
+    if (a == ANS_SILENT)
+        return;
+    if (a == ANS_CLOSE) {
+        if (!uv_is_closing((uv_handle_t *)&p->tcp))
+            uv_close((uv_handle_t *)&p->tcp, peer_closed);
+        return;
+    }
+    char ack[256];
+    int len = snprintf(ack, sizeof ack,
+                       "\x0bMSH|^~\\&|BILL|HOSP|EHR|HOSP|20240101||ACK^P03|A%d|P|2.5\r"
+                       "MSA|%s|MSG%05d\r\x1c\x0d",
+                       ctrl, a == ANS_AE ? "AE" : "AA", a == ANS_WRONG_ID ? ctrl + 1 : ctrl);
+    if (a == ANS_AA)
+        s->acked[s->nacked++] = ctrl;
+    send_str(p, ack, (size_t)len);
+}
+
+static void http_request(peer_t *p)
+{
+    srv_t *s = p->s;
+    for (;;) {
+        char *end = memmem(p->buf, p->len, "\r\n\r\n", 4);
+        if (!end)
+            return;
+        size_t hlen = (size_t)(end - p->buf) + 4;
+        char *cl = memmem(p->buf, hlen, "Content-Length: ", 16);
+        size_t blen = cl ? (size_t)atol(cl + 16) : 0;
+        if (p->len < hlen + blen)
+            return;
+        sscanf(p->buf, "POST %127s", s->path);
+        char *ct = memmem(p->buf, hlen, "Content-Type: ", 14);
+        if (ct)
+            sscanf(ct + 14, "%127[^\r]", s->ctype);
+        int ctrl = ctrl_of(p->buf + hlen, blen);
+        s->received[s->nreceived++] = ctrl;
+        int code = s->nextstatus < s->nstatus ? s->statuses[s->nextstatus++] : 201;
+        if (code == 201)
+            s->acked[s->nacked++] = ctrl;
+        char resp[160];
+        int n = snprintf(resp, sizeof resp,
+                         "HTTP/1.1 %d X\r\nContent-Type: application/fhir+json\r\n"
+                         "Content-Length: 2\r\n\r\n{}",
+                         code);
+        send_str(p, resp, (size_t)n);
+        memmove(p->buf, p->buf + hlen + blen, p->len - hlen - blen);
+        p->len -= hlen + blen;
+    }
+}
+
+static void peer_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    peer_t *p = h->data;
+    *b = uv_buf_init(p->buf + p->len, (unsigned)(sizeof p->buf - p->len));
+}
+
+static void peer_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+    peer_t *p = st->data;
+    if (n < 0) {
+        if (!uv_is_closing((uv_handle_t *)st))
+            uv_close((uv_handle_t *)st, peer_closed);
+        return;
+    }
+    p->len += (size_t)n;
+    if (p->s->http) {
+        http_request(p);
+        return;
+    }
+    for (;;) {
+        char *sb = memchr(p->buf, 0x0B, p->len);
+        char *eb = sb ? memmem(sb, p->len - (size_t)(sb - p->buf), "\x1c\x0d", 2) : NULL;
+        if (!eb)
+            return;
+        mllp_frame(p, sb + 1, (size_t)(eb - sb - 1));
+        if (uv_is_closing((uv_handle_t *)st))
+            return;
+        size_t used = (size_t)(eb + 2 - p->buf);
+        memmove(p->buf, p->buf + used, p->len - used);
+        p->len -= used;
+    }
+}
+
+static void on_conn(uv_stream_t *server, int status)
+{
+    srv_t *s = server->data;
+    peer_t *p = xcalloc(1, sizeof *p);
+    p->s = s;
+    uv_tcp_init(server->loop, &p->tcp);
+    p->tcp.data = p;
+    for (int i = 0; i < 64; i++)
+        if (!s->peers[i]) {
+            s->peers[i] = p;
+            break;
+        }
+    if (uv_accept(server, (uv_stream_t *)&p->tcp) == 0) {
+        s->connections++;
+        uv_read_start((uv_stream_t *)&p->tcp, peer_alloc, peer_read);
+    } else {
+        uv_close((uv_handle_t *)&p->tcp, peer_closed);
+    }
+}
+
+static void srv_start(fx_t *f, srv_t *s, int port)
+{
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", port, &a);
+    uv_tcp_init(&f->loop, &s->tcp);
+    s->tcp.data = s;
+    assert_int_equal(uv_tcp_bind(&s->tcp, (const struct sockaddr *)&a, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&s->tcp, 16, on_conn), 0);
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&ss, &len);
+    s->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static void srv_stop(fx_t *f, srv_t *s)
+{
+    uv_close((uv_handle_t *)&s->tcp, NULL);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+}
+
+/* Closes the listener and every peer connection it accepted. */
+static void srv_close(fx_t *f, srv_t *s)
+{
+    for (int i = 0; i < 64; i++)
+        if (s->peers[i] && !uv_is_closing((uv_handle_t *)&s->peers[i]->tcp))
+            uv_close((uv_handle_t *)&s->peers[i]->tcp, peer_closed);
+    srv_stop(f, s);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+}
+
+static out_dest_t *start_mllp(fx_t *f, srv_t *s, unsigned max_tries, unsigned ack_ms)
+{
+    out_dest_opts_t o = {
+        .dest = "hl7",
+        .kind = OUT_MLLP,
+        .host = "127.0.0.1",
+        .port = (unsigned)s->port,
+        .dead_dir = f->dead_dir,
+        .no_fsync = true,
+        .max_tries = max_tries,
+        .backoff_base_ms = 10,
+        .backoff_max_ms = 40,
+        .jitter = true,
+        .connect_timeout_ms = 500,
+        .ack_timeout_ms = ack_ms,
+    };
+    out_dest_t *d = NULL;
+    err_detail_t e;
+    err_t rc = out_start(&f->loop, f->q, &o, &d, &e);
+    if (rc)
+        fprintf(stderr, "out_start: %s\n", e.msg);
+    assert_int_equal(rc, ERR_OK);
+    return d;
+}
+
+static bool file_exists(const char *dir, const char *name)
+{
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static int count_files(const char *dir, const char *prefix)
+{
+    DIR *dp = opendir(dir);
+    if (!dp)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(dp)))
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0)
+            n++;
+    closedir(dp);
+    return n;
+}
+
+/* ---------------------------------------------------------------- MLLP tests */
+
+static void test_mllp_in_order(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 200; i++)
+        put_msg(f, "hl7", i);
+    out_dest_t *d = start_mllp(f, &s, 3, 1000);
+    delivered_arg_t a = {d, 200};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    assert_int_equal(s.nacked, 200);
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(s.acked[i], i);
+    assert_int_equal(s.connections, 1); /* kept open between messages */
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.retries, 0);
+    assert_true(st.connected);
+    assert_true(st.last_ok_ms > 0);
+    assert_int_equal(queue_depth(f->q, "hl7"), 0);
+
+    /* Messages put while it runs go out too, after the others. */
+    put_msg(f, "hl7", 200);
+    a.want = 201;
+    assert_true(run_until(f, delivered_pred, &a, 5000));
+    assert_int_equal(s.acked[200], 200);
+    stop_out(f, d);
+    srv_close(f, &s);
+}
+
+static void test_mllp_retries_keep_order(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    /* msg0: AE, AE, then AA; msg1: closed, then an ACK for the wrong id,
+     * then AA; msg2: no answer (timeout), then AA. */
+    ans_t script[] = {ANS_AE, ANS_AE, ANS_AA, ANS_CLOSE, ANS_WRONG_ID, ANS_AA, ANS_SILENT, ANS_AA};
+    memcpy(s.script, script, sizeof script);
+    s.nscript = (int)(sizeof script / sizeof script[0]);
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 4; i++)
+        put_msg(f, "hl7", i);
+    out_dest_t *d = start_mllp(f, &s, 5, 150);
+    delivered_arg_t a = {d, 4};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    int want_received[] = {0, 0, 0, 1, 1, 1, 2, 2, 3};
+    assert_int_equal(s.nreceived, 9);
+    for (int i = 0; i < 9; i++)
+        assert_int_equal(s.received[i], want_received[i]);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(s.acked[i], i);
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.delivered, 4);
+    assert_int_equal(st.retries, 5);
+    assert_int_equal(st.dead, 0);
+    assert_true(s.connections >= 3); /* reconnected after close, wrong id and timeout */
+    queue_stats_t qs;
+    queue_stats(f->q, &qs);
+    assert_int_equal(qs.retries, 5);
+    stop_out(f, d);
+    srv_close(f, &s);
+}
+
+static void test_mllp_dead_letter_then_next(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    ans_t script[] = {ANS_AE, ANS_AE, ANS_AE};
+    memcpy(s.script, script, sizeof script);
+    s.nscript = 3;
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 3; i++)
+        put_msg(f, "hl7", i);
+    out_dest_t *d = start_mllp(f, &s, 3, 1000);
+    delivered_arg_t a = {d, 3};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.dead, 1);
+    assert_int_equal(st.delivered, 2);
+    assert_string_equal(st.last_error, "downstream answered AE");
+    assert_int_equal(s.nacked, 2);
+    assert_int_equal(s.acked[0], 1);
+    assert_int_equal(s.acked[1], 2);
+    assert_true(file_exists(f->dead_dir, "000000000001-MSG00000.hl7"));
+    assert_true(file_exists(f->dead_dir, "000000000001-MSG00000.hl7.reason"));
+    assert_int_equal(count_files(f->dead_dir, ".tmp"), 0);
+    queue_stats_t qs;
+    queue_stats(f->q, &qs);
+    assert_int_equal(qs.dead, 1);
+    assert_int_equal(qs.delivered, 2);
+    assert_int_equal(qs.depth, 0);
+    stop_out(f, d);
+    srv_close(f, &s);
+}
+
+static void test_mllp_down_then_up(void **state)
+{
+    fx_t *f = *state;
+    /* Find a free port, then leave nothing listening on it. */
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    srv_start(f, &s, 0);
+    int port = s.port;
+    srv_stop(f, &s);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+
+    for (int i = 0; i < 30; i++)
+        put_msg(f, "hl7", i);
+    out_dest_t *d = start_mllp(f, &s, 1000, 1000);
+    run_until(f, NULL, NULL, 300);
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.delivered, 0);
+    assert_true(st.retries >= 3);
+    assert_false(st.connected);
+    assert_non_null(strstr(st.last_error, "ECONNREFUSED"));
+
+    memset(&s, 0, sizeof s);
+    srv_start(f, &s, port);
+    delivered_arg_t a = {d, 30};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    assert_int_equal(s.nreceived, 30); /* each once: nothing got through while down */
+    for (int i = 0; i < 30; i++)
+        assert_int_equal(s.acked[i], i);
+    stop_out(f, d);
+    srv_close(f, &s);
+}
+
+static bool inflight_pred(void *arg)
+{
+    return ((srv_t *)arg)->nreceived > 0;
+}
+
+static void test_stop_in_flight_then_restart(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    ans_t script[] = {ANS_SILENT};
+    memcpy(s.script, script, sizeof script);
+    s.nscript = 1;
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 5; i++)
+        put_msg(f, "hl7", i);
+    out_dest_t *d = start_mllp(f, &s, 10, 200);
+    assert_true(run_until(f, inflight_pred, &s, 5000));
+    /* Stop while msg0 waits for its ACK: the stop waits for the timeout. */
+    uint64_t t0 = uv_now(&f->loop);
+    stop_out(f, d);
+    uint64_t waited = uv_now(&f->loop) - t0;
+    assert_true(waited >= 150 && waited < 2000);
+    assert_int_equal(queue_depth(f->q, "hl7"), 5);
+
+    /* A new deliverer picks up where the old one stopped, in order. */
+    d = start_mllp(f, &s, 10, 1000);
+    delivered_arg_t a = {d, 5};
+    assert_true(run_until(f, delivered_pred, &a, 5000));
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(s.acked[i], i);
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.delivered, 5);
+    stop_out(f, d);
+    srv_close(f, &s);
+}
+
+static void test_ack_parse(void **state)
+{
+    char r[96];
+    const char *aa = "MSH|^~\\&|A|B\rMSA|AA|X1\r";
+    assert_int_equal(out__mllp_ack_parse(aa, strlen(aa), "X1", r, sizeof r), OUT_RES_OK);
+    assert_int_equal(out__mllp_ack_parse(aa, strlen(aa), "", r, sizeof r), OUT_RES_OK);
+    assert_int_equal(out__mllp_ack_parse(aa, strlen(aa), "X2", r, sizeof r), OUT_RES_RETRY);
+    assert_string_equal(r, "ACK for another control id");
+    const char *ca = "MSH|^~\\&\nMSA|CA";
+    assert_int_equal(out__mllp_ack_parse(ca, strlen(ca), "X", r, sizeof r), OUT_RES_OK);
+    const char *cr = "MSH|^~\\&\rMSA|CR|X\r";
+    assert_int_equal(out__mllp_ack_parse(cr, strlen(cr), "X", r, sizeof r), OUT_RES_RETRY);
+    assert_string_equal(r, "downstream answered CR");
+    const char *nomsa = "MSH|^~\\&\rXMSA|AA|X\r";
+    assert_int_equal(out__mllp_ack_parse(nomsa, strlen(nomsa), "X", r, sizeof r), OUT_RES_RETRY);
+    assert_int_equal(out__mllp_ack_parse("MSA", 3, "X", r, sizeof r), OUT_RES_RETRY);
+    assert_int_equal(out__mllp_ack_parse("MSA|A", 5, "X", r, sizeof r), OUT_RES_RETRY);
+    assert_int_equal(out__mllp_ack_parse("MSA|AAA", 7, "", r, sizeof r), OUT_RES_RETRY);
+}
+
+/* ---------------------------------------------------------------- HTTP tests */
+
+static out_dest_t *start_http(fx_t *f, srv_t *s, unsigned max_tries)
+{
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/fhir/", s->port);
+    out_dest_opts_t o = {
+        .dest = "fhir",
+        .kind = OUT_HTTP,
+        .url = url,
+        .dead_dir = f->dead_dir,
+        .no_fsync = true,
+        .max_tries = max_tries,
+        .backoff_base_ms = 10,
+        .backoff_max_ms = 40,
+        .ack_timeout_ms = 2000,
+    };
+    out_dest_t *d = NULL;
+    err_detail_t e;
+    err_t rc = out_start(&f->loop, f->q, &o, &d, &e);
+    if (rc)
+        fprintf(stderr, "out_start: %s\n", e.msg);
+    assert_int_equal(rc, ERR_OK);
+    return d;
+}
+
+static void put_claim(fx_t *f, int idx)
+{
+    /* The HTTP peer reads the id the same way as MSH-10: 9 bars, then 3 chars. */
+    char body[128], ctrl[32];
+    snprintf(ctrl, sizeof ctrl, "MSG%05d", idx);
+    int n = snprintf(body, sizeof body, "|||||||||MSG%05d{\"resourceType\":\"Claim\"}", idx);
+    queue_item_t it = {"fhir", ctrl, "application/fhir+json", body, (size_t)n, NULL};
+    assert_int_equal(queue_put(f->q, &it, NULL, NULL), ERR_OK);
+}
+
+static void test_http_statuses(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    s.http = true;
+    /* claim0: 201; claim1: 500, 429, 201; claim2: 400 (permanent); claim3: 201 */
+    int statuses[] = {201, 500, 429, 201, 400, 201};
+    memcpy(s.statuses, statuses, sizeof statuses);
+    s.nstatus = 6;
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 4; i++)
+        put_claim(f, i);
+    out_dest_t *d = start_http(f, &s, 5);
+    delivered_arg_t a = {d, 4};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    int want[] = {0, 1, 1, 1, 2, 3};
+    assert_int_equal(s.nreceived, 6);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(s.received[i], want[i]);
+    assert_string_equal(s.path, "/fhir/Claim");
+    assert_string_equal(s.ctype, "application/fhir+json");
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.delivered, 3);
+    assert_int_equal(st.retries, 2);
+    assert_int_equal(st.dead, 1);
+    assert_true(file_exists(f->dead_dir, "000000000003-MSG00002.json"));
+    assert_int_equal(queue_depth(f->q, "fhir"), 0);
+    stop_out(f, d);
+    srv_close(f, &s);
+}
+
+static void test_http_server_down(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    s.http = true;
+    srv_start(f, &s, 0);
+    int port = s.port;
+    srv_stop(f, &s);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    for (int i = 0; i < 10; i++)
+        put_claim(f, i);
+    out_dest_t *d = start_http(f, &s, 1000);
+    run_until(f, NULL, NULL, 200);
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.delivered, 0);
+    assert_true(st.retries >= 2);
+    memset(&s, 0, sizeof s);
+    s.http = true;
+    srv_start(f, &s, port);
+    delivered_arg_t a = {d, 10};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(s.acked[i], i);
+    stop_out(f, d);
+    srv_close(f, &s);
+}
+
+/* ---------------------------------------------------------------- directory sink */
+
+static void test_dir_sink(void **state)
+{
+    fx_t *f = *state;
+    for (int i = 0; i < 20; i++)
+        put_msg(f, "hl7", i);
+    const char *odd = "../evil id/\x01";
+    queue_item_t it = {"hl7", odd, "application/hl7-v2", "MSH|x", 5, NULL};
+    assert_int_equal(queue_put(f->q, &it, NULL, NULL), ERR_OK);
+    it.control_id = "";
+    assert_int_equal(queue_put(f->q, &it, NULL, NULL), ERR_OK);
+
+    out_dest_opts_t o = {.dest = "hl7", .kind = OUT_DIR, .dir = f->out_dir};
+    out_dest_t *d = NULL;
+    err_detail_t e;
+    assert_int_equal(out_start(&f->loop, f->q, &o, &d, &e), ERR_OK);
+    delivered_arg_t a = {d, 22};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    for (int i = 0; i < 20; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%012d-MSG%05d.hl7", i + 1, i);
+        assert_true(file_exists(f->out_dir, name));
+    }
+    assert_true(file_exists(f->out_dir, "000000000021-_._evil_id__.hl7"));
+    assert_true(file_exists(f->out_dir, "000000000022-noid.hl7"));
+    assert_int_equal(count_files(f->out_dir, ".tmp"), 0);
+    assert_int_equal(count_files(f->out_dir, "0000"), 22);
+
+    char p[256];
+    snprintf(p, sizeof p, "%s/000000000003-MSG00002.hl7", f->out_dir);
+    FILE *fp = fopen(p, "rb");
+    assert_non_null(fp);
+    char buf[512];
+    size_t n = fread(buf, 1, sizeof buf, fp);
+    fclose(fp);
+    assert_int_equal(ctrl_of(buf, n), 2);
+    assert_int_equal(queue_depth(f->q, "hl7"), 0);
+    stop_out(f, d);
+
+    /* Bad options are refused with a reason. */
+    out_dest_opts_t bad = {.dest = "hl7", .kind = OUT_MLLP, .host = "127.0.0.1"};
+    assert_int_equal(out_start(&f->loop, f->q, &bad, &d, &e), ERR_BAD_CONFIG);
+    assert_null(d);
+    bad = (out_dest_opts_t){.dest = "fhir", .kind = OUT_HTTP, .url = "ftp://x"};
+    assert_int_equal(out_start(&f->loop, f->q, &bad, &d, &e), ERR_BAD_CONFIG);
+    bad = (out_dest_opts_t){.dest = "a b", .kind = OUT_DIR, .dir = f->out_dir};
+    assert_int_equal(out_start(&f->loop, f->q, &bad, &d, &e), ERR_BAD_CONFIG);
+    out_dest_t *d1 = NULL;
+    assert_int_equal(out_start(&f->loop, f->q, &o, &d1, &e), ERR_OK);
+    assert_int_equal(out_start(&f->loop, f->q, &o, &d, &e), ERR_BUSY); /* one per destination */
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    stop_out(f, d1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ack_parse),
+        cmocka_unit_test_setup_teardown(test_mllp_in_order, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_mllp_retries_keep_order, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_mllp_dead_letter_then_next, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_mllp_down_then_up, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_stop_in_flight_then_restart, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_http_statuses, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_http_server_down, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_dir_sink, fx_setup, fx_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,609 @@
+/* test_queue.c - unit tests of outbound/queue.c against a real SQLite file:
+ * put/commit/callback order, group commit batching, reopen and crash
+ * recovery (a forked child killed with SIGKILL), pruning, backpressure,
+ * corrupt files and rows. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "queue.h"
+#include "xmalloc.h"
+
+typedef struct {
+    char dir[64];
+    char path[96];
+    uv_loop_t loop;
+} fx_t;
+
+static int fx_setup(void **state)
+{
+    fx_t *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/test_queue.XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    snprintf(f->path, sizeof f->path, "%s/queue.db", f->dir);
+    uv_loop_init(&f->loop);
+    *state = f;
+    return 0;
+}
+
+static int fx_teardown(void **state)
+{
+    fx_t *f = *state;
+    assert_int_equal(uv_loop_close(&f->loop), 0); /* every handle closed */
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+    if (system(cmd) != 0)
+        return -1;
+    free(f);
+    return 0;
+}
+
+static void closed_cb(void *user)
+{
+    (*(int *)user)++;
+}
+
+static void close_q(fx_t *f, queue_t *q)
+{
+    int closed = 0;
+    queue_close(q, closed_cb, &closed);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(closed, 1);
+}
+
+static queue_t *open_q(fx_t *f, const queue_opts_t *o)
+{
+    queue_t *q = NULL;
+    err_detail_t d;
+    err_clear(&d);
+    err_t e = queue_open(&f->loop, f->path, o, &q, &d);
+    if (e)
+        fprintf(stderr, "queue_open: %s\n", d.msg);
+    assert_int_equal(e, ERR_OK);
+    return q;
+}
+
+/* Put results, in callback order. */
+typedef struct {
+    int n;
+    int idx[20000];
+    int64_t id[20000];
+    err_t st[20000];
+} puts_t;
+
+typedef struct {
+    puts_t *p;
+    int idx;
+} put_ctx_t;
+
+static put_ctx_t ctxs[20000];
+
+static void put_cb(queue_t *q, err_t status, int64_t id, void *user)
+{
+    put_ctx_t *c = user;
+    c->p->idx[c->p->n] = c->idx;
+    c->p->id[c->p->n] = id;
+    c->p->st[c->p->n] = status;
+    c->p->n++;
+}
+
+static err_t put_one(queue_t *q, puts_t *p, const char *dest, int idx, size_t len)
+{
+    char ctrl[32], payload[8192];
+    snprintf(ctrl, sizeof ctrl, "MSG%05d", idx);
+    assert_true(len <= sizeof payload);
+    for (size_t i = 0; i < len; i++)
+        payload[i] = (char)('A' + (idx + (int)i) % 26);
+    queue_item_t it = {dest, ctrl, "application/hl7-v2", payload, len, "M4304 rejected"};
+    ctxs[idx].p = p;
+    ctxs[idx].idx = idx;
+    return queue_put(q, &it, put_cb, &ctxs[idx]);
+}
+
+/* Reads every pending row of dest (in order) through a reader. */
+typedef struct {
+    queue_row_t *rows[20000];
+    size_t n;
+    bool done;
+    err_t st;
+} fetched_t;
+
+static void fetch_cb(queue_reader_t *r, err_t status, queue_row_t **rows, size_t n, void *user)
+{
+    fetched_t *f = user;
+    f->st = status;
+    for (size_t i = 0; i < n; i++)
+        f->rows[f->n++] = rows[i];
+    f->done = true;
+}
+
+static queue_reader_t *fetch_all(fx_t *f, queue_t *q, const char *dest, fetched_t *out)
+{
+    queue_reader_t *r = NULL;
+    err_detail_t d;
+    assert_int_equal(queue_reader_open(q, dest, NULL, out, &r, &d), ERR_OK);
+    memset(out, 0, sizeof *out);
+    while (queue_reader_has_more(r)) {
+        out->done = false;
+        /* the reader's user pointer was given at open; pass the same */
+        assert_int_equal(queue_reader_fetch(r, 100, fetch_cb), ERR_OK);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_true(out->done);
+        assert_int_equal(out->st, ERR_OK);
+    }
+    return r;
+}
+
+static void free_fetched(fetched_t *x)
+{
+    for (size_t i = 0; i < x->n; i++)
+        queue_row_free(x->rows[i]);
+    x->n = 0;
+}
+
+static int ctrl_index(const queue_row_t *row)
+{
+    return atoi(row->control_id + 3);
+}
+
+static void test_put_commit_order(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, NULL);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(put_one(q, &p, i % 2 ? "hl7" : "fhir", i, 100 + (size_t)i), ERR_OK);
+    queue_stats_t st;
+    queue_stats(q, &st);
+    assert_int_equal(st.depth, 100);
+    assert_int_equal(st.put, 100);
+    assert_int_equal(st.committed, 0); /* nothing is durable before the loop runs */
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(p.n, 100);
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(p.idx[i], i);
+        assert_int_equal(p.st[i], ERR_OK);
+        if (i)
+            assert_true(p.id[i] > p.id[i - 1]);
+    }
+    queue_stats(q, &st);
+    assert_int_equal(st.committed, 100);
+    assert_int_equal(queue_depth(q, "hl7"), 50);
+    assert_int_equal(queue_depth(q, "fhir"), 50);
+    assert_int_equal(queue_depth(q, "nope"), 0);
+
+    static fetched_t x;
+    queue_reader_t *r = fetch_all(f, q, "hl7", &x);
+    assert_int_equal(x.n, 50);
+    for (size_t i = 0; i < x.n; i++) {
+        int idx = ctrl_index(x.rows[i]);
+        assert_int_equal(idx, (int)(2 * i + 1));
+        assert_int_equal(x.rows[i]->payload_len, 100 + (size_t)idx);
+        assert_int_equal(x.rows[i]->payload[0], 'A' + idx % 26);
+        assert_string_equal(x.rows[i]->findings, "M4304 rejected");
+        assert_string_equal(x.rows[i]->content_type, "application/hl7-v2");
+        assert_int_equal(x.rows[i]->attempts, 0);
+    }
+    free_fetched(&x);
+    queue_reader_close(r);
+    close_q(f, q);
+}
+
+static void test_group_commit_batches(void **state)
+{
+    fx_t *f = *state;
+    queue_opts_t o = {.max_batch = 400};
+    queue_t *q = open_q(f, &o);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(put_one(q, &p, "hl7", i, 200), ERR_OK);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    queue_stats_t st;
+    queue_stats(q, &st);
+    assert_int_equal(p.n, 1000);
+    /* 1000 puts in one loop turn with batches of 400: exactly 3 transactions. */
+    assert_int_equal(st.commits, 3);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(p.idx[i], i);
+
+    /* Puts arriving while a commit runs are batched into the next one. */
+    memset(&p, 0, sizeof p);
+    int i = 0;
+    while (p.n < 1000) {
+        if (i < 1000)
+            assert_int_equal(put_one(q, &p, "hl7", i++, 200), ERR_OK);
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    }
+    uint64_t before = st.commits;
+    queue_stats(q, &st);
+    printf("# 1000 puts, one per loop turn: %llu transactions\n",
+           (unsigned long long)(st.commits - before));
+    assert_true(st.commits - before < 1000);
+    close_q(f, q);
+}
+
+static void test_reopen_keeps_order(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, NULL);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < 100; i++)
+        put_one(q, &p, i % 2 ? "hl7" : "fhir", i, 64);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    close_q(f, q);
+
+    q = open_q(f, NULL);
+    assert_int_equal(queue_depth(q, "hl7"), 50);
+    static fetched_t x;
+    queue_reader_t *r = fetch_all(f, q, "hl7", &x);
+    assert_int_equal(x.n, 50);
+    for (size_t i = 0; i < 50; i++)
+        assert_int_equal(ctrl_index(x.rows[i]), (int)(2 * i + 1));
+    for (size_t i = 0; i < 10; i++)
+        assert_int_equal(queue_mark_delivered(r, x.rows[i]->id), ERR_OK);
+    assert_int_equal(queue_mark_attempt(r, x.rows[10]->id, 3, "downstream answered AE"),
+                     ERR_OK);
+    assert_int_equal(queue_mark_delivered(r, 0), ERR_BAD_VALUE);
+    free_fetched(&x);
+    queue_reader_close(r);
+    close_q(f, q);
+
+    q = open_q(f, NULL);
+    assert_int_equal(queue_depth(q, "hl7"), 40);
+    assert_int_equal(queue_depth(q, "fhir"), 50);
+    r = fetch_all(f, q, "hl7", &x);
+    assert_int_equal(x.n, 40);
+    assert_int_equal(ctrl_index(x.rows[0]), 21);
+    assert_int_equal(x.rows[0]->attempts, 3);
+    assert_int_equal(x.rows[1]->attempts, 0);
+    free_fetched(&x);
+    queue_reader_close(r);
+    close_q(f, q);
+}
+
+/* ---- crash: a child puts, reports each committed index, kills itself */
+
+static int crash_fd;
+static int crash_committed;
+
+static void crash_put_cb(queue_t *q, err_t status, int64_t id, void *user)
+{
+    if (status != ERR_OK)
+        _exit(3);
+    int idx = (int)(intptr_t)user;
+    if (write(crash_fd, &idx, sizeof idx) != sizeof idx)
+        _exit(4);
+    if (++crash_committed == 700)
+        raise(SIGKILL); /* with later puts still uncommitted or mid-commit */
+}
+
+typedef struct {
+    queue_t *q;
+    int next;
+} crash_feed_t;
+
+static void crash_timer_cb(uv_timer_t *t)
+{
+    crash_feed_t *c = t->data;
+    char payload[512];
+    memset(payload, 'x', sizeof payload);
+    for (int k = 0; k < 50 && c->next < 3000; k++, c->next++) {
+        char ctrl[32];
+        snprintf(ctrl, sizeof ctrl, "MSG%05d", c->next);
+        queue_item_t it = {"hl7", ctrl, "application/hl7-v2", payload, sizeof payload, NULL};
+        if (queue_put(c->q, &it, crash_put_cb, (void *)(intptr_t)c->next) != ERR_OK)
+            _exit(5);
+    }
+}
+
+static void crash_child(const char *path, int fd, queue_sync_t sync)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    queue_opts_t o = {.sync = sync, .max_batch = 64};
+    queue_t *q;
+    if (queue_open(&loop, path, &o, &q, NULL) != ERR_OK)
+        _exit(2);
+    crash_fd = fd;
+    crash_feed_t c = {q, 0};
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    t.data = &c;
+    uv_timer_start(&t, crash_timer_cb, 0, 1);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    _exit(6); /* never reached: SIGKILL comes first */
+}
+
+static void crash_once(fx_t *f, queue_sync_t sync)
+{
+    unlink(f->path);
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        crash_child(f->path, pfd[1], sync);
+    }
+    close(pfd[1]);
+    static char seen[3000];
+    memset(seen, 0, sizeof seen);
+    int idx, ncommitted = 0;
+    while (read(pfd[0], &idx, sizeof idx) == sizeof idx) {
+        assert_true(idx >= 0 && idx < 3000);
+        seen[idx] = 1;
+        ncommitted++;
+    }
+    close(pfd[0]);
+    int ws;
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    assert_true(WIFSIGNALED(ws));
+    assert_int_equal(WTERMSIG(ws), SIGKILL);
+    assert_int_equal(ncommitted, 700);
+
+    /* The lock died with the child: the queue opens, every acknowledged
+     * message is there, in order; at most the commit in flight adds more. */
+    queue_t *q = open_q(f, NULL);
+    static fetched_t x;
+    queue_reader_t *r = fetch_all(f, q, "hl7", &x);
+    assert_true(x.n >= 700);
+    int found = 0, prev = -1;
+    for (size_t i = 0; i < x.n; i++) {
+        int k = ctrl_index(x.rows[i]);
+        assert_true(k > prev);
+        assert_int_equal(k, (int)i); /* no gap: puts commit in order */
+        prev = k;
+        found += seen[k];
+        assert_int_equal(x.rows[i]->payload_len, 512);
+    }
+    assert_int_equal(found, 700);
+    printf("# crash (sync=%s): 700 acknowledged, %zu found after reopen\n",
+           sync == QUEUE_SYNC_FULL ? "full" : "normal", x.n);
+    free_fetched(&x);
+    queue_reader_close(r);
+    close_q(f, q);
+}
+
+static void test_crash_recovery(void **state)
+{
+    fx_t *f = *state;
+    crash_once(f, QUEUE_SYNC_FULL);
+    crash_once(f, QUEUE_SYNC_NORMAL);
+}
+
+static off_t file_size(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 ? st.st_size : -1;
+}
+
+static void test_delivered_pruned(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, NULL);
+    static puts_t p;
+    static fetched_t x;
+    off_t after_first = 0;
+    for (int round = 0; round < 6; round++) {
+        memset(&p, 0, sizeof p);
+        for (int i = 0; i < 500; i++)
+            put_one(q, &p, "hl7", i, 4000);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        queue_reader_t *r = fetch_all(f, q, "hl7", &x);
+        assert_int_equal(x.n, 500);
+        for (size_t i = 0; i < x.n; i++)
+            queue_mark_delivered(r, x.rows[i]->id);
+        free_fetched(&x);
+        queue_reader_close(r);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        if (round == 0)
+            after_first = file_size(f->path);
+    }
+    assert_int_equal(queue_depth(q, "hl7"), 0);
+    queue_stats_t st;
+    queue_stats(q, &st);
+    assert_int_equal(st.delivered, 3000);
+    close_q(f, q);
+
+    /* No row left, and the file reuses its free pages instead of growing. */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM msgs", -1, &s, NULL), 0);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(s, 0), 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    off_t end = file_size(f->path);
+    printf("# file after 500 x 4 kB: %lld bytes; after 3000: %lld bytes\n",
+           (long long)after_first, (long long)end);
+    assert_true(end <= 2 * after_first + 65536);
+}
+
+static void test_full_is_busy(void **state)
+{
+    fx_t *f = *state;
+    queue_opts_t o = {.max_queued = 10, .max_payload = 1000};
+    queue_t *q = open_q(f, &o);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(put_one(q, &p, "hl7", i, 10), ERR_OK);
+    assert_int_equal(put_one(q, &p, "hl7", 10, 10), ERR_BUSY);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(put_one(q, &p, "fhir", 10, 10), ERR_BUSY); /* the bound is global */
+    static fetched_t x;
+    queue_reader_t *r = fetch_all(f, q, "hl7", &x);
+    assert_int_equal(queue_mark_dead(r, x.rows[0]->id, 10, "downstream answered AR"), ERR_OK);
+    assert_int_equal(put_one(q, &p, "hl7", 11, 10), ERR_OK);
+    free_fetched(&x);
+
+    /* Malformed items are refused without a callback. */
+    queue_item_t it = {"h l7", "c", "text/plain", "x", 1, NULL};
+    assert_int_equal(queue_put(q, &it, NULL, NULL), ERR_BAD_VALUE);
+    it.dest = "";
+    assert_int_equal(queue_put(q, &it, NULL, NULL), ERR_BAD_VALUE);
+    it.dest = "hl7";
+    it.content_type = "";
+    assert_int_equal(queue_put(q, &it, NULL, NULL), ERR_BAD_VALUE);
+    it.content_type = "text/plain";
+    it.payload_len = 0;
+    assert_int_equal(queue_put(q, &it, NULL, NULL), ERR_EMPTY);
+    static char big[1001];
+    it.payload = big;
+    it.payload_len = sizeof big;
+    assert_int_equal(queue_put(q, &it, NULL, NULL), ERR_TOO_LARGE);
+    queue_reader_close(r);
+
+    /* A second opener of the same file is refused while we hold it. */
+    queue_t *q2 = NULL;
+    err_detail_t d;
+    assert_int_equal(queue_open(&f->loop, f->path, NULL, &q2, &d), ERR_BUSY);
+    assert_null(q2);
+
+    int closed = 0;
+    queue_close(q, closed_cb, &closed);
+    assert_int_equal(put_one(q, &p, "hl7", 12, 10), ERR_CLOSED);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(closed, 1);
+    assert_int_equal(p.n, 11); /* the last put was committed by the close */
+}
+
+static void write_file(const char *path, const void *p, size_t n)
+{
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(p, 1, n, fp), n);
+    fclose(fp);
+}
+
+static void test_corrupt_file(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = NULL;
+    err_detail_t d;
+    char garbage[8192];
+    for (size_t i = 0; i < sizeof garbage; i++)
+        garbage[i] = (char)(i * 7 + 3);
+    write_file(f->path, garbage, sizeof garbage);
+    assert_int_equal(queue_open(&f->loop, f->path, NULL, &q, &d), ERR_QUEUE);
+    assert_null(q);
+    printf("# garbage file: %s\n", d.msg);
+
+    /* A real SQLite file that is not ours. */
+    unlink(f->path);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE t(x); PRAGMA user_version=1", 0, 0, 0), 0);
+    sqlite3_close(db);
+    assert_int_equal(queue_open(&f->loop, f->path, NULL, &q, &d), ERR_QUEUE);
+    printf("# foreign database: %s\n", d.msg);
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version=7", 0, 0, 0), 0);
+    sqlite3_close(db);
+    assert_int_equal(queue_open(&f->loop, f->path, NULL, &q, &d), ERR_QUEUE);
+
+    /* Our database cut in half. */
+    unlink(f->path);
+    q = open_q(f, NULL);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < 200; i++)
+        put_one(q, &p, "hl7", i, 4000);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    close_q(f, q);
+    off_t sz = file_size(f->path);
+    assert_int_equal(truncate(f->path, sz / 2), 0);
+    q = NULL;
+    err_t e = queue_open(&f->loop, f->path, NULL, &q, &d);
+    if (e == ERR_OK) {
+        /* SQLite may open it; reading must then fail cleanly, not crash. */
+        static fetched_t x;
+        queue_reader_t *r = NULL;
+        assert_int_equal(queue_reader_open(q, "hl7", NULL, &x, &r, &d), ERR_OK);
+        memset(&x, 0, sizeof x);
+        queue_reader_fetch(r, 1000, fetch_cb);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        free_fetched(&x);
+        queue_reader_close(r);
+        close_q(f, q);
+    } else {
+        assert_int_equal(e, ERR_QUEUE);
+    }
+}
+
+static void test_corrupt_row_marked_dead(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, NULL);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    put_one(q, &p, "hl7", 0, 10);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    close_q(f, q);
+
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "INSERT INTO msgs(dest, control_id, content_type, payload, created_ms,"
+                     " updated_ms) VALUES('hl7', x'410042', 'text/plain', x'00', 0, 0);"
+                     "INSERT INTO msgs(dest, control_id, content_type, payload, attempts,"
+                     " created_ms, updated_ms) VALUES('hl7', 'MSG00002', 'a/b', 'p', -1, 0, 0);"
+                     "INSERT INTO msgs(dest, control_id, content_type, payload, created_ms,"
+                     " updated_ms) VALUES('hl7', 'MSG00003', 'a/b', 'pay', 0, 0);",
+                     0, 0, 0),
+        0);
+    sqlite3_close(db);
+
+    q = open_q(f, NULL);
+    assert_int_equal(queue_depth(q, "hl7"), 4);
+    static fetched_t x;
+    queue_reader_t *r = fetch_all(f, q, "hl7", &x);
+    assert_int_equal(x.n, 2);
+    assert_int_equal(ctrl_index(x.rows[0]), 0);
+    assert_int_equal(ctrl_index(x.rows[1]), 3);
+    assert_int_equal(x.rows[1]->payload_len, 3); /* TEXT payload read as bytes */
+    queue_stats_t st;
+    queue_stats(q, &st);
+    assert_int_equal(st.corrupt, 2);
+    assert_int_equal(queue_depth(q, "hl7"), 2);
+    free_fetched(&x);
+    queue_reader_close(r);
+    close_q(f, q);
+
+    q = open_q(f, NULL);
+    assert_int_equal(queue_depth(q, "hl7"), 2); /* the bad rows stay dead */
+    close_q(f, q);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_put_commit_order, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit_batches, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_keeps_order, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_crash_recovery, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_delivered_pruned, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_full_is_busy, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_file, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_row_marked_dead, fx_setup, fx_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -123,8 +123,10 @@ static inline int tn_read_http(int fd, char *head, size_t hcap, char *body, size
             break;
     }
     h[n] = '\0';
-    if (head) {
-        snprintf(head, hcap, "%s", h);
+    if (head && hcap) {
+        size_t k = n < hcap - 1 ? n : hcap - 1;
+        memcpy(head, h, k);
+        head[k] = '\0';
     }
     int status = 0;
     if (sscanf(h, "HTTP/1.%*d %d", &status) != 1)

@@ -36,6 +36,7 @@ static bool on_request(http__parse_t *p, http_req_t *req)
     return true;
 }
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     http_opts_default(&opts);

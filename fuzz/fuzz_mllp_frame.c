@@ -49,6 +49,7 @@ static bool on_frame(void *user, const mllp_frame_t *f)
     return true;
 }
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     record_t whole = {0}, split = {0};

@@ -171,7 +171,9 @@ void ingest__conn_update_read(ingest__conn_t *c)
     if (c->closing)
         return;
     ingest__server_t *s = c->srv;
-    bool backlog = c->queued >= s->max_pending;
+    /* Written-but-unsent replies count too: a peer that pipelines and never
+     * reads must not grow libuv's write queue without bound. */
+    bool backlog = c->queued + c->writes >= s->max_pending;
     bool should = c->lingering ||
                   (c->want_read && !c->eof && !s->closing && !c->close_when_done && !backlog);
     if (should && !c->reading) {
@@ -188,8 +190,8 @@ void ingest__conn_update_read(ingest__conn_t *c)
         if (backlog && c->want_read && !c->lingering && !c->paused) {
             c->paused = true;
             s->st.pauses++;
-            log_debug("%s conn #%llu: %u replies pending, reading paused", s->proto->name,
-                      (unsigned long long)c->id, c->queued);
+            log_debug("%s conn #%llu: %u replies pending, %u writes in flight, reading paused",
+                      s->proto->name, (unsigned long long)c->id, c->queued, c->writes);
         }
     }
 }
@@ -246,6 +248,7 @@ static void on_write(uv_write_t *req, int status)
             ingest__conn_close(c, uv_strerror(status));
         } else {
             c->last_active = uv_now(c->srv->loop);
+            ingest__conn_update_read(c);
             conn_maybe_finish(c);
         }
     }
@@ -363,7 +366,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         return; /* EAGAIN */
     if (nread == UV_EOF) {
         if (c->lingering) {
-            ingest__conn_close(c, "closed");
+            ingest__conn_close(c, "closed after reply");
             return;
         }
         c->eof = true;
@@ -386,7 +389,7 @@ static void on_timer(uv_timer_t *t)
     if (c->closing)
         return;
     if (c->lingering) {
-        ingest__conn_close(c, "closed");
+        ingest__conn_close(c, "linger over");
         return;
     }
     c->refs++;

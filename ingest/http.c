@@ -250,9 +250,22 @@ static void on_timer(ingest__conn_t *c)
                    hc->phase == PH_BODY ? "request body timeout" : "request header timeout");
         return;
     }
-    if (c->queued || c->writes) {
-        if (s->opts.idle_timeout_ms)
-            ingest__conn_timer(c, s->opts.idle_timeout_ms);
+    uint64_t idle = s->opts.idle_timeout_ms;
+    if (!idle)
+        return;
+    if (c->queued && !c->writes) {
+        ingest__conn_timer(c, idle); /* waiting on the daemon, not on the peer */
+        return;
+    }
+    uint64_t now = uv_now(s->base.loop);
+    if (now - c->last_active < idle) {
+        ingest__conn_timer(c, idle - (now - c->last_active));
+        return;
+    }
+    if (c->writes) {
+        log_warn("http conn #%llu from %s: peer not reading responses for %llu ms, closing",
+                 (unsigned long long)c->id, c->peer, (unsigned long long)idle);
+        ingest__conn_close(c, "peer not reading");
         return;
     }
     log_debug("http conn #%llu from %s: idle, closing", (unsigned long long)c->id, c->peer);

@@ -113,8 +113,8 @@ static void on_timer(ingest__conn_t *c)
     uint64_t idle = s->opts.idle_timeout_ms;
     if (!idle)
         return;
-    if (c->queued || c->writes) {
-        ingest__conn_timer(c, idle); /* waiting on us, not on the peer */
+    if (c->queued && !c->writes) {
+        ingest__conn_timer(c, idle); /* waiting on the daemon, not on the peer */
         return;
     }
     uint64_t now = uv_now(s->base.loop);
@@ -123,6 +123,13 @@ static void on_timer(ingest__conn_t *c)
         return;
     }
     s->idle_closes++;
+    if (c->writes) {
+        /* Replies have waited a whole idle period for the peer to read them. */
+        log_warn("mllp conn #%llu from %s: peer not reading replies for %llu ms, closing",
+                 (unsigned long long)c->id, c->peer, (unsigned long long)idle);
+        ingest__conn_close(c, "peer not reading");
+        return;
+    }
     log_info("mllp conn #%llu from %s: idle for %llu ms, closing", (unsigned long long)c->id,
              c->peer, (unsigned long long)idle);
     ingest__conn_finish(c);

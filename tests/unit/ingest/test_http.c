@@ -106,6 +106,17 @@ static void on_request(http_req_t *req, void *user)
         buf_unref(b);
         return;
     }
+    if (path_is(req, "/big")) {
+        static buf_t *big;
+        if (!big) { /* kept for the whole run: every response borrows it */
+            char *tmp = malloc(262144);
+            memset(tmp, 'b', 262144);
+            big = buf_new(tmp, 262144);
+            free(tmp);
+        }
+        http_req_respond_buf(req, 200, "application/octet-stream", big, NULL);
+        return;
+    }
     http_req_respond(req, 200, "text/plain", "ok", 2, "X-Order: fast\r\n");
 }
 
@@ -479,6 +490,42 @@ static void test_connection_close_http10_continue(void **state)
     assert_int_equal(atomic_load(&x.requests), 5); /* /never was not read */
 }
 
+/* ---- a client that pipelines and never reads is paused, then closed ------- */
+
+static void *client_nonreader(void *arg)
+{
+    ctx_t *x = arg;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)x->port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    for (int i = 0; i < 200; i++)
+        CHECK(tn_sends(fd, "GET /big HTTP/1.1\r\n\r\n") == 0);
+    tn_sleep_ms(150);
+    http_stats_t st;
+    stats_wait(x, &st);
+    CHECK(st.pauses >= 1);
+    CHECK(st.requests < 200);
+    for (int i = 0; i < 300 && st.conns_open; i++) {
+        tn_sleep_ms(10);
+        stats_wait(x, &st);
+    }
+    CHECK(st.conns_open == 0);
+    close(fd);
+    return NULL;
+}
+
+static void test_nonreading_client(void **state)
+{
+    (void)state;
+    http_opts_t o = small_opts();
+    o.idle_timeout_ms = 300;
+    o.max_pending = 4;
+    run(&o, client_nonreader);
+}
+
 /* ---- the assembly seam, without sockets -------------------------------------- */
 
 static int seam_count;
@@ -542,6 +589,7 @@ int main(void)
         cmocka_unit_test(test_431_and_400),
         cmocka_unit_test(test_408_slow_client),
         cmocka_unit_test(test_connection_close_http10_continue),
+        cmocka_unit_test(test_nonreading_client),
         cmocka_unit_test(test_seam_every_split),
         cmocka_unit_test(test_pct_decode),
     };

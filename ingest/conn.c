@@ -8,6 +8,7 @@
  */
 #include "ingest_int.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -499,10 +500,28 @@ static void on_drain_closed(uv_handle_t *h)
     server_check_done(s);
 }
 
+/* libuv writes with write(2), so a peer that resets the connection raises
+ * SIGPIPE, whose default action kills the process: one bad client would take
+ * every connection down. If nobody has chosen a SIGPIPE disposition, ignore
+ * it (the write then fails with EPIPE and only that connection closes). */
+static void ignore_sigpipe(void)
+{
+    struct sigaction old;
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && !(old.sa_flags & SA_SIGINFO) &&
+        old.sa_handler == SIG_DFL) {
+        struct sigaction ign;
+        memset(&ign, 0, sizeof ign);
+        ign.sa_handler = SIG_IGN;
+        sigemptyset(&ign.sa_mask);
+        sigaction(SIGPIPE, &ign, NULL);
+    }
+}
+
 err_t ingest__listen(ingest__server_t *s, uv_loop_t *loop, const char *host, int port, int backlog,
                      err_detail_t *detail)
 {
     struct sockaddr_storage ss;
+    ignore_sigpipe();
     s->loop = loop;
     if (s->rbuf_size == 0)
         s->rbuf_size = 64 * 1024;

@@ -6,7 +6,8 @@
  * Ownership: ingest owns every http_req_t; the daemon must answer each one
  * exactly once with http_req_respond(), after which the req is gone. Until
  * then the req and everything its accessors return stay valid, even if the
- * client disconnected. Everything runs on the loop thread.
+ * client disconnected. Everything runs on the loop thread. Listening sets
+ * SIGPIPE to ignored if it still has its default action.
  */
 #ifndef SPINEGATE_HTTP_H
 #define SPINEGATE_HTTP_H

@@ -131,11 +131,11 @@ typedef struct ingest__server {
 } ingest__server_t;
 
 /* Binds and listens; s must be zeroed apart from proto, max_conns,
- * max_pending, linger_ms, drain_timeout_ms. Returns ERR_BAD_CONFIG for a host
- * that is not a numeric address (or "localhost") or a bad port, ERR_IO when
- * bind/listen fail (detail names the libuv error). On failure nothing is left
- * open except s->listener, which the caller closes through ingest__server_close
- * semantics handled internally (the caller frees s from the done callback). */
+ * max_pending, linger_ms, drain_timeout_ms (and optionally rbuf_size). Returns
+ * ERR_BAD_CONFIG for a host that is not a numeric address (or "localhost") or
+ * a bad port, ERR_IO when bind/listen fail (detail names the libuv error).
+ * Even on failure the listener handle exists: the caller releases it with
+ * ingest__server_close() and frees s from the done callback. */
 err_t ingest__listen(ingest__server_t *s, uv_loop_t *loop, const char *host, int port, int backlog,
                      err_detail_t *detail);
 

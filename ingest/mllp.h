@@ -6,7 +6,9 @@
  * an mllp_req_t per frame and must answer it exactly once (mllp_req_reply or
  * mllp_req_reply_none), after which the req is gone. A frame's buf_t is valid
  * during the callback; buf_ref() it to keep it longer. Everything runs on the
- * loop thread; no function here is thread-safe.
+ * loop thread; no function here is thread-safe. Listening sets SIGPIPE to
+ * ignored if it still has its default action (a reset peer must not kill the
+ * process).
  */
 #ifndef SPINEGATE_MLLP_H
 #define SPINEGATE_MLLP_H

@@ -29,6 +29,8 @@ static void rec_add(record_t *r, const void *p, size_t n)
     r->len += n;
 }
 
+static int stop_every;
+
 static bool on_frame(void *user, const mllp_frame_t *f)
 {
     record_t *r = user;
@@ -46,13 +48,13 @@ static bool on_frame(void *user, const mllp_frame_t *f)
     rec_add(r, hdr, sizeof hdr);
     rec_add(r, f->frame->data, f->frame->len);
     r->frames++;
-    return true;
+    return !(stop_every && r->frames % (size_t)stop_every == 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    record_t whole = {0}, split = {0};
+    record_t whole = {0}, split = {0}, stopped = {0};
     mllp_framer_t f;
 
     mllp_framer_init(&f, MAX_SIZE, KEEP);
@@ -75,6 +77,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     assert(f.dropped == dropped_whole);
     assert(mllp_framer_partial(&f) == partial_whole);
     mllp_framer_free(&f);
+
+    /* A callback that stops now and then; the rest is fed again, as the
+     * listener does under backpressure. */
+    mllp_framer_init(&f, MAX_SIZE, KEEP);
+    stop_every = 1 + (size ? data[size - 1] % 3 : 0);
+    i = 0;
+    while (i < size) {
+        size_t used = mllp_framer_feed(&f, data + i, size - i, on_frame, &stopped);
+        assert(used > 0 && used <= size - i);
+        i += used;
+    }
+    stop_every = 0;
+    assert(f.dropped == dropped_whole);
+    mllp_framer_free(&f);
+    assert(stopped.len == whole.len && stopped.frames == whole.frames);
+    assert(whole.len == 0 || memcmp(whole.log, stopped.log, whole.len) == 0);
+    free(stopped.log);
 
     assert(whole.frames == split.frames);
     assert(whole.len == split.len);

@@ -68,8 +68,10 @@ void ingest__wbuf_free(ingest__wbuf_t *w)
 
 static void conn_unref(ingest__conn_t *c)
 {
-    if (--c->refs == 0)
+    if (--c->refs == 0) {
+        xfree(c->stash);
         xfree(c);
+    }
 }
 
 static void server_check_done(ingest__server_t *s);
@@ -174,16 +176,15 @@ void ingest__conn_update_read(ingest__conn_t *c)
     ingest__server_t *s = c->srv;
     /* Written-but-unsent replies count too: a peer that pipelines and never
      * reads must not grow libuv's write queue without bound. */
-    bool backlog = c->queued + c->writes >= s->max_pending;
-    bool should = c->lingering ||
-                  (c->want_read && !c->eof && !s->closing && !c->close_when_done && !backlog);
+    bool backlog = ingest__conn_backlogged(c);
+    bool should =
+        c->lingering || (c->want_read && !c->eof && !s->closing && !c->close_when_done && !backlog);
     if (should && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
             c->reading = true;
         if (c->paused) {
             c->paused = false;
-            log_debug("%s conn #%llu: reading resumed", s->proto->name,
-                      (unsigned long long)c->id);
+            log_debug("%s conn #%llu: reading resumed", s->proto->name, (unsigned long long)c->id);
         }
     } else if (!should && c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
@@ -210,6 +211,8 @@ static void conn_maybe_finish(ingest__conn_t *c)
 {
     if (c->closing || !c->close_when_done || c->queued || c->writes || c->lingering)
         return;
+    if (c->stash_len && c->want_read)
+        return; /* complete messages read before EOF are still to be served */
     if (c->eof) {
         ingest__conn_close(c, "peer closed");
         return;
@@ -236,6 +239,82 @@ void ingest__conn_finish(ingest__conn_t *c)
     conn_maybe_finish(c);
 }
 
+/* ---- input offered to the protocol ---------------------------------------- */
+
+static bool conn_accepting_input(const ingest__conn_t *c)
+{
+    return !c->closing && c->want_read && !c->lingering;
+}
+
+/* Offers p[0..n) until the protocol consumed it all or stops; returns the
+ * bytes consumed. */
+static size_t conn_offer(ingest__conn_t *c, const char *p, size_t n)
+{
+    size_t off = 0;
+    while (off < n && conn_accepting_input(c) && !ingest__conn_backlogged(c)) {
+        size_t u = c->srv->proto->on_data(c, p + off, n - off);
+        if (u == 0)
+            break;
+        off += u;
+    }
+    return off;
+}
+
+static void stash_put(ingest__conn_t *c, const char *p, size_t n)
+{
+    if (c->stash_len + n > c->stash_cap) {
+        size_t cap = c->stash_cap ? c->stash_cap : 4096;
+        while (cap < c->stash_len + n)
+            cap *= 2;
+        c->stash = xrealloc(c->stash, cap);
+        c->stash_cap = cap;
+    }
+    memcpy(c->stash + c->stash_len, p, n);
+    c->stash_len += n;
+}
+
+static void stash_consume(ingest__conn_t *c, size_t u)
+{
+    if (!conn_accepting_input(c)) {
+        c->stash_len = 0; /* nobody will read it any more */
+        return;
+    }
+    memmove(c->stash, c->stash + u, c->stash_len - u);
+    c->stash_len -= u;
+}
+
+/* Input arrived: offered straight from the read buffer; only what the
+ * protocol did not take (it stopped for backpressure) is copied aside. */
+static void conn_input(ingest__conn_t *c, const char *p, size_t n)
+{
+    c->in_data = true;
+    if (c->stash_len) {
+        stash_put(c, p, n);
+        stash_consume(c, conn_offer(c, c->stash, c->stash_len));
+    } else {
+        size_t u = conn_offer(c, p, n);
+        if (u < n && conn_accepting_input(c))
+            stash_put(c, p + u, n - u);
+    }
+    c->in_data = false;
+}
+
+/* Replies drained: serve messages read earlier and kept aside. */
+static void conn_offer_stash(ingest__conn_t *c)
+{
+    if (c->in_data || !c->stash_len || c->closing || ingest__conn_backlogged(c))
+        return;
+    c->refs++;
+    c->in_data = true;
+    stash_consume(c, conn_offer(c, c->stash, c->stash_len));
+    c->in_data = false;
+    if (!c->closing) {
+        ingest__conn_update_read(c);
+        conn_maybe_finish(c);
+    }
+    conn_unref(c);
+}
+
 /* ---- writes and the ordered queue ---------------------------------------- */
 
 static void on_write(uv_write_t *req, int status)
@@ -251,6 +330,7 @@ static void on_write(uv_write_t *req, int status)
             c->last_active = uv_now(c->srv->loop);
             ingest__conn_update_read(c);
             conn_maybe_finish(c);
+            conn_offer_stash(c);
         }
     }
     conn_unref(c);
@@ -307,6 +387,7 @@ static void conn_flush(ingest__conn_t *c)
     }
     ingest__conn_update_read(c);
     conn_maybe_finish(c);
+    conn_offer_stash(c);
 }
 
 void ingest__slot_push(ingest__conn_t *c, ingest__slot_t *s)
@@ -357,8 +438,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         c->last_active = uv_now(s->loop);
         if (c->lingering || !c->want_read || c->close_when_done)
             return; /* discarded: the connection is finishing */
-        c->refs++; /* the protocol may close c from a callback */
-        s->proto->on_data(c, b->base, (size_t)nread);
+        c->refs++;  /* the protocol may close c from a callback */
+        conn_input(c, b->base, (size_t)nread);
         ingest__conn_update_read(c);
         conn_unref(c);
         return;
@@ -462,7 +543,8 @@ static void on_connection(uv_stream_t *l, int status)
         ingest__conn_close(c, "refused");
         return;
     }
-    uv_tcp_nodelay(&c->tcp, 1);
+    uv_tcp_nodelay(&c->tcp, 1);       /* replies are small and latency-bound */
+    uv_tcp_keepalive(&c->tcp, 1, 60); /* finds peers that vanished without a FIN */
     s->st.conns_open++;
     s->st.conns_total++;
     c->next = s->conns;

@@ -199,7 +199,9 @@ static bool hook_request(http__parse_t *p, http_req_t *req)
     req->slot.close_after = !req->keep_alive;
     s->requests++;
     s->cb.request(req, s->user);
-    return !c->closing;
+    if (c->closing)
+        p->stop = true;
+    return !c->closing && !ingest__conn_backlogged(c);
 }
 
 /* ---- transport hooks -------------------------------------------------------- */
@@ -218,27 +220,30 @@ static void on_open(ingest__conn_t *c)
         ingest__conn_timer(c, s->opts.idle_timeout_ms);
 }
 
-static void on_data(ingest__conn_t *c, const char *p, size_t n)
+static size_t on_data(ingest__conn_t *c, const char *p, size_t n)
 {
     http_conn_t *hc = (http_conn_t *)c;
-    http__conn_feed(&hc->parse, p, n);
+    size_t used = http__conn_feed(&hc->parse, p, n);
     if (c->closing)
-        return;
-    if (hc->parse.error)
+        return n;
+    if (hc->parse.error) {
         send_error(hc, hc->parse.error, hc->parse.why);
-    else if (hc->parse.stop)
+        return n;
+    }
+    if (hc->parse.stop) {
         c->want_read = false; /* the last request's response closes the connection */
+        return n;
+    }
+    return used; /* fewer than n: paused for backpressure at a request boundary */
 }
 
 static void on_eof(ingest__conn_t *c)
 {
     http_conn_t *hc = (http_conn_t *)c;
-    /* http_parser completes a read-until-close message on EOF; requests
-     * never are, so a partial request is just dropped. */
+    /* Complete requests read before EOF are still answered; a partial one
+     * never completes and is dropped when the connection closes. */
     if (http__parse_in_message(&hc->parse))
-        log_info("http conn #%llu from %s: closed mid-request", (unsigned long long)c->id,
-                 c->peer);
-    http__parse_free(&hc->parse);
+        log_info("http conn #%llu from %s: closed mid-request", (unsigned long long)c->id, c->peer);
 }
 
 static void on_timer(ingest__conn_t *c)

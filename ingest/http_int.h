@@ -47,16 +47,18 @@ typedef struct http__parse {
     /* Hooks; any may be NULL except on_request. */
     void (*on_begin)(struct http__parse *p);
     void (*on_headers)(struct http__parse *p, http_req_t *req, bool body_expected);
-    /* Takes ownership of req. Return false to stop parsing further requests. */
+    /* Takes ownership of req. Return false to make http__conn_feed return
+     * right after this request (backpressure; set stop too to end for good). */
     bool (*on_request)(struct http__parse *p, http_req_t *req);
 } http__parse_t;
 
 /* Prepares p; opts is borrowed for p's lifetime. */
 void http__parse_init(http__parse_t *p, const http_opts_t *opts, void *owner);
 
-/* Feeds bytes; returns how many were consumed. Afterwards p->error != 0 means
- * the connection must be answered with that status and closed; p->stop means
- * no further bytes are wanted (Connection: close, HTTP/1.0, upgrade). */
+/* Feeds bytes; returns how many were consumed: all of them, or fewer when
+ * on_request returned false (feed the rest later). Afterwards p->error != 0
+ * means the connection must be answered with that status and closed; p->stop
+ * means no further bytes are wanted (Connection: close, HTTP/1.0, upgrade). */
 size_t http__conn_feed(http__parse_t *p, const char *data, size_t n);
 
 /* True between the first byte of a request and its completion. */

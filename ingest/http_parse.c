@@ -183,10 +183,10 @@ static int on_message_complete(http_parser *hp)
     bool keep = r->keep_alive;
     p->requests++;
     bool go = p->on_request(p, r); /* r may be freed from here on */
-    if (!go || !keep) {
+    if (!keep)
         p->stop = true;
-        http_parser_pause(hp, 1);
-    }
+    if (!go || !keep)
+        http_parser_pause(hp, 1); /* execute returns just after this request */
     return 0;
 }
 
@@ -218,7 +218,8 @@ size_t http__conn_feed(http__parse_t *p, const char *data, size_t n)
         return used;
     enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);
     if (e == HPE_PAUSED) {
-        p->stop = true;
+        if (!p->stop)
+            http_parser_pause(&p->hp, 0); /* backpressure: resume on the next feed */
         return used;
     }
     if (e == HPE_HEADER_OVERFLOW) {
@@ -362,7 +363,8 @@ bool http_pct_decode(slice_t in, bool plus_is_space, char *out, size_t cap, size
         if (c == '%') {
             if (in.len - i < 3)
                 return out[0] = '\0', false;
-            int hi = hexval((unsigned char)in.ptr[i + 1]), lo = hexval((unsigned char)in.ptr[i + 2]);
+            int hi = hexval((unsigned char)in.ptr[i + 1]),
+                lo = hexval((unsigned char)in.ptr[i + 2]);
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                 return out[0] = '\0', false;
             c = hi * 16 + lo;

@@ -81,6 +81,8 @@ typedef struct ingest__conn {
     unsigned refs;
     unsigned handles; /* open libuv handles (0..2) */
     ingest__slot_t *head, *tail;
+    char *stash; /* bytes read but not yet consumed (backpressure) */
+    size_t stash_len, stash_cap;
     unsigned queued; /* slots in the queue */
     unsigned writes; /* uv_write calls in flight */
     bool reading;
@@ -91,13 +93,17 @@ typedef struct ingest__conn {
     bool lingering;
     bool close_when_done;
     bool refused;
+    bool in_data; /* inside proto->on_data: no re-entry */
 } ingest__conn_t;
 
 typedef struct {
     const char *name; /* "mllp", "http": for log lines */
     size_t conn_size;
     void (*on_open)(ingest__conn_t *c);
-    void (*on_data)(ingest__conn_t *c, const char *p, size_t n);
+    /* Returns the bytes consumed: all of them, unless the protocol stopped
+     * at a message boundary because ingest__conn_backlogged(c) (or c is
+     * closing); the rest is kept and offered again once replies drain. */
+    size_t (*on_data)(ingest__conn_t *c, const char *p, size_t n);
     void (*on_eof)(ingest__conn_t *c);
     void (*on_timer)(ingest__conn_t *c);
     /* The connection is being closed: release protocol state, log the line. */
@@ -107,8 +113,8 @@ typedef struct {
 typedef struct {
     uint64_t conns_open, conns_total, conns_refused;
     uint64_t bytes_in, bytes_out;
-    uint64_t pending; /* slots awaiting an answer or their write, now */
-    uint64_t pauses;  /* times a connection was paused for backpressure */
+    uint64_t pending;  /* slots awaiting an answer or their write, now */
+    uint64_t pauses;   /* times a connection was paused for backpressure */
     uint64_t orphaned; /* slots whose connection closed before their reply */
 } ingest__stats_t;
 
@@ -165,6 +171,13 @@ void ingest__conn_update_read(ingest__conn_t *c);
 
 /* (Re)arms c's one timer for ms milliseconds; 0 stops it. */
 void ingest__conn_timer(ingest__conn_t *c, uint64_t ms);
+
+/* True when c has as many messages awaiting replies or their writes as it
+ * may: the protocol stops consuming input at the next message boundary. */
+static inline bool ingest__conn_backlogged(const ingest__conn_t *c)
+{
+    return c->queued + c->writes >= c->srv->max_pending;
+}
 
 /* True when c can still take writes (not closing). */
 static inline bool ingest__conn_alive(const ingest__conn_t *c)

@@ -70,8 +70,8 @@ static bool on_frame(void *user, const mllp_frame_t *f)
     mc->frames++;
     if (f->oversized) {
         s->oversized++;
-        log_warn("mllp conn #%llu from %s: frame of %zu bytes exceeds max_message %zu", (unsigned long long)c->id,
-                 c->peer, f->total, s->opts.max_message);
+        log_warn("mllp conn #%llu from %s: frame of %zu bytes exceeds max_message %zu",
+                 (unsigned long long)c->id, c->peer, f->total, s->opts.max_message);
         if (s->cb.oversized)
             s->cb.oversized(req, f->frame, f->total, s->user);
         else
@@ -80,7 +80,7 @@ static bool on_frame(void *user, const mllp_frame_t *f)
         s->frames++;
         s->cb.frame(req, f->frame, s->user);
     }
-    return !c->closing;
+    return !c->closing && !ingest__conn_backlogged(c);
 }
 
 static void on_open(ingest__conn_t *c)
@@ -93,13 +93,14 @@ static void on_open(ingest__conn_t *c)
         ingest__conn_timer(c, s->opts.idle_timeout_ms);
 }
 
-static void on_data(ingest__conn_t *c, const char *p, size_t n)
+static size_t on_data(ingest__conn_t *c, const char *p, size_t n)
 {
     mllp_conn_t *mc = (mllp_conn_t *)c;
     mllp_server_t *s = srv_of(c);
     uint64_t before = mc->framer.dropped;
-    mllp_framer_feed(&mc->framer, p, n, on_frame, c);
+    size_t used = mllp_framer_feed(&mc->framer, p, n, on_frame, c);
     s->dropped += mc->framer.dropped - before;
+    return used;
 }
 
 static void on_eof(ingest__conn_t *c)

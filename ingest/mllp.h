@@ -43,7 +43,7 @@ typedef struct {
 } mllp_frame_t;
 
 /* Called per complete frame (also an empty one). Return false to stop the
- * feed (the rest of the chunk is ignored; used when the connection closes). */
+ * feed after this frame (backpressure, or the connection is closing). */
 typedef bool (*mllp_framer_cb)(void *user, const mllp_frame_t *f);
 
 typedef struct {
@@ -60,8 +60,11 @@ typedef struct {
  * clamped to max_size. */
 void mllp_framer_init(mllp_framer_t *f, size_t max_size, size_t keep_head);
 
-/* Feeds n bytes. Returns false if a callback asked to stop. */
-bool mllp_framer_feed(mllp_framer_t *f, const void *data, size_t n, mllp_framer_cb cb, void *user);
+/* Feeds n bytes. Returns the bytes consumed: n, or fewer when a callback
+ * asked to stop (then the count ends just after that frame's end marker, and
+ * the rest can be fed again later). */
+size_t mllp_framer_feed(mllp_framer_t *f, const void *data, size_t n, mllp_framer_cb cb,
+                        void *user);
 
 /* Content bytes of an unfinished frame (0 when between frames). */
 size_t mllp_framer_partial(const mllp_framer_t *f);
@@ -75,16 +78,16 @@ typedef struct mllp_server mllp_server_t;
 typedef struct mllp_req mllp_req_t;
 
 typedef struct {
-    size_t max_message;         /* content bytes; default 1 MiB */
-    size_t keep_head;           /* bytes of an oversized frame kept; default 1 KiB */
-    unsigned max_connections;   /* beyond it a connection is accepted and closed; default 256 */
-    unsigned max_pending;       /* per connection: at this many frames awaiting replies,
-                                   reading stops until they drain; default 64 */
-    unsigned idle_timeout_ms;   /* close a connection with no traffic and nothing
-                                   pending; 0 = never; default 300000 */
-    unsigned drain_timeout_ms;  /* mllp_server_close: hard-close after this; default 10000 */
-    unsigned linger_ms;         /* after our FIN, discard input this long; default 1000 */
-    int backlog;                /* listen(2) backlog; default 128 */
+    size_t max_message;        /* content bytes; default 1 MiB */
+    size_t keep_head;          /* bytes of an oversized frame kept; default 1 KiB */
+    unsigned max_connections;  /* beyond it a connection is accepted and closed; default 256 */
+    unsigned max_pending;      /* per connection: at this many frames awaiting replies,
+                                  reading stops until they drain; default 64 */
+    unsigned idle_timeout_ms;  /* close a connection with no traffic and nothing
+                                  pending; 0 = never; default 300000 */
+    unsigned drain_timeout_ms; /* mllp_server_close: hard-close after this; default 10000 */
+    unsigned linger_ms;        /* after our FIN, discard input this long; default 1000 */
+    int backlog;               /* listen(2) backlog; default 128 */
 } mllp_opts_t;
 
 /* Fills o with the defaults above. */

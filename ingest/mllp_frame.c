@@ -83,7 +83,7 @@ static bool finish(mllp_framer_t *f, const unsigned char *p, size_t n, mllp_fram
     return go;
 }
 
-bool mllp_framer_feed(mllp_framer_t *f, const void *data, size_t n, mllp_framer_cb cb, void *user)
+size_t mllp_framer_feed(mllp_framer_t *f, const void *data, size_t n, mllp_framer_cb cb, void *user)
 {
     const unsigned char *p = data;
     size_t i = 0;
@@ -92,7 +92,7 @@ bool mllp_framer_feed(mllp_framer_t *f, const void *data, size_t n, mllp_framer_
             const unsigned char *sb = memchr(p + i, SB, n - i);
             if (!sb) {
                 f->dropped += n - i;
-                return true;
+                return n;
             }
             f->dropped += (size_t)(sb - (p + i));
             i = (size_t)(sb - p) + 1;
@@ -104,7 +104,7 @@ bool mllp_framer_feed(mllp_framer_t *f, const void *data, size_t n, mllp_framer_
             if (p[i] == CR) {
                 i++;
                 if (!finish(f, p, 0, cb, user))
-                    return false;
+                    return i;
                 continue;
             }
             static const unsigned char fs = FS;
@@ -118,7 +118,7 @@ bool mllp_framer_feed(mllp_framer_t *f, const void *data, size_t n, mllp_framer_
                 i++;
             if (i == n) {
                 append(f, p + s, n - s);
-                return true;
+                return n;
             }
             if (p[i] == SB) {
                 /* Restart: the partial frame and its start block are dropped. */
@@ -130,19 +130,19 @@ bool mllp_framer_feed(mllp_framer_t *f, const void *data, size_t n, mllp_framer_
             if (i + 1 == n) {
                 append(f, p + s, i - s);
                 f->state = ST_IN_FS;
-                return true;
+                return n;
             }
             if (p[i + 1] == CR) {
                 size_t end = i;
                 i += 2;
                 if (!finish(f, p + s, end - s, cb, user))
-                    return false;
+                    return i;
                 break;
             }
             i++; /* a lone 0x1C is content */
         }
     }
-    return true;
+    return n;
 }
 
 size_t mllp_framer_partial(const mllp_framer_t *f)

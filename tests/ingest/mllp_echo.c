@@ -76,7 +76,8 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_close((uv_handle_t *)&sig_term, NULL);
     mllp_stats_t st;
     mllp_server_stats(srv, &st);
-    fprintf(stderr, "mllp_echo: %llu conns, %llu frames, %llu oversized, %llu pending, %llu pauses\n",
+    fprintf(stderr,
+            "mllp_echo: %llu conns, %llu frames, %llu oversized, %llu pending, %llu pauses\n",
             (unsigned long long)st.conns_total, (unsigned long long)st.frames,
             (unsigned long long)st.oversized, (unsigned long long)st.pending,
             (unsigned long long)st.pauses);

@@ -35,13 +35,12 @@ typedef struct {
     http_req_t *req;
 } delayed_t;
 
-#define CHECK(c)                                                                      \
-    do {                                                                              \
-        if (!(c)) {                                                                   \
-            snprintf(x->err, sizeof x->err, "%s:%d: check failed: %s", __FILE__,     \
-                     __LINE__, #c);                                                   \
-            return x->err;                                                            \
-        }                                                                             \
+#define CHECK(c)                                                                                   \
+    do {                                                                                           \
+        if (!(c)) {                                                                                \
+            snprintf(x->err, sizeof x->err, "%s:%d: check failed: %s", __FILE__, __LINE__, #c);    \
+            return x->err;                                                                         \
+        }                                                                                          \
     } while (0)
 
 static void delayed_closed(uv_handle_t *h)
@@ -126,7 +125,8 @@ static size_t on_error(const http_req_t *req, int status, const char *why, char 
     (void)user;
     (void)why;
     *ctype = "application/fhir+json";
-    return (size_t)snprintf(out, cap, "{\"resourceType\":\"OperationOutcome\",\"status\":%d,\"req\":%d}",
+    return (size_t)snprintf(out, cap,
+                            "{\"resourceType\":\"OperationOutcome\",\"status\":%d,\"req\":%d}",
                             status, req != NULL);
 }
 
@@ -306,7 +306,8 @@ static void *client_413(void *arg)
     CHECK(tn_sends(fd, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n") == 0);
     char chunk[600];
     memset(chunk, 'z', sizeof chunk);
-    CHECK(tn_sends(fd, "258\r\n") == 0 && tn_send(fd, chunk, 600) == 0 && tn_sends(fd, "\r\n") == 0);
+    CHECK(tn_sends(fd, "258\r\n") == 0 && tn_send(fd, chunk, 600) == 0 &&
+          tn_sends(fd, "\r\n") == 0);
     CHECK(tn_sends(fd, "258\r\n") == 0 && tn_send(fd, chunk, 600) == 0);
     CHECK(RD(fd) == 413);
     CHECK(tn_wait_eof(fd, 2000) == 0);
@@ -446,7 +447,8 @@ static void *client_close(void *arg)
     char head[4096], body[4096];
     int fd = tn_connect(x->port);
     CHECK(fd >= 0);
-    CHECK(tn_sends(fd, "GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\n\r\n") == 0);
+    CHECK(tn_sends(fd, "GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\n\r\n") ==
+          0);
     CHECK(RD(fd) == 200);
     CHECK(strstr(head, "Connection: close\r\n"));
     CHECK(tn_wait_eof(fd, 2000) == 0);
@@ -469,7 +471,8 @@ static void *client_close(void *arg)
 
     fd = tn_connect(x->port);
     CHECK(fd >= 0);
-    CHECK(tn_sends(fd, "POST /echo HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n") == 0);
+    CHECK(tn_sends(
+              fd, "POST /echo HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n") == 0);
     CHECK(tn_read_http(fd, head, sizeof head, body, sizeof body, 2000) == 100);
     CHECK(tn_sends(fd, "data") == 0);
     CHECK(RD(fd) == 200 && strcmp(body, "POST 4 data") == 0);

@@ -35,13 +35,12 @@ typedef struct {
     char err[256];
 } ctx_t;
 
-#define CHECK(c)                                                                      \
-    do {                                                                              \
-        if (!(c)) {                                                                   \
-            snprintf(x->err, sizeof x->err, "%s:%d: check failed: %s", __FILE__,     \
-                     __LINE__, #c);                                                   \
-            return x->err;                                                            \
-        }                                                                             \
+#define CHECK(c)                                                                                   \
+    do {                                                                                           \
+        if (!(c)) {                                                                                \
+            snprintf(x->err, sizeof x->err, "%s:%d: check failed: %s", __FILE__, __LINE__, #c);    \
+            return x->err;                                                                         \
+        }                                                                                          \
     } while (0)
 
 static void echo(mllp_req_t *req, const buf_t *frame)
@@ -219,7 +218,9 @@ static void *client_order(void *arg)
     char buf[1024];
     int fd = tn_connect(x->port);
     CHECK(fd >= 0);
-    CHECK(tn_sends(fd, "\x0bSLOW1\x1c\x0d\x0b" "FAST2\x1c\x0d\x0b" "FAST3\x1c\x0d") == 0);
+    CHECK(tn_sends(fd, "\x0bSLOW1\x1c\x0d\x0b"
+                       "FAST2\x1c\x0d\x0b"
+                       "FAST3\x1c\x0d") == 0);
     CHECK(tn_read_mllp(fd, buf, sizeof buf, 2000) >= 0 && strcmp(buf, "ACK|SLOW1") == 0);
     CHECK(tn_read_mllp(fd, buf, sizeof buf, 2000) >= 0 && strcmp(buf, "ACK|FAST2") == 0);
     CHECK(tn_read_mllp(fd, buf, sizeof buf, 2000) >= 0 && strcmp(buf, "ACK|FAST3") == 0);
@@ -337,7 +338,8 @@ static void *client_backpressure(void *arg)
     tn_sleep_ms(150);
     CHECK(atomic_load(&x->nheld) == 4);
     /* B goes on. */
-    CHECK(tn_sends(b, "\x0b" "B1\x1c\x0d") == 0);
+    CHECK(tn_sends(b, "\x0b"
+                      "B1\x1c\x0d") == 0);
     CHECK(tn_read_mllp(b, buf, sizeof buf, 2000) >= 0 && strcmp(buf, "ACK|B1") == 0);
     mllp_stats_t st;
     stats_wait(x, &st);
@@ -415,8 +417,12 @@ static void *client_maxconn(void *arg)
     char buf[64];
     int a = tn_connect(x->port), b = tn_connect(x->port);
     CHECK(a >= 0 && b >= 0);
-    CHECK(tn_sends(a, "\x0b" "A\x1c\x0d") == 0 && tn_read_mllp(a, buf, sizeof buf, 2000) >= 0);
-    CHECK(tn_sends(b, "\x0b" "B\x1c\x0d") == 0 && tn_read_mllp(b, buf, sizeof buf, 2000) >= 0);
+    CHECK(tn_sends(a, "\x0b"
+                      "A\x1c\x0d") == 0 &&
+          tn_read_mllp(a, buf, sizeof buf, 2000) >= 0);
+    CHECK(tn_sends(b, "\x0b"
+                      "B\x1c\x0d") == 0 &&
+          tn_read_mllp(b, buf, sizeof buf, 2000) >= 0);
     int c = tn_connect(x->port);
     CHECK(c >= 0);
     CHECK(tn_wait_eof(c, 2000) == 0);

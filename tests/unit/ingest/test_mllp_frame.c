@@ -64,9 +64,9 @@ static void test_every_split_point(void **state)
             got_t g = {0};
             mllp_framer_t f;
             mllp_framer_init(&f, 1024, 64);
-            assert_true(mllp_framer_feed(&f, stream, a, on_frame, &g));
-            assert_true(mllp_framer_feed(&f, stream + a, b - a, on_frame, &g));
-            assert_true(mllp_framer_feed(&f, stream + b, n - b, on_frame, &g));
+            assert_int_equal(mllp_framer_feed(&f, stream, a, on_frame, &g), a);
+            assert_int_equal(mllp_framer_feed(&f, stream + a, b - a, on_frame, &g), b - a);
+            assert_int_equal(mllp_framer_feed(&f, stream + b, n - b, on_frame, &g), n - b);
             check_stream(&g, f.dropped);
             assert_int_equal(mllp_framer_partial(&f), 0);
             mllp_framer_free(&f);
@@ -166,11 +166,20 @@ static void test_end_markers(void **state)
 static void test_partial_and_stop(void **state)
 {
     (void)state;
+    /* A callback that stops: the feed returns just past that frame's end,
+     * and feeding the rest later yields the remaining frames. */
+    static const char two[] = "\x0b"
+                              "a\x1c\x0d\x0b"
+                              "b\x1c\x0d";
     got_t g = {.stop_after = 1};
     mllp_framer_t f;
     mllp_framer_init(&f, 1024, 64);
-    assert_false(mllp_framer_feed(&f, "\x0b" "a\x1c\x0d\x0b" "b\x1c\x0d", 8, on_frame, &g));
+    assert_int_equal(mllp_framer_feed(&f, two, 8, on_frame, &g), 4);
     assert_int_equal(g.n, 1);
+    g.stop_after = 0;
+    assert_int_equal(mllp_framer_feed(&f, two + 4, 4, on_frame, &g), 4);
+    assert_int_equal(g.n, 2);
+    assert_string_equal(g.data[1], "b");
     got_t g2 = {0};
     mllp_framer_feed(&f, "\x0bhalf", 5, on_frame, &g2);
     assert_int_equal(mllp_framer_partial(&f), 4);

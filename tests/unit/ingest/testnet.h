@@ -183,7 +183,8 @@ static inline void *tn__thread(void *p)
     return NULL;
 }
 
-static inline void *tn_run(uv_loop_t *loop, void *(*client)(void *), void (*done)(void *), void *arg)
+static inline void *tn_run(uv_loop_t *loop, void *(*client)(void *), void (*done)(void *),
+                           void *arg)
 {
     tn_run_t r = {.client = client, .done = done, .arg = arg};
     uv_async_init(loop, &r.async, tn__on_async);

@@ -1,0 +1,92 @@
+/* config.h - the daemon's settings: one table of keys, read from a config
+ * file ("key = value" lines) and from the command line (--key value), with
+ * the same names and defaults in both, in --help and in spinegate.conf(5).
+ *
+ * config_t is a value type owned by its caller; config_free() releases the
+ * strings it holds. A reload builds a new config_t and swaps it whole.
+ */
+#ifndef SPINEGATE_CONFIG_H
+#define SPINEGATE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "err.h"
+
+#define CONFIG_MAX_OVERRIDES 64
+
+typedef struct {
+    char host[256];
+    int port; /* 0 = not set */
+} config_addr_t;
+
+typedef struct {
+    /* listeners */
+    config_addr_t listen_mllp;
+    config_addr_t listen_http;
+    char *fhir_base;
+    /* storage */
+    char *data_dir;
+    char *queue_sync;          /* "full" | "normal" */
+    long queue_max;
+    /* downstream */
+    config_addr_t downstream_mllp;
+    char *downstream_fhir;     /* URL or NULL */
+    config_addr_t reject_mllp; /* reject sink as MLLP, or the reject dir */
+    long ack_timeout_ms;
+    long retry_max;
+    long retry_base_ms;
+    long retry_max_delay_ms;
+    char *annotation;          /* "zsg" | "nte" */
+    char *other_messages;      /* "forward" | "reject": messages that carry no claim */
+    /* limits */
+    long max_message_size;
+    long max_body_size;
+    long max_connections;
+    long idle_timeout_ms;
+    long header_timeout_ms;
+    long body_timeout_ms;
+    /* rules */
+    char *rules_path;          /* NULL = built in */
+    char *tables_path;         /* NULL = built in */
+    bool advisory;
+    char *severity[CONFIG_MAX_OVERRIDES + 1]; /* "rule=sev", NULL-terminated */
+    int nseverity;
+    /* logging */
+    char *log_target;          /* "stderr" | "syslog" */
+    char *log_level;
+    bool log_phi;
+    char *pid_file;
+    /* where the file came from, for messages */
+    char *config_path;
+} config_t;
+
+/* Fills c with the defaults. */
+void config_defaults(config_t *c);
+
+/* Applies "key" = "value" (key without leading dashes). line is for the
+ * error message (0 = command line). Errors: ERR_BAD_CONFIG naming the key. */
+err_t config_set(config_t *c, const char *key, const char *value, int line, err_detail_t *d);
+
+/* Reads a config file. Errors: ERR_IO, ERR_BAD_CONFIG with the line. */
+err_t config_load_file(config_t *c, const char *path, err_detail_t *d);
+
+/* Checks values that depend on each other. Errors: ERR_BAD_CONFIG. */
+err_t config_validate(const config_t *c, err_detail_t *d);
+
+/* True when key names a setting that takes no value on the command line. */
+bool config_key_is_flag(const char *key);
+
+/* True when key is a known setting. */
+bool config_key_exists(const char *key);
+
+/* Writes one line per key ("  --key VALUE   help (default: x)") to f. */
+void config_print_help(FILE *f);
+
+/* Writes the effective settings as a config file to f. */
+void config_dump(const config_t *c, FILE *f);
+
+void config_free(config_t *c);
+
+#endif

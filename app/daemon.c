@@ -105,6 +105,8 @@ struct daemon_job {
     void *job;
 };
 
+static void retry_puts(uv_timer_t *t);
+
 static void put_cb(queue_t *q, err_t status, int64_t id, void *user)
 {
     (void)q;
@@ -132,7 +134,7 @@ void daemon_put(daemon_t *d, const queue_item_t *item, daemon_put_done_cb cb, vo
     if (rc == ERR_BUSY) {
         d->waiting_head = d->waiting_tail = w;
         if (!uv_is_active((uv_handle_t *)&d->retry_timer))
-            uv_timer_start(&d->retry_timer, NULL, 5, 5);
+            uv_timer_start(&d->retry_timer, retry_puts, 5, 5);
         return;
     }
     xfree(w);

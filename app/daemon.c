@@ -232,8 +232,6 @@ static err_t start_out(daemon_t *d, const char *dest, out_kind_t kind, const con
         snprintf(target, sizeof target, "%s", kind == OUT_HTTP ? url : dir);
     if (rc != ERR_OK)
         log_error("delivery %s -> %s cannot start: %s", dest, target, e.msg[0] ? e.msg : err_str(rc));
-    else
-        log_info("delivery %s -> %s", dest, target);
     return rc;
 }
 
@@ -279,7 +277,6 @@ static err_t start_listeners(daemon_t *d)
             log_error("MLLP listener %s:%d: %s", c->listen_mllp.host, c->listen_mllp.port, e.msg);
             return ERR_IO;
         }
-        log_info("listening for MLLP on %s:%d", c->listen_mllp.host, mllp_server_port(d->mllp));
     }
     if (c->listen_http.port) {
         http_opts_t o;
@@ -295,8 +292,6 @@ static err_t start_listeners(daemon_t *d)
             log_error("HTTP listener %s:%d: %s", c->listen_http.host, c->listen_http.port, e.msg);
             return ERR_IO;
         }
-        log_info("listening for HTTP (FHIR base %s) on %s:%d", c->fhir_base, c->listen_http.host,
-                 http_server_port(d->http));
     }
     return ERR_OK;
 }
@@ -451,10 +446,6 @@ int daemon_run(const config_t *cfg, const char *config_file)
         log_error("queue %s: %s", d->queue_path, e.msg);
         return 1;
     }
-    queue_stats_t qs;
-    queue_stats(d->queue, &qs);
-    log_info("queue %s open: %llu message(s) waiting for delivery", d->queue_path,
-             (unsigned long long)qs.depth);
 
     uv_timer_init(d->loop, &d->retry_timer);
     d->retry_timer.data = d;

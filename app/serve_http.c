@@ -18,6 +18,9 @@
 #include "log.h"
 #include "xmalloc.h"
 
+/* When the CapabilityStatement last changed (its `date`). */
+#define SERVE_CAPABILITY_DATE "2026-11-26T00:00:00Z"
+
 #define CT_JSON "application/fhir+json; charset=utf-8"
 #define CT_XML "application/fhir+xml; charset=utf-8"
 
@@ -472,7 +475,7 @@ void serve_http_request(http_req_t *req, void *user)
         arena_init(&a, 8192);
         fhir_out_capability_t cap = {.software_name = "spinegate",
                                      .software_version = PACKAGE_VERSION,
-                                     .date = "2026-11-26"};
+                                     .date = SERVE_CAPABILITY_DATE};
         slice_t body;
         fhir_out_capability(&cap, fallback, &a, &body);
         respond(req, 200, fallback, body, NULL);

@@ -43,12 +43,12 @@ int main(void)
         fprintf(stderr, "http_echo: %s\n", d.msg);
         return 1;
     }
-    printf("%d\n", http_server_port(srv));
-    fflush(stdout);
     uv_signal_init(&loop, &sig_term);
     uv_signal_init(&loop, &sig_int);
     uv_signal_start(&sig_term, on_signal, SIGTERM);
     uv_signal_start(&sig_int, on_signal, SIGINT);
+    printf("%d\n", http_server_port(srv));
+    fflush(stdout);
     uv_run(&loop, UV_RUN_DEFAULT);
     return uv_loop_close(&loop) == 0 ? 0 : 1;
 }

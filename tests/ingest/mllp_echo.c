@@ -98,10 +98,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "mllp_echo: %s\n", d.msg);
         return 1;
     }
-    printf("%d\n", mllp_server_port(srv));
-    fflush(stdout);
     uv_signal_init(&loop, &sig_term);
     uv_signal_start(&sig_term, on_signal, SIGTERM);
+    printf("%d\n", mllp_server_port(srv));
+    fflush(stdout);
     uv_run(&loop, UV_RUN_DEFAULT);
     return uv_loop_close(&loop) == 0 ? 0 : 1;
 }

@@ -84,6 +84,7 @@ static void answer(mllp_job_t *j, hl7_outcome_t outcome, metric_outcome_t metric
         rc = o.code == HL7_ACK_NONE ? ERR_OK : hl7_ack_build(j->msg, &o, &j->arena, &ack);
     }
     const char *code = hl7_ack_code_str(o.code);
+    unsigned long long conn = (unsigned long long)mllp_req_conn_id(j->req); /* req dies on reply */
     if (o.code != HL7_ACK_NONE && rc == ERR_OK)
         mllp_req_reply(j->req, ack.ptr, ack.len);
     else
@@ -94,12 +95,10 @@ static void answer(mllp_job_t *j, hl7_outcome_t outcome, metric_outcome_t metric
     metrics_latency(&d->metrics, secs);
     const char *id = j->result.control_id ? j->result.control_id : "-";
     if (j->result.status == GATE_UNREADABLE)
-        log_warn("mllp conn=%llu id=%s unreadable (%s%s%s): answered AR",
-                 (unsigned long long)mllp_req_conn_id(j->req), id, err_name(j->result.detail.code),
+        log_warn("mllp conn=%llu id=%s unreadable (%s%s%s): answered AR", conn, id, err_name(j->result.detail.code),
                  j->result.detail.where[0] ? " at " : "", j->result.detail.where);
     else
-        log_info("mllp conn=%llu id=%s %s findings=%zu rules=%s stored=%s ack=%s %.2fms",
-                 (unsigned long long)mllp_req_conn_id(j->req), id,
+        log_info("mllp conn=%llu id=%s %s findings=%zu rules=%s stored=%s ack=%s %.2fms", conn, id,
                  j->result.status == GATE_NOT_A_CLAIM ? "no-claim" : verdict_name(j->result.verdict.kind),
                  j->result.verdict.nfindings, rules_list(&j->arena, &j->result.verdict),
                  j->dest ? j->dest : "-", code[0] ? code : "none", secs * 1000);

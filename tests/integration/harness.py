@@ -115,8 +115,22 @@ class Daemon:
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
+    def sanitizer_report(self):
+        """What ASan/UBSan/LSan said in the daemon's log, or "" (a sanitizer
+        build reports there and the tests must not pass over it)."""
+        text = self.logtext()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            at = text.find(marker)
+            if at >= 0:
+                return text[max(0, at - 200):at + 3000]
+        return ""
+
     def cleanup(self):
         self.stop()
+        report = self.sanitizer_report()
+        if report:
+            print("sanitizer report kept in " + self.data_dir)
+            raise AssertionError("sanitizer report in the daemon's log:\n" + report)
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def outbox(self):

@@ -24,11 +24,11 @@ echo "== spinegate is running (pid $pid), data folder $data"
 echo "== sending the demo messages with python3-hl7's MLLP client"
 /usr/bin/python3 "$src/tools/demo-send.py" "$mllp_port" "$src"/tests/data/demo/*.hl7
 
-if [ -f "$src/tests/data/fhir/json/spine-claim-m4304.json" ]; then
+if [ -f "$src/tests/data/fhir/json/spine-m4304-mri.json" ]; then
     echo
     echo "== FHIR: POST /fhir/Claim (JSON) with curl  ->"
     curl -s -i -X POST -H 'Content-Type: application/fhir+json' \
-        --data-binary @"$src/tests/data/fhir/json/spine-claim-m4304.json" \
+        --data-binary @"$src/tests/data/fhir/json/spine-m4304-mri.json" \
         "http://127.0.0.1:$http_port/fhir/Claim" | sed 's/^/   /'
     echo
 fi

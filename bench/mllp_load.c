@@ -119,6 +119,14 @@ static void on_connect(uv_connect_t *req, int status)
     send_next(c);
 }
 
+static void on_guard(uv_timer_t *t)
+{
+    (void)t;
+    fprintf(stderr, "mllp_load: %d connection(s) still waiting for an ACK 10 s after the end\n",
+            g.open);
+    exit(1);
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -152,7 +160,7 @@ static void find_control_id(void)
     char sep = g.msg[3];
     size_t i = 3;
     int field = 1;
-    while (i < g.msg_len && field < 10) {
+    while (i < g.msg_len && field < 9) { /* field k: at the separator before MSH-(k+1) */
         i++;
         if (g.msg[i] == sep)
             field++;
@@ -193,6 +201,10 @@ static int run_send(const char *host, int port, int conns, double secs, const ch
         uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&addr, on_connect);
         g.open++;
     }
+    uv_timer_t guard;
+    uv_timer_init(g.loop, &guard);
+    uv_timer_start(&guard, on_guard, (uint64_t)(secs * 1000) + 10000, 0);
+    uv_unref((uv_handle_t *)&guard);
     uv_run(g.loop, UV_RUN_DEFAULT);
     double elapsed = (double)(uv_hrtime() - t0) / 1e9;
     qsort(g.lat, g.nlat, sizeof *g.lat, cmp_double);
@@ -207,7 +219,24 @@ static int run_send(const char *host, int port, int conns, double secs, const ch
 
 /* ---- sink */
 
-static const char ack[] = "\x0bMSH|^~\\&|SINK|BENCH|||20260101000000||ACK|1|P|2.5\rMSA|AA|1\r\x1c\r";
+/* Answers AA with MSA-2 = the message's MSH-10, as a real downstream does
+ * (spinegate checks that the ACK is for the message it sent). */
+static void sink_ack(uv_stream_t *s, const char *msg, size_t len)
+{
+    char sep = len > 3 ? msg[3] : '|';
+    const char *p = msg, *end = msg + len, *cid = "", *cid_end = "";
+    for (int field = 0; p < end && field < 9; p++)
+        if (*p == sep && ++field == 9)
+            cid = p + 1;
+    for (cid_end = cid; cid_end < end && *cid_end != sep && *cid_end != '\r'; cid_end++)
+        ;
+    char *ack = malloc(256 + (size_t)(cid_end - cid));
+    int n = sprintf(ack, "\x0bMSH|^~\\&|SINK|BENCH|||20260101000000||ACK|S%.*s|P|2.5\rMSA|AA|%.*s\r\x1c\r",
+                    (int)(cid_end - cid), cid, (int)(cid_end - cid), cid);
+    uv_buf_t b = uv_buf_init(ack, (unsigned)n);
+    uv_try_write(s, &b, 1);
+    free(ack);
+}
 
 static void sink_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
@@ -226,8 +255,9 @@ static void sink_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
             return;
         }
         size_t used = (size_t)(end - c->in) + 2;
-        uv_buf_t b = uv_buf_init((char *)ack, sizeof ack - 1);
-        uv_try_write(s, &b, 1);
+        char *start = memchr(c->in, 0x0b, used);
+        if (start)
+            sink_ack(s, start + 1, (size_t)(end - start - 1));
         memmove(c->in, c->in + used, c->in_len - used);
         c->in_len -= used;
     }

@@ -290,7 +290,7 @@ static err_t load_state(queue_t *q, err_detail_t *d)
     return ERR_OK;
 }
 
-#define CKPT_PAGES 1000       /* start a passive checkpoint past this WAL size */
+#define CKPT_PAGES 1000        /* start a passive checkpoint past this WAL size */
 #define CKPT_FORCE_PAGES 16384 /* past this, one that waits for and resets the WAL */
 
 static int wal_hook(void *user, sqlite3 *db, const char *name, int pages)
@@ -367,9 +367,8 @@ err_t queue_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, qu
     }
     xfree(lock);
 
-    int rc = sqlite3_open_v2(path, &q->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     err_t e = ERR_OK;
     if (rc != SQLITE_OK)
         e = sql_err(q->db, rc, d, "open queue");
@@ -473,8 +472,8 @@ static void commit_work(uv_work_t *w)
     }
     q->batch_rc = rc;
     if (rc != SQLITE_OK) {
-        snprintf(q->batch_err, sizeof q->batch_err, "%s: %s (sqlite %d)", what,
-                 sqlite3_errmsg(db), rc);
+        snprintf(q->batch_err, sizeof q->batch_err, "%s: %s (sqlite %d)", what, sqlite3_errmsg(db),
+                 rc);
         if (!sqlite3_get_autocommit(db))
             exec(db, "ROLLBACK");
     }
@@ -799,10 +798,10 @@ queue_row_t *queue__row_decode(sqlite3_stmt *st, size_t max_payload, char *why, 
 {
     /* Columns: id, dest, control_id, content_type, payload, findings, attempts,
      * created_ms. Every type and length is checked: the file may be damaged. */
-    static const int want[8] = {SQLITE_INTEGER, SQLITE_TEXT, SQLITE_TEXT, SQLITE_TEXT,
+    static const int want[8] = {SQLITE_INTEGER, SQLITE_TEXT, SQLITE_TEXT,    SQLITE_TEXT,
                                 SQLITE_BLOB,    SQLITE_TEXT, SQLITE_INTEGER, SQLITE_INTEGER};
-    static const size_t maxlen[8] = {0, QUEUE_DEST_MAX, QUEUE_CONTROL_ID_MAX, QUEUE_CTYPE_MAX,
-                                     0, QUEUE_FINDINGS_MAX, 0, 0};
+    static const size_t maxlen[8] = {
+        0, QUEUE_DEST_MAX, QUEUE_CONTROL_ID_MAX, QUEUE_CTYPE_MAX, 0, QUEUE_FINDINGS_MAX, 0, 0};
     if (sqlite3_column_count(st) != 8) {
         snprintf(why, whylen, "wrong column count");
         return NULL;
@@ -845,8 +844,8 @@ queue_row_t *queue__row_decode(sqlite3_stmt *st, size_t max_payload, char *why, 
         return NULL;
     }
     bool has_f = sqlite3_column_type(st, 5) != SQLITE_NULL;
-    size_t total = sizeof(queue_row_t) + len[1] + len[2] + len[3] + (has_f ? len[5] + 1 : 0) +
-                   len[4] + 4;
+    size_t total =
+        sizeof(queue_row_t) + len[1] + len[2] + len[3] + (has_f ? len[5] + 1 : 0) + len[4] + 4;
     queue_row_t *row = xmalloc(total);
     char *s = (char *)(row + 1);
     row->id = id;

@@ -38,9 +38,9 @@ typedef enum {
 } queue_sync_t;
 
 /* Limits on what a row may hold; longer input is refused by queue_put. */
-#define QUEUE_DEST_MAX 63       /* destination name bytes: [A-Za-z0-9_.-] */
+#define QUEUE_DEST_MAX 63        /* destination name bytes: [A-Za-z0-9_.-] */
 #define QUEUE_CONTROL_ID_MAX 199 /* control id bytes (MSH-10 is at most 199) */
-#define QUEUE_CTYPE_MAX 127     /* content type bytes */
+#define QUEUE_CTYPE_MAX 127      /* content type bytes */
 #define QUEUE_FINDINGS_MAX 65535 /* findings summary bytes */
 
 typedef struct {
@@ -58,23 +58,23 @@ typedef struct {
     const char *control_id;   /* MSH-10 or Claim.id; may be "" */
     const char *content_type; /* e.g. "application/hl7-v2", "application/fhir+json" */
     const void *payload;
-    size_t payload_len;       /* >= 1 */
-    const char *findings;     /* optional one-line summary of the findings; NULL = none */
+    size_t payload_len;   /* >= 1 */
+    const char *findings; /* optional one-line summary of the findings; NULL = none */
 } queue_item_t;
 
 /* A stored message as read back by a reader. One allocation: free it with
  * queue_row_free(). The strings are NUL-terminated; payload is followed by a
  * NUL that payload_len does not count. */
 typedef struct {
-    int64_t id;               /* ascending in put order; never reused */
+    int64_t id; /* ascending in put order; never reused */
     const char *dest;
     const char *control_id;
     const char *content_type;
-    const char *findings;     /* NULL when none */
+    const char *findings; /* NULL when none */
     const unsigned char *payload;
     size_t payload_len;
-    unsigned attempts;        /* delivery attempts already made (persisted) */
-    int64_t created_ms;       /* wall clock of the put, ms since the epoch */
+    unsigned attempts;  /* delivery attempts already made (persisted) */
+    int64_t created_ms; /* wall clock of the put, ms since the epoch */
 } queue_row_t;
 
 typedef struct {
@@ -95,8 +95,8 @@ typedef struct {
     uint64_t failed;    /* puts whose commit failed (callback with ERR_QUEUE) */
     uint64_t commits;   /* write transactions committed (group commits) */
     uint64_t delivered, retries, dead;
-    uint64_t corrupt;   /* unreadable rows found by readers and marked dead */
-    size_t ndest;       /* entries filled in dest[] (at most QUEUE_STATS_DESTS) */
+    uint64_t corrupt; /* unreadable rows found by readers and marked dead */
+    size_t ndest;     /* entries filled in dest[] (at most QUEUE_STATS_DESTS) */
     queue_dest_stats_t dest[QUEUE_STATS_DESTS];
 } queue_stats_t;
 

@@ -115,6 +115,12 @@ static void pump(out_dest_t *d)
     maybe_fetch(d);
     if (d->cur || d->dead_writing || d->ring_n == 0)
         return;
+    if (queue_reader_unsynced(d->reader) >= d->o.mark_window) {
+        /* Too far ahead of what a restart would know: wait for the marks
+         * (ready_cb brings us back here). */
+        queue_reader_flush(d->reader);
+        return;
+    }
     d->cur = ring_pop(d);
     d->attempts = d->cur->attempts;
     d->st.attempts = d->attempts;
@@ -299,6 +305,8 @@ err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_de
         d->o.ack_timeout_ms = 10000;
     if (!d->o.fetch_batch)
         d->o.fetch_batch = 64;
+    if (!d->o.mark_window)
+        d->o.mark_window = 32;
     d->ring_cap = d->o.fetch_batch;
     d->ring = xcalloc(d->ring_cap, sizeof *d->ring);
 

@@ -55,6 +55,9 @@ typedef struct {
     unsigned connect_timeout_ms; /* 0 = 5000 */
     unsigned ack_timeout_ms;     /* MLLP ACK or whole HTTP exchange; 0 = 10000 */
     unsigned fetch_batch;        /* rows read from the queue at a time; 0 = 64 */
+    unsigned mark_window;        /* at most this many delivered messages whose mark is not
+                                    yet committed: what a kill -9 can deliver twice
+                                    (besides the one in flight); 0 = 32; 1 = none */
 } out_dest_opts_t;
 
 typedef struct {

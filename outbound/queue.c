@@ -50,6 +50,7 @@ typedef enum { MARK_DELIVERED, MARK_DEAD, MARK_ATTEMPT } mark_kind_t;
 typedef struct mark_req {
     struct mark_req *next;
     int64_t id;
+    size_t dest_idx;
     mark_kind_t kind;
     unsigned attempts;
     char reason[160];
@@ -58,6 +59,7 @@ typedef struct mark_req {
 typedef struct {
     queue_dest_stats_t s;
     int64_t last_id; /* highest committed pending id: readers are behind while below */
+    size_t unsynced; /* marks given, not yet committed */
     queue_reader_t *reader;
 } dest_t;
 
@@ -530,7 +532,8 @@ static void commit_done(uv_work_t *w, int status)
 
     /* Readers learn of new rows before the callbacks run, so that a callback
      * that inspects the queue sees a consistent state. */
-    bool *touched = q->ndests ? xcalloc(q->ndests, sizeof *touched) : NULL;
+    size_t ntouched = q->ndests; /* a callback may add destinations */
+    bool *touched = ntouched ? xcalloc(ntouched, sizeof *touched) : NULL;
     for (put_req_t *p = puts; p; p = p->next) {
         dest_t *e = &q->dests[p->dest_idx];
         if (ok) {
@@ -543,8 +546,11 @@ static void commit_done(uv_work_t *w, int status)
         }
     }
     while (marks) {
+        /* Failed or not, these marks are no longer waited for. */
         mark_req_t *m = marks;
         marks = m->next;
+        q->dests[m->dest_idx].unsynced--;
+        touched[m->dest_idx] = true;
         xfree(m);
     }
     while (puts) {
@@ -558,7 +564,7 @@ static void commit_done(uv_work_t *w, int status)
             p->cb(q, ok ? ERR_OK : ERR_QUEUE, ok ? p->id : 0, p->user);
         xfree(p);
     }
-    for (size_t i = 0; touched && i < q->ndests; i++) {
+    for (size_t i = 0; i < ntouched; i++) {
         queue_reader_t *r = q->dests[i].reader;
         if (touched[i] && r && !r->closing && r->ready_cb)
             r->ready_cb(r, r->user);
@@ -927,12 +933,14 @@ static void reader_free(queue_reader_t *r)
     maybe_finish_close(q);
 }
 
-static void mark_add(queue_t *q, int64_t id, mark_kind_t kind, unsigned attempts,
+static void mark_add(queue_t *q, size_t dest_idx, int64_t id, mark_kind_t kind, unsigned attempts,
                      const char *reason)
 {
     mark_req_t *m = xmalloc(sizeof *m);
     m->next = NULL;
     m->id = id;
+    m->dest_idx = dest_idx;
+    q->dests[dest_idx].unsynced++;
     m->kind = kind;
     m->attempts = attempts;
     snprintf(m->reason, sizeof m->reason, "%s", reason ? reason : "");
@@ -952,7 +960,7 @@ static void fetch_done(uv_work_t *w, int status)
     for (size_t i = 0; i < r->nbad; i++) {
         log_error("queue: %s row %lld is unreadable (%s): marked dead", e->s.name,
                   (long long)r->bad_ids[i], r->err);
-        mark_add(q, r->bad_ids[i], MARK_DEAD, 0, "unreadable row");
+        mark_add(q, r->dest_idx, r->bad_ids[i], MARK_DEAD, 0, "unreadable row");
         q->st.corrupt++;
         q->st.dead++;
         e->s.dead++;
@@ -1005,6 +1013,17 @@ bool queue_reader_has_more(const queue_reader_t *r)
     return r->cursor < r->q->dests[r->dest_idx].last_id;
 }
 
+size_t queue_reader_unsynced(const queue_reader_t *r)
+{
+    return r->q->dests[r->dest_idx].unsynced;
+}
+
+void queue_reader_flush(queue_reader_t *r)
+{
+    if (r->q->dests[r->dest_idx].unsynced && !r->q->closed)
+        commit_schedule(r->q, true);
+}
+
 void queue_reader_close(queue_reader_t *r)
 {
     if (!r || r->closing)
@@ -1040,7 +1059,7 @@ err_t queue_mark_delivered(queue_reader_t *r, int64_t id)
     de->s.delivered++;
     r->q->st.delivered++;
     depth_down(r->q, de);
-    mark_add(r->q, id, MARK_DELIVERED, 0, NULL);
+    mark_add(r->q, r->dest_idx, id, MARK_DELIVERED, 0, NULL);
     return ERR_OK;
 }
 
@@ -1053,7 +1072,7 @@ err_t queue_mark_dead(queue_reader_t *r, int64_t id, unsigned attempts, const ch
     de->s.dead++;
     r->q->st.dead++;
     depth_down(r->q, de);
-    mark_add(r->q, id, MARK_DEAD, attempts, reason);
+    mark_add(r->q, r->dest_idx, id, MARK_DEAD, attempts, reason);
     return ERR_OK;
 }
 
@@ -1064,6 +1083,6 @@ err_t queue_mark_attempt(queue_reader_t *r, int64_t id, unsigned attempts, const
         return e;
     r->q->dests[r->dest_idx].s.retries++;
     r->q->st.retries++;
-    mark_add(r->q, id, MARK_ATTEMPT, attempts, reason);
+    mark_add(r->q, r->dest_idx, id, MARK_ATTEMPT, attempts, reason);
     return ERR_OK;
 }

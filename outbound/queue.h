@@ -14,10 +14,11 @@
  * Durability: with sync "full" each group commit fsyncs the WAL before any put
  * callback of that commit runs (survives power loss); with "normal" the WAL is
  * fsynced only at checkpoints (survives kill -9 and daemon crashes, not power
- * loss). Delivered/dead marks are group-committed without being waited for, so
- * after a crash the messages whose delivery was confirmed during the last
- * unfinished commit (a few milliseconds' worth) are delivered again, with the
- * same control id.
+ * loss). Delivered/dead marks are group-committed without being waited for
+ * (they wait up to 10 ms for company); a deliverer bounds how far it runs
+ * ahead of its committed marks (queue_reader_unsynced/flush), and after a
+ * crash exactly those messages (sent, delivered mark not yet committed) are
+ * delivered again, with the same control id.
  */
 #ifndef SPINEGATE_QUEUE_H
 #define SPINEGATE_QUEUE_H
@@ -143,8 +144,8 @@ void queue_close(queue_t *q, queue_close_cb cb, void *user);
 
 /* ---- reading back: used by out.h's deliverers, one reader per destination */
 
-/* Called when rows for the reader's destination were committed (a hint to
- * fetch; may be spurious). */
+/* Called when rows or marks for the reader's destination were committed (a
+ * hint to fetch or to go on; may be spurious). */
 typedef void (*queue_ready_cb)(queue_reader_t *r, void *user);
 
 /* Answers queue_reader_fetch(): status ERR_OK with n rows (n may be 0 when
@@ -170,6 +171,13 @@ err_t queue_reader_fetch(queue_reader_t *r, size_t max, queue_fetch_cb cb);
 /* True when rows of the destination were committed past the cursor (a fetch
  * would return something). */
 bool queue_reader_has_more(const queue_reader_t *r);
+
+/* Marks of this reader's destination given but not yet committed. */
+size_t queue_reader_unsynced(const queue_reader_t *r);
+
+/* Asks for the pending marks to be committed at the next loop turn instead
+ * of waiting for company; ready_cb runs when they are. */
+void queue_reader_flush(queue_reader_t *r);
 
 /* Closes r after any running fetch (whose cb is then not called) and frees it.
  * Accepts NULL. */

@@ -46,8 +46,7 @@ static void print_lat(const char *what, double secs, size_t n, const queue_t *q)
 /* Payload is an HL7 message whose MSH-10 is the control id. */
 static size_t make_msg(char *buf, int idx)
 {
-    int n = snprintf(buf, 128, "MSH|^~\\&|EHR|HOSP|BILL|HOSP|20240101||DFT^P03|M%09d|P|2.5\r",
-                     idx);
+    int n = snprintf(buf, 128, "MSH|^~\\&|EHR|HOSP|BILL|HOSP|20240101||DFT^P03|M%09d|P|2.5\r", idx);
     memset(buf + n, 'x', PAYLOAD - (size_t)n - 1);
     buf[PAYLOAD - 1] = '\r';
     return PAYLOAD;
@@ -180,8 +179,8 @@ static void sink_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
             memcpy(ctl, ctrl + 1, 10);
         uv_write_t *w = malloc(sizeof *w + 160);
         char *a = (char *)(w + 1);
-        int len = snprintf(a, 160, "\x0bMSH|^~\\&|B|B|E|E|20240101||ACK|A|P|2.5\rMSA|AA|%s\r\x1c\x0d",
-                           ctl);
+        int len = snprintf(a, 160,
+                           "\x0bMSH|^~\\&|B|B|E|E|20240101||ACK|A|P|2.5\rMSA|AA|%s\r\x1c\x0d", ctl);
         uv_buf_t ob = uv_buf_init(a, (unsigned)len);
         uv_write(w, st, &ob, 1, sink_wrote);
         c->s->frames++;

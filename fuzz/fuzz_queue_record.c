@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "log.h"
 #include "queue.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -155,6 +156,7 @@ static void rows_from(const uint8_t *p, size_t n)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     paths();
+    log_set_level(LOG_LVL_ERROR);
     clean();
     if (size == 0)
         return 0;

@@ -27,6 +27,19 @@ static int64_t wall_ms(void)
 static void pump(out_dest_t *d);
 static void finish_stop(out_dest_t *d);
 
+/* The control id as it may appear in a log line or a note: it came from the
+ * sender, so anything but printable ASCII becomes '?' (no forged lines). */
+static const char *safe_id(const char *id, char buf[72])
+{
+    size_t k = 0;
+    for (; id[k] && k < 64; k++)
+        buf[k] = id[k] > 0x20 && id[k] < 0x7f ? id[k] : '?';
+    if (id[k])
+        buf[k++] = '~';
+    buf[k] = 0;
+    return k ? buf : "-";
+}
+
 /* ---------------------------------------------------------------- fetching */
 
 static void ring_push(out_dest_t *d, queue_row_t *row)
@@ -102,6 +115,12 @@ static void pump(out_dest_t *d)
     maybe_fetch(d);
     if (d->cur || d->dead_writing || d->ring_n == 0)
         return;
+    if (queue_reader_unsynced(d->reader) >= d->o.mark_window) {
+        /* Too far ahead of what a restart would know: wait for the marks
+         * (ready_cb brings us back here). */
+        queue_reader_flush(d->reader);
+        return;
+    }
     d->cur = ring_pop(d);
     d->attempts = d->cur->attempts;
     d->st.attempts = d->attempts;
@@ -139,16 +158,16 @@ static void dead_work(uv_work_t *w)
     const char *ext = d->o.ext ? d->o.ext : out__ext_for(row->content_type);
     out__file_name(name, sizeof name, row->id, row->control_id, ext);
     snprintf(note_name, sizeof note_name, "%s.reason", name);
-    char note[1024];
+    char note[1024], idb[72];
     int n = snprintf(note, sizeof note,
                      "destination: %s\ncontrol-id: %s\ncontent-type: %s\nattempts: %u\n"
                      "reason: %s\nqueued-ms: %" PRId64 "\n",
-                     row->dest, row->control_id, row->content_type, d->attempts, d->dead_reason,
-                     row->created_ms);
+                     row->dest, safe_id(row->control_id, idb), row->content_type, d->attempts,
+                     d->dead_reason, row->created_ms);
     if (n < 0 || (size_t)n >= sizeof note)
         n = (int)strlen(note);
-    d->dead_rc = out__write_atomic(d->o.dead_dir, name, row->payload, row->payload_len,
-                                   !d->o.no_fsync);
+    d->dead_rc =
+        out__write_atomic(d->o.dead_dir, name, row->payload, row->payload_len, !d->o.no_fsync);
     if (d->dead_rc == 0)
         d->dead_rc = out__write_atomic(d->o.dead_dir, note_name, note, (size_t)n, !d->o.no_fsync);
 }
@@ -157,10 +176,11 @@ static void dead_done(uv_work_t *w, int status)
 {
     out_dest_t *d = w->data;
     d->dead_writing = false;
+    char idb[72];
     if (status == 0 && d->dead_rc != 0)
         log_error("out %s: control id %s: dead-letter file not written (%s); the row is kept "
                   "dead in the queue",
-                  d->o.dest, d->cur->control_id, strerror(d->dead_rc));
+                  d->o.dest, safe_id(d->cur->control_id, idb), strerror(d->dead_rc));
     queue_mark_dead(d->reader, d->cur->id, d->attempts, d->dead_reason);
     cur_done(d);
     if (d->stopping)
@@ -171,10 +191,11 @@ static void dead_done(uv_work_t *w, int status)
 
 static void dead_letter(out_dest_t *d, const char *reason)
 {
+    char idb[72];
     d->st.dead++;
     snprintf(d->dead_reason, sizeof d->dead_reason, "%s", reason);
     log_error("out %s: control id %s dead-lettered after %u attempts: %s", d->o.dest,
-              d->cur->control_id, d->attempts, reason);
+              safe_id(d->cur->control_id, idb), d->attempts, reason);
     if (!d->o.dead_dir) {
         queue_mark_dead(d->reader, d->cur->id, d->attempts, reason);
         cur_done(d);
@@ -191,11 +212,12 @@ void out__send_done(out_dest_t *d, out__res_t res, const char *reason)
     d->attempts++;
     d->st.attempts = d->attempts;
     queue_row_t *row = d->cur;
+    char idb[72];
     if (res == OUT_RES_OK) {
         d->st.delivered++;
         d->st.last_ok_ms = wall_ms();
-        log_debug("out %s: control id %s delivered (attempt %u)", d->o.dest, row->control_id,
-                  d->attempts);
+        log_debug("out %s: control id %s delivered (attempt %u)", d->o.dest,
+                  safe_id(row->control_id, idb), d->attempts);
         queue_mark_delivered(d->reader, row->id);
         cur_done(d);
     } else {
@@ -206,7 +228,8 @@ void out__send_done(out_dest_t *d, out__res_t res, const char *reason)
             uint64_t delay = backoff_ms(d, d->attempts);
             d->st.retries++;
             log_warn("out %s: control id %s attempt %u failed: %s; retry in %" PRIu64 " ms",
-                     d->o.dest, row->control_id, d->attempts, d->st.last_error, delay);
+                     d->o.dest, safe_id(row->control_id, idb), d->attempts, d->st.last_error,
+                     delay);
             queue_mark_attempt(d->reader, row->id, d->attempts, d->st.last_error);
             if (!d->stopping)
                 uv_timer_start(&d->retry_timer, retry_timer_cb, delay, 0);
@@ -282,6 +305,8 @@ err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_de
         d->o.ack_timeout_ms = 10000;
     if (!d->o.fetch_batch)
         d->o.fetch_batch = 64;
+    if (!d->o.mark_window)
+        d->o.mark_window = 32;
     d->ring_cap = d->o.fetch_batch;
     d->ring = xcalloc(d->ring_cap, sizeof *d->ring);
 

@@ -14,6 +14,10 @@
  * Ownership: out_start() produces an out_dest_t that out_stop() frees (after
  * its handles are closed); strings in out_dest_opts_t are copied. Everything
  * runs on the given loop's thread, as do the callbacks.
+ *
+ * Shutdown (SIGTERM): stop accepting input, out_stop() every deliverer, and
+ * when all their callbacks have run, queue_close(); rows not yet delivered
+ * stay in the queue for the next start.
  */
 #ifndef SPINEGATE_OUT_H
 #define SPINEGATE_OUT_H
@@ -34,33 +38,36 @@ typedef enum {
 } out_kind_t;
 
 typedef struct {
-    const char *dest;     /* queue destination drained, e.g. "hl7", "fhir", "reject" */
+    const char *dest; /* queue destination drained, e.g. "hl7", "fhir", "reject" */
     out_kind_t kind;
-    const char *host;     /* OUT_MLLP: name or address */
-    unsigned port;        /* OUT_MLLP */
-    const char *url;      /* OUT_HTTP: base URL; each message is POSTed to <url>/<resource> */
-    const char *resource; /* OUT_HTTP: NULL = "Claim" */
-    const char *dir;      /* OUT_DIR: target folder, created if absent */
-    const char *ext;      /* OUT_DIR: file extension; NULL = from the content type */
-    bool no_fsync;        /* OUT_DIR and dead letters: skip fsync (tests, sync=normal) */
-    const char *dead_dir; /* dead-letter folder (created); NULL = dead rows only in the queue */
-    unsigned max_tries;   /* attempts before dead-letter; 0 = 10 */
+    const char *host;         /* OUT_MLLP: name or address */
+    unsigned port;            /* OUT_MLLP */
+    const char *url;          /* OUT_HTTP: base URL; each message is POSTed to <url>/<resource> */
+    const char *resource;     /* OUT_HTTP: NULL = "Claim" */
+    const char *dir;          /* OUT_DIR: target folder, created if absent */
+    const char *ext;          /* OUT_DIR: file extension; NULL = from the content type */
+    bool no_fsync;            /* OUT_DIR and dead letters: skip fsync (tests, sync=normal) */
+    const char *dead_dir;     /* dead-letter folder (created); NULL = dead rows only in the queue */
+    unsigned max_tries;       /* attempts before dead-letter; 0 = 10 */
     unsigned backoff_base_ms; /* first retry delay, doubled each try; 0 = 500 */
     unsigned backoff_max_ms;  /* longest retry delay; 0 = 300000 */
     bool jitter;              /* draw each delay uniformly from [delay/2, delay] */
     unsigned connect_timeout_ms; /* 0 = 5000 */
     unsigned ack_timeout_ms;     /* MLLP ACK or whole HTTP exchange; 0 = 10000 */
     unsigned fetch_batch;        /* rows read from the queue at a time; 0 = 64 */
+    unsigned mark_window;        /* at most this many delivered messages whose mark is not
+                                    yet committed: what a kill -9 can deliver twice
+                                    (besides the one in flight); 0 = 32; 1 = none */
 } out_dest_opts_t;
 
 typedef struct {
-    uint64_t delivered;  /* accepted downstream since start */
-    uint64_t retries;    /* failed attempts that were retried */
-    uint64_t dead;       /* dead-lettered */
-    unsigned inflight;   /* 0 or 1: a message is being sent or waits for its retry */
-    unsigned attempts;   /* attempts made for the current message */
-    bool connected;      /* MLLP: a connection is open */
-    int64_t last_ok_ms;  /* wall clock of the last delivery; 0 = none */
+    uint64_t delivered;   /* accepted downstream since start */
+    uint64_t retries;     /* failed attempts that were retried */
+    uint64_t dead;        /* dead-lettered */
+    unsigned inflight;    /* 0 or 1: a message is being sent or waits for its retry */
+    unsigned attempts;    /* attempts made for the current message */
+    bool connected;       /* MLLP: a connection is open */
+    int64_t last_ok_ms;   /* wall clock of the last delivery; 0 = none */
     char last_error[128]; /* reason of the last failure; "" = none */
 } out_stats_t;
 

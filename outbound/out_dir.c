@@ -22,7 +22,8 @@ const char *out__ext_for(const char *ct)
 {
     if (!ct)
         return "bin";
-    if (strncasecmp(ct, "application/hl7", 15) == 0 || strncasecmp(ct, "x-application/hl7", 17) == 0)
+    if (strncasecmp(ct, "application/hl7", 15) == 0 ||
+        strncasecmp(ct, "x-application/hl7", 17) == 0)
         return "hl7";
     if (strstr(ct, "json"))
         return "json";
@@ -124,8 +125,7 @@ typedef struct {
 static err_t dir_init(out_dest_t *d, err_detail_t *e)
 {
     if (!d->o.dir || !*d->o.dir)
-        return err_set(e, ERR_BAD_CONFIG, 0, "out %s: no folder for the directory sink",
-                       d->o.dest);
+        return err_set(e, ERR_BAD_CONFIG, 0, "out %s: no folder for the directory sink", d->o.dest);
     int en = out__mkdirs(d->o.dir);
     if (en)
         return err_set(e, ERR_BAD_CONFIG, 0, "out %s: folder %s: %s", d->o.dest, d->o.dir,
@@ -144,8 +144,7 @@ static void dir_work(uv_work_t *w)
     char name[128];
     const char *ext = d->o.ext ? d->o.ext : out__ext_for(s->row->content_type);
     out__file_name(name, sizeof name, s->row->id, s->row->control_id, ext);
-    s->rc = out__write_atomic(d->o.dir, name, s->row->payload, s->row->payload_len,
-                              !d->o.no_fsync);
+    s->rc = out__write_atomic(d->o.dir, name, s->row->payload, s->row->payload_len, !d->o.no_fsync);
 }
 
 static void dir_done(uv_work_t *w, int status)

@@ -43,8 +43,8 @@ struct out_dest {
 
     queue_row_t **ring; /* fetched, not yet sent */
     size_t ring_head, ring_n, ring_cap;
-    queue_row_t *cur;   /* being sent or waiting for its retry */
-    unsigned attempts;  /* of cur, including those before a restart */
+    queue_row_t *cur;  /* being sent or waiting for its retry */
+    unsigned attempts; /* of cur, including those before a restart */
     bool started, sending, fetching, dead_writing, stopping, stopped;
     uv_timer_t retry_timer, fetch_timer;
     uv_work_t dead_work;

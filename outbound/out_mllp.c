@@ -31,19 +31,18 @@ typedef struct {
 
 struct mllp_state {
     out_dest_t *d;
-    conn_t *c;            /* NULL when not connected */
+    conn_t *c; /* NULL when not connected */
     bool connected;
     uv_timer_t timer;     /* connect or ACK timeout */
     uv_getaddrinfo_t gai; /* for a host that is not an address */
     bool resolving;
     const queue_row_t *row; /* being sent: NULL when idle */
-    bool awaiting;         /* frame written or writing; ACK expected */
-    unsigned open_conns;   /* connections not yet closed */
+    bool awaiting;          /* frame written or writing; ACK expected */
+    unsigned open_conns;    /* connections not yet closed */
     bool closing;
 };
 
-out__res_t out__mllp_ack_parse(const char *p, size_t n, const char *ctrl, char *reason,
-                               size_t rl)
+out__res_t out__mllp_ack_parse(const char *p, size_t n, const char *ctrl, char *reason, size_t rl)
 {
     for (size_t i = 0; i + 3 < n; i++) {
         if ((i > 0 && p[i - 1] != '\r' && p[i - 1] != '\n') || memcmp(p + i, "MSA", 3) != 0)
@@ -232,8 +231,8 @@ static void connect_cb(uv_connect_t *req, int status)
         return;
     if (status) {
         char reason[96];
-        snprintf(reason, sizeof reason, "connect to %s:%u failed (%s)", m->d->o.host,
-                 m->d->o.port, uv_err_name(status));
+        snprintf(reason, sizeof reason, "connect to %s:%u failed (%s)", m->d->o.host, m->d->o.port,
+                 uv_err_name(status));
         finish(m, OUT_RES_RETRY, reason);
         return;
     }
@@ -262,8 +261,8 @@ static void connect_to(mllp_state_t *m, const struct sockaddr *sa)
     int rc = uv_tcp_connect(&c->creq, &c->tcp, sa, connect_cb);
     if (rc) {
         char reason[96];
-        snprintf(reason, sizeof reason, "connect to %s:%u failed (%s)", m->d->o.host,
-                 m->d->o.port, uv_err_name(rc));
+        snprintf(reason, sizeof reason, "connect to %s:%u failed (%s)", m->d->o.host, m->d->o.port,
+                 uv_err_name(rc));
         finish(m, OUT_RES_RETRY, reason);
         return;
     }

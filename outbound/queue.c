@@ -50,6 +50,7 @@ typedef enum { MARK_DELIVERED, MARK_DEAD, MARK_ATTEMPT } mark_kind_t;
 typedef struct mark_req {
     struct mark_req *next;
     int64_t id;
+    size_t dest_idx;
     mark_kind_t kind;
     unsigned attempts;
     char reason[160];
@@ -58,6 +59,7 @@ typedef struct mark_req {
 typedef struct {
     queue_dest_stats_t s;
     int64_t last_id; /* highest committed pending id: readers are behind while below */
+    size_t unsynced; /* marks given, not yet committed */
     queue_reader_t *reader;
 } dest_t;
 
@@ -290,7 +292,7 @@ static err_t load_state(queue_t *q, err_detail_t *d)
     return ERR_OK;
 }
 
-#define CKPT_PAGES 1000       /* start a passive checkpoint past this WAL size */
+#define CKPT_PAGES 1000        /* start a passive checkpoint past this WAL size */
 #define CKPT_FORCE_PAGES 16384 /* past this, one that waits for and resets the WAL */
 
 static int wal_hook(void *user, sqlite3 *db, const char *name, int pages)
@@ -367,9 +369,8 @@ err_t queue_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, qu
     }
     xfree(lock);
 
-    int rc = sqlite3_open_v2(path, &q->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     err_t e = ERR_OK;
     if (rc != SQLITE_OK)
         e = sql_err(q->db, rc, d, "open queue");
@@ -473,8 +474,8 @@ static void commit_work(uv_work_t *w)
     }
     q->batch_rc = rc;
     if (rc != SQLITE_OK) {
-        snprintf(q->batch_err, sizeof q->batch_err, "%s: %s (sqlite %d)", what,
-                 sqlite3_errmsg(db), rc);
+        snprintf(q->batch_err, sizeof q->batch_err, "%s: %s (sqlite %d)", what, sqlite3_errmsg(db),
+                 rc);
         if (!sqlite3_get_autocommit(db))
             exec(db, "ROLLBACK");
     }
@@ -531,7 +532,8 @@ static void commit_done(uv_work_t *w, int status)
 
     /* Readers learn of new rows before the callbacks run, so that a callback
      * that inspects the queue sees a consistent state. */
-    bool *touched = q->ndests ? xcalloc(q->ndests, sizeof *touched) : NULL;
+    size_t ntouched = q->ndests; /* a callback may add destinations */
+    bool *touched = ntouched ? xcalloc(ntouched, sizeof *touched) : NULL;
     for (put_req_t *p = puts; p; p = p->next) {
         dest_t *e = &q->dests[p->dest_idx];
         if (ok) {
@@ -544,8 +546,11 @@ static void commit_done(uv_work_t *w, int status)
         }
     }
     while (marks) {
+        /* Failed or not, these marks are no longer waited for. */
         mark_req_t *m = marks;
         marks = m->next;
+        q->dests[m->dest_idx].unsynced--;
+        touched[m->dest_idx] = true;
         xfree(m);
     }
     while (puts) {
@@ -559,7 +564,7 @@ static void commit_done(uv_work_t *w, int status)
             p->cb(q, ok ? ERR_OK : ERR_QUEUE, ok ? p->id : 0, p->user);
         xfree(p);
     }
-    for (size_t i = 0; touched && i < q->ndests; i++) {
+    for (size_t i = 0; i < ntouched; i++) {
         queue_reader_t *r = q->dests[i].reader;
         if (touched[i] && r && !r->closing && r->ready_cb)
             r->ready_cb(r, r->user);
@@ -799,10 +804,10 @@ queue_row_t *queue__row_decode(sqlite3_stmt *st, size_t max_payload, char *why, 
 {
     /* Columns: id, dest, control_id, content_type, payload, findings, attempts,
      * created_ms. Every type and length is checked: the file may be damaged. */
-    static const int want[8] = {SQLITE_INTEGER, SQLITE_TEXT, SQLITE_TEXT, SQLITE_TEXT,
+    static const int want[8] = {SQLITE_INTEGER, SQLITE_TEXT, SQLITE_TEXT,    SQLITE_TEXT,
                                 SQLITE_BLOB,    SQLITE_TEXT, SQLITE_INTEGER, SQLITE_INTEGER};
-    static const size_t maxlen[8] = {0, QUEUE_DEST_MAX, QUEUE_CONTROL_ID_MAX, QUEUE_CTYPE_MAX,
-                                     0, QUEUE_FINDINGS_MAX, 0, 0};
+    static const size_t maxlen[8] = {
+        0, QUEUE_DEST_MAX, QUEUE_CONTROL_ID_MAX, QUEUE_CTYPE_MAX, 0, QUEUE_FINDINGS_MAX, 0, 0};
     if (sqlite3_column_count(st) != 8) {
         snprintf(why, whylen, "wrong column count");
         return NULL;
@@ -845,8 +850,8 @@ queue_row_t *queue__row_decode(sqlite3_stmt *st, size_t max_payload, char *why, 
         return NULL;
     }
     bool has_f = sqlite3_column_type(st, 5) != SQLITE_NULL;
-    size_t total = sizeof(queue_row_t) + len[1] + len[2] + len[3] + (has_f ? len[5] + 1 : 0) +
-                   len[4] + 4;
+    size_t total =
+        sizeof(queue_row_t) + len[1] + len[2] + len[3] + (has_f ? len[5] + 1 : 0) + len[4] + 4;
     queue_row_t *row = xmalloc(total);
     char *s = (char *)(row + 1);
     row->id = id;
@@ -928,12 +933,14 @@ static void reader_free(queue_reader_t *r)
     maybe_finish_close(q);
 }
 
-static void mark_add(queue_t *q, int64_t id, mark_kind_t kind, unsigned attempts,
+static void mark_add(queue_t *q, size_t dest_idx, int64_t id, mark_kind_t kind, unsigned attempts,
                      const char *reason)
 {
     mark_req_t *m = xmalloc(sizeof *m);
     m->next = NULL;
     m->id = id;
+    m->dest_idx = dest_idx;
+    q->dests[dest_idx].unsynced++;
     m->kind = kind;
     m->attempts = attempts;
     snprintf(m->reason, sizeof m->reason, "%s", reason ? reason : "");
@@ -953,7 +960,7 @@ static void fetch_done(uv_work_t *w, int status)
     for (size_t i = 0; i < r->nbad; i++) {
         log_error("queue: %s row %lld is unreadable (%s): marked dead", e->s.name,
                   (long long)r->bad_ids[i], r->err);
-        mark_add(q, r->bad_ids[i], MARK_DEAD, 0, "unreadable row");
+        mark_add(q, r->dest_idx, r->bad_ids[i], MARK_DEAD, 0, "unreadable row");
         q->st.corrupt++;
         q->st.dead++;
         e->s.dead++;
@@ -1006,6 +1013,17 @@ bool queue_reader_has_more(const queue_reader_t *r)
     return r->cursor < r->q->dests[r->dest_idx].last_id;
 }
 
+size_t queue_reader_unsynced(const queue_reader_t *r)
+{
+    return r->q->dests[r->dest_idx].unsynced;
+}
+
+void queue_reader_flush(queue_reader_t *r)
+{
+    if (r->q->dests[r->dest_idx].unsynced && !r->q->closed)
+        commit_schedule(r->q, true);
+}
+
 void queue_reader_close(queue_reader_t *r)
 {
     if (!r || r->closing)
@@ -1041,7 +1059,7 @@ err_t queue_mark_delivered(queue_reader_t *r, int64_t id)
     de->s.delivered++;
     r->q->st.delivered++;
     depth_down(r->q, de);
-    mark_add(r->q, id, MARK_DELIVERED, 0, NULL);
+    mark_add(r->q, r->dest_idx, id, MARK_DELIVERED, 0, NULL);
     return ERR_OK;
 }
 
@@ -1054,7 +1072,7 @@ err_t queue_mark_dead(queue_reader_t *r, int64_t id, unsigned attempts, const ch
     de->s.dead++;
     r->q->st.dead++;
     depth_down(r->q, de);
-    mark_add(r->q, id, MARK_DEAD, attempts, reason);
+    mark_add(r->q, r->dest_idx, id, MARK_DEAD, attempts, reason);
     return ERR_OK;
 }
 
@@ -1065,6 +1083,6 @@ err_t queue_mark_attempt(queue_reader_t *r, int64_t id, unsigned attempts, const
         return e;
     r->q->dests[r->dest_idx].s.retries++;
     r->q->st.retries++;
-    mark_add(r->q, id, MARK_ATTEMPT, attempts, reason);
+    mark_add(r->q, r->dest_idx, id, MARK_ATTEMPT, attempts, reason);
     return ERR_OK;
 }

@@ -14,10 +14,11 @@
  * Durability: with sync "full" each group commit fsyncs the WAL before any put
  * callback of that commit runs (survives power loss); with "normal" the WAL is
  * fsynced only at checkpoints (survives kill -9 and daemon crashes, not power
- * loss). Delivered/dead marks are group-committed without being waited for, so
- * after a crash the messages whose delivery was confirmed during the last
- * unfinished commit (a few milliseconds' worth) are delivered again, with the
- * same control id.
+ * loss). Delivered/dead marks are group-committed without being waited for
+ * (they wait up to 10 ms for company); a deliverer bounds how far it runs
+ * ahead of its committed marks (queue_reader_unsynced/flush), and after a
+ * crash exactly those messages (sent, delivered mark not yet committed) are
+ * delivered again, with the same control id.
  */
 #ifndef SPINEGATE_QUEUE_H
 #define SPINEGATE_QUEUE_H
@@ -38,9 +39,9 @@ typedef enum {
 } queue_sync_t;
 
 /* Limits on what a row may hold; longer input is refused by queue_put. */
-#define QUEUE_DEST_MAX 63       /* destination name bytes: [A-Za-z0-9_.-] */
+#define QUEUE_DEST_MAX 63        /* destination name bytes: [A-Za-z0-9_.-] */
 #define QUEUE_CONTROL_ID_MAX 199 /* control id bytes (MSH-10 is at most 199) */
-#define QUEUE_CTYPE_MAX 127     /* content type bytes */
+#define QUEUE_CTYPE_MAX 127      /* content type bytes */
 #define QUEUE_FINDINGS_MAX 65535 /* findings summary bytes */
 
 typedef struct {
@@ -58,23 +59,23 @@ typedef struct {
     const char *control_id;   /* MSH-10 or Claim.id; may be "" */
     const char *content_type; /* e.g. "application/hl7-v2", "application/fhir+json" */
     const void *payload;
-    size_t payload_len;       /* >= 1 */
-    const char *findings;     /* optional one-line summary of the findings; NULL = none */
+    size_t payload_len;   /* >= 1 */
+    const char *findings; /* optional one-line summary of the findings; NULL = none */
 } queue_item_t;
 
 /* A stored message as read back by a reader. One allocation: free it with
  * queue_row_free(). The strings are NUL-terminated; payload is followed by a
  * NUL that payload_len does not count. */
 typedef struct {
-    int64_t id;               /* ascending in put order; never reused */
+    int64_t id; /* ascending in put order; never reused */
     const char *dest;
     const char *control_id;
     const char *content_type;
-    const char *findings;     /* NULL when none */
+    const char *findings; /* NULL when none */
     const unsigned char *payload;
     size_t payload_len;
-    unsigned attempts;        /* delivery attempts already made (persisted) */
-    int64_t created_ms;       /* wall clock of the put, ms since the epoch */
+    unsigned attempts;  /* delivery attempts already made (persisted) */
+    int64_t created_ms; /* wall clock of the put, ms since the epoch */
 } queue_row_t;
 
 typedef struct {
@@ -95,8 +96,8 @@ typedef struct {
     uint64_t failed;    /* puts whose commit failed (callback with ERR_QUEUE) */
     uint64_t commits;   /* write transactions committed (group commits) */
     uint64_t delivered, retries, dead;
-    uint64_t corrupt;   /* unreadable rows found by readers and marked dead */
-    size_t ndest;       /* entries filled in dest[] (at most QUEUE_STATS_DESTS) */
+    uint64_t corrupt; /* unreadable rows found by readers and marked dead */
+    size_t ndest;     /* entries filled in dest[] (at most QUEUE_STATS_DESTS) */
     queue_dest_stats_t dest[QUEUE_STATS_DESTS];
 } queue_stats_t;
 
@@ -143,8 +144,8 @@ void queue_close(queue_t *q, queue_close_cb cb, void *user);
 
 /* ---- reading back: used by out.h's deliverers, one reader per destination */
 
-/* Called when rows for the reader's destination were committed (a hint to
- * fetch; may be spurious). */
+/* Called when rows or marks for the reader's destination were committed (a
+ * hint to fetch or to go on; may be spurious). */
 typedef void (*queue_ready_cb)(queue_reader_t *r, void *user);
 
 /* Answers queue_reader_fetch(): status ERR_OK with n rows (n may be 0 when
@@ -170,6 +171,13 @@ err_t queue_reader_fetch(queue_reader_t *r, size_t max, queue_fetch_cb cb);
 /* True when rows of the destination were committed past the cursor (a fetch
  * would return something). */
 bool queue_reader_has_more(const queue_reader_t *r);
+
+/* Marks of this reader's destination given but not yet committed. */
+size_t queue_reader_unsynced(const queue_reader_t *r);
+
+/* Asks for the pending marks to be committed at the next loop turn instead
+ * of waiting for company; ready_cb runs when they are. */
+void queue_reader_flush(queue_reader_t *r);
 
 /* Closes r after any running fetch (whose cb is then not called) and frees it.
  * Accepts NULL. */

@@ -257,8 +257,7 @@ static void test_reopen_keeps_order(void **state)
         assert_int_equal(ctrl_index(x.rows[i]), (int)(2 * i + 1));
     for (size_t i = 0; i < 10; i++)
         assert_int_equal(queue_mark_delivered(r, x.rows[i]->id), ERR_OK);
-    assert_int_equal(queue_mark_attempt(r, x.rows[10]->id, 3, "downstream answered AE"),
-                     ERR_OK);
+    assert_int_equal(queue_mark_attempt(r, x.rows[10]->id, 3, "downstream answered AE"), ERR_OK);
     assert_int_equal(queue_mark_delivered(r, 0), ERR_BAD_VALUE);
     free_fetched(&x);
     queue_reader_close(r);
@@ -431,8 +430,8 @@ static void test_delivered_pruned(void **state)
     sqlite3_finalize(s);
     sqlite3_close(db);
     off_t end = file_size(f->path);
-    printf("# file after 500 x 4 kB: %lld bytes; after 3000: %lld bytes\n",
-           (long long)after_first, (long long)end);
+    printf("# file after 500 x 4 kB: %lld bytes; after 3000: %lld bytes\n", (long long)after_first,
+           (long long)end);
     assert_true(end <= 2 * after_first + 65536);
 }
 

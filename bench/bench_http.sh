@@ -1,0 +1,33 @@
+#!/bin/sh
+# bench_http.sh - POST [base]/Claim/$validate with wrk (Debian), 16
+# connections, JSON and XML bodies: requests/s and p50/p99, printed.
+set -eu
+build=${top_builddir:-$(pwd)}
+src=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
+secs=${BENCH_SECONDS:-5}
+command -v wrk >/dev/null || { echo "bench_http: wrk is not installed (apt-get install wrk)"; exit 0; }
+tmp=$(mktemp -d)
+pid=
+trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$build/spinegate" --listen-mllp off --listen-http "127.0.0.1:$port" --data-dir "$tmp/data" \
+    --log-level warn 2>"$tmp/log" & pid=$!
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.1; done
+echo "== POST /fhir/Claim/\$validate, wrk with 16 connections on 1 thread, ${secs}s each"
+for fmt in json xml; do
+    body="$src/tests/data/fhir/$fmt/spine-m4304-mri.$fmt"
+    cat >"$tmp/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/fhir+$fmt"
+local f = io.open("$body", "rb")
+wrk.body = f:read("*a")
+f:close()
+LUA
+    out=$(wrk -t1 -c16 -d"${secs}s" --latency -s "$tmp/post.lua" "http://127.0.0.1:$port/fhir/Claim/\$validate")
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
+    p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+    non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+    echo "   $fmt ($(wc -c <"$body") bytes): ${rps} requests/s  p50 ${p50}  p99 ${p99}  non-2xx ${non2xx:-0}"
+done
+echo "   spinegate peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$pid/status)"

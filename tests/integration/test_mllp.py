@@ -228,6 +228,35 @@ class Downstream(unittest.TestCase):
             sink.stop()
 
 
+class Backpressure(unittest.TestCase):
+    def test_full_queue_holds_the_sender_and_others_go_on(self):
+        port = h.free_port()
+        d = h.Daemon("--downstream-mllp", "127.0.0.1:%d" % port, "--queue-max", "3",
+                     "--retry-base", "50ms", "--retry-max-delay", "100ms", "--retry-max", "1000").start()
+        try:
+            for i in range(3):
+                self.assertEqual(h.ack_code(h.mllp_send(d.mllp_port, dft("FULL%04d" % i, ["J20.9"]))), "AA")
+            a = h.RawClient(d.mllp_port, timeout=1)
+            a.send(a.frame(dft("HELD0001", ["J20.9"])))
+            with self.assertRaises(OSError):  # no ACK while the queue is full: never AA before stored
+                a.read_frame()
+            # Another connection is still read and answered at once.
+            b = h.RawClient(d.mllp_port, timeout=5)
+            b.send(b.frame(b"not HL7 at all"))
+            self.assertEqual(h.ack_code(b.read_frame()), "AR")
+            b.close()
+            sink = h.MllpSink(port).start()  # downstream comes up: the queue drains
+            try:
+                a.sock.settimeout(20)
+                self.assertEqual(h.ack_code(a.read_frame()), "AA")
+                h.wait_for(lambda: "HELD0001" in sink.control_ids(), 20, "held message delivered")
+            finally:
+                a.close()
+                sink.stop()
+        finally:
+            d.cleanup()
+
+
 class Reload(unittest.TestCase):
     def test_sighup_with_broken_pack_keeps_old_one(self):
         import tempfile

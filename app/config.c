@@ -313,22 +313,34 @@ err_t config_load_file(config_t *c, const char *path, err_detail_t *d)
     return rc;
 }
 
+/* True when s is one of the NULL-terminated choices (NULL is none of them). */
+static bool one_of(const char *s, const char *const *choices)
+{
+    for (; s && *choices; choices++)
+        if (strcmp(s, *choices) == 0)
+            return true;
+    return false;
+}
+
 err_t config_validate(const config_t *c, err_detail_t *d)
 {
+    static const char *const syncs[] = {"full", "normal", NULL},
+                             *const annotations[] = {"zsg", "nte", NULL},
+                             *const others[] = {"forward", "reject", NULL},
+                             *const targets[] = {"stderr", "syslog", NULL};
     if (!c->listen_mllp.port && !c->listen_http.port)
         return err_set(d, ERR_BAD_CONFIG, 0, "no listener: set listen-mllp or listen-http");
     if (!c->data_dir)
         return err_set(d, ERR_BAD_CONFIG, 0, "data-dir must be set");
-    if (strcmp(c->queue_sync, "full") != 0 && strcmp(c->queue_sync, "normal") != 0)
+    if (!one_of(c->queue_sync, syncs))
         return err_set(d, ERR_BAD_CONFIG, 0, "queue-sync: expected full or normal");
-    if (!c->annotation || (strcmp(c->annotation, "zsg") != 0 && strcmp(c->annotation, "nte") != 0))
+    if (!one_of(c->annotation, annotations))
         return err_set(d, ERR_BAD_CONFIG, 0, "annotation: expected zsg or nte");
-    if (!c->other_messages ||
-        (strcmp(c->other_messages, "forward") != 0 && strcmp(c->other_messages, "reject") != 0))
+    if (!one_of(c->other_messages, others))
         return err_set(d, ERR_BAD_CONFIG, 0, "other-messages: expected forward or reject");
     if (!c->log_level || log_level_parse(c->log_level) < 0)
         return err_set(d, ERR_BAD_CONFIG, 0, "log-level: expected error, warn, info or debug");
-    if (strcmp(c->log_target, "stderr") != 0 && strcmp(c->log_target, "syslog") != 0)
+    if (!one_of(c->log_target, targets))
         return err_set(d, ERR_BAD_CONFIG, 0, "log: expected stderr or syslog");
     if (!c->fhir_base || c->fhir_base[0] != '/')
         return err_set(d, ERR_BAD_CONFIG, 0, "fhir-base: must start with /");

@@ -49,50 +49,43 @@ static void pack_install(daemon_t *d, rule_pack_t *pack)
     d->pack = p;
 }
 
-/* SIGHUP: re-read the config file's rule settings, load the pack and the
- * tables into a new pack, and swap it in only if everything loaded. Other
- * settings need a restart; connections are not touched. */
+/* SIGHUP: read the command line and its config file again, build a new pack
+ * from the rule settings (rules, tables, advisory, severity), and swap it in
+ * only if everything loaded. Other settings need a restart; connections are
+ * not touched. */
 static void reload(daemon_t *d)
 {
     config_t fresh;
-    config_t *use = &d->cfg;
-    bool have_fresh = false;
+    args_t a;
     err_detail_t e;
-    err_clear(&e);
-    if (d->config_file) {
-        config_defaults(&fresh);
-        if (config_load_file(&fresh, d->config_file, &e) != ERR_OK) {
-            log_error("reload failed, keeping the running rule pack: %s", e.msg);
-            d->metrics.reloads_failed++;
-            config_free(&fresh);
-            return;
-        }
-        /* Rule settings from the file; the command line still wins where it
-         * set them, which is why only file-provided keys are taken. */
-        use = &fresh;
-        have_fresh = true;
-    }
     rule_pack_t *pack = NULL;
-    if (daemon_pack_load(use, &pack, &e) != ERR_OK) {
+    if (args_parse(d->argc, d->argv, &fresh, &a, &e) != 0 ||
+        config_validate(&fresh, &e) != ERR_OK) {
+        log_error("reload failed, keeping the running rule pack: %s", e.msg);
+    } else if (daemon_pack_load(&fresh, &pack, &e) != ERR_OK) {
         log_error("reload failed, keeping the running rule pack: %s%s%s", e.where,
                   e.where[0] ? ": " : "", e.msg);
-        d->metrics.reloads_failed++;
-        if (have_fresh)
-            config_free(&fresh);
+    } else {
+        /* Adopt the rule settings; the old strings go with `fresh`. */
+        char *swap;
+        swap = d->cfg.rules_path, d->cfg.rules_path = fresh.rules_path, fresh.rules_path = swap;
+        swap = d->cfg.tables_path, d->cfg.tables_path = fresh.tables_path, fresh.tables_path = swap;
+        d->cfg.advisory = fresh.advisory;
+        for (int i = 0; i <= CONFIG_MAX_OVERRIDES; i++) {
+            swap = d->cfg.severity[i], d->cfg.severity[i] = fresh.severity[i];
+            fresh.severity[i] = swap;
+        }
+        int n = d->cfg.nseverity;
+        d->cfg.nseverity = fresh.nseverity;
+        fresh.nseverity = n;
+        pack_install(d, pack);
+        d->metrics.reloads_ok++;
+        log_info("reloaded: %s%s", rule_pack_describe(pack), d->cfg.advisory ? " (advisory)" : "");
+        config_free(&fresh);
         return;
     }
-    if (have_fresh) {
-        /* Adopt the reloaded rule settings. */
-        xfree(d->cfg.rules_path);
-        d->cfg.rules_path = fresh.rules_path ? xstrdup(fresh.rules_path) : NULL;
-        xfree(d->cfg.tables_path);
-        d->cfg.tables_path = fresh.tables_path ? xstrdup(fresh.tables_path) : NULL;
-        d->cfg.advisory = fresh.advisory;
-        config_free(&fresh);
-    }
-    pack_install(d, pack);
-    d->metrics.reloads_ok++;
-    log_info("reloaded: %s", rule_pack_describe(pack));
+    d->metrics.reloads_failed++;
+    config_free(&fresh);
 }
 
 /* ---------------------------------------------------------------- put retry */
@@ -410,11 +403,12 @@ static void write_pid_file(const char *path)
     fclose(f);
 }
 
-int daemon_run(const config_t *cfg, const char *config_file)
+int daemon_run(const config_t *cfg, int argc, char *const *argv)
 {
     daemon_t *d = xcalloc(1, sizeof *d);
     d->cfg = *cfg; /* takes over cfg's strings */
-    d->config_file = config_file;
+    d->argc = argc;
+    d->argv = argv;
     d->exit_code = 0;
     d->loop = xmalloc(sizeof *d->loop);
     uv_loop_init(d->loop);

@@ -32,7 +32,8 @@ typedef struct daemon_job daemon_job_t;
 typedef struct daemon {
     uv_loop_t *loop;
     config_t cfg;
-    const char *config_file; /* for SIGHUP; NULL when none */
+    int argc;                /* the command line, read again on SIGHUP */
+    char *const *argv;
     daemon_pack_t *pack;
     queue_t *queue;
     mllp_server_t *mllp;
@@ -50,8 +51,9 @@ typedef struct daemon {
     char outbox_dir[4096], reject_dir[4096], dead_dir[4096], queue_path[4096];
 } daemon_t;
 
-/* Runs the daemon with cfg until SIGTERM/SIGINT. Returns the exit status. */
-int daemon_run(const config_t *cfg, const char *config_file);
+/* Runs the daemon with cfg (read from argc/argv, which SIGHUP reads again)
+ * until SIGTERM/SIGINT. Takes over cfg's strings. Returns the exit status. */
+int daemon_run(const config_t *cfg, int argc, char *const *argv);
 
 /* Takes / drops a reference to the current pack. */
 daemon_pack_t *daemon_pack_ref(daemon_t *d);

@@ -97,7 +97,7 @@ static void answer(mllp_job_t *j, hl7_outcome_t outcome, metric_outcome_t metric
     if (j->result.status == GATE_UNREADABLE)
         log_warn("mllp conn=%llu id=%s unreadable (%s%s%s): answered AR", conn, id, err_name(j->result.detail.code),
                  j->result.detail.where[0] ? " at " : "", j->result.detail.where);
-    else
+    else if (log_get_level() >= LOG_LVL_INFO) /* the rule list costs a little: build it only to log it */
         log_info("mllp conn=%llu id=%s %s findings=%zu rules=%s stored=%s ack=%s %.2fms", conn, id,
                  j->result.status == GATE_NOT_A_CLAIM ? "no-claim" : verdict_name(j->result.verdict.kind),
                  j->result.verdict.nfindings, rules_list(&j->arena, &j->result.verdict),

@@ -28,8 +28,10 @@ int main(int argc, char **argv)
 {
     config_t cfg;
     args_t a;
-    int rc = args_parse(argc, argv, &cfg, &a);
+    err_detail_t e;
+    int rc = args_parse(argc, argv, &cfg, &a, &e);
     if (rc != 0) {
+        fprintf(stderr, "spinegate: %s\n", e.msg);
         config_free(&cfg);
         return rc;
     }
@@ -41,8 +43,6 @@ int main(int argc, char **argv)
     xmalloc_hook_libraries();
     if (a.version) {
         rule_pack_t *pack = NULL;
-        err_detail_t e;
-        err_clear(&e);
         printf("spinegate %s\n", PACKAGE_VERSION);
         if (daemon_pack_load(&cfg, &pack, &e) == ERR_OK)
             printf("%s\n", rule_pack_describe(pack));
@@ -50,7 +50,6 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return 0;
     }
-    err_detail_t e;
     err_clear(&e);
     if (config_validate(&cfg, &e) != ERR_OK) {
         fprintf(stderr, "spinegate: %s\n", e.msg);
@@ -75,5 +74,5 @@ int main(int argc, char **argv)
     log_init("spinegate", cfg.log_target, (log_level_t)log_level_parse(cfg.log_level), cfg.log_phi);
     if (cfg.log_phi)
         log_warn("log-phi is on: message content (patient data) will be logged");
-    return daemon_run(&cfg, a.config_file);
+    return daemon_run(&cfg, argc, argv);
 }

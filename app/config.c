@@ -27,8 +27,8 @@ typedef struct {
 
 #define O(f) offsetof(config_t, f)
 static const key_def_t config_keys[] = {
-    {"listen-mllp", K_ADDR, O(listen_mllp), "127.0.0.1:2575", "HOST:PORT",
-     "MLLP listener for HL7 v2 (\"off\" to disable)"},
+    {"listen-mllp", K_ADDR, O(listen_mllp), NULL, "HOST:PORT",
+     "MLLP listener for HL7 v2, or off [" CONFIG_DEFAULT_MLLP " unless listen-http is set]"},
     {"listen-http", K_ADDR, O(listen_http), NULL, "HOST:PORT",
      "HTTP listener for FHIR Claims (off unless set)"},
     {"fhir-base", K_STR, O(fhir_base), "/fhir", "PATH", "base path of the FHIR endpoints"},
@@ -184,6 +184,7 @@ static bool parse_bool(const char *s, bool *out)
 static bool parse_addr(const char *s, config_addr_t *a)
 {
     memset(a, 0, sizeof *a);
+    a->set = true;
     if (strcmp(s, "off") == 0 || strcmp(s, "none") == 0 || *s == '\0')
         return true;
     const char *colon = strrchr(s, ':');
@@ -322,12 +323,15 @@ static bool one_of(const char *s, const char *const *choices)
     return false;
 }
 
-err_t config_validate(const config_t *c, err_detail_t *d)
+err_t config_validate(config_t *c, err_detail_t *d)
 {
     static const char *const syncs[] = {"full", "normal", NULL},
                              *const annotations[] = {"zsg", "nte", NULL},
                              *const others[] = {"forward", "reject", NULL},
                              *const targets[] = {"stderr", "syslog", NULL};
+    /* MLLP is the default front unless the site asked for HTTP only. */
+    if (!c->listen_mllp.set && !c->listen_http.port)
+        parse_addr(CONFIG_DEFAULT_MLLP, &c->listen_mllp);
     if (!c->listen_mllp.port && !c->listen_http.port)
         return err_set(d, ERR_BAD_CONFIG, 0, "no listener: set listen-mllp or listen-http");
     if (!c->data_dir)

@@ -18,8 +18,12 @@
 
 typedef struct {
     char host[256];
-    int port; /* 0 = not set */
+    int port; /* 0 = off */
+    bool set; /* given in the file or on the command line (even as "off") */
 } config_addr_t;
+
+/* The MLLP listener when none is configured and HTTP is not either. */
+#define CONFIG_DEFAULT_MLLP "127.0.0.1:2575"
 
 typedef struct {
     /* listeners */
@@ -72,8 +76,9 @@ err_t config_set(config_t *c, const char *key, const char *value, int line, err_
 /* Reads a config file. Errors: ERR_IO, ERR_BAD_CONFIG with the line. */
 err_t config_load_file(config_t *c, const char *path, err_detail_t *d);
 
-/* Checks values that depend on each other. Errors: ERR_BAD_CONFIG. */
-err_t config_validate(const config_t *c, err_detail_t *d);
+/* Checks values that depend on each other and fills the one default that
+ * does (listen-mllp, when neither listener is set). Errors: ERR_BAD_CONFIG. */
+err_t config_validate(config_t *c, err_detail_t *d);
 
 /* True when key names a setting that takes no value on the command line. */
 bool config_key_is_flag(const char *key);

@@ -185,6 +185,25 @@ class Downstream(unittest.TestCase):
             d.cleanup()
             sink.stop()
 
+    def test_reject_sink_as_mllp_endpoint(self):
+        billing = h.MllpSink().start()
+        rejects = h.MllpSink().start()
+        d = h.Daemon("--downstream-mllp", "127.0.0.1:%d" % billing.port,
+                     "--reject-mllp", "127.0.0.1:%d" % rejects.port).start()
+        try:
+            h.mllp_send(d.mllp_port, h.demo("04-reject-excludes1.hl7"))
+            h.mllp_send(d.mllp_port, h.demo("01-accept-no-spine-codes.hl7"))
+            h.wait_for(lambda: "DEMO0004" in rejects.control_ids(), 10, "reject at the reject sink")
+            h.wait_for(lambda: "DEMO0001" in billing.control_ids(), 10, "accepted message at billing")
+            self.assertNotIn("DEMO0004", billing.control_ids())
+            reject = [m for m in rejects.messages() if "DEMO0004" in m][0]
+            self.assertIn("ZSG|", reject)
+            self.assertIn("excludes1-pair", reject)
+        finally:
+            d.cleanup()
+            billing.stop()
+            rejects.stop()
+
     def test_kill9_under_load_then_restart_delivers_every_acked_message(self):
         sink = h.MllpSink().start()
         d = h.Daemon("--downstream-mllp", "127.0.0.1:%d" % sink.port, "--retry-base", "20ms",

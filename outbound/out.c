@@ -2,15 +2,21 @@
  * order, hands them one at a time to its transport, and records the outcome
  * (delivered, retried after a backoff, dead-lettered). Transport-neutral: the
  * protocols live in out_mllp.c, out_http.c and out_dir.c.
- * The out_dest_t owns the rows it fetched, its timers and its transport
- * state; all are released by out_stop() once their handles are closed.
+ * It also keeps the destination's cursor file (see out.h): the id of the
+ * last row accepted downstream, so that a restart after kill -9 does not send
+ * again what the uncommitted marks would have it send.
+ * The out_dest_t owns the rows it fetched, its timers, its cursor file
+ * descriptor and its transport state; all are released by out_stop() once
+ * their handles are closed.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "out_int.h"
@@ -40,6 +46,132 @@ static const char *safe_id(const char *id, char buf[72])
     return k ? buf : "-";
 }
 
+/* ---------------------------------------------------------------- cursor */
+
+static void put_le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+/* FNV-1a over a key and the first 16 bytes of the record (id, instance): a
+ * zeroed, torn or foreign record passes only by a 2^-64 accident. */
+static uint64_t cursor_check(const unsigned char rec[16])
+{
+    static const unsigned char key[8] = {'s', 'g', 'c', 'u', 'r', 's', 'o', 'r'};
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (int i = 0; i < 24; i++) {
+        h ^= i < 8 ? key[i] : rec[i - 8];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+void out__cursor_encode(unsigned char rec[OUT_CURSOR_LEN], int64_t id, int64_t instance)
+{
+    put_le64(rec, (uint64_t)id);
+    put_le64(rec + 8, (uint64_t)instance);
+    put_le64(rec + 16, cursor_check(rec));
+}
+
+bool out__cursor_decode(const unsigned char *rec, size_t n, int64_t *id, int64_t *instance)
+{
+    if (n != OUT_CURSOR_LEN || get_le64(rec + 16) != cursor_check(rec))
+        return false;
+    uint64_t v = get_le64(rec);
+    if (v > INT64_MAX)
+        return false;
+    *id = (int64_t)v;
+    *instance = (int64_t)get_le64(rec + 8);
+    return true;
+}
+
+/* Records that every row up to id is done. No fsync, on purpose: the page
+ * cache outlives the process, and a power loss falls back on the marks. A
+ * failed write leaves an older cursor, which only means more re-sends. */
+static void cursor_write(out_dest_t *d, int64_t id)
+{
+    unsigned char rec[OUT_CURSOR_LEN];
+    out__cursor_encode(rec, id, d->instance);
+    ssize_t n;
+    do
+        n = pwrite(d->cursor_fd, rec, sizeof rec, 0);
+    while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)sizeof rec) {
+        if (!d->cursor_failing)
+            log_error("out %s: cursor file not written (%s): a restart may send again what "
+                      "was delivered since",
+                      d->o.dest, n < 0 ? strerror(errno) : "short write");
+        d->cursor_failing = true;
+    } else if (d->cursor_failing) {
+        log_info("out %s: cursor file written again", d->o.dest);
+        d->cursor_failing = false;
+    }
+}
+
+/* Opens "<queue path>.<dest>.cursor" and sets skip_upto from it. A record
+ * that fails its check, or that belongs to another database (the queue was
+ * deleted and recreated beside an old cursor: another instance, or an id
+ * ahead of every id this queue ever allocated) is reset: then the queue's
+ * marks alone decide what is sent again. */
+static err_t cursor_open(out_dest_t *d, err_detail_t *e)
+{
+    const char *qp = queue_path(d->q);
+    size_t len = strlen(qp) + strlen(d->o.dest) + 9;
+    char *path = xmalloc(len);
+    snprintf(path, len, "%s.%s.cursor", qp, d->o.dest);
+    d->cursor_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (d->cursor_fd < 0) {
+        err_t rc = err_set(e, ERR_IO, 0, "out %s: cursor file %s: %s", d->o.dest, path,
+                           strerror(errno));
+        xfree(path);
+        return rc;
+    }
+    unsigned char rec[OUT_CURSOR_LEN + 1];
+    ssize_t n;
+    do
+        n = pread(d->cursor_fd, rec, sizeof rec, 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        err_t rc = err_set(e, ERR_IO, 0, "out %s: cursor file %s: %s", d->o.dest, path,
+                           strerror(errno));
+        xfree(path);
+        return rc;
+    }
+    int64_t id = 0, inst = 0, max_id = queue_max_id(d->q);
+    d->instance = queue_instance(d->q);
+    if (n == 0) {
+        /* A new cursor: nothing delivered yet through it. */
+    } else if (!out__cursor_decode(rec, (size_t)n, &id, &inst)) {
+        log_warn("out %s: cursor file %s is damaged (%zd bytes): ignored, the queue's marks "
+                 "decide what is sent again",
+                 d->o.dest, path, n);
+        cursor_write(d, 0);
+    } else if (inst != d->instance) {
+        log_warn("out %s: cursor file %s belongs to another queue database (recreated?): "
+                 "ignored",
+                 d->o.dest, path);
+        cursor_write(d, 0);
+    } else if (id > max_id) {
+        log_warn("out %s: cursor %" PRId64 " is past the highest id the queue ever allocated "
+                 "(%" PRId64 "): the database was restored or rolled back; ignored",
+                 d->o.dest, id, max_id);
+        cursor_write(d, 0);
+    } else {
+        d->skip_upto = id;
+    }
+    xfree(path);
+    return ERR_OK;
+}
+
 /* ---------------------------------------------------------------- fetching */
 
 static void ring_push(out_dest_t *d, queue_row_t *row)
@@ -65,8 +197,23 @@ static void fetch_cb(queue_reader_t *r, err_t status, queue_row_t **rows, size_t
 {
     out_dest_t *d = user;
     d->fetching = false;
-    for (size_t i = 0; i < n; i++)
-        ring_push(d, rows[i]);
+    uint64_t skipped = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rows[i]->id <= d->skip_upto) {
+            /* Accepted downstream before a crash; only its mark was lost. */
+            queue_mark_delivered(d->reader, rows[i]->id);
+            queue_row_free(rows[i]);
+            skipped++;
+        } else {
+            ring_push(d, rows[i]);
+        }
+    }
+    if (skipped) {
+        d->st.skipped += skipped;
+        log_info("out %s: %" PRIu64 " messages pending again after a crash were delivered "
+                 "before it (cursor %" PRId64 "): marked delivered, not sent again",
+                 d->o.dest, skipped, d->skip_upto);
+    }
     if (status != ERR_OK && !d->stopping) {
         /* The queue logged why; try again shortly rather than spin. */
         uv_timer_start(&d->fetch_timer, fetch_timer_cb, 1000, 0);
@@ -113,7 +260,20 @@ static void pump(out_dest_t *d)
     if (d->stopping)
         return;
     maybe_fetch(d);
-    if (d->cur || d->dead_writing || d->ring_n == 0)
+    if (d->cur || d->dead_writing)
+        return;
+    if (d->dead_pending) {
+        /* The cursor may pass a dead-lettered row only once its dead mark is
+         * committed: a restart would otherwise skip it as delivered and its
+         * dead row would be gone. Dead letters are rare; waiting is cheap. */
+        if (queue_reader_unsynced(d->reader)) {
+            queue_reader_flush(d->reader);
+            return;
+        }
+        cursor_write(d, d->dead_pending);
+        d->dead_pending = 0;
+    }
+    if (d->ring_n == 0)
         return;
     if (queue_reader_unsynced(d->reader) >= d->o.mark_window) {
         /* Too far ahead of what a restart would know: wait for the marks
@@ -182,6 +342,8 @@ static void dead_done(uv_work_t *w, int status)
                   "dead in the queue",
                   d->o.dest, safe_id(d->cur->control_id, idb), strerror(d->dead_rc));
     queue_mark_dead(d->reader, d->cur->id, d->attempts, d->dead_reason);
+    d->dead_pending = d->cur->id;
+    queue_reader_flush(d->reader);
     cur_done(d);
     if (d->stopping)
         finish_stop(d);
@@ -198,6 +360,8 @@ static void dead_letter(out_dest_t *d, const char *reason)
               safe_id(d->cur->control_id, idb), d->attempts, reason);
     if (!d->o.dead_dir) {
         queue_mark_dead(d->reader, d->cur->id, d->attempts, reason);
+        d->dead_pending = d->cur->id;
+        queue_reader_flush(d->reader);
         cur_done(d);
         return;
     }
@@ -218,6 +382,9 @@ void out__send_done(out_dest_t *d, out__res_t res, const char *reason)
         d->st.last_ok_ms = wall_ms();
         log_debug("out %s: control id %s delivered (attempt %u)", d->o.dest,
                   safe_id(row->control_id, idb), d->attempts);
+        /* The cursor first: once it is written, a restart will not send
+         * this row again, whatever became of the mark. */
+        cursor_write(d, row->id);
         queue_mark_delivered(d->reader, row->id);
         cur_done(d);
     } else {
@@ -254,6 +421,8 @@ static void free_dest(out_dest_t *d)
         queue_row_free(ring_pop(d));
     xfree(d->ring);
     queue_row_free(d->cur);
+    if (d->cursor_fd >= 0)
+        close(d->cursor_fd);
     xfree(d->s_dest);
     xfree(d->s_host);
     xfree(d->s_url);
@@ -280,6 +449,7 @@ err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_de
         return err_set(e, ERR_BAD_CONFIG, 0, "out %s: unknown transport kind", opts->dest);
 
     out_dest_t *d = xcalloc(1, sizeof *d);
+    d->cursor_fd = -1;
     d->loop = loop;
     d->q = q;
     d->tp = tp;
@@ -323,7 +493,16 @@ err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_de
         free_dest(d);
         return rc;
     }
+    /* The reader first: it proves that no other deliverer of dest runs,
+     * before the cursor file is read or reset. */
     rc = queue_reader_open(q, d->o.dest, ready_cb, d, &d->reader, e);
+    if (!rc) {
+        rc = cursor_open(d, e);
+        if (rc) {
+            queue_reader_close(d->reader);
+            d->reader = NULL;
+        }
+    }
     if (rc) {
         /* The transport holds no open handles before its first send. */
         tp->close(d);
@@ -333,8 +512,8 @@ err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_de
     uv_timer_init(loop, &d->fetch_timer);
     d->retry_timer.data = d->fetch_timer.data = d;
     d->started = true;
-    log_info("out %s: delivering by %s (%" PRIu64 " pending)", d->o.dest, tp->name,
-             queue_depth(q, d->o.dest));
+    log_info("out %s: delivering by %s (%" PRIu64 " pending, cursor %" PRId64 ")", d->o.dest,
+             tp->name, queue_depth(q, d->o.dest), d->skip_upto);
     *out = d;
     pump(d);
     return ERR_OK;

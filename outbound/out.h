@@ -11,6 +11,16 @@
  * goes on. Log lines carry destination, control id, attempt and reason; never
  * payload content.
  *
+ * Delivery cursor: rows go out strictly in id order, one at a time, and the
+ * id of each one accepted (or dead-lettered) is written to the file
+ * "<queue path>.<dest>.cursor" before its mark is given to the queue and
+ * before the next row is sent. The write is a pwrite() without fsync: it
+ * survives kill -9 (the page cache), not a power loss. At start, pending rows
+ * at or below the cursor are marked delivered and not sent again. So after
+ * kill -9 only the message in flight (sent, not yet confirmed) can arrive
+ * twice; after a power loss the committed marks decide, and at most the mark
+ * window more (with queue-sync=full; normal may lose the puts themselves).
+ *
  * Ownership: out_start() produces an out_dest_t that out_stop() frees (after
  * its handles are closed); strings in out_dest_opts_t are copied. Everything
  * runs on the given loop's thread, as do the callbacks.
@@ -56,14 +66,17 @@ typedef struct {
     unsigned ack_timeout_ms;     /* MLLP ACK or whole HTTP exchange; 0 = 10000 */
     unsigned fetch_batch;        /* rows read from the queue at a time; 0 = 64 */
     unsigned mark_window;        /* at most this many delivered messages whose mark is not
-                                    yet committed: what a kill -9 can deliver twice
-                                    (besides the one in flight); 0 = 32; 1 = none */
+                                    yet committed: what a power loss can deliver twice
+                                    (besides the one in flight; kill -9 is covered by
+                                    the cursor file); 0 = 32; 1 = none */
 } out_dest_opts_t;
 
 typedef struct {
     uint64_t delivered;   /* accepted downstream since start */
     uint64_t retries;     /* failed attempts that were retried */
     uint64_t dead;        /* dead-lettered */
+    uint64_t skipped;     /* pending at start but at or below the cursor: delivered
+                             before a crash, marked delivered, not sent again */
     unsigned inflight;    /* 0 or 1: a message is being sent or waits for its retry */
     unsigned attempts;    /* attempts made for the current message */
     bool connected;       /* MLLP: a connection is open */
@@ -77,8 +90,13 @@ typedef void (*out_stop_cb)(void *user);
 /* Starts the deliverer of opts->dest: opens a queue reader for it and begins
  * sending what is pending. The queue must outlive it (stop it first).
  * Errors: ERR_BAD_CONFIG (missing host/port/url/dir, bad name, unknown kind,
- * a folder that cannot be created, a libcurl init failure), ERR_BUSY (a
- * deliverer for dest already runs), ERR_CLOSED or ERR_QUEUE (from the queue).
+ * a folder that cannot be created, a libcurl init failure), ERR_IO (the
+ * cursor file cannot be opened or read), ERR_BUSY (a deliverer for dest
+ * already runs), ERR_CLOSED or ERR_QUEUE (from the queue).
+ * A cursor file that fails its check, that was written for another database
+ * (queue_instance: the queue was deleted and created again) or that is ahead
+ * of every id the queue ever allocated (a restored or rolled-back database) is
+ * ignored and reset, with a warning.
  * *out is NULL on error. */
 err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_dest_t **out,
                 err_detail_t *d);

@@ -43,6 +43,11 @@ struct out_dest {
 
     queue_row_t **ring; /* fetched, not yet sent */
     size_t ring_head, ring_n, ring_cap;
+    int cursor_fd;        /* "<queue path>.<dest>.cursor", see out.h */
+    int64_t instance;     /* queue_instance(), written into each cursor record */
+    int64_t skip_upto;    /* rows fetched with id <= this were delivered before a crash */
+    int64_t dead_pending; /* dead row whose cursor waits for its dead mark to commit */
+    bool cursor_failing;  /* the last cursor write failed (logged once) */
     queue_row_t *cur;  /* being sent or waiting for its retry */
     unsigned attempts; /* of cur, including those before a restart */
     bool started, sending, fetching, dead_writing, stopping, stopped;
@@ -55,6 +60,15 @@ struct out_dest {
     void *stop_user;
     out_stats_t st;
 };
+
+/* The cursor file's one record, at offset 0: the row id, the queue's
+ * instance (queue_instance) and a check value over both, each 8 bytes
+ * little-endian. */
+#define OUT_CURSOR_LEN 24
+void out__cursor_encode(unsigned char rec[OUT_CURSOR_LEN], int64_t id, int64_t instance);
+/* True, with *id and *instance, when rec is exactly one record that passes
+ * its check. */
+bool out__cursor_decode(const unsigned char *rec, size_t n, int64_t *id, int64_t *instance);
 
 /* The transport's answer for the row given to send(). reason is for logs and
  * the dead-letter note (never content); NULL for OK. */

@@ -70,6 +70,8 @@ struct queue {
     char *path;
     sqlite3_stmt *st_insert, *st_delete, *st_dead, *st_attempt;
     int lock_fd;
+    int64_t max_id;   /* highest id ever allocated: sqlite_sequence at open, then commits */
+    int64_t instance; /* random, drawn when the database was created (table meta) */
     uv_timer_t timer;
     bool timer_armed;
     uint64_t timer_due; /* loop time the armed timer fires */
@@ -258,14 +260,36 @@ static err_t prepare(queue_t *q, const char *sql, sqlite3_stmt **st, err_detail_
 
 static err_t load_state(queue_t *q, err_detail_t *d)
 {
+    /* The database's identity: deliverers' cursor files carry it, so that a
+     * cursor left beside a deleted and recreated database is not believed.
+     * Added here rather than at creation so that files made before it get
+     * one too (older builds ignore the table). */
+    int rc = exec(q->db, "BEGIN IMMEDIATE;"
+                         "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY NOT NULL, v);"
+                         "INSERT OR IGNORE INTO meta(k, v) VALUES('instance', random());"
+                         "COMMIT;");
+    if (rc != SQLITE_OK) {
+        err_t e = sql_err(q->db, rc, d, "queue identity");
+        exec(q->db, "ROLLBACK");
+        return e;
+    }
+    sqlite3_stmt *st = NULL;
+    rc = sqlite3_prepare_v2(q->db, "SELECT v FROM meta WHERE k='instance'", -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        q->instance = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW)
+        return sql_err(q->db, rc, d, "queue identity");
+
     char sql[160];
     snprintf(sql, sizeof sql, "DELETE FROM msgs WHERE state=%d AND updated_ms<%" PRId64, ST_DEAD,
              now_ms() - (int64_t)q->opts.dead_keep_days * 86400000);
-    int rc = exec(q->db, sql);
+    rc = exec(q->db, sql);
     if (rc != SQLITE_OK)
         return sql_err(q->db, rc, d, "prune dead rows");
 
-    sqlite3_stmt *st = NULL;
     rc = sqlite3_prepare_v2(q->db,
                             "SELECT dest, count(*), max(id) FROM msgs WHERE state=0 GROUP BY dest",
                             -1, &st, NULL);
@@ -289,6 +313,21 @@ static err_t load_state(queue_t *q, err_detail_t *d)
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
         return sql_err(q->db, rc, d, "count pending rows");
+
+    /* The highest id ever handed out: AUTOINCREMENT keeps it in
+     * sqlite_sequence even when every row is gone (max(id) covers a damaged
+     * sequence row). Deliverers compare their cursor files with it. */
+    rc = sqlite3_prepare_v2(q->db,
+                            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
+                            " WHERE name='msgs'), 0), coalesce((SELECT max(id) FROM msgs), 0))",
+                            -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        q->max_id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW)
+        return sql_err(q->db, rc, d, "read the id sequence");
     return ERR_OK;
 }
 
@@ -539,6 +578,8 @@ static void commit_done(uv_work_t *w, int status)
         if (ok) {
             if (p->id > e->last_id)
                 e->last_id = p->id;
+            if (p->id > q->max_id)
+                q->max_id = p->id;
             touched[p->dest_idx] = true;
         } else {
             e->s.depth--;
@@ -708,6 +749,21 @@ void queue_stats(const queue_t *q, queue_stats_t *st)
     st->ndest = 0;
     for (size_t i = 0; i < q->ndests && st->ndest < QUEUE_STATS_DESTS; i++)
         st->dest[st->ndest++] = q->dests[i].s;
+}
+
+const char *queue_path(const queue_t *q)
+{
+    return q->path;
+}
+
+int64_t queue_max_id(const queue_t *q)
+{
+    return q->max_id;
+}
+
+int64_t queue_instance(const queue_t *q)
+{
+    return q->instance;
 }
 
 uint64_t queue_depth(const queue_t *q, const char *dest)

@@ -15,9 +15,12 @@
  * callback of that commit runs (survives power loss); with "normal" the WAL is
  * fsynced only at checkpoints (survives kill -9 and daemon crashes, not power
  * loss). Delivered/dead marks are group-committed without being waited for
- * (they wait up to 10 ms for company); a deliverer bounds how far it runs
- * ahead of its committed marks (queue_reader_unsynced/flush), and after a
- * crash exactly those messages (sent, delivered mark not yet committed) are
+ * (they wait up to 10 ms for company), so after a crash a few delivered rows
+ * are pending again. The deliverer (out.c) keeps a cursor file per
+ * destination that says how far it got; after kill -9 it skips those rows, and
+ * only the message in flight can arrive twice. The cursor is not fsynced:
+ * after a power loss the committed marks decide, and the rows a deliverer ran
+ * ahead of them (at most its mark window, queue_reader_unsynced/flush) are
  * delivered again, with the same control id.
  */
 #ifndef SPINEGATE_QUEUE_H
@@ -135,6 +138,21 @@ void queue_stats(const queue_t *q, queue_stats_t *st);
 
 /* Pending messages for dest (0 when unknown). */
 uint64_t queue_depth(const queue_t *q, const char *dest);
+
+/* The database path given to queue_open() (deliverers keep their cursor
+ * files beside it). Valid until queue_close(). */
+const char *queue_path(const queue_t *q);
+
+/* The highest row id the database has ever allocated (AUTOINCREMENT never
+ * reuses one): at open, from sqlite_sequence, then raised by each committed
+ * put. 0 for a new database. A delivery cursor above it belongs to another
+ * (deleted) database. */
+int64_t queue_max_id(const queue_t *q);
+
+/* A random number drawn once per database file, when it is first opened by
+ * this version (kept in its table meta): a database deleted and created again
+ * has another. Deliverers store it in their cursor files. */
+int64_t queue_instance(const queue_t *q);
 
 /* Closes q once its running commit and every queued put and mark are
  * committed (their callbacks run first), then calls cb and frees q. New puts

@@ -2,7 +2,9 @@
  * downstream MLLP listener and an HTTP server written here on the same loop,
  * scripted to answer AA, AE, nothing, or to close (201, 500, 400 for HTTP);
  * retries and backoff, order, dead-letter then the next message, downstream
- * down then up, the directory sink's file names, stop while in flight. */
+ * down then up, the directory sink's file names, stop while in flight; the
+ * delivery cursor: kill -9 repeats at most the message in flight, a restart
+ * after a clean stop repeats nothing, a stale or damaged cursor is ignored. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sqlite3.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -680,8 +683,9 @@ static void test_http_server_down(void **state)
 
 /* A child daemon puts 300 messages, delivers them to our peer, and is killed
  * with SIGKILL after about 100 are acknowledged; a new deliverer on the same
- * file delivers the rest. Every message must arrive, in order; the only
- * repeats are those whose delivered mark was not committed at the kill. */
+ * file delivers the rest. Every message must arrive, in order; rows whose
+ * delivered mark was not committed at the kill are skipped thanks to the
+ * cursor file, so the only possible repeat is the message in flight. */
 static int child_delivered_pred_n;
 
 static void child_watch(uv_timer_t *t)
@@ -777,6 +781,8 @@ static void test_kill9_during_delivery(void **state)
     assert_int_equal(out_start(&f->loop, q2, &o, &d, NULL), ERR_OK);
     depth_arg_t da = {q2};
     assert_true(run_until(f, depth_zero_pred, &da, 20000));
+    out_stats_t st;
+    out_stats(d, &st);
     stop_out(f, d);
     int closed = 0;
     queue_close(q2, flag_cb, &closed);
@@ -799,10 +805,249 @@ static void test_kill9_during_delivery(void **state)
         next++;
     }
     assert_int_equal(next, 300);
-    printf("# kill -9 after %d acknowledged: %llu left pending, %d delivered twice\n", before,
-           (unsigned long long)left, repeats);
-    assert_int_equal((uint64_t)(300 - before + repeats), left);
-    assert_true(repeats <= 33); /* the mark window and the one in flight */
+    printf("# kill -9 after %d acknowledged: %llu left pending, %llu skipped by the cursor, "
+           "%d delivered twice\n",
+           before, (unsigned long long)left, (unsigned long long)st.skipped, repeats);
+    /* What was pending is what the cursor skipped plus what was sent again. */
+    assert_int_equal((uint64_t)(300 - before + repeats) + st.skipped, left);
+    assert_int_equal(st.delivered, (uint64_t)(300 - before + repeats));
+    assert_true(repeats <= 1); /* only the one in flight */
+    if (repeats == 1) /* and it is the last one acknowledged before the kill */
+        assert_int_equal(s.acked[before], s.acked[before - 1]);
+    srv_close(f, &s);
+}
+
+/* ---------------------------------------------------------------- cursor file */
+
+static void cursor_file(const fx_t *f, const char *dest, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s.%s.cursor", f->path, dest);
+}
+
+static void write_file(const char *path, const void *p, size_t n)
+{
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(p, 1, n, fp), n);
+    fclose(fp);
+}
+
+static int64_t read_cursor(const fx_t *f, const char *dest)
+{
+    char path[160];
+    cursor_file(f, dest, path, sizeof path);
+    unsigned char rec[64];
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    size_t n = fread(rec, 1, sizeof rec, fp);
+    fclose(fp);
+    int64_t id = -1, inst = 0;
+    assert_true(out__cursor_decode(rec, n, &id, &inst));
+    assert_true(inst == queue_instance(f->q));
+    return id;
+}
+
+static void test_cursor_record(void **state)
+{
+    (void)state;
+    unsigned char rec[OUT_CURSOR_LEN];
+    int64_t ids[] = {0, 1, 255, 256, 123456789012345, INT64_MAX};
+    int64_t insts[] = {0, -1, 42, INT64_MIN, 7};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        int64_t got = -1, inst = 0, want_inst = insts[i % 5];
+        out__cursor_encode(rec, ids[i], want_inst);
+        assert_true(out__cursor_decode(rec, sizeof rec, &got, &inst));
+        assert_true(got == ids[i]);
+        assert_true(inst == want_inst);
+        /* Any flipped bit, a short or long record, zeros: refused. */
+        for (size_t b = 0; b < sizeof rec * 8; b++) {
+            rec[b / 8] ^= (unsigned char)(1u << (b % 8));
+            assert_false(out__cursor_decode(rec, sizeof rec, &got, &inst));
+            rec[b / 8] ^= (unsigned char)(1u << (b % 8));
+        }
+        assert_false(out__cursor_decode(rec, sizeof rec - 1, &got, &inst));
+    }
+    unsigned char zero[OUT_CURSOR_LEN] = {0}, big[OUT_CURSOR_LEN + 1] = {0};
+    int64_t got, inst;
+    assert_false(out__cursor_decode(zero, sizeof zero, &got, &inst));
+    out__cursor_encode(big, 7, 1);
+    assert_false(out__cursor_decode(big, sizeof big, &got, &inst));
+}
+
+/* A valid cursor at id 3 with rows 1..5 pending: 1..3 are skipped (marked
+ * delivered, not sent), 4 and 5 go out; the cursor ends at 5. */
+static void test_cursor_skips_delivered(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 5; i++)
+        put_msg(f, "hl7", i);
+    run_until(f, NULL, NULL, 50); /* committed: ids 1..5 allocated */
+    assert_true(queue_max_id(f->q) == 5);
+    char path[160];
+    cursor_file(f, "hl7", path, sizeof path);
+    unsigned char rec[OUT_CURSOR_LEN];
+    out__cursor_encode(rec, 3, queue_instance(f->q));
+    write_file(path, rec, sizeof rec);
+
+    out_dest_t *d = start_mllp(f, &s, 3, 1000);
+    depth_arg_t da = {f->q};
+    assert_true(run_until(f, depth_zero_pred, &da, 5000));
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.skipped, 3);
+    assert_int_equal(st.delivered, 2);
+    assert_int_equal(s.nreceived, 2);
+    assert_int_equal(s.acked[0], 3);
+    assert_int_equal(s.acked[1], 4);
+    stop_out(f, d);
+    assert_true(read_cursor(f, "hl7") == 5);
+    srv_close(f, &s);
+}
+
+/* A cursor of another database (the queue was deleted and created again, and
+ * has rows up to and past the old cursor), or one ahead of every id the queue
+ * ever allocated (the same database, restored): ignored and reset, every row
+ * is sent. */
+static void test_cursor_stale_ignored(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    srv_start(f, &s, 0);
+    char path[160];
+    cursor_file(f, "hl7", path, sizeof path);
+    unsigned char rec[OUT_CURSOR_LEN];
+    int sent = 0;
+    for (int k = 0; k < 2; k++) {
+        if (k == 0)
+            out__cursor_encode(rec, 3, queue_instance(f->q) ^ 1);
+        else
+            out__cursor_encode(rec, 1000000, queue_instance(f->q));
+        write_file(path, rec, sizeof rec);
+        for (int i = 0; i < 5; i++)
+            put_msg(f, "hl7", sent + i);
+        run_until(f, NULL, NULL, 50);
+
+        out_dest_t *d = start_mllp(f, &s, 3, 1000);
+        delivered_arg_t a = {d, 5};
+        assert_true(run_until(f, delivered_pred, &a, 5000));
+        out_stats_t st;
+        out_stats(d, &st);
+        assert_int_equal(st.skipped, 0);
+        stop_out(f, d);
+        sent += 5;
+        assert_int_equal(s.nacked, sent);
+        assert_true(read_cursor(f, "hl7") == sent);
+    }
+    for (int i = 0; i < sent; i++)
+        assert_int_equal(s.acked[i], i);
+    srv_close(f, &s);
+}
+
+/* Garbage, a torn record and an empty file: ignored, every row is sent. */
+static void test_cursor_garbage_ignored(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    srv_start(f, &s, 0);
+    char path[160];
+    cursor_file(f, "hl7", path, sizeof path);
+    unsigned char torn[OUT_CURSOR_LEN];
+    out__cursor_encode(torn, 2, queue_instance(f->q));
+    const struct {
+        const void *p;
+        size_t n;
+    } files[] = {
+        {"garbage garbage garbage!", 24},
+        {"\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 24},
+        {torn, 9},
+        {"", 0},
+    };
+    int sent = 0;
+    for (size_t k = 0; k < sizeof files / sizeof files[0]; k++) {
+        for (int i = 0; i < 3; i++)
+            put_msg(f, "hl7", sent + i);
+        run_until(f, NULL, NULL, 30);
+        write_file(path, files[k].p, files[k].n);
+        out_dest_t *d = start_mllp(f, &s, 3, 1000);
+        delivered_arg_t a = {d, 3};
+        assert_true(run_until(f, delivered_pred, &a, 5000));
+        out_stats_t st;
+        out_stats(d, &st);
+        assert_int_equal(st.skipped, 0);
+        stop_out(f, d);
+        sent += 3;
+        assert_int_equal(s.nacked, sent);
+        assert_true(read_cursor(f, "hl7") == sent);
+    }
+    for (int i = 0; i < sent; i++)
+        assert_int_equal(s.acked[i], i);
+    srv_close(f, &s);
+}
+
+/* After a clean stop (deliverer and queue closed), a new start sends nothing
+ * again; a later message goes out once. A dead-lettered row is passed by the
+ * cursor only once its dead mark is committed, and stays dead. */
+static void test_cursor_clean_restart(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    ans_t script[] = {ANS_AA, ANS_AE};
+    memcpy(s.script, script, sizeof script);
+    s.nscript = 2;
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 10; i++)
+        put_msg(f, "hl7", i);
+    out_dest_t *d = start_mllp(f, &s, 1, 1000); /* msg1 is dead-lettered at once */
+    delivered_arg_t a = {d, 10};
+    assert_true(run_until(f, delivered_pred, &a, 5000));
+    stop_out(f, d);
+    assert_int_equal(s.nacked, 9);
+    assert_true(read_cursor(f, "hl7") == 10);
+
+    int64_t inst = queue_instance(f->q);
+    int closed = 0;
+    queue_close(f->q, flag_cb, &closed);
+    while (!closed)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    queue_opts_t qo = {.sync = QUEUE_SYNC_NORMAL};
+    assert_int_equal(queue_open(&f->loop, f->path, &qo, &f->q, NULL), ERR_OK);
+    assert_true(queue_max_id(f->q) == 10);
+    assert_true(queue_instance(f->q) == inst); /* the same file, the same identity */
+    queue_stats_t qs;
+    queue_stats(f->q, &qs);
+    assert_int_equal(qs.depth, 0);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT id, state FROM msgs", -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int64(q, 0), 2); /* msg1, dead */
+    assert_int_equal(sqlite3_column_int(q, 1), 3);
+    assert_int_equal(sqlite3_step(q), SQLITE_DONE);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+
+    d = start_mllp(f, &s, 3, 1000);
+    run_until(f, NULL, NULL, 100);
+    put_msg(f, "hl7", 10);
+    a = (delivered_arg_t){d, 1};
+    assert_true(run_until(f, delivered_pred, &a, 5000));
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.skipped, 0);
+    assert_int_equal(st.delivered, 1);
+    stop_out(f, d);
+    assert_int_equal(s.nacked, 10);
+    assert_int_equal(s.acked[9], 10);
+    assert_int_equal(s.nreceived, 11); /* 10 first tries, one of them AE, and msg10 */
+    assert_true(read_cursor(f, "hl7") == 11);
     srv_close(f, &s);
 }
 
@@ -854,6 +1099,16 @@ static void test_dir_sink(void **state)
     assert_int_equal(out_start(&f->loop, f->q, &bad, &d, &e), ERR_BAD_CONFIG);
     bad = (out_dest_opts_t){.dest = "a b", .kind = OUT_DIR, .dir = f->out_dir};
     assert_int_equal(out_start(&f->loop, f->q, &bad, &d, &e), ERR_BAD_CONFIG);
+    /* A cursor file that cannot be opened: refused, and nothing is left open
+     * (the same destination starts once the obstacle is gone). */
+    char cpath[160];
+    cursor_file(f, "hl7", cpath, sizeof cpath);
+    unlink(cpath);
+    assert_int_equal(mkdir(cpath, 0700), 0);
+    assert_int_equal(out_start(&f->loop, f->q, &o, &d, &e), ERR_IO);
+    assert_null(d);
+    printf("# %s\n", e.msg);
+    assert_int_equal(rmdir(cpath), 0);
     out_dest_t *d1 = NULL;
     assert_int_equal(out_start(&f->loop, f->q, &o, &d1, &e), ERR_OK);
     assert_int_equal(out_start(&f->loop, f->q, &o, &d, &e), ERR_BUSY); /* one per destination */
@@ -874,6 +1129,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_http_server_down, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_dir_sink, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_kill9_during_delivery, fx_setup, fx_teardown),
+        cmocka_unit_test(test_cursor_record),
+        cmocka_unit_test_setup_teardown(test_cursor_skips_delivered, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_cursor_stale_ignored, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_cursor_garbage_ignored, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_cursor_clean_restart, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

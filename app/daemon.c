@@ -306,33 +306,29 @@ static void close_queue_done(void *user)
     log_info("stopped");
 }
 
-static unsigned outs_running;
-
 static void out_stopped(void *user)
 {
     daemon_t *d = user;
-    if (--outs_running == 0)
+    if (--d->outs_running == 0)
         queue_close(d->queue, close_queue_done, d);
 }
 
 static void stop_delivery(daemon_t *d)
 {
     out_dest_t **outs[] = {&d->out_hl7, &d->out_fhir, &d->out_reject_hl7, &d->out_reject_fhir};
-    outs_running = 1; /* held until every stop is issued */
+    d->outs_running = 1; /* held until every stop is issued */
     for (size_t i = 0; i < 4; i++)
         if (*outs[i]) {
-            outs_running++;
+            d->outs_running++;
             out_stop(*outs[i], out_stopped, d);
             *outs[i] = NULL;
         }
     out_stopped(d);
 }
 
-static unsigned listeners_open;
-
 static void listener_closed(daemon_t *d)
 {
-    if (--listeners_open == 0) {
+    if (--d->listeners_open == 0) {
         /* Puts still waiting for queue space would never be answered now
          * that senders are gone; they were never acknowledged, so dropping
          * them loses nothing that was promised. */
@@ -369,13 +365,13 @@ static void begin_stop(daemon_t *d, const char *why)
         return;
     log_info("%s: draining and stopping", why);
     uv_signal_stop(&d->sig_hup);
-    listeners_open = 1;
+    d->listeners_open = 1; /* held until every close is issued */
     if (d->mllp) {
-        listeners_open++;
+        d->listeners_open++;
         mllp_server_close(d->mllp, mllp_closed, d);
     }
     if (d->http) {
-        listeners_open++;
+        d->listeners_open++;
         http_server_close(d->http, http_closed, d);
     }
     listener_closed(d);

@@ -47,6 +47,7 @@ typedef struct daemon {
     uint64_t ack_seq;        /* for the control ids of our ACKs */
     uint64_t start_ms;
     int stopping;
+    unsigned listeners_open, outs_running; /* stages of the shutdown still running */
     int exit_code;
     char outbox_dir[4096], reject_dir[4096], dead_dir[4096], queue_path[4096];
 } daemon_t;

@@ -18,18 +18,29 @@ trap cleanup EXIT
 port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do /usr/bin/python3 -c "import socket; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
-sink_port=$(port); sg_port=$(port); py_port=$(port)
+sink_port=$(port); py_port=$(port)
 "$load" sink "$sink_port" & sink_pid=$!
-"$build/spinegate" --listen-mllp "127.0.0.1:$sg_port" --downstream-mllp "127.0.0.1:$sink_port" \
-    --data-dir "$tmp/data" --log-level warn 2>"$tmp/sg.log" & sg_pid=$!
-wait_port "$sink_port"; wait_port "$sg_port"
+wait_port "$sink_port"
 
-echo "== spinegate: parse + rules + durable queue (queue-sync=full, group commit) + ACK; downstream sink"
+# One daemon run per durability policy: full fsyncs every group commit
+# (survives power loss), normal leaves the WAL to the OS (survives kill -9).
+run_daemon() { # run_daemon SYNC
+    sg_port=$(port)
+    rm -rf "$tmp/data"
+    "$build/spinegate" --listen-mllp "127.0.0.1:$sg_port" --downstream-mllp "127.0.0.1:$sink_port" \
+        --data-dir "$tmp/data" --log-level warn --queue-sync "$1" 2>"$tmp/sg.log" & sg_pid=$!
+    wait_port "$sg_port"
+    echo "== spinegate, queue-sync=$1: parse + rules + durable queue (group commit) + ACK; downstream sink"
+    r1=$("$load" send 127.0.0.1 "$sg_port" 1 "$secs" "$msg"); echo "   $r1"
+    r16=$("$load" send 127.0.0.1 "$sg_port" 16 "$secs" "$msg"); echo "   $r16"
+    echo "   spinegate peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$sg_pid/status)"
+    kill -TERM $sg_pid; wait $sg_pid || true; sg_pid=
+}
 echo "   message: $(basename "$msg"), $(wc -c <"$msg") bytes; ${secs}s per run; machine: $(nproc) cores"
-sg1=$("$load" send 127.0.0.1 "$sg_port" 1 "$secs" "$msg"); echo "   $sg1"
-sg16=$("$load" send 127.0.0.1 "$sg_port" 16 "$secs" "$msg"); echo "   $sg16"
-echo "   spinegate peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$sg_pid/status)"
-kill -TERM $sg_pid; wait $sg_pid || true; sg_pid=
+run_daemon normal
+sg1n=$r1; sg16n=$r16
+run_daemon full
+sg1=$r1; sg16=$r16
 
 /usr/bin/python3 "$src/bench/pyhl7_server.py" "$py_port" & py_pid=$!
 wait_port "$py_port"
@@ -39,4 +50,5 @@ py16=$("$load" send 127.0.0.1 "$py_port" 16 "$secs" "$msg"); echo "   $py16"
 echo "   python3-hl7 peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$py_pid/status)"
 
 rate() { echo "$1" | sed -n 's/.*msgs_per_s=\([0-9]*\).*/\1/p'; }
-echo "== ratio spinegate / python3-hl7: 1 conn $(awk "BEGIN{printf \"%.1fx\", $(rate "$sg1")/$(rate "$py1")}"), 16 conns $(awk "BEGIN{printf \"%.1fx\", $(rate "$sg16")/$(rate "$py16")}")"
+echo "== ratio spinegate (queue-sync=normal) / python3-hl7: 1 conn $(awk "BEGIN{printf \"%.1fx\", $(rate "$sg1n")/$(rate "$py1")}"), 16 conns $(awk "BEGIN{printf \"%.1fx\", $(rate "$sg16n")/$(rate "$py16")}")"
+echo "== ratio spinegate (queue-sync=full) / python3-hl7: 1 conn $(awk "BEGIN{printf \"%.1fx\", $(rate "$sg1")/$(rate "$py1")}"), 16 conns $(awk "BEGIN{printf \"%.1fx\", $(rate "$sg16")/$(rate "$py16")}")"

@@ -130,6 +130,28 @@ class Fhir(unittest.TestCase):
         self.assertIn(doc["type"], ("batch-response", "transaction-response"))
         self.assertEqual(len(doc["entry"]), 2)
 
+    def test_transaction_with_a_reject_forwards_nothing(self):
+        bundle = load("spine-bundle-two.json")
+        bundle["type"] = "transaction"
+        for k, e in enumerate(bundle["entry"]):
+            e["request"] = {"method": "POST", "url": "Claim"}
+            e["resource"]["id"] = "txn-%d" % k
+        bad = bundle["entry"][1]["resource"]
+        bad.update(with_dx(bad, ["M43.04", "Q76.2"]))
+        bad.pop("billablePeriod", None)
+        for item in bad.get("item", []):
+            item.pop("servicedDate", None)
+            item.pop("servicedPeriod", None)
+        status, _, body = curl(self.port, "/fhir", bundle)
+        self.assertEqual(status, 422, body)
+        oo = self.assertValidJson(body, "OperationOutcome")
+        self.assertTrue(any(i.get("expression", [""])[0].startswith("Bundle.entry[1].resource.diagnosis")
+                            for i in oo["issue"] if i["severity"] == "error"), oo)
+        time.sleep(0.3)
+        self.assertFalse(any(b"txn-0" in r[2] for r in self.sink.received))
+        bundle["type"] = "collection"
+        self.assertEqual(curl(self.port, "/fhir", bundle)[0], 400)
+
     def test_metadata(self):
         status, _, body = curl(self.port, "/fhir/metadata")
         self.assertEqual(status, 200)

@@ -323,8 +323,22 @@ static bool owner_applies(const rule__note_t *n, const char *code)
     return rule__ref_match(&n->owner, code);
 }
 
+static err_t table_parse(const char *name, const char *text, size_t len, rule__table_t *t,
+                         err_detail_t *d);
+
+/* Parses into t; on failure whatever was built so far is freed and t is
+ * left empty, so callers never clean up after an error. */
 err_t rule__table_parse(const char *name, const char *text, size_t len, rule__table_t *t,
                         err_detail_t *d)
+{
+    err_t rc = table_parse(name, text, len, t, d);
+    if (rc != ERR_OK)
+        rule__table_free(t); /* it also clears t */
+    return rc;
+}
+
+static err_t table_parse(const char *name, const char *text, size_t len, rule__table_t *t,
+                         err_detail_t *d)
 {
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);

@@ -672,3 +672,32 @@ void ingest__server_close(ingest__server_t *s, void (*done)(ingest__server_t *s)
     }
     server_check_done(s);
 }
+
+err_t ingest__server_start(ingest__server_t *s, const ingest__proto_t *proto, uv_loop_t *loop,
+                           const char *host, int port, unsigned max_conns, unsigned max_pending,
+                           unsigned linger_ms, unsigned drain_timeout_ms, int backlog,
+                           void (*done)(ingest__server_t *s), err_detail_t *detail)
+{
+    s->proto = proto;
+    s->max_conns = max_conns;
+    s->max_pending = max_pending;
+    s->linger_ms = linger_ms;
+    s->drain_timeout_ms = drain_timeout_ms;
+    err_t e = ingest__listen(s, loop, host, port, backlog, detail);
+    if (e != ERR_OK) {
+        ingest__server_close(s, done);
+        return e;
+    }
+    log_info("%s listening on %s:%d", proto->name, host ? host : "*", s->port);
+    return ERR_OK;
+}
+
+bool ingest__server_begin_close(ingest__server_t *s, void (*done)(ingest__server_t *s))
+{
+    if (s->closing)
+        return false;
+    log_info("%s listener closing: %llu connections to drain", s->proto->name,
+             (unsigned long long)s->st.conns_open);
+    ingest__server_close(s, done);
+    return true;
+}

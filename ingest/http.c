@@ -331,17 +331,11 @@ err_t http_server_listen(uv_loop_t *loop, const char *host, int port, const http
         s->opts.body_timeout_ms = def.body_timeout_ms;
     s->cb = *callbacks;
     s->user = user;
-    s->base.proto = &http_proto;
-    s->base.max_conns = s->opts.max_connections;
-    s->base.max_pending = s->opts.max_pending;
-    s->base.linger_ms = s->opts.linger_ms;
-    s->base.drain_timeout_ms = s->opts.drain_timeout_ms;
-    err_t e = ingest__listen(&s->base, loop, host, port, s->opts.backlog, detail);
-    if (e != ERR_OK) {
-        ingest__server_close(&s->base, server_done);
+    err_t e = ingest__server_start(&s->base, &http_proto, loop, host, port, s->opts.max_connections,
+                                   s->opts.max_pending, s->opts.linger_ms,
+                                   s->opts.drain_timeout_ms, s->opts.backlog, server_done, detail);
+    if (e != ERR_OK)
         return e;
-    }
-    log_info("http listening on %s:%d", host ? host : "*", s->base.port);
     *server = s;
     return ERR_OK;
 }
@@ -357,9 +351,7 @@ void http_server_close(http_server_t *s, http_server_close_cb cb, void *user)
         return;
     s->close_cb = cb;
     s->close_user = user;
-    log_info("http listener closing: %llu connections to drain",
-             (unsigned long long)s->base.st.conns_open);
-    ingest__server_close(&s->base, server_done);
+    ingest__server_begin_close(&s->base, server_done);
 }
 
 void http_server_stats(const http_server_t *s, http_stats_t *o)

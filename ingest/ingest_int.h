@@ -145,6 +145,18 @@ typedef struct ingest__server {
 err_t ingest__listen(ingest__server_t *s, uv_loop_t *loop, const char *host, int port, int backlog,
                      err_detail_t *detail);
 
+/* What both listeners set up the same way: the shared limits, the listen
+ * itself and its log line. On failure the half-made listener is released
+ * through done (which frees the server) and the error returned. */
+err_t ingest__server_start(ingest__server_t *s, const ingest__proto_t *proto, uv_loop_t *loop,
+                           const char *host, int port, unsigned max_conns, unsigned max_pending,
+                           unsigned linger_ms, unsigned drain_timeout_ms, int backlog,
+                           void (*done)(ingest__server_t *s), err_detail_t *detail);
+
+/* Logs the drain and starts ingest__server_close(); false (nothing done)
+ * when the server is already closing. */
+bool ingest__server_begin_close(ingest__server_t *s, void (*done)(ingest__server_t *s));
+
 /* Stops accepting, lets every queued reply be written, closes connections as
  * they drain, hard-closes the rest after drain_timeout_ms, then calls done(s)
  * once every handle is closed. done may free s. */

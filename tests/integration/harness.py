@@ -262,8 +262,6 @@ class MllpSink:
     def stop(self):
         if self.server:
             self.loop.call_soon_threadsafe(self.server.close)
-            for task in asyncio.all_tasks(self.loop) if False else []:
-                pass
         self.loop.call_soon_threadsafe(lambda: [t.cancel() for t in asyncio.all_tasks(self.loop)])
         self.thread.join(5)
 

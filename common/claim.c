@@ -10,10 +10,22 @@
 bool claim_code_normalise(const char *sent, size_t len, char *out, size_t cap)
 {
     size_t n = 0;
+    bool dot = false;
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)sent[i];
-        if (ch == '.' || ch == ' ' || ch == '\t')
+        if (ch == ' ' || ch == '\t')
             continue;
+        if (ch == '.' && !dot) {
+            /* "M43.04" and "M4304." are how codes are written; a dot
+             * anywhere else changes what the code says. */
+            size_t rest = i + 1;
+            while (rest < len && (sent[rest] == ' ' || sent[rest] == '\t'))
+                rest++;
+            if (n == 3 || (n >= 3 && rest == len)) {
+                dot = true;
+                continue;
+            }
+        }
         if (!isalnum(ch) || n + 1 >= cap) {
             if (cap)
                 out[0] = '\0';
@@ -172,6 +184,7 @@ claim_dx_t *claim_add_dx(claim_t *c, arena_t *a)
     c->dx = grow(a, c->dx, c->ndx, &c->dx_cap, sizeof *c->dx);
     claim_dx_t *d = &c->dx[c->ndx++];
     memset(d, 0, sizeof *d);
+    d->line = -1;
     return d;
 }
 

@@ -62,7 +62,11 @@ typedef struct {
     claim_dx_type_t type;
     claim_poa_t poa;
     const char *text;        /* DG1-4 or DG1-3.2 / coding.display / text */
-    const char *location;    /* "DG1(2)-3", "Claim.diagnosis[1]" */
+    const char *location;    /* "DG1(2)-3", "FT1(1)-19(2)", "Claim.diagnosis[1]" */
+    /* Index into claim->lines of the service line that carried this code
+     * (HL7 FT1-19 with no DG1 of the same code); -1 for a diagnosis of the
+     * claim itself (DG1, Claim.diagnosis). claim_add_dx() sets -1. */
+    int line;
 } claim_dx_t;
 
 typedef enum {
@@ -97,8 +101,29 @@ typedef struct {
     const char *location;    /* "FT1(1)", "Claim.item[0]" */
 } claim_line_t;
 
+/* What kind of message the claim came from: bills are judged; ADT carries
+ * working and admitting diagnoses, not a bill (see rule_adt_mode_t). */
+typedef enum {
+    CLAIM_KIND_BILL, /* DFT, BAR, FHIR Claim */
+    CLAIM_KIND_ADT,  /* ADT with DG1 */
+} claim_kind_t;
+
+/* The care setting, which decides the date that picks the code set and
+ * whether an MS-DRG applies. Inpatient: HL7 PV1-2 = I or a type of bill
+ * 11x/12x; FHIR Claim.type institutional with an inpatient type of bill or
+ * an admission period, or an Encounter of class IMP. */
+typedef enum {
+    CLAIM_SETTING_UNKNOWN,
+    CLAIM_SETTING_INPATIENT,
+    CLAIM_SETTING_OUTPATIENT, /* stated and not inpatient (PV1-2 O/E/R..., TOB 13x, professional) */
+} claim_setting_t;
+
 typedef struct {
     claim_source_t source;
+    claim_kind_t kind;
+    claim_setting_t setting;
+    const char *type_of_bill;  /* as sent ("0111", "111"); NULL when absent */
+    claim_date_t discharge;    /* PV1-45 / admission period end; year 0 when absent */
     const char *id;            /* MSH-10 or Claim.id; NULL when absent */
     const char *message_type;  /* "DFT^P03", "Claim" */
     char sex;                  /* 'F', 'M', 'U', or 0 when absent */
@@ -114,9 +139,12 @@ typedef struct {
     bool has_who_icd10;
 } claim_t;
 
-/* Normalises an ICD-10-CM code: drops dots and spaces, folds case. Writes at
- * most cap-1 characters plus a NUL into out. Returns false (out = "") when the
- * result would not fit or contains characters other than A-Z and 0-9. */
+/* Normalises an ICD-10-CM code the way coders write it: folds case, drops
+ * spaces, and drops one dot after the third character and one trailing dot.
+ * Writes at most cap-1 characters plus a NUL into out. Returns false
+ * (out = "") when the result would not fit or the code holds anything else
+ * (a dot elsewhere, a dash, a comma, other punctuation): such a code is
+ * malformed, and the rules report it from code_sent. */
 bool claim_code_normalise(const char *sent, size_t len, char *out, size_t cap);
 
 /* Writes the dotted form of a normalised code ("M4304" -> "M43.04") into out. */

@@ -48,17 +48,35 @@ typedef struct {
                                   invalid (FHIR issue code "code-invalid") */
 } rule_finding_t;
 
+/* Where the claim's date fell against the code sets loaded. */
+typedef enum {
+    RULE_CODESET_IN_RANGE,  /* a table covers the date (or no spine code) */
+    RULE_CODESET_NEWER,     /* after the newest table: the newest was applied */
+    RULE_CODESET_OLDER,     /* before the oldest table: validity not checked */
+} rule_codeset_fit_t;
+
 typedef struct {
     verdict_kind_t kind;
     rule_finding_t *findings;
     size_t nfindings;
+    const char *code_set;        /* "FY2027": the table applied; NULL when none */
+    rule_codeset_fit_t code_set_fit;
 } rule_verdict_t;
+
+/* How ADT messages (CLAIM_KIND_ADT) are judged: they carry working
+ * diagnoses, not a bill. */
+typedef enum {
+    RULE_ADT_ANNOTATE, /* default: judged, but no finding rejects (reject -> warn) */
+    RULE_ADT_JUDGE,    /* judged like a bill */
+    RULE_ADT_FORWARD,  /* not judged at all: accepted untouched */
+} rule_adt_mode_t;
 
 /* Site policy applied on load. */
 typedef struct {
     bool advisory;             /* nothing rejects: reject becomes warn */
     /* "rule-id=severity" overrides, NULL-terminated; may be NULL. */
     const char *const *severity_overrides;
+    rule_adt_mode_t adt;       /* default RULE_ADT_ANNOTATE */
 } rule_policy_t;
 
 /* Loads a rule pack (format: docs/rule-pack.md). pack_path names the JSON

@@ -1,42 +1,67 @@
 /* eval.c - rule_evaluate(): the spine rules applied to one claim.
  *
  * Pure: reads the pack (immutable) and the claim, writes findings into the
- * caller's arena, and looks at no clock (only the claim's service date picks
- * the table). A claim with no diagnosis in a category the tables cover gets
+ * caller's arena, and looks at no clock (only the claim's own dates pick the
+ * code set). A claim with no diagnosis in a category the tables cover gets
  * no findings at all, so the gate is safe in front of a whole feed. Every
- * lookup is a hash probe or a walk over lists precomputed at load.
+ * lookup is a hash probe or a walk over lists precomputed at load, and the
+ * claim's diagnoses and lines are indexed once, so the cost is linear in
+ * the size of the claim.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "rules_int.h"
 
 #define RULE_MAX_FINDINGS 256
+#define MAX_SUGGESTIONS 12
 
 typedef struct {
+    const rule__table_t *t; /* the code set this diagnosis is judged by */
     const rule__code_t *tc; /* the table code (a 7th-character code's base) */
     const char *suffix;     /* the sent code's characters after tc (7th char) */
     bool judged;            /* read as ICD-10-CM */
     bool spine;             /* in a category (or 7th-character owner) covered */
     bool valid;             /* a complete, valid code */
+    bool first;             /* the first diagnosis with this code: only it pairs */
+    bool lenient;           /* its date is after its table: unknown codes only warn */
     int region;             /* region index, -1 none */
     char dotted[20];
     const char *norm;       /* normalised free text, NULL when none */
     uint32_t text_regions;
 } dxi_t;
 
+/* A small open-addressing map in the arena, for the claim's own indexes
+ * (code -> first diagnosis, sequence -> diagnosis). Keys are never 0. */
+typedef struct {
+    uint64_t *k;
+    int32_t *v;
+    size_t cap;
+} amap_t;
+
 typedef struct {
     const rule_pack_t *p;
     const claim_t *c;
-    const rule__table_t *t;
+    const rule__table_t *t;      /* the claim's code set (NULL: older than all) */
+    rule_codeset_fit_t fit;
     arena_t *a;
     dxi_t *dx;
+    const rule__table_t **line_t; /* per line: its own code set, or NULL */
+    bool *line_newer;
+    uint32_t *dx_mask, *dx_newer;  /* per diagnosis: code sets of its dated lines */
+    amap_t by_code, by_seq;
     rule_finding_t *f;
     size_t nf, cap;
+    int depth;                   /* 1 inside a suggestion check */
+    int *verify_budget;          /* re-evaluations left for suggestion checks */
 } ev_t;
 
 typedef const char *vars_t[V__COUNT];
+
+static void evaluate(const rule_pack_t *pack, const claim_t *claim, arena_t *a, rule_verdict_t *out,
+                     int depth, int *budget);
 
 /* ---------------------------------------------------------------- output */
 
@@ -118,15 +143,182 @@ static const char *region_label(const ev_t *e, int r)
     return r >= 0 && r < e->p->geo.nregions ? e->p->geo.regions[r].label : "none";
 }
 
-/* The dotted code of tc with the sent suffix (placeholder and 7th
- * character) carried over, for suggestions: M48.50XA -> M48.54XA. */
-static char *with_suffix(ev_t *e, const rule__code_t *tc, const char *suffix)
+
+/* Caps a finding's severity: f may be NULL (rule off, or the cap reached). */
+static void cap_severity(rule_finding_t *f, rule_severity_t max)
 {
-    char code[16];
-    snprintf(code, sizeof code, "%s%s", tc->code, suffix ? suffix : "");
-    char d[20];
-    claim_code_dotted(code, d, sizeof d);
-    return arena_strdup(e->a, d);
+    if (f && f->severity > max)
+        f->severity = max;
+}
+
+/* ---------------------------------------------------------------- maps */
+
+static void amap_init(amap_t *m, arena_t *a, size_t n)
+{
+    size_t cap = 16;
+    while (cap < 2 * n + 2)
+        cap *= 2;
+    m->k = arena_calloc(a, cap, sizeof *m->k);
+    m->v = arena_calloc(a, cap, sizeof *m->v);
+    m->cap = cap;
+}
+
+static size_t amap_slot(const amap_t *m, uint64_t key)
+{
+    size_t i = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 17) & (m->cap - 1);
+    while (m->k[i] && m->k[i] != key)
+        i = (i + 1) & (m->cap - 1);
+    return i;
+}
+
+/* Returns the value stored for key, or -1; stores val when key is new. */
+static int32_t amap_get_or_put(amap_t *m, uint64_t key, int32_t val)
+{
+    if (!key || !m->cap)
+        return -1;
+    size_t i = amap_slot(m, key);
+    if (m->k[i])
+        return m->v[i];
+    m->k[i] = key;
+    m->v[i] = val;
+    return -1;
+}
+
+static int32_t amap_get(const amap_t *m, uint64_t key)
+{
+    if (!key || !m->cap)
+        return -1;
+    size_t i = amap_slot(m, key);
+    return m->k[i] ? m->v[i] : -1;
+}
+
+static uint64_t seq_key(int seq)
+{
+    return seq > 0 ? (uint64_t)(unsigned)seq | (1ull << 62) : 0;
+}
+
+/* The diagnosis with this sequence (the first one), or -1. */
+static int dx_by_seq(const ev_t *e, int seq)
+{
+    return amap_get(&e->by_seq, seq_key(seq));
+}
+
+/* The first diagnosis with this normalised code, or -1. */
+static int dx_by_code(const ev_t *e, const char *code)
+{
+    return code && *code ? amap_get(&e->by_code, rule__key(code)) : -1;
+}
+
+/* ---------------------------------------------------------------- suggestions */
+
+static bool reportable(const rule__code_t *c)
+{
+    return c->billable || (c->leaf && c->seven >= 0);
+}
+
+/* The 7th character to give codes under owner s: the one sent when the
+ * owner defines it, else A (initial encounter) when defined, else the first. */
+static char seventh_for(const rule__seven_t *s, char sent)
+{
+    if (sent && strchr(s->chars, sent))
+        return sent;
+    return strchr(s->chars, 'A') ? 'A' : s->chars[0];
+}
+
+/* The complete reportable form of a reportable table code: itself, or its
+ * base padded with the placeholder X and a 7th character. */
+static void full_code(const rule__table_t *t, const rule__code_t *c, char sent7, char *out, size_t cap)
+{
+    if (c->seven >= 0 && !c->billable) {
+        char code[16];
+        snprintf(code, sizeof code, "%s%.*s%c", c->code, 6 - (int)c->len, "XXX",
+                 seventh_for(&t->seven[c->seven], sent7));
+        claim_code_dotted(code, out, cap);
+    } else {
+        snprintf(out, cap, "%s", c->dotted);
+    }
+}
+
+/* A list of candidate codes (dotted, complete) built for a suggestion. */
+typedef struct {
+    char code[MAX_SUGGESTIONS][20];
+    int n;
+    int more; /* reportable codes beyond the ones listed */
+} cands_t;
+
+static void cands_add(cands_t *cs, const char *dotted)
+{
+    for (int i = 0; i < cs->n; i++)
+        if (!strcmp(cs->code[i], dotted))
+            return;
+    if (cs->n < MAX_SUGGESTIONS)
+        snprintf(cs->code[cs->n++], sizeof cs->code[0], "%s", dotted);
+    else
+        cs->more++;
+}
+
+/* Adds the reportable codes at or under table code b (b itself when it is
+ * reportable), at full depth; region >= 0 keeps those of that region. */
+static void cands_under(cands_t *cs, const rule__table_t *t, const rule__code_t *b, char sent7, int region)
+{
+    size_t from = (size_t)(b - t->codes);
+    for (size_t j = from; j < (size_t)b->end; j++) {
+        const rule__code_t *c = &t->codes[j];
+        if (!reportable(c) || (region >= 0 && c->region != region))
+            continue;
+        char d[20];
+        full_code(t, c, sent7, d, sizeof d);
+        cands_add(cs, d);
+    }
+}
+
+/* The code of region `region` nearest to tc in the hierarchy: first among
+ * tc's siblings, then under its ancestors up to the subcategory (a category
+ * mixes conditions: M43.0 spondylolysis, M43.1 spondylolisthesis). Prefers
+ * a code of tc's own depth. Returns a table index or -1. */
+static int32_t region_relative(const rule__table_t *t, const rule__code_t *tc, int region)
+{
+    int32_t anc = tc->parent;
+    while (anc >= 0) {
+        const rule__code_t *a = &t->codes[anc];
+        int32_t best = -1;
+        for (int32_t j = anc + 1; j < a->end; j++) {
+            const rule__code_t *c = &t->codes[j];
+            if (c->region != region || (strncmp(tc->code, c->code, c->len) == 0))
+                continue; /* another region, or tc's own ancestor */
+            /* the highest code of that region: its children share it */
+            if (c->parent >= 0 && t->codes[c->parent].region == region && c->parent != anc)
+                continue;
+            if (best < 0 || abs(c->len - tc->len) < abs(t->codes[best].len - tc->len))
+                best = j;
+        }
+        if (best >= 0)
+            return best;
+        if (a->len <= 4)
+            break;
+        anc = a->parent;
+    }
+    return -1;
+}
+
+static bool suggestion_ok(ev_t *e, int dx, const char *dotted);
+
+/* Keeps the candidates that pass the rules when put in place of dx (none
+ * may lead to a reject) and returns them as a comma list, or NULL. */
+static const char *cands_verified(ev_t *e, int dx, const cands_t *cs)
+{
+    char out[MAX_SUGGESTIONS * 20];
+    size_t o = 0;
+    out[0] = '\0';
+    for (int i = 0; i < cs->n; i++) {
+        if (dx >= 0 && !suggestion_ok(e, dx, cs->code[i]))
+            continue;
+        int w = snprintf(out + o, sizeof out - o, o ? ", %s" : "%s", cs->code[i]);
+        if (w < 0 || (size_t)w >= sizeof out - o)
+            break;
+        o += (size_t)w;
+    }
+    return o ? arena_strdup(e->a, out) : NULL;
 }
 
 /* ---------------------------------------------------------------- codes */
@@ -139,33 +331,40 @@ static bool all_x(const char *s, size_t n)
     return true;
 }
 
-/* base padded with X to six characters and then each 7th character. */
-static char *seven_choices(ev_t *e, const rule__code_t *b, const rule__seven_t *s, char only)
+/* The 7th-character choices for base b: the one character `only`, or all. */
+static void cands_seven(cands_t *cs, const rule__code_t *b, const rule__seven_t *s, char only)
 {
-    char out[128];
-    size_t o = 0;
-    out[0] = '\0';
     for (const char *ch = s->chars; *ch; ch++) {
         if (only && *ch != only)
             continue;
         char code[16], d[20];
         snprintf(code, sizeof code, "%s%.*s%c", b->code, 6 - (int)b->len, "XXX", *ch);
         claim_code_dotted(code, d, sizeof d);
-        int w = snprintf(out + o, sizeof out - o, o ? ", %s" : "%s", d);
-        if (w < 0 || (size_t)w >= sizeof out - o)
-            break;
-        o += (size_t)w;
+        cands_add(cs, d);
     }
-    return arena_strdup(e->a, out);
 }
 
-/* Decides whether dx i is a valid code, and reports code-invalid,
- * code-not-billable or seventh-character when it is not. */
-static void resolve(ev_t *e, int i)
+static rule_finding_t *add_invalid(ev_t *e, rule__id_t id, rule__msgkey_t mk, const char *const *v, int i,
+                                   const cands_t *cs)
+{
+    const char *sug = cs && cs->n ? cands_verified(e, i, cs) : NULL;
+    vars_t vv;
+    memcpy(vv, v, sizeof vv);
+    /* A message that names the suggestion still reads when none passed. */
+    vv[V_SUGGESTION] = sug ? sug : "the complete code";
+    rule_finding_t *f = add(e, id, mk, vv, i, -1, sug);
+    if (f)
+        f->code_invalid = true;
+    return f;
+}
+
+/* Decides whether dx i is a valid code of table t, and reports code-invalid,
+ * code-not-billable or seventh-character when it is not. Returns false when
+ * it reported the code. */
+static bool resolve(ev_t *e, int i, const rule__table_t *t, bool lenient)
 {
     const claim_dx_t *d = &e->c->dx[i];
     dxi_t *x = &e->dx[i];
-    const rule__table_t *t = e->t;
     const char *code = d->code;
     size_t n = strlen(code);
     vars_t v = {0};
@@ -174,34 +373,37 @@ static void resolve(ev_t *e, int i)
     char cat[8];
     snprintf(cat, sizeof cat, "%.3s", code);
     v[V_CATEGORY] = cat;
+    x->tc = NULL;
+    x->valid = false;
+    x->region = -1;
+    cands_t cs = {0};
 
     if (rule__map_get(&t->category_map, rule__keyn(code, 3)) < 0) {
         /* Categories outside the code rows whose 7th characters the notes
          * define (M80, M84.3-): only the 7th character is judged. */
         const rule__seven_t *s = rule__table_seven_for(t, code);
-        if (!s || s->in_codes || n > 7)
-            return;
+        if (!s || s->in_codes || n > 7) {
+            x->spine = false;
+            return true;
+        }
         x->spine = true;
         v[V_OWNER] = s->dotted;
         v[V_CHARS] = s->list;
         if (n < 7) {
-            rule_finding_t *f = add(e, RID_SEVENTH, MK_MISSING, v, i, -1, NULL);
-            if (f)
-                f->code_invalid = true;
-        } else if (!strchr(s->chars, code[6])) {
+            add_invalid(e, RID_SEVENTH, MK_MISSING, v, i, NULL);
+            return false;
+        }
+        if (!strchr(s->chars, code[6])) {
             char ch[2] = {code[6], 0};
             v[V_CHAR] = ch;
-            rule_finding_t *f = add(e, RID_SEVENTH, MK_UNDEFINED, v, i, -1, NULL);
-            if (f)
-                f->code_invalid = true;
-        } else {
-            x->valid = true;
+            add_invalid(e, RID_SEVENTH, MK_UNDEFINED, v, i, NULL);
+            return false;
         }
-        return;
+        x->valid = true;
+        return true;
     }
     x->spine = true;
     const rule__code_t *tc = rule__table_find(t, code);
-    rule_finding_t *f = NULL;
     if (tc) {
         v[V_DESCRIPTION] = tc->desc;
         if (tc->billable) {
@@ -209,19 +411,19 @@ static void resolve(ev_t *e, int i)
             x->suffix = "";
             x->valid = true;
             x->region = tc->region;
-            return;
+            return true;
         }
         if (tc->leaf && tc->seven >= 0) {
             const rule__seven_t *s = &t->seven[tc->seven];
             v[V_OWNER] = s->dotted;
             v[V_CHARS] = s->list;
-            f = add(e, RID_SEVENTH, MK_MISSING, v, i, -1, seven_choices(e, tc, s, 0));
+            cands_seven(&cs, tc, s, 0);
+            add_invalid(e, RID_SEVENTH, MK_MISSING, v, i, &cs);
         } else {
-            f = add(e, RID_CODE_NOT_BILLABLE, MK_DEFAULT, v, i, -1, tc->children);
+            cands_under(&cs, t, tc, 0, -1);
+            add_invalid(e, RID_CODE_NOT_BILLABLE, MK_DEFAULT, v, i, &cs);
         }
-        if (f)
-            f->code_invalid = true;
-        return;
+        return false;
     }
 
     /* Not in the table: find the longest table code it starts with. */
@@ -242,46 +444,99 @@ static void resolve(ev_t *e, int i)
     }
     if (b && b->leaf && s && n == 7) {
         if (!all_x(code + b->len, 6 - b->len)) {
-            f = add(e, RID_SEVENTH, MK_PLACEHOLDER, v, i, -1,
-                    seven_choices(e, b, s, strchr(s->chars, code[6]) ? code[6] : 0));
+            cands_seven(&cs, b, s, strchr(s->chars, code[6]) ? code[6] : 0);
+            add_invalid(e, RID_SEVENTH, MK_PLACEHOLDER, v, i, &cs);
         } else if (!strchr(s->chars, code[6])) {
             char ch[2] = {code[6], 0};
             v[V_CHAR] = ch;
-            f = add(e, RID_SEVENTH, MK_UNDEFINED, v, i, -1, seven_choices(e, b, s, 0));
+            cands_seven(&cs, b, s, 0);
+            add_invalid(e, RID_SEVENTH, MK_UNDEFINED, v, i, &cs);
         } else {
             x->tc = b;
             x->suffix = code + b->len;
             x->valid = true;
             x->region = b->region;
-            return;
+            return true;
         }
     } else if (b && b->leaf && s && n < 7) {
         char last = code[n - 1];
-        if (strchr(s->chars, last) && all_x(code + b->len, n - 1 - b->len))
-            f = add(e, RID_SEVENTH, MK_PLACEHOLDER, v, i, -1, seven_choices(e, b, s, last));
-        else
-            f = add(e, RID_SEVENTH, MK_MISSING, v, i, -1, seven_choices(e, b, s, 0));
+        if (strchr(s->chars, last) && all_x(code + b->len, n - 1 - b->len)) {
+            cands_seven(&cs, b, s, last);
+            add_invalid(e, RID_SEVENTH, MK_PLACEHOLDER, v, i, &cs);
+        } else {
+            cands_seven(&cs, b, s, 0);
+            add_invalid(e, RID_SEVENTH, MK_MISSING, v, i, &cs);
+        }
     } else if (b && b->billable && !s && n <= 7 && n - b->len <= 4 &&
                all_x(code + b->len, n - b->len - 1) &&
                (code[n - 1] == 'X' || (code[n - 1] >= 'A' && code[n - 1] <= 'Z'))) {
         /* A complete code plus an extension: M43.04XA, M43.04A. */
-        f = add(e, RID_SEVENTH, MK_NOT_APPLICABLE, v, i, -1, b->dotted);
+        cands_add(&cs, b->dotted);
+        add_invalid(e, RID_SEVENTH, MK_NOT_APPLICABLE, v, i, &cs);
     } else {
-        const char *sug = b ? (b->children ? b->children : b->dotted) : NULL;
-        f = add(e, RID_CODE_INVALID, MK_DEFAULT, v, i, -1, sug);
+        /* A 7th character sent with a code under a header: carry it. */
+        if (b)
+            cands_under(&cs, t, b, n == 7 ? code[6] : 0, -1);
+        rule_finding_t *f = add_invalid(e, RID_CODE_INVALID, lenient ? MK_NEWER_UNKNOWN : MK_DEFAULT, v, i,
+                                        &cs);
+        /* A date after the newest table: the code may be new, never reject. */
+        if (lenient)
+            cap_severity(f, RULE_SEV_WARN);
     }
-    if (f)
-        f->code_invalid = true;
+    return false;
 }
 
+/* Reads a code that did not normalise (a dash, a comma, a dot out of
+ * place): its letters and digits into loose, and a description of the first
+ * thing wrong with it into form. Returns false when nothing code-like is left. */
+static bool malformed_form(const char *sent, char *loose, size_t cap, char *form, size_t fcap)
+{
+    size_t n = 0, len = strlen(sent);
+    form[0] = '\0';
+    bool dot = false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)sent[i];
+        if (ch == ' ' || ch == '\t')
+            continue;
+        if (((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9'))) {
+            if (n + 1 < cap)
+                loose[n++] = (char)(ch >= 'a' ? ch - 32 : ch);
+            continue;
+        }
+        if (ch == '.' && !dot && n == 3) {
+            dot = true;
+            continue;
+        }
+        if (form[0])
+            continue;
+        size_t rest = i + 1;
+        while (rest < len && strchr(" \t-.", sent[rest]))
+            rest++;
+        bool at_end = rest == len;
+        if (ch == '-' && at_end)
+            snprintf(form, fcap, "it ends in a dash, which in the index stands for characters still to be chosen");
+        else if (ch == '-')
+            snprintf(form, fcap, "it holds a dash after character %zu", n);
+        else if (ch == ',')
+            snprintf(form, fcap, "it holds a comma after character %zu", n);
+        else if (ch == '.')
+            snprintf(form, fcap, "it has a dot after character %zu (the dot follows the third character)", n);
+        else if (ch >= 0x21 && ch < 0x7f)
+            snprintf(form, fcap, "it holds the character '%c' after character %zu", ch, n);
+        else
+            snprintf(form, fcap, "it holds a character that is not a letter or a digit after character %zu", n);
+    }
+    loose[n] = '\0';
+    return n >= 3 && form[0];
+}
 /* ---------------------------------------------------------------- pairs */
 
 static const rule__note_t *pair_note(const ev_t *e, const dxi_t *a, const claim_dx_t *bd,
                                      const int32_t *notes, int nnotes)
 {
-    (void)a;
+    (void)e;
     for (int k = 0; k < nnotes; k++) {
-        const rule__note_t *n = &e->t->notes[notes[k]];
+        const rule__note_t *n = &a->t->notes[notes[k]];
         for (int r = 0; r < n->nrefs; r++)
             if (rule__ref_match(&n->refs[r], bd->code))
                 return n;
@@ -305,7 +560,8 @@ static void check_pair(ev_t *e, int i, int j)
     dxi_t *xi = &e->dx[i], *xj = &e->dx[j];
     /* A code already reported as invalid takes part in no pair: the coder
      * fixes it first, and its pairs are judged on the corrected claim. */
-    if (strcmp(di->code, dj->code) == 0 || (xi->spine && !xi->valid) || (xj->spine && !xj->valid))
+    if (strcmp(di->code, dj->code) == 0 || !xi->first || !xj->first || (xi->spine && !xi->valid) ||
+        (xj->spine && !xj->valid))
         return;
     for (int pass = 0; pass < 2; pass++) {
         bool ex1 = pass == 0;
@@ -370,10 +626,13 @@ static void read_text(ev_t *e, int i)
     x->text_regions = rule__text_regions(&e->p->geo, buf, false);
 }
 
-/* True when line l points at dx i (by sequence or by code). */
-static bool line_links(const ev_t *e, const claim_line_t *l, int i)
+/* True when line l points at dx i (by sequence, by code, or carried it). */
+static bool line_links(const ev_t *e, size_t li, int i)
 {
+    const claim_line_t *l = &e->c->lines[li];
     const claim_dx_t *d = &e->c->dx[i];
+    if (d->line >= 0 && (size_t)d->line == li)
+        return true;
     for (int k = 0; k < l->ndx_pointers && k < CLAIM_MAX_DX_POINTERS; k++)
         if (d->sequence && l->dx_pointers[k] == d->sequence)
             return true;
@@ -383,21 +642,35 @@ static bool line_links(const ev_t *e, const claim_line_t *l, int i)
     return false;
 }
 
+/* Candidates for dx x at region r: the nearest code of that region, at full
+ * depth (a header expands to its reportable codes), with x's 7th character. */
+static void cands_region(ev_t *e, const dxi_t *x, int r, cands_t *cs)
+{
+    int32_t j = region_relative(x->t, x->tc, r);
+    if (j < 0)
+        return;
+    char sent7 = x->suffix && *x->suffix ? x->suffix[strlen(x->suffix) - 1] : 0;
+    cands_under(cs, x->t, &x->t->codes[j], sent7, -1);
+}
+
 static void site_unspecified(ev_t *e, int i)
 {
     const dxi_t *x = &e->dx[i];
     const rule_pack_t *p = e->p;
     int nreg = p->geo.nregions;
     const char *src[32] = {0};
+    int from_text = 0;
     if (p->site_use_text && x->norm)
         for (int r = 0; r < nreg && r < 32; r++)
-            if (x->text_regions & (1u << r))
+            if ((x->text_regions & (1u << r)) && p->geo.regions[r].kind == REGION_SPECIFIC) {
                 src[r] = "diagnosis text";
+                from_text++;
+            }
     if (p->site_use_procedures)
         for (size_t l = 0; l < e->c->nlines; l++) {
             const claim_line_t *ln = &e->c->lines[l];
             const rule__proc_t *pr = rule__proc_find(p, ln);
-            if (!pr || pr->region < 0 || pr->region >= 32 || src[pr->region] || !line_links(e, ln, i))
+            if (!pr || pr->region < 0 || pr->region >= 32 || src[pr->region] || !line_links(e, l, i))
                 continue;
             src[pr->region] = arena_printf(e->a, "line %zu, %s", l + 1, pr->label);
         }
@@ -409,24 +682,38 @@ static void site_unspecified(ev_t *e, int i)
                 continue;
             src[o->region] = o->dotted;
         }
-    char regions[128] = "", sources[192] = "", sugg[128] = "";
-    size_t lr = 0, ls = 0, lg = 0;
-    for (int r = 0; r < nreg && r < 32; r++) {
-        if (!src[r] || p->geo.regions[r].kind != REGION_SPECIFIC || x->tc->sibling[r] < 0)
-            continue;
-        const rule__code_t *sib = &e->t->codes[x->tc->sibling[r]];
-        const char *sc = with_suffix(e, sib, x->suffix);
-        int w1 = snprintf(regions + lr, sizeof regions - lr, lr ? " or %s" : "%s", p->geo.regions[r].label);
-        int w2 = snprintf(sources + ls, sizeof sources - ls, ls ? "; %s" : "%s", src[r]);
-        int w3 = snprintf(sugg + lg, sizeof sugg - lg, lg ? ", %s" : "%s", sc);
-        if (w1 < 0 || w2 < 0 || w3 < 0 || (size_t)w1 >= sizeof regions - lr ||
-            (size_t)w2 >= sizeof sources - ls || (size_t)w3 >= sizeof sugg - lg)
-            break;
-        lr += (size_t)w1;
-        ls += (size_t)w2;
-        lg += (size_t)w3;
+    char regions[160] = "", sources[192] = "";
+    size_t lr = 0, ls = 0;
+    cands_t cs = {0};
+    /* Two regions named in the diagnosis's own text: the multiple-sites
+     * code, where the subcategory has one. */
+    int multi = -1;
+    if (from_text >= 2)
+        for (int r = 0; r < nreg && r < 32 && multi < 0; r++)
+            if (p->geo.regions[r].kind == REGION_MULTIPLE && region_relative(x->t, x->tc, r) >= 0)
+                multi = r;
+    if (multi >= 0) {
+        cands_region(e, x, multi, &cs);
+        snprintf(regions, sizeof regions, "%s", region_label(e, multi));
+        snprintf(sources, sizeof sources, "diagnosis text");
+    } else {
+        for (int r = 0; r < nreg && r < 32; r++) {
+            if (!src[r] || p->geo.regions[r].kind != REGION_SPECIFIC)
+                continue;
+            int before = cs.n;
+            cands_region(e, x, r, &cs);
+            if (cs.n == before)
+                continue;
+            int w1 = snprintf(regions + lr, sizeof regions - lr, lr ? " or %s" : "%s", p->geo.regions[r].label);
+            int w2 = snprintf(sources + ls, sizeof sources - ls, ls ? "; %s" : "%s", src[r]);
+            if (w1 < 0 || w2 < 0 || (size_t)w1 >= sizeof regions - lr || (size_t)w2 >= sizeof sources - ls)
+                break;
+            lr += (size_t)w1;
+            ls += (size_t)w2;
+        }
     }
-    if (!lg)
+    const char *sugg = cands_verified(e, i, &cs);
+    if (!sugg)
         return;
     vars_t v = {0};
     v[V_CODE] = x->dotted;
@@ -443,10 +730,13 @@ static void junction(ev_t *e, int i)
         return;
     for (int k = 0; k < e->p->njunctions; k++) {
         const rule__junction_t *j = &e->p->junctions[k];
-        if (!(j->from & (1u << x->region)) || j->junction >= 32 ||
-            !(x->text_regions & (1u << j->junction)) || x->tc->sibling[j->junction] < 0)
+        if (!(j->from & (1u << x->region)) || j->junction >= 32 || !(x->text_regions & (1u << j->junction)))
             continue;
-        const char *sc = with_suffix(e, &e->t->codes[x->tc->sibling[j->junction]], x->suffix);
+        cands_t cs = {0};
+        cands_region(e, x, j->junction, &cs);
+        const char *sc = cands_verified(e, i, &cs);
+        if (!sc)
+            continue;
         vars_t v = {0};
         v[V_CODE] = x->dotted;
         v[V_REGION] = region_label(e, x->region);
@@ -454,6 +744,29 @@ static void junction(ev_t *e, int i)
         v[V_SUGGESTION] = sc;
         add(e, RID_JUNCTION, MK_DEFAULT, v, i, -1, sc);
         return;
+    }
+}
+
+/* The congenital counterpart(s) of a map entry ("Q76.41", "Q76.3"): a header
+ * expands to its codes, those of the acquired code's region first. */
+static void cands_congenital(ev_t *e, const dxi_t *x, const char *list, cands_t *cs)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save = NULL, *tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+        char norm[16];
+        if (!claim_code_normalise(tok, strlen(tok), norm, sizeof norm))
+            continue;
+        const rule__code_t *c = rule__table_find(x->t, norm);
+        if (!c) {
+            cands_add(cs, tok); /* outside the tables (Q67.5): as written */
+            continue;
+        }
+        int before = cs->n;
+        if (x->region >= 0 && !reportable(c))
+            cands_under(cs, x->t, c, 0, x->region);
+        if (cs->n == before)
+            cands_under(cs, x->t, c, 0, -1);
     }
 }
 
@@ -472,12 +785,98 @@ static void congenital(ev_t *e, int i)
     for (int k = 0; k < p->ncongenital; k++)
         for (int a = 0; a < p->congenital[k].nacquired; a++)
             if (rule__ref_match(&p->congenital[k].acquired[a], code)) {
+                cands_t cs = {0};
+                cands_congenital(e, x, p->congenital[k].congenital, &cs);
+                const char *sc = cands_verified(e, i, &cs);
+                if (!sc)
+                    return;
                 vars_t v = {0};
                 v[V_CODE] = x->dotted;
-                v[V_SUGGESTION] = p->congenital[k].congenital;
-                add(e, RID_CONGENITAL, MK_DEFAULT, v, i, -1, p->congenital[k].congenital);
+                v[V_SUGGESTION] = sc;
+                add(e, RID_CONGENITAL, MK_DEFAULT, v, i, -1, sc);
                 return;
             }
+}
+
+/* True when tc or an ancestor is titled "... in diseases classified
+ * elsewhere": a manifestation code (I.A.13). */
+static bool manifestation_code(const rule__table_t *t, const rule__code_t *tc)
+{
+    for (const rule__code_t *c = tc; c; c = c->parent >= 0 ? &t->codes[c->parent] : NULL)
+        if (c->desc && strcasestr(c->desc, "in diseases classified elsewhere"))
+            return true;
+    return false;
+}
+
+/* The diagnosis sequenced first: the stated principal, else the lowest
+ * sequence (else the first sent) among those that are not admitting. */
+static int first_listed(const claim_t *c, bool *stated)
+{
+    int pi = -1;
+    *stated = false;
+    for (size_t i = 0; i < c->ndx; i++)
+        if (c->dx[i].type == DX_TYPE_PRINCIPAL) {
+            *stated = true;
+            return (int)i;
+        }
+    for (size_t i = 0; i < c->ndx; i++) {
+        if (c->dx[i].type == DX_TYPE_ADMITTING)
+            continue;
+        if (pi < 0 || (c->dx[i].sequence > 0 &&
+                       (c->dx[pi].sequence <= 0 || c->dx[i].sequence < c->dx[pi].sequence)))
+            pi = (int)i;
+    }
+    return pi;
+}
+
+static void manifestation(ev_t *e)
+{
+    bool stated;
+    int i = first_listed(e->c, &stated);
+    if (i < 0 || !e->dx[i].valid || !e->dx[i].tc || !manifestation_code(e->dx[i].t, e->dx[i].tc))
+        return;
+    vars_t v = {0};
+    char owner[8];
+    snprintf(owner, sizeof owner, "%.3s", e->dx[i].dotted);
+    v[V_CODE] = e->dx[i].dotted;
+    v[V_DESCRIPTION] = e->dx[i].tc->desc;
+    v[V_OWNER] = owner;
+    rule_finding_t *f = add(e, RID_MANIFESTATION, stated ? MK_PRINCIPAL : MK_FIRST_LISTED, v, i, -1, NULL);
+    /* First by sequence is only a guess at the coder's order: never reject. */
+    if (!stated)
+        cap_severity(f, RULE_SEV_WARN);
+}
+
+/* I.B.12: each code once per encounter. The admitting diagnosis is its own
+ * field on a bill and may repeat the principal, so it is left out. */
+static void mark_firsts(ev_t *e)
+{
+    const claim_t *c = e->c;
+    for (size_t i = 0; i < c->ndx; i++) {
+        int prev = e->dx[i].judged ? dx_by_code(e, c->dx[i].code) : -1;
+        e->dx[i].first = prev < 0 || (size_t)prev == i || !e->dx[prev].judged;
+    }
+}
+
+/* One finding per repeated code, at its second occurrence. */
+static void duplicates(ev_t *e)
+{
+    const claim_t *c = e->c;
+    amap_t told;
+    amap_init(&told, e->a, c->ndx);
+    for (size_t i = 0; i < c->ndx; i++) {
+        const dxi_t *x = &e->dx[i];
+        if (x->first || !x->judged || c->dx[i].type == DX_TYPE_ADMITTING)
+            continue;
+        int prev = dx_by_code(e, c->dx[i].code);
+        if (prev < 0 || c->dx[prev].type == DX_TYPE_ADMITTING ||
+            amap_get_or_put(&told, rule__key(c->dx[i].code), 1) >= 0)
+            continue;
+        vars_t v = {0};
+        v[V_CODE] = x->dotted;
+        v[V_LOCATION] = c->dx[prev].location ? c->dx[prev].location : "an earlier diagnosis";
+        add(e, RID_DUPLICATE, MK_DEFAULT, v, (int)i, -1, NULL);
+    }
 }
 
 /* ---------------------------------------------------------------- lines */
@@ -525,22 +924,19 @@ static void linkage(ev_t *e, size_t li)
     }
     int linked[2 * CLAIM_MAX_DX_POINTERS], nl = 0;
     for (int k = 0; k < np; k++) {
-        const claim_dx_t *d = claim_find_dx(e->c, l->dx_pointers[k]);
-        if (!d) {
+        int di = dx_by_seq(e, l->dx_pointers[k]);
+        if (di < 0) {
             char ptr[16];
             snprintf(ptr, sizeof ptr, "%d", l->dx_pointers[k]);
             v[V_POINTER] = ptr;
             add(e, RID_LINKAGE, MK_DANGLING, v, -1, (int)li, NULL);
             continue;
         }
-        linked[nl++] = (int)(d - e->c->dx);
+        linked[nl++] = di;
     }
     for (int k = 0; k < nc; k++) {
         const char *code = l->dx_codes[k];
-        int found = -1;
-        for (size_t q = 0; code && q < e->c->ndx && found < 0; q++)
-            if (strcmp(e->c->dx[q].code, code) == 0)
-                found = (int)q;
+        int found = dx_by_code(e, code);
         if (found < 0) {
             char d[20];
             claim_code_dotted(code ? code : "", d, sizeof d);
@@ -595,6 +991,10 @@ static void drg(ev_t *e)
     const claim_t *c = e->c;
     int pi = -1;
     bool stated = true;
+    /* MS-DRG prices an inpatient stay; outpatient and professional claims
+     * and ADT messages have none. */
+    if (c->setting != CLAIM_SETTING_INPATIENT || c->kind != CLAIM_KIND_BILL)
+        return;
     for (size_t i = 0; i < c->ndx && pi < 0; i++)
         if (c->dx[i].type == DX_TYPE_PRINCIPAL && e->dx[i].judged)
             pi = (int)i;
@@ -672,6 +1072,7 @@ static void drg(ev_t *e)
         v[V_MCC] = e->dx[other].dotted;
     if (!stated)
         mk = MK_NOT_STATED;
+    v[V_GROUPER] = e->t->drg_version[0] ? e->t->drg_version : "43";
     rule_finding_t *f = add(e, RID_DRG, mk, v, pi, -1, NULL);
     if (!f)
         return;
@@ -691,25 +1092,110 @@ static void drg(ev_t *e)
                                   expand(e->a, e->p->rules[RID_DRG].msg[MK_SURGERY], tv));
         break;
     }
+    /* The tier counts an MCC; one not present on admission may be a
+     * hospital-acquired condition, which the tier does not model. */
+    if (other >= 0 && mk != MK_NO_MCC && c->dx[other].poa == POA_N)
+        f->message = arena_printf(e->a, "%s%s", f->message,
+                                  expand(e->a, e->p->rules[RID_DRG].msg[MK_POA_N], v));
+    if (e->t->drg_for_year[0] && strcmp(e->t->drg_for_year, e->t->drg_version) != 0) {
+        vars_t gv = {0};
+        gv[V_GROUPER] = v[V_GROUPER];
+        gv[V_DETAIL] = e->t->drg_for_year;
+        gv[V_FY] = e->t->fy;
+        f->message = arena_printf(e->a, "%s%s", f->message,
+                                  expand(e->a, e->p->rules[RID_DRG].msg[MK_GROUPER], gv));
+    }
 }
 
-/* ---------------------------------------------------------------- main */
+/* ---------------------------------------------------------------- dates */
 
-static claim_date_t service_date(const claim_t *c)
+static long date_key(claim_date_t d)
 {
+    /* A date without a day (YYYY-MM) compares as the first of the month. */
+    return d.year * 10000L + (d.month ? d.month : 1) * 100 + (d.day ? d.day : 1);
+}
+
+static claim_date_t line_date(const claim_line_t *l)
+{
+    return l->date_from.year ? l->date_from : l->date_to;
+}
+
+/* The date that picks the claim's code set: the discharge (through) date of
+ * an inpatient stay, the service date otherwise (CMS). */
+static claim_date_t claim_date(const claim_t *c)
+{
+    claim_date_t best = {0};
+    if (c->setting == CLAIM_SETTING_INPATIENT) {
+        if (c->discharge.year)
+            return c->discharge;
+        if (c->service_to.year)
+            return c->service_to;
+        if (c->service_from.year)
+            return c->service_from;
+        for (size_t i = 0; i < c->nlines; i++) {
+            claim_date_t d = line_date(&c->lines[i]);
+            if (d.year && (!best.year || date_key(d) > date_key(best)))
+                best = d;
+        }
+        return best;
+    }
     if (c->service_from.year)
         return c->service_from;
     if (c->service_to.year)
         return c->service_to;
-    for (size_t i = 0; i < c->nlines; i++)
-        if (c->lines[i].date_from.year)
-            return c->lines[i].date_from;
-    return (claim_date_t){0};
+    for (size_t i = 0; i < c->nlines; i++) {
+        claim_date_t d = line_date(&c->lines[i]);
+        if (d.year && (!best.year || date_key(d) < date_key(best)))
+            best = d;
+    }
+    return best;
 }
 
-static bool judged_system(claim_codesys_t s)
+/* The table for date d and how d fits: in a table's validity; after the
+ * newest (the newest applies); in a gap (the one before it applies, as
+ * newer); before the oldest (NULL). No date: the newest, in range. */
+static const rule__table_t *table_for(const rule_pack_t *p, claim_date_t d, rule_codeset_fit_t *fit)
 {
-    return s == CODESYS_ICD10CM || s == CODESYS_UNKNOWN || s == CODESYS_ICD10_WHO;
+    *fit = RULE_CODESET_IN_RANGE;
+    const rule__table_t *newest = &p->tables[p->ntables - 1];
+    if (!d.year)
+        return newest;
+    const rule__table_t *t = rule__table_for_date(p, d);
+    if (t)
+        return t;
+    long k = date_key(d);
+    if (k < date_key(p->tables[0].from)) {
+        *fit = RULE_CODESET_OLDER;
+        return NULL;
+    }
+    *fit = RULE_CODESET_NEWER;
+    for (size_t i = p->ntables; i-- > 0;)
+        if (date_key(p->tables[i].from) <= k)
+            return &p->tables[i];
+    return newest;
+}
+
+static void fmt_date(char *out, size_t cap, claim_date_t d)
+{
+    snprintf(out, cap, "%04d-%02d-%02d", d.year, d.month ? d.month : 1, d.day ? d.day : 1);
+}
+
+static const char *tables_list(ev_t *e)
+{
+    char tabs[256];
+    size_t o = 0;
+    tabs[0] = '\0';
+    for (size_t i = 0; i < e->p->ntables && o < sizeof tabs; i++) {
+        const rule__table_t *x = &e->p->tables[i];
+        char f[16], t[16];
+        fmt_date(f, sizeof f, x->from);
+        fmt_date(t, sizeof t, x->to);
+        int w = snprintf(tabs + o, sizeof tabs - o, "%s%s %s..%s", i ? ", " : "", x->fy, f, t);
+        if (w < 0)
+            break;
+        o += (size_t)w;
+    }
+    return arena_strdup(e->a, tabs);
 }
 
 /* True when code falls under a category or 7th-character owner of t. */
@@ -723,78 +1209,293 @@ static bool covered(const rule__table_t *t, const char *code)
     return s && !s->in_codes;
 }
 
-void rule_evaluate(const rule_pack_t *pack, const claim_t *claim, arena_t *a, rule_verdict_t *out)
+static bool cm_system(claim_codesys_t s)
+{
+    return s == CODESYS_ICD10CM || s == CODESYS_UNKNOWN;
+}
+
+/* The code the gate looks at: the normalised one, else the letters and
+ * digits of a malformed one. */
+static const char *gate_code(const claim_dx_t *d, char *buf, size_t cap)
+{
+    if (d->code[0])
+        return d->code;
+    char form[160];
+    if (d->code_sent && malformed_form(d->code_sent, buf, cap, form, sizeof form))
+        return buf;
+    return "";
+}
+
+static void mark_line(ev_t *e, int dx, size_t l)
+{
+    unsigned bit = (unsigned)(e->line_t[l] - e->p->tables);
+    if (dx < 0 || bit >= 32)
+        return;
+    e->dx_mask[dx] |= 1u << bit;
+    if (e->line_newer[l])
+        e->dx_newer[dx] |= 1u << bit;
+}
+
+/* Per-line code sets of an outpatient claim whose lines have dates: which
+ * code sets each diagnosis is pointed at from, found through the claim's
+ * indexes (linear); says when the lines span two code sets. */
+static void line_tables(ev_t *e)
+{
+    const claim_t *c = e->c;
+    if (c->setting == CLAIM_SETTING_INPATIENT || !c->nlines)
+        return;
+    e->line_t = arena_calloc(e->a, c->nlines, sizeof *e->line_t);
+    e->line_newer = arena_calloc(e->a, c->nlines, sizeof *e->line_newer);
+    e->dx_mask = arena_calloc(e->a, c->ndx, sizeof *e->dx_mask);
+    e->dx_newer = arena_calloc(e->a, c->ndx, sizeof *e->dx_newer);
+    const rule__table_t *lo = NULL, *hi = NULL;
+    for (size_t l = 0; l < c->nlines; l++) {
+        const claim_line_t *ln = &c->lines[l];
+        claim_date_t d = line_date(ln);
+        if (!d.year)
+            continue;
+        rule_codeset_fit_t fit;
+        const rule__table_t *t = table_for(e->p, d, &fit);
+        e->line_t[l] = t;
+        e->line_newer[l] = fit == RULE_CODESET_NEWER;
+        if (!t)
+            continue;
+        if (!lo || t < lo)
+            lo = t;
+        if (!hi || t > hi)
+            hi = t;
+        for (int k = 0; k < ln->ndx_pointers && k < CLAIM_MAX_DX_POINTERS; k++)
+            mark_line(e, dx_by_seq(e, ln->dx_pointers[k]), l);
+        for (int k = 0; k < ln->ndx_codes && k < CLAIM_MAX_DX_POINTERS; k++)
+            mark_line(e, dx_by_code(e, ln->dx_codes[k]), l);
+    }
+    for (size_t i = 0; i < c->ndx; i++)
+        if (c->dx[i].line >= 0 && (size_t)c->dx[i].line < c->nlines && e->line_t[c->dx[i].line])
+            mark_line(e, (int)i, (size_t)c->dx[i].line);
+    /* Every occurrence of a code follows its first occurrence's lines. */
+    for (size_t i = 0; i < c->ndx; i++) {
+        int f = dx_by_code(e, c->dx[i].code);
+        if (f >= 0 && (size_t)f != i) {
+            e->dx_mask[i] |= e->dx_mask[f];
+            e->dx_newer[i] |= e->dx_newer[f];
+        }
+    }
+    if (lo && hi && lo != hi) {
+        vars_t v = {0};
+        char b[16];
+        fmt_date(b, sizeof b, hi->from);
+        v[V_TABLES] = arena_printf(e->a, "%s and %s", lo->fy, hi->fy);
+        v[V_BOUNDARY] = b;
+        v[V_FY] = hi->fy;
+        add(e, RID_TABLE_COVERAGE, MK_SPAN, v, -1, -1, NULL);
+    }
+}
+
+/* Judges dx i against the code set of every dated line that points at it
+ * (an outpatient line's diagnoses follow the line's date), else the claim's. */
+static void judge_code(ev_t *e, int i)
+{
+    dxi_t *x = &e->dx[i];
+    const rule__table_t *own = e->t;
+    bool own_lenient = e->fit == RULE_CODESET_NEWER;
+    uint32_t mask = e->dx_mask ? e->dx_mask[i] : 0, newer = e->dx_newer ? e->dx_newer[i] : 0;
+    if (mask) {
+        /* Its own table: the claim's when a line of that year points at
+         * it, else the newest of its lines'. */
+        unsigned ob = (unsigned)(own - e->p->tables);
+        if (!(ob < 32 && (mask & (1u << ob)))) {
+            for (unsigned b = 31; b < 32; b--)
+                if (mask & (1u << b)) {
+                    ob = b;
+                    break;
+                }
+            own = &e->p->tables[ob];
+        }
+        own_lenient = (newer >> ob) & 1u;
+        for (unsigned b = 0; b < 32 && b < e->p->ntables; b++)
+            if ((mask & (1u << b)) && b != ob && !resolve(e, i, &e->p->tables[b], (newer >> b) & 1u)) {
+                x->t = &e->p->tables[b];
+                return;
+            }
+    }
+    x->t = own;
+    x->lenient = own_lenient;
+    resolve(e, i, own, own_lenient);
+}
+
+/* Reports what keeps dx i from being judged as ICD-10-CM: a malformed code,
+ * a WHO ICD-10 code, an unknown system on a spine-shaped code. Returns true
+ * when the code goes on to be judged. */
+static bool read_code(ev_t *e, int i)
+{
+    const claim_dx_t *d = &e->c->dx[i];
+    dxi_t *x = &e->dx[i];
+    const rule__table_t *t = e->t;
+    char loose[16], form[160];
+    const char *code = gate_code(d, loose, sizeof loose);
+    claim_code_dotted(code, x->dotted, sizeof x->dotted);
+    if (!covered(t, code))
+        return d->code[0] && cm_system(d->system);
+    vars_t v = {0};
+    v[V_CODE] = x->dotted;
+    if (d->system == CODESYS_ICD10_WHO) {
+        add(e, RID_CODE_SYSTEM, MK_WHO, v, i, -1, NULL);
+        return false;
+    }
+    if (d->system == CODESYS_OTHER) {
+        v[V_SYSTEM] = d->system_sent ? arena_strndup(e->a, d->system_sent, 64) : "(none)";
+        add(e, RID_CODE_SYSTEM, MK_UNKNOWN_SYSTEM, v, i, -1, NULL);
+        return false;
+    }
+    if (d->system == CODESYS_ICD9CM)
+        return false;
+    if (d->code[0])
+        return true;
+    /* Malformed: name what is wrong, suggest what its letters and digits
+     * would be, and keep it out of every other rule. */
+    malformed_form(d->code_sent, loose, sizeof loose, form, sizeof form);
+    x->spine = true;
+    x->t = t;
+    snprintf(x->dotted, sizeof x->dotted, "%.16s", d->code_sent);
+    v[V_CODE] = x->dotted;
+    v[V_SENT] = x->dotted;
+    v[V_FORM] = form;
+    v[V_FY] = t->fy;
+    cands_t cs = {0};
+    const rule__code_t *tc = rule__table_find(t, loose);
+    if (tc && reportable(tc))
+        cands_under(&cs, t, tc, 0, -1);
+    else if (tc)
+        cands_under(&cs, t, tc, 0, -1);
+    add_invalid(e, RID_CODE_INVALID, MK_MALFORMED, v, i, &cs);
+    return false;
+}
+
+/* ---------------------------------------------------------------- suggestions */
+
+/* True when the claim with `dotted` in place of dx's code has no reject on
+ * that diagnosis or naming that code. Each check re-judges the claim (at
+ * depth 1, where suggestions are not checked again); a claim gets a bounded
+ * number of checks, and a suggestion that cannot be checked is not made. */
+static bool suggestion_ok(ev_t *e, int dx, const char *dotted)
+{
+    if (e->depth > 0)
+        return true;
+    if (*e->verify_budget <= 0)
+        return false;
+    (*e->verify_budget)--;
+    arena_t scratch;
+    arena_init(&scratch, 0);
+    claim_t c = *e->c;
+    c.dx = arena_calloc(&scratch, e->c->ndx, sizeof *c.dx);
+    memcpy(c.dx, e->c->dx, e->c->ndx * sizeof *c.dx);
+    claim_dx_t *d = &c.dx[dx];
+    d->code_sent = dotted;
+    d->system = CODESYS_ICD10CM;
+    bool ok = claim_code_normalise(dotted, strlen(dotted), d->code, sizeof d->code);
+    rule_verdict_t v;
+    if (ok)
+        evaluate(e->p, &c, &scratch, &v, 1, e->verify_budget);
+    for (size_t i = 0; ok && i < v.nfindings; i++) {
+        const rule_finding_t *f = &v.findings[i];
+        if (f->severity != RULE_SEV_REJECT)
+            continue;
+        if (f->dx_index == dx)
+            ok = false;
+        for (int k = 0; k < f->ncodes && ok; k++)
+            if (!strcmp(f->codes[k], dotted))
+                ok = false;
+    }
+    arena_free(&scratch);
+    return ok;
+}
+
+/* ---------------------------------------------------------------- main */
+
+static void evaluate(const rule_pack_t *pack, const claim_t *claim, arena_t *a, rule_verdict_t *out,
+                     int depth, int *budget)
 {
     memset(out, 0, sizeof *out);
     out->kind = VERDICT_ACCEPT;
-    if (!pack || !claim || !claim->ndx || !pack->ntables)
+    if (claim->kind == CLAIM_KIND_ADT && pack->adt == RULE_ADT_FORWARD)
         return;
-    claim_date_t date = service_date(claim);
-    const rule__table_t *t = rule__table_for_date(pack, date);
-    const rule__table_t *gate = t ? t : &pack->tables[pack->ntables - 1];
+    ev_t e = {0};
+    e.p = pack;
+    e.c = claim;
+    e.a = a;
+    e.depth = depth;
+    e.verify_budget = budget;
+    claim_date_t date = claim_date(claim);
+    e.t = table_for(pack, date, &e.fit);
+    const rule__table_t *gate = e.t ? e.t : &pack->tables[0];
 
     /* The gate: nothing to say about a claim without spine codes. */
     bool any = false;
-    for (size_t i = 0; i < claim->ndx && !any; i++)
-        any = judged_system(claim->dx[i].system) && covered(gate, claim->dx[i].code);
+    for (size_t i = 0; i < claim->ndx && !any; i++) {
+        char loose[16];
+        any = claim->dx[i].system != CODESYS_ICD9CM && covered(gate, gate_code(&claim->dx[i], loose, sizeof loose));
+    }
     if (!any)
         return;
 
-    ev_t e = {pack, claim, t, a, NULL, NULL, 0, 0};
-    if (!t) {
+    out->code_set_fit = e.fit;
+    if (e.fit != RULE_CODESET_IN_RANGE) {
         vars_t v = {0};
-        char d[16], tabs[128];
-        snprintf(d, sizeof d, "%04d-%02d-%02d", date.year, date.month, date.day);
-        size_t o = 0;
-        tabs[0] = '\0';
-        for (size_t i = 0; i < pack->ntables && o < sizeof tabs; i++) {
-            const rule__table_t *x = &pack->tables[i];
-            int w = snprintf(tabs + o, sizeof tabs - o, "%s%s %04d-%02d-%02d..%04d-%02d-%02d",
-                             i ? ", " : "", x->fy, x->from.year, x->from.month, x->from.day,
-                             x->to.year, x->to.month, x->to.day);
-            if (w < 0)
-                break;
-            o += (size_t)w;
-        }
+        char d[16];
+        fmt_date(d, sizeof d, date);
         v[V_DATE] = d;
-        v[V_TABLES] = tabs;
-        add(&e, RID_TABLE_COVERAGE, MK_DEFAULT, v, -1, -1, NULL);
-    } else {
+        v[V_TABLES] = tables_list(&e);
+        v[V_FY] = e.t ? e.t->fy : pack->tables[0].fy;
+        add(&e, RID_TABLE_COVERAGE, e.fit == RULE_CODESET_NEWER ? MK_NEWER : MK_OLDER, v, -1, -1, NULL);
+    }
+    if (e.t) {
+        out->code_set = e.t->fy;
         e.dx = arena_calloc(a, claim->ndx, sizeof *e.dx);
+        amap_init(&e.by_code, a, claim->ndx);
+        amap_init(&e.by_seq, a, claim->ndx);
+        for (size_t i = 0; i < claim->ndx; i++) {
+            e.dx[i].region = -1;
+            e.dx[i].t = e.t;
+            amap_get_or_put(&e.by_seq, seq_key(claim->dx[i].sequence), (int32_t)i);
+            if (claim->dx[i].code[0])
+                amap_get_or_put(&e.by_code, rule__key(claim->dx[i].code), (int32_t)i);
+        }
+        line_tables(&e);
         for (size_t i = 0; i < claim->ndx; i++) {
             dxi_t *x = &e.dx[i];
-            x->region = -1;
-            claim_code_dotted(claim->dx[i].code, x->dotted, sizeof x->dotted);
-            x->judged = judged_system(claim->dx[i].system) && claim->dx[i].code[0];
+            x->judged = read_code(&e, (int)i);
             if (!x->judged)
                 continue;
-            resolve(&e, (int)i);
-            if (x->spine && claim->dx[i].system == CODESYS_ICD10_WHO) {
-                vars_t v = {0};
-                v[V_CODE] = x->dotted;
-                add(&e, RID_CODE_SYSTEM, MK_DEFAULT, v, (int)i, -1, NULL);
-            }
+            judge_code(&e, (int)i);
             if (x->valid && x->tc)
                 read_text(&e, (int)i);
         }
+        mark_firsts(&e);
         for (size_t i = 0; i < claim->ndx; i++)
             for (size_t j = i + 1; j < claim->ndx; j++)
                 if (e.dx[i].judged && e.dx[j].judged && (e.dx[i].tc || e.dx[j].tc))
                     check_pair(&e, (int)i, (int)j);
         for (size_t i = 0; i < claim->ndx; i++) {
             const dxi_t *x = &e.dx[i];
-            if (!x->valid || !x->tc)
+            if (!x->valid || !x->tc || !x->first)
                 continue;
             if (x->region >= 0 && pack->geo.regions[x->region].kind == REGION_UNSPECIFIED)
                 site_unspecified(&e, (int)i);
             junction(&e, (int)i);
             congenital(&e, (int)i);
         }
+        manifestation(&e);
         for (size_t l = 0; l < claim->nlines; l++)
             linkage(&e, l);
+        duplicates(&e);
         drg(&e);
     }
 
+    /* ADT carries working diagnoses, not a bill: by default it is
+     * annotated, never rejected. */
+    if (claim->kind == CLAIM_KIND_ADT && pack->adt == RULE_ADT_ANNOTATE)
+        for (size_t i = 0; i < e.nf; i++)
+            cap_severity(&e.f[i], RULE_SEV_WARN);
     out->findings = e.f;
     out->nfindings = e.nf;
     for (size_t i = 0; i < e.nf; i++) {
@@ -803,4 +1504,16 @@ void rule_evaluate(const rule_pack_t *pack, const claim_t *claim, arena_t *a, ru
         else if (out->kind != VERDICT_REJECT)
             out->kind = VERDICT_ANNOTATE;
     }
+}
+
+void rule_evaluate(const rule_pack_t *pack, const claim_t *claim, arena_t *a, rule_verdict_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->kind = VERDICT_ACCEPT;
+    if (!pack || !claim || !claim->ndx || !pack->ntables)
+        return;
+    /* Suggestion checks re-judge the claim: bounded so that the whole stays
+     * linear in the claim's size. */
+    int budget = claim->ndx <= 64 ? 96 : (int)(65536 / claim->ndx) + 4;
+    evaluate(pack, claim, a, out, 0, &budget);
 }

@@ -39,6 +39,8 @@ static const char *const rule_names[RID__COUNT] = {
     [RID_LINKAGE] = "procedure-linkage",
     [RID_DRG] = "drg-tier",
     [RID_TABLE_COVERAGE] = "table-coverage",
+    [RID_DUPLICATE] = "duplicate-code",
+    [RID_MANIFESTATION] = "manifestation-first",
 };
 
 static const char *const msgkey_names[MK__COUNT] = {
@@ -57,12 +59,24 @@ static const char *const msgkey_names[MK__COUNT] = {
     [MK_ALIVE_UNKNOWN] = "alive_unknown",
     [MK_NOT_STATED] = "not_stated",
     [MK_SURGERY] = "surgery",
+    [MK_MALFORMED] = "malformed",
+    [MK_NEWER_UNKNOWN] = "newer_unknown",
+    [MK_WHO] = "who",
+    [MK_UNKNOWN_SYSTEM] = "unknown_system",
+    [MK_NEWER] = "newer",
+    [MK_OLDER] = "older",
+    [MK_SPAN] = "span",
+    [MK_PRINCIPAL] = "principal",
+    [MK_FIRST_LISTED] = "first_listed",
+    [MK_GROUPER] = "grouper",
+    [MK_POA_N] = "poa_n",
 };
 
 static const char *const var_names[V__COUNT] = {
     "code", "other", "owner", "note", "region", "other_region", "suggestion", "chars",
     "char", "base", "description", "category", "fy", "source", "line", "proc", "kind",
     "label", "pointer", "mcc", "drg", "detail", "date", "tables",
+    "sent", "form", "system", "grouper", "location", "boundary",
 };
 
 #define B(k) (1u << (k))
@@ -73,7 +87,12 @@ unsigned rule__msgkeys_of(rule__id_t id)
     case RID_EXCLUDES1: return B(MK_DEFAULT) | B(MK_SAME_REGION) | B(MK_REGION_UNSTATED);
     case RID_LINKAGE: return B(MK_UNLINKED) | B(MK_DANGLING) | B(MK_OTHER_REGION);
     case RID_DRG:
-        return B(MK_MCC) | B(MK_NO_MCC) | B(MK_ALIVE_UNKNOWN) | B(MK_NOT_STATED) | B(MK_SURGERY);
+        return B(MK_MCC) | B(MK_NO_MCC) | B(MK_ALIVE_UNKNOWN) | B(MK_NOT_STATED) | B(MK_SURGERY) |
+               B(MK_GROUPER) | B(MK_POA_N);
+    case RID_CODE_INVALID: return B(MK_DEFAULT) | B(MK_MALFORMED) | B(MK_NEWER_UNKNOWN);
+    case RID_CODE_SYSTEM: return B(MK_WHO) | B(MK_UNKNOWN_SYSTEM);
+    case RID_TABLE_COVERAGE: return B(MK_NEWER) | B(MK_OLDER) | B(MK_SPAN);
+    case RID_MANIFESTATION: return B(MK_PRINCIPAL) | B(MK_FIRST_LISTED);
     default: return B(MK_DEFAULT);
     }
 }
@@ -1159,6 +1178,7 @@ static err_t apply_policy(rule_pack_t *p, const rule_policy_t *pol, err_detail_t
             p->rules[rid].severity = (rule_severity_t)sev;
         }
     }
+    p->adt = pol->adt;
     if (pol->advisory)
         for (int i = 0; i < RID__COUNT; i++)
             if (p->rules[i].severity == RULE_SEV_REJECT)

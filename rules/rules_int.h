@@ -101,6 +101,10 @@ typedef struct {
     char fy[16];         /* "FY2026" */
     claim_date_t from, to;
     char *icd_source, *drg_source;
+    /* MS-DRG grouper whose lists this table carries ("43"), and the one CMS
+     * uses for this year's discharges ("44"); they differ when the newer
+     * lists are not available and the older are applied. */
+    char drg_version[8], drg_for_year[8];
     rule__code_t *codes; /* sorted by code */
     size_t ncodes;
     rule__map_t code_map;
@@ -198,6 +202,8 @@ typedef enum {
     RID_LINKAGE,
     RID_DRG,
     RID_TABLE_COVERAGE,
+    RID_DUPLICATE,
+    RID_MANIFESTATION,
     RID__COUNT
 } rule__id_t;
 
@@ -218,6 +224,17 @@ typedef enum {
     MK_ALIVE_UNKNOWN,
     MK_NOT_STATED,
     MK_SURGERY,
+    MK_MALFORMED,      /* code-invalid: punctuation or shape that is no code */
+    MK_NEWER_UNKNOWN,  /* code-invalid: unknown to the newest table, date after it */
+    MK_WHO,            /* code-system: WHO ICD-10 on a US claim */
+    MK_UNKNOWN_SYSTEM, /* code-system: an unrecognised system on a spine-shaped code */
+    MK_NEWER,          /* table-coverage: date after the newest table */
+    MK_OLDER,          /* table-coverage: date before the oldest table */
+    MK_SPAN,           /* table-coverage: lines on both sides of a new code set */
+    MK_PRINCIPAL,      /* manifestation-first: stated principal */
+    MK_FIRST_LISTED,   /* manifestation-first: first by sequence, no principal stated */
+    MK_GROUPER,        /* drg-tier: the year's own grouper lists are not available */
+    MK_POA_N,          /* drg-tier: the MCC is not present on admission */
     MK__COUNT
 } rule__msgkey_t;
 
@@ -270,6 +287,7 @@ struct rule_pack {
     int nnegations;
     bool site_use_text, site_use_codes, site_use_procedures;
     bool drg_first_when_unstated;
+    rule_adt_mode_t adt;           /* site policy for ADT messages */
 };
 
 /* Placeholders a message template may use ("{code}"). */
@@ -277,6 +295,7 @@ typedef enum {
     V_CODE, V_OTHER, V_OWNER, V_NOTE, V_REGION, V_OTHER_REGION, V_SUGGESTION, V_CHARS,
     V_CHAR, V_BASE, V_DESCRIPTION, V_CATEGORY, V_FY, V_SOURCE, V_LINE, V_PROC, V_KIND,
     V_LABEL, V_POINTER, V_MCC, V_DRG, V_DETAIL, V_DATE, V_TABLES,
+    V_SENT, V_FORM, V_SYSTEM, V_GROUPER, V_LOCATION, V_BOUNDARY,
     V__COUNT
 } rule__var_t;
 

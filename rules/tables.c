@@ -387,6 +387,11 @@ static err_t table_parse(const char *name, const char *text, size_t len, rule__t
         } else if (strcmp(k, "msdrg") == 0) {
             xfree(t->drg_source);
             t->drg_source = xstrdup(v);
+        } else if (strcmp(k, "msdrg_version") == 0 || strcmp(k, "msdrg_version_for_year") == 0) {
+            char *dst = k[13] ? t->drg_for_year : t->drg_version;
+            if (!*v || strlen(v) >= sizeof t->drg_version || strspn(v, "0123456789") != strlen(v))
+                return bad(&r, "bad MS-DRG version '%.32s'", v);
+            memcpy(dst, v, strlen(v) + 1);
         } else if (strcmp(k, "body_lines") == 0) {
             body_lines = atoi(v);
         } else if (strcmp(k, "body_fnv1a64") == 0) {

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """gen-tables.py - builds spinegate's code tables from the official data.
 
-Reads the ICD-10-CM spine extract (icd10cm/spine-codes.tsv, spine-notes.tsv)
-and the MS-DRG v43 lists (msdrg/*.tsv) under DATA_DIR and writes one table
-file per fiscal year into OUT_DIR (default rules/tables): spine-fy2026.tsv.
+Reads the ICD-10-CM spine extract of each fiscal year (icd10cm/ for FY2026,
+icd10cm/fy2027/ for FY2027: spine-codes.tsv, spine-notes.tsv) and the MS-DRG
+lists (msdrg/*.tsv) under DATA_DIR and writes one table file per fiscal year
+into OUT_DIR (default rules/tables): spine-fy2026.tsv, spine-fy2027.tsv.
+Adding a year is one line in FISCAL_YEARS and the file it generates.
 The file is line-based TSV that rules/tables.c parses at load; its format is
 described in docs/rule-pack.md ("Table files"). Output is written to a temp
 file, fsynced and renamed, so a reader never sees half a table.
@@ -15,11 +17,15 @@ import os
 import re
 import sys
 
-FISCAL_YEAR = "FY2026"
-VALID_FROM = "2025-10-01"
-VALID_TO = "2026-09-30"
-DRG_VERSION = "43.0"
-OUT_NAME = "spine-fy2026.tsv"
+# One line per fiscal year: name, ICD-10-CM folder under DATA_DIR/icd10cm,
+# validity, the MS-DRG grouper version whose lists are in DATA_DIR/msdrg, and
+# the version CMS uses for that year's discharges when it differs (the lists
+# of the newer grouper are not available, so the older ones are applied and
+# the DRG finding says so).
+FISCAL_YEARS = [
+    ("FY2026", "", "2025-10-01", "2026-09-30", "43.0", "43"),
+    ("FY2027", "fy2027", "2026-10-01", "2027-09-30", "43.0", "44"),
+]
 
 # A code as it appears in a tabular note: "M43.1", "M41.-", "S12.0-", "M43.5X9",
 # the odd "S12.6.-" and the range forms "Q76.3-Q76.4" / "S12.0--S12.6.-".
@@ -94,8 +100,8 @@ def fnv1a64(data):
     return h
 
 
-def build(data_dir):
-    icd = os.path.join(data_dir, "icd10cm")
+def build(data_dir, fiscal_year, subdir, valid_from, valid_to, drg_version, drg_for_year):
+    icd = os.path.join(data_dir, "icd10cm", subdir) if subdir else os.path.join(data_dir, "icd10cm")
     drg = os.path.join(data_dir, "msdrg")
     body = []
     codes = read_tsv(os.path.join(icd, "spine-codes.tsv"), 4)
@@ -122,11 +128,13 @@ def build(data_dir):
     text = "".join(line + "\n" for line in body).encode("utf-8")
     head = [
         "#spinegate-tables\t1",
-        "#fiscal_year\t%s" % FISCAL_YEAR,
-        "#valid_from\t%s" % VALID_FROM,
-        "#valid_to\t%s" % VALID_TO,
-        "#icd10cm\tCDC ICD-10-CM tabular %s, spine extract (M40-M54, Q76, S12-S14, S22-S24, S32-S34)" % FISCAL_YEAR,
-        "#msdrg\tCMS MS-DRG grouper v%s: DRG 551/552 PDX list, MCC list, PDX-MCC exclusions" % DRG_VERSION,
+        "#fiscal_year\t%s" % fiscal_year,
+        "#valid_from\t%s" % valid_from,
+        "#valid_to\t%s" % valid_to,
+        "#icd10cm\tCDC ICD-10-CM tabular %s, spine extract (M40-M54, Q76, S12-S14, S22-S24, S32-S34)" % fiscal_year,
+        "#msdrg\tCMS MS-DRG grouper v%s: DRG 551/552 PDX list, MCC list, PDX-MCC exclusions" % drg_version,
+        "#msdrg_version\t%s" % drg_version.split(".")[0],
+        "#msdrg_version_for_year\t%s" % drg_for_year,
         "#generated_by\ttools/gen-tables.py (do not edit: regenerate)",
         "#body_lines\t%d" % len(body),
         "#body_fnv1a64\t%016x" % fnv1a64(text),
@@ -161,7 +169,10 @@ def main(argv):
         sys.stderr.write("gen-tables: no data directory at %s\n" % data_dir)
         return 2
     os.makedirs(out_dir, exist_ok=True)
-    write_atomic(os.path.join(out_dir, OUT_NAME), build(data_dir))
+    for fy, subdir, valid_from, valid_to, drg_version, drg_for_year in FISCAL_YEARS:
+        name = "spine-%s.tsv" % fy.lower()
+        write_atomic(os.path.join(out_dir, name),
+                     build(data_dir, fy, subdir, valid_from, valid_to, drg_version, drg_for_year))
     return 0
 
 

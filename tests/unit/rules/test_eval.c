@@ -36,12 +36,14 @@ typedef struct {
     arena_t a;
     claim_t *claim;
     char verdict[16];
+    char verdict_not[16];
     int nfindings; /* -1: not checked */
     expect_t ex[MAX_EXPECT];
     int nex;
     const char *overrides[RULE_MAX_CODES * 4];
     int noverrides;
     bool advisory;
+    int adt; /* -1: default policy */
     char ovbuf[8][64];
 } case_t;
 
@@ -99,15 +101,56 @@ static void show_findings(const rule_verdict_t *v)
     }
 }
 
+static int suggestions_checked;
+
+/* Every suggestion the engine makes must pass the rules itself: each code
+ * of it, put in place of the diagnosis it was made for, re-judged, must
+ * draw no reject on that diagnosis or naming that code. */
+static void check_suggestions(case_t *c, const rule_pack_t *pack, const rule_verdict_t *v)
+{
+    for (size_t i = 0; i < v->nfindings; i++) {
+        const rule_finding_t *f = &v->findings[i];
+        if (!f->suggestion || f->dx_index < 0)
+            continue;
+        char buf[512];
+        snprintf(buf, sizeof buf, "%s", f->suggestion);
+        for (char *save = NULL, *code = strtok_r(buf, ", ", &save); code; code = strtok_r(NULL, ", ", &save)) {
+            claim_t copy = *c->claim;
+            copy.dx = arena_calloc(&c->a, c->claim->ndx, sizeof *copy.dx);
+            memcpy(copy.dx, c->claim->dx, c->claim->ndx * sizeof *copy.dx);
+            claim_dx_t *d = &copy.dx[f->dx_index];
+            d->code_sent = arena_strdup(&c->a, code);
+            d->system = CODESYS_ICD10CM;
+            if (!claim_code_normalise(code, strlen(code), d->code, sizeof d->code)) {
+                fail_case(c, 0, "suggestion '%s' of %s is not a code", code, f->rule_id);
+                continue;
+            }
+            rule_verdict_t w;
+            rule_evaluate(pack, &copy, &c->a, &w);
+            suggestions_checked++;
+            for (size_t k = 0; k < w.nfindings; k++) {
+                const rule_finding_t *g = &w.findings[k];
+                bool names = g->dx_index == f->dx_index;
+                for (int q = 0; q < g->ncodes; q++)
+                    names |= strcmp(g->codes[q], code) == 0;
+                if (g->severity == RULE_SEV_REJECT && names)
+                    fail_case(c, 0, "suggestion %s (from %s) is itself rejected: %s", code, f->rule_id,
+                              g->message);
+            }
+        }
+    }
+}
+
 static void run_case(case_t *c)
 {
     if (!c->claim)
         return;
     cases_run++;
     rule_pack_t *pack = default_pack;
-    if (c->advisory || c->noverrides) {
+    if (c->advisory || c->noverrides || c->adt >= 0) {
         c->overrides[c->noverrides] = NULL;
-        rule_policy_t pol = {c->advisory, c->overrides};
+        rule_policy_t pol = {.advisory = c->advisory, .severity_overrides = c->overrides,
+                             .adt = c->adt >= 0 ? (rule_adt_mode_t)c->adt : RULE_ADT_ANNOTATE};
         err_detail_t d;
         if (rule_pack_load(NULL, NULL, &pol, &pack, &d) != ERR_OK) {
             fail_case(c, 0, "policy does not load: %s", d.msg);
@@ -119,6 +162,8 @@ static void run_case(case_t *c)
     int before = failures;
     if (c->verdict[0] && strcmp(verdict_name(v.kind), c->verdict) != 0)
         fail_case(c, 0, "verdict %s, expected %s", verdict_name(v.kind), c->verdict);
+    if (c->verdict_not[0] && !strcmp(verdict_name(v.kind), c->verdict_not))
+        fail_case(c, 0, "verdict %s, which the case forbids", verdict_name(v.kind));
     if (c->nfindings >= 0 && (int)v.nfindings != c->nfindings)
         fail_case(c, 0, "%zu findings, expected %d", v.nfindings, c->nfindings);
     bool used[256] = {0};
@@ -156,12 +201,17 @@ static void run_case(case_t *c)
         else if (!e->absent)
             used[hit] = true;
     }
-    /* Every finding must be well formed whatever the case expects. */
+    /* Every finding must be well formed whatever the case expects: no
+     * unfilled placeholder, no empty parentheses, no reference that lost
+     * its values. */
     for (size_t i = 0; i < v.nfindings; i++) {
         const rule_finding_t *f = &v.findings[i];
-        if (!f->rule_id || !f->message || !f->message[0] || strchr(f->message, '{'))
-            fail_case(c, 0, "finding %zu is malformed", i);
+        if (!f->rule_id || !f->message || !f->message[0] || strchr(f->message, '{') ||
+            strstr(f->message, "()") || strstr(f->message, "''") || strstr(f->message, "  ") ||
+            (f->reference && (strstr(f->reference, "()") || strchr(f->reference, '{'))))
+            fail_case(c, 0, "finding %zu is malformed: %s", i, f->message ? f->message : "(none)");
     }
+    check_suggestions(c, pack, &v);
     if (failures != before)
         show_findings(&v);
     if (pack != default_pack)
@@ -212,6 +262,7 @@ static void start_case(case_t *c, const char *file, int line, const char *name)
     c->file = file;
     c->line = line;
     c->nfindings = -1;
+    c->adt = -1;
     arena_init(&c->a, 0);
     c->claim = claim_new(&c->a, CLAIM_SRC_FHIR_JSON);
     c->claim->service_from = (claim_date_t){2026, 1, 15};
@@ -255,6 +306,21 @@ static void run_file(const char *path, const char *shown)
                 cl->service_from = (claim_date_t){0};
             else if (!claim_date_parse(d, strlen(d), &cl->service_from))
                 fail_case(&c, lineno, "bad date");
+        } else if (!strcmp(kw, "setting")) {
+            char *v = next_tok(&p);
+            cl->setting = v && !strcmp(v, "inpatient")    ? CLAIM_SETTING_INPATIENT
+                          : v && !strcmp(v, "outpatient") ? CLAIM_SETTING_OUTPATIENT
+                                                          : CLAIM_SETTING_UNKNOWN;
+        } else if (!strcmp(kw, "discharge")) {
+            char *d = next_tok(&p);
+            if (!d || !claim_date_parse(d, strlen(d), &cl->discharge))
+                fail_case(&c, lineno, "bad discharge date");
+        } else if (!strcmp(kw, "kind")) {
+            char *v = next_tok(&p);
+            cl->kind = v && !strcmp(v, "adt") ? CLAIM_KIND_ADT : CLAIM_KIND_BILL;
+        } else if (!strcmp(kw, "verdict-not")) {
+            char *t = next_tok(&p);
+            snprintf(c.verdict_not, sizeof c.verdict_not, "%s", t ? t : "");
         } else if (!strcmp(kw, "alive")) {
             char *v = next_tok(&p);
             cl->discharged_alive = v && !strcmp(v, "yes") ? 1 : v && !strcmp(v, "no") ? 0 : -1;
@@ -273,7 +339,17 @@ static void run_file(const char *path, const char *shown)
             for (char *t; (t = next_tok(&p));) {
                 if (!strncmp(t, "text=", 5))
                     d->text = unquote(&c.a, t + 5);
-                else if (!strncmp(t, "system=", 7))
+                else if (!strncmp(t, "line=", 5)) {
+                    /* carried only in FT1-19 of that line (1-based) */
+                    d->line = atoi(t + 5) - 1;
+                    d->location = arena_printf(&c.a, "FT1(%d)-19(1)", atoi(t + 5));
+                } else if (!strncmp(t, "poa=", 4))
+                    d->poa = t[4] == 'Y' ? POA_Y : t[4] == 'N' ? POA_N : t[4] == 'U' ? POA_U
+                             : t[4] == 'W' ? POA_W : t[4] == '1' ? POA_EXEMPT : POA_ABSENT;
+                else if (!strncmp(t, "system=raw:", 11)) {
+                    d->system_sent = arena_strdup(&c.a, t + 11);
+                    d->system = claim_codesys_from(t + 11, strlen(t + 11));
+                } else if (!strncmp(t, "system=", 7))
                     d->system = !strcmp(t + 7, "who")    ? CODESYS_ICD10_WHO
                                 : !strcmp(t + 7, "icd9") ? CODESYS_ICD9CM
                                 : !strcmp(t + 7, "other") ? CODESYS_OTHER
@@ -299,6 +375,10 @@ static void run_file(const char *path, const char *shown)
                     parse_list(t + 4, add_ptr, &lc);
                 else if (!strncmp(t, "codes=", 6))
                     parse_list(t + 6, add_dxcode, &lc);
+                else if (!strncmp(t, "date=", 5)) {
+                    if (!claim_date_parse(t + 5, strlen(t + 5), &l->date_from))
+                        fail_case(&c, lineno, "bad line date");
+                }
                 else if (!strncmp(t, "system=", 7))
                     l->system = !strcmp(t + 7, "none") ? PROCSYS_UNKNOWN
                                 : !strcmp(t + 7, "pcs") ? PROCSYS_ICD10PCS
@@ -309,6 +389,9 @@ static void run_file(const char *path, const char *shown)
             char *t = next_tok(&p);
             if (t && !strcmp(t, "advisory"))
                 c.advisory = true;
+            else if (t && !strncmp(t, "adt=", 4))
+                c.adt = !strcmp(t + 4, "judge") ? RULE_ADT_JUDGE : !strcmp(t + 4, "forward") ? RULE_ADT_FORWARD
+                                                                                            : RULE_ADT_ANNOTATE;
             else if (t && c.noverrides < 8) {
                 snprintf(c.ovbuf[c.noverrides], sizeof c.ovbuf[0], "%s", t);
                 c.overrides[c.noverrides] = c.ovbuf[c.noverrides];
@@ -383,7 +466,8 @@ static void test_case_files(void **state)
         run_file(path, names[i]);
         free(names[i]);
     }
-    printf("rules cases: %d run, %d failed\n", cases_run, failures);
+    printf("rules cases: %d run, %d failed; %d suggestions re-judged\n", cases_run, failures,
+           suggestions_checked);
     assert_int_equal(failures, 0);
 }
 

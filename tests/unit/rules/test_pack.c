@@ -88,7 +88,7 @@ static void test_embedded_loads(void **state)
     err_detail_t d;
     assert_int_equal(rule_pack_load(NULL, NULL, NULL, &p, &d), ERR_OK);
     const char *s = rule_pack_describe(p);
-    assert_non_null(strstr(s, "spinegate-spine-rules v1 (12 rules)"));
+    assert_non_null(strstr(s, "spinegate-spine-rules v1 (14 rules)"));
     assert_non_null(strstr(s, "FY2026"));
     assert_int_equal(p->rules[RID_EXCLUDES1].severity, RULE_SEV_REJECT);
     rule_pack_free(p);
@@ -107,7 +107,7 @@ static void test_from_paths(void **state)
     rule_pack_t *p;
     err_detail_t d;
     assert_int_equal(rule_pack_load(pack, tables, NULL, &p, &d), ERR_OK);
-    assert_int_equal(p->ntables, 1);
+    assert_int_equal(p->ntables, 2);
     rule_pack_free(p);
     assert_int_equal(rule_pack_load(pack, file, NULL, &p, &d), ERR_OK);
     rule_pack_free(p);
@@ -255,13 +255,13 @@ static void test_policy(void **state)
     rule_pack_t *p;
     err_detail_t d;
     const char *ok[] = {"excludes1-pair=warn", "drg-tier=info", NULL};
-    rule_policy_t pol = {false, ok};
+    rule_policy_t pol = {.advisory = false, .severity_overrides = ok};
     assert_int_equal(rule_pack_load(NULL, NULL, &pol, &p, &d), ERR_OK);
     assert_int_equal(p->rules[RID_EXCLUDES1].severity, RULE_SEV_WARN);
     assert_int_equal(p->rules[RID_CODE_INVALID].severity, RULE_SEV_REJECT);
     rule_pack_free(p);
 
-    rule_policy_t adv = {true, NULL};
+    rule_policy_t adv = {.advisory = true, .severity_overrides = NULL};
     assert_int_equal(rule_pack_load(NULL, NULL, &adv, &p, &d), ERR_OK);
     for (int i = 0; i < RID__COUNT; i++)
         assert_int_not_equal(p->rules[i].severity, RULE_SEV_REJECT);
@@ -269,19 +269,19 @@ static void test_policy(void **state)
     rule_pack_free(p);
 
     const char *bad_id[] = {"excludes-1=warn", NULL};
-    rule_policy_t pb = {false, bad_id};
+    rule_policy_t pb = {.advisory = false, .severity_overrides = bad_id};
     assert_int_equal(rule_pack_load(NULL, NULL, &pb, &p, &d), ERR_BAD_CONFIG);
     assert_null(p);
     assert_string_equal(d.where, "severity_overrides[0]");
     assert_non_null(strstr(d.msg, "unknown rule 'excludes-1'"));
 
     const char *bad_sev[] = {"drg-tier=info", "excludes1-pair=fatal", NULL};
-    rule_policy_t ps = {false, bad_sev};
+    rule_policy_t ps = {.advisory = false, .severity_overrides = bad_sev};
     assert_int_equal(rule_pack_load(NULL, NULL, &ps, &p, &d), ERR_BAD_CONFIG);
     assert_string_equal(d.where, "severity_overrides[1]");
 
     const char *bad_form[] = {"excludes1-pair", NULL};
-    rule_policy_t pf = {false, bad_form};
+    rule_policy_t pf = {.advisory = false, .severity_overrides = bad_form};
     assert_int_equal(rule_pack_load(NULL, NULL, &pf, &p, &d), ERR_BAD_CONFIG);
 }
 

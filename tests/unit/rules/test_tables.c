@@ -35,20 +35,27 @@ static FILE *open_data(const char *rel)
     return fopen(path, "r");
 }
 
-/* Every code row of spine-codes.tsv: found in either form, same billable
- * flag and description. */
-static void test_codes_match_tsv(void **state)
+/* Every code row of each fiscal year's spine-codes.tsv (FY2026 at the top
+ * of icd10cm/, later years in icd10cm/fyNNNN/): found in that year's table,
+ * same billable flag and description, and nothing more in the table. */
+static void check_year(const rule__table_t *t)
 {
-    (void)state;
-    char path[1200];
+    char path[160], fy[16];
     FILE *f;
     bool from_data = have_data;
+    for (size_t i = 0; i < sizeof fy; i++)
+        fy[i] = (char)(t->fy[i] >= 'A' && t->fy[i] <= 'Z' ? t->fy[i] + 32 : t->fy[i]);
     if (from_data) {
-        f = open_data("icd10cm/spine-codes.tsv");
+        if (!strcmp(t->fy, "FY2026"))
+            snprintf(path, sizeof path, "icd10cm/spine-codes.tsv");
+        else
+            snprintf(path, sizeof path, "icd10cm/%s/spine-codes.tsv", fy);
+        f = open_data(path);
     } else {
         printf("note: no shared data at %s: checking the committed table file instead\n", data_dir);
-        snprintf(path, sizeof path, "%s/rules/tables/spine-fy2026.tsv", getenv("top_srcdir") ? getenv("top_srcdir") : ".");
-        f = fopen(path, "r");
+        char file[1100];
+        snprintf(file, sizeof file, "%.1024s/rules/tables/spine-%s.tsv", getenv("top_srcdir") ? getenv("top_srcdir") : ".", fy);
+        f = fopen(file, "r");
     }
     assert_non_null(f);
     char line[2048];
@@ -73,9 +80,9 @@ static void test_codes_match_tsv(void **state)
         const char *code = cols[0], *bill = from_data ? cols[2] : cols[1];
         const char *desc = from_data ? cols[3] : cols[2];
         assert_non_null(desc);
-        const rule__code_t *c = rule__table_find(table(), code);
+        const rule__code_t *c = rule__table_find(t, code);
         if (!c)
-            fail_msg("%s not found", code);
+            fail_msg("%s: %s not found", t->fy, code);
         assert_int_equal(c->billable, bill[0] == '1');
         assert_string_equal(c->desc, desc);
         char n[16];
@@ -84,8 +91,21 @@ static void test_codes_match_tsv(void **state)
         rows++;
     }
     fclose(f);
-    printf("%d code rows checked\n", rows);
-    assert_int_equal((size_t)rows, table()->ncodes);
+    printf("%s: %d code rows checked\n", t->fy, rows);
+    assert_int_equal((size_t)rows, t->ncodes);
+}
+
+static void test_codes_match_tsv(void **state)
+{
+    (void)state;
+    assert_int_equal(pack->ntables, 2);
+    for (size_t i = 0; i < pack->ntables; i++)
+        check_year(&pack->tables[i]);
+    /* The one code FY2027 deleted in the range. */
+    assert_non_null(rule__table_find(&pack->tables[0], "S23420"));
+    assert_null(rule__table_find(&pack->tables[1], "S23420"));
+    assert_string_equal(pack->tables[1].drg_version, "43");
+    assert_string_equal(pack->tables[1].drg_for_year, "44");
 }
 
 /* The MS-DRG lists as loaded: sizes, the alive flag, an exclusion. */

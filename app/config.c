@@ -70,7 +70,8 @@ static const key_def_t config_keys[] = {
     {"severity", K_LIST, O(severity), NULL, "RULE=SEVERITY",
      "override a rule's severity (reject|warn|info|off); repeatable"},
     {"adt", K_STR, O(adt), "annotate", "annotate|judge|forward",
-     "ADT messages (working diagnoses, not bills): judged but never rejected, judged, or passed on"},
+     "ADT messages (working diagnoses, not bills): judged but never rejected, judged, "
+     "or passed on"},
     {"log", K_STR, O(log_target), "stderr", "stderr|syslog", "where log lines go"},
     {"log-level", K_STR, O(log_level), "info", "LEVEL", "error|warn|info|debug"},
     {"log-phi", K_BOOL, O(log_phi), "no", NULL,

@@ -58,7 +58,7 @@ typedef struct {
     bool advisory;
     char *severity[CONFIG_MAX_OVERRIDES + 1]; /* "rule=sev", NULL-terminated */
     int nseverity;
-    char *adt;                 /* "annotate" | "judge" | "forward" */
+    char *adt;                 /* "annotate" | "judge" | "forward" (ADT messages) */
     /* logging */
     char *log_target;          /* "stderr" | "syslog" */
     char *log_level;

@@ -45,7 +45,8 @@ static void count_code_set(metrics_t *m, const char *name)
     char label[sizeof m->code_sets[0].name];
     size_t n = 0;
     for (; name[n] && n < sizeof label - 1; n++)
-        label[n] = isalnum((unsigned char)name[n]) || name[n] == '-' || name[n] == '.' ? name[n] : '_';
+        label[n] =
+            isalnum((unsigned char)name[n]) || name[n] == '-' || name[n] == '.' ? name[n] : '_';
     label[n] = '\0';
     for (size_t i = 0; i < m->ncode_sets; i++)
         if (strcmp(m->code_sets[i].name, label) == 0) {

@@ -60,8 +60,10 @@ static void code_set_text(FILE *f, const rule_verdict_t *v)
         break;
     case RULE_CODESET_OLDER:
         if (v->code_set)
-            fprintf(f, "  code set: ICD-10-CM %s, the oldest loaded (the claim's date is before "
-                       "it: validity not checked)\n", v->code_set);
+            fprintf(f,
+                    "  code set: ICD-10-CM %s, the oldest loaded (the claim's date is before "
+                    "it: validity not checked)\n",
+                    v->code_set);
         else
             fprintf(f, "  code set: none (the claim's date is before the oldest table: validity "
                        "not checked)\n");

@@ -34,7 +34,8 @@ static void test_adt_default_and_values(void **state)
     static const struct {
         const char *name;
         rule_adt_mode_t mode;
-    } modes[] = {{"annotate", RULE_ADT_ANNOTATE}, {"judge", RULE_ADT_JUDGE}, {"forward", RULE_ADT_FORWARD}};
+    } modes[] = {
+        {"annotate", RULE_ADT_ANNOTATE}, {"judge", RULE_ADT_JUDGE}, {"forward", RULE_ADT_FORWARD}};
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         assert_int_equal(config_set(&c, "adt", modes[i].name, 3, &d), ERR_OK);
         assert_int_equal(config_validate(&c, &d), ERR_OK);
@@ -45,7 +46,8 @@ static void test_adt_default_and_values(void **state)
     assert_int_equal(config_set(&c, "adt", "JUDGE", 3, &d), ERR_OK);
     assert_int_equal(config_validate(&c, &d), ERR_BAD_CONFIG);
     assert_non_null(strstr(d.msg, "adt"));
-    assert_int_equal(config_set(&c, "adt", "", 3, &d), ERR_OK); /* emptied: an error, not NULL use */
+    /* Emptied: an error, not a NULL dereference. */
+    assert_int_equal(config_set(&c, "adt", "", 3, &d), ERR_OK);
     assert_int_equal(config_validate(&c, &d), ERR_BAD_CONFIG);
     rule_adt_mode_t m = RULE_ADT_JUDGE;
     assert_false(config_adt_parse(NULL, &m));

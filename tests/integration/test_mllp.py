@@ -530,7 +530,7 @@ class CodeSets(unittest.TestCase):
         self.assertEqual(metric(text, "spinegate_code_set_fallback_total", 'fit="older"'), 0, text)
 
         # Before the oldest table: no validity checks, a warning, counted.
-        ack = h.mllp_send(self.d.mllp_port, dft("FY24OLD1", ["M43.04XA"], date="20240615"))
+        ack = h.mllp_send(self.d.mllp_port, dft("FY24OLD1", ["M43.16"], date="20240615"))
         self.assertEqual(h.ack_code(ack), "AA", ack)
         text = self.metrics()
         self.assertEqual(metric(text, "spinegate_code_set_fallback_total", 'fit="older"'), 1, text)

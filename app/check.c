@@ -205,6 +205,8 @@ static void usage(FILE *f)
           "  --json               one JSON object per message (JSON Lines)\n"
           "  --quiet              print only messages with findings\n"
           "  --advisory           nothing rejects (reject findings become warnings)\n"
+          "  --adt MODE           ADT messages (working diagnoses, not bills): annotate\n"
+          "                       (judged, never rejected; the default), judge, forward\n"
           "  --severity RULE=SEV  override one rule's severity (reject|warn|info|off)\n"
           "  --rules FILE         rule pack to use instead of the built-in one\n"
           "  --tables DIR         code tables to use instead of the built-in ones\n"
@@ -222,13 +224,15 @@ int main(int argc, char **argv)
         {"advisory", no_argument, NULL, 'a'},    {"severity", required_argument, NULL, 's'},
         {"rules", required_argument, NULL, 'r'}, {"tables", required_argument, NULL, 't'},
         {"no-progress", no_argument, NULL, 'P'}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},     {NULL, 0, NULL, 0},
+        {"version", no_argument, NULL, 'V'},     {"adt", required_argument, NULL, 'A'},
+        {NULL, 0, NULL, 0},
     };
     check_t c = {0};
     const char *rules = NULL, *tables = NULL;
     const char *overrides[CONFIG_MAX_OVERRIDES + 1] = {0};
     int noverrides = 0;
     bool advisory = false, no_progress = false;
+    rule_adt_mode_t adt = RULE_ADT_ANNOTATE;
     int opt;
     while ((opt = getopt_long(argc, argv, "jqh", longopts, NULL)) != -1) {
         switch (opt) {
@@ -244,6 +248,12 @@ int main(int argc, char **argv)
             break;
         case 'r': rules = optarg; break;
         case 't': tables = optarg; break;
+        case 'A':
+            if (!config_adt_parse(optarg, &adt)) {
+                fprintf(stderr, "spinegate-check: --adt: expected annotate, judge or forward\n");
+                return 2;
+            }
+            break;
         case 'P': no_progress = true; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("spinegate-check %s\n", PACKAGE_VERSION); return 0;
@@ -251,7 +261,7 @@ int main(int argc, char **argv)
         }
     }
     xmalloc_hook_libraries();
-    rule_policy_t policy = {.advisory = advisory, .severity_overrides = overrides};
+    rule_policy_t policy = {.advisory = advisory, .severity_overrides = overrides, .adt = adt};
     rule_pack_t *pack = NULL;
     err_detail_t d;
     err_clear(&d);

@@ -69,6 +69,9 @@ static const key_def_t config_keys[] = {
     {"advisory", K_BOOL, O(advisory), "no", NULL, "advisory mode: nothing is rejected"},
     {"severity", K_LIST, O(severity), NULL, "RULE=SEVERITY",
      "override a rule's severity (reject|warn|info|off); repeatable"},
+    {"adt", K_STR, O(adt), "annotate", "annotate|judge|forward",
+     "ADT messages (working diagnoses, not bills): judged but never rejected, judged, "
+     "or passed on"},
     {"log", K_STR, O(log_target), "stderr", "stderr|syslog", "where log lines go"},
     {"log-level", K_STR, O(log_level), "info", "LEVEL", "error|warn|info|debug"},
     {"log-phi", K_BOOL, O(log_phi), "no", NULL,
@@ -344,6 +347,9 @@ err_t config_validate(config_t *c, err_detail_t *d)
         return err_set(d, ERR_BAD_CONFIG, 0, "other-messages: expected forward or reject");
     if (!c->log_level || log_level_parse(c->log_level) < 0)
         return err_set(d, ERR_BAD_CONFIG, 0, "log-level: expected error, warn, info or debug");
+    rule_adt_mode_t adt;
+    if (!config_adt_parse(c->adt, &adt))
+        return err_set(d, ERR_BAD_CONFIG, 0, "adt: expected annotate, judge or forward");
     if (!one_of(c->log_target, targets))
         return err_set(d, ERR_BAD_CONFIG, 0, "log: expected stderr or syslog");
     if (!c->fhir_base || c->fhir_base[0] != '/')
@@ -358,6 +364,37 @@ err_t config_validate(config_t *c, err_detail_t *d)
     if (c->queue_max < 1)
         return err_set(d, ERR_BAD_CONFIG, 0, "queue-max: at least 1");
     return ERR_OK;
+}
+
+static const char *const adt_names[] = {
+    [RULE_ADT_ANNOTATE] = "annotate",
+    [RULE_ADT_JUDGE] = "judge",
+    [RULE_ADT_FORWARD] = "forward",
+};
+
+bool config_adt_parse(const char *s, rule_adt_mode_t *out)
+{
+    for (size_t i = 0; s && i < sizeof adt_names / sizeof adt_names[0]; i++)
+        if (adt_names[i] && strcmp(s, adt_names[i]) == 0) {
+            *out = (rule_adt_mode_t)i;
+            return true;
+        }
+    return false;
+}
+
+const char *config_adt_name(rule_adt_mode_t m)
+{
+    return (unsigned)m < sizeof adt_names / sizeof adt_names[0] && adt_names[m] ? adt_names[m]
+                                                                                 : "?";
+}
+
+void config_rule_policy(const config_t *c, rule_policy_t *p)
+{
+    memset(p, 0, sizeof *p);
+    p->advisory = c->advisory;
+    p->severity_overrides = (const char *const *)c->severity;
+    p->adt = RULE_ADT_ANNOTATE;
+    config_adt_parse(c->adt, &p->adt);
 }
 
 static void format_value(const config_t *c, const key_def_t *k, char *out, size_t cap)

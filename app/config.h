@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #include "err.h"
+#include "rules.h"
 
 #define CONFIG_MAX_OVERRIDES 64
 
@@ -57,6 +58,7 @@ typedef struct {
     bool advisory;
     char *severity[CONFIG_MAX_OVERRIDES + 1]; /* "rule=sev", NULL-terminated */
     int nseverity;
+    char *adt;                 /* "annotate" | "judge" | "forward" (ADT messages) */
     /* logging */
     char *log_target;          /* "stderr" | "syslog" */
     char *log_level;
@@ -79,6 +81,18 @@ err_t config_load_file(config_t *c, const char *path, err_detail_t *d);
 /* Checks values that depend on each other and fills the one default that
  * does (listen-mllp, when neither listener is set). Errors: ERR_BAD_CONFIG. */
 err_t config_validate(config_t *c, err_detail_t *d);
+
+/* Maps an adt setting to its mode: "annotate" (the default: ADT messages
+ * are judged but never rejected), "judge" (judged like a bill) or "forward"
+ * (not judged). Returns false, *out untouched, for anything else. */
+bool config_adt_parse(const char *s, rule_adt_mode_t *out);
+
+/* The name of an adt mode, as written in the config file. */
+const char *config_adt_name(rule_adt_mode_t m);
+
+/* Fills p with the rule settings of c (advisory, severity, adt); the
+ * overrides point into c. c must have passed config_validate(). */
+void config_rule_policy(const config_t *c, rule_policy_t *p);
 
 /* True when key names a setting that takes no value on the command line. */
 bool config_key_is_flag(const char *key);

@@ -21,8 +21,8 @@
 
 err_t daemon_pack_load(const config_t *cfg, rule_pack_t **out, err_detail_t *e)
 {
-    rule_policy_t policy = {.advisory = cfg->advisory,
-                            .severity_overrides = (const char *const *)cfg->severity};
+    rule_policy_t policy;
+    config_rule_policy(cfg, &policy);
     return rule_pack_load(cfg->rules_path, cfg->tables_path, &policy, out, e);
 }
 
@@ -50,7 +50,7 @@ static void pack_install(daemon_t *d, rule_pack_t *pack)
 }
 
 /* SIGHUP: read the command line and its config file again, build a new pack
- * from the rule settings (rules, tables, advisory, severity), and swap it in
+ * from the rule settings (rules, tables, advisory, severity, adt), and swap it in
  * only if everything loaded. Other settings need a restart; connections are
  * not touched. */
 static void reload(daemon_t *d)
@@ -70,6 +70,7 @@ static void reload(daemon_t *d)
         char *swap;
         swap = d->cfg.rules_path, d->cfg.rules_path = fresh.rules_path, fresh.rules_path = swap;
         swap = d->cfg.tables_path, d->cfg.tables_path = fresh.tables_path, fresh.tables_path = swap;
+        swap = d->cfg.adt, d->cfg.adt = fresh.adt, fresh.adt = swap;
         d->cfg.advisory = fresh.advisory;
         for (int i = 0; i <= CONFIG_MAX_OVERRIDES; i++) {
             swap = d->cfg.severity[i], d->cfg.severity[i] = fresh.severity[i];
@@ -80,7 +81,8 @@ static void reload(daemon_t *d)
         fresh.nseverity = n;
         pack_install(d, pack);
         d->metrics.reloads_ok++;
-        log_info("reloaded: %s%s", rule_pack_describe(pack), d->cfg.advisory ? " (advisory)" : "");
+        log_info("reloaded: %s%s, adt=%s", rule_pack_describe(pack),
+                 d->cfg.advisory ? " (advisory)" : "", d->cfg.adt);
         config_free(&fresh);
         return;
     }
@@ -421,7 +423,8 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
         return 1;
     }
     pack_install(d, pack);
-    log_info("spinegate %s starting: %s", PACKAGE_VERSION, rule_pack_describe(pack));
+    log_info("spinegate %s starting: %s, adt=%s", PACKAGE_VERSION, rule_pack_describe(pack),
+             d->cfg.adt);
     if (prepare_dirs(d) != 0)
         return 1;
 

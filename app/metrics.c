@@ -1,6 +1,7 @@
 /* metrics.c - counters and their Prometheus rendering. */
 #include "metrics.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -37,15 +38,43 @@ static void count_rule(metrics_t *m, const char *id)
     m->rules[m->nrules++].count = 1;
 }
 
+static void count_code_set(metrics_t *m, const char *name)
+{
+    /* The name comes from a table file a site may write: keep the label
+     * value to characters that need no escaping in the text format. */
+    char label[sizeof m->code_sets[0].name];
+    size_t n = 0;
+    for (; name[n] && n < sizeof label - 1; n++)
+        label[n] =
+            isalnum((unsigned char)name[n]) || name[n] == '-' || name[n] == '.' ? name[n] : '_';
+    label[n] = '\0';
+    for (size_t i = 0; i < m->ncode_sets; i++)
+        if (strcmp(m->code_sets[i].name, label) == 0) {
+            m->code_sets[i].count++;
+            return;
+        }
+    if (m->ncode_sets == METRICS_MAX_CODE_SETS)
+        return;
+    memcpy(m->code_sets[m->ncode_sets].name, label, n + 1);
+    m->code_sets[m->ncode_sets++].count = 1;
+}
+
 void metrics_count(metrics_t *m, metric_format_t fmt, metric_outcome_t outcome,
                    const rule_verdict_t *v)
 {
     if ((unsigned)fmt >= METRIC_FMT__COUNT || (unsigned)outcome >= METRIC_OUTCOME__COUNT)
         return;
     m->messages[fmt][outcome]++;
-    if (v)
-        for (size_t i = 0; i < v->nfindings; i++)
-            count_rule(m, v->findings[i].rule_id);
+    if (!v)
+        return;
+    for (size_t i = 0; i < v->nfindings; i++)
+        count_rule(m, v->findings[i].rule_id);
+    if (v->code_set)
+        count_code_set(m, v->code_set);
+    if (v->code_set_fit == RULE_CODESET_NEWER)
+        m->code_set_newer++;
+    else if (v->code_set_fit == RULE_CODESET_OLDER)
+        m->code_set_older++;
 }
 
 void metrics_latency(metrics_t *m, double seconds)
@@ -97,6 +126,18 @@ char *metrics_render(const metrics_t *m, const char *extra, size_t *len)
     for (size_t i = 0; i < m->nrules; i++)
         sb_printf(&b, "spinegate_findings_total{rule=\"%s\"} %llu\n", m->rules[i].id,
                   (unsigned long long)m->rules[i].count);
+    sb_printf(&b, "# HELP spinegate_code_set_total Messages judged, by the ICD-10-CM code set "
+                  "applied.\n"
+                  "# TYPE spinegate_code_set_total counter\n");
+    for (size_t i = 0; i < m->ncode_sets; i++)
+        sb_printf(&b, "spinegate_code_set_total{code_set=\"%s\"} %llu\n", m->code_sets[i].name,
+                  (unsigned long long)m->code_sets[i].count);
+    sb_printf(&b, "# HELP spinegate_code_set_fallback_total Messages dated outside the code sets "
+                  "loaded: newer (the newest applied) or older (validity not checked).\n"
+                  "# TYPE spinegate_code_set_fallback_total counter\n"
+                  "spinegate_code_set_fallback_total{fit=\"newer\"} %llu\n"
+                  "spinegate_code_set_fallback_total{fit=\"older\"} %llu\n",
+              (unsigned long long)m->code_set_newer, (unsigned long long)m->code_set_older);
     sb_printf(&b, "# HELP spinegate_answer_seconds Time from a message's arrival to its answer.\n"
                   "# TYPE spinegate_answer_seconds histogram\n");
     uint64_t cum = 0;

@@ -2,6 +2,9 @@
  * GET /metrics. Owned by the daemon and touched only on the loop thread, so
  * nothing here is atomic. Findings are counted by rule id; rule ids are
  * interned into a small table (a pack has tens of rules, not thousands).
+ * Judged messages are counted by the ICD-10-CM code set applied (one per
+ * fiscal year, interned the same way), and claims dated outside the code
+ * sets loaded by which side they fell on.
  */
 #ifndef SPINEGATE_METRICS_H
 #define SPINEGATE_METRICS_H
@@ -25,6 +28,7 @@ typedef enum {
 } metric_outcome_t;
 
 #define METRICS_MAX_RULES 128
+#define METRICS_MAX_CODE_SETS 16
 #define METRICS_LATENCY_BUCKETS 12
 
 typedef struct {
@@ -34,6 +38,12 @@ typedef struct {
         uint64_t count;
     } rules[METRICS_MAX_RULES];
     size_t nrules;
+    struct {
+        char name[16]; /* "FY2027" */
+        uint64_t count;
+    } code_sets[METRICS_MAX_CODE_SETS];
+    size_t ncode_sets;
+    uint64_t code_set_newer, code_set_older; /* date after the newest / before the oldest */
     uint64_t latency_buckets[METRICS_LATENCY_BUCKETS]; /* cumulative at render */
     uint64_t latency_count;
     double latency_sum_s;
@@ -42,7 +52,8 @@ typedef struct {
 
 void metrics_init(metrics_t *m);
 
-/* Counts one message and its findings. */
+/* Counts one message, its findings, and the code set that judged it (v is
+ * NULL for a message that was not judged). */
 void metrics_count(metrics_t *m, metric_format_t fmt, metric_outcome_t outcome,
                    const rule_verdict_t *v);
 

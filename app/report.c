@@ -34,10 +34,49 @@ static void add_nullable(cJSON *o, const char *key, const char *value)
         cJSON_AddNullToObject(o, key);
 }
 
+const char *report_code_set_fit_name(rule_codeset_fit_t fit)
+{
+    switch (fit) {
+    case RULE_CODESET_IN_RANGE: return "in-range";
+    case RULE_CODESET_NEWER: return "newer";
+    case RULE_CODESET_OLDER: return "older";
+    }
+    return "in-range";
+}
+
+/* Writes which ICD-10-CM table judged the message, for a person. Nothing
+ * when no table was applied and the date was not outside them (no spine
+ * code, an ADT passed unjudged, a message that carries no claim). */
+static void code_set_text(FILE *f, const rule_verdict_t *v)
+{
+    switch (v->code_set_fit) {
+    case RULE_CODESET_IN_RANGE:
+        if (v->code_set)
+            fprintf(f, "  code set: ICD-10-CM %s\n", v->code_set);
+        break;
+    case RULE_CODESET_NEWER:
+        fprintf(f, "  code set: ICD-10-CM %s, the newest loaded (the claim's date is after it)\n",
+                v->code_set ? v->code_set : "-");
+        break;
+    case RULE_CODESET_OLDER:
+        if (v->code_set)
+            fprintf(f,
+                    "  code set: ICD-10-CM %s, the oldest loaded (the claim's date is before "
+                    "it: validity not checked)\n",
+                    v->code_set);
+        else
+            fprintf(f, "  code set: none (the claim's date is before the oldest table: validity "
+                       "not checked)\n");
+        break;
+    }
+}
+
 void report_verdict_json(FILE *f, const char *source, size_t index, const char *control_id,
                          const rule_verdict_t *v)
 {
     cJSON *o = message_object(source, index, control_id, v->kind);
+    add_nullable(o, "code_set", v->code_set);
+    cJSON_AddStringToObject(o, "code_set_fit", report_code_set_fit_name(v->code_set_fit));
     cJSON *arr = cJSON_AddArrayToObject(o, "findings");
     for (size_t i = 0; i < v->nfindings; i++) {
         const rule_finding_t *fd = &v->findings[i];
@@ -58,6 +97,9 @@ void report_verdict_json(FILE *f, const char *source, size_t index, const char *
 void report_error_json(FILE *f, const char *source, size_t index, const err_detail_t *d)
 {
     cJSON *o = message_object(source, index, NULL, VERDICT_REJECT);
+    /* Not read, so not judged: no table was applied and none was chosen. */
+    cJSON_AddNullToObject(o, "code_set");
+    cJSON_AddNullToObject(o, "code_set_fit");
     cJSON *arr = cJSON_AddArrayToObject(o, "findings");
     cJSON *x = cJSON_CreateObject();
     cJSON_AddStringToObject(x, "rule", "parse-error");
@@ -75,6 +117,7 @@ void report_verdict_text(FILE *f, const char *source, size_t index, const char *
 {
     fprintf(f, "%s #%zu%s%s: %s\n", source, index, control_id ? " " : "",
             control_id ? control_id : "", verdict_name(v->kind));
+    code_set_text(f, v);
     for (size_t i = 0; i < v->nfindings; i++) {
         const rule_finding_t *fd = &v->findings[i];
         fprintf(f, "  %-7s %-24s %s", rule_severity_name(fd->severity), fd->rule_id,

@@ -10,7 +10,13 @@
 #include "err.h"
 #include "rules.h"
 
-/* One message that was read and evaluated. index is 1-based within source. */
+/* "in-range", "newer" or "older": where the claim's date fell against the
+ * code sets loaded (the JSON "code_set_fit"). */
+const char *report_code_set_fit_name(rule_codeset_fit_t fit);
+
+/* One message that was read and evaluated. The JSON object carries
+ * "code_set" (the ICD-10-CM table applied, or null) and "code_set_fit"; the
+ * text names the table on a line of its own. index is 1-based within source. */
 void report_verdict_json(FILE *f, const char *source, size_t index, const char *control_id,
                          const rule_verdict_t *v);
 void report_verdict_text(FILE *f, const char *source, size_t index, const char *control_id,

@@ -330,6 +330,7 @@ static void serve_healthz(daemon_t *d, http_req_t *req)
     cJSON_AddStringToObject(o, "status", d->stopping ? "stopping" : "ok");
     cJSON_AddStringToObject(o, "version", PACKAGE_VERSION);
     cJSON_AddStringToObject(o, "rules", rule_pack_describe(d->pack->pack));
+    cJSON_AddStringToObject(o, "adt", d->cfg.adt);
     cJSON_AddNumberToObject(o, "uptime_s", (double)(uv_now(d->loop) - d->start_ms) / 1000.0);
     cJSON *q = cJSON_AddObjectToObject(o, "queue");
     cJSON_AddNumberToObject(q, "depth", (double)qs.depth);

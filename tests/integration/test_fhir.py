@@ -4,6 +4,7 @@ the official FHIR R4 definitions (JSON schema, XSD)."""
 import copy
 import json
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -51,6 +52,23 @@ def with_dx(claim, codes):
     for item in c.get("item", []):
         item["diagnosisSequence"] = [1]
     return c
+
+
+def dated(claim, date, cid):
+    """The claim with its billable period and every line dated date (YYYY-MM-DD)."""
+    c = copy.deepcopy(claim)
+    c["id"] = cid
+    c["billablePeriod"] = {"start": date, "end": date}
+    for item in c.get("item", []):
+        item.pop("servicedPeriod", None)
+        item["servicedDate"] = date
+    return c
+
+
+def metric(text, name, labels):
+    """The value of one sample of the Prometheus text, or None if absent."""
+    m = re.search(r"^%s\{%s\} (\d+)$" % (re.escape(name), re.escape(labels)), text, re.M)
+    return int(m.group(1)) if m else None
 
 
 class Fhir(unittest.TestCase):
@@ -223,6 +241,38 @@ class Fhir(unittest.TestCase):
         self.assertIn("spinegate_findings_total{rule=", text)
         self.assertIn("spinegate_queue_depth", text)
         self.assertIn("spinegate_answer_seconds_bucket", text)
+        self.assertIn("# TYPE spinegate_code_set_total counter", text)
+        self.assertIn("# TYPE spinegate_code_set_fallback_total counter", text)
+        self.assertIsNotNone(metric(text, "spinegate_code_set_fallback_total", 'fit="newer"'), text)
+        self.assertIsNotNone(metric(text, "spinegate_code_set_fallback_total", 'fit="older"'), text)
+
+    def test_code_set_by_date_and_counted(self):
+        base = with_dx(load("spine-m4304-mri.json"), ["M43.04", "Q76.2"])
+        before = curl(self.port, "/metrics")[2].decode()
+
+        def count(text, labels, name="spinegate_code_set_total"):
+            return metric(text, name, labels) or 0
+
+        # 2026-11-15 is in FY2027: judged (the Excludes1 pair rejects), not
+        # waved through with a table-coverage note.
+        status, _, body = curl(self.port, "/fhir/Claim/$validate", dated(base, "2026-11-15", "fy27-pair"))
+        self.assertEqual(status, 200, body)
+        oo = self.assertValidJson(body, "OperationOutcome")
+        self.assertTrue(any(i["severity"] == "error" for i in oo["issue"]), oo)
+        self.assertNotIn(b"table-coverage", body)
+        status, _, body = curl(self.port, "/fhir/Claim", dated(base, "2025-11-03", "fy26-pair"))
+        self.assertEqual(status, 422, body)
+        # After the newest table: the newest is applied and a warning names it.
+        ok = with_dx(load("spine-m4304-mri.json"), ["M43.16"])
+        status, _, body = curl(self.port, "/fhir/Claim/$validate", dated(ok, "2027-11-15", "fy28-ok"))
+        self.assertEqual(status, 200, body)
+        oo = self.assertValidJson(body, "OperationOutcome")
+        self.assertTrue(any(i["severity"] == "warning" and "FY2027" in json.dumps(i) for i in oo["issue"]), oo)
+        after = curl(self.port, "/metrics")[2].decode()
+        self.assertEqual(count(after, 'code_set="FY2027"') - count(before, 'code_set="FY2027"'), 2, after)
+        self.assertEqual(count(after, 'code_set="FY2026"') - count(before, 'code_set="FY2026"'), 1, after)
+        self.assertEqual(count(after, 'fit="newer"', "spinegate_code_set_fallback_total")
+                         - count(before, 'fit="newer"', "spinegate_code_set_fallback_total"), 1, after)
 
     def test_not_found_and_method(self):
         self.assertEqual(curl(self.port, "/fhir/Patient", load("spine-m4304-mri.json"))[0], 404)

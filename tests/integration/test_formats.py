@@ -322,7 +322,8 @@ class CheckTool(unittest.TestCase):
         lines = [json.loads(l) for l in r.stdout.splitlines()]
         self.assertEqual([l["index"] for l in lines], list(range(1, 7)))
         for l in lines:
-            self.assertEqual(set(l) - {"id"}, {"source", "index", "verdict", "findings"})
+            self.assertEqual(set(l) - {"id"},
+                             {"source", "index", "verdict", "code_set", "code_set_fit", "findings"})
             for f in l["findings"]:
                 self.assertEqual(set(f), {"rule", "severity", "message", "codes", "location", "suggestion"})
                 for c in f["codes"]:

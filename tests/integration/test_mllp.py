@@ -1,9 +1,15 @@
 """test_mllp.py - the MLLP daemon end to end: the real spinegate process,
 python3-hl7's MLLP client and a raw socket client as senders, and a real
-downstream MLLP listener (python3-hl7's asyncio server) as billing."""
+downstream MLLP listener (python3-hl7's asyncio server) as billing. Also
+spinegate-check on the same HL7 messages where the daemon's settings have a
+command-line twin (--adt) or the check prints what /metrics counts."""
+import json
 import os
+import re
 import signal
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -11,16 +17,62 @@ import unittest
 import harness as h
 
 
-def dft(cid, dx, cpt="72146", ver="2.5", text="Spondylolysis, thoracic region"):
-    """A DFT^P03 with one FT1 and one DG1 per diagnosis code (first is principal)."""
-    segs = ["MSH|^~\\&|CHARGECAP|GENHOSP|SPINEGATE|BILLING|20260115083000||DFT^P03^DFT_P03|%s|P|%s" % (cid, ver),
-            "EVN|P03|20260115083000",
+def dft(cid, dx, cpt="72146", ver="2.5", text="Spondylolysis, thoracic region", date="20260115",
+        dg1=True):
+    """A DFT^P03 of an outpatient visit on date (YYYYMMDD) with one FT1 and,
+    unless dg1 is False, one DG1 per diagnosis code (first is principal).
+    Without DG1 the codes travel in FT1-19 only, one repetition each."""
+    segs = ["MSH|^~\\&|CHARGECAP|GENHOSP|SPINEGATE|BILLING|%s083000||DFT^P03^DFT_P03|%s|P|%s" % (date, cid, ver),
+            "EVN|P03|%s083000" % date,
             "PID|1||MRN1^^^GENHOSP^MR||TESTPATIENT^ALEX||19800412|F",
             "PV1|1|O|SPINE^101^1"]
-    segs.append("FT1|1|||20260115||CG|%s^^C4|||1|||||||||%s|||||%s^^C4" % (cpt, dx[0] + "^^I10", cpt))
-    for i, code in enumerate(dx, 1):
-        segs.append("DG1|%d||%s^%s^I10|||F|||||||||%d" % (i, code, text, 1 if i == 1 else 2))
+    ft1_dx = (dx[0] + "^^I10") if dg1 else "~".join(code + "^^I10" for code in dx)
+    segs.append("FT1|1|||%s||CG|%s^^C4|||1|||||||||%s|||||%s^^C4" % (date, cpt, ft1_dx, cpt))
+    if dg1:
+        for i, code in enumerate(dx, 1):
+            segs.append("DG1|%d||%s^%s^I10|||F|||||||||%d" % (i, code, text, 1 if i == 1 else 2))
     return "\r".join(segs) + "\r"
+
+
+def adt(cid, dx, date="20260115", event="A01"):
+    """An ADT (admission by default) with one admitting DG1 per code: working
+    diagnoses, not a bill."""
+    segs = ["MSH|^~\\&|ADTSYS|GENHOSP|SPINEGATE|BILLING|%s083000||ADT^%s^ADT_A01|%s|P|2.5" % (date, event, cid),
+            "EVN|%s|%s083000" % (event, date),
+            "PID|1||MRN1^^^GENHOSP^MR||TESTPATIENT^ALEX||19800412|F",
+            "PV1|1|I|SPINE^101^1" + "|" * 41 + "%s080000" % date]
+    for i, code in enumerate(dx, 1):
+        segs.append("DG1|%d||%s^Spondylolysis, thoracic region^I10|||A" % (i, code))
+    return "\r".join(segs) + "\r"
+
+
+def demo_dated(name, date, cid):
+    """A demo message with every 2026-01-15 date moved to date (YYYYMMDD) and
+    a new control id."""
+    msg = h.demo(name).decode()
+    old_cid = h.msh10(msg)
+    return msg.replace("20260115", date).replace(old_cid, cid)
+
+
+def zsg_segments(body):
+    return [s.split("|") for s in body.split("\r") if s.startswith("ZSG|")]
+
+
+def err_segments(ack):
+    return [s for s in ack.split("\r") if s.startswith("ERR|")]
+
+
+def http_get(port, path):
+    """GET over plain HTTP with curl (a real client); returns the body text."""
+    r = subprocess.run(["curl", "-s", "--max-time", "10", "http://127.0.0.1:%d%s" % (port, path)],
+                       capture_output=True, text=True, timeout=30)
+    return r.stdout
+
+
+def metric(text, name, labels):
+    """The value of one sample of the Prometheus text, or None if absent."""
+    m = re.search(r"^%s\{%s\} (\d+)$" % (re.escape(name), re.escape(labels)), text, re.M)
+    return int(m.group(1)) if m else None
 
 
 class Basic(unittest.TestCase):
@@ -329,6 +381,173 @@ class Reload(unittest.TestCase):
         d.cleanup()
 
 
+class Adt(unittest.TestCase):
+    """ADT messages carry working and admitting diagnoses, not bills: the adt
+    setting decides whether a finding can reject one. M43.04XA (a 7th
+    character on a code that takes none) rejects a bill."""
+
+    def send_adt(self, d, cid):
+        return h.mllp_send(d.mllp_port, adt(cid, ["M43.04XA"]))
+
+    def test_default_annotate_forwards_with_findings_never_rejects(self):
+        d = h.Daemon().start()
+        try:
+            ack = self.send_adt(d, "ADTANN01")
+            self.assertEqual(h.ack_code(ack), "AA", ack)
+            self.assertFalse(err_segments(ack), ack)
+            name = h.wait_for(lambda: [n for n in d.outbox() if "ADTANN01" in n], what="outbox file")[0]
+            body = d.read("outbox", name).decode()
+            zsg = zsg_segments(body)
+            self.assertTrue(zsg, body)
+            self.assertTrue(any("M43.04XA" in z[4] for z in zsg), zsg)
+            self.assertTrue(all(z[3] in ("W", "I") for z in zsg), "a reject severity on an ADT: %s" % zsg)
+            self.assertFalse(d.folder("reject"))
+        finally:
+            d.cleanup()
+
+    def test_judge_rejects_like_a_bill(self):
+        d = h.Daemon("--adt", "judge").start()
+        try:
+            ack = self.send_adt(d, "ADTJDG01")
+            self.assertEqual(h.ack_code(ack), "AE", ack)
+            self.assertTrue(any("M43.04XA" in e for e in err_segments(ack)), ack)
+            h.wait_for(lambda: [n for n in d.folder("reject") if "ADTJDG01" in n], what="reject copy")
+            time.sleep(0.3)
+            self.assertFalse([n for n in d.outbox() if "ADTJDG01" in n])
+        finally:
+            d.cleanup()
+
+    def test_forward_passes_untouched(self):
+        d = h.Daemon("--adt", "forward").start()
+        try:
+            msg = adt("ADTFWD01", ["M43.04XA"])
+            ack = h.mllp_send(d.mllp_port, msg)
+            self.assertEqual(h.ack_code(ack), "AA", ack)
+            self.assertFalse(err_segments(ack), ack)
+            name = h.wait_for(lambda: [n for n in d.outbox() if "ADTFWD01" in n], what="outbox file")[0]
+            body = d.read("outbox", name)
+            self.assertNotIn(b"ZSG|", body)
+            self.assertEqual(body.rstrip(b"\r"), msg.encode().rstrip(b"\r"))
+        finally:
+            d.cleanup()
+
+    def test_bills_are_judged_whatever_adt_says(self):
+        d = h.Daemon("--adt", "forward").start()
+        try:
+            ack = h.mllp_send(d.mllp_port, dft("ADTBILL1", ["M43.04XA"]))
+            self.assertEqual(h.ack_code(ack), "AE", ack)
+        finally:
+            d.cleanup()
+
+    def test_sighup_reloads_adt(self):
+        conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
+        conf.write("adt = judge\n")
+        conf.close()
+        d = h.Daemon("--config", conf.name).start()
+        try:
+            self.assertIn("adt=judge", d.logtext())
+            self.assertEqual(h.ack_code(self.send_adt(d, "ADTHUP01")), "AE")
+            with open(conf.name, "w") as f:
+                f.write("adt = forward\n")
+            d.send_signal(signal.SIGHUP)
+            h.wait_for(lambda: "adt=forward" in d.logtext(), 5, "reload logged with the new adt")
+            self.assertEqual(h.ack_code(self.send_adt(d, "ADTHUP02")), "AA")
+            # A bad value fails the reload and keeps the running setting.
+            with open(conf.name, "w") as f:
+                f.write("adt = sometimes\n")
+            d.send_signal(signal.SIGHUP)
+            h.wait_for(lambda: "reload failed" in d.logtext(), 5, "reload failure logged")
+            self.assertIn("adt: expected annotate, judge or forward", d.logtext())
+            self.assertEqual(h.ack_code(self.send_adt(d, "ADTHUP03")), "AA")
+        finally:
+            d.cleanup()
+            os.unlink(conf.name)
+
+
+class EveryDiagnosis(unittest.TestCase):
+    """Diagnoses carried only in FT1-19 are judged like DG1-3 ones."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = h.Daemon().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.cleanup()
+
+    def test_ft1_19_only_code_is_judged(self):
+        ack = h.mllp_send(self.d.mllp_port, dft("FT1ONLY1", ["M43.04XA"], dg1=False))
+        self.assertEqual(h.ack_code(ack), "AE", ack)
+        errs = err_segments(ack)
+        self.assertTrue(any("M43.04XA" in e for e in errs), ack)
+        # ERR-2 points at FT1(1)-19, not at a DG1 the message does not have.
+        self.assertTrue(any("FT1^1^19" in e for e in errs), errs)
+        h.wait_for(lambda: [n for n in self.d.folder("reject") if "FT1ONLY1" in n], what="reject copy")
+
+    def test_ft1_19_only_valid_code_accepted(self):
+        ack = h.mllp_send(self.d.mllp_port, dft("FT1ONLY2", ["M43.16"], dg1=False))
+        self.assertEqual(h.ack_code(ack), "AA", ack)
+
+
+class CodeSets(unittest.TestCase):
+    """Each claim is judged with the ICD-10-CM code set of its date (FY2026,
+    FY2027 from 2026-10-01); /metrics counts the code sets applied and the
+    dates that fell outside every one of them."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = h.Daemon(http=True).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.cleanup()
+
+    def metrics(self):
+        return http_get(self.d.http_port, "/metrics")
+
+    def test_codes_sets_counted_and_fallbacks(self):
+        # A claim of 2026-11-15 is judged with FY2027: the demo Excludes1
+        # pair rejects there as it does in FY2026, with no table-coverage note.
+        ack = h.mllp_send(self.d.mllp_port, demo_dated("04-reject-excludes1.hl7", "20261115", "FY27EX01"))
+        self.assertEqual(h.ack_code(ack), "AE", ack)
+        self.assertNotIn("table-coverage", ack)
+        self.assertTrue(any("Q76.2" in e for e in err_segments(ack)), ack)
+        ack = h.mllp_send(self.d.mllp_port, h.demo("04-reject-excludes1.hl7"))
+        self.assertEqual(h.ack_code(ack), "AE", ack)
+        # After the newest table: judged with it, and a warning says which.
+        ack = h.mllp_send(self.d.mllp_port, dft("FY28NEW1", ["M43.16"], date="20271115"))
+        self.assertEqual(h.ack_code(ack), "AA", ack)
+        name = h.wait_for(lambda: [n for n in self.d.outbox() if "FY28NEW1" in n], what="outbox file")[0]
+        body = self.d.read("outbox", name).decode()
+        self.assertTrue(any(z[3] == "W" and "FY2027" in "|".join(z) for z in zsg_segments(body)), body)
+
+        text = self.metrics()
+        self.assertIn("# TYPE spinegate_code_set_total counter", text)
+        self.assertIn("# TYPE spinegate_code_set_fallback_total counter", text)
+        self.assertEqual(metric(text, "spinegate_code_set_total", 'code_set="FY2027"'), 2, text)
+        self.assertEqual(metric(text, "spinegate_code_set_total", 'code_set="FY2026"'), 1, text)
+        self.assertEqual(metric(text, "spinegate_code_set_fallback_total", 'fit="newer"'), 1, text)
+        self.assertEqual(metric(text, "spinegate_code_set_fallback_total", 'fit="older"'), 0, text)
+
+        # Before the oldest table: no validity checks, a warning, counted.
+        ack = h.mllp_send(self.d.mllp_port, dft("FY24OLD1", ["M43.16"], date="20240615"))
+        self.assertEqual(h.ack_code(ack), "AA", ack)
+        text = self.metrics()
+        self.assertEqual(metric(text, "spinegate_code_set_fallback_total", 'fit="older"'), 1, text)
+        self.assertEqual(metric(text, "spinegate_code_set_fallback_total", 'fit="newer"'), 1, text)
+
+    def test_fallback_counters_always_present(self):
+        text = self.metrics()
+        self.assertIn("# HELP spinegate_code_set_total ", text)
+        self.assertIsNotNone(metric(text, "spinegate_code_set_fallback_total", 'fit="newer"'), text)
+        self.assertIsNotNone(metric(text, "spinegate_code_set_fallback_total", 'fit="older"'), text)
+
+    def test_healthz_names_adt(self):
+        doc = json.loads(http_get(self.d.http_port, "/healthz"))
+        self.assertEqual(doc["adt"], "annotate")
+        self.assertIn("ICD-10-CM", doc["rules"])
+
+
 class Cli(unittest.TestCase):
     def run_cmd(self, *args):
         import subprocess
@@ -358,6 +577,76 @@ class Cli(unittest.TestCase):
         r = self.run_cmd("--version")
         self.assertEqual(r.returncode, 0)
         self.assertIn("spinegate", r.stdout)
+
+    def test_adt_setting(self):
+        r = self.run_cmd("--check-config")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("adt = annotate", r.stdout)
+        r = self.run_cmd("--check-config", "--adt", "forward")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("adt = forward", r.stdout)
+        r = self.run_cmd("--check-config", "--adt", "reject")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("adt", r.stderr)
+        self.assertIn("--adt annotate|judge|forward", self.run_cmd("--help").stdout)
+
+
+class CheckTool(unittest.TestCase):
+    """spinegate-check: --adt, and the code set named per message."""
+
+    def check(self, messages, *args):
+        with tempfile.NamedTemporaryFile("w", suffix=".hl7", delete=False) as f:
+            f.write("".join(messages))
+        try:
+            r = subprocess.run([h.CHECK, "--no-progress"] + list(args) + [f.name],
+                               capture_output=True, text=True, timeout=60)
+        finally:
+            os.unlink(f.name)
+        self.assertIn(r.returncode, (0, 1), r.stderr)
+        return r
+
+    def check_json(self, messages, *args):
+        r = self.check(messages, "--json", *args)
+        return [json.loads(line) for line in r.stdout.splitlines()]
+
+    def test_adt_modes(self):
+        msg = adt("ADTCHK01", ["M43.04XA"])
+        (o,) = self.check_json([msg])
+        self.assertEqual(o["verdict"], "annotate", o)
+        self.assertTrue(o["findings"], o)
+        self.assertTrue(all(f["severity"] != "reject" for f in o["findings"]), o)
+        (o,) = self.check_json([msg], "--adt", "judge")
+        self.assertEqual(o["verdict"], "reject", o)
+        (o,) = self.check_json([msg], "--adt", "forward")
+        self.assertEqual((o["verdict"], o["findings"], o["code_set"]), ("accept", [], None), o)
+        r = subprocess.run([h.CHECK, "--adt", "maybe", "/dev/null"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--adt", r.stderr)
+
+    def test_json_names_code_set_and_fit(self):
+        out = self.check_json([dft("CS26", ["M43.16"], date="20260115"),
+                               dft("CS27", ["M43.16"], date="20261115"),
+                               dft("CS28", ["M43.16"], date="20271115"),
+                               dft("CS24", ["M43.16"], date="20240615"),
+                               dft("CSNONE", ["J20.9"])])
+        got = {o["id"]: (o["code_set"], o["code_set_fit"]) for o in out}
+        self.assertEqual(got["CS26"], ("FY2026", "in-range"))
+        self.assertEqual(got["CS27"], ("FY2027", "in-range"))
+        self.assertEqual(got["CS28"], ("FY2027", "newer"))
+        self.assertEqual(got["CS24"][1], "older")
+        for o in out:
+            self.assertIn("code_set", o)
+            self.assertIn(o["code_set_fit"], ("in-range", "newer", "older"))
+
+    def test_unreadable_has_null_code_set(self):
+        (o,) = self.check_json(["garbage that is not HL7\r"])
+        self.assertEqual((o["verdict"], o["code_set"], o["code_set_fit"]), ("reject", None, None))
+
+    def test_text_names_code_set(self):
+        r = self.check([dft("CSTXT27", ["M43.16"], date="20261115")])
+        self.assertRegex(r.stdout, r"code set: ICD-10-CM FY2027\b")
+        r = self.check([dft("CSTXT28", ["M43.16"], date="20271115")])
+        self.assertRegex(r.stdout, r"code set: ICD-10-CM FY2027, the newest")
 
 
 if __name__ == "__main__":

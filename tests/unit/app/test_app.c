@@ -1,0 +1,209 @@
+/* test_app.c - unit tests of app/ pieces that need no loop: the adt setting
+ * (table, validation, rule policy), the code-set counters of /metrics, and
+ * the code set in spinegate-check's output. Verdicts are built by hand, so
+ * these tests do not depend on what the rule pack decides. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "metrics.h"
+#include "report.h"
+#include "xmalloc.h"
+
+static void test_adt_default_and_values(void **state)
+{
+    (void)state;
+    config_t c;
+    config_defaults(&c);
+    assert_non_null(c.adt);
+    assert_string_equal(c.adt, "annotate");
+    assert_true(config_key_exists("adt"));
+    assert_false(config_key_is_flag("adt"));
+    err_detail_t d;
+    assert_int_equal(config_validate(&c, &d), ERR_OK);
+    rule_policy_t p;
+    config_rule_policy(&c, &p);
+    assert_int_equal(p.adt, RULE_ADT_ANNOTATE);
+
+    static const struct {
+        const char *name;
+        rule_adt_mode_t mode;
+    } modes[] = {
+        {"annotate", RULE_ADT_ANNOTATE}, {"judge", RULE_ADT_JUDGE}, {"forward", RULE_ADT_FORWARD}};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        assert_int_equal(config_set(&c, "adt", modes[i].name, 3, &d), ERR_OK);
+        assert_int_equal(config_validate(&c, &d), ERR_OK);
+        config_rule_policy(&c, &p);
+        assert_int_equal(p.adt, modes[i].mode);
+        assert_string_equal(config_adt_name(modes[i].mode), modes[i].name);
+    }
+    assert_int_equal(config_set(&c, "adt", "JUDGE", 3, &d), ERR_OK);
+    assert_int_equal(config_validate(&c, &d), ERR_BAD_CONFIG);
+    assert_non_null(strstr(d.msg, "adt"));
+    /* Emptied: an error, not a NULL dereference. */
+    assert_int_equal(config_set(&c, "adt", "", 3, &d), ERR_OK);
+    assert_int_equal(config_validate(&c, &d), ERR_BAD_CONFIG);
+    rule_adt_mode_t m = RULE_ADT_JUDGE;
+    assert_false(config_adt_parse(NULL, &m));
+    assert_false(config_adt_parse("reject", &m));
+    assert_int_equal(m, RULE_ADT_JUDGE);
+    config_free(&c);
+}
+
+static void test_adt_in_help_and_dump(void **state)
+{
+    (void)state;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    config_print_help(f);
+    fclose(f);
+    assert_non_null(strstr(buf, "--adt annotate|judge|forward"));
+    free(buf);
+    config_t c;
+    config_defaults(&c);
+    assert_int_equal(config_set(&c, "adt", "forward", 0, NULL), ERR_OK);
+    f = open_memstream(&buf, &len);
+    config_dump(&c, f);
+    fclose(f);
+    assert_non_null(strstr(buf, "\nadt = forward\n"));
+    free(buf);
+    config_free(&c);
+}
+
+static rule_verdict_t verdict(const char *code_set, rule_codeset_fit_t fit)
+{
+    rule_verdict_t v;
+    memset(&v, 0, sizeof v);
+    v.kind = VERDICT_ACCEPT;
+    v.code_set = code_set;
+    v.code_set_fit = fit;
+    return v;
+}
+
+static long sample(const char *text, const char *line_start)
+{
+    const char *p = strstr(text, line_start);
+    if (!p)
+        return -1;
+    return strtol(p + strlen(line_start), NULL, 10);
+}
+
+static void test_metrics_code_sets(void **state)
+{
+    (void)state;
+    metrics_t *m = xcalloc(1, sizeof *m);
+    metrics_init(m);
+    size_t len;
+    char *text = metrics_render(m, NULL, &len);
+    /* Before any message: both fallback series at zero, no code set yet. */
+    assert_non_null(strstr(text, "# HELP spinegate_code_set_total "));
+    assert_non_null(strstr(text, "# TYPE spinegate_code_set_total counter\n"));
+    assert_non_null(strstr(text, "# TYPE spinegate_code_set_fallback_total counter\n"));
+    assert_int_equal(sample(text, "spinegate_code_set_fallback_total{fit=\"newer\"} "), 0);
+    assert_int_equal(sample(text, "spinegate_code_set_fallback_total{fit=\"older\"} "), 0);
+    assert_null(strstr(text, "spinegate_code_set_total{"));
+    xfree(text);
+
+    rule_verdict_t v27 = verdict("FY2027", RULE_CODESET_IN_RANGE),
+                   v26 = verdict("FY2026", RULE_CODESET_IN_RANGE),
+                   newer = verdict("FY2027", RULE_CODESET_NEWER),
+                   older = verdict(NULL, RULE_CODESET_OLDER),
+                   none = verdict(NULL, RULE_CODESET_IN_RANGE),
+                   odd = verdict("FY\"2\n", RULE_CODESET_IN_RANGE);
+    metrics_count(m, METRIC_FMT_HL7, METRIC_ACCEPT, &v27);
+    metrics_count(m, METRIC_FMT_FHIR_JSON, METRIC_REJECT, &v27);
+    metrics_count(m, METRIC_FMT_HL7, METRIC_ACCEPT, &v26);
+    metrics_count(m, METRIC_FMT_HL7, METRIC_ANNOTATE, &newer);
+    metrics_count(m, METRIC_FMT_HL7, METRIC_ANNOTATE, &older);
+    metrics_count(m, METRIC_FMT_HL7, METRIC_ACCEPT, &none);
+    metrics_count(m, METRIC_FMT_HL7, METRIC_UNREADABLE, NULL);
+    metrics_count(m, METRIC_FMT_HL7, METRIC_ACCEPT, &odd);
+    text = metrics_render(m, NULL, &len);
+    assert_int_equal(sample(text, "spinegate_code_set_total{code_set=\"FY2027\"} "), 3);
+    assert_int_equal(sample(text, "spinegate_code_set_total{code_set=\"FY2026\"} "), 1);
+    assert_int_equal(sample(text, "spinegate_code_set_fallback_total{fit=\"newer\"} "), 1);
+    assert_int_equal(sample(text, "spinegate_code_set_fallback_total{fit=\"older\"} "), 1);
+    /* A name from a site's table never breaks the text format. */
+    assert_int_equal(sample(text, "spinegate_code_set_total{code_set=\"FY_2_\"} "), 1);
+    xfree(text);
+    xfree(m);
+}
+
+static char *report_json(const rule_verdict_t *v)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    report_verdict_json(f, "x.hl7", 1, "ID1", v);
+    fclose(f);
+    return buf;
+}
+
+static char *report_text(const rule_verdict_t *v)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    report_verdict_text(f, "x.hl7", 1, "ID1", v);
+    fclose(f);
+    return buf;
+}
+
+static void test_report_code_set(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *code_set;
+        rule_codeset_fit_t fit;
+        const char *json, *text;
+    } cases[] = {
+        {"FY2027", RULE_CODESET_IN_RANGE, "\"code_set\":\"FY2027\",\"code_set_fit\":\"in-range\"",
+         "x.hl7 #1 ID1: accept\n  code set: ICD-10-CM FY2027\n"},
+        {"FY2027", RULE_CODESET_NEWER, "\"code_set\":\"FY2027\",\"code_set_fit\":\"newer\"",
+         "  code set: ICD-10-CM FY2027, the newest loaded (the claim's date is after it)\n"},
+        {"FY2026", RULE_CODESET_OLDER, "\"code_set\":\"FY2026\",\"code_set_fit\":\"older\"",
+         "  code set: ICD-10-CM FY2026, the oldest loaded"},
+        {NULL, RULE_CODESET_OLDER, "\"code_set\":null,\"code_set_fit\":\"older\"",
+         "  code set: none (the claim's date is before the oldest table"},
+        {NULL, RULE_CODESET_IN_RANGE, "\"code_set\":null,\"code_set_fit\":\"in-range\"", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        rule_verdict_t v = verdict(cases[i].code_set, cases[i].fit);
+        char *j = report_json(&v), *t = report_text(&v);
+        assert_non_null(strstr(j, cases[i].json));
+        if (cases[i].text)
+            assert_non_null(strstr(t, cases[i].text));
+        else
+            assert_null(strstr(t, "code set"));
+        free(j);
+        free(t);
+    }
+    err_detail_t d;
+    err_clear(&d);
+    err_set(&d, ERR_NO_MSH, 0, "not HL7");
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    report_error_json(f, "x.hl7", 1, &d);
+    fclose(f);
+    assert_non_null(strstr(buf, "\"code_set\":null,\"code_set_fit\":null"));
+    free(buf);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_adt_default_and_values),
+        cmocka_unit_test(test_adt_in_help_and_dump),
+        cmocka_unit_test(test_metrics_code_sets),
+        cmocka_unit_test(test_report_code_set),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

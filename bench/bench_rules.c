@@ -1,8 +1,10 @@
 /* bench_rules.c - rule evaluation speed: ns per claim and claims per second
  * for each kind of claim (no spine code, clean spine claim, each kind of
- * finding) and for a realistic mix (most of a hospital feed carries no spine
- * code). Claims are built once; each evaluation reuses one arena, reset
- * between claims, as the daemon does per message. Prints figures only. */
+ * finding), for a realistic mix (most of a hospital feed carries no spine
+ * code), and for hostile claims of 2,000 and 20,000 diagnoses (evaluation
+ * must stay linear in the number of diagnoses). Claims are built once; each
+ * evaluation reuses one arena, reset between claims, as the daemon does per
+ * message. Prints figures only. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +50,8 @@ static claim_t *build(arena_t *a, const kind_t *k)
             d->text = arena_strdup(a, text);
         d->location = arena_printf(a, "DG1(%d)-3", i + 1);
     }
+    if (!strncmp(k->name, "DRG", 3))
+        c->setting = CLAIM_SETTING_INPATIENT;
     if (k->line) {
         claim_line_t *l = claim_add_line(c, a);
         l->sequence = 1;
@@ -66,6 +70,40 @@ static double now(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* A claim of n diagnoses: spine codes of many categories and regions (so
+ * that Excludes1 notes, regions and suggestions all have work), repeated
+ * codes, malformed codes, and distinct codes from outside the spine range,
+ * each with a little free text. */
+static claim_t *build_big(arena_t *a, int n)
+{
+    static const char *const spine[] = {
+        "M43.0%d", "M43.1%d", "M54.1%d", "M51.1%d", "M47.2%d", "M46.4%d", "M48.0%d", "M40.1%d",
+        "M41.2%d", "M42.1%d", "M45.A%d", "M49.8%d", "S22.0%dXA", "S32.0%dXA", "Q76.41%d", "M48.5%dXA",
+    };
+    claim_t *c = claim_new(a, CLAIM_SRC_HL7V2);
+    c->service_from = (claim_date_t){2026, 11, 2};
+    c->setting = CLAIM_SETTING_INPATIENT;
+    for (int i = 0; i < n; i++) {
+        claim_dx_t *d = claim_add_dx(c, a);
+        char code[24];
+        int kind = i % 10;
+        if (kind < 6)
+            snprintf(code, sizeof code, spine[(i / 10) % 16], (i / 160) % 10);
+        else if (kind == 6)
+            snprintf(code, sizeof code, "M51.36-");
+        else
+            snprintf(code, sizeof code, "Z%02d.%d%d", (i / 7) % 100, (i / 700) % 10, (i / 7000) % 10);
+        d->sequence = i + 1;
+        d->code_sent = arena_strdup(a, code);
+        claim_code_normalise(code, strlen(code), d->code, sizeof d->code);
+        d->system = CODESYS_ICD10CM;
+        d->type = i ? DX_TYPE_SECONDARY : DX_TYPE_PRINCIPAL;
+        d->text = i % 3 ? "pars defect L4-L5, congenital" : NULL;
+        d->location = arena_printf(a, "DG1(%d)-3", i + 1);
+    }
+    return c;
+}
+
 int main(int argc, char **argv)
 {
     long iters = argc > 1 ? atol(argv[1]) : 200000;
@@ -76,7 +114,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_rules: pack: %s\n", d.msg);
         return 1;
     }
-    printf("rule pack load (embedded pack + FY2026 tables): %.1f ms\n", (now() - t0) * 1e3);
+    printf("rule pack load (embedded pack + FY2026 and FY2027 tables): %.1f ms\n", (now() - t0) * 1e3);
     printf("%s\n", rule_pack_describe(pack));
     arena_t build_arena, ev;
     arena_init(&build_arena, 0);
@@ -124,6 +162,24 @@ int main(int argc, char **argv)
     double el = now() - t;
     printf("%-20s %10.0f %12.0f   (%ld claims, 60%% without spine codes)\n", "mix", el / iters * 1e9,
            iters / el, iters);
+    /* Hostile sizes: the cost per diagnosis must not grow with the claim. */
+    for (int n = 2000; n <= 20000; n *= 10) {
+        claim_t *big = build_big(&build_arena, n);
+        int reps = n == 2000 ? 50 : 10;
+        rule_verdict_t v;
+        double tb = now();
+        for (int r = 0; r < reps; r++) {
+            rule_evaluate(pack, big, &ev, &v);
+            sink += v.nfindings;
+            arena_reset(&ev);
+        }
+        double eb = (now() - tb) / reps;
+        rule_evaluate(pack, big, &ev, &v);
+        printf("%-20s %10.2f ms/claim %8.0f ns/diagnosis %5zu findings  %s\n",
+               n == 2000 ? "2,000 diagnoses" : "20,000 diagnoses", eb * 1e3, eb / n * 1e9, v.nfindings,
+               verdict_name(v.kind));
+        arena_reset(&ev);
+    }
     arena_free(&ev);
     arena_free(&build_arena);
     rule_pack_free(pack);

@@ -1230,10 +1230,17 @@ static err_t pack_load(const char *json, size_t json_len, const char *pack_path,
     int enabled = 0;
     for (int i = 0; i < RID__COUNT; i++)
         enabled += p->rules[i].enabled;
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s v%d (%d rules%s), ICD-10-CM %s%s, %zu table%s", p->name, p->version,
-             enabled, policy && policy->advisory ? ", advisory" : "", p->tables[0].fy,
-             p->ntables > 1 ? "..." : "", p->ntables, p->ntables > 1 ? "s" : "");
+    char sets[128] = "";
+    size_t o = 0;
+    for (size_t i = 0; i < p->ntables && o < sizeof sets; i++) {
+        int w = snprintf(sets + o, sizeof sets - o, "%s%s", i ? ", " : "", p->tables[i].fy);
+        if (w < 0)
+            break;
+        o += (size_t)w;
+    }
+    char buf[320];
+    snprintf(buf, sizeof buf, "%s v%d (%d rules%s), ICD-10-CM %s", p->name, p->version, enabled,
+             policy && policy->advisory ? ", advisory" : "", sets);
     p->describe = xstrdup(buf);
     *out = p;
     return ERR_OK;

@@ -11,16 +11,21 @@ def seg(name, fields):
     n = max(fields)
     return name + "|" + "|".join(fields.get(i, "") for i in range(1, n + 1))
 
+# Dated in November 2026, so the demo is judged with the FY2027 code set
+# (in force for dates from 2026-10-01); the inpatient stays take their
+# discharge date (PV1-45).
 def msh(cid, typ, ver="2.5"):
     # MSH-1 is the separator itself, so MSH-2 is the first field written.
-    return "MSH|^~\\&|CHARGECAP|GENHOSP|SPINEGATE|BILLING|20260115083000||%s|%s|P|%s" % (typ, cid, ver)
+    return "MSH|^~\\&|CHARGECAP|GENHOSP|SPINEGATE|BILLING|20261116083000||%s|%s|P|%s" % (typ, cid, ver)
 
 PID = seg("PID", {1: "1", 3: "MRN00123^^^GENHOSP^MR", 5: "TESTPATIENT^ALEX^Q", 7: "19800412", 8: "F"})
-PV1 = seg("PV1", {1: "1", 2: "O", 3: "SPINE^101^1^GENHOSP", 19: "V0001", 44: "20260115080000"})
-EVN = lambda ev: seg("EVN", {1: ev, 2: "20260115083000"})
+PV1 = seg("PV1", {1: "1", 2: "O", 3: "SPINE^101^1^GENHOSP", 19: "V0001", 44: "20261116080000"})
+PV1_INPATIENT = seg("PV1", {1: "1", 2: "I", 3: "SPINE^101^1^GENHOSP", 19: "V0002", 44: "20261109080000",
+                            45: "20261113110000"})
+EVN = lambda ev: seg("EVN", {1: ev, 2: "20261116083000"})
 
 def ft1(n, cpt, dx):
-    return seg("FT1", {1: str(n), 4: "20260115", 6: "CG", 7: cpt + "^^C4", 10: "1",
+    return seg("FT1", {1: str(n), 4: "20261116", 6: "CG", 7: cpt + "^^C4", 10: "1",
                        19: "~".join(d + "^^I10" for d in dx), 25: cpt + "^^C4"})
 
 def dg1(n, code, text, principal, free_text=""):
@@ -32,7 +37,7 @@ MESSAGES = {
         msh("DEMO0001", "DFT^P03^DFT_P03"), EVN("P03"), PID, PV1, ft1(1, "99213", ["J20.9"]),
         dg1(1, "J20.9", "Acute bronchitis, unspecified", True)],
     "02-annotate-drg-info.hl7": [
-        msh("DEMO0002", "DFT^P03^DFT_P03"), EVN("P03"), PID, PV1, ft1(1, "72146", ["M43.04"]),
+        msh("DEMO0002", "DFT^P03^DFT_P03"), EVN("P03"), PID, PV1_INPATIENT, ft1(1, "72146", ["M43.04"]),
         dg1(1, "M43.04", "Spondylolysis, thoracic region", True, "pars defect T8 on MRI")],
     "03-annotate-site-unspecified.hl7": [
         msh("DEMO0003", "DFT^P03^DFT_P03"), EVN("P03"), PID, PV1, ft1(1, "72146", ["M43.00"]),
@@ -45,9 +50,26 @@ MESSAGES = {
         msh("DEMO0005", "DFT^P03^DFT_P03"), EVN("P03"), PID, PV1, ft1(1, "72146", ["M43.04XA"]),
         dg1(1, "M43.04XA", "Spondylolysis, thoracic region", True)],
     "06-annotate-two-levels-bar.hl7": [
-        msh("DEMO0006", "BAR^P01^BAR_P01"), EVN("P01"), PID, PV1,
+        msh("DEMO0006", "BAR^P01^BAR_P01"), EVN("P01"), PID, PV1_INPATIENT,
         dg1(1, "M43.04", "Spondylolysis, thoracic region", True),
         dg1(2, "M43.16", "Spondylolisthesis, lumbar region", False)],
+    # A charge whose only diagnosis travels in FT1-19: read and judged.
+    "08-reject-ft1-19-only.hl7": [
+        msh("DEMO0008", "DFT^P03^DFT_P03"), EVN("P03"), PID, PV1, ft1(1, "72146", ["M43.04XA"])],
+    # ADT carries working diagnoses, not a bill: annotated, never rejected.
+    "09-annotate-adt-working-diagnosis.hl7": [
+        msh("DEMO0009", "ADT^A01^ADT_A01"), EVN("A01"), PID, PV1_INPATIENT,
+        dg1(1, "M43.04XA", "Spondylolysis, thoracic region", True)],
+    # A code with a dash where a character should be: no code at all.
+    "10-reject-malformed-code.hl7": [
+        msh("DEMO0010", "DFT^P03^DFT_P03"), EVN("P03"), PID, PV1, ft1(1, "72148", ["M51.36-"]),
+        dg1(1, "M51.36-", "Disc degeneration, lumbar", True)],
+    # Excludes1 conditions at different regions may both be true
+    # (guideline I.A.12.a): forwarded with a query, not rejected.
+    "11-annotate-excludes1-other-region.hl7": [
+        msh("DEMO0011", "DFT^P03^DFT_P03"), EVN("P03"), PID, PV1, ft1(1, "72148", ["M51.16", "M54.12"]),
+        dg1(1, "M51.16", "Intervertebral disc disorders with radiculopathy, lumbar region", True),
+        dg1(2, "M54.12", "Radiculopathy, cervical region", False)],
 }
 
 def main():

@@ -98,7 +98,10 @@ class Fhir(unittest.TestCase):
         self.assertTrue(ok, why)
 
     def test_claim_annotated_stored_forwarded_with_extensions(self):
-        status, ct, body = curl(self.port, "/fhir/Claim", load("spine-m4304-mri.json"))
+        # Site unspecified, linked to a thoracic MRI: a warning, so the
+        # Claim is forwarded with its finding as an extension.
+        claim = with_dx(load("spine-m4304-mri.json"), ["M43.00"])
+        status, ct, body = curl(self.port, "/fhir/Claim", claim)
         self.assertEqual(status, 201, body)
         self.assertIn("application/fhir+json", ct)
         self.assertValidJson(body, "OperationOutcome")

@@ -298,6 +298,62 @@ static void test_names(void **state)
         assert_int_equal(rule__id_from(rule__id_name((rule__id_t)i)), i);
 }
 
+/* Each rule's reference cites the Official Guidelines section that says
+ * what the rule applies (the section numbers of the FY2026/FY2027
+ * guidelines), and cites no section outside the ones the rules rest on. */
+static void test_guideline_references(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *rule;
+        const char *sections[3];
+    } want[] = {
+        {"code-invalid", {"I.A.3", NULL}},
+        {"code-not-billable", {"I.A.3", "I.B.2", NULL}},
+        {"seventh-character", {"I.A.4", "I.A.5", NULL}},
+        {"excludes1-pair", {"I.A.12.a", NULL}},
+        {"excludes2-pair", {"I.A.12.b", NULL}},
+        {"site-unspecified", {"I.B.2", NULL}},
+        {"acquired-congenital", {"I.A.12.a", NULL}},
+        {"duplicate-code", {"I.B.12", NULL}},
+        {"manifestation-first", {"I.A.13", NULL}},
+        {"drg-tier", {"Section II", NULL}},
+    };
+    /* Section numbers the pack may cite: conventions (I.A.x), general
+     * guidelines (I.B.x) and the principal diagnosis section. */
+    static const char *const known[] = {"I.A.3", "I.A.4", "I.A.5", "I.A.12.a", "I.A.12.b", "I.A.13",
+                                        "I.A.17", "I.A.19", "I.B.2", "I.B.12", NULL};
+    rule_pack_t *p;
+    err_detail_t d;
+    assert_int_equal(rule_pack_load(NULL, NULL, NULL, &p, &d), ERR_OK);
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        int id = rule__id_from(want[i].rule);
+        assert_true(id >= 0);
+        const char *ref = p->rules[id].reference;
+        if (!ref)
+            fail_msg("%s has no reference", want[i].rule);
+        for (int k = 0; want[i].sections[k]; k++)
+            if (!strstr(ref, want[i].sections[k]))
+                fail_msg("%s: reference does not cite %s: %s", want[i].rule, want[i].sections[k], ref);
+    }
+    for (int id = 0; id < RID__COUNT; id++) {
+        const char *ref = p->rules[id].reference;
+        for (const char *q = ref; q && (q = strstr(q, "I.")) != NULL; q++) {
+            if (q > ref && (q[-1] != ' ' && q[-1] != '('))
+                continue;
+            size_t n = strspn(q, "I.ABCab0123456789");
+            while (n && q[n - 1] == '.')
+                n--;
+            bool ok = false;
+            for (int k = 0; known[k] && !ok; k++)
+                ok = strlen(known[k]) == n && !strncmp(q, known[k], n);
+            if (!ok)
+                fail_msg("%s cites an unexpected section '%.*s'", rule__id_name((rule__id_t)id), (int)n, q);
+        }
+    }
+    rule_pack_free(p);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -318,7 +374,7 @@ int main(void)
         cmocka_unit_test(test_embedded_loads), cmocka_unit_test(test_from_paths),
         cmocka_unit_test(test_json_syntax_error_line), cmocka_unit_test(test_semantic_errors),
         cmocka_unit_test(test_disabled_rule), cmocka_unit_test(test_policy),
-        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_names), cmocka_unit_test(test_guideline_references),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -101,10 +101,14 @@ const char *rule_pack_describe(const rule_pack_t *pack);
 
 /* Evaluates claim against pack. Never fails on claim content: anything the
  * tables do not cover is left alone, and a claim without a covered spine
- * code gets no findings (VERDICT_ACCEPT). The table is picked by the claim's
- * service date (service_from, else service_to, else the first line's date;
- * none: the newest). At most 256 findings are reported. Pure: no I/O, no
- * clock, no global state; safe to call from several threads on one pack.
+ * code gets no findings (VERDICT_ACCEPT). The code set is picked by the
+ * discharge date of an inpatient claim and the service date of any other
+ * (dated outpatient lines judge their own diagnoses by their own date);
+ * out->code_set names it and out->code_set_fit says whether the date fell
+ * after the newest table or before the oldest (docs/rule-pack.md). ADT
+ * claims follow the pack's policy (rule_policy_t.adt). At most 256 findings
+ * are reported. Pure: no I/O, no clock, no global state; safe to call from
+ * several threads on one pack. Linear in the size of the claim.
  * out->findings and their strings live in a. */
 void rule_evaluate(const rule_pack_t *pack, const claim_t *claim, arena_t *a,
                    rule_verdict_t *out);

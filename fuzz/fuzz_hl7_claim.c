@@ -45,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fs[nf].suggestion = c->dx[i].text;
         fs[nf].code_invalid = i & 1;
     }
-    rule_verdict_t v = {VERDICT_ANNOTATE, fs, nf};
+    rule_verdict_t v = {.kind = VERDICT_ANNOTATE, .findings = fs, .nfindings = nf};
     hl7_ack_opts_t ao = {.timestamp = "20240101", .control_id = "F1",
                          .code = hl7_ack_code(m, rc == ERR_OK ? HL7_OUTCOME_REJECTED
                                                               : HL7_OUTCOME_UNPARSEABLE),

@@ -128,7 +128,7 @@ static void test_ack_err_v25(void **state)
                 "DG1(2)-3", "M43.04", "M43.06", false),
         finding("invalid-code", RULE_SEV_WARN, "not a valid code", "FT1(1)", NULL, NULL, true),
     };
-    rule_verdict_t v = {VERDICT_REJECT, fs, 2};
+    rule_verdict_t v = {.kind = VERDICT_REJECT, .findings = fs, .nfindings = 2};
     hl7_ack_opts_t o = {.timestamp = "20240312143016", .control_id = "SG-2",
                         .code = hl7_ack_code(f.m, HL7_OUTCOME_REJECTED), .verdict = &v};
     assert_int_equal(o.code, HL7_ACK_AE);
@@ -162,7 +162,7 @@ static void test_ack_pre25_shapes(void **state)
     fx_parse(&f, "MSH|^~\\&|A|B|C|D|2024||DFT^P03|X1|T|2.3\nDG1|1||M43.04\nDG1|2||M43.16\n");
     rule_finding_t fs[1] = {finding("excludes1-pair", RULE_SEV_REJECT, "excluded together",
                                     "DG1(2)-3", "M43.04", NULL, true)};
-    rule_verdict_t v = {VERDICT_REJECT, fs, 1};
+    rule_verdict_t v = {.kind = VERDICT_REJECT, .findings = fs, .nfindings = 1};
     hl7_ack_opts_t o = {.timestamp = "2024", .control_id = "K", .code = HL7_ACK_AE,
                         .verdict = &v};
     slice_t out;
@@ -199,7 +199,7 @@ static void test_ack_escaping_custom_delims(void **state)
     fx_parse(&f, "MSH#!*$%#SND!X#FAC#RCV#RF#2024##DFT!P03#ID$F$1#P#2.6\nDG1#1##M43.16\n");
     rule_finding_t fs[1] = {finding("r|1", RULE_SEV_INFO, "a|b^c&d~e\\f #!*$% end", "DG1-3",
                                     "M43.16", NULL, false)};
-    rule_verdict_t v = {VERDICT_ANNOTATE, fs, 1};
+    rule_verdict_t v = {.kind = VERDICT_ANNOTATE, .findings = fs, .nfindings = 1};
     hl7_ack_opts_t o = {.timestamp = "2024", .control_id = "C#1", .code = HL7_ACK_AA,
                         .verdict = &v};
     slice_t out;
@@ -328,7 +328,7 @@ static void test_annotate(void **state)
     };
     fs[0].codes[1] = "M43.16";
     fs[0].ncodes = 2;
-    rule_verdict_t v = {VERDICT_ANNOTATE, fs, 2};
+    rule_verdict_t v = {.kind = VERDICT_ANNOTATE, .findings = fs, .nfindings = 2};
     slice_t out = hl7_annotate(f.m, &v, HL7_ANNOTATE_ZSG, &f.a);
     hl7_msg_t *m2 = reparse(out);
     assert_int_equal(hl7_seg_count(m2), hl7_seg_count(f.m) + 2);
@@ -365,7 +365,7 @@ static void test_annotate(void **state)
     assert_int_equal(hl7_seg_find(m2, "NTE", 1), 6);
     hl7_msg_free(m2);
     /* No findings: the message as received. */
-    rule_verdict_t none = {VERDICT_ACCEPT, NULL, 0};
+    rule_verdict_t none = {.kind = VERDICT_ACCEPT};
     out = hl7_annotate(f.m, &none, HL7_ANNOTATE_ZSG, &f.a);
     assert_true(slice_eq_slice(out, hl7_msg_bytes(f.m)));
     fx_free(&f);

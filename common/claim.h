@@ -30,9 +30,9 @@ typedef struct {
 
 typedef enum {
     CODESYS_UNKNOWN,   /* no system given: treated as ICD-10-CM if it looks like one */
-    CODESYS_ICD10CM,   /* I10, I10C, ICD10CM, http://hl7.org/fhir/sid/icd-10-cm */
-    CODESYS_ICD10_WHO, /* http://hl7.org/fhir/sid/icd-10: read, but flagged */
-    CODESYS_ICD9CM,    /* I9, I9C, ICD9, http://hl7.org/fhir/sid/icd-9-cm */
+    CODESYS_ICD10CM,   /* I10, I10C, ICD10CM, .../sid/icd-10-cm, OID 2.16.840.1.113883.6.90 */
+    CODESYS_ICD10_WHO, /* .../sid/icd-10, OID 2.16.840.1.113883.6.3: read, but flagged */
+    CODESYS_ICD9CM,    /* I9, I9C, ICD9, .../sid/icd-9-cm, OIDs ...6.103, ...6.2 */
     CODESYS_OTHER,     /* anything else: kept, never judged */
 } claim_codesys_t;
 

@@ -393,9 +393,10 @@ static err_t read_ft1(ctx_t *c, claim_t *cl, size_t i, int occ, bool p11, size_t
             if (!slice_eq(hl7_seg_id(m, k), "DG1"))
                 continue;
             char norm[16];
-            slice_t code = hl7_value(m, k, 3, 1, 1, 0);
+            triplet_t tr = pick_triplet(hl7_value(m, k, 3, 1, 0, 0), dl->component,
+                                        hl7_value(m, k, 2, 1, 1, 0));
             const char *cs;
-            if (str_of(c, code, false, "DG1-3", &cs) == ERR_OK && cs &&
+            if (str_of(c, tr.code, false, "DG1-3", &cs) == ERR_OK && cs &&
                 claim_code_normalise(cs, strlen(cs), norm, sizeof norm))
                 line_add_dx(c, cl, l, norm, int_of(hl7_value(m, k, 1, 0, 0, 0)));
         }

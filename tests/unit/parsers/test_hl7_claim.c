@@ -427,6 +427,14 @@ static void test_cwe_alternates(void **state)
     assert_string_equal(c->dx[0].code, "M4304");
     assert_string_equal(c->dx[0].system_sent, "I10");
     assert_string_equal(c->dx[1].code, "M5450");
+    /* DFT^P11: a financial group's DG1 links its line by the chosen triplet. */
+    c = map_text("MSH|^~\\&|A|B|C|D|2024||DFT^P11|X|P|2.5\n"
+                 "FT1|1|||20240101||CG||||1|||||||||||||||72148^^C4\n"
+                 "DG1|4||724.2^x^I9C^M54.50^y^I10C\n",
+                 &a);
+    assert_int_equal(c->lines[0].ndx_codes, 1);
+    assert_string_equal(c->lines[0].dx_codes[0], "M5450");
+    assert_int_equal(c->lines[0].dx_pointers[0], 4);
     arena_free(&a);
 }
 

@@ -5,6 +5,7 @@
  */
 #include "hl7_claim.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@ typedef struct {
 typedef struct {
     dx_slot_t *slots;
     size_t cap, n; /* cap is 0 or a power of two, n <= cap / 2 */
+    uint64_t seed; /* see index_seed() */
 } dx_index_t;
 
 typedef struct {
@@ -31,17 +33,34 @@ typedef struct {
     dx_index_t idx;
 } ctx_t;
 
-static size_t key_hash(const char *k)
+/* The keys are the sender's: with a fixed hash, codes could be chosen to
+ * collide and make every lookup a long probe. The seed comes from where
+ * the message's arena and this call's stack sit, which ASLR makes unknown
+ * to a sender (no global state, no system call); the table's layout may
+ * differ from run to run, what it answers never does. */
+static uint64_t index_seed(const arena_t *a, const void *stack)
 {
-    size_t h = 1469598103934665603u;
+    return (uint64_t)(uintptr_t)a * 0x9E3779B97F4A7C15u ^ (uint64_t)(uintptr_t)stack;
+}
+
+/* FNV-1a from the seed, then the MurmurHash3 finaliser, so that the bits
+ * the table masks depend on the whole state, not on the low bits alone. */
+static uint64_t key_hash(uint64_t seed, const char *k)
+{
+    uint64_t h = 1469598103934665603u ^ seed;
     for (; *k; k++)
         h = (h ^ (unsigned char)*k) * 1099511628211u;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdu;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53u;
+    h ^= h >> 33;
     return h;
 }
 
-static dx_slot_t *index_slot(dx_slot_t *slots, size_t cap, const char *key)
+static dx_slot_t *index_slot(const dx_index_t *x, dx_slot_t *slots, size_t cap, const char *key)
 {
-    size_t i = key_hash(key) & (cap - 1);
+    size_t i = (size_t)key_hash(x->seed, key) & (cap - 1);
     while (slots[i].key && strcmp(slots[i].key, key) != 0)
         i = (i + 1) & (cap - 1);
     return &slots[i];
@@ -52,7 +71,7 @@ static long index_get(const dx_index_t *x, const char *key)
 {
     if (!x->cap)
         return -1;
-    const dx_slot_t *s = index_slot(x->slots, x->cap, key);
+    const dx_slot_t *s = index_slot(x, x->slots, x->cap, key);
     return s->key ? (long)s->dx : -1;
 }
 
@@ -66,11 +85,11 @@ static void index_put(ctx_t *c, const char *key, size_t dx)
         dx_slot_t *ns = arena_calloc(c->a, ncap, sizeof *ns);
         for (size_t i = 0; i < x->cap; i++)
             if (x->slots[i].key)
-                *index_slot(ns, ncap, x->slots[i].key) = x->slots[i];
+                *index_slot(x, ns, ncap, x->slots[i].key) = x->slots[i];
         x->slots = ns;
         x->cap = ncap;
     }
-    dx_slot_t *s = index_slot(x->slots, x->cap, key);
+    dx_slot_t *s = index_slot(x, x->slots, x->cap, key);
     if (s->key)
         return;
     s->key = key;
@@ -271,7 +290,7 @@ static err_t read_dg1(ctx_t *c, claim_t *cl, size_t i, int occ)
     if (key && have < 0)
         index_put(c, key, cl->ndx - 1);
     else if (have >= 0 && cl->dx[have].sequence <= 0 && dx->sequence > 0)
-        index_slot(c->idx.slots, c->idx.cap, key)->dx = cl->ndx - 1;
+        index_slot(&c->idx, c->idx.slots, c->idx.cap, key)->dx = cl->ndx - 1;
     return ERR_OK;
 }
 
@@ -409,6 +428,7 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
     *out = NULL;
     err_clear(d);
     ctx_t c = {.m = msg, .a = a, .d = d};
+    c.idx.seed = index_seed(a, &c);
     size_t nseg = hl7_seg_count(msg);
     slice_t type = hl7_value(msg, 0, 9, 1, 1, 0), trig = hl7_value(msg, 0, 9, 1, 2, 0);
     bool has_dg1 = hl7_seg_find(msg, "DG1", 1) >= 0;

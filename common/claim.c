@@ -95,16 +95,40 @@ static bool eq_any(const char *s, size_t len, const char *const *names)
     return false;
 }
 
+/* Surrounding blanks are no part of a name. */
+static void trim(const char **s, size_t *len)
+{
+    while (*len && (**s == ' ' || **s == '\t')) {
+        (*s)++;
+        (*len)--;
+    }
+    while (*len && ((*s)[*len - 1] == ' ' || (*s)[*len - 1] == '\t'))
+        (*len)--;
+}
+
 claim_codesys_t claim_codesys_from(const char *s, size_t len)
 {
+    /* HL7 table 0396 names as US senders use them ("I10" is ICD-10-CM on a
+     * US feed), the FHIR URIs, and the OIDs bare and as urn:oid. "ICD10"
+     * is kept from earlier releases: US senders mean the CM with it. */
     static const char *const cm[] = {"I10", "I10C", "ICD10CM", "ICD-10-CM", "ICD10",
                                      "http://hl7.org/fhir/sid/icd-10-cm",
+                                     "2.16.840.1.113883.6.90",
                                      "urn:oid:2.16.840.1.113883.6.90", NULL};
     static const char *const who[] = {"http://hl7.org/fhir/sid/icd-10",
+                                      "2.16.840.1.113883.6.3",
                                       "urn:oid:2.16.840.1.113883.6.3", NULL};
+    /* 6.103 is ICD-9-CM diagnoses, 6.2 ICD-9-CM as a whole (HL7 "I9C"). */
     static const char *const i9[] = {"I9", "I9C", "I9CDX", "ICD9", "ICD9CM", "ICD-9-CM",
-                                     "http://hl7.org/fhir/sid/icd-9-cm", NULL};
-    if (!s || !len)
+                                     "http://hl7.org/fhir/sid/icd-9-cm",
+                                     "2.16.840.1.113883.6.103",
+                                     "urn:oid:2.16.840.1.113883.6.103",
+                                     "2.16.840.1.113883.6.2",
+                                     "urn:oid:2.16.840.1.113883.6.2", NULL};
+    if (!s)
+        return CODESYS_UNKNOWN;
+    trim(&s, &len);
+    if (!len)
         return CODESYS_UNKNOWN;
     if (eq_any(s, len, cm))
         return CODESYS_ICD10CM;
@@ -113,6 +137,37 @@ claim_codesys_t claim_codesys_from(const char *s, size_t len)
     if (eq_any(s, len, i9))
         return CODESYS_ICD9CM;
     return CODESYS_OTHER;
+}
+
+claim_setting_t claim_tob_setting(const char *tob)
+{
+    if (!tob)
+        return CLAIM_SETTING_UNKNOWN;
+    size_t n = strlen(tob);
+    while (n && tob[n - 1] == ' ')
+        n--;
+    while (n && *tob == ' ') {
+        tob++;
+        n--;
+    }
+    /* NUBC writes four digits with a leading zero ("0111"); many systems
+     * drop it ("111"). */
+    if (n == 4 && tob[0] == '0') {
+        tob++;
+        n--;
+    }
+    if (n != 3)
+        return CLAIM_SETTING_UNKNOWN;
+    for (size_t i = 0; i < 3; i++)
+        if (!isdigit((unsigned char)tob[i]))
+            return CLAIM_SETTING_UNKNOWN;
+    if (tob[0] < '1' || tob[0] > '8')
+        return CLAIM_SETTING_UNKNOWN;
+    /* Digit 1 is the type of facility (1 hospital), digit 2 the bill
+     * classification (1 inpatient, 2 inpatient Part B). */
+    if (tob[0] == '1' && (tob[1] == '1' || tob[1] == '2'))
+        return CLAIM_SETTING_INPATIENT;
+    return CLAIM_SETTING_OUTPATIENT;
 }
 
 claim_procsys_t claim_procsys_from(const char *s, size_t len)
@@ -146,6 +201,20 @@ const char *claim_codesys_name(claim_codesys_t s)
     case CODESYS_OTHER: return "other";
     default: return "unknown";
     }
+}
+
+const char *claim_setting_name(claim_setting_t s)
+{
+    switch (s) {
+    case CLAIM_SETTING_INPATIENT: return "inpatient";
+    case CLAIM_SETTING_OUTPATIENT: return "outpatient";
+    default: return "unknown";
+    }
+}
+
+const char *claim_kind_name(claim_kind_t k)
+{
+    return k == CLAIM_KIND_ADT ? "adt" : "bill";
 }
 
 const char *claim_dx_type_name(claim_dx_type_t t)
@@ -219,6 +288,10 @@ static bool date_eq(claim_date_t a, claim_date_t b)
 const char *claim_diff(const claim_t *a, const claim_t *b)
 {
     if (!str_eq(a->id, b->id)) return "id";
+    if (a->kind != b->kind) return "kind";
+    if (a->setting != b->setting) return "setting";
+    if (!str_eq(a->type_of_bill, b->type_of_bill)) return "type_of_bill";
+    if (!date_eq(a->discharge, b->discharge)) return "discharge";
     if (a->sex != b->sex) return "sex";
     if (!date_eq(a->birth_date, b->birth_date)) return "birth_date";
     if (!date_eq(a->service_from, b->service_from)) return "service_from";
@@ -235,6 +308,7 @@ const char *claim_diff(const claim_t *a, const claim_t *b)
         if (x->type != y->type) return "diagnosis.type";
         if (x->poa != y->poa) return "diagnosis.poa";
         if (!str_eq(x->text, y->text)) return "diagnosis.text";
+        if (x->line != y->line) return "diagnosis.line";
     }
     if (a->nlines != b->nlines) return "number of lines";
     for (size_t i = 0; i < a->nlines; i++) {
@@ -251,6 +325,9 @@ const char *claim_diff(const claim_t *a, const claim_t *b)
         if (x->ndx_pointers != y->ndx_pointers) return "line.dx_pointers";
         for (int p = 0; p < x->ndx_pointers; p++)
             if (x->dx_pointers[p] != y->dx_pointers[p]) return "line.dx_pointers";
+        if (x->ndx_codes != y->ndx_codes) return "line.dx_codes";
+        for (int k = 0; k < x->ndx_codes; k++)
+            if (!str_eq(x->dx_codes[k], y->dx_codes[k])) return "line.dx_codes";
     }
     return NULL;
 }

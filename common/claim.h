@@ -30,9 +30,9 @@ typedef struct {
 
 typedef enum {
     CODESYS_UNKNOWN,   /* no system given: treated as ICD-10-CM if it looks like one */
-    CODESYS_ICD10CM,   /* I10, I10C, ICD10CM, http://hl7.org/fhir/sid/icd-10-cm */
-    CODESYS_ICD10_WHO, /* http://hl7.org/fhir/sid/icd-10: read, but flagged */
-    CODESYS_ICD9CM,    /* I9, I9C, ICD9, http://hl7.org/fhir/sid/icd-9-cm */
+    CODESYS_ICD10CM,   /* I10, I10C, ICD10CM, .../sid/icd-10-cm, OID 2.16.840.1.113883.6.90 */
+    CODESYS_ICD10_WHO, /* .../sid/icd-10, OID 2.16.840.1.113883.6.3: read, but flagged */
+    CODESYS_ICD9CM,    /* I9, I9C, ICD9, .../sid/icd-9-cm, OIDs ...6.103, ...6.2 */
     CODESYS_OTHER,     /* anything else: kept, never judged */
 } claim_codesys_t;
 
@@ -154,13 +154,29 @@ void claim_code_dotted(const char *code, char *out, size_t cap);
  * Returns false (d zeroed) when it is not a date. */
 bool claim_date_parse(const char *s, size_t len, claim_date_t *d);
 
-/* Maps a code system as sent (HL7 table 0396 names or a FHIR URI). */
+/* Maps a code system as sent (HL7 table 0396 names, a FHIR URI, an OID bare
+ * or as urn:oid:), case-insensitively, blanks around it ignored:
+ *   ICD-10-CM  I10, I10C, ICD10CM, ICD-10-CM, ICD10,
+ *              http://hl7.org/fhir/sid/icd-10-cm, 2.16.840.1.113883.6.90
+ *   WHO ICD-10 http://hl7.org/fhir/sid/icd-10, 2.16.840.1.113883.6.3
+ *   ICD-9-CM   I9, I9C, I9CDX, ICD9, ICD9CM, ICD-9-CM,
+ *              http://hl7.org/fhir/sid/icd-9-cm, 2.16.840.1.113883.6.103,
+ *              2.16.840.1.113883.6.2
+ * NULL or blank is CODESYS_UNKNOWN; any other name CODESYS_OTHER. */
 claim_codesys_t claim_codesys_from(const char *s, size_t len);
 claim_procsys_t claim_procsys_from(const char *s, size_t len);
+
+/* The care setting a UB-04 type of bill states, as sent ("0111" or "111";
+ * blanks around it ignored): 11x and 12x (hospital inpatient) are
+ * CLAIM_SETTING_INPATIENT, any other 1xx-8xx CLAIM_SETTING_OUTPATIENT, and
+ * anything that is not such a code (NULL included) CLAIM_SETTING_UNKNOWN. */
+claim_setting_t claim_tob_setting(const char *tob);
 
 /* A readable name for each enum, for JSON output and logs. */
 const char *claim_codesys_name(claim_codesys_t s);
 const char *claim_dx_type_name(claim_dx_type_t t);
+const char *claim_setting_name(claim_setting_t s); /* "inpatient", "outpatient", "unknown" */
+const char *claim_kind_name(claim_kind_t k);       /* "bill", "adt" */
 
 /* Allocates a zeroed claim in a. */
 claim_t *claim_new(arena_t *a, claim_source_t source);

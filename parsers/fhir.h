@@ -80,7 +80,12 @@ size_t fhir_doc_claim_entry(const fhir_doc_t *doc, size_t i);
  * order, so a dx/line index is also the FHIR array index. A
  * diagnosisReference that cannot be resolved inside the document gives a
  * diagnosis with code_sent NULL and code "" (the rules can say it is not
- * checkable). On failure *out is NULL.
+ * checkable). Of a CodeableConcept's codings, the ICD-10-CM one is taken,
+ * else a WHO ICD-10 one, else the first with a code. The care setting, the
+ * type of bill and the discharge date come from Claim.type, supportingInfo
+ * (typeofbill, admissionperiod/hospitalized) and the Claim's Encounters,
+ * as docs/claim-mapping.md says; kind is always CLAIM_KIND_BILL. On
+ * failure *out is NULL.
  * Errors: ERR_NOT_FOUND (i out of range); ERR_BAD_VALUE (a wrong type or
  * shape: a string sequence, a diagnosis that is not an array, a sequence < 1,
  * more than CLAIM_MAX_MODIFIERS modifiers or CLAIM_MAX_DX_POINTERS

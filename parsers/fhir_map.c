@@ -17,6 +17,7 @@
 #include "xmalloc.h"
 
 #define DXTYPE_SYSTEM "http://terminology.hl7.org/CodeSystem/ex-diagnosistype"
+#define CLAIMTYPE_SYSTEM "http://terminology.hl7.org/CodeSystem/claim-type"
 
 void fhir__where(err_detail_t *d, const char *path)
 {
@@ -348,13 +349,13 @@ typedef struct {
 
 typedef int (*rank_fn)(const char *system);
 
+/* A diagnosis: the ICD-10-CM coding; else a WHO ICD-10 one (so the rules
+ * report the wrong code system, not an invalid CM code); else the first. */
 static int dx_rank(const char *system)
 {
     switch (claim_codesys_from(system, system ? strlen(system) : 0)) {
-    case CODESYS_ICD10CM: return 5;
-    case CODESYS_ICD10_WHO: return 4;
-    case CODESYS_ICD9CM: return 3;
-    case CODESYS_UNKNOWN: return 2;
+    case CODESYS_ICD10CM: return 3;
+    case CODESYS_ICD10_WHO: return 2;
     default: return 1;
     }
 }
@@ -704,6 +705,218 @@ static err_t map_patient(map_t *m, claim_t *c)
     return e;
 }
 
+/* ---- care setting ---------------------------------------------------- */
+
+/* Claim.type: a coding of the claim-type system (or one without a system). */
+static int claimtype_rank(const char *system)
+{
+    if (!system)
+        return 1;
+    return strcmp(system, CLAIMTYPE_SYSTEM) == 0 ? 2 : 0;
+}
+
+/* True when a coding of the CodeableConcept cc has this code (any system,
+ * case folded). Shapes are checked as everywhere else. */
+static err_t cc_has_code(map_t *m, fhir__node_t cc, const char *code, bool *out)
+{
+    fhir__node_t c;
+    *out = false;
+    err_t e = first(m, cc, "coding", &c);
+    for (size_t i = 0; !e && c; c = m->ops->next(c), i++) {
+        size_t old = push(m, ".coding[%zu]", i);
+        const char *k = NULL;
+        if (!m->ops->is_object(c))
+            e = bad(m, NULL, "must be a Coding object");
+        else
+            e = get_str(m, c, "code", &k);
+        pop(m, old);
+        if (!e && k && strcasecmp(k, code) == 0)
+            *out = true;
+    }
+    return e;
+}
+
+/* What Claim.supportingInfo says about the stay: the type of bill (category
+ * "typeofbill", the CARIN Blue Button convention; code as sent) and the
+ * admission period (category "admissionperiod" or "hospitalized", with a
+ * timingPeriod). */
+typedef struct {
+    const char *tob;
+    bool admission;
+    claim_date_t adm_from, adm_to;
+} stay_t;
+
+static err_t map_supporting_info(map_t *m, stay_t *st)
+{
+    fhir__node_t n;
+    err_t e = first(m, m->claim, "supportingInfo", &n);
+    for (size_t i = 0; !e && n; n = m->ops->next(n), i++) {
+        size_t old = push(m, ".supportingInfo[%zu]", i);
+        fhir__node_t cat = NULL, code = NULL;
+        bool tob = false, adm = false, hosp = false;
+        if (!m->ops->is_object(n))
+            e = bad(m, NULL, "must be an object");
+        if (!e && !(e = get_obj(m, n, "category", &cat)) && cat) {
+            size_t o2 = push(m, ".category");
+            e = cc_has_code(m, cat, "typeofbill", &tob);
+            if (!e)
+                e = cc_has_code(m, cat, "admissionperiod", &adm);
+            if (!e)
+                e = cc_has_code(m, cat, "hospitalized", &hosp);
+            pop(m, o2);
+        }
+        if (!e && tob && !st->tob && !(e = get_obj(m, n, "code", &code)) && code) {
+            coding_t k;
+            size_t o2 = push(m, ".code");
+            e = read_cc(m, code, first_rank, &k, NULL);
+            pop(m, o2);
+            if (!e && k.code)
+                st->tob = dup(m, k.code);
+        }
+        if (!e && (adm || hosp) && !st->admission) {
+            claim_date_t from = {0, 0, 0}, to = {0, 0, 0};
+            e = get_period(m, n, "timingPeriod", &from, &to);
+            if (!e && (from.year || to.year)) {
+                st->admission = true;
+                st->adm_from = from;
+                st->adm_to = to;
+            }
+        }
+        pop(m, old);
+    }
+    return e;
+}
+
+/* Encounters are context, not the claim: read leniently, a shape that does
+ * not fit says nothing. */
+static const char *enc_str(const fhir__ops_t *ops, fhir__node_t obj, const char *name)
+{
+    bool b = false;
+    const char *v = NULL;
+    fhir__node_t n = obj ? ops->get(obj, name, &b) : NULL;
+    return n && !b && ops->str(n, &v) == FHIR__OK ? v : NULL;
+}
+
+static bool inpatient_class(const char *code)
+{
+    return code && (strcmp(code, "IMP") == 0 || strcmp(code, "ACUTE") == 0 ||
+                    strcmp(code, "NONAC") == 0);
+}
+
+/* Encounter.class: a Coding in R4; a CodeableConcept (repeating) in R5. */
+static bool enc_inpatient(const fhir__ops_t *ops, fhir__node_t enc)
+{
+    bool b = false;
+    fhir__node_t cls = ops->get(enc, "class", &b);
+    if (cls && ops->is_object(cls) && inpatient_class(enc_str(ops, cls, "code")))
+        return true;
+    for (fhir__node_t cc = ops->first(enc, "class", &b); cc; cc = ops->next(cc)) {
+        if (!ops->is_object(cc))
+            continue;
+        if (inpatient_class(enc_str(ops, cc, "code")))
+            return true;
+        bool b2 = false;
+        for (fhir__node_t k = ops->first(cc, "coding", &b2); k; k = ops->next(k))
+            if (ops->is_object(k) && inpatient_class(enc_str(ops, k, "code")))
+                return true;
+    }
+    return false;
+}
+
+static claim_date_t enc_end(const fhir__ops_t *ops, fhir__node_t enc)
+{
+    claim_date_t d = {0, 0, 0};
+    bool b = false;
+    fhir__node_t p = ops->get(enc, "period", &b);
+    const char *end = p && !b && ops->is_object(p) ? enc_str(ops, p, "end") : NULL;
+    if (end)
+        (void)claim_date_parse(end, strlen(end), &d);
+    return d;
+}
+
+typedef struct {
+    bool inpatient;         /* an Encounter of class IMP, ACUTE or NONAC */
+    claim_date_t end;       /* the period end of the first such Encounter */
+} enc_info_t;
+
+static void enc_note(const fhir__ops_t *ops, fhir__node_t enc, enc_info_t *ei)
+{
+    const char *rt = enc ? ops->resource_type(enc) : NULL;
+    if (!rt || strcmp(rt, "Encounter") != 0 || ei->inpatient || !enc_inpatient(ops, enc))
+        return;
+    ei->inpatient = true;
+    ei->end = enc_end(ops, enc);
+}
+
+/* The Encounters of this Claim: those its items reference (contained or in
+ * the Bundle), its contained ones, and, in a Bundle that holds this one
+ * Claim only, every Encounter entry of the Bundle. */
+static void map_encounters(map_t *m, enc_info_t *ei)
+{
+    const fhir__ops_t *ops = m->ops;
+    bool b = false;
+    for (fhir__node_t it = ops->first(m->claim, "item", &b); it; it = ops->next(it)) {
+        if (!ops->is_object(it))
+            continue;
+        bool b2 = false;
+        for (fhir__node_t r = ops->first(it, "encounter", &b2); r; r = ops->next(r)) {
+            const char *ref = ops->is_object(r) ? enc_str(ops, r, "reference") : NULL;
+            if (ref)
+                enc_note(ops, resolve(m, ref), ei);
+        }
+    }
+    for (fhir__node_t c = ops->first(m->claim, "contained", &b); c; c = ops->next(c)) {
+        bool b2 = false;
+        enc_note(ops, ops->resource(c, &b2), ei);
+    }
+    if (m->doc->nclaims == 1 && strcmp(m->doc->rtype, "Bundle") == 0)
+        for (size_t i = 0; i < m->doc->nentries; i++)
+            enc_note(ops, m->doc->entries[i].res, ei);
+}
+
+/* Claim.type, the type of bill, the admission period and the Encounters
+ * give the care setting and the discharge date (docs/claim-mapping.md):
+ *  - professional, oral, vision, pharmacy: outpatient (no DRG, the service
+ *    date picks the code set), whatever the Encounter;
+ *  - institutional, or no type: a valid type of bill decides (11x/12x
+ *    inpatient, other 1xx-8xx outpatient); else an admission period, else
+ *    an inpatient Encounter, makes it inpatient; else unknown.
+ * The discharge is the admission period's end, else, for an inpatient
+ * claim, the Encounter's period end, else billablePeriod.end. */
+static err_t map_setting(map_t *m, claim_t *c)
+{
+    fhir__node_t t;
+    coding_t k = {0};
+    err_t e = get_obj(m, m->claim, "type", &t);
+    if (!e && t) {
+        size_t old = push(m, ".type");
+        e = read_cc(m, t, claimtype_rank, &k, NULL);
+        pop(m, old);
+    }
+    stay_t st = {0};
+    if (!e)
+        e = map_supporting_info(m, &st);
+    if (e)
+        return e;
+    enc_info_t ei = {0};
+    map_encounters(m, &ei);
+    c->type_of_bill = st.tob;
+    const char *type = k.code;
+    if (type && (strcmp(type, "professional") == 0 || strcmp(type, "oral") == 0 ||
+                 strcmp(type, "vision") == 0 || strcmp(type, "pharmacy") == 0)) {
+        c->setting = CLAIM_SETTING_OUTPATIENT;
+    } else if (!type || strcmp(type, "institutional") == 0) {
+        c->setting = claim_tob_setting(st.tob);
+        if (c->setting == CLAIM_SETTING_UNKNOWN && (st.admission || ei.inpatient))
+            c->setting = CLAIM_SETTING_INPATIENT;
+    }
+    if (st.adm_to.year)
+        c->discharge = st.adm_to;
+    else if (c->setting == CLAIM_SETTING_INPATIENT)
+        c->discharge = ei.end.year ? ei.end : c->service_to;
+    return ERR_OK;
+}
+
 static err_t map_claim(map_t *m, claim_t *c)
 {
     fhir__node_t n;
@@ -735,7 +948,7 @@ static err_t map_claim(map_t *m, claim_t *c)
         if (e)
             return e;
     }
-    return ERR_OK;
+    return map_setting(m, c);
 }
 
 err_t fhir_doc_claim(const fhir_doc_t *doc, size_t i, arena_t *a, claim_t **out,

@@ -5,15 +5,105 @@
  */
 #include "hl7_claim.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* An index of the diagnoses read so far, by code, so that an FT1-19 code
+ * finds its DG1 (or the FT1 that brought it first) in constant time: a
+ * hostile message with 100,000 FT1s must not cost a quadratic scan. Keys
+ * are tagged: '=' + normalised code, or '~' + the code as sent when it does
+ * not normalise (a malformed code is matched only by its exact form). */
+typedef struct {
+    const char *key; /* NULL: free slot */
+    size_t dx;       /* index into claim->dx */
+} dx_slot_t;
+
+typedef struct {
+    dx_slot_t *slots;
+    size_t cap, n; /* cap is 0 or a power of two, n <= cap / 2 */
+    uint64_t seed; /* see index_seed() */
+} dx_index_t;
 
 typedef struct {
     const hl7_msg_t *m;
     arena_t *a;
     err_detail_t *d;
+    dx_index_t idx;
 } ctx_t;
+
+/* The keys are the sender's: with a fixed hash, codes could be chosen to
+ * collide and make every lookup a long probe. The seed comes from where
+ * the message's arena and this call's stack sit, which ASLR makes unknown
+ * to a sender (no global state, no system call); the table's layout may
+ * differ from run to run, what it answers never does. */
+static uint64_t index_seed(const arena_t *a, const void *stack)
+{
+    return (uint64_t)(uintptr_t)a * 0x9E3779B97F4A7C15u ^ (uint64_t)(uintptr_t)stack;
+}
+
+/* FNV-1a from the seed, then the MurmurHash3 finaliser, so that the bits
+ * the table masks depend on the whole state, not on the low bits alone. */
+static uint64_t key_hash(uint64_t seed, const char *k)
+{
+    uint64_t h = 1469598103934665603u ^ seed;
+    for (; *k; k++)
+        h = (h ^ (unsigned char)*k) * 1099511628211u;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdu;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53u;
+    h ^= h >> 33;
+    return h;
+}
+
+static dx_slot_t *index_slot(const dx_index_t *x, dx_slot_t *slots, size_t cap, const char *key)
+{
+    size_t i = (size_t)key_hash(x->seed, key) & (cap - 1);
+    while (slots[i].key && strcmp(slots[i].key, key) != 0)
+        i = (i + 1) & (cap - 1);
+    return &slots[i];
+}
+
+/* The diagnosis index stored under key, or -1. */
+static long index_get(const dx_index_t *x, const char *key)
+{
+    if (!x->cap)
+        return -1;
+    const dx_slot_t *s = index_slot(x, x->slots, x->cap, key);
+    return s->key ? (long)s->dx : -1;
+}
+
+/* Stores dx under key unless the key is there already; the table grows in
+ * the arena (the old one is abandoned there, like the claim's arrays). */
+static void index_put(ctx_t *c, const char *key, size_t dx)
+{
+    dx_index_t *x = &c->idx;
+    if ((x->n + 1) * 2 > x->cap) {
+        size_t ncap = x->cap ? x->cap * 2 : 64;
+        dx_slot_t *ns = arena_calloc(c->a, ncap, sizeof *ns);
+        for (size_t i = 0; i < x->cap; i++)
+            if (x->slots[i].key)
+                *index_slot(x, ns, ncap, x->slots[i].key) = x->slots[i];
+        x->slots = ns;
+        x->cap = ncap;
+    }
+    dx_slot_t *s = index_slot(x, x->slots, x->cap, key);
+    if (s->key)
+        return;
+    s->key = key;
+    s->dx = dx;
+    x->n++;
+}
+
+/* The index key of a diagnosis: its normalised code, else its code as sent. */
+static const char *dx_key(ctx_t *c, const claim_dx_t *dx)
+{
+    if (dx->code[0])
+        return arena_printf(c->a, "=%s", dx->code);
+    return dx->code_sent ? arena_printf(c->a, "~%s", dx->code_sent) : NULL;
+}
 
 /* Decodes a value into the arena; NULL when empty or the explicit null "".
  * A code (strict) with a malformed escape is an error; a text is kept raw. */
@@ -87,6 +177,25 @@ static bool is_supported(slice_t type, slice_t trig, bool has_dg1)
     return false;
 }
 
+/* PV1-2 patient class (HL7 table 0004; IS to v2.6, CWE from v2.7). */
+static claim_setting_t class_setting(slice_t v)
+{
+    if (v.len != 1)
+        return CLAIM_SETTING_UNKNOWN;
+    switch (v.ptr[0]) {
+    case 'I': case 'i':
+        return CLAIM_SETTING_INPATIENT;
+    case 'O': case 'o': /* outpatient */
+    case 'E': case 'e': /* emergency */
+    case 'R': case 'r': /* recurring patient */
+    case 'P': case 'p': /* preadmit */
+    case 'B': case 'b': /* obstetrics */
+        return CLAIM_SETTING_OUTPATIENT;
+    default:
+        return CLAIM_SETTING_UNKNOWN;
+    }
+}
+
 static claim_poa_t poa_of(slice_t v)
 {
     if (v.len != 1)
@@ -101,38 +210,60 @@ static claim_poa_t poa_of(slice_t v)
     }
 }
 
+/* One coded triplet of a CE/CWE: identifier, text, name of coding system. */
+typedef struct {
+    slice_t code, text, sys;
+} triplet_t;
+
+/* Picks the triplet of one CE/CWE repetition that carries the diagnosis:
+ * the primary (components 1-3), the alternate (4-6) or, from v2.7, the
+ * second alternate (10-12). The first ICD-10-CM triplet with a code wins;
+ * when none is ICD-10-CM, the first with a code (the primary when it has
+ * one). An empty primary system takes primary_sys (DG1-2, the coding
+ * method) before it is judged. The code is empty when no triplet has one. */
+static triplet_t pick_triplet(slice_t rep, char compsep, slice_t primary_sys)
+{
+    static const int start[] = {1, 4, 10};
+    triplet_t t[3], none = {SLICE_NULL, SLICE_NULL, SLICE_NULL};
+    int first_coded = -1;
+    for (int k = 0; k < 3; k++) {
+        t[k].code = hl7_piece(rep, compsep, start[k]);
+        t[k].text = hl7_piece(rep, compsep, start[k] + 1);
+        t[k].sys = hl7_piece(rep, compsep, start[k] + 2);
+        if (k == 0 && hl7_value_kind(t[k].sys) != HL7_PRESENT)
+            t[k].sys = primary_sys;
+        if (hl7_value_kind(t[k].code) != HL7_PRESENT)
+            continue;
+        if (first_coded < 0)
+            first_coded = k;
+        if (hl7_value_kind(t[k].sys) == HL7_PRESENT &&
+            claim_codesys_from(t[k].sys.ptr, t[k].sys.len) == CODESYS_ICD10CM)
+            return t[k];
+    }
+    return first_coded >= 0 ? t[first_coded] : none;
+}
+
 static err_t read_dg1(ctx_t *c, claim_t *cl, size_t i, int occ)
 {
     const hl7_msg_t *m = c->m;
+    const hl7_delims_t *dl = hl7_msg_delims(m);
     char where[32];
     snprintf(where, sizeof where, "DG1(%d)-3", occ);
-    slice_t code = hl7_value(m, i, 3, 1, 1, 0);
-    slice_t sys = hl7_value(m, i, 3, 1, 3, 0);
-    /* CWE alternate coding: take it when it is ICD-10-CM and the primary is not. */
-    slice_t alt_sys = hl7_value(m, i, 3, 1, 6, 0), alt_text = SLICE_NULL;
-    bool alt = false;
-    if (claim_codesys_from(sys.ptr, sys.len) != CODESYS_ICD10CM &&
-        claim_codesys_from(alt_sys.ptr, alt_sys.len) == CODESYS_ICD10CM &&
-        hl7_value_kind(hl7_value(m, i, 3, 1, 4, 0)) == HL7_PRESENT) {
-        code = hl7_value(m, i, 3, 1, 4, 0);
-        sys = alt_sys;
-        alt_text = hl7_value(m, i, 3, 1, 5, 0);
-        alt = true;
-    }
-    if (hl7_value_kind(sys) != HL7_PRESENT)
-        sys = hl7_value(m, i, 2, 1, 1, 0); /* DG1-2 coding method */
+    /* DG1-3 does not repeat: its first repetition is the value. */
+    triplet_t tr = pick_triplet(hl7_value(m, i, 3, 1, 0, 0), dl->component,
+                                hl7_value(m, i, 2, 1, 1, 0) /* DG1-2 coding method */);
     const char *code_s, *sys_s, *text;
-    err_t rc = str_of(c, code, true, where, &code_s);
+    err_t rc = str_of(c, tr.code, true, where, &code_s);
     if (rc != ERR_OK)
         return rc;
     if (!code_s)
         return ERR_OK; /* a DG1 without a code carries nothing to check */
-    rc = str_of(c, sys, true, where, &sys_s);
+    rc = str_of(c, tr.sys, true, where, &sys_s);
     if (rc != ERR_OK)
         return rc;
     slice_t t = hl7_value(m, i, 4, 0, 0, 0);
     if (hl7_value_kind(t) != HL7_PRESENT)
-        t = alt ? alt_text : hl7_value(m, i, 3, 1, 2, 0);
+        t = tr.text;
     (void)str_of(c, t, false, where, &text);
 
     claim_dx_t *dx = claim_add_dx(cl, c->a);
@@ -152,6 +283,14 @@ static err_t read_dg1(ctx_t *c, claim_t *cl, size_t i, int occ)
     else if (hl7_value_kind(type) == HL7_PRESENT || int_of(prio) > 1)
         dx->type = DX_TYPE_SECONDARY;
     dx->poa = poa_of(hl7_value(m, i, 26, 1, 1, 0));
+    /* Index it so FT1-19 finds it; of several DG1s with one code, the
+     * first with a sequence is the one lines point to. */
+    const char *key = dx_key(c, dx);
+    long have = key ? index_get(&c->idx, key) : -1;
+    if (key && have < 0)
+        index_put(c, key, cl->ndx - 1);
+    else if (have >= 0 && cl->dx[have].sequence <= 0 && dx->sequence > 0)
+        index_slot(&c->idx, c->idx.slots, c->idx.cap, key)->dx = cl->ndx - 1;
     return ERR_OK;
 }
 
@@ -166,12 +305,11 @@ static void line_add_dx(ctx_t *c, const claim_t *cl, claim_line_t *l, const char
     if (l->ndx_codes < CLAIM_MAX_DX_POINTERS)
         l->dx_codes[l->ndx_codes++] = arena_strdup(c->a, norm);
     if (seq <= 0) {
-        for (size_t k = 0; k < cl->ndx; k++) {
-            if (cl->dx[k].sequence > 0 && strcmp(cl->dx[k].code, norm) == 0) {
-                seq = cl->dx[k].sequence;
-                break;
-            }
-        }
+        char key[20];
+        snprintf(key, sizeof key, "=%s", norm);
+        long k = index_get(&c->idx, key);
+        if (k >= 0)
+            seq = cl->dx[k].sequence;
     }
     if (seq <= 0)
         return;
@@ -180,6 +318,44 @@ static void line_add_dx(ctx_t *c, const claim_t *cl, claim_line_t *l, const char
             return;
     if (l->ndx_pointers < CLAIM_MAX_DX_POINTERS)
         l->dx_pointers[l->ndx_pointers++] = seq;
+}
+
+/* One FT1-19 repetition: links the code to the line and, when no DG1 and
+ * no earlier FT1 brought the same code, adds it as a diagnosis of its own
+ * (judged like a DG1 code; a malformed one is kept with code ""). */
+static err_t read_ft1_dx(ctx_t *c, claim_t *cl, size_t line, slice_t rep, int occ, int r)
+{
+    const hl7_delims_t *dl = hl7_msg_delims(c->m);
+    char where[40];
+    snprintf(where, sizeof where, "FT1(%d)-19(%d)", occ, r);
+    triplet_t tr = pick_triplet(rep, dl->component, SLICE_NULL);
+    const char *code_s, *sys_s, *text;
+    err_t rc = str_of(c, tr.code, true, where, &code_s);
+    if (rc != ERR_OK || !code_s)
+        return rc;
+    rc = str_of(c, tr.sys, true, where, &sys_s);
+    if (rc != ERR_OK)
+        return rc;
+    char norm[16];
+    bool ok = claim_code_normalise(code_s, strlen(code_s), norm, sizeof norm);
+    if (ok)
+        line_add_dx(c, cl, &cl->lines[line], norm, 0);
+    const char *key = ok ? arena_printf(c->a, "=%s", norm) : arena_printf(c->a, "~%s", code_s);
+    if (index_get(&c->idx, key) >= 0)
+        return ERR_OK;
+    (void)str_of(c, tr.text, false, where, &text);
+    claim_dx_t *dx = claim_add_dx(cl, c->a);
+    dx->code_sent = code_s;
+    if (ok)
+        memcpy(dx->code, norm, sizeof dx->code);
+    dx->system_sent = sys_s;
+    dx->system = sys_s ? claim_codesys_from(sys_s, strlen(sys_s)) : CODESYS_UNKNOWN;
+    dx->type = DX_TYPE_SECONDARY;
+    dx->text = text;
+    dx->location = arena_strdup(c->a, where);
+    dx->line = (int)line;
+    index_put(c, key, cl->ndx - 1);
+    return ERR_OK;
 }
 
 static err_t read_ft1(ctx_t *c, claim_t *cl, size_t i, int occ, bool p11, size_t group_end)
@@ -225,26 +401,21 @@ static err_t read_ft1(ctx_t *c, claim_t *cl, size_t i, int occ, bool p11, size_t
     l->date_to = date_of(hl7_value(m, i, 4, 1, 2, 0), dl->subcomponent);
     if (!l->date_to.year)
         l->date_to = l->date_from;
-    /* FT1-19: codes, resolved to DG1 sequences. */
-    snprintf(where, sizeof where, "FT1(%d)-19", occ);
+    /* FT1-19: codes, resolved to DG1 sequences, or diagnoses of their own. */
     hl7_iter_init(&it, hl7_field(m, i, 19), dl->repetition);
-    while (hl7_iter_next(&it, &rep)) {
-        rc = str_of(c, hl7_piece(rep, dl->component, 1), true, where, &s);
-        if (rc != ERR_OK)
+    for (int r = 1; hl7_iter_next(&it, &rep); r++)
+        if ((rc = read_ft1_dx(c, cl, cl->nlines - 1, rep, occ, r)) != ERR_OK)
             return rc;
-        char norm[16];
-        if (s && claim_code_normalise(s, strlen(s), norm, sizeof norm))
-            line_add_dx(c, cl, l, norm, 0);
-    }
     /* DFT^P11: the financial group's own DG1s when FT1-19 says nothing. */
     if (p11 && l->ndx_codes == 0) {
         for (size_t k = i + 1; k < group_end; k++) {
             if (!slice_eq(hl7_seg_id(m, k), "DG1"))
                 continue;
             char norm[16];
-            slice_t code = hl7_value(m, k, 3, 1, 1, 0);
+            triplet_t tr = pick_triplet(hl7_value(m, k, 3, 1, 0, 0), dl->component,
+                                        hl7_value(m, k, 2, 1, 1, 0));
             const char *cs;
-            if (str_of(c, code, false, "DG1-3", &cs) == ERR_OK && cs &&
+            if (str_of(c, tr.code, false, "DG1-3", &cs) == ERR_OK && cs &&
                 claim_code_normalise(cs, strlen(cs), norm, sizeof norm))
                 line_add_dx(c, cl, l, norm, int_of(hl7_value(m, k, 1, 0, 0, 0)));
         }
@@ -256,7 +427,8 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
 {
     *out = NULL;
     err_clear(d);
-    ctx_t c = {msg, a, d};
+    ctx_t c = {.m = msg, .a = a, .d = d};
+    c.idx.seed = index_seed(a, &c);
     size_t nseg = hl7_seg_count(msg);
     slice_t type = hl7_value(msg, 0, 9, 1, 1, 0), trig = hl7_value(msg, 0, 9, 1, 2, 0);
     bool has_dg1 = hl7_seg_find(msg, "DG1", 1) >= 0;
@@ -289,6 +461,7 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
         return ERR_UNSUPPORTED;
     }
     claim_t *cl = claim_new(a, CLAIM_SRC_HL7V2);
+    cl->kind = slice_eq(type, "ADT") ? CLAIM_KIND_ADT : CLAIM_KIND_BILL;
     cl->message_type = arena_printf(a, "%.*s^%.*s", (int)type.len, type.ptr, (int)trig.len,
                                     trig.ptr);
     err_t rc = str_of(&c, hl7_value(msg, 0, 10, 0, 0, 0), true, "MSH-10", &cl->id);
@@ -315,6 +488,19 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
                                        : 1;
         admit = date_of(hl7_value(msg, (size_t)pv1, 44, 1, 1, 0), dl->subcomponent);
         disch = date_of(hl7_value(msg, (size_t)pv1, 45, 1, 1, 0), dl->subcomponent);
+        cl->setting = class_setting(hl7_value(msg, (size_t)pv1, 2, 1, 1, 0));
+    }
+    cl->discharge = disch;
+    /* GP1-1 is v2's one standard home of the UB-04 type of bill (IS to
+     * v2.6, CWE from v2.7: component 1 either way). Where it is a valid
+     * code it states what the bill is, so it decides over PV1-2. */
+    long gp1 = hl7_seg_find(msg, "GP1", 1);
+    if (gp1 >= 0) {
+        (void)str_of(&c, hl7_value(msg, (size_t)gp1, 1, 1, 1, 0), false, "GP1-1",
+                     &cl->type_of_bill);
+        claim_setting_t tob = claim_tob_setting(cl->type_of_bill);
+        if (tob != CLAIM_SETTING_UNKNOWN)
+            cl->setting = tob;
     }
     /* Diagnoses first, so that lines can point at them. */
     int occ = 0;

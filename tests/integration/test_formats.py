@@ -5,8 +5,10 @@ must be those the case expects. So each rule is exercised through both
 formats, where it must fire and where it must not, without a line of C.
 
 A case that one format cannot express (a discharge disposition in FHIR, a
-pointer to a missing diagnosis in HL7, which links by code) is skipped for
-that format with the reason printed."""
+pointer to a missing diagnosis in HL7, which links by code, an ADT in FHIR)
+is skipped for that format with the reason printed. The case language is
+written down in tests/data/rules/README, with how each directive is said in
+HL7 and in FHIR."""
 import json
 import os
 import shlex
@@ -21,26 +23,48 @@ RULES = os.path.join(h.DATA, "rules")
 sys.path.insert(0, os.path.join(h.TOP_SRCDIR, "tools"))
 
 
+class CaseError(Exception):
+    pass
+
+
+SETTINGS = ("inpatient", "outpatient", "unknown")
+POAS = ("Y", "N", "U", "W", "1")
+
+
 def parse_cases(path):
+    """Reads a .case file (tests/data/rules/README) into a list of dicts."""
     cases, cur = [], None
     with open(path) as f:
-        for raw in f:
+        for n, raw in enumerate(f, 1):
             line = raw.split("#", 1)[0].strip() if not raw.lstrip().startswith("finding") else raw.strip()
             if not line or line.startswith("#"):
                 continue
             word, _, rest = line.partition(" ")
             if word == "case":
                 cur = {"name": rest, "date": "2026-01-15", "alive": None, "dx": [], "lines": [],
-                       "policy": [], "expect": None, "findings": None, "want": [], "not": []}
+                       "policy": [], "expect": None, "findings": None, "want": [], "not": [],
+                       "setting": "unknown", "discharge": None, "kind": "bill", "verdict_not": []}
                 cases.append(cur)
                 continue
             toks = shlex.split(rest)
+            where = "%s:%d" % (path, n)
             if word == "date":
                 cur["date"] = None if toks[0] == "none" else toks[0]
             elif word == "alive":
                 cur["alive"] = toks[0]
+            elif word == "setting":
+                if toks[0] not in SETTINGS:
+                    raise CaseError("%s: setting %s" % (where, toks[0]))
+                cur["setting"] = toks[0]
+            elif word == "discharge":
+                cur["discharge"] = toks[0]
+            elif word == "kind":
+                if toks[0] not in ("bill", "adt"):
+                    raise CaseError("%s: kind %s" % (where, toks[0]))
+                cur["kind"] = toks[0]
             elif word == "dx":
-                d = {"seq": int(toks[0]), "code": toks[1], "type": None, "system": "cm", "text": None}
+                d = {"seq": int(toks[0]), "code": toks[1], "type": None, "system": "cm", "text": None,
+                     "poa": None, "line": None}
                 for t in toks[2:]:
                     if t in ("principal", "secondary", "admitting"):
                         d["type"] = t
@@ -48,10 +72,21 @@ def parse_cases(path):
                         d["system"] = t[7:]
                     elif t.startswith("text="):
                         d["text"] = t[5:]
+                    elif t.startswith("poa="):
+                        if t[4:] not in POAS:
+                            raise CaseError("%s: poa %s" % (where, t[4:]))
+                        d["poa"] = t[4:]
+                    elif t.startswith("line="):
+                        d["line"] = int(t[5:])
+                        if d["line"] not in {l["seq"] for l in cur["lines"]}:
+                            raise CaseError("%s: dx line=%d: no line %d before it in the case"
+                                            % (where, d["line"], d["line"]))
+                    else:
+                        raise CaseError("%s: dx option %s" % (where, t))
                 cur["dx"].append(d)
             elif word == "line":
                 # CPT codes are five digits; HCPCS level II codes start with a letter.
-                l = {"seq": int(toks[0]), "code": toks[1], "ptr": [], "codes": [],
+                l = {"seq": int(toks[0]), "code": toks[1], "ptr": [], "codes": [], "date": None,
                      "system": "hcpcs" if toks[1][:1].isalpha() else "cpt"}
                 for t in toks[2:]:
                     if t.startswith("ptr="):
@@ -60,11 +95,17 @@ def parse_cases(path):
                         l["codes"] = t[6:].split(",")
                     elif t.startswith("system="):
                         l["system"] = t[7:]
+                    elif t.startswith("date="):
+                        l["date"] = t[5:]
+                    else:
+                        raise CaseError("%s: line option %s" % (where, t))
                 cur["lines"].append(l)
             elif word == "policy":
                 cur["policy"].append(toks[0])
             elif word == "expect":
                 cur["expect"] = toks[0]
+            elif word == "verdict-not":
+                cur["verdict_not"].append(toks[0])
             elif word == "findings":
                 cur["findings"] = int(toks[0])
             elif word == "finding":
@@ -79,6 +120,8 @@ def parse_cases(path):
                 cur["want"].append(w)
             elif word == "no-finding":
                 cur["not"].append(toks[0])
+            else:
+                raise CaseError("%s: unknown directive %s" % (where, word))
     return cases
 
 
@@ -89,6 +132,21 @@ FHIR_SYS = {"cm": "http://hl7.org/fhir/sid/icd-10-cm", "who": "http://hl7.org/fh
 FHIR_PROC = {"cpt": "http://www.ama-assn.org/go/cpt",
              "hcpcs": "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
              "pcs": "http://www.cms.gov/Medicare/Coding/ICD10", "none": None}
+HL7_CLASS = {"inpatient": "I", "outpatient": "O", "unknown": ""}
+CLAIM_TYPE = "http://terminology.hl7.org/CodeSystem/claim-type"
+CARIN = "http://hl7.org/fhir/us/carin-bb/CodeSystem/C4BBSupportingInfoType"
+POA_SYSTEM = "http://terminology.hl7.org/CodeSystem/ex-diagnosis-on-admission"
+
+
+def system_name(d, table):
+    """The coding-system name of a dx for one format: a literal one
+    (system=raw:NAME) as written, else the table's; None when the format
+    has no name for it."""
+    if d["system"].startswith("raw:"):
+        return d["system"][4:]
+    if d["system"] not in table:
+        raise CaseError("system=%s is not a known system (cm, who, icd9, other, none, raw:NAME)" % d["system"])
+    return table[d["system"]]
 
 
 def esc(v):
@@ -100,32 +158,59 @@ def seg(name, fields):
     return name + "|" + "|".join(fields.get(i, "") for i in range(1, n + 1))
 
 
+def hl7_date(d):
+    return (d or "").replace("-", "")
+
+
 def to_hl7(c, cid):
     """Returns (message, None) or (None, reason it cannot be said in HL7)."""
     if any(d["system"] == "who" for d in c["dx"]):
         return None, "HL7 v2 has no WHO ICD-10 coding system name distinct from ICD-10-CM"
-    by_seq = {d["seq"]: d["code"] for d in c["dx"]}
-    date = (c["date"] or "").replace("-", "")
-    segs = ["MSH|^~\\&|CASES|TEST|SPINEGATE|TEST|20260115083000||DFT^P03^DFT_P03|%s|P|2.5" % cid,
-            seg("EVN", {1: "P03"}),
+    adt = c["kind"] == "adt"
+    if adt and c["lines"]:
+        return None, "an ADT message carries no FT1 service lines"
+    for d in c["dx"]:
+        if d["line"] is not None and (d["type"] not in (None, "secondary") or d["poa"]):
+            return None, "FT1-19 carries no diagnosis type or POA (a line's code is secondary)"
+    by_seq = {d["seq"]: d["code"] for d in c["dx"] if d["line"] is None}
+    norm = lambda code: code.replace(".", "").replace(" ", "").upper()
+    on_claim = {norm(code) for code in by_seq.values()}
+    for l in c["lines"]:
+        if any(norm(x) not in on_claim for x in l["codes"]):
+            return None, ("a code in FT1-19 without a DG1 is a diagnosis of its own in HL7, "
+                          "so a line code that is not on the claim cannot be sent")
+    date = hl7_date(c["date"])
+    mtype = "ADT^A01^ADT_A01" if adt else "DFT^P03^DFT_P03"
+    segs = ["MSH|^~\\&|CASES|TEST|SPINEGATE|TEST|20260115083000||%s|%s|P|2.5" % (mtype, cid),
+            seg("EVN", {1: "A01" if adt else "P03"}),
             seg("PID", {1: "1", 7: "19700101", 8: "F"})]
-    pv1 = {1: "1", 2: "I", 44: date + "0800" if date else ""}
+    pv1 = {1: "1", 2: HL7_CLASS[c["setting"]], 44: date + "0800" if date else ""}
+    if c["discharge"]:
+        pv1[45] = hl7_date(c["discharge"])
     if c["alive"] == "no":
         pv1[36] = "20"
     elif c["alive"] == "yes":
         pv1[36] = "01"
     segs.append(seg("PV1", pv1))
     for l in c["lines"]:
-        codes = list(l["codes"])
+        reps = [x + "^^I10" for x in l["codes"]]
         for p in l["ptr"]:
             if p not in by_seq:
                 return None, "HL7 FT1-19 links by code, so a pointer to a missing diagnosis cannot be sent"
-            codes.append(by_seq[p])
+            reps.append(by_seq[p] + "^^I10")
+        # Diagnoses carried only by this line: FT1-19 alone, no DG1.
+        for d in c["dx"]:
+            if d["line"] == l["seq"]:
+                reps.append("%s^%s^%s" % (esc(d["code"]), esc(d["text"] or ""),
+                                          esc(system_name(d, HL7_SYS) or "")))
         proc = l["code"] + "^^" + HL7_PROC[l["system"]]
-        segs.append(seg("FT1", {1: str(l["seq"]), 4: date, 6: "CG", 7: proc, 10: "1",
-                                19: "~".join(x + "^^I10" for x in codes), 25: proc}))
+        ldate = hl7_date(l["date"]) or date
+        segs.append(seg("FT1", {1: str(l["seq"]), 4: ldate, 6: "CG", 7: proc, 10: "1",
+                                19: "~".join(reps), 25: proc}))
     for d in c["dx"]:
-        f = {1: str(d["seq"]), 3: "%s^^%s" % (d["code"], HL7_SYS[d["system"]])}
+        if d["line"] is not None:
+            continue
+        f = {1: str(d["seq"]), 3: "%s^^%s" % (esc(d["code"]), esc(system_name(d, HL7_SYS) or ""))}
         if d["text"]:
             f[4] = esc(d["text"])
         f[6] = "A" if d["type"] == "admitting" else "F"
@@ -133,6 +218,8 @@ def to_hl7(c, cid):
             f[15] = "1"
         elif d["type"] == "secondary":
             f[15] = "2"
+        if d["poa"]:
+            f[26] = d["poa"]
         segs.append(seg("DG1", f))
     return "\r".join(segs) + "\r", None
 
@@ -140,30 +227,56 @@ def to_hl7(c, cid):
 def to_fhir(c, cid):
     if c["alive"] is not None:
         return None, "a FHIR Claim carries no discharge disposition"
+    if c["kind"] == "adt":
+        return None, "FHIR has no ADT: a Claim is always a bill"
     if any(l["codes"] for l in c["lines"]):
         return None, "FHIR items link by diagnosisSequence, not by code"
+    if c["discharge"] and c["setting"] == "unknown":
+        return None, "a FHIR Claim without a type that states a stay is read as inpatient"
     claim = {"resourceType": "Claim", "id": cid, "status": "active",
-             "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "institutional"}]},
              "use": "claim", "patient": {"reference": "#p"}, "created": "2026-01-16",
              "contained": [{"resourceType": "Patient", "id": "p", "gender": "female", "birthDate": "1970-01-01"}],
              "provider": {"display": "Test"},
              "priority": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/processpriority", "code": "normal"}]},
              "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "Plan"}}]}
+    info = []
+    if c["setting"] == "inpatient":
+        claim["type"] = {"coding": [{"system": CLAIM_TYPE, "code": "institutional"}]}
+        info.append({"sequence": 1, "category": {"coding": [{"system": CARIN, "code": "typeofbill"}]},
+                     "code": {"coding": [{"system": "https://www.nubc.org/CodeSystem/TypeOfBill", "code": "0111"}]}})
+    elif c["setting"] == "outpatient":
+        claim["type"] = {"coding": [{"system": CLAIM_TYPE, "code": "professional"}]}
+    if c["discharge"]:
+        period = {"end": c["discharge"]}
+        if c["date"]:
+            period["start"] = c["date"]
+        info.append({"sequence": len(info) + 1, "category": {"coding": [{"system": CARIN, "code": "admissionperiod"}]},
+                     "timingPeriod": period})
+    if info:
+        claim["supportingInfo"] = info
     if c["date"]:
         claim["billablePeriod"] = {"start": c["date"], "end": c["date"]}
     dxs = []
     for d in c["dx"]:
-        coding = {"code": d["code"]}
-        if FHIR_SYS[d["system"]]:
-            coding = {"system": FHIR_SYS[d["system"]], "code": d["code"]}
-        cc = {"coding": [coding]}
+        # A diagnosis carried only by a line in HL7 (dx ... line=N) is, in
+        # FHIR, a Claim.diagnosis that the item points at: FHIR has no other
+        # place for it.
+        code = {"code": d["code"]}
+        system = system_name(d, FHIR_SYS)
+        if system:
+            code = {"system": system, "code": d["code"]}
+        cc = {"coding": [code]}
         if d["text"]:
             cc["text"] = d["text"]
         x = {"sequence": d["seq"], "diagnosisCodeableConcept": cc}
-        if d["type"] in ("principal", "admitting"):
-            x["type"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/ex-diagnosistype", "code": d["type"]}]}]
-        elif d["type"] == "secondary":
+        dtype = d["type"] or ("secondary" if d["line"] is not None else None)
+        if dtype in ("principal", "admitting"):
+            x["type"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/ex-diagnosistype", "code": dtype}]}]
+        elif dtype == "secondary":
             x["type"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/ex-diagnosistype", "code": "discharge"}]}]
+        if d["poa"]:
+            x["onAdmission"] = {"coding": [{"code": "1"}]} if d["poa"] == "1" else \
+                {"coding": [{"system": POA_SYSTEM, "code": d["poa"].lower()}]}
         dxs.append(x)
     if dxs:
         claim["diagnosis"] = dxs
@@ -173,10 +286,11 @@ def to_fhir(c, cid):
         if FHIR_PROC[l["system"]]:
             coding["system"] = FHIR_PROC[l["system"]]
         it = {"sequence": l["seq"], "productOrService": {"coding": [coding]}}
-        if l["ptr"]:
-            it["diagnosisSequence"] = l["ptr"]
-        if c["date"]:
-            it["servicedDate"] = c["date"]
+        ptr = list(l["ptr"]) + [d["seq"] for d in c["dx"] if d["line"] == l["seq"] and d["seq"] not in l["ptr"]]
+        if ptr:
+            it["diagnosisSequence"] = ptr
+        if l["date"] or c["date"]:
+            it["servicedDate"] = l["date"] or c["date"]
         items.append(it)
     if items:
         claim["item"] = items
@@ -198,6 +312,8 @@ def mismatch(case, out):
     got = out["findings"]
     if case["expect"] and out["verdict"] != case["expect"]:
         return "verdict %s, expected %s" % (out["verdict"], case["expect"])
+    if out["verdict"] in case["verdict_not"]:
+        return "verdict %s, which the case rules out" % out["verdict"]
     if case["findings"] is not None and len(got) != case["findings"]:
         return "%d findings, expected %d: %s" % (len(got), case["findings"], [f["rule"] for f in got])
     free = list(got)

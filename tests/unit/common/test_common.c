@@ -1,9 +1,11 @@
 /* test_common.c - unit tests of common/: arena, claim helpers, err, xmalloc. */
+#include <ctype.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "arena.h"
@@ -92,6 +94,82 @@ static void test_code_systems(void **state)
     assert_int_equal(claim_codesys_from(NULL, 0), CODESYS_UNKNOWN);
     assert_int_equal(claim_procsys_from("C4", 2), PROCSYS_CPT);
     assert_int_equal(claim_procsys_from("HCPCS", 5), PROCSYS_HCPCS);
+    /* Every name, in the case written and in other cases. */
+    static const struct {
+        const char *name;
+        claim_codesys_t want;
+    } names[] = {
+        {"I10", CODESYS_ICD10CM},
+        {"I10C", CODESYS_ICD10CM},
+        {"ICD10CM", CODESYS_ICD10CM},
+        {"ICD-10-CM", CODESYS_ICD10CM},
+        {"ICD10", CODESYS_ICD10CM},
+        {"2.16.840.1.113883.6.90", CODESYS_ICD10CM},
+        {"urn:oid:2.16.840.1.113883.6.90", CODESYS_ICD10CM},
+        {"http://hl7.org/fhir/sid/icd-10-cm", CODESYS_ICD10CM},
+        {"I9", CODESYS_ICD9CM},
+        {"I9C", CODESYS_ICD9CM},
+        {"ICD9CM", CODESYS_ICD9CM},
+        {"ICD-9-CM", CODESYS_ICD9CM},
+        {"2.16.840.1.113883.6.103", CODESYS_ICD9CM},
+        {"urn:oid:2.16.840.1.113883.6.103", CODESYS_ICD9CM},
+        {"2.16.840.1.113883.6.2", CODESYS_ICD9CM},
+        {"urn:oid:2.16.840.1.113883.6.2", CODESYS_ICD9CM},
+        {"http://hl7.org/fhir/sid/icd-9-cm", CODESYS_ICD9CM},
+        {"2.16.840.1.113883.6.3", CODESYS_ICD10_WHO},
+        {"urn:oid:2.16.840.1.113883.6.3", CODESYS_ICD10_WHO},
+        {"http://hl7.org/fhir/sid/icd-10", CODESYS_ICD10_WHO},
+        {"SCT", CODESYS_OTHER},
+        {"99LOCAL", CODESYS_OTHER},
+        {"2.16.840.1.113883.6.9", CODESYS_OTHER},   /* a prefix of 6.90 is not it */
+        {"2.16.840.1.113883.6.900", CODESYS_OTHER}, /* nor a longer OID */
+        {"ICD-10", CODESYS_OTHER},
+        {"http://hl7.org/fhir/sid/icd-10-cm/", CODESYS_OTHER},
+        {"I10P", CODESYS_OTHER}, /* ICD-10-PCS: procedures */
+        {"", CODESYS_UNKNOWN},
+        {"  ", CODESYS_UNKNOWN},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const char *n = names[i].name;
+        char v[64];
+        if (claim_codesys_from(n, strlen(n)) != names[i].want)
+            fail_msg("'%s' is %s", n, claim_codesys_name(claim_codesys_from(n, strlen(n))));
+        /* Lower case, and blanks around it. */
+        snprintf(v, sizeof v, " %s\t", n);
+        for (char *p = v; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        if (claim_codesys_from(v, strlen(v)) != names[i].want)
+            fail_msg("'%s' is %s", v, claim_codesys_name(claim_codesys_from(v, strlen(v))));
+    }
+    /* Only len bytes are read. */
+    assert_int_equal(claim_codesys_from("I10C", 3), CODESYS_ICD10CM);
+    assert_int_equal(claim_codesys_from("I9X", 2), CODESYS_ICD9CM);
+}
+
+static void test_type_of_bill(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *tob;
+        claim_setting_t want;
+    } tobs[] = {
+        {"0111", CLAIM_SETTING_INPATIENT},  {"111", CLAIM_SETTING_INPATIENT},
+        {"0117", CLAIM_SETTING_INPATIENT},  {"121", CLAIM_SETTING_INPATIENT},
+        {" 0112 ", CLAIM_SETTING_INPATIENT}, {"0131", CLAIM_SETTING_OUTPATIENT},
+        {"141", CLAIM_SETTING_OUTPATIENT},  {"0211", CLAIM_SETTING_OUTPATIENT},
+        {"831", CLAIM_SETTING_OUTPATIENT},  {"0851", CLAIM_SETTING_OUTPATIENT},
+        {"0911", CLAIM_SETTING_UNKNOWN},    {"011", CLAIM_SETTING_UNKNOWN},
+        {"11", CLAIM_SETTING_UNKNOWN},      {"1111", CLAIM_SETTING_UNKNOWN},
+        {"11x", CLAIM_SETTING_UNKNOWN},     {"", CLAIM_SETTING_UNKNOWN},
+        {"00111", CLAIM_SETTING_UNKNOWN},
+    };
+    for (size_t i = 0; i < sizeof tobs / sizeof tobs[0]; i++)
+        if (claim_tob_setting(tobs[i].tob) != tobs[i].want)
+            fail_msg("type of bill '%s': %s", tobs[i].tob,
+                     claim_setting_name(claim_tob_setting(tobs[i].tob)));
+    assert_int_equal(claim_tob_setting(NULL), CLAIM_SETTING_UNKNOWN);
+    assert_string_equal(claim_setting_name(CLAIM_SETTING_INPATIENT), "inpatient");
+    assert_string_equal(claim_kind_name(CLAIM_KIND_ADT), "adt");
 }
 
 static void test_claim_growth_and_diff(void **state)
@@ -111,6 +189,29 @@ static void test_claim_growth_and_diff(void **state)
     assert_null(claim_diff(x, y));
     y->dx[3].type = DX_TYPE_PRINCIPAL;
     assert_string_equal(claim_diff(x, y), "diagnosis.type");
+    y->dx[3].type = x->dx[3].type;
+    y->dx[5].line = 2;
+    assert_string_equal(claim_diff(x, y), "diagnosis.line");
+    y->dx[5].line = -1;
+    /* The claim-level fields added for the care setting. */
+    y->setting = CLAIM_SETTING_INPATIENT;
+    assert_string_equal(claim_diff(x, y), "setting");
+    y->setting = CLAIM_SETTING_UNKNOWN;
+    y->kind = CLAIM_KIND_ADT;
+    assert_string_equal(claim_diff(x, y), "kind");
+    y->kind = CLAIM_KIND_BILL;
+    x->type_of_bill = "0111";
+    assert_string_equal(claim_diff(x, y), "type_of_bill");
+    y->type_of_bill = "0111";
+    y->discharge.year = 2026;
+    assert_string_equal(claim_diff(x, y), "discharge");
+    y->discharge.year = 0;
+    claim_add_line(x, &a)->dx_codes[0] = "M4304";
+    claim_add_line(y, &a)->dx_codes[0] = "M4305";
+    x->lines[0].ndx_codes = y->lines[0].ndx_codes = 1;
+    assert_string_equal(claim_diff(x, y), "line.dx_codes");
+    y->lines[0].dx_codes[0] = "M4304";
+    assert_null(claim_diff(x, y));
     arena_free(&a);
 }
 
@@ -136,6 +237,7 @@ int main(void)
         cmocka_unit_test(test_code_normalise),
         cmocka_unit_test(test_date_parse),
         cmocka_unit_test(test_code_systems),
+        cmocka_unit_test(test_type_of_bill),
         cmocka_unit_test(test_claim_growth_and_diff),
         cmocka_unit_test(test_err),
     };

@@ -95,6 +95,9 @@ static void dump_claim(FILE *f, const claim_t *c)
     date_str(b3, sizeof b3, c->service_to);
     fprintf(f, "claim id=%s type=%s sex=%c birth=%s service=%s..%s who=%d\n", ns(c->id),
             ns(c->message_type), c->sex ? c->sex : '-', b1, b2, b3, c->has_who_icd10);
+    date_str(b1, sizeof b1, c->discharge);
+    fprintf(f, "  kind=%s setting=%s tob=%s discharge=%s\n", claim_kind_name(c->kind),
+            claim_setting_name(c->setting), ns(c->type_of_bill), b1);
     for (size_t i = 0; i < c->ndx; i++) {
         const claim_dx_t *x = &c->dx[i];
         fprintf(f, "  dx seq=%d code=%s sent=%s sys=%s sys_sent=%s type=%s poa=%s text=%s at=%s\n",
@@ -306,6 +309,153 @@ static void test_examples_by_hand(void **state)
     arena_free(&a);
 }
 
+/* Maps the one Claim of an inline JSON document. */
+static claim_t *claim_json(const char *json, arena_t *a)
+{
+    fhir_doc_t *doc;
+    err_detail_t d;
+    if (fhir_parse(json, strlen(json), FHIR_FMT_JSON, NULL, &doc, &d))
+        fail_msg("does not parse: %s", d.msg);
+    claim_t *c;
+    if (fhir_doc_claim(doc, 0, a, &c, &d))
+        fail_msg("does not map: %s at %s", d.msg, d.where);
+    fhir_doc_free(doc);
+    return c;
+}
+
+/* Several codings: ICD-10-CM wherever it is, else WHO, else the first; a
+ * malformed code is kept. Then each path to a care setting. */
+static void test_codings_and_settings(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 0);
+    for (int f = 0; f < 2; f++) {
+        claim_t *c = claim_of(f ? "xml/spine-setting-tob-inpatient.xml"
+                                : "json/spine-setting-tob-inpatient.json",
+                              f ? FHIR_FMT_XML : FHIR_FMT_JSON, 0, &a);
+        assert_string_equal(c->dx[0].code, "M4316"); /* third coding, CM */
+        assert_int_equal(c->dx[0].system, CODESYS_ICD10CM);
+        assert_string_equal(c->dx[0].text, "Spondylolisthesis, lumbar region");
+        assert_string_equal(c->dx[1].code, "M545"); /* WHO over SNOMED */
+        assert_int_equal(c->dx[1].system, CODESYS_ICD10_WHO);
+        assert_true(c->has_who_icd10);
+        assert_string_equal(c->dx[2].code_sent, "202708005"); /* the first */
+        assert_int_equal(c->dx[2].system, CODESYS_OTHER);
+        assert_string_equal(c->dx[3].code, "");
+        assert_string_equal(c->dx[3].code_sent, "M51.36-");
+        assert_int_equal(c->dx[3].system, CODESYS_ICD10CM);
+        assert_int_equal(c->dx[3].line, -1);
+        assert_int_equal(c->setting, CLAIM_SETTING_INPATIENT);
+        assert_string_equal(c->type_of_bill, "0111");
+        assert_int_equal(c->discharge.day, 2); /* billablePeriod.end */
+        assert_int_equal(c->kind, CLAIM_KIND_BILL);
+    }
+    claim_t *c = claim_of("json/spine-setting-admission.json", FHIR_FMT_JSON, 0, &a);
+    assert_int_equal(c->setting, CLAIM_SETTING_INPATIENT);
+    assert_null(c->type_of_bill);
+    assert_int_equal(c->discharge.day, 25); /* the admission period's end */
+    c = claim_of("xml/spine-setting-tob-outpatient.xml", FHIR_FMT_XML, 0, &a);
+    assert_int_equal(c->setting, CLAIM_SETTING_OUTPATIENT);
+    assert_string_equal(c->type_of_bill, "131");
+    assert_int_equal(c->discharge.year, 0);
+    /* The Bundle: Encounter in the Bundle, the same for a professional
+     * claim, a contained NONAC Encounter; a Condition with WHO then CM. */
+    c = claim_of("json/spine-setting-encounter.json", FHIR_FMT_JSON, 0, &a);
+    assert_int_equal(c->setting, CLAIM_SETTING_INPATIENT);
+    assert_int_equal(c->discharge.month, 10);
+    assert_int_equal(c->discharge.day, 3);
+    assert_string_equal(c->dx[0].code, "M48061");
+    assert_int_equal(c->dx[0].system, CODESYS_ICD10CM);
+    c = claim_of("xml/spine-setting-encounter.xml", FHIR_FMT_XML, 1, &a);
+    assert_int_equal(c->setting, CLAIM_SETTING_OUTPATIENT);
+    assert_int_equal(c->discharge.year, 0);
+    c = claim_of("json/spine-setting-encounter.json", FHIR_FMT_JSON, 2, &a);
+    assert_int_equal(c->setting, CLAIM_SETTING_INPATIENT);
+    assert_int_equal(c->discharge.day, 9);
+    /* The R4 examples: professional, oral, vision, pharmacy are outpatient;
+     * the institutional example with an Encounter outside the document says
+     * nothing; the rich one has a "hospitalized" period. */
+    static const struct {
+        const char *file;
+        claim_setting_t want;
+    } ex[] = {
+        {"json/Claim-860150.json", CLAIM_SETTING_OUTPATIENT},
+        {"json/Claim-100150.json", CLAIM_SETTING_OUTPATIENT},
+        {"json/Claim-660150.json", CLAIM_SETTING_OUTPATIENT},
+        {"json/Claim-760150.json", CLAIM_SETTING_OUTPATIENT},
+        {"json/Claim-960150.json", CLAIM_SETTING_UNKNOWN},
+        {"json/Claim-960151.json", CLAIM_SETTING_INPATIENT},
+    };
+    for (size_t i = 0; i < sizeof ex / sizeof ex[0]; i++) {
+        c = claim_of(ex[i].file, FHIR_FMT_JSON, 0, &a);
+        if (c->setting != ex[i].want)
+            fail_msg("%s: %s", ex[i].file, claim_setting_name(c->setting));
+    }
+
+#define CLAIM_HEAD                                                                           \
+    "{\"resourceType\":\"Claim\",\"id\":\"x\",\"status\":\"active\",\"use\":\"claim\","      \
+    "\"patient\":{\"reference\":\"#p\"},\"created\":\"2026-01-01\","                         \
+    "\"billablePeriod\":{\"start\":\"2026-01-02\",\"end\":\"2026-01-05\"},"
+#define INST                                                                                 \
+    "\"type\":{\"coding\":[{\"system\":\"http://terminology.hl7.org/CodeSystem/claim-type\"," \
+    "\"code\":\"institutional\"}]},"
+    /* No type at all: unknown. */
+    c = claim_json(CLAIM_HEAD "\"diagnosis\":[]}", &a);
+    assert_int_equal(c->setting, CLAIM_SETTING_UNKNOWN);
+    assert_int_equal(c->discharge.year, 0);
+    /* No type, but a type of bill: the bill says what it is. */
+    c = claim_json(CLAIM_HEAD "\"supportingInfo\":[{\"sequence\":1,\"category\":{\"coding\":"
+                              "[{\"code\":\"typeofbill\"}]},\"code\":{\"coding\":[{\"code\":\"121\"}]}}]}",
+                   &a);
+    assert_int_equal(c->setting, CLAIM_SETTING_INPATIENT);
+    assert_int_equal(c->discharge.day, 5);
+    /* A type of another system is no type. */
+    c = claim_json(CLAIM_HEAD "\"type\":{\"coding\":[{\"system\":\"http://example.org\","
+                              "\"code\":\"professional\"}]}}",
+                   &a);
+    assert_int_equal(c->setting, CLAIM_SETTING_UNKNOWN);
+    /* A type of bill that is no code (0911, 11): the admission period decides. */
+    c = claim_json(CLAIM_HEAD INST "\"supportingInfo\":[{\"sequence\":1,\"category\":{\"coding\":"
+                   "[{\"code\":\"typeofbill\"}]},\"code\":{\"coding\":[{\"code\":\"0911\"}]}},"
+                   "{\"sequence\":2,\"category\":{\"coding\":[{\"code\":\"hospitalized\"}]},"
+                   "\"timingPeriod\":{\"start\":\"2026-01-02\"}}]}",
+                   &a);
+    assert_int_equal(c->setting, CLAIM_SETTING_INPATIENT);
+    assert_string_equal(c->type_of_bill, "0911");
+    assert_int_equal(c->discharge.day, 5); /* no period end: billablePeriod.end */
+    /* A Bundle that holds this one Claim: its Encounter is the Claim's, even
+     * unreferenced; R5's class as a CodeableConcept is read too. */
+    c = claim_json("{\"resourceType\":\"Bundle\",\"type\":\"batch\",\"entry\":["
+                   "{\"resource\":{\"resourceType\":\"Encounter\",\"id\":\"e\",\"class\":"
+                   "[{\"coding\":[{\"code\":\"ACUTE\"}]}],\"period\":{\"end\":\"2026-01-04\"}}},"
+                   "{\"resource\":" CLAIM_HEAD INST "\"diagnosis\":[]}}]}",
+                   &a);
+    assert_int_equal(c->setting, CLAIM_SETTING_INPATIENT);
+    assert_int_equal(c->discharge.day, 4);
+    /* An Encounter of another class, or a malformed one, says nothing. */
+    c = claim_json("{\"resourceType\":\"Bundle\",\"type\":\"batch\",\"entry\":["
+                   "{\"resource\":{\"resourceType\":\"Encounter\",\"id\":\"e\",\"class\":"
+                   "{\"code\":\"AMB\"}}},"
+                   "{\"resource\":{\"resourceType\":\"Encounter\",\"id\":\"f\",\"class\":7,"
+                   "\"period\":[1]}},"
+                   "{\"resource\":" CLAIM_HEAD INST "\"item\":[{\"sequence\":1,\"encounter\":"
+                   "[{\"reference\":\"Encounter/f\"},{\"reference\":\"Patient/zz\"},7]}]}}]}",
+                   &a);
+    assert_int_equal(c->setting, CLAIM_SETTING_UNKNOWN);
+    /* A supportingInfo of the wrong shape is an error, like any Claim field. */
+    const char *badsi = CLAIM_HEAD "\"supportingInfo\":{\"sequence\":1}}";
+    fhir_doc_t *doc;
+    err_detail_t d;
+    assert_int_equal(fhir_parse(badsi, strlen(badsi), FHIR_FMT_JSON, NULL, &doc, &d), ERR_OK);
+    assert_int_equal(fhir_doc_claim(doc, 0, &a, &c, &d), ERR_BAD_VALUE);
+    assert_string_equal(d.where, "Claim.supportingInfo");
+    fhir_doc_free(doc);
+#undef CLAIM_HEAD
+#undef INST
+    arena_free(&a);
+}
+
 static void test_bad_inputs(void **state)
 {
     (void)state;
@@ -448,6 +598,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_examples_json_xml_golden),
         cmocka_unit_test(test_examples_by_hand),
+        cmocka_unit_test(test_codings_and_settings),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_limits_and_detect),
         cmocka_unit_test(test_writers_placement),

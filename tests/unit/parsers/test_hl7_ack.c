@@ -365,7 +365,7 @@ static void test_annotate(void **state)
     assert_int_equal(hl7_seg_find(m2, "NTE", 1), 6);
     hl7_msg_free(m2);
     /* No findings: the message as received. */
-    rule_verdict_t none = {.kind = VERDICT_ACCEPT, .findings = NULL, .nfindings = 0};
+    rule_verdict_t none = {.kind = VERDICT_ACCEPT};
     out = hl7_annotate(f.m, &none, HL7_ANNOTATE_ZSG, &f.a);
     assert_true(slice_eq_slice(out, hl7_msg_bytes(f.m)));
     fx_free(&f);

@@ -55,12 +55,16 @@ static char *dump(const claim_t *c)
     fprintf(f, " ");
     put_date(f, c->service_to);
     fprintf(f, "\ndischarged_alive %d\n", c->discharged_alive);
+    fprintf(f, "kind %s setting %s tob %s discharge ", claim_kind_name(c->kind),
+            claim_setting_name(c->setting), S(c->type_of_bill));
+    put_date(f, c->discharge);
+    fprintf(f, "\n");
     for (size_t i = 0; i < c->ndx; i++) {
         const claim_dx_t *d = &c->dx[i];
-        fprintf(f, "dx %d %s sent=%s system=%s(%s) type=%s poa=%s at=%s text=%s\n", d->sequence,
-                d->code[0] ? d->code : "-", S(d->code_sent), claim_codesys_name(d->system),
-                S(d->system_sent), claim_dx_type_name(d->type), poa_name(d->poa), S(d->location),
-                S(d->text));
+        fprintf(f, "dx %d %s sent=%s system=%s(%s) type=%s poa=%s at=%s line=%d text=%s\n",
+                d->sequence, d->code[0] ? d->code : "-", S(d->code_sent),
+                claim_codesys_name(d->system), S(d->system_sent), claim_dx_type_name(d->type),
+                poa_name(d->poa), S(d->location), d->line, S(d->text));
     }
     for (size_t i = 0; i < c->nlines; i++) {
         const claim_line_t *l = &c->lines[i];
@@ -186,7 +190,16 @@ static void test_spine_codes(void **state)
     xfree(buf);
     assert_string_equal(c->message_type, "DFT^P03");
     assert_string_equal(c->id, "DFT25-0001");
-    assert_int_equal(c->ndx, 4);
+    assert_int_equal(c->kind, CLAIM_KIND_BILL);
+    assert_int_equal(c->setting, CLAIM_SETTING_INPATIENT);
+    assert_int_equal(c->discharge.day, 12);
+    assert_int_equal(c->ndx, 5);
+    /* Z99.89 in FT1(2)-19(2) has no DG1: a diagnosis of its own. */
+    assert_string_equal(c->dx[4].code, "Z9989");
+    assert_string_equal(c->dx[4].location, "FT1(2)-19(2)");
+    assert_int_equal(c->dx[4].line, 1);
+    assert_int_equal(c->dx[4].type, DX_TYPE_SECONDARY);
+    assert_int_equal(c->dx[0].line, -1);
     assert_string_equal(c->dx[0].code, "M4316");
     assert_string_equal(c->dx[0].code_sent, "M43.16");
     assert_string_equal(c->dx[0].text, "Spondylolisthesis&lumbar region"); /* unescaped */
@@ -292,6 +305,241 @@ static void test_bad_escape_in_code(void **state)
     arena_free(&a);
 }
 
+/* Maps an inline message (segments one per line); fails the test when it
+ * does not parse or map. The message is freed; the claim lives in a. */
+static claim_t *map_text(const char *text, arena_t *a)
+{
+    size_t len;
+    char *in = tu_cr(text, &len);
+    hl7_msg_t *m;
+    err_detail_t d;
+    assert_int_equal(hl7_parse(in, len, NULL, &m, &d), ERR_OK);
+    claim_t *c = NULL;
+    if (hl7_claim_read(m, a, &c, &d) != ERR_OK)
+        fail_msg("does not map: %s", d.msg);
+    hl7_msg_free(m);
+    xfree(in);
+    return c;
+}
+
+/* A DFT whose only diagnoses are in FT1-19: three FT1s, a code repeated in
+ * other forms, a malformed code (kept, code ""), an ICD-9 code. */
+static void test_ft1_only_diagnoses(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 0);
+    char *buf;
+    hl7_msg_t *m;
+    claim_t *c = map_file("tests/data/hl7/cases/dft_p03_ft1_only.hl7", &a, &buf, &m);
+    assert_int_equal(c->ndx, 4);
+    assert_int_equal(c->setting, CLAIM_SETTING_OUTPATIENT);
+    /* M43.16 on all three lines, as "M43.16", "m4316", "M43.16 ": one
+     * diagnosis, the first line's. */
+    assert_string_equal(c->dx[0].code, "M4316");
+    assert_string_equal(c->dx[0].code_sent, "M43.16");
+    assert_string_equal(c->dx[0].location, "FT1(1)-19(1)");
+    assert_int_equal(c->dx[0].line, 0);
+    assert_int_equal(c->dx[0].system, CODESYS_ICD10CM);
+    assert_int_equal(c->dx[0].sequence, 0);
+    assert_string_equal(c->dx[0].text, "Spondylolisthesis, lumbar");
+    assert_int_equal(c->dx[1].system, CODESYS_UNKNOWN);
+    assert_string_equal(c->dx[1].location, "FT1(1)-19(2)");
+    /* The malformed code: kept with its form, once though sent twice. */
+    assert_string_equal(c->dx[2].code, "");
+    assert_string_equal(c->dx[2].code_sent, "M51.36-");
+    assert_string_equal(c->dx[2].location, "FT1(2)-19(2)");
+    assert_int_equal(c->dx[2].line, 1);
+    assert_int_equal(c->dx[3].system, CODESYS_ICD9CM);
+    assert_string_equal(c->dx[3].location, "FT1(3)-19(2)");
+    assert_int_equal(c->dx[3].line, 2);
+    /* Every line keeps its links to the codes it carries. */
+    for (int i = 0; i < 3; i++) {
+        assert_string_equal(c->lines[i].dx_codes[0], "M4316");
+        assert_int_equal(c->lines[i].ndx_pointers, 0);
+    }
+    assert_int_equal(c->lines[0].ndx_codes, 2);
+    assert_int_equal(c->lines[1].ndx_codes, 1);
+    assert_string_equal(c->lines[2].dx_codes[1], "7242");
+    hl7_msg_free(m);
+    xfree(buf);
+
+    /* A DG1 later in the message still wins over FT1-19 (DG1s are read
+     * first), and a malformed DG1 code absorbs the same form in FT1-19. */
+    c = map_text("MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.5\n"
+                 "FT1|1|||20240101||CG||||1|||||||||M43.04~M43-04||||||72148^^C4\n"
+                 "DG1|7||M43.04^^I10\nDG1|8||M43-04^^I10\n",
+                 &a);
+    assert_int_equal(c->ndx, 2);
+    assert_int_equal(c->lines[0].ndx_pointers, 1);
+    assert_int_equal(c->lines[0].dx_pointers[0], 7);
+    assert_string_equal(c->dx[1].location, "DG1(2)-3");
+
+    /* A bad escape in an FT1-19 code names the repetition. */
+    size_t len;
+    char *in = tu_cr("MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.5\n"
+                     "FT1|1|||20240101||CG||||1|||||||||M43.04~M43\\Q\\04||||||72148^^C4\n",
+                     &len);
+    assert_int_equal(hl7_parse(in, len, NULL, &m, NULL), ERR_OK);
+    err_detail_t d;
+    assert_int_equal(hl7_claim_read(m, &a, &c, &d), ERR_BAD_ESCAPE);
+    assert_string_equal(d.where, "FT1(1)-19(2)");
+    hl7_msg_free(m);
+    xfree(in);
+    arena_free(&a);
+}
+
+/* CWE: the ICD-10-CM triplet wins wherever it is; the location stays DG1-3. */
+static void test_cwe_alternates(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 0);
+    char *buf;
+    hl7_msg_t *m;
+    claim_t *c = map_file("tests/data/hl7/cases/dft_p03_cwe_alternates.hl7", &a, &buf, &m);
+    assert_int_equal(c->ndx, 8);
+    assert_string_equal(c->dx[0].code, "M5450");
+    assert_string_equal(c->dx[0].system_sent, "I10C");
+    assert_string_equal(c->dx[0].text, "Low back pain, unspecified");
+    assert_string_equal(c->dx[0].location, "DG1(1)-3");
+    assert_string_equal(c->dx[1].code, "M4316"); /* the CM primary stays */
+    assert_string_equal(c->dx[2].code, "M549");  /* second alternate */
+    assert_int_equal(c->dx[2].system, CODESYS_ICD10CM);
+    assert_string_equal(c->dx[3].code, "S32001A"); /* the only coded triplet */
+    assert_int_equal(c->dx[3].system, CODESYS_OTHER);
+    assert_int_equal(c->dx[4].system, CODESYS_ICD10CM);
+    assert_int_equal(c->dx[5].system, CODESYS_ICD10_WHO);
+    assert_int_equal(c->dx[6].system, CODESYS_ICD9CM);
+    assert_int_equal(c->dx[7].system, CODESYS_ICD9CM);
+    /* FT1-19: the CM alternates link the line to DG1 1 and DG1 3. */
+    assert_int_equal(c->lines[0].ndx_pointers, 2);
+    assert_int_equal(c->lines[0].dx_pointers[0], 1);
+    assert_int_equal(c->lines[0].dx_pointers[1], 3);
+    hl7_msg_free(m);
+    xfree(buf);
+
+    /* An empty primary system takes DG1-2 before it is judged: I10 in DG1-2
+     * keeps the primary over a CM alternate. */
+    c = map_text("MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.3\n"
+                 "DG1|1|I10|M43.04^x^^M43.05^y^I10\nDG1|2|I9|724.2^x^^M54.50^y^I10\n",
+                 &a);
+    assert_string_equal(c->dx[0].code, "M4304");
+    assert_string_equal(c->dx[0].system_sent, "I10");
+    assert_string_equal(c->dx[1].code, "M5450");
+    /* DFT^P11: a financial group's DG1 links its line by the chosen triplet. */
+    c = map_text("MSH|^~\\&|A|B|C|D|2024||DFT^P11|X|P|2.5\n"
+                 "FT1|1|||20240101||CG||||1|||||||||||||||72148^^C4\n"
+                 "DG1|4||724.2^x^I9C^M54.50^y^I10C\n",
+                 &a);
+    assert_int_equal(c->lines[0].ndx_codes, 1);
+    assert_string_equal(c->lines[0].dx_codes[0], "M5450");
+    assert_int_equal(c->lines[0].dx_pointers[0], 4);
+    arena_free(&a);
+}
+
+/* Kind and care setting: ADT, PV1-2 classes, GP1-1 type of bill, PV1-45. */
+static void test_kind_and_setting(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *cls;
+        claim_setting_t want;
+    } classes[] = {
+        {"I", CLAIM_SETTING_INPATIENT},  {"O", CLAIM_SETTING_OUTPATIENT},
+        {"E", CLAIM_SETTING_OUTPATIENT}, {"R", CLAIM_SETTING_OUTPATIENT},
+        {"P", CLAIM_SETTING_OUTPATIENT}, {"B", CLAIM_SETTING_OUTPATIENT},
+        {"", CLAIM_SETTING_UNKNOWN},     {"N", CLAIM_SETTING_UNKNOWN},
+        {"U", CLAIM_SETTING_UNKNOWN},    {"II", CLAIM_SETTING_UNKNOWN},
+        {"I^Inpatient^HL70004", CLAIM_SETTING_INPATIENT}, /* CWE, v2.7 */
+    };
+    arena_t a;
+    arena_init(&a, 0);
+    char text[512];
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++) {
+        snprintf(text, sizeof text,
+                 "MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.5\nPV1|1|%s\nDG1|1||M43.04^^I10\n",
+                 classes[i].cls);
+        claim_t *c = map_text(text, &a);
+        if (c->setting != classes[i].want)
+            fail_msg("PV1-2 '%s': setting %s", classes[i].cls, claim_setting_name(c->setting));
+        assert_int_equal(c->kind, CLAIM_KIND_BILL);
+        assert_null(c->type_of_bill);
+        assert_int_equal(c->discharge.year, 0);
+    }
+    /* No PV1 at all. */
+    claim_t *c = map_text("MSH|^~\\&|A|B|C|D|2024||BAR^P01|X|P|2.5\nDG1|1||M43.04^^I10\n", &a);
+    assert_int_equal(c->setting, CLAIM_SETTING_UNKNOWN);
+    /* ADT: kind ADT, whatever the trigger. */
+    c = map_text("MSH|^~\\&|A|B|C|D|2024||ADT^A08^ADT_A01|X|P|2.5\nPV1|1|I\n"
+                 "DG1|1||M43.04^^I10|||W\n",
+                 &a);
+    assert_int_equal(c->kind, CLAIM_KIND_ADT);
+    assert_int_equal(c->setting, CLAIM_SETTING_INPATIENT);
+    /* The type of bill in GP1-1 decides where it is a valid code. */
+    static const struct {
+        const char *pv1, *gp1;
+        claim_setting_t want;
+    } tobs[] = {
+        {"O", "0111", CLAIM_SETTING_INPATIENT},  {"O", "121", CLAIM_SETTING_INPATIENT},
+        {"I", "0131", CLAIM_SETTING_OUTPATIENT}, {"", "831", CLAIM_SETTING_OUTPATIENT},
+        {"", "0211", CLAIM_SETTING_OUTPATIENT},  {"I", "011", CLAIM_SETTING_INPATIENT},
+        {"O", "0911", CLAIM_SETTING_OUTPATIENT}, {"", "11x", CLAIM_SETTING_UNKNOWN},
+        {"", "0111^Hospital inpatient^NUBC", CLAIM_SETTING_INPATIENT},
+    };
+    for (size_t i = 0; i < sizeof tobs / sizeof tobs[0]; i++) {
+        snprintf(text, sizeof text,
+                 "MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.5\nPV1|1|%s\nGP1|%s\n"
+                 "DG1|1||M43.04^^I10\n",
+                 tobs[i].pv1, tobs[i].gp1);
+        c = map_text(text, &a);
+        if (c->setting != tobs[i].want)
+            fail_msg("PV1-2 '%s' GP1-1 '%s': setting %s", tobs[i].pv1, tobs[i].gp1,
+                     claim_setting_name(c->setting));
+        assert_non_null(c->type_of_bill);
+    }
+    /* PV1-45 is the discharge date, whatever the setting. */
+    c = map_text("MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.5\n"
+                 "PV1|1|O||||||||||||||||||||||||||||||||||||||||||20261001|202610030815\n"
+                 "DG1|1||M43.04^^I10\n",
+                 &a);
+    assert_int_equal(c->discharge.year, 2026);
+    assert_int_equal(c->discharge.month, 10);
+    assert_int_equal(c->discharge.day, 3);
+    assert_int_equal(c->service_from.day, 1);
+    arena_free(&a);
+}
+
+/* 20,000 FT1s with distinct codes and 20,000 with one repeated code map in
+ * linear time (the diagnosis index), one diagnosis per distinct code. */
+static void test_many_ft1(void **state)
+{
+    (void)state;
+    enum { N = 20000 };
+    size_t cap = (size_t)N * 80 + 256, n = 0;
+    char *msg = xmalloc(cap);
+    n += (size_t)snprintf(msg + n, cap - n, "MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.5\r");
+    for (int i = 0; i < N; i++)
+        n += (size_t)snprintf(msg + n, cap - n,
+                              "FT1|%d|||20240101||CG||||1|||||||||Z%02d.%03d~M43.16||||||72148^^C4\r",
+                              i + 1, i / 1000, i % 1000);
+    hl7_msg_t *m;
+    assert_int_equal(hl7_parse(msg, n, NULL, &m, NULL), ERR_OK);
+    arena_t a;
+    arena_init(&a, 0);
+    claim_t *c;
+    err_detail_t d;
+    assert_int_equal(hl7_claim_read(m, &a, &c, &d), ERR_OK);
+    assert_int_equal(c->ndx, N + 1);
+    assert_int_equal(c->nlines, N);
+    assert_string_equal(c->dx[1].code, "M4316");
+    assert_string_equal(c->dx[N].location, "FT1(20000)-19(1)");
+    assert_int_equal(c->dx[N].line, N - 1);
+    hl7_msg_free(m);
+    arena_free(&a);
+    xfree(msg);
+}
+
 /* Every DFT/BAR/ADT message of the corpus maps (an ADT without DG1 is
  * ERR_UNSUPPORTED), and every diagnosis carries its location. */
 static void test_corpus_messages(void **state)
@@ -364,6 +612,10 @@ int main(void)
         cmocka_unit_test(test_cases),
         cmocka_unit_test(test_spine_codes),
         cmocka_unit_test(test_bad_escape_in_code),
+        cmocka_unit_test(test_ft1_only_diagnoses),
+        cmocka_unit_test(test_cwe_alternates),
+        cmocka_unit_test(test_kind_and_setting),
+        cmocka_unit_test(test_many_ft1),
         cmocka_unit_test(test_corpus_messages),
     };
     return cmocka_run_group_tests_name("hl7_claim", tests, NULL, NULL);

@@ -340,9 +340,24 @@ static void run_file(const char *path, const char *shown)
                 if (!strncmp(t, "text=", 5))
                     d->text = unquote(&c.a, t + 5);
                 else if (!strncmp(t, "line=", 5)) {
-                    /* carried only in FT1-19 of that line (1-based) */
-                    d->line = atoi(t + 5) - 1;
-                    d->location = arena_printf(&c.a, "FT1(%d)-19(1)", atoi(t + 5));
+                    /* carried only in FT1-19 of the line with that sequence,
+                     * written before it (tests/data/rules/README) */
+                    int lseq = atoi(t + 5);
+                    size_t li = 0;
+                    while (li < cl->nlines && cl->lines[li].sequence != lseq)
+                        li++;
+                    if (li == cl->nlines) {
+                        fail_case(&c, lineno, "dx line=%d: no line %d before it", lseq, lseq);
+                        continue;
+                    }
+                    claim_line_t *l = &cl->lines[li];
+                    d = &cl->dx[cl->ndx - 1];
+                    d->line = (int)li;
+                    d->sequence = 0;
+                    d->type = DX_TYPE_SECONDARY;
+                    d->location = arena_printf(&c.a, "FT1(%zu)-19(%d)", li + 1, l->ndx_codes + 1);
+                    if (l->ndx_codes < CLAIM_MAX_DX_POINTERS && d->code[0])
+                        l->dx_codes[l->ndx_codes++] = arena_strdup(&c.a, d->code);
                 } else if (!strncmp(t, "poa=", 4))
                     d->poa = t[4] == 'Y' ? POA_Y : t[4] == 'N' ? POA_N : t[4] == 'U' ? POA_U
                              : t[4] == 'W' ? POA_W : t[4] == '1' ? POA_EXEMPT : POA_ABSENT;

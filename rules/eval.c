@@ -531,85 +531,51 @@ static bool malformed_form(const char *sent, char *loose, size_t cap, char *form
 }
 /* ---------------------------------------------------------------- pairs */
 
-static const rule__note_t *pair_note(const ev_t *e, const dxi_t *a, const claim_dx_t *bd,
-                                     const int32_t *notes, int nnotes)
+/* The pairs themselves are found by rules/excludes.c (reviewed Excludes1
+ * rows, regions and levels, a category index); this turns each into a
+ * finding. */
+
+static const char *site_label(const ev_t *e, int r)
 {
-    (void)e;
-    for (int k = 0; k < nnotes; k++) {
-        const rule__note_t *n = &a->t->notes[notes[k]];
-        for (int r = 0; r < n->nrefs; r++)
-            if (rule__ref_match(&n->refs[r], bd->code))
-                return n;
-    }
-    return NULL;
+    return r >= 0 && r < e->p->geo.nregions ? e->p->geo.regions[r].label : "site not stated";
 }
 
-static int region_at(const rule__region_pair_t *rp, const char *code)
+static bool emit_pair(void *ctx, const rule__pair_t *pr)
 {
-    size_t n = strlen(code);
-    if ((size_t)rp->position > n)
-        return -1;
-    char ch = code[rp->position - 1];
-    int di = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'A' && ch <= 'Z' ? 10 + ch - 'A' : -1;
-    return di >= 0 ? rp->digit_region[di] : -1;
+    ev_t *e = ctx;
+    if (e->nf >= RULE_MAX_FINDINGS)
+        return false;
+    vars_t v = {0};
+    v[V_CODE] = e->dx[pr->owner].dotted;
+    v[V_OTHER] = e->dx[pr->other].dotted;
+    v[V_OWNER] = pr->row ? pr->row->owner_dotted : pr->note->owner_dotted;
+    v[V_NOTE] = pr->row ? pr->row->note : pr->note->text;
+    v[V_REGION] = site_label(e, pr->region_owner);
+    v[V_OTHER_REGION] = site_label(e, pr->region_other);
+    v[V_DETAIL] = pr->levels[0] ? pr->levels : NULL;
+    rule_finding_t *f = add(e, pr->excludes2 ? RID_EXCLUDES2 : RID_EXCLUDES1, pr->mk, v, pr->owner, -1, NULL);
+    if (f && !pr->excludes2)
+        cap_severity(f, pr->severity);
+    add_code(e, f, e->dx[pr->other].dotted);
+    return e->nf < RULE_MAX_FINDINGS;
 }
 
-static void check_pair(ev_t *e, int i, int j)
+static void pairs(ev_t *e)
 {
-    const claim_dx_t *di = &e->c->dx[i], *dj = &e->c->dx[j];
-    dxi_t *xi = &e->dx[i], *xj = &e->dx[j];
-    /* A code already reported as invalid takes part in no pair: the coder
-     * fixes it first, and its pairs are judged on the corrected claim. */
-    if (strcmp(di->code, dj->code) == 0 || !xi->first || !xj->first || (xi->spine && !xi->valid) ||
-        (xj->spine && !xj->valid))
-        return;
-    for (int pass = 0; pass < 2; pass++) {
-        bool ex1 = pass == 0;
-        const rule__note_t *n = NULL;
-        int owner = i, other = j;
-        if (xi->valid && xi->tc)
-            n = pair_note(e, xi, dj, ex1 ? xi->tc->ex1 : xi->tc->ex2, ex1 ? xi->tc->nex1 : xi->tc->nex2);
-        if (!n && xj->valid && xj->tc) {
-            n = pair_note(e, xj, di, ex1 ? xj->tc->ex1 : xj->tc->ex2, ex1 ? xj->tc->nex1 : xj->tc->nex2);
-            owner = j;
-            other = i;
-        }
-        if (!n)
-            continue;
-        vars_t v = {0};
-        v[V_CODE] = e->dx[owner].dotted;
-        v[V_OTHER] = e->dx[other].dotted;
-        v[V_OWNER] = n->owner_dotted;
-        v[V_NOTE] = n->text;
-        rule__msgkey_t mk = MK_DEFAULT;
-        if (ex1) {
-            const char *co = e->c->dx[owner].code, *ct = e->c->dx[other].code;
-            for (int k = 0; k < e->p->nrpairs; k++) {
-                const rule__region_pair_t *rp = &e->p->rpairs[k];
-                if (!((rule__ref_match(&rp->a, co) && rule__ref_match(&rp->b, ct)) ||
-                      (rule__ref_match(&rp->b, co) && rule__ref_match(&rp->a, ct))))
-                    continue;
-                int ro = region_at(rp, co), rt = region_at(rp, ct);
-                bool so = ro >= 0 && e->p->geo.regions[ro].kind == REGION_SPECIFIC;
-                bool st = rt >= 0 && e->p->geo.regions[rt].kind == REGION_SPECIFIC;
-                if (so && st && ro != rt)
-                    return; /* different levels: coded separately, allowed */
-                if (so && st) {
-                    mk = MK_SAME_REGION;
-                    v[V_REGION] = region_label(e, ro);
-                } else {
-                    if (!e->p->unstated_region_conflicts)
-                        return;
-                    mk = MK_REGION_UNSTATED;
-                    v[V_REGION] = region_label(e, so ? rt : ro);
-                }
-                break;
-            }
-        }
-        rule_finding_t *f = add(e, ex1 ? RID_EXCLUDES1 : RID_EXCLUDES2, mk, v, owner, -1, NULL);
-        add_code(e, f, e->dx[other].dotted);
-        return;
+    size_t n = e->c->ndx;
+    rule__pairdx_t *pd = arena_calloc(e->a, n ? n : 1, sizeof *pd);
+    for (size_t i = 0; i < n; i++) {
+        const dxi_t *x = &e->dx[i];
+        pd[i].code = e->c->dx[i].code;
+        pd[i].t = x->t;
+        /* Only the first of identical codes pairs, and a code already
+         * reported as invalid takes part in no pair: the coder fixes it
+         * first, and its pairs are judged on the corrected claim. */
+        pd[i].usable = x->judged && x->first && !(x->spine && !x->valid);
+        pd[i].tc = x->valid ? x->tc : NULL;
+        pd[i].norm = x->norm;
     }
+    rule__pairs_find(e->p, pd, n, e->a, emit_pair, e);
 }
 
 /* ---------------------------------------------------------------- text */
@@ -1471,10 +1437,7 @@ static void evaluate(const rule_pack_t *pack, const claim_t *claim, arena_t *a, 
                 read_text(&e, (int)i);
         }
         mark_firsts(&e);
-        for (size_t i = 0; i < claim->ndx; i++)
-            for (size_t j = i + 1; j < claim->ndx; j++)
-                if (e.dx[i].judged && e.dx[j].judged && (e.dx[i].tc || e.dx[j].tc))
-                    check_pair(&e, (int)i, (int)j);
+        pairs(&e);
         for (size_t i = 0; i < claim->ndx; i++) {
             const dxi_t *x = &e.dx[i];
             if (!x->valid || !x->tc || !x->first)

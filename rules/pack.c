@@ -70,6 +70,11 @@ static const char *const msgkey_names[MK__COUNT] = {
     [MK_FIRST_LISTED] = "first_listed",
     [MK_GROUPER] = "grouper",
     [MK_POA_N] = "poa_n",
+    [MK_SAME_CONDITION] = "same_condition",
+    [MK_QUERY] = "query",
+    [MK_REGION_OVERLAP] = "region_overlap",
+    [MK_LEVELS_DIFFER] = "levels_differ",
+    [MK_UNREVIEWED] = "unreviewed",
 };
 
 static const char *const var_names[V__COUNT] = {
@@ -84,7 +89,9 @@ unsigned rule__msgkeys_of(rule__id_t id)
 {
     switch (id) {
     case RID_SEVENTH: return B(MK_MISSING) | B(MK_PLACEHOLDER) | B(MK_UNDEFINED) | B(MK_NOT_APPLICABLE);
-    case RID_EXCLUDES1: return B(MK_DEFAULT) | B(MK_SAME_REGION) | B(MK_REGION_UNSTATED);
+    case RID_EXCLUDES1:
+        return B(MK_SAME_CONDITION) | B(MK_SAME_REGION) | B(MK_QUERY) | B(MK_OTHER_REGION) |
+               B(MK_REGION_OVERLAP) | B(MK_REGION_UNSTATED) | B(MK_LEVELS_DIFFER) | B(MK_UNREVIEWED);
     case RID_LINKAGE: return B(MK_UNLINKED) | B(MK_DANGLING) | B(MK_OTHER_REGION);
     case RID_DRG:
         return B(MK_MCC) | B(MK_NO_MCC) | B(MK_ALIVE_UNKNOWN) | B(MK_NOT_STATED) | B(MK_SURGERY) |
@@ -699,72 +706,208 @@ static err_t ref_from(ctx_t *c, const char *s, rule__ref_t *r)
     return ERR_OK;
 }
 
-static err_t load_excludes1_params(ctx_t *c, rule_pack_t *p, const cJSON *params, const char *base)
+/* The pack's code references: "M43.1", "M43.1-", "S12.0-S12.6",
+ * "M51.-/5=4" (dots and a closing dash are optional). */
+static err_t pack_ref(ctx_t *c, const char *s, rule__ref_t *r)
+{
+    char buf[32];
+    size_t n = 0;
+    for (const char *q = s; *q && n + 1 < sizeof buf; q++) {
+        if (*q == '.' || *q == ' ')
+            continue;
+        if (*q == '-' && (q[1] == '\0' || q[1] == '/' || (q[1] == '.' && q[2] == '\0')))
+            continue;
+        buf[n++] = (char)toupper((unsigned char)*q);
+    }
+    buf[n] = '\0';
+    if (!n || strlen(s) >= sizeof buf || !rule__ref_parse(buf, n, r))
+        return perr(c, ERR_BAD_PACK, "'%.24s' is not an ICD-10-CM code, prefix or range", s);
+    return ERR_OK;
+}
+
+/* An array of code references (non-empty when required). */
+static err_t pack_refs(ctx_t *c, const cJSON *obj, const char *base, const char *key, bool required,
+                       rule__ref_t **out, int *n)
 {
     err_t rc;
-    static const char *const keys[] = {"region_aware", "unstated_region_conflicts", NULL};
-    p->unstated_region_conflicts = true;
+    *out = NULL;
+    *n = 0;
+    const cJSON *arr = need(c, obj, base, key, cJSON_Array, required, &rc);
+    if (!arr)
+        return rc;
+    int cnt = cJSON_GetArraySize(arr);
+    if (cnt < 1)
+        return perr(c, ERR_BAD_PACK, "must hold at least one code");
+    *out = xcalloc((size_t)cnt, sizeof **out);
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr)
+    {
+        at(c, "%s.%s[%d]", base, key, i);
+        if (!cJSON_IsString(it))
+            return perr(c, ERR_BAD_PACK, "must be a code string");
+        if ((rc = pack_ref(c, it->valuestring, &(*out)[i])))
+            return rc;
+        *n = ++i;
+    }
+    return ERR_OK;
+}
+
+static err_t load_excludes1_params(ctx_t *c, rule_pack_t *p, const cJSON *params, const char *base)
+{
+    (void)p;
     if (!params)
         return ERR_OK;
-    if ((rc = only_keys(c, params, base, keys)) != ERR_OK)
-        return rc;
-    const cJSON *u = need(c, params, base, "unstated_region_conflicts", cJSON_True, false, &rc);
-    if (rc)
-        return rc;
-    if (u)
-        p->unstated_region_conflicts = cJSON_IsTrue(u);
-    const cJSON *arr = need(c, params, base, "region_aware", cJSON_Array, false, &rc);
+    at(c, "%s", base);
+    return perr(c, ERR_BAD_PACK, "this rule takes no params: regions are the top-level region_axes "
+                                 "and the pairs the top-level excludes1 table (docs/excludes1.md)");
+}
+
+/* "region_axes": where each group of codes keeps its region. */
+static err_t load_axes(ctx_t *c, rule_pack_t *p, const cJSON *root)
+{
+    err_t rc;
+    const cJSON *arr = need(c, root, "", "region_axes", cJSON_Array, false, &rc);
     if (!arr)
         return rc;
     int n = cJSON_GetArraySize(arr);
-    p->rpairs = xcalloc((size_t)n + 1, sizeof *p->rpairs);
-    static const char *const pk[] = {"codes", "region_character", "region_digits", NULL};
+    p->axes = xcalloc((size_t)n + 1, sizeof *p->axes);
+    static const char *const keys[] = {"codes", "character", "digits", "region", NULL};
     int i = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, arr)
     {
-        char eb[96];
-        snprintf(eb, sizeof eb, "%s.region_aware[%d]", base, i);
-        at(c, "%s", eb);
+        char base[32];
+        snprintf(base, sizeof base, "region_axes[%d]", i);
+        at(c, "%s", base);
         if (!cJSON_IsObject(e))
             return perr(c, ERR_BAD_PACK, "must be an object");
-        if ((rc = only_keys(c, e, eb, pk)) != ERR_OK)
+        if ((rc = only_keys(c, e, base, keys)) != ERR_OK)
             return rc;
-        rule__region_pair_t *rp = &p->rpairs[i];
-        p->nrpairs = ++i;
-        const cJSON *codes = need(c, e, eb, "codes", cJSON_Array, true, &rc);
-        if (!codes)
-            return rc;
-        if (cJSON_GetArraySize(codes) != 2 || !cJSON_IsString(cJSON_GetArrayItem(codes, 0)) ||
-            !cJSON_IsString(cJSON_GetArrayItem(codes, 1)))
-            return perr(c, ERR_BAD_PACK, "must be two code strings");
-        if ((rc = ref_from(c, cJSON_GetArrayItem(codes, 0)->valuestring, &rp->a)) ||
-            (rc = ref_from(c, cJSON_GetArrayItem(codes, 1)->valuestring, &rp->b)))
-            return rc;
-        const cJSON *pos = need(c, e, eb, "region_character", cJSON_Number, true, &rc);
-        if (!pos)
-            return rc;
-        if (pos->valuedouble < 4 || pos->valuedouble > 7)
-            return perr(c, ERR_BAD_PACK, "must be 4 to 7");
-        rp->position = (int)pos->valuedouble;
+        rule__axis_t *ax = &p->axes[i];
+        p->naxes = ++i;
         for (int k = 0; k < 36; k++)
-            rp->digit_region[k] = -1;
-        const cJSON *dig = need(c, e, eb, "region_digits", cJSON_Object, true, &rc);
-        if (!dig)
+            ax->digit_region[k] = -1;
+        ax->region = -1;
+        if ((rc = pack_refs(c, e, base, "codes", true, &ax->codes, &ax->ncodes)))
             return rc;
+        const cJSON *ch = need(c, e, base, "character", cJSON_Number, false, &rc);
+        if (rc)
+            return rc;
+        const cJSON *dig = need(c, e, base, "digits", cJSON_Object, false, &rc);
+        if (rc)
+            return rc;
+        const cJSON *reg = need(c, e, base, "region", cJSON_String, false, &rc);
+        if (rc)
+            return rc;
+        if (!!reg == !!ch || !!ch != !!dig) {
+            at(c, "%s", base);
+            return perr(c, ERR_BAD_PACK, "needs either character and digits, or region");
+        }
+        if (reg) {
+            at(c, "%s.region", base);
+            if ((ax->region = region_index(p, reg->valuestring)) < 0)
+                return perr(c, ERR_BAD_PACK, "must name a region of regions[]");
+            continue;
+        }
+        at(c, "%s.character", base);
+        if (ch->valuedouble < 4 || ch->valuedouble > 7 || ch->valuedouble != (int)ch->valuedouble)
+            return perr(c, ERR_BAD_PACK, "must be 4 to 7");
+        ax->character = (int)ch->valuedouble;
         const cJSON *dv;
         cJSON_ArrayForEach(dv, dig)
         {
-            at(c, "%s.region_digits.%.8s", eb, dv->string);
+            at(c, "%s.digits.%.8s", base, dv->string);
             const char *k = dv->string;
             if (strlen(k) != 1 || !isalnum((unsigned char)k[0]))
                 return perr(c, ERR_BAD_PACK, "key must be one character 0-9 or A-Z");
             if (!cJSON_IsString(dv) || region_index(p, dv->valuestring) < 0)
                 return perr(c, ERR_BAD_PACK, "must name a region of regions[]");
-            char ch = (char)toupper((unsigned char)k[0]);
-            rp->digit_region[isdigit((unsigned char)ch) ? ch - '0' : 10 + ch - 'A'] =
+            char chr = (char)toupper((unsigned char)k[0]);
+            ax->digit_region[isdigit((unsigned char)chr) ? chr - '0' : 10 + chr - 'A'] =
                 region_index(p, dv->valuestring);
         }
+    }
+    return ERR_OK;
+}
+
+/* "excludes1": the reviewed table. Checked against the tables later. */
+static err_t load_ex1rows(ctx_t *c, rule_pack_t *p, const cJSON *root)
+{
+    err_t rc;
+    const cJSON *arr = need(c, root, "", "excludes1", cJSON_Array, false, &rc);
+    if (!arr)
+        return rc;
+    int n = cJSON_GetArraySize(arr);
+    p->ex1rows = xcalloc((size_t)n + 1, sizeof *p->ex1rows);
+    static const char *const keys[] = {"owner", "note", "applies_to", "excludes", "relation",
+                                       "severity", "other_region", "why", NULL};
+    int i = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, arr)
+    {
+        char base[32];
+        snprintf(base, sizeof base, "excludes1[%d]", i);
+        at(c, "%s", base);
+        if (!cJSON_IsObject(e))
+            return perr(c, ERR_BAD_PACK, "must be an object");
+        if ((rc = only_keys(c, e, base, keys)) != ERR_OK)
+            return rc;
+        rule__ex1row_t *r = &p->ex1rows[i];
+        p->nex1rows = ++i;
+        const cJSON *v = need(c, e, base, "owner", cJSON_String, true, &rc);
+        if (!v)
+            return rc;
+        if ((rc = pack_ref(c, v->valuestring, &r->owner)))
+            return rc;
+        snprintf(r->owner_dotted, sizeof r->owner_dotted, "%s", v->valuestring);
+        v = need(c, e, base, "note", cJSON_String, true, &rc);
+        if (!v)
+            return rc;
+        if (!v->valuestring[0])
+            return perr(c, ERR_BAD_PACK, "must be the note's text");
+        r->note = xstrdup(v->valuestring);
+        if ((rc = pack_refs(c, e, base, "applies_to", false, &r->applies, &r->napplies)))
+            return rc;
+        for (int k = 0; k < r->napplies; k++)
+            if (!rule__ref_match(&r->owner, r->applies[k].lo) ||
+                !rule__ref_match(&r->owner, r->applies[k].hi)) {
+                at(c, "%s.applies_to[%d]", base, k);
+                return perr(c, ERR_BAD_PACK, "is not under the owner %s", r->owner_dotted);
+            }
+        if ((rc = pack_refs(c, e, base, "excludes", true, &r->excl, &r->nexcl)))
+            return rc;
+        v = need(c, e, base, "relation", cJSON_String, true, &rc);
+        if (!v)
+            return rc;
+        if (!strcmp(v->valuestring, "same-region"))
+            r->same_region = true;
+        else if (strcmp(v->valuestring, "any"))
+            return perr(c, ERR_BAD_PACK, "must be same-region or any");
+        v = need(c, e, base, "severity", cJSON_String, true, &rc);
+        if (!v)
+            return rc;
+        int sev = severity_from(v->valuestring);
+        if (sev != RULE_SEV_REJECT && sev != RULE_SEV_WARN)
+            return perr(c, ERR_BAD_PACK, "must be reject or warn");
+        r->severity = (rule_severity_t)sev;
+        v = need(c, e, base, "other_region", cJSON_String, false, &rc);
+        if (rc)
+            return rc;
+        if (v) {
+            if (!r->same_region)
+                return perr(c, ERR_BAD_PACK, "applies only to relation same-region");
+            if (!strcmp(v->valuestring, "none"))
+                r->other_region_none = true;
+            else if (strcmp(v->valuestring, "warn"))
+                return perr(c, ERR_BAD_PACK, "must be warn or none");
+        }
+        v = need(c, e, base, "why", cJSON_String, true, &rc);
+        if (!v)
+            return rc;
+        if (!v->valuestring[0])
+            return perr(c, ERR_BAD_PACK, "must give the reviewer's reason");
+        r->why = xstrdup(v->valuestring);
     }
     return ERR_OK;
 }
@@ -934,7 +1077,6 @@ static err_t load_rules(ctx_t *c, rule_pack_t *p, const cJSON *root)
     static const char *const keys[] = {"id", "severity", "enabled", "reference", "messages",
                                        "params", "description", NULL};
     /* defaults for rules the pack leaves out: they are off */
-    p->unstated_region_conflicts = true;
     p->site_use_text = p->site_use_codes = p->site_use_procedures = true;
     p->drg_first_when_unstated = true;
     int i = 0;
@@ -1049,7 +1191,8 @@ static err_t load_pack_json(rule_pack_t *p, const char *name, const char *text, 
     }
     err_t rc = ERR_OK;
     static const char *const keys[] = {"pack", "version", "description", "regions", "levels",
-                                       "level_stop_words", "procedures", "rules", NULL};
+                                       "level_stop_words", "procedures", "rules", "region_axes",
+                                       "excludes1", NULL};
     at(&c, "(root)");
     if (!cJSON_IsObject(root)) {
         rc = perr(&c, ERR_BAD_PACK, "the pack must be a JSON object");
@@ -1072,7 +1215,8 @@ static err_t load_pack_json(rule_pack_t *p, const char *name, const char *text, 
     if (need(&c, root, "", "description", cJSON_String, false, &rc), rc)
         goto out;
     if ((rc = load_regions(&c, p, root)) || (rc = load_levels(&c, p, root)) ||
-        (rc = load_procs(&c, p, root)) || (rc = load_rules(&c, p, root)))
+        (rc = load_procs(&c, p, root)) || (rc = load_rules(&c, p, root)) ||
+        (rc = load_axes(&c, p, root)) || (rc = load_ex1rows(&c, p, root)))
         goto out;
 out:
     cJSON_Delete(root);
@@ -1108,32 +1252,97 @@ void rule__compile_tables(rule_pack_t *p)
     }
 }
 
-/* Checks the pack against the tables: a region digit map that contradicts
- * the table descriptions, or a congenital map naming codes the tables do not
- * have, is a pack error, caught at load rather than as wrong findings. */
+/* Checks a region axis against one table: every complete code it covers
+ * must get a region from it, and where the code's description names a
+ * region, the same one. */
+static err_t check_axes(ctx_t *c, const rule_pack_t *p, const rule__table_t *t)
+{
+    for (size_t k = 0; k < t->ncodes; k++) {
+        const rule__code_t *code = &t->codes[k];
+        if (!code->billable && !(code->leaf && code->seven >= 0))
+            continue;
+        int first = -1;
+        for (int i = 0; i < p->naxes; i++) {
+            const rule__axis_t *ax = &p->axes[i];
+            bool in = false;
+            for (int q = 0; q < ax->ncodes && !in; q++)
+                in = rule__ref_match(&ax->codes[q], code->code);
+            if (!in)
+                continue;
+            if (first >= 0) {
+                at(c, "region_axes[%d].codes", i);
+                return perr(c, ERR_BAD_PACK, "%s is also covered by region_axes[%d]", code->dotted, first);
+            }
+            first = i;
+            int want = ax->region;
+            char ch = 0;
+            if (ax->character) {
+                if (code->len < ax->character) {
+                    at(c, "region_axes[%d].character", i);
+                    return perr(c, ERR_BAD_PACK, "%s has no character %d", code->dotted, ax->character);
+                }
+                ch = code->code[ax->character - 1];
+                int di = isdigit((unsigned char)ch) ? ch - '0' : 10 + ch - 'A';
+                want = di >= 0 && di < 36 ? ax->digit_region[di] : -1;
+                if (want < 0) {
+                    at(c, "region_axes[%d].digits", i);
+                    return perr(c, ERR_BAD_PACK, "has no region for '%c' (%s, \"%.60s\")", ch, code->dotted,
+                                code->desc);
+                }
+            }
+            if (code->region >= 0 && want != code->region) {
+                if (ch)
+                    at(c, "region_axes[%d].digits.%c", i, ch);
+                else
+                    at(c, "region_axes[%d].region", i);
+                return perr(c, ERR_BAD_PACK, "maps %s to '%s' but the %s table reads \"%.60s\"",
+                            code->dotted, p->geo.regions[want].id, t->fy, code->desc);
+            }
+        }
+    }
+    return ERR_OK;
+}
+
+/* Checks each reviewed Excludes1 row against one table: its note is an
+ * Excludes1 note under its owner, word for word, and every code it names is
+ * among the codes the note points to (a row narrows a note, never widens
+ * it; a note without pointers names its codes in words). */
+static err_t check_ex1rows(ctx_t *c, const rule_pack_t *p, const rule__table_t *t)
+{
+    for (int i = 0; i < p->nex1rows; i++) {
+        const rule__ex1row_t *r = &p->ex1rows[i];
+        const rule__note_t *n = rule__excludes_note(t, r);
+        if (!n) {
+            at(c, "excludes1[%d].note", i);
+            return perr(c, ERR_BAD_PACK, "is not an Excludes1 note under %s in the %s table", r->owner_dotted,
+                        t->fy);
+        }
+        for (int k = 0; k < r->nexcl && n->nrefs; k++) {
+            bool in = false;
+            for (int q = 0; q < n->nrefs && !in; q++)
+                in = rule__ref_match(&n->refs[q], r->excl[k].lo) && rule__ref_match(&n->refs[q], r->excl[k].hi);
+            if (!in) {
+                at(c, "excludes1[%d].excludes[%d]", i, k);
+                return perr(c, ERR_BAD_PACK, "is not among the codes the note points to in the %s table",
+                            t->fy);
+            }
+        }
+    }
+    return ERR_OK;
+}
+
+/* Checks the pack against the tables: a region axis that contradicts the
+ * table descriptions, an Excludes1 row that is not a note of the tables, or
+ * a congenital map naming codes the tables do not have, is a pack error,
+ * caught at load rather than as wrong findings. */
 static err_t check_against_tables(rule_pack_t *p, err_detail_t *d)
 {
     ctx_t c = {d, "pack", ""};
     for (size_t ti = 0; ti < p->ntables; ti++) {
         const rule__table_t *t = &p->tables[ti];
-        for (int i = 0; i < p->nrpairs; i++) {
-            const rule__region_pair_t *rp = &p->rpairs[i];
-            for (size_t k = 0; k < t->ncodes; k++) {
-                const rule__code_t *code = &t->codes[k];
-                if ((!rule__ref_match(&rp->a, code->code) && !rule__ref_match(&rp->b, code->code)) ||
-                    code->len < rp->position || !code->billable)
-                    continue;
-                char ch = code->code[rp->position - 1];
-                int di = isdigit((unsigned char)ch) ? ch - '0' : 10 + ch - 'A';
-                int want = di >= 0 && di < 36 ? rp->digit_region[di] : -1;
-                if (want != code->region) {
-                    at(&c, "rules[%d].params.region_aware[%d].region_digits.%c", p->rules[RID_EXCLUDES1].index, i, ch);
-                    return perr(&c, ERR_BAD_PACK, "maps %s to '%s' but the %s table reads \"%.60s\"",
-                                code->dotted, want >= 0 ? p->geo.regions[want].id : "(none)", t->fy,
-                                code->desc);
-                }
-            }
-        }
+        err_t rc;
+        if ((rc = check_axes(&c, p, t)) || (rc = check_ex1rows(&c, p, t)))
+            return rc;
         for (int i = 0; i < p->ncongenital; i++)
             for (int k = 0; k < p->congenital[i].nacquired; k++) {
                 const rule__ref_t *r = &p->congenital[i].acquired[k];
@@ -1222,6 +1431,8 @@ static err_t pack_load(const char *json, size_t json_len, const char *pack_path,
         rc = check_against_tables(p, d);
     }
     if (rc == ERR_OK)
+        rule__excludes_index(p);
+    if (rc == ERR_OK)
         rc = apply_policy(p, policy, d);
     if (rc != ERR_OK) {
         rule_pack_free(p);
@@ -1284,7 +1495,23 @@ void rule_pack_free(rule_pack_t *p)
         for (int k = 0; k < MK__COUNT; k++)
             xfree(p->rules[i].msg[k]);
     }
-    xfree(p->rpairs);
+    for (int i = 0; i < p->naxes; i++)
+        xfree(p->axes[i].codes);
+    xfree(p->axes);
+    for (int i = 0; i < p->nex1rows; i++) {
+        rule__ex1row_t *r = &p->ex1rows[i];
+        xfree(r->note);
+        xfree(r->applies);
+        xfree(r->excl);
+        xfree(r->why);
+    }
+    xfree(p->ex1rows);
+    if (p->ex1idx)
+        for (size_t i = 0; i < p->ntables; i++) {
+            xfree(p->ex1idx[i].off);
+            xfree(p->ex1idx[i].items);
+        }
+    xfree(p->ex1idx);
     xfree(p->junctions);
     for (int i = 0; i < p->ncongenital; i++) {
         xfree(p->congenital[i].acquired);

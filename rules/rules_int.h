@@ -1,5 +1,5 @@
 /* rules_int.h - internals shared by the files of rules/ (tables.c, pack.c,
- * text.c, eval.c); nothing outside rules/ includes it except the module's own
+ * text.c, excludes.c, eval.c); nothing outside rules/ includes it except the module's own
  * tests, fuzz targets and benchmark.
  *
  * Ownership: a rule_pack_t owns everything below it (tables, compiled rule
@@ -235,6 +235,11 @@ typedef enum {
     MK_FIRST_LISTED,   /* manifestation-first: first by sequence, no principal stated */
     MK_GROUPER,        /* drg-tier: the year's own grouper lists are not available */
     MK_POA_N,          /* drg-tier: the MCC is not present on admission */
+    MK_SAME_CONDITION,
+    MK_QUERY,
+    MK_REGION_OVERLAP,
+    MK_LEVELS_DIFFER,
+    MK_UNREVIEWED,
     MK__COUNT
 } rule__msgkey_t;
 
@@ -246,11 +251,88 @@ typedef struct {
     char *msg[MK__COUNT];          /* templates, NULL for keys not used */
 } rule__rule_t;
 
+/* ---- Excludes1 by meaning (pack keys "region_axes" and "excludes1";
+ * docs/excludes1.md). */
+
+/* Where a group of codes keeps its spine region: one character (the 5th,
+ * 6th or 7th) read through a digit map, or one region for every code. */
 typedef struct {
-    rule__ref_t a, b;              /* "M43.0", "M43.1" */
-    int position;                  /* 1-based character that holds the region */
-    int digit_region[36];          /* by character (0-9, A-Z): region index or -1 */
-} rule__region_pair_t;
+    rule__ref_t *codes;
+    int ncodes;
+    int character;                 /* 4 to 7; 0: every code is in region */
+    int region;                    /* region index when character == 0 */
+    int digit_region[36];          /* by character (0-9, A-Z): region or -1 */
+} rule__axis_t;
+
+/* One reviewed row: an Excludes1 note under owner, the owner codes it is
+ * applied to, the codes the note really names, and how a pair is judged. */
+typedef struct {
+    rule__ref_t owner;             /* a code or a section ("M50-M54") */
+    char owner_dotted[16];
+    char *note;                    /* the tabular text, exactly */
+    rule__ref_t *applies;          /* narrowing of the owner side; none: all */
+    int napplies;
+    rule__ref_t *excl;             /* the codes the note names */
+    int nexcl;
+    bool same_region;              /* relation "same-region" (else "any") */
+    rule_severity_t severity;      /* RULE_SEV_REJECT or RULE_SEV_WARN */
+    bool other_region_none;        /* disjoint regions: no finding */
+    char *why;
+} rule__ex1row_t;
+
+/* Per table: what applies to each code, as items[off[i]..off[i+1]) for
+ * codes[i]; an item >= 0 is a row index, an item < 0 is -(note index)-1 for
+ * an Excludes1 note that no row reviews (judged from its raw pointers, warn
+ * at most). */
+typedef struct {
+    int32_t *off;
+    int32_t *items;
+} rule__ex1idx_t;
+
+/* The Excludes1 note of t that row r reviews (same owner, same text), or
+ * NULL. */
+const rule__note_t *rule__excludes_note(const rule__table_t *t, const rule__ex1row_t *r);
+/* Builds p->ex1idx for every table (rows and tables already checked). */
+void rule__excludes_index(rule_pack_t *p);
+/* Excludes1 notes of table ti that no row reviews; *first (may be NULL)
+ * gets the first of them. */
+size_t rule__excludes_unreviewed(const rule_pack_t *p, size_t ti, const rule__note_t **first);
+/* The region of a code for pairs: its axis region, else the table code's
+ * description region (tc may be NULL), else -1. */
+int rule__pair_region(const rule_pack_t *p, const char *code, const rule__code_t *tc);
+/* The vertebral levels named by normalised text, one bit per level of the
+ * pack's levels[] (C1 = bit 0, ...); 0 when none. */
+uint64_t rule__text_levels(const rule__geo_t *g, const char *norm);
+
+/* One diagnosis as the pair finder sees it. */
+typedef struct {
+    const char *code;              /* normalised */
+    const rule__table_t *t;        /* the code set it is judged by */
+    const rule__code_t *tc;        /* the valid table code (in t), or NULL */
+    bool usable;                   /* judged, and not an invalid spine code */
+    const char *norm;              /* normalised free text, or NULL */
+} rule__pairdx_t;
+
+/* A pair found: owner's note names other. */
+typedef struct {
+    int owner, other;              /* indexes into the diagnoses */
+    bool excludes2;
+    const rule__ex1row_t *row;     /* the reviewed row, or NULL */
+    const rule__note_t *note;      /* the raw note when no row */
+    rule__msgkey_t mk;
+    rule_severity_t severity;      /* after the rule's ceiling (Excludes1) */
+    int region_owner, region_other;/* region indexes, -1 none */
+    char levels[80];               /* "L3 / L4, L5" when mk is levels_differ */
+} rule__pair_t;
+
+/* Finds the Excludes1 (then Excludes2) pairs of a claim in time linear in
+ * n: identical codes take part once (the first), codes are indexed by
+ * category, and a code's rows look up partners only in the categories
+ * they name. emit is called once per pair judged a finding, in owner
+ * order; it returns false to stop (the findings cap). Scratch memory comes
+ * from a. */
+void rule__pairs_find(const rule_pack_t *p, const rule__pairdx_t *dx, size_t n, arena_t *a,
+                      bool (*emit)(void *ctx, const rule__pair_t *pr), void *ctx);
 
 typedef struct {
     rule__ref_t *acquired;
@@ -273,10 +355,13 @@ struct rule_pack {
     rule__proc_t *procs;
     size_t nprocs;
     rule__rule_t rules[RID__COUNT];
+    /* Excludes1 by meaning */
+    rule__axis_t *axes;
+    int naxes;
+    rule__ex1row_t *ex1rows;
+    int nex1rows;
+    rule__ex1idx_t *ex1idx;        /* one per table */
     /* parameters */
-    rule__region_pair_t *rpairs;
-    int nrpairs;
-    bool unstated_region_conflicts;
     rule__junction_t *junctions;
     int njunctions;
     rule__congenital_t *congenital;

@@ -65,6 +65,37 @@ static cJSON *rule_obj(cJSON *root, const char *id, int *index)
     return NULL;
 }
 
+/* The index of the region axis whose first code is first. */
+static int axis_index(cJSON *root, const char *first)
+{
+    int i = 0;
+    cJSON *a;
+    cJSON_ArrayForEach(a, cJSON_GetObjectItem(root, "region_axes"))
+    {
+        if (!strcmp(cJSON_GetArrayItem(cJSON_GetObjectItem(a, "codes"), 0)->valuestring, first))
+            return i;
+        i++;
+    }
+    fail_msg("no region axis starting with %s", first);
+    return -1;
+}
+
+/* The index of the first excludes1 row of owner and note. */
+static int row_index(cJSON *root, const char *owner, const char *note)
+{
+    int i = 0;
+    cJSON *r;
+    cJSON_ArrayForEach(r, cJSON_GetObjectItem(root, "excludes1"))
+    {
+        if (!strcmp(cJSON_GetObjectItem(r, "owner")->valuestring, owner) &&
+            !strcmp(cJSON_GetObjectItem(r, "note")->valuestring, note))
+            return i;
+        i++;
+    }
+    fail_msg("no excludes1 row %s '%s'", owner, note);
+    return -1;
+}
+
 /* Loads root (consumed) from a file and expects failure at where. */
 static void expect_error(cJSON *root, err_t code, const char *where, const char *msg)
 {
@@ -169,9 +200,9 @@ static void test_semantic_errors(void **state)
 
     j = pack_json();
     r = rule_obj(j, "excludes1-pair", &idx);
-    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(r, "messages"), "default",
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(r, "messages"), "query",
                               cJSON_CreateString("{code} and {patient_name}"));
-    snprintf(where, sizeof where, "rules[%d].messages.default", idx);
+    snprintf(where, sizeof where, "rules[%d].messages.query", idx);
     expect_error(j, ERR_BAD_PACK, where, "unknown placeholder {patient_name}");
 
     j = pack_json();
@@ -205,13 +236,72 @@ static void test_semantic_errors(void **state)
     cJSON_DeleteItemFromObject(j, "regions");
     expect_error(j, ERR_BAD_PACK, "regions", "missing");
 
-    /* the M43 digit map contradicting the table: 9 is multiple sites */
+    /* the M43 region axis contradicting the table: 9 is multiple sites */
+    j = pack_json();
+    int ai = axis_index(j, "M43.0");
+    cJSON *ax = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "region_axes"), ai);
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(ax, "digits"), "9", cJSON_CreateString("unspecified"));
+    snprintf(where, sizeof where, "region_axes[%d].digits.9", ai);
+    expect_error(j, ERR_BAD_PACK, where, "M43.09");
+
+    /* an axis that leaves a code of its group without a region */
+    j = pack_json();
+    ai = axis_index(j, "M43.0");
+    ax = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "region_axes"), ai);
+    cJSON_DeleteItemFromObject(cJSON_GetObjectItem(ax, "digits"), "7");
+    snprintf(where, sizeof where, "region_axes[%d].digits", ai);
+    expect_error(j, ERR_BAD_PACK, where, "M43.07");
+
+    /* the old per-rule region_aware params are refused with a pointer */
     j = pack_json();
     r = rule_obj(j, "excludes1-pair", &idx);
-    cJSON *ra = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(r, "params"), "region_aware"), 0);
-    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(ra, "region_digits"), "9", cJSON_CreateString("unspecified"));
-    snprintf(where, sizeof where, "rules[%d].params.region_aware[0].region_digits.9", idx);
-    expect_error(j, ERR_BAD_PACK, where, "M43.09");
+    cJSON_AddItemToObject(r, "params", cJSON_Parse("{\"region_aware\": []}"));
+    snprintf(where, sizeof where, "rules[%d].params", idx);
+    expect_error(j, ERR_BAD_PACK, where, "region_axes");
+
+    /* a row whose note is not the tabular's text */
+    j = pack_json();
+    int ri = row_index(j, "M48.5", "traumatic fracture of vertebra (S12.-, S22.-, S32.-)");
+    cJSON *row = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "excludes1"), ri);
+    cJSON_ReplaceItemInObject(row, "note", cJSON_CreateString("traumatic fracture of vertebra"));
+    snprintf(where, sizeof where, "excludes1[%d].note", ri);
+    expect_error(j, ERR_BAD_PACK, where, "not an Excludes1 note under M48.5 in the FY2026 table");
+
+    /* a row that widens its note (a humerus fracture is not S12/S22/S32) */
+    j = pack_json();
+    ri = row_index(j, "M48.5", "traumatic fracture of vertebra (S12.-, S22.-, S32.-)");
+    row = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "excludes1"), ri);
+    cJSON *ex = cJSON_GetObjectItem(row, "excludes");
+    cJSON_AddItemToArray(ex, cJSON_CreateString("S42.2"));
+    snprintf(where, sizeof where, "excludes1[%d].excludes[%d]", ri, cJSON_GetArraySize(ex) - 1);
+    expect_error(j, ERR_BAD_PACK, where, "not among the codes the note points to");
+
+    /* applies_to outside the owner, a bad relation, a missing reason */
+    j = pack_json();
+    row = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "excludes1"), ri);
+    cJSON_AddItemToObject(row, "applies_to", cJSON_Parse("[\"M48.4\"]"));
+    snprintf(where, sizeof where, "excludes1[%d].applies_to[0]", ri);
+    expect_error(j, ERR_BAD_PACK, where, "not under the owner");
+    j = pack_json();
+    row = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "excludes1"), ri);
+    cJSON_ReplaceItemInObject(row, "relation", cJSON_CreateString("same-level"));
+    snprintf(where, sizeof where, "excludes1[%d].relation", ri);
+    expect_error(j, ERR_BAD_PACK, where, "same-region or any");
+    j = pack_json();
+    row = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "excludes1"), ri);
+    cJSON_ReplaceItemInObject(row, "severity", cJSON_CreateString("info"));
+    snprintf(where, sizeof where, "excludes1[%d].severity", ri);
+    expect_error(j, ERR_BAD_PACK, where, "reject or warn");
+    j = pack_json();
+    row = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "excludes1"), ri);
+    cJSON_DeleteItemFromObject(row, "why");
+    snprintf(where, sizeof where, "excludes1[%d].why", ri);
+    expect_error(j, ERR_BAD_PACK, where, "missing");
+    j = pack_json();
+    row = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "excludes1"), ri);
+    cJSON_AddStringToObject(row, "serverity", "warn");
+    snprintf(where, sizeof where, "excludes1[%d].serverity", ri);
+    expect_error(j, ERR_BAD_PACK, where, "unknown key");
 
     j = pack_json();
     r = rule_obj(j, "acquired-congenital", &idx);
@@ -283,6 +373,80 @@ static void test_policy(void **state)
     const char *bad_form[] = {"excludes1-pair", NULL};
     rule_policy_t pf = {.advisory = false, .severity_overrides = bad_form};
     assert_int_equal(rule_pack_load(NULL, NULL, &pf, &p, &d), ERR_BAD_CONFIG);
+}
+
+/* Every Excludes1 note of every shipped table (built in, and every file in
+ * rules/tables/) has a reviewed row: none is left to the raw pointers. */
+static void test_excludes1_covers_every_note(void **state)
+{
+    (void)state;
+    const char *top = getenv("top_srcdir");
+    char tables[1024];
+    snprintf(tables, sizeof tables, "%s/rules/tables", top ? top : ".");
+    const char *paths[] = {NULL, tables};
+    for (int k = 0; k < 2; k++) {
+        rule_pack_t *p;
+        err_detail_t d;
+        assert_int_equal(rule_pack_load(NULL, paths[k], NULL, &p, &d), ERR_OK);
+        assert_true(p->nex1rows >= 103);
+        for (size_t ti = 0; ti < p->ntables; ti++) {
+            size_t notes = 0;
+            for (size_t i = 0; i < p->tables[ti].nnotes; i++)
+                notes += p->tables[ti].notes[i].type == NOTE_EXCLUDES1;
+            assert_true(notes >= 103);
+            const rule__note_t *first;
+            size_t n = rule__excludes_unreviewed(p, ti, &first);
+            if (n)
+                fail_msg("%s: %zu Excludes1 notes without a reviewed row, first %s \"%s\"", p->tables[ti].name,
+                         n, first->owner_dotted, first->text);
+        }
+        rule_pack_free(p);
+    }
+}
+
+/* A note no row reviews (a future table) is judged from its raw pointers
+ * and never rejects; a pack without the table judges nothing by meaning. */
+static void test_excludes1_unreviewed_note_warns(void **state)
+{
+    (void)state;
+    cJSON *j = pack_json();
+    cJSON *rows = cJSON_GetObjectItem(j, "excludes1");
+    for (int i = cJSON_GetArraySize(rows) - 1; i >= 0; i--)
+        if (!strcmp(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, i), "owner")->valuestring, "M43.0"))
+            cJSON_DeleteItemFromArray(rows, i);
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    rule_pack_t *p;
+    err_detail_t d;
+    assert_int_equal(rule__pack_load_mem(text, strlen(text), NULL, NULL, &p, &d), ERR_OK);
+    free(text);
+    const rule__note_t *first;
+    assert_int_equal(rule__excludes_unreviewed(p, 0, &first), 2);
+    assert_string_equal(first->owner_dotted, "M43.0");
+    arena_t a;
+    arena_init(&a, 0);
+    claim_t *c = claim_new(&a, CLAIM_SRC_HL7V2);
+    const char *codes[] = {"M4306", "M4316"};
+    for (int i = 0; i < 2; i++) {
+        claim_dx_t *dx = claim_add_dx(c, &a);
+        dx->sequence = i + 1;
+        snprintf(dx->code, sizeof dx->code, "%s", codes[i]);
+        dx->system = CODESYS_ICD10CM;
+    }
+    c->service_from = (claim_date_t){2026, 1, 15};
+    rule_verdict_t v;
+    rule_evaluate(p, c, &a, &v);
+    int seen = 0;
+    for (size_t i = 0; i < v.nfindings; i++)
+        if (!strcmp(v.findings[i].rule_id, "excludes1-pair")) {
+            seen++;
+            assert_int_equal(v.findings[i].severity, RULE_SEV_WARN);
+            assert_non_null(strstr(v.findings[i].message, "not reviewed"));
+        }
+    assert_int_equal(seen, 1);
+    assert_int_not_equal(v.kind, VERDICT_REJECT);
+    arena_free(&a);
+    rule_pack_free(p);
 }
 
 static void test_names(void **state)
@@ -375,6 +539,8 @@ int main(void)
         cmocka_unit_test(test_json_syntax_error_line), cmocka_unit_test(test_semantic_errors),
         cmocka_unit_test(test_disabled_rule), cmocka_unit_test(test_policy),
         cmocka_unit_test(test_names), cmocka_unit_test(test_guideline_references),
+        cmocka_unit_test(test_excludes1_covers_every_note),
+        cmocka_unit_test(test_excludes1_unreviewed_note_warns),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -7,6 +7,7 @@
  */
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "rules_int.h"
@@ -71,6 +72,8 @@ size_t rule__excludes_unreviewed(const rule_pack_t *p, size_t ti, const rule__no
     return n;
 }
 
+static int axis_region(const rule_pack_t *p, const char *code, const rule__code_t *tc);
+
 void rule__excludes_index(rule_pack_t *p)
 {
     p->ex1idx = xcalloc(p->ntables + 1, sizeof *p->ex1idx);
@@ -80,6 +83,9 @@ void rule__excludes_index(rule_pack_t *p)
         bool *has = xcalloc(t->nnotes + 1, sizeof *has);
         reviewed(p, t, has);
         x->off = xcalloc(t->ncodes + 1, sizeof *x->off);
+        x->region = xcalloc(t->ncodes + 1, sizeof *x->region);
+        for (size_t i = 0; i < t->ncodes; i++)
+            x->region[i] = (int16_t)axis_region(p, t->codes[i].code, &t->codes[i]);
         size_t cap = 16, n = 0;
         x->items = xmalloc(cap * sizeof *x->items);
         for (size_t i = 0; i < t->ncodes; i++) {
@@ -113,7 +119,7 @@ void rule__excludes_index(rule_pack_t *p)
 
 /* ---------------------------------------------------------------- sites */
 
-int rule__pair_region(const rule_pack_t *p, const char *code, const rule__code_t *tc)
+static int axis_region(const rule_pack_t *p, const char *code, const rule__code_t *tc)
 {
     for (int i = 0; i < p->naxes; i++) {
         const rule__axis_t *ax = &p->axes[i];
@@ -130,6 +136,14 @@ int rule__pair_region(const rule_pack_t *p, const char *code, const rule__code_t
         }
     }
     return tc ? tc->region : -1;
+}
+
+int rule__pair_region(const rule_pack_t *p, const rule__table_t *t, const char *code,
+                      const rule__code_t *tc)
+{
+    if (t && tc && p->ex1idx)
+        return p->ex1idx[t - p->tables].region[tc - t->codes];
+    return axis_region(p, code, tc);
 }
 
 /* The bit of level letter+number in the pack's levels, or -1. */
@@ -253,11 +267,14 @@ typedef struct {
     arena_t *a;
     int *region;            /* per diagnosis, -2 not computed yet */
     uint64_t *levels;       /* per diagnosis, ~0 not computed yet */
-    /* categories: open addressing on the 3-character key */
-    uint64_t *ckey;
-    int32_t *chead, *ctail;
-    size_t ccap;
-    int32_t *next;          /* next diagnosis of the same category */
+    /* the first diagnosis of each distinct code, sorted by code: every
+     * reference (a category, a prefix, a range even across categories) is
+     * one contiguous run of it, found by binary search */
+    const char **scode;
+    int32_t *sidx;
+    size_t ns;
+    uint32_t *cats;         /* the distinct 3-character categories, sorted */
+    size_t ncats;
     /* pairs already judged: key (lo << 32 | hi) + 1 */
     uint64_t *done;
     size_t dcap, dn;
@@ -268,22 +285,21 @@ static size_t hash64(uint64_t k, size_t cap)
     return (size_t)((k * 0x9E3779B97F4A7C15ull) >> 17) & (cap - 1);
 }
 
-static uint64_t code_hash(const char *s)
+/* The first sorted position whose code, cut to klen characters, is at
+ * or after key (after: strictly after). Cutting to a prefix keeps the
+ * order, so this is a plain binary search. */
+static size_t bound(const pf_t *f, const char *key, size_t klen, bool after)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-    return h | 1;
-}
-
-static int32_t cat_find(const pf_t *f, uint64_t key)
-{
-    if (!key)
-        return -1;
-    for (size_t i = hash64(key, f->ccap); f->ckey[i]; i = (i + 1) & (f->ccap - 1))
-        if (f->ckey[i] == key)
-            return f->chead[i];
-    return -1;
+    size_t lo = 0, hi = f->ns;
+    while (lo < hi) {
+        size_t m = lo + (hi - lo) / 2;
+        int c = strncmp(f->scode[m], key, klen);
+        if (after ? c <= 0 : c < 0)
+            lo = m + 1;
+        else
+            hi = m;
+    }
+    return lo;
 }
 
 /* True the first time the unordered pair (i, j) is seen. */
@@ -319,7 +335,7 @@ static bool pair_first(pf_t *f, int i, int j)
 static int region_of(pf_t *f, int i)
 {
     if (f->region[i] == -2)
-        f->region[i] = rule__pair_region(f->p, f->dx[i].code, f->dx[i].tc);
+        f->region[i] = rule__pair_region(f->p, f->dx[i].t, f->dx[i].code, f->dx[i].tc);
     return f->region[i];
 }
 
@@ -446,32 +462,39 @@ static bool best_excludes1(pf_t *f, int i, int j, rule__pair_t *best)
     return have;
 }
 
-/* Calls fn(f, j, ctx) for every diagnosis j in the categories ref spans. */
+/* Calls fn(f, j, ctx) for every diagnosis j whose code ref may match:
+ * the run of sorted codes between ref's bounds. */
+static uint32_t cat_key(const char *c)
+{
+    return (uint32_t)(unsigned char)c[0] << 16 | (uint32_t)(unsigned char)c[1] << 8 | (unsigned char)c[2];
+}
+
+static bool has_cat(const pf_t *f, uint32_t key)
+{
+    size_t lo = 0, hi = f->ncats;
+    while (lo < hi) {
+        size_t m = lo + (hi - lo) / 2;
+        if (f->cats[m] == key)
+            return true;
+        if (f->cats[m] < key)
+            lo = m + 1;
+        else
+            hi = m;
+    }
+    return false;
+}
+
 static bool each_partner(pf_t *f, const rule__ref_t *r, bool (*fn)(pf_t *, int, void *), void *ctx)
 {
-    char lo[4], hi[4];
-    memcpy(lo, r->lo, 3);
-    memcpy(hi, r->hi, 3);
-    lo[3] = hi[3] = '\0';
-    if (!memcmp(lo, hi, 3)) {
-        for (int32_t j = cat_find(f, rule__keyn(lo, 3)); j >= 0; j = f->next[j])
-            if (!fn(f, j, ctx))
-                return false;
+    /* Most references name a category the claim does not have: an integer
+     * search over its few categories answers that before any string does. */
+    uint32_t clo = cat_key(r->lo);
+    if (clo == cat_key(r->hi) && !has_cat(f, clo))
         return true;
-    }
-    /* A range across categories ("Q67.5-Q68.2"): walk the categories in
-     * between, at most 36 * 36 per first letter. */
-    static const char alnum[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    for (char c0 = lo[0]; c0 <= hi[0]; c0++)
-        for (const char *c1 = alnum; *c1; c1++)
-            for (const char *c2 = alnum; *c2; c2++) {
-                char cat[4] = {c0, *c1, *c2, 0};
-                if (strcmp(cat, lo) < 0 || strcmp(cat, hi) > 0)
-                    continue;
-                for (int32_t j = cat_find(f, rule__keyn(cat, 3)); j >= 0; j = f->next[j])
-                    if (!fn(f, j, ctx))
-                        return false;
-            }
+    size_t from = bound(f, r->lo, r->lolen, false), to = bound(f, r->hi, r->hilen, true);
+    for (size_t k = from; k < to; k++)
+        if (!fn(f, f->sidx[k], ctx))
+            return false;
     return true;
 }
 
@@ -510,6 +533,18 @@ static bool on_partner(pf_t *f, int j, void *vctx)
     return pc->emit(pc->ctx, &pr);
 }
 
+typedef struct {
+    const char *code;
+    int32_t i;
+} sortee_t;
+
+static int cmp_sortee(const void *a, const void *b)
+{
+    const sortee_t *x = a, *y = b;
+    int c = strcmp(x->code, y->code);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
 void rule__pairs_find(const rule_pack_t *p, const rule__pairdx_t *dx, size_t n, arena_t *a,
                       bool (*emit)(void *ctx, const rule__pair_t *pr), void *ctx)
 {
@@ -522,52 +557,33 @@ void rule__pairs_find(const rule_pack_t *p, const rule__pairdx_t *dx, size_t n, 
     f.a = a;
     f.region = arena_alloc(a, n * sizeof *f.region);
     f.levels = arena_alloc(a, n * sizeof *f.levels);
-    f.next = arena_alloc(a, n * sizeof *f.next);
     for (size_t i = 0; i < n; i++) {
         f.region[i] = -2;
         f.levels[i] = ~0ull;
-        f.next[i] = -1;
     }
-    /* Identical codes: only the first takes part. */
-    size_t cap = 16;
-    while (cap < 2 * n + 2)
-        cap *= 2;
-    uint64_t *seen = arena_calloc(a, cap, sizeof *seen);
-    int32_t *seen_i = arena_alloc(a, cap * sizeof *seen_i);
+    /* Sort the usable diagnoses by code (then by position); of identical
+     * codes only the first takes part. */
+    sortee_t *so = arena_alloc(a, n * sizeof *so);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (dx[i].usable && strnlen(dx[i].code, 3) == 3)
+            so[m++] = (sortee_t){dx[i].code, (int32_t)i};
+    qsort(so, m, sizeof *so, cmp_sortee);
     bool *first = arena_calloc(a, n, sizeof *first);
-    f.ccap = cap;
-    f.ckey = arena_calloc(a, cap, sizeof *f.ckey);
-    f.chead = arena_alloc(a, cap * sizeof *f.chead);
-    f.ctail = arena_alloc(a, cap * sizeof *f.ctail);
-    for (size_t i = 0; i < n; i++) {
-        if (!dx[i].usable || strlen(dx[i].code) < 3)
+    f.scode = arena_alloc(a, (m ? m : 1) * sizeof *f.scode);
+    f.sidx = arena_alloc(a, (m ? m : 1) * sizeof *f.sidx);
+    for (size_t k = 0; k < m; k++) {
+        if (f.ns && !strcmp(f.scode[f.ns - 1], so[k].code))
             continue;
-        uint64_t h = code_hash(dx[i].code);
-        size_t s = hash64(h, cap);
-        bool dup = false;
-        while (seen[s]) {
-            if (seen[s] == h && !strcmp(dx[seen_i[s]].code, dx[i].code)) {
-                dup = true;
-                break;
-            }
-            s = (s + 1) & (cap - 1);
-        }
-        if (dup)
-            continue;
-        seen[s] = h;
-        seen_i[s] = (int32_t)i;
-        first[i] = true;
-        uint64_t ck = rule__keyn(dx[i].code, 3);
-        size_t c = hash64(ck, cap);
-        while (f.ckey[c] && f.ckey[c] != ck)
-            c = (c + 1) & (cap - 1);
-        if (!f.ckey[c]) {
-            f.ckey[c] = ck;
-            f.chead[c] = (int32_t)i;
-        } else {
-            f.next[f.ctail[c]] = (int32_t)i;
-        }
-        f.ctail[c] = (int32_t)i;
+        f.scode[f.ns] = so[k].code;
+        f.sidx[f.ns++] = so[k].i;
+        first[so[k].i] = true;
+    }
+    f.cats = arena_alloc(a, (f.ns ? f.ns : 1) * sizeof *f.cats);
+    for (size_t k = 0; k < f.ns; k++) {
+        uint32_t c = cat_key(f.scode[k]);
+        if (!f.ncats || f.cats[f.ncats - 1] != c)
+            f.cats[f.ncats++] = c;
     }
     /* Excludes1 first; a pair judged there is not an Excludes2 pair. */
     for (int pass = 0; pass < 2; pass++) {

@@ -1510,6 +1510,7 @@ void rule_pack_free(rule_pack_t *p)
         for (size_t i = 0; i < p->ntables; i++) {
             xfree(p->ex1idx[i].off);
             xfree(p->ex1idx[i].items);
+            xfree(p->ex1idx[i].region);
         }
     xfree(p->ex1idx);
     xfree(p->junctions);

@@ -287,6 +287,7 @@ typedef struct {
 typedef struct {
     int32_t *off;
     int32_t *items;
+    int16_t *region;               /* per code: rule__pair_region(), precomputed */
 } rule__ex1idx_t;
 
 /* The Excludes1 note of t that row r reviews (same owner, same text), or
@@ -298,8 +299,9 @@ void rule__excludes_index(rule_pack_t *p);
  * gets the first of them. */
 size_t rule__excludes_unreviewed(const rule_pack_t *p, size_t ti, const rule__note_t **first);
 /* The region of a code for pairs: its axis region, else the table code's
- * description region (tc may be NULL), else -1. */
-int rule__pair_region(const rule_pack_t *p, const char *code, const rule__code_t *tc);
+ * description region, else -1. tc (a code of table t) may be NULL. */
+int rule__pair_region(const rule_pack_t *p, const rule__table_t *t, const char *code,
+                      const rule__code_t *tc);
 /* The vertebral levels named by normalised text, one bit per level of the
  * pack's levels[] (C1 = bit 0, ...); 0 when none. */
 uint64_t rule__text_levels(const rule__geo_t *g, const char *norm);

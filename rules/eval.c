@@ -553,7 +553,8 @@ static bool emit_pair(void *ctx, const rule__pair_t *pr)
     v[V_REGION] = site_label(e, pr->region_owner);
     v[V_OTHER_REGION] = site_label(e, pr->region_other);
     v[V_DETAIL] = pr->levels[0] ? pr->levels : NULL;
-    rule_finding_t *f = add(e, pr->excludes2 ? RID_EXCLUDES2 : RID_EXCLUDES1, pr->mk, v, pr->owner, -1, NULL);
+    rule_finding_t *f =
+        add(e, pr->excludes2 ? RID_EXCLUDES2 : RID_EXCLUDES1, pr->mk, v, pr->owner, -1, NULL);
     if (f && !pr->excludes2)
         cap_severity(f, pr->severity);
     add_code(e, f, e->dx[pr->other].dotted);

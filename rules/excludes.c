@@ -25,7 +25,8 @@ const rule__note_t *rule__excludes_note(const rule__table_t *t, const rule__ex1r
 {
     for (size_t i = 0; i < t->nnotes; i++) {
         const rule__note_t *n = &t->notes[i];
-        if (n->type == NOTE_EXCLUDES1 && same_ref(&n->owner, &r->owner) && !strcmp(n->text, r->note))
+        if (n->type == NOTE_EXCLUDES1 && same_ref(&n->owner, &r->owner) &&
+            !strcmp(n->text, r->note))
             return n;
     }
     return NULL;
@@ -131,7 +132,9 @@ static int axis_region(const rule_pack_t *p, const char *code, const rule__code_
             if (strnlen(code, 16) < (size_t)ax->character)
                 return -1;
             char ch = code[ax->character - 1];
-            int di = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'A' && ch <= 'Z' ? 10 + ch - 'A' : -1;
+            int di = ch >= '0' && ch <= '9'   ? ch - '0'
+                     : ch >= 'A' && ch <= 'Z' ? 10 + ch - 'A'
+                                              : -1;
             return di >= 0 ? ax->digit_region[di] : -1;
         }
     }
@@ -265,15 +268,15 @@ typedef struct {
     const rule__pairdx_t *dx;
     size_t n;
     arena_t *a;
-    int *region;            /* per diagnosis, -2 not computed yet */
-    uint64_t *levels;       /* per diagnosis, ~0 not computed yet */
+    int *region;      /* per diagnosis, -2 not computed yet */
+    uint64_t *levels; /* per diagnosis, ~0 not computed yet */
     /* the first diagnosis of each distinct code, sorted by code: every
      * reference (a category, a prefix, a range even across categories) is
      * one contiguous run of it, found by binary search */
     const char **scode;
     int32_t *sidx;
     size_t ns;
-    uint32_t *cats;         /* the distinct 3-character categories, sorted */
+    uint32_t *cats; /* the distinct 3-character categories, sorted */
     size_t ncats;
     /* pairs already judged: key (lo << 32 | hi) + 1 */
     uint64_t *done;
@@ -466,7 +469,8 @@ static bool best_excludes1(pf_t *f, int i, int j, rule__pair_t *best)
  * the run of sorted codes between ref's bounds. */
 static uint32_t cat_key(const char *c)
 {
-    return (uint32_t)(unsigned char)c[0] << 16 | (uint32_t)(unsigned char)c[1] << 8 | (unsigned char)c[2];
+    return (uint32_t)(unsigned char)c[0] << 16 | (uint32_t)(unsigned char)c[1] << 8 |
+           (unsigned char)c[2];
 }
 
 static bool has_cat(const pf_t *f, uint32_t key)
@@ -502,7 +506,7 @@ typedef struct {
     int owner;
     const rule__ref_t *ref;
     bool excludes2;
-    const rule__note_t *note;      /* Excludes2 note */
+    const rule__note_t *note; /* Excludes2 note */
     bool (*emit)(void *, const rule__pair_t *);
     void *ctx;
 } partner_ctx_t;

@@ -91,7 +91,8 @@ unsigned rule__msgkeys_of(rule__id_t id)
     case RID_SEVENTH: return B(MK_MISSING) | B(MK_PLACEHOLDER) | B(MK_UNDEFINED) | B(MK_NOT_APPLICABLE);
     case RID_EXCLUDES1:
         return B(MK_SAME_CONDITION) | B(MK_SAME_REGION) | B(MK_QUERY) | B(MK_OTHER_REGION) |
-               B(MK_REGION_OVERLAP) | B(MK_REGION_UNSTATED) | B(MK_LEVELS_DIFFER) | B(MK_UNREVIEWED);
+               B(MK_REGION_OVERLAP) | B(MK_REGION_UNSTATED) | B(MK_LEVELS_DIFFER) |
+               B(MK_UNREVIEWED);
     case RID_LINKAGE: return B(MK_UNLINKED) | B(MK_DANGLING) | B(MK_OTHER_REGION);
     case RID_DRG:
         return B(MK_MCC) | B(MK_NO_MCC) | B(MK_ALIVE_UNKNOWN) | B(MK_NOT_STATED) | B(MK_SURGERY) |
@@ -759,8 +760,9 @@ static err_t load_excludes1_params(ctx_t *c, rule_pack_t *p, const cJSON *params
     if (!params)
         return ERR_OK;
     at(c, "%s", base);
-    return perr(c, ERR_BAD_PACK, "this rule takes no params: regions are the top-level region_axes "
-                                 "and the pairs the top-level excludes1 table (docs/excludes1.md)");
+    return perr(c, ERR_BAD_PACK,
+                "this rule takes no params: regions are the top-level region_axes "
+                "and the pairs the top-level excludes1 table (docs/excludes1.md)");
 }
 
 /* "region_axes": where each group of codes keeps its region. */
@@ -840,8 +842,9 @@ static err_t load_ex1rows(ctx_t *c, rule_pack_t *p, const cJSON *root)
         return rc;
     int n = cJSON_GetArraySize(arr);
     p->ex1rows = xcalloc((size_t)n + 1, sizeof *p->ex1rows);
-    static const char *const keys[] = {"owner", "note", "applies_to", "excludes", "relation",
-                                       "severity", "other_region", "why", NULL};
+    static const char *const keys[] = {"owner",        "note",     "applies_to",
+                                       "excludes",     "relation", "severity",
+                                       "other_region", "why",      NULL};
     int i = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, arr)
@@ -1190,9 +1193,9 @@ static err_t load_pack_json(rule_pack_t *p, const char *name, const char *text, 
         return ERR_BAD_PACK;
     }
     err_t rc = ERR_OK;
-    static const char *const keys[] = {"pack", "version", "description", "regions", "levels",
-                                       "level_stop_words", "procedures", "rules", "region_axes",
-                                       "excludes1", NULL};
+    static const char *const keys[] = {"pack",        "version",          "description", "regions",
+                                       "levels",      "level_stop_words", "procedures",  "rules",
+                                       "region_axes", "excludes1",        NULL};
     at(&c, "(root)");
     if (!cJSON_IsObject(root)) {
         rc = perr(&c, ERR_BAD_PACK, "the pack must be a JSON object");
@@ -1271,7 +1274,8 @@ static err_t check_axes(ctx_t *c, const rule_pack_t *p, const rule__table_t *t)
                 continue;
             if (first >= 0) {
                 at(c, "region_axes[%d].codes", i);
-                return perr(c, ERR_BAD_PACK, "%s is also covered by region_axes[%d]", code->dotted, first);
+                return perr(c, ERR_BAD_PACK, "%s is also covered by region_axes[%d]", code->dotted,
+                            first);
             }
             first = i;
             int want = ax->region;
@@ -1279,15 +1283,16 @@ static err_t check_axes(ctx_t *c, const rule_pack_t *p, const rule__table_t *t)
             if (ax->character) {
                 if (code->len < ax->character) {
                     at(c, "region_axes[%d].character", i);
-                    return perr(c, ERR_BAD_PACK, "%s has no character %d", code->dotted, ax->character);
+                    return perr(c, ERR_BAD_PACK, "%s has no character %d", code->dotted,
+                                ax->character);
                 }
                 ch = code->code[ax->character - 1];
                 int di = isdigit((unsigned char)ch) ? ch - '0' : 10 + ch - 'A';
                 want = di >= 0 && di < 36 ? ax->digit_region[di] : -1;
                 if (want < 0) {
                     at(c, "region_axes[%d].digits", i);
-                    return perr(c, ERR_BAD_PACK, "has no region for '%c' (%s, \"%.60s\")", ch, code->dotted,
-                                code->desc);
+                    return perr(c, ERR_BAD_PACK, "has no region for '%c' (%s, \"%.60s\")", ch,
+                                code->dotted, code->desc);
                 }
             }
             if (code->region >= 0 && want != code->region) {
@@ -1314,17 +1319,18 @@ static err_t check_ex1rows(ctx_t *c, const rule_pack_t *p, const rule__table_t *
         const rule__note_t *n = rule__excludes_note(t, r);
         if (!n) {
             at(c, "excludes1[%d].note", i);
-            return perr(c, ERR_BAD_PACK, "is not an Excludes1 note under %s in the %s table", r->owner_dotted,
-                        t->fy);
+            return perr(c, ERR_BAD_PACK, "is not an Excludes1 note under %s in the %s table",
+                        r->owner_dotted, t->fy);
         }
         for (int k = 0; k < r->nexcl && n->nrefs; k++) {
             bool in = false;
             for (int q = 0; q < n->nrefs && !in; q++)
-                in = rule__ref_match(&n->refs[q], r->excl[k].lo) && rule__ref_match(&n->refs[q], r->excl[k].hi);
+                in = rule__ref_match(&n->refs[q], r->excl[k].lo) &&
+                     rule__ref_match(&n->refs[q], r->excl[k].hi);
             if (!in) {
                 at(c, "excludes1[%d].excludes[%d]", i, k);
-                return perr(c, ERR_BAD_PACK, "is not among the codes the note points to in the %s table",
-                            t->fy);
+                return perr(c, ERR_BAD_PACK,
+                            "is not among the codes the note points to in the %s table", t->fy);
             }
         }
     }

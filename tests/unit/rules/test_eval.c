@@ -621,8 +621,9 @@ static void test_twenty_thousand_diagnoses(void **state)
         d->sequence = i + 1;
         if (i < 40)
             /* spine owners whose notes name the categories below */
-            snprintf(d->code, sizeof d->code, "%s", (const char *[]){"M4300", "M4316", "M4824", "M4806", "M5416",
-                                                                     "M4319", "M4302", "M5126"}[i % 8]);
+            snprintf(d->code, sizeof d->code, "%s",
+                     (const char *[]){"M4300", "M4316", "M4824", "M4806", "M5416", "M4319", "M4302",
+                                      "M5126"}[i % 8]);
         else
             /* distinct codes outside the tables: judged, never invalid */
             snprintf(d->code, sizeof d->code, "%s%04d", cats[i % 7], i);
@@ -631,7 +632,8 @@ static void test_twenty_thousand_diagnoses(void **state)
     double t0 = now_s();
     rule_evaluate(default_pack, c, &a, &v);
     double dt = now_s() - t0;
-    printf("20000 diagnoses (findings cap reached) judged in %.3f s, %zu findings\n", dt, v.nfindings);
+    printf("20000 diagnoses (findings cap reached) judged in %.3f s, %zu findings\n", dt,
+           v.nfindings);
     assert_true(v.nfindings > 0 && v.nfindings <= 256);
     assert_true(dt < LINEAR_LIMIT_S);
 
@@ -644,9 +646,10 @@ static void test_twenty_thousand_diagnoses(void **state)
         claim_dx_t *d = claim_add_dx(q, &a);
         d->sequence = i + 1;
         if (i < 40) {
-            static const char *const m40[] = {"M4000", "M4003", "M4004", "M4005", "M4010", "M4012", "M4013",
-                                              "M4014", "M4015", "M4030", "M4035", "M4036", "M4037", "M4040",
-                                              "M4045", "M4046", "M4047", "M4050", "M4055", "M4056"};
+            static const char *const m40[] = {"M4000", "M4003", "M4004", "M4005", "M4010",
+                                              "M4012", "M4013", "M4014", "M4015", "M4030",
+                                              "M4035", "M4036", "M4037", "M4040", "M4045",
+                                              "M4046", "M4047", "M4050", "M4055", "M4056"};
             snprintf(d->code, sizeof d->code, "%s", m40[i % 20]);
             owners++;
         } else {

@@ -240,7 +240,8 @@ static void test_semantic_errors(void **state)
     j = pack_json();
     int ai = axis_index(j, "M43.0");
     cJSON *ax = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "region_axes"), ai);
-    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(ax, "digits"), "9", cJSON_CreateString("unspecified"));
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(ax, "digits"), "9",
+                              cJSON_CreateString("unspecified"));
     snprintf(where, sizeof where, "region_axes[%d].digits.9", ai);
     expect_error(j, ERR_BAD_PACK, where, "M43.09");
 
@@ -397,8 +398,8 @@ static void test_excludes1_covers_every_note(void **state)
             const rule__note_t *first;
             size_t n = rule__excludes_unreviewed(p, ti, &first);
             if (n)
-                fail_msg("%s: %zu Excludes1 notes without a reviewed row, first %s \"%s\"", p->tables[ti].name,
-                         n, first->owner_dotted, first->text);
+                fail_msg("%s: %zu Excludes1 notes without a reviewed row, first %s \"%s\"",
+                         p->tables[ti].name, n, first->owner_dotted, first->text);
         }
         rule_pack_free(p);
     }
@@ -412,7 +413,8 @@ static void test_excludes1_unreviewed_note_warns(void **state)
     cJSON *j = pack_json();
     cJSON *rows = cJSON_GetObjectItem(j, "excludes1");
     for (int i = cJSON_GetArraySize(rows) - 1; i >= 0; i--)
-        if (!strcmp(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, i), "owner")->valuestring, "M43.0"))
+        if (!strcmp(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, i), "owner")->valuestring,
+                    "M43.0"))
             cJSON_DeleteItemFromArray(rows, i);
     char *text = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
@@ -535,10 +537,14 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_embedded_loads), cmocka_unit_test(test_from_paths),
-        cmocka_unit_test(test_json_syntax_error_line), cmocka_unit_test(test_semantic_errors),
-        cmocka_unit_test(test_disabled_rule), cmocka_unit_test(test_policy),
-        cmocka_unit_test(test_names), cmocka_unit_test(test_guideline_references),
+        cmocka_unit_test(test_embedded_loads),
+        cmocka_unit_test(test_from_paths),
+        cmocka_unit_test(test_json_syntax_error_line),
+        cmocka_unit_test(test_semantic_errors),
+        cmocka_unit_test(test_disabled_rule),
+        cmocka_unit_test(test_policy),
+        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_guideline_references),
         cmocka_unit_test(test_excludes1_covers_every_note),
         cmocka_unit_test(test_excludes1_unreviewed_note_warns),
     };

@@ -451,6 +451,55 @@ static void test_excludes1_unreviewed_note_warns(void **state)
     rule_pack_free(p);
 }
 
+/* Judges a claim of two codes under pack p; returns the excludes1-pair
+ * finding's severity, or -1 when there is none. */
+static int pair_severity(rule_pack_t *p, const char *a, const char *b)
+{
+    arena_t ar;
+    arena_init(&ar, 0);
+    claim_t *c = claim_new(&ar, CLAIM_SRC_HL7V2);
+    const char *codes[] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        claim_dx_t *dx = claim_add_dx(c, &ar);
+        dx->sequence = i + 1;
+        snprintf(dx->code, sizeof dx->code, "%s", codes[i]);
+        dx->system = CODESYS_ICD10CM;
+    }
+    c->service_from = (claim_date_t){2026, 1, 15};
+    rule_verdict_t v;
+    rule_evaluate(p, c, &ar, &v);
+    int sev = -1;
+    for (size_t i = 0; i < v.nfindings; i++)
+        if (!strcmp(v.findings[i].rule_id, "excludes1-pair"))
+            sev = (int)v.findings[i].severity;
+    arena_free(&ar);
+    return sev;
+}
+
+/* A row may name a range across categories (a note without a pointer names
+ * its codes in words): partners are found in every category in between. */
+static void test_excludes1_range_across_categories(void **state)
+{
+    (void)state;
+    cJSON *j = pack_json();
+    int ri = row_index(j, "M43.6", "current injury - see Injury, of spine, by body region");
+    cJSON *row = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "excludes1"), ri);
+    cJSON_ReplaceItemInObject(row, "excludes", cJSON_Parse("[\"S12.9-S14.1\"]"));
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    rule_pack_t *p;
+    err_detail_t d;
+    assert_int_equal(rule__pack_load_mem(text, strlen(text), NULL, NULL, &p, &d), ERR_OK);
+    free(text);
+    assert_int_equal(pair_severity(p, "M436", "S129XXA"), RULE_SEV_WARN); /* lower bound */
+    assert_int_equal(pair_severity(p, "M436", "S134XXA"), RULE_SEV_WARN); /* between */
+    assert_int_equal(pair_severity(p, "M436", "S14109A"), RULE_SEV_WARN); /* upper bound */
+    assert_int_equal(pair_severity(p, "M436", "S1201XA"), -1);            /* below */
+    assert_int_equal(pair_severity(p, "M436", "S142XXA"), -1);            /* above */
+    assert_int_equal(pair_severity(p, "M436", "S161XXA"), -1);            /* another category */
+    rule_pack_free(p);
+}
+
 static void test_names(void **state)
 {
     (void)state;
@@ -547,6 +596,7 @@ int main(void)
         cmocka_unit_test(test_guideline_references),
         cmocka_unit_test(test_excludes1_covers_every_note),
         cmocka_unit_test(test_excludes1_unreviewed_note_warns),
+        cmocka_unit_test(test_excludes1_range_across_categories),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

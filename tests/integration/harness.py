@@ -134,12 +134,13 @@ class Daemon:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def outbox(self):
-        d = os.path.join(self.data_dir, "outbox")
-        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+        return self.folder("outbox")
 
     def folder(self, name):
+        # Files being written are dot-named temp files renamed into place
+        # when complete: only finished files count.
         d = os.path.join(self.data_dir, name)
-        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+        return sorted(n for n in os.listdir(d) if not n.startswith(".")) if os.path.isdir(d) else []
 
     def read(self, folder, name):
         with open(os.path.join(self.data_dir, folder, name), "rb") as f:

@@ -310,13 +310,16 @@ def expect_lines(j, a, b, forbid_reject=False):
     return lines
 
 
+CURRENT_TAG = [""]
+
+
 def no_reject(j, a, b, problems):
     """Expectations of a no-false-reject pair: whatever the table says short
     of a reject, and never a reject (a pair the table would reject is a
     problem of the table, reported, and the case is written to fail)."""
     lines = expect_lines(j, a, b, True)
     if "expect reject" in lines:
-        problems.append("%s + %s would be rejected" % (dot(a), dot(b)))
+        problems.append("%s + %s would be rejected (%s)" % (dot(a), dot(b), CURRENT_TAG[0]))
         return ["verdict-not reject"]
     return lines
 
@@ -441,6 +444,7 @@ def main():
     problems = []
     for row in pack.rows:
         tag = "row %d %s \"%s\"" % (row["index"], row["owner"], row["note"][:60])
+        CURRENT_TAG[0] = tag
         a, b, own = fire_pair(j, table, row)
         if not a:
             problems.append("%s: no pair fires at the row's severity" % tag)

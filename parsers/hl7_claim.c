@@ -341,8 +341,19 @@ static err_t read_ft1_dx(ctx_t *c, claim_t *cl, size_t line, slice_t rep, int oc
     if (ok)
         line_add_dx(c, cl, &cl->lines[line], norm, 0);
     const char *key = ok ? arena_printf(c->a, "=%s", norm) : arena_printf(c->a, "~%s", code_s);
-    if (index_get(&c->idx, key) >= 0)
+    long have = index_get(&c->idx, key);
+    if (have >= 0) {
+        /* A malformed code has no normalised form for dx_codes: the line
+         * points at the diagnosis that carries the same form instead. */
+        claim_line_t *l = &cl->lines[line];
+        int seq = cl->dx[have].sequence;
+        bool linked = false;
+        for (int p = 0; p < l->ndx_pointers; p++)
+            linked |= l->dx_pointers[p] == seq;
+        if (!ok && seq > 0 && !linked && l->ndx_pointers < CLAIM_MAX_DX_POINTERS)
+            l->dx_pointers[l->ndx_pointers++] = seq;
         return ERR_OK;
+    }
     (void)str_of(c, tr.text, false, where, &text);
     claim_dx_t *dx = claim_add_dx(cl, c->a);
     dx->code_sent = code_s;

@@ -870,7 +870,26 @@ const rule__proc_t *rule__proc_find(const rule_pack_t *p, const claim_line_t *l)
     return NULL;
 }
 
-static void linkage(ev_t *e, size_t li)
+/* carried[li]: the first diagnosis that line li carried itself (FT1-19
+ * with no DG1), and next_carried[i] the one after i on the same line. */
+static void carried_index(ev_t *e, int **carried, int **next)
+{
+    const claim_t *c = e->c;
+    *carried = arena_alloc(e->a, (c->nlines ? c->nlines : 1) * sizeof **carried);
+    *next = arena_alloc(e->a, (c->ndx ? c->ndx : 1) * sizeof **next);
+    for (size_t l = 0; l < c->nlines; l++)
+        (*carried)[l] = -1;
+    for (size_t i = c->ndx; i-- > 0;) {
+        int l = c->dx[i].line;
+        (*next)[i] = -1;
+        if (l >= 0 && (size_t)l < c->nlines) {
+            (*next)[i] = (*carried)[l];
+            (*carried)[l] = (int)i;
+        }
+    }
+}
+
+static void linkage(ev_t *e, size_t li, const int *carried, const int *next_carried)
 {
     const claim_line_t *l = &e->c->lines[li];
     const rule__proc_t *pr = rule__proc_find(e->p, l);
@@ -885,11 +904,13 @@ static void linkage(ev_t *e, size_t li)
     v[V_LABEL] = pr->label;
     int np = l->ndx_pointers > CLAIM_MAX_DX_POINTERS ? CLAIM_MAX_DX_POINTERS : l->ndx_pointers;
     int nc = l->ndx_codes > CLAIM_MAX_DX_POINTERS ? CLAIM_MAX_DX_POINTERS : l->ndx_codes;
-    if (np <= 0 && nc <= 0) {
+    if (np <= 0 && nc <= 0 && carried[li] < 0) {
         add(e, RID_LINKAGE, MK_UNLINKED, v, -1, (int)li, NULL);
         return;
     }
-    int linked[2 * CLAIM_MAX_DX_POINTERS], nl = 0;
+    int linked[3 * CLAIM_MAX_DX_POINTERS], nl = 0;
+    for (int i = carried[li]; i >= 0 && nl < CLAIM_MAX_DX_POINTERS; i = next_carried[i])
+        linked[nl++] = i;
     for (int k = 0; k < np; k++) {
         int di = dx_by_seq(e, l->dx_pointers[k]);
         if (di < 0) {
@@ -1449,8 +1470,10 @@ static void evaluate(const rule_pack_t *pack, const claim_t *claim, arena_t *a, 
             congenital(&e, (int)i);
         }
         manifestation(&e);
+        int *carried, *next_carried;
+        carried_index(&e, &carried, &next_carried);
         for (size_t l = 0; l < claim->nlines; l++)
-            linkage(&e, l);
+            linkage(&e, l, carried, next_carried);
         duplicates(&e);
         drg(&e);
     }

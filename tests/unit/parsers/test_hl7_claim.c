@@ -371,8 +371,11 @@ static void test_ft1_only_diagnoses(void **state)
                  "DG1|7||M43.04^^I10\nDG1|8||M43-04^^I10\n",
                  &a);
     assert_int_equal(c->ndx, 2);
-    assert_int_equal(c->lines[0].ndx_pointers, 1);
+    /* ... and the line points at both: the malformed one by its sequence,
+     * since it has no normalised code to carry in dx_codes. */
+    assert_int_equal(c->lines[0].ndx_pointers, 2);
     assert_int_equal(c->lines[0].dx_pointers[0], 7);
+    assert_int_equal(c->lines[0].dx_pointers[1], 8);
     assert_string_equal(c->dx[1].location, "DG1(2)-3");
 
     /* A bad escape in an FT1-19 code names the repetition. */

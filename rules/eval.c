@@ -977,31 +977,16 @@ static bool excluded(const rule__table_t *t, int32_t pi, uint64_t mcc)
 static void drg(ev_t *e)
 {
     const claim_t *c = e->c;
-    int pi = -1;
-    bool stated = true;
+    bool stated;
     /* MS-DRG prices an inpatient stay; outpatient and professional claims
      * and ADT messages have none. */
     if (c->setting != CLAIM_SETTING_INPATIENT || c->kind != CLAIM_KIND_BILL)
         return;
-    for (size_t i = 0; i < c->ndx && pi < 0; i++)
-        if (c->dx[i].type == DX_TYPE_PRINCIPAL && e->dx[i].judged)
-            pi = (int)i;
-    if (pi < 0) {
-        if (!e->p->drg_first_when_unstated)
-            return;
-        /* Principal not stated: the lowest sequence (else the first sent),
-         * and the message says it is an assumption. */
-        stated = false;
-        for (size_t i = 0; i < c->ndx; i++) {
-            if (c->dx[i].type == DX_TYPE_ADMITTING)
-                continue;
-            if (pi < 0 || (c->dx[i].sequence > 0 &&
-                           (c->dx[pi].sequence <= 0 || c->dx[i].sequence < c->dx[pi].sequence)))
-                pi = (int)i;
-        }
-        if (pi < 0 || !e->dx[pi].judged)
-            return;
-    }
+    /* Principal not stated: the first listed is taken, and the message
+     * says it is an assumption. */
+    int pi = first_listed(c, &stated);
+    if ((!stated && !e->p->drg_first_when_unstated) || pi < 0 || !e->dx[pi].judged)
+        return;
     const rule__table_t *t = e->t;
     int32_t px = rule__map_get(&t->pdx_map, rule__key(c->dx[pi].code));
     /* A principal outside the code rows (M99.10) is judged by its presence
@@ -1082,7 +1067,7 @@ static void drg(ev_t *e)
     }
     /* The tier counts an MCC; one not present on admission may be a
      * hospital-acquired condition, which the tier does not model. */
-    if (other >= 0 && mk != MK_NO_MCC && c->dx[other].poa == POA_N)
+    if (mcc >= 0 && c->dx[mcc].poa == POA_N)
         f->message = arena_printf(e->a, "%s%s", f->message,
                                   expand(e->a, e->p->rules[RID_DRG].msg[MK_POA_N], v));
     if (e->t->drg_for_year[0] && strcmp(e->t->drg_for_year, e->t->drg_version) != 0) {

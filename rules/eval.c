@@ -1316,7 +1316,7 @@ static bool read_code(ev_t *e, int i)
         return false;
     }
     if (d->system == CODESYS_OTHER) {
-        v[V_SYSTEM] = d->system_sent ? arena_strndup(e->a, d->system_sent, 64) : "(none)";
+        v[V_SYSTEM] = d->system_sent ? arena_strndup(e->a, d->system_sent, strnlen(d->system_sent, 64)) : "(none)";
         add(e, RID_CODE_SYSTEM, MK_UNKNOWN_SYSTEM, v, i, -1, NULL);
         return false;
     }

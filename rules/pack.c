@@ -1144,6 +1144,8 @@ static err_t load_rules(ctx_t *c, rule_pack_t *p, const cJSON *root)
                 return perr(c, ERR_BAD_PACK, "must be a non-empty string");
             if ((rc = check_template(c, m->valuestring)))
                 return rc;
+            if (rule->msg[k])
+                return perr(c, ERR_BAD_PACK, "message key appears twice");
             rule->msg[k] = xstrdup(m->valuestring);
         }
         for (int q = 0; q < MK__COUNT; q++)

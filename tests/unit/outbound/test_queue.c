@@ -578,9 +578,11 @@ static void test_put_many_atomic(void **state)
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(m.calls, 0);
 
-    /* A storage error on the third insert of the transaction (SQLite's
-     * length limit lowered on the write connection: SQLITE_TOOBIG) rolls
-     * back the first two: one ERR_QUEUE callback, no row stored. */
+    /* A storage error on the third insert of the transaction rolls back the
+     * first two: one ERR_QUEUE callback, no row stored. The seam: SQLite's
+     * length limit lowered on the write connection, so that the third
+     * payload's bind is refused (SQLITE_TOOBIG) and its insert then fails on
+     * the schema's NOT NULL payload, inside the group commit. */
     sqlite3_limit(queue__db(q), SQLITE_LIMIT_LENGTH, 4096);
     size_t len_bad[3] = {100, 200, 5000};
     many_items(it, 3, "fhir", ctrl, payload, len_bad, 3);

@@ -95,7 +95,7 @@ static void reload(daemon_t *d)
 struct daemon_job {
     daemon_job_t *next;
     daemon_t *d;
-    queue_item_t item;          /* a single put */
+    queue_item_t item;         /* a single put */
     const queue_item_t *items; /* a group (borrowed until cb); NULL for a single put */
     size_t nitems;
     size_t *refused;

@@ -41,11 +41,11 @@ typedef struct {
     size_t nclaims;
     gate_result_t *results;
     fhir_out_entry_t *entries;
-    err_t *stored;        /* per claim: store status */
-    size_t pending;       /* stores not yet called back */
+    err_t *stored;      /* per claim: store status */
+    size_t pending;     /* stores not yet called back */
     bool transaction;
-    err_t txn_stored;     /* a transaction's group put: its status */
-    size_t txn_refused;   /* the item the queue refused, when it did */
+    err_t txn_stored;   /* a transaction's group put: its status */
+    size_t txn_refused; /* the item the queue refused, when it did */
     uint64_t t0;
 } http_job_t;
 
@@ -322,7 +322,8 @@ static err_t claim_item(http_job_t *j, size_t i, const char *dest, queue_item_t 
     *item = (queue_item_t){
         .dest = dest,
         .control_id = r->control_id ? r->control_id : "",
-        .content_type = j->in_fmt == FHIR_FMT_XML ? "application/fhir+xml" : "application/fhir+json",
+        .content_type =
+            j->in_fmt == FHIR_FMT_XML ? "application/fhir+xml" : "application/fhir+json",
         .payload = payload.ptr,
         .payload_len = payload.len,
     };

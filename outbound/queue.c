@@ -38,8 +38,8 @@ enum { ST_PENDING = 0, ST_DEAD = 3 };
 typedef struct put_group {
     queue_put_many_cb cb;
     void *user;
-    size_t n;     /* members */
-    size_t ndone; /* members whose commit has ended */
+    size_t n;      /* members */
+    size_t ndone;  /* members whose commit has ended */
     int64_t ids[]; /* row ids in item order, filled as the members end */
 } put_group_t;
 

@@ -509,8 +509,8 @@ static void many_cb(queue_t *q, err_t status, const int64_t *ids, size_t n, void
 }
 
 /* n items for dest, control ids GRP<tag><i>, payloads of len[i] bytes. */
-static void many_items(queue_item_t *it, size_t n, const char *dest, char ctrl[][32],
-                       char *payload, const size_t *len, int tag)
+static void many_items(queue_item_t *it, size_t n, const char *dest, char ctrl[][32], char *payload,
+                       const size_t *len, int tag)
 {
     for (size_t i = 0; i < n; i++) {
         snprintf(ctrl[i], 32, "GRP%d%zu", tag, i);

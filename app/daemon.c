@@ -95,7 +95,10 @@ static void reload(daemon_t *d)
 struct daemon_job {
     daemon_job_t *next;
     daemon_t *d;
-    queue_item_t item;
+    queue_item_t item;         /* a single put */
+    const queue_item_t *items; /* a group (borrowed until cb); NULL for a single put */
+    size_t nitems;
+    size_t *refused;
     daemon_put_done_cb cb;
     void *job;
 };
@@ -111,19 +114,28 @@ static void put_cb(queue_t *q, err_t status, int64_t id, void *user)
     xfree(w);
 }
 
-void daemon_put(daemon_t *d, const queue_item_t *item, daemon_put_done_cb cb, void *job)
+static void put_many_cb(queue_t *q, err_t status, const int64_t *ids, size_t n, void *user)
 {
-    daemon_job_t *w = xcalloc(1, sizeof *w);
-    w->d = d;
-    w->item = *item;
-    w->cb = cb;
-    w->job = job;
+    (void)ids;
+    (void)n;
+    put_cb(q, status, 0, user);
+}
+
+static err_t job_put(daemon_t *d, daemon_job_t *w)
+{
+    if (w->items)
+        return queue_put_many(d->queue, w->items, w->nitems, put_many_cb, w, w->refused);
+    return queue_put(d->queue, &w->item, put_cb, w);
+}
+
+static void job_submit(daemon_t *d, daemon_job_t *w)
+{
     if (d->waiting_head) { /* keep arrival order behind those already waiting */
         d->waiting_tail->next = w;
         d->waiting_tail = w;
         return;
     }
-    err_t rc = queue_put(d->queue, item, put_cb, w);
+    err_t rc = job_put(d, w);
     if (rc == ERR_OK)
         return;
     if (rc == ERR_BUSY) {
@@ -132,8 +144,33 @@ void daemon_put(daemon_t *d, const queue_item_t *item, daemon_put_done_cb cb, vo
             uv_timer_start(&d->retry_timer, retry_puts, 5, 5);
         return;
     }
+    daemon_put_done_cb cb = w->cb;
+    void *job = w->job;
     xfree(w);
     cb(d, job, rc);
+}
+
+void daemon_put(daemon_t *d, const queue_item_t *item, daemon_put_done_cb cb, void *job)
+{
+    daemon_job_t *w = xcalloc(1, sizeof *w);
+    w->d = d;
+    w->item = *item;
+    w->cb = cb;
+    w->job = job;
+    job_submit(d, w);
+}
+
+void daemon_put_many(daemon_t *d, const queue_item_t *items, size_t n, size_t *refused,
+                     daemon_put_done_cb cb, void *job)
+{
+    daemon_job_t *w = xcalloc(1, sizeof *w);
+    w->d = d;
+    w->items = items;
+    w->nitems = n;
+    w->refused = refused;
+    w->cb = cb;
+    w->job = job;
+    job_submit(d, w);
 }
 
 static void retry_puts(uv_timer_t *t)
@@ -141,7 +178,7 @@ static void retry_puts(uv_timer_t *t)
     daemon_t *d = t->data;
     while (d->waiting_head) {
         daemon_job_t *w = d->waiting_head;
-        err_t rc = queue_put(d->queue, &w->item, put_cb, w);
+        err_t rc = job_put(d, w);
         if (rc == ERR_BUSY)
             return;
         d->waiting_head = w->next;

@@ -79,4 +79,12 @@ size_t serve_http_error(const http_req_t *req, int status, const char *why, char
 typedef void (*daemon_put_done_cb)(daemon_t *d, void *job, err_t status);
 void daemon_put(daemon_t *d, const queue_item_t *item, daemon_put_done_cb cb, void *job);
 
+/* The same for a group stored all or none (queue_put_many): cb runs once
+ * with one status for all n. items and what they point to are borrowed until
+ * cb runs (a group waiting for queue space keeps them). When an item is
+ * refused (ERR_BAD_VALUE, ERR_EMPTY, ERR_TOO_LARGE), *refused (when not
+ * NULL) is its index by the time cb runs. */
+void daemon_put_many(daemon_t *d, const queue_item_t *items, size_t n, size_t *refused,
+                     daemon_put_done_cb cb, void *job);
+
 #endif

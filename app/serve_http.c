@@ -5,6 +5,10 @@
  *
  * A job owns one request's parse tree, arena and pack reference until its
  * response is written; for a Bundle it waits for every Claim's store.
+ *
+ * A transaction Bundle whose Claims all pass is stored with one put of the
+ * whole group (daemon_put_many): every Claim is in the queue, or none is and
+ * the answer says so. A batch stores and answers each entry on its own.
  */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -37,9 +41,11 @@ typedef struct {
     size_t nclaims;
     gate_result_t *results;
     fhir_out_entry_t *entries;
-    err_t *stored;        /* per claim: store status */
-    size_t pending;       /* stores not yet called back */
+    err_t *stored;      /* per claim: store status */
+    size_t pending;     /* stores not yet called back */
     bool transaction;
+    err_t txn_stored;   /* a transaction's group put: its status */
+    size_t txn_refused; /* the item the queue refused, when it did */
     uint64_t t0;
 } http_job_t;
 
@@ -151,13 +157,39 @@ static void count_claim(http_job_t *j, size_t i)
              r->verdict.nfindings, j->route == ROUTE_VALIDATE ? "validate-only" : j->stored[i] == ERR_OK ? "stored" : "not-stored");
 }
 
+/* The HTTP status of a store that failed: the queue refusing the item as
+ * it is (an id over QUEUE_CONTROL_ID_MAX bytes, a payload over its limit) is
+ * the sender's to fix, and sending it again would fail again; anything else
+ * (the commit failed, the daemon is stopping) is ours and worth a resend. */
+static int store_fail_status(err_t e)
+{
+    switch (e) {
+    case ERR_BAD_VALUE:
+    case ERR_EMPTY: return 400;
+    case ERR_TOO_LARGE: return 413;
+    case ERR_NOT_FOUND: return 500; /* the Claim would not serialise: a bug of ours */
+    default: return 503;
+    }
+}
+
+static const char *store_fail_text(err_t e)
+{
+    switch (e) {
+    case ERR_BAD_VALUE: return "the Claim cannot be stored as sent (is its id over 199 bytes?)";
+    case ERR_EMPTY: return "the Claim cannot be stored: it serialised to nothing";
+    case ERR_TOO_LARGE: return "the Claim is too large to be stored";
+    case ERR_NOT_FOUND: return "the Claim could not be serialised for storage";
+    default: return "the Claim could not be stored; send it again";
+    }
+}
+
 static int claim_status(const http_job_t *j, size_t i)
 {
     const gate_result_t *r = &j->results[i];
     if (r->status == GATE_UNREADABLE)
         return 400;
     if (j->stored[i] != ERR_OK)
-        return 503;
+        return store_fail_status(j->stored[i]);
     return r->verdict.kind == VERDICT_REJECT ? 422 : 201;
 }
 
@@ -169,13 +201,43 @@ static void answer_claim(http_job_t *j)
     int status = claim_status(j, 0);
     if (r->status == GATE_UNREADABLE)
         fhir_out_outcome_error(&r->detail, j->out_fmt, &j->arena, &body);
-    else if (status == 503) {
+    else if (j->stored[0] != ERR_OK) {
         err_detail_t e;
         err_clear(&e);
-        err_set(&e, ERR_QUEUE, 0, "the Claim could not be stored; send it again");
+        err_set(&e, j->stored[0], 0, "%s", store_fail_text(j->stored[0]));
         fhir_out_outcome_error(&e, j->out_fmt, &j->arena, &body);
     } else
         fhir_out_outcome_verdict(&r->verdict, j->out_fmt, &j->arena, &body);
+    finish(j, status, body);
+}
+
+/* A transaction whose Claims all passed but whose group put failed: none of
+ * them is stored, so none will be forwarded, and the answer is one
+ * OperationOutcome that says so (FHIR: a failed transaction answers with one
+ * error status and an OperationOutcome, never a transaction-response). 503
+ * when the failure is ours (the commit failed, the daemon is stopping): the
+ * whole Bundle may be sent again and cannot bill anything twice. 400 or 413
+ * when the queue refused one Claim as sent, naming its entry. */
+static void answer_transaction_unstored(http_job_t *j)
+{
+    err_t st = j->txn_stored;
+    int status = store_fail_status(st);
+    err_detail_t e;
+    err_clear(&e);
+    if (status == 503) {
+        err_set(&e, ERR_QUEUE, 0,
+                "the transaction could not be stored: none of its %zu Claims was stored or "
+                "forwarded; send the whole Bundle again",
+                j->nclaims);
+    } else {
+        err_set(&e, st, 0, "%s; none of the transaction's %zu Claims was stored or forwarded",
+                store_fail_text(st), j->nclaims);
+        if (status < 500 && j->txn_refused < j->nclaims)
+            snprintf(e.where, sizeof e.where, "Bundle.entry[%zu].resource",
+                     fhir_doc_claim_entry(j->doc, j->txn_refused));
+    }
+    slice_t body;
+    fhir_out_outcome_error(&e, j->out_fmt, &j->arena, &body);
     finish(j, status, body);
 }
 
@@ -189,6 +251,16 @@ static void answer_bundle(http_job_t *j)
         j->entries[i].status = st;
         j->entries[i].verdict = j->results[i].status == GATE_JUDGED ? &j->results[i].verdict : NULL;
         j->entries[i].error = j->results[i].status == GATE_UNREADABLE ? &j->results[i].detail : NULL;
+        if (j->results[i].status == GATE_JUDGED && j->stored[i] != ERR_OK) {
+            /* A batch entry that could not be stored says why in its outcome. */
+            err_detail_t *e = arena_calloc(&j->arena, 1, sizeof *e);
+            err_set(e, j->stored[i], 0, "%s", store_fail_text(j->stored[i]));
+            j->entries[i].error = e;
+        }
+    }
+    if (j->transaction && j->txn_stored != ERR_OK) {
+        answer_transaction_unstored(j);
+        return;
     }
     slice_t body;
     if (j->transaction && any_bad) {
@@ -240,21 +312,31 @@ static void store_done(http_job_t *j)
         answer_bundle(j);
 }
 
-static void store_claim(http_job_t *j, size_t i, const char *dest)
+/* The queue item of Claim i (payload in the job's arena). */
+static err_t claim_item(http_job_t *j, size_t i, const char *dest, queue_item_t *item)
 {
     slice_t payload;
-    if (fhir_out_claim(j->doc, i, &j->arena, &payload) != ERR_OK) {
-        j->stored[i] = ERR_NOT_FOUND;
-        return;
-    }
+    if (fhir_out_claim(j->doc, i, &j->arena, &payload) != ERR_OK)
+        return ERR_NOT_FOUND;
     const gate_result_t *r = &j->results[i];
-    queue_item_t item = {
+    *item = (queue_item_t){
         .dest = dest,
         .control_id = r->control_id ? r->control_id : "",
-        .content_type = j->in_fmt == FHIR_FMT_XML ? "application/fhir+xml" : "application/fhir+json",
+        .content_type =
+            j->in_fmt == FHIR_FMT_XML ? "application/fhir+xml" : "application/fhir+json",
         .payload = payload.ptr,
         .payload_len = payload.len,
     };
+    return ERR_OK;
+}
+
+static void store_claim(http_job_t *j, size_t i, const char *dest)
+{
+    queue_item_t item;
+    if (claim_item(j, i, dest, &item) != ERR_OK) {
+        j->stored[i] = ERR_NOT_FOUND;
+        return;
+    }
     j->pending++;
     store_ctx_t *ctx = arena_alloc(&j->arena, sizeof *ctx);
     ctx->j = j;
@@ -276,6 +358,39 @@ static void stored(daemon_t *d, void *job, err_t status)
             j->stored[ctx->i] = status;
     }
     store_done(j);
+}
+
+static void transaction_failed(http_job_t *j, err_t status)
+{
+    log_error("http conn=%llu transaction of %zu Claims not stored (%s): none stored or "
+              "forwarded",
+              (unsigned long long)http_req_conn_id(j->req), j->nclaims, err_str(status));
+    j->txn_stored = status;
+    for (size_t i = 0; i < j->nclaims; i++)
+        j->stored[i] = status;
+}
+
+static void stored_transaction(daemon_t *d, void *job, err_t status)
+{
+    (void)d;
+    http_job_t *j = job;
+    if (status != ERR_OK)
+        transaction_failed(j, status);
+    store_done(j);
+}
+
+/* Stores every Claim of a transaction that passed as one group: all of them
+ * in one queue transaction, consecutive and in entry order, or none. */
+static void store_transaction(http_job_t *j)
+{
+    queue_item_t *items = arena_calloc(&j->arena, j->nclaims, sizeof *items);
+    for (size_t i = 0; i < j->nclaims; i++)
+        if (claim_item(j, i, "fhir", &items[i]) != ERR_OK) {
+            transaction_failed(j, ERR_NOT_FOUND);
+            return;
+        }
+    j->pending++;
+    daemon_put_many(j->d, items, j->nclaims, &j->txn_refused, stored_transaction, j);
 }
 
 /* Judges every Claim, then stores: Claims that pass go to "fhir" (unless the
@@ -306,6 +421,14 @@ static void judge_and_store(http_job_t *j)
         return;
     }
     j->pending = 1; /* held until every store is issued */
+    if (j->transaction && all_pass) {
+        for (size_t i = 0; i < j->nclaims; i++)
+            if (j->results[i].verdict.nfindings)
+                fhir_out_annotate(j->doc, i, &j->results[i].verdict);
+        store_transaction(j);
+        store_done(j);
+        return;
+    }
     for (size_t i = 0; i < j->nclaims; i++) {
         gate_result_t *r = &j->results[i];
         if (r->status != GATE_JUDGED)

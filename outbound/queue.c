@@ -32,10 +32,23 @@ enum { ST_PENDING = 0, ST_DEAD = 3 };
 
 #define SCHEMA_VERSION 1
 
+/* The puts of one queue_put_many(): its members are consecutive in the put
+ * list and always go into the same transaction (commit_start never cuts a
+ * group), so they are committed or refused together. */
+typedef struct put_group {
+    queue_put_many_cb cb;
+    void *user;
+    size_t n;      /* members */
+    size_t ndone;  /* members whose commit has ended */
+    int64_t ids[]; /* row ids in item order, filled as the members end */
+} put_group_t;
+
 typedef struct put_req {
     struct put_req *next;
     queue_put_cb cb;
     void *user;
+    put_group_t *grp; /* NULL for a single put */
+    bool grp_cont;    /* a member after the first: the batch may not be cut here */
     int64_t id;
     size_t dest_idx;
     int64_t created_ms;
@@ -601,8 +614,18 @@ static void commit_done(uv_work_t *w, int status)
             q->st.committed++;
         else
             q->st.failed++;
-        if (p->cb)
+        if (p->grp) {
+            put_group_t *g = p->grp;
+            g->ids[g->ndone++] = ok ? p->id : 0;
+            if (g->ndone == g->n) {
+                /* Every member was in this batch: one status for all. */
+                if (g->cb)
+                    g->cb(q, ok ? ERR_OK : ERR_QUEUE, ok ? g->ids : NULL, g->n, g->user);
+                xfree(g);
+            }
+        } else if (p->cb) {
             p->cb(q, ok ? ERR_OK : ERR_QUEUE, ok ? p->id : 0, p->user);
+        }
         xfree(p);
     }
     for (size_t i = 0; i < ntouched; i++) {
@@ -630,10 +653,11 @@ static void commit_start(queue_t *q)
         uv_timer_stop(&q->timer);
         q->timer_armed = false;
     }
-    /* Take at most max_batch puts; all pending marks (they are small). */
+    /* Take at most max_batch puts, but never part of a group (the batch then
+     * grows by the rest of that group); all pending marks (they are small). */
     put_req_t **tail = &q->puts;
     size_t n = 0;
-    while (*tail && n < q->opts.max_batch) {
+    while (*tail && (n < q->opts.max_batch || (*tail)->grp_cont)) {
         tail = &(*tail)->next;
         n++;
     }
@@ -690,10 +714,9 @@ static bool text_ok(const char *s, size_t max)
     return s && strlen(s) <= max;
 }
 
-err_t queue_put(queue_t *q, const queue_item_t *item, queue_put_cb cb, void *user)
+/* The checks queue_put makes of one item, in its order of errors. */
+static err_t item_check(const queue_t *q, const queue_item_t *item)
 {
-    if (q->closing)
-        return ERR_CLOSED;
     if (!item || !queue__valid_dest(item->dest) ||
         !text_ok(item->control_id, QUEUE_CONTROL_ID_MAX) ||
         !text_ok(item->content_type, QUEUE_CTYPE_MAX) || !item->content_type[0])
@@ -703,9 +726,12 @@ err_t queue_put(queue_t *q, const queue_item_t *item, queue_put_cb cb, void *use
     if (item->payload_len > q->opts.max_payload ||
         (item->findings && strlen(item->findings) > QUEUE_FINDINGS_MAX))
         return ERR_TOO_LARGE;
-    if (q->st.depth >= q->opts.max_queued)
-        return ERR_BUSY;
+    return ERR_OK;
+}
 
+/* Copies a checked item into a put request at the end of the put list. */
+static put_req_t *put_append(queue_t *q, const queue_item_t *item, queue_put_cb cb, void *user)
+{
     size_t ld = strlen(item->dest) + 1, lc = strlen(item->control_id) + 1,
            lt = strlen(item->content_type) + 1,
            lf = item->findings ? strlen(item->findings) + 1 : 0;
@@ -714,6 +740,8 @@ err_t queue_put(queue_t *q, const queue_item_t *item, queue_put_cb cb, void *use
     p->next = NULL;
     p->cb = cb;
     p->user = user;
+    p->grp = NULL;
+    p->grp_cont = false;
     p->id = 0;
     p->created_ms = now_ms();
     p->dest = memcpy(s, item->dest, ld);
@@ -737,6 +765,53 @@ err_t queue_put(queue_t *q, const queue_item_t *item, queue_put_cb cb, void *use
     *q->puts_tail = p;
     q->puts_tail = &p->next;
     q->nputs++;
+    return p;
+}
+
+err_t queue_put(queue_t *q, const queue_item_t *item, queue_put_cb cb, void *user)
+{
+    if (q->closing)
+        return ERR_CLOSED;
+    err_t e = item_check(q, item);
+    if (e)
+        return e;
+    if (q->st.depth >= q->opts.max_queued)
+        return ERR_BUSY;
+    put_append(q, item, cb, user);
+    commit_schedule(q, true);
+    return ERR_OK;
+}
+
+err_t queue_put_many(queue_t *q, const queue_item_t *items, size_t n, queue_put_many_cb cb,
+                     void *user, size_t *refused)
+{
+    if (refused)
+        *refused = 0;
+    if (q->closing)
+        return ERR_CLOSED;
+    if (!items || n == 0)
+        return ERR_BAD_VALUE;
+    /* Every item is checked before any is taken: a refusal stores none. */
+    for (size_t i = 0; i < n; i++) {
+        err_t e = item_check(q, &items[i]);
+        if (e) {
+            if (refused)
+                *refused = i;
+            return e;
+        }
+    }
+    if (q->st.depth >= q->opts.max_queued)
+        return ERR_BUSY;
+    put_group_t *g = xmalloc(sizeof *g + n * sizeof g->ids[0]);
+    g->cb = cb;
+    g->user = user;
+    g->n = n;
+    g->ndone = 0;
+    for (size_t i = 0; i < n; i++) {
+        put_req_t *p = put_append(q, &items[i], NULL, NULL);
+        p->grp = g;
+        p->grp_cont = i > 0;
+    }
     commit_schedule(q, true);
     return ERR_OK;
 }
@@ -759,6 +834,11 @@ const char *queue_path(const queue_t *q)
 int64_t queue_max_id(const queue_t *q)
 {
     return q->max_id;
+}
+
+sqlite3 *queue__db(queue_t *q)
+{
+    return q->db;
 }
 
 int64_t queue_instance(const queue_t *q)

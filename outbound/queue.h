@@ -7,9 +7,10 @@
  * them delivered (the row is deleted) or dead (the row is kept, state dead).
  *
  * Ownership: queue_open() produces a queue_t freed by queue_close(); items
- * given to queue_put() are copied; rows handed out by a reader belong to the
- * caller, who frees each with queue_row_free(). Every function here and every
- * callback runs on the loop thread that was given to queue_open().
+ * given to queue_put() or queue_put_many() are copied; rows handed out by a
+ * reader belong to the caller, who frees each with queue_row_free(). Every
+ * function here and every callback runs on the loop thread that was given to
+ * queue_open().
  *
  * Durability: with sync "full" each group commit fsyncs the WAL before any put
  * callback of that commit runs (survives power loss); with "normal" the WAL is
@@ -132,6 +133,29 @@ err_t queue_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, qu
  * ERR_BUSY (max_queued messages pending: stop reading that sender),
  * ERR_CLOSED (queue_close was called). */
 err_t queue_put(queue_t *q, const queue_item_t *item, queue_put_cb cb, void *user);
+
+/* Called once per accepted queue_put_many, on the loop thread, in put order
+ * with the other put callbacks. status is ERR_OK when all n messages are
+ * durably stored (ids[i] is items[i]'s row id; ids is valid during the call
+ * only) or ERR_QUEUE when their transaction failed (ids is NULL; none of
+ * them is stored and none may be acknowledged). */
+typedef void (*queue_put_many_cb)(queue_t *q, err_t status, const int64_t *ids, size_t n,
+                                  void *user);
+
+/* Stores copies of n items atomically: they go into one transaction (the
+ * group commit that takes them takes all of them, even past max_batch), so
+ * either every one is stored, consecutive and in item order, or none is. On
+ * ERR_OK, cb will be called exactly once with one status for all (see
+ * queue_put_many_cb); on any other return it is never called and nothing
+ * was taken. Every item is checked as by queue_put before any is taken; on a
+ * refused item *refused (when not NULL) is its index, else 0. The queue
+ * limit is checked once for the group (it may overshoot max_queued by n-1).
+ * cb may be NULL.
+ * Errors: ERR_BAD_VALUE (n is 0, or an item's dest, control id or content
+ * type is missing or malformed), ERR_EMPTY, ERR_TOO_LARGE (an item as in
+ * queue_put), ERR_BUSY (max_queued messages pending), ERR_CLOSED. */
+err_t queue_put_many(queue_t *q, const queue_item_t *items, size_t n, queue_put_many_cb cb,
+                     void *user, size_t *refused);
 
 /* Fills *st with the counters and the per-destination figures. */
 void queue_stats(const queue_t *q, queue_stats_t *st);

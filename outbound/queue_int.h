@@ -1,6 +1,6 @@
-/* queue_int.h - queue internals shared with outbound/ files and the fuzz
- * target: the row decoder and the destination-name check. Not for other
- * modules. */
+/* queue_int.h - queue internals shared with outbound/ files, the fuzz target
+ * and the unit tests: the row decoder, the destination-name check and the
+ * write connection. Not for other modules. */
 #ifndef SPINEGATE_QUEUE_INT_H
 #define SPINEGATE_QUEUE_INT_H
 
@@ -18,5 +18,10 @@ queue_row_t *queue__row_decode(sqlite3_stmt *st, size_t max_payload, char *why, 
 
 /* True for 1..QUEUE_DEST_MAX bytes of [A-Za-z0-9_.-]. */
 bool queue__valid_dest(const char *s);
+
+/* The write connection, for the unit tests' fault injection (e.g. a lowered
+ * sqlite3_limit that makes one insert of a group commit fail). Touch it only
+ * on the loop thread while no commit runs. */
+sqlite3 *queue__db(queue_t *q);
 
 #endif

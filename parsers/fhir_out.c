@@ -230,7 +230,8 @@ static const char *issue_type(err_t e)
     case ERR_BAD_VALUE: return "value";
     case ERR_EMPTY: return "required";
     case ERR_NOT_FOUND: return "not-found";
-    case ERR_BUSY: return "transient";
+    case ERR_BUSY:
+    case ERR_QUEUE: return "transient";
     case ERR_TIMEOUT: return "timeout";
     case ERR_PROTOCOL: return "invalid";
     default: return "exception";

@@ -65,6 +65,28 @@ def dated(claim, date, cid):
     return c
 
 
+def three_claims(kind, ids):
+    """A batch or transaction Bundle: the Patient and three Claims that pass
+    (spine-b1, spine-b2, spine-b1 again), with the Claim ids given."""
+    bundle = load("spine-bundle-two.json")
+    bundle["type"] = kind
+    bundle["entry"].append(copy.deepcopy(bundle["entry"][1]))
+    bundle["entry"][3]["fullUrl"] = "urn:uuid:4b7d2e90-5a1c-4f3e-9b8d-2c6a1e0f7d33"
+    claims = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Claim"]
+    for e, cid in zip(claims, ids):
+        e["resource"]["id"] = cid
+    return bundle
+
+
+def forwarded_ids(sink, ids):
+    """The ids among ids that the sink received, in the order it got them."""
+    out = []
+    for r in sink.received:
+        body = r[2].decode("utf-8", "replace")
+        out += [i for i in ids if '"%s"' % i in body]
+    return out
+
+
 def metric(text, name, labels):
     """The value of one sample of the Prometheus text, or None if absent."""
     m = re.search(r"^%s\{%s\} (\d+)$" % (re.escape(name), re.escape(labels)), text, re.M)
@@ -172,6 +194,84 @@ class Fhir(unittest.TestCase):
         self.assertFalse(any(b"txn-0" in r[2] for r in self.sink.received))
         bundle["type"] = "collection"
         self.assertEqual(curl(self.port, "/fhir", bundle)[0], 400)
+
+    def healthz(self):
+        status, _, body = curl(self.port, "/healthz")
+        self.assertEqual(status, 200, body)
+        return json.loads(body)
+
+    def test_transaction_all_good_forwarded_in_order(self):
+        ids = ["txn-ok-1", "txn-ok-2", "txn-ok-3"]
+        status, _, body = curl(self.port, "/fhir", three_claims("transaction", ids))
+        self.assertEqual(status, 200, body)
+        doc = self.assertValidJson(body, "Bundle")
+        self.assertEqual(doc["type"], "transaction-response")
+        self.assertEqual([e["response"]["status"] for e in doc["entry"]], ["201 Created"] * 3)
+        h.wait_for(lambda: len(forwarded_ids(self.sink, ids)) == 3, 10, "three forwarded Claims")
+        self.assertEqual(forwarded_ids(self.sink, ids), ids)
+
+    def test_transaction_with_an_unstorable_claim_stores_nothing(self):
+        # The middle Claim's id is over the queue's 199 bytes: the queue
+        # refuses it, so none of the three is stored, the answer says so and
+        # names the entry, and nothing is forwarded.
+        ids = ["txn-long-1", "txn-long-" + "x" * 250, "txn-long-3"]
+        before = self.healthz()["queue"]["committed"]
+        status, _, body = curl(self.port, "/fhir", three_claims("transaction", ids))
+        self.assertEqual(status, 400, body)
+        oo = self.assertValidJson(body, "OperationOutcome")
+        issue = oo["issue"][0]
+        self.assertEqual(issue["severity"], "error")
+        self.assertIn("none of the transaction's 3 Claims was stored", issue["diagnostics"])
+        self.assertEqual(issue["expression"], ["Bundle.entry[2].resource"])
+        time.sleep(0.5)
+        self.assertEqual(forwarded_ids(self.sink, ids), [])
+        self.assertEqual(self.healthz()["queue"]["committed"], before)
+
+    def test_transaction_storage_error_stores_nothing(self):
+        # A storage error injected from outside: another process holds the
+        # queue database's write lock, so the group commit that holds the
+        # transaction fails (SQLITE_BUSY after the 5 s busy timeout) and
+        # rolls back. All three Claims pass; none is stored or forwarded.
+        import sqlite3
+        ids = ["txn-busy-1", "txn-busy-2", "txn-busy-3"]
+        before = self.healthz()["queue"]
+        db = sqlite3.connect(os.path.join(self.d.data_dir, "queue.db"), timeout=10,
+                             isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            status, _, body = curl(self.port, "/fhir", three_claims("transaction", ids))
+        finally:
+            db.execute("ROLLBACK")
+            db.close()
+        self.assertEqual(status, 503, body)
+        oo = self.assertValidJson(body, "OperationOutcome")
+        issue = oo["issue"][0]
+        self.assertEqual(issue["code"], "transient")
+        self.assertIn("none of its 3 Claims was stored or forwarded", issue["diagnostics"])
+        self.assertIn("send the whole Bundle again", issue["diagnostics"])
+        time.sleep(0.5)
+        self.assertEqual(forwarded_ids(self.sink, ids), [])
+        after = self.healthz()["queue"]
+        self.assertEqual(after["committed"], before["committed"])
+        self.assertIn("transaction of 3 Claims not stored", self.d.logtext())
+        # The same Bundle sent again once storage is back: all three, in order.
+        status, _, body = curl(self.port, "/fhir", three_claims("transaction", ids))
+        self.assertEqual(status, 200, body)
+        h.wait_for(lambda: len(forwarded_ids(self.sink, ids)) == 3, 10, "three forwarded Claims")
+        self.assertEqual(forwarded_ids(self.sink, ids), ids)
+
+    def test_batch_with_an_unstorable_claim_stores_the_others(self):
+        ids = ["batch-long-1", "batch-long-" + "x" * 250, "batch-long-3"]
+        status, _, body = curl(self.port, "/fhir", three_claims("batch", ids))
+        self.assertEqual(status, 200, body)
+        doc = self.assertValidJson(body, "Bundle")
+        self.assertEqual(doc["type"], "batch-response")
+        self.assertEqual([e["response"]["status"] for e in doc["entry"]],
+                         ["201 Created", "400 Bad Request", "201 Created"])
+        bad = doc["entry"][1]["response"]["outcome"]["issue"][0]
+        self.assertIn("cannot be stored", bad["diagnostics"])
+        h.wait_for(lambda: len(forwarded_ids(self.sink, ids)) == 2, 10, "two forwarded Claims")
+        self.assertEqual(forwarded_ids(self.sink, ids), [ids[0], ids[2]])
 
     def test_metadata(self):
         status, _, body = curl(self.port, "/fhir/metadata")

@@ -1,7 +1,7 @@
 /* test_queue.c - unit tests of outbound/queue.c against a real SQLite file:
  * put/commit/callback order, group commit batching, reopen and crash
  * recovery (a forked child killed with SIGKILL), pruning, backpressure,
- * corrupt files and rows. */
+ * corrupt files and rows, and queue_put_many's all-or-nothing groups. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "queue.h"
+#include "queue_int.h"
 #include "xmalloc.h"
 
 typedef struct {
@@ -484,6 +485,155 @@ static void test_full_is_busy(void **state)
     assert_int_equal(p.n, 11); /* the last put was committed by the close */
 }
 
+/* One queue_put_many callback. */
+typedef struct {
+    int calls;
+    err_t st;
+    size_t n;
+    int64_t ids[8];
+    int order; /* position among all put callbacks (puts_t.n when it ran) */
+    puts_t *p;
+} many_t;
+
+static void many_cb(queue_t *q, err_t status, const int64_t *ids, size_t n, void *user)
+{
+    many_t *m = user;
+    m->calls++;
+    m->st = status;
+    m->n = n;
+    m->order = m->p->n;
+    if (ids)
+        memcpy(m->ids, ids, n * sizeof *ids);
+    else
+        memset(m->ids, 0, sizeof m->ids);
+}
+
+/* n items for dest, control ids GRP<tag><i>, payloads of len[i] bytes. */
+static void many_items(queue_item_t *it, size_t n, const char *dest, char ctrl[][32], char *payload,
+                       const size_t *len, int tag)
+{
+    for (size_t i = 0; i < n; i++) {
+        snprintf(ctrl[i], 32, "GRP%d%zu", tag, i);
+        it[i] = (queue_item_t){dest, ctrl[i], "application/fhir+json", payload, len[i], NULL};
+    }
+}
+
+static void test_put_many_atomic(void **state)
+{
+    fx_t *f = *state;
+    queue_opts_t o = {.max_batch = 2};
+    queue_t *q = open_q(f, &o);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    static char payload[8192];
+    memset(payload, 'x', sizeof payload);
+    queue_item_t it[3];
+    char ctrl[3][32];
+    size_t len[3] = {100, 200, 300};
+
+    /* All stored: one callback, consecutive ids in item order, in put order
+     * with the single puts around it; a batch of 2 is not cut inside it. */
+    many_t m = {.p = &p};
+    assert_int_equal(put_one(q, &p, "fhir", 0, 10), ERR_OK);
+    many_items(it, 3, "fhir", ctrl, payload, len, 1);
+    size_t refused = 99;
+    assert_int_equal(queue_put_many(q, it, 3, many_cb, &m, &refused), ERR_OK);
+    assert_int_equal(refused, 0);
+    assert_int_equal(put_one(q, &p, "fhir", 1, 10), ERR_OK);
+    queue_stats_t st;
+    queue_stats(q, &st);
+    assert_int_equal(st.depth, 5);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(m.calls, 1);
+    assert_int_equal(m.st, ERR_OK);
+    assert_int_equal(m.n, 3);
+    assert_int_equal(m.order, 1); /* after put 0, before put 1 */
+    assert_int_equal(p.n, 2);
+    assert_true(m.ids[0] > p.id[0]);
+    assert_int_equal(m.ids[1], m.ids[0] + 1);
+    assert_int_equal(m.ids[2], m.ids[0] + 2);
+    assert_true(p.id[1] > m.ids[2]);
+    queue_stats(q, &st);
+    assert_int_equal(st.commits, 2); /* {put 0, the group}, {put 1} */
+    assert_int_equal(st.committed, 5);
+    assert_int_equal(queue_depth(q, "fhir"), 5);
+
+    /* A refused item refuses the group: nothing taken, no callback. */
+    memset(&m, 0, sizeof m);
+    m.p = &p;
+    many_items(it, 3, "fhir", ctrl, payload, len, 2);
+    static char long_id[QUEUE_CONTROL_ID_MAX + 2];
+    memset(long_id, 'L', sizeof long_id - 1);
+    it[1].control_id = long_id;
+    assert_int_equal(queue_put_many(q, it, 3, many_cb, &m, &refused), ERR_BAD_VALUE);
+    assert_int_equal(refused, 1);
+    it[1].control_id = ctrl[1];
+    it[2].payload_len = 0;
+    assert_int_equal(queue_put_many(q, it, 3, many_cb, &m, &refused), ERR_EMPTY);
+    assert_int_equal(refused, 2);
+    assert_int_equal(queue_put_many(q, it, 0, many_cb, &m, &refused), ERR_BAD_VALUE);
+    queue_stats(q, &st);
+    assert_int_equal(st.depth, 5);
+    assert_int_equal(st.put, 5);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(m.calls, 0);
+
+    /* A storage error on the third insert of the transaction rolls back the
+     * first two: one ERR_QUEUE callback, no row stored. The seam: SQLite's
+     * length limit lowered on the write connection, so that the third
+     * payload's bind is refused (SQLITE_TOOBIG) and its insert then fails on
+     * the schema's NOT NULL payload, inside the group commit. */
+    sqlite3_limit(queue__db(q), SQLITE_LIMIT_LENGTH, 4096);
+    size_t len_bad[3] = {100, 200, 5000};
+    many_items(it, 3, "fhir", ctrl, payload, len_bad, 3);
+    assert_int_equal(queue_put_many(q, it, 3, many_cb, &m, NULL), ERR_OK);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(m.calls, 1);
+    assert_int_equal(m.st, ERR_QUEUE);
+    assert_int_equal(m.n, 3);
+    assert_int_equal(m.ids[0], 0);
+    queue_stats(q, &st);
+    assert_int_equal(st.failed, 3);
+    assert_int_equal(st.depth, 5);
+    assert_int_equal(queue_depth(q, "fhir"), 5);
+    int64_t max_before = queue_max_id(q);
+
+    /* The same group once the fault is gone: all three stored. */
+    sqlite3_limit(queue__db(q), SQLITE_LIMIT_LENGTH, 1000000000);
+    memset(&m, 0, sizeof m);
+    m.p = &p;
+    assert_int_equal(queue_put_many(q, it, 3, many_cb, &m, NULL), ERR_OK);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(m.calls, 1);
+    assert_int_equal(m.st, ERR_OK);
+    assert_true(m.ids[0] > max_before);
+
+    /* What a reader sees: the first group, put 1, the last group; nothing of
+     * the failed one. */
+    static fetched_t x;
+    queue_reader_t *r = fetch_all(f, q, "fhir", &x);
+    assert_int_equal(x.n, 8);
+    const char *want[8] = {"MSG00000", "GRP10", "GRP11", "GRP12",
+                           "MSG00001", "GRP30", "GRP31", "GRP32"};
+    for (size_t i = 0; i < x.n; i++)
+        assert_string_equal(x.rows[i]->control_id, want[i]);
+    assert_int_equal(x.rows[7]->payload_len, 5000);
+    free_fetched(&x);
+    queue_reader_close(r);
+
+    /* A group given before the close is committed by it; after, refused. */
+    memset(&m, 0, sizeof m);
+    m.p = &p;
+    assert_int_equal(queue_put_many(q, it, 3, many_cb, &m, NULL), ERR_OK);
+    int closed = 0;
+    queue_close(q, closed_cb, &closed);
+    assert_int_equal(queue_put_many(q, it, 3, many_cb, &m, NULL), ERR_CLOSED);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(closed, 1);
+    assert_int_equal(m.calls, 1);
+    assert_int_equal(m.st, ERR_OK);
+}
+
 static void write_file(const char *path, const void *p, size_t n)
 {
     FILE *fp = fopen(path, "wb");
@@ -601,6 +751,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_recovery, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_delivered_pruned, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_full_is_busy, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_put_many_atomic, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_file, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_row_marked_dead, fx_setup, fx_teardown),
     };

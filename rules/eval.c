@@ -307,7 +307,7 @@ static bool suggestion_ok(ev_t *e, int dx, const char *dotted);
  * may lead to a reject) and returns them as a comma list, or NULL. */
 static const char *cands_verified(ev_t *e, int dx, const cands_t *cs)
 {
-    char out[MAX_SUGGESTIONS * 20];
+    char out[MAX_SUGGESTIONS * 24];
     size_t o = 0;
     out[0] = '\0';
     for (int i = 0; i < cs->n; i++) {
@@ -1336,9 +1336,7 @@ static bool read_code(ev_t *e, int i)
     v[V_FY] = t->fy;
     cands_t cs = {0};
     const rule__code_t *tc = rule__table_find(t, loose);
-    if (tc && reportable(tc))
-        cands_under(&cs, t, tc, 0, -1);
-    else if (tc)
+    if (tc)
         cands_under(&cs, t, tc, 0, -1);
     add_invalid(e, RID_CODE_INVALID, MK_MALFORMED, v, i, &cs);
     return false;

@@ -1236,24 +1236,6 @@ void rule__compile_tables(rule_pack_t *p)
         rule__table_t *t = &p->tables[ti];
         for (size_t i = 0; i < t->ncodes; i++)
             t->codes[i].region = (int16_t)rule__desc_region(&p->geo, t->codes[i].desc);
-        /* Siblings by region: the codes under the same parent, so a
-         * site-unspecified code can name the site-specific one. */
-        for (size_t i = 0; i < t->ncodes; i++) {
-            rule__code_t *c = &t->codes[i];
-            xfree(c->sibling);
-            c->sibling = xmalloc((size_t)p->geo.nregions * sizeof *c->sibling);
-            for (int r = 0; r < p->geo.nregions; r++)
-                c->sibling[r] = -1;
-            if (c->parent < 0)
-                continue;
-            const rule__code_t *par = &t->codes[c->parent];
-            for (int32_t j = c->parent + 1; j < par->end; j++) {
-                const rule__code_t *s = &t->codes[j];
-                if (s->parent == c->parent && s->region >= 0 && s->len == c->len &&
-                    c->sibling[s->region] < 0 && (s->billable || (s->leaf && s->seven >= 0)))
-                    c->sibling[s->region] = (int16_t)j;
-            }
-        }
     }
 }
 

@@ -91,8 +91,6 @@ typedef struct {
      * section's (precomputed so evaluation never walks the hierarchy). */
     int32_t *ex1, *ex2;
     int nex1, nex2;
-    char *children;    /* billable descendants for suggestions, or NULL */
-    int16_t *sibling;  /* by region index: the sibling code with that region */
 } rule__code_t;
 
 /* One fiscal year's tables. */

@@ -1,7 +1,7 @@
 /* tables.c - the code tables: parsing a table file (tools/gen-tables.py
  * writes it; format in docs/rule-pack.md) into sorted arrays and hash maps,
  * and the lookups the rules use. Everything a rule needs per code (notes
- * that apply, 7th-character owner, billable children, DRG attributes) is
+ * that apply, 7th-character owner, DRG attributes) is
  * precomputed here at load so that evaluation never walks the hierarchy.
  * A rule__table_t owns all its arrays; rule__table_free() releases them.
  */
@@ -287,35 +287,6 @@ static void free_note(rule__note_t *n)
 {
     xfree(n->text);
     xfree(n->refs);
-}
-
-/* Builds the comma list of billable descendants of codes[i] (at most 12). */
-static char *children_list(const rule__table_t *t, size_t i)
-{
-    char buf[256];
-    size_t len = 0;
-    int shown = 0, total = 0;
-    buf[0] = '\0';
-    for (size_t j = i + 1; j < (size_t)t->codes[i].end; j++) {
-        const rule__code_t *c = &t->codes[j];
-        bool usable = c->billable || (c->leaf && c->seven >= 0);
-        if (!usable)
-            continue;
-        total++;
-        if (shown < 12) {
-            const char *fmt = shown ? ", %s" : "%s";
-            int w = snprintf(buf + len, sizeof buf - len, fmt, c->dotted);
-            if (w > 0 && (size_t)w < sizeof buf - len) {
-                len += (size_t)w;
-                shown++;
-            }
-        }
-    }
-    if (!total)
-        return NULL;
-    if (total > shown)
-        snprintf(buf + len, sizeof buf - len, " and %d more", total - shown);
-    return xstrdup(buf);
 }
 
 static bool owner_applies(const rule__note_t *n, const char *code)
@@ -615,9 +586,6 @@ static err_t table_parse(const char *name, const char *text, size_t len, rule__t
             }
         }
     }
-    for (size_t i = 0; i < t->ncodes; i++)
-        if (!t->codes[i].billable)
-            t->codes[i].children = children_list(t, i);
 
     /* PDX -> excluded MCCs, sorted per principal for binary search. */
     size_t total = 0;
@@ -671,8 +639,6 @@ void rule__table_free(rule__table_t *t)
         xfree(c->desc);
         xfree(c->ex1);
         xfree(c->ex2);
-        xfree(c->children);
-        xfree(c->sibling);
     }
     xfree(t->codes);
     for (size_t i = 0; i < t->nnotes; i++)

@@ -33,6 +33,7 @@ typedef struct {
     char dir[64], path[96], out_dir[96], dead_dir[96];
     uv_loop_t loop;
     queue_t *q;
+    unsigned reject_tries; /* for start_mllp/start_http; 0 = the default (1) */
 } fx_t;
 
 static int fx_setup(void **state)
@@ -219,8 +220,11 @@ static void mllp_frame(peer_t *p, const char *frame, size_t n)
     char ack[256];
     int len = snprintf(ack, sizeof ack,
                        "\x0bMSH|^~\\&|BILL|HOSP|EHR|HOSP|20240101||ACK^P03|A%d|P|2.5\r"
-                       "MSA|%s|MSG%05d\r\x1c\x0d",
-                       ctrl, a == ANS_AE ? "AE" : "AA", a == ANS_WRONG_ID ? ctrl + 1 : ctrl);
+                       "MSA|%s|MSG%05d%s\r\x1c\x0d",
+                       ctrl, a == ANS_AE ? "AE" : "AA", a == ANS_WRONG_ID ? ctrl + 1 : ctrl,
+                       a == ANS_AE ? "|Account closed\rERR|||207^Application internal "
+                                     "error^HL70357|E||||Guarantor account 4711 is closed"
+                                   : "");
     if (a == ANS_AA)
         s->acked[s->nacked++] = ctrl;
     send_str(p, ack, (size_t)len);
@@ -351,6 +355,7 @@ static out_dest_t *start_mllp(fx_t *f, srv_t *s, unsigned max_tries, unsigned ac
         .dead_dir = f->dead_dir,
         .no_fsync = true,
         .max_tries = max_tries,
+        .reject_tries = f->reject_tries,
         .backoff_base_ms = 10,
         .backoff_max_ms = 40,
         .jitter = true,
@@ -430,6 +435,7 @@ static void test_mllp_retries_keep_order(void **state)
      * then AA; msg2: no answer (timeout), then AA. */
     ans_t script[] = {ANS_AE, ANS_AE, ANS_AA, ANS_CLOSE, ANS_WRONG_ID, ANS_AA, ANS_SILENT, ANS_AA};
     memcpy(s.script, script, sizeof script);
+    f->reject_tries = 3; /* an AE is retried twice here */
     s.nscript = (int)(sizeof script / sizeof script[0]);
     srv_start(f, &s, 0);
     for (int i = 0; i < 4; i++)
@@ -464,6 +470,7 @@ static void test_mllp_dead_letter_then_next(void **state)
     ans_t script[] = {ANS_AE, ANS_AE, ANS_AE};
     memcpy(s.script, script, sizeof script);
     s.nscript = 3;
+    f->reject_tries = 3; /* downstream-reject-retries = 3 */
     srv_start(f, &s, 0);
     for (int i = 0; i < 3; i++)
         put_msg(f, "hl7", i);
@@ -572,8 +579,19 @@ static void test_ack_parse(void **state)
     const char *ca = "MSH|^~\\&\nMSA|CA";
     assert_int_equal(out__mllp_ack_parse(ca, strlen(ca), "X", r, sizeof r), OUT_RES_OK);
     const char *cr = "MSH|^~\\&\rMSA|CR|X\r";
-    assert_int_equal(out__mllp_ack_parse(cr, strlen(cr), "X", r, sizeof r), OUT_RES_RETRY);
+    assert_int_equal(out__mllp_ack_parse(cr, strlen(cr), "X", r, sizeof r), OUT_RES_REJECT);
     assert_string_equal(r, "downstream answered CR");
+    /* An application reject, and billing's own words for the dead-letter note. */
+    const char *ae = "MSH|^~\\&|B\rMSA|AE|X|Guarantor closed|x\rERR|||207^Err^HL70357|E\x01\r";
+    assert_int_equal(out__mllp_ack_parse(ae, strlen(ae), "X", r, sizeof r), OUT_RES_REJECT);
+    assert_string_equal(r, "downstream answered AE");
+    char text[128];
+    out__mllp_ack_text(ae, strlen(ae), text, sizeof text);
+    assert_string_equal(text, "MSA-3: Guarantor closed\nERR|||207^Err^HL70357|E \n");
+    out__mllp_ack_text(ae, strlen(ae), text, 10);
+    assert_int_equal(strlen(text), 9);
+    out__mllp_ack_text(aa, strlen(aa), text, sizeof text);
+    assert_string_equal(text, "");
     const char *nomsa = "MSH|^~\\&\rXMSA|AA|X\r";
     assert_int_equal(out__mllp_ack_parse(nomsa, strlen(nomsa), "X", r, sizeof r), OUT_RES_RETRY);
     assert_int_equal(out__mllp_ack_parse("MSA", 3, "X", r, sizeof r), OUT_RES_RETRY);
@@ -594,6 +612,7 @@ static out_dest_t *start_http(fx_t *f, srv_t *s, unsigned max_tries)
         .dead_dir = f->dead_dir,
         .no_fsync = true,
         .max_tries = max_tries,
+        .reject_tries = f->reject_tries,
         .backoff_base_ms = 10,
         .backoff_max_ms = 40,
         .ack_timeout_ms = 2000,
@@ -1028,8 +1047,8 @@ static void test_cursor_clean_restart(void **state)
     assert_int_equal(sqlite3_prepare_v2(db, "SELECT id, state FROM msgs", -1, &q, NULL),
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int64(q, 0), 2); /* msg1, dead */
-    assert_int_equal(sqlite3_column_int(q, 1), 3);
+    assert_int_equal(sqlite3_column_int64(q, 0), 2); /* msg1, dead-lettered (file written) */
+    assert_int_equal(sqlite3_column_int(q, 1), 4);
     assert_int_equal(sqlite3_step(q), SQLITE_DONE);
     sqlite3_finalize(q);
     sqlite3_close(db);

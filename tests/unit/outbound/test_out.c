@@ -12,11 +12,13 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sqlite3.h>
 #include <unistd.h>
@@ -1135,6 +1137,309 @@ static void test_dir_sink(void **state)
     stop_out(f, d1);
 }
 
+/* ---------------------------------------------------------------- outage policy and storage faults */
+
+/* The cursor's id, 0 for a cursor file never written. */
+static int64_t cursor_or_0(const fx_t *f, const char *dest)
+{
+    char path[160];
+    struct stat st;
+    cursor_file(f, dest, path, sizeof path);
+    if (stat(path, &st) == 0 && st.st_size == 0)
+        return 0;
+    return read_cursor(f, dest);
+}
+
+static bool file_has(const char *dir, const char *name, const char *needle)
+{
+    char p[256], buf[4096];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *fp = fopen(p, "rb");
+    if (!fp)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[n] = 0;
+    return strstr(buf, needle) != NULL;
+}
+
+/* An AE from billing is the message's own fault: with the defaults it is
+ * dead-lettered at once, with billing's text, and the next message goes on. */
+static void test_mllp_reject_then_next(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    ans_t script[] = {ANS_AE};
+    memcpy(s.script, script, sizeof script);
+    s.nscript = 1;
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 3; i++)
+        put_msg(f, "hl7", i);
+    out_dest_t *d = start_mllp(f, &s, 0, 1000);
+    delivered_arg_t a = {d, 3};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.dead, 1);
+    assert_int_equal(st.delivered, 2);
+    assert_int_equal(st.rejects, 1);
+    assert_int_equal(st.retries, 0);
+    assert_int_equal(s.nreceived, 3); /* sent once, not retried for minutes */
+    assert_int_equal(s.acked[0], 1);
+    assert_int_equal(s.acked[1], 2);
+    const char *note = "000000000001-MSG00000.hl7.reason";
+    assert_true(file_has(f->dead_dir, note, "reason: downstream answered AE"));
+    assert_true(file_has(f->dead_dir, note, "MSA-3: Account closed"));
+    assert_true(file_has(f->dead_dir, note, "Guarantor account 4711 is closed"));
+    assert_int_equal(st.failing_since_ms, 0);
+    stop_out(f, d);
+    srv_close(f, &s);
+}
+
+/* Refused connections for longer than the old retry budget (10 tries):
+ * with max_tries 0 nothing is dead-lettered and the order is kept. */
+static void test_mllp_outage_retries_forever(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    srv_start(f, &s, 0);
+    int port = s.port;
+    srv_stop(f, &s);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    for (int i = 0; i < 20; i++)
+        put_msg(f, "hl7", i);
+    out_dest_t *d = start_mllp(f, &s, 0, 1000);
+    run_until(f, NULL, NULL, 2000);
+    out_stats_t st;
+    out_stats(d, &st);
+    printf("# %llu refused attempts during the outage\n", (unsigned long long)st.retries);
+    assert_true(st.retries >= 30);
+    assert_int_equal(st.dead, 0);
+    assert_int_equal(st.delivered, 0);
+    assert_true(st.failing_since_ms > 0);
+    assert_true(st.oldest_ms > 0);
+    memset(&s, 0, sizeof s);
+    srv_start(f, &s, port);
+    delivered_arg_t a = {d, 20};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    out_stats(d, &st);
+    assert_int_equal(st.dead, 0);
+    assert_int_equal(st.failing_since_ms, 0);
+    assert_int_equal(s.nacked, 20);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(s.acked[i], i);
+    assert_int_equal(count_files(f->dead_dir, "0"), 0);
+    stop_out(f, d);
+    srv_close(f, &s);
+}
+
+/* A small tmpfs on dir (root only), and a file that fills it. */
+static bool tmpfs_mount(const char *dir, const char *size)
+{
+    if (geteuid() != 0) {
+        printf("# skipped: not root, cannot mount a tmpfs to make ENOSPC real\n");
+        return false;
+    }
+    char opts[64];
+    snprintf(opts, sizeof opts, "size=%s,mode=0700", size);
+    mkdir(dir, 0700);
+    if (mount("tmpfs", dir, "tmpfs", 0, opts) != 0) {
+        printf("# skipped: mount tmpfs on %s: %s\n", dir, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+static void tmpfs_fill(const char *dir)
+{
+    char p[256], block[4096];
+    memset(block, 'x', sizeof block);
+    snprintf(p, sizeof p, "%s/filler", dir);
+    FILE *fp = fopen(p, "ab");
+    assert_non_null(fp);
+    setvbuf(fp, NULL, _IONBF, 0);
+    while (fwrite(block, 1, sizeof block, fp) == sizeof block)
+        ;
+    fclose(fp);
+}
+
+static void tmpfs_unfill(const char *dir)
+{
+    char p[256];
+    snprintf(p, sizeof p, "%s/filler", dir);
+    assert_int_equal(unlink(p), 0);
+}
+
+static int sql_int(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *q;
+    int v = -1;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &q, NULL), SQLITE_OK);
+    if (sqlite3_step(q) == SQLITE_ROW)
+        v = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return v;
+}
+
+/* The dead-letter folder is full while billing rejects a message: no file,
+ * no mark, the cursor does not move, nothing behind it goes out; when space
+ * returns it is dead-lettered by itself and the feed goes on, in order. */
+static void test_dead_letter_enospc(void **state)
+{
+    fx_t *f = *state;
+    if (!tmpfs_mount(f->dead_dir, "64k"))
+        return;
+    tmpfs_fill(f->dead_dir);
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    ans_t script[] = {ANS_AE};
+    memcpy(s.script, script, sizeof script);
+    s.nscript = 1;
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 5; i++)
+        put_msg(f, "hl7", i);
+    out_dest_t *d = start_mllp(f, &s, 0, 1000);
+    run_until(f, NULL, NULL, 600);
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.dead, 0);
+    assert_int_equal(st.delivered, 0);
+    assert_true(st.storage_errors >= 2); /* retried with backoff */
+    assert_true(st.storage_failing);
+    assert_int_equal(s.nreceived, 1); /* the next message waits */
+    assert_int_equal(queue_depth(f->q, "hl7"), 5);
+    assert_false(file_exists(f->dead_dir, "000000000001-MSG00000.hl7"));
+    assert_true(cursor_or_0(f, "hl7") == 0);
+    printf("# %llu dead-letter writes failed with ENOSPC\n",
+           (unsigned long long)st.storage_errors);
+
+    tmpfs_unfill(f->dead_dir);
+    delivered_arg_t a = {d, 5};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    out_stats(d, &st);
+    assert_int_equal(st.dead, 1);
+    assert_int_equal(st.delivered, 4);
+    assert_false(st.storage_failing);
+    assert_true(file_exists(f->dead_dir, "000000000001-MSG00000.hl7"));
+    assert_true(file_has(f->dead_dir, "000000000001-MSG00000.hl7.reason", "Account closed"));
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(s.acked[i], i + 1);
+    stop_out(f, d);
+    srv_close(f, &s);
+    run_until(f, NULL, NULL, 50); /* the marks commit */
+    assert_int_equal(sql_int(f->path, "SELECT state FROM msgs WHERE id=1"), 4);
+    assert_int_equal(umount(f->dead_dir), 0);
+}
+
+/* The outbox folder is full: with max_tries 3, the old code dead-lettered
+ * every message. A local fault is not the message's: retried until space
+ * returns, then delivered, in order, nothing dead. */
+static void test_outbox_enospc(void **state)
+{
+    fx_t *f = *state;
+    if (!tmpfs_mount(f->out_dir, "256k"))
+        return;
+    tmpfs_fill(f->out_dir);
+    for (int i = 0; i < 20; i++)
+        put_msg(f, "hl7", i);
+    out_dest_opts_t o = {.dest = "hl7",
+                         .kind = OUT_DIR,
+                         .dir = f->out_dir,
+                         .dead_dir = f->dead_dir,
+                         .max_tries = 3,
+                         .backoff_base_ms = 10,
+                         .backoff_max_ms = 40};
+    out_dest_t *d = NULL;
+    err_detail_t e;
+    assert_int_equal(out_start(&f->loop, f->q, &o, &d, &e), ERR_OK);
+    run_until(f, NULL, NULL, 500);
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.delivered, 0);
+    assert_int_equal(st.dead, 0);
+    assert_true(st.storage_errors >= 3);
+    assert_true(st.storage_failing);
+    assert_non_null(strstr(st.last_error, "No space left"));
+    assert_int_equal(queue_depth(f->q, "hl7"), 20);
+    printf("# %llu outbox writes failed with ENOSPC\n", (unsigned long long)st.storage_errors);
+    tmpfs_unfill(f->out_dir);
+    delivered_arg_t a = {d, 20};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    out_stats(d, &st);
+    assert_int_equal(st.dead, 0);
+    assert_int_equal(st.delivered, 20);
+    for (int i = 0; i < 20; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%012d-MSG%05d.hl7", i + 1, i);
+        assert_true(file_exists(f->out_dir, name));
+    }
+    assert_int_equal(count_files(f->out_dir, ".tmp"), 0);
+    assert_int_equal(count_files(f->dead_dir, "0"), 0);
+    stop_out(f, d);
+    assert_int_equal(umount(f->out_dir), 0);
+}
+
+/* The queue's own disk is full when a dead mark is given: the commit fails,
+ * the mark is kept and retried, and the cursor does not pass the dead row
+ * (the old code dropped the mark, moved the cursor, and a restart deleted the
+ * row as delivered). When space returns the mark commits and the feed goes on. */
+static void test_dead_mark_commit_enospc(void **state)
+{
+    fx_t *f = *state;
+    char qdir[72];
+    snprintf(qdir, sizeof qdir, "%.60s/qfs", f->dir);
+    if (!tmpfs_mount(qdir, "1m"))
+        return;
+    int closed = 0;
+    queue_close(f->q, flag_cb, &closed);
+    while (!closed)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    snprintf(f->path, sizeof f->path, "%.72s/queue.db", qdir);
+    queue_opts_t qo = {.sync = QUEUE_SYNC_NORMAL};
+    assert_int_equal(queue_open(&f->loop, f->path, &qo, &f->q, NULL), ERR_OK);
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    ans_t script[] = {ANS_AE};
+    memcpy(s.script, script, sizeof script);
+    s.nscript = 1;
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 3; i++)
+        put_msg(f, "hl7", i);
+    run_until(f, NULL, NULL, 50); /* the puts commit */
+    tmpfs_fill(qdir);
+    out_dest_t *d = start_mllp(f, &s, 0, 1000);
+    run_until(f, NULL, NULL, 600);
+    queue_stats_t qs;
+    queue_stats(f->q, &qs);
+    printf("# %llu group commits failed with a full disk\n",
+           (unsigned long long)qs.commit_failures);
+    assert_true(qs.commit_failures >= 1);
+    assert_int_equal(s.nreceived, 1); /* msg1 waits for msg0's dead mark */
+    assert_true(cursor_or_0(f, "hl7") == 0);
+    assert_true(file_exists(f->dead_dir, "000000000001-MSG00000.hl7"));
+    tmpfs_unfill(qdir);
+    delivered_arg_t a = {d, 3};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    assert_int_equal(s.nacked, 2);
+    stop_out(f, d);
+    srv_close(f, &s);
+    closed = 0;
+    queue_close(f->q, flag_cb, &closed);
+    while (!closed)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM msgs WHERE id=1 AND state=4"), 1);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM msgs"), 1);
+    /* The fixture's teardown closes a queue: give it one off the tmpfs. */
+    snprintf(f->path, sizeof f->path, "%s/queue2.db", f->dir);
+    assert_int_equal(queue_open(&f->loop, f->path, &qo, &f->q, NULL), ERR_OK);
+    assert_int_equal(umount(qdir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1153,6 +1458,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cursor_stale_ignored, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_cursor_garbage_ignored, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_cursor_clean_restart, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_mllp_reject_then_next, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_mllp_outage_retries_forever, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_letter_enospc, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_enospc, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_mark_commit_enospc, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -36,6 +36,7 @@ typedef struct {
     uv_loop_t loop;
     queue_t *q;
     unsigned reject_tries; /* for start_mllp/start_http; 0 = the default (1) */
+    out_dest_t *live;      /* started by start_mllp/start_http, not yet stopped */
 } fx_t;
 
 static int fx_setup(void **state)
@@ -60,12 +61,45 @@ static void flag_cb(void *user)
     (*(int *)user)++;
 }
 
+static void close_any(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* After a failed assertion a test leaves its deliverer and peer running:
+ * give the loop 5 s to wind down, then close whatever is left, so that a
+ * failure is reported instead of hanging. */
+static void teardown_deadline(uv_timer_t *t)
+{
+    *(int *)t->data = 1;
+}
+
 static int fx_teardown(void **state)
 {
     fx_t *f = *state;
-    int closed = 0;
+    int closed = 0, stopped = 1, late = 0;
+    if (f->live) {
+        stopped = 0;
+        out_stop(f->live, flag_cb, &stopped);
+        f->live = NULL;
+    }
     queue_close(f->q, flag_cb, &closed);
+    uv_timer_t deadline;
+    uv_timer_init(&f->loop, &deadline);
+    deadline.data = &late;
+    uv_timer_start(&deadline, teardown_deadline, 5000, 0);
+    while (!(closed && stopped) && !late)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&deadline, NULL);
+    uv_walk(&f->loop, close_any, NULL); /* nothing, unless a test failed */
     uv_run(&f->loop, UV_RUN_DEFAULT);
+    const char *mounts[] = {f->dead_dir, f->out_dir};
+    for (int i = 0; i < 2; i++)
+        umount2(mounts[i], MNT_DETACH);
+    char qfs[128];
+    snprintf(qfs, sizeof qfs, "%.100s/qfs", f->dir);
+    umount2(qfs, MNT_DETACH);
     assert_int_equal(closed, 1);
     assert_int_equal(uv_loop_close(&f->loop), 0);
     char cmd[128];
@@ -126,6 +160,8 @@ static bool run_until(fx_t *f, pred_t pred, void *arg, unsigned ms)
 static void stop_out(fx_t *f, out_dest_t *d)
 {
     int stopped = 0;
+    if (f->live == d)
+        f->live = NULL;
     out_stop(d, flag_cb, &stopped);
     while (!stopped)
         uv_run(&f->loop, UV_RUN_ONCE);
@@ -370,6 +406,7 @@ static out_dest_t *start_mllp(fx_t *f, srv_t *s, unsigned max_tries, unsigned ac
     if (rc)
         fprintf(stderr, "out_start: %s\n", e.msg);
     assert_int_equal(rc, ERR_OK);
+    f->live = d;
     return d;
 }
 
@@ -625,6 +662,7 @@ static out_dest_t *start_http(fx_t *f, srv_t *s, unsigned max_tries)
     if (rc)
         fprintf(stderr, "out_start: %s\n", e.msg);
     assert_int_equal(rc, ERR_OK);
+    f->live = d;
     return d;
 }
 
@@ -1357,6 +1395,7 @@ static void test_outbox_enospc(void **state)
     out_dest_t *d = NULL;
     err_detail_t e;
     assert_int_equal(out_start(&f->loop, f->q, &o, &d, &e), ERR_OK);
+    f->live = d;
     run_until(f, NULL, NULL, 500);
     out_stats_t st;
     out_stats(d, &st);

@@ -193,6 +193,8 @@ static int ctrl_of(const char *p, size_t n)
     return -1;
 }
 
+static bool file_has(const char *dir, const char *name, const char *needle);
+
 /* ---------------------------------------------------------------- MLLP peer */
 
 typedef enum { ANS_AA, ANS_AE, ANS_SILENT, ANS_CLOSE, ANS_WRONG_ID } ans_t;
@@ -289,11 +291,16 @@ static void http_request(peer_t *p)
         int code = s->nextstatus < s->nstatus ? s->statuses[s->nextstatus++] : 201;
         if (code == 201)
             s->acked[s->nacked++] = ctrl;
-        char resp[160];
+        /* A refusal carries its OperationOutcome, as a FHIR server's does. */
+        const char *oo = code >= 400 ? "{\"resourceType\":\"OperationOutcome\",\"issue\":[{"
+                                       "\"severity\":\"error\",\"code\":\"business-rule\","
+                                       "\"diagnostics\":\"Coverage not active\"}]}"
+                                     : "{}";
+        char resp[512];
         int n = snprintf(resp, sizeof resp,
                          "HTTP/1.1 %d X\r\nContent-Type: application/fhir+json\r\n"
-                         "Content-Length: 2\r\n\r\n{}",
-                         code);
+                         "Content-Length: %zu\r\n\r\n%s",
+                         code, strlen(oo), oo);
         send_str(p, resp, (size_t)n);
         memmove(p->buf, p->buf + hlen + blen, p->len - hlen - blen);
         p->len -= hlen + blen;
@@ -704,6 +711,11 @@ static void test_http_statuses(void **state)
     assert_int_equal(st.retries, 2);
     assert_int_equal(st.dead, 1);
     assert_true(file_exists(f->dead_dir, "000000000003-MSG00002.json"));
+    assert_true(file_has(f->dead_dir, "000000000003-MSG00002.json.reason",
+                         "reason: HTTP status 400"));
+    assert_true(file_has(f->dead_dir, "000000000003-MSG00002.json.reason",
+                         "\"diagnostics\":\"Coverage not active\""));
+    assert_int_equal(st.rejects, 1);
     assert_int_equal(queue_depth(f->q, "fhir"), 0);
     stop_out(f, d);
     srv_close(f, &s);

@@ -147,6 +147,32 @@ class FaultTests(unittest.TestCase):
         d.cleanup()
 
     @need_root
+    def test_reject_folder_full_then_space_returns(self):
+        d = h.Daemon("--retry-base", "10ms", "--retry-max-delay", "200ms", http=True)
+        with Tmpfs(os.path.join(d.data_dir, "reject"), size="64k") as fs:
+            fs.fill()
+            d.start()
+            try:
+                ack = h.mllp_send(d.mllp_port, h.demo("04-reject-excludes1.hl7"))
+                self.assertEqual(h.ack_code(ack), "AE")  # judged, stored, answered
+                TALLY["acknowledged"] += 1
+                ok = send_all(d, ["GOOD0001"])
+                h.wait_for(lambda: outbox_ids(d) == ["GOOD0001"], 10, "the good message")
+                time.sleep(0.5)
+                self.assertEqual(d.folder("reject"), [])
+                self.assertEqual(d.folder("deadletter"), [])
+                st, body = get_json(d.http_port, "/readyz")
+                self.assertEqual(body["destinations"]["reject-hl7"]["state"], "blocked")
+                fs.unfill()
+                h.wait_for(lambda: d.folder("reject"), 10, "the reject copy after space returns")
+                self.assertEqual(outbox_ids(d, "reject"), ["DEMO0004"])
+                account(ok + ["DEMO0004"], outbox_ids(d) + outbox_ids(d, "reject"))
+                self.assertEqual(TALLY["lost"], 0)
+            finally:
+                d.stop()
+        d.cleanup()
+
+    @need_root
     def test_deadletter_full_while_billing_rejects(self):
         sink = h.MllpSink(mode=lambda m: ("AE", "Guarantor account closed")
                           if "POISON" in m else "AA").start()

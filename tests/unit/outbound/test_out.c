@@ -1491,6 +1491,56 @@ static void test_dead_mark_commit_enospc(void **state)
     assert_int_equal(umount(qdir), 0);
 }
 
+/* The cursor file cannot be written (its disk is full, as is the queue's):
+ * the deliverer does not run ahead of what a restart would know. It waits
+ * for the cursor or the marks before the next message, retrying both; when
+ * space returns every message goes out once, in order, and the cursor is
+ * right. (The old code went on, and a restart sent them all again.) */
+static void test_cursor_enospc(void **state)
+{
+    fx_t *f = *state;
+    char qdir[72];
+    snprintf(qdir, sizeof qdir, "%.60s/qfs", f->dir);
+    if (!tmpfs_mount(qdir, "1m"))
+        return;
+    int closed = 0;
+    queue_close(f->q, flag_cb, &closed);
+    while (!closed)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    snprintf(f->path, sizeof f->path, "%.72s/queue.db", qdir);
+    queue_opts_t qo = {.sync = QUEUE_SYNC_NORMAL};
+    assert_int_equal(queue_open(&f->loop, f->path, &qo, &f->q, NULL), ERR_OK);
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 5; i++)
+        put_msg(f, "hl7", i);
+    run_until(f, NULL, NULL, 50); /* the puts commit */
+    tmpfs_fill(qdir); /* the cursor file, still empty, cannot get a block */
+    out_dest_t *d = start_mllp(f, &s, 0, 1000);
+    run_until(f, NULL, NULL, 600);
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_true(st.storage_errors >= 2); /* the cursor, tried again */
+    assert_int_equal(s.nreceived, 1);    /* nothing more goes out meanwhile */
+    tmpfs_unfill(qdir);
+    delivered_arg_t a = {d, 5};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    stop_out(f, d);
+    srv_close(f, &s);
+    assert_int_equal(s.nreceived, 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(s.acked[i], i);
+    assert_true(read_cursor(f, "hl7") == 5);
+    closed = 0;
+    queue_close(f->q, flag_cb, &closed);
+    while (!closed)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    snprintf(f->path, sizeof f->path, "%s/queue2.db", f->dir);
+    assert_int_equal(queue_open(&f->loop, f->path, &qo, &f->q, NULL), ERR_OK);
+    assert_int_equal(umount(qdir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1514,6 +1564,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dead_letter_enospc, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_outbox_enospc, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_dead_mark_commit_enospc, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_cursor_enospc, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -56,7 +56,8 @@ static const key_def_t config_keys[] = {
      "/readyz answers 503 above this many waiting messages (0: 90% of queue-max)"},
     {"accept-empty-queue", K_BOOL, O(accept_empty_queue), "no", NULL,
      "start even though the queue database of a used data folder is missing or empty"},
-    {"retry-base", K_MS, O(retry_base_ms), "500ms", "DURATION", "first retry delay, doubled each try"},
+    {"retry-base", K_MS, O(retry_base_ms), "500ms", "DURATION",
+     "first retry delay, doubled each try"},
     {"retry-max-delay", K_MS, O(retry_max_delay_ms), "5m", "DURATION", "longest retry delay"},
     {"annotation", K_STR, O(annotation), "zsg", "zsg|nte",
      "segment that carries findings in forwarded HL7 messages"},
@@ -375,7 +376,8 @@ err_t config_validate(config_t *c, err_detail_t *d)
     if (c->queue_high_water < 0)
         return err_set(d, ERR_BAD_CONFIG, 0, "queue-high-water: 0 or more");
     if (c->retry_base_ms < 1 || c->retry_max_delay_ms > 86400000L)
-        return err_set(d, ERR_BAD_CONFIG, 0, "retry-base: at least 1ms; retry-max-delay: at most 24h");
+        return err_set(d, ERR_BAD_CONFIG, 0,
+                       "retry-base: at least 1ms; retry-max-delay: at most 24h");
     if (c->queue_max < 1)
         return err_set(d, ERR_BAD_CONFIG, 0, "queue-max: at least 1");
     return ERR_OK;

@@ -372,9 +372,7 @@ static int queue_guard_before(daemon_t *d)
     if (m == 0)
         return 0;
     struct stat st;
-    const char *what = stat(d->queue_path, &st) != 0 ? "missing"
-                       : st.st_size == 0             ? "empty"
-                                                     : NULL;
+    const char *what = stat(d->queue_path, &st) != 0 ? "missing" : st.st_size == 0 ? "empty" : NULL;
     if (!what)
         return 0;
     if (!d->cfg.accept_empty_queue) {
@@ -572,8 +570,7 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
     uv_signal_start(&d->sig_int, on_signal, SIGINT);
     uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
 
-    if (queue_guard_after(d) != 0 || start_delivery(d) != ERR_OK ||
-        start_listeners(d) != ERR_OK) {
+    if (queue_guard_after(d) != 0 || start_delivery(d) != ERR_OK || start_listeners(d) != ERR_OK) {
         d->exit_code = 1;
         begin_stop(d, "startup failed");
     } else if (cfg->pid_file) {

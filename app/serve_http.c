@@ -527,12 +527,11 @@ static void serve_metrics(daemon_t *d, http_req_t *req)
         for (size_t i = 0; i < nref && off < sizeof extra - 256; i++) {
             out_stats_t st;
             out_stats(refs[i].o, &st);
-            double v = k == 0   ? (st.oldest_ms ? (double)(now - st.oldest_ms) / 1000.0 : 0)
-                       : k == 1 ? (st.failing_since_ms
-                                       ? (double)(now - st.failing_since_ms) / 1000.0
-                                       : 0)
-                       : k == 2 ? (double)st.storage_errors
-                                : (double)st.rejects;
+            double v =
+                k == 0   ? (st.oldest_ms ? (double)(now - st.oldest_ms) / 1000.0 : 0)
+                : k == 1 ? (st.failing_since_ms ? (double)(now - st.failing_since_ms) / 1000.0 : 0)
+                : k == 2 ? (double)st.storage_errors
+                         : (double)st.rejects;
             off += (size_t)snprintf(extra + off, sizeof extra - off,
                                     k < 2 ? "%s{destination=\"%s\"} %.3f\n"
                                           : "%s{destination=\"%s\"} %.0f\n",

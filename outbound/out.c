@@ -361,8 +361,8 @@ static void dead_work(uv_work_t *w)
                      "destination: %s\ncontrol-id: %s\ncontent-type: %s\nattempts: %u\n"
                      "reason: %s\nqueued-ms: %" PRId64 "\n%s%s%s",
                      row->dest, safe_id(row->control_id, idb), row->content_type, d->attempts,
-                     d->dead_reason, row->created_ms, *detail ? "downstream-answer:\n" : "",
-                     detail, *detail && detail[strlen(detail) - 1] != '\n' ? "\n" : "");
+                     d->dead_reason, row->created_ms, *detail ? "downstream-answer:\n" : "", detail,
+                     *detail && detail[strlen(detail) - 1] != '\n' ? "\n" : "");
     if (n < 0 || (size_t)n >= cap)
         n = (int)strlen(note);
     d->dead_rc =
@@ -456,13 +456,11 @@ static void retry_later(out_dest_t *d, unsigned tries)
     uint64_t delay = backoff_ms(d, tries);
     d->st.retries++;
     if (d->st.storage_failing)
-        log_error("out %s: control id %s: %s; the message stays pending, retry in %" PRIu64
-                  " ms",
+        log_error("out %s: control id %s: %s; the message stays pending, retry in %" PRIu64 " ms",
                   d->o.dest, safe_id(d->cur->control_id, idb), d->st.last_error, delay);
     else
-        log_warn("out %s: control id %s attempt %u failed: %s; retry in %" PRIu64 " ms",
-                 d->o.dest, safe_id(d->cur->control_id, idb), d->attempts, d->st.last_error,
-                 delay);
+        log_warn("out %s: control id %s attempt %u failed: %s; retry in %" PRIu64 " ms", d->o.dest,
+                 safe_id(d->cur->control_id, idb), d->attempts, d->st.last_error, delay);
     queue_mark_attempt(d->reader, d->cur->id, d->attempts, d->st.last_error);
     if (!d->stopping)
         uv_timer_start(&d->retry_timer, retry_timer_cb, delay, 0);
@@ -502,8 +500,7 @@ void out__send_done_detail(out_dest_t *d, out__res_t res, const char *reason, co
                 dead_letter(d, d->st.last_error, detail);
             else
                 retry_later(d, d->rejects);
-        } else if (res == OUT_RES_PERMANENT ||
-                   (d->o.max_tries && d->attempts >= d->o.max_tries)) {
+        } else if (res == OUT_RES_PERMANENT || (d->o.max_tries && d->attempts >= d->o.max_tries)) {
             dead_letter(d, d->st.last_error, detail);
         } else {
             retry_later(d, d->attempts);
@@ -632,9 +629,7 @@ void out_stats(const out_dest_t *d, out_stats_t *st)
     *st = d->st;
     st->connected = d->connected;
     st->failing_since_ms = d->failing_since_ms;
-    st->oldest_ms = d->cur      ? d->cur->created_ms
-                    : d->ring_n ? d->ring[d->ring_head]->created_ms
-                                : 0;
+    st->oldest_ms = d->cur ? d->cur->created_ms : d->ring_n ? d->ring[d->ring_head]->created_ms : 0;
 }
 
 static void timer_closed(uv_handle_t *h)

@@ -100,9 +100,8 @@ static void check_done(http_state_t *h)
             res = OUT_RES_OK;
         } else {
             snprintf(reason, sizeof reason, "HTTP status %ld", status);
-            res = (status >= 400 && status < 500 && status != 408 && status != 429)
-                      ? OUT_RES_REJECT
-                      : OUT_RES_RETRY;
+            res = (status >= 400 && status < 500 && status != 408 && status != 429) ? OUT_RES_REJECT
+                                                                                    : OUT_RES_RETRY;
         }
         if (!h->closing)
             out__send_done_detail(h->d, res, res == OUT_RES_OK ? NULL : reason,

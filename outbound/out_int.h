@@ -59,11 +59,11 @@ struct out_dest {
     uv_timer_t retry_timer, fetch_timer;
     uv_work_t dead_work;
     char dead_reason[128];
-    char *dead_detail;  /* downstream's own error text for the .reason file; NULL = none */
+    char *dead_detail; /* downstream's own error text for the .reason file; NULL = none */
     int dead_rc;
-    unsigned rejects;     /* application rejects of cur (not persisted) */
-    unsigned storage_tries; /* consecutive failed dead-letter writes of cur */
-    bool dead_retry;      /* cur is to be dead-lettered again when retry_timer fires */
+    unsigned rejects;         /* application rejects of cur (not persisted) */
+    unsigned storage_tries;   /* consecutive failed dead-letter writes of cur */
+    bool dead_retry;          /* cur is to be dead-lettered again when retry_timer fires */
     int64_t failing_since_ms; /* wall clock of the first failure of the head message; 0 = ok */
     unsigned handles_open;
     out_stop_cb stop_cb;

@@ -290,8 +290,7 @@ static err_t load_state(queue_t *q, err_detail_t *d)
 
     char sql[160];
     snprintf(sql, sizeof sql, "DELETE FROM msgs WHERE state=%d AND updated_ms<%" PRId64,
-             ST_DEAD_LETTERED,
-             now_ms() - (int64_t)q->opts.dead_keep_days * 86400000);
+             ST_DEAD_LETTERED, now_ms() - (int64_t)q->opts.dead_keep_days * 86400000);
     rc = exec(q->db, sql);
     if (rc != SQLITE_OK)
         return sql_err(q->db, rc, d, "prune dead rows");
@@ -1173,8 +1172,7 @@ err_t queue_mark_dead(queue_reader_t *r, int64_t id, unsigned attempts, const ch
     return ERR_OK;
 }
 
-err_t queue_mark_dead_lettered(queue_reader_t *r, int64_t id, unsigned attempts,
-                               const char *reason)
+err_t queue_mark_dead_lettered(queue_reader_t *r, int64_t id, unsigned attempts, const char *reason)
 {
     err_t e = mark_check(r, id);
     if (e)

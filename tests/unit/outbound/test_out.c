@@ -711,8 +711,8 @@ static void test_http_statuses(void **state)
     assert_int_equal(st.retries, 2);
     assert_int_equal(st.dead, 1);
     assert_true(file_exists(f->dead_dir, "000000000003-MSG00002.json"));
-    assert_true(file_has(f->dead_dir, "000000000003-MSG00002.json.reason",
-                         "reason: HTTP status 400"));
+    assert_true(
+        file_has(f->dead_dir, "000000000003-MSG00002.json.reason", "reason: HTTP status 400"));
     assert_true(file_has(f->dead_dir, "000000000003-MSG00002.json.reason",
                          "\"diagnostics\":\"Coverage not active\""));
     assert_int_equal(st.rejects, 1);
@@ -1187,7 +1187,8 @@ static void test_dir_sink(void **state)
     stop_out(f, d1);
 }
 
-/* ---------------------------------------------------------------- outage policy and storage faults */
+/* ---------------------------------------------------------------- outage policy and storage faults
+ */
 
 /* The cursor's id, 0 for a cursor file never written. */
 static int64_t cursor_or_0(const fx_t *f, const char *dest)
@@ -1365,8 +1366,7 @@ static void test_dead_letter_enospc(void **state)
     assert_int_equal(queue_depth(f->q, "hl7"), 5);
     assert_false(file_exists(f->dead_dir, "000000000001-MSG00000.hl7"));
     assert_true(cursor_or_0(f, "hl7") == 0);
-    printf("# %llu dead-letter writes failed with ENOSPC\n",
-           (unsigned long long)st.storage_errors);
+    printf("# %llu dead-letter writes failed with ENOSPC\n", (unsigned long long)st.storage_errors);
 
     tmpfs_unfill(f->dead_dir);
     delivered_arg_t a = {d, 5};
@@ -1516,7 +1516,7 @@ static void test_cursor_enospc(void **state)
     for (int i = 0; i < 5; i++)
         put_msg(f, "hl7", i);
     run_until(f, NULL, NULL, 50); /* the puts commit */
-    tmpfs_fill(qdir); /* the cursor file, still empty, cannot get a block */
+    tmpfs_fill(qdir);             /* the cursor file, still empty, cannot get a block */
     out_dest_t *d = start_mllp(f, &s, 0, 1000);
     run_until(f, NULL, NULL, 600);
     out_stats_t st;

@@ -618,9 +618,9 @@ static void test_prune_keeps_only_copies(void **state)
     /* Forty days pass. */
     sqlite3 *db;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "UPDATE msgs SET updated_ms=updated_ms-40*86400000", NULL,
-                                  NULL, NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db, "UPDATE msgs SET updated_ms=updated_ms-40*86400000", NULL, NULL, NULL),
+        SQLITE_OK);
     sqlite3_close(db);
 
     q = open_q(f, NULL);

@@ -46,8 +46,18 @@ static const key_def_t config_keys[] = {
      "reject sink as an MLLP endpoint (default: the reject folder)"},
     {"ack-timeout", K_MS, O(ack_timeout_ms), "10s", "DURATION",
      "how long to wait for a downstream ACK or HTTP answer"},
-    {"retry-max", K_LONG, O(retry_max), "10", "N", "tries before a message is dead-lettered"},
-    {"retry-base", K_MS, O(retry_base_ms), "500ms", "DURATION", "first retry delay, doubled each try"},
+    {"retry-max", K_LONG, O(retry_max), "0", "N",
+     "transport failures before a message is dead-lettered (0: retry forever)"},
+    {"downstream-reject-retries", K_LONG, O(reject_retries), "1", "N",
+     "tries of a message billing rejects (AE/AR, HTTP 4xx) before it is dead-lettered"},
+    {"unready-after", K_MS, O(unready_after_ms), "5m", "DURATION",
+     "/readyz answers 503 when a destination has been failing this long"},
+    {"queue-high-water", K_LONG, O(queue_high_water), "0", "N",
+     "/readyz answers 503 above this many waiting messages (0: 90% of queue-max)"},
+    {"accept-empty-queue", K_BOOL, O(accept_empty_queue), "no", NULL,
+     "start even though the queue database of a used data folder is missing or empty"},
+    {"retry-base", K_MS, O(retry_base_ms), "500ms", "DURATION",
+     "first retry delay, doubled each try"},
     {"retry-max-delay", K_MS, O(retry_max_delay_ms), "5m", "DURATION", "longest retry delay"},
     {"annotation", K_STR, O(annotation), "zsg", "zsg|nte",
      "segment that carries findings in forwarded HL7 messages"},
@@ -359,8 +369,15 @@ err_t config_validate(config_t *c, err_detail_t *d)
         return err_set(d, ERR_BAD_CONFIG, 0, "downstream-fhir: expected an http:// or https:// URL");
     if (c->max_message_size < 64 || c->max_body_size < 64)
         return err_set(d, ERR_BAD_CONFIG, 0, "max-message-size/max-body-size: at least 64 bytes");
-    if (c->retry_max < 1)
-        return err_set(d, ERR_BAD_CONFIG, 0, "retry-max: at least 1");
+    if (c->retry_max < 0 || c->retry_max > 1000000000)
+        return err_set(d, ERR_BAD_CONFIG, 0, "retry-max: 0 (forever) or a number of tries");
+    if (c->reject_retries < 1 || c->reject_retries > 1000)
+        return err_set(d, ERR_BAD_CONFIG, 0, "downstream-reject-retries: 1 to 1000");
+    if (c->queue_high_water < 0)
+        return err_set(d, ERR_BAD_CONFIG, 0, "queue-high-water: 0 or more");
+    if (c->retry_base_ms < 1 || c->retry_max_delay_ms > 86400000L)
+        return err_set(d, ERR_BAD_CONFIG, 0,
+                       "retry-base: at least 1ms; retry-max-delay: at most 24h");
     if (c->queue_max < 1)
         return err_set(d, ERR_BAD_CONFIG, 0, "queue-max: at least 1");
     return ERR_OK;

@@ -40,9 +40,13 @@ typedef struct {
     char *downstream_fhir;     /* URL or NULL */
     config_addr_t reject_mllp; /* reject sink as MLLP, or the reject dir */
     long ack_timeout_ms;
-    long retry_max;
+    long retry_max;      /* transport failures before dead-letter; 0 = forever */
+    long reject_retries; /* application rejects before dead-letter */
     long retry_base_ms;
     long retry_max_delay_ms;
+    long unready_after_ms;     /* /readyz: a destination failing this long is not ready */
+    long queue_high_water;     /* /readyz: more waiting than this is not ready; 0 = 90% */
+    bool accept_empty_queue;   /* start on a missing/empty queue of a used data folder */
     char *annotation;          /* "zsg" | "nte" */
     char *other_messages;      /* "forward" | "reject": messages that carry no claim */
     /* limits */

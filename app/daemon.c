@@ -5,6 +5,8 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -249,6 +251,7 @@ static err_t start_out(daemon_t *d, const char *dest, out_kind_t kind, const con
         .no_fsync = strcmp(d->cfg.queue_sync, "normal") == 0,
         .dead_dir = d->dead_dir,
         .max_tries = (unsigned)d->cfg.retry_max,
+        .reject_tries = (unsigned)d->cfg.reject_retries,
         .backoff_base_ms = (unsigned)d->cfg.retry_base_ms,
         .backoff_max_ms = (unsigned)d->cfg.retry_max_delay_ms,
         .jitter = true,
@@ -326,6 +329,123 @@ static err_t start_listeners(daemon_t *d)
         }
     }
     return ERR_OK;
+}
+
+/* ---------------------------------------------------------------- queue marker */
+
+/* A used data folder keeps "queue.instance": the identity (queue_instance) of
+ * the queue database it holds, written once that database is open. A queue
+ * file that is missing or empty, or another database, beside that marker
+ * means acknowledged messages waiting in it are gone (deleted, truncated,
+ * replaced while stopped): the daemon refuses to start rather than carry on
+ * silently empty, unless accept-empty-queue says the operator knows. */
+static void marker_path(const daemon_t *d, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s/queue.instance", d->cfg.data_dir);
+}
+
+/* Reads the marker: 1 with *inst, 0 when there is none, -1 when unreadable. */
+static int marker_read(const daemon_t *d, int64_t *inst)
+{
+    char path[4200], buf[64];
+    marker_path(d, path, sizeof path);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return errno == ENOENT ? 0 : -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *end;
+    errno = 0;
+    long long v = strtoll(buf, &end, 10);
+    if (end == buf || errno || (*end && *end != '\n'))
+        return -1;
+    *inst = (int64_t)v;
+    return 1;
+}
+
+/* Writes the marker through a temp file, fsync, rename, folder fsync. */
+static int marker_write(const daemon_t *d, int64_t inst)
+{
+    char path[4200], tmp[4300], buf[32];
+    marker_path(d, path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int n = snprintf(buf, sizeof buf, "%" PRId64 "\n", inst);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return errno;
+    int en = 0;
+    if (write(fd, buf, (size_t)n) != n)
+        en = errno ? errno : EIO;
+    if (!en && fsync(fd) != 0)
+        en = errno;
+    if (close(fd) != 0 && !en)
+        en = errno;
+    if (!en && rename(tmp, path) != 0)
+        en = errno;
+    if (en) {
+        unlink(tmp);
+        return en;
+    }
+    int dfd = open(d->cfg.data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        if (fsync(dfd) != 0)
+            en = errno;
+        close(dfd);
+    }
+    return en;
+}
+
+/* Before queue_open: a marker with no queue file, or an empty one. */
+static int queue_guard_before(daemon_t *d)
+{
+    int64_t inst;
+    int m = marker_read(d, &inst);
+    if (m < 0) {
+        log_error("queue marker %s/queue.instance is unreadable: %s", d->cfg.data_dir,
+                  strerror(errno));
+        return -1;
+    }
+    if (m == 0)
+        return 0;
+    struct stat st;
+    const char *what = stat(d->queue_path, &st) != 0 ? "missing" : st.st_size == 0 ? "empty" : NULL;
+    if (!what)
+        return 0;
+    if (!d->cfg.accept_empty_queue) {
+        log_error("queue %s is %s, but this data folder had a queue (queue.instance): the "
+                  "messages waiting in it are gone. Restore it from a backup, or start with "
+                  "--accept-empty-queue to begin with an empty queue",
+                  d->queue_path, what);
+        return -1;
+    }
+    log_warn("queue %s is %s in a used data folder: starting empty (accept-empty-queue)",
+             d->queue_path, what);
+    return 0;
+}
+
+/* After queue_open: the database must be the one the marker names; then the
+ * marker is (re)written. */
+static int queue_guard_after(daemon_t *d)
+{
+    int64_t inst = 0, now = queue_instance(d->queue);
+    int m = marker_read(d, &inst);
+    if (m == 1 && inst == now)
+        return 0;
+    if (m == 1 && !d->cfg.accept_empty_queue) {
+        log_error("queue %s is not the database this data folder had (queue.instance differs): "
+                  "the messages waiting in it are gone. Restore it from a backup, or start with "
+                  "--accept-empty-queue to go on with this one",
+                  d->queue_path);
+        return -1;
+    }
+    int en = marker_write(d, now);
+    if (en) {
+        log_error("cannot write the queue marker %s/queue.instance: %s", d->cfg.data_dir,
+                  strerror(en));
+        return -1;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- shutdown */
@@ -462,7 +582,7 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
     pack_install(d, pack);
     log_info("spinegate %s starting: %s, adt=%s", PACKAGE_VERSION, rule_pack_describe(pack),
              d->cfg.adt);
-    if (prepare_dirs(d) != 0)
+    if (prepare_dirs(d) != 0 || queue_guard_before(d) != 0)
         return 1;
 
     queue_opts_t qo = {
@@ -487,7 +607,7 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
     uv_signal_start(&d->sig_int, on_signal, SIGINT);
     uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
 
-    if (start_delivery(d) != ERR_OK || start_listeners(d) != ERR_OK) {
+    if (queue_guard_after(d) != 0 || start_delivery(d) != ERR_OK || start_listeners(d) != ERR_OK) {
         d->exit_code = 1;
         begin_stop(d, "startup failed");
     } else if (cfg->pid_file) {

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "daemon.h"
 #include "fhir.h"
@@ -445,6 +446,112 @@ static void judge_and_store(http_job_t *j)
 
 /* ---------------------------------------------------------------- status pages */
 
+/* ---- readiness: each destination's state and the queue's fill */
+
+typedef struct {
+    const char *name;
+    out_dest_t *o;
+} dest_ref_t;
+
+static size_t dest_refs(daemon_t *d, dest_ref_t refs[4])
+{
+    dest_ref_t all[] = {{"hl7", d->out_hl7},
+                        {"fhir", d->out_fhir},
+                        {"reject-hl7", d->out_reject_hl7},
+                        {"reject-fhir", d->out_reject_fhir}};
+    size_t n = 0;
+    for (size_t i = 0; i < 4; i++)
+        if (all[i].o)
+            refs[n++] = all[i];
+    return n;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* "ok": nothing failing; "retrying": the head message failed and is retried
+ * (downstream down or refusing); "blocked": it waits on a local storage
+ * fault (outbox, dead-letter folder, queue disk full or failing). */
+static const char *dest_state(const out_stats_t *st)
+{
+    if (!st->failing_since_ms)
+        return "ok";
+    return st->storage_failing ? "blocked" : "retrying";
+}
+
+static uint64_t high_water(const daemon_t *d)
+{
+    if (d->cfg.queue_high_water > 0)
+        return (uint64_t)d->cfg.queue_high_water;
+    return (uint64_t)d->cfg.queue_max * 9 / 10;
+}
+
+static void iso_time(int64_t ms, char *buf, size_t n)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Adds {"state", "since", "failing_s", "last_error", "oldest_age_s"} for one
+ * destination to x; returns true when it has failed longer than unready-after. */
+static bool dest_json(const daemon_t *d, const out_stats_t *st, int64_t now, cJSON *x)
+{
+    cJSON_AddStringToObject(x, "state", dest_state(st));
+    bool late = false;
+    if (st->failing_since_ms) {
+        char since[32];
+        iso_time(st->failing_since_ms, since, sizeof since);
+        cJSON_AddStringToObject(x, "since", since);
+        int64_t failing = now - st->failing_since_ms;
+        cJSON_AddNumberToObject(x, "failing_s", (double)failing / 1000.0);
+        late = failing >= d->cfg.unready_after_ms;
+    }
+    cJSON_AddNumberToObject(x, "oldest_age_s",
+                            st->oldest_ms ? (double)(now - st->oldest_ms) / 1000.0 : 0);
+    return late;
+}
+
+/* GET /readyz: 200 when every destination moves and the queue is below its
+ * high-water mark, 503 otherwise (a load balancer or an operator's monitor
+ * stops sending here; /healthz stays liveness). */
+static void serve_readyz(daemon_t *d, http_req_t *req)
+{
+    queue_stats_t qs;
+    queue_stats(d->queue, &qs);
+    int64_t now = wall_ms();
+    cJSON *o = cJSON_CreateObject();
+    bool ready = !d->stopping;
+    cJSON *dl = cJSON_AddObjectToObject(o, "destinations");
+    dest_ref_t refs[4];
+    size_t n = dest_refs(d, refs);
+    for (size_t i = 0; i < n; i++) {
+        out_stats_t st;
+        out_stats(refs[i].o, &st);
+        cJSON *x = cJSON_AddObjectToObject(dl, refs[i].name);
+        if (dest_json(d, &st, now, x))
+            ready = false;
+        cJSON_AddNumberToObject(x, "depth", (double)queue_depth(d->queue, refs[i].name));
+        cJSON_AddStringToObject(x, "last_error", st.failing_since_ms ? st.last_error : "");
+    }
+    uint64_t hw = high_water(d);
+    cJSON *q = cJSON_AddObjectToObject(o, "queue");
+    cJSON_AddNumberToObject(q, "depth", (double)qs.depth);
+    cJSON_AddNumberToObject(q, "high_water", (double)hw);
+    if (qs.depth > hw)
+        ready = false;
+    cJSON_AddStringToObject(o, "status", d->stopping ? "stopping" : ready ? "ready" : "unready");
+    char *s = cJSON_PrintUnformatted(o);
+    http_req_respond(req, ready ? 200 : 503, "application/json", s, strlen(s), NULL);
+    cJSON_free(s);
+    cJSON_Delete(o);
+}
+
 static void serve_healthz(daemon_t *d, http_req_t *req)
 {
     queue_stats_t qs;
@@ -461,6 +568,7 @@ static void serve_healthz(daemon_t *d, http_req_t *req)
     cJSON_AddNumberToObject(q, "delivered", (double)qs.delivered);
     cJSON_AddNumberToObject(q, "dead", (double)qs.dead);
     cJSON *dl = cJSON_AddObjectToObject(o, "delivery");
+    bool ready = !d->stopping;
     struct {
         const char *name;
         out_dest_t *o;
@@ -477,7 +585,10 @@ static void serve_healthz(daemon_t *d, http_req_t *req)
         cJSON_AddNumberToObject(x, "retries", (double)st.retries);
         cJSON_AddNumberToObject(x, "dead", (double)st.dead);
         cJSON_AddStringToObject(x, "last_error", st.last_error);
+        if (dest_json(d, &st, wall_ms(), x))
+            ready = false;
     }
+    cJSON_AddBoolToObject(o, "ready", ready && qs.depth <= high_water(d));
     char *s = cJSON_PrintUnformatted(o);
     http_req_respond(req, d->stopping ? 503 : 200, "application/json", s, strlen(s), NULL);
     cJSON_free(s);
@@ -514,6 +625,46 @@ static void serve_metrics(daemon_t *d, http_req_t *req)
                             "# TYPE spinegate_queue_commits_total counter\n"
                             "spinegate_queue_commits_total %llu\n",
                             (unsigned long long)qs.commits);
+    off += (size_t)snprintf(extra + off, sizeof extra - off,
+                            "# HELP spinegate_queue_commit_failures_total Group commits that "
+                            "failed (full disk, I/O error); their marks are retried.\n"
+                            "# TYPE spinegate_queue_commit_failures_total counter\n"
+                            "spinegate_queue_commit_failures_total %llu\n",
+                            (unsigned long long)qs.commit_failures);
+    dest_ref_t refs[4];
+    size_t nref = dest_refs(d, refs);
+    int64_t now = wall_ms();
+    static const char *const heads[] = {
+        "# HELP spinegate_delivery_oldest_age_seconds Age of the oldest message waiting, by "
+        "destination.\n# TYPE spinegate_delivery_oldest_age_seconds gauge\n",
+        "# HELP spinegate_delivery_failing_seconds How long the message at the head has been "
+        "failing (0: not failing).\n# TYPE spinegate_delivery_failing_seconds gauge\n",
+        "# HELP spinegate_delivery_storage_errors_total Local writes that failed (outbox, "
+        "dead-letter, cursor): the message stays pending.\n"
+        "# TYPE spinegate_delivery_storage_errors_total counter\n",
+        "# HELP spinegate_delivery_rejects_total Application rejects from downstream (AE/AR, "
+        "HTTP 4xx).\n# TYPE spinegate_delivery_rejects_total counter\n",
+    };
+    for (size_t k = 0; k < 4; k++) {
+        off += (size_t)snprintf(extra + off, sizeof extra - off, "%s", heads[k]);
+        for (size_t i = 0; i < nref && off < sizeof extra - 256; i++) {
+            out_stats_t st;
+            out_stats(refs[i].o, &st);
+            double v =
+                k == 0   ? (st.oldest_ms ? (double)(now - st.oldest_ms) / 1000.0 : 0)
+                : k == 1 ? (st.failing_since_ms ? (double)(now - st.failing_since_ms) / 1000.0 : 0)
+                : k == 2 ? (double)st.storage_errors
+                         : (double)st.rejects;
+            off += (size_t)snprintf(extra + off, sizeof extra - off,
+                                    k < 2 ? "%s{destination=\"%s\"} %.3f\n"
+                                          : "%s{destination=\"%s\"} %.0f\n",
+                                    k == 0   ? "spinegate_delivery_oldest_age_seconds"
+                                    : k == 1 ? "spinegate_delivery_failing_seconds"
+                                    : k == 2 ? "spinegate_delivery_storage_errors_total"
+                                             : "spinegate_delivery_rejects_total",
+                                    refs[i].name, v);
+        }
+    }
     if (d->mllp) {
         mllp_stats_t ms;
         mllp_server_stats(d->mllp, &ms);
@@ -571,6 +722,10 @@ void serve_http_request(http_req_t *req, void *user)
 
     if (strcmp(path, "/healthz") == 0 && get) {
         serve_healthz(d, req);
+        return;
+    }
+    if (strcmp(path, "/readyz") == 0 && get) {
+        serve_readyz(d, req);
         return;
     }
     if (strcmp(path, "/metrics") == 0 && get) {

@@ -96,16 +96,20 @@ bool out__cursor_decode(const unsigned char *rec, size_t n, int64_t *id, int64_t
 
 /* Records that every row up to id is done. No fsync, on purpose: the page
  * cache outlives the process, and a power loss falls back on the marks. A
- * failed write leaves an older cursor, which only means more re-sends. */
+ * failed write leaves an older cursor, which only means more re-sends; while
+ * it fails, pump() retries it and waits for every mark to commit before the
+ * next message (the marks alone then say what a restart must send). */
 static void cursor_write(out_dest_t *d, int64_t id)
 {
     unsigned char rec[OUT_CURSOR_LEN];
+    d->cursor_last = id;
     out__cursor_encode(rec, id, d->instance);
     ssize_t n;
     do
         n = pwrite(d->cursor_fd, rec, sizeof rec, 0);
     while (n < 0 && errno == EINTR);
     if (n != (ssize_t)sizeof rec) {
+        d->st.storage_errors++;
         if (!d->cursor_failing)
             log_error("out %s: cursor file not written (%s): a restart may send again what "
                       "was delivered since",
@@ -247,11 +251,18 @@ static void send_cur(out_dest_t *d)
     d->tp->send(d, d->cur);
 }
 
+static void dead_write_start(out_dest_t *d);
+
 static void retry_timer_cb(uv_timer_t *t)
 {
     out_dest_t *d = t->data;
     if (d->stopping || !d->cur)
         return;
+    if (d->dead_retry) {
+        d->dead_retry = false;
+        dead_write_start(d);
+        return;
+    }
     send_cur(d);
 }
 
@@ -275,6 +286,15 @@ static void pump(out_dest_t *d)
     }
     if (d->ring_n == 0)
         return;
+    if (d->cursor_failing) {
+        /* Try the cursor again; while it cannot be written, the marks must
+         * be committed before anything else goes out. */
+        cursor_write(d, d->cursor_last);
+        if (d->cursor_failing && queue_reader_unsynced(d->reader)) {
+            queue_reader_flush(d->reader);
+            return;
+        }
+    }
     if (queue_reader_unsynced(d->reader) >= d->o.mark_window) {
         /* Too far ahead of what a restart would know: wait for the marks
          * (ready_cb brings us back here). */
@@ -283,6 +303,8 @@ static void pump(out_dest_t *d)
     }
     d->cur = ring_pop(d);
     d->attempts = d->cur->attempts;
+    d->rejects = 0;
+    d->storage_tries = 0;
     d->st.attempts = d->attempts;
     maybe_fetch(d);
     send_cur(d);
@@ -307,6 +329,18 @@ static void cur_done(out_dest_t *d)
     d->attempts = 0;
     d->st.attempts = 0;
     d->st.inflight = 0;
+    d->rejects = 0;
+    d->storage_tries = 0;
+    d->dead_retry = false;
+    xfree(d->dead_detail);
+    d->dead_detail = NULL;
+}
+
+/* The head message went out (or to the dead-letter folder): nothing fails. */
+static void failing_clear(out_dest_t *d)
+{
+    d->failing_since_ms = 0;
+    d->st.storage_failing = false;
 }
 
 /* Runs on the thread pool: the payload and a note saying why. */
@@ -318,18 +352,42 @@ static void dead_work(uv_work_t *w)
     const char *ext = d->o.ext ? d->o.ext : out__ext_for(row->content_type);
     out__file_name(name, sizeof name, row->id, row->control_id, ext);
     snprintf(note_name, sizeof note_name, "%s.reason", name);
-    char note[1024], idb[72];
-    int n = snprintf(note, sizeof note,
+    /* The downstream's own answer (MSA-3, ERR, an OperationOutcome) goes
+     * last, after a blank line, as it came (it is bounded by the transport). */
+    const char *detail = d->dead_detail ? d->dead_detail : "";
+    size_t cap = 1024 + strlen(detail);
+    char *note = xmalloc(cap), idb[72];
+    int n = snprintf(note, cap,
                      "destination: %s\ncontrol-id: %s\ncontent-type: %s\nattempts: %u\n"
-                     "reason: %s\nqueued-ms: %" PRId64 "\n",
+                     "reason: %s\nqueued-ms: %" PRId64 "\n%s%s%s",
                      row->dest, safe_id(row->control_id, idb), row->content_type, d->attempts,
-                     d->dead_reason, row->created_ms);
-    if (n < 0 || (size_t)n >= sizeof note)
+                     d->dead_reason, row->created_ms, *detail ? "downstream-answer:\n" : "", detail,
+                     *detail && detail[strlen(detail) - 1] != '\n' ? "\n" : "");
+    if (n < 0 || (size_t)n >= cap)
         n = (int)strlen(note);
     d->dead_rc =
         out__write_atomic(d->o.dead_dir, name, row->payload, row->payload_len, !d->o.no_fsync);
     if (d->dead_rc == 0)
         d->dead_rc = out__write_atomic(d->o.dead_dir, note_name, note, (size_t)n, !d->o.no_fsync);
+    xfree(note);
+}
+
+/* The message is out of the feed: its dead mark is given, and the cursor
+ * passes it (pump) only once that mark is committed. */
+static void dead_mark(out_dest_t *d, bool filed)
+{
+    char idb[72];
+    d->st.dead++;
+    log_error("out %s: control id %s dead-lettered after %u attempts: %s", d->o.dest,
+              safe_id(d->cur->control_id, idb), d->attempts, d->dead_reason);
+    if (filed)
+        queue_mark_dead_lettered(d->reader, d->cur->id, d->attempts, d->dead_reason);
+    else
+        queue_mark_dead(d->reader, d->cur->id, d->attempts, d->dead_reason);
+    d->dead_pending = d->cur->id;
+    queue_reader_flush(d->reader);
+    cur_done(d);
+    failing_clear(d);
 }
 
 static void dead_done(uv_work_t *w, int status)
@@ -337,47 +395,87 @@ static void dead_done(uv_work_t *w, int status)
     out_dest_t *d = w->data;
     d->dead_writing = false;
     char idb[72];
-    if (status == 0 && d->dead_rc != 0)
-        log_error("out %s: control id %s: dead-letter file not written (%s); the row is kept "
-                  "dead in the queue",
-                  d->o.dest, safe_id(d->cur->control_id, idb), strerror(d->dead_rc));
-    queue_mark_dead(d->reader, d->cur->id, d->attempts, d->dead_reason);
-    d->dead_pending = d->cur->id;
-    queue_reader_flush(d->reader);
-    cur_done(d);
+    int en = status ? EINTR : d->dead_rc;
+    if (en) {
+        /* No file, no mark: the message stays pending, first in line, and
+         * its dead letter is written again after a backoff (ENOSPC: when
+         * space returns). Nothing behind it goes out meanwhile. */
+        d->storage_tries++;
+        d->st.storage_errors++;
+        d->st.storage_failing = true;
+        uint64_t delay = backoff_ms(d, d->storage_tries);
+        snprintf(d->st.last_error, sizeof d->st.last_error, "dead-letter file: %s",
+                 status ? uv_strerror(status) : strerror(en));
+        log_error("out %s: control id %s: dead-letter file not written (%s); the message stays "
+                  "pending, retry in %" PRIu64 " ms",
+                  d->o.dest, safe_id(d->cur->control_id, idb),
+                  status ? uv_strerror(status) : strerror(en), delay);
+        if (d->stopping) {
+            finish_stop(d);
+            return;
+        }
+        d->dead_retry = true;
+        uv_timer_start(&d->retry_timer, retry_timer_cb, delay, 0);
+        return;
+    }
+    dead_mark(d, true);
     if (d->stopping)
         finish_stop(d);
     else
         pump(d);
 }
 
-static void dead_letter(out_dest_t *d, const char *reason)
+static void dead_write_start(out_dest_t *d)
 {
-    char idb[72];
-    d->st.dead++;
-    snprintf(d->dead_reason, sizeof d->dead_reason, "%s", reason);
-    log_error("out %s: control id %s dead-lettered after %u attempts: %s", d->o.dest,
-              safe_id(d->cur->control_id, idb), d->attempts, reason);
-    if (!d->o.dead_dir) {
-        queue_mark_dead(d->reader, d->cur->id, d->attempts, reason);
-        d->dead_pending = d->cur->id;
-        queue_reader_flush(d->reader);
-        cur_done(d);
-        return;
-    }
     d->dead_writing = true;
     d->dead_work.data = d;
     uv_queue_work(d->loop, &d->dead_work, dead_work, dead_done);
 }
 
+/* detail: the downstream's answer for the .reason file (copied); may be NULL. */
+static void dead_letter(out_dest_t *d, const char *reason, const char *detail)
+{
+    snprintf(d->dead_reason, sizeof d->dead_reason, "%s", reason);
+    xfree(d->dead_detail);
+    d->dead_detail = detail && *detail ? xstrdup(detail) : NULL;
+    if (!d->o.dead_dir) {
+        dead_mark(d, false); /* the queue keeps the only copy: never pruned */
+        return;
+    }
+    dead_write_start(d);
+}
+
 void out__send_done(out_dest_t *d, out__res_t res, const char *reason)
 {
+    out__send_done_detail(d, res, reason, NULL);
+}
+
+static void retry_later(out_dest_t *d, unsigned tries)
+{
+    char idb[72];
+    uint64_t delay = backoff_ms(d, tries);
+    d->st.retries++;
+    if (d->st.storage_failing)
+        log_error("out %s: control id %s: %s; the message stays pending, retry in %" PRIu64 " ms",
+                  d->o.dest, safe_id(d->cur->control_id, idb), d->st.last_error, delay);
+    else
+        log_warn("out %s: control id %s attempt %u failed: %s; retry in %" PRIu64 " ms", d->o.dest,
+                 safe_id(d->cur->control_id, idb), d->attempts, d->st.last_error, delay);
+    queue_mark_attempt(d->reader, d->cur->id, d->attempts, d->st.last_error);
+    if (!d->stopping)
+        uv_timer_start(&d->retry_timer, retry_timer_cb, delay, 0);
+}
+
+void out__send_done_detail(out_dest_t *d, out__res_t res, const char *reason, const char *detail)
+{
     d->sending = false;
-    d->attempts++;
+    if (res != OUT_RES_STORAGE)
+        d->attempts++; /* a local fault is not a try of the message */
     d->st.attempts = d->attempts;
     queue_row_t *row = d->cur;
     char idb[72];
     if (res == OUT_RES_OK) {
+        failing_clear(d);
         d->st.delivered++;
         d->st.last_ok_ms = wall_ms();
         log_debug("out %s: control id %s delivered (attempt %u)", d->o.dest,
@@ -389,17 +487,23 @@ void out__send_done(out_dest_t *d, out__res_t res, const char *reason)
         cur_done(d);
     } else {
         snprintf(d->st.last_error, sizeof d->st.last_error, "%s", reason ? reason : "failed");
-        if (res == OUT_RES_PERMANENT || d->attempts >= d->o.max_tries) {
-            dead_letter(d, d->st.last_error);
+        if (!d->failing_since_ms)
+            d->failing_since_ms = wall_ms();
+        d->st.storage_failing = res == OUT_RES_STORAGE;
+        if (res == OUT_RES_STORAGE) {
+            d->st.storage_errors++;
+            retry_later(d, ++d->storage_tries);
+        } else if (res == OUT_RES_REJECT) {
+            d->rejects++;
+            d->st.rejects++;
+            if (d->rejects >= d->o.reject_tries)
+                dead_letter(d, d->st.last_error, detail);
+            else
+                retry_later(d, d->rejects);
+        } else if (res == OUT_RES_PERMANENT || (d->o.max_tries && d->attempts >= d->o.max_tries)) {
+            dead_letter(d, d->st.last_error, detail);
         } else {
-            uint64_t delay = backoff_ms(d, d->attempts);
-            d->st.retries++;
-            log_warn("out %s: control id %s attempt %u failed: %s; retry in %" PRIu64 " ms",
-                     d->o.dest, safe_id(row->control_id, idb), d->attempts, d->st.last_error,
-                     delay);
-            queue_mark_attempt(d->reader, row->id, d->attempts, d->st.last_error);
-            if (!d->stopping)
-                uv_timer_start(&d->retry_timer, retry_timer_cb, delay, 0);
+            retry_later(d, d->attempts);
         }
     }
     if (d->stopping)
@@ -421,6 +525,7 @@ static void free_dest(out_dest_t *d)
         queue_row_free(ring_pop(d));
     xfree(d->ring);
     queue_row_free(d->cur);
+    xfree(d->dead_detail);
     if (d->cursor_fd >= 0)
         close(d->cursor_fd);
     xfree(d->s_dest);
@@ -461,8 +566,8 @@ err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_de
     d->o.dir = d->s_dir = dup_or_null(opts->dir);
     d->o.ext = d->s_ext = dup_or_null(opts->ext);
     d->o.dead_dir = d->s_dead_dir = dup_or_null(opts->dead_dir);
-    if (!d->o.max_tries)
-        d->o.max_tries = 10;
+    if (!d->o.reject_tries)
+        d->o.reject_tries = 1;
     if (!d->o.backoff_base_ms)
         d->o.backoff_base_ms = 500;
     if (!d->o.backoff_max_ms)
@@ -523,6 +628,8 @@ void out_stats(const out_dest_t *d, out_stats_t *st)
 {
     *st = d->st;
     st->connected = d->connected;
+    st->failing_since_ms = d->failing_since_ms;
+    st->oldest_ms = d->cur ? d->cur->created_ms : d->ring_n ? d->ring[d->ring_head]->created_ms : 0;
 }
 
 static void timer_closed(uv_handle_t *h)

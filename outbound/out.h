@@ -4,12 +4,21 @@
  * multi on the libuv loop) that POSTs FHIR resources, or a directory sink.
  *
  * A message is marked delivered only after the downstream accepted it (MSA-1
- * AA/CA, HTTP 2xx, file renamed into place and fsynced). A failure is retried
- * with exponential backoff; after max_tries attempts (or at once on a
- * permanent HTTP 4xx) the message is dead-lettered: its row is marked dead,
- * its payload and the reason are written to dead_dir, and the next message
- * goes on. Log lines carry destination, control id, attempt and reason; never
- * payload content.
+ * AA/CA, HTTP 2xx, file renamed into place and fsynced). What happens on a
+ * failure depends on whose it is (the billing-outage policy):
+ *  - a transport failure (refused, reset, timeout, HTTP 5xx/408/429) is
+ *    retried with capped exponential backoff, forever unless max_tries is set;
+ *  - an application reject (HL7 AE/AR/CE/CR, HTTP 4xx but 408/429) is the
+ *    message's own: after reject_tries it is dead-lettered with the
+ *    downstream's own error text and the next message goes on;
+ *  - a local storage failure (the outbox folder, the dead-letter folder:
+ *    ENOSPC, EIO) is retried with backoff however long it lasts and never
+ *    dead-letters anything: when space returns delivery goes on, in order.
+ * Dead-lettering writes the payload and a ".reason" note to dead_dir, each
+ * fsynced with the folder; only then is the row marked dead, and the cursor
+ * passes it only once that mark is committed. Log lines carry destination,
+ * control id, attempt and reason; never payload content nor the
+ * downstream's error text (it may quote the message).
  *
  * Delivery cursor: rows go out strictly in id order, one at a time, and the
  * id of each one accepted (or dead-lettered) is written to the file
@@ -58,7 +67,8 @@ typedef struct {
     const char *ext;          /* OUT_DIR: file extension; NULL = from the content type */
     bool no_fsync;            /* OUT_DIR and dead letters: skip fsync (tests, sync=normal) */
     const char *dead_dir;     /* dead-letter folder (created); NULL = dead rows only in the queue */
-    unsigned max_tries;       /* attempts before dead-letter; 0 = 10 */
+    unsigned max_tries;       /* transport failures before dead-letter; 0 = retry forever */
+    unsigned reject_tries;    /* application rejects before dead-letter; 0 = 1 */
     unsigned backoff_base_ms; /* first retry delay, doubled each try; 0 = 500 */
     unsigned backoff_max_ms;  /* longest retry delay; 0 = 300000 */
     bool jitter;              /* draw each delay uniformly from [delay/2, delay] */
@@ -82,6 +92,13 @@ typedef struct {
     bool connected;       /* MLLP: a connection is open */
     int64_t last_ok_ms;   /* wall clock of the last delivery; 0 = none */
     char last_error[128]; /* reason of the last failure; "" = none */
+    int64_t failing_since_ms; /* wall clock of the first failure of the message now
+                                 at the head; 0 = not failing */
+    int64_t oldest_ms;        /* created_ms of the oldest message held (being sent or
+                                 fetched); 0 = none */
+    uint64_t rejects;         /* application rejects received from downstream */
+    uint64_t storage_errors;  /* local writes that failed (outbox, dead letter, cursor) */
+    bool storage_failing;     /* the head message waits on a local storage fault */
 } out_stats_t;
 
 /* Called by out_stop() once the deliverer is stopped and freed. */

@@ -157,7 +157,9 @@ static void dir_done(uv_work_t *w, int status)
     }
     snprintf(reason, sizeof reason, "write to %s: %s", s->d->o.dir,
              status ? uv_strerror(status) : strerror(s->rc));
-    out__send_done(s->d, OUT_RES_RETRY, reason);
+    /* A full or failing disk is not the message's fault: retried with
+     * backoff for as long as it lasts, never dead-lettered. */
+    out__send_done(s->d, OUT_RES_STORAGE, reason);
 }
 
 static void dir_send(out_dest_t *d, const queue_row_t *row)

@@ -2,8 +2,10 @@
  * <url>/<resource> with its content type, by libcurl's multi interface driven
  * from the libuv loop (one uv_poll_t per socket curl asks us to watch, one
  * uv_timer_t for curl's timeout), so no thread ever blocks on the network.
- * 2xx is delivered; 408, 429, 5xx and network errors are retried; any other
- * status is permanent (the server will refuse it again): dead-letter at once.
+ * 2xx is delivered; 408, 429, 5xx and network errors are transient and
+ * retried; any other status is the server refusing the message itself (an
+ * application reject): answered as such, with the first 8 KiB of the
+ * answer's body (an OperationOutcome) for the dead-letter note.
  * The easy handle is reused, so the connection is kept alive between
  * messages. Poll contexts are freed in their close callback; the body is
  * borrowed from the deliverer's row until out__send_done().
@@ -40,7 +42,11 @@ struct http_state {
     unsigned open_handles; /* timer + polls not yet closed */
     bool closing;
     char errbuf[CURL_ERROR_SIZE];
+    char *body; /* the answer's first BODY_MAX bytes, NUL-terminated */
+    size_t body_len;
 };
+
+#define BODY_MAX 8192
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc;
@@ -94,12 +100,12 @@ static void check_done(http_state_t *h)
             res = OUT_RES_OK;
         } else {
             snprintf(reason, sizeof reason, "HTTP status %ld", status);
-            res = (status >= 400 && status < 500 && status != 408 && status != 429)
-                      ? OUT_RES_PERMANENT
-                      : OUT_RES_RETRY;
+            res = (status >= 400 && status < 500 && status != 408 && status != 429) ? OUT_RES_REJECT
+                                                                                    : OUT_RES_RETRY;
         }
         if (!h->closing)
-            out__send_done(h->d, res, res == OUT_RES_OK ? NULL : reason);
+            out__send_done_detail(h->d, res, res == OUT_RES_OK ? NULL : reason,
+                                  res == OUT_RES_REJECT && h->body ? h->body : NULL);
     }
 }
 
@@ -231,10 +237,20 @@ static err_t http_init(out_dest_t *d, err_detail_t *e)
     return ERR_OK;
 }
 
-/* The answer body is not needed: the status says it all. */
-static size_t discard(char *p, size_t size, size_t n, void *user)
+/* The answer body is kept up to BODY_MAX bytes: a refusal's OperationOutcome
+ * goes into the dead-letter note; the rest is dropped. */
+static size_t keep_body(char *p, size_t size, size_t n, void *user)
 {
-    return size * n;
+    http_state_t *h = user;
+    size_t len = size * n;
+    if (!h->body)
+        h->body = xmalloc(BODY_MAX + 1);
+    size_t take = BODY_MAX - h->body_len < len ? BODY_MAX - h->body_len : len;
+    for (size_t i = 0; i < take; i++)
+        h->body[h->body_len + i] = p[i] == 0 ? ' ' : p[i];
+    h->body_len += take;
+    h->body[h->body_len] = 0;
+    return len;
 }
 
 static void http_send(out_dest_t *d, const queue_row_t *row)
@@ -250,7 +266,11 @@ static void http_send(out_dest_t *d, const queue_row_t *row)
     curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, h->hdrs);
     curl_easy_setopt(h->easy, CURLOPT_POSTFIELDS, (const char *)row->payload);
     curl_easy_setopt(h->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)row->payload_len);
-    curl_easy_setopt(h->easy, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(h->easy, CURLOPT_WRITEFUNCTION, keep_body);
+    curl_easy_setopt(h->easy, CURLOPT_WRITEDATA, h);
+    h->body_len = 0;
+    if (h->body)
+        h->body[0] = 0;
     h->busy = true;
     CURLMcode mc = curl_multi_add_handle(h->multi, h->easy);
     if (mc != CURLM_OK) {
@@ -276,6 +296,7 @@ static void maybe_closed(http_state_t *h)
         return;
     out_dest_t *d = h->d;
     curl_slist_free_all(h->hdrs);
+    xfree(h->body);
     xfree(h->url);
     xfree(h);
     d->tp_state = NULL;

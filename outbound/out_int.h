@@ -16,6 +16,10 @@ typedef enum {
     OUT_RES_OK,        /* downstream accepted it */
     OUT_RES_RETRY,     /* try again after a backoff */
     OUT_RES_PERMANENT, /* will never succeed: dead-letter now */
+    OUT_RES_REJECT,    /* downstream refused the message itself (HL7 AE/AR, HTTP 4xx):
+                          dead-letter after reject_tries, with the answer's text */
+    OUT_RES_STORAGE,   /* a local write failed (ENOSPC, EIO): not the message's fault,
+                          retried with backoff however long it takes */
 } out__res_t;
 
 typedef struct {
@@ -48,13 +52,19 @@ struct out_dest {
     int64_t skip_upto;    /* rows fetched with id <= this were delivered before a crash */
     int64_t dead_pending; /* dead row whose cursor waits for its dead mark to commit */
     bool cursor_failing;  /* the last cursor write failed (logged once) */
+    int64_t cursor_last;  /* the id last written (or tried) to the cursor file */
     queue_row_t *cur;  /* being sent or waiting for its retry */
     unsigned attempts; /* of cur, including those before a restart */
     bool started, sending, fetching, dead_writing, stopping, stopped;
     uv_timer_t retry_timer, fetch_timer;
     uv_work_t dead_work;
     char dead_reason[128];
+    char *dead_detail; /* downstream's own error text for the .reason file; NULL = none */
     int dead_rc;
+    unsigned rejects;         /* application rejects of cur (not persisted) */
+    unsigned storage_tries;   /* consecutive failed dead-letter writes of cur */
+    bool dead_retry;          /* cur is to be dead-lettered again when retry_timer fires */
+    int64_t failing_since_ms; /* wall clock of the first failure of the head message; 0 = ok */
     unsigned handles_open;
     out_stop_cb stop_cb;
     void *stop_user;
@@ -74,6 +84,16 @@ bool out__cursor_decode(const unsigned char *rec, size_t n, int64_t *id, int64_t
  * the dead-letter note (never content); NULL for OK. */
 void out__send_done(out_dest_t *d, out__res_t res, const char *reason);
 
+/* As out__send_done(), with the downstream's own error text (MSA-3 and ERR,
+ * an OperationOutcome) for an OUT_RES_REJECT: it is written into the
+ * dead-letter .reason file, never logged (it may quote the message). detail
+ * is borrowed for the call; NULL = none. */
+void out__send_done_detail(out_dest_t *d, out__res_t res, const char *reason, const char *detail);
+
+/* The text of an HL7 ACK's MSA-3 and ERR segments, one per line, for the
+ * dead-letter note: at most cap-1 bytes, control characters as spaces. */
+void out__mllp_ack_text(const char *p, size_t n, char *out, size_t cap);
+
 /* The transport's handles are all closed. */
 void out__transport_closed(out_dest_t *d);
 
@@ -92,7 +112,8 @@ int out__mkdirs(const char *dir);
 int out__write_atomic(const char *dir, const char *name, const void *p, size_t n, bool sync);
 
 /* Reads MSA-1 (and MSA-2) of an HL7 ACK. Returns OUT_RES_OK for AA/CA,
- * OUT_RES_RETRY otherwise with a reason ("downstream answered AE", "no MSA
+ * OUT_RES_REJECT for AE/AR/CE/CR ("downstream answered AE": billing refused
+ * the message itself), OUT_RES_RETRY otherwise with a reason ("no MSA
  * segment", "ACK for another control id"). ctrl may be "" (not checked). */
 out__res_t out__mllp_ack_parse(const char *p, size_t n, const char *ctrl, char *reason,
                                size_t reasonlen);

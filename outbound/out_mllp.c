@@ -3,7 +3,9 @@
  * the downstream's ACK says AA or CA in MSA-1. Anything else (AE/AR/CE/CR, an
  * ACK for another control id, a timeout, a refused or broken connection)
  * closes the connection and asks the deliverer to retry, so that a late ACK
- * can never be taken for the next message's.
+ * can never be taken for the next message's. AE/AR/CE/CR is billing refusing
+ * the message itself: answered as a reject with MSA-3 and the ERR segments
+ * (the connection, in step, is kept).
  * Each connection is its own allocation, freed in its close callback; the
  * payload is borrowed from the deliverer's row until out__send_done().
  */
@@ -76,13 +78,60 @@ out__res_t out__mllp_ack_parse(const char *p, size_t n, const char *ctrl, char *
         if (strcmp(code, "AE") == 0 || strcmp(code, "AR") == 0 || strcmp(code, "CE") == 0 ||
             strcmp(code, "CR") == 0) {
             snprintf(reason, rl, "downstream answered %s", code);
-            return OUT_RES_RETRY;
+            return OUT_RES_REJECT;
         }
         snprintf(reason, rl, "MSA-1 is not an acknowledgment code");
         return OUT_RES_RETRY;
     }
     snprintf(reason, rl, "no MSA segment in the ACK");
     return OUT_RES_RETRY;
+}
+
+void out__mllp_ack_text(const char *p, size_t n, char *out, size_t cap)
+{
+    size_t k = 0;
+    if (!cap)
+        return;
+    for (size_t i = 0; i < n;) {
+        size_t e = i;
+        while (e < n && p[e] != '\r' && p[e] != '\n')
+            e++;
+        bool msa = e - i >= 4 && memcmp(p + i, "MSA", 3) == 0;
+        bool err = e - i >= 4 && memcmp(p + i, "ERR", 3) == 0;
+        if (msa || err) {
+            size_t from = i;
+            if (msa) {
+                /* MSA-3, the text message: after the third field separator. */
+                char sep = p[i + 3];
+                int seen = 0;
+                from = e;
+                for (size_t j = i + 3; j < e; j++)
+                    if (p[j] == sep && ++seen == 3) {
+                        from = j + 1;
+                        break;
+                    }
+                size_t to = from;
+                while (to < e && p[to] != sep)
+                    to++;
+                e = to;
+            }
+            if (e > from && k + 1 < cap) {
+                const char *label = msa ? "MSA-3: " : "";
+                for (const char *l = label; *l && k + 1 < cap; l++)
+                    out[k++] = *l;
+                for (size_t j = from; j < e && k + 1 < cap; j++)
+                    out[k++] = (unsigned char)p[j] < 0x20 || p[j] == 0x7f ? ' ' : p[j];
+                if (k + 1 < cap)
+                    out[k++] = '\n';
+            }
+        }
+        i = e;
+        while (i < n && p[i] != '\r' && p[i] != '\n')
+            i++;
+        while (i < n && (p[i] == '\r' || p[i] == '\n'))
+            i++;
+    }
+    out[k] = 0;
 }
 
 static void maybe_closed(mllp_state_t *m);
@@ -109,17 +158,23 @@ static void conn_drop(mllp_state_t *m)
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
 }
 
-/* Ends the current send with res; drops the connection unless it went well. */
-static void finish(mllp_state_t *m, out__res_t res, const char *reason)
+/* Ends the current send with res; drops the connection unless it went well
+ * or the downstream answered it in step (a reject). detail: the ACK's text. */
+static void finish_detail(mllp_state_t *m, out__res_t res, const char *reason, const char *detail)
 {
     uv_timer_stop(&m->timer);
-    if (res != OUT_RES_OK)
+    if (res != OUT_RES_OK && res != OUT_RES_REJECT)
         conn_drop(m);
     if (!m->row)
         return;
     m->row = NULL;
     m->awaiting = false;
-    out__send_done(m->d, res, reason);
+    out__send_done_detail(m->d, res, reason, detail);
+}
+
+static void finish(mllp_state_t *m, out__res_t res, const char *reason)
+{
+    finish_detail(m, res, reason, NULL);
 }
 
 static void timer_cb(uv_timer_t *t)
@@ -181,13 +236,15 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             conn_drop(m);
             return;
         }
-        char reason[96];
+        char reason[96], text[2048] = "";
         out__res_t res = out__mllp_ack_parse(start + 1, end - off - 1, m->row->control_id, reason,
                                              sizeof reason);
+        if (res == OUT_RES_REJECT)
+            out__mllp_ack_text(start + 1, end - off - 1, text, sizeof text);
         size_t used = end + 2;
         memmove(c->rbuf, c->rbuf + used, c->rlen - used);
         c->rlen -= used;
-        finish(m, res, res == OUT_RES_OK ? NULL : reason);
+        finish_detail(m, res, res == OUT_RES_OK ? NULL : reason, text);
         if (m->c != c || c->rlen == 0)
             return;
     }

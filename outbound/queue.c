@@ -27,8 +27,12 @@
 
 /* Row states on disk. In flight is not stored: after a crash an in-flight row
  * must be pending again, which is what it already is. Delivered rows are
- * deleted in the transaction that would have marked them. */
-enum { ST_PENDING = 0, ST_DEAD = 3 };
+ * deleted in the transaction that would have marked them. A dead row is
+ * ST_DEAD when the queue is the only place that holds the message (no
+ * dead-letter folder, an unreadable row, rows from older versions, which may
+ * have lost their file to a full disk): never pruned. ST_DEAD_LETTERED rows
+ * have a durable dead-letter file beside them: pruned after dead_keep_days. */
+enum { ST_PENDING = 0, ST_DEAD = 3, ST_DEAD_LETTERED = 4 };
 
 #define SCHEMA_VERSION 1
 
@@ -58,7 +62,7 @@ typedef struct put_req {
     /* the strings and the payload follow in the same allocation */
 } put_req_t;
 
-typedef enum { MARK_DELIVERED, MARK_DEAD, MARK_ATTEMPT } mark_kind_t;
+typedef enum { MARK_DELIVERED, MARK_DEAD, MARK_DEAD_LETTERED, MARK_ATTEMPT } mark_kind_t;
 
 typedef struct mark_req {
     struct mark_req *next;
@@ -94,6 +98,7 @@ struct queue {
     mark_req_t *marks, **marks_tail;
 
     bool committing; /* a batch is on the thread pool */
+    unsigned fail_streak; /* group commits failed in a row: marks are retried with backoff */
     int wal_pages;   /* WAL size after the last commit (set by the commit thread) */
 
     /* Checkpoints run on their own connection and work item, beside the
@@ -297,8 +302,8 @@ static err_t load_state(queue_t *q, err_detail_t *d)
         return sql_err(q->db, rc, d, "queue identity");
 
     char sql[160];
-    snprintf(sql, sizeof sql, "DELETE FROM msgs WHERE state=%d AND updated_ms<%" PRId64, ST_DEAD,
-             now_ms() - (int64_t)q->opts.dead_keep_days * 86400000);
+    snprintf(sql, sizeof sql, "DELETE FROM msgs WHERE state=%d AND updated_ms<%" PRId64,
+             ST_DEAD_LETTERED, now_ms() - (int64_t)q->opts.dead_keep_days * 86400000);
     rc = exec(q->db, sql);
     if (rc != SQLITE_OK)
         return sql_err(q->db, rc, d, "prune dead rows");
@@ -441,7 +446,7 @@ err_t queue_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, qu
         e = prepare(q, "DELETE FROM msgs WHERE id=?1", &q->st_delete, d);
     if (!e)
         e = prepare(q,
-                    "UPDATE msgs SET state=3, attempts=?2, last_error=?3, updated_ms=?4"
+                    "UPDATE msgs SET state=?5, attempts=?2, last_error=?3, updated_ms=?4"
                     " WHERE id=?1",
                     &q->st_dead, d);
     if (!e)
@@ -506,8 +511,9 @@ static void commit_work(uv_work_t *w)
         what = "insert";
     }
     for (mark_req_t *m = q->batch_marks; rc == SQLITE_OK && m; m = m->next) {
+        bool dead = m->kind == MARK_DEAD || m->kind == MARK_DEAD_LETTERED;
         sqlite3_stmt *st = m->kind == MARK_DELIVERED ? q->st_delete
-                           : m->kind == MARK_DEAD    ? q->st_dead
+                           : dead                    ? q->st_dead
                                                      : q->st_attempt;
         sqlite3_bind_int64(st, 1, m->id);
         if (m->kind != MARK_DELIVERED) {
@@ -515,6 +521,8 @@ static void commit_work(uv_work_t *w)
             sqlite3_bind_text(st, 3, m->reason, -1, SQLITE_STATIC);
             sqlite3_bind_int64(st, 4, now);
         }
+        if (dead)
+            sqlite3_bind_int(st, 5, m->kind == MARK_DEAD ? ST_DEAD : ST_DEAD_LETTERED);
         rc = sqlite3_step(st);
         sqlite3_reset(st);
         rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
@@ -577,9 +585,31 @@ static void commit_done(uv_work_t *w, int status)
     bool ok = status == 0 && q->batch_rc == SQLITE_OK;
     if (ok) {
         q->st.commits++;
+        if (q->fail_streak)
+            log_info("queue: group commits succeed again");
+        q->fail_streak = 0;
     } else {
-        log_error("queue: group commit failed: %s; its puts are refused and its marks lost",
-                  status ? uv_strerror(status) : q->batch_err);
+        q->st.commit_failures++;
+        q->fail_streak++;
+        log_error("queue: group commit failed: %s; its puts are refused, its marks %s",
+                  status ? uv_strerror(status) : q->batch_err,
+                  q->closing ? "lost (closing: a restart sends those rows again)"
+                             : "kept and retried");
+        if (!q->closing && marks) {
+            /* A mark is the only record that a row was delivered or
+             * dead-lettered once the cursor passes it: put the whole batch
+             * back in front of newer marks (marks are idempotent, their order
+             * kept) and retry it with backoff. The deliverer waits on them
+             * (queue_reader_unsynced) before its cursor passes a dead row. */
+            mark_req_t *last = marks;
+            while (last->next)
+                last = last->next;
+            last->next = q->marks;
+            if (!q->marks)
+                q->marks_tail = &last->next;
+            q->marks = marks;
+            marks = NULL;
+        }
     }
 
     /* Readers learn of new rows before the callbacks run, so that a callback
@@ -699,6 +729,16 @@ static void commit_schedule(queue_t *q, bool urgent)
     uint64_t delay = q->opts.max_delay_ms;
     if (!urgent && delay < MARK_DELAY_MS)
         delay = MARK_DELAY_MS;
+    if (q->fail_streak && !q->puts) {
+        /* The last commit failed (a full disk?): marks alone retry with
+         * backoff, 10 ms doubled per failure up to 2 s, not in a loop. */
+        unsigned sh = q->fail_streak < 8 ? q->fail_streak : 8;
+        uint64_t back = (uint64_t)MARK_DELAY_MS << sh;
+        if (back > 2000)
+            back = 2000;
+        if (delay < back)
+            delay = back;
+    }
     uint64_t due = uv_now(q->loop) + delay;
     if (q->timer_armed && q->timer_due <= due)
         return;
@@ -1209,6 +1249,19 @@ err_t queue_mark_dead(queue_reader_t *r, int64_t id, unsigned attempts, const ch
     r->q->st.dead++;
     depth_down(r->q, de);
     mark_add(r->q, r->dest_idx, id, MARK_DEAD, attempts, reason);
+    return ERR_OK;
+}
+
+err_t queue_mark_dead_lettered(queue_reader_t *r, int64_t id, unsigned attempts, const char *reason)
+{
+    err_t e = mark_check(r, id);
+    if (e)
+        return e;
+    dest_t *de = &r->q->dests[r->dest_idx];
+    de->s.dead++;
+    r->q->st.dead++;
+    depth_down(r->q, de);
+    mark_add(r->q, r->dest_idx, id, MARK_DEAD_LETTERED, attempts, reason);
     return ERR_OK;
 }
 

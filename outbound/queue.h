@@ -54,7 +54,8 @@ typedef struct {
     unsigned max_delay_ms;   /* wait this long to gather a batch; 0 = next loop turn */
     size_t max_queued;       /* pending messages (all destinations) before ERR_BUSY; 0 = 100000 */
     size_t max_payload;      /* largest payload accepted; 0 = 16 MiB */
-    unsigned dead_keep_days; /* dead rows older than this are pruned at open; 0 = 30 */
+    unsigned dead_keep_days; /* dead-lettered rows (a durable file holds them) older than
+                                this are pruned at open; 0 = 30 */
 } queue_opts_t;
 
 /* One message to store. Every pointer is borrowed for the call only. */
@@ -101,6 +102,8 @@ typedef struct {
     uint64_t commits;   /* write transactions committed (group commits) */
     uint64_t delivered, retries, dead;
     uint64_t corrupt; /* unreadable rows found by readers and marked dead */
+    uint64_t commit_failures; /* group commits that failed (a full disk, EIO): their
+                                 puts refused, their marks kept and retried */
     size_t ndest;     /* entries filled in dest[] (at most QUEUE_STATS_DESTS) */
     queue_dest_stats_t dest[QUEUE_STATS_DESTS];
 } queue_stats_t;
@@ -227,10 +230,17 @@ void queue_reader_close(queue_reader_t *r);
 
 /* Marks a row: delivered (deleted) or dead (kept with state dead and reason),
  * or records a failed attempt (attempts persisted with reason). Marks are
- * committed with the next group commit; nobody waits for them.
+ * committed with the next group commit; nobody waits for them. A commit that
+ * fails keeps its marks and retries them, with backoff, until one succeeds
+ * (or the queue closes): queue_reader_unsynced() counts them meanwhile.
+ * queue_mark_dead() keeps the row as the only copy of the message: it is
+ * never pruned. queue_mark_dead_lettered() says a dead-letter file holds it
+ * durably: such rows are pruned after dead_keep_days.
  * Errors: ERR_BAD_VALUE (id <= 0), ERR_CLOSED (queue closed). */
 err_t queue_mark_delivered(queue_reader_t *r, int64_t id);
 err_t queue_mark_dead(queue_reader_t *r, int64_t id, unsigned attempts, const char *reason);
+err_t queue_mark_dead_lettered(queue_reader_t *r, int64_t id, unsigned attempts,
+                               const char *reason);
 err_t queue_mark_attempt(queue_reader_t *r, int64_t id, unsigned attempts, const char *reason);
 
 /* Frees a row from a fetch. Accepts NULL. */

@@ -206,7 +206,8 @@ def msh10(message):
 
 class MllpSink:
     """A real downstream MLLP listener (python3-hl7 asyncio streams) in a
-    thread. mode(msg) returns "AA", "AE", "AR" or None (no answer)."""
+    thread. mode(msg) returns "AA", "AE", "AR" or None (no answer), or a
+    (code, text) pair: the ACK then carries text in MSA-3 and an ERR segment."""
 
     def __init__(self, port=None, mode=lambda m: "AA"):
         self.port = port or free_port()
@@ -234,7 +235,15 @@ class MllpSink:
                     with self.lock:
                         self.received.append(text)
                     code = self.mode(text)
-                    if code:
+                    if isinstance(code, tuple):
+                        # (code, text): billing's own words in MSA-3 and an ERR.
+                        code, why = code
+                        segs = str(msg.create_ack(ack_code=code)).split("\r")
+                        segs = [sg + "|" + why if sg.startswith("MSA|") else sg for sg in segs]
+                        segs.append("ERR|||207^Application internal error^HL70357|E||||" + why)
+                        writer.writemessage(hl7.parse("\r".join(segs)))
+                        await writer.drain()
+                    elif code:
                         writer.writemessage(msg.create_ack(ack_code=code))
                         await writer.drain()
             except (asyncio.IncompleteReadError, ConnectionError, hl7.mllp.InvalidBlockError):

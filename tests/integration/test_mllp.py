@@ -226,7 +226,7 @@ class Downstream(unittest.TestCase):
     def test_dead_letter_after_retries_and_next_goes_on(self):
         sink = h.MllpSink(mode=lambda m: "AE" if "POISON" in m else "AA").start()
         d = h.Daemon("--downstream-mllp", "127.0.0.1:%d" % sink.port, "--retry-base", "20ms",
-                     "--retry-max-delay", "50ms", "--retry-max", "3").start()
+                     "--retry-max-delay", "50ms", "--downstream-reject-retries", "3").start()
         try:
             h.mllp_send(d.mllp_port, dft("POISON01", ["J20.9"]))
             h.mllp_send(d.mllp_port, dft("AFTER001", ["J20.9"]))

@@ -12,11 +12,13 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sqlite3.h>
 #include <unistd.h>
@@ -33,6 +35,8 @@ typedef struct {
     char dir[64], path[96], out_dir[96], dead_dir[96];
     uv_loop_t loop;
     queue_t *q;
+    unsigned reject_tries; /* for start_mllp/start_http; 0 = the default (1) */
+    out_dest_t *live;      /* started by start_mllp/start_http, not yet stopped */
 } fx_t;
 
 static int fx_setup(void **state)
@@ -57,12 +61,45 @@ static void flag_cb(void *user)
     (*(int *)user)++;
 }
 
+static void close_any(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* After a failed assertion a test leaves its deliverer and peer running:
+ * give the loop 5 s to wind down, then close whatever is left, so that a
+ * failure is reported instead of hanging. */
+static void teardown_deadline(uv_timer_t *t)
+{
+    *(int *)t->data = 1;
+}
+
 static int fx_teardown(void **state)
 {
     fx_t *f = *state;
-    int closed = 0;
+    int closed = 0, stopped = 1, late = 0;
+    if (f->live) {
+        stopped = 0;
+        out_stop(f->live, flag_cb, &stopped);
+        f->live = NULL;
+    }
     queue_close(f->q, flag_cb, &closed);
+    uv_timer_t deadline;
+    uv_timer_init(&f->loop, &deadline);
+    deadline.data = &late;
+    uv_timer_start(&deadline, teardown_deadline, 5000, 0);
+    while (!(closed && stopped) && !late)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&deadline, NULL);
+    uv_walk(&f->loop, close_any, NULL); /* nothing, unless a test failed */
     uv_run(&f->loop, UV_RUN_DEFAULT);
+    const char *mounts[] = {f->dead_dir, f->out_dir};
+    for (int i = 0; i < 2; i++)
+        umount2(mounts[i], MNT_DETACH);
+    char qfs[128];
+    snprintf(qfs, sizeof qfs, "%.100s/qfs", f->dir);
+    umount2(qfs, MNT_DETACH);
     assert_int_equal(closed, 1);
     assert_int_equal(uv_loop_close(&f->loop), 0);
     char cmd[128];
@@ -123,6 +160,8 @@ static bool run_until(fx_t *f, pred_t pred, void *arg, unsigned ms)
 static void stop_out(fx_t *f, out_dest_t *d)
 {
     int stopped = 0;
+    if (f->live == d)
+        f->live = NULL;
     out_stop(d, flag_cb, &stopped);
     while (!stopped)
         uv_run(&f->loop, UV_RUN_ONCE);
@@ -153,6 +192,8 @@ static int ctrl_of(const char *p, size_t n)
     }
     return -1;
 }
+
+static bool file_has(const char *dir, const char *name, const char *needle);
 
 /* ---------------------------------------------------------------- MLLP peer */
 
@@ -219,8 +260,11 @@ static void mllp_frame(peer_t *p, const char *frame, size_t n)
     char ack[256];
     int len = snprintf(ack, sizeof ack,
                        "\x0bMSH|^~\\&|BILL|HOSP|EHR|HOSP|20240101||ACK^P03|A%d|P|2.5\r"
-                       "MSA|%s|MSG%05d\r\x1c\x0d",
-                       ctrl, a == ANS_AE ? "AE" : "AA", a == ANS_WRONG_ID ? ctrl + 1 : ctrl);
+                       "MSA|%s|MSG%05d%s\r\x1c\x0d",
+                       ctrl, a == ANS_AE ? "AE" : "AA", a == ANS_WRONG_ID ? ctrl + 1 : ctrl,
+                       a == ANS_AE ? "|Account closed\rERR|||207^Application internal "
+                                     "error^HL70357|E||||Guarantor account 4711 is closed"
+                                   : "");
     if (a == ANS_AA)
         s->acked[s->nacked++] = ctrl;
     send_str(p, ack, (size_t)len);
@@ -247,11 +291,16 @@ static void http_request(peer_t *p)
         int code = s->nextstatus < s->nstatus ? s->statuses[s->nextstatus++] : 201;
         if (code == 201)
             s->acked[s->nacked++] = ctrl;
-        char resp[160];
+        /* A refusal carries its OperationOutcome, as a FHIR server's does. */
+        const char *oo = code >= 400 ? "{\"resourceType\":\"OperationOutcome\",\"issue\":[{"
+                                       "\"severity\":\"error\",\"code\":\"business-rule\","
+                                       "\"diagnostics\":\"Coverage not active\"}]}"
+                                     : "{}";
+        char resp[512];
         int n = snprintf(resp, sizeof resp,
                          "HTTP/1.1 %d X\r\nContent-Type: application/fhir+json\r\n"
-                         "Content-Length: 2\r\n\r\n{}",
-                         code);
+                         "Content-Length: %zu\r\n\r\n%s",
+                         code, strlen(oo), oo);
         send_str(p, resp, (size_t)n);
         memmove(p->buf, p->buf + hlen + blen, p->len - hlen - blen);
         p->len -= hlen + blen;
@@ -351,6 +400,7 @@ static out_dest_t *start_mllp(fx_t *f, srv_t *s, unsigned max_tries, unsigned ac
         .dead_dir = f->dead_dir,
         .no_fsync = true,
         .max_tries = max_tries,
+        .reject_tries = f->reject_tries,
         .backoff_base_ms = 10,
         .backoff_max_ms = 40,
         .jitter = true,
@@ -363,6 +413,7 @@ static out_dest_t *start_mllp(fx_t *f, srv_t *s, unsigned max_tries, unsigned ac
     if (rc)
         fprintf(stderr, "out_start: %s\n", e.msg);
     assert_int_equal(rc, ERR_OK);
+    f->live = d;
     return d;
 }
 
@@ -430,6 +481,7 @@ static void test_mllp_retries_keep_order(void **state)
      * then AA; msg2: no answer (timeout), then AA. */
     ans_t script[] = {ANS_AE, ANS_AE, ANS_AA, ANS_CLOSE, ANS_WRONG_ID, ANS_AA, ANS_SILENT, ANS_AA};
     memcpy(s.script, script, sizeof script);
+    f->reject_tries = 3; /* an AE is retried twice here */
     s.nscript = (int)(sizeof script / sizeof script[0]);
     srv_start(f, &s, 0);
     for (int i = 0; i < 4; i++)
@@ -464,6 +516,7 @@ static void test_mllp_dead_letter_then_next(void **state)
     ans_t script[] = {ANS_AE, ANS_AE, ANS_AE};
     memcpy(s.script, script, sizeof script);
     s.nscript = 3;
+    f->reject_tries = 3; /* downstream-reject-retries = 3 */
     srv_start(f, &s, 0);
     for (int i = 0; i < 3; i++)
         put_msg(f, "hl7", i);
@@ -572,8 +625,19 @@ static void test_ack_parse(void **state)
     const char *ca = "MSH|^~\\&\nMSA|CA";
     assert_int_equal(out__mllp_ack_parse(ca, strlen(ca), "X", r, sizeof r), OUT_RES_OK);
     const char *cr = "MSH|^~\\&\rMSA|CR|X\r";
-    assert_int_equal(out__mllp_ack_parse(cr, strlen(cr), "X", r, sizeof r), OUT_RES_RETRY);
+    assert_int_equal(out__mllp_ack_parse(cr, strlen(cr), "X", r, sizeof r), OUT_RES_REJECT);
     assert_string_equal(r, "downstream answered CR");
+    /* An application reject, and billing's own words for the dead-letter note. */
+    const char *ae = "MSH|^~\\&|B\rMSA|AE|X|Guarantor closed|x\rERR|||207^Err^HL70357|E\x01\r";
+    assert_int_equal(out__mllp_ack_parse(ae, strlen(ae), "X", r, sizeof r), OUT_RES_REJECT);
+    assert_string_equal(r, "downstream answered AE");
+    char text[128];
+    out__mllp_ack_text(ae, strlen(ae), text, sizeof text);
+    assert_string_equal(text, "MSA-3: Guarantor closed\nERR|||207^Err^HL70357|E \n");
+    out__mllp_ack_text(ae, strlen(ae), text, 10);
+    assert_int_equal(strlen(text), 9);
+    out__mllp_ack_text(aa, strlen(aa), text, sizeof text);
+    assert_string_equal(text, "");
     const char *nomsa = "MSH|^~\\&\rXMSA|AA|X\r";
     assert_int_equal(out__mllp_ack_parse(nomsa, strlen(nomsa), "X", r, sizeof r), OUT_RES_RETRY);
     assert_int_equal(out__mllp_ack_parse("MSA", 3, "X", r, sizeof r), OUT_RES_RETRY);
@@ -594,6 +658,7 @@ static out_dest_t *start_http(fx_t *f, srv_t *s, unsigned max_tries)
         .dead_dir = f->dead_dir,
         .no_fsync = true,
         .max_tries = max_tries,
+        .reject_tries = f->reject_tries,
         .backoff_base_ms = 10,
         .backoff_max_ms = 40,
         .ack_timeout_ms = 2000,
@@ -604,6 +669,7 @@ static out_dest_t *start_http(fx_t *f, srv_t *s, unsigned max_tries)
     if (rc)
         fprintf(stderr, "out_start: %s\n", e.msg);
     assert_int_equal(rc, ERR_OK);
+    f->live = d;
     return d;
 }
 
@@ -645,6 +711,11 @@ static void test_http_statuses(void **state)
     assert_int_equal(st.retries, 2);
     assert_int_equal(st.dead, 1);
     assert_true(file_exists(f->dead_dir, "000000000003-MSG00002.json"));
+    assert_true(
+        file_has(f->dead_dir, "000000000003-MSG00002.json.reason", "reason: HTTP status 400"));
+    assert_true(file_has(f->dead_dir, "000000000003-MSG00002.json.reason",
+                         "\"diagnostics\":\"Coverage not active\""));
+    assert_int_equal(st.rejects, 1);
     assert_int_equal(queue_depth(f->q, "fhir"), 0);
     stop_out(f, d);
     srv_close(f, &s);
@@ -1028,8 +1099,8 @@ static void test_cursor_clean_restart(void **state)
     assert_int_equal(sqlite3_prepare_v2(db, "SELECT id, state FROM msgs", -1, &q, NULL),
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int64(q, 0), 2); /* msg1, dead */
-    assert_int_equal(sqlite3_column_int(q, 1), 3);
+    assert_int_equal(sqlite3_column_int64(q, 0), 2); /* msg1, dead-lettered (file written) */
+    assert_int_equal(sqlite3_column_int(q, 1), 4);
     assert_int_equal(sqlite3_step(q), SQLITE_DONE);
     sqlite3_finalize(q);
     sqlite3_close(db);
@@ -1116,6 +1187,360 @@ static void test_dir_sink(void **state)
     stop_out(f, d1);
 }
 
+/* ---------------------------------------------------------------- outage policy and storage faults
+ */
+
+/* The cursor's id, 0 for a cursor file never written. */
+static int64_t cursor_or_0(const fx_t *f, const char *dest)
+{
+    char path[160];
+    struct stat st;
+    cursor_file(f, dest, path, sizeof path);
+    if (stat(path, &st) == 0 && st.st_size == 0)
+        return 0;
+    return read_cursor(f, dest);
+}
+
+static bool file_has(const char *dir, const char *name, const char *needle)
+{
+    char p[256], buf[4096];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *fp = fopen(p, "rb");
+    if (!fp)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[n] = 0;
+    return strstr(buf, needle) != NULL;
+}
+
+/* An AE from billing is the message's own fault: with the defaults it is
+ * dead-lettered at once, with billing's text, and the next message goes on. */
+static void test_mllp_reject_then_next(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    ans_t script[] = {ANS_AE};
+    memcpy(s.script, script, sizeof script);
+    s.nscript = 1;
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 3; i++)
+        put_msg(f, "hl7", i);
+    out_dest_t *d = start_mllp(f, &s, 0, 1000);
+    delivered_arg_t a = {d, 3};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.dead, 1);
+    assert_int_equal(st.delivered, 2);
+    assert_int_equal(st.rejects, 1);
+    assert_int_equal(st.retries, 0);
+    assert_int_equal(s.nreceived, 3); /* sent once, not retried for minutes */
+    assert_int_equal(s.acked[0], 1);
+    assert_int_equal(s.acked[1], 2);
+    const char *note = "000000000001-MSG00000.hl7.reason";
+    assert_true(file_has(f->dead_dir, note, "reason: downstream answered AE"));
+    assert_true(file_has(f->dead_dir, note, "MSA-3: Account closed"));
+    assert_true(file_has(f->dead_dir, note, "Guarantor account 4711 is closed"));
+    assert_int_equal(st.failing_since_ms, 0);
+    stop_out(f, d);
+    srv_close(f, &s);
+}
+
+/* Refused connections for longer than the old retry budget (10 tries):
+ * with max_tries 0 nothing is dead-lettered and the order is kept. */
+static void test_mllp_outage_retries_forever(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    srv_start(f, &s, 0);
+    int port = s.port;
+    srv_stop(f, &s);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    for (int i = 0; i < 20; i++)
+        put_msg(f, "hl7", i);
+    out_dest_t *d = start_mllp(f, &s, 0, 1000);
+    run_until(f, NULL, NULL, 2000);
+    out_stats_t st;
+    out_stats(d, &st);
+    printf("# %llu refused attempts during the outage\n", (unsigned long long)st.retries);
+    assert_true(st.retries >= 30);
+    assert_int_equal(st.dead, 0);
+    assert_int_equal(st.delivered, 0);
+    assert_true(st.failing_since_ms > 0);
+    assert_true(st.oldest_ms > 0);
+    memset(&s, 0, sizeof s);
+    srv_start(f, &s, port);
+    delivered_arg_t a = {d, 20};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    out_stats(d, &st);
+    assert_int_equal(st.dead, 0);
+    assert_int_equal(st.failing_since_ms, 0);
+    assert_int_equal(s.nacked, 20);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(s.acked[i], i);
+    assert_int_equal(count_files(f->dead_dir, "0"), 0);
+    stop_out(f, d);
+    srv_close(f, &s);
+}
+
+/* A small tmpfs on dir (root only), and a file that fills it. */
+static bool tmpfs_mount(const char *dir, const char *size)
+{
+    if (geteuid() != 0) {
+        printf("# skipped: not root, cannot mount a tmpfs to make ENOSPC real\n");
+        return false;
+    }
+    char opts[64];
+    snprintf(opts, sizeof opts, "size=%s,mode=0700", size);
+    mkdir(dir, 0700);
+    if (mount("tmpfs", dir, "tmpfs", 0, opts) != 0) {
+        printf("# skipped: mount tmpfs on %s: %s\n", dir, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+static void tmpfs_fill(const char *dir)
+{
+    char p[256], block[4096];
+    memset(block, 'x', sizeof block);
+    snprintf(p, sizeof p, "%s/filler", dir);
+    FILE *fp = fopen(p, "ab");
+    assert_non_null(fp);
+    setvbuf(fp, NULL, _IONBF, 0);
+    while (fwrite(block, 1, sizeof block, fp) == sizeof block)
+        ;
+    fclose(fp);
+}
+
+static void tmpfs_unfill(const char *dir)
+{
+    char p[256];
+    snprintf(p, sizeof p, "%s/filler", dir);
+    assert_int_equal(unlink(p), 0);
+}
+
+static int sql_int(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *q;
+    int v = -1;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &q, NULL), SQLITE_OK);
+    if (sqlite3_step(q) == SQLITE_ROW)
+        v = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return v;
+}
+
+/* The dead-letter folder is full while billing rejects a message: no file,
+ * no mark, the cursor does not move, nothing behind it goes out; when space
+ * returns it is dead-lettered by itself and the feed goes on, in order. */
+static void test_dead_letter_enospc(void **state)
+{
+    fx_t *f = *state;
+    if (!tmpfs_mount(f->dead_dir, "64k"))
+        return;
+    tmpfs_fill(f->dead_dir);
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    ans_t script[] = {ANS_AE};
+    memcpy(s.script, script, sizeof script);
+    s.nscript = 1;
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 5; i++)
+        put_msg(f, "hl7", i);
+    out_dest_t *d = start_mllp(f, &s, 0, 1000);
+    run_until(f, NULL, NULL, 600);
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.dead, 0);
+    assert_int_equal(st.delivered, 0);
+    assert_true(st.storage_errors >= 2); /* retried with backoff */
+    assert_true(st.storage_failing);
+    assert_int_equal(s.nreceived, 1); /* the next message waits */
+    assert_int_equal(queue_depth(f->q, "hl7"), 5);
+    assert_false(file_exists(f->dead_dir, "000000000001-MSG00000.hl7"));
+    assert_true(cursor_or_0(f, "hl7") == 0);
+    printf("# %llu dead-letter writes failed with ENOSPC\n", (unsigned long long)st.storage_errors);
+
+    tmpfs_unfill(f->dead_dir);
+    delivered_arg_t a = {d, 5};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    out_stats(d, &st);
+    assert_int_equal(st.dead, 1);
+    assert_int_equal(st.delivered, 4);
+    assert_false(st.storage_failing);
+    assert_true(file_exists(f->dead_dir, "000000000001-MSG00000.hl7"));
+    assert_true(file_has(f->dead_dir, "000000000001-MSG00000.hl7.reason", "Account closed"));
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(s.acked[i], i + 1);
+    stop_out(f, d);
+    srv_close(f, &s);
+    run_until(f, NULL, NULL, 50); /* the marks commit */
+    assert_int_equal(sql_int(f->path, "SELECT state FROM msgs WHERE id=1"), 4);
+    assert_int_equal(umount(f->dead_dir), 0);
+}
+
+/* The outbox folder is full: with max_tries 3, the old code dead-lettered
+ * every message. A local fault is not the message's: retried until space
+ * returns, then delivered, in order, nothing dead. */
+static void test_outbox_enospc(void **state)
+{
+    fx_t *f = *state;
+    if (!tmpfs_mount(f->out_dir, "256k"))
+        return;
+    tmpfs_fill(f->out_dir);
+    for (int i = 0; i < 20; i++)
+        put_msg(f, "hl7", i);
+    out_dest_opts_t o = {.dest = "hl7",
+                         .kind = OUT_DIR,
+                         .dir = f->out_dir,
+                         .dead_dir = f->dead_dir,
+                         .max_tries = 3,
+                         .backoff_base_ms = 10,
+                         .backoff_max_ms = 40};
+    out_dest_t *d = NULL;
+    err_detail_t e;
+    assert_int_equal(out_start(&f->loop, f->q, &o, &d, &e), ERR_OK);
+    f->live = d;
+    run_until(f, NULL, NULL, 500);
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.delivered, 0);
+    assert_int_equal(st.dead, 0);
+    assert_true(st.storage_errors >= 3);
+    assert_true(st.storage_failing);
+    assert_non_null(strstr(st.last_error, "No space left"));
+    assert_int_equal(queue_depth(f->q, "hl7"), 20);
+    printf("# %llu outbox writes failed with ENOSPC\n", (unsigned long long)st.storage_errors);
+    tmpfs_unfill(f->out_dir);
+    delivered_arg_t a = {d, 20};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    out_stats(d, &st);
+    assert_int_equal(st.dead, 0);
+    assert_int_equal(st.delivered, 20);
+    for (int i = 0; i < 20; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%012d-MSG%05d.hl7", i + 1, i);
+        assert_true(file_exists(f->out_dir, name));
+    }
+    assert_int_equal(count_files(f->out_dir, ".tmp"), 0);
+    assert_int_equal(count_files(f->dead_dir, "0"), 0);
+    stop_out(f, d);
+    assert_int_equal(umount(f->out_dir), 0);
+}
+
+/* The queue's own disk is full when a dead mark is given: the commit fails,
+ * the mark is kept and retried, and the cursor does not pass the dead row
+ * (the old code dropped the mark, moved the cursor, and a restart deleted the
+ * row as delivered). When space returns the mark commits and the feed goes on. */
+static void test_dead_mark_commit_enospc(void **state)
+{
+    fx_t *f = *state;
+    char qdir[72];
+    snprintf(qdir, sizeof qdir, "%.60s/qfs", f->dir);
+    if (!tmpfs_mount(qdir, "1m"))
+        return;
+    int closed = 0;
+    queue_close(f->q, flag_cb, &closed);
+    while (!closed)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    snprintf(f->path, sizeof f->path, "%.72s/queue.db", qdir);
+    queue_opts_t qo = {.sync = QUEUE_SYNC_NORMAL};
+    assert_int_equal(queue_open(&f->loop, f->path, &qo, &f->q, NULL), ERR_OK);
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    ans_t script[] = {ANS_AE};
+    memcpy(s.script, script, sizeof script);
+    s.nscript = 1;
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 3; i++)
+        put_msg(f, "hl7", i);
+    run_until(f, NULL, NULL, 50); /* the puts commit */
+    tmpfs_fill(qdir);
+    out_dest_t *d = start_mllp(f, &s, 0, 1000);
+    run_until(f, NULL, NULL, 600);
+    queue_stats_t qs;
+    queue_stats(f->q, &qs);
+    printf("# %llu group commits failed with a full disk\n",
+           (unsigned long long)qs.commit_failures);
+    assert_true(qs.commit_failures >= 1);
+    assert_int_equal(s.nreceived, 1); /* msg1 waits for msg0's dead mark */
+    assert_true(cursor_or_0(f, "hl7") == 0);
+    assert_true(file_exists(f->dead_dir, "000000000001-MSG00000.hl7"));
+    tmpfs_unfill(qdir);
+    delivered_arg_t a = {d, 3};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    assert_int_equal(s.nacked, 2);
+    stop_out(f, d);
+    srv_close(f, &s);
+    closed = 0;
+    queue_close(f->q, flag_cb, &closed);
+    while (!closed)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM msgs WHERE id=1 AND state=4"), 1);
+    assert_int_equal(sql_int(f->path, "SELECT count(*) FROM msgs"), 1);
+    /* The fixture's teardown closes a queue: give it one off the tmpfs. */
+    snprintf(f->path, sizeof f->path, "%s/queue2.db", f->dir);
+    assert_int_equal(queue_open(&f->loop, f->path, &qo, &f->q, NULL), ERR_OK);
+    assert_int_equal(umount(qdir), 0);
+}
+
+/* The cursor file cannot be written (its disk is full, as is the queue's):
+ * the deliverer does not run ahead of what a restart would know. It waits
+ * for the cursor or the marks before the next message, retrying both; when
+ * space returns every message goes out once, in order, and the cursor is
+ * right. (The old code went on, and a restart sent them all again.) */
+static void test_cursor_enospc(void **state)
+{
+    fx_t *f = *state;
+    char qdir[72];
+    snprintf(qdir, sizeof qdir, "%.60s/qfs", f->dir);
+    if (!tmpfs_mount(qdir, "1m"))
+        return;
+    int closed = 0;
+    queue_close(f->q, flag_cb, &closed);
+    while (!closed)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    snprintf(f->path, sizeof f->path, "%.72s/queue.db", qdir);
+    queue_opts_t qo = {.sync = QUEUE_SYNC_NORMAL};
+    assert_int_equal(queue_open(&f->loop, f->path, &qo, &f->q, NULL), ERR_OK);
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 5; i++)
+        put_msg(f, "hl7", i);
+    run_until(f, NULL, NULL, 50); /* the puts commit */
+    tmpfs_fill(qdir);             /* the cursor file, still empty, cannot get a block */
+    out_dest_t *d = start_mllp(f, &s, 0, 1000);
+    run_until(f, NULL, NULL, 600);
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_true(st.storage_errors >= 2); /* the cursor, tried again */
+    assert_int_equal(s.nreceived, 1);    /* nothing more goes out meanwhile */
+    tmpfs_unfill(qdir);
+    delivered_arg_t a = {d, 5};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    stop_out(f, d);
+    srv_close(f, &s);
+    assert_int_equal(s.nreceived, 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(s.acked[i], i);
+    assert_true(read_cursor(f, "hl7") == 5);
+    closed = 0;
+    queue_close(f->q, flag_cb, &closed);
+    while (!closed)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    snprintf(f->path, sizeof f->path, "%s/queue2.db", f->dir);
+    assert_int_equal(queue_open(&f->loop, f->path, &qo, &f->q, NULL), ERR_OK);
+    assert_int_equal(umount(qdir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1134,6 +1559,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cursor_stale_ignored, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_cursor_garbage_ignored, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_cursor_clean_restart, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_mllp_reject_then_next, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_mllp_outage_retries_forever, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_letter_enospc, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_enospc, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_mark_commit_enospc, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_cursor_enospc, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -742,6 +742,55 @@ static void test_corrupt_row_marked_dead(void **state)
     close_q(f, q);
 }
 
+/* The 30-day prune removes a dead row only when a dead-letter file holds its
+ * message (queue_mark_dead_lettered); a dead row that is the only copy
+ * (queue_mark_dead: no folder, an unreadable row, or a row from a version
+ * that could lose its file to a full disk) is kept however old. */
+static void test_prune_keeps_only_copies(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, NULL);
+    static puts_t p;
+    static fetched_t x;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < 3; i++)
+        put_one(q, &p, "hl7", i, 100);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    queue_reader_t *r = fetch_all(f, q, "hl7", &x);
+    assert_int_equal(x.n, 3);
+    assert_int_equal(queue_mark_dead(r, x.rows[0]->id, 1, "only here"), ERR_OK);
+    assert_int_equal(queue_mark_dead_lettered(r, x.rows[1]->id, 1, "filed"), ERR_OK);
+    free_fetched(&x);
+    queue_reader_close(r);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    close_q(f, q);
+
+    /* Forty days pass. */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db, "UPDATE msgs SET updated_ms=updated_ms-40*86400000", NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+
+    q = open_q(f, NULL);
+    assert_int_equal(queue_depth(q, "hl7"), 1); /* the pending one */
+    close_q(f, q);
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT id, state FROM msgs ORDER BY id", -1, &s, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(s, 0), 1); /* dead, the only copy: kept */
+    assert_int_equal(sqlite3_column_int(s, 1), 3);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(s, 0), 3); /* pending: kept */
+    assert_int_equal(sqlite3_column_int(s, 1), 0);
+    assert_int_equal(sqlite3_step(s), SQLITE_DONE); /* row 2, dead-lettered: pruned */
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -754,6 +803,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_put_many_atomic, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_file, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_row_marked_dead, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_prune_keeps_only_copies, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

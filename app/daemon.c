@@ -4,7 +4,9 @@
  * backpressure on the senders. */
 #include "daemon.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,6 +168,8 @@ void daemon_hl7_timestamp(char *out, size_t cap)
     strftime(out, cap, "%Y%m%d%H%M%S+0000", &tm);
 }
 
+/* Creates path and its missing parents. Parents are made 0755 (they may be
+ * shared, such as /var/lib); the folder itself 0700. */
 static int mkdir_p(const char *path)
 {
     char tmp[4096];
@@ -174,13 +178,53 @@ static int mkdir_p(const char *path)
         if (*p != '/')
             continue;
         *p = '\0';
-        if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
             return -1;
         *p = '/';
     }
-    if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
+    if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
         return -1;
     return 0;
+}
+
+/* Everything under the data folder is PHI: folders 0700, files 0600. What a
+ * looser umask or an older version left is tightened here, with a warning
+ * naming the first thing found (the operator should know the data was open). */
+static void tighten(const char *path, bool *warned)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0 || !(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)))
+        return; /* symlinks and others are not followed nor changed */
+    mode_t want = S_ISDIR(st.st_mode) ? 0700 : 0600;
+    if ((st.st_mode & 0777 & ~want) == 0)
+        return;
+    if (!*warned) {
+        log_warn("data folder: %s was mode %04o, readable by others: made %04o (and so is every "
+                 "file in the folder)",
+                 path, (unsigned)(st.st_mode & 07777), (unsigned)want);
+        *warned = true;
+    }
+    if (chmod(path, want) != 0)
+        log_warn("cannot change the mode of %s: %s", path, strerror(errno));
+}
+
+/* Tightens dir and each entry in it (one level; the data folder's folders
+ * hold files only). */
+static void tighten_dir(const char *dir, bool *warned)
+{
+    tighten(dir, warned);
+    DIR *dp = opendir(dir);
+    if (!dp)
+        return;
+    struct dirent *e;
+    char p[4096 + 256];
+    while ((e = readdir(dp)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        tighten(p, warned);
+    }
+    closedir(dp);
 }
 
 static int prepare_dirs(daemon_t *d)
@@ -191,11 +235,14 @@ static int prepare_dirs(daemon_t *d)
     snprintf(d->dead_dir, sizeof d->dead_dir, "%s/deadletter", base);
     snprintf(d->queue_path, sizeof d->queue_path, "%s/queue.db", base);
     const char *dirs[] = {base, d->outbox_dir, d->reject_dir, d->dead_dir};
-    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
+    bool warned = false;
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
         if (mkdir_p(dirs[i]) != 0) {
             log_error("cannot create %s: %s", dirs[i], strerror(errno));
             return -1;
         }
+        tighten_dir(dirs[i], &warned);
+    }
     return 0;
 }
 
@@ -412,8 +459,18 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
     uv_loop_init(d->loop);
     metrics_init(&d->metrics);
     d->hl7_opts.max_size = (size_t)cfg->max_message_size;
+    d->gate_limits.max_diagnoses = (size_t)cfg->max_diagnoses;
+    d->gate_limits.max_id = QUEUE_CONTROL_ID_MAX;
     d->start_ms = uv_now(d->loop);
     signal(SIGPIPE, SIG_IGN);
+    /* SIGUSR1 and SIGUSR2 mean nothing here: ignored, so that a stray one
+     * (a log rotator's habit) does not kill the daemon. */
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN);
+    /* Messages are PHI: whatever the caller's umask, every file the daemon
+     * or SQLite creates (queue, WAL, shared memory, outbox, reject, dead
+     * letters, cursors, pid file) is the owner's only. */
+    umask(077);
 
     rule_pack_t *pack = NULL;
     err_detail_t e;

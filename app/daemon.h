@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "gate.h"
 #include "hl7.h"
 #include "http.h"
 #include "metrics.h"
@@ -44,6 +45,7 @@ typedef struct daemon {
     uv_timer_t retry_timer;  /* retries puts refused while the queue was full */
     daemon_job_t *waiting_head, *waiting_tail;
     hl7_opts_t hl7_opts;
+    gate_limits_t gate_limits; /* max-diagnoses, the longest id the queue stores */
     uint64_t ack_seq;        /* for the control ids of our ACKs */
     uint64_t start_ms;
     int stopping;

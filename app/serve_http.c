@@ -155,7 +155,7 @@ static int claim_status(const http_job_t *j, size_t i)
 {
     const gate_result_t *r = &j->results[i];
     if (r->status == GATE_UNREADABLE)
-        return 400;
+        return r->detail.code == ERR_TOO_LARGE ? 413 : 400;
     if (j->stored[i] != ERR_OK)
         return 503;
     return r->verdict.kind == VERDICT_REJECT ? 422 : 201;
@@ -210,7 +210,7 @@ static void answer_bundle(http_job_t *j)
         for (size_t i = 0; i < j->nclaims; i++)
             if (j->results[i].status == GATE_UNREADABLE) {
                 fhir_out_outcome_error(&j->results[i].detail, j->out_fmt, &j->arena, &body);
-                finish(j, 400, body);
+                finish(j, claim_status(j, i), body);
                 return;
             }
         fhir_out_outcome_verdict(&all, j->out_fmt, &j->arena, &body);
@@ -289,7 +289,7 @@ static void judge_and_store(http_job_t *j)
     j->stored = arena_calloc(&j->arena, n, sizeof *j->stored);
     bool all_pass = true;
     for (size_t i = 0; i < j->nclaims; i++) {
-        gate_fhir_claim(j->pack->pack, j->doc, i, &j->arena, &j->results[i]);
+        gate_fhir_claim(j->pack->pack, j->doc, i, &j->d->gate_limits, &j->arena, &j->results[i]);
         if (j->results[i].status != GATE_JUDGED || j->results[i].verdict.kind == VERDICT_REJECT)
             all_pass = false;
     }
@@ -298,7 +298,7 @@ static void judge_and_store(http_job_t *j)
         slice_t body;
         if (j->results[0].status == GATE_UNREADABLE) {
             fhir_out_outcome_error(&j->results[0].detail, j->out_fmt, &j->arena, &body);
-            finish(j, 400, body);
+            finish(j, claim_status(j, 0), body);
         } else {
             fhir_out_outcome_verdict(&j->results[0].verdict, j->out_fmt, &j->arena, &body);
             finish(j, 200, body);

@@ -157,7 +157,8 @@ void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
     j->pack = daemon_pack_ref(d);
     log_phi("mllp frame", frame->data, frame->len);
 
-    gate_hl7(j->pack->pack, j->msg, frame->data, frame->len, &d->hl7_opts, &j->arena, &j->result);
+    gate_hl7(j->pack->pack, j->msg, frame->data, frame->len, &d->hl7_opts, &d->gate_limits,
+             &j->arena, &j->result);
     switch (j->result.status) {
     case GATE_UNREADABLE:
         answer(j, HL7_OUTCOME_UNPARSEABLE, METRIC_UNREADABLE);

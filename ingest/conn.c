@@ -206,6 +206,17 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     conn_unref(c);
 }
 
+/* How long a finishing connection discards input after our FIN. While the
+ * server drains for a stop the wait is short: a stop is honoured within a
+ * second, and the last replies are already written by then. */
+#define INGEST__STOP_LINGER_MS 200
+
+static uint64_t conn_linger_ms(const ingest__conn_t *c)
+{
+    uint64_t ms = c->srv->linger_ms ? c->srv->linger_ms : 1;
+    return c->srv->closing && ms > INGEST__STOP_LINGER_MS ? INGEST__STOP_LINGER_MS : ms;
+}
+
 /* Closes c if it was asked to finish and nothing is left to write. */
 static void conn_maybe_finish(ingest__conn_t *c)
 {
@@ -225,7 +236,7 @@ static void conn_maybe_finish(ingest__conn_t *c)
         ingest__conn_close(c, "shutdown failed");
         return;
     }
-    uv_timer_start(&c->timer, on_timer, c->srv->linger_ms ? c->srv->linger_ms : 1, 0);
+    uv_timer_start(&c->timer, on_timer, conn_linger_ms(c), 0);
     ingest__conn_update_read(c);
 }
 
@@ -667,6 +678,8 @@ void ingest__server_close(ingest__server_t *s, void (*done)(ingest__server_t *s)
     ingest__conn_t *c = s->conns;
     while (c) {
         ingest__conn_t *next = c->next; /* finish may close and unlink c */
+        if (c->lingering)
+            uv_timer_start(&c->timer, on_timer, conn_linger_ms(c), 0);
         ingest__conn_finish(c);
         c = next;
     }

@@ -1,0 +1,277 @@
+"""test_limits.py - hostile sizes and the limits that bound them (issue 10):
+max-diagnoses (a claim over it is refused, one at it does not hold the loop),
+ids of any length, max-buffered-bytes and idle eviction at max-connections,
+and the modes of the data folder (PHI at rest). The real daemon, real
+clients; memory figures are read from /proc and printed."""
+import json
+import os
+import pwd
+import signal
+import socket
+import stat
+import subprocess
+import threading
+import time
+import unittest
+
+import harness as h
+from test_fhir import curl, load, with_dx
+from test_mllp import dft
+
+# Valid ICD-10-CM codes, spine and not, cycled to build long claims.
+# SG_LIMITS_EXTRA adds daemon options (e.g. --max-diagnoses 100000 to see the
+# tests fail without the limit).
+EXTRA = os.environ.get("SG_LIMITS_EXTRA", "").split()
+
+CODES = ["J20.9", "M43.06", "I10", "E11.9", "M54.50", "M48.061", "K21.9", "M51.26", "N39.0",
+         "M47.816"]
+
+
+def long_dft(cid, n):
+    return dft(cid, [CODES[i % len(CODES)] for i in range(n)])
+
+
+def err_text(ack):
+    return "\r".join(s for s in ack.split("\r") if s.startswith("ERR|"))
+
+
+def healthz_ms(port):
+    """Milliseconds for one GET /healthz on a fresh connection (raw socket)."""
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200"), data[:80]
+    return (time.monotonic() - t0) * 1000
+
+
+def ack_ms(port, cid):
+    t0 = time.monotonic()
+    c = h.RawClient(port, timeout=5)
+    try:
+        c.send(c.frame(dft(cid, ["J20.9"])))
+        code = h.ack_code(c.read_frame())
+    finally:
+        c.close()
+    assert code == "AA", code
+    return (time.monotonic() - t0) * 1000
+
+
+class MaxDiagnoses(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        # queue-sync normal: the side ACK measures the loop, not the disk's fsync.
+        cls.d = h.Daemon("--max-message-size", "4M", "--max-body-size", "8M", "--queue-sync", "normal",
+                         *EXTRA, http=True).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.cleanup()
+
+    def test_hl7_claim_over_the_limit_is_ar_and_not_stored(self):
+        ack = h.mllp_send(self.d.mllp_port, long_dft("MANYDX01", 1001))
+        self.assertEqual(h.ack_code(ack), "AR", ack[:300])
+        self.assertIn("MSA|AR|MANYDX01", ack)
+        self.assertIn("max-diagnoses", err_text(ack))
+        self.assertIn("1001", err_text(ack))
+        # At the limit it is judged and stored.
+        self.assertEqual(h.ack_code(h.mllp_send(self.d.mllp_port, long_dft("MANYDX02", 1000))), "AA")
+        h.wait_for(lambda: [n for n in self.d.outbox() if "MANYDX02" in n], what="outbox file")
+        time.sleep(0.2)
+        for folder in ("outbox", "reject"):
+            self.assertFalse([n for n in self.d.folder(folder) if "MANYDX01" in n], folder)
+        self.assertRegex(self.d.logtext(), r"id=MANYDX01 unreadable \(TOO_LARGE")
+
+    def test_fhir_claim_over_the_limit_is_413_with_outcome(self):
+        claim = with_dx(load("spine-m4304-mri.json"), [CODES[i % len(CODES)] for i in range(1001)])
+        claim["id"] = "MANYDXF1"
+        status, _, body = curl(self.d.http_port, "/fhir/Claim", claim)
+        self.assertEqual(status, 413, body[:300])
+        doc = json.loads(body)
+        self.assertEqual(doc["resourceType"], "OperationOutcome")
+        self.assertIn("max-diagnoses", json.dumps(doc))
+        self.assertFalse([n for n in self.d.outbox() if "MANYDXF1" in n])
+
+    def test_a_maximal_claim_does_not_hold_the_loop(self):
+        """One connection sends claims at the limit and far over it (20,000
+        diagnoses) back to back; meanwhile another connection's ACK and
+        /healthz answer within 50 ms."""
+        stop = threading.Event()
+        sent = []
+
+        def flood():
+            c = h.RawClient(self.d.mllp_port, timeout=30)
+            big, huge = long_dft("MAXDX%04d", 1000), long_dft("HUGEDX%04d", 20000)
+            i = 0
+            try:
+                while not stop.is_set():
+                    msg = (big if i % 2 else huge).replace("%04d", "%04d" % i)
+                    c.send(c.frame(msg))
+                    c.read_frame()
+                    sent.append(i)
+                    i += 1
+            finally:
+                c.close()
+
+        t = threading.Thread(target=flood, daemon=True)
+        t.start()
+        h.wait_for(lambda: len(sent) >= 2, 30, "first claims judged")
+        acks, healths = [], []
+        for k in range(20):
+            acks.append(ack_ms(self.d.mllp_port, "SIDE%04d" % k))
+            healths.append(healthz_ms(self.d.http_port))
+        stop.set()
+        t.join(30)
+        acks.sort()
+        healths.sort()
+        print("\n  maximal claims judged meanwhile: %d; side ACK ms median %.1f max %.1f; "
+              "/healthz ms median %.1f max %.1f" % (len(sent), acks[10], acks[-1], healths[10],
+                                                    healths[-1]))
+        # The median guards against a slow CI box; the bound is the issue's.
+        self.assertLess(acks[10], 50)
+        self.assertLess(healths[10], 50)
+        self.assertLess(max(acks[-1], healths[-1]), 500)
+
+
+class MaxDiagnosesSigterm(unittest.TestCase):
+    def test_sigterm_honoured_within_a_second_while_judging(self):
+        d = h.Daemon("--max-message-size", "4M").start()
+        try:
+            c = h.RawClient(d.mllp_port, timeout=30)
+            huge, big = long_dft("HUGEDX", 20000), long_dft("MAXDX", 1000)
+            for i in range(6):
+                c.send(c.frame(huge if i % 2 == 0 else big))
+            time.sleep(0.05)
+            t0 = time.monotonic()
+            d.send_signal(signal.SIGTERM)
+            d.proc.wait(10)
+            took = time.monotonic() - t0
+            print("\n  SIGTERM to exit: %.3f s" % took)
+            self.assertLess(took, 1.0)
+            self.assertEqual(d.proc.returncode, 0)
+            c.close()
+        finally:
+            d.cleanup()
+
+
+class LongIds(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = h.Daemon(http=True).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.cleanup()
+
+    def test_hl7_id_at_and_over_the_limit(self):
+        ok = "L" * 199
+        self.assertEqual(h.ack_code(h.mllp_send(self.d.mllp_port, dft(ok, ["J20.9"]))), "AA")
+        for n in (200, 5000):
+            ack = h.mllp_send(self.d.mllp_port, dft("L" * n, ["J20.9"]))
+            self.assertEqual(h.ack_code(ack), "AR", ack[:200])
+            self.assertIn("MSH-10", err_text(ack))
+        # A refused id is the sender's error: no "could not be stored" answer.
+        self.assertNotIn("queue put failed", self.d.logtext())
+
+    def test_fhir_id_over_the_limit_is_400(self):
+        claim = with_dx(load("spine-m4304-mri.json"), ["J20.9"])
+        claim["id"] = "F" * 64
+        status, _, body = curl(self.d.http_port, "/fhir/Claim", claim)
+        self.assertEqual(status, 201, body[:300])
+        claim["id"] = "F" * 300
+        status, _, body = curl(self.d.http_port, "/fhir/Claim", claim)
+        # FHIR ids are at most 64 characters: the parser or the gate refuses it
+        # as the sender's error, never as a storage failure (503).
+        self.assertIn(status, (400, 413), body[:300])
+        self.assertNotIn("queue put failed", self.d.logtext())
+
+
+def modes(top):
+    """{relative path: mode} of every folder and file under top."""
+    out = {}
+    for root, dirs, files in os.walk(top):
+        for n in dirs + files:
+            p = os.path.join(root, n)
+            st = os.lstat(p)
+            if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+                out[os.path.relpath(p, top)] = stat.S_IMODE(st.st_mode)
+    return out
+
+
+class PhiAtRest(unittest.TestCase):
+    """Under umask 022, in a data folder that already existed 0755 with a
+    0644 file in it: folders end 0700, files 0600, and another local user
+    cannot read the WAL (where a patient's name sits)."""
+
+    def start(self, d):
+        old = os.umask(0o022)
+        try:
+            return d.start()
+        finally:
+            os.umask(old)
+
+    def test_data_folder_is_owner_only_whatever_the_umask(self):
+        import tempfile
+        top = tempfile.mkdtemp(prefix="sg-phi-")
+        data = os.path.join(top, "data")
+        os.makedirs(os.path.join(data, "outbox"))
+        os.chmod(data, 0o755)
+        os.chmod(os.path.join(data, "outbox"), 0o755)
+        with open(os.path.join(data, "outbox", "old.hl7"), "w") as f:
+            f.write("MSH|old")
+        os.chmod(os.path.join(data, "outbox", "old.hl7"), 0o644)
+        d = self.start(h.Daemon(data_dir=data))
+        try:
+            self.assertEqual(h.ack_code(h.mllp_send(d.mllp_port, dft("PHI0001", ["J20.9"]))), "AA")
+            self.assertIn(h.ack_code(h.mllp_send(d.mllp_port, h.demo("04-reject-excludes1.hl7"))), ("AE", "AR"))
+            h.wait_for(lambda: [n for n in d.outbox() if "PHI0001" in n], what="outbox file")
+            h.wait_for(lambda: d.folder("reject"), what="reject file")
+            wal = os.path.join(data, "queue.db-wal")
+            self.assertTrue(os.path.exists(wal))
+            with open(wal, "rb") as f:
+                self.assertIn(b"TESTPATIENT", f.read())  # the WAL holds PHI ...
+            self.check_modes(data)
+            # ... which another local user cannot read.
+            if os.geteuid() != 0:
+                print("\n  skipped the second-user check: not root")
+            else:
+                r = subprocess.run(["cat", wal], user="nobody", capture_output=True)
+                self.assertNotEqual(r.returncode, 0, "nobody read queue.db-wal")
+                self.assertIn(b"Permission denied", r.stderr)
+            self.assertRegex(d.logtext(), r"data folder: .* was mode 0755")
+        finally:
+            d.stop()
+        # A second run that dead-letters (downstream refuses, one try).
+        port = h.free_port()
+        d2 = self.start(h.Daemon("--downstream-mllp", "127.0.0.1:%d" % port, "--retry-max", "1",
+                                 "--retry-base", "10ms", data_dir=data))
+        try:
+            self.assertEqual(h.ack_code(h.mllp_send(d2.mllp_port, dft("PHI0002", ["J20.9"]))), "AA")
+            h.wait_for(lambda: d2.folder("deadletter"), 20, "dead-letter file")
+            self.check_modes(data)
+        finally:
+            d2.cleanup()
+            import shutil
+            shutil.rmtree(top, ignore_errors=True)
+
+    def check_modes(self, data):
+        self.assertEqual(stat.S_IMODE(os.stat(data).st_mode), 0o700)
+        found = modes(data)
+        print("\n  " + " ".join("%s=%o" % kv for kv in sorted(found.items())))
+        for name in ("queue.db", "queue.db-wal", "queue.db-shm", "outbox", "reject", "deadletter",
+                     "outbox/old.hl7"):
+            self.assertIn(name, found)
+        for name, mode in found.items():
+            if name == "daemon.log":
+                continue  # the test's own file, opened before the daemon ran
+            want = 0o700 if os.path.isdir(os.path.join(data, name)) else 0o600
+            self.assertEqual(mode, want, "%s is %o" % (name, mode))
+
+
+if __name__ == "__main__":
+    h.run(__name__)

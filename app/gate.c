@@ -35,7 +35,7 @@ static bool id_too_long(const char *id, const char *where, const gate_limits_t *
     if (!lim || !lim->max_id || n <= lim->max_id)
         return false;
     out->status = GATE_UNREADABLE;
-    err_set(&out->detail, ERR_TOO_LARGE, 0, "%s of %zu bytes is over the limit of %zu bytes", where,
+    err_set(&out->detail, ERR_BAD_VALUE, 0, "%s of %zu bytes is over the limit of %zu bytes", where,
             n, lim->max_id);
     snprintf(out->detail.where, sizeof out->detail.where, "%s", where);
     return true;

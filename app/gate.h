@@ -35,9 +35,10 @@ typedef struct {
     const char *control_id; /* MSH-10 / Claim.id when it could be read */
 } gate_result_t;
 
-/* What a message may carry before it is refused as the sender's error (the
- * status is GATE_UNREADABLE with ERR_TOO_LARGE, and nothing is judged). A
- * zero field is no limit. */
+/* What a message may carry before it is refused as the sender's error: the
+ * status is GATE_UNREADABLE, nothing is judged, and the detail is
+ * ERR_TOO_LARGE for too many diagnoses (HTTP 413), ERR_BAD_VALUE for an id
+ * too long (400). A zero field is no limit. */
 typedef struct {
     size_t max_diagnoses; /* diagnoses in one claim (max-diagnoses) */
     size_t max_id;        /* bytes of MSH-10 / Claim.id (what the queue stores) */

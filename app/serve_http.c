@@ -145,8 +145,9 @@ static void count_claim(http_job_t *j, size_t i)
                          : j->stored[i] != ERR_OK      ? METRIC_STORE_FAILED
                                                        : metrics_outcome(r->verdict.kind);
     metrics_count(&j->d->metrics, metric_fmt(j), o, r->status == GATE_JUDGED ? &r->verdict : NULL);
+    char idb[LOG_ID_BUF];
     log_info("http conn=%llu id=%s %s findings=%zu %s", (unsigned long long)http_req_conn_id(j->req),
-             r->control_id ? r->control_id : "-",
+             log_id(r->control_id, idb),
              r->status == GATE_UNREADABLE ? "unreadable" : verdict_name(r->verdict.kind),
              r->verdict.nfindings, j->route == ROUTE_VALIDATE ? "validate-only" : j->stored[i] == ERR_OK ? "stored" : "not-stored");
 }
@@ -268,8 +269,9 @@ static void stored(daemon_t *d, void *job, err_t status)
     store_ctx_t *ctx = job;
     http_job_t *j = ctx->j;
     if (status != ERR_OK) {
-        log_error("http id=%s: queue put failed (%s)",
-                  j->results[ctx->i].control_id ? j->results[ctx->i].control_id : "-", err_str(status));
+        char idb[LOG_ID_BUF];
+        log_error("http id=%s: queue put failed (%s)", log_id(j->results[ctx->i].control_id, idb),
+                  err_str(status));
         /* Only a Claim meant for delivery fails its answer; a lost reject
          * copy is logged but the sender still hears the verdict. */
         if (j->results[ctx->i].verdict.kind != VERDICT_REJECT)

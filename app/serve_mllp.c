@@ -93,7 +93,8 @@ static void answer(mllp_job_t *j, hl7_outcome_t outcome, metric_outcome_t metric
     metrics_count(&d->metrics, METRIC_FMT_HL7, metric,
                   j->result.status == GATE_JUDGED ? &j->result.verdict : NULL);
     metrics_latency(&d->metrics, secs);
-    const char *id = j->result.control_id ? j->result.control_id : "-";
+    char idb[LOG_ID_BUF];
+    const char *id = log_id(j->result.control_id, idb);
     if (j->result.status == GATE_UNREADABLE)
         log_warn("mllp conn=%llu id=%s unreadable (%s%s%s): answered AR", conn, id, err_name(j->result.detail.code),
                  j->result.detail.where[0] ? " at " : "", j->result.detail.where);
@@ -110,8 +111,9 @@ static void stored(daemon_t *d, void *job, err_t status)
     (void)d;
     mllp_job_t *j = job;
     if (status != ERR_OK) {
+        char idb[LOG_ID_BUF];
         log_error("mllp id=%s: queue put failed (%s): answering with an error ACK",
-                  j->result.control_id ? j->result.control_id : "-", err_str(status));
+                  log_id(j->result.control_id, idb), err_str(status));
         j->dest = NULL;
         answer(j, HL7_OUTCOME_STORE_FAILED, METRIC_STORE_FAILED);
         return;

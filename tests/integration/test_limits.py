@@ -185,10 +185,75 @@ class LongIds(unittest.TestCase):
         self.assertEqual(status, 201, body[:300])
         claim["id"] = "F" * 300
         status, _, body = curl(self.d.http_port, "/fhir/Claim", claim)
-        # FHIR ids are at most 64 characters: the parser or the gate refuses it
-        # as the sender's error, never as a storage failure (503).
-        self.assertIn(status, (400, 413), body[:300])
+        # Refused as the sender's error, never as a storage failure (503).
+        self.assertEqual(status, 400, body[:300])
+        self.assertIn("Claim.id", body.decode())
         self.assertNotIn("queue put failed", self.d.logtext())
+
+
+class SmallOnes(unittest.TestCase):
+    def test_severity_off_turns_a_rule_off(self):
+        """The example of spinegate.conf(5): severity = drg-tier=off."""
+        import tempfile
+        conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
+        conf.write("severity = drg-tier=off\n")
+        conf.close()
+        r = subprocess.run([h.DAEMON, "--config", conf.name, "--check-config"], capture_output=True,
+                           text=True, timeout=20)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        msg = h.demo("02-annotate-drg-info.hl7")
+        on = h.Daemon().start()
+        try:
+            self.assertIn("drg-tier", h.mllp_send(on.mllp_port, msg))
+        finally:
+            on.cleanup()
+        d = h.Daemon("--config", conf.name).start()
+        try:
+            ack = h.mllp_send(d.mllp_port, msg)
+            self.assertEqual(h.ack_code(ack), "AA", ack)
+            self.assertNotIn("drg-tier", ack)
+            h.wait_for(lambda: "id=DEMO0002 accept findings=0" in d.logtext(), what="log line")
+        finally:
+            d.cleanup()
+            os.unlink(conf.name)
+
+    def test_sigusr1_and_sigusr2_are_ignored(self):
+        d = h.Daemon().start()
+        try:
+            d.send_signal(signal.SIGUSR1)
+            d.send_signal(signal.SIGUSR2)
+            time.sleep(0.3)
+            self.assertIsNone(d.proc.poll(), "the daemon died of a SIGUSR")
+            self.assertEqual(h.ack_code(h.mllp_send(d.mllp_port, dft("USR0001", ["J20.9"]))), "AA")
+        finally:
+            d.cleanup()
+
+    def test_ids_from_messages_are_escaped_in_log_lines(self):
+        """A control byte in MSH-10 or a newline in Claim.id cannot forge a log
+        line or colour a terminal. (A newline ends an HL7 segment, so MSH-10
+        never holds one; a JSON string can.)"""
+        d = h.Daemon("--max-diagnoses", "2", http=True).start()
+        try:
+            forged = "X1\x1b[31m\tFORGED\x0c"
+            h.mllp_send(d.mllp_port, dft(forged, ["J20.9"]))
+            h.mllp_send(d.mllp_port, dft(forged, ["J20.9", "I10", "K21.9"]))  # refused: over the limit
+            claim = with_dx(load("spine-m4304-mri.json"), ["J20.9"])
+            claim["id"] = "F1\nFORGED"
+            curl(d.http_port, "/fhir/Claim", claim)
+            claim = with_dx(load("spine-m4304-mri.json"), ["J20.9", "I10", "K21.9"])
+            curl(d.http_port, "/fhir/Claim", claim)  # refused: over the limit
+            h.wait_for(lambda: d.logtext().count("FORGED") >= 3, what="log lines")
+        finally:
+            d.stop()
+        text = d.logtext()
+        d.cleanup()
+        for line in text.splitlines():
+            self.assertFalse(line.startswith("spinegate: FORGED"), line)
+            self.assertFalse(line.startswith("FORGED"), line)
+        self.assertNotIn("\x1b", text)
+        self.assertNotIn("\t", text)
+        self.assertEqual(text.count("id=X1?[31m?FORGED?"), 2, text)
+        self.assertIn("id=F1?FORGED", text)
 
 
 def modes(top):

@@ -6,6 +6,9 @@
 
 #include <dirent.h>
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
@@ -99,6 +102,7 @@ struct daemon_job {
     daemon_t *d;
     queue_item_t item;
     daemon_put_done_cb cb;
+    daemon_put_gone_cb gone;
     void *job;
 };
 
@@ -113,12 +117,14 @@ static void put_cb(queue_t *q, err_t status, int64_t id, void *user)
     xfree(w);
 }
 
-void daemon_put(daemon_t *d, const queue_item_t *item, daemon_put_done_cb cb, void *job)
+void daemon_put(daemon_t *d, const queue_item_t *item, daemon_put_done_cb cb,
+                daemon_put_gone_cb gone, void *job)
 {
     daemon_job_t *w = xcalloc(1, sizeof *w);
     w->d = d;
     w->item = *item;
     w->cb = cb;
+    w->gone = gone;
     w->job = job;
     if (d->waiting_head) { /* keep arrival order behind those already waiting */
         d->waiting_tail->next = w;
@@ -138,9 +144,30 @@ void daemon_put(daemon_t *d, const queue_item_t *item, daemon_put_done_cb cb, vo
     cb(d, job, rc);
 }
 
+/* Drops the waiting puts whose sender has left: nothing was promised to
+ * them, and each holds a whole message. */
+static void drop_gone_puts(daemon_t *d)
+{
+    daemon_job_t **pp = &d->waiting_head, *prev = NULL;
+    while (*pp) {
+        daemon_job_t *w = *pp;
+        if (!w->gone || !w->gone(w->job)) {
+            prev = w;
+            pp = &w->next;
+            continue;
+        }
+        *pp = w->next;
+        if (d->waiting_tail == w)
+            d->waiting_tail = prev;
+        w->cb(d, w->job, ERR_CLOSED);
+        xfree(w);
+    }
+}
+
 static void retry_puts(uv_timer_t *t)
 {
     daemon_t *d = t->data;
+    drop_gone_puts(d);
     while (d->waiting_head) {
         daemon_job_t *w = d->waiting_head;
         err_t rc = queue_put(d->queue, &w->item, put_cb, w);
@@ -313,6 +340,7 @@ static err_t start_listeners(daemon_t *d)
         o.max_message = (size_t)c->max_message_size;
         o.max_connections = (unsigned)c->max_connections;
         o.idle_timeout_ms = (unsigned)c->idle_timeout_ms;
+        o.budget = d->budget;
         mllp_callbacks_t cb = {.frame = serve_mllp_frame, .oversized = serve_mllp_oversized};
         if (mllp_server_listen(d->loop, c->listen_mllp.host, c->listen_mllp.port, &o, &cb, d,
                                &d->mllp, &e) != ERR_OK) {
@@ -328,6 +356,7 @@ static err_t start_listeners(daemon_t *d)
         o.idle_timeout_ms = (unsigned)c->idle_timeout_ms;
         o.header_timeout_ms = (unsigned)c->header_timeout_ms;
         o.body_timeout_ms = (unsigned)c->body_timeout_ms;
+        o.budget = d->budget;
         http_callbacks_t cb = {.request = serve_http_request, .error = serve_http_error};
         if (http_server_listen(d->loop, c->listen_http.host, c->listen_http.port, &o, &cb, d,
                                &d->http, &e) != ERR_OK) {
@@ -471,6 +500,14 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
      * or SQLite creates (queue, WAL, shared memory, outbox, reject, dead
      * letters, cursors, pid file) is the owner's only. */
     umask(077);
+#ifdef __GLIBC__
+    /* Frames and bodies of megabytes come and go: a fixed mmap threshold
+     * keeps glibc from raising it after the first free (up to 32 MB), so
+     * such buffers are mapped and unmapped, and the memory goes back to the
+     * system when the senders leave rather than staying in the heap. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+#endif
+    d->budget = ingest_budget_new((size_t)cfg->max_buffered_bytes);
 
     rule_pack_t *pack = NULL;
     err_detail_t e;
@@ -520,6 +557,7 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
         unlink(cfg->pid_file);
     int code = d->exit_code;
     daemon_pack_unref(d->pack);
+    ingest_budget_free(d->budget);
     config_free(&d->cfg);
     xfree(d->loop);
     xfree(d);

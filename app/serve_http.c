@@ -260,7 +260,7 @@ static void store_claim(http_job_t *j, size_t i, const char *dest)
     store_ctx_t *ctx = arena_alloc(&j->arena, sizeof *ctx);
     ctx->j = j;
     ctx->i = i;
-    daemon_put(j->d, &item, stored, ctx);
+    daemon_put(j->d, &item, stored, NULL, ctx); /* a Bundle's puts share one job */
 }
 
 static void stored(daemon_t *d, void *job, err_t status)
@@ -339,6 +339,14 @@ static void serve_healthz(daemon_t *d, http_req_t *req)
     cJSON_AddNumberToObject(q, "committed", (double)qs.committed);
     cJSON_AddNumberToObject(q, "delivered", (double)qs.delivered);
     cJSON_AddNumberToObject(q, "dead", (double)qs.dead);
+    ingest_budget_stats_t bs;
+    ingest_budget_stats(d->budget, &bs);
+    cJSON *bb = cJSON_AddObjectToObject(o, "buffered");
+    cJSON_AddNumberToObject(bb, "bytes", (double)bs.used);
+    cJSON_AddNumberToObject(bb, "peak", (double)bs.peak);
+    cJSON_AddNumberToObject(bb, "limit", (double)bs.limit);
+    cJSON_AddNumberToObject(bb, "paused", (double)bs.paused);
+    cJSON_AddNumberToObject(bb, "pauses", (double)bs.pauses);
     cJSON *dl = cJSON_AddObjectToObject(o, "delivery");
     struct {
         const char *name;

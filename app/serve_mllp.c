@@ -110,6 +110,14 @@ static void stored(daemon_t *d, void *job, err_t status)
 {
     (void)d;
     mllp_job_t *j = job;
+    if (status == ERR_CLOSED && mllp_req_orphaned(j->req)) {
+        char idb[LOG_ID_BUF];
+        log_info("mllp id=%s: sender gone while the queue was full: not stored, not acknowledged",
+                 log_id(j->result.control_id, idb));
+        j->dest = NULL;
+        answer(j, HL7_OUTCOME_STORE_FAILED, METRIC_STORE_FAILED);
+        return;
+    }
     if (status != ERR_OK) {
         char idb[LOG_ID_BUF];
         log_error("mllp id=%s: queue put failed (%s): answering with an error ACK",
@@ -124,6 +132,11 @@ static void stored(daemon_t *d, void *job, err_t status)
         answer(j, HL7_OUTCOME_ANNOTATED, METRIC_ANNOTATE);
     else
         answer(j, HL7_OUTCOME_ACCEPTED, METRIC_ACCEPT);
+}
+
+static bool sender_gone(void *job)
+{
+    return mllp_req_orphaned(((mllp_job_t *)job)->req);
 }
 
 static void store(mllp_job_t *j, const char *dest, slice_t payload)
@@ -143,7 +156,7 @@ static void store(mllp_job_t *j, const char *dest, slice_t payload)
         .findings = off ? arena_strdup(&j->arena, summary) : NULL,
     };
     j->dest = dest;
-    daemon_put(j->d, &item, stored, j);
+    daemon_put(j->d, &item, stored, sender_gone, j);
 }
 
 void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)

@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "budget.h"
 #include "buf.h"
 #include "err.h"
 
@@ -88,6 +89,8 @@ typedef struct {
     unsigned drain_timeout_ms; /* mllp_server_close: hard-close after this; default 10000 */
     unsigned linger_ms;        /* after our FIN, discard input this long; default 1000 */
     int backlog;               /* listen(2) backlog; default 128 */
+    ingest_budget_t *budget;   /* memory budget shared with other listeners (borrowed);
+                                  NULL = none */
 } mllp_opts_t;
 
 /* Fills o with the defaults above. */

@@ -9,6 +9,7 @@ import pwd
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import threading
 import time
@@ -254,6 +255,173 @@ class SmallOnes(unittest.TestCase):
         self.assertNotIn("\t", text)
         self.assertEqual(text.count("id=X1?[31m?FORGED?"), 2, text)
         self.assertIn("id=F1?FORGED", text)
+
+
+def rss_mb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def healthz(port):
+    return json.loads(h.http_get(port, "/healthz")) if hasattr(h, "http_get") else json.loads(
+        subprocess.run(["curl", "-s", "--max-time", "10", "http://127.0.0.1:%d/healthz" % port],
+                       capture_output=True, text=True, timeout=30).stdout)
+
+
+def push(sock, data, seconds):
+    """Sends data until done or the daemon stops reading for `seconds`;
+    returns the bytes sent."""
+    sock.settimeout(seconds)
+    sent = 0
+    view = memoryview(data)
+    try:
+        while sent < len(data):
+            sent += sock.send(view[sent:sent + 65536])
+    except (socket.timeout, OSError):
+        pass
+    return sent
+
+
+MB = 1024 * 1024
+
+
+class BoundedMemory(unittest.TestCase):
+    """max-buffered-bytes: unfinished frames and frames waiting on a full
+    queue stay within the budget (plus one read buffer per connection), other
+    connections are still served, and RSS comes back when the senders go."""
+
+    BUDGET = 32
+
+    def daemon(self, *extra):
+        return h.Daemon("--max-message-size", "4M", "--max-buffered-bytes", "%dM" % self.BUDGET,
+                        "--log-level", "info", *extra, http=True).start()
+
+    def settle(self, d, base):
+        """RSS after the senders left, once it stops falling (at most 10 s)."""
+        last, t0 = rss_mb(d.proc.pid), time.time()
+        while time.time() - t0 < 10:
+            time.sleep(0.5)
+            now = rss_mb(d.proc.pid)
+            if now >= last - 0.5 and now - base < 24:
+                return now
+            last = now
+        return rss_mb(d.proc.pid)
+
+    def test_twenty_unfinished_4mb_frames(self):
+        d = self.daemon()
+        try:
+            time.sleep(0.3)
+            base = rss_mb(d.proc.pid)
+            frame = b"\x0b" + long_dft("UNFIN", 1).encode() + b"X" * (4 * MB - 2000)
+            socks = [socket.create_connection(("127.0.0.1", d.mllp_port)) for _ in range(20)]
+            for s in socks:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+            threads, sent = [], [0] * len(socks)
+
+            def go(i):
+                sent[i] = push(socks[i], frame, 2.0)
+
+            for i in range(len(socks)):
+                threads.append(threading.Thread(target=go, args=(i,)))
+                threads[-1].start()
+            for t in threads:
+                t.join(60)
+            peak_rss = rss_mb(d.proc.pid)
+            hz = healthz(d.http_port)
+            # Another sender is still served meanwhile.
+            self.assertEqual(h.ack_code(h.mllp_send(d.mllp_port, dft("OTHER001", ["J20.9"]))), "AA")
+            for s in socks:
+                s.close()
+            after = self.settle(d, base)
+            b = hz["buffered"]
+            print("\n  20 unfinished 4 MB frames, budget %d MB: sent %.1f MB in all; held %.1f MB "
+                  "(peak %.1f MB), %d connections paused; RSS baseline %.1f MB, with the frames "
+                  "%.1f MB, after the senders left %.1f MB" % (
+                      self.BUDGET, sum(sent) / MB, b["bytes"] / MB, b["peak"] / MB, b["paused"],
+                      base, peak_rss, after))
+            # Over the budget by at most one message (the one connection let
+            # finish its frame) and one read per connection.
+            self.assertLessEqual(b["peak"], (self.BUDGET + 4 + 20 * 0.0625 + 1) * MB)
+            self.assertGreater(b["paused"], 0)
+            self.assertLess(peak_rss - base, self.BUDGET + 24)
+            self.assertLess(after - base, 16)
+            # (the /healthz request asking counts its own few hundred bytes)
+            h.wait_for(lambda: healthz(d.http_port)["buffered"]["bytes"] < 4096, 10, "budget back to 0")
+        finally:
+            d.cleanup()
+
+    def test_pipelined_large_frames_into_a_full_queue(self):
+        dead = h.free_port()  # billing never answers: the queue stays full
+        d = self.daemon("--queue-max", "1", "--downstream-mllp", "127.0.0.1:%d" % dead,
+                        "--retry-base", "1s", "--retry-max", "1000")
+        try:
+            self.assertEqual(h.ack_code(h.mllp_send(d.mllp_port, dft("FILL0001", ["J20.9"]))), "AA")
+            time.sleep(0.3)
+            base = rss_mb(d.proc.pid)
+            big = long_dft("PIPE%04d", 1)
+            pad = "NTE|1||" + "Y" * (3900 * 1024) + "\r"
+            socks, threads, sent = [], [], []
+            for k in range(4):
+                s = socket.create_connection(("127.0.0.1", d.mllp_port))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+                data = b"".join(b"\x0b" + (big.replace("%04d", "%02d%02d" % (k, i)) + pad).encode()
+                                + b"\x1c\x0d" for i in range(20))
+                socks.append(s)
+                sent.append(0)
+
+                def go(i=k, data=data):
+                    sent[i] = push(socks[i], data, 2.0)
+
+                threads.append(threading.Thread(target=go))
+                threads[-1].start()
+            for t in threads:
+                t.join(120)
+            peak_rss = rss_mb(d.proc.pid)
+            hz = healthz(d.http_port)
+            self.assertEqual(h.ack_code(h.mllp_send(d.mllp_port, b"not HL7 at all")), "AR")
+            for s in socks:
+                # A sender that gives up resets its connection: the daemon sees
+                # that even on a connection it no longer reads (a graceful FIN
+                # queued behind unsent data only arrives once it is read).
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+            after = self.settle(d, base)
+            b = hz["buffered"]
+            print("\n  4 senders pipelining 20 frames of 3.9 MB into a full queue, budget %d MB: "
+                  "sent %.1f MB; held %.1f MB (peak %.1f MB); RSS baseline %.1f MB, loaded %.1f MB, "
+                  "after the senders left %.1f MB" % (
+                      self.BUDGET, sum(sent) / MB, b["bytes"] / MB, b["peak"] / MB, base, peak_rss,
+                      after))
+            self.assertLessEqual(b["peak"], (self.BUDGET + 4 + 4 * 0.0625 + 1) * MB)
+            self.assertLess(peak_rss - base, self.BUDGET + 2 * 4 * 4 + 24)
+            self.assertLess(after - base, 16)
+            # (the /healthz request asking counts its own few hundred bytes)
+            h.wait_for(lambda: healthz(d.http_port)["buffered"]["bytes"] < 4096, 10, "budget back to 0")
+        finally:
+            d.cleanup()
+
+
+class IdleEviction(unittest.TestCase):
+    def test_idle_connections_make_way_at_max_connections(self):
+        d = h.Daemon("--max-connections", "20").start()
+        try:
+            idle = [socket.create_connection(("127.0.0.1", d.mllp_port)) for _ in range(20)]
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            self.assertEqual(h.ack_code(h.mllp_send(d.mllp_port, dft("ADMIT001", ["J20.9"]))), "AA")
+            print("\n  a new sender at max-connections with 20 idle: answered in %.1f ms" % (
+                (time.monotonic() - t0) * 1000))
+            h.wait_for(lambda: "closed to admit a new connection" in d.logtext(), what="log line")
+            # The oldest idle one was closed: its peer reads EOF.
+            idle[0].settimeout(5)
+            self.assertEqual(idle[0].recv(10), b"")
+            for s in idle:
+                s.close()
+        finally:
+            d.cleanup()
 
 
 def modes(top):

@@ -256,6 +256,7 @@ void mllp_server_stats(const mllp_server_t *s, mllp_stats_t *o)
     o->pauses = s->base.st.pauses;
     o->idle_closes = s->idle_closes;
     o->orphaned = s->base.st.orphaned;
+    o->evicted = s->base.st.evicted;
 }
 
 void mllp_req_reply(mllp_req_t *req, const void *bytes, size_t len)

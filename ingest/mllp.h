@@ -81,7 +81,8 @@ typedef struct mllp_req mllp_req_t;
 typedef struct {
     size_t max_message;        /* content bytes; default 1 MiB */
     size_t keep_head;          /* bytes of an oversized frame kept; default 1 KiB */
-    unsigned max_connections;  /* beyond it a connection is accepted and closed; default 256 */
+    unsigned max_connections;  /* at it, the oldest idle connection is closed to admit a new
+                                  one; with none idle the new one is closed; default 256 */
     unsigned max_pending;      /* per connection: at this many frames awaiting replies,
                                   reading stops until they drain; default 64 */
     unsigned idle_timeout_ms;  /* close a connection with no traffic and nothing
@@ -139,6 +140,7 @@ typedef struct {
     uint64_t bytes_in, bytes_out, bytes_dropped; /* dropped: outside frames */
     uint64_t replies, no_replies, pending;       /* pending: frames awaiting reply/write now */
     uint64_t pauses, idle_closes, orphaned;
+    uint64_t evicted; /* idle connections closed to admit one at max_connections */
 } mllp_stats_t;
 
 /* Copies the counters for metrics. */

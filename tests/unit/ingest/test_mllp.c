@@ -423,15 +423,31 @@ static void *client_maxconn(void *arg)
     CHECK(tn_sends(b, "\x0b"
                       "B\x1c\x0d") == 0 &&
           tn_read_mllp(b, buf, sizeof buf, 2000) >= 0);
+    /* At the limit the oldest idle connection (a) makes way for the new one. */
     int c = tn_connect(x->port);
     CHECK(c >= 0);
-    CHECK(tn_wait_eof(c, 2000) == 0);
+    CHECK(tn_wait_eof(a, 2000) == 0);
+    CHECK(tn_sends(c, "\x0b"
+                      "C\x1c\x0d") == 0 &&
+          tn_read_mllp(c, buf, sizeof buf, 2000) >= 0);
     mllp_stats_t st;
     stats_wait(x, &st);
-    CHECK(st.conns_refused == 1 && st.conns_open == 2);
+    CHECK(st.conns_refused == 0 && st.conns_open == 2 && st.evicted == 1);
+    /* Connections in the middle of a frame are not idle: a new one is refused. */
+    CHECK(tn_sends(b, "\x0b"
+                      "partial") == 0 &&
+          tn_sends(c, "\x0b"
+                      "partial") == 0);
+    usleep(200 * 1000);
+    int d = tn_connect(x->port);
+    CHECK(d >= 0);
+    CHECK(tn_wait_eof(d, 2000) == 0);
+    stats_wait(x, &st);
+    CHECK(st.conns_refused == 1 && st.conns_open == 2 && st.evicted == 1);
     close(a);
     close(b);
     close(c);
+    close(d);
     return NULL;
 }
 

@@ -24,6 +24,20 @@ from test_mllp import dft
 # tests fail without the limit).
 EXTRA = os.environ.get("SG_LIMITS_EXTRA", "").split()
 
+def _sanitized():
+    try:
+        with open(h.DAEMON, "rb") as f:
+            data = f.read()
+        return b"__asan_init" in data or b"__ubsan_handle" in data
+    except OSError:
+        return False
+
+
+# Under ASan/UBSan the allocator keeps freed memory in quarantine and every
+# call is slower: the RSS and latency figures are printed but not asserted
+# (the budget's own accounting still is).
+SANITIZED = _sanitized()
+
 CODES = ["J20.9", "M43.06", "I10", "E11.9", "M54.50", "M48.061", "K21.9", "M51.26", "N39.0",
          "M47.816"]
 
@@ -133,6 +147,9 @@ class MaxDiagnoses(unittest.TestCase):
         print("\n  maximal claims judged meanwhile: %d; side ACK ms median %.1f max %.1f; "
               "/healthz ms median %.1f max %.1f" % (len(sent), acks[10], acks[-1], healths[10],
                                                     healths[-1]))
+        if SANITIZED:
+            print("  (sanitizer build: latency not asserted)")
+            return
         # The median guards against a slow CI box; the bound is the issue's.
         self.assertLess(acks[10], 50)
         self.assertLess(healths[10], 50)
@@ -346,8 +363,9 @@ class BoundedMemory(unittest.TestCase):
             # finish its frame) and one read per connection.
             self.assertLessEqual(b["peak"], (self.BUDGET + 4 + 20 * 0.0625 + 1) * MB)
             self.assertGreater(b["paused"], 0)
-            self.assertLess(peak_rss - base, self.BUDGET + 24)
-            self.assertLess(after - base, 16)
+            if not SANITIZED:
+                self.assertLess(peak_rss - base, self.BUDGET + 24)
+                self.assertLess(after - base, 16)
             # (the /healthz request asking counts its own few hundred bytes)
             h.wait_for(lambda: healthz(d.http_port)["buffered"]["bytes"] < 4096, 10, "budget back to 0")
         finally:
@@ -396,8 +414,9 @@ class BoundedMemory(unittest.TestCase):
                       self.BUDGET, sum(sent) / MB, b["bytes"] / MB, b["peak"] / MB, base, peak_rss,
                       after))
             self.assertLessEqual(b["peak"], (self.BUDGET + 4 + 4 * 0.0625 + 1) * MB)
-            self.assertLess(peak_rss - base, self.BUDGET + 2 * 4 * 4 + 24)
-            self.assertLess(after - base, 16)
+            if not SANITIZED:
+                self.assertLess(peak_rss - base, self.BUDGET + 2 * 4 * 4 + 24)
+                self.assertLess(after - base, 16)
             # (the /healthz request asking counts its own few hundred bytes)
             h.wait_for(lambda: healthz(d.http_port)["buffered"]["bytes"] < 4096, 10, "budget back to 0")
         finally:

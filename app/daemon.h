@@ -46,7 +46,7 @@ typedef struct daemon {
     daemon_job_t *waiting_head, *waiting_tail;
     hl7_opts_t hl7_opts;
     gate_limits_t gate_limits; /* max-diagnoses, the longest id the queue stores */
-    ingest_budget_t *budget; /* max-buffered-bytes, shared by both listeners */
+    ingest_budget_t *budget;   /* max-buffered-bytes, shared by both listeners */
     uint64_t ack_seq;        /* for the control ids of our ACKs */
     uint64_t start_ms;
     int stopping;

@@ -146,10 +146,13 @@ static void count_claim(http_job_t *j, size_t i)
                                                        : metrics_outcome(r->verdict.kind);
     metrics_count(&j->d->metrics, metric_fmt(j), o, r->status == GATE_JUDGED ? &r->verdict : NULL);
     char idb[LOG_ID_BUF];
-    log_info("http conn=%llu id=%s %s findings=%zu %s", (unsigned long long)http_req_conn_id(j->req),
-             log_id(r->control_id, idb),
+    log_info("http conn=%llu id=%s %s findings=%zu %s",
+             (unsigned long long)http_req_conn_id(j->req), log_id(r->control_id, idb),
              r->status == GATE_UNREADABLE ? "unreadable" : verdict_name(r->verdict.kind),
-             r->verdict.nfindings, j->route == ROUTE_VALIDATE ? "validate-only" : j->stored[i] == ERR_OK ? "stored" : "not-stored");
+             r->verdict.nfindings,
+             j->route == ROUTE_VALIDATE ? "validate-only"
+             : j->stored[i] == ERR_OK   ? "stored"
+                                        : "not-stored");
 }
 
 static int claim_status(const http_job_t *j, size_t i)

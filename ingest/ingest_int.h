@@ -65,7 +65,7 @@ typedef struct ingest__slot {
     bool close_after; /* close the connection once this is written */
     bool orphan;      /* the connection is gone: answering just frees */
     bool queued;
-    size_t held;      /* bytes of the message charged to the budget until release */
+    size_t held; /* bytes of the message charged to the budget until release */
 } ingest__slot_t;
 
 /* ---- connections ---------------------------------------------------------- */
@@ -83,10 +83,10 @@ typedef struct ingest__conn {
     unsigned refs;
     unsigned handles; /* open libuv handles (0..2) */
     ingest__slot_t *head, *tail;
-    ingest_budget_t *budget;   /* the server's, or NULL */
+    ingest_budget_t *budget;            /* the server's, or NULL */
     struct ingest__conn *bnext, *bprev; /* in the budget's paused list */
-    size_t held_in;            /* charged for the stash and an unfinished message */
-    size_t held_out;           /* charged for its slots' messages */
+    size_t held_in;                     /* charged for the stash and an unfinished message */
+    size_t held_out;                    /* charged for its slots' messages */
     char *stash; /* bytes read but not yet consumed (backpressure) */
     size_t stash_len, stash_cap;
     unsigned queued; /* slots in the queue */

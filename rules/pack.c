@@ -1383,9 +1383,10 @@ static err_t apply_policy(rule_pack_t *p, const rule_policy_t *pol, err_detail_t
             bool off = strcmp(eq + 1, "off") == 0; /* the rule reports nothing */
             int sev = off ? RULE_SEV_INFO : severity_from(eq + 1);
             if (rid < 0 || sev < 0) {
-                err_set(d, ERR_BAD_CONFIG, 0, rid < 0 ? "severity override names unknown rule '%.40s'"
-                                                      : "severity override for '%.40s' has an unknown "
-                                                        "severity (reject, warn, info or off)",
+                err_set(d, ERR_BAD_CONFIG, 0,
+                        rid < 0 ? "severity override names unknown rule '%.40s'"
+                                : "severity override for '%.40s' has an unknown "
+                                  "severity (reject, warn, info or off)",
                         id);
                 if (d)
                     snprintf(d->where, sizeof d->where, "severity_overrides[%d]", i);

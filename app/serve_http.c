@@ -410,9 +410,25 @@ static void serve_metrics(daemon_t *d, http_req_t *req)
         off += (size_t)snprintf(extra + off, sizeof extra - off,
                                 "# HELP spinegate_mllp_connections Open MLLP connections.\n"
                                 "# TYPE spinegate_mllp_connections gauge\n"
-                                "spinegate_mllp_connections %llu\n",
-                                (unsigned long long)ms.conns_open);
+                                "spinegate_mllp_connections %llu\n"
+                                "# HELP spinegate_mllp_evicted_total Idle MLLP connections closed "
+                                "to admit one at max-connections.\n"
+                                "# TYPE spinegate_mllp_evicted_total counter\n"
+                                "spinegate_mllp_evicted_total %llu\n",
+                                (unsigned long long)ms.conns_open, (unsigned long long)ms.evicted);
     }
+    ingest_budget_stats_t bs;
+    ingest_budget_stats(d->budget, &bs);
+    off += (size_t)snprintf(extra + off, sizeof extra - off,
+                            "# HELP spinegate_buffered_bytes Bytes held for unfinished and "
+                            "waiting messages (max-buffered-bytes).\n"
+                            "# TYPE spinegate_buffered_bytes gauge\n"
+                            "spinegate_buffered_bytes %zu\n"
+                            "# HELP spinegate_buffered_pauses_total Times a connection stopped "
+                            "being read for the buffer budget.\n"
+                            "# TYPE spinegate_buffered_pauses_total counter\n"
+                            "spinegate_buffered_pauses_total %llu\n",
+                            bs.used, (unsigned long long)bs.pauses);
     size_t len;
     char *text = metrics_render(&d->metrics, extra, &len);
     http_req_respond(req, 200, "text/plain; version=0.0.4", text, len, NULL);

@@ -363,6 +363,11 @@ class BoundedMemory(unittest.TestCase):
             # finish its frame) and one read per connection.
             self.assertLessEqual(b["peak"], (self.BUDGET + 4 + 20 * 0.0625 + 1) * MB)
             self.assertGreater(b["paused"], 0)
+            text = subprocess.run(["curl", "-s", "--max-time", "10",
+                                   "http://127.0.0.1:%d/metrics" % d.http_port],
+                                  capture_output=True, text=True, timeout=30).stdout
+            self.assertRegex(text, r"(?m)^spinegate_buffered_pauses_total [1-9]")
+            self.assertRegex(text, r"(?m)^spinegate_buffered_bytes \d+$")
             if not SANITIZED:
                 self.assertLess(peak_rss - base, self.BUDGET + 24)
                 self.assertLess(after - base, 16)

@@ -95,9 +95,12 @@ static void answer(mllp_job_t *j, hl7_outcome_t outcome, metric_outcome_t metric
     metrics_latency(&d->metrics, secs);
     char idb[LOG_ID_BUF];
     const char *id = log_id(j->result.control_id, idb);
-    if (j->result.status == GATE_UNREADABLE)
-        log_warn("mllp conn=%llu id=%s unreadable (%s%s%s): answered AR", conn, id, err_name(j->result.detail.code),
-                 j->result.detail.where[0] ? " at " : "", j->result.detail.where);
+    if (j->result.status == GATE_UNREADABLE) {
+        char whereb[LOG_ID_BUF]; /* a location may quote a segment id from the message */
+        log_warn("mllp conn=%llu id=%s unreadable (%s%s%s): answered AR", conn, id,
+                 err_name(j->result.detail.code), j->result.detail.where[0] ? " at " : "",
+                 j->result.detail.where[0] ? log_id(j->result.detail.where, whereb) : "");
+    }
     else if (log_get_level() >= LOG_LVL_INFO) /* the rule list costs a little: build it only to log it */
         log_info("mllp conn=%llu id=%s %s findings=%zu rules=%s stored=%s ack=%s %.2fms", conn, id,
                  j->result.status == GATE_NOT_A_CLAIM ? "no-claim" : verdict_name(j->result.verdict.kind),

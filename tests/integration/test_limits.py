@@ -255,12 +255,18 @@ class SmallOnes(unittest.TestCase):
             forged = "X1\x1b[31m\tFORGED\x0c"
             h.mllp_send(d.mllp_port, dft(forged, ["J20.9"]))
             h.mllp_send(d.mllp_port, dft(forged, ["J20.9", "I10", "K21.9"]))  # refused: over the limit
+            # A segment id with a control byte is quoted in the error's location.
+            c = h.RawClient(d.mllp_port)
+            c.send(c.frame(dft("X3", ["J20.9"]).replace("EVN|", "\x1bVN|")))
+            self.assertEqual(h.ack_code(c.read_frame()), "AR")
+            c.close()
             claim = with_dx(load("spine-m4304-mri.json"), ["J20.9"])
             claim["id"] = "F1\nFORGED"
             curl(d.http_port, "/fhir/Claim", claim)
             claim = with_dx(load("spine-m4304-mri.json"), ["J20.9", "I10", "K21.9"])
             curl(d.http_port, "/fhir/Claim", claim)  # refused: over the limit
-            h.wait_for(lambda: d.logtext().count("FORGED") >= 3, what="log lines")
+            h.wait_for(lambda: d.logtext().count("FORGED") >= 3 and "BAD_SEGMENT" in d.logtext(),
+                       what="log lines")
         finally:
             d.stop()
         text = d.logtext()

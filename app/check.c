@@ -96,7 +96,7 @@ static void check_hl7(check_t *c, const char *source, const char *data, size_t l
     hl7_msg_t *msg = hl7_msg_new();
     for (size_t i = 0; i < n; i++) {
         gate_result_t r;
-        gate_hl7(c->pack, msg, msgs[i].ptr, msgs[i].len, &opts, &a, &r);
+        gate_hl7(c->pack, msg, msgs[i].ptr, msgs[i].len, &opts, NULL, &a, &r);
         emit(c, source, i + 1, &r);
         arena_reset(&a);
         progress_draw(c, base + (size_t)(msgs[i].ptr + msgs[i].len - data), false);
@@ -124,7 +124,7 @@ static void check_fhir(check_t *c, const char *source, const char *data, size_t 
     size_t n = fhir_doc_claim_count(doc);
     for (size_t i = 0; i < n; i++) {
         gate_result_t r;
-        gate_fhir_claim(c->pack, doc, i, &a, &r);
+        gate_fhir_claim(c->pack, doc, i, NULL, &a, &r);
         emit(c, source, i + 1, &r);
         arena_reset(&a);
     }

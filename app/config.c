@@ -66,7 +66,12 @@ static const key_def_t config_keys[] = {
     {"max-message-size", K_SIZE, O(max_message_size), "4M", "BYTES",
      "largest HL7 message accepted (larger: AR, connection kept)"},
     {"max-body-size", K_SIZE, O(max_body_size), "8M", "BYTES", "largest HTTP body accepted (413)"},
-    {"max-connections", K_LONG, O(max_connections), "1024", "N", "open connections per listener"},
+    {"max-diagnoses", K_LONG, O(max_diagnoses), "1000", "N",
+     "most diagnoses in one claim (more: AR / 413, not stored)"},
+    {"max-buffered-bytes", K_SIZE, O(max_buffered_bytes), "256M", "BYTES",
+     "bytes held for unfinished messages and waiting answers, daemon-wide; reads pause beyond it"},
+    {"max-connections", K_LONG, O(max_connections), "1024", "N",
+     "open connections per listener; at it the oldest idle one makes way for a new one"},
     {"idle-timeout", K_MS, O(idle_timeout_ms), "5m", "DURATION",
      "close a connection silent for this long"},
     {"header-timeout", K_MS, O(header_timeout_ms), "10s", "DURATION",
@@ -378,6 +383,11 @@ err_t config_validate(config_t *c, err_detail_t *d)
     if (c->retry_base_ms < 1 || c->retry_max_delay_ms > 86400000L)
         return err_set(d, ERR_BAD_CONFIG, 0,
                        "retry-base: at least 1ms; retry-max-delay: at most 24h");
+    if (c->max_diagnoses < 1)
+        return err_set(d, ERR_BAD_CONFIG, 0, "max-diagnoses: at least 1");
+    if (c->max_buffered_bytes < c->max_message_size || c->max_buffered_bytes < c->max_body_size)
+        return err_set(d, ERR_BAD_CONFIG, 0,
+                       "max-buffered-bytes: at least max-message-size and max-body-size");
     if (c->queue_max < 1)
         return err_set(d, ERR_BAD_CONFIG, 0, "queue-max: at least 1");
     return ERR_OK;

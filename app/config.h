@@ -52,6 +52,8 @@ typedef struct {
     /* limits */
     long max_message_size;
     long max_body_size;
+    long max_diagnoses;      /* diagnoses in one claim */
+    long max_buffered_bytes; /* daemon-wide budget for unfinished input */
     long max_connections;
     long idle_timeout_ms;
     long header_timeout_ms;

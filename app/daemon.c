@@ -4,9 +4,14 @@
  * backpressure on the senders. */
 #include "daemon.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +107,7 @@ struct daemon_job {
     size_t nitems;
     size_t *refused;
     daemon_put_done_cb cb;
+    daemon_put_gone_cb gone;
     void *job;
 };
 
@@ -152,12 +158,14 @@ static void job_submit(daemon_t *d, daemon_job_t *w)
     cb(d, job, rc);
 }
 
-void daemon_put(daemon_t *d, const queue_item_t *item, daemon_put_done_cb cb, void *job)
+void daemon_put(daemon_t *d, const queue_item_t *item, daemon_put_done_cb cb,
+                daemon_put_gone_cb gone, void *job)
 {
     daemon_job_t *w = xcalloc(1, sizeof *w);
     w->d = d;
     w->item = *item;
     w->cb = cb;
+    w->gone = gone;
     w->job = job;
     job_submit(d, w);
 }
@@ -175,9 +183,30 @@ void daemon_put_many(daemon_t *d, const queue_item_t *items, size_t n, size_t *r
     job_submit(d, w);
 }
 
+/* Drops the waiting puts whose sender has left: nothing was promised to
+ * them, and each holds a whole message. */
+static void drop_gone_puts(daemon_t *d)
+{
+    daemon_job_t **pp = &d->waiting_head, *prev = NULL;
+    while (*pp) {
+        daemon_job_t *w = *pp;
+        if (!w->gone || !w->gone(w->job)) {
+            prev = w;
+            pp = &w->next;
+            continue;
+        }
+        *pp = w->next;
+        if (d->waiting_tail == w)
+            d->waiting_tail = prev;
+        w->cb(d, w->job, ERR_CLOSED);
+        xfree(w);
+    }
+}
+
 static void retry_puts(uv_timer_t *t)
 {
     daemon_t *d = t->data;
+    drop_gone_puts(d);
     while (d->waiting_head) {
         daemon_job_t *w = d->waiting_head;
         err_t rc = job_put(d, w);
@@ -205,6 +234,8 @@ void daemon_hl7_timestamp(char *out, size_t cap)
     strftime(out, cap, "%Y%m%d%H%M%S+0000", &tm);
 }
 
+/* Creates path and its missing parents. Parents are made 0755 (they may be
+ * shared, such as /var/lib); the folder itself 0700. */
 static int mkdir_p(const char *path)
 {
     char tmp[4096];
@@ -213,13 +244,53 @@ static int mkdir_p(const char *path)
         if (*p != '/')
             continue;
         *p = '\0';
-        if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
             return -1;
         *p = '/';
     }
-    if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
+    if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
         return -1;
     return 0;
+}
+
+/* Everything under the data folder is PHI: folders 0700, files 0600. What a
+ * looser umask or an older version left is tightened here, with a warning
+ * naming the first thing found (the operator should know the data was open). */
+static void tighten(const char *path, bool *warned)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0 || !(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)))
+        return; /* symlinks and others are not followed nor changed */
+    mode_t want = S_ISDIR(st.st_mode) ? 0700 : 0600;
+    if ((st.st_mode & 0777 & ~want) == 0)
+        return;
+    if (!*warned) {
+        log_warn("data folder: %s was mode %04o, readable by others: made %04o (and so is every "
+                 "file in the folder)",
+                 path, (unsigned)(st.st_mode & 07777), (unsigned)want);
+        *warned = true;
+    }
+    if (chmod(path, want) != 0)
+        log_warn("cannot change the mode of %s: %s", path, strerror(errno));
+}
+
+/* Tightens dir and each entry in it (one level; the data folder's folders
+ * hold files only). */
+static void tighten_dir(const char *dir, bool *warned)
+{
+    tighten(dir, warned);
+    DIR *dp = opendir(dir);
+    if (!dp)
+        return;
+    struct dirent *e;
+    char p[4096 + 256];
+    while ((e = readdir(dp)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        tighten(p, warned);
+    }
+    closedir(dp);
 }
 
 static int prepare_dirs(daemon_t *d)
@@ -230,11 +301,14 @@ static int prepare_dirs(daemon_t *d)
     snprintf(d->dead_dir, sizeof d->dead_dir, "%s/deadletter", base);
     snprintf(d->queue_path, sizeof d->queue_path, "%s/queue.db", base);
     const char *dirs[] = {base, d->outbox_dir, d->reject_dir, d->dead_dir};
-    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
+    bool warned = false;
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
         if (mkdir_p(dirs[i]) != 0) {
             log_error("cannot create %s: %s", dirs[i], strerror(errno));
             return -1;
         }
+        tighten_dir(dirs[i], &warned);
+    }
     return 0;
 }
 
@@ -306,6 +380,7 @@ static err_t start_listeners(daemon_t *d)
         o.max_message = (size_t)c->max_message_size;
         o.max_connections = (unsigned)c->max_connections;
         o.idle_timeout_ms = (unsigned)c->idle_timeout_ms;
+        o.budget = d->budget;
         mllp_callbacks_t cb = {.frame = serve_mllp_frame, .oversized = serve_mllp_oversized};
         if (mllp_server_listen(d->loop, c->listen_mllp.host, c->listen_mllp.port, &o, &cb, d,
                                &d->mllp, &e) != ERR_OK) {
@@ -321,6 +396,7 @@ static err_t start_listeners(daemon_t *d)
         o.idle_timeout_ms = (unsigned)c->idle_timeout_ms;
         o.header_timeout_ms = (unsigned)c->header_timeout_ms;
         o.body_timeout_ms = (unsigned)c->body_timeout_ms;
+        o.budget = d->budget;
         http_callbacks_t cb = {.request = serve_http_request, .error = serve_http_error};
         if (http_server_listen(d->loop, c->listen_http.host, c->listen_http.port, &o, &cb, d,
                                &d->http, &e) != ERR_OK) {
@@ -569,8 +645,26 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
     uv_loop_init(d->loop);
     metrics_init(&d->metrics);
     d->hl7_opts.max_size = (size_t)cfg->max_message_size;
+    d->gate_limits.max_diagnoses = (size_t)cfg->max_diagnoses;
+    d->gate_limits.max_id = QUEUE_CONTROL_ID_MAX;
     d->start_ms = uv_now(d->loop);
     signal(SIGPIPE, SIG_IGN);
+    /* SIGUSR1 and SIGUSR2 mean nothing here: ignored, so that a stray one
+     * (a log rotator's habit) does not kill the daemon. */
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN);
+    /* Messages are PHI: whatever the caller's umask, every file the daemon
+     * or SQLite creates (queue, WAL, shared memory, outbox, reject, dead
+     * letters, cursors, pid file) is the owner's only. */
+    umask(077);
+#ifdef __GLIBC__
+    /* Frames and bodies of megabytes come and go: a fixed mmap threshold
+     * keeps glibc from raising it after the first free (up to 32 MB), so
+     * such buffers are mapped and unmapped, and the memory goes back to the
+     * system when the senders leave rather than staying in the heap. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+#endif
+    d->budget = ingest_budget_new((size_t)cfg->max_buffered_bytes);
 
     rule_pack_t *pack = NULL;
     err_detail_t e;
@@ -620,6 +714,7 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
         unlink(cfg->pid_file);
     int code = d->exit_code;
     daemon_pack_unref(d->pack);
+    ingest_budget_free(d->budget);
     config_free(&d->cfg);
     xfree(d->loop);
     xfree(d);

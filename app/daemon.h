@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "gate.h"
 #include "hl7.h"
 #include "http.h"
 #include "metrics.h"
@@ -44,6 +45,8 @@ typedef struct daemon {
     uv_timer_t retry_timer;  /* retries puts refused while the queue was full */
     daemon_job_t *waiting_head, *waiting_tail;
     hl7_opts_t hl7_opts;
+    gate_limits_t gate_limits; /* max-diagnoses, the longest id the queue stores */
+    ingest_budget_t *budget;   /* max-buffered-bytes, shared by both listeners */
     uint64_t ack_seq;        /* for the control ids of our ACKs */
     uint64_t start_ms;
     int stopping;
@@ -77,7 +80,12 @@ size_t serve_http_error(const http_req_t *req, int status, const char *why, char
  * retried by a timer; the connection they came from is not read meanwhile
  * (its replies are pending), which is the backpressure. */
 typedef void (*daemon_put_done_cb)(daemon_t *d, void *job, err_t status);
-void daemon_put(daemon_t *d, const queue_item_t *item, daemon_put_done_cb cb, void *job);
+/* True when nobody waits for job's answer any more (the sender left): a put
+ * still waiting for queue space is then dropped, done with ERR_CLOSED, so
+ * that what it holds is freed (it was never acknowledged). May be NULL. */
+typedef bool (*daemon_put_gone_cb)(void *job);
+void daemon_put(daemon_t *d, const queue_item_t *item, daemon_put_done_cb cb,
+                daemon_put_gone_cb gone, void *job);
 
 /* The same for a group stored all or none (queue_put_many): cb runs once
  * with one status for all n. items and what they point to are borrowed until

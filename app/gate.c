@@ -1,6 +1,7 @@
 /* gate.c - the pure pipeline of one message. */
 #include "gate.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "hl7_claim.h"
@@ -26,8 +27,37 @@ static void result_init(gate_result_t *out)
     out->verdict.kind = VERDICT_ACCEPT;
 }
 
+/* True (and out set to a refusal) when the id is longer than lim allows. */
+static bool id_too_long(const char *id, const char *where, const gate_limits_t *lim,
+                        gate_result_t *out)
+{
+    size_t n = id ? strlen(id) : 0;
+    if (!lim || !lim->max_id || n <= lim->max_id)
+        return false;
+    out->status = GATE_UNREADABLE;
+    err_set(&out->detail, ERR_BAD_VALUE, 0, "%s of %zu bytes is over the limit of %zu bytes", where,
+            n, lim->max_id);
+    snprintf(out->detail.where, sizeof out->detail.where, "%s", where);
+    return true;
+}
+
+/* True (and out set to a refusal) when the claim has more diagnoses than lim
+ * allows: judging is linear in them, but a bound keeps every answer short. */
+static bool too_many_dx(const claim_t *claim, const char *where, const gate_limits_t *lim,
+                        gate_result_t *out)
+{
+    if (!lim || !lim->max_diagnoses || claim->ndx <= lim->max_diagnoses)
+        return false;
+    out->status = GATE_UNREADABLE;
+    err_set(&out->detail, ERR_TOO_LARGE, 0,
+            "claim has %zu diagnoses, over the limit of %zu (max-diagnoses)", claim->ndx,
+            lim->max_diagnoses);
+    snprintf(out->detail.where, sizeof out->detail.where, "%s", where);
+    return true;
+}
+
 void gate_hl7(const rule_pack_t *pack, hl7_msg_t *msg, const char *buf, size_t len,
-              const hl7_opts_t *opts, arena_t *a, gate_result_t *out)
+              const hl7_opts_t *opts, const gate_limits_t *lim, arena_t *a, gate_result_t *out)
 {
     result_init(out);
     if (hl7_msg_parse(msg, buf, len, opts, &out->detail) != ERR_OK) {
@@ -37,6 +67,8 @@ void gate_hl7(const rule_pack_t *pack, hl7_msg_t *msg, const char *buf, size_t l
     slice_t id;
     if (hl7_get(msg, "MSH-10", &id) == ERR_OK && id.len)
         out->control_id = arena_slicedup(a, id);
+    if (id_too_long(out->control_id, "MSH-10", lim, out))
+        return;
     claim_t *claim = NULL;
     err_t rc = hl7_claim_read(msg, a, &claim, &out->detail);
     if (rc == ERR_UNSUPPORTED) {
@@ -47,13 +79,15 @@ void gate_hl7(const rule_pack_t *pack, hl7_msg_t *msg, const char *buf, size_t l
         out->status = GATE_UNREADABLE;
         return;
     }
+    if (too_many_dx(claim, "DG1", lim, out))
+        return;
     out->status = GATE_JUDGED;
     out->claim = claim;
     rule_evaluate(pack, claim, a, &out->verdict);
 }
 
-void gate_fhir_claim(const rule_pack_t *pack, const fhir_doc_t *doc, size_t i, arena_t *a,
-                     gate_result_t *out)
+void gate_fhir_claim(const rule_pack_t *pack, const fhir_doc_t *doc, size_t i,
+                     const gate_limits_t *lim, arena_t *a, gate_result_t *out)
 {
     result_init(out);
     claim_t *claim = NULL;
@@ -61,8 +95,11 @@ void gate_fhir_claim(const rule_pack_t *pack, const fhir_doc_t *doc, size_t i, a
         out->status = GATE_UNREADABLE;
         return;
     }
+    out->control_id = claim->id;
+    if (id_too_long(claim->id, "Claim.id", lim, out) ||
+        too_many_dx(claim, "Claim.diagnosis", lim, out))
+        return;
     out->status = GATE_JUDGED;
     out->claim = claim;
-    out->control_id = claim->id;
     rule_evaluate(pack, claim, a, &out->verdict);
 }

@@ -35,13 +35,23 @@ typedef struct {
     const char *control_id; /* MSH-10 / Claim.id when it could be read */
 } gate_result_t;
 
-/* Parses one HL7 v2 message (len bytes at buf, which must outlive msg's use)
- * into msg (reused between calls), maps and judges it. */
-void gate_hl7(const rule_pack_t *pack, hl7_msg_t *msg, const char *buf, size_t len,
-              const hl7_opts_t *opts, arena_t *a, gate_result_t *out);
+/* What a message may carry before it is refused as the sender's error: the
+ * status is GATE_UNREADABLE, nothing is judged, and the detail is
+ * ERR_TOO_LARGE for too many diagnoses (HTTP 413), ERR_BAD_VALUE for an id
+ * too long (400). A zero field is no limit. */
+typedef struct {
+    size_t max_diagnoses; /* diagnoses in one claim (max-diagnoses) */
+    size_t max_id;        /* bytes of MSH-10 / Claim.id (what the queue stores) */
+} gate_limits_t;
 
-/* Maps and judges Claim i of a parsed FHIR document. */
-void gate_fhir_claim(const rule_pack_t *pack, const fhir_doc_t *doc, size_t i, arena_t *a,
-                     gate_result_t *out);
+/* Parses one HL7 v2 message (len bytes at buf, which must outlive msg's use)
+ * into msg (reused between calls), maps and judges it. lim may be NULL (no
+ * limits): a claim over lim is refused before the rules see it. */
+void gate_hl7(const rule_pack_t *pack, hl7_msg_t *msg, const char *buf, size_t len,
+              const hl7_opts_t *opts, const gate_limits_t *lim, arena_t *a, gate_result_t *out);
+
+/* Maps and judges Claim i of a parsed FHIR document; lim as for gate_hl7(). */
+void gate_fhir_claim(const rule_pack_t *pack, const fhir_doc_t *doc, size_t i,
+                     const gate_limits_t *lim, arena_t *a, gate_result_t *out);
 
 #endif

@@ -152,10 +152,14 @@ static void count_claim(http_job_t *j, size_t i)
                          : j->stored[i] != ERR_OK      ? METRIC_STORE_FAILED
                                                        : metrics_outcome(r->verdict.kind);
     metrics_count(&j->d->metrics, metric_fmt(j), o, r->status == GATE_JUDGED ? &r->verdict : NULL);
-    log_info("http conn=%llu id=%s %s findings=%zu %s", (unsigned long long)http_req_conn_id(j->req),
-             r->control_id ? r->control_id : "-",
+    char idb[LOG_ID_BUF];
+    log_info("http conn=%llu id=%s %s findings=%zu %s",
+             (unsigned long long)http_req_conn_id(j->req), log_id(r->control_id, idb),
              r->status == GATE_UNREADABLE ? "unreadable" : verdict_name(r->verdict.kind),
-             r->verdict.nfindings, j->route == ROUTE_VALIDATE ? "validate-only" : j->stored[i] == ERR_OK ? "stored" : "not-stored");
+             r->verdict.nfindings,
+             j->route == ROUTE_VALIDATE ? "validate-only"
+             : j->stored[i] == ERR_OK   ? "stored"
+                                        : "not-stored");
 }
 
 /* The HTTP status of a store that failed: the queue refusing the item as
@@ -188,7 +192,7 @@ static int claim_status(const http_job_t *j, size_t i)
 {
     const gate_result_t *r = &j->results[i];
     if (r->status == GATE_UNREADABLE)
-        return 400;
+        return r->detail.code == ERR_TOO_LARGE ? 413 : 400;
     if (j->stored[i] != ERR_OK)
         return store_fail_status(j->stored[i]);
     return r->verdict.kind == VERDICT_REJECT ? 422 : 201;
@@ -282,8 +286,20 @@ static void answer_bundle(http_job_t *j)
             }
         for (size_t i = 0; i < j->nclaims; i++)
             if (j->results[i].status == GATE_UNREADABLE) {
-                fhir_out_outcome_error(&j->results[i].detail, j->out_fmt, &j->arena, &body);
-                finish(j, 400, body);
+                /* The Claim's own error, placed in the Bundle, and said to
+                 * have stopped the whole transaction. */
+                err_detail_t e = j->results[i].detail;
+                char buf[sizeof e.msg + sizeof e.where + 96];
+                if (strncmp(e.where, "Claim", 5) == 0) {
+                    snprintf(buf, sizeof buf, "Bundle.entry[%zu].resource%s",
+                             fhir_doc_claim_entry(j->doc, i), j->results[i].detail.where + 5);
+                    snprintf(e.where, sizeof e.where, "%.*s", (int)sizeof e.where - 1, buf);
+                }
+                snprintf(buf, sizeof buf, "%s; none of the transaction's %zu Claims was stored or forwarded",
+                         j->results[i].detail.msg, j->nclaims);
+                snprintf(e.msg, sizeof e.msg, "%.*s", (int)sizeof e.msg - 1, buf);
+                fhir_out_outcome_error(&e, j->out_fmt, &j->arena, &body);
+                finish(j, claim_status(j, i), body);
                 return;
             }
         fhir_out_outcome_verdict(&all, j->out_fmt, &j->arena, &body);
@@ -342,7 +358,7 @@ static void store_claim(http_job_t *j, size_t i, const char *dest)
     store_ctx_t *ctx = arena_alloc(&j->arena, sizeof *ctx);
     ctx->j = j;
     ctx->i = i;
-    daemon_put(j->d, &item, stored, ctx);
+    daemon_put(j->d, &item, stored, NULL, ctx); /* a Bundle's puts share one job */
 }
 
 static void stored(daemon_t *d, void *job, err_t status)
@@ -351,8 +367,9 @@ static void stored(daemon_t *d, void *job, err_t status)
     store_ctx_t *ctx = job;
     http_job_t *j = ctx->j;
     if (status != ERR_OK) {
-        log_error("http id=%s: queue put failed (%s)",
-                  j->results[ctx->i].control_id ? j->results[ctx->i].control_id : "-", err_str(status));
+        char idb[LOG_ID_BUF];
+        log_error("http id=%s: queue put failed (%s)", log_id(j->results[ctx->i].control_id, idb),
+                  err_str(status));
         /* Only a Claim meant for delivery fails its answer; a lost reject
          * copy is logged but the sender still hears the verdict. */
         if (j->results[ctx->i].verdict.kind != VERDICT_REJECT)
@@ -405,7 +422,7 @@ static void judge_and_store(http_job_t *j)
     j->stored = arena_calloc(&j->arena, n, sizeof *j->stored);
     bool all_pass = true;
     for (size_t i = 0; i < j->nclaims; i++) {
-        gate_fhir_claim(j->pack->pack, j->doc, i, &j->arena, &j->results[i]);
+        gate_fhir_claim(j->pack->pack, j->doc, i, &j->d->gate_limits, &j->arena, &j->results[i]);
         if (j->results[i].status != GATE_JUDGED || j->results[i].verdict.kind == VERDICT_REJECT)
             all_pass = false;
     }
@@ -414,7 +431,7 @@ static void judge_and_store(http_job_t *j)
         slice_t body;
         if (j->results[0].status == GATE_UNREADABLE) {
             fhir_out_outcome_error(&j->results[0].detail, j->out_fmt, &j->arena, &body);
-            finish(j, 400, body);
+            finish(j, claim_status(j, 0), body);
         } else {
             fhir_out_outcome_verdict(&j->results[0].verdict, j->out_fmt, &j->arena, &body);
             finish(j, 200, body);
@@ -567,6 +584,14 @@ static void serve_healthz(daemon_t *d, http_req_t *req)
     cJSON_AddNumberToObject(q, "committed", (double)qs.committed);
     cJSON_AddNumberToObject(q, "delivered", (double)qs.delivered);
     cJSON_AddNumberToObject(q, "dead", (double)qs.dead);
+    ingest_budget_stats_t bs;
+    ingest_budget_stats(d->budget, &bs);
+    cJSON *bb = cJSON_AddObjectToObject(o, "buffered");
+    cJSON_AddNumberToObject(bb, "bytes", (double)bs.used);
+    cJSON_AddNumberToObject(bb, "peak", (double)bs.peak);
+    cJSON_AddNumberToObject(bb, "limit", (double)bs.limit);
+    cJSON_AddNumberToObject(bb, "paused", (double)bs.paused);
+    cJSON_AddNumberToObject(bb, "pauses", (double)bs.pauses);
     cJSON *dl = cJSON_AddObjectToObject(o, "delivery");
     bool ready = !d->stopping;
     struct {
@@ -671,9 +696,25 @@ static void serve_metrics(daemon_t *d, http_req_t *req)
         off += (size_t)snprintf(extra + off, sizeof extra - off,
                                 "# HELP spinegate_mllp_connections Open MLLP connections.\n"
                                 "# TYPE spinegate_mllp_connections gauge\n"
-                                "spinegate_mllp_connections %llu\n",
-                                (unsigned long long)ms.conns_open);
+                                "spinegate_mllp_connections %llu\n"
+                                "# HELP spinegate_mllp_evicted_total Idle MLLP connections closed "
+                                "to admit one at max-connections.\n"
+                                "# TYPE spinegate_mllp_evicted_total counter\n"
+                                "spinegate_mllp_evicted_total %llu\n",
+                                (unsigned long long)ms.conns_open, (unsigned long long)ms.evicted);
     }
+    ingest_budget_stats_t bs;
+    ingest_budget_stats(d->budget, &bs);
+    off += (size_t)snprintf(extra + off, sizeof extra - off,
+                            "# HELP spinegate_buffered_bytes Bytes held for unfinished and "
+                            "waiting messages (max-buffered-bytes).\n"
+                            "# TYPE spinegate_buffered_bytes gauge\n"
+                            "spinegate_buffered_bytes %zu\n"
+                            "# HELP spinegate_buffered_pauses_total Times a connection stopped "
+                            "being read for the buffer budget.\n"
+                            "# TYPE spinegate_buffered_pauses_total counter\n"
+                            "spinegate_buffered_pauses_total %llu\n",
+                            bs.used, (unsigned long long)bs.pauses);
     size_t len;
     char *text = metrics_render(&d->metrics, extra, &len);
     http_req_respond(req, 200, "text/plain; version=0.0.4", text, len, NULL);

@@ -93,10 +93,14 @@ static void answer(mllp_job_t *j, hl7_outcome_t outcome, metric_outcome_t metric
     metrics_count(&d->metrics, METRIC_FMT_HL7, metric,
                   j->result.status == GATE_JUDGED ? &j->result.verdict : NULL);
     metrics_latency(&d->metrics, secs);
-    const char *id = j->result.control_id ? j->result.control_id : "-";
-    if (j->result.status == GATE_UNREADABLE)
-        log_warn("mllp conn=%llu id=%s unreadable (%s%s%s): answered AR", conn, id, err_name(j->result.detail.code),
-                 j->result.detail.where[0] ? " at " : "", j->result.detail.where);
+    char idb[LOG_ID_BUF];
+    const char *id = log_id(j->result.control_id, idb);
+    if (j->result.status == GATE_UNREADABLE) {
+        char whereb[LOG_ID_BUF]; /* a location may quote a segment id from the message */
+        log_warn("mllp conn=%llu id=%s unreadable (%s%s%s): answered AR", conn, id,
+                 err_name(j->result.detail.code), j->result.detail.where[0] ? " at " : "",
+                 j->result.detail.where[0] ? log_id(j->result.detail.where, whereb) : "");
+    }
     else if (log_get_level() >= LOG_LVL_INFO) /* the rule list costs a little: build it only to log it */
         log_info("mllp conn=%llu id=%s %s findings=%zu rules=%s stored=%s ack=%s %.2fms", conn, id,
                  j->result.status == GATE_NOT_A_CLAIM ? "no-claim" : verdict_name(j->result.verdict.kind),
@@ -109,9 +113,18 @@ static void stored(daemon_t *d, void *job, err_t status)
 {
     (void)d;
     mllp_job_t *j = job;
+    if (status == ERR_CLOSED && mllp_req_orphaned(j->req)) {
+        char idb[LOG_ID_BUF];
+        log_info("mllp id=%s: sender gone while the queue was full: not stored, not acknowledged",
+                 log_id(j->result.control_id, idb));
+        j->dest = NULL;
+        answer(j, HL7_OUTCOME_STORE_FAILED, METRIC_STORE_FAILED);
+        return;
+    }
     if (status != ERR_OK) {
+        char idb[LOG_ID_BUF];
         log_error("mllp id=%s: queue put failed (%s): answering with an error ACK",
-                  j->result.control_id ? j->result.control_id : "-", err_str(status));
+                  log_id(j->result.control_id, idb), err_str(status));
         j->dest = NULL;
         answer(j, HL7_OUTCOME_STORE_FAILED, METRIC_STORE_FAILED);
         return;
@@ -122,6 +135,11 @@ static void stored(daemon_t *d, void *job, err_t status)
         answer(j, HL7_OUTCOME_ANNOTATED, METRIC_ANNOTATE);
     else
         answer(j, HL7_OUTCOME_ACCEPTED, METRIC_ACCEPT);
+}
+
+static bool sender_gone(void *job)
+{
+    return mllp_req_orphaned(((mllp_job_t *)job)->req);
 }
 
 static void store(mllp_job_t *j, const char *dest, slice_t payload)
@@ -141,7 +159,7 @@ static void store(mllp_job_t *j, const char *dest, slice_t payload)
         .findings = off ? arena_strdup(&j->arena, summary) : NULL,
     };
     j->dest = dest;
-    daemon_put(j->d, &item, stored, j);
+    daemon_put(j->d, &item, stored, sender_gone, j);
 }
 
 void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
@@ -157,7 +175,8 @@ void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
     j->pack = daemon_pack_ref(d);
     log_phi("mllp frame", frame->data, frame->len);
 
-    gate_hl7(j->pack->pack, j->msg, frame->data, frame->len, &d->hl7_opts, &j->arena, &j->result);
+    gate_hl7(j->pack->pack, j->msg, frame->data, frame->len, &d->hl7_opts, &d->gate_limits,
+             &j->arena, &j->result);
     switch (j->result.status) {
     case GATE_UNREADABLE:
         answer(j, HL7_OUTCOME_UNPARSEABLE, METRIC_UNREADABLE);

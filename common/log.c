@@ -75,6 +75,19 @@ void log_msg(log_level_t level, const char *fmt, ...)
     va_end(ap);
 }
 
+const char *log_id(const char *id, char buf[LOG_ID_BUF])
+{
+    size_t k = 0;
+    if (!id)
+        return "-";
+    for (; id[k] && k < LOG_ID_MAX; k++)
+        buf[k] = id[k] > 0x20 && id[k] < 0x7f ? id[k] : '?';
+    if (id[k])
+        buf[k++] = '~';
+    buf[k] = 0;
+    return k ? buf : "-";
+}
+
 void log_phi(const char *what, const char *data, unsigned long len)
 {
     if (!log_state.phi)

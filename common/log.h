@@ -20,6 +20,15 @@ int log_level_parse(const char *s);
 
 void log_msg(log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* An id or string from a message (MSH-10, Claim.id) as it may appear in a
+ * log line: it came from the sender, so anything but printable ASCII becomes
+ * '?' (no forged lines, no terminal escapes) and more than LOG_ID_MAX bytes
+ * end in '~'. Returns buf, or "-" for NULL or "". Every log line that carries
+ * such a string goes through this one helper. */
+#define LOG_ID_MAX 64
+#define LOG_ID_BUF (LOG_ID_MAX + 8)
+const char *log_id(const char *id, char buf[LOG_ID_BUF]);
+
 /* Logs content (PHI) only when enabled with log_init(..., log_phi=true). */
 void log_phi(const char *what, const char *data, unsigned long len);
 

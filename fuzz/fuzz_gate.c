@@ -27,9 +27,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     arena_t a;
     arena_init(&a, 4096);
     gate_result_t r;
+    const gate_limits_t lim = {.max_diagnoses = 1000, .max_id = 199};
     if (gate_detect(buf, size) == GATE_HL7) {
         hl7_msg_t *msg = hl7_msg_new();
-        gate_hl7(pack, msg, buf, size, NULL, &a, &r);
+        gate_hl7(pack, msg, buf, size, NULL, &lim, &a, &r);
         if (r.status == GATE_JUDGED) {
             hl7_annotate(msg, &r.verdict, HL7_ANNOTATE_ZSG, &a);
             hl7_ack_opts_t o = {.timestamp = "20260101000000", .control_id = "FUZZ1",
@@ -44,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fhir_format_t fmt = gate_detect(buf, size) == GATE_FHIR_XML ? FHIR_FMT_XML : FHIR_FMT_JSON;
         if (fhir_parse(buf, size, fmt, NULL, &doc, &d) == ERR_OK) {
             for (size_t i = 0; i < fhir_doc_claim_count(doc) && i < 8; i++) {
-                gate_fhir_claim(pack, doc, i, &a, &r);
+                gate_fhir_claim(pack, doc, i, &lim, &a, &r);
                 if (r.status != GATE_JUDGED)
                     continue;
                 slice_t out;

@@ -8,7 +8,10 @@
  */
 #include "ingest_int.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -64,6 +67,158 @@ void ingest__wbuf_free(ingest__wbuf_t *w)
     xfree(w);
 }
 
+/* ---- the memory budget ------------------------------------------------------
+ * Charged with what connections hold (conn->held_in: the stash and the
+ * protocol's unfinished message; conn->held_out: messages handed to the
+ * daemon and not yet released). A connection that holds something is not
+ * read while the budget is spent; it waits in the paused list and is looked
+ * at again when the total falls below the limit. A connection that holds
+ * nothing is always read, so the overshoot is at most one read buffer per
+ * connection. */
+
+struct ingest_budget {
+    size_t limit, used, peak;
+    uint64_t pauses, npaused;
+    ingest__conn_t *paused;
+    size_t out; /* of used: messages handed on and not yet released */
+    /* One connection finishing a message may go on past the limit, so that
+     * the budget cannot be held for good by connections that all wait for
+     * each other (many large frames at once, or peers that left with their
+     * FIN behind data we no longer read). The overshoot is one message. */
+    ingest__conn_t *exempt;
+};
+
+ingest_budget_t *ingest_budget_new(size_t limit)
+{
+    ingest_budget_t *b = xcalloc(1, sizeof *b);
+    b->limit = limit;
+    return b;
+}
+
+void ingest_budget_free(ingest_budget_t *b)
+{
+    xfree(b);
+}
+
+void ingest_budget_stats(const ingest_budget_t *b, ingest_budget_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!b)
+        return;
+    out->limit = b->limit;
+    out->used = b->used;
+    out->peak = b->peak;
+    out->pauses = b->pauses;
+    out->paused = b->npaused;
+}
+
+static void budget_charge(ingest_budget_t *b, size_t n)
+{
+    if (!b || !n)
+        return;
+    b->used += n;
+    if (b->used > b->peak)
+        b->peak = b->used;
+}
+
+static void budget_unlist(ingest__conn_t *c)
+{
+    ingest_budget_t *b = c->budget;
+    if (!c->budget_paused)
+        return;
+    if (c->bprev)
+        c->bprev->bnext = c->bnext;
+    else
+        b->paused = c->bnext;
+    if (c->bnext)
+        c->bnext->bprev = c->bprev;
+    c->bnext = c->bprev = NULL;
+    c->budget_paused = false;
+    b->npaused--;
+}
+
+static void budget_release(ingest_budget_t *b, size_t n)
+{
+    if (!b || !n)
+        return;
+    b->used = n > b->used ? 0 : b->used - n;
+    if (!b->paused || (b->limit && b->used >= b->limit))
+        return;
+    /* Below the limit again: every paused connection is looked at once (it
+     * goes back on the list if it must still wait). */
+    ingest__conn_t *list = b->paused;
+    while (list) {
+        ingest__conn_t *c = list;
+        list = c->bnext;
+        budget_unlist(c);
+        ingest__conn_update_read(c);
+    }
+}
+
+/* May c be the exempt connection: it is finishing a message, and no message
+ * anywhere waits for an answer (whose release would let the others go on:
+ * only when all that is held is unfinished input can they wait forever). */
+static bool exempt_eligible(const ingest__conn_t *c)
+{
+    return !c->closing && c->held_in > 0 && c->held_out == 0 && c->budget->out == 0;
+}
+
+/* Drops the exemption of c if it has one (c closes, its message is done),
+ * and hands it to a paused connection that can use it. */
+static void budget_exempt_drop(ingest__conn_t *c)
+{
+    ingest_budget_t *b = c->budget;
+    if (!b || b->exempt != c)
+        return;
+    b->exempt = NULL;
+    for (ingest__conn_t *p = b->paused; p; p = p->bnext)
+        if (p != c && exempt_eligible(p)) {
+            b->exempt = p;
+            budget_unlist(p);
+            ingest__conn_update_read(p);
+            return;
+        }
+}
+
+static bool conn_over_budget(ingest__conn_t *c)
+{
+    ingest_budget_t *b = c->budget;
+    if (!b || !b->limit || b->used < b->limit || c->held_in + c->held_out == 0)
+        return false;
+    if (b->exempt == c)
+        return false;
+    if (!b->exempt && exempt_eligible(c)) {
+        b->exempt = c;
+        return false;
+    }
+    return true;
+}
+
+/* Charges what c holds now for input: its stash and its unfinished message. */
+static void conn_account(ingest__conn_t *c)
+{
+    if (c->closing)
+        return;
+    const ingest__proto_t *p = c->srv->proto;
+    size_t now = c->stash_cap + (p->held ? p->held(c) : 0);
+    if (now > c->held_in)
+        budget_charge(c->budget, now - c->held_in);
+    else
+        budget_release(c->budget, c->held_in - now);
+    c->held_in = now;
+    if (c->budget && c->budget->exempt == c && !exempt_eligible(c))
+        budget_exempt_drop(c);
+}
+
+void ingest__slot_hold(ingest__slot_t *s, size_t n)
+{
+    s->held += n;
+    s->conn->held_out += n;
+    if (s->conn->budget)
+        s->conn->budget->out += n;
+    budget_charge(s->conn->budget, n);
+}
+
 /* ---- connection lifetime -------------------------------------------------- */
 
 static void conn_unref(ingest__conn_t *c)
@@ -94,6 +249,13 @@ static void on_handle_closed(uv_handle_t *h)
 static void slot_release(ingest__slot_t *s)
 {
     ingest__conn_t *c = s->conn;
+    if (s->held) {
+        c->held_out -= s->held;
+        if (c->budget)
+            c->budget->out -= s->held;
+        budget_release(c->budget, s->held);
+        s->held = 0;
+    }
     ingest__wbuf_free(s->out);
     s->out = NULL;
     s->free(s);
@@ -134,6 +296,15 @@ void ingest__conn_close(ingest__conn_t *c, const char *why)
         s->proto->on_close(c, why);
         s->st.conns_open--;
     }
+    /* Input is gone with the connection: its charge too (the slots' charges
+     * go when the daemon answers them). */
+    budget_unlist(c);
+    budget_exempt_drop(c);
+    xfree(c->stash);
+    c->stash = NULL;
+    c->stash_len = c->stash_cap = 0;
+    size_t held = c->held_in;
+    c->held_in = 0;
     /* Unlink from the server's list of open connections. */
     if (c->prev)
         c->prev->next = c->next;
@@ -146,6 +317,7 @@ void ingest__conn_close(ingest__conn_t *c, const char *why)
     conn_drop_queue(c);
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    budget_release(c->budget, held);
 }
 
 void ingest__conn_timer(ingest__conn_t *c, uint64_t ms)
@@ -169,6 +341,66 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
 
+/* ---- connections not read whose peer reset them ----------------------------
+ * A connection that is not read (backpressure, the budget, or after EOF
+ * while its replies wait on a full queue) is not told by libuv that its peer
+ * reset it, so a sender that gave up would keep its messages held until the
+ * queue drains. The server's drain timer, idle until the server closes,
+ * looks at such connections twice a second and closes those that were reset
+ * (TCP state CLOSE): their replies can never be delivered and were never
+ * acknowledged, so closing loses nothing that was promised. A FIN alone is
+ * not enough: a sender may half-close and still read its ACKs. */
+#define INGEST__WATCH_MS 500
+
+/* The TCP state of c's socket (TCP_ESTABLISHED, TCP_CLOSE_WAIT after the
+ * peer's FIN, TCP_CLOSE after its reset), or -1 when it cannot be read. */
+static int tcp_state(ingest__conn_t *c)
+{
+#ifdef TCP_INFO
+    uv_os_fd_t fd;
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0 ||
+        getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+        return -1;
+    return ti.tcpi_state;
+#else
+    (void)c;
+    return -1;
+#endif
+}
+
+static void on_watch(uv_timer_t *t)
+{
+    ingest__server_t *s = t->data;
+    if (s->closing)
+        return;
+    bool any = false;
+    ingest__conn_t *c = s->conns;
+    while (c) {
+        ingest__conn_t *next = c->next; /* closing unlinks c */
+        if (!c->reading && !c->lingering) {
+            if (tcp_state(c) == TCP_CLOSE) {
+                log_info("%s conn #%llu from %s: reset by the peer while not read (%u replies "
+                         "owed, never acknowledged), closing",
+                         s->proto->name, (unsigned long long)c->id, c->peer, c->queued);
+                ingest__conn_close(c, "reset while not read");
+            } else {
+                any = true;
+            }
+        }
+        c = next;
+    }
+    if (!any)
+        uv_timer_stop(t);
+}
+
+static void watch_start(ingest__server_t *s)
+{
+    if (!s->closing && !uv_is_active((uv_handle_t *)&s->drain_timer))
+        uv_timer_start(&s->drain_timer, on_watch, INGEST__WATCH_MS, INGEST__WATCH_MS);
+}
+
 void ingest__conn_update_read(ingest__conn_t *c)
 {
     if (c->closing)
@@ -177,8 +409,9 @@ void ingest__conn_update_read(ingest__conn_t *c)
     /* Written-but-unsent replies count too: a peer that pipelines and never
      * reads must not grow libuv's write queue without bound. */
     bool backlog = ingest__conn_backlogged(c);
-    bool should =
-        c->lingering || (c->want_read && !c->eof && !s->closing && !c->close_when_done && !backlog);
+    bool over = conn_over_budget(c);
+    bool should = c->lingering || (c->want_read && !c->eof && !s->closing && !c->close_when_done &&
+                                   !backlog && !over);
     if (should && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
             c->reading = true;
@@ -196,6 +429,24 @@ void ingest__conn_update_read(ingest__conn_t *c)
                       s->proto->name, (unsigned long long)c->id, c->queued, c->writes);
         }
     }
+    if (!c->reading && !c->lingering)
+        watch_start(s);
+    ingest_budget_t *b = c->budget;
+    if (!c->reading && over && !c->budget_paused) {
+        c->budget_paused = true;
+        c->bprev = NULL;
+        c->bnext = b->paused;
+        if (b->paused)
+            b->paused->bprev = c;
+        b->paused = c;
+        b->npaused++;
+        b->pauses++;
+        log_debug("%s conn #%llu: %zu bytes held, buffer budget spent (%zu of %zu), reading paused",
+                  s->proto->name, (unsigned long long)c->id, c->held_in + c->held_out, b->used,
+                  b->limit);
+    } else if (c->budget_paused && (c->reading || !over)) {
+        budget_unlist(c);
+    }
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -204,6 +455,17 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     if (status < 0 && !c->closing)
         ingest__conn_close(c, "shutdown failed");
     conn_unref(c);
+}
+
+/* How long a finishing connection discards input after our FIN. While the
+ * server drains for a stop the wait is short: a stop is honoured within a
+ * second, and the last replies are already written by then. */
+#define INGEST__STOP_LINGER_MS 200
+
+static uint64_t conn_linger_ms(const ingest__conn_t *c)
+{
+    uint64_t ms = c->srv->linger_ms ? c->srv->linger_ms : 1;
+    return c->srv->closing && ms > INGEST__STOP_LINGER_MS ? INGEST__STOP_LINGER_MS : ms;
 }
 
 /* Closes c if it was asked to finish and nothing is left to write. */
@@ -225,7 +487,7 @@ static void conn_maybe_finish(ingest__conn_t *c)
         ingest__conn_close(c, "shutdown failed");
         return;
     }
-    uv_timer_start(&c->timer, on_timer, c->srv->linger_ms ? c->srv->linger_ms : 1, 0);
+    uv_timer_start(&c->timer, on_timer, conn_linger_ms(c), 0);
     ingest__conn_update_read(c);
 }
 
@@ -277,10 +539,18 @@ static void stash_consume(ingest__conn_t *c, size_t u)
 {
     if (!conn_accepting_input(c)) {
         c->stash_len = 0; /* nobody will read it any more */
+        xfree(c->stash);
+        c->stash = NULL;
+        c->stash_cap = 0;
         return;
     }
     memmove(c->stash, c->stash + u, c->stash_len - u);
     c->stash_len -= u;
+    if (c->stash_len == 0) { /* drained: give the memory back */
+        xfree(c->stash);
+        c->stash = NULL;
+        c->stash_cap = 0;
+    }
 }
 
 /* Input arrived: offered straight from the read buffer; only what the
@@ -297,6 +567,7 @@ static void conn_input(ingest__conn_t *c, const char *p, size_t n)
             stash_put(c, p + u, n - u);
     }
     c->in_data = false;
+    conn_account(c);
 }
 
 /* Replies drained: serve messages read earlier and kept aside. */
@@ -308,6 +579,7 @@ static void conn_offer_stash(ingest__conn_t *c)
     c->in_data = true;
     stash_consume(c, conn_offer(c, c->stash, c->stash_len));
     c->in_data = false;
+    conn_account(c);
     if (!c->closing) {
         ingest__conn_update_read(c);
         conn_maybe_finish(c);
@@ -455,6 +727,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         c->refs++;
         s->proto->on_eof(c);
         if (!c->closing) {
+            conn_account(c); /* the protocol may have dropped an unfinished message */
             c->close_when_done = true;
             ingest__conn_update_read(c);
             conn_maybe_finish(c);
@@ -506,6 +779,30 @@ static void peer_name(uv_tcp_t *t, char *out, size_t cap)
     snprintf(out, cap, "unknown");
 }
 
+/* At max_conns, the connection idle the longest (nothing owed, nothing
+ * being written, no unfinished message) is closed to admit a new one, so
+ * that idle connections cannot lock a sender out for a whole idle-timeout. */
+static void evict_oldest_idle(ingest__server_t *s)
+{
+    ingest__conn_t *oldest = NULL;
+    for (ingest__conn_t *c = s->conns; c; c = c->next) {
+        if (c->closing || c->lingering || c->close_when_done || c->queued || c->writes ||
+            c->held_in || c->held_out)
+            continue;
+        if (!oldest || c->last_active < oldest->last_active ||
+            (c->last_active == oldest->last_active && c->id < oldest->id))
+            oldest = c;
+    }
+    if (!oldest)
+        return;
+    s->st.evicted++;
+    log_info("%s conn #%llu from %s: idle for %llu ms, closed to admit a new connection "
+             "(max_connections %u)",
+             s->proto->name, (unsigned long long)oldest->id, oldest->peer,
+             (unsigned long long)(uv_now(s->loop) - oldest->last_active), s->max_conns);
+    ingest__conn_close(oldest, "evicted for a new connection");
+}
+
 static void on_connection(uv_stream_t *l, int status)
 {
     ingest__server_t *s = l->data;
@@ -517,6 +814,7 @@ static void on_connection(uv_stream_t *l, int status)
         return;
     ingest__conn_t *c = xcalloc(1, s->proto->conn_size);
     c->srv = s;
+    c->budget = s->budget;
     c->refs = 2;
     c->handles = 2;
     c->want_read = true;
@@ -535,6 +833,8 @@ static void on_connection(uv_stream_t *l, int status)
         return;
     }
     peer_name(&c->tcp, c->peer, sizeof c->peer);
+    if (s->st.conns_open >= s->max_conns)
+        evict_oldest_idle(s);
     if (s->st.conns_open >= s->max_conns) {
         s->st.conns_refused++;
         log_warn("%s conn #%llu from %s refused: max_connections %u reached", s->proto->name,
@@ -661,12 +961,15 @@ void ingest__server_close(ingest__server_t *s, void (*done)(ingest__server_t *s)
         return;
     s->closing = true;
     s->done = done;
+    uv_timer_stop(&s->drain_timer); /* it was the watch of paused connections */
     uv_close((uv_handle_t *)&s->listener, on_listener_closed);
     if (s->drain_timeout_ms)
         uv_timer_start(&s->drain_timer, on_drain_timeout, s->drain_timeout_ms, 0);
     ingest__conn_t *c = s->conns;
     while (c) {
         ingest__conn_t *next = c->next; /* finish may close and unlink c */
+        if (c->lingering)
+            uv_timer_start(&c->timer, on_timer, conn_linger_ms(c), 0);
         ingest__conn_finish(c);
         c = next;
     }

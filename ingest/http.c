@@ -185,6 +185,14 @@ static void hook_headers(http__parse_t *p, http_req_t *req, bool body_expected)
     }
 }
 
+/* Bytes a request holds: its head (target, headers) and the body received
+ * (the body's block is reserved from Content-Length, but pages not yet
+ * written are not resident). */
+static size_t req_held(const http_req_t *r)
+{
+    return r->raw_cap + r->hdr_cap * sizeof *r->hdrs + (r->body ? r->body->len : 0);
+}
+
 static bool hook_request(http__parse_t *p, http_req_t *req)
 {
     http_conn_t *hc = p->owner;
@@ -196,6 +204,7 @@ static bool hook_request(http__parse_t *p, http_req_t *req)
     else
         ingest__conn_timer(c, 0);
     ingest__slot_push(c, &req->slot);
+    ingest__slot_hold(&req->slot, req_held(req));
     req->slot.close_after = !req->keep_alive;
     s->requests++;
     s->cb.request(req, s->user);
@@ -235,6 +244,12 @@ static size_t on_data(ingest__conn_t *c, const char *p, size_t n)
         return n;
     }
     return used; /* fewer than n: paused for backpressure at a request boundary */
+}
+
+static size_t held(const ingest__conn_t *c)
+{
+    const http_conn_t *hc = (const http_conn_t *)c;
+    return hc->parse.cur ? req_held(hc->parse.cur) : 0;
 }
 
 static void on_eof(ingest__conn_t *c)
@@ -294,6 +309,7 @@ static const ingest__proto_t http_proto = {
     .on_eof = on_eof,
     .on_timer = on_timer,
     .on_close = on_close,
+    .held = held,
 };
 
 /* ---- server ----------------------------------------------------------------- */
@@ -331,6 +347,7 @@ err_t http_server_listen(uv_loop_t *loop, const char *host, int port, const http
         s->opts.body_timeout_ms = def.body_timeout_ms;
     s->cb = *callbacks;
     s->user = user;
+    s->base.budget = s->opts.budget;
     err_t e = ingest__server_start(&s->base, &http_proto, loop, host, port, s->opts.max_connections,
                                    s->opts.max_pending, s->opts.linger_ms,
                                    s->opts.drain_timeout_ms, s->opts.backlog, server_done, detail);

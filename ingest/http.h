@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "budget.h"
 #include "buf.h"
 #include "err.h"
 #include "slice.h"
@@ -37,6 +38,8 @@ typedef struct {
     unsigned drain_timeout_ms;  /* http_server_close hard-closes after this; default 10000 */
     unsigned linger_ms;         /* after our FIN, discard input this long; default 1000 */
     int backlog;                /* default 128 */
+    ingest_budget_t *budget;    /* memory budget shared with other listeners (borrowed);
+                                   NULL = none */
 } http_opts_t;
 
 /* Fills o with the defaults above. */

@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "budget.h"
 #include "buf.h"
 #include "err.h"
 
@@ -64,6 +65,7 @@ typedef struct ingest__slot {
     bool close_after; /* close the connection once this is written */
     bool orphan;      /* the connection is gone: answering just frees */
     bool queued;
+    size_t held; /* bytes of the message charged to the budget until release */
 } ingest__slot_t;
 
 /* ---- connections ---------------------------------------------------------- */
@@ -81,6 +83,10 @@ typedef struct ingest__conn {
     unsigned refs;
     unsigned handles; /* open libuv handles (0..2) */
     ingest__slot_t *head, *tail;
+    ingest_budget_t *budget;            /* the server's, or NULL */
+    struct ingest__conn *bnext, *bprev; /* in the budget's paused list */
+    size_t held_in;                     /* charged for the stash and an unfinished message */
+    size_t held_out;                    /* charged for its slots' messages */
     char *stash; /* bytes read but not yet consumed (backpressure) */
     size_t stash_len, stash_cap;
     unsigned queued; /* slots in the queue */
@@ -94,6 +100,7 @@ typedef struct ingest__conn {
     bool close_when_done;
     bool refused;
     bool in_data; /* inside proto->on_data: no re-entry */
+    bool budget_paused; /* not read because the budget is spent */
 } ingest__conn_t;
 
 typedef struct {
@@ -108,6 +115,8 @@ typedef struct {
     void (*on_timer)(ingest__conn_t *c);
     /* The connection is being closed: release protocol state, log the line. */
     void (*on_close)(ingest__conn_t *c, const char *why);
+    /* Bytes the protocol holds for an unfinished message (NULL: none). */
+    size_t (*held)(const ingest__conn_t *c);
 } ingest__proto_t;
 
 typedef struct {
@@ -116,6 +125,7 @@ typedef struct {
     uint64_t pending;  /* slots awaiting an answer or their write, now */
     uint64_t pauses;   /* times a connection was paused for backpressure */
     uint64_t orphaned; /* slots whose connection closed before their reply */
+    uint64_t evicted;  /* idle connections closed to admit one at max_conns */
 } ingest__stats_t;
 
 typedef struct ingest__server {
@@ -126,6 +136,7 @@ typedef struct ingest__server {
     ingest__conn_t *conns; /* open (not closing) connections */
     unsigned live;         /* connections whose handles are not all closed */
     unsigned max_conns, max_pending;
+    ingest_budget_t *budget; /* shared by the daemon's listeners; NULL = none */
     unsigned linger_ms, drain_timeout_ms;
     uint64_t next_id;
     int port;
@@ -164,6 +175,10 @@ void ingest__server_close(ingest__server_t *s, void (*done)(ingest__server_t *s)
 
 /* Appends a PENDING slot to c's queue (takes a conn reference). */
 void ingest__slot_push(ingest__conn_t *c, ingest__slot_t *s);
+
+/* Charges n bytes of s's message (the frame or request it carries) to the
+ * budget until s is released. */
+void ingest__slot_hold(ingest__slot_t *s, size_t n);
 
 /* Answers s: out (consumed, may be NULL for "write nothing") goes out when
  * every earlier slot of the connection has gone out. On an orphan slot out

@@ -67,6 +67,7 @@ static bool on_frame(void *user, const mllp_frame_t *f)
     mllp_req_t *req = xcalloc(1, sizeof *req);
     req->slot.free = req_free;
     ingest__slot_push(c, &req->slot);
+    ingest__slot_hold(&req->slot, f->frame->len);
     mc->frames++;
     if (f->oversized) {
         s->oversized++;
@@ -103,9 +104,28 @@ static size_t on_data(ingest__conn_t *c, const char *p, size_t n)
     return used;
 }
 
+static size_t held(const ingest__conn_t *c)
+{
+    const mllp_conn_t *mc = (const mllp_conn_t *)c;
+    /* The bytes received, not the capacity: what is not written yet is not
+     * resident (large blocks are mapped on demand). */
+    return mc->framer.acc ? mc->framer.acc->len : 0;
+}
+
 static void on_eof(ingest__conn_t *c)
 {
-    (void)c; /* replies still owed are written; on_close logs a partial frame */
+    /* Replies still owed are written. A partial frame can never end now: it
+     * is dropped at once (its memory is given back) and logged. */
+    mllp_conn_t *mc = (mllp_conn_t *)c;
+    mllp_server_t *s = srv_of(c);
+    size_t partial = mllp_framer_partial(&mc->framer);
+    if (!partial || c->stash_len) /* bytes kept aside may still continue it */
+        return;
+    uint64_t before = mc->framer.dropped;
+    mllp_framer_free(&mc->framer);
+    s->dropped += mc->framer.dropped - before;
+    log_info("mllp conn #%llu from %s: peer closed in the middle of a frame: %zu bytes dropped",
+             (unsigned long long)c->id, c->peer, partial);
 }
 
 static void on_timer(ingest__conn_t *c)
@@ -159,6 +179,7 @@ static const ingest__proto_t mllp_proto = {
     .on_eof = on_eof,
     .on_timer = on_timer,
     .on_close = on_close,
+    .held = held,
 };
 
 static void server_done(ingest__server_t *base)
@@ -193,6 +214,7 @@ err_t mllp_server_listen(uv_loop_t *loop, const char *host, int port, const mllp
         s->opts.max_pending = def.max_pending;
     s->cb = *callbacks;
     s->user = user;
+    s->base.budget = s->opts.budget;
     err_t e = ingest__server_start(&s->base, &mllp_proto, loop, host, port, s->opts.max_connections,
                                    s->opts.max_pending, s->opts.linger_ms,
                                    s->opts.drain_timeout_ms, s->opts.backlog, server_done, detail);
@@ -234,6 +256,7 @@ void mllp_server_stats(const mllp_server_t *s, mllp_stats_t *o)
     o->pauses = s->base.st.pauses;
     o->idle_closes = s->idle_closes;
     o->orphaned = s->base.st.orphaned;
+    o->evicted = s->base.st.evicted;
 }
 
 void mllp_req_reply(mllp_req_t *req, const void *bytes, size_t len)

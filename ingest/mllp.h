@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "budget.h"
 #include "buf.h"
 #include "err.h"
 
@@ -80,7 +81,8 @@ typedef struct mllp_req mllp_req_t;
 typedef struct {
     size_t max_message;        /* content bytes; default 1 MiB */
     size_t keep_head;          /* bytes of an oversized frame kept; default 1 KiB */
-    unsigned max_connections;  /* beyond it a connection is accepted and closed; default 256 */
+    unsigned max_connections;  /* at it, the oldest idle connection is closed to admit a new
+                                  one; with none idle the new one is closed; default 256 */
     unsigned max_pending;      /* per connection: at this many frames awaiting replies,
                                   reading stops until they drain; default 64 */
     unsigned idle_timeout_ms;  /* close a connection with no traffic and nothing
@@ -88,6 +90,8 @@ typedef struct {
     unsigned drain_timeout_ms; /* mllp_server_close: hard-close after this; default 10000 */
     unsigned linger_ms;        /* after our FIN, discard input this long; default 1000 */
     int backlog;               /* listen(2) backlog; default 128 */
+    ingest_budget_t *budget;   /* memory budget shared with other listeners (borrowed);
+                                  NULL = none */
 } mllp_opts_t;
 
 /* Fills o with the defaults above. */
@@ -136,6 +140,7 @@ typedef struct {
     uint64_t bytes_in, bytes_out, bytes_dropped; /* dropped: outside frames */
     uint64_t replies, no_replies, pending;       /* pending: frames awaiting reply/write now */
     uint64_t pauses, idle_closes, orphaned;
+    uint64_t evicted; /* idle connections closed to admit one at max_connections */
 } mllp_stats_t;
 
 /* Copies the counters for metrics. */

@@ -33,18 +33,9 @@ static int64_t wall_ms(void)
 static void pump(out_dest_t *d);
 static void finish_stop(out_dest_t *d);
 
-/* The control id as it may appear in a log line or a note: it came from the
- * sender, so anything but printable ASCII becomes '?' (no forged lines). */
-static const char *safe_id(const char *id, char buf[72])
-{
-    size_t k = 0;
-    for (; id[k] && k < 64; k++)
-        buf[k] = id[k] > 0x20 && id[k] < 0x7f ? id[k] : '?';
-    if (id[k])
-        buf[k++] = '~';
-    buf[k] = 0;
-    return k ? buf : "-";
-}
+/* The control id as it may appear in a log line or a note: the one escaping
+ * helper of common/log.h (the name stays for the call sites below). */
+#define safe_id(id, buf) log_id((id), (buf))
 
 /* ---------------------------------------------------------------- cursor */
 

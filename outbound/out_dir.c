@@ -75,7 +75,7 @@ int out__write_atomic(const char *dir, const char *name, const void *p, size_t n
     if ((size_t)snprintf(tmp, sizeof tmp, "%s/.tmp-%s", dir, name) >= sizeof tmp ||
         (size_t)snprintf(final, sizeof final, "%s/%s", dir, name) >= sizeof final)
         return ENAMETOOLONG;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600); /* PHI: owner only */
     if (fd < 0)
         return errno;
     const char *s = p;

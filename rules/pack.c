@@ -1364,17 +1364,22 @@ static err_t apply_policy(rule_pack_t *p, const rule_policy_t *pol, err_detail_t
             memcpy(id, s, n);
             id[n] = '\0';
             int rid = rule__id_from(id);
-            int sev = severity_from(eq + 1);
+            bool off = strcmp(eq + 1, "off") == 0; /* the rule reports nothing */
+            int sev = off ? RULE_SEV_INFO : severity_from(eq + 1);
             if (rid < 0 || sev < 0) {
-                err_set(d, ERR_BAD_CONFIG, 0, rid < 0 ? "severity override names unknown rule '%.40s'"
-                                                      : "severity override for '%.40s' has an unknown "
-                                                        "severity (reject, warn or info)",
+                err_set(d, ERR_BAD_CONFIG, 0,
+                        rid < 0 ? "severity override names unknown rule '%.40s'"
+                                : "severity override for '%.40s' has an unknown "
+                                  "severity (reject, warn, info or off)",
                         id);
                 if (d)
                     snprintf(d->where, sizeof d->where, "severity_overrides[%d]", i);
                 return ERR_BAD_CONFIG;
             }
-            p->rules[rid].severity = (rule_severity_t)sev;
+            if (off)
+                p->rules[rid].enabled = false;
+            else
+                p->rules[rid].severity = (rule_severity_t)sev;
         }
     }
     p->adt = pol->adt;

@@ -11,6 +11,7 @@
 #include "arena.h"
 #include "claim.h"
 #include "err.h"
+#include "log.h"
 #include "xmalloc.h"
 
 static void test_arena_alignment_and_growth(void **state)
@@ -215,6 +216,23 @@ static void test_claim_growth_and_diff(void **state)
     arena_free(&a);
 }
 
+/* Ids from messages are escaped by the one helper every log line uses. */
+static void test_log_id(void **state)
+{
+    (void)state;
+    char buf[LOG_ID_BUF];
+    assert_string_equal(log_id(NULL, buf), "-");
+    assert_string_equal(log_id("", buf), "-");
+    assert_string_equal(log_id("MSG00001", buf), "MSG00001");
+    assert_string_equal(log_id("A\nB\r\x1b[31m C\t\x7f\xc3\xa9", buf), "A?B??[31m?C????");
+    char long_id[300];
+    memset(long_id, 'x', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    const char *s = log_id(long_id, buf);
+    assert_int_equal(strlen(s), LOG_ID_MAX + 1);
+    assert_int_equal(s[LOG_ID_MAX], '~');
+}
+
 static void test_err(void **state)
 {
     (void)state;
@@ -239,6 +257,7 @@ int main(void)
         cmocka_unit_test(test_code_systems),
         cmocka_unit_test(test_type_of_bill),
         cmocka_unit_test(test_claim_growth_and_diff),
+        cmocka_unit_test(test_log_id),
         cmocka_unit_test(test_err),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);

@@ -1,7 +1,8 @@
 /* test_mllp.c - the MLLP listener on real loopback sockets: a server on a
  * libuv loop in the test thread, blocking clients in a pthread. Echo replies,
  * in-order replies when answered out of order, 100 connections, idle timeout,
- * backpressure, oversized frames, max connections, late replies to closed
+ * backpressure, oversized frames, max connections (the oldest idle one makes
+ * way), the memory budget, late replies to closed
  * connections, drain on close. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -31,6 +32,8 @@ typedef struct {
     int answer_order[16];
     int nanswer;
     mllp_stats_t st; /* snapshot taken by the loop each poll tick */
+    ingest_budget_t *budget;
+    ingest_budget_stats_t bst; /* likewise */
     atomic_int st_ready;
     char err[256];
 } ctx_t;
@@ -47,6 +50,8 @@ static void echo(mllp_req_t *req, const buf_t *frame)
 {
     char out[512];
     int n = snprintf(out, sizeof out, "ACK|%.*s", (int)frame->len, frame->data);
+    if (n >= (int)sizeof out)
+        n = (int)sizeof out - 1; /* a large frame is echoed cut */
     mllp_req_reply(req, out, (size_t)n);
 }
 
@@ -111,6 +116,7 @@ static void on_poll(uv_timer_t *t)
     ctx_t *x = t->data;
     if (x->srv) {
         mllp_server_stats(x->srv, &x->st);
+        ingest_budget_stats(x->budget, &x->bst);
         atomic_store(&x->st_ready, 1);
     }
     if (atomic_load(&x->release)) {
@@ -139,6 +145,7 @@ static void done(void *arg)
 static void start(ctx_t *x, const mllp_opts_t *opts)
 {
     memset(x, 0, sizeof *x);
+    x->budget = opts ? opts->budget : NULL;
     uv_loop_init(&x->loop);
     mllp_callbacks_t cb = {.frame = on_frame, .oversized = on_oversized};
     err_detail_t d;
@@ -423,15 +430,31 @@ static void *client_maxconn(void *arg)
     CHECK(tn_sends(b, "\x0b"
                       "B\x1c\x0d") == 0 &&
           tn_read_mllp(b, buf, sizeof buf, 2000) >= 0);
+    /* At the limit the oldest idle connection (a) makes way for the new one. */
     int c = tn_connect(x->port);
     CHECK(c >= 0);
-    CHECK(tn_wait_eof(c, 2000) == 0);
+    CHECK(tn_wait_eof(a, 2000) == 0);
+    CHECK(tn_sends(c, "\x0b"
+                      "C\x1c\x0d") == 0 &&
+          tn_read_mllp(c, buf, sizeof buf, 2000) >= 0);
     mllp_stats_t st;
     stats_wait(x, &st);
-    CHECK(st.conns_refused == 1 && st.conns_open == 2);
+    CHECK(st.conns_refused == 0 && st.conns_open == 2 && st.evicted == 1);
+    /* Connections in the middle of a frame are not idle: a new one is refused. */
+    CHECK(tn_sends(b, "\x0b"
+                      "partial") == 0 &&
+          tn_sends(c, "\x0b"
+                      "partial") == 0);
+    usleep(200 * 1000);
+    int d = tn_connect(x->port);
+    CHECK(d >= 0);
+    CHECK(tn_wait_eof(d, 2000) == 0);
+    stats_wait(x, &st);
+    CHECK(st.conns_refused == 1 && st.conns_open == 2 && st.evicted == 1);
     close(a);
     close(b);
     close(c);
+    close(d);
     return NULL;
 }
 
@@ -444,6 +467,63 @@ static void test_max_connections(void **state)
     ctx_t x;
     start(&x, &o);
     finish(&x, client_maxconn);
+}
+
+/* ---- the memory budget ------------------------------------------------------------ */
+
+#define BUDGET_LIMIT (64 * 1024)
+#define BUDGET_PART (200 * 1024)
+
+static void *client_budget(void *arg)
+{
+    ctx_t *x = arg;
+    char buf[1024];
+    static char part[BUDGET_PART];
+    memset(part, 'P', sizeof part);
+    part[0] = 0x0b;
+    int a = tn_connect(x->port), b = tn_connect(x->port);
+    CHECK(a >= 0 && b >= 0);
+    /* Two unfinished frames, each over the whole budget: the first may finish
+     * its message past the limit, the second is not read any further. */
+    CHECK(tn_send(a, part, sizeof part) == 0);
+    tn_sleep_ms(100);
+    CHECK(tn_send(b, part, sizeof part) == 0);
+    tn_sleep_ms(200);
+    mllp_stats_t st;
+    stats_wait(x, &st);
+    ingest_budget_stats_t bs = x->bst;
+    CHECK(bs.limit == BUDGET_LIMIT);
+    CHECK(bs.used >= BUDGET_LIMIT && bs.paused == 1 && bs.pauses >= 1);
+    CHECK(bs.peak <= BUDGET_LIMIT + BUDGET_PART + 2 * 65536);
+    /* A connection that holds nothing is still read and answered. */
+    int c = tn_connect(x->port);
+    CHECK(c >= 0);
+    CHECK(tn_sends(c, "\x0bHELLO\x1c\x0d") == 0 &&
+          tn_read_mllp(c, buf, sizeof buf, 2000) >= 0 && strcmp(buf, "ACK|HELLO") == 0);
+    /* The first frame ends and is answered; the second then goes on. */
+    CHECK(tn_sends(a, "\x1c\x0d") == 0 && tn_read_mllp(a, buf, sizeof buf, 2000) >= 0);
+    CHECK(tn_sends(b, "\x1c\x0d") == 0 && tn_read_mllp(b, buf, sizeof buf, 2000) >= 0);
+    CHECK(strncmp(buf, "ACK|PPP", 7) == 0);
+    tn_sleep_ms(50);
+    stats_wait(x, &st);
+    CHECK(x->bst.used == 0 && x->bst.paused == 0);
+    close(a);
+    close(b);
+    close(c);
+    return NULL;
+}
+
+static void test_budget(void **state)
+{
+    (void)state;
+    mllp_opts_t o;
+    mllp_opts_default(&o);
+    o.max_message = 1024 * 1024;
+    o.budget = ingest_budget_new(BUDGET_LIMIT);
+    ctx_t x;
+    start(&x, &o);
+    finish(&x, client_budget);
+    ingest_budget_free(o.budget);
 }
 
 /* ---- a reply for a connection that has gone ------------------------------------ */
@@ -548,6 +628,7 @@ int main(void)
         cmocka_unit_test(test_backpressure),
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_max_connections),
+        cmocka_unit_test(test_budget),
         cmocka_unit_test(test_reply_after_disconnect),
         cmocka_unit_test(test_drain_on_close),
         cmocka_unit_test(test_listen_errors),

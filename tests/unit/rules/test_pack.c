@@ -371,6 +371,14 @@ static void test_policy(void **state)
     assert_int_equal(rule_pack_load(NULL, NULL, &ps, &p, &d), ERR_BAD_CONFIG);
     assert_string_equal(d.where, "severity_overrides[1]");
 
+    /* "off" (spinegate.conf(5), --help) turns a rule off; its severity stays. */
+    const char *off[] = {"drg-tier=off", NULL};
+    rule_policy_t po = {.advisory = false, .severity_overrides = off};
+    assert_int_equal(rule_pack_load(NULL, NULL, &po, &p, &d), ERR_OK);
+    assert_false(p->rules[RID_DRG].enabled);
+    assert_true(p->rules[RID_EXCLUDES1].enabled);
+    rule_pack_free(p);
+
     const char *bad_form[] = {"excludes1-pair", NULL};
     rule_policy_t pf = {.advisory = false, .severity_overrides = bad_form};
     assert_int_equal(rule_pack_load(NULL, NULL, &pf, &p, &d), ERR_BAD_CONFIG);

@@ -74,8 +74,14 @@ static void read_back(void)
                 status = 0;
                 if (queue_reader_fetch(r, 64, fetch_cb) != ERR_OK)
                     break;
-                uv_run(&loop, UV_RUN_DEFAULT);
-                if (status < 0)
+                /* Until the rows are back. A damaged file can fail every
+                 * commit of the dead marks the reader makes, and the queue
+                 * retries those with backoff for as long as it runs (it never
+                 * drops a mark), so the loop is not left to run dry. */
+                uint64_t until = uv_now(&loop) + 3000;
+                while (status == 0 && uv_now(&loop) < until)
+                    uv_run(&loop, UV_RUN_ONCE);
+                if (status <= 0)
                     break;
             }
             queue_reader_close(r);

@@ -11,6 +11,7 @@
  * the answer says so. A batch stores and answers each entry on its own.
  */
 #include <cjson/cJSON.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -620,42 +621,55 @@ static void serve_healthz(daemon_t *d, http_req_t *req)
     cJSON_Delete(o);
 }
 
+/* Appends to buf[0..cap) at *off, truncating (never past cap) when full. */
+static void appendf(char *buf, size_t cap, size_t *off, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void appendf(char *buf, size_t cap, size_t *off, const char *fmt, ...)
+{
+    if (*off + 1 >= cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(buf + *off, cap - *off, fmt, ap);
+    va_end(ap);
+    if (w > 0)
+        *off = *off + (size_t)w < cap ? *off + (size_t)w : cap - 1;
+}
+
 static void serve_metrics(daemon_t *d, http_req_t *req)
 {
     char extra[8192];
     size_t off = 0;
     queue_stats_t qs;
     queue_stats(d->queue, &qs);
-    off += (size_t)snprintf(extra + off, sizeof extra - off,
-                            "# HELP spinegate_queue_depth Messages waiting for delivery.\n"
-                            "# TYPE spinegate_queue_depth gauge\n");
+    appendf(extra, sizeof extra, &off,
+            "# HELP spinegate_queue_depth Messages waiting for delivery.\n"
+            "# TYPE spinegate_queue_depth gauge\n");
     for (size_t i = 0; i < qs.ndest && off < sizeof extra - 256; i++)
-        off += (size_t)snprintf(extra + off, sizeof extra - off,
-                                "spinegate_queue_depth{destination=\"%s\"} %llu\n",
-                                qs.dest[i].name, (unsigned long long)qs.dest[i].depth);
-    off += (size_t)snprintf(extra + off, sizeof extra - off,
-                            "# HELP spinegate_delivery_total Delivery results by destination.\n"
-                            "# TYPE spinegate_delivery_total counter\n");
+        appendf(extra, sizeof extra, &off, "spinegate_queue_depth{destination=\"%s\"} %llu\n",
+                qs.dest[i].name, (unsigned long long)qs.dest[i].depth);
+    appendf(extra, sizeof extra, &off,
+            "# HELP spinegate_delivery_total Delivery results by destination.\n"
+            "# TYPE spinegate_delivery_total counter\n");
     for (size_t i = 0; i < qs.ndest && off < sizeof extra - 512; i++)
-        off += (size_t)snprintf(
-            extra + off, sizeof extra - off,
-            "spinegate_delivery_total{destination=\"%s\",result=\"delivered\"} %llu\n"
-            "spinegate_delivery_total{destination=\"%s\",result=\"retry\"} %llu\n"
-            "spinegate_delivery_total{destination=\"%s\",result=\"dead_letter\"} %llu\n",
-            qs.dest[i].name, (unsigned long long)qs.dest[i].delivered, qs.dest[i].name,
-            (unsigned long long)qs.dest[i].retries, qs.dest[i].name,
-            (unsigned long long)qs.dest[i].dead);
-    off += (size_t)snprintf(extra + off, sizeof extra - off,
-                            "# HELP spinegate_queue_commits_total Group commits of the queue.\n"
-                            "# TYPE spinegate_queue_commits_total counter\n"
-                            "spinegate_queue_commits_total %llu\n",
-                            (unsigned long long)qs.commits);
-    off += (size_t)snprintf(extra + off, sizeof extra - off,
-                            "# HELP spinegate_queue_commit_failures_total Group commits that "
-                            "failed (full disk, I/O error); their marks are retried.\n"
-                            "# TYPE spinegate_queue_commit_failures_total counter\n"
-                            "spinegate_queue_commit_failures_total %llu\n",
-                            (unsigned long long)qs.commit_failures);
+        appendf(extra, sizeof extra, &off,
+                "spinegate_delivery_total{destination=\"%s\",result=\"delivered\"} %llu\n"
+                "spinegate_delivery_total{destination=\"%s\",result=\"retry\"} %llu\n"
+                "spinegate_delivery_total{destination=\"%s\",result=\"dead_letter\"} %llu\n",
+                qs.dest[i].name, (unsigned long long)qs.dest[i].delivered, qs.dest[i].name,
+                (unsigned long long)qs.dest[i].retries, qs.dest[i].name,
+                (unsigned long long)qs.dest[i].dead);
+    appendf(extra, sizeof extra, &off,
+            "# HELP spinegate_queue_commits_total Group commits of the queue.\n"
+            "# TYPE spinegate_queue_commits_total counter\n"
+            "spinegate_queue_commits_total %llu\n",
+            (unsigned long long)qs.commits);
+    appendf(extra, sizeof extra, &off,
+            "# HELP spinegate_queue_commit_failures_total Group commits that "
+            "failed (full disk, I/O error); their marks are retried.\n"
+            "# TYPE spinegate_queue_commit_failures_total counter\n"
+            "spinegate_queue_commit_failures_total %llu\n",
+            (unsigned long long)qs.commit_failures);
     dest_ref_t refs[4];
     size_t nref = dest_refs(d, refs);
     int64_t now = wall_ms();
@@ -671,7 +685,7 @@ static void serve_metrics(daemon_t *d, http_req_t *req)
         "HTTP 4xx).\n# TYPE spinegate_delivery_rejects_total counter\n",
     };
     for (size_t k = 0; k < 4; k++) {
-        off += (size_t)snprintf(extra + off, sizeof extra - off, "%s", heads[k]);
+        appendf(extra, sizeof extra, &off, "%s", heads[k]);
         for (size_t i = 0; i < nref && off < sizeof extra - 256; i++) {
             out_stats_t st;
             out_stats(refs[i].o, &st);
@@ -680,41 +694,40 @@ static void serve_metrics(daemon_t *d, http_req_t *req)
                 : k == 1 ? (st.failing_since_ms ? (double)(now - st.failing_since_ms) / 1000.0 : 0)
                 : k == 2 ? (double)st.storage_errors
                          : (double)st.rejects;
-            off += (size_t)snprintf(extra + off, sizeof extra - off,
-                                    k < 2 ? "%s{destination=\"%s\"} %.3f\n"
-                                          : "%s{destination=\"%s\"} %.0f\n",
-                                    k == 0   ? "spinegate_delivery_oldest_age_seconds"
-                                    : k == 1 ? "spinegate_delivery_failing_seconds"
-                                    : k == 2 ? "spinegate_delivery_storage_errors_total"
-                                             : "spinegate_delivery_rejects_total",
-                                    refs[i].name, v);
+            appendf(extra, sizeof extra, &off,
+                    k < 2 ? "%s{destination=\"%s\"} %.3f\n" : "%s{destination=\"%s\"} %.0f\n",
+                    k == 0   ? "spinegate_delivery_oldest_age_seconds"
+                    : k == 1 ? "spinegate_delivery_failing_seconds"
+                    : k == 2 ? "spinegate_delivery_storage_errors_total"
+                             : "spinegate_delivery_rejects_total",
+                    refs[i].name, v);
         }
     }
     if (d->mllp) {
         mllp_stats_t ms;
         mllp_server_stats(d->mllp, &ms);
-        off += (size_t)snprintf(extra + off, sizeof extra - off,
-                                "# HELP spinegate_mllp_connections Open MLLP connections.\n"
-                                "# TYPE spinegate_mllp_connections gauge\n"
-                                "spinegate_mllp_connections %llu\n"
-                                "# HELP spinegate_mllp_evicted_total Idle MLLP connections closed "
-                                "to admit one at max-connections.\n"
-                                "# TYPE spinegate_mllp_evicted_total counter\n"
-                                "spinegate_mllp_evicted_total %llu\n",
-                                (unsigned long long)ms.conns_open, (unsigned long long)ms.evicted);
+        appendf(extra, sizeof extra, &off,
+                "# HELP spinegate_mllp_connections Open MLLP connections.\n"
+                "# TYPE spinegate_mllp_connections gauge\n"
+                "spinegate_mllp_connections %llu\n"
+                "# HELP spinegate_mllp_evicted_total Idle MLLP connections closed "
+                "to admit one at max-connections.\n"
+                "# TYPE spinegate_mllp_evicted_total counter\n"
+                "spinegate_mllp_evicted_total %llu\n",
+                (unsigned long long)ms.conns_open, (unsigned long long)ms.evicted);
     }
     ingest_budget_stats_t bs;
     ingest_budget_stats(d->budget, &bs);
-    off += (size_t)snprintf(extra + off, sizeof extra - off,
-                            "# HELP spinegate_buffered_bytes Bytes held for unfinished and "
-                            "waiting messages (max-buffered-bytes).\n"
-                            "# TYPE spinegate_buffered_bytes gauge\n"
-                            "spinegate_buffered_bytes %zu\n"
-                            "# HELP spinegate_buffered_pauses_total Times a connection stopped "
-                            "being read for the buffer budget.\n"
-                            "# TYPE spinegate_buffered_pauses_total counter\n"
-                            "spinegate_buffered_pauses_total %llu\n",
-                            bs.used, (unsigned long long)bs.pauses);
+    appendf(extra, sizeof extra, &off,
+            "# HELP spinegate_buffered_bytes Bytes held for unfinished and "
+            "waiting messages (max-buffered-bytes).\n"
+            "# TYPE spinegate_buffered_bytes gauge\n"
+            "spinegate_buffered_bytes %zu\n"
+            "# HELP spinegate_buffered_pauses_total Times a connection stopped "
+            "being read for the buffer budget.\n"
+            "# TYPE spinegate_buffered_pauses_total counter\n"
+            "spinegate_buffered_pauses_total %llu\n",
+            bs.used, (unsigned long long)bs.pauses);
     size_t len;
     char *text = metrics_render(&d->metrics, extra, &len);
     http_req_respond(req, 200, "text/plain; version=0.0.4", text, len, NULL);

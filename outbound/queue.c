@@ -1239,7 +1239,10 @@ err_t queue_mark_delivered(queue_reader_t *r, int64_t id)
     return ERR_OK;
 }
 
-err_t queue_mark_dead(queue_reader_t *r, int64_t id, unsigned attempts, const char *reason)
+/* A row leaves the pending set as dead: kind says whether a dead-letter
+ * file also holds it (only those rows may be pruned). */
+static err_t mark_dead_as(queue_reader_t *r, int64_t id, unsigned attempts, const char *reason,
+                          mark_kind_t kind)
 {
     err_t e = mark_check(r, id);
     if (e)
@@ -1248,21 +1251,18 @@ err_t queue_mark_dead(queue_reader_t *r, int64_t id, unsigned attempts, const ch
     de->s.dead++;
     r->q->st.dead++;
     depth_down(r->q, de);
-    mark_add(r->q, r->dest_idx, id, MARK_DEAD, attempts, reason);
+    mark_add(r->q, r->dest_idx, id, kind, attempts, reason);
     return ERR_OK;
+}
+
+err_t queue_mark_dead(queue_reader_t *r, int64_t id, unsigned attempts, const char *reason)
+{
+    return mark_dead_as(r, id, attempts, reason, MARK_DEAD);
 }
 
 err_t queue_mark_dead_lettered(queue_reader_t *r, int64_t id, unsigned attempts, const char *reason)
 {
-    err_t e = mark_check(r, id);
-    if (e)
-        return e;
-    dest_t *de = &r->q->dests[r->dest_idx];
-    de->s.dead++;
-    r->q->st.dead++;
-    depth_down(r->q, de);
-    mark_add(r->q, r->dest_idx, id, MARK_DEAD_LETTERED, attempts, reason);
-    return ERR_OK;
+    return mark_dead_as(r, id, attempts, reason, MARK_DEAD_LETTERED);
 }
 
 err_t queue_mark_attempt(queue_reader_t *r, int64_t id, unsigned attempts, const char *reason)

@@ -31,6 +31,12 @@ typedef struct {
 
 typedef struct daemon_job daemon_job_t;
 
+/* Messages up to this size are judged on the loop thread when nothing of
+ * their connection is in flight: at a few hundred diagnoses at most, judging
+ * takes about a millisecond, less than the round trip to the pool costs an
+ * ordinary message in throughput. Larger ones go to the pool. */
+#define DAEMON_JUDGE_INLINE_MAX (16 * 1024)
+
 /* Lane keys: a connection id with its listener in the top bits. */
 #define DAEMON_LANE_MLLP ((uint64_t)1 << 62)
 #define DAEMON_LANE_HTTP ((uint64_t)2 << 62)

@@ -121,11 +121,17 @@ static void start(lanes_t *ls, lane_t *l)
     uv_queue_work(ls->loop, &job->work, work_cb, after_cb);
 }
 
-void lanes_submit(lanes_t *ls, uint64_t key, lane_job_t *job)
+void lanes_submit(lanes_t *ls, uint64_t key, lane_job_t *job, bool small)
 {
     lane_t *l = ls->all;
     while (l && l->key != key)
         l = l->next;
+    if (!l && small) {
+        job->lane = NULL;
+        job->run(job);
+        job->done(job);
+        return;
+    }
     if (!l) {
         l = xcalloc(1, sizeof *l);
         l->set = ls;

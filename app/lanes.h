@@ -46,8 +46,11 @@ void lanes_size_pool(unsigned max_running);
  * in flight has finished. */
 lanes_t *lanes_new(uv_loop_t *loop, unsigned max_running, lanes_idle_cb idle, void *user);
 
-/* Queues job behind the earlier jobs of key. */
-void lanes_submit(lanes_t *ls, uint64_t key, lane_job_t *job);
+/* Queues job behind the earlier jobs of key. With `small` set and nothing of
+ * key in flight, runs job at once on the calling (loop) thread instead: a
+ * hop to the pool and back costs more than judging an ordinary message, and
+ * order is kept because nothing of key is ahead of it. */
+void lanes_submit(lanes_t *ls, uint64_t key, lane_job_t *job, bool small);
 
 /* Jobs submitted and not yet done. */
 size_t lanes_busy(const lanes_t *ls);

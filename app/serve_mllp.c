@@ -227,7 +227,8 @@ void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
     j->lane.run = judge;
     j->lane.done = route;
     /* One lane per connection: its messages are stored in arrival order. */
-    lanes_submit(d->lanes, DAEMON_LANE_MLLP | mllp_req_conn_id(req), &j->lane);
+    lanes_submit(d->lanes, DAEMON_LANE_MLLP | mllp_req_conn_id(req), &j->lane,
+                 frame->len <= DAEMON_JUDGE_INLINE_MAX);
 }
 
 void serve_mllp_oversized(mllp_req_t *req, buf_t *head, size_t total, void *user)

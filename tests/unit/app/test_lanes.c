@@ -1,7 +1,8 @@
 /* test_lanes.c - the per-connection lanes over the real libuv thread pool:
  * one key's jobs run one at a time and finish in submission order, different
- * keys run side by side up to the cap, a done may submit more work, and the
- * idle callback comes once everything is done. */
+ * keys run side by side up to the cap, a done may submit more work, the
+ * idle callback comes once everything is done, and a small job runs inline
+ * only when nothing of its key is ahead of it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -60,7 +61,7 @@ static void submit(lanes_t *ls, int key, int seq, unsigned ms, int *log, size_t 
     j->sleep_ms = ms;
     j->log = log;
     j->nlog = nlog;
-    lanes_submit(ls, (uint64_t)key, &j->lane);
+    lanes_submit(ls, (uint64_t)key, &j->lane, false);
 }
 
 static void test_one_key_in_order_keys_side_by_side(void **state)
@@ -117,7 +118,7 @@ static void done_and_chain(lane_job_t *lane)
         n->lane.done = done_and_chain;
         n->seq = j->seq + 1;
         chained++;
-        lanes_submit(chain_set, 7, &n->lane);
+        lanes_submit(chain_set, 7, &n->lane, false);
     }
     xfree(j);
 }
@@ -132,7 +133,7 @@ static void test_done_may_submit_to_its_own_key(void **state)
     job_t *j = xcalloc(1, sizeof *j);
     j->lane.run = run_job;
     j->lane.done = done_and_chain;
-    lanes_submit(chain_set, 7, &j->lane);
+    lanes_submit(chain_set, 7, &j->lane, false);
     uv_run(&loop, UV_RUN_DEFAULT);
     assert_int_equal(chained, 3);
     assert_int_equal(chain_n, 4);
@@ -143,12 +144,50 @@ static void test_done_may_submit_to_its_own_key(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* A small job runs at once when its key is idle, and waits its turn when
+ * the key has a job in flight. */
+static void test_small_jobs_inline_only_when_their_key_is_idle(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    lanes_t *ls = lanes_new(&loop, 2, NULL, NULL);
+    int log[8];
+    size_t nlog = 0;
+    job_t *a = xcalloc(1, sizeof *a);
+    a->lane.run = run_job;
+    a->lane.done = done_job;
+    a->key = 1;
+    a->log = log;
+    a->nlog = &nlog;
+    lanes_submit(ls, 1, &a->lane, true);
+    assert_int_equal(nlog, 1); /* done before submit returned */
+    assert_int_equal(lanes_busy(ls), 0);
+    submit(ls, 1, 1, 30, log, &nlog); /* in flight on the pool */
+    job_t *b = xcalloc(1, sizeof *b);
+    b->lane.run = run_job;
+    b->lane.done = done_job;
+    b->key = 1;
+    b->seq = 2;
+    b->log = log;
+    b->nlog = &nlog;
+    lanes_submit(ls, 1, &b->lane, true);
+    assert_int_equal(nlog, 1); /* queued behind seq 1 */
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(nlog, 3);
+    assert_int_equal(log[1], 1001);
+    assert_int_equal(log[2], 1002);
+    lanes_free(ls);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     lanes_size_pool(2);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_key_in_order_keys_side_by_side),
         cmocka_unit_test(test_done_may_submit_to_its_own_key),
+        cmocka_unit_test(test_small_jobs_inline_only_when_their_key_is_idle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

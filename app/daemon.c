@@ -561,20 +561,41 @@ static void stop_delivery(daemon_t *d)
     out_stopped(d);
 }
 
+/* Every listener has closed and no message is still being judged. */
+static void listeners_done(daemon_t *d)
+{
+    /* Puts still waiting for queue space would never be answered now that
+     * senders are gone; they were never acknowledged, so dropping them loses
+     * nothing that was promised. */
+    while (d->waiting_head) {
+        daemon_job_t *w = d->waiting_head;
+        d->waiting_head = w->next;
+        w->cb(d, w->job, ERR_CLOSED);
+        xfree(w);
+    }
+    d->waiting_tail = NULL;
+    stop_delivery(d);
+}
+
 static void listener_closed(daemon_t *d)
 {
-    if (--d->listeners_open == 0) {
-        /* Puts still waiting for queue space would never be answered now
-         * that senders are gone; they were never acknowledged, so dropping
-         * them loses nothing that was promised. */
-        while (d->waiting_head) {
-            daemon_job_t *w = d->waiting_head;
-            d->waiting_head = w->next;
-            w->cb(d, w->job, ERR_CLOSED);
-            xfree(w);
-        }
-        d->waiting_tail = NULL;
-        stop_delivery(d);
+    if (--d->listeners_open)
+        return;
+    /* A message still on the pool is owed an answer: its store must reach
+     * the queue before the queue closes. */
+    if (lanes_busy(d->lanes))
+        d->stop_after_lanes = true;
+    else
+        listeners_done(d);
+}
+
+static void lanes_idle(lanes_t *ls, void *user)
+{
+    (void)ls;
+    daemon_t *d = user;
+    if (d->stop_after_lanes) {
+        d->stop_after_lanes = false;
+        listeners_done(d);
     }
 }
 
@@ -641,8 +662,10 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
     d->argc = argc;
     d->argv = argv;
     d->exit_code = 0;
+    lanes_size_pool(0);
     d->loop = xmalloc(sizeof *d->loop);
     uv_loop_init(d->loop);
+    d->lanes = lanes_new(d->loop, 0, lanes_idle, d);
     metrics_init(&d->metrics);
     d->hl7_opts.max_size = (size_t)cfg->max_message_size;
     d->gate_limits.max_diagnoses = (size_t)cfg->max_diagnoses;
@@ -715,6 +738,7 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
     int code = d->exit_code;
     daemon_pack_unref(d->pack);
     ingest_budget_free(d->budget);
+    lanes_free(d->lanes);
     config_free(&d->cfg);
     xfree(d->loop);
     xfree(d);

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "gate.h"
 #include "hl7.h"
+#include "lanes.h"
 #include "http.h"
 #include "metrics.h"
 #include "mllp.h"
@@ -29,6 +30,16 @@ typedef struct {
 } daemon_pack_t;
 
 typedef struct daemon_job daemon_job_t;
+
+/* Messages up to this size are judged on the loop thread when nothing of
+ * their connection is in flight: at a few hundred diagnoses at most, judging
+ * takes about a millisecond, less than the round trip to the pool costs an
+ * ordinary message in throughput. Larger ones go to the pool. */
+#define DAEMON_JUDGE_INLINE_MAX (16 * 1024)
+
+/* Lane keys: a connection id with its listener in the top bits. */
+#define DAEMON_LANE_MLLP ((uint64_t)1 << 62)
+#define DAEMON_LANE_HTTP ((uint64_t)2 << 62)
 
 typedef struct daemon {
     uv_loop_t *loop;
@@ -47,6 +58,8 @@ typedef struct daemon {
     hl7_opts_t hl7_opts;
     gate_limits_t gate_limits; /* max-diagnoses, the longest id the queue stores */
     ingest_budget_t *budget;   /* max-buffered-bytes, shared by both listeners */
+    lanes_t *lanes;            /* judging on the thread pool, a lane per connection */
+    bool stop_after_lanes;     /* listeners closed: stop once the lanes are idle */
     uint64_t ack_seq;        /* for the control ids of our ACKs */
     uint64_t start_ms;
     int stopping;

@@ -13,10 +13,12 @@
 #include "daemon.h"
 #include "gate.h"
 #include "hl7_ack.h"
+#include "lanes.h"
 #include "log.h"
 #include "xmalloc.h"
 
 typedef struct {
+    lane_job_t lane; /* first: the lane callbacks get the job back from it */
     daemon_t *d;
     mllp_req_t *req;
     buf_t *frame;
@@ -26,6 +28,12 @@ typedef struct {
     gate_result_t result;
     uint64_t t0;
     const char *dest;
+    /* What the pool thread needs, copied on the loop thread: a reload may
+     * change the daemon's settings while the job runs. */
+    hl7_opts_t hl7_opts;
+    gate_limits_t limits;
+    hl7_annotate_style_t style;
+    slice_t annotated; /* the annotated message, when the verdict wants one */
 } mllp_job_t;
 
 static void job_free(mllp_job_t *j)
@@ -162,21 +170,24 @@ static void store(mllp_job_t *j, const char *dest, slice_t payload)
     daemon_put(j->d, &item, stored, sender_gone, j);
 }
 
-void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
+/* On a pool thread: parse, judge and annotate; nothing here touches the
+ * daemon's mutable state. */
+static void judge(lane_job_t *lane)
 {
-    daemon_t *d = user;
-    mllp_job_t *j = xcalloc(1, sizeof *j);
-    j->d = d;
-    j->req = req;
-    j->t0 = uv_hrtime();
-    j->frame = buf_ref(frame);
-    j->msg = hl7_msg_new();
-    arena_init(&j->arena, 8192);
-    j->pack = daemon_pack_ref(d);
-    log_phi("mllp frame", frame->data, frame->len);
-
-    gate_hl7(j->pack->pack, j->msg, frame->data, frame->len, &d->hl7_opts, &d->gate_limits,
+    mllp_job_t *j = (mllp_job_t *)lane;
+    gate_hl7(j->pack->pack, j->msg, j->frame->data, j->frame->len, &j->hl7_opts, &j->limits,
              &j->arena, &j->result);
+    const rule_verdict_t *v = &j->result.verdict;
+    if (j->result.status == GATE_JUDGED && v->kind != VERDICT_ACCEPT)
+        j->annotated = hl7_annotate(j->msg, v, j->style, &j->arena);
+}
+
+/* Back on the loop thread: store what was judged, or answer at once. */
+static void route(lane_job_t *lane)
+{
+    mllp_job_t *j = (mllp_job_t *)lane;
+    daemon_t *d = j->d;
+    buf_t *frame = j->frame;
     switch (j->result.status) {
     case GATE_UNREADABLE:
         answer(j, HL7_OUTCOME_UNPARSEABLE, METRIC_UNREADABLE);
@@ -192,14 +203,32 @@ void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
         break;
     }
     const rule_verdict_t *v = &j->result.verdict;
-    if (v->kind == VERDICT_ACCEPT) {
+    if (v->kind == VERDICT_ACCEPT)
         store(j, "hl7", slice_make(frame->data, frame->len));
-        return;
-    }
-    hl7_annotate_style_t style =
-        strcmp(d->cfg.annotation, "nte") == 0 ? HL7_ANNOTATE_NTE : HL7_ANNOTATE_ZSG;
-    slice_t annotated = hl7_annotate(j->msg, v, style, &j->arena);
-    store(j, v->kind == VERDICT_REJECT ? "reject-hl7" : "hl7", annotated);
+    else
+        store(j, v->kind == VERDICT_REJECT ? "reject-hl7" : "hl7", j->annotated);
+}
+
+void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
+{
+    daemon_t *d = user;
+    mllp_job_t *j = xcalloc(1, sizeof *j);
+    j->d = d;
+    j->req = req;
+    j->t0 = uv_hrtime();
+    j->frame = buf_ref(frame);
+    j->msg = hl7_msg_new();
+    arena_init(&j->arena, 8192);
+    j->pack = daemon_pack_ref(d);
+    j->hl7_opts = d->hl7_opts;
+    j->limits = d->gate_limits;
+    j->style = strcmp(d->cfg.annotation, "nte") == 0 ? HL7_ANNOTATE_NTE : HL7_ANNOTATE_ZSG;
+    log_phi("mllp frame", frame->data, frame->len);
+    j->lane.run = judge;
+    j->lane.done = route;
+    /* One lane per connection: its messages are stored in arrival order. */
+    lanes_submit(d->lanes, DAEMON_LANE_MLLP | mllp_req_conn_id(req), &j->lane,
+                 frame->len <= DAEMON_JUDGE_INLINE_MAX);
 }
 
 void serve_mllp_oversized(mllp_req_t *req, buf_t *head, size_t total, void *user)

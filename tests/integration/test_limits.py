@@ -147,13 +147,45 @@ class MaxDiagnoses(unittest.TestCase):
         print("\n  maximal claims judged meanwhile: %d; side ACK ms median %.1f max %.1f; "
               "/healthz ms median %.1f max %.1f" % (len(sent), acks[10], acks[-1], healths[10],
                                                     healths[-1]))
-        if SANITIZED:
-            print("  (sanitizer build: latency not asserted)")
-            return
-        # The median guards against a slow CI box; the bound is the issue's.
-        self.assertLess(acks[10], 50)
-        self.assertLess(healths[10], 50)
-        self.assertLess(max(acks[-1], healths[-1]), 500)
+        # Figures only: speed is not asserted here (see bench/). That the loop
+        # is free while a claim is judged is asserted by the next test.
+
+
+class JudgingOffTheLoop(unittest.TestCase):
+    def test_a_small_message_is_answered_while_a_huge_claim_is_judged(self):
+        """A claim with 150,000 diagnoses takes a noticeable while to judge.
+        Sent first on one connection, it must not hold back a small message
+        sent after it on another: the small one is stored and answered while
+        the huge one is still being judged. On the loop thread the huge one
+        would be judged, stored and answered first."""
+        d = h.Daemon("--max-message-size", "16M", "--max-diagnoses", "200000",
+                     "--queue-sync", "normal").start()
+        try:
+            big = h.RawClient(d.mllp_port, timeout=60)
+            big.send(big.frame(long_dft("HUGE150K", 150000)))
+            time.sleep(0.05)  # let the daemon read the whole frame first
+            t0 = time.monotonic()
+            side = h.RawClient(d.mllp_port, timeout=30)
+            side.send(side.frame(dft("SIDEONE", ["J20.9"])))
+            self.assertEqual(h.ack_code(side.read_frame()), "AA")
+            side_ms = (time.monotonic() - t0) * 1000
+            big.sock.setblocking(False)
+            try:
+                early = big.sock.recv(1)
+            except BlockingIOError:
+                early = b""
+            big.sock.settimeout(60)
+            ack = big.read_frame() if not early else None
+            huge_ms = (time.monotonic() - t0) * 1000
+            print("\n  side ACK after %.1f ms; the 150,000-diagnosis claim answered after %.1f ms"
+                  % (side_ms, huge_ms))
+            self.assertEqual(early, b"", "the huge claim was answered before the small one")
+            self.assertIn(h.ack_code(ack), ("AA", "AE"))
+            self.assertIn("HUGE150K", ack)
+            side.close()
+            big.close()
+        finally:
+            d.cleanup()
 
 
 class MaxDiagnosesSigterm(unittest.TestCase):

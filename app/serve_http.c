@@ -95,8 +95,8 @@ static void respond(http_req_t *req, int status, neg_t neg, slice_t body, const 
     http_req_respond(req, status, neg.ctype, body.ptr, body.len, extra);
 }
 
-static void respond_error(http_req_t *req, int status, neg_t fmt, err_t code, const char *where,
-                          const char *msg)
+static void respond_error_allow(http_req_t *req, int status, neg_t fmt, err_t code,
+                                const char *where, const char *msg, const char *allow)
 {
     arena_t a;
     arena_init(&a, 2048);
@@ -107,8 +107,17 @@ static void respond_error(http_req_t *req, int status, neg_t fmt, err_t code, co
         snprintf(e.where, sizeof e.where, "%s", where);
     slice_t body;
     fhir_out_outcome_error(&e, fmt.fmt, &a, &body);
-    respond(req, status, fmt, body, status == 405 ? (strstr(msg, "GET") ? "Allow: GET, HEAD\r\n" : "Allow: POST\r\n") : NULL, &a);
+    char extra[64];
+    if (allow)
+        snprintf(extra, sizeof extra, "Allow: %s\r\n", allow);
+    respond(req, status, fmt, body, allow ? extra : NULL, &a);
     arena_free(&a);
+}
+
+static void respond_error(http_req_t *req, int status, neg_t fmt, err_t code, const char *where,
+                          const char *msg)
+{
+    respond_error_allow(req, status, fmt, code, where, msg, NULL);
 }
 
 /* ---------------------------------------------------------------- formats */
@@ -1115,7 +1124,8 @@ void serve_http_request(http_req_t *req, void *user)
     }
     if (strcmp(rest, "/metadata") == 0) {
         if (!get)
-            respond_error(req, 405, fallback, ERR_PROTOCOL, NULL, "use GET for metadata");
+            respond_error_allow(req, 405, fallback, ERR_PROTOCOL, NULL, "use GET for metadata",
+                                "GET, HEAD");
         else
             serve_metadata(d, req, fallback);
         return;
@@ -1134,7 +1144,7 @@ void serve_http_request(http_req_t *req, void *user)
         return;
     }
     if (!post) {
-        respond_error(req, 405, fallback, ERR_PROTOCOL, NULL, "use POST");
+        respond_error_allow(req, 405, fallback, ERR_PROTOCOL, NULL, "use POST", "POST");
         return;
     }
 

@@ -468,7 +468,10 @@ class Fhir(unittest.TestCase):
 
     def test_not_found_and_method(self):
         self.assertEqual(curl(self.port, "/fhir/Patient", load("spine-m4304-mri.json"))[0], 404)
-        self.assertEqual(curl(self.port, "/fhir/Claim", method="GET")[0], 405)
+        status, _, _, hd = curl_h(self.port, "/fhir/Claim", method="GET")
+        self.assertEqual((status, hd.get("allow")), (405, "POST"))
+        status, _, _, hd = curl_h(self.port, "/fhir/metadata", load("spine-m4304-mri.json"))
+        self.assertEqual((status, hd.get("allow")), (405, "GET, HEAD"))
 
     # ---- conformance (issue 11): every answer in both formats, valid ----
 

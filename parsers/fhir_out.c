@@ -340,6 +340,7 @@ void fhir_out_capability(const fhir_out_capability_t *c, fhir_format_t fmt, aren
     w_str(a, cs, "format", "application/fhir+xml", true);
     w_str(a, cs, "format", "application/json", true);
     w_str(a, cs, "format", "application/xml", true);
+    w_str(a, cs, "format", "text/xml", true);
     w_str(a, cs, "format", "json", true);
     w_str(a, cs, "format", "xml", true);
     w_t *rest = w_obj(a, cs, "rest", true);

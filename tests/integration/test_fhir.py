@@ -579,6 +579,17 @@ class Fhir(unittest.TestCase):
                                              ("201 Created", "Claim/ord-xb1/_history/1"),
                                              ("201 Created", "Claim/ord-xb2/_history/1")])
 
+    def test_bundle_prefer_minimal(self):
+        bundle = three_claims("batch", ["min-1", "min-2", "min-3"])
+        status, _, body = curl(self.port, "/fhir", bundle, extra=["-H", "Prefer: return=minimal"])
+        self.assertEqual(status, 200, body)
+        doc = self.assertValidJson(body, "Bundle")
+        self.assertEqual([e["response"]["status"] for e in doc["entry"]],
+                         ["200 OK"] + ["201 Created"] * 3)
+        self.assertEqual(["outcome" in e["response"] for e in doc["entry"]], [True, False, False, False])
+        self.assertEqual([e["response"].get("location") for e in doc["entry"][1:]],
+                         ["Claim/min-%d/_history/1" % k for k in (1, 2, 3)])
+
     def test_bundle_entry_without_resource(self):
         bundle = three_claims("batch", ["nores-1", "nores-2", "nores-3"])
         bundle["entry"].insert(2, {"request": {"method": "DELETE", "url": "Claim/old"}})
@@ -711,7 +722,8 @@ class Fhir(unittest.TestCase):
         self.assertEqual(cs["fhirVersion"], "4.0.1")
         self.assertEqual(cs["kind"], "instance")
         self.assertEqual(set(cs["format"]), {"application/fhir+json", "application/fhir+xml",
-                                             "application/json", "application/xml", "json", "xml"})
+                                             "application/json", "application/xml", "text/xml",
+                                             "json", "xml"})
         self.assertEqual(len(cs["rest"]), 1)
         rest = cs["rest"][0]
         self.assertEqual(rest["mode"], "server")

@@ -694,6 +694,11 @@ class Fhir(unittest.TestCase):
             ("application/fhir+json", ["Accept: application/fhir+xml"], "?_format=application/fhir+json",
              "application/fhir+json"),
             ("application/fhir+json", [], "?_format=application%2Fxml", "application/xml"),
+            ("application/fhir+json",
+             ["Accept: application/fhir+xml; fhirVersion=4.0; q=0.8, application/json; q=0.7"], "",
+             "application/fhir+xml"),
+            ("application/fhir+json", ["Accept: text/html, application/*;q=0.5"], "",
+             "application/fhir+json"),
         ]
         for ctype, hdrs, query, want in cases:
             extra = []
@@ -756,6 +761,30 @@ class Fhir(unittest.TestCase):
                 self.assertEqual(status, want, (path, fmt, out))
                 self.assertIn("application/fhir+" + fmt, ct, (path, fmt))
                 self.assertValid(out, fmt, "OperationOutcome")
+
+    def test_listener_errors_negotiated(self):
+        # A 413 the listener answers itself, as soon as Content-Length is
+        # over max-body-size, follows Accept like every other answer.
+        for fmt in ("json", "xml"):
+            s = socket.create_connection(("127.0.0.1", self.port))
+            s.sendall(b"POST /fhir/Claim HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
+                      b"Accept: application/fhir+" + fmt.encode() + b"\r\nContent-Length: 2000000\r\n\r\n")
+            s.settimeout(5)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+                        re.search(rb"Content-Length: (\d+)", data, re.I).group(1)):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            except (OSError, AttributeError):
+                pass
+            s.close()
+            head, _, body = data.partition(b"\r\n\r\n")
+            self.assertIn(b" 413 ", head.split(b"\r\n")[0] + b" ")
+            self.assertIn(b"Content-Type: application/fhir+" + fmt.encode(), head)
+            self.assertValid(body, fmt, "OperationOutcome")
 
     def test_resent_claim_carries_one_pass_of_findings(self):
         # Billing sends back what the first pass forwarded: the second pass

@@ -390,8 +390,10 @@ static void answer_claim(http_job_t *j)
         /* The Claim as stored and forwarded, annotations included. It can
          * only be written in its own format: the media type says which. */
         fhir_out_claim(j->doc, 0, &j->arena, &body);
-        j->neg.fmt = j->in_fmt;
-        j->neg.ctype = j->in_fmt == FHIR_FMT_XML ? CT_XML : CT_JSON;
+        if (j->neg.fmt != j->in_fmt) {
+            j->neg.fmt = j->in_fmt;
+            j->neg.ctype = j->in_fmt == FHIR_FMT_XML ? CT_XML : CT_JSON;
+        }
     }
     if (status == 201) {
         const char *base = j->d->cfg.fhir_base;

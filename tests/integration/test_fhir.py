@@ -536,6 +536,18 @@ class Fhir(unittest.TestCase):
         self.assertIn("application/fhir+xml", ct)
         self.assertValidXml(body, "Claim")
         self.assertEqual(body.count(ANNOTATION.encode()), 1)
+        # Asked for in XML, the JSON Claim is still answered as sent, and says so.
+        claim["id"] = "pref-rep-2"
+        status, ct, body = curl(self.port, "/fhir/Claim", claim, "application/json",
+                                extra=["-H", "Prefer: return=representation", "-H",
+                                       "Accept: application/fhir+xml"])
+        self.assertEqual(status, 201, body)
+        self.assertIn("application/fhir+json", ct)
+        self.assertEqual(self.assertValidJson(body, "Claim")["id"], "pref-rep-2")
+        claim["id"] = "pref-rep-3"
+        status, ct, body = curl(self.port, "/fhir/Claim", claim, "application/json",
+                                extra=["-H", "Prefer: return=representation"])
+        self.assertEqual(ct.split(";")[0], "application/json")
 
     def test_bundle_entries_in_request_order_json_and_xml(self):
         bundle = load("spine-bundle-two.json")

@@ -82,6 +82,8 @@ static const key_def_t config_keys[] = {
     {"tables", K_STR, O(tables_path), NULL, "DIR",
      "ICD-10-CM/MS-DRG tables (default: built in)"},
     {"advisory", K_BOOL, O(advisory), "no", NULL, "advisory mode: nothing is rejected"},
+    {"annotate-accepted", K_BOOL, O(annotate_accepted), "no", NULL,
+     "forward accepted messages with the annotation header too"},
     {"severity", K_LIST, O(severity), NULL, "RULE=SEVERITY",
      "override a rule's severity (reject|warn|info|off); repeatable"},
     {"adt", K_STR, O(adt), "annotate", "annotate|judge|forward",

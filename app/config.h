@@ -62,6 +62,7 @@ typedef struct {
     char *rules_path;          /* NULL = built in */
     char *tables_path;         /* NULL = built in */
     bool advisory;
+    bool annotate_accepted;    /* forwarded accepted messages carry the header annotation */
     char *severity[CONFIG_MAX_OVERRIDES + 1]; /* "rule=sev", NULL-terminated */
     int nseverity;
     char *adt;                 /* "annotate" | "judge" | "forward" (ADT messages) */

@@ -77,6 +77,15 @@ void metrics_count(metrics_t *m, metric_format_t fmt, metric_outcome_t outcome,
         m->code_set_older++;
 }
 
+void metrics_count_validation(metrics_t *m, metric_format_t fmt, metric_outcome_t outcome,
+                              const rule_verdict_t *v)
+{
+    (void)v;
+    if ((unsigned)fmt >= METRIC_FMT__COUNT || (unsigned)outcome >= METRIC_OUTCOME__COUNT)
+        return;
+    m->validations[fmt][outcome]++;
+}
+
 void metrics_latency(metrics_t *m, double seconds)
 {
     for (int i = 0; i < METRICS_LATENCY_BUCKETS; i++)
@@ -121,6 +130,15 @@ char *metrics_render(const metrics_t *m, const char *extra, size_t *len)
         for (int o = 0; o < METRIC_OUTCOME__COUNT; o++)
             sb_printf(&b, "spinegate_messages_total{format=\"%s\",outcome=\"%s\"} %llu\n",
                       format_names[f], outcome_names[o], (unsigned long long)m->messages[f][o]);
+    sb_printf(&b, "# HELP spinegate_validations_total $validate calls (dry runs: nothing "
+                  "stored or forwarded), by format and the outcome they would have had.\n"
+                  "# TYPE spinegate_validations_total counter\n");
+    for (int f = 0; f < METRIC_FMT__COUNT; f++)
+        for (int o = 0; o < METRIC_OUTCOME__COUNT; o++)
+            if (o != METRIC_STORE_FAILED) /* a dry run stores nothing */
+                sb_printf(&b, "spinegate_validations_total{format=\"%s\",outcome=\"%s\"} %llu\n",
+                          format_names[f], outcome_names[o],
+                          (unsigned long long)m->validations[f][o]);
     sb_printf(&b, "# HELP spinegate_findings_total Findings, by rule.\n"
                   "# TYPE spinegate_findings_total counter\n");
     for (size_t i = 0; i < m->nrules; i++)

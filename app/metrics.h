@@ -33,6 +33,9 @@ typedef enum {
 
 typedef struct {
     uint64_t messages[METRIC_FMT__COUNT][METRIC_OUTCOME__COUNT];
+    /* $validate dry runs: judged, never stored or forwarded (their findings
+     * and code sets are not in the traffic counters either). */
+    uint64_t validations[METRIC_FMT__COUNT][METRIC_OUTCOME__COUNT];
     struct {
         char id[48];
         uint64_t count;
@@ -56,6 +59,11 @@ void metrics_init(metrics_t *m);
  * NULL for a message that was not judged). */
 void metrics_count(metrics_t *m, metric_format_t fmt, metric_outcome_t outcome,
                    const rule_verdict_t *v);
+
+/* Counts one $validate call by the verdict it would have had (v NULL when
+ * the Claim could not be read); kept apart from real traffic. */
+void metrics_count_validation(metrics_t *m, metric_format_t fmt, metric_outcome_t outcome,
+                              const rule_verdict_t *v);
 
 /* Records the time from a message's last byte to its answer. */
 void metrics_latency(metrics_t *m, double seconds);

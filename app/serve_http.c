@@ -1,6 +1,7 @@
 /* serve_http.c - the FHIR face of the daemon: routes requests under the
- * configured base (POST Claim, POST a Bundle, POST Claim/$validate, GET
- * metadata) plus /healthz and /metrics, answers in the request's format, and
+ * configured base (POST Claim, POST a Bundle, POST Claim/$validate or
+ * $validate, GET metadata) plus /healthz and /metrics, answers in the format
+ * negotiated from _format, Accept and the request (docs/fhir-api.md), and
  * for Claims that pass, stores them durably before answering.
  *
  * A job owns one request's parse tree, arena and pack reference until its
@@ -11,8 +12,10 @@
  * the answer says so. A batch stores and answers each entry on its own.
  */
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -29,20 +32,39 @@
 
 #define CT_JSON "application/fhir+json; charset=utf-8"
 #define CT_XML "application/fhir+xml; charset=utf-8"
+#define CT_PLAIN_JSON "application/json; charset=utf-8"
+#define CT_PLAIN_XML "application/xml; charset=utf-8"
+#define CT_TEXT_XML "text/xml; charset=utf-8"
 
 typedef enum { ROUTE_CLAIM, ROUTE_BUNDLE, ROUTE_VALIDATE } route_t;
+
+/* The answer's format: the FHIR format, the media type named in
+ * Content-Type (application/json is answered as application/json), and
+ * whether _pretty asked for indentation. */
+typedef struct {
+    fhir_format_t fmt;
+    const char *ctype;
+    bool pretty;
+} neg_t;
+
+/* Prefer: return=... (RFC 7240, FHIR http.html#ops). */
+typedef enum { PREFER_OUTCOME, PREFER_MINIMAL, PREFER_REPRESENTATION } prefer_t;
 
 typedef struct {
     daemon_t *d;
     http_req_t *req;
     route_t route;
     fhir_format_t in_fmt, out_fmt;
+    neg_t neg;            /* out_fmt is neg.fmt */
+    prefer_t prefer;
     fhir_doc_t *doc;
     arena_t arena;
     daemon_pack_t *pack;
     size_t nclaims;
     gate_result_t *results;
-    fhir_out_entry_t *entries;
+    fhir_out_entry_t *entries; /* one per Bundle.entry */
+    size_t nentries;
+    const char **ids;          /* per claim: the id its Location names */
     err_t *stored;      /* per claim: store status */
     size_t pending;     /* stores not yet called back */
     bool transaction;
@@ -51,9 +73,9 @@ typedef struct {
     uint64_t t0;
 } http_job_t;
 
-static const char *ctype(fhir_format_t f)
+static neg_t neg_default(fhir_format_t f)
 {
-    return f == FHIR_FMT_XML ? CT_XML : CT_JSON;
+    return (neg_t){f, f == FHIR_FMT_XML ? CT_XML : CT_JSON, false};
 }
 
 static void job_free(http_job_t *j)
@@ -64,13 +86,17 @@ static void job_free(http_job_t *j)
     xfree(j);
 }
 
-static void respond(http_req_t *req, int status, fhir_format_t fmt, slice_t body, const char *extra)
+/* Writes body (an output of fhir_out_*, in neg.fmt), indented when asked. */
+static void respond(http_req_t *req, int status, neg_t neg, slice_t body, const char *extra,
+                    arena_t *a)
 {
-    http_req_respond(req, status, ctype(fmt), body.ptr, body.len, extra);
+    if (neg.pretty && body.len)
+        fhir_out_pretty(body, neg.fmt, a, &body);
+    http_req_respond(req, status, neg.ctype, body.ptr, body.len, extra);
 }
 
-static void respond_error(http_req_t *req, int status, fhir_format_t fmt, err_t code,
-                          const char *where, const char *msg)
+static void respond_error_allow(http_req_t *req, int status, neg_t fmt, err_t code,
+                                const char *where, const char *msg, const char *allow)
 {
     arena_t a;
     arena_init(&a, 2048);
@@ -80,9 +106,18 @@ static void respond_error(http_req_t *req, int status, fhir_format_t fmt, err_t 
     if (where)
         snprintf(e.where, sizeof e.where, "%s", where);
     slice_t body;
-    fhir_out_outcome_error(&e, fmt, &a, &body);
-    respond(req, status, fmt, body, status == 405 ? "Allow: POST\r\n" : NULL);
+    fhir_out_outcome_error(&e, fmt.fmt, &a, &body);
+    char extra[64];
+    if (allow)
+        snprintf(extra, sizeof extra, "Allow: %s\r\n", allow);
+    respond(req, status, fmt, body, allow ? extra : NULL, &a);
     arena_free(&a);
+}
+
+static void respond_error(http_req_t *req, int status, neg_t fmt, err_t code, const char *where,
+                          const char *msg)
+{
+    respond_error_allow(req, status, fmt, code, where, msg, NULL);
 }
 
 /* ---------------------------------------------------------------- formats */
@@ -96,12 +131,15 @@ static bool slice_has(slice_t s, const char *needle)
     return false;
 }
 
-/* Request body format from Content-Type; -1 when it names something else,
- * -2 when absent (then the body is sniffed). */
-static int format_of_content_type(slice_t ct)
+/* Request body format from Content-Type (-1 when it names something else,
+ * -2 when absent: then the body is sniffed); *plain set for
+ * application/json or application/xml, which are answered in kind. */
+static int format_of_content_type(slice_t ct, bool *plain)
 {
+    *plain = false;
     if (!ct.ptr || !ct.len)
         return -2;
+    *plain = !slice_has(ct, "fhir+");
     if (slice_has(ct, "json"))
         return FHIR_FMT_JSON;
     if (slice_has(ct, "xml"))
@@ -109,36 +147,139 @@ static int format_of_content_type(slice_t ct)
     return -1;
 }
 
-/* Response format: _format wins, then Accept, then the request's format. */
-static fhir_format_t response_format(const http_req_t *req, fhir_format_t fallback)
+/* A media type (or a _format shorthand) this server writes; false for
+ * anything else. Wildcards are the caller's. */
+static bool media_type(const char *s, size_t n, neg_t *out)
 {
+    static const struct {
+        const char *name;
+        fhir_format_t fmt;
+        const char *ctype;
+    } types[] = {
+        {"application/fhir+json", FHIR_FMT_JSON, CT_JSON},
+        {"application/json", FHIR_FMT_JSON, CT_PLAIN_JSON},
+        {"json", FHIR_FMT_JSON, CT_JSON},
+        {"application/fhir+xml", FHIR_FMT_XML, CT_XML},
+        {"application/xml", FHIR_FMT_XML, CT_PLAIN_XML},
+        {"text/xml", FHIR_FMT_XML, CT_TEXT_XML},
+        {"xml", FHIR_FMT_XML, CT_XML},
+    };
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (strlen(types[i].name) == n && strncasecmp(s, types[i].name, n) == 0) {
+            out->fmt = types[i].fmt;
+            out->ctype = types[i].ctype;
+            return true;
+        }
+    return false;
+}
+
+static slice_t trim(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    return (slice_t){p, (size_t)(end - p)};
+}
+
+/* The q of one Accept range's parameters ("; q=0.5; x=y"): 1 when absent,
+ * -1 when malformed (the range is then ignored). */
+static double accept_q(const char *p, const char *end)
+{
+    while (p < end) {
+        const char *semi = memchr(p, ';', (size_t)(end - p));
+        slice_t prm = trim(p, semi ? semi : end);
+        if (prm.len > 2 && (prm.ptr[0] == 'q' || prm.ptr[0] == 'Q') && prm.ptr[1] == '=') {
+            char buf[8];
+            if (prm.len - 2 >= sizeof buf)
+                return -1;
+            memcpy(buf, prm.ptr + 2, prm.len - 2);
+            buf[prm.len - 2] = '\0';
+            char *e;
+            double q = strtod(buf, &e);
+            return *e || q < 0 || q > 1 ? -1 : q;
+        }
+        p = semi ? semi + 1 : end;
+    }
+    return 1;
+}
+
+/* Picks from Accept the type with the highest q (the first on a tie) among
+ * those written here; a wildcard picks fallback. False when Accept names
+ * nothing acceptable: then the fallback is used too (RFC 9110 12.5.1 lets a
+ * server disregard Accept rather than answer 406; docs/fhir-api.md). */
+static bool accept_pick(slice_t accept, neg_t fallback, neg_t *out)
+{
+    double best = 0;
+    const char *p = accept.ptr, *end = accept.ptr + accept.len;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *rend = comma ? comma : end;
+        const char *semi = memchr(p, ';', (size_t)(rend - p));
+        slice_t type = trim(p, semi ? semi : rend);
+        double q = semi ? accept_q(semi + 1, rend) : 1;
+        neg_t n = fallback;
+        bool ok = media_type(type.ptr, type.len, &n) ||
+                  (type.len == 3 && memcmp(type.ptr, "*/*", 3) == 0) ||
+                  (type.len == 13 && strncasecmp(type.ptr, "application/*", 13) == 0);
+        if (ok && q > best) {
+            best = q;
+            *out = n;
+        }
+        p = comma ? comma + 1 : end;
+    }
+    return best > 0;
+}
+
+/* The answer's format (FHIR http.html#mime): _format wins, then Accept, then
+ * fallback (the request body's own type). _pretty=true indents. */
+static neg_t negotiate(const http_req_t *req, neg_t fallback)
+{
+    neg_t n = fallback;
     slice_t f;
+    bool fixed = false;
     if (http_req_query_param(req, "_format", &f) && f.len) {
-        if (slice_has(f, "xml"))
-            return FHIR_FMT_XML;
-        if (slice_has(f, "json"))
-            return FHIR_FMT_JSON;
+        char buf[64];
+        size_t len;
+        /* A raw '+' (application/fhir+json) is common in _format; it is
+         * not a space here. */
+        if (http_pct_decode(f, false, buf, sizeof buf, &len))
+            fixed = media_type(buf, len, &n);
     }
     slice_t accept = http_req_header(req, "Accept");
-    if (accept.ptr) {
-        bool x = slice_has(accept, "xml"), j = slice_has(accept, "json");
-        if (x && !j)
-            return FHIR_FMT_XML;
-        if (j && !x)
-            return FHIR_FMT_JSON;
-    }
-    return fallback;
+    if (!fixed && accept.ptr && accept.len)
+        accept_pick(accept, fallback, &n);
+    slice_t pretty;
+    n.pretty = http_req_query_param(req, "_pretty", &pretty) && pretty.len == 4 &&
+               memcmp(pretty.ptr, "true", 4) == 0;
+    return n;
+}
+
+/* Prefer: return=minimal | representation | OperationOutcome. */
+static prefer_t prefer_of(const http_req_t *req)
+{
+    slice_t p = http_req_header(req, "Prefer");
+    if (slice_has(p, "return=minimal"))
+        return PREFER_MINIMAL;
+    if (slice_has(p, "return=representation"))
+        return PREFER_REPRESENTATION;
+    return PREFER_OUTCOME;
 }
 
 /* ---------------------------------------------------------------- answers */
 
-static void finish(http_job_t *j, int status, slice_t body)
+static void finish_with(http_job_t *j, int status, slice_t body, const char *extra)
 {
     daemon_t *d = j->d;
-    respond(j->req, status, j->out_fmt, body, NULL);
+    respond(j->req, status, j->neg, body, extra, &j->arena);
     double secs = (double)(uv_hrtime() - j->t0) / 1e9;
     metrics_latency(&d->metrics, secs);
     job_free(j);
+}
+
+static void finish(http_job_t *j, int status, slice_t body)
+{
+    finish_with(j, status, body, NULL);
 }
 
 static metric_format_t metric_fmt(const http_job_t *j)
@@ -152,7 +293,11 @@ static void count_claim(http_job_t *j, size_t i)
     metric_outcome_t o = r->status == GATE_UNREADABLE  ? METRIC_UNREADABLE
                          : j->stored[i] != ERR_OK      ? METRIC_STORE_FAILED
                                                        : metrics_outcome(r->verdict.kind);
-    metrics_count(&j->d->metrics, metric_fmt(j), o, r->status == GATE_JUDGED ? &r->verdict : NULL);
+    const rule_verdict_t *v = r->status == GATE_JUDGED ? &r->verdict : NULL;
+    if (j->route == ROUTE_VALIDATE)
+        metrics_count_validation(&j->d->metrics, metric_fmt(j), o, v);
+    else
+        metrics_count(&j->d->metrics, metric_fmt(j), o, v);
     char idb[LOG_ID_BUF];
     log_info("http conn=%llu id=%s %s findings=%zu %s",
              (unsigned long long)http_req_conn_id(j->req), log_id(r->control_id, idb),
@@ -199,12 +344,39 @@ static int claim_status(const http_job_t *j, size_t i)
     return r->verdict.kind == VERDICT_REJECT ? 422 : 201;
 }
 
+/* A FHIR id ([A-Za-z0-9\-\.]{1,64}): only such an id is put in a
+ * Location, so a header never carries what the sender wrote verbatim. */
+static bool fhir_id_ok(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!(isalnum((unsigned char)id[i]) || id[i] == '-' || id[i] == '.'))
+            return false;
+    return true;
+}
+
+/* The id a created Claim's Location names: its own id when that is a FHIR
+ * id, else one made here ("sg-" + time + index; docs/fhir-api.md). */
+static const char *location_id(http_job_t *j, size_t i)
+{
+    const char *id = j->results[i].control_id;
+    if (fhir_id_ok(id))
+        return id;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return arena_printf(&j->arena, "sg-%llx-%09ld-%zu", (unsigned long long)ts.tv_sec, ts.tv_nsec,
+                        i);
+}
+
 static void answer_claim(http_job_t *j)
 {
     count_claim(j, 0);
-    slice_t body;
+    slice_t body = {"", 0};
     const gate_result_t *r = &j->results[0];
     int status = claim_status(j, 0);
+    const char *extra = NULL;
     if (r->status == GATE_UNREADABLE)
         fhir_out_outcome_error(&r->detail, j->out_fmt, &j->arena, &body);
     else if (j->stored[0] != ERR_OK) {
@@ -212,9 +384,26 @@ static void answer_claim(http_job_t *j)
         err_clear(&e);
         err_set(&e, j->stored[0], 0, "%s", store_fail_text(j->stored[0]));
         fhir_out_outcome_error(&e, j->out_fmt, &j->arena, &body);
-    } else
+    } else if (status != 201 || j->prefer == PREFER_OUTCOME)
         fhir_out_outcome_verdict(&r->verdict, j->out_fmt, &j->arena, &body);
-    finish(j, status, body);
+    else if (j->prefer == PREFER_REPRESENTATION) {
+        /* The Claim as stored and forwarded, annotations included. It can
+         * only be written in its own format: the media type says which. */
+        fhir_out_claim(j->doc, 0, &j->arena, &body);
+        if (j->neg.fmt != j->in_fmt) {
+            j->neg.fmt = j->in_fmt;
+            j->neg.ctype = j->in_fmt == FHIR_FMT_XML ? CT_XML : CT_JSON;
+        }
+    }
+    if (status == 201) {
+        const char *base = j->d->cfg.fhir_base;
+        size_t blen = strlen(base);
+        while (blen && base[blen - 1] == '/')
+            blen--;
+        extra = arena_printf(&j->arena, "Location: %.*s/Claim/%s/_history/1\r\nETag: W/\"1\"\r\n",
+                             (int)blen, base, j->ids[0]);
+    }
+    finish_with(j, status, body, extra);
 }
 
 /* A transaction whose Claims all passed but whose group put failed: none of
@@ -247,23 +436,58 @@ static void answer_transaction_unstored(http_job_t *j)
     finish(j, status, body);
 }
 
-static void answer_bundle(http_job_t *j)
+/* Fills the response entry of every Bundle.entry, in request order: a
+ * Claim's own answer, a resource-less entry a 400, and any other resource
+ * 200 with a note that it only served references (docs/fhir-api.md). */
+static bool bundle_entries(http_job_t *j)
 {
     bool any_bad = false;
+    j->nentries = fhir_doc_entry_count(j->doc);
+    j->entries = arena_calloc(&j->arena, j->nentries ? j->nentries : 1, sizeof *j->entries);
+    for (size_t n = 0; n < j->nentries; n++) {
+        const char *type = fhir_doc_entry_type(j->doc, n);
+        fhir_out_entry_t *en = &j->entries[n];
+        if (!type) {
+            err_detail_t *e = arena_calloc(&j->arena, 1, sizeof *e);
+            err_set(e, ERR_UNSUPPORTED, 0,
+                    "an entry without a resource: this server takes POSTed Claims only");
+            snprintf(e->where, sizeof e->where, "Bundle.entry[%zu]", n);
+            en->status = 400;
+            en->error = e;
+            any_bad = true;
+        } else if (strcmp(type, "Claim") != 0) {
+            en->status = 200;
+            en->note = arena_printf(&j->arena,
+                                    "%s not stored or forwarded: it only serves the Claims' "
+                                    "references",
+                                    type);
+        }
+    }
     for (size_t i = 0; i < j->nclaims; i++) {
+        fhir_out_entry_t *en = &j->entries[fhir_doc_claim_entry(j->doc, i)];
         count_claim(j, i);
         int st = claim_status(j, i);
         any_bad |= st >= 400;
-        j->entries[i].status = st;
-        j->entries[i].verdict = j->results[i].status == GATE_JUDGED ? &j->results[i].verdict : NULL;
-        j->entries[i].error = j->results[i].status == GATE_UNREADABLE ? &j->results[i].detail : NULL;
+        en->status = st;
+        en->verdict = j->results[i].status == GATE_JUDGED ? &j->results[i].verdict : NULL;
+        en->error = j->results[i].status == GATE_UNREADABLE ? &j->results[i].detail : NULL;
+        if (st == 201)
+            en->location = arena_printf(&j->arena, "Claim/%s/_history/1", j->ids[i]);
+        if (st < 300 && j->prefer == PREFER_MINIMAL)
+            en->verdict = NULL;
         if (j->results[i].status == GATE_JUDGED && j->stored[i] != ERR_OK) {
             /* A batch entry that could not be stored says why in its outcome. */
             err_detail_t *e = arena_calloc(&j->arena, 1, sizeof *e);
             err_set(e, j->stored[i], 0, "%s", store_fail_text(j->stored[i]));
-            j->entries[i].error = e;
+            en->error = e;
         }
     }
+    return any_bad;
+}
+
+static void answer_bundle(http_job_t *j)
+{
+    bool any_bad = bundle_entries(j);
     if (j->transaction && j->txn_stored != ERR_OK) {
         answer_transaction_unstored(j);
         return;
@@ -307,7 +531,7 @@ static void answer_bundle(http_job_t *j)
         finish(j, 422, body);
         return;
     }
-    fhir_out_batch_response(j->transaction, j->entries, j->nclaims, j->out_fmt, &j->arena, &body);
+    fhir_out_batch_response(j->transaction, j->entries, j->nentries, j->out_fmt, &j->arena, &body);
     finish(j, 200, body);
 }
 
@@ -412,6 +636,41 @@ static void store_transaction(http_job_t *j)
     daemon_put_many(j->d, items, j->nclaims, &j->txn_refused, stored_transaction, j);
 }
 
+/* The rule pack's name and version ("spine rules v1") for the header
+ * annotation: rule_pack_describe() up to the rule count. */
+static const char *pack_name(http_job_t *j)
+{
+    const char *desc = rule_pack_describe(j->pack->pack);
+    const char *paren = strstr(desc, " (");
+    return paren ? arena_strndup(&j->arena, desc, (size_t)(paren - desc)) : desc;
+}
+
+/* Annotates Claim i for forwarding: one pass of findings replacing any
+ * earlier spinegate pass; an accepted Claim only has earlier passes taken
+ * away unless annotate-accepted asks for the header on it too. */
+static void annotate(http_job_t *j, size_t i, const char *pack)
+{
+    const rule_verdict_t *v = &j->results[i].verdict;
+    if (v->nfindings || v->kind != VERDICT_ACCEPT || j->d->cfg.annotate_accepted)
+        fhir_out_annotate_pack(j->doc, i, v, pack);
+    else
+        fhir_out_strip(j->doc, i);
+}
+
+/* $validate: judged, never stored. A Claim whose content cannot be read is
+ * a verdict too, so every answer here is 200 with its OperationOutcome
+ * (only a body that is not a FHIR document at all got a 4xx earlier). */
+static void answer_validate(http_job_t *j)
+{
+    count_claim(j, 0);
+    slice_t body;
+    if (j->results[0].status == GATE_UNREADABLE)
+        fhir_out_outcome_error(&j->results[0].detail, j->out_fmt, &j->arena, &body);
+    else
+        fhir_out_outcome_verdict(&j->results[0].verdict, j->out_fmt, &j->arena, &body);
+    finish(j, 200, body);
+}
+
 /* Judges every Claim, then stores: Claims that pass go to "fhir" (unless the
  * transaction fails as a whole), rejected ones to the reject sink. */
 static void judge_and_store(http_job_t *j)
@@ -419,8 +678,8 @@ static void judge_and_store(http_job_t *j)
     j->nclaims = fhir_doc_claim_count(j->doc);
     size_t n = j->nclaims ? j->nclaims : 1;
     j->results = arena_calloc(&j->arena, n, sizeof *j->results);
-    j->entries = arena_calloc(&j->arena, n, sizeof *j->entries);
     j->stored = arena_calloc(&j->arena, n, sizeof *j->stored);
+    j->ids = arena_calloc(&j->arena, n, sizeof *j->ids);
     bool all_pass = true;
     for (size_t i = 0; i < j->nclaims; i++) {
         gate_fhir_claim(j->pack->pack, j->doc, i, &j->d->gate_limits, &j->arena, &j->results[i]);
@@ -428,22 +687,16 @@ static void judge_and_store(http_job_t *j)
             all_pass = false;
     }
     if (j->route == ROUTE_VALIDATE) {
-        count_claim(j, 0);
-        slice_t body;
-        if (j->results[0].status == GATE_UNREADABLE) {
-            fhir_out_outcome_error(&j->results[0].detail, j->out_fmt, &j->arena, &body);
-            finish(j, claim_status(j, 0), body);
-        } else {
-            fhir_out_outcome_verdict(&j->results[0].verdict, j->out_fmt, &j->arena, &body);
-            finish(j, 200, body);
-        }
+        answer_validate(j);
         return;
     }
+    for (size_t i = 0; i < j->nclaims; i++)
+        j->ids[i] = location_id(j, i);
+    const char *pack = pack_name(j);
     j->pending = 1; /* held until every store is issued */
     if (j->transaction && all_pass) {
         for (size_t i = 0; i < j->nclaims; i++)
-            if (j->results[i].verdict.nfindings)
-                fhir_out_annotate(j->doc, i, &j->results[i].verdict);
+            annotate(j, i, pack);
         store_transaction(j);
         store_done(j);
         return;
@@ -452,8 +705,7 @@ static void judge_and_store(http_job_t *j)
         gate_result_t *r = &j->results[i];
         if (r->status != GATE_JUDGED)
             continue;
-        if (r->verdict.nfindings)
-            fhir_out_annotate(j->doc, i, &r->verdict);
+        annotate(j, i, pack);
         if (r->verdict.kind == VERDICT_REJECT)
             store_claim(j, i, "reject-fhir");
         else if (!j->transaction || all_pass)
@@ -741,7 +993,9 @@ size_t serve_http_error(const http_req_t *req, int status, const char *why, char
 {
     (void)user;
     (void)status;
-    fhir_format_t fmt = req ? response_format(req, FHIR_FMT_JSON) : FHIR_FMT_JSON;
+    neg_t neg = neg_default(FHIR_FMT_JSON);
+    if (req)
+        neg = negotiate(req, neg);
     arena_t a;
     arena_init(&a, 2048);
     err_detail_t e;
@@ -749,13 +1003,84 @@ size_t serve_http_error(const http_req_t *req, int status, const char *why, char
     err_set(&e, status == 413 ? ERR_TOO_LARGE : status == 408 ? ERR_TIMEOUT : ERR_PROTOCOL, 0,
             "%s", why);
     slice_t body;
-    fhir_out_outcome_error(&e, fmt, &a, &body);
+    fhir_out_outcome_error(&e, neg.fmt, &a, &body);
     size_t n = body.len < cap ? body.len : 0;
     if (n)
         memcpy(out, body.ptr, n);
-    *content_type = fmt == FHIR_FMT_XML ? CT_XML : CT_JSON;
+    *content_type = neg.ctype;
     arena_free(&a);
     return n;
+}
+
+static void serve_metadata(daemon_t *d, http_req_t *req, neg_t neg)
+{
+    (void)d;
+    arena_t a;
+    arena_init(&a, 8192);
+    fhir_out_capability_t cap = {.software_name = "spinegate",
+                                 .software_version = PACKAGE_VERSION,
+                                 .date = SERVE_CAPABILITY_DATE};
+    slice_t body;
+    fhir_out_capability(&cap, neg.fmt, &a, &body);
+    respond(req, 200, neg, body, NULL, &a);
+    arena_free(&a);
+}
+
+/* Refuses a parsed document that does not fit its route; true when it did
+ * (the job is then answered). */
+static bool wrong_document(http_job_t *j)
+{
+    const char *type = fhir_doc_resource_type(j->doc);
+    const char *why = NULL, *where = NULL;
+    int status = 400;
+    bool bundle = strcmp(type, "Bundle") == 0, params = strcmp(type, "Parameters") == 0;
+    if (j->route == ROUTE_VALIDATE) {
+        if (bundle)
+            why = "$validate checks one Claim: send the Claim, or Parameters with it as resource";
+        else if (strcmp(fhir_doc_validate_mode(j->doc), "delete") == 0) {
+            why = "$validate mode delete is not supported: Claims are never deleted here";
+            where = "Parameters.parameter";
+        }
+    } else if (j->route == ROUTE_CLAIM) {
+        if (bundle)
+            why = "POST a Bundle to the base URL, not to Claim";
+        else if (params)
+            why = "Parameters go to Claim/$validate or $validate; POST the Claim itself here";
+    } else if (!bundle) {
+        why = "POST a Claim to [base]/Claim; the base takes a batch or transaction Bundle";
+    } else if (fhir_doc_claim_count(j->doc) == 0) {
+        why = "the Bundle holds no Claim";
+    } else {
+        /* Only batch and transaction Bundles are requests; the type decides
+         * whether one bad Claim fails them all. */
+        const char *bt = fhir_doc_bundle_type(j->doc);
+        if (strcmp(bt, "batch") != 0 && strcmp(bt, "transaction") != 0) {
+            why = "POST a Bundle of type batch or transaction";
+            where = "Bundle.type";
+        } else if (strcmp(bt, "transaction") == 0) {
+            /* All or nothing: an entry that cannot be carried out fails the
+             * transaction before anything is judged or stored. */
+            for (size_t n = 0; n < fhir_doc_entry_count(j->doc) && !why; n++)
+                if (!fhir_doc_entry_type(j->doc, n)) {
+                    why = "an entry without a resource: this server takes POSTed Claims only; "
+                          "nothing of the transaction was stored";
+                    where = arena_printf(&j->arena, "Bundle.entry[%zu]", n);
+                }
+        }
+    }
+    if (!why)
+        return false;
+    err_detail_t e;
+    err_clear(&e);
+    err_set(&e, ERR_UNSUPPORTED, 0, "%s", why);
+    if (where)
+        snprintf(e.where, sizeof e.where, "%s", where);
+    if (j->route == ROUTE_VALIDATE)
+        metrics_count_validation(&j->d->metrics, metric_fmt(j), METRIC_UNREADABLE, NULL);
+    slice_t out;
+    fhir_out_outcome_error(&e, j->out_fmt, &j->arena, &out);
+    finish(j, status, out);
+    return true;
 }
 
 void serve_http_request(http_req_t *req, void *user)
@@ -763,8 +1088,9 @@ void serve_http_request(http_req_t *req, void *user)
     daemon_t *d = user;
     char path[1024];
     size_t plen;
+    neg_t fallback = negotiate(req, neg_default(FHIR_FMT_JSON));
     if (!http_pct_decode(http_req_path(req), false, path, sizeof path, &plen)) {
-        respond_error(req, 400, FHIR_FMT_JSON, ERR_PROTOCOL, NULL, "malformed request path");
+        respond_error(req, 400, fallback, ERR_PROTOCOL, NULL, "malformed request path");
         return;
     }
     while (plen > 1 && path[plen - 1] == '/')
@@ -772,7 +1098,6 @@ void serve_http_request(http_req_t *req, void *user)
     const char *method = http_req_method(req);
     bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     bool post = strcmp(method, "POST") == 0;
-    fhir_format_t fallback = response_format(req, FHIR_FMT_JSON);
 
     if (strcmp(path, "/healthz") == 0 && get) {
         serve_healthz(d, req);
@@ -800,41 +1125,34 @@ void serve_http_request(http_req_t *req, void *user)
         return;
     }
     if (strcmp(rest, "/metadata") == 0) {
-        if (!get) {
-            respond_error(req, 405, fallback, ERR_PROTOCOL, NULL, "use GET for metadata");
-            return;
-        }
-        arena_t a;
-        arena_init(&a, 8192);
-        fhir_out_capability_t cap = {.software_name = "spinegate",
-                                     .software_version = PACKAGE_VERSION,
-                                     .date = SERVE_CAPABILITY_DATE};
-        slice_t body;
-        fhir_out_capability(&cap, fallback, &a, &body);
-        respond(req, 200, fallback, body, NULL);
-        arena_free(&a);
+        if (!get)
+            respond_error_allow(req, 405, fallback, ERR_PROTOCOL, NULL, "use GET for metadata",
+                                "GET, HEAD");
+        else
+            serve_metadata(d, req, fallback);
         return;
     }
     route_t route;
     if (strcmp(rest, "/Claim") == 0)
         route = ROUTE_CLAIM;
-    else if (strcmp(rest, "/Claim/$validate") == 0)
+    else if (strcmp(rest, "/Claim/$validate") == 0 || strcmp(rest, "/$validate") == 0)
         route = ROUTE_VALIDATE;
     else if (rest[0] == '\0')
         route = ROUTE_BUNDLE;
     else {
         respond_error(req, 404, fallback, ERR_NOT_FOUND, NULL,
-                      "no such endpoint: this server takes Claim, Claim/$validate, a Bundle at the "
-                      "base, and metadata");
+                      "no such endpoint: this server takes Claim, Claim/$validate, $validate, a "
+                      "Bundle at the base, and metadata");
         return;
     }
     if (!post) {
-        respond_error(req, 405, fallback, ERR_PROTOCOL, NULL, "use POST");
+        respond_error_allow(req, 405, fallback, ERR_PROTOCOL, NULL, "use POST", "POST");
         return;
     }
 
     buf_t *body = http_req_body(req);
-    int ct = format_of_content_type(http_req_header(req, "Content-Type"));
+    bool plain;
+    int ct = format_of_content_type(http_req_header(req, "Content-Type"), &plain);
     if (ct == -1) {
         respond_error(req, 415, fallback, ERR_UNSUPPORTED, NULL,
                       "send application/fhir+json or application/fhir+xml");
@@ -844,6 +1162,11 @@ void serve_http_request(http_req_t *req, void *user)
                                            ? FHIR_FMT_XML
                                            : FHIR_FMT_JSON)
                                     : (fhir_format_t)ct;
+    /* Without _format or Accept the answer is in the request's own media
+     * type: application/json is answered as application/json. */
+    neg_t own = neg_default(in_fmt);
+    if (plain)
+        own.ctype = in_fmt == FHIR_FMT_XML ? CT_PLAIN_XML : CT_PLAIN_JSON;
 
     http_job_t *j = xcalloc(1, sizeof *j);
     j->d = d;
@@ -851,7 +1174,9 @@ void serve_http_request(http_req_t *req, void *user)
     j->route = route;
     j->t0 = uv_hrtime();
     j->in_fmt = in_fmt;
-    j->out_fmt = response_format(req, in_fmt);
+    j->neg = negotiate(req, own);
+    j->out_fmt = j->neg.fmt;
+    j->prefer = prefer_of(req);
     arena_init(&j->arena, 16384);
     j->pack = daemon_pack_ref(d);
     log_phi("http body", body->data, body->len);
@@ -860,7 +1185,10 @@ void serve_http_request(http_req_t *req, void *user)
     err_clear(&e);
     fhir_opts_t fo = {.max_size = (size_t)d->cfg.max_body_size + 1};
     if (fhir_parse(body->data, body->len, in_fmt, &fo, &j->doc, &e) != ERR_OK) {
-        metrics_count(&d->metrics, metric_fmt(j), METRIC_UNREADABLE, NULL);
+        if (route == ROUTE_VALIDATE)
+            metrics_count_validation(&d->metrics, metric_fmt(j), METRIC_UNREADABLE, NULL);
+        else
+            metrics_count(&d->metrics, metric_fmt(j), METRIC_UNREADABLE, NULL);
         log_warn("http conn=%llu unreadable %s body (%s%s%s)",
                  (unsigned long long)http_req_conn_id(req), in_fmt == FHIR_FMT_XML ? "XML" : "JSON",
                  err_name(e.code), e.where[0] ? " at " : "", e.where);
@@ -869,31 +1197,8 @@ void serve_http_request(http_req_t *req, void *user)
         finish(j, 400, out);
         return;
     }
-    const char *type = fhir_doc_resource_type(j->doc);
-    bool is_bundle = strcmp(type, "Bundle") == 0;
-    if ((route != ROUTE_BUNDLE) == is_bundle || fhir_doc_claim_count(j->doc) == 0) {
-        slice_t out;
-        err_set(&e, ERR_UNSUPPORTED, 0, "%s",
-                is_bundle ? (route == ROUTE_BUNDLE ? "the Bundle holds no Claim"
-                                                   : "POST a Bundle to the base URL, not to Claim")
-                          : "POST a Claim to [base]/Claim; the base takes a batch or transaction Bundle");
-        fhir_out_outcome_error(&e, j->out_fmt, &j->arena, &out);
-        finish(j, 400, out);
+    if (wrong_document(j))
         return;
-    }
-    if (is_bundle) {
-        /* Only batch and transaction Bundles are requests; the type decides
-         * whether one bad Claim fails them all. */
-        const char *bt = fhir_doc_bundle_type(j->doc);
-        if (strcmp(bt, "batch") != 0 && strcmp(bt, "transaction") != 0) {
-            slice_t out;
-            err_set(&e, ERR_UNSUPPORTED, 0, "POST a Bundle of type batch or transaction");
-            snprintf(e.where, sizeof e.where, "Bundle.type");
-            fhir_out_outcome_error(&e, j->out_fmt, &j->arena, &out);
-            finish(j, 400, out);
-            return;
-        }
-        j->transaction = strcmp(fhir_doc_bundle_type(j->doc), "transaction") == 0;
-    }
+    j->transaction = strcmp(fhir_doc_bundle_type(j->doc), "transaction") == 0;
     judge_and_store(j);
 }

@@ -37,12 +37,18 @@ static int fuzz_fhir_one(const uint8_t *data, size_t size, fhir_format_t fmt)
          .line_index = 0},
         {.rule_id = "r", .message = "m", .location = "DG1(1)-3", .dx_index = -1, .line_index = -1},
     };
-    rule_verdict_t v = {.kind = VERDICT_REJECT, .findings = f, .nfindings = 3};
+    rule_verdict_t v = {.kind = VERDICT_REJECT, .findings = f, .nfindings = 3, .code_set = "FY2027"};
+    (void)fhir_doc_validate_mode(doc);
+    for (size_t n = 0; n < fhir_doc_entry_count(doc); n++)
+        (void)fhir_doc_entry_type(doc, n);
     for (size_t i = 0; i < fhir_doc_claim_count(doc); i++) {
         claim_t *c;
         if (fhir_doc_claim(doc, i, &a, &c, &d) == ERR_OK) {
+            /* Twice, as a re-sent Claim is: the second pass strips the first. */
             fhir_out_annotate(doc, i, &v);
+            fhir_out_annotate_pack(doc, i, &v, "spine rules v1");
             fhir_out_claim(doc, i, &a, &out);
+            fhir_out_pretty(out, fmt, &a, &out);
         } else {
             fhir_out_outcome_error(&d, fmt, &a, &out);
         }

@@ -50,19 +50,38 @@ fhir_format_t fhir_detect_format(const char *buf, size_t len);
  * max_claims); ERR_TOO_DEEP (nesting over max_depth, offset/line of the
  * element that crossed it); ERR_BAD_JSON / ERR_BAD_XML (malformed; offset,
  * line in d->segment, column in the message; a DOCTYPE is ERR_BAD_XML);
- * ERR_UNSUPPORTED (a resource other than Claim or Bundle: the message names
- * its type; XML not in the FHIR namespace); ERR_NUL_BYTE (JSON with a NUL,
+ * ERR_UNSUPPORTED (a resource other than Claim, Bundle or Parameters: the
+ * message names its type; XML not in the FHIR namespace; a Parameters whose
+ * `resource` is not a Claim, or with a parameter other than resource and
+ * mode); ERR_NUL_BYTE (JSON with a NUL,
  * raw or \u0000); ERR_BAD_VALUE (a JSON object with the same property twice,
- * a Bundle whose type or entry list has the wrong shape; d->where says where). */
+ * a Bundle whose type or entry list has the wrong shape, a Parameters with
+ * a nameless or repeated parameter or a mode outside create|update|delete;
+ * d->where says where); ERR_EMPTY also for a Parameters without a
+ * `resource` parameter. */
 err_t fhir_parse(const char *buf, size_t len, fhir_format_t fmt, const fhir_opts_t *o,
                  fhir_doc_t **out, err_detail_t *d);
 
-/* "Claim" or "Bundle"; valid as long as doc. */
+/* "Claim", "Bundle" or "Parameters" (the $validate form: one `resource`
+ * parameter holding a Claim, which is then the document's one Claim);
+ * valid as long as doc. */
 const char *fhir_doc_resource_type(const fhir_doc_t *doc);
 
 /* Bundle.type ("batch", "transaction", "collection", ...), truncated to 31
  * bytes; "" for a lone Claim. Valid as long as doc. */
 const char *fhir_doc_bundle_type(const fhir_doc_t *doc);
+
+/* The `mode` parameter of a Parameters document: "create", "update" or
+ * "delete"; "" when absent or for a Claim or Bundle. Valid as long as doc. */
+const char *fhir_doc_validate_mode(const fhir_doc_t *doc);
+
+/* Number of Bundle.entry elements, whatever they hold (0 for a Claim or
+ * Parameters document). */
+size_t fhir_doc_entry_count(const fhir_doc_t *doc);
+
+/* The resource type of Bundle.entry[n] ("Claim", "Patient", ...), or NULL
+ * when that entry has no resource or n is out of range. Valid as long as doc. */
+const char *fhir_doc_entry_type(const fhir_doc_t *doc, size_t n);
 
 /* The document's format. */
 fhir_format_t fhir_doc_format(const fhir_doc_t *doc);

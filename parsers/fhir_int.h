@@ -57,8 +57,9 @@ struct fhir_doc {
     const fhir__ops_t *ops;
     void *tree;          /* cJSON * or xmlDoc * */
     fhir__node_t root;   /* the top resource */
-    const char *rtype;   /* "Claim" or "Bundle" */
+    const char *rtype;   /* "Claim", "Bundle" or "Parameters" */
     char bundle_type[32]; /* Bundle.type ("batch", "transaction", ...); "" for a Claim */
+    char mode[8];         /* Parameters: the $validate mode ("create", ...), or "" */
     fhir__node_t *claims;
     size_t *claim_entry; /* entry index of each claim */
     size_t nclaims;

@@ -126,6 +126,69 @@ static err_t index_bundle(fhir_doc_t *doc, const fhir_opts_t *o, err_detail_t *d
     return ERR_OK;
 }
 
+/* The $validate form: Parameters with one `resource` parameter (the Claim
+ * to check) and an optional `mode` (valueCode). Anything else is refused
+ * rather than ignored, so a client never believes a `profile` was applied. */
+static err_t index_parameters(fhir_doc_t *doc, err_detail_t *d)
+{
+    const fhir__ops_t *ops = doc->ops;
+    bool bad = false;
+    fhir__node_t claim = NULL;
+    size_t i = 0;
+    for (fhir__node_t p = ops->first(doc->root, "parameter", &bad); p; p = ops->next(p), i++) {
+        char path[64];
+        snprintf(path, sizeof path, "Parameters.parameter[%zu]", i);
+        if (!ops->is_object(p))
+            return path_err(d, ERR_BAD_VALUE, path, "a parameter must be an object");
+        const char *name = NULL;
+        fhir__node_t nn = ops->get(p, "name", &bad);
+        if (bad || !nn || ops->str(nn, &name) != FHIR__OK || !*name) {
+            snprintf(path, sizeof path, "Parameters.parameter[%zu].name", i);
+            return path_err(d, ERR_BAD_VALUE, path, "a parameter needs a name");
+        }
+        if (strcmp(name, "resource") == 0) {
+            if (claim)
+                return path_err(d, ERR_BAD_VALUE, path, "the resource parameter is given twice");
+            snprintf(path, sizeof path, "Parameters.parameter[%zu].resource", i);
+            fhir__node_t rc = ops->get(p, "resource", &bad);
+            if (!bad && !rc)
+                return path_err(d, ERR_EMPTY, path, "the resource parameter holds no resource");
+            fhir__node_t res = rc ? ops->resource(rc, &bad) : NULL;
+            const char *rt = res ? ops->resource_type(res) : NULL;
+            if (bad || !rt)
+                return path_err(d, ERR_BAD_VALUE, path, "not a resource");
+            if (strcmp(rt, "Claim") != 0)
+                return path_err(d, ERR_UNSUPPORTED, path,
+                                "$validate here checks a Claim, not a %s",
+                                safe_type(rt) ? rt : "resource of another type");
+            claim = res;
+        } else if (strcmp(name, "mode") == 0) {
+            const char *mode = NULL;
+            fhir__node_t v = ops->get(p, "valueCode", &bad);
+            snprintf(path, sizeof path, "Parameters.parameter[%zu].valueCode", i);
+            if (doc->mode[0])
+                return path_err(d, ERR_BAD_VALUE, path, "mode is given twice");
+            if (bad || !v || ops->str(v, &mode) != FHIR__OK ||
+                (strcmp(mode, "create") != 0 && strcmp(mode, "update") != 0 &&
+                 strcmp(mode, "delete") != 0))
+                return path_err(d, ERR_BAD_VALUE, path, "mode is a code: create, update or delete");
+            snprintf(doc->mode, sizeof doc->mode, "%s", mode);
+        } else {
+            snprintf(path, sizeof path, "Parameters.parameter[%zu].name", i);
+            return path_err(d, ERR_UNSUPPORTED, path,
+                            "parameter %s is not supported: give resource and optionally mode",
+                            safe_type(name) ? name : "of that name");
+        }
+    }
+    if (bad)
+        return path_err(d, ERR_BAD_VALUE, "Parameters.parameter", "parameter must be an array");
+    if (!claim)
+        return path_err(d, ERR_EMPTY, "Parameters.parameter",
+                        "no resource parameter: $validate needs the Claim in one");
+    add_claim(doc, claim, 0);
+    return ERR_OK;
+}
+
 err_t fhir_parse(const char *buf, size_t len, fhir_format_t fmt, const fhir_opts_t *o,
                  fhir_doc_t **out, err_detail_t *d)
 {
@@ -161,9 +224,13 @@ err_t fhir_parse(const char *buf, size_t len, fhir_format_t fmt, const fhir_opts
     } else if (rt && strcmp(rt, "Bundle") == 0) {
         doc->rtype = "Bundle";
         e = index_bundle(doc, &opts, d);
+    } else if (rt && strcmp(rt, "Parameters") == 0) {
+        doc->rtype = "Parameters";
+        e = index_parameters(doc, d);
     } else if (safe_type(rt)) {
         e = err_set(d, ERR_UNSUPPORTED, 0,
-                    "resource type %s is not supported here: send a Claim or a Bundle of Claims",
+                    "resource type %s is not supported here: send a Claim, a Bundle of Claims, "
+                    "or Parameters for $validate",
                     rt);
     } else {
         e = err_set(d, ERR_UNSUPPORTED, 0,
@@ -180,6 +247,23 @@ err_t fhir_parse(const char *buf, size_t len, fhir_format_t fmt, const fhir_opts
 const char *fhir_doc_resource_type(const fhir_doc_t *doc)
 {
     return doc->rtype;
+}
+
+const char *fhir_doc_validate_mode(const fhir_doc_t *doc)
+{
+    return doc->mode;
+}
+
+size_t fhir_doc_entry_count(const fhir_doc_t *doc)
+{
+    return doc->nentries;
+}
+
+const char *fhir_doc_entry_type(const fhir_doc_t *doc, size_t n)
+{
+    if (n >= doc->nentries || !doc->entries[n].res)
+        return NULL;
+    return doc->ops->resource_type(doc->entries[n].res);
 }
 
 fhir_format_t fhir_doc_format(const fhir_doc_t *doc)

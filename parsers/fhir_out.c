@@ -6,6 +6,7 @@
  * Outputs are copied into the caller's arena; library buffers are freed here.
  */
 #include <cjson/cJSON.h>
+#include <libxml/parser.h>
 #include <libxml/tree.h>
 #include <stdio.h>
 #include <string.h>
@@ -297,6 +298,13 @@ void fhir_out_batch_response(bool transaction, const fhir_out_entry_t *entries, 
             oo = error_outcome(a, "outcome", e->error);
         else if (e->verdict)
             oo = verdict_outcome(a, "outcome", e->verdict);
+        else if (e->note) {
+            oo = w_add(a, NULL, "outcome", W_RES, "OperationOutcome", false);
+            w_t *is = w_obj(a, oo, "issue", true);
+            w_str(a, is, "severity", "information", false);
+            w_str(a, is, "code", "informational", false);
+            w_str(a, is, "diagnostics", e->note, false);
+        }
         if (oo) {
             if (r->last)
                 r->last->next = oo;
@@ -327,10 +335,14 @@ void fhir_out_capability(const fhir_out_capability_t *c, fhir_format_t fmt, aren
           false);
     w_str(a, impl, "url", c->base_url, false);
     w_str(a, cs, "fhirVersion", "4.0.1", false);
-    w_str(a, cs, "format", "json", true);
-    w_str(a, cs, "format", "xml", true);
+    /* What a request may send and what Accept / _format may ask for. */
     w_str(a, cs, "format", "application/fhir+json", true);
     w_str(a, cs, "format", "application/fhir+xml", true);
+    w_str(a, cs, "format", "application/json", true);
+    w_str(a, cs, "format", "application/xml", true);
+    w_str(a, cs, "format", "text/xml", true);
+    w_str(a, cs, "format", "json", true);
+    w_str(a, cs, "format", "xml", true);
     w_t *rest = w_obj(a, cs, "rest", true);
     w_str(a, rest, "mode", "server", false);
     w_t *res = w_obj(a, rest, "resource", true);
@@ -344,6 +356,10 @@ void fhir_out_capability(const fhir_out_capability_t *c, fhir_format_t fmt, aren
     w_str(a, in, "code", "batch", false);
     in = w_obj(a, rest, "interaction", true);
     w_str(a, in, "code", "transaction", false);
+    /* [base]/$validate takes the same Claim or Parameters as Claim/$validate. */
+    op = w_obj(a, rest, "operation", true);
+    w_str(a, op, "name", "validate", false);
+    w_str(a, op, "definition", "http://hl7.org/fhir/OperationDefinition/Resource-validate", false);
     render(cs, fmt, a, out);
 }
 
@@ -456,21 +472,114 @@ static fhir__node_t nth(const fhir__ops_t *ops, fhir__node_t obj, const char *na
     return n;
 }
 
-err_t fhir_out_annotate(fhir_doc_t *doc, size_t i, const rule_verdict_t *v)
+static bool ours(const char *url)
+{
+    return url && strncmp(url, FHIR_OUT_EXT_BASE, strlen(FHIR_OUT_EXT_BASE)) == 0;
+}
+
+/* JSON: removes obj.extension items whose url is under FHIR_OUT_EXT_BASE,
+ * and the array itself when nothing else is left (FHIR has no empty arrays). */
+static void json_strip(cJSON *obj)
+{
+    cJSON *arr = cJSON_GetObjectItemCaseSensitive(obj, "extension");
+    if (!cJSON_IsArray(arr))
+        return;
+    for (cJSON *x = arr->child, *next; x; x = next) {
+        next = x->next;
+        const cJSON *u = cJSON_GetObjectItemCaseSensitive(x, "url");
+        if (cJSON_IsString(u) && ours(u->valuestring))
+            cJSON_Delete(cJSON_DetachItemViaPointer(arr, x));
+    }
+    if (!arr->child)
+        cJSON_DeleteItemFromObjectCaseSensitive(obj, "extension");
+}
+
+/* XML: removes the <extension> children of obj whose url is ours. */
+static void xml_strip(xmlNodePtr obj)
+{
+    for (xmlNodePtr c = obj->children, next; c; c = next) {
+        next = c->next;
+        if (!xml_is(c, "extension"))
+            continue;
+        xmlChar *u = xmlGetProp(c, BAD_CAST "url");
+        bool mine = u && ours((const char *)u);
+        xmlFree(u);
+        if (mine) {
+            xmlUnlinkNode(c);
+            xmlFreeNode(c);
+        }
+    }
+}
+
+static void strip_node(const fhir_doc_t *doc, fhir__node_t n)
+{
+    if (!n || !doc->ops->is_object(n))
+        return;
+    if (doc->fmt == FHIR_FMT_XML)
+        xml_strip((xmlNodePtr)n);
+    else
+        json_strip((cJSON *)n);
+}
+
+err_t fhir_out_strip(fhir_doc_t *doc, size_t i)
 {
     if (i >= doc->nclaims)
+        return ERR_NOT_FOUND;
+    fhir__node_t claim = doc->claims[i];
+    strip_node(doc, claim);
+    static const char *const kids[] = {"diagnosis", "item"};
+    for (size_t k = 0; k < 2; k++) {
+        bool bad = false;
+        for (fhir__node_t n = doc->ops->first(claim, kids[k], &bad); n; n = doc->ops->next(n))
+            strip_node(doc, n);
+    }
+    return ERR_OK;
+}
+
+/* The header extension: what judged the Claim and what it found. */
+static w_t *header_ext(arena_t *a, const rule_verdict_t *v, const char *rule_pack)
+{
+    w_t *ext = w_obj(a, NULL, "extension", true);
+    w_add(a, ext, "url", W_ATTR, FHIR_OUT_EXT_ANNOTATION, false);
+    w_t *s = w_obj(a, ext, "extension", true);
+    w_add(a, s, "url", W_ATTR, "verdict", false);
+    w_str(a, s, "valueCode", verdict_code(v ? v->kind : VERDICT_ACCEPT), false);
+    if (rule_pack && *rule_pack) {
+        s = w_obj(a, ext, "extension", true);
+        w_add(a, s, "url", W_ATTR, "rulePack", false);
+        w_str(a, s, "valueString", rule_pack, false);
+    }
+    if (v && v->code_set && *v->code_set) {
+        s = w_obj(a, ext, "extension", true);
+        w_add(a, s, "url", W_ATTR, "codeSet", false);
+        w_str(a, s, "valueString", v->code_set, false);
+    }
+    s = w_obj(a, ext, "extension", true);
+    w_add(a, s, "url", W_ATTR, "findings", false);
+    w_add(a, s, "valueUnsignedInt", W_LIT, arena_printf(a, "%zu", v ? v->nfindings : 0), false);
+    return ext;
+}
+
+err_t fhir_out_annotate_pack(fhir_doc_t *doc, size_t i, const rule_verdict_t *v,
+                             const char *rule_pack)
+{
+    if (fhir_out_strip(doc, i) != ERR_OK)
         return ERR_NOT_FOUND;
     arena_t a;
     arena_init(&a, 0);
     fhir__node_t claim = doc->claims[i];
     bool xml = doc->fmt == FHIR_FMT_XML;
+    w_t *hx = header_ext(&a, v, rule_pack);
     w_t *vx = w_obj(&a, NULL, "extension", true);
     w_add(&a, vx, "url", W_ATTR, FHIR_OUT_EXT_VERDICT, false);
     w_str(&a, vx, "valueCode", verdict_code(v ? v->kind : VERDICT_ACCEPT), false);
-    if (xml)
+    if (xml) {
+        xml_attach((xmlNodePtr)claim, true, hx);
         xml_attach((xmlNodePtr)claim, true, vx);
-    else
+    } else {
+        json_attach((cJSON *)claim, hx);
         json_attach((cJSON *)claim, vx);
+    }
     for (size_t k = 0; v && k < v->nfindings; k++) {
         const rule_finding_t *f = &v->findings[k];
         fhir__node_t target = NULL;
@@ -489,6 +598,11 @@ err_t fhir_out_annotate(fhir_doc_t *doc, size_t i, const rule_verdict_t *v)
     }
     arena_free(&a);
     return ERR_OK;
+}
+
+err_t fhir_out_annotate(fhir_doc_t *doc, size_t i, const rule_verdict_t *v)
+{
+    return fhir_out_annotate_pack(doc, i, v, NULL);
 }
 
 static void xml_node_out(const xmlNode *node, arena_t *a, slice_t *out)
@@ -516,6 +630,35 @@ err_t fhir_out_claim(const fhir_doc_t *doc, size_t i, arena_t *a, slice_t *out)
     else
         emit_json((cJSON *)doc->claims[i], a, out);
     return ERR_OK;
+}
+
+void fhir_out_pretty(slice_t in, fhir_format_t fmt, arena_t *a, slice_t *out)
+{
+    *out = in;
+    if (fmt == FHIR_FMT_JSON) {
+        cJSON *j = cJSON_ParseWithLength(in.ptr, in.len);
+        if (!j)
+            return;
+        char *p = cJSON_Print(j);
+        size_t n = strlen(p);
+        out->ptr = arena_strndup(a, p, n);
+        out->len = n;
+        cJSON_free(p);
+        cJSON_Delete(j);
+        return;
+    }
+    /* Our own output: no DTD, no entities; XML_PARSE_NONET all the same. */
+    xmlDocPtr d = xmlReadMemory(in.ptr, (int)in.len, NULL, "UTF-8",
+                                XML_PARSE_NONET | XML_PARSE_NOBLANKS);
+    if (!d)
+        return;
+    xmlChar *mem = NULL;
+    int n = 0;
+    xmlDocDumpFormatMemoryEnc(d, &mem, &n, "UTF-8", 1);
+    out->ptr = arena_strndup(a, (const char *)mem, (size_t)n);
+    out->len = (size_t)n;
+    xmlFree(mem);
+    xmlFreeDoc(d);
 }
 
 void fhir_out_doc(const fhir_doc_t *doc, arena_t *a, slice_t *out)

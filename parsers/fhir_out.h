@@ -25,8 +25,14 @@
 /* Extension holding one finding (sub-extensions rule, severity, message,
  * code, suggestion, reference, location). */
 #define FHIR_OUT_EXT_FINDING "https://spinegate.invalid/fhir/StructureDefinition/finding"
+/* Every extension spinegate writes has a URL under this base; an earlier
+ * pass's extensions are recognised (and replaced) by it. */
+#define FHIR_OUT_EXT_BASE "https://spinegate.invalid/fhir/StructureDefinition/"
 /* Extension on the Claim holding the verdict (valueCode accept/annotate/reject). */
 #define FHIR_OUT_EXT_VERDICT "https://spinegate.invalid/fhir/StructureDefinition/verdict"
+/* The header extension on the Claim: one per pass, sub-extensions verdict,
+ * rulePack, codeSet, findings (docs/fhir-extensions.md). */
+#define FHIR_OUT_EXT_ANNOTATION "https://spinegate.invalid/fhir/StructureDefinition/annotation"
 
 /* Writes an OperationOutcome with one issue per finding of v: severity
  * error/warning/information for reject/warn/info, code code-invalid or
@@ -43,16 +49,33 @@ void fhir_out_outcome_verdict(const rule_verdict_t *v, fhir_format_t fmt, arena_
  * d->where when set. Never fails. */
 void fhir_out_outcome_error(const err_detail_t *d, fhir_format_t fmt, arena_t *a, slice_t *out);
 
-/* Adds the findings of v to the i-th Claim of doc as extensions: a finding
- * with dx_index k goes on Claim.diagnosis[k], one with line_index k on
- * Claim.item[k], any other on the Claim; plus the verdict extension on the
- * Claim. Calling it twice adds the findings twice.
+/* Annotates the i-th Claim of doc with one pass of findings: first removes
+ * every extension under FHIR_OUT_EXT_BASE that an earlier pass left on the
+ * Claim, its diagnoses and its items (fhir_out_strip), then adds the header
+ * extension (verdict, rule_pack when non-NULL, v->code_set, findings count)
+ * and the verdict extension on the Claim, and each finding: one with
+ * dx_index k on Claim.diagnosis[k], one with line_index k on Claim.item[k],
+ * any other on the Claim. Calling it twice leaves one pass.
  * Errors: ERR_NOT_FOUND (no Claim i). */
+err_t fhir_out_annotate_pack(fhir_doc_t *doc, size_t i, const rule_verdict_t *v,
+                             const char *rule_pack);
+
+/* fhir_out_annotate_pack without a rule pack name. */
 err_t fhir_out_annotate(fhir_doc_t *doc, size_t i, const rule_verdict_t *v);
+
+/* Removes the extensions an earlier spinegate pass added to the i-th Claim
+ * (URL under FHIR_OUT_EXT_BASE, on the Claim, its diagnoses and items), so
+ * a Claim forwarded without annotation carries no stale findings.
+ * Errors: ERR_NOT_FOUND (no Claim i). */
+err_t fhir_out_strip(fhir_doc_t *doc, size_t i);
 
 /* Serialises the i-th Claim alone (with its annotations), in the document's
  * format. Errors: ERR_NOT_FOUND (no Claim i). */
 err_t fhir_out_claim(const fhir_doc_t *doc, size_t i, arena_t *a, slice_t *out);
+
+/* Re-renders in (one of these writers' outputs, in format fmt) indented
+ * for people (_pretty=true). *out is in itself if in does not parse. */
+void fhir_out_pretty(slice_t in, fhir_format_t fmt, arena_t *a, slice_t *out);
 
 /* Serialises the whole document (a Claim or a Bundle) in its format. */
 void fhir_out_doc(const fhir_doc_t *doc, arena_t *a, slice_t *out);
@@ -63,6 +86,7 @@ typedef struct {
     const char *location;         /* "Claim/123/_history/1", or NULL */
     const rule_verdict_t *verdict; /* outcome from the verdict, or NULL */
     const err_detail_t *error;    /* outcome from an error (wins), or NULL */
+    const char *note;             /* else: one information issue saying this, or NULL */
 } fhir_out_entry_t;
 
 /* Writes a Bundle of type batch-response (transaction = false) or
@@ -79,8 +103,8 @@ typedef struct {
 } fhir_out_capability_t;
 
 /* Writes the CapabilityStatement for GET [base]/metadata: FHIR 4.0.1,
- * json and xml, Claim with create and $validate, system batch and
- * transaction. Never fails. */
+ * the JSON and XML media types, Claim with create and $validate, system
+ * batch, transaction and $validate. Never fails. */
 void fhir_out_capability(const fhir_out_capability_t *c, fhir_format_t fmt, arena_t *a,
                          slice_t *out);
 

@@ -75,7 +75,8 @@ static rule_verdict_t sample_verdict(void)
         {.rule_id = "hl7-located", .severity = RULE_SEV_WARN, .message = "claim-level finding",
          .location = "DG1(2)-3", .dx_index = -1, .line_index = -1},
     };
-    return (rule_verdict_t){.kind = VERDICT_REJECT, .findings = f, .nfindings = 4};
+    return (rule_verdict_t){.kind = VERDICT_REJECT, .findings = f, .nfindings = 4,
+                            .code_set = "FY2027"};
 }
 
 static void annotated(const char *name, const char *rel_base, size_t claim, fhir_format_t fmt,
@@ -89,7 +90,10 @@ static void annotated(const char *name, const char *rel_base, size_t claim, fhir
     rule_verdict_t v = sample_verdict();
     claim_t *before, *after;
     err_detail_t d;
-    if (fhir_doc_claim(doc, claim, a, &before, &d) || fhir_out_annotate(doc, claim, &v)) {
+    /* Twice: the second pass replaces the first (the header included). */
+    if (fhir_doc_claim(doc, claim, a, &before, &d) ||
+        fhir_out_annotate_pack(doc, claim, &v, "spine rules v1") ||
+        fhir_out_annotate_pack(doc, claim, &v, "spine rules v1")) {
         fprintf(stderr, "%s: cannot annotate\n", name);
         exit(1);
     }
@@ -157,13 +161,16 @@ int main(int argc, char **argv)
             put(name, fmt, s);
         }
 
-        fhir_out_entry_t entries[3] = {
+        fhir_out_entry_t entries[4] = {
             {.status = 201, .location = "Claim/spine-b1/_history/1", .verdict = &empty},
             {.status = 422, .verdict = &v},
             {.status = 400, .error = &errs[1]},
+            {.status = 200, .note = "Patient not stored or forwarded: it only serves references"},
         };
-        fhir_out_batch_response(false, entries, 3, fmt, &a, &s);
+        fhir_out_batch_response(false, entries, 4, fmt, &a, &s);
         put("batch-response", fmt, s);
+        fhir_out_pretty(s, fmt, &a, &s);
+        put("batch-response-pretty", fmt, s);
         fhir_out_batch_response(true, entries, 2, fmt, &a, &s);
         put("transaction-response", fmt, s);
 

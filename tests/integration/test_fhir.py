@@ -24,9 +24,18 @@ def load(name):
 
 def curl(port, path, body=None, ctype="application/fhir+json", method=None, extra=()):
     """Runs curl; returns (status, content type, body bytes)."""
+    return curl_h(port, path, body, ctype, method, extra)[:3]
+
+
+def curl_h(port, path, body=None, ctype="application/fhir+json", method=None, extra=()):
+    """Runs curl; returns (status, content type, body bytes, headers) where
+    headers maps lower-case names to values."""
     with tempfile.NamedTemporaryFile(delete=False) as out:
         pass
-    args = ["curl", "-s", "-o", out.name, "-w", "%{http_code} %{content_type}", "--max-time", "30"]
+    with tempfile.NamedTemporaryFile(delete=False) as hdr:
+        pass
+    args = ["curl", "-s", "-o", out.name, "-D", hdr.name, "-w", "%{http_code} %{content_type}",
+            "--max-time", "30"]
     if body is not None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         with tempfile.NamedTemporaryFile(delete=False) as f:
@@ -41,8 +50,15 @@ def curl(port, path, body=None, ctype="application/fhir+json", method=None, extr
     with open(out.name, "rb") as f:
         content = f.read()
     os.unlink(out.name)
+    headers = {}
+    with open(hdr.name, "rb") as f:
+        for line in f.read().decode("latin-1").split("\r\n")[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+    os.unlink(hdr.name)
     code, _, ct = r.stdout.partition(" ")
-    return int(code or 0), ct, content
+    return int(code or 0), ct, content, headers
 
 
 def with_dx(claim, codes):
@@ -91,6 +107,59 @@ def metric(text, name, labels):
     """The value of one sample of the Prometheus text, or None if absent."""
     m = re.search(r"^%s\{%s\} (\d+)$" % (re.escape(name), re.escape(labels)), text, re.M)
     return int(m.group(1)) if m else None
+
+
+NS = "{http://hl7.org/fhir}"
+ANNOTATION = "https://spinegate.invalid/fhir/StructureDefinition/annotation"
+
+
+def load_xml(name):
+    with open(os.path.join(FHIR, "xml", name), "rb") as f:
+        return f.read()
+
+
+def xml_claim(code="M43.04", cid=None):
+    """The example XML Claim with its one diagnosis code (and id) replaced."""
+    x = load_xml("spine-m4304-mri.xml").replace(b'value="M43.04"', b'value="%s"' % code.encode())
+    if cid:
+        x = x.replace(b'<id value="spine-m4304-mri"/>', b'<id value="%s"/>' % cid.encode(), 1)
+    return x
+
+
+def parameters_json(claim, mode=None):
+    p = [{"name": "mode", "valueCode": mode}] if mode else []
+    return {"resourceType": "Parameters", "parameter": p + [{"name": "resource", "resource": claim}]}
+
+
+def parameters_xml(claim_xml, mode=None):
+    body = re.sub(rb"^<\?xml[^>]*\?>\s*", b"", claim_xml)
+    m = (b'<parameter><name value="mode"/><valueCode value="%s"/></parameter>' % mode.encode()
+         if mode else b"")
+    return (b'<Parameters xmlns="http://hl7.org/fhir">' + m +
+            b'<parameter><name value="resource"/><resource>' + body +
+            b"</resource></parameter></Parameters>")
+
+
+def xml_entries(body):
+    """(status, location) of each entry of an XML batch/transaction-response."""
+    import xml.etree.ElementTree as ET
+    root = ET.fromstring(body)
+    out = []
+    for e in root.findall(NS + "entry"):
+        r = e.find(NS + "response")
+        loc = r.find(NS + "location")
+        out.append((r.find(NS + "status").get("value"), loc.get("value") if loc is not None else None))
+    return out
+
+
+def issues(body, fmt="json"):
+    """(severity, code) of each issue of an OperationOutcome."""
+    if fmt == "json":
+        return [(i["severity"], i["code"]) for i in json.loads(body)["issue"]]
+    import xml.etree.ElementTree as ET
+    root = ET.fromstring(body)
+    return [(i.find(NS + "severity").get("value"), i.find(NS + "code").get("value"))
+            for i in root.findall(NS + "issue")]
 
 
 class Fhir(unittest.TestCase):
@@ -166,12 +235,23 @@ class Fhir(unittest.TestCase):
         time.sleep(0.3)
         self.assertFalse(any(b"validate-only" in r[2] for r in self.sink.received))
 
-    def test_batch_bundle_one_verdict_per_claim(self):
+    def test_batch_bundle_one_entry_per_request_entry(self):
+        # The Patient and two Claims: three entries, in request order; the
+        # Patient only served references (200 with a note), the Claims
+        # were created (201 with a Location).
         status, _, body = curl(self.port, "/fhir", load("spine-bundle-two.json"))
         self.assertEqual(status, 200, body)
         doc = self.assertValidJson(body, "Bundle")
-        self.assertIn(doc["type"], ("batch-response", "transaction-response"))
-        self.assertEqual(len(doc["entry"]), 2)
+        self.assertEqual(doc["type"], "batch-response")
+        self.assertEqual(len(doc["entry"]), 3)
+        self.assertEqual([e["response"]["status"] for e in doc["entry"]],
+                         ["200 OK", "201 Created", "201 Created"])
+        self.assertNotIn("location", doc["entry"][0]["response"])
+        note = doc["entry"][0]["response"]["outcome"]["issue"][0]
+        self.assertEqual((note["severity"], note["code"]), ("information", "informational"))
+        self.assertIn("Patient not stored", note["diagnostics"])
+        self.assertEqual([e["response"].get("location") for e in doc["entry"][1:]],
+                         ["Claim/spine-b1/_history/1", "Claim/spine-b2/_history/1"])
 
     def test_transaction_with_a_reject_forwards_nothing(self):
         bundle = load("spine-bundle-two.json")
@@ -206,7 +286,10 @@ class Fhir(unittest.TestCase):
         self.assertEqual(status, 200, body)
         doc = self.assertValidJson(body, "Bundle")
         self.assertEqual(doc["type"], "transaction-response")
-        self.assertEqual([e["response"]["status"] for e in doc["entry"]], ["201 Created"] * 3)
+        self.assertEqual([e["response"]["status"] for e in doc["entry"]],
+                         ["200 OK"] + ["201 Created"] * 3)
+        self.assertEqual([e["response"].get("location") for e in doc["entry"]],
+                         [None] + ["Claim/%s/_history/1" % i for i in ids])
         h.wait_for(lambda: len(forwarded_ids(self.sink, ids)) == 3, 10, "three forwarded Claims")
         self.assertEqual(forwarded_ids(self.sink, ids), ids)
 
@@ -270,8 +353,9 @@ class Fhir(unittest.TestCase):
         doc = self.assertValidJson(body, "Bundle")
         self.assertEqual(doc["type"], "batch-response")
         self.assertEqual([e["response"]["status"] for e in doc["entry"]],
-                         ["201 Created", "400 Bad Request", "201 Created"])
-        bad = doc["entry"][1]["response"]["outcome"]["issue"][0]
+                         ["200 OK", "201 Created", "400 Bad Request", "201 Created"])
+        self.assertNotIn("location", doc["entry"][2]["response"])
+        bad = doc["entry"][2]["response"]["outcome"]["issue"][0]
         self.assertTrue("over the limit of 199 bytes" in bad["diagnostics"] or
                         "cannot be stored" in bad["diagnostics"], bad)
         h.wait_for(lambda: len(forwarded_ids(self.sink, ids)) == 2, 10, "two forwarded Claims")
@@ -361,9 +445,10 @@ class Fhir(unittest.TestCase):
             return metric(text, name, labels) or 0
 
         # 2026-11-15 is in FY2027: judged (the Excludes1 pair rejects), not
-        # waved through with a table-coverage note.
-        status, _, body = curl(self.port, "/fhir/Claim/$validate", dated(base, "2026-11-15", "fy27-pair"))
-        self.assertEqual(status, 200, body)
+        # waved through with a table-coverage note. Real traffic: $validate
+        # dry runs are counted apart (test_validate_counted_apart).
+        status, _, body = curl(self.port, "/fhir/Claim", dated(base, "2026-11-15", "fy27-pair"))
+        self.assertEqual(status, 422, body)
         oo = self.assertValidJson(body, "OperationOutcome")
         self.assertTrue(any(i["severity"] == "error" for i in oo["issue"]), oo)
         self.assertNotIn(b"table-coverage", body)
@@ -371,8 +456,8 @@ class Fhir(unittest.TestCase):
         self.assertEqual(status, 422, body)
         # After the newest table: the newest is applied and a warning names it.
         ok = with_dx(load("spine-m4304-mri.json"), ["M43.16"])
-        status, _, body = curl(self.port, "/fhir/Claim/$validate", dated(ok, "2027-11-15", "fy28-ok"))
-        self.assertEqual(status, 200, body)
+        status, _, body = curl(self.port, "/fhir/Claim", dated(ok, "2027-11-15", "fy28-ok"))
+        self.assertEqual(status, 201, body)
         oo = self.assertValidJson(body, "OperationOutcome")
         self.assertTrue(any(i["severity"] == "warning" and "FY2027" in json.dumps(i) for i in oo["issue"]), oo)
         after = curl(self.port, "/metrics")[2].decode()
@@ -383,7 +468,408 @@ class Fhir(unittest.TestCase):
 
     def test_not_found_and_method(self):
         self.assertEqual(curl(self.port, "/fhir/Patient", load("spine-m4304-mri.json"))[0], 404)
-        self.assertEqual(curl(self.port, "/fhir/Claim", method="GET")[0], 405)
+        status, _, _, hd = curl_h(self.port, "/fhir/Claim", method="GET")
+        self.assertEqual((status, hd.get("allow")), (405, "POST"))
+        status, _, _, hd = curl_h(self.port, "/fhir/metadata", load("spine-m4304-mri.json"))
+        self.assertEqual((status, hd.get("allow")), (405, "GET, HEAD"))
+
+    # ---- conformance (issue 11): every answer in both formats, valid ----
+
+    def assertValid(self, body, fmt, resource_type):
+        if fmt == "json":
+            return self.assertValidJson(body, resource_type)
+        self.assertValidXml(body, resource_type)
+
+    def sink_bodies(self, cid):
+        return [r[2] for r in self.sink.received if ('"%s"' % cid).encode() in r[2]]
+
+    def test_post_claim_location_etag(self):
+        claim = with_dx(load("spine-m4304-mri.json"), ["M43.00"])
+        claim["id"] = "loc-1"
+        status, ct, body, hd = curl_h(self.port, "/fhir/Claim", claim)
+        self.assertEqual(status, 201, body)
+        self.assertEqual(hd.get("location"), "/fhir/Claim/loc-1/_history/1")
+        self.assertEqual(hd.get("etag"), 'W/"1"')
+        self.assertValidJson(body, "OperationOutcome")
+        status, ct, body, hd = curl_h(self.port, "/fhir/Claim", xml_claim("M43.00", "loc-x1"),
+                                      "application/fhir+xml")
+        self.assertEqual(status, 201, body)
+        self.assertEqual(hd.get("location"), "/fhir/Claim/loc-x1/_history/1")
+        self.assertValidXml(body, "OperationOutcome")
+        # An id that is not a FHIR id is not echoed: the server names one.
+        claim["id"] = "not a fhir id!"
+        status, _, body, hd = curl_h(self.port, "/fhir/Claim", claim)
+        self.assertEqual(status, 201, body)
+        self.assertRegex(hd.get("location", ""), r"^/fhir/Claim/sg-[0-9a-f]+-\d{9}-0/_history/1$")
+        # A reject creates nothing: no Location.
+        claim = with_dx(load("spine-m4304-mri.json"), ["M43.04", "Q76.2"])
+        claim["id"] = "loc-rej"
+        status, _, body, hd = curl_h(self.port, "/fhir/Claim", claim,
+                                     extra=["-H", "Prefer: return=minimal"])
+        self.assertEqual(status, 422, body)
+        self.assertNotIn("location", hd)
+        self.assertValidJson(body, "OperationOutcome")
+
+    def test_post_claim_prefer(self):
+        claim = with_dx(load("spine-m4304-mri.json"), ["M43.00"])
+        claim["id"] = "pref-min"
+        status, _, body, hd = curl_h(self.port, "/fhir/Claim", claim,
+                                     extra=["-H", "Prefer: return=minimal"])
+        self.assertEqual((status, body), (201, b""))
+        self.assertEqual(hd.get("location"), "/fhir/Claim/pref-min/_history/1")
+        claim["id"] = "pref-oo"
+        status, _, body = curl(self.port, "/fhir/Claim", claim,
+                               extra=["-H", "Prefer: return=OperationOutcome"])
+        self.assertEqual(status, 201, body)
+        self.assertValidJson(body, "OperationOutcome")
+        claim["id"] = "pref-rep"
+        status, ct, body = curl(self.port, "/fhir/Claim", claim,
+                                extra=["-H", "Prefer: return=representation"])
+        self.assertEqual(status, 201, body)
+        self.assertIn("application/fhir+json", ct)
+        rep = self.assertValidJson(body, "Claim")
+        self.assertEqual(rep["id"], "pref-rep")
+        self.assertEqual(json.dumps(rep).count(ANNOTATION), 1)
+        status, ct, body = curl(self.port, "/fhir/Claim", xml_claim("M43.00", "pref-rep-x"),
+                                "application/fhir+xml", extra=["-H", "Prefer: return=representation"])
+        self.assertEqual(status, 201, body)
+        self.assertIn("application/fhir+xml", ct)
+        self.assertValidXml(body, "Claim")
+        self.assertEqual(body.count(ANNOTATION.encode()), 1)
+        # Asked for in XML, the JSON Claim is still answered as sent, and says so.
+        claim["id"] = "pref-rep-2"
+        status, ct, body = curl(self.port, "/fhir/Claim", claim, "application/json",
+                                extra=["-H", "Prefer: return=representation", "-H",
+                                       "Accept: application/fhir+xml"])
+        self.assertEqual(status, 201, body)
+        self.assertIn("application/fhir+json", ct)
+        self.assertEqual(self.assertValidJson(body, "Claim")["id"], "pref-rep-2")
+        claim["id"] = "pref-rep-3"
+        status, ct, body = curl(self.port, "/fhir/Claim", claim, "application/json",
+                                extra=["-H", "Prefer: return=representation"])
+        self.assertEqual(ct.split(";")[0], "application/json")
+
+    def test_bundle_entries_in_request_order_json_and_xml(self):
+        bundle = load("spine-bundle-two.json")
+        patient, c1, c2 = bundle["entry"]
+        c1["resource"]["id"], c2["resource"]["id"] = "ord-a", "ord-b"
+        rej = copy.deepcopy(c1)
+        rej["fullUrl"] = "urn:uuid:0e5c3a2b-1d4f-4e6a-8b9c-7d1e2f3a4b5c"
+        rej["resource"] = with_dx(rej["resource"], ["M43.04", "Q76.2"])
+        rej["resource"]["id"] = "ord-r"
+        rej["resource"].pop("billablePeriod", None)  # as in the transaction test: the pair rejects undated
+        for item in rej["resource"].get("item", []):
+            item.pop("servicedDate", None)
+            item.pop("servicedPeriod", None)
+        bundle["entry"] = [c1, patient, rej, c2]
+        want = ["201 Created", "200 OK", "422 Unprocessable Entity", "201 Created"]
+        locs = ["Claim/ord-a/_history/1", None, None, "Claim/ord-b/_history/1"]
+        status, _, body = curl(self.port, "/fhir", bundle)
+        self.assertEqual(status, 200, body)
+        doc = self.assertValidJson(body, "Bundle")
+        self.assertEqual([e["response"]["status"] for e in doc["entry"]], want)
+        self.assertEqual([e["response"].get("location") for e in doc["entry"]], locs)
+        self.assertIn(("error", "business-rule"),
+                      [(i["severity"], i["code"]) for i in doc["entry"][2]["response"]["outcome"]["issue"]])
+        # The same answer in XML, asked for with Accept.
+        for k, e in enumerate(bundle["entry"]):
+            if e["resource"]["resourceType"] == "Claim":
+                e["resource"]["id"] += "-x"
+        status, ct, body = curl(self.port, "/fhir", bundle, extra=["-H", "Accept: application/fhir+xml"])
+        self.assertEqual(status, 200, body)
+        self.assertIn("application/fhir+xml", ct)
+        self.assertValidXml(body, "Bundle")
+        self.assertEqual(xml_entries(body),
+                         list(zip(want, [l and l.replace("/_history", "-x/_history") for l in locs])))
+        # An XML request Bundle: Patient, Claim, Claim.
+        x = load_xml("spine-bundle-two.xml").replace(b'value="spine-b1"', b'value="ord-xb1"')
+        x = x.replace(b'value="spine-b2"', b'value="ord-xb2"')
+        status, ct, body = curl(self.port, "/fhir", x, "application/fhir+xml")
+        self.assertEqual(status, 200, body)
+        self.assertValidXml(body, "Bundle")
+        self.assertEqual(xml_entries(body), [("200 OK", None),
+                                             ("201 Created", "Claim/ord-xb1/_history/1"),
+                                             ("201 Created", "Claim/ord-xb2/_history/1")])
+
+    def test_bundle_prefer_minimal(self):
+        bundle = three_claims("batch", ["min-1", "min-2", "min-3"])
+        status, _, body = curl(self.port, "/fhir", bundle, extra=["-H", "Prefer: return=minimal"])
+        self.assertEqual(status, 200, body)
+        doc = self.assertValidJson(body, "Bundle")
+        self.assertEqual([e["response"]["status"] for e in doc["entry"]],
+                         ["200 OK"] + ["201 Created"] * 3)
+        self.assertEqual(["outcome" in e["response"] for e in doc["entry"]], [True, False, False, False])
+        self.assertEqual([e["response"].get("location") for e in doc["entry"][1:]],
+                         ["Claim/min-%d/_history/1" % k for k in (1, 2, 3)])
+
+    def test_bundle_entry_without_resource(self):
+        bundle = three_claims("batch", ["nores-1", "nores-2", "nores-3"])
+        bundle["entry"].insert(2, {"request": {"method": "DELETE", "url": "Claim/old"}})
+        status, _, body = curl(self.port, "/fhir", bundle)
+        self.assertEqual(status, 200, body)
+        doc = self.assertValidJson(body, "Bundle")
+        self.assertEqual([e["response"]["status"] for e in doc["entry"]],
+                         ["200 OK", "201 Created", "400 Bad Request", "201 Created", "201 Created"])
+        self.assertEqual(doc["entry"][2]["response"]["outcome"]["issue"][0]["code"], "not-supported")
+        # In a transaction it fails the whole Bundle before anything is stored.
+        ids = ["nores-t1", "nores-t2", "nores-t3"]
+        bundle = three_claims("transaction", ids)
+        bundle["entry"].insert(2, {"request": {"method": "DELETE", "url": "Claim/old"}})
+        status, _, body = curl(self.port, "/fhir", bundle, extra=["-H", "Accept: application/fhir+xml"])
+        self.assertEqual(status, 400, body)
+        self.assertValidXml(body, "OperationOutcome")
+        self.assertEqual(issues(body, "xml"), [("error", "not-supported")])
+        self.assertIn(b'<expression value="Bundle.entry[2]"/>', body)
+        time.sleep(0.3)
+        self.assertEqual(forwarded_ids(self.sink, ids), [])
+
+    def test_validate_both_forms_both_urls(self):
+        rej = with_dx(load("spine-m4304-mri.json"), ["M43.04", "Q76.2"])
+        n = 0
+        for url in ("/fhir/Claim/$validate", "/fhir/$validate"):
+            for form in ("claim", "parameters", "parameters+mode"):
+                for fmt in ("json", "xml"):
+                    n += 1
+                    cid = "val-%d" % n
+                    mode = "create" if form.endswith("mode") else None
+                    if fmt == "json":
+                        c = dict(rej, id=cid)
+                        body = c if form == "claim" else parameters_json(c, mode)
+                        ctype = "application/fhir+json"
+                    else:
+                        c = xml_claim("M43.0", cid)  # not billable: rejected
+                        body = c if form == "claim" else parameters_xml(c, mode)
+                        ctype = "application/fhir+xml"
+                    what = "%s %s %s" % (url, form, fmt)
+                    status, ct, out = curl(self.port, url, body, ctype)
+                    self.assertEqual(status, 200, what + ": " + out.decode())
+                    self.assertIn("application/fhir+" + fmt, ct, what)
+                    self.assertValid(out, fmt, "OperationOutcome")
+                    self.assertIn("error", [i[0] for i in issues(out, fmt)], what)
+        time.sleep(0.3)
+        self.assertFalse(any(b'"val-' in r[2] or b'value="val-' in r[2] for r in self.sink.received))
+
+    def test_validate_refusals(self):
+        claim = load("spine-m4304-mri.json")
+        cases = [
+            ("/fhir/Claim/$validate", parameters_json(claim, "delete"), 400, "not-supported"),
+            ("/fhir/$validate", parameters_json({"resourceType": "Patient"}), 400, "not-supported"),
+            ("/fhir/$validate", {"resourceType": "Parameters"}, 400, "required"),
+            ("/fhir/Claim/$validate", load("spine-bundle-two.json"), 400, "not-supported"),
+            ("/fhir/Claim", parameters_json(claim), 400, "not-supported"),
+        ]
+        for url, body, want, code in cases:
+            status, _, out = curl(self.port, url, body)
+            self.assertEqual(status, want, out)
+            self.assertValidJson(out, "OperationOutcome")
+            self.assertEqual(issues(out), [("error", code)], out)
+        # A readable document whose Claim cannot be mapped is a verdict: 200.
+        bad = copy.deepcopy(claim)
+        bad["diagnosis"][0]["sequence"] = "one"
+        status, _, out = curl(self.port, "/fhir/$validate", parameters_json(bad))
+        self.assertEqual(status, 200, out)
+        self.assertEqual(issues(out), [("error", "value")])
+        status, _, out = curl(self.port, "/fhir/$validate", b'{"resourceType": "Parameters", ')
+        self.assertEqual(status, 400, out)
+
+    def test_validate_counted_apart(self):
+        rej = with_dx(load("spine-m4304-mri.json"), ["M43.04", "Q76.2"])
+        rej["id"] = "val-metrics"
+        before = curl(self.port, "/metrics")[2].decode()
+        for url in ("/fhir/Claim/$validate", "/fhir/$validate"):
+            self.assertEqual(curl(self.port, url, parameters_json(rej))[0], 200)
+        after = curl(self.port, "/metrics")[2].decode()
+        lab = 'format="fhir+json",outcome="reject"'
+        self.assertEqual(metric(after, "spinegate_messages_total", lab),
+                         metric(before, "spinegate_messages_total", lab), after)
+        self.assertEqual((metric(after, "spinegate_validations_total", lab) or 0)
+                         - (metric(before, "spinegate_validations_total", lab) or 0), 2, after)
+
+    def test_content_negotiation(self):
+        claim = load("spine-m4304-mri.json")
+        v = "/fhir/Claim/$validate"
+        cases = [
+            # (content type, extra headers, query, wanted media type)
+            ("application/json", [], "", "application/json"),
+            ("application/fhir+json", [], "", "application/fhir+json"),
+            ("application/json", ["Accept: application/fhir+xml;q=0.5, application/fhir+json;q=0.9"],
+             "", "application/fhir+json"),
+            ("application/json", ["Accept: application/fhir+json;q=0.2, application/fhir+xml"], "",
+             "application/fhir+xml"),
+            ("application/json", ["Accept: application/xml"], "", "application/xml"),
+            ("application/json", ["Accept: */*"], "", "application/json"),
+            ("application/fhir+json", ["Accept: text/html"], "", "application/fhir+json"),
+            ("application/fhir+json", ["Accept: application/fhir+xml;q=0, */*;q=0.1"], "",
+             "application/fhir+json"),
+            ("application/fhir+json", ["Accept: application/fhir+json"], "?_format=xml",
+             "application/fhir+xml"),
+            ("application/fhir+json", ["Accept: application/fhir+xml"], "?_format=application/fhir+json",
+             "application/fhir+json"),
+            ("application/fhir+json", [], "?_format=application%2Fxml", "application/xml"),
+            ("application/fhir+json",
+             ["Accept: application/fhir+xml; fhirVersion=4.0; q=0.8, application/json; q=0.7"], "",
+             "application/fhir+xml"),
+            ("application/fhir+json", ["Accept: text/html, application/*;q=0.5"], "",
+             "application/fhir+json"),
+        ]
+        for ctype, hdrs, query, want in cases:
+            extra = []
+            for x in hdrs:
+                extra += ["-H", x]
+            status, ct, out = curl(self.port, v + query, claim, ctype, extra=extra)
+            self.assertEqual(status, 200, out)
+            self.assertEqual(ct.split(";")[0], want, (ctype, hdrs, query))
+            self.assertValid(out, "xml" if "xml" in want else "json", "OperationOutcome")
+        # An XML request with */*: answered in XML.
+        status, ct, out = curl(self.port, v, xml_claim(), "application/fhir+xml", extra=["-H", "Accept: */*"])
+        self.assertEqual(ct.split(";")[0], "application/fhir+xml")
+        # _pretty: indented, still the same resource.
+        for fmt in ("json", "xml"):
+            status, ct, out = curl(self.port, "/fhir/metadata?_pretty=true&_format=" + fmt)
+            self.assertEqual(status, 200)
+            self.assertGreater(out.count(b"\n"), 10)
+            self.assertValid(out, fmt, "CapabilityStatement")
+            plain = curl(self.port, "/fhir/metadata?_format=" + fmt)[2]
+            self.assertLessEqual(plain.strip().count(b"\n"), 1)
+
+    def test_capability_statement_lists_what_is_implemented(self):
+        status, ct, body = curl(self.port, "/fhir/metadata")
+        self.assertEqual(status, 200)
+        cs = self.assertValidJson(body, "CapabilityStatement")
+        self.assertEqual(cs["fhirVersion"], "4.0.1")
+        self.assertEqual(cs["kind"], "instance")
+        self.assertEqual(set(cs["format"]), {"application/fhir+json", "application/fhir+xml",
+                                             "application/json", "application/xml", "text/xml",
+                                             "json", "xml"})
+        self.assertEqual(len(cs["rest"]), 1)
+        rest = cs["rest"][0]
+        self.assertEqual(rest["mode"], "server")
+        self.assertEqual([r["type"] for r in rest["resource"]], ["Claim"])
+        self.assertEqual([i["code"] for i in rest["resource"][0]["interaction"]], ["create"])
+        self.assertEqual([o["name"] for o in rest["resource"][0]["operation"]], ["validate"])
+        self.assertEqual([i["code"] for i in rest["interaction"]], ["batch", "transaction"])
+        self.assertEqual([o["name"] for o in rest["operation"]], ["validate"])
+        status, ct, body = curl(self.port, "/fhir/metadata", extra=["-H", "Accept: application/fhir+xml"])
+        self.assertIn("application/fhir+xml", ct)
+        self.assertValidXml(body, "CapabilityStatement")
+        self.assertIn(b'<fhirVersion value="4.0.1"/>', body)
+
+    def test_every_error_answer_in_both_formats(self):
+        claim = load("spine-m4304-mri.json")
+        cases = [
+            ("/fhir/Patient", claim, "application/fhir+json", None, 404),
+            ("/fhir/Claim", None, None, "GET", 405),
+            ("/fhir/metadata", claim, "application/fhir+json", None, 405),
+            ("/fhir/Claim", b"hello", "text/plain", None, 415),
+            ("/fhir/Claim", b'{"resourceType": ', "application/fhir+json", None, 400),
+            ("/fhir/Claim", b"<Claim xmlns='http://hl7.org/fhir'>", "application/fhir+xml", None, 400),
+            ("/fhir", claim, "application/fhir+json", None, 400),
+            ("/fhir/Claim", {"resourceType": "Patient"}, "application/fhir+json", None, 400),
+        ]
+        for path, body, ctype, method, want in cases:
+            for fmt in ("json", "xml"):
+                status, ct, out = curl(self.port, path, body, ctype or "application/fhir+json", method,
+                                       extra=["-H", "Accept: application/fhir+" + fmt])
+                self.assertEqual(status, want, (path, fmt, out))
+                self.assertIn("application/fhir+" + fmt, ct, (path, fmt))
+                self.assertValid(out, fmt, "OperationOutcome")
+
+    def test_listener_errors_negotiated(self):
+        # A 413 the listener answers itself, as soon as Content-Length is
+        # over max-body-size, follows Accept like every other answer.
+        for fmt in ("json", "xml"):
+            s = socket.create_connection(("127.0.0.1", self.port))
+            s.sendall(b"POST /fhir/Claim HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
+                      b"Accept: application/fhir+" + fmt.encode() + b"\r\nContent-Length: 2000000\r\n\r\n")
+            s.settimeout(5)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+                        re.search(rb"Content-Length: (\d+)", data, re.I).group(1)):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            except (OSError, AttributeError):
+                pass
+            s.close()
+            head, _, body = data.partition(b"\r\n\r\n")
+            self.assertIn(b" 413 ", head.split(b"\r\n")[0] + b" ")
+            self.assertIn(b"Content-Type: application/fhir+" + fmt.encode(), head)
+            self.assertValid(body, fmt, "OperationOutcome")
+
+    def test_resent_claim_carries_one_pass_of_findings(self):
+        # Billing sends back what the first pass forwarded: the second pass
+        # forwards exactly the same bytes, one pass of findings, not two.
+        for fmt in ("json", "xml"):
+            cid = "twice-" + fmt
+            if fmt == "json":
+                claim = with_dx(load("spine-m4304-mri.json"), ["M43.00"])
+                claim["id"] = cid
+                body, ctype, marker = json.dumps(claim).encode(), "application/fhir+json", b'"%s"' % cid.encode()
+            else:
+                body, ctype, marker = xml_claim("M43.00", cid), "application/fhir+xml", b'value="%s"' % cid.encode()
+            got = lambda: [r[2] for r in self.sink.received if marker in r[2]]
+            self.assertEqual(curl(self.port, "/fhir/Claim", body, ctype)[0], 201)
+            h.wait_for(lambda: len(got()) == 1, 10, "first pass forwarded")
+            first = got()[0]
+            self.assertEqual(first.count(ANNOTATION.encode()), 1)
+            self.assertEqual(curl(self.port, "/fhir/Claim", first, ctype)[0], 201)
+            h.wait_for(lambda: len(got()) == 2, 10, "second pass forwarded")
+            self.assertEqual(got()[1], first, fmt)
+
+    def test_accepted_claim_loses_stale_findings(self):
+        # Accepted (a thoracic code for a thoracic MRI), but carrying an earlier pass's findings:
+        # forwarded without any spinegate extension (annotate-accepted = no).
+        claim = with_dx(load("spine-m4304-mri.json"), ["M47.814"])
+        claim["id"] = "stale-acc"
+        status, _, out = curl(self.port, "/fhir/Claim/$validate", claim)
+        self.assertEqual(issues(out), [("information", "informational")], out)
+        claim["extension"] = [{"url": ANNOTATION, "extension": [
+            {"url": "verdict", "valueCode": "reject"}, {"url": "findings", "valueUnsignedInt": 3}]}]
+        claim["diagnosis"][0]["extension"] = [
+            {"url": "https://spinegate.invalid/fhir/StructureDefinition/finding",
+             "extension": [{"url": "rule", "valueCode": "old"}, {"url": "severity", "valueCode": "reject"}]},
+            {"url": "http://example.org/keep", "valueString": "theirs"}]
+        self.assertEqual(curl(self.port, "/fhir/Claim", claim)[0], 201)
+        h.wait_for(lambda: self.sink_bodies("stale-acc"), 10, "forwarded")
+        fwd = self.sink_bodies("stale-acc")[0]
+        self.assertNotIn(b"spinegate.invalid", fwd)
+        self.assertIn(b"http://example.org/keep", fwd)
+        self.assertValidJson(fwd, "Claim")
+
+
+class AnnotateAccepted(unittest.TestCase):
+    """annotate-accepted = yes: an accepted Claim is forwarded with the
+    header extension (verdict accept, 0 findings) and nothing else."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.sink = h.HttpSink().start()
+        cls.d = h.Daemon("--downstream-fhir", "http://127.0.0.1:%d/r4" % cls.sink.port,
+                         "--annotate-accepted", mllp=False, http=True).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.cleanup()
+        cls.sink.stop()
+
+    def test_accepted_claim_carries_the_header(self):
+        claim = with_dx(load("spine-m4304-mri.json"), ["M47.814"])
+        claim["id"] = "acc-head"
+        self.assertEqual(curl(self.d.http_port, "/fhir/Claim", claim)[0], 201)
+        h.wait_for(lambda: self.sink.received, 10, "forwarded")
+        fwd = json.loads(self.sink.received[0][2])
+        ok, why = h.fhir_json_valid(self.sink.received[0][2])
+        self.assertTrue(ok, why)
+        head = [x for x in fwd["extension"] if x["url"] == ANNOTATION]
+        self.assertEqual(len(head), 1)
+        subs = {x["url"]: x for x in head[0]["extension"]}
+        self.assertEqual(subs["verdict"]["valueCode"], "accept")
+        self.assertEqual(subs["findings"]["valueUnsignedInt"], 0)
+        self.assertRegex(subs["rulePack"]["valueString"], r" v\d+$")
+        self.assertRegex(subs["codeSet"]["valueString"], r"^FY20\d\d$")
+        self.assertNotIn("finding", json.dumps(fwd).replace("findings", ""))
 
 
 if __name__ == "__main__":

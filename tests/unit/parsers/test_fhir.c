@@ -592,6 +592,201 @@ static void test_writers_placement(void **state)
     arena_free(&a);
 }
 
+/* Wraps the example Claim in a $validate Parameters (mode first, then
+ * resource) in fmt; the caller frees. */
+static char *wrap_parameters(fhir_format_t fmt, const char *mode, size_t *len)
+{
+    size_t n;
+    char *claim = data_file(fmt == FHIR_FMT_XML ? "xml/spine-m4304-mri.xml"
+                                                : "json/spine-m4304-mri.json", &n);
+    const char *body = claim;
+    if (fmt == FHIR_FMT_XML && strncmp(body, "<?xml", 5) == 0)
+        body = strstr(body, "?>") + 2;
+    size_t cap = n + 512;
+    char *out = xmalloc(cap);
+    if (fmt == FHIR_FMT_XML)
+        snprintf(out, cap,
+                 "<Parameters xmlns=\"http://hl7.org/fhir\">%s%s%s"
+                 "<parameter><name value=\"resource\"/><resource>%s</resource></parameter>"
+                 "</Parameters>",
+                 mode ? "<parameter><name value=\"mode\"/><valueCode value=\"" : "",
+                 mode ? mode : "", mode ? "\"/></parameter>" : "", body);
+    else
+        snprintf(out, cap,
+                 "{\"resourceType\":\"Parameters\",\"parameter\":[%s%s%s"
+                 "{\"name\":\"resource\",\"resource\":%s}]}",
+                 mode ? "{\"name\":\"mode\",\"valueCode\":\"" : "", mode ? mode : "",
+                 mode ? "\"}," : "", claim);
+    xfree(claim);
+    *len = strlen(out);
+    return out;
+}
+
+/* The $validate Parameters form: its resource parameter is the document's
+ * one Claim, mapped exactly as the Claim alone, in both formats; mode is
+ * read; every malformed Parameters is refused with a FHIRPath. */
+static void test_parameters(void **state)
+{
+    (void)state;
+    for (int f = 0; f < 2; f++) {
+        fhir_format_t fmt = f ? FHIR_FMT_XML : FHIR_FMT_JSON;
+        arena_t a;
+        arena_init(&a, 0);
+        fhir_doc_t *plain = parse_file(f ? "xml/spine-m4304-mri.xml" : "json/spine-m4304-mri.json",
+                                       fmt);
+        size_t len;
+        char *buf = wrap_parameters(fmt, "update", &len);
+        fhir_doc_t *doc = NULL;
+        err_detail_t d;
+        assert_int_equal(fhir_parse(buf, len, fmt, NULL, &doc, &d), ERR_OK);
+        xfree(buf);
+        assert_string_equal(fhir_doc_resource_type(doc), "Parameters");
+        assert_string_equal(fhir_doc_validate_mode(doc), "update");
+        assert_int_equal(fhir_doc_claim_count(doc), 1);
+        assert_int_equal(fhir_doc_entry_count(doc), 0);
+        claim_t *c1, *c2;
+        assert_int_equal(fhir_doc_claim(plain, 0, &a, &c1, &d), ERR_OK);
+        assert_int_equal(fhir_doc_claim(doc, 0, &a, &c2, &d), ERR_OK);
+        assert_string_equal(c2->id, "spine-m4304-mri");
+        const char *diff = claim_diff(c1, c2);
+        assert_null(diff);
+        fhir_doc_free(doc);
+        fhir_doc_free(plain);
+
+        buf = wrap_parameters(fmt, NULL, &len);
+        assert_int_equal(fhir_parse(buf, len, fmt, NULL, &doc, &d), ERR_OK);
+        xfree(buf);
+        assert_string_equal(fhir_doc_validate_mode(doc), "");
+        fhir_doc_free(doc);
+
+        buf = wrap_parameters(fmt, "fix", &len);
+        assert_int_equal(fhir_parse(buf, len, fmt, NULL, &doc, &d), ERR_BAD_VALUE);
+        assert_null(doc);
+        assert_string_equal(d.where, "Parameters.parameter[0].valueCode");
+        xfree(buf);
+        arena_free(&a);
+    }
+    static const struct {
+        fhir_format_t fmt;
+        const char *text;
+        err_t code;
+        const char *where;
+    } bad[] = {
+        {FHIR_FMT_JSON, "{\"resourceType\":\"Parameters\"}", ERR_EMPTY, "Parameters.parameter"},
+        {FHIR_FMT_JSON, "{\"resourceType\":\"Parameters\",\"parameter\":[{\"name\":\"mode\","
+                        "\"valueCode\":\"create\"}]}", ERR_EMPTY, "Parameters.parameter"},
+        {FHIR_FMT_JSON, "{\"resourceType\":\"Parameters\",\"parameter\":{\"name\":\"resource\"}}",
+         ERR_BAD_VALUE, "Parameters.parameter"},
+        {FHIR_FMT_JSON, "{\"resourceType\":\"Parameters\",\"parameter\":[{\"name\":\"resource\","
+                        "\"resource\":{\"resourceType\":\"Patient\"}}]}",
+         ERR_UNSUPPORTED, "Parameters.parameter[0].resource"},
+        {FHIR_FMT_JSON, "{\"resourceType\":\"Parameters\",\"parameter\":[{\"name\":\"resource\"}]}",
+         ERR_EMPTY, "Parameters.parameter[0].resource"},
+        {FHIR_FMT_JSON, "{\"resourceType\":\"Parameters\",\"parameter\":[{\"valueCode\":\"x\"}]}",
+         ERR_BAD_VALUE, "Parameters.parameter[0].name"},
+        {FHIR_FMT_JSON, "{\"resourceType\":\"Parameters\",\"parameter\":[{\"name\":\"profile\","
+                        "\"valueUri\":\"http://x\"}]}",
+         ERR_UNSUPPORTED, "Parameters.parameter[0].name"},
+        {FHIR_FMT_JSON, "{\"resourceType\":\"Parameters\",\"parameter\":["
+                        "{\"name\":\"resource\",\"resource\":{\"resourceType\":\"Claim\"}},"
+                        "{\"name\":\"resource\",\"resource\":{\"resourceType\":\"Claim\"}}]}",
+         ERR_BAD_VALUE, "Parameters.parameter[1]"},
+        {FHIR_FMT_XML, "<Parameters xmlns=\"http://hl7.org/fhir\"><parameter><name "
+                       "value=\"resource\"/><resource><Patient/></resource></parameter></Parameters>",
+         ERR_UNSUPPORTED, "Parameters.parameter[0].resource"},
+        {FHIR_FMT_XML, "<Parameters xmlns=\"http://hl7.org/fhir\"><parameter><name "
+                       "value=\"resource\"/><resource><Claim/><Claim/></resource></parameter>"
+                       "</Parameters>",
+         ERR_BAD_VALUE, "Parameters.parameter[0].resource"},
+        {FHIR_FMT_XML, "<Parameters xmlns=\"http://hl7.org/fhir\"/>", ERR_EMPTY,
+         "Parameters.parameter"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        fhir_doc_t *doc = (fhir_doc_t *)1;
+        err_detail_t d;
+        err_t e = fhir_parse(bad[k].text, strlen(bad[k].text), bad[k].fmt, NULL, &doc, &d);
+        if (e != bad[k].code || strcmp(d.where, bad[k].where) != 0)
+            fail_msg("bad[%zu]: %s at '%s' (%s), want %s at '%s'", k, err_name(e), d.where, d.msg,
+                     err_name(bad[k].code), bad[k].where);
+        assert_null(doc);
+    }
+}
+
+/* Annotating twice (the second time the Claim as the first pass forwarded
+ * it) leaves exactly one pass: byte for byte the first pass's output;
+ * foreign extensions stay; fhir_out_strip takes ours away again. */
+static void test_annotation_idempotent(void **state)
+{
+    (void)state;
+    rule_finding_t f[2] = {
+        {.rule_id = "r-dx", .severity = RULE_SEV_WARN, .message = "m1",
+         .location = "Claim.diagnosis[0]", .dx_index = 0, .line_index = -1},
+        {.rule_id = "r-claim", .severity = RULE_SEV_INFO, .message = "m2",
+         .dx_index = -1, .line_index = -1},
+    };
+    rule_verdict_t v = {.kind = VERDICT_ANNOTATE, .findings = f, .nfindings = 2,
+                        .code_set = "FY2027"};
+    rule_verdict_t v2 = {.kind = VERDICT_ANNOTATE, .findings = f, .nfindings = 1,
+                         .code_set = "FY2026"};
+    static const char *const files[] = {"json/spine-m4304-mri.json", "xml/spine-m4304-mri.xml"};
+    for (int k = 0; k < 2; k++) {
+        fhir_format_t fmt = k ? FHIR_FMT_XML : FHIR_FMT_JSON;
+        arena_t a;
+        arena_init(&a, 0);
+        slice_t orig, once, twice, other, stripped;
+        fhir_doc_t *doc = parse_file(files[k], fmt);
+        assert_int_equal(fhir_out_claim(doc, 0, &a, &orig), ERR_OK);
+        assert_int_equal(fhir_out_annotate_pack(doc, 0, &v, "spine rules v1"), ERR_OK);
+        assert_int_equal(fhir_out_claim(doc, 0, &a, &once), ERR_OK);
+        fhir_doc_free(doc);
+        assert_non_null(strstr(once.ptr, FHIR_OUT_EXT_ANNOTATION));
+        assert_non_null(strstr(once.ptr, "spine rules v1"));
+        assert_non_null(strstr(once.ptr, "FY2027"));
+
+        doc = NULL;
+        err_detail_t d;
+        assert_int_equal(fhir_parse(once.ptr, once.len, fmt, NULL, &doc, &d), ERR_OK);
+        assert_int_equal(fhir_out_annotate_pack(doc, 0, &v, "spine rules v1"), ERR_OK);
+        assert_int_equal(fhir_out_claim(doc, 0, &a, &twice), ERR_OK);
+        assert_int_equal(twice.len, once.len);
+        assert_memory_equal(twice.ptr, once.ptr, once.len);
+        /* A different verdict replaces, it does not add. */
+        assert_int_equal(fhir_out_annotate_pack(doc, 0, &v2, "spine rules v2"), ERR_OK);
+        assert_int_equal(fhir_out_claim(doc, 0, &a, &other), ERR_OK);
+        assert_null(strstr(other.ptr, "FY2027"));
+        assert_null(strstr(other.ptr, "r-claim"));
+        assert_null(strstr(other.ptr, "spine rules v1"));
+        const char *h = strstr(other.ptr, FHIR_OUT_EXT_ANNOTATION);
+        assert_non_null(h);
+        assert_null(strstr(h + 1, FHIR_OUT_EXT_ANNOTATION));
+        assert_int_equal(fhir_out_strip(doc, 0), ERR_OK);
+        assert_int_equal(fhir_out_strip(doc, 1), ERR_NOT_FOUND);
+        assert_int_equal(fhir_out_claim(doc, 0, &a, &stripped), ERR_OK);
+        assert_int_equal(stripped.len, orig.len);
+        assert_memory_equal(stripped.ptr, orig.ptr, orig.len);
+        fhir_doc_free(doc);
+        arena_free(&a);
+    }
+    /* Someone else's extension on the Claim is kept, ours is replaced. */
+    const char *json = "{\"resourceType\":\"Claim\",\"id\":\"x\",\"extension\":["
+                       "{\"url\":\"http://other.example/ext\",\"valueString\":\"keep\"},"
+                       "{\"url\":\"" FHIR_OUT_EXT_VERDICT "\",\"valueCode\":\"reject\"}]}";
+    fhir_doc_t *doc = NULL;
+    err_detail_t d;
+    assert_int_equal(fhir_parse(json, strlen(json), FHIR_FMT_JSON, NULL, &doc, &d), ERR_OK);
+    rule_verdict_t acc = {.kind = VERDICT_ACCEPT};
+    assert_int_equal(fhir_out_annotate(doc, 0, &acc), ERR_OK);
+    arena_t a;
+    arena_init(&a, 0);
+    slice_t s;
+    fhir_out_claim(doc, 0, &a, &s);
+    assert_non_null(strstr(s.ptr, "\"valueString\":\"keep\""));
+    assert_null(strstr(s.ptr, "\"reject\""));
+    assert_non_null(strstr(s.ptr, "\"url\":\"findings\",\"valueUnsignedInt\":0"));
+    fhir_doc_free(doc);
+    arena_free(&a);
+}
+
 int main(void)
 {
     xmalloc_hook_libraries();
@@ -602,6 +797,8 @@ int main(void)
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_limits_and_detect),
         cmocka_unit_test(test_writers_placement),
+        cmocka_unit_test(test_parameters),
+        cmocka_unit_test(test_annotation_idempotent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

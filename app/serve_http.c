@@ -24,6 +24,7 @@
 #include "fhir.h"
 #include "fhir_out.h"
 #include "gate.h"
+#include "lanes.h"
 #include "log.h"
 #include "xmalloc.h"
 
@@ -51,8 +52,10 @@ typedef struct {
 typedef enum { PREFER_OUTCOME, PREFER_MINIMAL, PREFER_REPRESENTATION } prefer_t;
 
 typedef struct {
+    lane_job_t lane; /* first: the lane callbacks get the job back from it */
     daemon_t *d;
     http_req_t *req;
+    buf_t *body;     /* a reference: the pool thread parses it */
     route_t route;
     fhir_format_t in_fmt, out_fmt;
     neg_t neg;            /* out_fmt is neg.fmt */
@@ -71,6 +74,16 @@ typedef struct {
     err_t txn_stored;   /* a transaction's group put: its status */
     size_t txn_refused; /* the item the queue refused, when it did */
     uint64_t t0;
+    /* Copied on the loop thread for the pool thread: a reload may change
+     * the daemon's settings meanwhile. */
+    fhir_opts_t parse_opts;
+    gate_limits_t limits;
+    bool annotate_accepted;
+    /* What the pool thread found, for the loop thread to answer. */
+    err_t parse_rc;
+    err_detail_t parse_err;
+    const char *refusal, *refusal_where; /* a document that does not fit its route */
+    bool all_pass;
 } http_job_t;
 
 static neg_t neg_default(fhir_format_t f)
@@ -80,6 +93,7 @@ static neg_t neg_default(fhir_format_t f)
 
 static void job_free(http_job_t *j)
 {
+    buf_unref(j->body);
     fhir_doc_free(j->doc);
     arena_free(&j->arena);
     daemon_pack_unref(j->pack);
@@ -651,7 +665,7 @@ static const char *pack_name(http_job_t *j)
 static void annotate(http_job_t *j, size_t i, const char *pack)
 {
     const rule_verdict_t *v = &j->results[i].verdict;
-    if (v->nfindings || v->kind != VERDICT_ACCEPT || j->d->cfg.annotate_accepted)
+    if (v->nfindings || v->kind != VERDICT_ACCEPT || j->annotate_accepted)
         fhir_out_annotate_pack(j->doc, i, v, pack);
     else
         fhir_out_strip(j->doc, i);
@@ -671,32 +685,42 @@ static void answer_validate(http_job_t *j)
     finish(j, 200, body);
 }
 
-/* Judges every Claim, then stores: Claims that pass go to "fhir" (unless the
- * transaction fails as a whole), rejected ones to the reject sink. */
-static void judge_and_store(http_job_t *j)
+/* On the pool thread: judges every Claim and, unless this is a dry run,
+ * annotates the ones that were judged for forwarding. */
+static void judge_all(http_job_t *j)
 {
     j->nclaims = fhir_doc_claim_count(j->doc);
     size_t n = j->nclaims ? j->nclaims : 1;
     j->results = arena_calloc(&j->arena, n, sizeof *j->results);
     j->stored = arena_calloc(&j->arena, n, sizeof *j->stored);
     j->ids = arena_calloc(&j->arena, n, sizeof *j->ids);
-    bool all_pass = true;
+    j->all_pass = true;
     for (size_t i = 0; i < j->nclaims; i++) {
-        gate_fhir_claim(j->pack->pack, j->doc, i, &j->d->gate_limits, &j->arena, &j->results[i]);
+        gate_fhir_claim(j->pack->pack, j->doc, i, &j->limits, &j->arena, &j->results[i]);
         if (j->results[i].status != GATE_JUDGED || j->results[i].verdict.kind == VERDICT_REJECT)
-            all_pass = false;
+            j->all_pass = false;
     }
+    if (j->route == ROUTE_VALIDATE)
+        return;
+    const char *pack = pack_name(j);
+    for (size_t i = 0; i < j->nclaims; i++) {
+        j->ids[i] = location_id(j, i);
+        if (j->results[i].status == GATE_JUDGED)
+            annotate(j, i, pack);
+    }
+}
+
+/* On the loop thread: stores what was judged. Claims that pass go to "fhir"
+ * (unless the transaction fails as a whole), rejected ones to the reject
+ * sink. */
+static void store_judged(http_job_t *j)
+{
     if (j->route == ROUTE_VALIDATE) {
         answer_validate(j);
         return;
     }
-    for (size_t i = 0; i < j->nclaims; i++)
-        j->ids[i] = location_id(j, i);
-    const char *pack = pack_name(j);
     j->pending = 1; /* held until every store is issued */
-    if (j->transaction && all_pass) {
-        for (size_t i = 0; i < j->nclaims; i++)
-            annotate(j, i, pack);
+    if (j->transaction && j->all_pass) {
         store_transaction(j);
         store_done(j);
         return;
@@ -705,10 +729,9 @@ static void judge_and_store(http_job_t *j)
         gate_result_t *r = &j->results[i];
         if (r->status != GATE_JUDGED)
             continue;
-        annotate(j, i, pack);
         if (r->verdict.kind == VERDICT_REJECT)
             store_claim(j, i, "reject-fhir");
-        else if (!j->transaction || all_pass)
+        else if (!j->transaction || j->all_pass)
             store_claim(j, i, "fhir");
     }
     store_done(j);
@@ -1026,13 +1049,12 @@ static void serve_metadata(daemon_t *d, http_req_t *req, neg_t neg)
     arena_free(&a);
 }
 
-/* Refuses a parsed document that does not fit its route; true when it did
- * (the job is then answered). */
-static bool wrong_document(http_job_t *j)
+/* Whether a parsed document fits its route: when it does not, sets
+ * j->refusal (and j->refusal_where). Pure: runs on the pool thread. */
+static void check_document(http_job_t *j)
 {
     const char *type = fhir_doc_resource_type(j->doc);
     const char *why = NULL, *where = NULL;
-    int status = 400;
     bool bundle = strcmp(type, "Bundle") == 0, params = strcmp(type, "Parameters") == 0;
     if (j->route == ROUTE_VALIDATE) {
         if (bundle)
@@ -1068,19 +1090,67 @@ static bool wrong_document(http_job_t *j)
                 }
         }
     }
-    if (!why)
-        return false;
+    j->refusal = why;
+    j->refusal_where = where;
+}
+
+/* Answers a document that did not fit its route. */
+static void refuse_document(http_job_t *j)
+{
     err_detail_t e;
     err_clear(&e);
-    err_set(&e, ERR_UNSUPPORTED, 0, "%s", why);
-    if (where)
-        snprintf(e.where, sizeof e.where, "%s", where);
+    err_set(&e, ERR_UNSUPPORTED, 0, "%s", j->refusal);
+    if (j->refusal_where)
+        snprintf(e.where, sizeof e.where, "%s", j->refusal_where);
     if (j->route == ROUTE_VALIDATE)
         metrics_count_validation(&j->d->metrics, metric_fmt(j), METRIC_UNREADABLE, NULL);
     slice_t out;
     fhir_out_outcome_error(&e, j->out_fmt, &j->arena, &out);
-    finish(j, status, out);
-    return true;
+    finish(j, 400, out);
+}
+
+/* On a pool thread: parse the body, check it fits the route, judge. */
+static void parse_and_judge(lane_job_t *lane)
+{
+    http_job_t *j = (http_job_t *)lane;
+    err_clear(&j->parse_err);
+    j->parse_rc = fhir_parse(j->body->data, j->body->len, j->in_fmt, &j->parse_opts, &j->doc,
+                             &j->parse_err);
+    if (j->parse_rc != ERR_OK)
+        return;
+    check_document(j);
+    if (j->refusal)
+        return;
+    j->transaction = strcmp(fhir_doc_bundle_type(j->doc), "transaction") == 0;
+    judge_all(j);
+}
+
+/* Back on the loop thread: answer an unreadable or misplaced document, or
+ * store what was judged. */
+static void after_judging(lane_job_t *lane)
+{
+    http_job_t *j = (http_job_t *)lane;
+    daemon_t *d = j->d;
+    if (j->parse_rc != ERR_OK) {
+        err_detail_t *e = &j->parse_err;
+        if (j->route == ROUTE_VALIDATE)
+            metrics_count_validation(&d->metrics, metric_fmt(j), METRIC_UNREADABLE, NULL);
+        else
+            metrics_count(&d->metrics, metric_fmt(j), METRIC_UNREADABLE, NULL);
+        log_warn("http conn=%llu unreadable %s body (%s%s%s)",
+                 (unsigned long long)http_req_conn_id(j->req),
+                 j->in_fmt == FHIR_FMT_XML ? "XML" : "JSON", err_name(e->code),
+                 e->where[0] ? " at " : "", e->where);
+        slice_t out;
+        fhir_out_outcome_error(e, j->out_fmt, &j->arena, &out);
+        finish(j, 400, out);
+        return;
+    }
+    if (j->refusal) {
+        refuse_document(j);
+        return;
+    }
+    store_judged(j);
 }
 
 void serve_http_request(http_req_t *req, void *user)
@@ -1181,24 +1251,14 @@ void serve_http_request(http_req_t *req, void *user)
     j->pack = daemon_pack_ref(d);
     log_phi("http body", body->data, body->len);
 
-    err_detail_t e;
-    err_clear(&e);
-    fhir_opts_t fo = {.max_size = (size_t)d->cfg.max_body_size + 1};
-    if (fhir_parse(body->data, body->len, in_fmt, &fo, &j->doc, &e) != ERR_OK) {
-        if (route == ROUTE_VALIDATE)
-            metrics_count_validation(&d->metrics, metric_fmt(j), METRIC_UNREADABLE, NULL);
-        else
-            metrics_count(&d->metrics, metric_fmt(j), METRIC_UNREADABLE, NULL);
-        log_warn("http conn=%llu unreadable %s body (%s%s%s)",
-                 (unsigned long long)http_req_conn_id(req), in_fmt == FHIR_FMT_XML ? "XML" : "JSON",
-                 err_name(e.code), e.where[0] ? " at " : "", e.where);
-        slice_t out;
-        fhir_out_outcome_error(&e, j->out_fmt, &j->arena, &out);
-        finish(j, 400, out);
-        return;
-    }
-    if (wrong_document(j))
-        return;
-    j->transaction = strcmp(fhir_doc_bundle_type(j->doc), "transaction") == 0;
-    judge_and_store(j);
+    j->body = buf_ref(body);
+    j->parse_opts = (fhir_opts_t){.max_size = (size_t)d->cfg.max_body_size + 1};
+    j->limits = d->gate_limits;
+    j->annotate_accepted = d->cfg.annotate_accepted;
+    j->lane.run = parse_and_judge;
+    j->lane.done = after_judging;
+    /* One lane per connection: a connection's Claims are stored in the
+     * order its requests came. */
+    lanes_submit(d->lanes, DAEMON_LANE_HTTP | http_req_conn_id(req), &j->lane,
+                 body->len <= DAEMON_JUDGE_INLINE_MAX);
 }

@@ -102,4 +102,7 @@ void xmalloc_hook_libraries(void)
     cJSON_Hooks hooks = {.malloc_fn = xmalloc, .free_fn = xfree};
     cJSON_InitHooks(&hooks);
     xmlMemSetup(xfree, xmalloc, xrealloc, xml_strdup);
+    /* Before any worker thread parses: libxml2 wants its first
+     * initialisation done once, on one thread. */
+    xmlInitParser();
 }

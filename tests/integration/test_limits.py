@@ -188,6 +188,50 @@ class JudgingOffTheLoop(unittest.TestCase):
             d.cleanup()
 
 
+    def test_a_small_claim_is_answered_while_a_huge_claim_is_judged(self):
+        """The same over HTTP: a FHIR Claim with 60,000 diagnoses (about 9 MB
+        of JSON to parse and judge) must not hold back a small Claim POSTed on
+        another connection after it."""
+        d = h.Daemon("--max-body-size", "16M", "--max-diagnoses", "200000",
+                     "--queue-sync", "normal", http=True).start()
+        try:
+            claim = with_dx(load("spine-m4304-mri.json"),
+                            [CODES[i % len(CODES)] for i in range(60000)])
+            claim["id"] = "HUGEF60K"
+            body = json.dumps(claim).encode()
+            big = socket.create_connection(("127.0.0.1", d.http_port), timeout=60)
+            big.sendall(b"POST /fhir/Claim HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                        b"Content-Type: application/fhir+json\r\nContent-Length: %d\r\n\r\n"
+                        % len(body) + body)
+            time.sleep(0.05)  # let the daemon read the whole body first
+            small = with_dx(load("spine-m4304-mri.json"), ["J20.9"])
+            small["id"] = "SMALLF1"
+            t0 = time.monotonic()
+            status, _, _ = curl(d.http_port, "/fhir/Claim", small)
+            side_ms = (time.monotonic() - t0) * 1000
+            self.assertEqual(status, 201)
+            big.setblocking(False)
+            try:
+                early = big.recv(1)
+            except BlockingIOError:
+                early = b""
+            big.settimeout(60)
+            answer = early
+            while True:
+                chunk = big.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+            big.close()
+            huge_ms = (time.monotonic() - t0) * 1000
+            print("\n  side Claim answered after %.1f ms; the 60,000-diagnosis Claim after %.1f ms"
+                  % (side_ms, huge_ms))
+            self.assertEqual(early, b"", "the huge Claim was answered before the small one")
+            self.assertRegex(answer[:20], rb"^HTTP/1.1 (201|422)")
+        finally:
+            d.cleanup()
+
+
 class MaxDiagnosesSigterm(unittest.TestCase):
     def test_sigterm_honoured_within_a_second_while_judging(self):
         d = h.Daemon("--max-message-size", "4M").start()

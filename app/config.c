@@ -61,6 +61,8 @@ static const key_def_t config_keys[] = {
     {"retry-max-delay", K_MS, O(retry_max_delay_ms), "5m", "DURATION", "longest retry delay"},
     {"annotation", K_STR, O(annotation), "zsg", "zsg|nte",
      "segment that carries findings in forwarded HL7 messages"},
+    {"annotate-accepted", K_BOOL, O(annotate_accepted), "no", NULL,
+     "forwarded HL7 messages with no findings carry the verdict header too"},
     {"other-messages", K_STR, O(other_messages), "forward", "forward|reject",
      "HL7 types other than DFT/BAR/ADT (they carry no claim): pass through or reject"},
     {"max-message-size", K_SIZE, O(max_message_size), "4M", "BYTES",

@@ -72,9 +72,12 @@ static slice_t build_ack(mllp_job_t *j, hl7_outcome_t outcome, hl7_ack_code_t co
     hl7_ack_opts_t o;
     ack_opts(j->d, &j->arena, &o);
     o.code = code;
-    if (j->result.status == GATE_UNREADABLE)
-        return hl7_ack_build_raw(j->frame->data, j->frame->len, &j->result.detail, &o, &j->arena,
-                                 &ack) == ERR_OK ? ack : SLICE_NULL;
+    if (j->result.status == GATE_UNREADABLE) {
+        if (hl7_ack_build_raw(j->frame->data, j->frame->len, &j->result.detail, &o, &j->arena,
+                              &ack) != ERR_OK)
+            return SLICE_NULL;
+        return ack;
+    }
     /* The verdict goes in the ACK that carries it: the only one in original
      * mode, the application ACK in enhanced mode (the accept ACK is about
      * storage alone). */
@@ -89,7 +92,9 @@ static slice_t build_ack(mllp_job_t *j, hl7_outcome_t outcome, hl7_ack_code_t co
     } else if (j->result.status == GATE_NOT_A_CLAIM && outcome == HL7_OUTCOME_UNPARSEABLE) {
         o.error = &j->result.detail;
     }
-    return hl7_ack_build(j->msg, &o, &j->arena, &ack) == ERR_OK ? ack : SLICE_NULL;
+    if (hl7_ack_build(j->msg, &o, &j->arena, &ack) != ERR_OK)
+        return SLICE_NULL;
+    return ack;
 }
 
 /* Writes the answer (one ACK, or in enhanced mode the accept ACK and then
@@ -206,8 +211,8 @@ void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
      * gate) is judged and forwarded without that pass: one pass, never two. */
     slice_t input;
     (void)hl7_annotation_strip(frame->data, frame->len, &d->hl7_opts, &j->arena, &input);
-    gate_hl7(j->pack->pack, j->msg, input.ptr, input.len, &d->hl7_opts, &d->gate_limits,
-             &j->arena, &j->result);
+    gate_hl7(j->pack->pack, j->msg, input.ptr, input.len, &d->hl7_opts, &d->gate_limits, &j->arena,
+             &j->result);
     switch (j->result.status) {
     case GATE_UNREADABLE:
         answer(j, HL7_OUTCOME_UNPARSEABLE, METRIC_UNREADABLE);

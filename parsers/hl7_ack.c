@@ -41,9 +41,8 @@ static bool wanted(slice_t cond, hl7_ack_code_t c, bool otherwise)
 
 static hl7_ack_plan_t plan(slice_t accept_cond, slice_t app_cond, hl7_outcome_t outcome)
 {
-    hl7_ack_plan_t p = {.enhanced = accept_cond.len || app_cond.len,
-                        .accept = HL7_ACK_NONE,
-                        .app = HL7_ACK_NONE};
+    hl7_ack_plan_t p = {
+        .enhanced = accept_cond.len || app_cond.len, .accept = HL7_ACK_NONE, .app = HL7_ACK_NONE};
     bool stored = outcome == HL7_OUTCOME_ACCEPTED || outcome == HL7_OUTCOME_ANNOTATED ||
                   outcome == HL7_OUTCOME_REJECTED;
     hl7_ack_code_t verdict = outcome == HL7_OUTCOME_REJECTED ? HL7_ACK_AE
@@ -53,7 +52,7 @@ static hl7_ack_plan_t plan(slice_t accept_cond, slice_t app_cond, hl7_outcome_t 
         p.app = verdict;
         return p;
     }
-    hl7_ack_code_t commit = stored                                    ? HL7_ACK_CA
+    hl7_ack_code_t commit = stored                                ? HL7_ACK_CA
                             : outcome == HL7_OUTCOME_STORE_FAILED ? HL7_ACK_CE
                                                                   : HL7_ACK_CR;
     /* An empty MSH-15 beside a valued MSH-16 still gets the accept ACK: the
@@ -276,9 +275,9 @@ err_t hl7_ack_build(const hl7_msg_t *msg, const hl7_ack_opts_t *o, arena_t *a, s
         const err_detail_t *e = o->error;
         char diag[96];
         snprintf(diag, sizeof diag, "segment %d, byte offset %zu", e->segment, e->offset);
-        put_seg(&b, err_seg(a, dl, ver, e->where[0] ? e->where : NULL,
-                            hl7_ack_error_0357(e->code, ver), 'E',
-                            err_name(e->code), diag, e->msg));
+        put_seg(&b,
+                err_seg(a, dl, ver, e->where[0] ? e->where : NULL, hl7_ack_error_0357(e->code, ver),
+                        'E', err_name(e->code), diag, e->msg));
     }
     for (size_t i = 0; o->verdict && i < o->verdict->nfindings; i++) {
         const rule_finding_t *f = &o->verdict->findings[i];
@@ -343,9 +342,11 @@ static hl7_seg_t *header_seg(arena_t *a, const hl7_delims_t *dl, const rule_verd
     if (o->style == HL7_ANNOTATE_NTE) {
         s = hl7_seg_new(a, dl, "NTE"); /* NTE-1 empty: the findings keep 1..n */
         set_s(s, 2, 0, 0, 0, "O");
-        const char *t = arena_printf(
-            a, "[spinegate " ANNOTATION_FORMAT "] verdict=%s pack=%s v%d code-set=%s (%s) findings=%zu",
-            verdict, pack, o->pack_version, code_set[0] ? code_set : "none", fit, n);
+        const char *t =
+            arena_printf(a,
+                         "[spinegate " ANNOTATION_FORMAT
+                         "] verdict=%s pack=%s v%d code-set=%s (%s) findings=%zu",
+                         verdict, pack, o->pack_version, code_set[0] ? code_set : "none", fit, n);
         set_s(s, 3, 0, 0, 0, t);
         return s;
     }
@@ -467,8 +468,8 @@ bool hl7_annotation_is_ours(const hl7_msg_t *msg, size_t i)
     if (slice_eq(id, "NTE") && slice_eq(hl7_field(msg, i, 2), "O")) {
         /* The text is written escaped; none of these prefixes has a delimiter. */
         slice_t t = hl7_field(msg, i, 3);
-        return starts_with(t, "[spinegate ") || starts_with(t, "[E] ") ||
-               starts_with(t, "[W] ") || starts_with(t, "[I] ");
+        return starts_with(t, "[spinegate ") || starts_with(t, "[E] ") || starts_with(t, "[W] ") ||
+               starts_with(t, "[I] ");
     }
     return false;
 }

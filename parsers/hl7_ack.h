@@ -107,15 +107,15 @@ hl7_0357_t hl7_ack_finding_0357(const rule_finding_t *f);
 hl7_0357_t hl7_ack_error_0357(err_t e, int version);
 
 typedef struct {
-    const char *timestamp;  /* MSH-7, from the caller's clock; required */
-    const char *control_id; /* MSH-10 of the ACK; required */
-    hl7_ack_code_t code;    /* MSA-1; not HL7_ACK_NONE */
-    const char *text;       /* MSA-3, optional */
-    const err_detail_t *error;      /* one ERR for a parse/mapping error, or NULL */
-    const rule_verdict_t *verdict;  /* one ERR per finding, or NULL */
-    bool no_ack_back;       /* MSH-15 and MSH-16 of the ACK set to NE: an
-                               enhanced-mode application ACK, which must not
-                               be acknowledged */
+    const char *timestamp;         /* MSH-7, from the caller's clock; required */
+    const char *control_id;        /* MSH-10 of the ACK; required */
+    hl7_ack_code_t code;           /* MSA-1; not HL7_ACK_NONE */
+    const char *text;              /* MSA-3, optional */
+    const err_detail_t *error;     /* one ERR for a parse/mapping error, or NULL */
+    const rule_verdict_t *verdict; /* one ERR per finding, or NULL */
+    bool no_ack_back;              /* MSH-15 and MSH-16 of the ACK set to NE: an
+                                      enhanced-mode application ACK, which must not
+                                      be acknowledged */
 } hl7_ack_opts_t;
 
 /* Builds the ACK for msg (sender and receiver swapped, same delimiters,

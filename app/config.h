@@ -48,6 +48,7 @@ typedef struct {
     long queue_high_water;     /* /readyz: more waiting than this is not ready; 0 = 90% */
     bool accept_empty_queue;   /* start on a missing/empty queue of a used data folder */
     char *annotation;          /* "zsg" | "nte" */
+    bool annotate_accepted;    /* the verdict header also on messages with no findings */
     char *other_messages;      /* "forward" | "reject": messages that carry no claim */
     /* limits */
     long max_message_size;
@@ -62,7 +63,6 @@ typedef struct {
     char *rules_path;          /* NULL = built in */
     char *tables_path;         /* NULL = built in */
     bool advisory;
-    bool annotate_accepted;    /* forwarded accepted messages carry the header annotation */
     char *severity[CONFIG_MAX_OVERRIDES + 1]; /* "rule=sev", NULL-terminated */
     int nseverity;
     char *adt;                 /* "annotate" | "judge" | "forward" (ADT messages) */

@@ -651,12 +651,11 @@ static void store_transaction(http_job_t *j)
 }
 
 /* The rule pack's name and version ("spine rules v1") for the header
- * annotation: rule_pack_describe() up to the rule count. */
+ * annotation, as the HL7 header gives them. */
 static const char *pack_name(http_job_t *j)
 {
-    const char *desc = rule_pack_describe(j->pack->pack);
-    const char *paren = strstr(desc, " (");
-    return paren ? arena_strndup(&j->arena, desc, (size_t)(paren - desc)) : desc;
+    const rule_pack_t *p = j->pack->pack;
+    return arena_printf(&j->arena, "%s v%d", rule_pack_name(p), rule_pack_version(p));
 }
 
 /* Annotates Claim i for forwarding: one pass of findings replacing any

@@ -32,7 +32,8 @@ typedef struct {
      * change the daemon's settings while the job runs. */
     hl7_opts_t hl7_opts;
     gate_limits_t limits;
-    hl7_annotate_style_t style;
+    hl7_annotate_opts_t annotate_opts;
+    slice_t input;     /* the frame without an earlier pass of annotation */
     slice_t annotated; /* the annotated message, when the verdict wants one */
 } mllp_job_t;
 
@@ -69,32 +70,63 @@ static const char *rules_list(arena_t *a, const rule_verdict_t *v)
     return s;
 }
 
-/* Writes the answer and finishes the job. */
+/* Builds one ACK with code for the job; SLICE_NULL when code is NONE or it
+ * cannot be built. app says it is the application ACK of enhanced mode. */
+static slice_t build_ack(mllp_job_t *j, hl7_outcome_t outcome, hl7_ack_code_t code, bool app,
+                         bool enhanced)
+{
+    slice_t ack = SLICE_NULL;
+    if (code == HL7_ACK_NONE)
+        return ack;
+    hl7_ack_opts_t o;
+    ack_opts(j->d, &j->arena, &o);
+    o.code = code;
+    if (j->result.status == GATE_UNREADABLE) {
+        if (hl7_ack_build_raw(j->frame->data, j->frame->len, &j->result.detail, &o, &j->arena,
+                              &ack) != ERR_OK)
+            return SLICE_NULL;
+        return ack;
+    }
+    /* The verdict goes in the ACK that carries it: the only one in original
+     * mode, the application ACK in enhanced mode (the accept ACK is about
+     * storage alone). */
+    if (j->result.status == GATE_JUDGED && (app || !enhanced))
+        o.verdict = &j->result.verdict;
+    o.no_ack_back = app;
+    if (outcome == HL7_OUTCOME_STORE_FAILED) {
+        err_detail_t *e = arena_alloc(&j->arena, sizeof *e);
+        err_set(e, ERR_QUEUE, 0, "message could not be stored; send it again");
+        o.error = e;
+        o.text = e->msg;
+    } else if (j->result.status == GATE_NOT_A_CLAIM && outcome == HL7_OUTCOME_UNPARSEABLE) {
+        o.error = &j->result.detail;
+    }
+    if (hl7_ack_build(j->msg, &o, &j->arena, &ack) != ERR_OK)
+        return SLICE_NULL;
+    return ack;
+}
+
+/* Writes the answer (one ACK, or in enhanced mode the accept ACK and then
+ * the application ACK, as MSH-15/16 ask) and finishes the job. */
 static void answer(mllp_job_t *j, hl7_outcome_t outcome, metric_outcome_t metric)
 {
     daemon_t *d = j->d;
-    hl7_ack_opts_t o;
-    ack_opts(d, &j->arena, &o);
-    slice_t ack = SLICE_NULL;
-    err_t rc;
-    if (j->result.status == GATE_UNREADABLE) {
-        o.code = HL7_ACK_AR;
-        rc = hl7_ack_build_raw(j->frame->data, j->frame->len, &j->result.detail, &o, &j->arena,
-                               &ack);
-    } else {
-        o.code = hl7_ack_code(j->msg, outcome);
-        if (j->result.status == GATE_JUDGED)
-            o.verdict = &j->result.verdict;
-        if (outcome == HL7_OUTCOME_STORE_FAILED)
-            o.text = "message could not be stored; send it again";
-        else if (j->result.status == GATE_NOT_A_CLAIM && outcome == HL7_OUTCOME_UNPARSEABLE)
-            o.error = &j->result.detail;
-        rc = o.code == HL7_ACK_NONE ? ERR_OK : hl7_ack_build(j->msg, &o, &j->arena, &ack);
+    hl7_ack_plan_t plan = j->result.status == GATE_UNREADABLE
+                              ? hl7_ack_plan_raw(j->frame->data, j->frame->len, outcome)
+                              : hl7_ack_plan(j->msg, outcome);
+    slice_t first = build_ack(j, outcome, plan.accept, false, plan.enhanced);
+    slice_t second = build_ack(j, outcome, plan.app, plan.enhanced, plan.enhanced);
+    if (!first.ptr) {
+        first = second;
+        second = SLICE_NULL;
     }
-    const char *code = hl7_ack_code_str(o.code);
+    char code[8];
+    snprintf(code, sizeof code, "%s%s%s", hl7_ack_code_str(plan.accept),
+             plan.accept != HL7_ACK_NONE && plan.app != HL7_ACK_NONE ? "+" : "",
+             hl7_ack_code_str(plan.app));
     unsigned long long conn = (unsigned long long)mllp_req_conn_id(j->req); /* req dies on reply */
-    if (o.code != HL7_ACK_NONE && rc == ERR_OK)
-        mllp_req_reply(j->req, ack.ptr, ack.len);
+    if (first.ptr)
+        mllp_req_reply2(j->req, first.ptr, first.len, second.ptr, second.len);
     else
         mllp_req_reply_none(j->req);
     double secs = (double)(uv_hrtime() - j->t0) / 1e9;
@@ -105,9 +137,10 @@ static void answer(mllp_job_t *j, hl7_outcome_t outcome, metric_outcome_t metric
     const char *id = log_id(j->result.control_id, idb);
     if (j->result.status == GATE_UNREADABLE) {
         char whereb[LOG_ID_BUF]; /* a location may quote a segment id from the message */
-        log_warn("mllp conn=%llu id=%s unreadable (%s%s%s): answered AR", conn, id,
+        log_warn("mllp conn=%llu id=%s unreadable (%s%s%s): answered %s", conn, id,
                  err_name(j->result.detail.code), j->result.detail.where[0] ? " at " : "",
-                 j->result.detail.where[0] ? log_id(j->result.detail.where, whereb) : "");
+                 j->result.detail.where[0] ? log_id(j->result.detail.where, whereb) : "",
+                 code[0] ? code : "none");
     }
     else if (log_get_level() >= LOG_LVL_INFO) /* the rule list costs a little: build it only to log it */
         log_info("mllp conn=%llu id=%s %s findings=%zu rules=%s stored=%s ack=%s %.2fms", conn, id,
@@ -175,11 +208,15 @@ static void store(mllp_job_t *j, const char *dest, slice_t payload)
 static void judge(lane_job_t *lane)
 {
     mllp_job_t *j = (mllp_job_t *)lane;
-    gate_hl7(j->pack->pack, j->msg, j->frame->data, j->frame->len, &j->hl7_opts, &j->limits,
+    /* A message annotated by an earlier pass (a coder's resend, a second
+     * gate) is judged and forwarded without that pass: one pass, never two. */
+    (void)hl7_annotation_strip(j->frame->data, j->frame->len, &j->hl7_opts, &j->arena, &j->input);
+    gate_hl7(j->pack->pack, j->msg, j->input.ptr, j->input.len, &j->hl7_opts, &j->limits,
              &j->arena, &j->result);
     const rule_verdict_t *v = &j->result.verdict;
-    if (j->result.status == GATE_JUDGED && v->kind != VERDICT_ACCEPT)
-        j->annotated = hl7_annotate(j->msg, v, j->style, &j->arena);
+    if (j->result.status == GATE_JUDGED &&
+        (v->kind != VERDICT_ACCEPT || j->annotate_opts.header_when_accepted))
+        j->annotated = hl7_annotate(j->msg, v, &j->annotate_opts, &j->arena);
 }
 
 /* Back on the loop thread: store what was judged, or answer at once. */
@@ -187,7 +224,6 @@ static void route(lane_job_t *lane)
 {
     mllp_job_t *j = (mllp_job_t *)lane;
     daemon_t *d = j->d;
-    buf_t *frame = j->frame;
     switch (j->result.status) {
     case GATE_UNREADABLE:
         answer(j, HL7_OUTCOME_UNPARSEABLE, METRIC_UNREADABLE);
@@ -197,14 +233,14 @@ static void route(lane_job_t *lane)
             answer(j, HL7_OUTCOME_UNPARSEABLE, METRIC_REJECT);
             return;
         }
-        store(j, "hl7", slice_make(frame->data, frame->len));
+        store(j, "hl7", j->input);
         return;
     case GATE_JUDGED:
         break;
     }
     const rule_verdict_t *v = &j->result.verdict;
-    if (v->kind == VERDICT_ACCEPT)
-        store(j, "hl7", slice_make(frame->data, frame->len));
+    if (v->kind == VERDICT_ACCEPT && !j->annotate_opts.header_when_accepted)
+        store(j, "hl7", j->input);
     else
         store(j, v->kind == VERDICT_REJECT ? "reject-hl7" : "hl7", j->annotated);
 }
@@ -222,7 +258,12 @@ void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
     j->pack = daemon_pack_ref(d);
     j->hl7_opts = d->hl7_opts;
     j->limits = d->gate_limits;
-    j->style = strcmp(d->cfg.annotation, "nte") == 0 ? HL7_ANNOTATE_NTE : HL7_ANNOTATE_ZSG;
+    j->annotate_opts = (hl7_annotate_opts_t){
+        .style = strcmp(d->cfg.annotation, "nte") == 0 ? HL7_ANNOTATE_NTE : HL7_ANNOTATE_ZSG,
+        .pack_name = rule_pack_name(j->pack->pack),
+        .pack_version = rule_pack_version(j->pack->pack),
+        .header_when_accepted = d->cfg.annotate_accepted,
+    };
     log_phi("mllp frame", frame->data, frame->len);
     j->lane.run = judge;
     j->lane.done = route;

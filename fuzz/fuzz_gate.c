@@ -32,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         hl7_msg_t *msg = hl7_msg_new();
         gate_hl7(pack, msg, buf, size, NULL, &lim, &a, &r);
         if (r.status == GATE_JUDGED) {
-            hl7_annotate(msg, &r.verdict, HL7_ANNOTATE_ZSG, &a);
+            hl7_annotate(msg, &r.verdict, NULL, &a);
             hl7_ack_opts_t o = {.timestamp = "20260101000000", .control_id = "FUZZ1",
                                 .code = HL7_ACK_AE, .verdict = &r.verdict};
             slice_t ack;

@@ -59,12 +59,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (hl7_parse(out.ptr, out.len, NULL, &back, NULL) != ERR_OK)
         abort();
     hl7_msg_free(back);
+    /* One pass of annotation (header + a segment per finding), and stripping
+     * it gives back the message as it was without earlier passes. */
+    slice_t before;
+    (void)hl7_annotation_strip((const char *)data, size, &o, &a, &before);
+    bool terminated = size && (data[size - 1] == '\r' || data[size - 1] == '\n');
     for (int style = 0; style < 2; style++) {
-        out = hl7_annotate(m, &v, (hl7_annotate_style_t)style, &a);
+        hl7_annotate_opts_t ann = {.style = (hl7_annotate_style_t)style, .pack_name = "p|k",
+                                   .pack_version = 3, .header_when_accepted = size & 1};
+        out = hl7_annotate(m, &v, &ann, &a);
+        size_t added = nf + (nf || ann.header_when_accepted ? 1 : 0);
         if (hl7_parse(out.ptr, out.len, NULL, &back, NULL) != ERR_OK ||
-            hl7_seg_count(back) != hl7_seg_count(m) + nf)
+            hl7_seg_count(back) != hl7_seg_count(m) + added)
             abort();
         hl7_msg_free(back);
+        slice_t after;
+        (void)hl7_annotation_strip(out.ptr, out.len, &o, &a, &after);
+        /* NTE text is recognised by its start, which a delimiter such as '['
+         * would escape; an unterminated last segment gains a terminator. */
+        if (style == HL7_ANNOTATE_ZSG && terminated &&
+            (after.len != before.len || memcmp(after.ptr, before.ptr, before.len) != 0))
+            abort();
     }
     hl7_msg_free(m);
     if (rc == ERR_OK) {

@@ -259,21 +259,40 @@ void mllp_server_stats(const mllp_server_t *s, mllp_stats_t *o)
     o->evicted = s->base.st.evicted;
 }
 
-void mllp_req_reply(mllp_req_t *req, const void *bytes, size_t len)
+/* Writes one MLLP frame of len bytes at p; returns the end. */
+static char *put_frame(char *p, const void *bytes, size_t len)
+{
+    *p++ = 0x0B;
+    if (len)
+        memcpy(p, bytes, len);
+    p += len;
+    *p++ = 0x1C;
+    *p++ = 0x0D;
+    return p;
+}
+
+void mllp_req_reply2(mllp_req_t *req, const void *first, size_t first_len, const void *second,
+                     size_t second_len)
 {
     ingest__slot_t *slot = &req->slot;
     if (slot->orphan) {
         ingest__slot_answer(slot, NULL);
         return;
     }
-    srv_of(slot->conn)->replies++;
-    ingest__wbuf_t *w = ingest__wbuf_new(len + 3);
-    w->data[0] = 0x0B;
-    if (len)
-        memcpy(w->data + 1, bytes, len);
-    w->data[len + 1] = 0x1C;
-    w->data[len + 2] = 0x0D;
+    bool two = second != NULL;
+    srv_of(slot->conn)->replies += two ? 2 : 1;
+    /* One write buffer for both frames: they leave together, in this order,
+     * and nothing of a later request can come between them. */
+    ingest__wbuf_t *w = ingest__wbuf_new(first_len + 3 + (two ? second_len + 3 : 0));
+    char *p = put_frame(w->data, first, first_len);
+    if (two)
+        (void)put_frame(p, second, second_len);
     ingest__slot_answer(slot, w);
+}
+
+void mllp_req_reply(mllp_req_t *req, const void *bytes, size_t len)
+{
+    mllp_req_reply2(req, bytes, len, NULL, 0);
 }
 
 void mllp_req_reply_none(mllp_req_t *req)

@@ -3,8 +3,8 @@
  * the daemon and writes the daemon's reply back, in arrival order.
  *
  * Ownership: the server and its connections belong to ingest; the daemon gets
- * an mllp_req_t per frame and must answer it exactly once (mllp_req_reply or
- * mllp_req_reply_none), after which the req is gone. A frame's buf_t is valid
+ * an mllp_req_t per frame and must answer it exactly once (mllp_req_reply,
+ * mllp_req_reply2 or mllp_req_reply_none), after which the req is gone. A frame's buf_t is valid
  * during the callback; buf_ref() it to keep it longer. Everything runs on the
  * loop thread; no function here is thread-safe. Listening sets SIGPIPE to
  * ignored if it still has its default action (a reset peer must not kill the
@@ -138,7 +138,9 @@ typedef struct {
     uint64_t conns_open, conns_total, conns_refused;
     uint64_t frames, oversized, empty_frames;
     uint64_t bytes_in, bytes_out, bytes_dropped; /* dropped: outside frames */
-    uint64_t replies, no_replies, pending;       /* pending: frames awaiting reply/write now */
+    uint64_t replies, no_replies, pending;       /* replies: frames sent (an enhanced-mode
+                                                    answer can be two); pending: frames
+                                                    awaiting reply/write now */
     uint64_t pauses, idle_closes, orphaned;
     uint64_t evicted; /* idle connections closed to admit one at max_connections */
 } mllp_stats_t;
@@ -150,6 +152,13 @@ void mllp_server_stats(const mllp_server_t *s, mllp_stats_t *out);
  * every earlier frame of the same connection has been answered. If the
  * connection is gone the reply is dropped. Either way req is freed. */
 void mllp_req_reply(mllp_req_t *req, const void *bytes, size_t len);
+
+/* Like mllp_req_reply, with a second frame right after the first (an
+ * enhanced-mode accept ACK followed by the application ACK): both are sent
+ * as one write, in order, before any later reply of the connection. second
+ * NULL sends the first alone. Either way req is freed. */
+void mllp_req_reply2(mllp_req_t *req, const void *first, size_t first_len, const void *second,
+                     size_t second_len);
 
 /* Answers req with nothing on the wire (enhanced-mode NE, or a frame the
  * daemon chooses not to acknowledge); later replies are not held back. */

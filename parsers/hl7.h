@@ -276,12 +276,17 @@ hl7_edit_t *hl7_edit_new(const hl7_msg_t *m, arena_t *a);
 err_t hl7_edit_set(hl7_edit_t *e, const char *path, const char *v, size_t n, err_detail_t *d);
 
 /* Inserts seg before original segment `before` (0-based; hl7_seg_count()
- * appends). Several inserts at one place keep their order. Errors:
+ * appends), after any blank lines that end the segment before it. Several
+ * inserts at one place keep their order. Errors:
  * ERR_BAD_VALUE (before out of range). */
 err_t hl7_edit_insert(hl7_edit_t *e, size_t before, hl7_seg_t *seg);
 
 /* Replaces original segment i by seg. Errors: ERR_BAD_VALUE (out of range). */
 err_t hl7_edit_replace(hl7_edit_t *e, size_t i, hl7_seg_t *seg);
+
+/* Deletes original segment i (with its terminator) from the output; inserts
+ * before it still go where it was. Errors: ERR_BAD_VALUE (out of range). */
+err_t hl7_edit_delete(hl7_edit_t *e, size_t i);
 
 /* Writes the edited message into a: untouched segments exactly as received
  * (terminator and blank lines included), replaced segments with the

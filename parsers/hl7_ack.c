@@ -22,36 +22,88 @@ const char *hl7_ack_code_str(hl7_ack_code_t c)
     }
 }
 
-hl7_ack_code_t hl7_ack_code(const hl7_msg_t *msg, hl7_outcome_t outcome)
+/* Whether an acknowledgment condition (table 0155) asks for an ACK with
+ * code c: NE never, ER on errors, SU on success; empty and unknown values
+ * answer with `otherwise`. */
+static bool wanted(slice_t cond, hl7_ack_code_t c, bool otherwise)
+{
+    bool success = c == HL7_ACK_AA || c == HL7_ACK_CA;
+    if (slice_eq(cond, "AL"))
+        return true;
+    if (slice_eq(cond, "NE"))
+        return false;
+    if (slice_eq(cond, "ER"))
+        return !success;
+    if (slice_eq(cond, "SU"))
+        return success;
+    return otherwise;
+}
+
+static hl7_ack_plan_t plan(slice_t accept_cond, slice_t app_cond, hl7_outcome_t outcome)
+{
+    hl7_ack_plan_t p = {
+        .enhanced = accept_cond.len || app_cond.len, .accept = HL7_ACK_NONE, .app = HL7_ACK_NONE};
+    bool stored = outcome == HL7_OUTCOME_ACCEPTED || outcome == HL7_OUTCOME_ANNOTATED ||
+                  outcome == HL7_OUTCOME_REJECTED;
+    hl7_ack_code_t verdict = outcome == HL7_OUTCOME_REJECTED ? HL7_ACK_AE
+                             : stored                        ? HL7_ACK_AA
+                                                             : HL7_ACK_AR;
+    if (!p.enhanced) {
+        p.app = verdict;
+        return p;
+    }
+    hl7_ack_code_t commit = stored                                ? HL7_ACK_CA
+                            : outcome == HL7_OUTCOME_STORE_FAILED ? HL7_ACK_CE
+                                                                  : HL7_ACK_CR;
+    /* An empty MSH-15 beside a valued MSH-16 still gets the accept ACK: the
+     * sender is in enhanced mode and waits for it. */
+    if (wanted(accept_cond, commit, true))
+        p.accept = commit;
+    /* Only a message the gate took responsibility for has a verdict to
+     * report. An empty MSH-16 asks for nothing: an ACK the sender does not
+     * read would be taken as the answer to its next message. */
+    if (stored && wanted(app_cond, verdict, app_cond.len > 0))
+        p.app = verdict;
+    return p;
+}
+
+hl7_ack_plan_t hl7_ack_plan(const hl7_msg_t *msg, hl7_outcome_t outcome)
 {
     slice_t accept = SLICE_NULL, app = SLICE_NULL;
-    if (msg) {
+    if (msg && hl7_seg_count(msg)) {
         accept = hl7_value(msg, 0, 15, 1, 1, 0);
         app = hl7_value(msg, 0, 16, 1, 1, 0);
     }
-    bool enhanced = accept.len || app.len;
-    if (!enhanced) {
-        switch (outcome) {
-        case HL7_OUTCOME_ACCEPTED:
-        case HL7_OUTCOME_ANNOTATED: return HL7_ACK_AA;
-        case HL7_OUTCOME_REJECTED: return HL7_ACK_AE;
-        default: return HL7_ACK_AR;
-        }
+    return plan(accept, app, outcome);
+}
+
+/* The first line of data parsed as a message of its own, when it is an
+ * MSH; NULL otherwise. The caller frees it. */
+static hl7_msg_t *salvage_msh(const char *data, size_t len)
+{
+    size_t n = 0;
+    while (data && n < len && n < 65536 && data[n] != '\r' && data[n] != '\n' && data[n] != '\0')
+        n++;
+    hl7_msg_t *m = hl7_msg_new();
+    if (n < 8 || hl7_msg_parse(m, data, n, NULL, NULL) != ERR_OK) {
+        hl7_msg_free(m);
+        return NULL;
     }
-    hl7_ack_code_t c;
-    switch (outcome) {
-    case HL7_OUTCOME_ACCEPTED:
-    case HL7_OUTCOME_ANNOTATED: c = HL7_ACK_CA; break;
-    case HL7_OUTCOME_UNPARSEABLE: c = HL7_ACK_CR; break;
-    default: c = HL7_ACK_CE; break;
-    }
-    if (slice_eq(accept, "NE"))
-        return HL7_ACK_NONE;
-    if (slice_eq(accept, "ER") && c == HL7_ACK_CA)
-        return HL7_ACK_NONE;
-    if (slice_eq(accept, "SU") && c != HL7_ACK_CA)
-        return HL7_ACK_NONE;
-    return c;
+    return m;
+}
+
+hl7_ack_plan_t hl7_ack_plan_raw(const char *data, size_t len, hl7_outcome_t outcome)
+{
+    hl7_msg_t *m = salvage_msh(data, len);
+    hl7_ack_plan_t p = hl7_ack_plan(m, outcome);
+    hl7_msg_free(m);
+    return p;
+}
+
+hl7_ack_code_t hl7_ack_code(const hl7_msg_t *msg, hl7_outcome_t outcome)
+{
+    hl7_ack_plan_t p = hl7_ack_plan(msg, outcome);
+    return p.enhanced ? p.accept : p.app;
 }
 
 /* MSH-12.1 as major * 10 + minor ("2.5.1" -> 25); 25 when unreadable. */
@@ -84,25 +136,33 @@ static char sev_letter(rule_severity_t s)
     return s == RULE_SEV_REJECT ? 'E' : s == RULE_SEV_WARN ? 'W' : 'I';
 }
 
-typedef struct {
-    const char *code, *text;
-} table0357_t;
-
-static table0357_t err_0357(err_t e)
+hl7_0357_t hl7_ack_error_0357(err_t e, int version)
 {
     switch (e) {
+    case ERR_EMPTY:
     case ERR_NO_MSH:
     case ERR_BAD_SEGMENT:
-    case ERR_BAD_BATCH: return (table0357_t){"100", "Segment sequence error"};
+    case ERR_BAD_BATCH: return (hl7_0357_t){"100", "Segment sequence error"};
     case ERR_BAD_DELIMS:
     case ERR_BAD_ESCAPE:
     case ERR_NUL_BYTE:
     case ERR_TRUNCATED:
     case ERR_BAD_TERMINATOR:
-    case ERR_BAD_VALUE: return (table0357_t){"102", "Data type error"};
-    case ERR_UNSUPPORTED: return (table0357_t){"200", "Unsupported message type"};
-    default: return (table0357_t){"207", "Application internal error"};
+    case ERR_BAD_VALUE: return (hl7_0357_t){"102", "Data type error"};
+    case ERR_TOO_LARGE:
+        /* 104 entered table 0357 in v2.7; before, length was part of the data type. */
+        return version >= 27 ? (hl7_0357_t){"104", "Value too long"}
+                             : (hl7_0357_t){"102", "Data type error"};
+    case ERR_UNSUPPORTED: return (hl7_0357_t){"200", "Unsupported message type"};
+    default: return (hl7_0357_t){"207", "Application internal error"};
     }
+}
+
+hl7_0357_t hl7_ack_finding_0357(const rule_finding_t *f)
+{
+    if (f->severity != RULE_SEV_REJECT)
+        return (hl7_0357_t){"0", "Message accepted"};
+    return (hl7_0357_t){"103", "Table value not found"};
 }
 
 /* Fills the location (ERL from v2.5, the first three parts of ERR-1 before)
@@ -126,7 +186,7 @@ static void put_location(hl7_seg_t *s, int field_no, const char *loc)
 }
 
 static hl7_seg_t *err_seg(arena_t *a, const hl7_delims_t *dl, int ver, const char *loc,
-                          table0357_t code, char sev, const char *app_code, const char *diag,
+                          hl7_0357_t code, char sev, const char *app_code, const char *diag,
                           const char *message)
 {
     hl7_seg_t *s = hl7_seg_new(a, dl, "ERR");
@@ -180,6 +240,10 @@ err_t hl7_ack_build(const hl7_msg_t *msg, const hl7_ack_opts_t *o, arena_t *a, s
     set_s(msh, 10, 0, 0, 0, o->control_id);
     set_raw(msh, 11, hl7_field(msg, 0, 11));
     set_raw(msh, 12, hl7_field(msg, 0, 12));
+    if (o->no_ack_back) {
+        set_s(msh, 15, 0, 0, 0, "NE");
+        set_s(msh, 16, 0, 0, 0, "NE");
+    }
     set_raw(msh, 18, hl7_field(msg, 0, 18));
 
     const char *text = o->text;
@@ -211,13 +275,13 @@ err_t hl7_ack_build(const hl7_msg_t *msg, const hl7_ack_opts_t *o, arena_t *a, s
         const err_detail_t *e = o->error;
         char diag[96];
         snprintf(diag, sizeof diag, "segment %d, byte offset %zu", e->segment, e->offset);
-        put_seg(&b, err_seg(a, dl, ver, e->where[0] ? e->where : NULL, err_0357(e->code), 'E',
-                            err_name(e->code), diag, e->msg));
+        put_seg(&b,
+                err_seg(a, dl, ver, e->where[0] ? e->where : NULL, hl7_ack_error_0357(e->code, ver),
+                        'E', err_name(e->code), diag, e->msg));
     }
     for (size_t i = 0; o->verdict && i < o->verdict->nfindings; i++) {
         const rule_finding_t *f = &o->verdict->findings[i];
-        table0357_t code = f->code_invalid ? (table0357_t){"103", "Table value not found"}
-                                           : (table0357_t){"207", "Application internal error"};
+        hl7_0357_t code = hl7_ack_finding_0357(f);
         char *diag = f->suggestion ? arena_printf(a, "suggested: %s", f->suggestion) : NULL;
         put_seg(&b, err_seg(a, dl, ver, f->location, code, sev_letter(f->severity), f->rule_id,
                             diag, f->message));
@@ -233,13 +297,12 @@ err_t hl7_ack_build_raw(const char *data, size_t len, const err_detail_t *perr,
     if (!o)
         return ERR_BAD_VALUE;
     /* Salvage: the first line alone, when it parses as an MSH. */
-    size_t n = 0;
-    while (data && n < len && n < 65536 && data[n] != '\r' && data[n] != '\n' && data[n] != '\0')
-        n++;
-    hl7_msg_t *m = hl7_msg_new();
+    hl7_msg_t *m = salvage_msh(data, len);
     static const char fallback[] = "MSH|^~\\&|||||||||P|2.5";
-    if (n < 8 || hl7_msg_parse(m, data, n, NULL, NULL) != ERR_OK)
+    if (!m) {
+        m = hl7_msg_new();
         (void)hl7_msg_parse(m, fallback, sizeof fallback - 1, NULL, NULL);
+    }
     hl7_ack_opts_t o2 = *o;
     o2.verdict = NULL;
     o2.error = perr;
@@ -248,11 +311,121 @@ err_t hl7_ack_build_raw(const char *data, size_t len, const err_detail_t *perr,
     return rc;
 }
 
-slice_t hl7_annotate(const hl7_msg_t *msg, const rule_verdict_t *v, hl7_annotate_style_t style,
+/* As rules' verdict_name(); parsers link without the rules library. */
+static const char *verdict_word(verdict_kind_t k)
+{
+    return k == VERDICT_REJECT ? "reject" : k == VERDICT_ANNOTATE ? "annotate" : "accept";
+}
+
+static const char *codeset_fit_name(rule_codeset_fit_t f)
+{
+    switch (f) {
+    case RULE_CODESET_NEWER: return "newer";
+    case RULE_CODESET_OLDER: return "older";
+    default: return "in-range";
+    }
+}
+
+/* The version written in ZSH-1 and the NTE header; a later layout bumps it
+ * and keeps recognising the older ones. */
+#define ANNOTATION_FORMAT "1"
+
+static hl7_seg_t *header_seg(arena_t *a, const hl7_delims_t *dl, const rule_verdict_t *v,
+                             const hl7_annotate_opts_t *o)
+{
+    size_t n = v ? v->nfindings : 0;
+    const char *verdict = verdict_word(v ? v->kind : VERDICT_ACCEPT);
+    const char *code_set = v && v->code_set ? v->code_set : "";
+    const char *fit = codeset_fit_name(v ? v->code_set_fit : RULE_CODESET_IN_RANGE);
+    const char *pack = o->pack_name ? o->pack_name : "";
+    hl7_seg_t *s;
+    if (o->style == HL7_ANNOTATE_NTE) {
+        s = hl7_seg_new(a, dl, "NTE"); /* NTE-1 empty: the findings keep 1..n */
+        set_s(s, 2, 0, 0, 0, "O");
+        const char *t =
+            arena_printf(a,
+                         "[spinegate " ANNOTATION_FORMAT
+                         "] verdict=%s pack=%s v%d code-set=%s (%s) findings=%zu",
+                         verdict, pack, o->pack_version, code_set[0] ? code_set : "none", fit, n);
+        set_s(s, 3, 0, 0, 0, t);
+        return s;
+    }
+    char num[24];
+    s = hl7_seg_new(a, dl, "ZSH");
+    set_s(s, 1, 0, 0, 0, ANNOTATION_FORMAT);
+    set_s(s, 2, 0, 0, 0, "spinegate");
+    set_s(s, 3, 0, 0, 0, verdict);
+    set_s(s, 4, 0, 0, 0, pack);
+    if (o->pack_version) {
+        snprintf(num, sizeof num, "%d", o->pack_version);
+        set_s(s, 5, 0, 0, 0, num);
+    }
+    set_s(s, 6, 0, 0, 0, code_set);
+    if (code_set[0])
+        set_s(s, 7, 0, 0, 0, fit);
+    snprintf(num, sizeof num, "%zu", n);
+    (void)hl7_seg_set(s, 8, 0, 0, 0, num, strlen(num));
+    return s;
+}
+
+static hl7_seg_t *finding_seg(arena_t *a, const hl7_delims_t *dl, hl7_annotate_style_t style,
+                              const rule_finding_t *f, size_t k)
+{
+    char setid[24], sev[2] = {sev_letter(f->severity), 0};
+    snprintf(setid, sizeof setid, "%zu", k + 1);
+    hl7_seg_t *s;
+    if (style == HL7_ANNOTATE_NTE) {
+        s = hl7_seg_new(a, dl, "NTE");
+        set_s(s, 1, 0, 0, 0, setid);
+        set_s(s, 2, 0, 0, 0, "O");
+        hl7__buf_t t;
+        hl7__buf_init(&t, a, 128);
+        char head[64];
+        snprintf(head, sizeof head, "[%s] ", sev);
+        hl7__buf_put(&t, head, strlen(head));
+        const char *parts[] = {f->rule_id, f->location, f->message};
+        for (int p = 0; p < 3; p++) {
+            if (!parts[p])
+                continue;
+            hl7__buf_put(&t, parts[p], strlen(parts[p]));
+            hl7__buf_put(&t, p < 2 ? " " : "", p < 2 ? 1 : 0);
+        }
+        for (int c = 0; c < f->ncodes; c++) {
+            hl7__buf_put(&t, c ? ", " : " (codes: ", c ? 2 : 9);
+            hl7__buf_put(&t, f->codes[c], strlen(f->codes[c]));
+            if (c == f->ncodes - 1)
+                hl7__buf_putc(&t, ')');
+        }
+        if (f->suggestion) {
+            hl7__buf_put(&t, " (suggested: ", 13);
+            hl7__buf_put(&t, f->suggestion, strlen(f->suggestion));
+            hl7__buf_putc(&t, ')');
+        }
+        slice_t txt = hl7__buf_done(&t);
+        (void)hl7_seg_set(s, 3, 0, 0, 0, txt.ptr, txt.len);
+        return s;
+    }
+    s = hl7_seg_new(a, dl, "ZSG");
+    set_s(s, 1, 0, 0, 0, setid);
+    set_s(s, 2, 0, 0, 0, f->rule_id);
+    set_s(s, 3, 0, 0, 0, sev);
+    for (int c = 0; c < f->ncodes && c < RULE_MAX_CODES; c++)
+        set_s(s, 4, c + 1, 0, 0, f->codes[c]);
+    set_s(s, 5, 0, 0, 0, f->location);
+    set_s(s, 6, 0, 0, 0, f->suggestion);
+    set_s(s, 7, 0, 0, 0, f->message);
+    return s;
+}
+
+slice_t hl7_annotate(const hl7_msg_t *msg, const rule_verdict_t *v, const hl7_annotate_opts_t *o,
                      arena_t *a)
 {
+    static const hl7_annotate_opts_t defaults = {.style = HL7_ANNOTATE_ZSG};
+    if (!o)
+        o = &defaults;
     hl7_edit_t *e = hl7_edit_new(msg, a);
-    if (!v || v->nfindings == 0)
+    size_t nfindings = v ? v->nfindings : 0;
+    if (nfindings == 0 && !o->header_when_accepted)
         return hl7_edit_write(e);
     const hl7_delims_t *dl = hl7_msg_delims(msg);
     size_t nseg = hl7_seg_count(msg), at = nseg;
@@ -262,52 +435,77 @@ slice_t hl7_annotate(const hl7_msg_t *msg, const rule_verdict_t *v, hl7_annotate
             break;
         }
     }
-    for (size_t k = 0; k < v->nfindings; k++) {
-        const rule_finding_t *f = &v->findings[k];
-        char setid[24], sev[2] = {sev_letter(f->severity), 0};
-        snprintf(setid, sizeof setid, "%zu", k + 1);
-        hl7_seg_t *s;
-        if (style == HL7_ANNOTATE_NTE) {
-            s = hl7_seg_new(a, dl, "NTE");
-            set_s(s, 1, 0, 0, 0, setid);
-            set_s(s, 2, 0, 0, 0, "O");
-            hl7__buf_t t;
-            hl7__buf_init(&t, a, 128);
-            char head[64];
-            snprintf(head, sizeof head, "[%s] ", sev);
-            hl7__buf_put(&t, head, strlen(head));
-            const char *parts[] = {f->rule_id, f->location, f->message};
-            for (int p = 0; p < 3; p++) {
-                if (!parts[p])
-                    continue;
-                hl7__buf_put(&t, parts[p], strlen(parts[p]));
-                hl7__buf_put(&t, p < 2 ? " " : "", p < 2 ? 1 : 0);
-            }
-            for (int c = 0; c < f->ncodes; c++) {
-                hl7__buf_put(&t, c ? ", " : " (codes: ", c ? 2 : 9);
-                hl7__buf_put(&t, f->codes[c], strlen(f->codes[c]));
-                if (c == f->ncodes - 1)
-                    hl7__buf_putc(&t, ')');
-            }
-            if (f->suggestion) {
-                hl7__buf_put(&t, " (suggested: ", 13);
-                hl7__buf_put(&t, f->suggestion, strlen(f->suggestion));
-                hl7__buf_putc(&t, ')');
-            }
-            slice_t txt = hl7__buf_done(&t);
-            (void)hl7_seg_set(s, 3, 0, 0, 0, txt.ptr, txt.len);
-        } else {
-            s = hl7_seg_new(a, dl, "ZSG");
-            set_s(s, 1, 0, 0, 0, setid);
-            set_s(s, 2, 0, 0, 0, f->rule_id);
-            set_s(s, 3, 0, 0, 0, sev);
-            for (int c = 0; c < f->ncodes && c < RULE_MAX_CODES; c++)
-                set_s(s, 4, c + 1, 0, 0, f->codes[c]);
-            set_s(s, 5, 0, 0, 0, f->location);
-            set_s(s, 6, 0, 0, 0, f->suggestion);
-            set_s(s, 7, 0, 0, 0, f->message);
-        }
-        (void)hl7_edit_insert(e, at, s);
-    }
+    (void)hl7_edit_insert(e, at, header_seg(a, dl, v, o));
+    for (size_t k = 0; k < nfindings; k++)
+        (void)hl7_edit_insert(e, at, finding_seg(a, dl, o->style, &v->findings[k], k));
     return hl7_edit_write(e);
+}
+
+static bool starts_with(slice_t s, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return s.len >= n && memcmp(s.ptr, prefix, n) == 0;
+}
+
+static bool all_digits(slice_t s)
+{
+    for (size_t i = 0; i < s.len; i++)
+        if (s.ptr[i] < '0' || s.ptr[i] > '9')
+            return false;
+    return s.len > 0;
+}
+
+bool hl7_annotation_is_ours(const hl7_msg_t *msg, size_t i)
+{
+    slice_t id = hl7_seg_id(msg, i);
+    if (slice_eq(id, "ZSH"))
+        return all_digits(hl7_field(msg, i, 1)) && slice_eq(hl7_field(msg, i, 2), "spinegate");
+    if (slice_eq(id, "ZSG")) {
+        slice_t sev = hl7_field(msg, i, 3);
+        return hl7_field(msg, i, 2).len > 0 &&
+               (slice_eq(sev, "E") || slice_eq(sev, "W") || slice_eq(sev, "I"));
+    }
+    if (slice_eq(id, "NTE") && slice_eq(hl7_field(msg, i, 2), "O")) {
+        /* The text is written escaped; none of these prefixes has a delimiter. */
+        slice_t t = hl7_field(msg, i, 3);
+        return starts_with(t, "[spinegate ") || starts_with(t, "[E] ") || starts_with(t, "[W] ") ||
+               starts_with(t, "[I] ");
+    }
+    return false;
+}
+
+/* Whether some segment after the first starts with one of the ids that
+ * annotation uses: most messages never have one, and skip the parse. */
+static bool may_hold_annotation(const char *p, size_t n)
+{
+    for (size_t i = 1; i + 3 < n; i++) {
+        if (p[i - 1] != '\r' && p[i - 1] != '\n')
+            continue;
+        if ((p[i] == 'Z' && p[i + 1] == 'S' && (p[i + 2] == 'G' || p[i + 2] == 'H')) ||
+            (p[i] == 'N' && p[i + 1] == 'T' && p[i + 2] == 'E'))
+            return true;
+    }
+    return false;
+}
+
+size_t hl7_annotation_strip(const char *data, size_t len, const hl7_opts_t *opts, arena_t *a,
+                            slice_t *out)
+{
+    *out = slice_make(data, len);
+    if (!data || !may_hold_annotation(data, len))
+        return 0;
+    hl7_msg_t *m = hl7_msg_new();
+    size_t removed = 0;
+    if (hl7_msg_parse(m, data, len, opts, NULL) == ERR_OK) {
+        hl7_edit_t *e = hl7_edit_new(m, a);
+        for (size_t i = 1; i < hl7_seg_count(m); i++)
+            if (hl7_annotation_is_ours(m, i)) {
+                (void)hl7_edit_delete(e, i);
+                removed++;
+            }
+        if (removed)
+            *out = hl7_edit_write(e);
+    }
+    hl7_msg_free(m);
+    return removed;
 }

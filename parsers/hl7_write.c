@@ -284,6 +284,7 @@ struct hl7_edit {
     const hl7_msg_t *m;
     arena_t *a;
     hl7_seg_t **repl; /* per original segment, NULL when untouched */
+    bool *drop;       /* per original segment, true when deleted */
     ins_t *ins, *tail;
 };
 
@@ -293,6 +294,7 @@ hl7_edit_t *hl7_edit_new(const hl7_msg_t *m, arena_t *a)
     e->m = m;
     e->a = a;
     e->repl = arena_calloc(a, m->nsegs ? m->nsegs : 1, sizeof *e->repl);
+    e->drop = arena_calloc(a, m->nsegs ? m->nsegs : 1, sizeof *e->drop);
     return e;
 }
 
@@ -336,6 +338,14 @@ err_t hl7_edit_replace(hl7_edit_t *e, size_t i, hl7_seg_t *seg)
     return ERR_OK;
 }
 
+err_t hl7_edit_delete(hl7_edit_t *e, size_t i)
+{
+    if (i >= e->m->nsegs)
+        return ERR_BAD_VALUE;
+    e->drop[i] = true;
+    return ERR_OK;
+}
+
 /* Length of the segment terminator at p (\r, \n or \r\n), 0 if none. */
 static size_t term_len(const char *p, size_t n)
 {
@@ -369,12 +379,23 @@ slice_t hl7_edit_write(hl7_edit_t *e)
     const char *tail = NULL; /* blank lines after the previous segment */
     size_t tail_n = 0;
     for (size_t i = 0; i <= m->nsegs; i++) {
-        write_inserts(e, i, &b, &need_term);
+        /* Blank lines stay with the segment before them and inserts go right
+         * before segment i: an inserted segment's \r is never followed by an
+         * original \n, which would read back as one \r\n terminator. */
         hl7__buf_put(&b, tail, tail_n);
         tail_n = 0;
+        write_inserts(e, i, &b, &need_term);
         if (i == m->nsegs)
             break;
         const hl7__seg_t *s = &m->segs[i];
+        if (e->drop[i]) {
+            /* Gone with its terminator; blank lines after it stay. */
+            const char *t = m->base + s->off + s->len;
+            size_t tn = term_len(t, s->span - s->len);
+            tail = t + tn;
+            tail_n = s->span - s->len - tn;
+            continue;
+        }
         if (need_term)
             hl7__buf_putc(&b, '\r');
         if (e->repl[i])

@@ -1525,3 +1525,13 @@ const char *rule_pack_describe(const rule_pack_t *p)
 {
     return p ? p->describe : "no rule pack";
 }
+
+const char *rule_pack_name(const rule_pack_t *p)
+{
+    return p ? p->name : NULL;
+}
+
+int rule_pack_version(const rule_pack_t *p)
+{
+    return p ? p->version : 0;
+}

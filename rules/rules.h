@@ -99,6 +99,11 @@ void rule_pack_free(rule_pack_t *pack);
 /* A short description for logs: "spine rules v1 (23 rules), ICD-10-CM FY2026". */
 const char *rule_pack_describe(const rule_pack_t *pack);
 
+/* The pack's "pack" name and "version" (docs/rule-pack.md), for the header
+ * of an annotated message; NULL and 0 for a NULL pack. */
+const char *rule_pack_name(const rule_pack_t *pack);
+int rule_pack_version(const rule_pack_t *pack);
+
 /* Evaluates claim against pack. Never fails on claim content: anything the
  * tables do not cover is left alone, and a claim without a covered spine
  * code gets no findings (VERDICT_ACCEPT). The code set is picked by the

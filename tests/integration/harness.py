@@ -213,6 +213,7 @@ class MllpSink:
         self.port = port or free_port()
         self.mode = mode
         self.received = []
+        self.raw = []
         self.lock = threading.Lock()
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -230,10 +231,14 @@ class MllpSink:
         async def handle(reader, writer):
             try:
                 while True:
-                    msg = await reader.readmessage()
+                    # The block as it came, for byte-for-byte checks, then
+                    # parsed as readmessage() does.
+                    block = await reader.readblock()
+                    msg = hl7.parse(block.decode(reader.encoding, reader.encoding_errors))
                     text = str(msg)
                     with self.lock:
                         self.received.append(text)
+                        self.raw.append(bytes(block))
                     code = self.mode(text)
                     if isinstance(code, tuple):
                         # (code, text): billing's own words in MSA-3 and an ERR.
@@ -265,6 +270,11 @@ class MllpSink:
     def messages(self):
         with self.lock:
             return list(self.received)
+
+    def raw_messages(self):
+        """The messages exactly as they arrived (bytes, without MLLP framing)."""
+        with self.lock:
+            return list(self.raw)
 
     def control_ids(self):
         return [msh10(m) for m in self.messages()]

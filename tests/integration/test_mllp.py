@@ -14,6 +14,8 @@ import threading
 import time
 import unittest
 
+import hl7.client
+
 import harness as h
 
 
@@ -196,6 +198,193 @@ class Basic(unittest.TestCase):
         log = self.d.logtext()
         for phi in ("TESTPATIENT", "MRN00123", "19800412", "MAIN ST"):
             self.assertNotIn(phi, log)
+
+
+def enhanced(message, accept_ack, app_ack):
+    """message (str or bytes) with MSH-15/MSH-16 set: enhanced mode."""
+    text = message.decode() if isinstance(message, bytes) else message
+    first, rest = text.split("\r", 1)
+    fields = first.split("|")
+    fields += [""] * (17 - len(fields))
+    fields[14], fields[15] = accept_ack, app_ack
+    return "|".join(fields) + "\r" + rest
+
+
+def send_read_acks(port, messages, expect, quiet=0.5):
+    """Sends messages on one connection with python3-hl7's MLLP client and
+    returns the frames that come back: `expect` of them, then none for
+    `quiet` seconds (so an extra ACK is caught, not missed)."""
+    with hl7.client.MLLPClient("127.0.0.1", port) as c:
+        c.socket.settimeout(10)
+        buf = b""
+        for m in messages:
+            c.socket.sendall(b"\x0b" + (m if isinstance(m, bytes) else m.encode()) + b"\x1c\r")
+        while len(re.findall(rb"\x0b(.*?)\x1c\r", buf, re.S)) < expect:
+            more = c.socket.recv(65536)
+            if not more:
+                break
+            buf += more
+        c.socket.settimeout(quiet)
+        try:
+            buf += c.socket.recv(65536)
+        except socket.timeout:
+            pass
+        return [f.decode() for f in re.findall(rb"\x0b(.*?)\x1c\r", buf, re.S)]
+
+
+def seg(ack, sid, n=1):
+    """Fields of the n-th segment sid of an ACK (fields[0] is the id)."""
+    found = [x.split("|") for x in ack.split("\r") if x.startswith(sid + "|")]
+    return found[n - 1] if len(found) >= n else None
+
+
+class Acks(unittest.TestCase):
+    """ACK meaning (docs/hl7-acks.md): table 0357 codes, original mode, and
+    enhanced mode's accept ACK followed by the application ACK."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = h.Daemon().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.cleanup()
+
+    def test_original_mode_err3(self):
+        ack = h.mllp_send(self.d.mllp_port, h.demo("03-annotate-site-unspecified.hl7"))
+        self.assertEqual(h.ack_code(ack), "AA", ack)
+        err = seg(ack, "ERR")
+        self.assertEqual(err[3], "0^Message accepted^HL70357", ack)
+        self.assertIn(err[4], ("W", "I"))
+        self.assertEqual(err[5], "site-unspecified")
+        ack = h.mllp_send(self.d.mllp_port, h.demo("10-reject-malformed-code.hl7"))
+        self.assertEqual(h.ack_code(ack), "AE", ack)
+        errs = [e.split("|") for e in err_segments(ack)]
+        rejects = [e for e in errs if e[4] == "E"]
+        self.assertTrue(rejects, ack)
+        for e in rejects:
+            self.assertEqual(e[3], "103^Table value not found^HL70357", ack)
+        self.assertNotIn("207^", ack)
+        ack = h.mllp_send(self.d.mllp_port, h.demo("04-reject-excludes1.hl7"))
+        self.assertEqual(h.ack_code(ack), "AE", ack)
+        self.assertIn("|103^Table value not found^HL70357|E|excludes1-pair|", ack)
+        self.assertNotIn("207^", ack)
+
+    def test_al_al_commit_then_application_ack(self):
+        msg = enhanced(h.demo("03-annotate-site-unspecified.hl7"), "AL", "AL")
+        acks = send_read_acks(self.d.mllp_port, [msg], 2)
+        self.assertEqual([h.ack_code(a) for a in acks], ["CA", "AA"], acks)
+        commit, app = acks
+        # The accept ACK is about storage only; the verdict is in the second.
+        self.assertIsNone(seg(commit, "ERR"), commit)
+        self.assertEqual(seg(commit, "MSA")[2], "DEMO0003")
+        self.assertEqual(seg(app, "MSA")[2], "DEMO0003")
+        self.assertEqual(seg(app, "ERR")[3], "0^Message accepted^HL70357")
+        # Each ACK is a message of its own; the application ACK asks for none back.
+        self.assertNotEqual(seg(commit, "MSH")[9], seg(app, "MSH")[9])
+        self.assertEqual(seg(app, "MSH")[14:16], ["NE", "NE"])
+
+    def test_al_al_rejected_is_stored_so_ca_then_ae(self):
+        msg = enhanced(h.demo("04-reject-excludes1.hl7").replace(b"DEMO0004", b"ENHREJ01"), "AL", "AL")
+        acks = send_read_acks(self.d.mllp_port, [msg], 2)
+        self.assertEqual([h.ack_code(a) for a in acks], ["CA", "AE"], acks)
+        self.assertIn("|103^Table value not found^HL70357|E|excludes1-pair|", acks[1])
+        h.wait_for(lambda: [n for n in self.d.folder("reject") if "ENHREJ01" in n], what="reject copy")
+
+    def test_er_er_answers_only_errors(self):
+        reject = enhanced(dft("ENHER001", ["M43.04", "Q76.2"]), "ER", "ER")
+        accept = enhanced(dft("ENHER002", ["J20.9"]), "ER", "ER")
+        plain = dft("ENHER003", ["J20.9"])
+        acks = send_read_acks(self.d.mllp_port, [reject, accept, plain], 2)
+        # The reject gets its AE alone (stored: no CE); the success nothing at all.
+        self.assertEqual([(h.ack_code(a), seg(a, "MSA")[2]) for a in acks],
+                         [("AE", "ENHER001"), ("AA", "ENHER003")], acks)
+
+    def test_su_al_and_ne_ne(self):
+        su = enhanced(dft("ENHSU001", ["J20.9"]), "SU", "AL")
+        ne = enhanced(dft("ENHNE001", ["J20.9"]), "NE", "NE")
+        al_empty = enhanced(dft("ENHAL001", ["J20.9"]), "AL", "")
+        acks = send_read_acks(self.d.mllp_port, [su, ne, al_empty], 3)
+        self.assertEqual([(h.ack_code(a), seg(a, "MSA")[2]) for a in acks],
+                         [("CA", "ENHSU001"), ("AA", "ENHSU001"), ("CA", "ENHAL001")], acks)
+
+    def test_enhanced_unreadable_is_cr(self):
+        bad = enhanced(dft("ENHBAD01", ["J20.9"]), "AL", "AL") + "P\x01D|1\r"
+        acks = send_read_acks(self.d.mllp_port, [bad], 1)
+        self.assertEqual([h.ack_code(a) for a in acks], ["CR"], acks)
+        self.assertIn("ENHBAD01", acks[0])
+
+
+class OnePass(unittest.TestCase):
+    """Idempotent annotation: a message judged twice carries one pass."""
+
+    def twice(self, message, *args):
+        """Sends message, then what billing received from it, through a
+        daemon; returns both messages as billing received them."""
+        sink = h.MllpSink().start()
+        d = h.Daemon("--downstream-mllp", "127.0.0.1:%d" % sink.port, *args).start()
+        try:
+            self.assertIn(h.ack_code(h.mllp_send(d.mllp_port, message)), ("AA",))
+            h.wait_for(lambda: len(sink.raw_messages()) >= 1, 10, "first pass at billing")
+            first = sink.raw_messages()[0]
+            self.assertEqual(h.ack_code(h.mllp_send(d.mllp_port, first)), "AA")
+            h.wait_for(lambda: len(sink.raw_messages()) >= 2, 10, "second pass at billing")
+            return first, sink.raw_messages()[1]
+        finally:
+            d.cleanup()
+            sink.stop()
+
+    def test_zsg_twice_is_byte_for_byte_one_pass(self):
+        original = h.demo("03-annotate-site-unspecified.hl7")
+        first, second = self.twice(original)
+        self.assertEqual(second, first)
+        segs = first.decode().rstrip("\r").split("\r")
+        added = [x for x in segs if x.startswith(("ZSH|", "ZSG|"))]
+        zsh = [x.split("|") for x in added if x.startswith("ZSH|")]
+        self.assertEqual(len(zsh), 1, first)
+        self.assertEqual(zsh[0][1:4], ["1", "spinegate", "annotate"])
+        self.assertEqual(zsh[0][4:6], ["spinegate-spine-rules", "1"])
+        self.assertRegex(zsh[0][6], r"^FY20\d\d$")
+        self.assertEqual(int(zsh[0][8]), len(added) - 1)
+        self.assertGreaterEqual(len(added), 2)
+        # The rest is the original, byte for byte, and the pass sits after the last DG1.
+        kept = "\r".join(x for x in segs if x not in added) + "\r"
+        self.assertEqual(kept.encode(), original)
+        self.assertTrue(segs[segs.index(added[0]) - 1].startswith("DG1|"))
+
+    def test_nte_accepted_with_header_twice(self):
+        original = dft("ONEPASS2", ["J20.9"])
+        first, second = self.twice(original, "--annotation", "nte", "--annotate-accepted")
+        self.assertEqual(second, first)
+        segs = first.decode().rstrip("\r").split("\r")
+        header = [x for x in segs if x.startswith("NTE||O|[spinegate 1] verdict=accept ")]
+        self.assertEqual(len(header), 1, first)
+        self.assertIn("findings=0", header[0])
+        self.assertEqual([x for x in segs if x not in header], original.rstrip("\r").split("\r"))
+
+    def test_resent_after_fix_carries_only_new_findings(self):
+        # A coder fixes a rejected message (as the reject sink kept it, with
+        # its findings) and sends it again: billing gets the new pass only.
+        rejects = h.MllpSink().start()
+        billing = h.MllpSink().start()
+        d = h.Daemon("--downstream-mllp", "127.0.0.1:%d" % billing.port,
+                     "--reject-mllp", "127.0.0.1:%d" % rejects.port).start()
+        try:
+            h.mllp_send(d.mllp_port, h.demo("04-reject-excludes1.hl7"))
+            h.wait_for(lambda: rejects.raw_messages(), 10, "reject at the reject sink")
+            kept = rejects.raw_messages()[0]
+            self.assertIn(b"|excludes1-pair|E|", kept)
+            fixed = kept.replace(b"Q76.2^Congenital spondylolisthesis", b"M43.00^Spondylolysis, site unspecified")
+            self.assertEqual(h.ack_code(h.mllp_send(d.mllp_port, fixed)), "AA")
+            h.wait_for(lambda: billing.raw_messages(), 10, "fixed message at billing")
+            body = billing.raw_messages()[0].decode()
+            self.assertNotIn("excludes1-pair", body)
+            self.assertEqual(body.count("\rZSH|"), 1, body)
+            self.assertNotIn("|reject|", body)
+        finally:
+            d.cleanup()
+            billing.stop()
+            rejects.stop()
 
 
 class Downstream(unittest.TestCase):

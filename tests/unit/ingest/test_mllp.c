@@ -90,6 +90,14 @@ static void on_frame(mllp_req_t *req, buf_t *frame, void *user)
         mllp_req_reply_none(req);
         return;
     }
+    if (frame->len >= 3 && memcmp(frame->data, "TWO", 3) == 0) {
+        /* An accept ACK and an application ACK for one request. */
+        char first[128], second[128];
+        int n1 = snprintf(first, sizeof first, "CA|%.*s", (int)frame->len, frame->data);
+        int n2 = snprintf(second, sizeof second, "AA|%.*s", (int)frame->len, frame->data);
+        mllp_req_reply2(req, first, (size_t)n1, second, (size_t)n2);
+        return;
+    }
     if (x->nanswer < 16)
         x->answer_order[x->nanswer++] = 2;
     echo(req, frame);
@@ -246,6 +254,37 @@ static void test_in_order_replies(void **state)
     assert_int_equal(x.answer_order[0], 2);
     assert_int_equal(x.answer_order[1], 2);
     assert_int_equal(x.answer_order[2], 1);
+}
+
+/* ---- two frames for one request, still in arrival order ----------------- */
+
+static void *client_two(void *arg)
+{
+    ctx_t *x = arg;
+    char buf[1024];
+    int fd = tn_connect(x->port);
+    CHECK(fd >= 0);
+    /* TWO2 is answered before SLOW1; both of its frames wait for SLOW1's. */
+    CHECK(tn_sends(fd, "\x0bSLOW1\x1c\x0d\x0bTWO2\x1c\x0d\x0b"
+                       "FAST3\x1c\x0d") == 0);
+    CHECK(tn_read_mllp(fd, buf, sizeof buf, 2000) >= 0 && strcmp(buf, "ACK|SLOW1") == 0);
+    CHECK(tn_read_mllp(fd, buf, sizeof buf, 2000) >= 0 && strcmp(buf, "CA|TWO2") == 0);
+    CHECK(tn_read_mllp(fd, buf, sizeof buf, 2000) >= 0 && strcmp(buf, "AA|TWO2") == 0);
+    CHECK(tn_read_mllp(fd, buf, sizeof buf, 2000) >= 0 && strcmp(buf, "ACK|FAST3") == 0);
+    mllp_stats_t st;
+    stats_wait(x, &st);
+    CHECK(st.frames == 3);
+    CHECK(st.replies == 4);
+    close(fd);
+    return NULL;
+}
+
+static void test_two_frame_reply(void **state)
+{
+    (void)state;
+    ctx_t x;
+    start(&x, NULL);
+    finish(&x, client_two);
 }
 
 /* ---- 100 connections at once ----------------------------------------------- */
@@ -623,6 +662,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_echo),
         cmocka_unit_test(test_in_order_replies),
+        cmocka_unit_test(test_two_frame_reply),
         cmocka_unit_test(test_100_connections),
         cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_backpressure),

@@ -602,6 +602,31 @@ static void test_write_identity_and_edits(void **state)
     arena_free(&a);
 }
 
+static void test_edit_delete(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 0);
+    /* A deleted segment goes with its terminator; blank lines after it stay,
+     * an insert before it still lands there, and the rest is as received. */
+    const char *in = "MSH|^~\\&|A\r\nZSG|1\r\n\nPID|1\rNTE|1\nPV1|1";
+    hl7_msg_t *m;
+    assert_int_equal(hl7_parse(in, strlen(in), NULL, &m, NULL), ERR_OK);
+    hl7_edit_t *e = hl7_edit_new(m, &a);
+    assert_int_equal(hl7_edit_delete(e, 1), ERR_OK);
+    assert_int_equal(hl7_edit_delete(e, 3), ERR_OK);
+    assert_int_equal(hl7_edit_delete(e, 5), ERR_BAD_VALUE);
+    hl7_seg_t *z = hl7_seg_new(&a, NULL, "ZZZ");
+    assert_int_equal(hl7_edit_insert(e, 3, z), ERR_OK);
+    assert_slice(hl7_edit_write(e), "MSH|^~\\&|A\r\n\nPID|1\rZZZ\rPV1|1");
+    /* The last segment, unterminated, goes too. */
+    e = hl7_edit_new(m, &a);
+    assert_int_equal(hl7_edit_delete(e, 4), ERR_OK);
+    assert_slice(hl7_edit_write(e), "MSH|^~\\&|A\r\nZSG|1\r\n\nPID|1\rNTE|1\n");
+    hl7_msg_free(m);
+    arena_free(&a);
+}
+
 static void test_write_terminators(void **state)
 {
     (void)state;
@@ -617,7 +642,9 @@ static void test_write_terminators(void **state)
     hl7_seg_set(z, 1, 0, 0, 0, "1", 1);
     hl7_edit_insert(e, 3, z);
     hl7_edit_insert(e, 2, z);
-    assert_slice(hl7_edit_write(e), "\nMSH|^~\\&|A\nPID|1\r\nZSG|1\r\nPV1|1\rZSG|1\r");
+    /* Blank lines stay with the segment before them: an insert's \r
+     * followed by an original \n would read back as one \r\n. */
+    assert_slice(hl7_edit_write(e), "\nMSH|^~\\&|A\nPID|1\r\n\nZSG|1\rPV1|1\rZSG|1\r");
     hl7_msg_free(m);
     /* MSH with a truncation character is rebuilt with it. */
     in = "MSH|^~\\&#|A|B\r";
@@ -647,6 +674,7 @@ int main(void)
         cmocka_unit_test(test_batch_split),
         cmocka_unit_test(test_write_identity_and_edits),
         cmocka_unit_test(test_write_terminators),
+        cmocka_unit_test(test_edit_delete),
     };
     return cmocka_run_group_tests_name("hl7", tests, NULL, NULL);
 }

@@ -139,7 +139,7 @@ static void test_ack_err_v25(void **state)
     assert_get(ack, "MSA-1", "AE");
     assert_get(ack, "ERR-1", "");
     assert_get(ack, "ERR-2", "DG1^2^3");
-    assert_get(ack, "ERR-3", "207^Application internal error^HL70357");
+    assert_get(ack, "ERR-3", "103^Table value not found^HL70357");
     assert_get(ack, "ERR-4", "E");
     assert_get(ack, "ERR-5", "excludes1-pair");
     assert_get(ack, "ERR-7", "suggested: M43.06");
@@ -149,7 +149,8 @@ static void test_ack_err_v25(void **state)
     assert_int_equal(hl7_unescape_arena(ack, v8, &f.a, &s, NULL), ERR_OK);
     assert_string_equal(s, "M43.04 and M43.16 | excluded ^ together");
     assert_get(ack, "ERR(2)-2", "FT1^1");
-    assert_get(ack, "ERR(2)-3.1", "103");
+    /* A warning stopped nothing, even about an invalid code. */
+    assert_get(ack, "ERR(2)-3", "0^Message accepted^HL70357");
     assert_get(ack, "ERR(2)-4", "W");
     hl7_msg_free(ack);
     fx_free(&f);
@@ -222,36 +223,173 @@ static void test_ack_escaping_custom_delims(void **state)
     fx_free(&f);
 }
 
-static void test_ack_codes(void **state)
+/* Every MSH-15 x MSH-16 value (empty, AL, NE, ER, SU, an unknown one) and
+ * every outcome. In enhanced mode the accept ACK depends on MSH-15 alone and
+ * the application ACK on MSH-16 alone, so each has its own table. */
+static void test_ack_plan_all_modes(void **state)
+{
+    (void)state;
+    enum { NONE = HL7_ACK_NONE, AA = HL7_ACK_AA, AE = HL7_ACK_AE, AR = HL7_ACK_AR,
+           CA = HL7_ACK_CA, CE = HL7_ACK_CE, CR = HL7_ACK_CR };
+    static const char *const conds[] = {"", "AL", "NE", "ER", "SU", "XX"};
+    /* outcomes: accepted annotated rejected unparseable store_failed */
+    static const int accept_by_msh15[6][5] = {
+        {CA, CA, CA, CR, CE},           /* empty (MSH-16 valued): as AL */
+        {CA, CA, CA, CR, CE},           /* AL */
+        {NONE, NONE, NONE, NONE, NONE}, /* NE */
+        {NONE, NONE, NONE, CR, CE},     /* ER */
+        {CA, CA, CA, NONE, NONE},       /* SU */
+        {CA, CA, CA, CR, CE},           /* unknown: as AL */
+    };
+    static const int app_by_msh16[6][5] = {
+        {NONE, NONE, NONE, NONE, NONE}, /* empty: none asked for */
+        {AA, AA, AE, NONE, NONE},       /* AL: after a store only */
+        {NONE, NONE, NONE, NONE, NONE}, /* NE */
+        {NONE, NONE, AE, NONE, NONE},   /* ER */
+        {AA, AA, NONE, NONE, NONE},     /* SU */
+        {AA, AA, AE, NONE, NONE},       /* unknown: as AL */
+    };
+    static const int original[5] = {AA, AA, AE, AR, AR};
+    for (int i15 = 0; i15 < 6; i15++) {
+        for (int i16 = 0; i16 < 6; i16++) {
+            char lit[128];
+            snprintf(lit, sizeof lit, "MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.5|||%s|%s\n",
+                     conds[i15], conds[i16]);
+            fx_t f;
+            fx_parse(&f, lit);
+            bool enhanced = i15 || i16;
+            for (int k = 0; k < 5; k++) {
+                hl7_ack_plan_t p = hl7_ack_plan(f.m, (hl7_outcome_t)k);
+                int want_accept = enhanced ? accept_by_msh15[i15][k] : NONE;
+                int want_app = enhanced ? app_by_msh16[i16][k] : original[k];
+                if (p.enhanced != enhanced || (int)p.accept != want_accept ||
+                    (int)p.app != want_app)
+                    fail_msg("MSH-15 '%s' MSH-16 '%s' outcome %d: got %s/%s", conds[i15],
+                             conds[i16], k, hl7_ack_code_str(p.accept), hl7_ack_code_str(p.app));
+                /* hl7_ack_code() is the first ACK of the plan. */
+                assert_int_equal(hl7_ack_code(f.m, (hl7_outcome_t)k),
+                                 enhanced ? p.accept : p.app);
+            }
+            /* The same plan when the MSH is salvaged from unreadable input. */
+            char raw[160];
+            snprintf(raw, sizeof raw, "%.*sBAD\x01", (int)strcspn(lit, "\n") + 1, lit);
+            raw[strcspn(raw, "\n")] = '\r';
+            hl7_ack_plan_t p = hl7_ack_plan_raw(raw, strlen(raw), HL7_OUTCOME_UNPARSEABLE);
+            assert_int_equal(p.enhanced, enhanced);
+            assert_int_equal(p.accept, enhanced ? accept_by_msh15[i15][3] : NONE);
+            assert_int_equal(p.app, enhanced ? NONE : AR);
+            fx_free(&f);
+        }
+    }
+    hl7_ack_plan_t p = hl7_ack_plan(NULL, HL7_OUTCOME_UNPARSEABLE);
+    assert_false(p.enhanced);
+    assert_int_equal(p.app, HL7_ACK_AR);
+    p = hl7_ack_plan_raw("garbage", 7, HL7_OUTCOME_UNPARSEABLE);
+    assert_false(p.enhanced);
+    assert_int_equal(p.app, HL7_ACK_AR);
+    assert_string_equal(hl7_ack_code_str(HL7_ACK_CR), "CR");
+    assert_string_equal(hl7_ack_code_str(HL7_ACK_NONE), "");
+}
+
+/* ERR-3 for every kind of finding and error: no rule finding reads as a
+ * failure of the gate; 207 is left to the gate's own failures. */
+static void test_ack_0357_choices(void **state)
 {
     (void)state;
     static const struct {
-        const char *msh15, *msh16;
-        hl7_ack_code_t want[5]; /* accepted annotated rejected unparseable store_failed */
-    } t[] = {
-        {"", "", {HL7_ACK_AA, HL7_ACK_AA, HL7_ACK_AE, HL7_ACK_AR, HL7_ACK_AR}},
-        {"AL", "", {HL7_ACK_CA, HL7_ACK_CA, HL7_ACK_CE, HL7_ACK_CR, HL7_ACK_CE}},
-        {"", "AL", {HL7_ACK_CA, HL7_ACK_CA, HL7_ACK_CE, HL7_ACK_CR, HL7_ACK_CE}},
-        {"NE", "AL", {HL7_ACK_NONE, HL7_ACK_NONE, HL7_ACK_NONE, HL7_ACK_NONE, HL7_ACK_NONE}},
-        {"ER", "NE", {HL7_ACK_NONE, HL7_ACK_NONE, HL7_ACK_CE, HL7_ACK_CR, HL7_ACK_CE}},
-        {"SU", "", {HL7_ACK_CA, HL7_ACK_CA, HL7_ACK_NONE, HL7_ACK_NONE, HL7_ACK_NONE}},
-        {"XX", "", {HL7_ACK_CA, HL7_ACK_CA, HL7_ACK_CE, HL7_ACK_CR, HL7_ACK_CE}},
+        const char *rule;
+        rule_severity_t sev;
+        bool invalid;
+        const char *code, *text;
+    } fcase[] = {
+        {"site-unspecified", RULE_SEV_WARN, false, "0", "Message accepted"},
+        {"drg-tier", RULE_SEV_INFO, false, "0", "Message accepted"},
+        {"code-invalid", RULE_SEV_WARN, true, "0", "Message accepted"},
+        {"code-invalid", RULE_SEV_REJECT, true, "103", "Table value not found"},
+        {"code-not-billable", RULE_SEV_REJECT, true, "103", "Table value not found"},
+        {"seventh-character", RULE_SEV_REJECT, true, "103", "Table value not found"},
+        {"excludes1-pair", RULE_SEV_REJECT, false, "103", "Table value not found"},
+        {"manifestation-first", RULE_SEV_REJECT, false, "103", "Table value not found"},
     };
-    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
-        char lit[128];
-        snprintf(lit, sizeof lit, "MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.5|||%s|%s\n", t[i].msh15,
-                 t[i].msh16);
-        fx_t f;
-        fx_parse(&f, lit);
-        for (int k = 0; k < 5; k++)
-            if (hl7_ack_code(f.m, (hl7_outcome_t)k) != t[i].want[k])
-                fail_msg("MSH-15 '%s' MSH-16 '%s' outcome %d: got %s", t[i].msh15, t[i].msh16, k,
-                         hl7_ack_code_str(hl7_ack_code(f.m, (hl7_outcome_t)k)));
-        fx_free(&f);
+    for (size_t i = 0; i < sizeof fcase / sizeof fcase[0]; i++) {
+        rule_finding_t f = finding(fcase[i].rule, fcase[i].sev, "m", NULL, NULL, NULL,
+                                   fcase[i].invalid);
+        hl7_0357_t c = hl7_ack_finding_0357(&f);
+        if (strcmp(c.code, fcase[i].code) || strcmp(c.text, fcase[i].text))
+            fail_msg("%s: got %s %s", fcase[i].rule, c.code, c.text);
     }
-    assert_int_equal(hl7_ack_code(NULL, HL7_OUTCOME_UNPARSEABLE), HL7_ACK_AR);
-    assert_string_equal(hl7_ack_code_str(HL7_ACK_CR), "CR");
-    assert_string_equal(hl7_ack_code_str(HL7_ACK_NONE), "");
+    static const struct {
+        err_t e;
+        int version;
+        const char *code;
+    } ecase[] = {
+        {ERR_NO_MSH, 25, "100"},       {ERR_EMPTY, 25, "100"},       {ERR_BAD_SEGMENT, 25, "100"},
+        {ERR_BAD_BATCH, 25, "100"},    {ERR_BAD_DELIMS, 25, "102"},  {ERR_BAD_ESCAPE, 25, "102"},
+        {ERR_NUL_BYTE, 25, "102"},     {ERR_TRUNCATED, 25, "102"},   {ERR_BAD_VALUE, 25, "102"},
+        {ERR_BAD_TERMINATOR, 25, "102"}, {ERR_TOO_LARGE, 25, "102"}, {ERR_TOO_LARGE, 27, "104"},
+        {ERR_UNSUPPORTED, 25, "200"},  {ERR_QUEUE, 25, "207"},       {ERR_IO, 25, "207"},
+    };
+    for (size_t i = 0; i < sizeof ecase / sizeof ecase[0]; i++) {
+        hl7_0357_t c = hl7_ack_error_0357(ecase[i].e, ecase[i].version);
+        if (strcmp(c.code, ecase[i].code))
+            fail_msg("%s v%d: got %s", err_name(ecase[i].e), ecase[i].version, c.code);
+    }
+    /* And on the wire: an annotated message's AA carries its warning as 0/W. */
+    fx_t fx;
+    fx_parse(&fx, MSG25);
+    rule_finding_t fs[1] = {finding("site-unspecified", RULE_SEV_WARN, "site?", "DG1(1)-3",
+                                    "M43.16", NULL, false)};
+    rule_verdict_t v = {.kind = VERDICT_ANNOTATE, .findings = fs, .nfindings = 1};
+    hl7_ack_opts_t o = {.timestamp = "2024", .control_id = "K", .code = HL7_ACK_AA,
+                        .verdict = &v};
+    slice_t out;
+    assert_int_equal(hl7_ack_build(fx.m, &o, &fx.a, &out), ERR_OK);
+    hl7_msg_t *ack = reparse(out);
+    assert_get(ack, "MSA-1", "AA");
+    assert_get(ack, "ERR-3", "0^Message accepted^HL70357");
+    assert_get(ack, "ERR-4", "W");
+    assert_get(ack, "ERR-5", "site-unspecified");
+    assert_get(ack, "ERR-8", "site?");
+    hl7_msg_free(ack);
+    /* A storage failure is the gate's own: 207. */
+    err_detail_t e;
+    err_set(&e, ERR_QUEUE, 0, "message could not be stored; send it again");
+    o = (hl7_ack_opts_t){.timestamp = "2024", .control_id = "K", .code = HL7_ACK_CE,
+                         .error = &e};
+    assert_int_equal(hl7_ack_build(fx.m, &o, &fx.a, &out), ERR_OK);
+    ack = reparse(out);
+    assert_get(ack, "MSA-1", "CE");
+    assert_get(ack, "ERR-3", "207^Application internal error^HL70357");
+    assert_get(ack, "ERR-5", "QUEUE");
+    hl7_msg_free(ack);
+    fx_free(&fx);
+}
+
+/* The application ACK of enhanced mode asks for no ACK back; the others
+ * leave MSH-15/16 empty. */
+static void test_ack_no_ack_back(void **state)
+{
+    (void)state;
+    fx_t f;
+    fx_parse(&f, "MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.5|||AL|AL\nDG1|1||M43.16\n");
+    hl7_ack_opts_t o = {.timestamp = "2024", .control_id = "K1", .code = HL7_ACK_CA};
+    slice_t out;
+    assert_int_equal(hl7_ack_build(f.m, &o, &f.a, &out), ERR_OK);
+    hl7_msg_t *ack = reparse(out);
+    assert_get(ack, "MSH-15", "");
+    assert_get(ack, "MSH-16", "");
+    hl7_msg_free(ack);
+    o.code = HL7_ACK_AA;
+    o.control_id = "K2";
+    o.no_ack_back = true;
+    assert_int_equal(hl7_ack_build(f.m, &o, &f.a, &out), ERR_OK);
+    ack = reparse(out);
+    assert_get(ack, "MSA-1", "AA");
+    assert_get(ack, "MSA-2", "X");
+    assert_get(ack, "MSH-15", "NE");
+    assert_get(ack, "MSH-16", "NE");
+    hl7_msg_free(ack);
+    fx_free(&f);
 }
 
 static void test_ack_unparseable(void **state)
@@ -316,6 +454,13 @@ static void test_ack_unparseable(void **state)
     arena_free(&a);
 }
 
+static void assert_seg(const hl7_msg_t *m, size_t i, const char *want)
+{
+    slice_t t = hl7_seg_text(m, i);
+    if (t.len != strlen(want) || memcmp(t.ptr, want, t.len) != 0)
+        fail_msg("segment %zu: got '%.*s', want '%s'", i, (int)t.len, t.ptr, want);
+}
+
 static void test_annotate(void **state)
 {
     (void)state;
@@ -328,46 +473,60 @@ static void test_annotate(void **state)
     };
     fs[0].codes[1] = "M43.16";
     fs[0].ncodes = 2;
-    rule_verdict_t v = {.kind = VERDICT_ANNOTATE, .findings = fs, .nfindings = 2};
-    slice_t out = hl7_annotate(f.m, &v, HL7_ANNOTATE_ZSG, &f.a);
+    rule_verdict_t v = {.kind = VERDICT_ANNOTATE, .findings = fs, .nfindings = 2,
+                        .code_set = "FY2027", .code_set_fit = RULE_CODESET_NEWER};
+    hl7_annotate_opts_t ao = {.style = HL7_ANNOTATE_ZSG, .pack_name = "spine-rules",
+                              .pack_version = 2};
+    slice_t out = hl7_annotate(f.m, &v, &ao, &f.a);
     hl7_msg_t *m2 = reparse(out);
-    assert_int_equal(hl7_seg_count(m2), hl7_seg_count(f.m) + 2);
-    /* After the last DG1 (segment 6), before ZPI. */
-    slice_t id = hl7_seg_id(m2, 6);
-    assert_memory_equal(id.ptr, "ZSG", 3);
-    slice_t t = hl7_seg_text(m2, 6);
-    const char *want = "ZSG|1|excludes1-pair|W|M43.04~M43.16|DG1(2)-3|M43.06|"
-                       "M43.04 with M43.16: check \\S\\ codes";
-    assert_int_equal(t.len, strlen(want));
-    assert_memory_equal(t.ptr, want, t.len);
-    t = hl7_seg_text(m2, 7);
-    want = "ZSG|2|seventh-char|I|M43.16|DG1(1)-3||info";
-    assert_int_equal(t.len, strlen(want));
-    assert_memory_equal(t.ptr, want, t.len);
+    assert_int_equal(hl7_seg_count(m2), hl7_seg_count(f.m) + 3);
+    /* After the last DG1 (segment 6), before ZPI: the header, then the findings. */
+    assert_seg(m2, 6, "ZSH|1|spinegate|annotate|spine-rules|2|FY2027|newer|2");
+    assert_seg(m2, 7, "ZSG|1|excludes1-pair|W|M43.04~M43.16|DG1(2)-3|M43.06|"
+                      "M43.04 with M43.16: check \\S\\ codes");
+    assert_seg(m2, 8, "ZSG|2|seventh-char|I|M43.16|DG1(1)-3||info");
+    assert_seg(m2, 9, "ZPI|1|x");
     /* Every original segment is byte-identical, terminator included. */
     slice_t orig = hl7_msg_bytes(f.m);
     size_t cut = hl7_seg_offset(f.m, 6);
     assert_memory_equal(out.ptr, orig.ptr, cut);
     size_t tail = orig.len - cut;
     assert_memory_equal(out.ptr + out.len - tail, orig.ptr + cut, tail);
+    for (size_t i = 6; i < 9; i++)
+        assert_true(hl7_annotation_is_ours(m2, i));
+    for (size_t i = 0; i < 6; i++)
+        assert_false(hl7_annotation_is_ours(m2, i));
+    assert_false(hl7_annotation_is_ours(m2, 9));
     hl7_msg_free(m2);
-    /* NTE style. */
-    out = hl7_annotate(f.m, &v, HL7_ANNOTATE_NTE, &f.a);
+    /* NTE style: the header as NTE text without a set id, findings 1..n. */
+    ao.style = HL7_ANNOTATE_NTE;
+    out = hl7_annotate(f.m, &v, &ao, &f.a);
     m2 = reparse(out);
-    assert_get(m2, "NTE-1", "1");
-    assert_get(m2, "NTE-2", "O");
+    assert_int_equal(hl7_seg_find(m2, "NTE", 1), 6);
+    assert_seg(m2, 6, "NTE||O|[spinegate 1] verdict=annotate pack=spine-rules v2 "
+                      "code-set=FY2027 (newer) findings=2");
+    assert_get(m2, "NTE(2)-1", "1");
+    assert_get(m2, "NTE(2)-2", "O");
     slice_t c;
     char *s;
-    assert_int_equal(hl7_get(m2, "NTE-3", &c), ERR_OK);
+    assert_int_equal(hl7_get(m2, "NTE(2)-3", &c), ERR_OK);
     assert_int_equal(hl7_unescape_arena(m2, c, &f.a, &s, NULL), ERR_OK);
     assert_string_equal(s, "[W] excludes1-pair DG1(2)-3 M43.04 with M43.16: check ^ codes "
                            "(codes: M43.04, M43.16) (suggested: M43.06)");
-    assert_int_equal(hl7_seg_find(m2, "NTE", 1), 6);
+    for (size_t i = 6; i < 9; i++)
+        assert_true(hl7_annotation_is_ours(m2, i));
     hl7_msg_free(m2);
-    /* No findings: the message as received. */
-    rule_verdict_t none = {.kind = VERDICT_ACCEPT};
-    out = hl7_annotate(f.m, &none, HL7_ANNOTATE_ZSG, &f.a);
+    /* No findings: the message as received, unless the header is asked for. */
+    rule_verdict_t none = {.kind = VERDICT_ACCEPT, .code_set = "FY2026"};
+    out = hl7_annotate(f.m, &none, NULL, &f.a);
     assert_true(slice_eq_slice(out, hl7_msg_bytes(f.m)));
+    ao = (hl7_annotate_opts_t){.style = HL7_ANNOTATE_ZSG, .pack_name = "spine-rules",
+                               .pack_version = 2, .header_when_accepted = true};
+    out = hl7_annotate(f.m, &none, &ao, &f.a);
+    m2 = reparse(out);
+    assert_int_equal(hl7_seg_count(m2), hl7_seg_count(f.m) + 1);
+    assert_seg(m2, 6, "ZSH|1|spinegate|accept|spine-rules|2|FY2026|in-range|0");
+    hl7_msg_free(m2);
     fx_free(&f);
     /* No DG1: at the end, after a last segment without terminator. */
     const char *nodg = "MSH|^~\\&|A|B|C|D|2024||BAR^P01|X|P|2.5\rPID|1";
@@ -375,10 +534,81 @@ static void test_annotate(void **state)
     arena_init(&a, 0);
     hl7_msg_t *m;
     assert_int_equal(hl7_parse(nodg, strlen(nodg), NULL, &m, NULL), ERR_OK);
-    out = hl7_annotate(m, &v, HL7_ANNOTATE_ZSG, &a);
-    assert_true(out.len > strlen(nodg) + 1);
-    assert_memory_equal(out.ptr, "MSH|^~\\&|A|B|C|D|2024||BAR^P01|X|P|2.5\rPID|1\rZSG|1|", 50);
+    out = hl7_annotate(m, &v, NULL, &a);
+    const char *head = "MSH|^~\\&|A|B|C|D|2024||BAR^P01|X|P|2.5\rPID|1\rZSH|1|spinegate|annotate||"
+                       "|FY2027|newer|2\rZSG|1|";
+    assert_true(out.len > strlen(head));
+    assert_memory_equal(out.ptr, head, strlen(head));
     hl7_msg_free(m);
+    arena_free(&a);
+}
+
+/* Judged twice, a message carries one pass: stripping gives back the
+ * message byte for byte, whatever the terminators, and leaves alone what
+ * only looks like annotation. */
+static void test_annotation_strip(void **state)
+{
+    (void)state;
+    static const char *const inputs[] = {
+        /* \r, \n and \r\n terminators, blank lines, a sender's own NTE and
+         * Z-segments that spinegate did not write. */
+        "MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.5\rPID|1\rDG1|1||M43.16\rNTE|1|P|[W] is a "
+        "physician note\rZSG|1|site-data\rZSH|1|other\rNTE|2|O|coder note\rZPI|1\r",
+        "MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.5\nPID|1\nDG1|1||M43.16\n\nDG1|2||M43.04\n\nFT1|1\n",
+        "MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.5\r\nDG1|1||M43.16\r\n",
+        "MSH|^~\\&|A|B|C|D|2024||BAR^P01|X|P|2.5\rPID|1\r",
+    };
+    rule_finding_t fs[2] = {
+        finding("excludes1-pair", RULE_SEV_REJECT, "a|b", "DG1(1)-3", "M43.16", NULL, false),
+        finding("site-unspecified", RULE_SEV_WARN, "c", "DG1(1)-3", "M43.16", NULL, false),
+    };
+    rule_verdict_t v = {.kind = VERDICT_REJECT, .findings = fs, .nfindings = 2,
+                        .code_set = "FY2026"};
+    for (size_t i = 0; i < sizeof inputs / sizeof inputs[0]; i++) {
+        for (int style = 0; style < 2; style++) {
+            arena_t a;
+            arena_init(&a, 0);
+            const char *in = inputs[i];
+            size_t n = strlen(in);
+            slice_t same;
+            assert_int_equal(hl7_annotation_strip(in, n, NULL, &a, &same), 0);
+            assert_ptr_equal(same.ptr, in);
+            assert_int_equal(same.len, n);
+            hl7_msg_t *m;
+            assert_int_equal(hl7_parse(in, n, NULL, &m, NULL), ERR_OK);
+            hl7_annotate_opts_t ao = {.style = (hl7_annotate_style_t)style, .pack_name = "p",
+                                      .pack_version = 1};
+            slice_t once = hl7_annotate(m, &v, &ao, &a);
+            hl7_msg_free(m);
+            slice_t back;
+            assert_int_equal(hl7_annotation_strip(once.ptr, once.len, NULL, &a, &back), 3);
+            if (back.len != n || memcmp(back.ptr, in, n) != 0)
+                fail_msg("input %zu style %d: stripped output differs", i, style);
+            /* An earlier pass and a new one: only the new one remains. */
+            assert_int_equal(hl7_parse(once.ptr, once.len, NULL, &m, NULL), ERR_OK);
+            rule_verdict_t v2 = {.kind = VERDICT_ANNOTATE, .findings = fs + 1, .nfindings = 1};
+            slice_t twice = hl7_annotate(m, &v2, &ao, &a);
+            hl7_msg_free(m);
+            assert_int_equal(hl7_annotation_strip(twice.ptr, twice.len, NULL, &a, &back), 5);
+            assert_int_equal(back.len, n);
+            assert_memory_equal(back.ptr, in, n);
+            arena_free(&a);
+        }
+    }
+    /* A pass from before the header existed (ZSG alone) goes too; MSH never. */
+    const char *legacy = "MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.5\rDG1|1||M43.16\r"
+                         "ZSG|1|excludes1-pair|W|M43.16|DG1(1)-3||old\rZPI|1\r";
+    arena_t a;
+    arena_init(&a, 0);
+    slice_t out;
+    assert_int_equal(hl7_annotation_strip(legacy, strlen(legacy), NULL, &a, &out), 1);
+    const char *want = "MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.5\rDG1|1||M43.16\rZPI|1\r";
+    assert_int_equal(out.len, strlen(want));
+    assert_memory_equal(out.ptr, want, out.len);
+    /* Unparseable input is left as it is, for the parser to report. */
+    const char *bad = "PID|1\rZSG|1|r|W\r";
+    assert_int_equal(hl7_annotation_strip(bad, strlen(bad), NULL, &a, &out), 0);
+    assert_ptr_equal(out.ptr, bad);
     arena_free(&a);
 }
 
@@ -389,9 +619,12 @@ int main(void)
         cmocka_unit_test(test_ack_err_v25),
         cmocka_unit_test(test_ack_pre25_shapes),
         cmocka_unit_test(test_ack_escaping_custom_delims),
-        cmocka_unit_test(test_ack_codes),
+        cmocka_unit_test(test_ack_plan_all_modes),
+        cmocka_unit_test(test_ack_0357_choices),
+        cmocka_unit_test(test_ack_no_ack_back),
         cmocka_unit_test(test_ack_unparseable),
         cmocka_unit_test(test_annotate),
+        cmocka_unit_test(test_annotation_strip),
     };
     return cmocka_run_group_tests_name("hl7_ack", tests, NULL, NULL);
 }

@@ -19,6 +19,7 @@
 #include "http.h"
 #include "metrics.h"
 #include "mllp.h"
+#include "notify.h"
 #include "out.h"
 #include "queue.h"
 #include "rules.h"
@@ -47,6 +48,7 @@ typedef struct daemon {
     hl7_opts_t hl7_opts;
     gate_limits_t gate_limits; /* max-diagnoses, the longest id the queue stores */
     ingest_budget_t *budget;   /* max-buffered-bytes, shared by both listeners */
+    notify_t *notify;          /* systemd watchdog while running; NULL without one */
     uint64_t ack_seq;        /* for the control ids of our ACKs */
     uint64_t start_ms;
     int stopping;

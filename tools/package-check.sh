@@ -8,11 +8,14 @@
 #      installed there with apt-get, which pulls its dependencies from Debian;
 #   3. the installed files, user and data folder checked, and the unit
 #      checked by systemd-analyze verify against that root;
+#   3b. when systemd-nspawn is there, the root booted with systemd and the
+#      service started, reloaded and stopped by it;
 #   4. the daemon started without systemd, as the spinegate user, with the
 #      installed config (only the MLLP port moved to a free one: a chroot
 #      shares the network), one HL7 message sent over MLLP from outside, its
 #      ACK and its outbox file checked, then SIGTERM;
-#   5. apt-get purge, after which only /var/lib/spinegate may be left.
+#   5. a reinstall over the user and the data, then apt-get purge, after
+#      which only /var/lib/spinegate may be left.
 # Prints how long each step took. WORKDIR/root is kept when a step fails.
 set -eu
 
@@ -44,6 +47,34 @@ step_done() { # NAME
 "
     step_start=$t
 }
+
+# One HL7 message over MLLP: mllp_send.py PORT FILE CODE waits for the port,
+# sends FILE, and fails unless the ACK's MSA-1 is CODE.
+cat >"$work/mllp_send.py" <<'PY'
+import socket, sys, time
+port, path, want = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
+deadline = time.time() + 15
+while True:
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        break
+    except OSError:
+        if time.time() > deadline:
+            sys.exit("the daemon did not open its port")
+        time.sleep(0.1)
+s.sendall(b"\x0b" + open(path, "rb").read() + b"\x1c\x0d")
+ack = b""
+while not ack.endswith(b"\x1c\x0d"):
+    more = s.recv(65536)
+    if not more:
+        break
+    ack += more
+segments = ack.strip(b"\x0b\x1c\x0d").split(b"\r")
+msa = [seg for seg in segments if seg.startswith(b"MSA|")]
+print("   ACK:", msa[0].decode() if msa else ack[:80])
+sys.exit(0 if msa and msa[0].startswith(b"MSA|" + want + b"|") else "no MSA|%s in the ACK" % want.decode())
+PY
+demo="$src/tests/data/demo"
 
 # ---- 1. build the package from the distribution files
 rm -rf "$work/src"
@@ -113,6 +144,57 @@ systemd-analyze verify --man=no --root="$root" /lib/systemd/system/spinegate.ser
     fail "systemd-analyze verify"
 step_done "files, user, unit"
 
+# ---- 3b. the unit under a real systemd, when systemd-nspawn can boot the
+# root (systemd-container; PACKAGE_CHECK_NSPAWN=no skips it): the service
+# must come up as enabled (Type=notify: "active" only after READY=1), run
+# as its user with no capability, answer on its own 127.0.0.1:2575 (the
+# container's network is private), reload, and stop cleanly.
+if [ "${PACKAGE_CHECK_NSPAWN:-auto}" != no ] && command -v systemd-nspawn >/dev/null; then
+    echo "== systemd-nspawn --boot: the unit under systemd"
+    systemd-nspawn -q -D "$root" --register=no --keep-unit --private-network --console=passive -b \
+        >"$work/nspawn.log" 2>&1 </dev/null &
+    nspawn=$!
+    trap 'kill $nspawn 2>/dev/null || true' EXIT
+    init=""
+    for _ in $(seq 100); do
+        init=$(pgrep -x systemd -P $nspawn 2>/dev/null || true)
+        [ -n "$init" ] && break
+        sleep 0.2
+    done
+    [ -n "$init" ] || { cat "$work/nspawn.log"; fail "systemd did not boot in the container"; }
+    in_box() { nsenter -t "$init" -a "$@"; }
+    state=""
+    for _ in $(seq 150); do
+        state=$(in_box systemctl is-active spinegate 2>/dev/null || true)
+        [ "$state" = active ] || [ "$state" = failed ] && break
+        sleep 0.2
+    done
+    in_box journalctl -u spinegate --no-pager -o cat >"$work/unit.log" 2>&1 || true
+    [ "$state" = active ] || { cat "$work/unit.log"; fail "spinegate.service is $state under systemd"; }
+    main=$(in_box systemctl show -P MainPID spinegate)
+    in_box grep -q "^Uid:[[:space:]]*$uid[[:space:]]" "/proc/$main/status" ||
+        fail "the service does not run as spinegate"
+    in_box grep -q '^CapEff:[[:space:]]*0*$' "/proc/$main/status" ||
+        fail "the service holds capabilities"
+    nsenter -t "$init" -n "$python3" "$work/mllp_send.py" 2575 "$demo/09-annotate-adt-working-diagnosis.hl7" AA ||
+        fail "the service did not answer AA"
+    in_box systemctl reload spinegate || fail "systemctl reload"
+    # ExecReload only sends SIGHUP: wait for the daemon to say it reloaded.
+    for _ in $(seq 50); do
+        in_box journalctl -u spinegate --no-pager -o cat 2>/dev/null | grep -q 'reloaded:' && break
+        sleep 0.1
+    done
+    in_box systemctl stop spinegate || fail "systemctl stop"
+    in_box journalctl -u spinegate --no-pager -o cat >"$work/unit.log" 2>&1 || true
+    grep -q 'reloaded:' "$work/unit.log" || fail "no reload in the unit's log"
+    grep -q 'SIGTERM: draining' "$work/unit.log" || fail "no drain in the unit's log"
+    grep -q 'Deactivated successfully' "$work/unit.log" || fail "the unit did not stop cleanly"
+    in_box systemctl poweroff 2>/dev/null || true
+    wait $nspawn || true
+    trap - EXIT
+    step_done "under systemd (nspawn)"
+fi
+
 # ---- 4. the daemon, as the service would run it, without systemd
 port=$("$python3" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 echo "== spinegate as user spinegate, installed config, MLLP on 127.0.0.1:$port"
@@ -121,39 +203,16 @@ chroot "$root" setpriv --reuid=spinegate --regid=spinegate --init-groups \
     2>"$work/daemon.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
-"$python3" - "$port" "$src/tests/data/demo/01-accept-no-spine-codes.hl7" <<'PY' ||
-import socket, sys, time
-port, path = int(sys.argv[1]), sys.argv[2]
-deadline = time.time() + 15
-while True:
-    try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        break
-    except OSError:
-        if time.time() > deadline:
-            sys.exit("the daemon did not open its port")
-        time.sleep(0.1)
-s.sendall(b"\x0b" + open(path, "rb").read() + b"\x1c\x0d")
-ack = b""
-while not ack.endswith(b"\x1c\x0d"):
-    more = s.recv(65536)
-    if not more:
-        break
-    ack += more
-segments = ack.strip(b"\x0b\x1c\x0d").split(b"\r")
-msa = [seg for seg in segments if seg.startswith(b"MSA|")]
-print("   ACK:", msa[0].decode() if msa else ack[:80])
-sys.exit(0 if msa and msa[0].startswith(b"MSA|AA|") else "no MSA|AA in the ACK")
-PY
+"$python3" "$work/mllp_send.py" "$port" "$demo/01-accept-no-spine-codes.hl7" AA ||
     { cat "$work/daemon.log"; fail "message not acknowledged with AA"; }
 # The uid, not the name: the host may have no user of that name.
 running_uid=$(ps -o uid= -p $pid | tr -d ' ') || fail "the daemon is gone"
 [ "$running_uid" = "$uid" ] || fail "the daemon runs as uid $running_uid, not spinegate ($uid)"
 for _ in $(seq 50); do
-    [ -n "$(ls -A "$root/var/lib/spinegate/outbox" 2>/dev/null)" ] && break
+    ls "$root/var/lib/spinegate/outbox" 2>/dev/null | grep -q DEMO0001 && break
     sleep 0.1
 done
-out=$(ls "$root/var/lib/spinegate/outbox" | head -1)
+out=$(ls "$root/var/lib/spinegate/outbox" | grep DEMO0001 | head -1)
 [ -n "$out" ] || fail "nothing delivered to the outbox"
 set -- $(in_root stat -c '%a %U' "/var/lib/spinegate/outbox/$out")
 [ "$1 $2" = "600 spinegate" ] || fail "outbox file is $1 $2, not 600 spinegate"
@@ -165,14 +224,22 @@ trap - EXIT
 echo "   delivered: outbox/$out; stopped cleanly"
 step_done "run, send, stop"
 
-# ---- 5. purge: only the data folder stays
-echo "== apt-get purge spinegate"
+# ---- 5. reinstall (the postinst again, with the user and the data there),
+# then purge: only the data folder stays
+echo "== apt-get install --reinstall, then purge"
+cp "$deb" "$root/tmp/"
+in_root apt-get -q install -y --reinstall "/tmp/$(basename "$deb")" >>"$work/apt.log" 2>&1 ||
+    { tail -30 "$work/apt.log"; fail "reinstall"; }
+rm -f "$root/tmp/$(basename "$deb")"
+[ -f "$root/var/lib/spinegate/outbox/$out" ] || fail "the reinstall lost the outbox file"
+set -- $(in_root stat -c '%a %U' /var/lib/spinegate)
+[ "$1 $2" = "700 spinegate" ] || fail "after the reinstall /var/lib/spinegate is $1 $2"
 in_root apt-get -q purge -y spinegate >>"$work/apt.log" 2>&1 || fail "apt-get purge"
 left=$(cd "$root" && find . -xdev -name '*spinegate*' ! -path './var/lib/spinegate' \
     ! -path './var/lib/spinegate/*' | sed 's#^\.##')
 [ -z "$left" ] || fail "left after purge: $left"
 [ -d "$root/var/lib/spinegate/outbox" ] || fail "purge removed the data folder"
-step_done "purge"
+step_done "reinstall, purge"
 
 rm -rf "$root"
 printf 'package-check: PASS in %ss\n%s' $(($(now) - started)) "$timings"

@@ -620,6 +620,8 @@ static void begin_stop(daemon_t *d, const char *why)
     if (d->stopping++)
         return;
     log_info("%s: draining and stopping", why);
+    notify_stopping(d->notify);
+    d->notify = NULL;
     uv_signal_stop(&d->sig_hup);
     d->listeners_open = 1; /* held until every close is issued */
     if (d->mllp) {
@@ -727,8 +729,10 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
     if (queue_guard_after(d) != 0 || start_delivery(d) != ERR_OK || start_listeners(d) != ERR_OK) {
         d->exit_code = 1;
         begin_stop(d, "startup failed");
-    } else if (cfg->pid_file) {
-        write_pid_file(cfg->pid_file);
+    } else {
+        if (cfg->pid_file)
+            write_pid_file(cfg->pid_file);
+        d->notify = notify_ready(d->loop); /* queue open, listeners bound */
     }
     uv_run(d->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(d->loop) != 0)

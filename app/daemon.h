@@ -20,6 +20,7 @@
 #include "http.h"
 #include "metrics.h"
 #include "mllp.h"
+#include "notify.h"
 #include "out.h"
 #include "queue.h"
 #include "rules.h"
@@ -60,6 +61,7 @@ typedef struct daemon {
     ingest_budget_t *budget;   /* max-buffered-bytes, shared by both listeners */
     lanes_t *lanes;            /* judging on the thread pool, a lane per connection */
     bool stop_after_lanes;     /* listeners closed: stop once the lanes are idle */
+    notify_t *notify;          /* systemd watchdog while running; NULL without one */
     uint64_t ack_seq;        /* for the control ids of our ACKs */
     uint64_t start_ms;
     int stopping;

@@ -1,7 +1,8 @@
 #!/bin/sh
 # run-tests.sh - the whole suite, as CI runs it: a -Werror build with
-# `make check` and `make distcheck`, the same suite under ASan+UBSan, and each
-# libFuzzer target for a bounded time. Stops at the first failure.
+# `make check` and `make distcheck`, the same suite under ASan+UBSan, each
+# libFuzzer target for a bounded time, and (as root) `make package-check`.
+# Stops at the first failure.
 set -eu
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -33,4 +34,14 @@ cd ..
 echo "== make distcheck"
 cd build && make -s distcheck >distcheck.log 2>&1 || { tail -50 distcheck.log; exit 1; }
 grep -E 'archives ready|spinegate-.*tar.gz' distcheck.log | head -3
+cd ..
+
+# Root only (dpkg in a chroot); about a minute, more the first time (the
+# clean Debian 12 root is made and cached).
+if [ "$(id -u)" = 0 ]; then
+    echo "== the Debian package: build, lintian, install in a clean root, run, purge"
+    (cd build && make -s package-check)
+else
+    echo "== the Debian package: skipped (make package-check needs root)"
+fi
 echo "all checks passed"

@@ -272,6 +272,7 @@ static void pump(out_dest_t *d)
             queue_reader_flush(d->reader);
             return;
         }
+        QUEUE_CRASH_POINT("dead-marked"); /* dead mark durable, cursor not moved */
         cursor_write(d, d->dead_pending);
         d->dead_pending = 0;
     }
@@ -298,6 +299,7 @@ static void pump(out_dest_t *d)
     d->storage_tries = 0;
     d->st.attempts = d->attempts;
     maybe_fetch(d);
+    QUEUE_CRASH_POINT("before-send"); /* stored and fetched, not sent */
     send_cur(d);
 }
 
@@ -359,6 +361,8 @@ static void dead_work(uv_work_t *w)
     d->dead_rc =
         out__write_atomic(d->o.dead_dir, name, row->payload, row->payload_len, !d->o.no_fsync);
     if (d->dead_rc == 0)
+        QUEUE_CRASH_POINT("dead-payload-written"); /* no note yet, no mark */
+    if (d->dead_rc == 0)
         d->dead_rc = out__write_atomic(d->o.dead_dir, note_name, note, (size_t)n, !d->o.no_fsync);
     xfree(note);
 }
@@ -409,6 +413,7 @@ static void dead_done(uv_work_t *w, int status)
         uv_timer_start(&d->retry_timer, retry_timer_cb, delay, 0);
         return;
     }
+    QUEUE_CRASH_POINT("dead-filed"); /* file and note durable, no mark given */
     dead_mark(d, true);
     if (d->stopping)
         finish_stop(d);
@@ -473,7 +478,9 @@ void out__send_done_detail(out_dest_t *d, out__res_t res, const char *reason, co
                   safe_id(row->control_id, idb), d->attempts);
         /* The cursor first: once it is written, a restart will not send
          * this row again, whatever became of the mark. */
+        QUEUE_CRASH_POINT("acked"); /* accepted downstream, nothing recorded */
         cursor_write(d, row->id);
+        QUEUE_CRASH_POINT("cursor-written"); /* cursor moved, no mark given */
         queue_mark_delivered(d->reader, row->id);
         cur_done(d);
     } else {

@@ -583,6 +583,10 @@ static void commit_done(uv_work_t *w, int status)
     q->batch_marks = NULL;
     q->committing = false;
     bool ok = status == 0 && q->batch_rc == SQLITE_OK;
+    if (ok && puts)
+        QUEUE_CRASH_POINT("put-committed"); /* stored, the sender not yet answered */
+    if (ok && marks)
+        QUEUE_CRASH_POINT("marks-committed"); /* delivered/dead marks durable */
     if (ok) {
         q->st.commits++;
         if (q->fail_streak)
@@ -880,6 +884,29 @@ sqlite3 *queue__db(queue_t *q)
 {
     return q->db;
 }
+
+#ifdef SPINEGATE_CRASH_POINTS
+#include <signal.h>
+#include <stdatomic.h>
+
+void queue__crash_point(const char *name)
+{
+    static atomic_uint hits;
+    const char *at = getenv("SPINEGATE_TEST_CRASH_AT");
+    size_t n = strlen(name);
+    if (!at || strncmp(at, name, n) != 0 || (at[n] != 0 && at[n] != ':'))
+        return;
+    unsigned want = at[n] == ':' ? (unsigned)strtoul(at + n + 1, NULL, 10) : 1;
+    if (atomic_fetch_add(&hits, 1) + 1 != want)
+        return;
+    /* write(2), not the logger: nothing buffered may be lost or flushed late. */
+    char line[160];
+    int len = snprintf(line, sizeof line, "crash point %s (hit %u): SIGKILL\n", name, want);
+    if (len > 0 && write(STDERR_FILENO, line, (size_t)len) < 0)
+        line[0] = 0;
+    raise(SIGKILL);
+}
+#endif
 
 int64_t queue_instance(const queue_t *q)
 {

@@ -295,7 +295,7 @@ static void pump(out_dest_t *d)
     }
     d->cur = ring_pop(d);
     d->attempts = d->cur->attempts;
-    d->rejects = 0;
+    d->rejects = d->cur->rejects; /* billing's refusals before a restart count */
     d->storage_tries = 0;
     d->st.attempts = d->attempts;
     maybe_fetch(d);
@@ -457,7 +457,7 @@ static void retry_later(out_dest_t *d, unsigned tries)
     else
         log_warn("out %s: control id %s attempt %u failed: %s; retry in %" PRIu64 " ms", d->o.dest,
                  safe_id(d->cur->control_id, idb), d->attempts, d->st.last_error, delay);
-    queue_mark_attempt(d->reader, d->cur->id, d->attempts, d->st.last_error);
+    queue_mark_attempt(d->reader, d->cur->id, d->attempts, d->rejects, d->st.last_error);
     if (!d->stopping)
         uv_timer_start(&d->retry_timer, retry_timer_cb, delay, 0);
 }

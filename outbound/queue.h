@@ -80,6 +80,7 @@ typedef struct {
     const unsigned char *payload;
     size_t payload_len;
     unsigned attempts;  /* delivery attempts already made (persisted) */
+    unsigned rejects;   /* of those, application rejects from downstream (persisted) */
     int64_t created_ms; /* wall clock of the put, ms since the epoch */
 } queue_row_t;
 
@@ -229,7 +230,9 @@ void queue_reader_flush(queue_reader_t *r);
 void queue_reader_close(queue_reader_t *r);
 
 /* Marks a row: delivered (deleted) or dead (kept with state dead and reason),
- * or records a failed attempt (attempts persisted with reason). Marks are
+ * or records a failed attempt (attempts, the application rejects among them
+ * and reason persisted: a restart reads them back in queue_row_t, so a
+ * message billing refused is not given extra tries by a restart). Marks are
  * committed with the next group commit; nobody waits for them. A commit that
  * fails keeps its marks and retries them, with backoff, until one succeeds
  * (or the queue closes): queue_reader_unsynced() counts them meanwhile.
@@ -241,7 +244,8 @@ err_t queue_mark_delivered(queue_reader_t *r, int64_t id);
 err_t queue_mark_dead(queue_reader_t *r, int64_t id, unsigned attempts, const char *reason);
 err_t queue_mark_dead_lettered(queue_reader_t *r, int64_t id, unsigned attempts,
                                const char *reason);
-err_t queue_mark_attempt(queue_reader_t *r, int64_t id, unsigned attempts, const char *reason);
+err_t queue_mark_attempt(queue_reader_t *r, int64_t id, unsigned attempts, unsigned rejects,
+                         const char *reason);
 
 /* Frees a row from a fetch. Accepts NULL. */
 void queue_row_free(queue_row_t *row);

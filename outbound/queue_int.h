@@ -11,7 +11,8 @@
 #include "queue.h"
 
 /* Decodes the current row of a fetch statement (columns id, dest, control_id,
- * content_type, payload, findings, attempts, created_ms) into one allocation,
+ * content_type, payload, findings, attempts, created_ms, rejects) into one
+ * allocation,
  * checking every type and length. Returns NULL with a reason in why when the
  * row is damaged. */
 queue_row_t *queue__row_decode(sqlite3_stmt *st, size_t max_payload, char *why, size_t whylen);

@@ -1122,6 +1122,72 @@ static void test_cursor_clean_restart(void **state)
     srv_close(f, &s);
 }
 
+static bool rejects_pred(void *arg)
+{
+    out_stats_t st;
+    out_stats(arg, &st);
+    return st.rejects >= 2;
+}
+
+/* downstream-reject-retries = 3: billing refuses msg0 twice, the daemon
+ * restarts (queue closed and opened again), and the third refusal
+ * dead-letters it. Were the count held only in memory, the restart would
+ * give it three more tries and the fourth (AA here) would deliver it. */
+static void test_reject_count_survives_restart(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    ans_t script[] = {ANS_AE, ANS_AE, ANS_AE};
+    memcpy(s.script, script, sizeof script);
+    s.nscript = 3;
+    srv_start(f, &s, 0);
+    put_msg(f, "hl7", 0);
+    put_msg(f, "hl7", 1);
+    out_dest_opts_t o = {
+        .dest = "hl7",
+        .kind = OUT_MLLP,
+        .host = "127.0.0.1",
+        .port = (unsigned)s.port,
+        .dead_dir = f->dead_dir,
+        .no_fsync = true,
+        .reject_tries = 3,
+        .backoff_base_ms = 10,
+        .backoff_max_ms = 10,
+        .ack_timeout_ms = 1000,
+    };
+    out_dest_t *d = NULL;
+    assert_int_equal(out_start(&f->loop, f->q, &o, &d, NULL), ERR_OK);
+    assert_true(run_until(f, rejects_pred, d, 5000));
+    /* The third try waits out a backoff that the stop cuts short. */
+    d->o.backoff_base_ms = d->o.backoff_max_ms = 600000;
+    stop_out(f, d);
+    assert_int_equal(s.nreceived, 2);
+
+    int closed = 0;
+    queue_close(f->q, flag_cb, &closed);
+    while (!closed)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    queue_opts_t qo = {.sync = QUEUE_SYNC_NORMAL};
+    assert_int_equal(queue_open(&f->loop, f->path, &qo, &f->q, NULL), ERR_OK);
+
+    assert_int_equal(out_start(&f->loop, f->q, &o, &d, NULL), ERR_OK);
+    f->live = d;
+    delivered_arg_t a = {d, 2};
+    assert_true(run_until(f, delivered_pred, &a, 5000));
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.dead, 1);
+    assert_int_equal(st.delivered, 1);
+    stop_out(f, d);
+    assert_int_equal(s.nreceived, 4); /* AE, AE, restart, AE; then msg1 */
+    assert_int_equal(s.nacked, 1);
+    assert_int_equal(s.acked[0], 1);
+    assert_true(file_exists(f->dead_dir, "000000000001-MSG00000.hl7"));
+    assert_true(file_has(f->dead_dir, "000000000001-MSG00000.hl7.reason", "attempts: 3"));
+    srv_close(f, &s);
+}
+
 /* ---------------------------------------------------------------- directory sink */
 
 static void test_dir_sink(void **state)
@@ -1565,6 +1631,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_outbox_enospc, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_dead_mark_commit_enospc, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_cursor_enospc, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_reject_count_survives_restart, fx_setup,
+                                        fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

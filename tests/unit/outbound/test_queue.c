@@ -258,7 +258,7 @@ static void test_reopen_keeps_order(void **state)
         assert_int_equal(ctrl_index(x.rows[i]), (int)(2 * i + 1));
     for (size_t i = 0; i < 10; i++)
         assert_int_equal(queue_mark_delivered(r, x.rows[i]->id), ERR_OK);
-    assert_int_equal(queue_mark_attempt(r, x.rows[10]->id, 3, "downstream answered AE"), ERR_OK);
+    assert_int_equal(queue_mark_attempt(r, x.rows[10]->id, 3, 2, "downstream answered AE"), ERR_OK);
     assert_int_equal(queue_mark_delivered(r, 0), ERR_BAD_VALUE);
     free_fetched(&x);
     queue_reader_close(r);
@@ -271,7 +271,9 @@ static void test_reopen_keeps_order(void **state)
     assert_int_equal(x.n, 40);
     assert_int_equal(ctrl_index(x.rows[0]), 21);
     assert_int_equal(x.rows[0]->attempts, 3);
+    assert_int_equal(x.rows[0]->rejects, 2); /* billing's refusals survive a restart */
     assert_int_equal(x.rows[1]->attempts, 0);
+    assert_int_equal(x.rows[1]->rejects, 0);
     free_fetched(&x);
     queue_reader_close(r);
     close_q(f, q);
@@ -791,6 +793,79 @@ static void test_prune_keeps_only_copies(void **state)
     sqlite3_close(db);
 }
 
+/* The queue file as versions before the billing-reject count made it (schema
+ * 1 without the rejects column), with one pending row and one attempt. */
+static void make_old_queue(const char *path)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "PRAGMA journal_mode=WAL;"
+                     "CREATE TABLE msgs(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                     " dest TEXT NOT NULL, control_id TEXT NOT NULL,"
+                     " content_type TEXT NOT NULL, payload BLOB NOT NULL, findings TEXT,"
+                     " state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
+                     " last_error TEXT, created_ms INTEGER NOT NULL,"
+                     " updated_ms INTEGER NOT NULL);"
+                     "CREATE INDEX msgs_dest ON msgs(dest, state, id);"
+                     "PRAGMA user_version=1;"
+                     "INSERT INTO msgs(dest, control_id, content_type, payload, attempts,"
+                     " created_ms, updated_ms) VALUES('hl7', 'MSG00001', 'a/b', x'41', 2, 1, 1);",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* An older queue file gets the rejects column at open (its rows count 0),
+ * and the count given with an attempt is read back after a restart. */
+static void test_rejects_persisted_old_file(void **state)
+{
+    fx_t *f = *state;
+    make_old_queue(f->path);
+    queue_t *q = open_q(f, NULL);
+    static fetched_t x;
+    queue_reader_t *r = fetch_all(f, q, "hl7", &x);
+    assert_int_equal(x.n, 1);
+    assert_int_equal(x.rows[0]->attempts, 2);
+    assert_int_equal(x.rows[0]->rejects, 0);
+    assert_int_equal(queue_mark_attempt(r, x.rows[0]->id, 3, 1, "downstream answered AR"),
+                     ERR_OK);
+    free_fetched(&x);
+    queue_reader_close(r);
+    close_q(f, q);
+
+    q = open_q(f, NULL); /* the column is there now: opened as is */
+    r = fetch_all(f, q, "hl7", &x);
+    assert_int_equal(x.n, 1);
+    assert_int_equal(x.rows[0]->attempts, 3);
+    assert_int_equal(x.rows[0]->rejects, 1);
+    free_fetched(&x);
+    queue_reader_close(r);
+    close_q(f, q);
+
+    /* A build from before the column still reads and writes the file: its
+     * statements name their columns. */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "INSERT INTO msgs(dest, control_id, content_type, payload,"
+                                  " created_ms, updated_ms) VALUES('hl7', 'MSG00002', 'a/b',"
+                                  " x'42', 1, 1);"
+                                  "UPDATE msgs SET attempts=4 WHERE control_id='MSG00001'",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    q = open_q(f, NULL);
+    r = fetch_all(f, q, "hl7", &x);
+    assert_int_equal(x.n, 2);
+    assert_int_equal(x.rows[0]->rejects, 1);
+    assert_int_equal(x.rows[1]->rejects, 0);
+    free_fetched(&x);
+    queue_reader_close(r);
+    close_q(f, q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -804,6 +879,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_file, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_row_marked_dead, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_prune_keeps_only_copies, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_rejects_persisted_old_file, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -512,6 +513,24 @@ void out__send_done_detail(out_dest_t *d, out__res_t res, const char *reason, co
 
 /* ---------------------------------------------------------------- start/stop */
 
+/* A dead row marked "only in the queue": did a dead-letter file get written
+ * for it after all (older versions marked every dead row so), or is it a
+ * message stranded with no file anywhere (older versions on a full disk)? The
+ * file's name is the one dead_work() gives it, then as now. */
+static queue_dead_fate_t dead_fate(const queue_row_t *row, void *user)
+{
+    out_dest_t *d = user;
+    char name[128], path[4096 + 160];
+    out__file_name(name, sizeof name, row->id, row->control_id,
+                   d->o.ext ? d->o.ext : out__ext_for(row->content_type));
+    snprintf(path, sizeof path, "%s/%s", d->o.dead_dir, name);
+    struct stat st;
+    if (stat(path, &st) == 0)
+        return QUEUE_DEAD_FILED;
+    /* Only a clear "no such file" requeues: an unreadable folder proves nothing. */
+    return errno == ENOENT ? QUEUE_DEAD_REQUEUE : QUEUE_DEAD_KEEP;
+}
+
 static char *dup_or_null(const char *s)
 {
     return s ? xstrdup(s) : NULL;
@@ -610,6 +629,15 @@ err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_de
         /* The transport holds no open handles before its first send. */
         tp->close(d);
         return rc;
+    }
+    if (d->o.dead_dir) {
+        /* Without a dead-letter folder a dead row is dead on purpose: the
+         * queue is where its message was meant to stay. */
+        size_t nreq = 0, nfiled = 0;
+        err_detail_t de;
+        err_clear(&de);
+        if (queue_dead_review(q, d->o.dest, dead_fate, d, &nreq, &nfiled, &de) != ERR_OK)
+            log_error("out %s: dead rows not reviewed: %s", d->o.dest, de.msg);
     }
     uv_timer_init(loop, &d->retry_timer);
     uv_timer_init(loop, &d->fetch_timer);

@@ -893,6 +893,131 @@ err_t queue_put_many(queue_t *q, const queue_item_t *items, size_t n, queue_put_
     return ERR_OK;
 }
 
+/* ---------------------------------------------------------------- dead rows */
+
+err_t queue_dead_review(queue_t *q, const char *dest, queue_dead_fn fate, void *user,
+                        size_t *requeued, size_t *filed, err_detail_t *d)
+{
+    if (requeued)
+        *requeued = 0;
+    if (filed)
+        *filed = 0;
+    if (q->closing)
+        return err_set(d, ERR_CLOSED, 0, "queue is closing");
+    if (!queue__valid_dest(dest))
+        return err_set(d, ERR_BAD_VALUE, 0, "invalid destination name");
+    if (q->committing)
+        return err_set(d, ERR_BUSY, 0, "a commit is running");
+    sqlite3 *db = q->db;
+    sqlite3_stmt *sel = NULL, *ins = NULL, *del = NULL, *upd = NULL;
+    int64_t *ids = NULL;
+    unsigned char *fates = NULL;
+    size_t n = 0, cap = 0, nreq = 0, nfiled = 0;
+    int rc = sqlite3_prepare_v2(db,
+                                "SELECT id, dest, control_id, content_type, payload, findings,"
+                                " attempts, created_ms, rejects FROM msgs"
+                                " WHERE dest=?1 AND state=?2 ORDER BY id",
+                                -1, &sel, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(sel, 1, dest, -1, SQLITE_STATIC);
+        sqlite3_bind_int(sel, 2, ST_DEAD);
+        while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
+            char why[96];
+            queue_row_t *row = queue__row_decode(sel, q->opts.max_payload, why, sizeof why);
+            if (!row)
+                continue; /* unreadable: it stays as it is */
+            queue_dead_fate_t f = fate(row, user);
+            if (f != QUEUE_DEAD_KEEP) {
+                if (n == cap) {
+                    cap = cap ? cap * 2 : 16;
+                    ids = xrealloc(ids, cap * sizeof *ids);
+                    fates = xrealloc(fates, cap);
+                }
+                ids[n] = row->id;
+                fates[n++] = (unsigned char)f;
+            }
+            queue_row_free(row);
+        }
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_finalize(sel);
+    if (rc == SQLITE_OK && n)
+        rc = exec(db, "BEGIN IMMEDIATE");
+    if (rc == SQLITE_OK && n)
+        rc = sqlite3_prepare_v2(db,
+                                "INSERT INTO msgs(dest, control_id, content_type, payload, findings,"
+                                " created_ms, updated_ms, last_error) SELECT dest, control_id,"
+                                " content_type, payload, findings, created_ms, ?2,"
+                                " 'requeued dead row ' || id FROM msgs WHERE id=?1",
+                                -1, &ins, NULL);
+    if (rc == SQLITE_OK && n)
+        rc = sqlite3_prepare_v2(db, "DELETE FROM msgs WHERE id=?1", -1, &del, NULL);
+    if (rc == SQLITE_OK && n)
+        rc = sqlite3_prepare_v2(db, "UPDATE msgs SET state=?2 WHERE id=?1", -1, &upd, NULL);
+    int64_t first = 0, last = 0, now = now_ms();
+    for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
+        if (fates[i] == QUEUE_DEAD_FILED) {
+            sqlite3_bind_int64(upd, 1, ids[i]);
+            sqlite3_bind_int(upd, 2, ST_DEAD_LETTERED);
+            rc = sqlite3_step(upd);
+            sqlite3_reset(upd);
+            nfiled++;
+        } else {
+            /* A new id puts it behind every pending row: the delivery
+             * cursor (out.h) is past its old one and would skip it. */
+            sqlite3_bind_int64(ins, 1, ids[i]);
+            sqlite3_bind_int64(ins, 2, now);
+            rc = sqlite3_step(ins);
+            sqlite3_reset(ins);
+            if (rc == SQLITE_DONE) {
+                last = sqlite3_last_insert_rowid(db);
+                if (!first)
+                    first = last;
+                sqlite3_bind_int64(del, 1, ids[i]);
+                rc = sqlite3_step(del);
+                sqlite3_reset(del);
+            }
+            nreq++;
+        }
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_finalize(ins);
+    sqlite3_finalize(del);
+    sqlite3_finalize(upd);
+    if (rc == SQLITE_OK && n)
+        rc = exec(db, "COMMIT");
+    xfree(ids);
+    xfree(fates);
+    if (rc != SQLITE_OK) {
+        err_t e = sql_err(db, rc, d, "review dead rows");
+        if (!sqlite3_get_autocommit(db))
+            exec(db, "ROLLBACK");
+        return e;
+    }
+    if (nreq) {
+        dest_t *e = &q->dests[dest_find(q, dest, true)];
+        e->s.depth += nreq;
+        q->st.depth += nreq;
+        if (last > e->last_id)
+            e->last_id = last;
+        if (last > q->max_id)
+            q->max_id = last;
+        log_warn("queue: %zu dead messages of %s that no dead-letter file holds (left so by an "
+                 "older version, e.g. on a full disk) are pending again, in their order, as "
+                 "rows %" PRId64 "-%" PRId64,
+                 nreq, dest, first, last);
+    }
+    if (nfiled)
+        log_info("queue: %zu dead messages of %s have their dead-letter file: marked "
+                 "dead-lettered",
+                 nfiled, dest);
+    if (requeued)
+        *requeued = nreq;
+    if (filed)
+        *filed = nfiled;
+    return ERR_OK;
+}
+
 /* ---------------------------------------------------------------- stats */
 
 void queue_stats(const queue_t *q, queue_stats_t *st)

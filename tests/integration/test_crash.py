@@ -233,8 +233,11 @@ class CrashTests(unittest.TestCase):
         """The kill lands between the queue commit and the ACK to the sender:
         the sender, unanswered, sends the message again (as MLLP senders do);
         billing may get it twice, never zero times, order kept."""
-        sink = h.MllpSink().start()
-        d = CrashDaemon("--downstream-mllp", "127.0.0.1:%d" % sink.port)
+        # Billing comes up only after the kill, so that no delivery is in
+        # flight at it: the one message twice is then the one resent.
+        sink = h.MllpSink()
+        d = CrashDaemon("--downstream-mllp", "127.0.0.1:%d" % sink.port, "--retry-base", "10ms",
+                        "--retry-max-delay", "100ms")
         try:
             ids = self.ids("PUT")
             d.crash_at = "put-committed:3"
@@ -259,6 +262,7 @@ class CrashTests(unittest.TestCase):
                 acked.append(c)
             self.assertEqual(d.crash_at, None)  # the kill did happen
             TALLY["acknowledged"] += len(acked)
+            sink.start()
             h.wait_for(lambda: set(sink.control_ids()) >= set(ids), 20, "every message")
             self.assertEqual(d.stop(), 0)
             got = sink.control_ids()
@@ -270,7 +274,8 @@ class CrashTests(unittest.TestCase):
         finally:
             if d.proc and d.proc.poll() is None:
                 d.stop()
-            sink.stop()
+            if sink.ready.is_set():
+                sink.stop()
         d.cleanup()
 
 

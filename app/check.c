@@ -224,11 +224,16 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"json", no_argument, NULL, 'j'},        {"quiet", no_argument, NULL, 'q'},
-        {"advisory", no_argument, NULL, 'a'},    {"severity", required_argument, NULL, 's'},
-        {"rules", required_argument, NULL, 'r'}, {"tables", required_argument, NULL, 't'},
-        {"no-progress", no_argument, NULL, 'P'}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},     {"adt", required_argument, NULL, 'A'},
+        {"json", no_argument, NULL, 'j'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"advisory", no_argument, NULL, 'a'},
+        {"severity", required_argument, NULL, 's'},
+        {"rules", required_argument, NULL, 'r'},
+        {"tables", required_argument, NULL, 't'},
+        {"no-progress", no_argument, NULL, 'P'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"adt", required_argument, NULL, 'A'},
         {"max-diagnoses", required_argument, NULL, 'D'},
         {NULL, 0, NULL, 0},
     };

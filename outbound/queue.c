@@ -944,12 +944,13 @@ err_t queue_dead_review(queue_t *q, const char *dest, queue_dead_fn fate, void *
     if (rc == SQLITE_OK && n)
         rc = exec(db, "BEGIN IMMEDIATE");
     if (rc == SQLITE_OK && n)
-        rc = sqlite3_prepare_v2(db,
-                                "INSERT INTO msgs(dest, control_id, content_type, payload, findings,"
-                                " created_ms, updated_ms, last_error) SELECT dest, control_id,"
-                                " content_type, payload, findings, created_ms, ?2,"
-                                " 'requeued dead row ' || id FROM msgs WHERE id=?1",
-                                -1, &ins, NULL);
+        rc =
+            sqlite3_prepare_v2(db,
+                               "INSERT INTO msgs(dest, control_id, content_type, payload, findings,"
+                               " created_ms, updated_ms, last_error) SELECT dest, control_id,"
+                               " content_type, payload, findings, created_ms, ?2,"
+                               " 'requeued dead row ' || id FROM msgs WHERE id=?1",
+                               -1, &ins, NULL);
     if (rc == SQLITE_OK && n)
         rc = sqlite3_prepare_v2(db, "DELETE FROM msgs WHERE id=?1", -1, &del, NULL);
     if (rc == SQLITE_OK && n)
@@ -1211,8 +1212,7 @@ queue_row_t *queue__row_decode(sqlite3_stmt *st, size_t max_payload, char *why, 
             rejects = sqlite3_column_int64(st, 8);
     const char *dest = (const char *)sqlite3_column_text(st, 1);
     if (id <= 0 || attempts < 0 || attempts > 1000000 || rejects < 0 || rejects > 1000000 ||
-        len[4] == 0 || len[3] == 0 ||
-        !queue__valid_dest(dest)) {
+        len[4] == 0 || len[3] == 0 || !queue__valid_dest(dest)) {
         snprintf(why, whylen, "bad id, attempts, destination, content type or empty payload");
         return NULL;
     }

@@ -1248,9 +1248,11 @@ static void test_stranded_dead_rows_requeued(void **state)
     fx_t *f = *state;
     make_old_dead_queue(f);
     assert_int_equal(queue_depth(f->q, "hl7"), 1);
-    out_dest_opts_t o = {
-        .dest = "hl7", .kind = OUT_DIR, .dir = f->out_dir, .dead_dir = f->dead_dir,
-        .no_fsync = true};
+    out_dest_opts_t o = {.dest = "hl7",
+                         .kind = OUT_DIR,
+                         .dir = f->out_dir,
+                         .dead_dir = f->dead_dir,
+                         .no_fsync = true};
     out_dest_t *d = NULL;
     assert_int_equal(out_start(&f->loop, f->q, &o, &d, NULL), ERR_OK);
     f->live = d;
@@ -1276,8 +1278,7 @@ static void test_stranded_dead_rows_requeued(void **state)
     assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
     sqlite3_stmt *st;
     assert_int_equal(
-        sqlite3_prepare_v2(db, "SELECT id, state FROM msgs ORDER BY id", -1, &st, NULL),
-        SQLITE_OK);
+        sqlite3_prepare_v2(db, "SELECT id, state FROM msgs ORDER BY id", -1, &st, NULL), SQLITE_OK);
     /* Row 1, dead-lettered now, was pruned at the reopen (its file is decades
      * old); a row still marked the only copy would have been kept. */
     int64_t want[][2] = {{5, 3}, {6, 3}};
@@ -1757,11 +1758,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_outbox_enospc, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_dead_mark_commit_enospc, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_cursor_enospc, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_reject_count_survives_restart, fx_setup,
-                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_reject_count_survives_restart, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_stranded_dead_rows_requeued, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_dead_rows_kept_without_folder, fx_setup,
-                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_rows_kept_without_folder, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

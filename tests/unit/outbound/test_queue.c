@@ -829,8 +829,7 @@ static void test_rejects_persisted_old_file(void **state)
     assert_int_equal(x.n, 1);
     assert_int_equal(x.rows[0]->attempts, 2);
     assert_int_equal(x.rows[0]->rejects, 0);
-    assert_int_equal(queue_mark_attempt(r, x.rows[0]->id, 3, 1, "downstream answered AR"),
-                     ERR_OK);
+    assert_int_equal(queue_mark_attempt(r, x.rows[0]->id, 3, 1, "downstream answered AR"), ERR_OK);
     free_fetched(&x);
     queue_reader_close(r);
     close_q(f, q);

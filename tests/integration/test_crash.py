@@ -279,6 +279,98 @@ class CrashTests(unittest.TestCase):
         d.cleanup()
 
 
+    def test_soak_kills_while_sending(self):
+        """A sender streams messages (a few that billing refuses) while the
+        daemon kills itself at one step after another, each in a fresh life;
+        the sender sends again what was not answered, as MLLP senders do.
+        Each kill may add two duplicates (the message in flight to billing,
+        the one stored but unanswered), never a loss or a reordering."""
+        points = ["acked:20", "put-committed:30", "cursor-written:25", "dead-filed:1",
+                  "before-send:40", "marks-committed:3", "dead-marked:1",
+                  "dead-payload-written:1", "acked:7", "put-committed:11"]
+        n = int(os.environ.get("SPINEGATE_SOAK_MESSAGES", "400"))
+        ids = ["SOAK%s%04d" % ("POISON" if i % 40 == 39 else "", i) for i in range(n)]
+        poison = [c for c in ids if "POISON" in c]
+        sink = h.MllpSink(mode=billing()).start()
+        d = CrashDaemon("--downstream-mllp", "127.0.0.1:%d" % sink.port, "--retry-base", "10ms",
+                        "--retry-max-delay", "100ms")
+        pending = list(points)
+        kills = []
+
+        def killed():
+            """The daemon is gone: it must be by its own SIGKILL."""
+            d.proc.wait(20)
+            self.assertEqual(d.proc.returncode, -signal.SIGKILL, d.logtext()[-2000:])
+            self.assertIn("crash point %s" % d.crash_at.split(":")[0], d.logtext())
+            kills.append(d.crash_at)
+            TALLY["faults"] += 1
+            if d.log:
+                d.log.close()
+                d.log = None
+
+        def start():
+            while True:
+                d.crash_at = pending.pop(0) if pending else None
+                try:
+                    d.start()
+                    return
+                except RuntimeError:  # killed before its port opened
+                    killed()
+
+        try:
+            start()
+            acked = []
+            for c in ids:
+                while True:
+                    try:
+                        ack = h.mllp_send(d.mllp_port, dft(c, ["J20.9"]))
+                    except OSError:
+                        ack = ""
+                    if h.ack_code(ack) == "AA":
+                        acked.append(c)
+                        break
+                    self.assertIsNone(h.ack_code(ack), ack)  # unanswered, not refused
+                    killed()
+                    start()
+            TALLY["acknowledged"] += len(acked)
+            # Drain: a step not reached yet may still fire; then a plain start.
+            try:
+                h.wait_for(lambda: d.proc.poll() is not None or
+                           set(sink.control_ids()) >= set(ids), 30, "delivery")
+            finally:
+                if d.proc.poll() is not None:
+                    killed()
+                    pending.clear()
+                    start()
+            h.wait_for(lambda: set(sink.control_ids()) >= set(ids), 30, "every message at billing")
+            h.wait_for(lambda: {n.split("-", 1)[1].split(".")[0] for n in d.folder("deadletter")}
+                       >= set(poison), 10, "dead letters")
+            rc = d.stop()
+            if rc == -signal.SIGKILL:  # the last step fired on the way out
+                d.proc = None
+                TALLY["faults"] += 1
+                kills.append(d.crash_at)
+            got = sink.control_ids()
+            self.assertEqual(collapse(got), ids)  # in order; a duplicate only next to itself
+            ndup = len(got) - len(ids)
+            self.assertLessEqual(ndup, 2 * len(kills))
+            self.assertGreaterEqual(len(kills), 5, kills)
+            lost = [c for c in acked if c not in set(got)]
+            self.assertEqual(lost, [])
+            self.assertEqual({n.split("-", 1)[1].split(".")[0] for n in d.folder("deadletter")},
+                             set(poison))
+            TALLY["delivered"] += len([c for c in acked if c not in poison])
+            TALLY["dead_lettered"] += len(poison)
+            TALLY["duplicates"] += ndup
+            print("# soak: %d messages, %d kills (%s), %d duplicates" %
+                  (len(ids), len(kills), ", ".join(kills), ndup))
+        finally:
+            if d.proc and d.proc.poll() is None:
+                d.stop()
+            sink.stop()
+        d.cleanup()
+
+
 def tearDownModule():
     print("# kill -9: faults injected %(faults)d, messages acknowledged %(acknowledged)d, "
           "delivered %(delivered)d, dead-lettered %(dead_lettered)d, duplicates "

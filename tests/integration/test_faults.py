@@ -231,6 +231,36 @@ class FaultTests(unittest.TestCase):
             d.cleanup()
             sink.stop()
 
+    def test_reject_count_survives_a_restart(self):
+        """downstream-reject-retries 2: billing refuses a message, the daemon
+        is restarted before the second try, and that second try is the last:
+        the count was kept in the queue (in memory only, the restart would
+        have started it again and billing would see the message three times)."""
+        sink = h.MllpSink(mode=lambda m: ("AR", "Duplicate claim")
+                          if "POISON" in m else "AA").start()
+        d = h.Daemon("--downstream-mllp", "127.0.0.1:%d" % sink.port,
+                     "--downstream-reject-retries", "2", "--retry-base", "1h",
+                     "--retry-max-delay", "1h").start()
+        try:
+            acked = send_all(d, ["POISON03", "AFTER101"])
+            h.wait_for(lambda: "attempt 1 failed: downstream answered AR" in d.logtext(), 10,
+                       "the first refusal")
+            self.assertEqual(d.stop(), 0)
+            TALLY["faults"] += 1
+            d.extra[d.extra.index("--retry-base") + 1] = "10ms"
+            d.start()
+            h.wait_for(lambda: "AFTER101" in sink.control_ids(), 10, "the next message")
+            self.assertEqual(sink.control_ids(), ["POISON03", "POISON03", "AFTER101"])
+            h.wait_for(lambda: len(d.folder("deadletter")) == 2, 5, "the dead letter")
+            note = d.read("deadletter", [n for n in d.folder("deadletter")
+                                         if n.endswith(".reason")][0]).decode()
+            self.assertIn("attempts: 2", note)
+            self.assertIn("Duplicate claim", note)
+            self.assertEqual(account(acked, ["AFTER101"], ["POISON03"]), [])
+        finally:
+            d.cleanup()
+            sink.stop()
+
     def test_long_refusal_then_back_nothing_dead_order_kept_readyz(self):
         port = dead_port()
         d = h.Daemon("--downstream-mllp", "127.0.0.1:%d" % port, "--retry-base", "10ms",

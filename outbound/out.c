@@ -497,8 +497,12 @@ void out__send_done_detail(out_dest_t *d, out__res_t res, const char *reason, co
             d->st.rejects++;
             if (d->rejects >= d->o.reject_tries)
                 dead_letter(d, d->st.last_error, detail);
-            else
+            else {
                 retry_later(d, d->rejects);
+                /* The count is what bounds billing's refusals across a
+                 * restart: commit it now, not within the marks' 10 ms. */
+                queue_reader_flush(d->reader);
+            }
         } else if (res == OUT_RES_PERMANENT || (d->o.max_tries && d->attempts >= d->o.max_tries)) {
             dead_letter(d, d->st.last_error, detail);
         } else {

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 
 typedef struct {
     const rule_pack_t *pack;
+    gate_limits_t lim; /* max-diagnoses, as the daemon applies it */
     bool json, quiet, progress;
     size_t rejected, messages;
     /* progress over all inputs, by bytes */
@@ -96,7 +98,7 @@ static void check_hl7(check_t *c, const char *source, const char *data, size_t l
     hl7_msg_t *msg = hl7_msg_new();
     for (size_t i = 0; i < n; i++) {
         gate_result_t r;
-        gate_hl7(c->pack, msg, msgs[i].ptr, msgs[i].len, &opts, NULL, &a, &r);
+        gate_hl7(c->pack, msg, msgs[i].ptr, msgs[i].len, &opts, &c->lim, &a, &r);
         emit(c, source, i + 1, &r);
         arena_reset(&a);
         progress_draw(c, base + (size_t)(msgs[i].ptr + msgs[i].len - data), false);
@@ -124,7 +126,7 @@ static void check_fhir(check_t *c, const char *source, const char *data, size_t 
     size_t n = fhir_doc_claim_count(doc);
     for (size_t i = 0; i < n; i++) {
         gate_result_t r;
-        gate_fhir_claim(c->pack, doc, i, NULL, &a, &r);
+        gate_fhir_claim(c->pack, doc, i, &c->lim, &a, &r);
         emit(c, source, i + 1, &r);
         arena_reset(&a);
     }
@@ -208,6 +210,8 @@ static void usage(FILE *f)
           "  --adt MODE           ADT messages (working diagnoses, not bills): annotate\n"
           "                       (judged, never rejected; the default), judge, forward\n"
           "  --severity RULE=SEV  override one rule's severity (reject|warn|info|off)\n"
+          "  --max-diagnoses N    a claim with more diagnoses is refused unjudged, as the\n"
+          "                       daemon refuses it (default 1000, the daemon's default)\n"
           "  --rules FILE         rule pack to use instead of the built-in one\n"
           "  --tables DIR         code tables to use instead of the built-in ones\n"
           "  --no-progress        never draw the progress bar on stderr\n"
@@ -220,14 +224,20 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"json", no_argument, NULL, 'j'},        {"quiet", no_argument, NULL, 'q'},
-        {"advisory", no_argument, NULL, 'a'},    {"severity", required_argument, NULL, 's'},
-        {"rules", required_argument, NULL, 'r'}, {"tables", required_argument, NULL, 't'},
-        {"no-progress", no_argument, NULL, 'P'}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},     {"adt", required_argument, NULL, 'A'},
+        {"json", no_argument, NULL, 'j'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"advisory", no_argument, NULL, 'a'},
+        {"severity", required_argument, NULL, 's'},
+        {"rules", required_argument, NULL, 'r'},
+        {"tables", required_argument, NULL, 't'},
+        {"no-progress", no_argument, NULL, 'P'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"adt", required_argument, NULL, 'A'},
+        {"max-diagnoses", required_argument, NULL, 'D'},
         {NULL, 0, NULL, 0},
     };
-    check_t c = {0};
+    check_t c = {.lim = {.max_diagnoses = 1000}};
     const char *rules = NULL, *tables = NULL;
     const char *overrides[CONFIG_MAX_OVERRIDES + 1] = {0};
     int noverrides = 0;
@@ -255,6 +265,17 @@ int main(int argc, char **argv)
             }
             break;
         case 'P': no_progress = true; break;
+        case 'D': {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || v < 1 || optarg[0] == '-' || v > SIZE_MAX) {
+                fprintf(stderr, "spinegate-check: --max-diagnoses: a number, at least 1\n");
+                return 2;
+            }
+            c.lim.max_diagnoses = (size_t)v;
+            break;
+        }
         case 'h': usage(stdout); return 0;
         case 'V': printf("spinegate-check %s\n", PACKAGE_VERSION); return 0;
         default: usage(stderr); return 2;

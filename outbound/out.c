@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -272,6 +273,7 @@ static void pump(out_dest_t *d)
             queue_reader_flush(d->reader);
             return;
         }
+        QUEUE_CRASH_POINT("dead-marked"); /* dead mark durable, cursor not moved */
         cursor_write(d, d->dead_pending);
         d->dead_pending = 0;
     }
@@ -294,10 +296,11 @@ static void pump(out_dest_t *d)
     }
     d->cur = ring_pop(d);
     d->attempts = d->cur->attempts;
-    d->rejects = 0;
+    d->rejects = d->cur->rejects; /* billing's refusals before a restart count */
     d->storage_tries = 0;
     d->st.attempts = d->attempts;
     maybe_fetch(d);
+    QUEUE_CRASH_POINT("before-send"); /* stored and fetched, not sent */
     send_cur(d);
 }
 
@@ -359,6 +362,8 @@ static void dead_work(uv_work_t *w)
     d->dead_rc =
         out__write_atomic(d->o.dead_dir, name, row->payload, row->payload_len, !d->o.no_fsync);
     if (d->dead_rc == 0)
+        QUEUE_CRASH_POINT("dead-payload-written"); /* no note yet, no mark */
+    if (d->dead_rc == 0)
         d->dead_rc = out__write_atomic(d->o.dead_dir, note_name, note, (size_t)n, !d->o.no_fsync);
     xfree(note);
 }
@@ -409,6 +414,7 @@ static void dead_done(uv_work_t *w, int status)
         uv_timer_start(&d->retry_timer, retry_timer_cb, delay, 0);
         return;
     }
+    QUEUE_CRASH_POINT("dead-filed"); /* file and note durable, no mark given */
     dead_mark(d, true);
     if (d->stopping)
         finish_stop(d);
@@ -452,7 +458,7 @@ static void retry_later(out_dest_t *d, unsigned tries)
     else
         log_warn("out %s: control id %s attempt %u failed: %s; retry in %" PRIu64 " ms", d->o.dest,
                  safe_id(d->cur->control_id, idb), d->attempts, d->st.last_error, delay);
-    queue_mark_attempt(d->reader, d->cur->id, d->attempts, d->st.last_error);
+    queue_mark_attempt(d->reader, d->cur->id, d->attempts, d->rejects, d->st.last_error);
     if (!d->stopping)
         uv_timer_start(&d->retry_timer, retry_timer_cb, delay, 0);
 }
@@ -473,7 +479,9 @@ void out__send_done_detail(out_dest_t *d, out__res_t res, const char *reason, co
                   safe_id(row->control_id, idb), d->attempts);
         /* The cursor first: once it is written, a restart will not send
          * this row again, whatever became of the mark. */
+        QUEUE_CRASH_POINT("acked"); /* accepted downstream, nothing recorded */
         cursor_write(d, row->id);
+        QUEUE_CRASH_POINT("cursor-written"); /* cursor moved, no mark given */
         queue_mark_delivered(d->reader, row->id);
         cur_done(d);
     } else {
@@ -489,8 +497,12 @@ void out__send_done_detail(out_dest_t *d, out__res_t res, const char *reason, co
             d->st.rejects++;
             if (d->rejects >= d->o.reject_tries)
                 dead_letter(d, d->st.last_error, detail);
-            else
+            else {
                 retry_later(d, d->rejects);
+                /* The count is what bounds billing's refusals across a
+                 * restart: commit it now, not within the marks' 10 ms. */
+                queue_reader_flush(d->reader);
+            }
         } else if (res == OUT_RES_PERMANENT || (d->o.max_tries && d->attempts >= d->o.max_tries)) {
             dead_letter(d, d->st.last_error, detail);
         } else {
@@ -504,6 +516,24 @@ void out__send_done_detail(out_dest_t *d, out__res_t res, const char *reason, co
 }
 
 /* ---------------------------------------------------------------- start/stop */
+
+/* A dead row marked "only in the queue": did a dead-letter file get written
+ * for it after all (older versions marked every dead row so), or is it a
+ * message stranded with no file anywhere (older versions on a full disk)? The
+ * file's name is the one dead_work() gives it, then as now. */
+static queue_dead_fate_t dead_fate(const queue_row_t *row, void *user)
+{
+    out_dest_t *d = user;
+    char name[128], path[4096 + 160];
+    out__file_name(name, sizeof name, row->id, row->control_id,
+                   d->o.ext ? d->o.ext : out__ext_for(row->content_type));
+    snprintf(path, sizeof path, "%s/%s", d->o.dead_dir, name);
+    struct stat st;
+    if (stat(path, &st) == 0)
+        return QUEUE_DEAD_FILED;
+    /* Only a clear "no such file" requeues: an unreadable folder proves nothing. */
+    return errno == ENOENT ? QUEUE_DEAD_REQUEUE : QUEUE_DEAD_KEEP;
+}
 
 static char *dup_or_null(const char *s)
 {
@@ -603,6 +633,15 @@ err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_de
         /* The transport holds no open handles before its first send. */
         tp->close(d);
         return rc;
+    }
+    if (d->o.dead_dir) {
+        /* Without a dead-letter folder a dead row is dead on purpose: the
+         * queue is where its message was meant to stay. */
+        size_t nreq = 0, nfiled = 0;
+        err_detail_t de;
+        err_clear(&de);
+        if (queue_dead_review(q, d->o.dest, dead_fate, d, &nreq, &nfiled, &de) != ERR_OK)
+            log_error("out %s: dead rows not reviewed: %s", d->o.dest, de.msg);
     }
     uv_timer_init(loop, &d->retry_timer);
     uv_timer_init(loop, &d->fetch_timer);

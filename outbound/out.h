@@ -110,6 +110,10 @@ typedef void (*out_stop_cb)(void *user);
  * a folder that cannot be created, a libcurl init failure), ERR_IO (the
  * cursor file cannot be opened or read), ERR_BUSY (a deliverer for dest
  * already runs), ERR_CLOSED or ERR_QUEUE (from the queue).
+ * With a dead-letter folder, dest's dead rows that only the queue holds are
+ * reviewed first (queue_dead_review): those whose dead-letter file is absent
+ * (left so by older versions on a full disk) are pending again, behind the
+ * pending ones; those whose file exists become dead-lettered.
  * A cursor file that fails its check, that was written for another database
  * (queue_instance: the queue was deleted and created again) or that is ahead
  * of every id the queue ever allocated (a restored or rolled-back database) is

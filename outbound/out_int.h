@@ -61,7 +61,7 @@ struct out_dest {
     char dead_reason[128];
     char *dead_detail; /* downstream's own error text for the .reason file; NULL = none */
     int dead_rc;
-    unsigned rejects;         /* application rejects of cur (not persisted) */
+    unsigned rejects;         /* application rejects of cur, persisted with each attempt */
     unsigned storage_tries;   /* consecutive failed dead-letter writes of cur */
     bool dead_retry;          /* cur is to be dead-lettered again when retry_timer fires */
     int64_t failing_since_ms; /* wall clock of the first failure of the head message; 0 = ok */

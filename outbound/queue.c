@@ -70,6 +70,7 @@ typedef struct mark_req {
     size_t dest_idx;
     mark_kind_t kind;
     unsigned attempts;
+    unsigned rejects; /* MARK_ATTEMPT: application rejects so far */
     char reason[160];
 } mark_req_t;
 
@@ -214,6 +215,34 @@ static size_t dest_find(queue_t *q, const char *name, bool create)
 
 /* ---------------------------------------------------------------- open */
 
+/* The billing-reject count of a row (queue_mark_attempt) came after the
+ * first release: a file made before has no such column and gets it here. The
+ * schema version stays 1 on purpose: older builds name their columns and
+ * never read this one, so they still open the file. */
+static err_t add_rejects_column(sqlite3 *db, err_detail_t *d)
+{
+    sqlite3_stmt *st = NULL;
+    bool have = false, any = false;
+    int rc = sqlite3_prepare_v2(db, "SELECT name FROM pragma_table_info('msgs')", -1, &st, NULL);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        any = true;
+        if (name && strcmp(name, "rejects") == 0)
+            have = true;
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_OK)
+        return sql_err(db, rc, d, "read the queue's columns");
+    if (have || !any) /* no msgs table: not ours, the statements will say so */
+        return ERR_OK;
+    rc = exec(db, "ALTER TABLE msgs ADD COLUMN rejects INTEGER NOT NULL DEFAULT 0");
+    if (rc != SQLITE_OK)
+        return sql_err(db, rc, d, "add the rejects column");
+    log_info("queue: added the billing-reject count to an older queue file");
+    return ERR_OK;
+}
+
 static err_t open_schema(queue_t *q, err_detail_t *d)
 {
     sqlite3 *db = q->db;
@@ -252,7 +281,7 @@ static err_t open_schema(queue_t *q, err_detail_t *d)
                       " content_type TEXT NOT NULL, payload BLOB NOT NULL, findings TEXT,"
                       " state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
                       " last_error TEXT, created_ms INTEGER NOT NULL,"
-                      " updated_ms INTEGER NOT NULL);"
+                      " updated_ms INTEGER NOT NULL, rejects INTEGER NOT NULL DEFAULT 0);"
                       "CREATE INDEX IF NOT EXISTS msgs_dest ON msgs(dest, state, id);"
                       "PRAGMA user_version=1;"
                       "COMMIT;");
@@ -265,7 +294,7 @@ static err_t open_schema(queue_t *q, err_detail_t *d)
         return err_set(d, ERR_QUEUE, 0, "queue schema version %d is not %d", version,
                        SCHEMA_VERSION);
     }
-    return ERR_OK;
+    return add_rejects_column(db, d);
 }
 
 static err_t prepare(queue_t *q, const char *sql, sqlite3_stmt **st, err_detail_t *d)
@@ -450,7 +479,9 @@ err_t queue_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, qu
                     " WHERE id=?1",
                     &q->st_dead, d);
     if (!e)
-        e = prepare(q, "UPDATE msgs SET attempts=?2, last_error=?3, updated_ms=?4 WHERE id=?1",
+        e = prepare(q,
+                    "UPDATE msgs SET attempts=?2, last_error=?3, updated_ms=?4, rejects=?5"
+                    " WHERE id=?1",
                     &q->st_attempt, d);
     if (!e)
         e = load_state(q, d);
@@ -523,6 +554,8 @@ static void commit_work(uv_work_t *w)
         }
         if (dead)
             sqlite3_bind_int(st, 5, m->kind == MARK_DEAD ? ST_DEAD : ST_DEAD_LETTERED);
+        else if (m->kind == MARK_ATTEMPT)
+            sqlite3_bind_int64(st, 5, m->rejects);
         rc = sqlite3_step(st);
         sqlite3_reset(st);
         rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
@@ -583,6 +616,10 @@ static void commit_done(uv_work_t *w, int status)
     q->batch_marks = NULL;
     q->committing = false;
     bool ok = status == 0 && q->batch_rc == SQLITE_OK;
+    if (ok && puts)
+        QUEUE_CRASH_POINT("put-committed"); /* stored, the sender not yet answered */
+    if (ok && marks)
+        QUEUE_CRASH_POINT("marks-committed"); /* delivered/dead marks durable */
     if (ok) {
         q->st.commits++;
         if (q->fail_streak)
@@ -856,6 +893,132 @@ err_t queue_put_many(queue_t *q, const queue_item_t *items, size_t n, queue_put_
     return ERR_OK;
 }
 
+/* ---------------------------------------------------------------- dead rows */
+
+err_t queue_dead_review(queue_t *q, const char *dest, queue_dead_fn fate, void *user,
+                        size_t *requeued, size_t *filed, err_detail_t *d)
+{
+    if (requeued)
+        *requeued = 0;
+    if (filed)
+        *filed = 0;
+    if (q->closing)
+        return err_set(d, ERR_CLOSED, 0, "queue is closing");
+    if (!queue__valid_dest(dest))
+        return err_set(d, ERR_BAD_VALUE, 0, "invalid destination name");
+    if (q->committing)
+        return err_set(d, ERR_BUSY, 0, "a commit is running");
+    sqlite3 *db = q->db;
+    sqlite3_stmt *sel = NULL, *ins = NULL, *del = NULL, *upd = NULL;
+    int64_t *ids = NULL;
+    unsigned char *fates = NULL;
+    size_t n = 0, cap = 0, nreq = 0, nfiled = 0;
+    int rc = sqlite3_prepare_v2(db,
+                                "SELECT id, dest, control_id, content_type, payload, findings,"
+                                " attempts, created_ms, rejects FROM msgs"
+                                " WHERE dest=?1 AND state=?2 ORDER BY id",
+                                -1, &sel, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(sel, 1, dest, -1, SQLITE_STATIC);
+        sqlite3_bind_int(sel, 2, ST_DEAD);
+        while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
+            char why[96];
+            queue_row_t *row = queue__row_decode(sel, q->opts.max_payload, why, sizeof why);
+            if (!row)
+                continue; /* unreadable: it stays as it is */
+            queue_dead_fate_t f = fate(row, user);
+            if (f != QUEUE_DEAD_KEEP) {
+                if (n == cap) {
+                    cap = cap ? cap * 2 : 16;
+                    ids = xrealloc(ids, cap * sizeof *ids);
+                    fates = xrealloc(fates, cap);
+                }
+                ids[n] = row->id;
+                fates[n++] = (unsigned char)f;
+            }
+            queue_row_free(row);
+        }
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_finalize(sel);
+    if (rc == SQLITE_OK && n)
+        rc = exec(db, "BEGIN IMMEDIATE");
+    if (rc == SQLITE_OK && n)
+        rc =
+            sqlite3_prepare_v2(db,
+                               "INSERT INTO msgs(dest, control_id, content_type, payload, findings,"
+                               " created_ms, updated_ms, last_error) SELECT dest, control_id,"
+                               " content_type, payload, findings, created_ms, ?2,"
+                               " 'requeued dead row ' || id FROM msgs WHERE id=?1",
+                               -1, &ins, NULL);
+    if (rc == SQLITE_OK && n)
+        rc = sqlite3_prepare_v2(db, "DELETE FROM msgs WHERE id=?1", -1, &del, NULL);
+    if (rc == SQLITE_OK && n)
+        rc = sqlite3_prepare_v2(db, "UPDATE msgs SET state=?2 WHERE id=?1", -1, &upd, NULL);
+    int64_t first = 0, last = 0, now = now_ms();
+    for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
+        if (fates[i] == QUEUE_DEAD_FILED) {
+            sqlite3_bind_int64(upd, 1, ids[i]);
+            sqlite3_bind_int(upd, 2, ST_DEAD_LETTERED);
+            rc = sqlite3_step(upd);
+            sqlite3_reset(upd);
+            nfiled++;
+        } else {
+            /* A new id puts it behind every pending row: the delivery
+             * cursor (out.h) is past its old one and would skip it. */
+            sqlite3_bind_int64(ins, 1, ids[i]);
+            sqlite3_bind_int64(ins, 2, now);
+            rc = sqlite3_step(ins);
+            sqlite3_reset(ins);
+            if (rc == SQLITE_DONE) {
+                last = sqlite3_last_insert_rowid(db);
+                if (!first)
+                    first = last;
+                sqlite3_bind_int64(del, 1, ids[i]);
+                rc = sqlite3_step(del);
+                sqlite3_reset(del);
+            }
+            nreq++;
+        }
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_finalize(ins);
+    sqlite3_finalize(del);
+    sqlite3_finalize(upd);
+    if (rc == SQLITE_OK && n)
+        rc = exec(db, "COMMIT");
+    xfree(ids);
+    xfree(fates);
+    if (rc != SQLITE_OK) {
+        err_t e = sql_err(db, rc, d, "review dead rows");
+        if (!sqlite3_get_autocommit(db))
+            exec(db, "ROLLBACK");
+        return e;
+    }
+    if (nreq) {
+        dest_t *e = &q->dests[dest_find(q, dest, true)];
+        e->s.depth += nreq;
+        q->st.depth += nreq;
+        if (last > e->last_id)
+            e->last_id = last;
+        if (last > q->max_id)
+            q->max_id = last;
+        log_warn("queue: %zu dead messages of %s that no dead-letter file holds (left so by an "
+                 "older version, e.g. on a full disk) are pending again, in their order, as "
+                 "rows %" PRId64 "-%" PRId64,
+                 nreq, dest, first, last);
+    }
+    if (nfiled)
+        log_info("queue: %zu dead messages of %s have their dead-letter file: marked "
+                 "dead-lettered",
+                 nfiled, dest);
+    if (requeued)
+        *requeued = nreq;
+    if (filed)
+        *filed = nfiled;
+    return ERR_OK;
+}
+
 /* ---------------------------------------------------------------- stats */
 
 void queue_stats(const queue_t *q, queue_stats_t *st)
@@ -880,6 +1043,29 @@ sqlite3 *queue__db(queue_t *q)
 {
     return q->db;
 }
+
+#ifdef SPINEGATE_CRASH_POINTS
+#include <signal.h>
+#include <stdatomic.h>
+
+void queue__crash_point(const char *name)
+{
+    static atomic_uint hits;
+    const char *at = getenv("SPINEGATE_TEST_CRASH_AT");
+    size_t n = strlen(name);
+    if (!at || strncmp(at, name, n) != 0 || (at[n] != 0 && at[n] != ':'))
+        return;
+    unsigned want = at[n] == ':' ? (unsigned)strtoul(at + n + 1, NULL, 10) : 1;
+    if (atomic_fetch_add(&hits, 1) + 1 != want)
+        return;
+    /* write(2), not the logger: nothing buffered may be lost or flushed late. */
+    char line[160];
+    int len = snprintf(line, sizeof line, "crash point %s (hit %u): SIGKILL\n", name, want);
+    if (len > 0 && write(STDERR_FILENO, line, (size_t)len) < 0)
+        line[0] = 0;
+    raise(SIGKILL);
+}
+#endif
 
 int64_t queue_instance(const queue_t *q)
 {
@@ -960,7 +1146,7 @@ err_t queue_reader_open(queue_t *q, const char *dest, queue_ready_cb ready_cb, v
         sqlite3_busy_timeout(r->db, 5000);
         rc = sqlite3_prepare_v3(r->db,
                                 "SELECT id, dest, control_id, content_type, payload, findings,"
-                                " attempts, created_ms FROM msgs"
+                                " attempts, created_ms, rejects FROM msgs"
                                 " WHERE dest=?1 AND state=0 AND id>?2 ORDER BY id LIMIT ?3",
                                 -1, SQLITE_PREPARE_PERSISTENT, &r->st_fetch, NULL);
     }
@@ -976,20 +1162,24 @@ err_t queue_reader_open(queue_t *q, const char *dest, queue_ready_cb ready_cb, v
     return ERR_OK;
 }
 
+#define QCOLS 9 /* columns of a fetch, see queue_int.h */
+
 queue_row_t *queue__row_decode(sqlite3_stmt *st, size_t max_payload, char *why, size_t whylen)
 {
     /* Columns: id, dest, control_id, content_type, payload, findings, attempts,
-     * created_ms. Every type and length is checked: the file may be damaged. */
-    static const int want[8] = {SQLITE_INTEGER, SQLITE_TEXT, SQLITE_TEXT,    SQLITE_TEXT,
-                                SQLITE_BLOB,    SQLITE_TEXT, SQLITE_INTEGER, SQLITE_INTEGER};
-    static const size_t maxlen[8] = {
-        0, QUEUE_DEST_MAX, QUEUE_CONTROL_ID_MAX, QUEUE_CTYPE_MAX, 0, QUEUE_FINDINGS_MAX, 0, 0};
-    if (sqlite3_column_count(st) != 8) {
+     * created_ms, rejects. Every type and length is checked: the file may be
+     * damaged. */
+    static const int want[QCOLS] = {SQLITE_INTEGER, SQLITE_TEXT,    SQLITE_TEXT,
+                                    SQLITE_TEXT,    SQLITE_BLOB,    SQLITE_TEXT,
+                                    SQLITE_INTEGER, SQLITE_INTEGER, SQLITE_INTEGER};
+    static const size_t maxlen[QCOLS] = {
+        0, QUEUE_DEST_MAX, QUEUE_CONTROL_ID_MAX, QUEUE_CTYPE_MAX, 0, QUEUE_FINDINGS_MAX, 0, 0, 0};
+    if (sqlite3_column_count(st) != QCOLS) {
         snprintf(why, whylen, "wrong column count");
         return NULL;
     }
-    size_t len[8] = {0};
-    for (int i = 0; i < 8; i++) {
+    size_t len[QCOLS] = {0};
+    for (int i = 0; i < QCOLS; i++) {
         int t = sqlite3_column_type(st, i);
         if (i == 5 && t == SQLITE_NULL)
             continue;
@@ -1018,10 +1208,11 @@ queue_row_t *queue__row_decode(sqlite3_stmt *st, size_t max_payload, char *why, 
             }
         }
     }
-    int64_t id = sqlite3_column_int64(st, 0), attempts = sqlite3_column_int64(st, 6);
+    int64_t id = sqlite3_column_int64(st, 0), attempts = sqlite3_column_int64(st, 6),
+            rejects = sqlite3_column_int64(st, 8);
     const char *dest = (const char *)sqlite3_column_text(st, 1);
-    if (id <= 0 || attempts < 0 || attempts > 1000000 || len[4] == 0 || len[3] == 0 ||
-        !queue__valid_dest(dest)) {
+    if (id <= 0 || attempts < 0 || attempts > 1000000 || rejects < 0 || rejects > 1000000 ||
+        len[4] == 0 || len[3] == 0 || !queue__valid_dest(dest)) {
         snprintf(why, whylen, "bad id, attempts, destination, content type or empty payload");
         return NULL;
     }
@@ -1032,6 +1223,7 @@ queue_row_t *queue__row_decode(sqlite3_stmt *st, size_t max_payload, char *why, 
     char *s = (char *)(row + 1);
     row->id = id;
     row->attempts = (unsigned)attempts;
+    row->rejects = (unsigned)rejects;
     row->created_ms = sqlite3_column_int64(st, 7);
     const char **dst[4] = {&row->dest, &row->control_id, &row->content_type, &row->findings};
     static const int col[4] = {1, 2, 3, 5};
@@ -1110,7 +1302,7 @@ static void reader_free(queue_reader_t *r)
 }
 
 static void mark_add(queue_t *q, size_t dest_idx, int64_t id, mark_kind_t kind, unsigned attempts,
-                     const char *reason)
+                     unsigned rejects, const char *reason)
 {
     mark_req_t *m = xmalloc(sizeof *m);
     m->next = NULL;
@@ -1119,6 +1311,7 @@ static void mark_add(queue_t *q, size_t dest_idx, int64_t id, mark_kind_t kind, 
     q->dests[dest_idx].unsynced++;
     m->kind = kind;
     m->attempts = attempts;
+    m->rejects = rejects;
     snprintf(m->reason, sizeof m->reason, "%s", reason ? reason : "");
     *q->marks_tail = m;
     q->marks_tail = &m->next;
@@ -1136,7 +1329,7 @@ static void fetch_done(uv_work_t *w, int status)
     for (size_t i = 0; i < r->nbad; i++) {
         log_error("queue: %s row %lld is unreadable (%s): marked dead", e->s.name,
                   (long long)r->bad_ids[i], r->err);
-        mark_add(q, r->dest_idx, r->bad_ids[i], MARK_DEAD, 0, "unreadable row");
+        mark_add(q, r->dest_idx, r->bad_ids[i], MARK_DEAD, 0, 0, "unreadable row");
         q->st.corrupt++;
         q->st.dead++;
         e->s.dead++;
@@ -1235,7 +1428,7 @@ err_t queue_mark_delivered(queue_reader_t *r, int64_t id)
     de->s.delivered++;
     r->q->st.delivered++;
     depth_down(r->q, de);
-    mark_add(r->q, r->dest_idx, id, MARK_DELIVERED, 0, NULL);
+    mark_add(r->q, r->dest_idx, id, MARK_DELIVERED, 0, 0, NULL);
     return ERR_OK;
 }
 
@@ -1251,7 +1444,7 @@ static err_t mark_dead_as(queue_reader_t *r, int64_t id, unsigned attempts, cons
     de->s.dead++;
     r->q->st.dead++;
     depth_down(r->q, de);
-    mark_add(r->q, r->dest_idx, id, kind, attempts, reason);
+    mark_add(r->q, r->dest_idx, id, kind, attempts, 0, reason);
     return ERR_OK;
 }
 
@@ -1265,13 +1458,14 @@ err_t queue_mark_dead_lettered(queue_reader_t *r, int64_t id, unsigned attempts,
     return mark_dead_as(r, id, attempts, reason, MARK_DEAD_LETTERED);
 }
 
-err_t queue_mark_attempt(queue_reader_t *r, int64_t id, unsigned attempts, const char *reason)
+err_t queue_mark_attempt(queue_reader_t *r, int64_t id, unsigned attempts, unsigned rejects,
+                         const char *reason)
 {
     err_t e = mark_check(r, id);
     if (e)
         return e;
     r->q->dests[r->dest_idx].s.retries++;
     r->q->st.retries++;
-    mark_add(r->q, r->dest_idx, id, MARK_ATTEMPT, attempts, reason);
+    mark_add(r->q, r->dest_idx, id, MARK_ATTEMPT, attempts, rejects, reason);
     return ERR_OK;
 }

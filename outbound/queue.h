@@ -80,6 +80,7 @@ typedef struct {
     const unsigned char *payload;
     size_t payload_len;
     unsigned attempts;  /* delivery attempts already made (persisted) */
+    unsigned rejects;   /* of those, application rejects from downstream (persisted) */
     int64_t created_ms; /* wall clock of the put, ms since the epoch */
 } queue_row_t;
 
@@ -229,7 +230,9 @@ void queue_reader_flush(queue_reader_t *r);
 void queue_reader_close(queue_reader_t *r);
 
 /* Marks a row: delivered (deleted) or dead (kept with state dead and reason),
- * or records a failed attempt (attempts persisted with reason). Marks are
+ * or records a failed attempt (attempts, the application rejects among them
+ * and reason persisted: a restart reads them back in queue_row_t, so a
+ * message billing refused is not given extra tries by a restart). Marks are
  * committed with the next group commit; nobody waits for them. A commit that
  * fails keeps its marks and retries them, with backoff, until one succeeds
  * (or the queue closes): queue_reader_unsynced() counts them meanwhile.
@@ -241,7 +244,34 @@ err_t queue_mark_delivered(queue_reader_t *r, int64_t id);
 err_t queue_mark_dead(queue_reader_t *r, int64_t id, unsigned attempts, const char *reason);
 err_t queue_mark_dead_lettered(queue_reader_t *r, int64_t id, unsigned attempts,
                                const char *reason);
-err_t queue_mark_attempt(queue_reader_t *r, int64_t id, unsigned attempts, const char *reason);
+err_t queue_mark_attempt(queue_reader_t *r, int64_t id, unsigned attempts, unsigned rejects,
+                         const char *reason);
+
+/* What becomes of a dead row that only the queue is known to hold. */
+typedef enum {
+    QUEUE_DEAD_KEEP = 0, /* stays dead, the only copy (never pruned) */
+    QUEUE_DEAD_FILED,    /* a dead-letter file holds it: dead-lettered (pruned later) */
+    QUEUE_DEAD_REQUEUE,  /* nothing else holds it: pending again */
+} queue_dead_fate_t;
+
+/* Asked once per such row; row is borrowed for the call. */
+typedef queue_dead_fate_t (*queue_dead_fn)(const queue_row_t *row, void *user);
+
+/* Looks at dest's dead rows that were marked with queue_mark_dead() (the
+ * queue the only copy) - which is every dead row written by versions before
+ * queue_mark_dead_lettered(), file or no file: those versions also left
+ * messages dead with no file anywhere when the dead-letter folder was full.
+ * fate() says for each what it is: rows to requeue are put back as pending
+ * at the end of dest's queue (new ids, their order kept, their attempt and
+ * reject counts reset, their queue time kept), rows a file holds become
+ * dead-lettered, the rest stay. Rows that cannot be decoded stay dead
+ * unasked. One transaction, run at once on the loop thread (a start-up
+ * step: call it before dest's reader fetches). *requeued and *filed (each
+ * may be NULL) count what was done.
+ * Errors: ERR_BAD_VALUE (bad dest name), ERR_BUSY (a commit is running),
+ * ERR_CLOSED, ERR_QUEUE (SQLite: nothing changed). */
+err_t queue_dead_review(queue_t *q, const char *dest, queue_dead_fn fate, void *user,
+                        size_t *requeued, size_t *filed, err_detail_t *d);
 
 /* Frees a row from a fetch. Accepts NULL. */
 void queue_row_free(queue_row_t *row);

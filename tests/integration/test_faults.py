@@ -231,6 +231,36 @@ class FaultTests(unittest.TestCase):
             d.cleanup()
             sink.stop()
 
+    def test_reject_count_survives_a_restart(self):
+        """downstream-reject-retries 2: billing refuses a message, the daemon
+        is restarted before the second try, and that second try is the last:
+        the count was kept in the queue (in memory only, the restart would
+        have started it again and billing would see the message three times)."""
+        sink = h.MllpSink(mode=lambda m: ("AR", "Duplicate claim")
+                          if "POISON" in m else "AA").start()
+        d = h.Daemon("--downstream-mllp", "127.0.0.1:%d" % sink.port,
+                     "--downstream-reject-retries", "2", "--retry-base", "1h",
+                     "--retry-max-delay", "1h").start()
+        try:
+            acked = send_all(d, ["POISON03", "AFTER101"])
+            h.wait_for(lambda: "attempt 1 failed: downstream answered AR" in d.logtext(), 10,
+                       "the first refusal")
+            self.assertEqual(d.stop(), 0)
+            TALLY["faults"] += 1
+            d.extra[d.extra.index("--retry-base") + 1] = "10ms"
+            d.start()
+            h.wait_for(lambda: "AFTER101" in sink.control_ids(), 10, "the next message")
+            self.assertEqual(sink.control_ids(), ["POISON03", "POISON03", "AFTER101"])
+            h.wait_for(lambda: len(d.folder("deadletter")) == 2, 5, "the dead letter")
+            note = d.read("deadletter", [n for n in d.folder("deadletter")
+                                         if n.endswith(".reason")][0]).decode()
+            self.assertIn("attempts: 2", note)
+            self.assertIn("Duplicate claim", note)
+            self.assertEqual(account(acked, ["AFTER101"], ["POISON03"]), [])
+        finally:
+            d.cleanup()
+            sink.stop()
+
     def test_long_refusal_then_back_nothing_dead_order_kept_readyz(self):
         port = dead_port()
         d = h.Daemon("--downstream-mllp", "127.0.0.1:%d" % port, "--retry-base", "10ms",
@@ -346,6 +376,51 @@ class FaultTests(unittest.TestCase):
         os.truncate(os.path.join(d.data_dir, "queue.db"), 0)
         d.extra.append("--accept-empty-queue")
         d.start()
+        d.cleanup()
+
+
+    def test_stranded_dead_rows_of_an_older_version_requeued(self):
+        """A queue.db as older versions left it after a full dead-letter
+        folder: acknowledged messages dead (state 3) with no file anywhere.
+        They are pending again at start, in order, with a log line."""
+        import sqlite3
+        d = h.Daemon()
+        os.makedirs(os.path.join(d.data_dir, "deadletter"), mode=0o700)
+        db = sqlite3.connect(os.path.join(d.data_dir, "queue.db"))
+        db.executescript(
+            "PRAGMA journal_mode=WAL;"
+            "CREATE TABLE msgs(id INTEGER PRIMARY KEY AUTOINCREMENT, dest TEXT NOT NULL,"
+            " control_id TEXT NOT NULL, content_type TEXT NOT NULL, payload BLOB NOT NULL,"
+            " findings TEXT, state INTEGER NOT NULL DEFAULT 0,"
+            " attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,"
+            " created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);"
+            "CREATE INDEX msgs_dest ON msgs(dest, state, id);"
+            "PRAGMA user_version=1;")
+        ids = ["OLD%04d" % i for i in range(4)]
+        for i, cid in enumerate(ids):
+            db.execute("INSERT INTO msgs(dest, control_id, content_type, payload, state, attempts,"
+                       " last_error, created_ms, updated_ms) VALUES('hl7', ?,"
+                       " 'application/hl7-v2', ?, 3, 10, 'connect: ECONNREFUSED', ?, ?)",
+                       (cid, dft(cid, ["J20.9"]).encode(), 1000 + i, 1000 + i))
+        db.commit()
+        db.close()
+        TALLY["faults"] += 1
+        TALLY["acknowledged"] += len(ids)
+        d.start()
+        try:
+            acked = send_all(d, ["NEW0001"])
+            h.wait_for(lambda: len(outbox_ids(d)) == 5, 10, "the stranded messages delivered")
+            # Requeued behind what was pending at start, in their own order.
+            self.assertEqual(outbox_ids(d), ids + ["NEW0001"])
+            self.assertIn("queue: 4 dead messages of hl7 that no dead-letter file holds",
+                          d.logtext())
+            self.assertEqual(account(ids + acked, outbox_ids(d)), [])
+        finally:
+            d.stop()
+        d.start()  # once only: nothing is requeued the second time
+        d.stop()
+        self.assertEqual(d.logtext().count("that no dead-letter file holds"), 1)
+        self.assertEqual(len(outbox_ids(d)), 5)
         d.cleanup()
 
 

@@ -437,6 +437,49 @@ class CheckTool(unittest.TestCase):
         usage = subprocess.run([h.CHECK, "--no-such-flag"], capture_output=True)
         self.assertEqual(usage.returncode, 2)
 
+    def test_max_diagnoses_as_the_daemon(self):
+        """A claim over max-diagnoses is refused unjudged, as the daemon does
+        (default 1000, the daemon's); --max-diagnoses moves the bound."""
+        from test_mllp import dft
+
+        def run(msg, *opts):
+            with tempfile.NamedTemporaryFile("w", suffix=".hl7", delete=False) as f:
+                f.write(msg)
+            try:
+                return subprocess.run([h.CHECK, "--json", "--no-progress"] + list(opts) + [f.name],
+                                      capture_output=True, text=True, timeout=60)
+            finally:
+                os.unlink(f.name)
+
+        many = dft("MANY0001", ["J20.9"] * 1001)
+        r = run(many)
+        self.assertEqual(r.returncode, 1)
+        out = json.loads(r.stdout)
+        self.assertEqual(out["verdict"], "reject")
+        self.assertIn("claim has 1001 diagnoses, over the limit of 1000 (max-diagnoses)",
+                      out["findings"][0]["message"])
+        r = run(many, "--max-diagnoses", "1001")
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertEqual(json.loads(r.stdout)["verdict"], "accept")
+        r = run(dft("FEW00001", ["J20.9", "M54.5", "M43.04"]), "--max-diagnoses", "2")
+        self.assertEqual(json.loads(r.stdout)["verdict"], "reject")
+        self.assertIn("over the limit of 2", r.stdout)
+        # A FHIR Claim is held to the same bound.
+        claim = {"resourceType": "Claim", "id": "c1", "status": "active",
+                 "diagnosis": [{"sequence": i + 1, "diagnosisCodeableConcept": {"coding": [{
+                     "system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "J20.9"}]}}
+                     for i in range(3)]}
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(claim, f)
+        try:
+            r = subprocess.run([h.CHECK, "--json", "--no-progress", "--max-diagnoses", "2", f.name],
+                               capture_output=True, text=True, timeout=60)
+        finally:
+            os.unlink(f.name)
+        self.assertIn("claim has 3 diagnoses, over the limit of 2", r.stdout)
+        for bad in ("0", "-1", "x", ""):
+            self.assertEqual(run(many, "--max-diagnoses", bad).returncode, 2, bad)
+
     def test_batch_on_stdin_and_json_lines_shape(self):
         demo = os.path.join(h.DATA, "demo")
         batch = b"".join(open(os.path.join(demo, n), "rb").read() for n in sorted(os.listdir(demo))

@@ -1122,6 +1122,199 @@ static void test_cursor_clean_restart(void **state)
     srv_close(f, &s);
 }
 
+static bool rejects_pred(void *arg)
+{
+    out_stats_t st;
+    out_stats(arg, &st);
+    return st.rejects >= 2;
+}
+
+/* downstream-reject-retries = 3: billing refuses msg0 twice, the daemon
+ * restarts (queue closed and opened again), and the third refusal
+ * dead-letters it. Were the count held only in memory, the restart would
+ * give it three more tries and the fourth (AA here) would deliver it. */
+static void test_reject_count_survives_restart(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    ans_t script[] = {ANS_AE, ANS_AE, ANS_AE};
+    memcpy(s.script, script, sizeof script);
+    s.nscript = 3;
+    srv_start(f, &s, 0);
+    put_msg(f, "hl7", 0);
+    put_msg(f, "hl7", 1);
+    out_dest_opts_t o = {
+        .dest = "hl7",
+        .kind = OUT_MLLP,
+        .host = "127.0.0.1",
+        .port = (unsigned)s.port,
+        .dead_dir = f->dead_dir,
+        .no_fsync = true,
+        .reject_tries = 3,
+        .backoff_base_ms = 10,
+        .backoff_max_ms = 10,
+        .ack_timeout_ms = 1000,
+    };
+    out_dest_t *d = NULL;
+    assert_int_equal(out_start(&f->loop, f->q, &o, &d, NULL), ERR_OK);
+    assert_true(run_until(f, rejects_pred, d, 5000));
+    /* The third try waits out a backoff that the stop cuts short. */
+    d->o.backoff_base_ms = d->o.backoff_max_ms = 600000;
+    stop_out(f, d);
+    assert_int_equal(s.nreceived, 2);
+
+    int closed = 0;
+    queue_close(f->q, flag_cb, &closed);
+    while (!closed)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    queue_opts_t qo = {.sync = QUEUE_SYNC_NORMAL};
+    assert_int_equal(queue_open(&f->loop, f->path, &qo, &f->q, NULL), ERR_OK);
+
+    assert_int_equal(out_start(&f->loop, f->q, &o, &d, NULL), ERR_OK);
+    f->live = d;
+    delivered_arg_t a = {d, 2};
+    assert_true(run_until(f, delivered_pred, &a, 5000));
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.dead, 1);
+    assert_int_equal(st.delivered, 1);
+    stop_out(f, d);
+    assert_int_equal(s.nreceived, 4); /* AE, AE, restart, AE; then msg1 */
+    assert_int_equal(s.nacked, 1);
+    assert_int_equal(s.acked[0], 1);
+    assert_true(file_exists(f->dead_dir, "000000000001-MSG00000.hl7"));
+    assert_true(file_has(f->dead_dir, "000000000001-MSG00000.hl7.reason", "attempts: 3"));
+    srv_close(f, &s);
+}
+
+/* A queue file as versions before the dead-lettered state left it after a
+ * full disk: schema 1 without the rejects column, and every dead row state 3
+ * whether its dead-letter file was written or not. */
+static void make_old_dead_queue(fx_t *f)
+{
+    int closed = 0;
+    queue_close(f->q, flag_cb, &closed);
+    while (!closed)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    f->q = NULL;
+    char p[160];
+    const char *sfx[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s%s", f->path, sfx[i]);
+        unlink(p);
+    }
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    const char *sql =
+        "PRAGMA journal_mode=WAL;"
+        "CREATE TABLE msgs(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " dest TEXT NOT NULL, control_id TEXT NOT NULL,"
+        " content_type TEXT NOT NULL, payload BLOB NOT NULL, findings TEXT,"
+        " state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
+        " last_error TEXT, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);"
+        "CREATE INDEX msgs_dest ON msgs(dest, state, id);"
+        "PRAGMA user_version=1;"
+        /* 1: dead-lettered, its file written; 2 and 4: stranded, no file;
+         * 3: pending; 5: dead and unreadable (no content type). */
+        "INSERT INTO msgs VALUES(1, 'hl7', 'MSG00000', 'application/hl7-v2', 'p0', NULL, 3,"
+        " 3, 'downstream answered AE', 10, 10);"
+        "INSERT INTO msgs VALUES(2, 'hl7', 'MSG00001', 'application/hl7-v2', 'p1', NULL, 3,"
+        " 10, 'connect: ECONNREFUSED', 11, 11);"
+        "INSERT INTO msgs VALUES(3, 'hl7', 'MSG00002', 'application/hl7-v2', 'p2', NULL, 0,"
+        " 0, NULL, 12, 12);"
+        "INSERT INTO msgs VALUES(4, 'hl7', 'MSG00003', 'application/hl7-v2', 'p3', NULL, 3,"
+        " 10, 'outbox: No space left on device', 13, 13);"
+        "INSERT INTO msgs VALUES(5, 'hl7', 'MSG00004', '', 'p4', NULL, 3, 0, 'x', 14, 14);"
+        "INSERT INTO msgs VALUES(6, 'fhir', 'C1', 'application/fhir+json', '{}', NULL, 3, 1,"
+        " 'x', 15, 15);";
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(out__mkdirs(f->dead_dir), 0);
+    snprintf(p, sizeof p, "%s/000000000001-MSG00000.hl7", f->dead_dir);
+    FILE *fp = fopen(p, "w");
+    assert_non_null(fp);
+    fputs("p0", fp);
+    fclose(fp);
+    queue_opts_t qo = {.sync = QUEUE_SYNC_NORMAL};
+    assert_int_equal(queue_open(&f->loop, f->path, &qo, &f->q, NULL), ERR_OK);
+}
+
+/* Dead rows with no dead-letter file anywhere go back to pending at start,
+ * behind the pending ones, in their order; a dead row whose file exists
+ * becomes dead-lettered; an unreadable one and another destination's stay. */
+static void test_stranded_dead_rows_requeued(void **state)
+{
+    fx_t *f = *state;
+    make_old_dead_queue(f);
+    assert_int_equal(queue_depth(f->q, "hl7"), 1);
+    out_dest_opts_t o = {.dest = "hl7",
+                         .kind = OUT_DIR,
+                         .dir = f->out_dir,
+                         .dead_dir = f->dead_dir,
+                         .no_fsync = true};
+    out_dest_t *d = NULL;
+    assert_int_equal(out_start(&f->loop, f->q, &o, &d, NULL), ERR_OK);
+    f->live = d;
+    assert_int_equal(queue_depth(f->q, "hl7"), 3);
+    delivered_arg_t a = {d, 3};
+    assert_true(run_until(f, delivered_pred, &a, 5000));
+    stop_out(f, d);
+    /* The pending one first, then the two requeued in their order (ids 7, 8). */
+    assert_int_equal(count_files(f->out_dir, "0"), 3);
+    assert_true(file_exists(f->out_dir, "000000000003-MSG00002.hl7"));
+    assert_true(file_exists(f->out_dir, "000000000007-MSG00001.hl7"));
+    assert_true(file_exists(f->out_dir, "000000000008-MSG00003.hl7"));
+    assert_true(file_has(f->out_dir, "000000000008-MSG00003.hl7", "p3"));
+    assert_int_equal(count_files(f->dead_dir, "0"), 1); /* untouched */
+
+    int closed = 0; /* the delivered marks committed */
+    queue_close(f->q, flag_cb, &closed);
+    while (!closed)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    queue_opts_t qo = {.sync = QUEUE_SYNC_NORMAL};
+    assert_int_equal(queue_open(&f->loop, f->path, &qo, &f->q, NULL), ERR_OK);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT id, state FROM msgs ORDER BY id", -1, &st, NULL), SQLITE_OK);
+    /* Row 1, dead-lettered now, was pruned at the reopen (its file is decades
+     * old); a row still marked the only copy would have been kept. */
+    int64_t want[][2] = {{5, 3}, {6, 3}};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        assert_int_equal(sqlite3_column_int64(st, 0), want[i][0]);
+        assert_int_equal(sqlite3_column_int64(st, 1), want[i][1]);
+    }
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+
+    /* A second start finds nothing more to requeue. */
+    assert_int_equal(out_start(&f->loop, f->q, &o, &d, NULL), ERR_OK);
+    f->live = d;
+    assert_int_equal(queue_depth(f->q, "hl7"), 0);
+    stop_out(f, d);
+    assert_int_equal(count_files(f->out_dir, "0"), 3);
+}
+
+/* Without a dead-letter folder a dead row is dead on purpose: left alone. */
+static void test_dead_rows_kept_without_folder(void **state)
+{
+    fx_t *f = *state;
+    make_old_dead_queue(f);
+    out_dest_opts_t o = {.dest = "hl7", .kind = OUT_DIR, .dir = f->out_dir, .no_fsync = true};
+    out_dest_t *d = NULL;
+    assert_int_equal(out_start(&f->loop, f->q, &o, &d, NULL), ERR_OK);
+    f->live = d;
+    assert_int_equal(queue_depth(f->q, "hl7"), 1);
+    delivered_arg_t a = {d, 1};
+    assert_true(run_until(f, delivered_pred, &a, 5000));
+    stop_out(f, d);
+    assert_int_equal(count_files(f->out_dir, "0"), 1);
+}
+
 /* ---------------------------------------------------------------- directory sink */
 
 static void test_dir_sink(void **state)
@@ -1565,6 +1758,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_outbox_enospc, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_dead_mark_commit_enospc, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_cursor_enospc, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_reject_count_survives_restart, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_stranded_dead_rows_requeued, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_rows_kept_without_folder, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

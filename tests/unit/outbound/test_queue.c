@@ -258,7 +258,7 @@ static void test_reopen_keeps_order(void **state)
         assert_int_equal(ctrl_index(x.rows[i]), (int)(2 * i + 1));
     for (size_t i = 0; i < 10; i++)
         assert_int_equal(queue_mark_delivered(r, x.rows[i]->id), ERR_OK);
-    assert_int_equal(queue_mark_attempt(r, x.rows[10]->id, 3, "downstream answered AE"), ERR_OK);
+    assert_int_equal(queue_mark_attempt(r, x.rows[10]->id, 3, 2, "downstream answered AE"), ERR_OK);
     assert_int_equal(queue_mark_delivered(r, 0), ERR_BAD_VALUE);
     free_fetched(&x);
     queue_reader_close(r);
@@ -271,7 +271,9 @@ static void test_reopen_keeps_order(void **state)
     assert_int_equal(x.n, 40);
     assert_int_equal(ctrl_index(x.rows[0]), 21);
     assert_int_equal(x.rows[0]->attempts, 3);
+    assert_int_equal(x.rows[0]->rejects, 2); /* billing's refusals survive a restart */
     assert_int_equal(x.rows[1]->attempts, 0);
+    assert_int_equal(x.rows[1]->rejects, 0);
     free_fetched(&x);
     queue_reader_close(r);
     close_q(f, q);
@@ -791,6 +793,154 @@ static void test_prune_keeps_only_copies(void **state)
     sqlite3_close(db);
 }
 
+/* The queue file as versions before the billing-reject count made it (schema
+ * 1 without the rejects column), with one pending row and one attempt. */
+static void make_old_queue(const char *path)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "PRAGMA journal_mode=WAL;"
+                     "CREATE TABLE msgs(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                     " dest TEXT NOT NULL, control_id TEXT NOT NULL,"
+                     " content_type TEXT NOT NULL, payload BLOB NOT NULL, findings TEXT,"
+                     " state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
+                     " last_error TEXT, created_ms INTEGER NOT NULL,"
+                     " updated_ms INTEGER NOT NULL);"
+                     "CREATE INDEX msgs_dest ON msgs(dest, state, id);"
+                     "PRAGMA user_version=1;"
+                     "INSERT INTO msgs(dest, control_id, content_type, payload, attempts,"
+                     " created_ms, updated_ms) VALUES('hl7', 'MSG00001', 'a/b', x'41', 2, 1, 1);",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* An older queue file gets the rejects column at open (its rows count 0),
+ * and the count given with an attempt is read back after a restart. */
+static void test_rejects_persisted_old_file(void **state)
+{
+    fx_t *f = *state;
+    make_old_queue(f->path);
+    queue_t *q = open_q(f, NULL);
+    static fetched_t x;
+    queue_reader_t *r = fetch_all(f, q, "hl7", &x);
+    assert_int_equal(x.n, 1);
+    assert_int_equal(x.rows[0]->attempts, 2);
+    assert_int_equal(x.rows[0]->rejects, 0);
+    assert_int_equal(queue_mark_attempt(r, x.rows[0]->id, 3, 1, "downstream answered AR"), ERR_OK);
+    free_fetched(&x);
+    queue_reader_close(r);
+    close_q(f, q);
+
+    q = open_q(f, NULL); /* the column is there now: opened as is */
+    r = fetch_all(f, q, "hl7", &x);
+    assert_int_equal(x.n, 1);
+    assert_int_equal(x.rows[0]->attempts, 3);
+    assert_int_equal(x.rows[0]->rejects, 1);
+    free_fetched(&x);
+    queue_reader_close(r);
+    close_q(f, q);
+
+    /* A build from before the column still reads and writes the file: its
+     * statements name their columns. */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "INSERT INTO msgs(dest, control_id, content_type, payload,"
+                                  " created_ms, updated_ms) VALUES('hl7', 'MSG00002', 'a/b',"
+                                  " x'42', 1, 1);"
+                                  "UPDATE msgs SET attempts=4 WHERE control_id='MSG00001'",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    q = open_q(f, NULL);
+    r = fetch_all(f, q, "hl7", &x);
+    assert_int_equal(x.n, 2);
+    assert_int_equal(x.rows[0]->rejects, 1);
+    assert_int_equal(x.rows[1]->rejects, 0);
+    free_fetched(&x);
+    queue_reader_close(r);
+    close_q(f, q);
+}
+
+/* queue_dead_review: asks about the rows marked the queue's only copy and
+ * nothing else, does what each answer says in one transaction, and keeps
+ * the pending figures right. */
+typedef struct {
+    int asked;
+    char seen[8][16];
+} review_t;
+
+static queue_dead_fate_t review_fate(const queue_row_t *row, void *user)
+{
+    review_t *rv = user;
+    snprintf(rv->seen[rv->asked++ % 8], 16, "%s", row->control_id);
+    int i = ctrl_index(row);
+    return i == 1 ? QUEUE_DEAD_FILED : i == 2 ? QUEUE_DEAD_KEEP : QUEUE_DEAD_REQUEUE;
+}
+
+static void test_dead_review(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, NULL);
+    static puts_t p;
+    static fetched_t x;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < 6; i++)
+        put_one(q, &p, "hl7", i, 50);
+    put_one(q, &p, "fhir", 6, 50);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    queue_reader_t *r = fetch_all(f, q, "hl7", &x);
+    assert_int_equal(x.n, 6);
+    int64_t created0 = x.rows[0]->created_ms;
+    /* 0, 1, 2, 3: only copies; 4: dead-lettered; 5: pending. */
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(queue_mark_dead(r, x.rows[i]->id, 2, "only here"), ERR_OK);
+    assert_int_equal(queue_mark_dead_lettered(r, x.rows[4]->id, 1, "filed"), ERR_OK);
+    free_fetched(&x);
+    queue_reader_close(r);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(queue_depth(q, "hl7"), 1);
+
+    review_t rv = {0};
+    size_t req = 9, filed = 9;
+    err_detail_t d;
+    assert_int_equal(queue_dead_review(q, "a b", review_fate, &rv, &req, &filed, &d),
+                     ERR_BAD_VALUE);
+    assert_int_equal(req, 0);
+    assert_int_equal(queue_dead_review(q, "hl7", review_fate, &rv, &req, &filed, &d), ERR_OK);
+    assert_int_equal(rv.asked, 4); /* not the dead-lettered, pending or fhir row */
+    assert_string_equal(rv.seen[0], "MSG00000");
+    assert_string_equal(rv.seen[3], "MSG00003");
+    assert_int_equal(req, 2);
+    assert_int_equal(filed, 1);
+    assert_int_equal(queue_depth(q, "hl7"), 3);
+    assert_true(queue_max_id(q) == 9);
+
+    /* Pending again behind the pending one, in their order, tries reset. */
+    r = fetch_all(f, q, "hl7", &x);
+    assert_int_equal(x.n, 3);
+    assert_int_equal(ctrl_index(x.rows[0]), 5);
+    assert_int_equal(ctrl_index(x.rows[1]), 0);
+    assert_int_equal(ctrl_index(x.rows[2]), 3);
+    assert_true(x.rows[1]->id == 8 && x.rows[2]->id == 9);
+    assert_int_equal(x.rows[1]->attempts, 0);
+    assert_true(x.rows[1]->created_ms == created0); /* its first queue time */
+    free_fetched(&x);
+    queue_reader_close(r);
+
+    /* The kept one is asked again next time; the others are gone from the review. */
+    memset(&rv, 0, sizeof rv);
+    assert_int_equal(queue_dead_review(q, "hl7", review_fate, &rv, &req, &filed, &d), ERR_OK);
+    assert_int_equal(rv.asked, 1);
+    assert_string_equal(rv.seen[0], "MSG00002");
+    assert_int_equal(req, 0);
+    assert_int_equal(filed, 0);
+    close_q(f, q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -804,6 +954,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_file, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_row_marked_dead, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_prune_keeps_only_copies, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_rejects_persisted_old_file, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_review, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,13 @@
  * can never be taken for the next message's. AE/AR/CE/CR is billing refusing
  * the message itself: answered as a reject with MSA-3 and the ERR segments
  * (the connection, in step, is kept).
+ *
+ * Enhanced mode (HL7 v2.5 ch. 2): a forwarded message keeps its sender's
+ * MSH-15/16, so billing may answer a commit ACK (CA) and then an application
+ * ACK on the same connection. With MSH-16 = AL the application ACK is the
+ * answer that counts and is waited for after the CA; with ER or SU it may or
+ * may not come, so the CA ends the send and a later ACK naming the message
+ * just delivered is read and set aside instead of taken as out of step.
  * Each connection is its own allocation, freed in its close callback; the
  * payload is borrowed from the deliverer's row until out__send_done().
  */
@@ -15,6 +22,7 @@
 
 #include "log.h"
 #include "out_int.h"
+#include "slice.h"
 #include "xmalloc.h"
 
 #define ACK_MAX (64u * 1024) /* an ACK larger than this is not an ACK */
@@ -40,18 +48,22 @@ struct mllp_state {
     bool resolving;
     const queue_row_t *row; /* being sent: NULL when idle */
     bool awaiting;          /* frame written or writing; ACK expected */
+    bool wants_app_ack;     /* the row's MSH-16 is AL: a CA is not the end */
+    char last_id[QUEUE_CONTROL_ID_MAX + 1]; /* the message delivered last */
     unsigned open_conns;    /* connections not yet closed */
     bool closing;
 };
 
-out__res_t out__mllp_ack_parse(const char *p, size_t n, const char *ctrl, char *reason, size_t rl)
+/* Finds the MSA segment of an ACK: MSA-1 and MSA-2 (either may be empty).
+ * False when there is none. */
+static bool msa_find(const char *p, size_t n, slice_t *code, slice_t *ctrl)
 {
     for (size_t i = 0; i + 3 < n; i++) {
         if ((i > 0 && p[i - 1] != '\r' && p[i - 1] != '\n') || memcmp(p + i, "MSA", 3) != 0)
             continue;
         char sep = p[i + 3];
         if (sep == '\r' || sep == '\n')
-            break;
+            return false;
         /* Fields 1 and 2, each up to the separator or the segment's end. */
         size_t f1 = i + 4, e1 = f1;
         while (e1 < n && p[e1] != sep && p[e1] != '\r' && p[e1] != '\n')
@@ -62,29 +74,56 @@ out__res_t out__mllp_ack_parse(const char *p, size_t n, const char *ctrl, char *
                 e2++;
         else
             f2 = e2 = e1;
-        size_t l1 = e1 - f1;
-        if (l1 != 2) {
-            snprintf(reason, rl, "MSA-1 is not an acknowledgment code");
-            return OUT_RES_RETRY;
-        }
-        char code[3] = {p[f1], p[f1 + 1], 0};
-        size_t lc = ctrl ? strlen(ctrl) : 0;
-        if (e2 > f2 && lc && (e2 - f2 != lc || memcmp(p + f2, ctrl, lc) != 0)) {
-            snprintf(reason, rl, "ACK for another control id");
-            return OUT_RES_RETRY;
-        }
-        if (strcmp(code, "AA") == 0 || strcmp(code, "CA") == 0)
-            return OUT_RES_OK;
-        if (strcmp(code, "AE") == 0 || strcmp(code, "AR") == 0 || strcmp(code, "CE") == 0 ||
-            strcmp(code, "CR") == 0) {
-            snprintf(reason, rl, "downstream answered %s", code);
-            return OUT_RES_REJECT;
-        }
+        *code = slice_make(p + f1, e1 - f1);
+        *ctrl = slice_make(p + f2, e2 - f2);
+        return true;
+    }
+    return false;
+}
+
+out__res_t out__mllp_ack_parse(const char *p, size_t n, const char *ctrl, char *reason, size_t rl)
+{
+    slice_t code, id;
+    if (!msa_find(p, n, &code, &id)) {
+        snprintf(reason, rl, "no MSA segment in the ACK");
+        return OUT_RES_RETRY;
+    }
+    if (code.len != 2) {
         snprintf(reason, rl, "MSA-1 is not an acknowledgment code");
         return OUT_RES_RETRY;
     }
-    snprintf(reason, rl, "no MSA segment in the ACK");
+    if (id.len && ctrl && ctrl[0] && !slice_eq(id, ctrl)) {
+        snprintf(reason, rl, "ACK for another control id");
+        return OUT_RES_RETRY;
+    }
+    if (slice_eq(code, "AA") || slice_eq(code, "CA"))
+        return OUT_RES_OK;
+    if (slice_eq(code, "AE") || slice_eq(code, "AR") || slice_eq(code, "CE") ||
+        slice_eq(code, "CR")) {
+        snprintf(reason, rl, "downstream answered %.2s", code.ptr);
+        return OUT_RES_REJECT;
+    }
+    snprintf(reason, rl, "MSA-1 is not an acknowledgment code");
     return OUT_RES_RETRY;
+}
+
+/* MSH-16 (application acknowledgment type) of a message: the 15th field
+ * separator after "MSH" opens it. Empty when the message has none. */
+static slice_t msh16(const char *p, size_t n)
+{
+    if (n < 4 || memcmp(p, "MSH", 3) != 0)
+        return slice_make(p, 0);
+    char sep = p[3];
+    size_t i = 3;
+    for (int seen = 0; i < n && p[i] != '\r' && p[i] != '\n'; i++)
+        if (p[i] == sep && ++seen == 15)
+            break;
+    if (i >= n || p[i] != sep)
+        return slice_make(p, 0);
+    size_t from = ++i;
+    while (i < n && p[i] != sep && p[i] != '\r' && p[i] != '\n')
+        i++;
+    return slice_make(p + from, i - from);
 }
 
 void out__mllp_ack_text(const char *p, size_t n, char *out, size_t cap)
@@ -167,8 +206,13 @@ static void finish_detail(mllp_state_t *m, out__res_t res, const char *reason, c
         conn_drop(m);
     if (!m->row)
         return;
+    if (res == OUT_RES_OK || res == OUT_RES_REJECT)
+        snprintf(m->last_id, sizeof m->last_id, "%s", m->row->control_id);
+    else
+        m->last_id[0] = '\0'; /* a new connection: nothing late can come */
     m->row = NULL;
     m->awaiting = false;
+    m->wants_app_ack = false;
     out__send_done_detail(m->d, res, reason, detail);
 }
 
@@ -230,6 +274,29 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             }
             return;
         }
+        const char *ack = start + 1;
+        size_t ack_len = end - off - 1, used = end + 2;
+        slice_t code, id;
+        bool has_msa = msa_find(ack, ack_len, &code, &id);
+        bool late = has_msa && m->last_id[0] && slice_eq(id, m->last_id) &&
+                    !(m->row && slice_eq(id, m->row->control_id));
+        if (late) {
+            /* The application ACK of an enhanced-mode message whose CA ended
+             * its send: billing has the message; what it says now is
+             * billing's to act on. */
+            if (!slice_eq(code, "AA")) {
+                char idb[LOG_ID_BUF];
+                log_warn("out %s: control id %s: application ACK %.*s after billing committed "
+                         "the message (CA): billing holds it, see its own work queue",
+                         m->d->o.dest, log_id(m->last_id, idb), (int)(code.len > 2 ? 2 : code.len),
+                         code.ptr);
+            }
+            memmove(c->rbuf, c->rbuf + used, c->rlen - used);
+            c->rlen -= used;
+            if (c->rlen == 0)
+                return;
+            continue;
+        }
         if (!m->row || !m->awaiting) {
             /* An ACK nobody waits for: the stream is out of step. */
             log_warn("out %s: unexpected frame from downstream; reconnecting", m->d->o.dest);
@@ -237,13 +304,22 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             return;
         }
         char reason[96], text[2048] = "";
-        out__res_t res = out__mllp_ack_parse(start + 1, end - off - 1, m->row->control_id, reason,
+        out__res_t res = out__mllp_ack_parse(ack, ack_len, m->row->control_id, reason,
                                              sizeof reason);
+        bool commit_only = res == OUT_RES_OK && m->wants_app_ack && slice_eq(code, "CA");
         if (res == OUT_RES_REJECT)
-            out__mllp_ack_text(start + 1, end - off - 1, text, sizeof text);
-        size_t used = end + 2;
+            out__mllp_ack_text(ack, ack_len, text, sizeof text);
         memmove(c->rbuf, c->rbuf + used, c->rlen - used);
         c->rlen -= used;
+        if (commit_only) {
+            /* MSH-16 = AL: the application ACK follows; it gets its own
+             * ACK timeout. */
+            m->wants_app_ack = false;
+            uv_timer_start(&m->timer, timer_cb, m->d->o.ack_timeout_ms, 0);
+            if (c->rlen == 0)
+                return;
+            continue;
+        }
         finish_detail(m, res, res == OUT_RES_OK ? NULL : reason, text);
         if (m->c != c || c->rlen == 0)
             return;
@@ -269,6 +345,7 @@ static void write_frame(mllp_state_t *m)
         uv_buf_init(eb, 2),
     };
     m->awaiting = true;
+    m->wants_app_ack = slice_eq(msh16((const char *)m->row->payload, m->row->payload_len), "AL");
     m->c->wreq.data = m->c;
     int rc = uv_write(&m->c->wreq, (uv_stream_t *)&m->c->tcp, bufs, 3, write_cb);
     if (rc) {

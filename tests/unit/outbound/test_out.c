@@ -111,16 +111,24 @@ static int fx_teardown(void **state)
 }
 
 /* A DFT-like payload whose MSH-10 is "MSG<5 digits>". */
-static void put_msg(fx_t *f, const char *dest, int idx)
+/* A DFT with MSH-15/16 set (accept and application acknowledgment types:
+ * enhanced mode), or without them when both are NULL. */
+static void put_msg_acks(fx_t *f, const char *dest, int idx, const char *msh15, const char *msh16)
 {
     char ctrl[32], msg[256];
     snprintf(ctrl, sizeof ctrl, "MSG%05d", idx);
     int n = snprintf(msg, sizeof msg,
-                     "MSH|^~\\&|EHR|HOSP|BILL|HOSP|20240101120000||DFT^P03|%s|P|2.5\r"
+                     "MSH|^~\\&|EHR|HOSP|BILL|HOSP|20240101120000||DFT^P03|%s|P|2.5%s%s%s%s\r"
                      "EVN|P03|20240101\rDG1|1||M43.04^Fusion^I10\r",
-                     ctrl);
+                     ctrl, msh16 ? "|||" : "", msh16 ? msh15 : "", msh16 ? "|" : "",
+                     msh16 ? msh16 : "");
     queue_item_t it = {dest, ctrl, "application/hl7-v2", msg, (size_t)n, NULL};
     assert_int_equal(queue_put(f->q, &it, NULL, NULL), ERR_OK);
+}
+
+static void put_msg(fx_t *f, const char *dest, int idx)
+{
+    put_msg_acks(f, dest, idx, NULL, NULL);
 }
 
 typedef bool (*pred_t)(void *arg);
@@ -197,7 +205,9 @@ static bool file_has(const char *dir, const char *name, const char *needle);
 
 /* ---------------------------------------------------------------- MLLP peer */
 
-typedef enum { ANS_AA, ANS_AE, ANS_SILENT, ANS_CLOSE, ANS_WRONG_ID } ans_t;
+/* ANS_CA_AA and ANS_CA_AE answer as an enhanced-mode receiver: a commit ACK,
+ * then the application ACK, as two frames. */
+typedef enum { ANS_AA, ANS_AE, ANS_SILENT, ANS_CLOSE, ANS_WRONG_ID, ANS_CA_AA, ANS_CA_AE } ans_t;
 
 typedef struct srv srv_t;
 
@@ -257,8 +267,16 @@ static void mllp_frame(peer_t *p, const char *frame, size_t n)
             uv_close((uv_handle_t *)&p->tcp, peer_closed);
         return;
     }
-    char ack[256];
-    int len = snprintf(ack, sizeof ack,
+    char ack[512];
+    int len = 0;
+    if (a == ANS_CA_AA || a == ANS_CA_AE) {
+        len = snprintf(ack, sizeof ack,
+                       "\x0bMSH|^~\\&|BILL|HOSP|EHR|HOSP|20240101||ACK^P03|C%d|P|2.5\r"
+                       "MSA|CA|MSG%05d\r\x1c\x0d",
+                       ctrl, ctrl);
+        a = a == ANS_CA_AA ? ANS_AA : ANS_AE;
+    }
+    len += snprintf(ack + len, sizeof ack - (size_t)len,
                        "\x0bMSH|^~\\&|BILL|HOSP|EHR|HOSP|20240101||ACK^P03|A%d|P|2.5\r"
                        "MSA|%s|MSG%05d%s\r\x1c\x0d",
                        ctrl, a == ANS_AE ? "AE" : "AA", a == ANS_WRONG_ID ? ctrl + 1 : ctrl,
@@ -1441,6 +1459,40 @@ static void test_mllp_reject_then_next(void **state)
     srv_close(f, &s);
 }
 
+/* Billing in enhanced mode answers CA, then the application ACK. With
+ * MSH-16 = AL the application ACK decides (msg1's AE dead-letters it); with
+ * ER the CA ends the send and a late ACK for that message is set aside. No
+ * frame is taken for the next message's ACK, and the connection is kept. */
+static void test_mllp_enhanced_mode_downstream(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    ans_t script[] = {ANS_CA_AA, ANS_CA_AE, ANS_CA_AE, ANS_CA_AA, ANS_AA};
+    memcpy(s.script, script, sizeof script);
+    s.nscript = 5;
+    srv_start(f, &s, 0);
+    put_msg_acks(f, "hl7", 0, "AL", "AL");
+    put_msg_acks(f, "hl7", 1, "AL", "AL");
+    put_msg_acks(f, "hl7", 2, "AL", "ER"); /* AE after the CA: billing's now */
+    put_msg_acks(f, "hl7", 3, "AL", "ER");
+    put_msg(f, "hl7", 4);
+    out_dest_t *d = start_mllp(f, &s, 0, 1000);
+    delivered_arg_t a = {d, 5};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.delivered, 4);
+    assert_int_equal(st.dead, 1);
+    assert_int_equal(st.retries, 0);
+    assert_int_equal(s.nreceived, 5); /* each sent once */
+    assert_int_equal(s.connections, 1);
+    const char *note = "000000000002-MSG00001.hl7.reason";
+    assert_true(file_has(f->dead_dir, note, "reason: downstream answered AE"));
+    stop_out(f, d);
+    srv_close(f, &s);
+}
+
 /* Refused connections for longer than the old retry budget (10 tries):
  * with max_tries 0 nothing is dead-lettered and the order is kept. */
 static void test_mllp_outage_retries_forever(void **state)
@@ -1753,6 +1805,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cursor_garbage_ignored, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_cursor_clean_restart, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_mllp_reject_then_next, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_mllp_enhanced_mode_downstream, fx_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(test_mllp_outage_retries_forever, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_dead_letter_enospc, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_outbox_enospc, fx_setup, fx_teardown),

@@ -17,6 +17,7 @@
 #include "config.h"
 
 #include "gate.h"
+#include "hl7_ack.h"
 #include "report.h"
 #include "xmalloc.h"
 
@@ -98,7 +99,10 @@ static void check_hl7(check_t *c, const char *source, const char *data, size_t l
     hl7_msg_t *msg = hl7_msg_new();
     for (size_t i = 0; i < n; i++) {
         gate_result_t r;
-        gate_hl7(c->pack, msg, msgs[i].ptr, msgs[i].len, &opts, &c->lim, &a, &r);
+        /* As the daemon does: an earlier pass of annotation is not judged. */
+        slice_t input;
+        (void)hl7_annotation_strip(msgs[i].ptr, msgs[i].len, &opts, &a, &input);
+        gate_hl7(c->pack, msg, input.ptr, input.len, &opts, &c->lim, &a, &r);
         emit(c, source, i + 1, &r);
         arena_reset(&a);
         progress_draw(c, base + (size_t)(msgs[i].ptr + msgs[i].len - data), false);

@@ -1493,6 +1493,62 @@ static void test_mllp_enhanced_mode_downstream(void **state)
     srv_close(f, &s);
 }
 
+/* A billing system down for ten minutes, in time scaled down 300 times: the
+ * daemon's default backoff (500 ms doubling to 5 min) becomes 2 ms to 1 s,
+ * and the outage 2 s. Every message waits, none is dead-lettered, and all go
+ * out in order once billing is back, within one capped delay. */
+static void test_mllp_ten_minute_outage_scaled(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    srv_start(f, &s, 0);
+    int port = s.port;
+    srv_stop(f, &s);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    for (int i = 0; i < 50; i++)
+        put_msg(f, "hl7", i);
+    out_dest_opts_t o = {
+        .dest = "hl7",
+        .kind = OUT_MLLP,
+        .host = "127.0.0.1",
+        .port = (unsigned)port,
+        .dead_dir = f->dead_dir,
+        .no_fsync = true,
+        .max_tries = 0, /* the default: transport failures retry forever */
+        .reject_tries = f->reject_tries,
+        .backoff_base_ms = 2,
+        .backoff_max_ms = 1000,
+        .jitter = true,
+        .connect_timeout_ms = 500,
+        .ack_timeout_ms = 1000,
+    };
+    out_dest_t *d = NULL;
+    err_detail_t e;
+    assert_int_equal(out_start(&f->loop, f->q, &o, &d, &e), ERR_OK);
+    f->live = d;
+    run_until(f, NULL, NULL, 2000);
+    out_stats_t st;
+    out_stats(d, &st);
+    printf("# ten scaled minutes down: %llu attempts, %llu dead-lettered\n",
+           (unsigned long long)st.retries, (unsigned long long)st.dead);
+    assert_true(st.retries >= 5);
+    assert_int_equal(st.dead, 0);
+    assert_int_equal(st.delivered, 0);
+    memset(&s, 0, sizeof s);
+    srv_start(f, &s, port);
+    delivered_arg_t a = {d, 50};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    out_stats(d, &st);
+    assert_int_equal(st.dead, 0);
+    assert_int_equal(s.nacked, 50);
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(s.acked[i], i);
+    assert_int_equal(count_files(f->dead_dir, "0"), 0);
+    stop_out(f, d);
+    srv_close(f, &s);
+}
+
 /* Refused connections for longer than the old retry budget (10 tries):
  * with max_tries 0 nothing is dead-lettered and the order is kept. */
 static void test_mllp_outage_retries_forever(void **state)
@@ -1806,6 +1862,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cursor_clean_restart, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_mllp_reject_then_next, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_mllp_enhanced_mode_downstream, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_mllp_ten_minute_outage_scaled, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_mllp_outage_retries_forever, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_dead_letter_enospc, fx_setup, fx_teardown),

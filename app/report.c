@@ -51,7 +51,10 @@ static void code_set_text(FILE *f, const rule_verdict_t *v)
 {
     switch (v->code_set_fit) {
     case RULE_CODESET_IN_RANGE:
-        if (v->code_set)
+        if (v->ncode_sets == 2)
+            fprintf(f, "  code sets: ICD-10-CM %s and %s (service lines dated in each)\n",
+                    v->code_sets[0], v->code_sets[1]);
+        else if (v->code_set)
             fprintf(f, "  code set: ICD-10-CM %s\n", v->code_set);
         break;
     case RULE_CODESET_NEWER:
@@ -77,6 +80,9 @@ void report_verdict_json(FILE *f, const char *source, size_t index, const char *
     cJSON *o = message_object(source, index, control_id, v->kind);
     add_nullable(o, "code_set", v->code_set);
     cJSON_AddStringToObject(o, "code_set_fit", report_code_set_fit_name(v->code_set_fit));
+    cJSON *sets = cJSON_AddArrayToObject(o, "code_sets");
+    for (size_t i = 0; i < rule_verdict_ncode_sets(v); i++)
+        cJSON_AddItemToArray(sets, cJSON_CreateString(rule_verdict_code_set_at(v, i)));
     cJSON *arr = cJSON_AddArrayToObject(o, "findings");
     for (size_t i = 0; i < v->nfindings; i++) {
         const rule_finding_t *fd = &v->findings[i];

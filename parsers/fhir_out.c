@@ -549,10 +549,11 @@ static w_t *header_ext(arena_t *a, const rule_verdict_t *v, const char *rule_pac
         w_add(a, s, "url", W_ATTR, "rulePack", false);
         w_str(a, s, "valueString", rule_pack, false);
     }
-    if (v && v->code_set && *v->code_set) {
+    /* One codeSet a table used: two when dated lines span two years. */
+    for (size_t i = 0; v && i < rule_verdict_ncode_sets(v); i++) {
         s = w_obj(a, ext, "extension", true);
         w_add(a, s, "url", W_ATTR, "codeSet", false);
-        w_str(a, s, "valueString", v->code_set, false);
+        w_str(a, s, "valueString", rule_verdict_code_set_at(v, i), false);
     }
     s = w_obj(a, ext, "extension", true);
     w_add(a, s, "url", W_ATTR, "findings", false);

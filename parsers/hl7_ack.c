@@ -340,13 +340,17 @@ static hl7_seg_t *header_seg(arena_t *a, const hl7_delims_t *dl, const rule_verd
     const char *pack = o->pack_name ? o->pack_name : "";
     hl7_seg_t *s;
     if (o->style == HL7_ANNOTATE_NTE) {
+        const char *sets = code_set[0] ? NULL : "none"; /* "FY2026,FY2027" */
+        for (size_t i = 0; v && i < rule_verdict_ncode_sets(v); i++)
+            sets = sets ? arena_printf(a, "%s,%s", sets, rule_verdict_code_set_at(v, i))
+                        : rule_verdict_code_set_at(v, i);
         s = hl7_seg_new(a, dl, "NTE"); /* NTE-1 empty: the findings keep 1..n */
         set_s(s, 2, 0, 0, 0, "O");
         const char *t =
             arena_printf(a,
                          "[spinegate " ANNOTATION_FORMAT
                          "] verdict=%s pack=%s v%d code-set=%s (%s) findings=%zu",
-                         verdict, pack, o->pack_version, code_set[0] ? code_set : "none", fit, n);
+                         verdict, pack, o->pack_version, sets ? sets : "none", fit, n);
         set_s(s, 3, 0, 0, 0, t);
         return s;
     }
@@ -360,7 +364,9 @@ static hl7_seg_t *header_seg(arena_t *a, const hl7_delims_t *dl, const rule_verd
         snprintf(num, sizeof num, "%d", o->pack_version);
         set_s(s, 5, 0, 0, 0, num);
     }
-    set_s(s, 6, 0, 0, 0, code_set);
+    /* ZSH-6 repeats: every table used, two when dated lines span years. */
+    for (size_t i = 0; v && i < rule_verdict_ncode_sets(v); i++)
+        set_s(s, 6, (int)i + 1, 0, 0, rule_verdict_code_set_at(v, i));
     if (code_set[0])
         set_s(s, 7, 0, 0, 0, fit);
     snprintf(num, sizeof num, "%zu", n);

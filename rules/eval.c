@@ -1381,6 +1381,20 @@ static bool suggestion_ok(ev_t *e, int dx, const char *dotted)
     return ok;
 }
 
+/* Lists the tables the claim was judged with, oldest first: the claim's own
+ * and its dated lines' (the pack keeps its tables in date order). */
+static void code_sets_used(const ev_t *e, rule_verdict_t *out)
+{
+    for (size_t k = 0; k < e->p->ntables && out->ncode_sets < RULE_MAX_CODE_SETS; k++) {
+        const rule__table_t *t = &e->p->tables[k];
+        bool used = t == e->t;
+        for (size_t l = 0; !used && e->line_t && l < e->c->nlines; l++)
+            used = e->line_t[l] == t;
+        if (used)
+            out->code_sets[out->ncode_sets++] = t->fy;
+    }
+}
+
 /* ---------------------------------------------------------------- main */
 
 static void evaluate(const rule_pack_t *pack, const claim_t *claim, arena_t *a, rule_verdict_t *out,
@@ -1432,6 +1446,7 @@ static void evaluate(const rule_pack_t *pack, const claim_t *claim, arena_t *a, 
                 amap_get_or_put(&e.by_code, rule__key(claim->dx[i].code), (int32_t)i);
         }
         line_tables(&e);
+        code_sets_used(&e, out);
         for (size_t i = 0; i < claim->ndx; i++) {
             dxi_t *x = &e.dx[i];
             x->judged = read_code(&e, (int)i);

@@ -55,13 +55,31 @@ typedef enum {
     RULE_CODESET_OLDER,     /* before the oldest table: validity not checked */
 } rule_codeset_fit_t;
 
+#define RULE_MAX_CODE_SETS 8 /* tables one verdict can name */
+
 typedef struct {
     verdict_kind_t kind;
     rule_finding_t *findings;
     size_t nfindings;
     const char *code_set;        /* "FY2027": the table applied; NULL when none */
+    /* Every table the claim was judged with, oldest first: two when dated
+     * outpatient lines fall on both sides of 1 October. */
+    const char *code_sets[RULE_MAX_CODE_SETS];
+    size_t ncode_sets;
     rule_codeset_fit_t code_set_fit;
 } rule_verdict_t;
+
+/* How many tables a verdict names, and the i-th: the claim's own when no
+ * list was made (a verdict built by hand). */
+static inline size_t rule_verdict_ncode_sets(const rule_verdict_t *v)
+{
+    return v->ncode_sets ? v->ncode_sets : v->code_set ? 1 : 0;
+}
+
+static inline const char *rule_verdict_code_set_at(const rule_verdict_t *v, size_t i)
+{
+    return v->ncode_sets ? v->code_sets[i] : v->code_set;
+}
 
 /* How ADT messages (CLAIM_KIND_ADT) are judged: they carry working
  * diagnoses, not a bill. */

@@ -43,7 +43,8 @@ def parse_cases(path):
             if word == "case":
                 cur = {"name": rest, "date": "2026-01-15", "alive": None, "dx": [], "lines": [],
                        "policy": [], "expect": None, "findings": None, "want": [], "not": [],
-                       "setting": "unknown", "discharge": None, "kind": "bill", "verdict_not": []}
+                       "setting": "unknown", "discharge": None, "kind": "bill", "verdict_not": [],
+                       "code_sets": None}
                 cases.append(cur)
                 continue
             toks = shlex.split(rest)
@@ -106,6 +107,8 @@ def parse_cases(path):
                 cur["expect"] = toks[0]
             elif word == "verdict-not":
                 cur["verdict_not"].append(toks[0])
+            elif word == "code-sets":
+                cur["code_sets"] = [] if toks == ["none"] else toks
             elif word == "findings":
                 cur["findings"] = int(toks[0])
             elif word == "finding":
@@ -319,6 +322,8 @@ def mismatch(case, out):
         return "verdict %s, expected %s" % (out["verdict"], case["expect"])
     if out["verdict"] in case["verdict_not"]:
         return "verdict %s, which the case rules out" % out["verdict"]
+    if case["code_sets"] is not None and out["code_sets"] != case["code_sets"]:
+        return "code sets %s, expected %s" % (out["code_sets"], case["code_sets"])
     if case["findings"] is not None and len(got) != case["findings"]:
         return "%d findings, expected %d: %s" % (len(got), case["findings"], [f["rule"] for f in got])
     free = list(got)
@@ -491,7 +496,8 @@ class CheckTool(unittest.TestCase):
         self.assertEqual([l["index"] for l in lines], list(range(1, len(sent) + 1)))
         for l in lines:
             self.assertEqual(set(l) - {"id"},
-                             {"source", "index", "verdict", "code_set", "code_set_fit", "findings"})
+                             {"source", "index", "verdict", "code_set", "code_sets", "code_set_fit",
+                              "findings"})
             for f in l["findings"]:
                 self.assertEqual(set(f), {"rule", "severity", "message", "codes", "location", "suggestion"})
                 if "well-formed" in f["message"]:

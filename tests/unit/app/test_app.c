@@ -185,6 +185,16 @@ static void test_report_code_set(void **state)
         free(j);
         free(t);
     }
+    /* Dated lines on both sides of 1 October: both tables are named. */
+    rule_verdict_t two = verdict("FY2026", RULE_CODESET_IN_RANGE);
+    two.code_sets[0] = "FY2026";
+    two.code_sets[1] = "FY2027";
+    two.ncode_sets = 2;
+    char *tj = report_json(&two), *tt = report_text(&two);
+    assert_non_null(strstr(tj, "\"code_sets\":[\"FY2026\",\"FY2027\"]"));
+    assert_non_null(strstr(tt, "code sets: ICD-10-CM FY2026 and FY2027"));
+    free(tj);
+    free(tt);
     err_detail_t d;
     err_clear(&d);
     err_set(&d, ERR_NO_MSH, 0, "not HL7");

@@ -742,6 +742,21 @@ static void test_annotation_idempotent(void **state)
         assert_non_null(strstr(once.ptr, FHIR_OUT_EXT_ANNOTATION));
         assert_non_null(strstr(once.ptr, "spine rules v1"));
         assert_non_null(strstr(once.ptr, "FY2027"));
+        {
+            /* Dated lines in two years: one codeSet for each table. */
+            rule_verdict_t two = v;
+            two.code_sets[0] = "FY2026";
+            two.code_sets[1] = "FY2027";
+            two.ncode_sets = 2;
+            slice_t both;
+            fhir_doc_t *d2 = parse_file(files[k], fmt);
+            assert_int_equal(fhir_out_annotate_pack(d2, 0, &two, "spine rules v1"), ERR_OK);
+            assert_int_equal(fhir_out_claim(d2, 0, &a, &both), ERR_OK);
+            fhir_doc_free(d2);
+            const char *first = strstr(both.ptr, "FY2026");
+            assert_non_null(first);
+            assert_non_null(strstr(first, "FY2027"));
+        }
 
         doc = NULL;
         err_detail_t d;

@@ -482,6 +482,18 @@ static void test_annotate(void **state)
     assert_int_equal(hl7_seg_count(m2), hl7_seg_count(f.m) + 3);
     /* After the last DG1 (segment 6), before ZPI: the header, then the findings. */
     assert_seg(m2, 6, "ZSH|1|spinegate|annotate|spine-rules|2|FY2027|newer|2");
+    {
+        /* Dated lines in two years: ZSH-6 repeats, oldest first. */
+        rule_verdict_t two = v;
+        two.code_set = "FY2026";
+        two.code_set_fit = RULE_CODESET_IN_RANGE;
+        two.code_sets[0] = "FY2026";
+        two.code_sets[1] = "FY2027";
+        two.ncode_sets = 2;
+        hl7_msg_t *m3 = reparse(hl7_annotate(f.m, &two, &ao, &f.a));
+        assert_seg(m3, 6, "ZSH|1|spinegate|annotate|spine-rules|2|FY2026~FY2027|in-range|2");
+        hl7_msg_free(m3);
+    }
     assert_seg(m2, 7, "ZSG|1|excludes1-pair|W|M43.04~M43.16|DG1(2)-3|M43.06|"
                       "M43.04 with M43.16: check \\S\\ codes");
     assert_seg(m2, 8, "ZSG|2|seventh-char|I|M43.16|DG1(1)-3||info");

@@ -38,6 +38,7 @@ typedef struct {
     claim_t *claim;
     char verdict[16];
     char verdict_not[16];
+    char code_sets[64]; /* "" : not checked */
     int nfindings; /* -1: not checked */
     expect_t ex[MAX_EXPECT];
     int nex;
@@ -165,6 +166,14 @@ static void run_case(case_t *c)
         fail_case(c, 0, "verdict %s, expected %s", verdict_name(v.kind), c->verdict);
     if (c->verdict_not[0] && !strcmp(verdict_name(v.kind), c->verdict_not))
         fail_case(c, 0, "verdict %s, which the case forbids", verdict_name(v.kind));
+    if (c->code_sets[0]) {
+        char got[64] = "";
+        for (size_t i = 0; i < v.ncode_sets; i++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%s", i ? " " : "",
+                     v.code_sets[i]);
+        if (strcmp(got[0] ? got : "none", c->code_sets) != 0)
+            fail_case(c, 0, "code sets %s, expected %s", got[0] ? got : "none", c->code_sets);
+    }
     if (c->nfindings >= 0 && (int)v.nfindings != c->nfindings)
         fail_case(c, 0, "%zu findings, expected %d", v.nfindings, c->nfindings);
     bool used[256] = {0};
@@ -322,6 +331,11 @@ static void run_file(const char *path, const char *shown)
         } else if (!strcmp(kw, "verdict-not")) {
             char *t = next_tok(&p);
             snprintf(c.verdict_not, sizeof c.verdict_not, "%s", t ? t : "");
+        } else if (!strcmp(kw, "code-sets")) {
+            snprintf(c.code_sets, sizeof c.code_sets, "%s", p ? p : "");
+            size_t n = strlen(c.code_sets);
+            while (n && (c.code_sets[n - 1] == ' ' || c.code_sets[n - 1] == '\n'))
+                c.code_sets[--n] = '\0';
         } else if (!strcmp(kw, "alive")) {
             char *v = next_tok(&p);
             cl->discharged_alive = v && !strcmp(v, "yes") ? 1 : v && !strcmp(v, "no") ? 0 : -1;

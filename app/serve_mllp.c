@@ -245,16 +245,22 @@ static void route(lane_job_t *lane)
         store(j, v->kind == VERDICT_REJECT ? "reject-hl7" : "hl7", j->annotated);
 }
 
-void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
+static mllp_job_t *job_new(daemon_t *d, mllp_req_t *req, buf_t *frame, size_t arena_size)
 {
-    daemon_t *d = user;
     mllp_job_t *j = xcalloc(1, sizeof *j);
     j->d = d;
     j->req = req;
     j->t0 = uv_hrtime();
     j->frame = buf_ref(frame);
     j->msg = hl7_msg_new();
-    arena_init(&j->arena, 8192);
+    arena_init(&j->arena, arena_size);
+    return j;
+}
+
+void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
+{
+    daemon_t *d = user;
+    mllp_job_t *j = job_new(d, req, frame, 8192);
     j->pack = daemon_pack_ref(d);
     j->hl7_opts = d->hl7_opts;
     j->limits = d->gate_limits;
@@ -275,13 +281,7 @@ void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
 void serve_mllp_oversized(mllp_req_t *req, buf_t *head, size_t total, void *user)
 {
     daemon_t *d = user;
-    mllp_job_t *j = xcalloc(1, sizeof *j);
-    j->d = d;
-    j->req = req;
-    j->t0 = uv_hrtime();
-    j->frame = buf_ref(head);
-    j->msg = hl7_msg_new();
-    arena_init(&j->arena, 4096);
+    mllp_job_t *j = job_new(d, req, head, 4096);
     j->result.status = GATE_UNREADABLE;
     err_set(&j->result.detail, ERR_TOO_LARGE, total,
             "message of %zu bytes is over the limit of %ld bytes", total, d->cfg.max_message_size);

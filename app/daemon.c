@@ -97,6 +97,27 @@ static void reload(daemon_t *d)
     config_free(&fresh);
 }
 
+/* SIGHUP: the tokens file is read again on its own, so that a broken rule
+ * pack does not hold back a revoked token, nor a broken tokens file a new
+ * pack. The file named at start is read; a broken one keeps the running set. */
+static void reload_tokens(daemon_t *d)
+{
+    if (!d->cfg.http_tokens)
+        return;
+    auth_tokens_t *t;
+    err_detail_t e;
+    if (auth_tokens_load(d->cfg.http_tokens, &t, &e) != ERR_OK) {
+        log_error("reload of http-tokens failed, keeping the %zu running tokens: %s",
+                  auth_tokens_count(d->tokens), e.msg);
+        d->metrics.token_reloads_failed++;
+        return;
+    }
+    auth_tokens_free(d->tokens);
+    d->tokens = t;
+    d->metrics.token_reloads_ok++;
+    log_info("reloaded http-tokens: %zu tokens from %s", auth_tokens_count(t), d->cfg.http_tokens);
+}
+
 /* ---------------------------------------------------------------- put retry */
 
 struct daemon_job {
@@ -638,8 +659,10 @@ static void begin_stop(daemon_t *d, const char *why)
 static void on_signal(uv_signal_t *h, int signum)
 {
     daemon_t *d = h->data;
-    if (signum == SIGHUP)
+    if (signum == SIGHUP) {
         reload(d);
+        reload_tokens(d);
+    }
     else
         begin_stop(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
@@ -701,6 +724,17 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
     pack_install(d, pack);
     log_info("spinegate %s starting: %s, adt=%s", PACKAGE_VERSION, rule_pack_describe(pack),
              d->cfg.adt);
+    if (d->cfg.http_tokens) {
+        if (auth_tokens_load(d->cfg.http_tokens, &d->tokens, &e) != ERR_OK) {
+            log_error("http-tokens: %s", e.msg);
+            return 1;
+        }
+        log_info("http-tokens: %zu tokens from %s", auth_tokens_count(d->tokens),
+                 d->cfg.http_tokens);
+    }
+    const char *warn[2];
+    for (size_t i = 0, n = config_http_warnings(&d->cfg, warn, 2); i < n; i++)
+        log_warn("%s", warn[i]);
     if (prepare_dirs(d) != 0 || queue_guard_before(d) != 0)
         return 1;
 
@@ -741,6 +775,7 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
         unlink(cfg->pid_file);
     int code = d->exit_code;
     daemon_pack_unref(d->pack);
+    auth_tokens_free(d->tokens);
     ingest_budget_free(d->budget);
     lanes_free(d->lanes);
     config_free(&d->cfg);

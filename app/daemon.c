@@ -1,6 +1,6 @@
 /* daemon.c - start, run and stop the server: data folders, the queue, the
  * deliverers, the listeners, signals (SIGTERM drains, SIGHUP reloads the
- * rule pack) and the put-retry list that turns a full queue into
+ * rule pack and the http-tokens) and the put-retry list that turns a full queue into
  * backpressure on the senders. */
 #include "daemon.h"
 

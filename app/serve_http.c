@@ -2,7 +2,8 @@
  * configured base (POST Claim, POST a Bundle, POST Claim/$validate or
  * $validate, GET metadata) plus /healthz and /metrics, answers in the format
  * negotiated from _format, Accept and the request (docs/fhir-api.md), and
- * for Claims that pass, stores them durably before answering.
+ * for Claims that pass, stores them durably before answering. Every route
+ * but health and metadata first passes the bearer-token check (auth.h).
  *
  * A job owns one request's parse tree, arena and pack reference until its
  * response is written; for a Bundle it waits for every Claim's store.

@@ -202,6 +202,7 @@ class Tokens(unittest.TestCase):
         self.assertEqual(status, 200)
         status, _, _ = curl(self.port, "/fhir/Claim", claim("log-403"), token=self.prom)
         self.assertEqual(status, 403)
+        self.assertEqual(curl(self.port, "/metrics", token=self.prom)[0], 200)
         stranger = secrets.token_hex(32)
         status, _, _ = curl(self.port, "/fhir/Claim", claim("log-401"), token=stranger)
         self.assertEqual(status, 401)
@@ -209,6 +210,7 @@ class Tokens(unittest.TestCase):
                          "the validate log line")
         self.assertRegex(log, r"client=engine id=log-submit ")
         self.assertRegex(log, r"client=checker id=log-val ")
+        self.assertRegex(log, r"client=prom metrics")  # at log level debug
         self.assertRegex(log, r": 403 POST /fhir/Claim, client=prom")
         self.assertRegex(log, r": 401 POST /fhir/Claim, client=-")
         for secret in (self.engine, self.checker, self.prom, stranger):

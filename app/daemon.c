@@ -682,7 +682,20 @@ static void write_pid_file(const char *path)
 
 int daemon_run(const config_t *cfg, int argc, char *const *argv)
 {
+    /* The tokens first: a broken file stops the start before anything
+     * else is made. */
+    auth_tokens_t *tokens = NULL;
+    if (cfg->http_tokens) {
+        err_detail_t te;
+        if (auth_tokens_load(cfg->http_tokens, &tokens, &te) != ERR_OK) {
+            log_error("http-tokens: %s", te.msg);
+            config_t owned = *cfg;
+            config_free(&owned);
+            return 1;
+        }
+    }
     daemon_t *d = xcalloc(1, sizeof *d);
+    d->tokens = tokens;
     d->cfg = *cfg; /* takes over cfg's strings */
     d->argc = argc;
     d->argv = argv;
@@ -724,14 +737,9 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
     pack_install(d, pack);
     log_info("spinegate %s starting: %s, adt=%s", PACKAGE_VERSION, rule_pack_describe(pack),
              d->cfg.adt);
-    if (d->cfg.http_tokens) {
-        if (auth_tokens_load(d->cfg.http_tokens, &d->tokens, &e) != ERR_OK) {
-            log_error("http-tokens: %s", e.msg);
-            return 1;
-        }
+    if (d->tokens)
         log_info("http-tokens: %zu tokens from %s", auth_tokens_count(d->tokens),
                  d->cfg.http_tokens);
-    }
     const char *warn[2];
     for (size_t i = 0, n = config_http_warnings(&d->cfg, warn, 2); i < n; i++)
         log_warn("%s", warn[i]);

@@ -255,6 +255,10 @@ def run_daemon(*args, timeout=20):
                            capture_output=True, text=True, timeout=timeout)
     finally:
         shutil.rmtree(data, ignore_errors=True)
+    # A sanitizer build reports on stderr: a refused start must be clean too.
+    for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+        if marker in r.stderr:
+            raise AssertionError("sanitizer report:\n" + r.stderr[-3000:])
     return r.returncode, r.stderr
 
 

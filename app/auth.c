@@ -65,7 +65,7 @@ void auth_tokens_free(auth_tokens_t *t)
 }
 
 __attribute__((format(printf, 4, 5))) static err_t line_error(err_detail_t *d, const char *path,
-                                                               int line, const char *fmt, ...)
+                                                              int line, const char *fmt, ...)
 {
     char why[128];
     va_list ap;
@@ -141,8 +141,7 @@ static bool parse_line(const char *s, const char *end, const char *path, int lin
         if (!sc) {
             char bad[40];
             snprintf(bad, sizeof bad, "%.*s", (int)(ie - q < 32 ? ie - q : 32), q);
-            line_error(d, path, line, "unknown scope '%s' (submit, validate, metrics, admin)",
-                       bad);
+            line_error(d, path, line, "unknown scope '%s' (submit, validate, metrics, admin)", bad);
             return false;
         }
         if (t->scopes & sc) {

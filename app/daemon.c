@@ -1,7 +1,7 @@
 /* daemon.c - start, run and stop the server: data folders, the queue, the
  * deliverers, the listeners, signals (SIGTERM drains, SIGHUP reloads the
- * rule pack and the http-tokens) and the put-retry list that turns a full queue into
- * backpressure on the senders. */
+ * rule pack and the http-tokens) and the put-retry list that turns a full
+ * queue into backpressure on the senders. */
 #include "daemon.h"
 
 #include <dirent.h>
@@ -662,9 +662,9 @@ static void on_signal(uv_signal_t *h, int signum)
     if (signum == SIGHUP) {
         reload(d);
         reload_tokens(d);
-    }
-    else
+    } else {
         begin_stop(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    }
 }
 
 /* ---------------------------------------------------------------- run */

@@ -27,7 +27,13 @@ typedef enum {
     METRIC_OUTCOME__COUNT
 } metric_outcome_t;
 
-typedef enum { METRIC_AUTH_MISSING, METRIC_AUTH_INVALID, METRIC_AUTH_FORBIDDEN, METRIC_AUTH__COUNT } metric_auth_t;
+/* Why an HTTP request was refused by authentication. */
+typedef enum {
+    METRIC_AUTH_MISSING,
+    METRIC_AUTH_INVALID,
+    METRIC_AUTH_FORBIDDEN,
+    METRIC_AUTH__COUNT
+} metric_auth_t;
 
 #define METRICS_MAX_RULES 128
 #define METRICS_MAX_CODE_SETS 16

@@ -1066,10 +1066,10 @@ static bool authorize(daemon_t *d, http_req_t *req, unsigned scope, neg_t neg, c
                  "WWW-Authenticate: Bearer realm=\"spinegate\", error=\"insufficient_scope\", "
                  "scope=\"%s\"\r\n",
                  auth_scope_name(scope));
+    slice_t path = http_req_path(req);
     log_warn("http conn=%llu from %s: %d %s %.*s, client=%s",
              (unsigned long long)http_req_conn_id(req), http_req_peer(req), status,
-             http_req_method(req), (int)(http_req_path(req).len > 200 ? 200 : http_req_path(req).len),
-             http_req_path(req).ptr, r.name);
+             http_req_method(req), (int)(path.len > 200 ? 200 : path.len), path.ptr, r.name);
     arena_t a;
     arena_init(&a, 2048);
     err_detail_t e;

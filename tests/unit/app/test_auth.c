@@ -95,9 +95,10 @@ static void test_parse_refusals(void **state)
     parse_bad("a submit sha256:zeb1bd439947eb762998e566ccc2e099c791118b2f40579cc4f7da2b5061b7f9\n",
               1, "not hexadecimal");
     parse_bad("na/me submit sha256:" SHA_A "\n", 1, "a token name is");
-    parse_bad("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa submit sha256:" SHA_A
-              "\n",
-              1, "a token name is");
+    parse_bad(
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa submit sha256:" SHA_A
+        "\n",
+        1, "a token name is");
     parse_bad("a submit sha256:" SHA_A "\n\na metrics sha256:"
               "00000000000000000000000000000000000000000000000000000000000000AF\n",
               3, "token name 'a' listed twice");
@@ -155,9 +156,15 @@ static void test_check_tokens_and_scopes(void **state)
 
     /* Anything but the exact listed token is invalid, and names nobody. */
     static const char *const bad[] = {
-        "Bearer " TOK_A "x",      "Bearer " TOK_A " ",       "Bearer 1123456789abcdef0123456789abcdef",
-        "Basic " TOK_A,           "Bearer",                  "Bearer ",
-        "",                       "Bearer " TOK_A "\x01",    "Bearer " TOK_A "=x",
+        "Bearer " TOK_A "x",
+        "Bearer " TOK_A " ",
+        "Bearer 1123456789abcdef0123456789abcdef",
+        "Basic " TOK_A,
+        "Bearer",
+        "Bearer ",
+        "",
+        "Bearer " TOK_A "\x01",
+        "Bearer " TOK_A "=x",
         "Bearer short-but-listed?",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -173,8 +180,8 @@ static void test_short_token_refused_even_if_listed(void **state)
 {
     (void)state;
     /* printf %s abc | sha256sum */
-    auth_tokens_t *t =
-        parse_ok("weak submit sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n");
+    auth_tokens_t *t = parse_ok(
+        "weak submit sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n");
     auth_result_t r;
     assert_int_equal(check(t, "Bearer abc", AUTH_SCOPE_SUBMIT, &r), AUTH_INVALID);
     auth_tokens_free(t);

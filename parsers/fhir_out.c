@@ -235,6 +235,8 @@ static const char *issue_type(err_t e)
     case ERR_QUEUE: return "transient";
     case ERR_TIMEOUT: return "timeout";
     case ERR_PROTOCOL: return "invalid";
+    case ERR_UNAUTHORIZED: return "login";
+    case ERR_FORBIDDEN: return "forbidden";
     default: return "exception";
     }
 }

@@ -288,7 +288,8 @@ static err_t open_schema(queue_t *q, err_detail_t *d)
                       " content_type TEXT NOT NULL, payload BLOB NOT NULL, findings TEXT,"
                       " state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
                       " last_error TEXT, created_ms INTEGER NOT NULL,"
-                      " updated_ms INTEGER NOT NULL, rejects INTEGER NOT NULL DEFAULT 0);"
+                      " updated_ms INTEGER NOT NULL, rejects INTEGER NOT NULL DEFAULT 0,"
+                      " meta TEXT);"
                       "CREATE INDEX IF NOT EXISTS msgs_dest ON msgs(dest, state, id);"
                       "PRAGMA user_version=1;"
                       "COMMIT;");

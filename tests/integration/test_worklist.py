@@ -24,7 +24,7 @@ def admin(d, *args, stdin=None):
     """Runs spinegate-admin on d's data folder; returns (status, stdout)."""
     p = subprocess.run([ADMIN, "--data-dir", d.data_dir] + list(args), input=stdin,
                        capture_output=True, timeout=60)
-    if p.stderr and b"AddressSanitizer" in p.stderr:
+    if p.stderr and (b"Sanitizer" in p.stderr or b"runtime error:" in p.stderr):
         raise AssertionError(p.stderr.decode())
     return p.returncode, p.stdout.decode()
 

@@ -517,8 +517,10 @@ static void worklist_prune_maybe(queue_t *q)
 static void inbox_timer_cb(uv_timer_t *t)
 {
     queue_t *q = t->data;
-    if (q->committing || q->closing)
-        return; /* the write connection is busy: the next tick */
+    /* The write connection is busy, or a checkpoint that may hold SQLite's
+     * write lock runs (the loop thread must not wait on it): the next tick. */
+    if (q->committing || q->closing || q->checkpointing)
+        return;
     size_t moved = 0;
     int rc = inbox_drain(q, true, &moved);
     if (rc != SQLITE_OK)

@@ -163,6 +163,24 @@ class RejectsTest(unittest.TestCase):
         self.assertEqual(item(d, "wl-fhir-2")["state"], "resent")
 
 
+class AnnotatedTest(unittest.TestCase):
+    """worklist-annotated: annotated messages become items too; accepted ones
+    never do, and without the setting annotated ones do not."""
+
+    def test_annotated_items_only_when_asked(self):
+        for setting, want in ((["--worklist-annotated"], ["DEMO0003"]), ([], [])):
+            d = h.Daemon(*setting).start()
+            try:
+                for name in ("03-annotate-site-unspecified.hl7", "01-accept-no-spine-codes.hl7"):
+                    self.assertEqual(h.ack_code(h.mllp_send(d.mllp_port, h.demo(name))), "AA")
+                got = items(d)
+                self.assertEqual([i["control_id"] for i in got], want)
+                if want:
+                    self.assertEqual((got[0]["kind"], got[0]["verdict"]), ("annotate", "annotate"))
+            finally:
+                d.cleanup()
+
+
 class DeadLetterTest(unittest.TestCase):
     """Billing refuses a message (AE): a dead letter; requeued once billing
     takes it, with the daemon running and with it stopped."""

@@ -53,6 +53,8 @@ typedef struct {
     char *annotation;          /* "zsg" | "nte" */
     bool annotate_accepted;    /* the verdict header also on messages with no findings */
     char *other_messages;      /* "forward" | "reject": messages that carry no claim */
+    long worklist_retention;   /* days a worklist item not open is kept */
+    bool worklist_annotated;   /* annotated messages become worklist items too */
     /* limits */
     long max_message_size;
     long max_body_size;

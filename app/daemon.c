@@ -752,6 +752,7 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
         .max_payload = (size_t)(cfg->max_message_size > cfg->max_body_size
                                     ? cfg->max_message_size
                                     : cfg->max_body_size) * 2 + 65536,
+        .worklist_keep_days = (unsigned)cfg->worklist_retention,
     };
     if (queue_open(d->loop, d->queue_path, &qo, &d->queue, &e) != ERR_OK) {
         log_error("queue %s: %s", d->queue_path, e.msg);

@@ -13,6 +13,8 @@
  * the answer says so. A batch stores and answers each entry on its own.
  */
 #include <cjson/cJSON.h>
+
+#include "wlmeta.h"
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -585,6 +587,9 @@ static err_t claim_item(http_job_t *j, size_t i, const char *dest, queue_item_t 
             j->in_fmt == FHIR_FMT_XML ? "application/fhir+xml" : "application/fhir+json",
         .payload = payload.ptr,
         .payload_len = payload.len,
+        .findings = wlmeta_summary(&j->arena, &r->verdict),
+        .meta = wlmeta_json(&j->arena, "http", http_req_peer(j->req), r),
+        .worklist = wlmeta_kind(dest, r, j->d->cfg.worklist_annotated),
     };
     return ERR_OK;
 }

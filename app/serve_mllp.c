@@ -15,6 +15,7 @@
 #include "hl7_ack.h"
 #include "lanes.h"
 #include "log.h"
+#include "wlmeta.h"
 #include "xmalloc.h"
 
 typedef struct {
@@ -198,6 +199,8 @@ static void store(mllp_job_t *j, const char *dest, slice_t payload)
         .payload = payload.ptr,
         .payload_len = payload.len,
         .findings = off ? arena_strdup(&j->arena, summary) : NULL,
+        .meta = wlmeta_json(&j->arena, "mllp", mllp_req_peer(j->req), &j->result),
+        .worklist = wlmeta_kind(dest, &j->result, j->d->cfg.worklist_annotated),
     };
     j->dest = dest;
     daemon_put(j->d, &item, stored, sender_gone, j);

@@ -13,8 +13,6 @@
  * the answer says so. A batch stores and answers each entry on its own.
  */
 #include <cjson/cJSON.h>
-
-#include "wlmeta.h"
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,6 +28,7 @@
 #include "gate.h"
 #include "lanes.h"
 #include "log.h"
+#include "wlmeta.h"
 #include "xmalloc.h"
 
 /* When the CapabilityStatement last changed (its `date`). */

@@ -186,19 +186,13 @@ static bool sender_gone(void *job)
 
 static void store(mllp_job_t *j, const char *dest, slice_t payload)
 {
-    char summary[512] = "";
-    const rule_verdict_t *v = &j->result.verdict;
-    size_t off = 0;
-    for (size_t i = 0; i < v->nfindings && off < sizeof summary - 64; i++)
-        off += (size_t)snprintf(summary + off, sizeof summary - off, "%s%s:%s", i ? " " : "",
-                                v->findings[i].rule_id, rule_severity_name(v->findings[i].severity));
     queue_item_t item = {
         .dest = dest,
         .control_id = j->result.control_id ? j->result.control_id : "",
         .content_type = "application/hl7-v2",
         .payload = payload.ptr,
         .payload_len = payload.len,
-        .findings = off ? arena_strdup(&j->arena, summary) : NULL,
+        .findings = wlmeta_summary(&j->arena, &j->result.verdict),
         .meta = wlmeta_json(&j->arena, "mllp", mllp_req_peer(j->req), &j->result),
         .worklist = wlmeta_kind(dest, &j->result, j->d->cfg.worklist_annotated),
     };

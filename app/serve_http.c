@@ -1114,12 +1114,18 @@ size_t serve_http_error(const http_req_t *req, int status, const char *why, char
 
 static void serve_metadata(daemon_t *d, http_req_t *req, neg_t neg)
 {
-    (void)d;
     arena_t a;
     arena_init(&a, 8192);
+    /* How to authenticate is part of what the server implements. */
+    const char *security =
+        strcmp(d->cfg.http_auth, "token") == 0
+            ? "Bearer tokens (RFC 6750, Authorization: Bearer): scope submit for Claim and "
+              "Bundles, validate for $validate; metadata is open. A 401 names the Bearer scheme."
+            : NULL;
     fhir_out_capability_t cap = {.software_name = "spinegate",
                                  .software_version = PACKAGE_VERSION,
-                                 .date = SERVE_CAPABILITY_DATE};
+                                 .date = SERVE_CAPABILITY_DATE,
+                                 .security = security};
     slice_t body;
     fhir_out_capability(&cap, neg.fmt, &a, &body);
     respond(req, 200, neg, body, NULL, &a);

@@ -1002,6 +1002,7 @@ static void serve_metrics(daemon_t *d, http_req_t *req)
             "# TYPE spinegate_buffered_pauses_total counter\n"
             "spinegate_buffered_pauses_total %llu\n",
             bs.used, (unsigned long long)bs.pauses);
+    daemon_tls_metrics(d, extra, sizeof extra, &off);
     size_t len;
     char *text = metrics_render(&d->metrics, extra, &len);
     http_req_respond(req, 200, "text/plain; version=0.0.4", text, len, NULL);

@@ -121,6 +121,13 @@ err_t tls_ctx_new(tls_role_t role, const tls_settings_t *s, tls_ctx_t **out, err
     /* Partial writes and a moving write buffer: the out BIO always takes a
      * whole record, but say so rather than rely on it. */
     SSL_CTX_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* A peer asking for renegotiation again and again costs us handshakes
+     * for free; nothing here needs it. */
+    SSL_CTX_set_options(ssl, SSL_OP_NO_RENEGOTIATION);
+    /* Resumed sessions are only accepted for this context's purpose; with
+     * client verification OpenSSL refuses to resume without it. */
+    if (role == TLS_SERVER)
+        SSL_CTX_set_session_id_context(ssl, (const unsigned char *)"spinegate", 9);
     if (s->cert_file && SSL_CTX_use_certificate_chain_file(ssl, s->cert_file) != 1)
         rc = ctx_fail(d, "certificate", s->cert_file);
     else if (s->key_file && SSL_CTX_use_PrivateKey_file(ssl, s->key_file, SSL_FILETYPE_PEM) != 1)

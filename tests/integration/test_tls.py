@@ -423,6 +423,51 @@ class DownstreamTls(unittest.TestCase):
         self.assertEqual(sink.messages(), [])
 
 
+class FhirDownstreamHttps(unittest.TestCase):
+    """downstream-fhir https://: the same CA and client certificate settings,
+    handed to libcurl."""
+
+    def sink(self, client_ca=None):
+        sink = h.HttpSink()
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(CERTS.path("server"), CERTS.key("server"))
+        if client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(CERTS.path(client_ca))
+        sink.httpd.socket = ctx.wrap_socket(sink.httpd.socket, server_side=True)
+        sink.start()
+        self.addCleanup(sink.stop)
+        return sink
+
+    def post(self, sink, *extra):
+        d = h.Daemon("--downstream-fhir", "https://localhost:%d/fhir" % sink.port,
+                     "--retry-base", "50ms", "--retry-max-delay", "200ms", *extra,
+                     mllp=False, http=True)
+        d.https = False
+        self.addCleanup(d.cleanup)
+        d.start()
+        r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                            "-H", "Content-Type: application/fhir+json", "--data-binary",
+                            "@" + os.path.join(h.DATA, "fhir", "json", "spine-m4304-mri.json"),
+                            "http://127.0.0.1:%d/fhir/Claim" % d.http_port],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.assertIn(r.stdout.decode(), ("200", "201"), r.stderr)
+        return d
+
+    def test_delivered_with_ca_and_client_certificate(self):
+        sink = self.sink(client_ca="ca")
+        self.post(sink, "--downstream-tls-ca", CERTS.path("ca"),
+                  "--downstream-tls-cert", CERTS.path("gate"),
+                  "--downstream-tls-key", CERTS.key("gate"))
+        h.wait_for(lambda: sink.received, what="a Claim over HTTPS")
+
+    def test_wrong_ca_not_delivered(self):
+        sink = self.sink()
+        d = self.post(sink, "--downstream-tls-ca", CERTS.path("wrongca"))
+        wait_log(d, r"out fhir: .*attempt 1 failed: .*(certificate|SSL)", "failed attempt line")
+        self.assertEqual(sink.received, [])
+
+
 class Reload(unittest.TestCase):
     """SIGHUP: new certificates for new connections, open ones go on; a
     broken file keeps the running certificates."""
@@ -472,6 +517,64 @@ class Reload(unittest.TestCase):
         self.assertEqual(serial(), second)
         self.assertEqual(metric(d, "spinegate_tls_reloads_total", '{result="failed"}'), 1)
         self.assertEqual(h.ack_code(exchange(old, h.demo("01-accept-no-spine-codes.hl7"))), "AA")
+
+
+class ReloadUnderLoad(unittest.TestCase):
+    """Senders on several TLS connections, new and kept open, while
+    certificates are reloaded: every message is acknowledged AA and stored."""
+
+    def test_nothing_lost(self):
+        work = tempfile.mkdtemp(prefix="sg-tls-load-")
+        self.addCleanup(shutil.rmtree, work, True)
+        cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
+        shutil.copy(CERTS.path("server"), cert)
+        shutil.copy(CERTS.key("server"), key)
+        d = h.Daemon("--mllp-tls-cert", cert, "--mllp-tls-key", key)
+        self.addCleanup(d.cleanup)
+        d.start()
+        template = h.demo("01-accept-no-spine-codes.hl7").decode()
+        cid = h.msh10(template)
+        results, errors, stop = [], [], threading.Event()
+
+        def sender(n):
+            ctx = client_ctx()
+            i = 0
+            try:
+                while i < 200 and not (stop.is_set() and i >= 5):
+                    # Odd senders keep a connection for 20 messages, even ones
+                    # reconnect (a new handshake) for each.
+                    raw = socket.create_connection(("127.0.0.1", d.mllp_port), timeout=20)
+                    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                        for _ in range(20 if n % 2 else 1):
+                            msg = template.replace(cid, "R%d-%d" % (n, i), 1)
+                            results.append((h.msh10(msg), h.ack_code(exchange(s, msg))))
+                            i += 1
+            except Exception as e:  # reported by the test, not lost in the thread
+                errors.append("sender %d after %d messages: %r" % (n, i, e))
+
+        threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        reloaded = lambda: d.logtext().count("mllp: TLS certificates reloaded")
+        for name in ("server2", "server", "server2"):
+            flowing = len(results) + 10
+            h.wait_for(lambda: len(results) >= flowing or errors, what="traffic between reloads")
+            shutil.copy(CERTS.path(name), cert)
+            shutil.copy(CERTS.key(name), key)
+            before = reloaded()
+            d.send_signal(signal.SIGHUP)
+            h.wait_for(lambda: reloaded() > before, what="the reload")
+        stop.set()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        ids = [r[0] for r in results]
+        self.assertGreater(len(ids), 40)
+        self.assertEqual(sorted(set(r[1] for r in results)), ["AA"])
+        self.assertEqual(len(set(ids)), len(ids))
+        # Every acknowledged message is in the outbox (delivered by folder).
+        h.wait_for(lambda: len(d.outbox()) >= len(ids), what="every message in the outbox")
+        self.assertEqual(len(d.outbox()), len(ids))
 
 
 class Settings(unittest.TestCase):

@@ -565,6 +565,8 @@ void config_dump(const config_t *c, FILE *f)
         }
         if (k->kind == K_LINES) {
             const char *s = *(char *const *)((const char *)c + k->offset);
+            if (!s || !*s)
+                fprintf(f, "# %s =\n", k->name);
             while (s && *s) {
                 size_t n = strcspn(s, "\n");
                 fprintf(f, "%s = %.*s\n", k->name, (int)n, s);

@@ -870,9 +870,13 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
             return;
         }
         if (!c->proto_open) {
-            s->tls_st.failed++;
-            log_warn("%s conn #%llu from %s: TLS handshake failed: closed by the peer",
-                     s->proto->name, (unsigned long long)c->id, c->peer);
+            /* A peer that sent nothing is a TCP probe (a load balancer's
+             * health check), not a failed handshake: not worth a warning. */
+            if (c->bytes_in) {
+                s->tls_st.failed++;
+                log_warn("%s conn #%llu from %s: TLS handshake failed: closed by the peer",
+                         s->proto->name, (unsigned long long)c->id, c->peer);
+            }
             ingest__conn_close(c, "closed during the TLS handshake");
             return;
         }

@@ -237,6 +237,17 @@ class MllpListenerTls(unittest.TestCase):
         ack = tls_mllp_send(self.d.mllp_port, h.demo("01-accept-no-spine-codes.hl7"))
         self.assertEqual(h.ack_code(ack), "AA")
 
+    def test_tcp_probe_is_not_a_failure(self):
+        # A load balancer's health check connects and leaves without a byte.
+        failed = metric(self.d, "spinegate_tls_handshakes_total",
+                        '{listener="mllp",result="failed"}')
+        closed = lambda: self.d.logtext().count("closed before its TLS handshake completed")
+        before = closed()
+        socket.create_connection(("127.0.0.1", self.d.mllp_port), timeout=10).close()
+        h.wait_for(lambda: closed() > before, what="the probe's close")
+        self.assertEqual(metric(self.d, "spinegate_tls_handshakes_total",
+                                '{listener="mllp",result="failed"}'), failed)
+
     def test_stalled_handshake_is_closed_others_go_on(self):
         before = metric(self.d, "spinegate_tls_handshakes_total",
                         '{listener="mllp",result="timeout"}')

@@ -905,11 +905,16 @@ static void on_timer(uv_timer_t *t)
         return;
     }
     if (!c->proto_open) {
+        /* Also the bound on a failed handshake whose alert is still being
+         * written (close_when_done): that one was logged already. */
         ingest__server_t *s = c->srv;
-        s->tls_st.timeouts++;
-        log_warn("%s conn #%llu from %s: TLS handshake not done after %u ms, closing",
-                 s->proto->name, (unsigned long long)c->id, c->peer, s->tls_handshake_timeout_ms);
-        ingest__conn_close(c, "TLS handshake timeout");
+        if (!c->close_when_done) {
+            s->tls_st.timeouts++;
+            log_warn("%s conn #%llu from %s: TLS handshake not done after %u ms, closing",
+                     s->proto->name, (unsigned long long)c->id, c->peer,
+                     s->tls_handshake_timeout_ms);
+        }
+        ingest__conn_close(c, c->close_when_done ? "TLS failure" : "TLS handshake timeout");
         return;
     }
     c->refs++;

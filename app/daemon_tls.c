@@ -42,8 +42,7 @@ static bool tls_wanted(const config_t *c, daemon_tls_use_t use, tls_settings_t *
         s->key_file = c->downstream_tls_key;
         s->ca_file = c->downstream_tls_ca;
         return c->downstream_mllp_tls && (c->downstream_mllp.port || c->reject_mllp.port);
-    case DAEMON_TLS__COUNT:
-        break;
+    case DAEMON_TLS__COUNT: break;
     }
     return false;
 }
@@ -108,8 +107,10 @@ void daemon_tls_reload(daemon_t *d, const config_t *fresh)
         err_detail_t e;
         err_clear(&e);
         if (tls_build(fresh, (daemon_tls_use_t)i, &ctx, &e) != ERR_OK || !ctx) {
-            log_error("%s: TLS reload failed, keeping the running certificates: %s",
-                      use_names[i], ctx ? "" : e.msg[0] ? e.msg : "TLS is no longer configured");
+            log_error("%s: TLS reload failed, keeping the running certificates: %s", use_names[i],
+                      ctx        ? ""
+                      : e.msg[0] ? e.msg
+                                 : "TLS is no longer configured");
             d->tls_reloads_failed++;
             continue;
         }

@@ -108,8 +108,9 @@ err_t tls_ctx_new(tls_role_t role, const tls_settings_t *s, tls_ctx_t **out, err
     if (role == TLS_SERVER && (!s->cert_file || !s->key_file))
         return err_set(d, ERR_BAD_CONFIG, 0, "TLS listener: a certificate and a key are required");
     if (!s->cert_file != !s->key_file)
-        return err_set(d, ERR_BAD_CONFIG, 0, "TLS: a certificate needs its key and a key its "
-                                             "certificate");
+        return err_set(d, ERR_BAD_CONFIG, 0,
+                       "TLS: a certificate needs its key and a key its "
+                       "certificate");
     SSL_CTX *ssl = SSL_CTX_new(role == TLS_SERVER ? TLS_server_method() : TLS_client_method());
     if (!ssl)
         return ctx_fail(d, "context", NULL);

@@ -110,11 +110,11 @@ static inline bool tls_looks_like_plaintext(unsigned char first_byte)
 
 /* Counters a TLS listener keeps, for /metrics. */
 typedef struct {
-    uint64_t handshakes;     /* completed */
-    uint64_t failed;         /* handshake failures: bad certificate, protocol, closed early */
-    uint64_t plaintext;      /* plaintext sent to the TLS port */
-    uint64_t timeouts;       /* stalled mid-handshake past the timeout */
-    uint64_t refused;        /* client certificate valid but not on the allow-list */
+    uint64_t handshakes; /* completed */
+    uint64_t failed;     /* handshake failures: bad certificate, protocol, closed early */
+    uint64_t plaintext;  /* plaintext sent to the TLS port */
+    uint64_t timeouts;   /* stalled mid-handshake past the timeout */
+    uint64_t refused;    /* client certificate valid but not on the allow-list */
 } tls_stats_t;
 
 #endif

@@ -53,8 +53,7 @@ static int setup(void **state)
     (void)state;
     if (!mkdtemp(dir))
         return -1;
-    sh(NEWKEY "-x509 -keyout %s/ca.key -out %s/ca.pem -days 30 -subj /CN=CA 2>/dev/null", dir,
-       dir);
+    sh(NEWKEY "-x509 -keyout %s/ca.key -out %s/ca.pem -days 30 -subj /CN=CA 2>/dev/null", dir, dir);
     sh(NEWKEY "-x509 -keyout %s/wrongca.key -out %s/wrongca.pem -days 30 -subj /CN=Other "
               "2>/dev/null",
        dir, dir);
@@ -98,8 +97,10 @@ static int handshake(tls_conn_t *cli, tls_conn_t *srv)
 
 static tls_ctx_t *server_ctx(const char *client_ca, const char *allow)
 {
-    tls_settings_t s = {.cert_file = path("server.pem"), .key_file = path("server.key"),
-                        .ca_file = client_ca, .allow = allow};
+    tls_settings_t s = {.cert_file = path("server.pem"),
+                        .key_file = path("server.key"),
+                        .ca_file = client_ca,
+                        .allow = allow};
     tls_ctx_t *ctx;
     err_detail_t e;
     assert_int_equal(tls_ctx_new(TLS_SERVER, &s, &ctx, &e), ERR_OK);
@@ -243,8 +244,8 @@ static void test_context_errors_and_expiry(void **state)
     tls_settings_t nocert = {0};
     assert_int_equal(tls_ctx_new(TLS_SERVER, &nocert, &ctx, &e), ERR_BAD_CONFIG);
 
-    tls_settings_t badver = {.cert_file = path("server.pem"), .key_file = path("server.key"),
-                             .min_version = 11};
+    tls_settings_t badver = {
+        .cert_file = path("server.pem"), .key_file = path("server.key"), .min_version = 11};
     assert_int_equal(tls_ctx_new(TLS_SERVER, &badver, &ctx, &e), ERR_BAD_CONFIG);
 
     ctx = server_ctx(NULL, NULL);

@@ -3,6 +3,7 @@
  * dump all walk that table, so they cannot disagree. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -34,6 +35,13 @@ static const key_def_t config_keys[] = {
     {"listen-http", K_ADDR, O(listen_http), NULL, "HOST:PORT",
      "HTTP listener for FHIR Claims (off unless set)"},
     {"fhir-base", K_STR, O(fhir_base), "/fhir", "PATH", "base path of the FHIR endpoints"},
+    {"http-auth", K_STR, O(http_auth), "token", "token|none",
+     "token: HTTP endpoints but health need a bearer token (http-tokens); none: open, only on a "
+     "loopback listener (or with insecure)"},
+    {"http-tokens", K_STR, O(http_tokens), NULL, "FILE",
+     "bearer tokens for HTTP, one a line: NAME SCOPES sha256:HEX (reloaded on SIGHUP)"},
+    {"insecure", K_BOOL, O(insecure), "no", NULL,
+     "allow an HTTP listener on a non-loopback address without TLS and authentication"},
     {"data-dir", K_STR, O(data_dir), "./spinegate-data", "DIR",
      "queue, outbox, reject and dead-letter folders"},
     {"queue-sync", K_STR, O(queue_sync), "full", "full|normal",
@@ -65,6 +73,10 @@ static const key_def_t config_keys[] = {
      "segment that carries findings in forwarded HL7 messages"},
     {"annotate-accepted", K_BOOL, O(annotate_accepted), "no", NULL,
      "forwarded messages with no findings carry the verdict header too (HL7 ZSH, FHIR extension)"},
+    {"worklist-retention", K_LONG, O(worklist_retention), "90", "DAYS",
+     "worklist items resolved, resent or requeued are kept this long (open ones always)"},
+    {"worklist-annotated", K_BOOL, O(worklist_annotated), "no", NULL,
+     "annotated messages (warnings only) also become worklist items"},
     {"other-messages", K_STR, O(other_messages), "forward", "forward|reject",
      "HL7 types other than DFT/BAR/ADT (they carry no claim): pass through or reject"},
     {"max-message-size", K_SIZE, O(max_message_size), "4M", "BYTES",
@@ -423,6 +435,71 @@ static err_t config_validate_tls(const config_t *c, err_detail_t *d)
     return rc;
 }
 
+bool config_host_is_loopback(const char *host)
+{
+    unsigned char a[sizeof(struct in6_addr)];
+    if (strcasecmp(host, "localhost") == 0)
+        return true;
+    if (inet_pton(AF_INET, host, a) == 1)
+        return a[0] == 127;
+    return inet_pton(AF_INET6, host, a) == 1 && IN6_IS_ADDR_LOOPBACK((struct in6_addr *)a);
+}
+
+/* Whether the HTTP listener speaks TLS, and whether it verifies client
+ * certificates (which authenticate a request as a token does). The TLS
+ * settings (http-tls-cert, http-tls-client-ca) are read here and nowhere
+ * else in this file's checks; without them the listener is plain. */
+static bool http_tls_on(const config_t *c)
+{
+    return c->http_tls_cert != NULL;
+}
+
+static bool http_client_certs_on(const config_t *c)
+{
+    return c->http_tls_client_ca != NULL;
+}
+
+/* Who may reach the HTTP listener (spinegate.conf(5), AUTHENTICATION in
+ * spinegate(8)): without authentication only on loopback, unless insecure
+ * says the operator has put something else in front of it. */
+static err_t validate_http_access(const config_t *c, err_detail_t *d)
+{
+    static const char *const modes[] = {"token", "none", NULL};
+    if (!one_of(c->http_auth, modes))
+        return err_set(d, ERR_BAD_CONFIG, 0, "http-auth: expected token or none");
+    bool none = strcmp(c->http_auth, "none") == 0;
+    if (none && c->http_tokens)
+        return err_set(d, ERR_BAD_CONFIG, 0,
+                       "http-tokens is set but http-auth = none would not ask for them: "
+                       "remove one of the two");
+    if (!c->listen_http.port || !none || config_host_is_loopback(c->listen_http.host) ||
+        c->insecure)
+        return ERR_OK;
+    return err_set(d, ERR_BAD_CONFIG, 0,
+                   "listen-http %.60s is not a loopback address: http-auth = none would let "
+                   "anyone who reaches it send and read claims; set http-tokens (and TLS), or "
+                   "insecure = yes if a proxy in front authenticates",
+                   c->listen_http.host);
+}
+
+size_t config_http_warnings(const config_t *c, const char **w, size_t cap)
+{
+    size_t n = 0;
+    if (!c->listen_http.port)
+        return 0;
+    bool none = strcmp(c->http_auth, "none") == 0;
+    if (!none && !c->http_tokens && !http_client_certs_on(c) && n < cap)
+        w[n++] = "http-auth = token but no http-tokens file: every HTTP endpoint but /healthz, "
+                 "/readyz and metadata answers 401";
+    if (config_host_is_loopback(c->listen_http.host) || http_tls_on(c) || n >= cap)
+        return n;
+    w[n++] = none ? "insecure = yes: the HTTP listener is not on loopback and answers anyone, "
+                    "without TLS or authentication"
+                  : "the HTTP listener is not on loopback and has no TLS: bearer tokens and "
+                    "claims cross the network in clear";
+    return n;
+}
+
 err_t config_validate(config_t *c, err_detail_t *d)
 {
     static const char *const syncs[] = {"full", "normal", NULL},
@@ -472,7 +549,10 @@ err_t config_validate(config_t *c, err_detail_t *d)
                        "max-buffered-bytes: at least max-message-size and max-body-size");
     if (c->queue_max < 1)
         return err_set(d, ERR_BAD_CONFIG, 0, "queue-max: at least 1");
-    return config_validate_tls(c, d);
+    err_t rc = config_validate_tls(c, d);
+    if (rc != ERR_OK)
+        return rc;
+    return validate_http_access(c, d);
 }
 
 static const char *const adt_names[] = {

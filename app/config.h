@@ -31,6 +31,9 @@ typedef struct {
     config_addr_t listen_mllp;
     config_addr_t listen_http;
     char *fhir_base;
+    char *http_auth;    /* "token" | "none" (none: loopback only, or insecure) */
+    char *http_tokens;  /* the bearer tokens file, or NULL */
+    bool insecure;      /* allow a non-loopback HTTP listener without TLS and auth */
     /* storage */
     char *data_dir;
     char *queue_sync;          /* "full" | "normal" */
@@ -50,6 +53,8 @@ typedef struct {
     char *annotation;          /* "zsg" | "nte" */
     bool annotate_accepted;    /* the verdict header also on messages with no findings */
     char *other_messages;      /* "forward" | "reject": messages that carry no claim */
+    long worklist_retention;   /* days a worklist item not open is kept */
+    bool worklist_annotated;   /* annotated messages become worklist items too */
     /* limits */
     long max_message_size;
     long max_body_size;
@@ -96,6 +101,16 @@ err_t config_load_file(config_t *c, const char *path, err_detail_t *d);
 /* Checks values that depend on each other and fills the one default that
  * does (listen-mllp, when neither listener is set). Errors: ERR_BAD_CONFIG. */
 err_t config_validate(config_t *c, err_detail_t *d);
+
+/* True when host (as in listen-*) is a loopback address: 127.0.0.0/8, ::1
+ * or "localhost". */
+bool config_host_is_loopback(const char *host);
+
+/* Puts in w (up to cap) what an operator should be warned of about the
+ * HTTP listener: no tokens to authenticate with, tokens crossing the network
+ * in clear, no authentication at all under insecure. Returns how many.
+ * c must have passed config_validate(). */
+size_t config_http_warnings(const config_t *c, const char **w, size_t cap);
 
 /* Maps an adt setting to its mode: "annotate" (the default: ADT messages
  * are judged but never rejected), "judge" (judged like a bill) or "forward"

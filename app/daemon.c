@@ -1,7 +1,7 @@
 /* daemon.c - start, run and stop the server: data folders, the queue, the
  * deliverers, the listeners, signals (SIGTERM drains, SIGHUP reloads the
- * rule pack) and the put-retry list that turns a full queue into
- * backpressure on the senders. */
+ * rule pack and the http-tokens) and the put-retry list that turns a full
+ * queue into backpressure on the senders. */
 #include "daemon.h"
 
 #include <dirent.h>
@@ -95,6 +95,27 @@ static void reload(daemon_t *d)
     }
     d->metrics.reloads_failed++;
     config_free(&fresh);
+}
+
+/* SIGHUP: the tokens file is read again on its own, so that a broken rule
+ * pack does not hold back a revoked token, nor a broken tokens file a new
+ * pack. The file named at start is read; a broken one keeps the running set. */
+static void reload_tokens(daemon_t *d)
+{
+    if (!d->cfg.http_tokens)
+        return;
+    auth_tokens_t *t;
+    err_detail_t e;
+    if (auth_tokens_load(d->cfg.http_tokens, &t, &e) != ERR_OK) {
+        log_error("reload of http-tokens failed, keeping the %zu running tokens: %s",
+                  auth_tokens_count(d->tokens), e.msg);
+        d->metrics.token_reloads_failed++;
+        return;
+    }
+    auth_tokens_free(d->tokens);
+    d->tokens = t;
+    d->metrics.token_reloads_ok++;
+    log_info("reloaded http-tokens: %zu tokens from %s", auth_tokens_count(t), d->cfg.http_tokens);
 }
 
 /* ---------------------------------------------------------------- put retry */
@@ -650,10 +671,12 @@ static void begin_stop(daemon_t *d, const char *why)
 static void on_signal(uv_signal_t *h, int signum)
 {
     daemon_t *d = h->data;
-    if (signum == SIGHUP)
+    if (signum == SIGHUP) {
         reload(d);
-    else
+        reload_tokens(d);
+    } else {
         begin_stop(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    }
 }
 
 /* ---------------------------------------------------------------- run */
@@ -671,7 +694,20 @@ static void write_pid_file(const char *path)
 
 int daemon_run(const config_t *cfg, int argc, char *const *argv)
 {
+    /* The tokens first: a broken file stops the start before anything
+     * else is made. */
+    auth_tokens_t *tokens = NULL;
+    if (cfg->http_tokens) {
+        err_detail_t te;
+        if (auth_tokens_load(cfg->http_tokens, &tokens, &te) != ERR_OK) {
+            log_error("http-tokens: %s", te.msg);
+            config_t owned = *cfg;
+            config_free(&owned);
+            return 1;
+        }
+    }
     daemon_t *d = xcalloc(1, sizeof *d);
+    d->tokens = tokens;
     d->cfg = *cfg; /* takes over cfg's strings */
     d->argc = argc;
     d->argv = argv;
@@ -713,6 +749,12 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
     pack_install(d, pack);
     log_info("spinegate %s starting: %s, adt=%s", PACKAGE_VERSION, rule_pack_describe(pack),
              d->cfg.adt);
+    if (d->tokens)
+        log_info("http-tokens: %zu tokens from %s", auth_tokens_count(d->tokens),
+                 d->cfg.http_tokens);
+    const char *warn[2];
+    for (size_t i = 0, n = config_http_warnings(&d->cfg, warn, 2); i < n; i++)
+        log_warn("%s", warn[i]);
     if (prepare_dirs(d) != 0 || queue_guard_before(d) != 0)
         return 1;
 
@@ -722,6 +764,7 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
         .max_payload = (size_t)(cfg->max_message_size > cfg->max_body_size
                                     ? cfg->max_message_size
                                     : cfg->max_body_size) * 2 + 65536,
+        .worklist_keep_days = (unsigned)cfg->worklist_retention,
     };
     if (queue_open(d->loop, d->queue_path, &qo, &d->queue, &e) != ERR_OK) {
         log_error("queue %s: %s", d->queue_path, e.msg);
@@ -757,6 +800,7 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
     int code = d->exit_code;
     daemon_pack_unref(d->pack);
     daemon_tls_free(d);
+    auth_tokens_free(d->tokens);
     ingest_budget_free(d->budget);
     lanes_free(d->lanes);
     config_free(&d->cfg);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "auth.h"
 #include "config.h"
 #include "gate.h"
 #include "hl7.h"
@@ -57,6 +58,7 @@ typedef struct daemon {
     int argc;                /* the command line, read again on SIGHUP */
     char *const *argv;
     daemon_pack_t *pack;
+    auth_tokens_t *tokens;   /* http-tokens; NULL without the setting (swapped on SIGHUP) */
     queue_t *queue;
     mllp_server_t *mllp;
     http_server_t *http;

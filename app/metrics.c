@@ -173,6 +173,21 @@ char *metrics_render(const metrics_t *m, const char *extra, size_t *len)
                   "spinegate_reloads_total{result=\"ok\"} %llu\n"
                   "spinegate_reloads_total{result=\"failed\"} %llu\n",
               (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed);
+    sb_printf(&b, "# HELP spinegate_http_auth_refused_total HTTP requests refused: no "
+                  "credentials or a bad token (401), a token without the scope (403).\n"
+                  "# TYPE spinegate_http_auth_refused_total counter\n"
+                  "spinegate_http_auth_refused_total{reason=\"missing\"} %llu\n"
+                  "spinegate_http_auth_refused_total{reason=\"invalid\"} %llu\n"
+                  "spinegate_http_auth_refused_total{reason=\"forbidden\"} %llu\n",
+              (unsigned long long)m->auth_refused[METRIC_AUTH_MISSING],
+              (unsigned long long)m->auth_refused[METRIC_AUTH_INVALID],
+              (unsigned long long)m->auth_refused[METRIC_AUTH_FORBIDDEN]);
+    sb_printf(&b, "# HELP spinegate_http_tokens_reloads_total Reloads of the http-tokens file, "
+                  "by result.\n"
+                  "# TYPE spinegate_http_tokens_reloads_total counter\n"
+                  "spinegate_http_tokens_reloads_total{result=\"ok\"} %llu\n"
+                  "spinegate_http_tokens_reloads_total{result=\"failed\"} %llu\n",
+              (unsigned long long)m->token_reloads_ok, (unsigned long long)m->token_reloads_failed);
     if (extra)
         sb_printf(&b, "%s", extra);
     *len = b.len;

@@ -27,6 +27,14 @@ typedef enum {
     METRIC_OUTCOME__COUNT
 } metric_outcome_t;
 
+/* Why an HTTP request was refused by authentication. */
+typedef enum {
+    METRIC_AUTH_MISSING,
+    METRIC_AUTH_INVALID,
+    METRIC_AUTH_FORBIDDEN,
+    METRIC_AUTH__COUNT
+} metric_auth_t;
+
 #define METRICS_MAX_RULES 128
 #define METRICS_MAX_CODE_SETS 16
 #define METRICS_LATENCY_BUCKETS 12
@@ -51,6 +59,10 @@ typedef struct {
     uint64_t latency_count;
     double latency_sum_s;
     uint64_t reloads_ok, reloads_failed;
+    /* HTTP requests refused by authentication: no credentials (401), a bad
+     * token (401), a token without the scope (403). */
+    uint64_t auth_refused[METRIC_AUTH__COUNT];
+    uint64_t token_reloads_ok, token_reloads_failed;
 } metrics_t;
 
 void metrics_init(metrics_t *m);

@@ -2,7 +2,8 @@
  * configured base (POST Claim, POST a Bundle, POST Claim/$validate or
  * $validate, GET metadata) plus /healthz and /metrics, answers in the format
  * negotiated from _format, Accept and the request (docs/fhir-api.md), and
- * for Claims that pass, stores them durably before answering.
+ * for Claims that pass, stores them durably before answering. Every route
+ * but health and metadata first passes the bearer-token check (auth.h).
  *
  * A job owns one request's parse tree, arena and pack reference until its
  * response is written; for a Bundle it waits for every Claim's store.
@@ -20,12 +21,14 @@
 #include <strings.h>
 #include <time.h>
 
+#include "auth.h"
 #include "daemon.h"
 #include "fhir.h"
 #include "fhir_out.h"
 #include "gate.h"
 #include "lanes.h"
 #include "log.h"
+#include "wlmeta.h"
 #include "xmalloc.h"
 
 /* When the CapabilityStatement last changed (its `date`). */
@@ -84,6 +87,7 @@ typedef struct {
     err_detail_t parse_err;
     const char *refusal, *refusal_where; /* a document that does not fit its route */
     bool all_pass;
+    char client[AUTH_WHO_MAX]; /* who sent it, for the log: never the token */
 } http_job_t;
 
 static neg_t neg_default(fhir_format_t f)
@@ -313,8 +317,8 @@ static void count_claim(http_job_t *j, size_t i)
     else
         metrics_count(&j->d->metrics, metric_fmt(j), o, v);
     char idb[LOG_ID_BUF];
-    log_info("http conn=%llu id=%s %s findings=%zu %s",
-             (unsigned long long)http_req_conn_id(j->req), log_id(r->control_id, idb),
+    log_info("http conn=%llu client=%s id=%s %s findings=%zu %s",
+             (unsigned long long)http_req_conn_id(j->req), j->client, log_id(r->control_id, idb),
              r->status == GATE_UNREADABLE ? "unreadable" : verdict_name(r->verdict.kind),
              r->verdict.nfindings,
              j->route == ROUTE_VALIDATE ? "validate-only"
@@ -582,6 +586,9 @@ static err_t claim_item(http_job_t *j, size_t i, const char *dest, queue_item_t 
             j->in_fmt == FHIR_FMT_XML ? "application/fhir+xml" : "application/fhir+json",
         .payload = payload.ptr,
         .payload_len = payload.len,
+        .findings = wlmeta_summary(&j->arena, &r->verdict),
+        .meta = wlmeta_json(&j->arena, "http", http_req_peer(j->req), r),
+        .worklist = wlmeta_kind(dest, r, j->d->cfg.worklist_annotated),
     };
     return ERR_OK;
 }
@@ -1009,6 +1016,82 @@ static void serve_metrics(daemon_t *d, http_req_t *req)
     xfree(text);
 }
 
+/* ---------------------------------------------------------------- access */
+
+/* What the request shows to authenticate itself. A listener that verifies
+ * client certificates (mTLS) sets cert_verified and cert_name here from the
+ * request's connection; a plain listener has only the Authorization header. */
+static auth_creds_t creds_of(const http_req_t *req)
+{
+    /* Only a connection whose client certificate was verified against
+     * http-tls-client-ca and the allow-list has a subject. */
+    const char *subject = http_req_client_subject(req);
+    return (auth_creds_t){.authorization = http_req_header(req, "Authorization"),
+                          .cert_verified = subject != NULL,
+                          .cert_name = subject};
+}
+
+/* Lets req through to an endpoint that needs scope, with who set to the
+ * name it authenticated as ("-" for nobody); otherwise answers 401 (with
+ * WWW-Authenticate, RFC 6750 section 3) or 403, counts and logs the refusal,
+ * and returns false. http-auth = none lets everything through. */
+static bool authorize(daemon_t *d, http_req_t *req, unsigned scope, neg_t neg, char *who,
+                      size_t cap)
+{
+    snprintf(who, cap, "-");
+    if (strcmp(d->cfg.http_auth, "none") == 0)
+        return true;
+    auth_creds_t creds = creds_of(req);
+    auth_result_t r;
+    if (auth_check(d->tokens, &creds, scope, &r) == AUTH_OK) {
+        snprintf(who, cap, "%s", r.name);
+        return true;
+    }
+    const char *why, *challenge;
+    char extra[160];
+    int status = 401;
+    err_t code = ERR_UNAUTHORIZED;
+    if (r.status == AUTH_MISSING) {
+        d->metrics.auth_refused[METRIC_AUTH_MISSING]++;
+        why = "this endpoint needs a bearer token (Authorization: Bearer TOKEN)";
+        challenge = "Bearer realm=\"spinegate\"";
+    } else if (r.status == AUTH_INVALID) {
+        d->metrics.auth_refused[METRIC_AUTH_INVALID]++;
+        why = "the bearer token is not valid";
+        challenge = "Bearer realm=\"spinegate\", error=\"invalid_token\"";
+    } else {
+        d->metrics.auth_refused[METRIC_AUTH_FORBIDDEN]++;
+        status = 403;
+        code = ERR_FORBIDDEN;
+        why = scope == AUTH_SCOPE_SUBMIT     ? "this token may not submit claims (scope submit)"
+              : scope == AUTH_SCOPE_VALIDATE ? "this token may not use $validate (scope validate)"
+              : scope == AUTH_SCOPE_METRICS  ? "this token may not read metrics (scope metrics)"
+                                             : "this token lacks the scope this endpoint needs";
+        challenge = NULL;
+    }
+    if (challenge)
+        snprintf(extra, sizeof extra, "WWW-Authenticate: %s\r\n", challenge);
+    else
+        snprintf(extra, sizeof extra,
+                 "WWW-Authenticate: Bearer realm=\"spinegate\", error=\"insufficient_scope\", "
+                 "scope=\"%s\"\r\n",
+                 auth_scope_name(scope));
+    slice_t path = http_req_path(req);
+    log_warn("http conn=%llu from %s: %d %s %.*s, client=%s",
+             (unsigned long long)http_req_conn_id(req), http_req_peer(req), status,
+             http_req_method(req), (int)(path.len > 200 ? 200 : path.len), path.ptr, r.name);
+    arena_t a;
+    arena_init(&a, 2048);
+    err_detail_t e;
+    err_clear(&e);
+    err_set(&e, code, 0, "%s", why);
+    slice_t body;
+    fhir_out_outcome_error(&e, neg.fmt, &a, &body);
+    respond(req, status, neg, body, extra, &a);
+    arena_free(&a);
+    return false;
+}
+
 /* ---------------------------------------------------------------- routing */
 
 size_t serve_http_error(const http_req_t *req, int status, const char *why, char *out, size_t cap,
@@ -1037,12 +1120,18 @@ size_t serve_http_error(const http_req_t *req, int status, const char *why, char
 
 static void serve_metadata(daemon_t *d, http_req_t *req, neg_t neg)
 {
-    (void)d;
     arena_t a;
     arena_init(&a, 8192);
+    /* How to authenticate is part of what the server implements. */
+    const char *security =
+        strcmp(d->cfg.http_auth, "token") == 0
+            ? "Bearer tokens (RFC 6750, Authorization: Bearer): scope submit for Claim and "
+              "Bundles, validate for $validate; metadata is open. A 401 names the Bearer scheme."
+            : NULL;
     fhir_out_capability_t cap = {.software_name = "spinegate",
                                  .software_version = PACKAGE_VERSION,
-                                 .date = SERVE_CAPABILITY_DATE};
+                                 .date = SERVE_CAPABILITY_DATE,
+                                 .security = security};
     slice_t body;
     fhir_out_capability(&cap, neg.fmt, &a, &body);
     respond(req, 200, neg, body, NULL, &a);
@@ -1137,8 +1226,8 @@ static void after_judging(lane_job_t *lane)
             metrics_count_validation(&d->metrics, metric_fmt(j), METRIC_UNREADABLE, NULL);
         else
             metrics_count(&d->metrics, metric_fmt(j), METRIC_UNREADABLE, NULL);
-        log_warn("http conn=%llu unreadable %s body (%s%s%s)",
-                 (unsigned long long)http_req_conn_id(j->req),
+        log_warn("http conn=%llu client=%s unreadable %s body (%s%s%s)",
+                 (unsigned long long)http_req_conn_id(j->req), j->client,
                  j->in_fmt == FHIR_FMT_XML ? "XML" : "JSON", err_name(e->code),
                  e->where[0] ? " at " : "", e->where);
         slice_t out;
@@ -1177,8 +1266,13 @@ void serve_http_request(http_req_t *req, void *user)
         serve_readyz(d, req);
         return;
     }
+    char who[AUTH_WHO_MAX];
     if (strcmp(path, "/metrics") == 0 && get) {
-        serve_metrics(d, req);
+        if (authorize(d, req, AUTH_SCOPE_METRICS, fallback, who, sizeof who)) {
+            log_debug("http conn=%llu client=%s metrics", (unsigned long long)http_req_conn_id(req),
+                      who);
+            serve_metrics(d, req);
+        }
         return;
     }
     const char *base = d->cfg.fhir_base;
@@ -1215,6 +1309,9 @@ void serve_http_request(http_req_t *req, void *user)
                       "Bundle at the base, and metadata");
         return;
     }
+    if (!authorize(d, req, route == ROUTE_VALIDATE ? AUTH_SCOPE_VALIDATE : AUTH_SCOPE_SUBMIT,
+                   fallback, who, sizeof who))
+        return;
     if (!post) {
         respond_error_allow(req, 405, fallback, ERR_PROTOCOL, NULL, "use POST", "POST");
         return;
@@ -1242,6 +1339,7 @@ void serve_http_request(http_req_t *req, void *user)
     j->d = d;
     j->req = req;
     j->route = route;
+    snprintf(j->client, sizeof j->client, "%s", who);
     j->t0 = uv_hrtime();
     j->in_fmt = in_fmt;
     j->neg = negotiate(req, own);

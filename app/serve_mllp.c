@@ -15,6 +15,7 @@
 #include "hl7_ack.h"
 #include "lanes.h"
 #include "log.h"
+#include "wlmeta.h"
 #include "xmalloc.h"
 
 typedef struct {
@@ -185,19 +186,15 @@ static bool sender_gone(void *job)
 
 static void store(mllp_job_t *j, const char *dest, slice_t payload)
 {
-    char summary[512] = "";
-    const rule_verdict_t *v = &j->result.verdict;
-    size_t off = 0;
-    for (size_t i = 0; i < v->nfindings && off < sizeof summary - 64; i++)
-        off += (size_t)snprintf(summary + off, sizeof summary - off, "%s%s:%s", i ? " " : "",
-                                v->findings[i].rule_id, rule_severity_name(v->findings[i].severity));
     queue_item_t item = {
         .dest = dest,
         .control_id = j->result.control_id ? j->result.control_id : "",
         .content_type = "application/hl7-v2",
         .payload = payload.ptr,
         .payload_len = payload.len,
-        .findings = off ? arena_strdup(&j->arena, summary) : NULL,
+        .findings = wlmeta_summary(&j->arena, &j->result.verdict),
+        .meta = wlmeta_json(&j->arena, "mllp", mllp_req_peer(j->req), &j->result),
+        .worklist = wlmeta_kind(dest, &j->result, j->d->cfg.worklist_annotated),
     };
     j->dest = dest;
     daemon_put(j->d, &item, stored, sender_gone, j);
@@ -245,16 +242,22 @@ static void route(lane_job_t *lane)
         store(j, v->kind == VERDICT_REJECT ? "reject-hl7" : "hl7", j->annotated);
 }
 
-void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
+static mllp_job_t *job_new(daemon_t *d, mllp_req_t *req, buf_t *frame, size_t arena_size)
 {
-    daemon_t *d = user;
     mllp_job_t *j = xcalloc(1, sizeof *j);
     j->d = d;
     j->req = req;
     j->t0 = uv_hrtime();
     j->frame = buf_ref(frame);
     j->msg = hl7_msg_new();
-    arena_init(&j->arena, 8192);
+    arena_init(&j->arena, arena_size);
+    return j;
+}
+
+void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
+{
+    daemon_t *d = user;
+    mllp_job_t *j = job_new(d, req, frame, 8192);
     j->pack = daemon_pack_ref(d);
     j->hl7_opts = d->hl7_opts;
     j->limits = d->gate_limits;
@@ -275,13 +278,7 @@ void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
 void serve_mllp_oversized(mllp_req_t *req, buf_t *head, size_t total, void *user)
 {
     daemon_t *d = user;
-    mllp_job_t *j = xcalloc(1, sizeof *j);
-    j->d = d;
-    j->req = req;
-    j->t0 = uv_hrtime();
-    j->frame = buf_ref(head);
-    j->msg = hl7_msg_new();
-    arena_init(&j->arena, 4096);
+    mllp_job_t *j = job_new(d, req, head, 4096);
     j->result.status = GATE_UNREADABLE;
     err_set(&j->result.detail, ERR_TOO_LARGE, total,
             "message of %zu bytes is over the limit of %ld bytes", total, d->cfg.max_message_size);

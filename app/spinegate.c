@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "auth.h"
 #include "daemon.h"
 #include "log.h"
 #include "xmalloc.h"
@@ -18,7 +19,8 @@ static void usage(FILE *f)
           "over HTTP. Every setting below is also a config file line 'key = value'\n"
           "(see spinegate.conf(5)); the command line wins over the file.\n\n"
           "  --config FILE                      read settings from FILE first\n"
-          "  --check-config                     check settings, rule pack and tables; print them\n"
+          "  --check-config                     check settings, rule pack, tables and http-tokens;\n"
+          "                                     print them\n"
           "  --help, --version\n",
           f);
     config_print_help(f);
@@ -64,8 +66,21 @@ int main(int argc, char **argv)
             config_free(&cfg);
             return 2;
         }
+        auth_tokens_t *tokens = NULL;
+        if (cfg.http_tokens && auth_tokens_load(cfg.http_tokens, &tokens, &e) != ERR_OK) {
+            fprintf(stderr, "spinegate: http-tokens: %s\n", e.msg);
+            rule_pack_free(pack);
+            config_free(&cfg);
+            return 2;
+        }
+        const char *warn[2];
+        for (size_t i = 0, n = config_http_warnings(&cfg, warn, 2); i < n; i++)
+            fprintf(stderr, "spinegate: warning: %s\n", warn[i]);
         printf("# configuration OK%s%s\n# %s\n", a.config_file ? " in " : "",
                a.config_file ? a.config_file : "", rule_pack_describe(pack));
+        if (tokens)
+            printf("# http-tokens: %zu tokens\n", auth_tokens_count(tokens));
+        auth_tokens_free(tokens);
         config_dump(&cfg, stdout);
         rule_pack_free(pack);
         config_free(&cfg);

@@ -10,7 +10,8 @@ tmp=$(mktemp -d)
 pid=
 trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$build/spinegate" --listen-mllp off --listen-http "127.0.0.1:$port" --data-dir "$tmp/data" \
+"$build/spinegate" --listen-mllp off --listen-http "127.0.0.1:$port" --http-auth none \
+    --data-dir "$tmp/data" \
     --log-level warn 2>"$tmp/log" & pid=$!
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.1; done
 echo "== POST /fhir/Claim/\$validate, wrk with 16 connections on 1 thread, ${secs}s each"

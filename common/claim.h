@@ -126,6 +126,10 @@ typedef struct {
     claim_date_t discharge;    /* PV1-45 / admission period end; year 0 when absent */
     const char *id;            /* MSH-10 or Claim.id; NULL when absent */
     const char *message_type;  /* "DFT^P03", "Claim" */
+    /* References a coder looks a claim up by (the worklist): PID-3, PID-18,
+     * PV1-19 (first repetition, first component) / Claim.patient.reference,
+     * Claim.identifier[0].value. PHI: stored, never logged. NULL when absent. */
+    const char *ref_mrn, *ref_account, *ref_visit;
     char sex;                  /* 'F', 'M', 'U', or 0 when absent */
     claim_date_t birth_date;
     claim_date_t service_from, service_to; /* billablePeriod, PV1-44/45, FT1-4 */

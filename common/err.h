@@ -41,7 +41,9 @@
     X(BUSY, "resource busy, try again")                                   \
     X(CLOSED, "connection closed")                                        \
     X(TIMEOUT, "timed out")                                               \
-    X(PROTOCOL, "protocol error")
+    X(PROTOCOL, "protocol error")                                         \
+    X(UNAUTHORIZED, "authentication required")                            \
+    X(FORBIDDEN, "not permitted")
 
 typedef enum {
 #define ERR__ENUM(name, desc) ERR_##name,

@@ -23,6 +23,8 @@
 
 #include "log.h"
 #include "queue_int.h"
+#include "worklist.h"
+#include "worklist_int.h"
 #include "xmalloc.h"
 
 /* Row states on disk. In flight is not stored: after a crash an in-flight row
@@ -56,7 +58,7 @@ typedef struct put_req {
     int64_t id;
     size_t dest_idx;
     int64_t created_ms;
-    const char *dest, *control_id, *content_type, *findings;
+    const char *dest, *control_id, *content_type, *findings, *meta, *worklist;
     const unsigned char *payload;
     size_t payload_len;
     /* the strings and the payload follow in the same allocation */
@@ -87,6 +89,9 @@ struct queue {
     sqlite3 *db;
     char *path;
     sqlite3_stmt *st_insert, *st_delete, *st_dead, *st_attempt;
+    sqlite3_stmt *st_wl_put, *st_wl_dead; /* worklist items (worklist.h) */
+    uv_timer_t inbox_timer; /* drains the inbox (queue.h) */
+    int64_t pruned_ms;      /* when the worklist was last pruned */
     int lock_fd;
     int64_t max_id;   /* highest id ever allocated: sqlite_sequence at open, then commits */
     int64_t instance; /* random, drawn when the database was created (table meta) */
@@ -219,7 +224,7 @@ static size_t dest_find(queue_t *q, const char *name, bool create)
  * first release: a file made before has no such column and gets it here. The
  * schema version stays 1 on purpose: older builds name their columns and
  * never read this one, so they still open the file. */
-static err_t add_rejects_column(sqlite3 *db, err_detail_t *d)
+static err_t add_column(sqlite3 *db, const char *col, const char *decl, err_detail_t *d)
 {
     sqlite3_stmt *st = NULL;
     bool have = false, any = false;
@@ -227,7 +232,7 @@ static err_t add_rejects_column(sqlite3 *db, err_detail_t *d)
     while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(st, 0);
         any = true;
-        if (name && strcmp(name, "rejects") == 0)
+        if (name && strcmp(name, col) == 0)
             have = true;
         rc = SQLITE_OK;
     }
@@ -236,10 +241,12 @@ static err_t add_rejects_column(sqlite3 *db, err_detail_t *d)
         return sql_err(db, rc, d, "read the queue's columns");
     if (have || !any) /* no msgs table: not ours, the statements will say so */
         return ERR_OK;
-    rc = exec(db, "ALTER TABLE msgs ADD COLUMN rejects INTEGER NOT NULL DEFAULT 0");
+    char sql[160];
+    snprintf(sql, sizeof sql, "ALTER TABLE msgs ADD COLUMN %s %s", col, decl);
+    rc = exec(db, sql);
     if (rc != SQLITE_OK)
-        return sql_err(db, rc, d, "add the rejects column");
-    log_info("queue: added the billing-reject count to an older queue file");
+        return sql_err(db, rc, d, "add a column");
+    log_info("queue: added column %s to an older queue file", col);
     return ERR_OK;
 }
 
@@ -281,7 +288,8 @@ static err_t open_schema(queue_t *q, err_detail_t *d)
                       " content_type TEXT NOT NULL, payload BLOB NOT NULL, findings TEXT,"
                       " state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
                       " last_error TEXT, created_ms INTEGER NOT NULL,"
-                      " updated_ms INTEGER NOT NULL, rejects INTEGER NOT NULL DEFAULT 0);"
+                      " updated_ms INTEGER NOT NULL, rejects INTEGER NOT NULL DEFAULT 0,"
+                      " meta TEXT);"
                       "CREATE INDEX IF NOT EXISTS msgs_dest ON msgs(dest, state, id);"
                       "PRAGMA user_version=1;"
                       "COMMIT;");
@@ -294,7 +302,12 @@ static err_t open_schema(queue_t *q, err_detail_t *d)
         return err_set(d, ERR_QUEUE, 0, "queue schema version %d is not %d", version,
                        SCHEMA_VERSION);
     }
-    return add_rejects_column(db, d);
+    err_t e = add_column(db, "rejects", "INTEGER NOT NULL DEFAULT 0", d);
+    if (!e)
+        e = add_column(db, "meta", "TEXT", d);
+    if (!e && (rc = worklist__schema(db)) != SQLITE_OK)
+        e = sql_err(db, rc, d, "create the worklist");
+    return e;
 }
 
 static err_t prepare(queue_t *q, const char *sql, sqlite3_stmt **st, err_detail_t *d)
@@ -378,6 +391,145 @@ static err_t load_state(queue_t *q, err_detail_t *d)
     return ERR_OK;
 }
 
+/* ---------------------------------------------------------------- inbox */
+
+/* Moves the inbox's messages (spinegate-admin's requeues and resends, see
+ * queue.h) to the end of their destinations' pending rows, in their inbox
+ * order, and links their worklist items to the new rows: one transaction on
+ * the write connection, on the loop thread while no commit runs (as
+ * queue_dead_review). Before load_state (at open) the counters are left to
+ * it; afterwards they are raised here and the readers woken. Returns an
+ * SQLite code; on failure nothing moved and the next poll tries again. */
+static int inbox_drain(queue_t *q, bool opened, size_t *moved)
+{
+    *moved = 0;
+    sqlite3 *db = q->db;
+    sqlite3_stmt *sel = NULL, *ins = NULL, *lnk = NULL;
+    int rc = sqlite3_prepare_v2(db, "SELECT 1 FROM inbox LIMIT 1", -1, &sel, NULL);
+    bool any = rc == SQLITE_OK && sqlite3_step(sel) == SQLITE_ROW;
+    sqlite3_finalize(sel);
+    sel = NULL;
+    if (rc != SQLITE_OK || !any)
+        return rc;
+    typedef struct {
+        char dest[QUEUE_DEST_MAX + 1];
+        int64_t id;
+    } moved_t;
+    moved_t *mv = NULL;
+    size_t n = 0, cap = 0;
+    int64_t now = now_ms();
+    rc = exec(db, "BEGIN IMMEDIATE");
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db, "SELECT id, dest FROM inbox ORDER BY id", -1, &sel, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db,
+                                "INSERT INTO msgs(dest, control_id, content_type, payload,"
+                                " findings, meta, created_ms, updated_ms, last_error)"
+                                " SELECT dest, control_id, content_type, payload, findings, meta,"
+                                " ?2, ?2, 'from the inbox' FROM inbox WHERE id=?1",
+                                -1, &ins, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db,
+                                "UPDATE worklist SET link='queue:' || ?2"
+                                " WHERE link='inbox:' || ?1",
+                                -1, &lnk, NULL);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(sel)) == SQLITE_ROW) {
+        int64_t in_id = sqlite3_column_int64(sel, 0);
+        const char *dest = (const char *)sqlite3_column_text(sel, 1);
+        rc = SQLITE_OK;
+        if (!dest || !queue__valid_dest(dest)) {
+            log_warn("queue: inbox message %" PRId64 " has no valid destination: dropped",
+                     in_id);
+            continue;
+        }
+        sqlite3_bind_int64(ins, 1, in_id);
+        sqlite3_bind_int64(ins, 2, now);
+        rc = sqlite3_step(ins);
+        sqlite3_reset(ins);
+        if (rc != SQLITE_DONE)
+            break;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 8;
+            mv = xrealloc(mv, cap * sizeof *mv);
+        }
+        snprintf(mv[n].dest, sizeof mv[n].dest, "%s", dest);
+        mv[n].id = sqlite3_last_insert_rowid(db);
+        sqlite3_bind_int64(lnk, 1, in_id);
+        sqlite3_bind_int64(lnk, 2, mv[n].id);
+        n++;
+        rc = sqlite3_step(lnk);
+        sqlite3_reset(lnk);
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    sqlite3_finalize(sel);
+    sqlite3_finalize(ins);
+    sqlite3_finalize(lnk);
+    if (rc == SQLITE_OK)
+        rc = exec(db, "DELETE FROM inbox");
+    if (rc == SQLITE_OK)
+        rc = exec(db, "COMMIT");
+    if (rc != SQLITE_OK) {
+        if (!sqlite3_get_autocommit(db))
+            exec(db, "ROLLBACK");
+        xfree(mv);
+        return rc;
+    }
+    *moved = n;
+    if (opened) {
+        /* Open already: count the rows in and wake their readers. */
+        for (size_t i = 0; i < n; i++) {
+            dest_t *e = &q->dests[dest_find(q, mv[i].dest, true)];
+            e->s.depth++;
+            q->st.depth++;
+            if (mv[i].id > e->last_id)
+                e->last_id = mv[i].id;
+            if (mv[i].id > q->max_id)
+                q->max_id = mv[i].id;
+        }
+        for (size_t i = 0; i < n; i++) {
+            dest_t *e = &q->dests[dest_find(q, mv[i].dest, false)];
+            queue_reader_t *r = e->reader;
+            if (r && !r->closing && r->ready_cb)
+                r->ready_cb(r, r->user);
+        }
+    }
+    xfree(mv);
+    return SQLITE_OK;
+}
+
+/* Prunes the worklist at open and then at most once a day. */
+static void worklist_prune_maybe(queue_t *q)
+{
+    int64_t now = now_ms();
+    if (q->pruned_ms && now - q->pruned_ms < 86400000)
+        return;
+    q->pruned_ms = now;
+    size_t n = 0;
+    int rc = worklist__prune(q->db, q->opts.worklist_keep_days, now, &n);
+    if (rc != SQLITE_OK)
+        log_warn("queue: worklist prune failed: %s", sqlite3_errmsg(q->db));
+    else if (n)
+        log_info("queue: %zu worklist items older than %u days pruned", n,
+                 q->opts.worklist_keep_days);
+}
+
+static void inbox_timer_cb(uv_timer_t *t)
+{
+    queue_t *q = t->data;
+    /* The write connection is busy, or a checkpoint that may hold SQLite's
+     * write lock runs (the loop thread must not wait on it): the next tick. */
+    if (q->committing || q->closing || q->checkpointing)
+        return;
+    size_t moved = 0;
+    int rc = inbox_drain(q, true, &moved);
+    if (rc != SQLITE_OK)
+        log_warn("queue: inbox not taken (tried again): %s", sqlite3_errmsg(q->db));
+    else if (moved)
+        log_info("queue: %zu messages handed back by spinegate-admin queued", moved);
+    worklist_prune_maybe(q);
+}
+
 #define CKPT_PAGES 1000        /* start a passive checkpoint past this WAL size */
 #define CKPT_FORCE_PAGES 16384 /* past this, one that waits for and resets the WAL */
 
@@ -395,6 +547,8 @@ static void free_handles(queue_t *q)
     sqlite3_finalize(q->st_delete);
     sqlite3_finalize(q->st_dead);
     sqlite3_finalize(q->st_attempt);
+    sqlite3_finalize(q->st_wl_put);
+    sqlite3_finalize(q->st_wl_dead);
     if (q->db)
         sqlite3_close_v2(q->db);
     /* Closed after SQLite's own descriptors: the lock is what keeps a second
@@ -431,6 +585,10 @@ err_t queue_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, qu
         q->opts.max_payload = 16u << 20;
     if (!q->opts.dead_keep_days)
         q->opts.dead_keep_days = 30;
+    if (!q->opts.worklist_keep_days)
+        q->opts.worklist_keep_days = WORKLIST_KEEP_DAYS;
+    if (!q->opts.inbox_poll_ms)
+        q->opts.inbox_poll_ms = 1000;
     q->path = xstrdup(path);
     q->puts_tail = &q->puts;
     q->marks_tail = &q->marks;
@@ -469,8 +627,21 @@ err_t queue_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, qu
     if (!e)
         e = prepare(q,
                     "INSERT INTO msgs(dest, control_id, content_type, payload, findings,"
-                    " created_ms, updated_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                    " created_ms, updated_ms, meta) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
                     &q->st_insert, d);
+    if (!e)
+        e = prepare(q,
+                    "INSERT INTO worklist(kind, msg_id, dest, control_id, content_type, payload,"
+                    " findings, meta, received_ms) VALUES(?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9)",
+                    &q->st_wl_put, d);
+    if (!e)
+        e = prepare(q,
+                    "INSERT INTO worklist(kind, msg_id, dest, control_id, content_type, payload,"
+                    " findings, meta, reason, received_ms) SELECT 'dead', id, dest, control_id,"
+                    " content_type, payload, findings, meta, ?2, created_ms FROM msgs"
+                    " WHERE id=?1 AND NOT EXISTS(SELECT 1 FROM worklist WHERE msg_id=?1"
+                    " AND kind='dead')",
+                    &q->st_wl_dead, d);
     if (!e)
         e = prepare(q, "DELETE FROM msgs WHERE id=?1", &q->st_delete, d);
     if (!e)
@@ -483,8 +654,15 @@ err_t queue_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, qu
                     "UPDATE msgs SET attempts=?2, last_error=?3, updated_ms=?4, rejects=?5"
                     " WHERE id=?1",
                     &q->st_attempt, d);
+    size_t moved = 0;
+    if (!e && (rc = inbox_drain(q, false, &moved)) != SQLITE_OK)
+        e = sql_err(q->db, rc, d, "take the inbox");
+    if (!e && moved)
+        log_info("queue: %zu messages handed back by spinegate-admin queued", moved);
     if (!e)
         e = load_state(q, d);
+    if (!e)
+        worklist_prune_maybe(q);
     if (!e) {
         sqlite3_wal_hook(q->db, wal_hook, q); /* replaces the automatic checkpoint */
         rc = sqlite3_open_v2(path, &q->ckdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -503,6 +681,11 @@ err_t queue_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, qu
     }
     uv_timer_init(loop, &q->timer);
     q->timer.data = q;
+    /* Unreferenced: the inbox poll alone does not keep a loop running. */
+    uv_timer_init(loop, &q->inbox_timer);
+    q->inbox_timer.data = q;
+    uv_timer_start(&q->inbox_timer, inbox_timer_cb, q->opts.inbox_poll_ms, q->opts.inbox_poll_ms);
+    uv_unref((uv_handle_t *)&q->inbox_timer);
     log_info("queue: opened %s (sync=%s, %" PRIu64 " pending)", path,
              q->opts.sync == QUEUE_SYNC_FULL ? "full" : "normal", q->st.depth);
     *out = q;
@@ -535,11 +718,29 @@ static void commit_work(uv_work_t *w)
         sqlite3_bind_blob64(st, 4, p->payload, p->payload_len, SQLITE_STATIC);
         bind_text_or_null(st, 5, p->findings);
         sqlite3_bind_int64(st, 6, p->created_ms);
+        bind_text_or_null(st, 7, p->meta);
         rc = sqlite3_step(st);
         p->id = sqlite3_last_insert_rowid(db);
         sqlite3_reset(st);
         rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
         what = "insert";
+        if (rc == SQLITE_OK && p->worklist) {
+            /* The item and the row it describes commit together or not at all. */
+            st = q->st_wl_put;
+            sqlite3_bind_int64(st, 1, p->id);
+            sqlite3_bind_text(st, 2, p->dest, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 3, p->control_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 4, p->content_type, -1, SQLITE_STATIC);
+            sqlite3_bind_blob64(st, 5, p->payload, p->payload_len, SQLITE_STATIC);
+            bind_text_or_null(st, 6, p->findings);
+            bind_text_or_null(st, 7, p->meta);
+            sqlite3_bind_text(st, 8, p->worklist, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 9, p->created_ms);
+            rc = sqlite3_step(st);
+            sqlite3_reset(st);
+            rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+            what = "worklist";
+        }
     }
     for (mark_req_t *m = q->batch_marks; rc == SQLITE_OK && m; m = m->next) {
         bool dead = m->kind == MARK_DEAD || m->kind == MARK_DEAD_LETTERED;
@@ -560,6 +761,17 @@ static void commit_work(uv_work_t *w)
         sqlite3_reset(st);
         rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
         what = "mark";
+        if (rc == SQLITE_OK && dead) {
+            /* A dead letter is a worklist item, written with its mark (once:
+             * a mark given again finds it, see st_wl_dead). */
+            st = q->st_wl_dead;
+            sqlite3_bind_int64(st, 1, m->id);
+            sqlite3_bind_text(st, 2, m->reason, -1, SQLITE_STATIC);
+            rc = sqlite3_step(st);
+            sqlite3_reset(st);
+            rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+            what = "worklist";
+        }
     }
     if (rc == SQLITE_OK) {
         rc = exec(db, "COMMIT");
@@ -811,8 +1023,10 @@ static put_req_t *put_append(queue_t *q, const queue_item_t *item, queue_put_cb 
 {
     size_t ld = strlen(item->dest) + 1, lc = strlen(item->control_id) + 1,
            lt = strlen(item->content_type) + 1,
-           lf = item->findings ? strlen(item->findings) + 1 : 0;
-    put_req_t *p = xmalloc(sizeof *p + ld + lc + lt + lf + item->payload_len + 1);
+           lf = item->findings ? strlen(item->findings) + 1 : 0,
+           lm = item->meta ? strlen(item->meta) + 1 : 0,
+           lw = item->worklist ? strlen(item->worklist) + 1 : 0;
+    put_req_t *p = xmalloc(sizeof *p + ld + lc + lt + lf + lm + lw + item->payload_len + 1);
     char *s = (char *)(p + 1);
     p->next = NULL;
     p->cb = cb;
@@ -829,6 +1043,10 @@ static put_req_t *put_append(queue_t *q, const queue_item_t *item, queue_put_cb 
     s += lt;
     p->findings = lf ? memcpy(s, item->findings, lf) : NULL;
     s += lf;
+    p->meta = lm ? memcpy(s, item->meta, lm) : NULL;
+    s += lm;
+    p->worklist = lw ? memcpy(s, item->worklist, lw) : NULL;
+    s += lw;
     p->payload = memcpy(s, item->payload, item->payload_len);
     s[item->payload_len] = 0;
     p->payload_len = item->payload_len;
@@ -1093,6 +1311,14 @@ static void close_timer_cb(uv_handle_t *h)
         cb(user);
 }
 
+/* The commit timer is closed second, so that q (which holds both) is freed
+ * only once neither is in libuv's closing list. */
+static void inbox_closed_cb(uv_handle_t *h)
+{
+    queue_t *q = h->data;
+    uv_close((uv_handle_t *)&q->timer, close_timer_cb);
+}
+
 static void maybe_finish_close(queue_t *q)
 {
     if (!q->closing || q->closed || q->committing || q->checkpointing || q->nreaders)
@@ -1102,7 +1328,7 @@ static void maybe_finish_close(queue_t *q)
         return;
     }
     q->closed = true;
-    uv_close((uv_handle_t *)&q->timer, close_timer_cb);
+    uv_close((uv_handle_t *)&q->inbox_timer, inbox_closed_cb);
 }
 
 void queue_close(queue_t *q, queue_close_cb cb, void *user)

@@ -56,6 +56,10 @@ typedef struct {
     size_t max_payload;      /* largest payload accepted; 0 = 16 MiB */
     unsigned dead_keep_days; /* dead-lettered rows (a durable file holds them) older than
                                 this are pruned at open; 0 = 30 */
+    unsigned worklist_keep_days; /* worklist items not open, changed longer ago than this,
+                                    are pruned at open and daily; 0 = 90 (worklist.h) */
+    unsigned inbox_poll_ms;  /* how often the inbox (messages spinegate-admin requeued or
+                                resent) is looked at while open; 0 = 1000 */
 } queue_opts_t;
 
 /* One message to store. Every pointer is borrowed for the call only. */
@@ -66,6 +70,13 @@ typedef struct {
     const void *payload;
     size_t payload_len;   /* >= 1 */
     const char *findings; /* optional one-line summary of the findings; NULL = none */
+    /* Optional worklist description (a JSON object written by app/: source,
+     * peer, message type, lookup references, verdict, findings). Kept with the
+     * row, so that a dead letter's worklist item has it too. NULL = none. */
+    const char *meta;
+    /* When not NULL ("reject", "annotate"), a worklist item of that kind is
+     * written in the same transaction as the row (worklist.h). */
+    const char *worklist;
 } queue_item_t;
 
 /* A stored message as read back by a reader. One allocation: free it with
@@ -272,6 +283,15 @@ typedef queue_dead_fate_t (*queue_dead_fn)(const queue_row_t *row, void *user);
  * ERR_CLOSED, ERR_QUEUE (SQLite: nothing changed). */
 err_t queue_dead_review(queue_t *q, const char *dest, queue_dead_fn fate, void *user,
                         size_t *requeued, size_t *filed, err_detail_t *d);
+
+/* The worklist (worklist.h) lives in the queue's database: an item is
+ * written in the transaction that stores the row it describes (a put with
+ * item->worklist set) or dead-letters it (queue_mark_dead and
+ * queue_mark_dead_lettered write a "dead" item). spinegate-admin, another
+ * process, hands messages back for delivery through the table inbox; the
+ * queue moves them to the end of their destination's pending rows at open
+ * and every inbox_poll_ms, in one transaction each time, and wakes the
+ * readers. */
 
 /* Frees a row from a fetch. Accepts NULL. */
 void queue_row_free(queue_row_t *row);

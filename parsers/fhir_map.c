@@ -789,6 +789,29 @@ static err_t map_patient(map_t *m, claim_t *c)
     return e;
 }
 
+/* Claim.patient.reference and Claim.identifier[0].value, for the worklist's
+ * lookup only: read leniently (a wrong shape is judged elsewhere or not at
+ * all, and must not turn a claim away). */
+static void map_refs(map_t *m, claim_t *c)
+{
+    bool b = false;
+    const char *s = NULL;
+    fhir__node_t p = m->ops->get(m->claim, "patient", &b);
+    if (!b && p && m->ops->is_object(p)) {
+        fhir__node_t r = m->ops->get(p, "reference", &b);
+        if (!b && r && m->ops->str(r, &s) == FHIR__OK && s)
+            c->ref_mrn = dup(m, s);
+    }
+    b = false;
+    fhir__node_t id = m->ops->first(m->claim, "identifier", &b);
+    if (!b && id && m->ops->is_object(id)) {
+        s = NULL;
+        fhir__node_t v = m->ops->get(id, "value", &b);
+        if (!b && v && m->ops->str(v, &s) == FHIR__OK && s)
+            c->ref_account = dup(m, s);
+    }
+}
+
 /* ---- care setting ---------------------------------------------------- */
 
 /* Claim.type: a coding of the claim-type system (or one without a system). */
@@ -1014,6 +1037,7 @@ static err_t map_claim(map_t *m, claim_t *c)
         return e;
     if ((e = map_patient(m, c)))
         return e;
+    map_refs(m, c);
     if ((e = first(m, m->claim, "diagnosis", &n)))
         return e;
     for (size_t i = 0; n; n = m->ops->next(n), i++) {

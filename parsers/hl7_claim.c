@@ -487,10 +487,16 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
             cl->sex = sex.ptr[0];
         else if (hl7_value_kind(sex) == HL7_PRESENT)
             cl->sex = 'U';
+        /* Lookup references only: a bad escape keeps the raw text. */
+        (void)str_of(&c, hl7_value(msg, (size_t)pid, 3, 1, 1, 0), false, "PID-3", &cl->ref_mrn);
+        (void)str_of(&c, hl7_value(msg, (size_t)pid, 18, 1, 1, 0), false, "PID-18",
+                     &cl->ref_account);
     }
     claim_date_t admit = {0, 0, 0}, disch = {0, 0, 0};
     long pv1 = hl7_seg_find(msg, "PV1", 1);
     if (pv1 >= 0) {
+        (void)str_of(&c, hl7_value(msg, (size_t)pv1, 19, 1, 1, 0), false, "PV1-19",
+                     &cl->ref_visit);
         slice_t dispo = hl7_value(msg, (size_t)pv1, 36, 1, 1, 0);
         if (hl7_value_kind(dispo) == HL7_PRESENT)
             cl->discharged_alive = slice_eq(dispo, "20") || slice_eq(dispo, "40") ||

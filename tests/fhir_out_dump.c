@@ -160,6 +160,15 @@ int main(int argc, char **argv)
             fhir_out_outcome_error(&errs[k], fmt, &a, &s);
             put(name, fmt, s);
         }
+        /* The HTTP listener's refusals (401, 403). */
+        static const err_t auth_codes[] = {ERR_UNAUTHORIZED, ERR_FORBIDDEN};
+        for (size_t k = 0; k < 2; k++) {
+            err_detail_t e;
+            err_clear(&e);
+            err_set(&e, auth_codes[k], 0, "refused");
+            fhir_out_outcome_error(&e, fmt, &a, &s);
+            put(k ? "outcome-forbidden" : "outcome-login", fmt, s);
+        }
 
         fhir_out_entry_t entries[4] = {
             {.status = 201, .location = "Claim/spine-b1/_history/1", .verdict = &empty},

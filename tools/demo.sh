@@ -11,8 +11,10 @@ rm -rf "$data"
 mllp_port=${DEMO_MLLP_PORT:-2575}
 http_port=${DEMO_HTTP_PORT:-8080}
 
+# --http-auth none: the demo's HTTP listener is on loopback and needs no
+# tokens (spinegate(8), AUTHENTICATION); anywhere else it would.
 "$build/spinegate" --data-dir "$data" --listen-mllp "127.0.0.1:$mllp_port" \
-    --listen-http "127.0.0.1:$http_port" 2>"$data.log" &
+    --listen-http "127.0.0.1:$http_port" --http-auth none 2>"$data.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do

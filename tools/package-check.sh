@@ -31,6 +31,7 @@ fail() {
     echo "package-check: FAIL: $*" >&2
     exit 1
 }
+mkdir -p "$work" # a fresh clone has no build/package-check yet
 [ "$(id -u)" = 0 ] || fail "run as root (dpkg in a chroot, mmdebstrap)"
 for tool in dpkg-buildpackage lintian mmdebstrap systemd-analyze chroot; do
     command -v $tool >/dev/null ||

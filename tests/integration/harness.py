@@ -64,11 +64,14 @@ def wait_for(predicate, timeout=10.0, what="condition"):
 class Daemon:
     """The real spinegate process with a private data dir and free ports."""
 
-    def __init__(self, *extra, mllp=True, http=False, data_dir=None):
+    def __init__(self, *extra, mllp=True, http=False, data_dir=None, http_auth="none"):
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="sg-it-")
         self.mllp_port = free_port() if mllp else None
         self.http_port = free_port() if http else None
         self.extra = list(extra)
+        # The tests talk to a loopback listener with no tokens: they say so,
+        # as the daemon requires (http_auth=None leaves it to the extras).
+        self.http_auth = http_auth
         self.proc = None
         self.log_path = os.path.join(self.data_dir, "daemon.log")
 
@@ -77,6 +80,8 @@ class Daemon:
         a += ["--listen-mllp", "127.0.0.1:%d" % self.mllp_port if self.mllp_port else "off"]
         if self.http_port:
             a += ["--listen-http", "127.0.0.1:%d" % self.http_port]
+            if self.http_auth:
+                a += ["--http-auth", self.http_auth]
         return a + self.extra
 
     def start(self):

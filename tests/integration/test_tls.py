@@ -381,6 +381,29 @@ class HttpsListener(unittest.TestCase):
             d.cleanup()
 
 
+class HttpsClientCertificateAuth(unittest.TestCase):
+    """With http-auth = token, a verified client certificate authenticates a
+    request as a token does (no tokens file needed)."""
+
+    def test_certificate_authenticates_request(self):
+        d = h.Daemon("--http-tls-cert", CERTS.path("server"), "--http-tls-key", CERTS.key("server"),
+                     "--http-tls-client-ca", CERTS.path("ca"), mllp=False, http=True,
+                     http_auth="token")
+        d.https = True
+        self.addCleanup(d.cleanup)
+        d.start()
+        mine = ["--cert", CERTS.path("mirth"), "--key", CERTS.key("mirth")]
+        self.assertIn("spinegate_tls_handshakes_total", curl(d, "/metrics", *mine))
+        r = subprocess.run(["curl", "-sS", "--max-time", "10", "--cacert", CERTS.path("ca")] + mine +
+                           ["-o", "/dev/null", "-w", "%{http_code}",
+                            "-H", "Content-Type: application/fhir+json", "--data-binary",
+                            "@" + os.path.join(h.DATA, "fhir", "json", "spine-m4304-mri.json"),
+                            "https://localhost:%d/fhir/Claim" % d.http_port],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.assertIn(r.stdout.decode(), ("200", "201"), r.stderr)
+        wait_log(d, r"http conn=\d+ client=cert:CN=mirth\.example", "the request's log line")
+
+
 class DownstreamTls(unittest.TestCase):
     """The MLLP deliverer over TLS: billing verified against the CA, a client
     certificate presented, failures retried and logged."""

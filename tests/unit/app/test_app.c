@@ -245,6 +245,59 @@ static void test_report_code_set(void **state)
     free(buf);
 }
 
+/* The HTTP access policy of config_validate: http-auth = none only on
+ * loopback unless insecure, never together with http-tokens. */
+static void test_http_access_policy(void **state)
+{
+    (void)state;
+    static const char *const loop[] = {"127.0.0.1", "127.1.2.3", "::1", "localhost", "LocalHost"};
+    static const char *const wide[] = {"0.0.0.0", "::", "10.0.0.1", "192.0.2.1", "::ffff:127.0.0.1",
+                                       "example.org", "128.0.0.1"};
+    for (size_t i = 0; i < sizeof loop / sizeof loop[0]; i++)
+        assert_true(config_host_is_loopback(loop[i]));
+    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++)
+        assert_false(config_host_is_loopback(wide[i]));
+
+    static const struct {
+        const char *listen, *auth, *tokens;
+        bool insecure;
+        err_t want;
+        size_t warnings;
+    } cases[] = {
+        {"127.0.0.1:8080", "none", NULL, false, ERR_OK, 0},
+        {"[::1]:8080", "none", NULL, false, ERR_OK, 0},
+        {"0.0.0.0:8080", "none", NULL, false, ERR_BAD_CONFIG, 0},
+        {"10.1.1.1:8080", "none", NULL, false, ERR_BAD_CONFIG, 0},
+        {"10.1.1.1:8080", "none", NULL, true, ERR_OK, 1},       /* insecure: warned */
+        {"10.1.1.1:8080", "token", "/t", false, ERR_OK, 1},     /* tokens in clear: warned */
+        {"127.0.0.1:8080", "token", "/t", false, ERR_OK, 0},
+        {"127.0.0.1:8080", "token", NULL, false, ERR_OK, 1},    /* nobody can get in: warned */
+        {"127.0.0.1:8080", "none", "/t", false, ERR_BAD_CONFIG, 0},
+        {"127.0.0.1:8080", "basic", NULL, false, ERR_BAD_CONFIG, 0},
+        {"off", "none", NULL, false, ERR_OK, 0},                /* no HTTP: nothing to check */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        config_t c;
+        err_detail_t d;
+        config_defaults(&c);
+        assert_string_equal(c.http_auth, "token");
+        assert_false(c.insecure);
+        assert_int_equal(config_set(&c, "listen-http", cases[i].listen, 0, &d), ERR_OK);
+        assert_int_equal(config_set(&c, "http-auth", cases[i].auth, 0, &d), ERR_OK);
+        if (cases[i].tokens)
+            assert_int_equal(config_set(&c, "http-tokens", cases[i].tokens, 0, &d), ERR_OK);
+        c.insecure = cases[i].insecure;
+        err_t rc = config_validate(&c, &d);
+        if (rc != cases[i].want)
+            fail_msg("case %zu (%s, %s): %s", i, cases[i].listen, cases[i].auth, d.msg);
+        if (rc == ERR_OK) {
+            const char *w[2];
+            assert_int_equal(config_http_warnings(&c, w, 2), cases[i].warnings);
+        }
+        config_free(&c);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -253,6 +306,7 @@ int main(void)
         cmocka_unit_test(test_tls_settings),
         cmocka_unit_test(test_metrics_code_sets),
         cmocka_unit_test(test_report_code_set),
+        cmocka_unit_test(test_http_access_policy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -444,6 +444,28 @@ class DownstreamTls(unittest.TestCase):
                  "name mismatch line")
         self.assertEqual(sink.received, [])
 
+    def test_broken_client_key_on_reload_keeps_delivering(self):
+        sink = TlsMllpSink(client_ca="ca").start()
+        self.addCleanup(sink.stop)
+        work = tempfile.mkdtemp(prefix="sg-tls-down-")
+        self.addCleanup(shutil.rmtree, work, True)
+        key = os.path.join(work, "gate.key")
+        shutil.copy(CERTS.key("gate"), key)
+        d = self.deliver(sink.port, "--downstream-tls-ca", CERTS.path("ca"),
+                         "--downstream-tls-cert", CERTS.path("gate"), "--downstream-tls-key", key,
+                         "--downstream-tls-server-name", "billing.example")
+        h.wait_for(lambda: len(sink.received) == 1, what="the first delivery")
+        with open(key, "w") as f:
+            f.write("not a key\n")
+        d.send_signal(signal.SIGHUP)
+        wait_log(d, r"downstream: TLS reload failed, keeping the running certificates: TLS key",
+                 "failed reload line")
+        msg = h.demo("01-accept-no-spine-codes.hl7").decode()
+        msg = msg.replace(h.msh10(msg), "AFTER-RELOAD", 1)
+        self.assertEqual(h.ack_code(h.mllp_send(d.mllp_port, msg)), "AA")
+        h.wait_for(lambda: len(sink.received) == 2, what="delivery after the failed reload")
+        self.assertEqual(h.msh10(sink.received[1]), "AFTER-RELOAD")
+
     def test_tls_to_plaintext_downstream_retries(self):
         sink = h.MllpSink().start()
         self.addCleanup(sink.stop)

@@ -37,7 +37,7 @@ start_daemon() { # start_daemon EXTRA-ARGS
     # shellcheck disable=SC2086
     "$build/spinegate" --listen-mllp "127.0.0.1:$sg_port" --listen-http "127.0.0.1:$http_port" \
         --downstream-mllp "127.0.0.1:$sink_port" --data-dir "$tmp/data" --log-level error \
-        --queue-sync normal $1 2>"$tmp/sg.log" & sg_pid=$!
+        --queue-sync normal --http-auth none $1 2>"$tmp/sg.log" & sg_pid=$!
     wait_port "$sg_port"
 }
 stop_daemon() { kill -TERM $sg_pid; wait $sg_pid || true; sg_pid=; }
@@ -52,8 +52,10 @@ local f = io.open("$body", "rb")
 wrk.body = f:read("*a")
 f:close()
 LUA
+    # A run with non-2xx answers measured errors, not $validate: say so.
     wrk -t1 -c16 -d"${secs}s" -s "$tmp/post.lua" "$1/fhir/Claim/\$validate" |
-        awk '/Requests\/sec/ {printf "%.0f", $2}'
+        awk '/Non-2xx/ {bad = $NF} /Requests\/sec/ {rps = $2}
+             END {if (bad) printf "%.0f (%s non-2xx!)", rps, bad; else printf "%.0f", rps}'
 }
 
 rate() { echo "$1" | sed -n 's/.*msgs_per_s=\([0-9]*\).*/\1/p'; }
@@ -75,4 +77,4 @@ echo "   MLLP over TLS:  $tls1"
 echo "   MLLP over TLS:  $tls16"
 echo "   \$validate 16 conns: HTTP ${http16} requests/s, HTTPS ${https16} requests/s"
 ratio() { awk "BEGIN{ if ($2 > 0) printf \"%.0f%%\", 100 * $1 / $2; else print \"n/a\" }"; }
-echo "== TLS / plaintext: MLLP 1 conn $(ratio "$(rate "$tls1")" "$(rate "$plain1")"), MLLP 16 conns $(ratio "$(rate "$tls16")" "$(rate "$plain16")"), \$validate 16 conns $(ratio "$https16" "$http16") (goal: at least 70% at 16)"
+echo "== TLS / plaintext: MLLP 1 conn $(ratio "$(rate "$tls1")" "$(rate "$plain1")"), MLLP 16 conns $(ratio "$(rate "$tls16")" "$(rate "$plain16")"), \$validate 16 conns $(ratio "${https16%% *}" "${http16%% *}") (goal: at least 70% at 16)"

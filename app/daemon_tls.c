@@ -92,6 +92,16 @@ err_t daemon_tls_start(daemon_t *d)
                      tls_ctx_mutual(d->tls[i]) ? " with client certificates" : "",
                      d->cfg.tls_min_version);
     }
+    /* Settings that would do nothing: said once, so that nobody believes a
+     * socket is protected when it is not there. */
+    const config_t *c = &d->cfg;
+    if (c->downstream_mllp_tls && !c->downstream_mllp.port && !c->reject_mllp.port)
+        log_warn("downstream-mllp-tls is set but no MLLP destination is (downstream-mllp, "
+                 "reject-mllp): it has no effect");
+    if (c->mllp_tls_cert && !c->listen_mllp.port)
+        log_warn("mllp-tls-cert is set but the MLLP listener is off: it has no effect");
+    if (c->http_tls_cert && !c->listen_http.port)
+        log_warn("http-tls-cert is set but the HTTP listener is off: it has no effect");
     check_expiry(d);
     uv_timer_start(&d->tls_timer, on_expiry_timer, EXPIRY_CHECK_MS, EXPIRY_CHECK_MS);
     uv_unref((uv_handle_t *)&d->tls_timer); /* never what keeps the loop alive */

@@ -783,8 +783,8 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
     uv_signal_start(&d->sig_int, on_signal, SIGINT);
     uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
 
-    if (queue_guard_after(d) != 0 || daemon_tls_start(d) != ERR_OK ||
-        start_delivery(d) != ERR_OK || start_listeners(d) != ERR_OK) {
+    if (queue_guard_after(d) != 0 || daemon_tls_start(d) != ERR_OK || start_delivery(d) != ERR_OK ||
+        start_listeners(d) != ERR_OK) {
         d->exit_code = 1;
         begin_stop(d, "startup failed");
     } else {

@@ -621,8 +621,7 @@ static void conn_tls_failed(ingest__conn_t *c)
         s->tls_st.failed++;
     if (refused)
         log_warn("%s conn #%llu from %s: client certificate \"%s\" not on the allow-list, closing",
-                 s->proto->name, (unsigned long long)c->id, c->peer,
-                 tls_conn_peer_subject(c->tls));
+                 s->proto->name, (unsigned long long)c->id, c->peer, tls_conn_peer_subject(c->tls));
     else
         log_warn("%s conn #%llu from %s: TLS %s failed: %s", s->proto->name,
                  (unsigned long long)c->id, c->peer, c->proto_open ? "session" : "handshake",

@@ -242,7 +242,7 @@ static void timer_cb(uv_timer_t *t)
 {
     mllp_state_t *m = t->data;
     finish(m, OUT_RES_RETRY,
-           m->connected          ? "ACK timeout"
+           m->connected        ? "ACK timeout"
            : m->c && m->c->tls ? "TLS handshake timeout (is downstream speaking TLS?)"
                                : "connect timeout");
 }
@@ -321,8 +321,8 @@ static void tls_input(conn_t *c, const char *p, size_t n)
             return;
         if (got < 0) {
             char reason[200];
-            snprintf(reason, sizeof reason, "TLS with %s:%u failed: %s", m->d->o.host,
-                     m->d->o.port, tls_conn_error(c->tls));
+            snprintf(reason, sizeof reason, "TLS with %s:%u failed: %s", m->d->o.host, m->d->o.port,
+                     tls_conn_error(c->tls));
             if (m->row)
                 finish(m, OUT_RES_RETRY, reason);
             else {
@@ -335,8 +335,8 @@ static void tls_input(conn_t *c, const char *p, size_t n)
             m->connected = true;
             m->d->connected = true;
             uv_timer_stop(&m->timer);
-            log_info("out %s: %s with %s:%u", m->d->o.dest, tls_conn_version(c->tls),
-                     m->d->o.host, m->d->o.port);
+            log_info("out %s: %s with %s:%u", m->d->o.dest, tls_conn_version(c->tls), m->d->o.host,
+                     m->d->o.port);
             if (m->row)
                 write_frame(m);
             if (c->dead)
@@ -520,8 +520,8 @@ static void connect_cb(uv_connect_t *req, int status)
     if (m->d->o.tls) {
         /* Connected once the handshake is done; the connect timer, still
          * running, bounds it. The first read sends the ClientHello. */
-        c->tls = tls_conn_new(m->d->o.tls, m->d->o.tls_server_name ? m->d->o.tls_server_name
-                                                                    : m->d->o.host);
+        c->tls = tls_conn_new(m->d->o.tls,
+                              m->d->o.tls_server_name ? m->d->o.tls_server_name : m->d->o.host);
         if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb)) {
             finish(m, OUT_RES_RETRY, "read start failed");
             return;

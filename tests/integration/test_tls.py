@@ -575,6 +575,40 @@ class Reload(unittest.TestCase):
         self.assertEqual(h.ack_code(exchange(old, h.demo("01-accept-no-spine-codes.hl7"))), "AA")
 
 
+class ReloadHttps(unittest.TestCase):
+    def test_http_listener_takes_new_certificate(self):
+        work = tempfile.mkdtemp(prefix="sg-tls-reload-http-")
+        self.addCleanup(shutil.rmtree, work, True)
+        cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
+        shutil.copy(CERTS.path("server"), cert)
+        shutil.copy(CERTS.key("server"), key)
+        d = h.Daemon("--http-tls-cert", cert, "--http-tls-key", key, mllp=False, http=True)
+        d.https = True
+        self.addCleanup(d.cleanup)
+        d.start()
+
+        def serial():
+            with socket.create_connection(("127.0.0.1", d.http_port), timeout=10) as raw:
+                with client_ctx().wrap_socket(raw, server_hostname="localhost") as s:
+                    return s.getpeercert()["serialNumber"]
+
+        first = serial()
+        # A keep-alive connection opened before the reload.
+        raw = socket.create_connection(("127.0.0.1", d.http_port), timeout=10)
+        old = client_ctx().wrap_socket(raw, server_hostname="localhost")
+        self.addCleanup(old.close)
+        get = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        old.sendall(get)
+        self.assertTrue(old.recv(65536).startswith(b"HTTP/1.1 200"))
+        shutil.copy(CERTS.path("server2"), cert)
+        shutil.copy(CERTS.key("server2"), key)
+        d.send_signal(signal.SIGHUP)
+        wait_log(d, r"http: TLS certificates reloaded", "reload line")
+        self.assertNotEqual(serial(), first)
+        old.sendall(get)
+        self.assertTrue(old.recv(65536).startswith(b"HTTP/1.1 200"))
+
+
 class ReloadUnderLoad(unittest.TestCase):
     """Senders on several TLS connections, new and kept open, while
     certificates are reloaded: every message is acknowledged AA and stored."""

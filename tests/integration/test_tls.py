@@ -63,7 +63,7 @@ class Certs:
         with open(ext, "w") as f:
             f.write("subjectAltName=%s\n" % san)
         openssl("x509", "-req", "-in", csr, "-CA", self.path(ca), "-CAkey", self.key(ca),
-                "-set_serial", str(abs(hash(name)) % 100000 + 1), "-days", days,
+                "-set_serial", str(len(os.listdir(self.dir))), "-days", days,
                 "-extfile", ext, "-out", self.path(name))
 
     def cleanup(self):

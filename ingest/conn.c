@@ -474,6 +474,7 @@ static uint64_t conn_linger_ms(const ingest__conn_t *c)
 }
 
 static void conn_send_cipher(ingest__conn_t *c);
+static void conn_write_raw(ingest__conn_t *c, ingest__wbuf_t *w);
 
 /* Closes c if it was asked to finish and nothing is left to write. */
 static void conn_maybe_finish(ingest__conn_t *c)
@@ -653,7 +654,16 @@ static void conn_tls_input(ingest__conn_t *c, const char *p, size_t n)
         s->tls_st.plaintext++;
         log_warn("%s conn #%llu from %s: plaintext sent to the TLS port, closing", s->proto->name,
                  (unsigned long long)c->id, c->peer);
-        ingest__conn_close(c, "plaintext on the TLS port");
+        const char *reply = s->proto->plaintext_reply;
+        if (!reply) {
+            ingest__conn_close(c, "plaintext on the TLS port");
+            return;
+        }
+        size_t len = strlen(reply);
+        ingest__wbuf_t *w = ingest__wbuf_new(len);
+        memcpy(w->data, reply, len);
+        conn_write_raw(c, w);
+        ingest__conn_finish(c); /* the reply, our FIN, then input discarded */
         return;
     }
     tls_conn_feed(c->tls, p, n);

@@ -310,6 +310,13 @@ static const ingest__proto_t http_proto = {
     .on_timer = on_timer,
     .on_close = on_close,
     .held = held,
+    /* What a browser or curl shows for http:// sent to an https:// port. */
+    .plaintext_reply = "HTTP/1.1 400 Bad Request\r\n"
+                       "Content-Type: text/plain\r\n"
+                       "Content-Length: 38\r\n"
+                       "Connection: close\r\n"
+                       "\r\n"
+                       "This port speaks HTTPS: use https://\r\n",
 };
 
 /* ---- server ----------------------------------------------------------------- */

@@ -123,6 +123,9 @@ typedef struct {
     void (*on_close)(ingest__conn_t *c, const char *why);
     /* Bytes the protocol holds for an unfinished message (NULL: none). */
     size_t (*held)(const ingest__conn_t *c);
+    /* Written in clear to a peer that sent plaintext to the TLS port, before
+     * the close, so that it learns why (NULL: closed without a word). */
+    const char *plaintext_reply;
 } ingest__proto_t;
 
 typedef struct {

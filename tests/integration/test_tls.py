@@ -364,10 +364,13 @@ class HttpsListener(unittest.TestCase):
                  "allow-list line")
 
     def test_plaintext_http_to_https_port(self):
-        r = subprocess.run(["curl", "-sS", "--max-time", "10",
+        # Told why in clear, then closed; never served.
+        r = subprocess.run(["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}",
                             "http://127.0.0.1:%d/healthz" % self.d.http_port],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.assertNotEqual(r.returncode, 0)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.decode().split("\n")[-1], "400")
+        self.assertIn("This port speaks HTTPS", r.stdout.decode())
         wait_log(self.d, r"http conn #\d+ .*plaintext sent to the TLS port", "plaintext line")
         self.mine()
 

@@ -1009,6 +1009,7 @@ static void serve_metrics(daemon_t *d, http_req_t *req)
             "# TYPE spinegate_buffered_pauses_total counter\n"
             "spinegate_buffered_pauses_total %llu\n",
             bs.used, (unsigned long long)bs.pauses);
+    daemon_tls_metrics(d, extra, sizeof extra, &off);
     size_t len;
     char *text = metrics_render(&d->metrics, extra, &len);
     http_req_respond(req, 200, "text/plain; version=0.0.4", text, len, NULL);
@@ -1022,7 +1023,12 @@ static void serve_metrics(daemon_t *d, http_req_t *req)
  * request's connection; a plain listener has only the Authorization header. */
 static auth_creds_t creds_of(const http_req_t *req)
 {
-    return (auth_creds_t){.authorization = http_req_header(req, "Authorization")};
+    /* Only a connection whose client certificate was verified against
+     * http-tls-client-ca and the allow-list has a subject. */
+    const char *subject = http_req_client_subject(req);
+    return (auth_creds_t){.authorization = http_req_header(req, "Authorization"),
+                          .cert_verified = subject != NULL,
+                          .cert_name = subject};
 }
 
 /* Lets req through to an endpoint that needs scope, with who set to the

@@ -106,6 +106,7 @@ struct queue {
     bool committing; /* a batch is on the thread pool */
     unsigned fail_streak; /* group commits failed in a row: marks are retried with backoff */
     int wal_pages;   /* WAL size after the last commit (set by the commit thread) */
+    int ck_pages;    /* WAL size when the last checkpoint started */
 
     /* Checkpoints run on their own connection and work item, beside the
      * commits, so that copying the WAL into the database never delays a
@@ -810,6 +811,15 @@ static void checkpoint_maybe(queue_t *q)
 {
     if (q->checkpointing || q->closed || q->wal_pages < CKPT_PAGES)
         return;
+    /* Commits go on while a checkpoint runs, so the WAL seldom restarts
+     * before the forced one: past CKPT_PAGES, start one per CKPT_PAGES new
+     * pages, not one per commit (each syncs the WAL: most of the fsyncs of
+     * queue-sync=normal were these). */
+    if (q->wal_pages < q->ck_pages)
+        q->ck_pages = 0; /* the WAL restarted */
+    if (q->wal_pages < CKPT_FORCE_PAGES && q->wal_pages - q->ck_pages < CKPT_PAGES)
+        return;
+    q->ck_pages = q->wal_pages;
     /* Passive: copies what it can without blocking the writer. If the WAL
      * still grew (the writer never let it restart), the next one waits. */
     q->ck_mode =

@@ -91,6 +91,7 @@ struct queue {
     sqlite3_stmt *st_insert, *st_delete, *st_dead, *st_attempt;
     sqlite3_stmt *st_wl_put, *st_wl_dead; /* worklist items (worklist.h) */
     uv_timer_t inbox_timer; /* drains the inbox (queue.h) */
+    uv_timer_t fresh_timer; /* hands fetches served from memory to their callbacks */
     int64_t pruned_ms;      /* when the worklist was last pruned */
     int lock_fd;
     int64_t max_id;   /* highest id ever allocated: sqlite_sequence at open, then commits */
@@ -153,7 +154,21 @@ struct queue_reader {
     int64_t new_cursor;
     int rc;
     char err[200];
+    /* Rows committed since the reader opened, copied from their puts, so
+     * that a fetch of what was just stored reads neither the file nor a
+     * thread (issue 15). Loop thread only. Every pending row of the
+     * destination with an id above fresh_from is here, in id order, until
+     * something else adds rows (the inbox, a dead review: fresh_drop) or
+     * FRESH_MAX is reached; the rows at or below it come from the file. */
+    queue_row_t **fresh;
+    size_t fresh_head, fresh_n;
+    int64_t fresh_from;
+    bool fresh_ready; /* rows/new_cursor hold a fetch served from memory */
 };
+
+/* Rows kept in memory per reader at most: a stalled destination reads
+ * the file again once its deliverer catches up. */
+#define FRESH_MAX 512
 
 static int64_t now_ms(void)
 {
@@ -401,6 +416,8 @@ static err_t load_state(queue_t *q, err_detail_t *d)
  * queue_dead_review). Before load_state (at open) the counters are left to
  * it; afterwards they are raised here and the readers woken. Returns an
  * SQLite code; on failure nothing moved and the next poll tries again. */
+static void fresh_drop(queue_t *q);
+
 static int inbox_drain(queue_t *q, bool opened, size_t *moved)
 {
     *moved = 0;
@@ -488,6 +505,8 @@ static int inbox_drain(queue_t *q, bool opened, size_t *moved)
             if (mv[i].id > q->max_id)
                 q->max_id = mv[i].id;
         }
+        if (n)
+            fresh_drop(q); /* these rows are read from the file */
         for (size_t i = 0; i < n; i++) {
             dest_t *e = &q->dests[dest_find(q, mv[i].dest, false)];
             queue_reader_t *r = e->reader;
@@ -685,12 +704,75 @@ err_t queue_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, qu
     /* Unreferenced: the inbox poll alone does not keep a loop running. */
     uv_timer_init(loop, &q->inbox_timer);
     q->inbox_timer.data = q;
+    uv_timer_init(loop, &q->fresh_timer);
+    q->fresh_timer.data = q;
     uv_timer_start(&q->inbox_timer, inbox_timer_cb, q->opts.inbox_poll_ms, q->opts.inbox_poll_ms);
     uv_unref((uv_handle_t *)&q->inbox_timer);
     log_info("queue: opened %s (sync=%s, %" PRIu64 " pending)", path,
              q->opts.sync == QUEUE_SYNC_FULL ? "full" : "normal", q->st.depth);
     *out = q;
     return ERR_OK;
+}
+
+/* ---------------------------------------------------------------- fresh rows */
+
+static void fresh_clear(queue_reader_t *r)
+{
+    while (r->fresh_n) {
+        queue_row_free(r->fresh[r->fresh_head]);
+        r->fresh_head = (r->fresh_head + 1) % FRESH_MAX;
+        r->fresh_n--;
+    }
+    r->fresh_head = 0;
+}
+
+/* Rows were added that commit_done did not see (the inbox, a dead review):
+ * the readers read everything up to the highest id so far from the file. */
+static void fresh_drop(queue_t *q)
+{
+    for (size_t i = 0; i < q->ndests; i++) {
+        queue_reader_t *r = q->dests[i].reader;
+        if (r) {
+            fresh_clear(r);
+            r->fresh_from = q->max_id;
+        }
+    }
+}
+
+/* Keeps the row p just committed as a fetch would read it back. */
+static void fresh_add(queue_reader_t *r, const put_req_t *p)
+{
+    if (p->id <= r->fresh_from)
+        return;
+    if (r->fresh_n == FRESH_MAX) {
+        fresh_clear(r);
+        r->fresh_from = p->id;
+        return;
+    }
+    if (!r->fresh)
+        r->fresh = xmalloc(FRESH_MAX * sizeof *r->fresh);
+    size_t ld = strlen(p->dest) + 1, lc = strlen(p->control_id) + 1,
+           lt = strlen(p->content_type) + 1, lf = p->findings ? strlen(p->findings) + 1 : 0;
+    queue_row_t *row = xmalloc(sizeof *row + ld + lc + lt + lf + p->payload_len + 1);
+    char *s = (char *)(row + 1);
+    row->id = p->id;
+    row->attempts = 0;
+    row->rejects = 0;
+    row->created_ms = p->created_ms;
+    row->dest = memcpy(s, p->dest, ld);
+    s += ld;
+    row->control_id = memcpy(s, p->control_id, lc);
+    s += lc;
+    row->content_type = memcpy(s, p->content_type, lt);
+    s += lt;
+    row->findings = lf ? memcpy(s, p->findings, lf) : NULL;
+    s += lf;
+    memcpy(s, p->payload, p->payload_len);
+    s[p->payload_len] = 0;
+    row->payload = (const unsigned char *)s;
+    row->payload_len = p->payload_len;
+    r->fresh[(r->fresh_head + r->fresh_n) % FRESH_MAX] = row;
+    r->fresh_n++;
 }
 
 /* ---------------------------------------------------------------- commit */
@@ -883,6 +965,8 @@ static void commit_done(uv_work_t *w, int status)
             if (p->id > q->max_id)
                 q->max_id = p->id;
             touched[p->dest_idx] = true;
+            if (e->reader && !e->reader->closing)
+                fresh_add(e->reader, p);
         } else {
             e->s.depth--;
             q->st.depth--;
@@ -1231,6 +1315,7 @@ err_t queue_dead_review(queue_t *q, const char *dest, queue_dead_fn fate, void *
             e->last_id = last;
         if (last > q->max_id)
             q->max_id = last;
+        fresh_drop(q); /* these rows are read from the file */
         log_warn("queue: %zu dead messages of %s that no dead-letter file holds (left so by an "
                  "older version, e.g. on a full disk) are pending again, in their order, as "
                  "rows %" PRId64 "-%" PRId64,
@@ -1321,12 +1406,18 @@ static void close_timer_cb(uv_handle_t *h)
         cb(user);
 }
 
-/* The commit timer is closed second, so that q (which holds both) is freed
- * only once neither is in libuv's closing list. */
-static void inbox_closed_cb(uv_handle_t *h)
+/* The commit timer is closed last, so that q (which holds the three) is
+ * freed only once none is in libuv's closing list. */
+static void fresh_closed_cb(uv_handle_t *h)
 {
     queue_t *q = h->data;
     uv_close((uv_handle_t *)&q->timer, close_timer_cb);
+}
+
+static void inbox_closed_cb(uv_handle_t *h)
+{
+    queue_t *q = h->data;
+    uv_close((uv_handle_t *)&q->fresh_timer, fresh_closed_cb);
 }
 
 static void maybe_finish_close(queue_t *q)
@@ -1392,6 +1483,8 @@ err_t queue_reader_open(queue_t *q, const char *dest, queue_ready_cb ready_cb, v
         xfree(r);
         return e;
     }
+    /* Rows of commits still running get higher ids: commit_done keeps them. */
+    r->fresh_from = q->max_id;
     q->dests[idx].reader = r;
     q->nreaders++;
     *out = r;
@@ -1530,6 +1623,8 @@ static void reader_free(queue_reader_t *r)
     queue_t *q = r->q;
     sqlite3_finalize(r->st_fetch);
     sqlite3_close_v2(r->db);
+    fresh_clear(r);
+    xfree(r->fresh);
     if (q->dests[r->dest_idx].reader == r)
         q->dests[r->dest_idx].reader = NULL;
     q->nreaders--;
@@ -1598,6 +1693,51 @@ static void fetch_done(uv_work_t *w, int status)
     xfree(rows);
 }
 
+/* A fetch served from the rows kept in memory: everything pending after
+ * the cursor is there. Its callback runs from fresh_timer, as a fetch from
+ * the file would from its after-work callback: never inside the call. */
+static void fetch_done(uv_work_t *w, int status);
+
+static void fresh_timer_cb(uv_timer_t *t)
+{
+    queue_t *q = t->data;
+    /* q->dests may move in a callback: indexed, not a pointer. A fetch
+     * started by a callback starts the timer again. */
+    for (size_t i = 0; i < q->ndests; i++) {
+        queue_reader_t *r = q->dests[i].reader;
+        if (r && r->fresh_ready) {
+            r->fresh_ready = false;
+            fetch_done(&r->work, 0);
+        }
+    }
+}
+
+static void fetch_fresh(queue_reader_t *r)
+{
+    queue_t *q = r->q;
+    r->rows = xcalloc(r->max, sizeof *r->rows);
+    r->bad_ids = NULL;
+    r->nrows = r->nbad = 0;
+    r->rc = SQLITE_OK;
+    r->new_cursor = r->cursor;
+    while (r->fresh_n && r->nrows < r->max) {
+        queue_row_t *row = r->fresh[r->fresh_head];
+        r->fresh_head = (r->fresh_head + 1) % FRESH_MAX;
+        r->fresh_n--;
+        if (row->id <= r->new_cursor) { /* read from the file already */
+            queue_row_free(row);
+            continue;
+        }
+        r->rows[r->nrows++] = row;
+        r->new_cursor = row->id;
+    }
+    if (!r->fresh_n && r->start_last_id > r->new_cursor)
+        r->new_cursor = r->start_last_id; /* nothing else is pending up to there */
+    r->fresh_ready = true;
+    if (!uv_is_active((uv_handle_t *)&q->fresh_timer))
+        uv_timer_start(&q->fresh_timer, fresh_timer_cb, 0, 0);
+}
+
 err_t queue_reader_fetch(queue_reader_t *r, size_t max, queue_fetch_cb cb)
 {
     if (r->closing)
@@ -1609,6 +1749,10 @@ err_t queue_reader_fetch(queue_reader_t *r, size_t max, queue_fetch_cb cb)
     r->max = max ? max : 1;
     r->start_last_id = r->q->dests[r->dest_idx].last_id;
     r->work.data = r;
+    if (r->cursor >= r->fresh_from) {
+        fetch_fresh(r);
+        return ERR_OK;
+    }
     uv_queue_work(r->q->loop, &r->work, fetch_work, fetch_done);
     return ERR_OK;
 }

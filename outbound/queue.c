@@ -166,8 +166,8 @@ struct queue_reader {
     bool fresh_ready; /* rows/new_cursor hold a fetch served from memory */
 };
 
-/* Rows kept in memory per reader at most: a stalled destination reads
- * the file again once its deliverer catches up. */
+/* Rows kept in memory per reader at most: a deliverer further behind
+ * reads the file until it catches up. */
 #define FRESH_MAX 512
 
 static int64_t now_ms(void)
@@ -744,7 +744,10 @@ static void fresh_add(queue_reader_t *r, const put_req_t *p)
 {
     if (p->id <= r->fresh_from)
         return;
-    if (r->fresh_n == FRESH_MAX) {
+    if (r->fresh_n == FRESH_MAX || r->cursor < r->fresh_from) {
+        /* The deliverer is behind (a backlog, a slow destination): it
+         * reads the file, and nothing is copied for it until it has read
+         * past this row. */
         fresh_clear(r);
         r->fresh_from = p->id;
         return;

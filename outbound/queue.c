@@ -89,6 +89,7 @@ struct queue {
     sqlite3 *db;
     char *path;
     sqlite3_stmt *st_insert, *st_delete, *st_dead, *st_attempt;
+    sqlite3_stmt *st_begin, *st_commit; /* of every group commit: parsed once */
     sqlite3_stmt *st_wl_put, *st_wl_dead; /* worklist items (worklist.h) */
     uv_timer_t inbox_timer; /* drains the inbox (queue.h) */
     uv_timer_t fresh_timer; /* hands fetches served from memory to their callbacks */
@@ -563,6 +564,8 @@ static void free_handles(queue_t *q)
 {
     if (q->ckdb)
         sqlite3_close_v2(q->ckdb);
+    sqlite3_finalize(q->st_begin);
+    sqlite3_finalize(q->st_commit);
     sqlite3_finalize(q->st_insert);
     sqlite3_finalize(q->st_delete);
     sqlite3_finalize(q->st_dead);
@@ -664,6 +667,10 @@ err_t queue_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, qu
                     &q->st_wl_dead, d);
     if (!e)
         e = prepare(q, "DELETE FROM msgs WHERE id=?1", &q->st_delete, d);
+    if (!e)
+        e = prepare(q, "BEGIN IMMEDIATE", &q->st_begin, d);
+    if (!e)
+        e = prepare(q, "COMMIT", &q->st_commit, d);
     if (!e)
         e = prepare(q,
                     "UPDATE msgs SET state=?5, attempts=?2, last_error=?3, updated_ms=?4"
@@ -788,12 +795,20 @@ static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
         sqlite3_bind_null(st, i);
 }
 
+/* Steps a statement that returns no row, as exec() would run its SQL. */
+static int step_done(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
 /* Runs on the thread pool: one transaction for the whole batch. */
 static void commit_work(uv_work_t *w)
 {
     queue_t *q = w->data;
     sqlite3 *db = q->db;
-    int rc = exec(db, "BEGIN IMMEDIATE");
+    int rc = step_done(q->st_begin);
     const char *what = "begin";
     int64_t now = now_ms();
     for (put_req_t *p = q->batch_puts; rc == SQLITE_OK && p; p = p->next) {
@@ -860,7 +875,7 @@ static void commit_work(uv_work_t *w)
         }
     }
     if (rc == SQLITE_OK) {
-        rc = exec(db, "COMMIT");
+        rc = step_done(q->st_commit);
         what = "commit";
     }
     q->batch_rc = rc;

@@ -61,9 +61,7 @@ static void jb_str(jbuf_t *b, const char *s)
         case '\n': JB_LIT(b, "\\n"); break;
         case '\r': JB_LIT(b, "\\r"); break;
         case '\t': JB_LIT(b, "\\t"); break;
-        default:
-            snprintf(esc, sizeof esc, "\\u%04x", ch);
-            jb_put(b, esc, 6);
+        default: snprintf(esc, sizeof esc, "\\u%04x", ch); jb_put(b, esc, 6);
         }
         run = s + 1;
     }

@@ -89,10 +89,11 @@ struct queue {
     sqlite3 *db;
     char *path;
     sqlite3_stmt *st_insert, *st_delete, *st_dead, *st_attempt;
-    sqlite3_stmt *st_begin, *st_commit; /* of every group commit: parsed once */
+    /* BEGIN IMMEDIATE and COMMIT of every group commit, parsed once */
+    sqlite3_stmt *st_begin, *st_commit;
     sqlite3_stmt *st_wl_put, *st_wl_dead; /* worklist items (worklist.h) */
     uv_timer_t inbox_timer; /* drains the inbox (queue.h) */
-    uv_timer_t fresh_timer; /* hands fetches served from memory to their callbacks */
+    uv_timer_t fresh_timer; /* ends fetches served from memory (fetch_fresh) */
     int64_t pruned_ms;      /* when the worklist was last pruned */
     int lock_fd;
     int64_t max_id;   /* highest id ever allocated: sqlite_sequence at open, then commits */

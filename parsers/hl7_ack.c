@@ -498,7 +498,8 @@ static bool may_hold_annotation_after(const char *p, size_t n, char sep)
 
 static bool may_hold_annotation(const char *p, size_t n)
 {
-    return n > 4 && (may_hold_annotation_after(p, n, '\r') || may_hold_annotation_after(p, n, '\n'));
+    return n > 4 &&
+           (may_hold_annotation_after(p, n, '\r') || may_hold_annotation_after(p, n, '\n'));
 }
 
 size_t hl7_annotation_strip(const char *data, size_t len, const hl7_opts_t *opts, arena_t *a,

@@ -1,54 +1,120 @@
 #!/bin/sh
-# bench_daemon.sh - messages/s and p50/p99 latency through the whole daemon
-# (parse, rules, durable queue with group commit, ACK) to a real downstream
-# MLLP sink, with 1 and 16 connections; then the same load against
-# python3-hl7's asyncio MLLP server doing parse + ACK, and the ratio.
-# Prints figures; never fails on them.
+# bench_daemon.sh - the durable path beside its peers, in one run on one
+# machine, with one load client (mllp_load, one message in flight per
+# connection) and one message (bench/data/dft_p03.hl7):
+#   floor      mllp_load sink: a raw C MLLP server answering each frame
+#              (no parse, no storage);
+#   spinegate  parse, rules, durable queue (group commit), ACK after the
+#              commit, delivery to a downstream mllp_load sink and its mark,
+#              with queue-sync=normal and queue-sync=full;
+#   python3-hl7 asyncio MLLP server, parse + ACK, nothing stored;
+#   simple-hl7 3 on Node, parse + ACK, nothing stored (installed with npm
+#              into a scratch folder; skipped with the reason when it cannot be).
+# For each, 1 and BENCH_CONNS (8) connections: messages/s, p99, the server's
+# CPU per message (utime+stime from /proc/PID/stat over the run, all its
+# threads; spinegate's downstream sink is another process, not counted) and
+# peak RSS (VmHWM). Then the ratios. Prints figures; never fails on them.
 set -eu
 build=${top_builddir:-$(pwd)}
 src=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
 secs=${BENCH_SECONDS:-5}
+conns=${BENCH_CONNS:-8}
 msg="$src/bench/data/dft_p03.hl7"
-[ -f "$msg" ] || msg="$src/tests/data/demo/02-annotate-drg-info.hl7"
 load="$build/bench/mllp_load"
 tmp=$(mktemp -d)
-cleanup() { kill $sink_pid $sg_pid $py_pid 2>/dev/null || true; rm -rf "$tmp"; }
-sink_pid= sg_pid= py_pid=
+pids=
+cleanup() { for p in $pids; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT
 port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do /usr/bin/python3 -c "import socket; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+tck=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+field() { echo "$1" | sed -n "s/.*$2=\([0-9.]*\).*/\1/p"; }
 
-sink_port=$(port); py_port=$(port)
-"$load" sink "$sink_port" & sink_pid=$!
+# run NAME KEY PID PORT N: one load run; sets rate_KEY_N, p99_KEY_N, cpu_KEY_N.
+run() {
+    t0=$(cpu_ticks "$3")
+    r=$("$load" send 127.0.0.1 "$4" "$5" "$secs" "$msg") || true
+    sleep 0.2 # the last deliveries and marks of the run
+    t1=$(cpu_ticks "$3")
+    n=$(field "$r" messages)
+    rate=$(field "$r" msgs_per_s)
+    p99=$(field "$r" p99_ms)
+    cpu=$(awk "BEGIN{ if ($n > 0) printf \"%.1f\", ($t1 - $t0) * 1e6 / $tck / $n; else print \"-\" }")
+    eval "rate_$2_$5=$rate p99_$2_$5=$p99 cpu_$2_$5=$cpu"
+    printf '%-34s %5s %10s %9s %14s   errors=%s\n' "$1" "$5" "$rate" "$p99" "$cpu" "$(field "$r" errors)"
+}
+rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+echo "message: $(basename "$msg"), $(wc -c <"$msg") bytes; ${secs}s per run; $(nproc) cores; $(uname -m)"
+printf '%-34s %5s %10s %9s %14s\n' server conns msgs/s p99_ms cpu_us/msg
+
+# The floor: a raw C MLLP answerer.
+fport=$(port)
+"$load" sink "$fport" & fpid=$!; pids="$pids $fpid"
+wait_port "$fport"
+run "floor (raw C, mllp_load)" floor "$fpid" "$fport" 1
+run "floor (raw C, mllp_load)" floor "$fpid" "$fport" "$conns"
+rss_floor=$(rss "$fpid")
+
+sink_port=$(port)
+"$load" sink "$sink_port" & sink_pid=$!; pids="$pids $sink_pid"
 wait_port "$sink_port"
-
-# One daemon run per durability policy: full fsyncs every group commit
+# One daemon per durability policy: full fsyncs every group commit
 # (survives power loss), normal leaves the WAL to the OS (survives kill -9).
-run_daemon() { # run_daemon SYNC
+for sync in normal full; do
     sg_port=$(port)
     rm -rf "$tmp/data"
     "$build/spinegate" --listen-mllp "127.0.0.1:$sg_port" --downstream-mllp "127.0.0.1:$sink_port" \
-        --data-dir "$tmp/data" --log-level warn --queue-sync "$1" 2>"$tmp/sg.log" & sg_pid=$!
+        --data-dir "$tmp/data" --log-level warn --queue-sync "$sync" 2>"$tmp/sg.log" & sg_pid=$!
+    pids="$pids $sg_pid"
     wait_port "$sg_port"
-    echo "== spinegate, queue-sync=$1: parse + rules + durable queue (group commit) + ACK; downstream sink"
-    r1=$("$load" send 127.0.0.1 "$sg_port" 1 "$secs" "$msg"); echo "   $r1"
-    r16=$("$load" send 127.0.0.1 "$sg_port" 16 "$secs" "$msg"); echo "   $r16"
-    echo "   spinegate peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$sg_pid/status)"
-    kill -TERM $sg_pid; wait $sg_pid || true; sg_pid=
-}
-echo "   message: $(basename "$msg"), $(wc -c <"$msg") bytes; ${secs}s per run; machine: $(nproc) cores"
-run_daemon normal
-sg1n=$r1; sg16n=$r16
-run_daemon full
-sg1=$r1; sg16=$r16
+    run "spinegate sync=$sync" "$sync" "$sg_pid" "$sg_port" 1
+    run "spinegate sync=$sync" "$sync" "$sg_pid" "$sg_port" "$conns"
+    eval "rss_$sync=$(rss "$sg_pid")"
+    kill -TERM "$sg_pid"; wait "$sg_pid" || true
+done
 
-/usr/bin/python3 "$src/bench/pyhl7_server.py" "$py_port" & py_pid=$!
+py_port=$(port)
+/usr/bin/python3 "$src/bench/pyhl7_server.py" "$py_port" & py_pid=$!; pids="$pids $py_pid"
 wait_port "$py_port"
-echo "== python3-hl7 asyncio MLLP server: parse + ACK only (no rules, no storage)"
-py1=$("$load" send 127.0.0.1 "$py_port" 1 "$secs" "$msg"); echo "   $py1"
-py16=$("$load" send 127.0.0.1 "$py_port" 16 "$secs" "$msg"); echo "   $py16"
-echo "   python3-hl7 peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$py_pid/status)"
+run "python3-hl7 asyncio" py "$py_pid" "$py_port" 1
+run "python3-hl7 asyncio" py "$py_pid" "$py_port" "$conns"
+rss_py=$(rss "$py_pid")
 
-rate() { echo "$1" | sed -n 's/.*msgs_per_s=\([0-9]*\).*/\1/p'; }
-echo "== ratio spinegate (queue-sync=normal) / python3-hl7: 1 conn $(awk "BEGIN{printf \"%.1fx\", $(rate "$sg1n")/$(rate "$py1")}"), 16 conns $(awk "BEGIN{printf \"%.1fx\", $(rate "$sg16n")/$(rate "$py16")}")"
-echo "== ratio spinegate (queue-sync=full) / python3-hl7: 1 conn $(awk "BEGIN{printf \"%.1fx\", $(rate "$sg1")/$(rate "$py1")}"), 16 conns $(awk "BEGIN{printf \"%.1fx\", $(rate "$sg16")/$(rate "$py16")}")"
+# simple-hl7 from npm into a scratch folder: a peer, not a dependency.
+node_skip=
+rss_js=
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    node_skip="node or npm is not installed"
+elif ! (cd "$tmp" && timeout 180 npm install --no-audit --no-fund --silent simple-hl7@3 >"$tmp/npm.log" 2>&1); then
+    node_skip="npm install simple-hl7@3 failed: $(tail -n 1 "$tmp/npm.log")"
+fi
+if [ -z "$node_skip" ]; then
+    js_port=$(port)
+    NODE_PATH="$tmp/node_modules" node "$src/bench/simplehl7_server.js" "$js_port" & js_pid=$!
+    pids="$pids $js_pid"
+    wait_port "$js_port"
+    ver=$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$tmp/node_modules/simple-hl7/package.json")
+    run "simple-hl7 $ver, node $(node --version)" js "$js_pid" "$js_port" 1
+    run "simple-hl7 $ver, node $(node --version)" js "$js_pid" "$js_port" "$conns"
+    rss_js=$(rss "$js_pid")
+else
+    echo "simple-hl7: skipped: $node_skip"
+fi
+
+echo "peak RSS (kB): floor $rss_floor, spinegate normal $rss_normal, full $rss_full, python3-hl7 $rss_py${rss_js:+, simple-hl7 $rss_js}"
+v() { eval "echo \${$1:--}"; }
+ratio() { awk "BEGIN{ if (\"$1\" != \"-\" && $2 + 0 > 0) printf \"%.2f\", $1 / $2; else print \"-\" }"; }
+c=$conns
+echo "== ratios (same run)"
+echo "   spinegate normal / floor, msgs/s at $c conns: $(ratio "$(v rate_normal_$c)" "$(v rate_floor_$c)") (issue 15 target >= 0.25)"
+echo "   spinegate CPU us/msg, normal / floor at $c conns: $(ratio "$(v cpu_normal_$c)" "$(v cpu_floor_$c)")x"
+echo "   spinegate normal / python3-hl7, msgs/s: 1 conn $(ratio "$(v rate_normal_1)" "$(v rate_py_1)")x, $c conns $(ratio "$(v rate_normal_$c)" "$(v rate_py_$c)")x"
+echo "   spinegate full / python3-hl7, msgs/s: 1 conn $(ratio "$(v rate_full_1)" "$(v rate_py_1)")x, $c conns $(ratio "$(v rate_full_$c)" "$(v rate_py_$c)")x"
+if [ -z "$node_skip" ]; then
+    echo "   spinegate full / simple-hl7, msgs/s: 1 conn $(ratio "$(v rate_full_1)" "$(v rate_js_1)")x (target >= 1), $c conns $(ratio "$(v rate_full_$c)" "$(v rate_js_$c)")x (target >= 4)"
+    echo "   spinegate normal / simple-hl7, msgs/s: 1 conn $(ratio "$(v rate_normal_1)" "$(v rate_js_1)")x, $c conns $(ratio "$(v rate_normal_$c)" "$(v rate_js_$c)")x"
+    echo "   CPU us/msg at $c conns: spinegate normal $(v cpu_normal_$c), full $(v cpu_full_$c), simple-hl7 $(v cpu_js_$c), python3-hl7 $(v cpu_py_$c), floor $(v cpu_floor_$c)"
+fi
+echo "   spinegate full p99 at $c conns: $(v p99_full_$c) ms (target < 2); peak RSS $rss_full kB (target < 30720)"

@@ -89,8 +89,11 @@ struct queue {
     sqlite3 *db;
     char *path;
     sqlite3_stmt *st_insert, *st_delete, *st_dead, *st_attempt;
+    /* BEGIN IMMEDIATE and COMMIT of every group commit, parsed once */
+    sqlite3_stmt *st_begin, *st_commit;
     sqlite3_stmt *st_wl_put, *st_wl_dead; /* worklist items (worklist.h) */
     uv_timer_t inbox_timer; /* drains the inbox (queue.h) */
+    uv_timer_t fresh_timer; /* ends fetches served from memory (fetch_fresh) */
     int64_t pruned_ms;      /* when the worklist was last pruned */
     int lock_fd;
     int64_t max_id;   /* highest id ever allocated: sqlite_sequence at open, then commits */
@@ -106,6 +109,7 @@ struct queue {
     bool committing; /* a batch is on the thread pool */
     unsigned fail_streak; /* group commits failed in a row: marks are retried with backoff */
     int wal_pages;   /* WAL size after the last commit (set by the commit thread) */
+    int ck_pages;    /* WAL size when the last checkpoint started */
 
     /* Checkpoints run on their own connection and work item, beside the
      * commits, so that copying the WAL into the database never delays a
@@ -152,7 +156,21 @@ struct queue_reader {
     int64_t new_cursor;
     int rc;
     char err[200];
+    /* Rows committed since the reader opened, copied from their puts, so
+     * that a fetch of what was just stored reads neither the file nor a
+     * thread (issue 15). Loop thread only. Every pending row of the
+     * destination with an id above fresh_from is here, in id order, until
+     * something else adds rows (the inbox, a dead review: fresh_drop) or
+     * FRESH_MAX is reached; the rows at or below it come from the file. */
+    queue_row_t **fresh;
+    size_t fresh_head, fresh_n;
+    int64_t fresh_from;
+    bool fresh_ready; /* rows/new_cursor hold a fetch served from memory */
 };
+
+/* Rows kept in memory per reader at most: a deliverer further behind
+ * reads the file until it catches up. */
+#define FRESH_MAX 512
 
 static int64_t now_ms(void)
 {
@@ -400,6 +418,8 @@ static err_t load_state(queue_t *q, err_detail_t *d)
  * queue_dead_review). Before load_state (at open) the counters are left to
  * it; afterwards they are raised here and the readers woken. Returns an
  * SQLite code; on failure nothing moved and the next poll tries again. */
+static void fresh_drop(queue_t *q);
+
 static int inbox_drain(queue_t *q, bool opened, size_t *moved)
 {
     *moved = 0;
@@ -487,6 +507,8 @@ static int inbox_drain(queue_t *q, bool opened, size_t *moved)
             if (mv[i].id > q->max_id)
                 q->max_id = mv[i].id;
         }
+        if (n)
+            fresh_drop(q); /* these rows are read from the file */
         for (size_t i = 0; i < n; i++) {
             dest_t *e = &q->dests[dest_find(q, mv[i].dest, false)];
             queue_reader_t *r = e->reader;
@@ -543,6 +565,8 @@ static void free_handles(queue_t *q)
 {
     if (q->ckdb)
         sqlite3_close_v2(q->ckdb);
+    sqlite3_finalize(q->st_begin);
+    sqlite3_finalize(q->st_commit);
     sqlite3_finalize(q->st_insert);
     sqlite3_finalize(q->st_delete);
     sqlite3_finalize(q->st_dead);
@@ -645,6 +669,10 @@ err_t queue_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, qu
     if (!e)
         e = prepare(q, "DELETE FROM msgs WHERE id=?1", &q->st_delete, d);
     if (!e)
+        e = prepare(q, "BEGIN IMMEDIATE", &q->st_begin, d);
+    if (!e)
+        e = prepare(q, "COMMIT", &q->st_commit, d);
+    if (!e)
         e = prepare(q,
                     "UPDATE msgs SET state=?5, attempts=?2, last_error=?3, updated_ms=?4"
                     " WHERE id=?1",
@@ -684,12 +712,78 @@ err_t queue_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, qu
     /* Unreferenced: the inbox poll alone does not keep a loop running. */
     uv_timer_init(loop, &q->inbox_timer);
     q->inbox_timer.data = q;
+    uv_timer_init(loop, &q->fresh_timer);
+    q->fresh_timer.data = q;
     uv_timer_start(&q->inbox_timer, inbox_timer_cb, q->opts.inbox_poll_ms, q->opts.inbox_poll_ms);
     uv_unref((uv_handle_t *)&q->inbox_timer);
     log_info("queue: opened %s (sync=%s, %" PRIu64 " pending)", path,
              q->opts.sync == QUEUE_SYNC_FULL ? "full" : "normal", q->st.depth);
     *out = q;
     return ERR_OK;
+}
+
+/* ---------------------------------------------------------------- fresh rows */
+
+static void fresh_clear(queue_reader_t *r)
+{
+    while (r->fresh_n) {
+        queue_row_free(r->fresh[r->fresh_head]);
+        r->fresh_head = (r->fresh_head + 1) % FRESH_MAX;
+        r->fresh_n--;
+    }
+    r->fresh_head = 0;
+}
+
+/* Rows were added that commit_done did not see (the inbox, a dead review):
+ * the readers read everything up to the highest id so far from the file. */
+static void fresh_drop(queue_t *q)
+{
+    for (size_t i = 0; i < q->ndests; i++) {
+        queue_reader_t *r = q->dests[i].reader;
+        if (r) {
+            fresh_clear(r);
+            r->fresh_from = q->max_id;
+        }
+    }
+}
+
+/* Keeps the row p just committed as a fetch would read it back. */
+static void fresh_add(queue_reader_t *r, const put_req_t *p)
+{
+    if (p->id <= r->fresh_from)
+        return;
+    if (r->fresh_n == FRESH_MAX || r->cursor < r->fresh_from) {
+        /* The deliverer is behind (a backlog, a slow destination): it
+         * reads the file, and nothing is copied for it until it has read
+         * past this row. */
+        fresh_clear(r);
+        r->fresh_from = p->id;
+        return;
+    }
+    if (!r->fresh)
+        r->fresh = xmalloc(FRESH_MAX * sizeof *r->fresh);
+    size_t ld = strlen(p->dest) + 1, lc = strlen(p->control_id) + 1,
+           lt = strlen(p->content_type) + 1, lf = p->findings ? strlen(p->findings) + 1 : 0;
+    queue_row_t *row = xmalloc(sizeof *row + ld + lc + lt + lf + p->payload_len + 1);
+    char *s = (char *)(row + 1);
+    row->id = p->id;
+    row->attempts = 0;
+    row->rejects = 0;
+    row->created_ms = p->created_ms;
+    row->dest = memcpy(s, p->dest, ld);
+    s += ld;
+    row->control_id = memcpy(s, p->control_id, lc);
+    s += lc;
+    row->content_type = memcpy(s, p->content_type, lt);
+    s += lt;
+    row->findings = lf ? memcpy(s, p->findings, lf) : NULL;
+    s += lf;
+    memcpy(s, p->payload, p->payload_len);
+    s[p->payload_len] = 0;
+    row->payload = (const unsigned char *)s;
+    row->payload_len = p->payload_len;
+    r->fresh[(r->fresh_head + r->fresh_n) % FRESH_MAX] = row;
+    r->fresh_n++;
 }
 
 /* ---------------------------------------------------------------- commit */
@@ -702,12 +796,20 @@ static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
         sqlite3_bind_null(st, i);
 }
 
+/* Steps a statement that returns no row, as exec() would run its SQL. */
+static int step_done(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
 /* Runs on the thread pool: one transaction for the whole batch. */
 static void commit_work(uv_work_t *w)
 {
     queue_t *q = w->data;
     sqlite3 *db = q->db;
-    int rc = exec(db, "BEGIN IMMEDIATE");
+    int rc = step_done(q->st_begin);
     const char *what = "begin";
     int64_t now = now_ms();
     for (put_req_t *p = q->batch_puts; rc == SQLITE_OK && p; p = p->next) {
@@ -774,7 +876,7 @@ static void commit_work(uv_work_t *w)
         }
     }
     if (rc == SQLITE_OK) {
-        rc = exec(db, "COMMIT");
+        rc = step_done(q->st_commit);
         what = "commit";
     }
     q->batch_rc = rc;
@@ -810,6 +912,15 @@ static void checkpoint_maybe(queue_t *q)
 {
     if (q->checkpointing || q->closed || q->wal_pages < CKPT_PAGES)
         return;
+    /* Commits go on while a checkpoint runs, so the WAL seldom restarts
+     * before the forced one: past CKPT_PAGES, start one per CKPT_PAGES new
+     * pages, not one per commit (each syncs the WAL: most of the fsyncs of
+     * queue-sync=normal were these). */
+    if (q->wal_pages < q->ck_pages)
+        q->ck_pages = 0; /* the WAL restarted */
+    if (q->wal_pages < CKPT_FORCE_PAGES && q->wal_pages - q->ck_pages < CKPT_PAGES)
+        return;
+    q->ck_pages = q->wal_pages;
     /* Passive: copies what it can without blocking the writer. If the WAL
      * still grew (the writer never let it restart), the next one waits. */
     q->ck_mode =
@@ -873,6 +984,8 @@ static void commit_done(uv_work_t *w, int status)
             if (p->id > q->max_id)
                 q->max_id = p->id;
             touched[p->dest_idx] = true;
+            if (e->reader && !e->reader->closing)
+                fresh_add(e->reader, p);
         } else {
             e->s.depth--;
             q->st.depth--;
@@ -1221,6 +1334,7 @@ err_t queue_dead_review(queue_t *q, const char *dest, queue_dead_fn fate, void *
             e->last_id = last;
         if (last > q->max_id)
             q->max_id = last;
+        fresh_drop(q); /* these rows are read from the file */
         log_warn("queue: %zu dead messages of %s that no dead-letter file holds (left so by an "
                  "older version, e.g. on a full disk) are pending again, in their order, as "
                  "rows %" PRId64 "-%" PRId64,
@@ -1311,12 +1425,18 @@ static void close_timer_cb(uv_handle_t *h)
         cb(user);
 }
 
-/* The commit timer is closed second, so that q (which holds both) is freed
- * only once neither is in libuv's closing list. */
-static void inbox_closed_cb(uv_handle_t *h)
+/* The commit timer is closed last, so that q (which holds the three) is
+ * freed only once none is in libuv's closing list. */
+static void fresh_closed_cb(uv_handle_t *h)
 {
     queue_t *q = h->data;
     uv_close((uv_handle_t *)&q->timer, close_timer_cb);
+}
+
+static void inbox_closed_cb(uv_handle_t *h)
+{
+    queue_t *q = h->data;
+    uv_close((uv_handle_t *)&q->fresh_timer, fresh_closed_cb);
 }
 
 static void maybe_finish_close(queue_t *q)
@@ -1382,6 +1502,8 @@ err_t queue_reader_open(queue_t *q, const char *dest, queue_ready_cb ready_cb, v
         xfree(r);
         return e;
     }
+    /* Rows of commits still running get higher ids: commit_done keeps them. */
+    r->fresh_from = q->max_id;
     q->dests[idx].reader = r;
     q->nreaders++;
     *out = r;
@@ -1520,6 +1642,8 @@ static void reader_free(queue_reader_t *r)
     queue_t *q = r->q;
     sqlite3_finalize(r->st_fetch);
     sqlite3_close_v2(r->db);
+    fresh_clear(r);
+    xfree(r->fresh);
     if (q->dests[r->dest_idx].reader == r)
         q->dests[r->dest_idx].reader = NULL;
     q->nreaders--;
@@ -1588,6 +1712,51 @@ static void fetch_done(uv_work_t *w, int status)
     xfree(rows);
 }
 
+/* A fetch served from the rows kept in memory: everything pending after
+ * the cursor is there. Its callback runs from fresh_timer, as a fetch from
+ * the file would from its after-work callback: never inside the call. */
+static void fetch_done(uv_work_t *w, int status);
+
+static void fresh_timer_cb(uv_timer_t *t)
+{
+    queue_t *q = t->data;
+    /* q->dests may move in a callback: indexed, not a pointer. A fetch
+     * started by a callback starts the timer again. */
+    for (size_t i = 0; i < q->ndests; i++) {
+        queue_reader_t *r = q->dests[i].reader;
+        if (r && r->fresh_ready) {
+            r->fresh_ready = false;
+            fetch_done(&r->work, 0);
+        }
+    }
+}
+
+static void fetch_fresh(queue_reader_t *r)
+{
+    queue_t *q = r->q;
+    r->rows = xcalloc(r->max, sizeof *r->rows);
+    r->bad_ids = NULL;
+    r->nrows = r->nbad = 0;
+    r->rc = SQLITE_OK;
+    r->new_cursor = r->cursor;
+    while (r->fresh_n && r->nrows < r->max) {
+        queue_row_t *row = r->fresh[r->fresh_head];
+        r->fresh_head = (r->fresh_head + 1) % FRESH_MAX;
+        r->fresh_n--;
+        if (row->id <= r->new_cursor) { /* read from the file already */
+            queue_row_free(row);
+            continue;
+        }
+        r->rows[r->nrows++] = row;
+        r->new_cursor = row->id;
+    }
+    if (!r->fresh_n && r->start_last_id > r->new_cursor)
+        r->new_cursor = r->start_last_id; /* nothing else is pending up to there */
+    r->fresh_ready = true;
+    if (!uv_is_active((uv_handle_t *)&q->fresh_timer))
+        uv_timer_start(&q->fresh_timer, fresh_timer_cb, 0, 0);
+}
+
 err_t queue_reader_fetch(queue_reader_t *r, size_t max, queue_fetch_cb cb)
 {
     if (r->closing)
@@ -1599,6 +1768,10 @@ err_t queue_reader_fetch(queue_reader_t *r, size_t max, queue_fetch_cb cb)
     r->max = max ? max : 1;
     r->start_last_id = r->q->dests[r->dest_idx].last_id;
     r->work.data = r;
+    if (r->cursor >= r->fresh_from) {
+        fetch_fresh(r);
+        return ERR_OK;
+    }
     uv_queue_work(r->q->loop, &r->work, fetch_work, fetch_done);
     return ERR_OK;
 }

@@ -482,16 +482,24 @@ bool hl7_annotation_is_ours(const hl7_msg_t *msg, size_t i)
 
 /* Whether some segment after the first starts with one of the ids that
  * annotation uses: most messages never have one, and skip the parse. */
-static bool may_hold_annotation(const char *p, size_t n)
+static bool may_hold_annotation_after(const char *p, size_t n, char sep)
 {
-    for (size_t i = 1; i + 3 < n; i++) {
-        if (p[i - 1] != '\r' && p[i - 1] != '\n')
-            continue;
+    /* memchr jumps from segment to segment: this runs on every message. */
+    for (const char *q = memchr(p, sep, n); q; q = memchr(q + 1, sep, (size_t)(p + n - q - 1))) {
+        size_t i = (size_t)(q - p) + 1;
+        if (i + 3 >= n)
+            return false;
         if ((p[i] == 'Z' && p[i + 1] == 'S' && (p[i + 2] == 'G' || p[i + 2] == 'H')) ||
             (p[i] == 'N' && p[i + 1] == 'T' && p[i + 2] == 'E'))
             return true;
     }
     return false;
+}
+
+static bool may_hold_annotation(const char *p, size_t n)
+{
+    return n > 4 &&
+           (may_hold_annotation_after(p, n, '\r') || may_hold_annotation_after(p, n, '\n'));
 }
 
 size_t hl7_annotation_strip(const char *data, size_t len, const hl7_opts_t *opts, arena_t *a,

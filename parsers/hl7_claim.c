@@ -97,12 +97,58 @@ static void index_put(ctx_t *c, const char *key, size_t dx)
     x->n++;
 }
 
+/* The locations and index keys below are built for every code of every
+ * message: plain concatenation, not printf, which cost more than the rest
+ * of the claim reading (issue 15). loc() writes PRE, occ, MID[, r, ")"]. */
+static char *put_int(char *p, int v)
+{
+    char tmp[12];
+    int n = 0;
+    if (v < 0)
+        *p++ = '-';
+    unsigned u = v < 0 ? 0u - (unsigned)v : (unsigned)v;
+    do
+        tmp[n++] = (char)('0' + u % 10);
+    while ((u /= 10) && n < (int)sizeof tmp);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+/* buf holds at least 40 bytes; pre and mid are short literals. r < 0: none. */
+static const char *loc(char *buf, const char *pre, int occ, const char *mid, int r)
+{
+    char *p = buf;
+    size_t n = strlen(pre);
+    memcpy(p, pre, n);
+    p = put_int(p + n, occ);
+    n = strlen(mid);
+    memcpy(p, mid, n);
+    p += n;
+    if (r >= 0) {
+        p = put_int(p, r);
+        *p++ = ')';
+    }
+    *p = '\0';
+    return buf;
+}
+
+/* prefix followed by s, in the arena. */
+static const char *key_of(arena_t *a, char prefix, const char *s)
+{
+    size_t n = strlen(s);
+    char *k = arena_alloc(a, n + 2);
+    k[0] = prefix;
+    memcpy(k + 1, s, n + 1);
+    return k;
+}
+
 /* The index key of a diagnosis: its normalised code, else its code as sent. */
 static const char *dx_key(ctx_t *c, const claim_dx_t *dx)
 {
     if (dx->code[0])
-        return arena_printf(c->a, "=%s", dx->code);
-    return dx->code_sent ? arena_printf(c->a, "~%s", dx->code_sent) : NULL;
+        return key_of(c->a, '=', dx->code);
+    return dx->code_sent ? key_of(c->a, '~', dx->code_sent) : NULL;
 }
 
 /* Decodes a value into the arena; NULL when empty or the explicit null "".
@@ -247,8 +293,8 @@ static err_t read_dg1(ctx_t *c, claim_t *cl, size_t i, int occ)
 {
     const hl7_msg_t *m = c->m;
     const hl7_delims_t *dl = hl7_msg_delims(m);
-    char where[32];
-    snprintf(where, sizeof where, "DG1(%d)-3", occ);
+    char where[40];
+    loc(where, "DG1(", occ, ")-3", -1);
     /* DG1-3 does not repeat: its first repetition is the value. */
     triplet_t tr = pick_triplet(hl7_value(m, i, 3, 1, 0, 0), dl->component,
                                 hl7_value(m, i, 2, 1, 1, 0) /* DG1-2 coding method */);
@@ -306,7 +352,12 @@ static void line_add_dx(ctx_t *c, const claim_t *cl, claim_line_t *l, const char
         l->dx_codes[l->ndx_codes++] = arena_strdup(c->a, norm);
     if (seq <= 0) {
         char key[20];
-        snprintf(key, sizeof key, "=%s", norm);
+        size_t n = strlen(norm); /* normalised: under 16 */
+        if (n > sizeof key - 2)
+            n = sizeof key - 2;
+        key[0] = '=';
+        memcpy(key + 1, norm, n);
+        key[n + 1] = '\0';
         long k = index_get(&c->idx, key);
         if (k >= 0)
             seq = cl->dx[k].sequence;
@@ -327,7 +378,7 @@ static err_t read_ft1_dx(ctx_t *c, claim_t *cl, size_t line, slice_t rep, int oc
 {
     const hl7_delims_t *dl = hl7_msg_delims(c->m);
     char where[40];
-    snprintf(where, sizeof where, "FT1(%d)-19(%d)", occ, r);
+    loc(where, "FT1(", occ, ")-19(", r);
     triplet_t tr = pick_triplet(rep, dl->component, SLICE_NULL);
     const char *code_s, *sys_s, *text;
     err_t rc = str_of(c, tr.code, true, where, &code_s);
@@ -340,7 +391,7 @@ static err_t read_ft1_dx(ctx_t *c, claim_t *cl, size_t line, slice_t rep, int oc
     bool ok = claim_code_normalise(code_s, strlen(code_s), norm, sizeof norm);
     if (ok)
         line_add_dx(c, cl, &cl->lines[line], norm, 0);
-    const char *key = ok ? arena_printf(c->a, "=%s", norm) : arena_printf(c->a, "~%s", code_s);
+    const char *key = ok ? key_of(c->a, '=', norm) : key_of(c->a, '~', code_s);
     long have = index_get(&c->idx, key);
     if (have >= 0) {
         /* A malformed code has no normalised form for dx_codes: the line
@@ -373,11 +424,11 @@ static err_t read_ft1(ctx_t *c, claim_t *cl, size_t i, int occ, bool p11, size_t
 {
     const hl7_msg_t *m = c->m;
     const hl7_delims_t *dl = hl7_msg_delims(m);
-    char where[32];
+    char where[40];
     claim_line_t *l = claim_add_line(cl, c->a);
     l->sequence = int_of(hl7_value(m, i, 1, 0, 0, 0));
-    l->location = arena_printf(c->a, "FT1(%d)", occ);
-    snprintf(where, sizeof where, "FT1(%d)-25", occ);
+    l->location = arena_strdup(c->a, loc(where, "FT1(", occ, ")", -1));
+    loc(where, "FT1(", occ, ")-25", -1);
     const char *s;
     err_t rc = str_of(c, hl7_value(m, i, 25, 1, 1, 0), true, where, &l->code);
     if (rc != ERR_OK)
@@ -387,7 +438,7 @@ static err_t read_ft1(ctx_t *c, claim_t *cl, size_t i, int occ, bool p11, size_t
         return rc;
     l->system = l->system_sent ? claim_procsys_from(l->system_sent, strlen(l->system_sent))
                                : PROCSYS_UNKNOWN;
-    snprintf(where, sizeof where, "FT1(%d)-26", occ);
+    loc(where, "FT1(", occ, ")-26", -1);
     hl7_iter_t it;
     slice_t rep;
     hl7_iter_init(&it, hl7_field(m, i, 26), dl->repetition);

@@ -51,7 +51,10 @@ void hl7__buf_esc(hl7__buf_t *b, const hl7_delims_t *dl, const char *s, size_t n
 {
     size_t need = hl7_escape(dl, s, n, NULL, 0);
     buf_reserve(b, need);
-    hl7_escape(dl, s, n, b->p + b->len, need);
+    if (need == n) /* every escape is longer than its character: none here */
+        memcpy(b->p + b->len, s, n);
+    else
+        hl7_escape(dl, s, n, b->p + b->len, need);
     b->len += need;
 }
 

@@ -11,9 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "config.h"
 #include "metrics.h"
 #include "report.h"
+#include "wlmeta.h"
 #include "xmalloc.h"
 
 static void test_adt_default_and_values(void **state)
@@ -298,6 +301,61 @@ static void test_http_access_policy(void **state)
     }
 }
 
+
+/* wlmeta_json is written by hand: its output must be what cJSON prints for
+ * the same object (the worklist and spinegate-admin read it with SQLite's
+ * JSON functions), escapes included. */
+static void test_wlmeta_json_is_cjson_output(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 1024);
+    claim_t c;
+    memset(&c, 0, sizeof c);
+    c.message_type = "DFT^P03";
+    c.ref_mrn = "MRN\"1\\2";
+    c.ref_visit = "V\x01\x1f\x7f\tx";
+    rule_finding_t f[3];
+    memset(f, 0, sizeof f);
+    f[0].rule_id = "excludes1-pair";
+    f[0].severity = RULE_SEV_REJECT;
+    f[0].codes[0] = "M43.04";
+    f[0].codes[1] = "M48.06";
+    f[0].ncodes = 2;
+    f[0].location = "DG1(2)-3";
+    f[0].message = "line\nbreak \b\f\r \"quoted\" caf\xc3\xa9 </script>";
+    f[1].rule_id = "excludes1-pair"; /* listed once in "rules" */
+    f[1].severity = RULE_SEV_WARN;
+    f[1].suggestion = "M48.061";
+    f[2].rule_id = "drg-tier";
+    f[2].severity = RULE_SEV_INFO;
+    gate_result_t r;
+    memset(&r, 0, sizeof r);
+    r.status = GATE_JUDGED;
+    r.claim = &c;
+    r.verdict.kind = VERDICT_REJECT;
+    r.verdict.findings = f;
+    r.verdict.nfindings = 3;
+    const gate_result_t none = {.status = GATE_UNREADABLE};
+    const char *outs[] = {
+        wlmeta_json(&a, "mllp", "127.0.0.1:5000", &r),
+        wlmeta_json(&a, "http", NULL, &none),
+    };
+    for (size_t i = 0; i < 2; i++) {
+        cJSON *o = cJSON_Parse(outs[i]);
+        assert_non_null(o);
+        char *again = cJSON_PrintUnformatted(o);
+        assert_string_equal(outs[i], again);
+        cJSON_free(again);
+        cJSON_Delete(o);
+    }
+    assert_non_null(strstr(outs[0], "\"rules\":[\"excludes1-pair\",\"drg-tier\"]"));
+    assert_non_null(strstr(outs[0], "\"visit\":\"V\\u0001\\u001f\x7f\\tx\""));
+    assert_string_equal(outs[1], "{\"source\":\"http\",\"verdict\":\"unreadable\",\"rules\":[],"
+                                 "\"findings\":[]}");
+    arena_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -307,6 +365,7 @@ int main(void)
         cmocka_unit_test(test_metrics_code_sets),
         cmocka_unit_test(test_report_code_set),
         cmocka_unit_test(test_http_access_policy),
+        cmocka_unit_test(test_wlmeta_json_is_cjson_output),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -62,6 +62,7 @@ const char *wlmeta_json(arena_t *a, const char *source, const char *peer, const 
         add_str(fo, "location", f->location);
         add_str(fo, "message", f->message);
         add_str(fo, "suggestion", f->suggestion);
+        add_str(fo, "reference", f->reference);
         cJSON_AddItemToArray(fs, fo);
     }
     char *s = cJSON_PrintUnformatted(o);

@@ -171,7 +171,8 @@ function renderHl7(it) {
       const label = name + "-" + n;
       let node;
       if (name === "DG1" && n === 3 && editable(it)) {
-        node = el("input", { class: "code", value: v, "data-seg": String(i), "aria-label": label + " (" + name + "(" + occ + "))" });
+        // The code (first component) is edited; its text goes with the old code.
+        node = el("input", { class: "code", value: v.split("^")[0], "data-seg": String(i), "data-occ": String(occ), "aria-label": label + " code" });
       } else {
         node = el("span", { class: "field", text: v || "\u00a0" });
       }
@@ -189,7 +190,12 @@ function hl7Edited(it) {
   for (const input of document.querySelectorAll("#message input.code")) {
     const i = parseInt(input.dataset.seg, 10);
     const f = segs[i].split("|");
-    f[3] = input.value;
+    const comps = (f[3] || "").split("^");
+    if (comps[0] !== input.value) {
+      comps[0] = input.value;
+      if (comps.length > 1) comps[1] = "";
+    }
+    f[3] = comps.join("^");
     segs[i] = f.join("|");
   }
   return segs.join("\r") + "\r";

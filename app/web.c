@@ -34,6 +34,10 @@
 #define WEB_PAGE_SIZE 50
 #define WEB_TREND_DAYS 14
 #define COOKIE "sg_session"
+/* Password checks at once on the thread pool, which also judges claims:
+ * argon2id takes a core for a tenth of a second, so a flood of logins must
+ * not take the pool. More wait for nobody: 503. */
+#define WEB_LOGINS_AT_ONCE 1
 
 /* No script, style or connection but our own; never framed. */
 #define WEB_HEADERS                                                                              \
@@ -58,6 +62,7 @@ struct web {
     int audit_fd;
     char dummy_hash[WEBAUTH_HASH_MAX]; /* verified against for unknown names: same time */
     web_session_t sessions[WEB_SESSIONS];
+    unsigned logins_running;
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -261,6 +266,7 @@ static void login_done(uv_work_t *wk, int status)
 {
     login_job_t *j = wk->data;
     web_t *w = j->w;
+    w->logins_running--;
     memset(j->password, 0, sizeof j->password);
     if (status == 0 && j->ok) {
         web_session_t *s = session_new(w, j->user);
@@ -292,10 +298,15 @@ static void post_login(web_t *w, http_req_t *req)
     j->w = w;
     j->req = req;
     j->work.data = j;
-    if (uv_queue_work(w->d->loop, &j->work, login_work, login_done) != 0) {
+    if (w->logins_running >= WEB_LOGINS_AT_ONCE ||
+        uv_queue_work(w->d->loop, &j->work, login_work, login_done) != 0) {
+        memset(j->password, 0, sizeof j->password);
         xfree(j);
-        respond(req, 503, "text/plain", "busy\n", 5, NULL);
+        static const char busy[] = "another login is being checked: try again\n";
+        respond(req, 503, "text/plain", busy, sizeof busy - 1, "Retry-After: 1\r\n");
+        return;
     }
+    w->logins_running++;
 }
 
 /* ---------------------------------------------------------------- listing */

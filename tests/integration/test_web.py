@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 import urllib.request
 
@@ -308,6 +309,14 @@ class WebPageTest(unittest.TestCase):
         self.assertIn("hl7", dests)
         b.shot("09-destinations")
 
+        # Log out: the page's own form (its hidden CSRF field); the cookie is dead after.
+        b.js("document.querySelector('#logout button').click(); true")
+        b.wait("location.pathname === '/login' && document.querySelector('#login')",
+               "the login page after logging out")
+        status, out = curl_post(self.base + "/api/items/%d/resolve" % dead_id, '{"note":"x"}',
+                                cookie=jar)
+        self.assertEqual(status, 401, out)
+
         # Who saw and changed what.
         with open(os.path.join(d.data_dir, "admin-audit.log")) as f:
             audit = f.read()
@@ -315,11 +324,38 @@ class WebPageTest(unittest.TestCase):
                          0o600)
         for want in ("user=coder1 action=login-refused", "user=coder1 action=login ",
                      "action=view item=%d" % it["id"], "action=resend item=%d" % it["id"],
-                     "action=csrf-refused", "action=requeue item=%d" % dead_id):
+                     "action=csrf-refused", "action=requeue item=%d" % dead_id,
+                     "user=coder1 action=logout"):
             self.assertIn(want, audit)
         # The page's patient data never reaches the daemon's log.
         self.assertNotIn("MRN00123", d.logtext())
         self.assertNotIn(PASSWORD, d.logtext())
+
+
+class SessionTest(unittest.TestCase):
+    """A session unused for admin-session-ttl is over (curl only)."""
+
+    def test_session_expires(self):
+        port = h.free_port()
+        d = h.Daemon("--listen-admin", "127.0.0.1:%d" % port, "--admin-session-ttl", "1s")
+        try:
+            os.makedirs(d.data_dir, exist_ok=True)
+            p = subprocess.run([ADMIN, "--data-dir", d.data_dir, "user", "add", "coder2"],
+                               input=(PASSWORD + "\n").encode(), capture_output=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            d.start()
+            h.wait_port(port, proc=d.proc)
+            base = "http://127.0.0.1:%d" % port
+            status, out = curl_post(base + "/login", "user=coder2&password=" +
+                                    PASSWORD.replace(" ", "+"))
+            self.assertEqual(status, 303, out)
+            cookie = [l for l in out.splitlines() if l.startswith("Set-Cookie: sg_session=")][0]
+            jar = cookie.split(": ", 1)[1].split(";")[0]
+            time.sleep(2)  # past the ttl: whatever the machine's speed, it is over
+            status, out = curl_post(base + "/api/items/1/resolve", '{"note":"x"}', cookie=jar)
+            self.assertEqual(status, 401, out)
+        finally:
+            d.cleanup()
 
 
 if __name__ == "__main__":

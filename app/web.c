@@ -40,11 +40,11 @@
 #define WEB_LOGINS_AT_ONCE 1
 
 /* No script, style or connection but our own; never framed. */
-#define WEB_HEADERS                                                                              \
-    "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; "        \
-    "img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "           \
-    "base-uri 'none'\r\n"                                                                        \
-    "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"                        \
+#define WEB_HEADERS                                                                                \
+    "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; "           \
+    "img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "             \
+    "base-uri 'none'\r\n"                                                                          \
+    "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"                          \
     "X-Frame-Options: DENY\r\nCache-Control: no-store\r\n"
 
 typedef struct {
@@ -67,8 +67,8 @@ struct web {
 
 /* ---------------------------------------------------------------- helpers */
 
-static void audit(web_t *w, const char *user, const char *action, int64_t item,
-                  const char *detail, const http_req_t *req)
+static void audit(web_t *w, const char *user, const char *action, int64_t item, const char *detail,
+                  const http_req_t *req)
 {
     char t[40], line[1024];
     struct timespec ts;
@@ -319,7 +319,8 @@ typedef struct {
 static bool has_rule(const cJSON *rules, const char *rule)
 {
     const cJSON *r;
-    cJSON_ArrayForEach(r, rules) if (cJSON_IsString(r) && !strcmp(r->valuestring, rule)) return true;
+    cJSON_ArrayForEach(r,
+                       rules) if (cJSON_IsString(r) && !strcmp(r->valuestring, rule)) return true;
     return false;
 }
 
@@ -362,11 +363,15 @@ static int list_cb(const worklist_item_t *it, void *user)
     return 0;
 }
 
-static const char *sort_key;
-static int sort_sign;
+typedef struct {
+    const char *key; /* an item's member: "id" (a number) or a string */
+    int sign;        /* 1 ascending, -1 descending */
+} sort_t;
 
-static int cmp_items(const void *a, const void *b)
+static int cmp_items(const void *a, const void *b, void *user)
 {
+    const sort_t *so = user;
+    const char *sort_key = so->key;
     const cJSON *x = *(cJSON *const *)a, *y = *(cJSON *const *)b;
     int c;
     if (!strcmp(sort_key, "id")) {
@@ -377,7 +382,7 @@ static int cmp_items(const void *a, const void *b)
         const char *sx = wlview_jstr(x, sort_key), *sy = wlview_jstr(y, sort_key);
         c = strcmp(sx ? sx : "", sy ? sy : "");
     }
-    return c * sort_sign;
+    return c * so->sign;
 }
 
 static void api_items(web_t *w, http_req_t *req)
@@ -394,8 +399,10 @@ static void api_items(web_t *w, http_req_t *req)
         respond_error(req, 400, "since/until: expected a date or RFC 3339 time");
         return;
     }
-    list_t l = {.items = cJSON_CreateArray(), .counts = cJSON_CreateObject(),
-                .rule = param(req, "rule", rule, sizeof rule), .q = param(req, "q", q, sizeof q)};
+    list_t l = {.items = cJSON_CreateArray(),
+                .counts = cJSON_CreateObject(),
+                .rule = param(req, "rule", rule, sizeof rule),
+                .q = param(req, "q", q, sizeof q)};
     err_detail_t d;
     err_clear(&d);
     if (worklist_list(w->wl, &f, list_cb, &l, &d) != ERR_OK) {
@@ -405,21 +412,22 @@ static void api_items(web_t *w, http_req_t *req)
         respond_error(req, 500, "the worklist cannot be read");
         return;
     }
-    /* Sort by pointer array, then rebuild the page. */
+    /* Newest first unless asked otherwise; ties keep the list's order. */
     param(req, "sort", sort, sizeof sort);
-    static const char *const keys[] = {"id", "received", "state", "control_id", "source",
-                                       "verdict", NULL};
-    sort_key = "id";
+    static const char *const keys[] = {"id",     "received", "state", "control_id",
+                                       "source", "verdict",  NULL};
+    sort_t so = {.key = "id", .sign = -1};
     for (size_t i = 0; keys[i]; i++)
         if (!strcmp(sort, keys[i]))
-            sort_key = keys[i];
-    sort_sign = strcmp(param(req, "order", order, sizeof order), "asc") == 0 ? 1 : -1;
+            so.key = keys[i];
+    if (strcmp(param(req, "order", order, sizeof order), "asc") == 0)
+        so.sign = 1;
     int n = cJSON_GetArraySize(l.items);
     cJSON **v = xcalloc((size_t)n + 1, sizeof *v);
     int k = 0;
     for (cJSON *it = l.items->child; it; it = it->next)
         v[k++] = it;
-    qsort(v, (size_t)n, sizeof *v, cmp_items);
+    qsort_r(v, (size_t)n, sizeof *v, cmp_items, &so);
     long pg = strtol(param(req, "page", page, sizeof page), NULL, 10);
     if (pg < 1)
         pg = 1;
@@ -466,7 +474,10 @@ static cJSON *item_load(web_t *w, int64_t id, err_detail_t *d)
 
 static void fail(http_req_t *req, const err_detail_t *d)
 {
-    respond_error(req, d->code == ERR_NOT_FOUND ? 404 : d->code == ERR_BAD_VALUE ? 409 : 500,
+    respond_error(req,
+                  d->code == ERR_NOT_FOUND   ? 404
+                  : d->code == ERR_BAD_VALUE ? 409
+                                             : 500,
                   d->msg);
 }
 
@@ -670,8 +681,8 @@ static void web_request(http_req_t *req, void *user)
     const char *method = http_req_method(req);
     bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST");
     /* Files that hold no patient data are served without a session. */
-    if (get && (path_is(req, "/app.js") || path_is(req, "/style.css") ||
-                path_is(req, "/login.js"))) {
+    if (get &&
+        (path_is(req, "/app.js") || path_is(req, "/style.css") || path_is(req, "/login.js"))) {
         slice_t p = http_req_path(req);
         char name[32];
         snprintf(name, sizeof name, "%.*s", (int)p.len - 1, p.ptr + 1);
@@ -708,8 +719,9 @@ static void web_request(http_req_t *req, void *user)
     } else if (post && path_is(req, "/logout")) {
         audit(w, s->user, "logout", 0, NULL, req);
         memset(s, 0, sizeof *s);
-        redirect(req, "/login", "Set-Cookie: " COOKIE "=; Path=/; Max-Age=0; HttpOnly; "
-                                "SameSite=Strict\r\n");
+        redirect(req, "/login",
+                 "Set-Cookie: " COOKIE "=; Path=/; Max-Age=0; HttpOnly; "
+                 "SameSite=Strict\r\n");
     } else if (get && path_is(req, "/api/session")) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "user", s->user);

@@ -96,7 +96,8 @@ bool webauth_token_ok(const char *s)
 {
     size_t i = 0;
     for (; s[i]; i++)
-        if (i >= WEBAUTH_TOKEN_HEX || !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+        if (i >= WEBAUTH_TOKEN_HEX ||
+            !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
             return false;
     return i == WEBAUTH_TOKEN_HEX;
 }

@@ -114,7 +114,7 @@ cJSON *wlview_item_json(const worklist_item_t *it)
     cJSON_AddStringToObject(o, "kind", it->kind ? it->kind : "");
     const char *verdict = wlview_jstr(m, "verdict");
     cJSON_AddStringToObject(o, "verdict",
-                            verdict                               ? verdict
+                            verdict                                 ? verdict
                             : it->kind && !strcmp(it->kind, "dead") ? "dead-letter"
                                                                     : "reject");
     cJSON_AddStringToObject(o, "source", wlview_source(it, m));
@@ -192,8 +192,7 @@ int wlview_judge(const config_t *cfg, const rule_pack_t *pack, const char *buf, 
         m->findings = NULL;
         if (msg && annotate) {
             hl7_annotate_opts_t ao = {
-                .style = strcmp(cfg->annotation, "nte") == 0 ? HL7_ANNOTATE_NTE
-                                                               : HL7_ANNOTATE_ZSG,
+                .style = strcmp(cfg->annotation, "nte") == 0 ? HL7_ANNOTATE_NTE : HL7_ANNOTATE_ZSG,
                 .pack_name = rule_pack_name(pack),
                 .pack_version = rule_pack_version(pack),
                 .header_when_accepted = cfg->annotate_accepted,
@@ -204,9 +203,9 @@ int wlview_judge(const config_t *cfg, const rule_pack_t *pack, const char *buf, 
         }
         if (doc) {
             if (annotate)
-                fhir_out_annotate_pack(doc, 0, v,
-                                       arena_printf(ar, "%s v%d", rule_pack_name(pack),
-                                                    rule_pack_version(pack)));
+                fhir_out_annotate_pack(
+                    doc, 0, v,
+                    arena_printf(ar, "%s v%d", rule_pack_name(pack), rule_pack_version(pack)));
             slice_t out;
             if (fhir_out_claim(doc, 0, ar, &out) != ERR_OK) {
                 status = 2;
@@ -220,4 +219,3 @@ int wlview_judge(const config_t *cfg, const rule_pack_t *pack, const char *buf, 
     fhir_doc_free(doc);
     return status;
 }
-

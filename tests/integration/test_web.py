@@ -22,6 +22,7 @@ import unittest
 import urllib.request
 
 import harness as h
+from test_fhir import curl, load, with_dx
 from test_mllp import dft
 
 ADMIN = os.path.join(h.TOP_BUILDDIR, "spinegate-admin")
@@ -67,14 +68,18 @@ class Browser:
         self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=30,
                                               suppress_origin=True)
         self.next_id = 0
+        self.events = []
         self.call("Page.enable")
         self.call("Runtime.enable")
+        self.call("Log.enable")
 
     def call(self, method, **params):
         self.next_id += 1
         self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
         while True:
             msg = json.loads(self.ws.recv())
+            if "method" in msg:
+                self.events.append(msg)
             if msg.get("id") == self.next_id:
                 if "error" in msg:
                     raise AssertionError("%s: %s" % (method, msg["error"]))
@@ -113,6 +118,20 @@ class Browser:
                          captureBeyondViewport=True)["data"]
         with open(os.path.join(ARTIFACTS, name + ".png"), "wb") as f:
             f.write(base64.b64decode(data))
+
+    def page_errors(self):
+        """Script exceptions, and what the browser refused (Content-Security-Policy)
+        or reported as a script error, so far."""
+        bad = []
+        for e in self.events:
+            if e["method"] == "Runtime.exceptionThrown":
+                bad.append(e["params"]["exceptionDetails"])
+            elif e["method"] == "Log.entryAdded":
+                entry = e["params"]["entry"]
+                if entry["source"] in ("security", "violation", "javascript") or \
+                        "Content Security Policy" in entry.get("text", ""):
+                    bad.append(entry)
+        return bad
 
     def cookies(self):
         return self.call("Network.getCookies")["cookies"]
@@ -156,7 +175,7 @@ class WebPageTest(unittest.TestCase):
                                   if "POISON" in m and self.refuse else "AA").start()
         self.admin_port = h.free_port()
         self.d = h.Daemon("--downstream-mllp", "127.0.0.1:%d" % self.billing.port,
-                          "--listen-admin", "127.0.0.1:%d" % self.admin_port)
+                          "--listen-admin", "127.0.0.1:%d" % self.admin_port, http=True)
         os.makedirs(self.d.data_dir, exist_ok=True)
         p = subprocess.run([ADMIN, "--data-dir", self.d.data_dir, "user", "add", "coder1"],
                            input=(PASSWORD + "\n").encode(), capture_output=True, timeout=60)
@@ -267,6 +286,7 @@ class WebPageTest(unittest.TestCase):
         got = [m for m in self.billing.messages() if "DEMO0004" in m][-1]
         self.assertIn("M54.16", got)
         self.assertNotIn("Q76.2", got)
+        self.assertNotIn("ZSG|", got)  # accepted: the old findings are not carried on
         it = items(d)["DEMO0004"]
         self.assertEqual((it["state"], it["changed_by"], it["note"]),
                          ("resent", "coder1", "Q76.2 not documented"))
@@ -294,6 +314,23 @@ class WebPageTest(unittest.TestCase):
         h.wait_for(lambda: "POISON01" in self.billing.control_ids(), 10, "the requeued message")
         self.assertEqual(items(d)["POISON01"]["state"], "requeued")
 
+        # A rejected FHIR Claim: its diagnoses one a row, codes editable, the finding beside.
+        claim = with_dx(load("spine-m4304-mri.json"), ["M43.04", "Q76.2"])
+        claim["id"] = "wl-web-fhir"
+        status, _, body = curl(d.http_port, "/fhir/Claim", claim)
+        self.assertEqual(status, 422, body)
+        fhir_id = items(d)["wl-web-fhir"]["id"]
+        b.js("location.hash = '#/item/%d'; true" % fhir_id)
+        b.wait("document.body.dataset.shown === '#/item/%d'" % fhir_id, "the FHIR Claim")
+        rows = b.js("[...document.querySelectorAll('#message tbody tr')].map(r => "
+                    "[r.cells[0].textContent, r.cells[2].textContent])")
+        self.assertEqual([r[0] for r in rows][:2], ["diagnosis 1", "diagnosis 2"])
+        self.assertTrue(any("excludes1-pair" in r[1] for r in rows), rows)
+        self.assertEqual(b.js("[...document.querySelectorAll('#message input.code')]"
+                              ".map(i => i.value)"), ["M43.04", "Q76.2"])
+        self.assertIn('"wl-web-fhir"', b.js("document.querySelector('#message-raw').textContent"))
+        b.shot("10-fhir-claim")
+
         # Trends and destinations.
         b.js("location.hash = '#/trends'; true")
         b.wait("document.body.dataset.shown === '#/trends'", "the trends")
@@ -317,6 +354,9 @@ class WebPageTest(unittest.TestCase):
                                 cookie=jar)
         self.assertEqual(status, 401, out)
 
+        # The page ran within its Content-Security-Policy, without a script error.
+        self.assertEqual(b.page_errors(), [])
+
         # Who saw and changed what.
         with open(os.path.join(d.data_dir, "admin-audit.log")) as f:
             audit = f.read()
@@ -332,8 +372,49 @@ class WebPageTest(unittest.TestCase):
         self.assertNotIn(PASSWORD, d.logtext())
 
 
+def curl_get(url):
+    out = subprocess.run(["curl", "-s", "-i", url], capture_output=True,
+                         timeout=30).stdout.decode(errors="replace")
+    return int(out.split(" ", 2)[1]), out
+
+
 class SessionTest(unittest.TestCase):
-    """A session unused for admin-session-ttl is over (curl only)."""
+    """Sessions and what the page is served with (curl only)."""
+
+    def test_files_types_and_policy(self):
+        port = h.free_port()
+        d = h.Daemon("--listen-admin", "127.0.0.1:%d" % port).start()
+        try:
+            h.wait_port(port, proc=d.proc)
+            base = "http://127.0.0.1:%d" % port
+            for path, ctype in (("/login", "text/html"), ("/app.js", "text/javascript"),
+                                ("/style.css", "text/css")):
+                status, out = curl_get(base + path)
+                self.assertEqual(status, 200, out)
+                head = out.split("\r\n\r\n")[0]
+                self.assertIn("Content-Type: " + ctype, head)
+                self.assertIn("Content-Security-Policy: default-src 'none'; script-src 'self'",
+                              head)
+                self.assertIn("X-Content-Type-Options: nosniff", head)
+            # Without a session: the page sends to the login, the API says 401.
+            status, out = curl_get(base + "/")
+            self.assertEqual(status, 303, out)
+            self.assertIn("Location: /login", out)
+            status, out = curl_get(base + "/api/items")
+            self.assertEqual(status, 401, out)
+            self.assertIn("no accounts in", d.logtext())
+        finally:
+            d.cleanup()
+
+    def test_non_loopback_warns(self):
+        p = subprocess.run([h.DAEMON, "--listen-admin", "0.0.0.0:8081", "--check-config"],
+                           capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"listen-admin is not on loopback and has no TLS", p.stderr)
+        p = subprocess.run([h.DAEMON, "--listen-admin", "0.0.0.0:8081",
+                            "--admin-secure-cookie", "--check-config"],
+                           capture_output=True, timeout=60)
+        self.assertNotIn(b"listen-admin", p.stderr)
 
     def test_session_expires(self):
         port = h.free_port()

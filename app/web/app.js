@@ -215,7 +215,9 @@ function renderFhir(it) {
     const coding = (dx.diagnosisCodeableConcept && dx.diagnosisCodeableConcept.coding || [])[0] || {};
     const code = coding.code || "";
     const here = it.findings.filter((f, k) => {
-      const ok = (f.location || "").includes("diagnosis[" + i + "]") || (f.codes || []).includes(code);
+      // Beside the diagnosis its location names; without one, beside its codes.
+      const at = /diagnosis\[(\d+)\]/.exec(f.location || "");
+      const ok = at ? parseInt(at[1], 10) === i : (f.codes || []).includes(code);
       if (ok) placed.add(k);
       return ok;
     });
@@ -252,6 +254,8 @@ async function showItem(id) {
   $("#action-result").textContent = "";
   $("#verdict").replaceChildren();
   $("#resend").disabled = true;
+  $("#resend-note").value = "";
+  $("#resolve-note").value = "";
   const { status, data } = await api("/api/items/" + id);
   if (status !== 200) {
     $("#item-title").textContent = "Item " + id + ": " + data.error;

@@ -39,12 +39,14 @@
  * not take the pool. More wait for nobody: 503. */
 #define WEB_LOGINS_AT_ONCE 1
 
-/* No script, style or connection but our own; never framed. */
+/* No script, style or connection but our own; never framed. The referrer
+ * (the address may hold a search for an MRN) stays on this site; not
+ * no-referrer, under which a browser's form POST says "Origin: null". */
 #define WEB_HEADERS                                                                                \
     "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; "           \
     "img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "             \
     "base-uri 'none'\r\n"                                                                          \
-    "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"                          \
+    "X-Content-Type-Options: nosniff\r\nReferrer-Policy: same-origin\r\n"                          \
     "X-Frame-Options: DENY\r\nCache-Control: no-store\r\n"
 
 typedef struct {
@@ -242,6 +244,21 @@ static bool csrf_ok(const web_session_t *s, const http_req_t *req)
 
 /* ---------------------------------------------------------------- login */
 
+/* A login posted from another site's page (login CSRF: the coder would work
+ * in someone else's account) is refused: a browser's Origin, when it sends
+ * one, must name this host. The session's CSRF token covers every other POST. */
+static bool same_origin(const http_req_t *req)
+{
+    slice_t origin = http_req_header(req, "Origin"), host = http_req_header(req, "Host");
+    if (!origin.ptr)
+        return true;
+    const char *sep = origin.len > 3 ? memmem(origin.ptr, origin.len, "://", 3) : NULL;
+    if (!sep || !host.ptr)
+        return false;
+    size_t off = (size_t)(sep + 3 - origin.ptr);
+    return origin.len - off == host.len && memcmp(sep + 3, host.ptr, host.len) == 0;
+}
+
 typedef struct {
     uv_work_t work;
     web_t *w;
@@ -399,6 +416,8 @@ static void api_items(web_t *w, http_req_t *req)
         respond_error(req, 400, "since/until: expected a date or RFC 3339 time");
         return;
     }
+    if (strlen(until) == 10)
+        f.until_ms += 86400000; /* "To" a day takes that day in */
     list_t l = {.items = cJSON_CreateArray(),
                 .counts = cJSON_CreateObject(),
                 .rule = param(req, "rule", rule, sizeof rule),
@@ -690,7 +709,9 @@ static void web_request(http_req_t *req, void *user)
         return;
     }
     if (path_is(req, "/login")) {
-        if (post)
+        if (post && !same_origin(req))
+            respond(req, 403, "text/plain", "cross-site login refused\n", 25, NULL);
+        else if (post)
             post_login(w, req);
         else if (get)
             serve_file(req, "login.html", 200);

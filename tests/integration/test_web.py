@@ -211,6 +211,12 @@ class WebPageTest(unittest.TestCase):
         status, out = curl_post(self.base + "/login", "user=coder1&password=wrong")
         self.assertEqual(status, 401, out)
         self.assertNotIn("Set-Cookie", out)
+        # The right password from another site's page (login CSRF): refused.
+        status, out = curl_post(self.base + "/login", "user=coder1&password=" +
+                                PASSWORD.replace(" ", "+"),
+                                headers=["Origin: http://attacker.example"])
+        self.assertEqual(status, 403, out)
+        self.assertNotIn("Set-Cookie", out)
 
         self.browser = b = Browser()
         self.login(b, "not the password")
@@ -242,6 +248,12 @@ class WebPageTest(unittest.TestCase):
                     ".map(r => r.cells[5].textContent)")
         self.assertEqual(rows, ["DEMO0004"])
         b.shot("03-filtered-by-rule")
+
+        # "To" a date includes that day.
+        day = items(d)["DEMO0004"]["received"][:10]
+        total = "fetch('/api/items?until=%s').then(r => r.json()).then(j => j.total)"
+        self.assertEqual(b.js(total % day), 2)
+        self.assertEqual(b.js(total % "2020-01-01"), 0)
 
         # Open it: the finding beside DG1(1), its field 3 marked.
         b.js("document.querySelector('#items tbody a').click(); true")

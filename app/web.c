@@ -6,9 +6,9 @@
  * uses. Every view of an item and every change is appended to
  * DATA-DIR/admin-audit.log (0600): the page shows patient data.
  *
- * The worklist is read and changed on the loop thread on a connection of
- * its own: coders act a few times a minute, and each call is one short
- * SQLite statement or transaction.
+ * The worklist is read on the loop thread on a connection of its own (WAL:
+ * a reader never waits for a writer); changes take the write lock and are
+ * made on the thread pool (change_t).
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -65,6 +65,8 @@ struct web {
     char dummy_hash[WEBAUTH_HASH_MAX]; /* verified against for unknown names: same time */
     web_session_t sessions[WEB_SESSIONS];
     unsigned logins_running;
+    worklist_t *wl_write; /* changes, on the thread pool (change_work) */
+    bool change_running;
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -515,6 +517,107 @@ static void seen_cb(const gate_result_t *r, void *user)
         s->error = arena_strdup(s->ar, r->detail.msg);
 }
 
+/* A change to the worklist (resolve, requeue, resend) takes SQLite's write
+ * lock, which the queue's own commits hold now and then: it runs on the
+ * thread pool, on a connection of its own, one at a time, so the loop that
+ * carries the claims never waits for it. */
+typedef enum { CHANGE_RESOLVE, CHANGE_REQUEUE, CHANGE_RESEND } change_kind_t;
+
+typedef struct {
+    uv_work_t work;
+    web_t *w;
+    http_req_t *req;
+    change_kind_t kind;
+    int64_t id;
+    char user[WEBAUTH_NAME_MAX + 1];
+    char *note;
+    arena_t ar;       /* the judged message (resend) */
+    worklist_msg_t m; /* resend: what goes to the inbox */
+    cJSON *verdict;   /* resend: the answer, "resent" added once done */
+    err_t rc;
+    err_detail_t d;
+} change_t;
+
+static const char *const change_names[] = {"resolve", "requeue", "resend"};
+
+static void change_work(uv_work_t *wk)
+{
+    change_t *c = wk->data;
+    worklist_t *wl = c->w->wl_write;
+    err_clear(&c->d);
+    if (c->kind == CHANGE_RESOLVE)
+        c->rc = worklist_resolve(wl, c->id, c->user, c->note, &c->d);
+    else if (c->kind == CHANGE_REQUEUE)
+        c->rc = worklist_requeue(wl, c->id, c->user, &c->d);
+    else
+        c->rc = worklist_resend(wl, c->id, &c->m, c->user, c->note, &c->d);
+}
+
+static void change_done(uv_work_t *wk, int status)
+{
+    change_t *c = wk->data;
+    web_t *w = c->w;
+    w->change_running = false;
+    if (status != 0) {
+        respond_error(c->req, 500, "the change was not made");
+    } else if (c->rc != ERR_OK) {
+        fail(c->req, &c->d);
+    } else {
+        audit(w, c->user, change_names[c->kind], c->id, c->kind == CHANGE_RESEND ? c->m.dest : NULL,
+              c->req);
+        if (c->kind == CHANGE_RESEND) {
+            cJSON_AddBoolToObject(c->verdict, "resent", true);
+            respond_json(c->req, 200, c->verdict);
+            c->verdict = NULL;
+        } else {
+            err_detail_t d;
+            err_clear(&d);
+            cJSON *o = item_load(w, c->id, &d);
+            if (o)
+                respond_json(c->req, 200, o);
+            else
+                fail(c->req, &d);
+        }
+    }
+    cJSON_Delete(c->verdict);
+    arena_free(&c->ar);
+    xfree(c->note);
+    xfree(c);
+}
+
+static change_t *change_new(web_t *w, const web_session_t *s, http_req_t *req, change_kind_t kind,
+                            int64_t id, const char *note)
+{
+    change_t *c = xcalloc(1, sizeof *c);
+    c->w = w;
+    c->req = req;
+    c->kind = kind;
+    c->id = id;
+    snprintf(c->user, sizeof c->user, "%s", s->user);
+    c->note = note ? xstrdup(note) : NULL;
+    arena_init(&c->ar, 16384);
+    c->work.data = c;
+    return c;
+}
+
+/* Starts c, or answers 503 while another change is being saved. */
+static void change_submit(change_t *c)
+{
+    web_t *w = c->w;
+    if (w->change_running || uv_queue_work(w->d->loop, &c->work, change_work, change_done) != 0) {
+        respond_error(c->req, 503, "another change is being saved: try again");
+        cJSON_Delete(c->verdict);
+        arena_free(&c->ar);
+        xfree(c->note);
+        xfree(c);
+        return;
+    }
+    w->change_running = true;
+}
+
+/* check: the verdict on the edited message, nothing sent; resend: the same,
+ * then, when it passes, the change. Judging stays on the loop, as the
+ * daemon judges a message of this size inline. */
 static void api_judge(web_t *w, web_session_t *s, http_req_t *req, int64_t id, bool resend)
 {
     buf_t *b = http_req_body(req);
@@ -525,81 +628,51 @@ static void api_judge(web_t *w, web_session_t *s, http_req_t *req, int64_t id, b
         respond_error(req, 400, "expected {\"message\": ...}");
         return;
     }
+    change_t *c = change_new(w, s, req, CHANGE_RESEND, id, note);
     daemon_pack_t *p = daemon_pack_ref(w->d);
-    arena_t ar;
-    arena_init(&ar, 16384);
-    seen_t seen = {.ar = &ar};
-    worklist_msg_t m = {0};
-    int st = wlview_judge(&w->d->cfg, p->pack, msg, strlen(msg), &ar, &m, seen_cb, &seen);
-    cJSON *o = cJSON_CreateObject();
+    seen_t seen = {.ar = &c->ar};
+    int st = wlview_judge(&w->d->cfg, p->pack, msg, strlen(msg), &c->ar, &c->m, seen_cb, &seen);
+    daemon_pack_unref(p);
+    cJSON_Delete(in);
+    cJSON *o = c->verdict = cJSON_CreateObject();
     cJSON *v = seen.verdict_json ? cJSON_Parse(seen.verdict_json) : NULL;
     if (v)
         cJSON_AddItemToObject(o, "judged", v);
     if (seen.error)
         cJSON_AddStringToObject(o, "error", seen.error);
     cJSON_AddBoolToObject(o, "passes", st == 0);
-    int status = 200;
-    err_detail_t d;
-    err_clear(&d);
     if (resend && st == 0) {
-        if (worklist_resend(w->wl, id, &m, s->user, note, &d) != ERR_OK) {
-            cJSON_Delete(o);
-            o = NULL;
-            fail(req, &d);
-        } else {
-            audit(w, s->user, "resend", id, m.dest, req);
-            cJSON_AddBoolToObject(o, "resent", true);
-        }
-    } else if (resend) {
-        status = 422;
-        audit(w, s->user, "resend-refused", id, NULL, req);
+        change_submit(c);
+        return;
     }
-    if (o)
-        respond_json(req, status, o);
-    arena_free(&ar);
-    daemon_pack_unref(p);
-    cJSON_Delete(in);
+    if (resend)
+        audit(w, s->user, "resend-refused", id, NULL, req);
+    c->verdict = NULL;
+    respond_json(req, resend ? 422 : 200, o);
+    arena_free(&c->ar);
+    xfree(c->note);
+    xfree(c);
 }
 
 static void api_item_post(web_t *w, web_session_t *s, http_req_t *req, int64_t id,
                           const char *action)
 {
-    err_detail_t d;
-    err_clear(&d);
     if (!strcmp(action, "check") || !strcmp(action, "resend")) {
         api_judge(w, s, req, id, action[0] == 'r');
-        return;
-    }
-    if (!strcmp(action, "resolve")) {
+    } else if (!strcmp(action, "resolve")) {
         buf_t *b = http_req_body(req);
         cJSON *in = cJSON_ParseWithLength((const char *)b->data, b->len);
         const char *note = wlview_jstr(in, "note");
-        if (!note || !note[0]) {
-            cJSON_Delete(in);
+        if (note && note[0])
+            change_submit(change_new(w, s, req, CHANGE_RESOLVE, id, note));
+        else
             respond_error(req, 400, "a note is needed to resolve an item");
-            return;
-        }
-        err_t e = worklist_resolve(w->wl, id, s->user, note, &d);
         cJSON_Delete(in);
-        if (e != ERR_OK) {
-            fail(req, &d);
-            return;
-        }
     } else if (!strcmp(action, "requeue")) {
-        if (worklist_requeue(w->wl, id, s->user, &d) != ERR_OK) {
-            fail(req, &d);
-            return;
-        }
+        change_submit(change_new(w, s, req, CHANGE_REQUEUE, id, NULL));
     } else {
         respond_error(req, 404, "no such action");
-        return;
     }
-    audit(w, s->user, action, id, NULL, req);
-    cJSON *o = item_load(w, id, &d);
-    if (o)
-        respond_json(req, 200, o);
-    else
-        fail(req, &d);
 }
 
 /* ---------------------------------------------------------------- trends */
@@ -809,7 +882,8 @@ err_t web_listen(daemon_t *d)
         log_error("listen-admin: cannot hash (out of memory)");
         return ERR_IO;
     }
-    if (worklist_open(d->queue_path, &w->wl, &e) != ERR_OK) {
+    if (worklist_open(d->queue_path, &w->wl, &e) != ERR_OK ||
+        worklist_open(d->queue_path, &w->wl_write, &e) != ERR_OK) {
         log_error("listen-admin: worklist: %s", e.msg);
         return ERR_IO;
     }
@@ -840,6 +914,7 @@ void web_free(daemon_t *d)
     if (!w)
         return;
     worklist_close(w->wl);
+    worklist_close(w->wl_write);
     if (w->audit_fd >= 0)
         close(w->audit_fd);
     memset(w->sessions, 0, sizeof w->sessions);

@@ -419,6 +419,41 @@ class SessionTest(unittest.TestCase):
         finally:
             d.cleanup()
 
+    def test_user_passwd_and_remove(self):
+        port = h.free_port()
+        d = h.Daemon("--listen-admin", "127.0.0.1:%d" % port)
+        try:
+            os.makedirs(d.data_dir, exist_ok=True)
+
+            def user(*args, password=None):
+                return subprocess.run([ADMIN, "--data-dir", d.data_dir, "user"] + list(args),
+                                      input=(password + "\n").encode() if password else b"",
+                                      capture_output=True, timeout=60)
+
+            def login(password):
+                return curl_post("http://127.0.0.1:%d/login" % port,
+                                 "user=ann&password=" + password.replace(" ", "+"))[0]
+
+            self.assertEqual(user("add", "ann", password="first password").returncode, 0)
+            self.assertEqual(user("add", "ann", password="first password").returncode, 1)
+            self.assertEqual(user("add", "ann:x", password="first password").returncode, 2)
+            self.assertEqual(user("add", "bob", password="short").returncode, 2)
+            with open(os.path.join(d.data_dir, "admin-users")) as f:
+                text = f.read()
+            self.assertTrue(text.startswith("ann:$argon2id$"), text)
+            self.assertNotIn("first password", text)
+            d.start()
+            h.wait_port(port, proc=d.proc)
+            self.assertEqual(login("first password"), 303)
+            self.assertEqual(user("passwd", "ann", password="second password").returncode, 0)
+            self.assertEqual(login("first password"), 401)
+            self.assertEqual(login("second password"), 303)
+            self.assertEqual(user("remove", "ann").returncode, 0)
+            self.assertEqual(login("second password"), 401)
+            self.assertEqual(user("remove", "ann").returncode, 1)
+        finally:
+            d.cleanup()
+
     def test_non_loopback_warns(self):
         p = subprocess.run([h.DAEMON, "--listen-admin", "0.0.0.0:8081", "--check-config"],
                            capture_output=True, timeout=60)

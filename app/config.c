@@ -15,7 +15,9 @@
 #include "log.h"
 #include "xmalloc.h"
 
-typedef enum { K_STR, K_ADDR, K_LONG, K_MS, K_SIZE, K_BOOL, K_LIST } key_kind_t;
+/* K_LINES: a string setting that may be repeated; the values are kept one
+ * a line, in order. */
+typedef enum { K_STR, K_ADDR, K_LONG, K_MS, K_SIZE, K_BOOL, K_LIST, K_LINES } key_kind_t;
 
 typedef struct {
     const char *name;
@@ -114,6 +116,34 @@ static const key_def_t config_keys[] = {
     {"log-phi", K_BOOL, O(log_phi), "no", NULL,
      "DEBUG ONLY: log message content (patient data)"},
     {"pid-file", K_STR, O(pid_file), NULL, "FILE", "write the process id here"},
+    {"mllp-tls-cert", K_STR, O(mllp_tls_cert), NULL, "FILE",
+     "MLLP listener speaks TLS with this PEM certificate chain (with mllp-tls-key)"},
+    {"mllp-tls-key", K_STR, O(mllp_tls_key), NULL, "FILE", "private key of mllp-tls-cert"},
+    {"mllp-tls-client-ca", K_STR, O(mllp_tls_client_ca), NULL, "FILE",
+     "MLLP clients must present a certificate from this CA bundle (mTLS)"},
+    {"mllp-tls-allow", K_LINES, O(mllp_tls_allow), NULL, "PATTERN",
+     "admit only client certificates whose subject, CN or SAN matches (glob); repeatable"},
+    {"http-tls-cert", K_STR, O(http_tls_cert), NULL, "FILE",
+     "HTTP listener speaks TLS with this PEM certificate chain (with http-tls-key)"},
+    {"http-tls-key", K_STR, O(http_tls_key), NULL, "FILE", "private key of http-tls-cert"},
+    {"http-tls-client-ca", K_STR, O(http_tls_client_ca), NULL, "FILE",
+     "HTTP clients must present a certificate from this CA bundle (mTLS)"},
+    {"http-tls-allow", K_LINES, O(http_tls_allow), NULL, "PATTERN",
+     "admit only client certificates whose subject, CN or SAN matches (glob); repeatable"},
+    {"downstream-mllp-tls", K_BOOL, O(downstream_mllp_tls), "no", NULL,
+     "speak TLS to downstream-mllp and reject-mllp"},
+    {"downstream-tls-ca", K_STR, O(downstream_tls_ca), NULL, "FILE",
+     "CA bundle that downstream servers are verified against (default: the system's)"},
+    {"downstream-tls-cert", K_STR, O(downstream_tls_cert), NULL, "FILE",
+     "client certificate presented downstream (with downstream-tls-key)"},
+    {"downstream-tls-key", K_STR, O(downstream_tls_key), NULL, "FILE",
+     "private key of downstream-tls-cert"},
+    {"downstream-tls-server-name", K_STR, O(downstream_tls_server_name), NULL, "NAME",
+     "name the downstream certificate must carry (default: the host of the destination)"},
+    {"tls-min-version", K_STR, O(tls_min_version), "1.2", "1.2|1.3",
+     "oldest TLS version accepted or offered"},
+    {"tls-handshake-timeout", K_MS, O(tls_handshake_timeout_ms), "10s", "DURATION",
+     "time allowed for a TLS handshake on a listener"},
 };
 #undef O
 #define NKEYS (sizeof config_keys / sizeof config_keys[0])
@@ -290,6 +320,19 @@ err_t config_set(config_t *c, const char *key, const char *value, int line, err_
         c->severity[c->nseverity] = NULL;
         return ERR_OK;
     }
+    case K_LINES: {
+        char **s = field;
+        if (!*value)
+            return ERR_OK;
+        if (strchr(value, '\n'))
+            return bad(d, k, key, line, "one value a line");
+        size_t have = *s ? strlen(*s) : 0, n = strlen(value);
+        *s = xrealloc(*s, have + n + 2);
+        if (have)
+            (*s)[have++] = '\n';
+        memcpy(*s + have, value, n + 1);
+        return ERR_OK;
+    }
     }
     return bad(d, k, key, line, "unsupported");
 }
@@ -363,6 +406,43 @@ static bool one_of(const char *s, const char *const *choices)
     return false;
 }
 
+/* The TLS settings of one listener (prefix "mllp" or "http") hang together:
+ * a certificate needs its key, mTLS and the allow-list need TLS. The files
+ * themselves are read when the listener starts. */
+static err_t validate_listener_tls(const char *prefix, const char *cert, const char *key,
+                                   const char *client_ca, const char *allow, err_detail_t *d)
+{
+    if (!cert != !key)
+        return err_set(d, ERR_BAD_CONFIG, 0, "%s-tls-cert and %s-tls-key go together", prefix,
+                       prefix);
+    if (client_ca && !cert)
+        return err_set(d, ERR_BAD_CONFIG, 0, "%s-tls-client-ca needs %s-tls-cert and -key",
+                       prefix, prefix);
+    if (allow && !client_ca)
+        return err_set(d, ERR_BAD_CONFIG, 0,
+                       "%s-tls-allow needs %s-tls-client-ca (client certificates)", prefix,
+                       prefix);
+    return ERR_OK;
+}
+
+static err_t config_validate_tls(const config_t *c, err_detail_t *d)
+{
+    static const char *const versions[] = {"1.2", "1.3", NULL};
+    if (!one_of(c->tls_min_version, versions))
+        return err_set(d, ERR_BAD_CONFIG, 0, "tls-min-version: expected 1.2 or 1.3");
+    if (c->tls_handshake_timeout_ms < 100)
+        return err_set(d, ERR_BAD_CONFIG, 0, "tls-handshake-timeout: at least 100ms");
+    err_t rc = validate_listener_tls("mllp", c->mllp_tls_cert, c->mllp_tls_key,
+                                     c->mllp_tls_client_ca, c->mllp_tls_allow, d);
+    if (rc == ERR_OK)
+        rc = validate_listener_tls("http", c->http_tls_cert, c->http_tls_key,
+                                   c->http_tls_client_ca, c->http_tls_allow, d);
+    if (rc == ERR_OK && !c->downstream_tls_cert != !c->downstream_tls_key)
+        return err_set(d, ERR_BAD_CONFIG, 0,
+                       "downstream-tls-cert and downstream-tls-key go together");
+    return rc;
+}
+
 bool config_host_is_loopback(const char *host)
 {
     unsigned char a[sizeof(struct in6_addr)];
@@ -379,14 +459,12 @@ bool config_host_is_loopback(const char *host)
  * else in this file's checks; without them the listener is plain. */
 static bool http_tls_on(const config_t *c)
 {
-    (void)c;
-    return false;
+    return c->http_tls_cert != NULL;
 }
 
 static bool http_client_certs_on(const config_t *c)
 {
-    (void)c;
-    return false;
+    return c->http_tls_client_ca != NULL;
 }
 
 /* Who may reach the HTTP listener (spinegate.conf(5), AUTHENTICATION in
@@ -481,6 +559,9 @@ err_t config_validate(config_t *c, err_detail_t *d)
         return err_set(d, ERR_BAD_CONFIG, 0, "queue-max: at least 1");
     if (c->listen_admin.port && c->admin_session_ttl_ms < 1000)
         return err_set(d, ERR_BAD_CONFIG, 0, "admin-session-ttl: at least 1s");
+    err_t rc = config_validate_tls(c, d);
+    if (rc != ERR_OK)
+        return rc;
     return validate_http_access(c, d);
 }
 
@@ -553,6 +634,7 @@ static void format_value(const config_t *c, const key_def_t *k, char *out, size_
         snprintf(out, cap, "%s", *(const bool *)field ? "yes" : "no");
         break;
     case K_LIST:
+    case K_LINES:
         out[0] = '\0';
         break;
     }
@@ -581,6 +663,17 @@ void config_dump(const config_t *c, FILE *f)
                 fprintf(f, "%s = %s\n", k->name, c->severity[j]);
             continue;
         }
+        if (k->kind == K_LINES) {
+            const char *s = *(char *const *)((const char *)c + k->offset);
+            if (!s || !*s)
+                fprintf(f, "# %s =\n", k->name);
+            while (s && *s) {
+                size_t n = strcspn(s, "\n");
+                fprintf(f, "%s = %.*s\n", k->name, (int)n, s);
+                s += n + (s[n] == '\n');
+            }
+            continue;
+        }
         format_value(c, k, v, sizeof v);
         if (v[0])
             fprintf(f, "%s = %s\n", k->name, v);
@@ -592,7 +685,7 @@ void config_dump(const config_t *c, FILE *f)
 void config_free(config_t *c)
 {
     for (size_t i = 0; i < NKEYS; i++)
-        if (config_keys[i].kind == K_STR) {
+        if (config_keys[i].kind == K_STR || config_keys[i].kind == K_LINES) {
             char **s = (char **)((char *)c + config_keys[i].offset);
             xfree(*s);
             *s = NULL;

@@ -80,6 +80,14 @@ typedef struct {
     char *log_level;
     bool log_phi;
     char *pid_file;
+    /* TLS: paths, NULL when unset; *_allow are patterns one a line */
+    char *mllp_tls_cert, *mllp_tls_key, *mllp_tls_client_ca, *mllp_tls_allow;
+    char *http_tls_cert, *http_tls_key, *http_tls_client_ca, *http_tls_allow;
+    bool downstream_mllp_tls;
+    char *downstream_tls_ca, *downstream_tls_cert, *downstream_tls_key;
+    char *downstream_tls_server_name;
+    char *tls_min_version; /* "1.2" | "1.3" */
+    long tls_handshake_timeout_ms;
     /* where the file came from, for messages */
     char *config_path;
 } config_t;

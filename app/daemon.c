@@ -68,8 +68,8 @@ static void reload(daemon_t *d)
     rule_pack_t *pack = NULL;
     if (args_parse(d->argc, d->argv, &fresh, &a, &e) != 0 ||
         config_validate(&fresh, &e) != ERR_OK) {
-        log_error("reload failed, keeping the running rule pack: %s", e.msg);
-    } else if (daemon_pack_load(&fresh, &pack, &e) != ERR_OK) {
+        log_error("reload failed, keeping the running rule pack and certificates: %s", e.msg);
+    } else if (daemon_tls_reload(d, &fresh), daemon_pack_load(&fresh, &pack, &e) != ERR_OK) {
         log_error("reload failed, keeping the running rule pack: %s%s%s", e.where,
                   e.where[0] ? ": " : "", e.msg);
     } else {
@@ -351,13 +351,20 @@ static err_t start_out(daemon_t *d, const char *dest, out_kind_t kind, const con
         .backoff_max_ms = (unsigned)d->cfg.retry_max_delay_ms,
         .jitter = true,
         .ack_timeout_ms = (unsigned)d->cfg.ack_timeout_ms,
+        .tls = kind == OUT_MLLP ? d->tls[DAEMON_TLS_DOWNSTREAM] : NULL,
+        .tls_server_name = d->cfg.downstream_tls_server_name,
+        .tls_ca = d->cfg.downstream_tls_ca,
+        .tls_cert = d->cfg.downstream_tls_cert,
+        .tls_key = d->cfg.downstream_tls_key,
+        .tls_min_version = strcmp(d->cfg.tls_min_version, "1.3") == 0 ? 13 : 12,
     };
     err_detail_t e;
     err_clear(&e);
     err_t rc = out_start(d->loop, d->queue, &o, out, &e);
     char target[512];
     if (kind == OUT_MLLP)
-        snprintf(target, sizeof target, "MLLP %s:%d", addr->host, addr->port);
+        snprintf(target, sizeof target, "MLLP%s %s:%d", o.tls ? " over TLS" : "", addr->host,
+                 addr->port);
     else
         snprintf(target, sizeof target, "%s", kind == OUT_HTTP ? url : dir);
     if (rc != ERR_OK)
@@ -402,6 +409,8 @@ static err_t start_listeners(daemon_t *d)
         o.max_connections = (unsigned)c->max_connections;
         o.idle_timeout_ms = (unsigned)c->idle_timeout_ms;
         o.budget = d->budget;
+        o.tls = d->tls[DAEMON_TLS_MLLP];
+        o.tls_handshake_timeout_ms = (unsigned)c->tls_handshake_timeout_ms;
         mllp_callbacks_t cb = {.frame = serve_mllp_frame, .oversized = serve_mllp_oversized};
         if (mllp_server_listen(d->loop, c->listen_mllp.host, c->listen_mllp.port, &o, &cb, d,
                                &d->mllp, &e) != ERR_OK) {
@@ -418,6 +427,8 @@ static err_t start_listeners(daemon_t *d)
         o.header_timeout_ms = (unsigned)c->header_timeout_ms;
         o.body_timeout_ms = (unsigned)c->body_timeout_ms;
         o.budget = d->budget;
+        o.tls = d->tls[DAEMON_TLS_HTTP];
+        o.tls_handshake_timeout_ms = (unsigned)c->tls_handshake_timeout_ms;
         http_callbacks_t cb = {.request = serve_http_request, .error = serve_http_error};
         if (http_server_listen(d->loop, c->listen_http.host, c->listen_http.port, &o, &cb, d,
                                &d->http, &e) != ERR_OK) {
@@ -561,6 +572,7 @@ static void close_queue_done(void *user)
     uv_close((uv_handle_t *)&d->sig_term, NULL);
     uv_close((uv_handle_t *)&d->sig_int, NULL);
     uv_close((uv_handle_t *)&d->sig_hup, NULL);
+    daemon_tls_stop(d);
     log_info("stopped");
 }
 
@@ -777,6 +789,8 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
 
     uv_timer_init(d->loop, &d->retry_timer);
     d->retry_timer.data = d;
+    uv_timer_init(d->loop, &d->tls_timer);
+    d->tls_timer.data = d;
     uv_signal_init(d->loop, &d->sig_term);
     uv_signal_init(d->loop, &d->sig_int);
     uv_signal_init(d->loop, &d->sig_hup);
@@ -785,7 +799,8 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
     uv_signal_start(&d->sig_int, on_signal, SIGINT);
     uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
 
-    if (queue_guard_after(d) != 0 || start_delivery(d) != ERR_OK || start_listeners(d) != ERR_OK) {
+    if (queue_guard_after(d) != 0 || daemon_tls_start(d) != ERR_OK || start_delivery(d) != ERR_OK ||
+        start_listeners(d) != ERR_OK) {
         d->exit_code = 1;
         begin_stop(d, "startup failed");
     } else {
@@ -801,6 +816,7 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
     int code = d->exit_code;
     web_free(d);
     daemon_pack_unref(d->pack);
+    daemon_tls_free(d);
     auth_tokens_free(d->tokens);
     ingest_budget_free(d->budget);
     lanes_free(d->lanes);

@@ -26,6 +26,7 @@
 #include "out.h"
 #include "queue.h"
 #include "rules.h"
+#include "tls.h"
 
 typedef struct {
     rule_pack_t *pack;
@@ -34,6 +35,14 @@ typedef struct {
 
 typedef struct daemon_job daemon_job_t;
 typedef struct web web_t;
+
+/* The TLS contexts the daemon may hold, one per use. */
+typedef enum {
+    DAEMON_TLS_MLLP,
+    DAEMON_TLS_HTTP,
+    DAEMON_TLS_DOWNSTREAM, /* downstream-mllp and reject-mllp */
+    DAEMON_TLS__COUNT
+} daemon_tls_use_t;
 
 /* Messages up to this size are judged on the loop thread when nothing of
  * their connection is in flight: at a few hundred diagnoses at most, judging
@@ -68,6 +77,9 @@ typedef struct daemon {
     lanes_t *lanes;            /* judging on the thread pool, a lane per connection */
     bool stop_after_lanes;     /* listeners closed: stop once the lanes are idle */
     notify_t *notify;          /* systemd watchdog while running; NULL without one */
+    tls_ctx_t *tls[DAEMON_TLS__COUNT]; /* NULL: that use is plaintext */
+    uv_timer_t tls_timer;              /* the daily certificate expiry check */
+    uint64_t tls_reloads_ok, tls_reloads_failed;
     uint64_t ack_seq;        /* for the control ids of our ACKs */
     uint64_t start_ms;
     int stopping;
@@ -86,6 +98,21 @@ void daemon_pack_unref(daemon_pack_t *p);
 
 /* Loads a rule pack with the settings of cfg. Errors as rule_pack_load(). */
 err_t daemon_pack_load(const config_t *cfg, rule_pack_t **out, err_detail_t *e);
+
+/* TLS (daemon_tls.c). daemon_tls_start builds the contexts the settings ask
+ * for (ERR_BAD_CONFIG, logged, when a file is broken) and starts the daily
+ * expiry check; daemon_tls_reload rebuilds them from fresh on SIGHUP and
+ * hands them to the listeners and deliverers, keeping the running ones when
+ * a file is broken; daemon_tls_stop closes the timer, daemon_tls_free drops
+ * the contexts after the loop has ended. daemon_tls_metrics appends the TLS
+ * series of /metrics; daemon_tls_expiring counts certificates that expire
+ * within 30 days. */
+err_t daemon_tls_start(daemon_t *d);
+void daemon_tls_reload(daemon_t *d, const config_t *fresh);
+void daemon_tls_stop(daemon_t *d);
+void daemon_tls_free(daemon_t *d);
+void daemon_tls_metrics(daemon_t *d, char *buf, size_t cap, size_t *off);
+int daemon_tls_expiring(const daemon_t *d);
 
 /* Writes an ACK/HL7 timestamp (YYYYMMDDHHMMSS+0000) of now into out (>= 20 bytes). */
 void daemon_hl7_timestamp(char *out, size_t cap);

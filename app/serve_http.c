@@ -1016,6 +1016,7 @@ static void serve_metrics(daemon_t *d, http_req_t *req)
             "# TYPE spinegate_buffered_pauses_total counter\n"
             "spinegate_buffered_pauses_total %llu\n",
             bs.used, (unsigned long long)bs.pauses);
+    daemon_tls_metrics(d, extra, sizeof extra, &off);
     size_t len;
     char *text = metrics_render(&d->metrics, extra, &len);
     http_req_respond(req, 200, "text/plain; version=0.0.4", text, len, NULL);
@@ -1029,7 +1030,12 @@ static void serve_metrics(daemon_t *d, http_req_t *req)
  * request's connection; a plain listener has only the Authorization header. */
 static auth_creds_t creds_of(const http_req_t *req)
 {
-    return (auth_creds_t){.authorization = http_req_header(req, "Authorization")};
+    /* Only a connection whose client certificate was verified against
+     * http-tls-client-ca and the allow-list has a subject. */
+    const char *subject = http_req_client_subject(req);
+    return (auth_creds_t){.authorization = http_req_header(req, "Authorization"),
+                          .cert_verified = subject != NULL,
+                          .cert_name = subject};
 }
 
 /* Lets req through to an endpoint that needs scope, with who set to the
@@ -1121,12 +1127,18 @@ size_t serve_http_error(const http_req_t *req, int status, const char *why, char
 
 static void serve_metadata(daemon_t *d, http_req_t *req, neg_t neg)
 {
-    (void)d;
     arena_t a;
     arena_init(&a, 8192);
+    /* How to authenticate is part of what the server implements. */
+    const char *security =
+        strcmp(d->cfg.http_auth, "token") == 0
+            ? "Bearer tokens (RFC 6750, Authorization: Bearer): scope submit for Claim and "
+              "Bundles, validate for $validate; metadata is open. A 401 names the Bearer scheme."
+            : NULL;
     fhir_out_capability_t cap = {.software_name = "spinegate",
                                  .software_version = PACKAGE_VERSION,
-                                 .date = SERVE_CAPABILITY_DATE};
+                                 .date = SERVE_CAPABILITY_DATE,
+                                 .security = security};
     slice_t body;
     fhir_out_capability(&cap, neg.fmt, &a, &body);
     respond(req, 200, neg, body, NULL, &a);

@@ -6,12 +6,19 @@
  *   mllp_load sink PORT                          answers every frame with a
  *       minimal AA (a fast downstream, so the daemon's figures are its own).
  *
+ * With MLLP_LOAD_TLS_CA=FILE in the environment, send speaks TLS (the
+ * daemon's own engine, common/tls.h), verifying the server against FILE
+ * and the name "localhost".
+ *
  * Built on libuv like the daemon; one thread, so it costs one core at most.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
+
+#include "tls.h"
 
 typedef struct {
     uv_tcp_t tcp;
@@ -24,7 +31,14 @@ typedef struct {
     uint64_t sent_at;
     unsigned long seq;
     int id;
+    tls_conn_t *tls;    /* NULL: plaintext */
+    char cipher[65536]; /* TLS: what the socket read */
 } conn_t;
+
+typedef struct {
+    uv_write_t req;
+    char data[];
+} cipher_write_t;
 
 static struct {
     uv_loop_t *loop;
@@ -36,15 +50,40 @@ static struct {
     size_t nlat, cap;
     unsigned long errors, acks_ok;
     int open;
+    tls_ctx_t *tls;
 } g;
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     (void)hint;
     conn_t *c = h->data;
+    if (c->tls) {
+        buf->base = c->cipher;
+        buf->len = sizeof c->cipher;
+        return;
+    }
     buf->base = c->in + c->in_len;
     buf->len = sizeof c->in - c->in_len;
 }
+
+static void on_cipher_written(uv_write_t *w, int status)
+{
+    (void)status;
+    free(w);
+}
+
+static void cipher_flush(conn_t *c)
+{
+    size_t n = tls_conn_out_pending(c->tls);
+    if (!n)
+        return;
+    cipher_write_t *w = malloc(sizeof *w + n);
+    n = tls_conn_out_take(c->tls, w->data, n);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+    uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_cipher_written);
+}
+
+static void acks_read(conn_t *c);
 
 static void send_next(conn_t *c);
 
@@ -73,7 +112,35 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         g.open--;
         return;
     }
-    c->in_len += (size_t)n;
+    if (!c->tls) {
+        c->in_len += (size_t)n;
+        acks_read(c);
+        return;
+    }
+    bool was_established = tls_conn_established(c->tls);
+    tls_conn_feed(c->tls, c->cipher, (size_t)n);
+    for (;;) {
+        long got = tls_conn_read(c->tls, c->in + c->in_len, sizeof c->in - c->in_len);
+        cipher_flush(c);
+        if (got < 0) {
+            fprintf(stderr, "mllp_load: TLS: %s\n", tls_conn_error(c->tls));
+            exit(1);
+        }
+        if (!was_established && tls_conn_established(c->tls)) {
+            was_established = true;
+            send_next(c);
+        }
+        if (got == 0)
+            return;
+        c->in_len += (size_t)got;
+        acks_read(c);
+        if (uv_is_closing((uv_handle_t *)&c->tcp))
+            return;
+    }
+}
+
+static void acks_read(conn_t *c)
+{
     for (;;) {
         char *end = memchr(c->in, 0x1c, c->in_len);
         if (!end || (size_t)(end - c->in) + 1 >= c->in_len)
@@ -104,6 +171,11 @@ static void send_next(conn_t *c)
              c->seq++);
     memcpy(c->out + 1 + g.cid_off, id, g.cid_len);
     c->sent_at = uv_hrtime();
+    if (c->tls) {
+        tls_conn_write(c->tls, c->out, c->out_len);
+        cipher_flush(c);
+        return;
+    }
     uv_buf_t b = uv_buf_init(c->out, (unsigned)c->out_len);
     uv_write(&c->write, (uv_stream_t *)&c->tcp, &b, 1, on_written);
 }
@@ -116,6 +188,12 @@ static void on_connect(uv_connect_t *req, int status)
         exit(1);
     }
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (g.tls) {
+        c->tls = tls_conn_new(g.tls, "localhost");
+        tls_conn_read(c->tls, c->in, 0); /* the ClientHello */
+        cipher_flush(c);
+        return;
+    }
     send_next(c);
 }
 
@@ -291,6 +369,15 @@ static int run_sink(int port)
 int main(int argc, char **argv)
 {
     g.loop = uv_default_loop();
+    const char *ca = getenv("MLLP_LOAD_TLS_CA");
+    if (ca && *ca) {
+        tls_settings_t s = {.ca_file = ca};
+        err_detail_t e;
+        if (tls_ctx_new(TLS_CLIENT, &s, &g.tls, &e) != ERR_OK) {
+            fprintf(stderr, "mllp_load: %s\n", e.msg);
+            return 2;
+        }
+    }
     if (argc == 7 && strcmp(argv[1], "send") == 0)
         return run_send(argv[2], atoi(argv[3]), atoi(argv[4]), atof(argv[5]), argv[6]);
     if (argc == 3 && strcmp(argv[1], "sink") == 0)

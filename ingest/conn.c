@@ -200,7 +200,7 @@ static void conn_account(ingest__conn_t *c)
     if (c->closing)
         return;
     const ingest__proto_t *p = c->srv->proto;
-    size_t now = c->stash_cap + (p->held ? p->held(c) : 0);
+    size_t now = c->stash_cap + (p->held && c->proto_open ? p->held(c) : 0);
     if (now > c->held_in)
         budget_charge(c->budget, now - c->held_in);
     else
@@ -224,6 +224,7 @@ void ingest__slot_hold(ingest__slot_t *s, size_t n)
 static void conn_unref(ingest__conn_t *c)
 {
     if (--c->refs == 0) {
+        tls_conn_free(c->tls);
         xfree(c->stash);
         xfree(c);
     }
@@ -293,7 +294,11 @@ void ingest__conn_close(ingest__conn_t *c, const char *why)
     c->closing = true;
     c->reading = false;
     if (!c->refused) {
-        s->proto->on_close(c, why);
+        if (c->proto_open)
+            s->proto->on_close(c, why);
+        else
+            log_debug("%s conn #%llu from %s closed before its TLS handshake completed: %s",
+                      s->proto->name, (unsigned long long)c->id, c->peer, why);
         s->st.conns_open--;
     }
     /* Input is gone with the connection: its charge too (the slots' charges
@@ -468,6 +473,9 @@ static uint64_t conn_linger_ms(const ingest__conn_t *c)
     return c->srv->closing && ms > INGEST__STOP_LINGER_MS ? INGEST__STOP_LINGER_MS : ms;
 }
 
+static void conn_send_cipher(ingest__conn_t *c);
+static void conn_write_raw(ingest__conn_t *c, ingest__wbuf_t *w);
+
 /* Closes c if it was asked to finish and nothing is left to write. */
 static void conn_maybe_finish(ingest__conn_t *c)
 {
@@ -478,6 +486,14 @@ static void conn_maybe_finish(ingest__conn_t *c)
     if (c->eof) {
         ingest__conn_close(c, "peer closed");
         return;
+    }
+    if (c->tls && tls_conn_established(c->tls)) {
+        /* The orderly end of the TLS stream before our FIN, so the peer can
+         * tell it from a truncation. */
+        tls_conn_close_notify(c->tls);
+        conn_send_cipher(c);
+        if (c->closing)
+            return;
     }
     c->lingering = true;
     c->shutdown.data = c;
@@ -587,6 +603,109 @@ static void conn_offer_stash(ingest__conn_t *c)
     conn_unref(c);
 }
 
+/* ---- TLS -------------------------------------------------------------------
+ * Ciphertext read from the socket is fed to the session and the plaintext
+ * it yields goes to conn_input at once, so the session holds at most one
+ * read's worth (plus a partial record) and the stash and the budget bound
+ * the rest as for plaintext. Failures are logged without content and
+ * counted; the connection alone is closed. */
+
+#define INGEST__TLS_PLAIN_SIZE (64 * 1024)
+
+static void conn_tls_failed(ingest__conn_t *c)
+{
+    ingest__server_t *s = c->srv;
+    bool refused = tls_conn_not_allowed(c->tls);
+    if (refused)
+        s->tls_st.refused++;
+    else if (!c->proto_open)
+        s->tls_st.failed++;
+    if (refused)
+        log_warn("%s conn #%llu from %s: client certificate \"%s\" not on the allow-list, closing",
+                 s->proto->name, (unsigned long long)c->id, c->peer, tls_conn_peer_subject(c->tls));
+    else
+        log_warn("%s conn #%llu from %s: TLS %s failed: %s", s->proto->name,
+                 (unsigned long long)c->id, c->peer, c->proto_open ? "session" : "handshake",
+                 tls_conn_error(c->tls));
+    /* The alert OpenSSL queued goes out before the FIN; input is discarded. */
+    if (c->proto_open) {
+        ingest__conn_close(c, "TLS failure");
+        return;
+    }
+    ingest__conn_finish(c);
+}
+
+static void conn_tls_open(ingest__conn_t *c)
+{
+    ingest__server_t *s = c->srv;
+    s->tls_st.handshakes++;
+    const char *subject = tls_conn_peer_subject(c->tls);
+    log_info("%s conn #%llu from %s: %s%s%s", s->proto->name, (unsigned long long)c->id, c->peer,
+             tls_conn_version(c->tls), subject[0] ? ", client " : "", subject);
+    c->proto_open = true;
+    ingest__conn_timer(c, 0);
+    s->proto->on_open(c);
+}
+
+static void conn_tls_input(ingest__conn_t *c, const char *p, size_t n)
+{
+    ingest__server_t *s = c->srv;
+    if (!c->proto_open && c->bytes_in == n && tls_looks_like_plaintext((unsigned char)p[0])) {
+        s->tls_st.plaintext++;
+        log_warn("%s conn #%llu from %s: plaintext sent to the TLS port, closing", s->proto->name,
+                 (unsigned long long)c->id, c->peer);
+        const char *reply = s->proto->plaintext_reply;
+        if (!reply) {
+            ingest__conn_close(c, "plaintext on the TLS port");
+            return;
+        }
+        size_t len = strlen(reply);
+        ingest__wbuf_t *w = ingest__wbuf_new(len);
+        memcpy(w->data, reply, len);
+        conn_write_raw(c, w);
+        ingest__conn_finish(c); /* the reply, our FIN, then input discarded */
+        return;
+    }
+    tls_conn_feed(c->tls, p, n);
+    for (;;) {
+        long got = tls_conn_read(c->tls, s->tls_plain, INGEST__TLS_PLAIN_SIZE);
+        conn_send_cipher(c);
+        if (c->closing)
+            return;
+        if (got < 0) {
+            conn_tls_failed(c);
+            return;
+        }
+        if (!c->proto_open) {
+            if (!tls_conn_established(c->tls))
+                return; /* the handshake needs more from the peer */
+            conn_tls_open(c);
+            if (c->closing)
+                return;
+        }
+        if (got == 0)
+            return;
+        if (!conn_accepting_input(c))
+            continue; /* finishing: plaintext is read and dropped */
+        conn_input(c, s->tls_plain, (size_t)got);
+        if (c->closing)
+            return;
+    }
+}
+
+void ingest__server_set_tls(ingest__server_t *s, tls_ctx_t *ctx, unsigned handshake_timeout_ms)
+{
+    tls_ctx_ref(ctx);
+    tls_ctx_unref(s->tls); /* open connections hold their own references */
+    s->tls = ctx;
+    if (handshake_timeout_ms)
+        s->tls_handshake_timeout_ms = handshake_timeout_ms;
+    if (!s->tls_handshake_timeout_ms)
+        s->tls_handshake_timeout_ms = 10000;
+    if (!s->tls_plain)
+        s->tls_plain = xmalloc(INGEST__TLS_PLAIN_SIZE);
+}
+
 /* ---- writes and the ordered queue ---------------------------------------- */
 
 static void on_write(uv_write_t *req, int status)
@@ -608,7 +727,7 @@ static void on_write(uv_write_t *req, int status)
     conn_unref(c);
 }
 
-static void conn_write(ingest__conn_t *c, ingest__wbuf_t *w)
+static void conn_write_raw(ingest__conn_t *c, ingest__wbuf_t *w)
 {
     uv_buf_t iov[2];
     unsigned n = 0;
@@ -631,6 +750,39 @@ static void conn_write(ingest__conn_t *c, ingest__wbuf_t *w)
         ingest__wbuf_free(w);
         ingest__conn_close(c, uv_strerror(rc));
     }
+}
+
+/* Writes whatever ciphertext the TLS session has ready (handshake
+ * messages, records, alerts) as one write. */
+static void conn_send_cipher(ingest__conn_t *c)
+{
+    size_t n = tls_conn_out_pending(c->tls);
+    if (n == 0 || c->closing)
+        return;
+    ingest__wbuf_t *w = ingest__wbuf_new(n);
+    w->len = tls_conn_out_take(c->tls, w->data, n);
+    conn_write_raw(c, w);
+}
+
+/* Writes w (consumed): as it is, or encrypted into one ciphertext write, so
+ * that on_write and the write count work the same for both. */
+static void conn_write(ingest__conn_t *c, ingest__wbuf_t *w)
+{
+    if (!c->tls) {
+        conn_write_raw(c, w);
+        return;
+    }
+    int rc = tls_conn_write(c->tls, w->data, w->len);
+    if (rc == 0 && w->borrow && w->borrow->len)
+        rc = tls_conn_write(c->tls, w->borrow->data, w->borrow->len);
+    ingest__wbuf_free(w);
+    if (rc != 0) {
+        log_warn("%s conn #%llu from %s: TLS write failed: %s", c->srv->proto->name,
+                 (unsigned long long)c->id, c->peer, tls_conn_error(c->tls));
+        ingest__conn_close(c, "TLS write failed");
+        return;
+    }
+    conn_send_cipher(c);
 }
 
 static void conn_flush(ingest__conn_t *c)
@@ -711,7 +863,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         if (c->lingering || !c->want_read || c->close_when_done)
             return; /* discarded: the connection is finishing */
         c->refs++;  /* the protocol may close c from a callback */
-        conn_input(c, b->base, (size_t)nread);
+        if (c->tls)
+            conn_tls_input(c, b->base, (size_t)nread);
+        else
+            conn_input(c, b->base, (size_t)nread);
         ingest__conn_update_read(c);
         conn_unref(c);
         return;
@@ -721,6 +876,17 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     if (nread == UV_EOF) {
         if (c->lingering) {
             ingest__conn_close(c, "closed after reply");
+            return;
+        }
+        if (!c->proto_open) {
+            /* A peer that sent nothing is a TCP probe (a load balancer's
+             * health check), not a failed handshake: not worth a warning. */
+            if (c->bytes_in) {
+                s->tls_st.failed++;
+                log_warn("%s conn #%llu from %s: TLS handshake failed: closed by the peer",
+                         s->proto->name, (unsigned long long)c->id, c->peer);
+            }
+            ingest__conn_close(c, "closed during the TLS handshake");
             return;
         }
         c->eof = true;
@@ -745,6 +911,19 @@ static void on_timer(uv_timer_t *t)
         return;
     if (c->lingering) {
         ingest__conn_close(c, "linger over");
+        return;
+    }
+    if (!c->proto_open) {
+        /* Also the bound on a failed handshake whose alert is still being
+         * written (close_when_done): that one was logged already. */
+        ingest__server_t *s = c->srv;
+        if (!c->close_when_done) {
+            s->tls_st.timeouts++;
+            log_warn("%s conn #%llu from %s: TLS handshake not done after %u ms, closing",
+                     s->proto->name, (unsigned long long)c->id, c->peer,
+                     s->tls_handshake_timeout_ms);
+        }
+        ingest__conn_close(c, c->close_when_done ? "TLS failure" : "TLS handshake timeout");
         return;
     }
     c->refs++;
@@ -851,7 +1030,15 @@ static void on_connection(uv_stream_t *l, int status)
     if (s->conns)
         s->conns->prev = c;
     s->conns = c;
-    s->proto->on_open(c);
+    if (s->tls) {
+        /* The protocol opens once the handshake is done; until then only
+         * the handshake timeout runs. */
+        c->tls = tls_conn_new(s->tls, NULL);
+        ingest__conn_timer(c, s->tls_handshake_timeout_ms);
+    } else {
+        c->proto_open = true;
+        s->proto->on_open(c);
+    }
     ingest__conn_update_read(c);
 }
 
@@ -944,6 +1131,10 @@ static void server_check_done(ingest__server_t *s)
     s->done_called = true;
     xfree(s->rbuf);
     s->rbuf = NULL;
+    xfree(s->tls_plain);
+    s->tls_plain = NULL;
+    tls_ctx_unref(s->tls);
+    s->tls = NULL;
     if (s->done)
         s->done(s);
 }

@@ -310,6 +310,13 @@ static const ingest__proto_t http_proto = {
     .on_timer = on_timer,
     .on_close = on_close,
     .held = held,
+    /* What a browser or curl shows for http:// sent to an https:// port. */
+    .plaintext_reply = "HTTP/1.1 400 Bad Request\r\n"
+                       "Content-Type: text/plain\r\n"
+                       "Content-Length: 38\r\n"
+                       "Connection: close\r\n"
+                       "\r\n"
+                       "This port speaks HTTPS: use https://\r\n",
 };
 
 /* ---- server ----------------------------------------------------------------- */
@@ -348,6 +355,9 @@ err_t http_server_listen(uv_loop_t *loop, const char *host, int port, const http
     s->cb = *callbacks;
     s->user = user;
     s->base.budget = s->opts.budget;
+    if (s->opts.tls)
+        ingest__server_set_tls(&s->base, s->opts.tls, s->opts.tls_handshake_timeout_ms);
+    s->opts.tls = NULL; /* the server holds its context, not the options */
     err_t e = ingest__server_start(&s->base, &http_proto, loop, host, port, s->opts.max_connections,
                                    s->opts.max_pending, s->opts.linger_ms,
                                    s->opts.drain_timeout_ms, s->opts.backlog, server_done, detail);
@@ -389,6 +399,14 @@ void http_server_stats(const http_server_t *s, http_stats_t *o)
     o->bytes_out = s->base.st.bytes_out;
     o->pauses = s->base.st.pauses;
     o->orphaned = s->base.st.orphaned;
+    o->tls_on = s->base.tls != NULL;
+    o->tls = s->base.tls_st;
+}
+
+void http_server_set_tls(http_server_t *s, tls_ctx_t *ctx)
+{
+    if (s->base.tls && ctx)
+        ingest__server_set_tls(&s->base, ctx, 0);
 }
 
 /* ---- responding ----------------------------------------------------------------- */
@@ -436,4 +454,13 @@ uint64_t http_req_conn_id(const http_req_t *req)
 const char *http_req_peer(const http_req_t *req)
 {
     return req->slot.conn ? req->slot.conn->peer : "";
+}
+
+const char *http_req_client_subject(const http_req_t *req)
+{
+    const ingest__conn_t *c = req->slot.conn;
+    if (!c || !c->tls)
+        return NULL;
+    const char *subject = tls_conn_peer_subject(c->tls);
+    return subject[0] ? subject : NULL;
 }

@@ -21,6 +21,7 @@
 #include "buf.h"
 #include "err.h"
 #include "slice.h"
+#include "tls.h"
 
 typedef struct http_server http_server_t;
 typedef struct http_req http_req_t;
@@ -40,6 +41,9 @@ typedef struct {
     int backlog;                /* default 128 */
     ingest_budget_t *budget;    /* memory budget shared with other listeners (borrowed);
                                    NULL = none */
+    tls_ctx_t *tls;             /* TLS server context (the listener takes a reference);
+                                   NULL = plaintext */
+    unsigned tls_handshake_timeout_ms; /* a handshake not done by then closes; default 10000 */
 } http_opts_t;
 
 /* Fills o with the defaults above. */
@@ -88,9 +92,15 @@ typedef struct {
     uint64_t continues;                                      /* 100 Continue sent */
     uint64_t bytes_in, bytes_out;
     uint64_t pauses, orphaned;
+    bool tls_on; /* the listener speaks TLS: tls holds its counters */
+    tls_stats_t tls;
 } http_stats_t;
 
 void http_server_stats(const http_server_t *s, http_stats_t *out);
+
+/* Swaps the certificates of a listener started with TLS (a reload): new
+ * connections use ctx (a reference is taken), open ones keep theirs. */
+void http_server_set_tls(http_server_t *s, tls_ctx_t *ctx);
 
 /* ---- the request ---------------------------------------------------------
  * Slices point into the req and are valid until it is answered. */
@@ -124,6 +134,10 @@ bool http_req_keep_alive(const http_req_t *req);
 /* Connection id and peer "ip:port" for logs; "" / 0 when not on a socket. */
 uint64_t http_req_conn_id(const http_req_t *req);
 const char *http_req_peer(const http_req_t *req);
+
+/* The subject of the client certificate the request came with (mTLS,
+ * verified and on the allow-list), or NULL when there was none. */
+const char *http_req_client_subject(const http_req_t *req);
 
 /* Sends the response once every earlier request on the connection has been
  * answered. The body is COPIED (callers may free it on return). Writes the

@@ -21,6 +21,7 @@
 #include "budget.h"
 #include "buf.h"
 #include "err.h"
+#include "tls.h"
 
 /* ---- growable buf_t ------------------------------------------------------
  * A frame or a body is copied once, straight into the buf_t that is handed to
@@ -101,6 +102,11 @@ typedef struct ingest__conn {
     bool refused;
     bool in_data; /* inside proto->on_data: no re-entry */
     bool budget_paused; /* not read because the budget is spent */
+    /* TLS: the session, when the server speaks TLS. The protocol is opened
+     * (on_open) only once the handshake is done, so it sees plaintext only;
+     * until then the connection's timer is the handshake timeout. */
+    tls_conn_t *tls;
+    bool proto_open;
 } ingest__conn_t;
 
 typedef struct {
@@ -117,6 +123,9 @@ typedef struct {
     void (*on_close)(ingest__conn_t *c, const char *why);
     /* Bytes the protocol holds for an unfinished message (NULL: none). */
     size_t (*held)(const ingest__conn_t *c);
+    /* Written in clear to a peer that sent plaintext to the TLS port, before
+     * the close, so that it learns why (NULL: closed without a word). */
+    const char *plaintext_reply;
 } ingest__proto_t;
 
 typedef struct {
@@ -143,6 +152,12 @@ typedef struct ingest__server {
     ingest__stats_t st;
     char *rbuf;
     size_t rbuf_size;
+    /* TLS (NULL: plaintext). New connections take the current context; a
+     * reload swaps it and open connections keep theirs. */
+    tls_ctx_t *tls;
+    unsigned tls_handshake_timeout_ms;
+    char *tls_plain; /* decrypted bytes, offered to the protocol at once */
+    tls_stats_t tls_st;
     bool closing, listener_closed, drain_timer_closed, done_called;
     void (*done)(struct ingest__server *s);
 } ingest__server_t;
@@ -163,6 +178,12 @@ err_t ingest__server_start(ingest__server_t *s, const ingest__proto_t *proto, uv
                            const char *host, int port, unsigned max_conns, unsigned max_pending,
                            unsigned linger_ms, unsigned drain_timeout_ms, int backlog,
                            void (*done)(ingest__server_t *s), err_detail_t *detail);
+
+/* Makes s speak TLS with ctx (a reference is taken; the previous context,
+ * if any, is released once its connections are gone); handshake_timeout_ms
+ * bounds a handshake (0: 10 s). Before ingest__server_start, or later to
+ * swap certificates on a server that was started with TLS. */
+void ingest__server_set_tls(ingest__server_t *s, tls_ctx_t *ctx, unsigned handshake_timeout_ms);
 
 /* Logs the drain and starts ingest__server_close(); false (nothing done)
  * when the server is already closing. */

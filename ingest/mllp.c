@@ -215,6 +215,9 @@ err_t mllp_server_listen(uv_loop_t *loop, const char *host, int port, const mllp
     s->cb = *callbacks;
     s->user = user;
     s->base.budget = s->opts.budget;
+    if (s->opts.tls)
+        ingest__server_set_tls(&s->base, s->opts.tls, s->opts.tls_handshake_timeout_ms);
+    s->opts.tls = NULL; /* the server holds its context, not the options */
     err_t e = ingest__server_start(&s->base, &mllp_proto, loop, host, port, s->opts.max_connections,
                                    s->opts.max_pending, s->opts.linger_ms,
                                    s->opts.drain_timeout_ms, s->opts.backlog, server_done, detail);
@@ -257,6 +260,14 @@ void mllp_server_stats(const mllp_server_t *s, mllp_stats_t *o)
     o->idle_closes = s->idle_closes;
     o->orphaned = s->base.st.orphaned;
     o->evicted = s->base.st.evicted;
+    o->tls_on = s->base.tls != NULL;
+    o->tls = s->base.tls_st;
+}
+
+void mllp_server_set_tls(mllp_server_t *s, tls_ctx_t *ctx)
+{
+    if (s->base.tls && ctx)
+        ingest__server_set_tls(&s->base, ctx, 0);
 }
 
 /* Writes one MLLP frame of len bytes at p; returns the end. */

@@ -21,6 +21,7 @@
 #include "budget.h"
 #include "buf.h"
 #include "err.h"
+#include "tls.h"
 
 /* ---- framer (no I/O) --------------------------------------------------------
  * Feed it arbitrary chunks; it calls back once per complete frame. Rules:
@@ -92,6 +93,9 @@ typedef struct {
     int backlog;               /* listen(2) backlog; default 128 */
     ingest_budget_t *budget;   /* memory budget shared with other listeners (borrowed);
                                   NULL = none */
+    tls_ctx_t *tls;            /* TLS server context (the listener takes a reference);
+                                  NULL = plaintext */
+    unsigned tls_handshake_timeout_ms; /* a handshake not done by then closes; default 10000 */
 } mllp_opts_t;
 
 /* Fills o with the defaults above. */
@@ -143,7 +147,13 @@ typedef struct {
                                                     awaiting reply/write now */
     uint64_t pauses, idle_closes, orphaned;
     uint64_t evicted; /* idle connections closed to admit one at max_connections */
+    bool tls_on;      /* the listener speaks TLS: tls holds its counters */
+    tls_stats_t tls;
 } mllp_stats_t;
+
+/* Swaps the certificates of a listener started with TLS (a reload): new
+ * connections use ctx (a reference is taken), open ones keep theirs. */
+void mllp_server_set_tls(mllp_server_t *s, tls_ctx_t *ctx);
 
 /* Copies the counters for metrics. */
 void mllp_server_stats(const mllp_server_t *s, mllp_stats_t *out);

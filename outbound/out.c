@@ -556,7 +556,21 @@ static void free_dest(out_dest_t *d)
     xfree(d->s_dir);
     xfree(d->s_ext);
     xfree(d->s_dead_dir);
+    xfree(d->s_tls_server_name);
+    xfree(d->s_tls_ca);
+    xfree(d->s_tls_cert);
+    xfree(d->s_tls_key);
+    tls_ctx_unref(d->o.tls);
     xfree(d);
+}
+
+void out_set_tls(out_dest_t *d, tls_ctx_t *ctx)
+{
+    if (!d->o.tls || !ctx)
+        return;
+    tls_ctx_ref(ctx);
+    tls_ctx_unref(d->o.tls); /* an open session holds its own reference */
+    d->o.tls = ctx;
 }
 
 err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_dest_t **out,
@@ -587,6 +601,12 @@ err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_de
     d->o.dir = d->s_dir = dup_or_null(opts->dir);
     d->o.ext = d->s_ext = dup_or_null(opts->ext);
     d->o.dead_dir = d->s_dead_dir = dup_or_null(opts->dead_dir);
+    d->o.tls_server_name = d->s_tls_server_name = dup_or_null(opts->tls_server_name);
+    d->o.tls_ca = d->s_tls_ca = dup_or_null(opts->tls_ca);
+    d->o.tls_cert = d->s_tls_cert = dup_or_null(opts->tls_cert);
+    d->o.tls_key = d->s_tls_key = dup_or_null(opts->tls_key);
+    if (d->o.tls)
+        tls_ctx_ref(d->o.tls);
     if (!d->o.reject_tries)
         d->o.reject_tries = 1;
     if (!d->o.backoff_base_ms)

@@ -47,6 +47,7 @@
 
 #include "err.h"
 #include "queue.h"
+#include "tls.h"
 
 typedef struct out_dest out_dest_t;
 
@@ -79,6 +80,14 @@ typedef struct {
                                     yet committed: what a power loss can deliver twice
                                     (besides the one in flight; kill -9 is covered by
                                     the cursor file); 0 = 32; 1 = none */
+    tls_ctx_t *tls;              /* OUT_MLLP: speak TLS with this client context (a
+                                    reference is taken); NULL = plaintext */
+    const char *tls_server_name; /* OUT_MLLP: name the server's certificate must carry;
+                                    NULL = host */
+    const char *tls_ca;          /* OUT_HTTP https: CA bundle; NULL = the system's */
+    const char *tls_cert;        /* OUT_HTTP https: client certificate and its key */
+    const char *tls_key;
+    int tls_min_version;         /* OUT_HTTP https: 12 or 13; 0 = 12 */
 } out_dest_opts_t;
 
 typedef struct {
@@ -130,5 +139,10 @@ void out_stats(const out_dest_t *d, out_stats_t *st);
  * pending in the queue. Then the handles close, cb runs and d is freed.
  * Accepts NULL (cb is still called). */
 void out_stop(out_dest_t *d, out_stop_cb cb, void *user);
+
+/* New certificates for an MLLP deliverer started with TLS (a reload): the
+ * next connection uses ctx (a reference is taken); one open now keeps its
+ * session. */
+void out_set_tls(out_dest_t *d, tls_ctx_t *ctx);
 
 #endif

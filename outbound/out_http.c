@@ -230,6 +230,17 @@ static err_t http_init(out_dest_t *d, err_detail_t *e)
     curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    /* https:// URLs: libcurl verifies the chain and the URL's host itself;
+     * these are the same settings as the MLLP destinations take. */
+    if (d->o.tls_ca)
+        curl_easy_setopt(c, CURLOPT_CAINFO, d->o.tls_ca);
+    if (d->o.tls_cert) {
+        curl_easy_setopt(c, CURLOPT_SSLCERT, d->o.tls_cert);
+        curl_easy_setopt(c, CURLOPT_SSLKEY, d->o.tls_key);
+    }
+    curl_easy_setopt(c, CURLOPT_SSLVERSION,
+                     d->o.tls_min_version == 13 ? CURL_SSLVERSION_TLSv1_3
+                                                : CURL_SSLVERSION_TLSv1_2);
     uv_timer_init(d->loop, &h->timer);
     h->timer.data = h;
     h->open_handles = 1;

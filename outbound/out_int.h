@@ -41,6 +41,7 @@ struct out_dest {
     queue_reader_t *reader;
     out_dest_opts_t o; /* strings below are our copies */
     char *s_dest, *s_host, *s_url, *s_resource, *s_dir, *s_ext, *s_dead_dir;
+    char *s_tls_server_name, *s_tls_ca, *s_tls_cert, *s_tls_key; /* o.tls is a reference */
     const out__transport_t *tp;
     void *tp_state;
     bool connected; /* kept by the transport, for stats */

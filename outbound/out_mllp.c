@@ -15,6 +15,12 @@
  * just delivered is read and set aside instead of taken as out of step.
  * Each connection is its own allocation, freed in its close callback; the
  * payload is borrowed from the deliverer's row until out__send_done().
+ *
+ * TLS (downstream-mllp-tls): the session sits between the socket and the
+ * ACK reader (common/tls.h, memory BIOs); the connection counts as connected
+ * only once the handshake is done and the server's certificate verified, and
+ * the connect timeout covers the handshake. A failed handshake is a
+ * transport failure like a refused connection: retried, logged.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,9 +41,18 @@ typedef struct {
     uv_write_t wreq;
     mllp_state_t *m;
     bool dead; /* closing: ignore its callbacks */
-    char *rbuf;
+    char *rbuf; /* plaintext: the ACKs */
     size_t rlen;
+    tls_conn_t *tls; /* NULL: plaintext */
+    char *cbuf;      /* ciphertext read from the socket */
 } conn_t;
+
+/* A ciphertext write, freed in its callback. */
+typedef struct {
+    uv_write_t req;
+    conn_t *c;
+    char data[];
+} tls_write_t;
 
 struct mllp_state {
     out_dest_t *d;
@@ -179,6 +194,8 @@ static void conn_closed(uv_handle_t *h)
 {
     conn_t *c = h->data;
     mllp_state_t *m = c->m;
+    tls_conn_free(c->tls);
+    xfree(c->cbuf);
     xfree(c->rbuf);
     xfree(c);
     m->open_conns--;
@@ -224,15 +241,117 @@ static void finish(mllp_state_t *m, out__res_t res, const char *reason)
 static void timer_cb(uv_timer_t *t)
 {
     mllp_state_t *m = t->data;
-    finish(m, OUT_RES_RETRY, m->connected ? "ACK timeout" : "connect timeout");
+    finish(m, OUT_RES_RETRY,
+           m->connected        ? "ACK timeout"
+           : m->c && m->c->tls ? "TLS handshake timeout (is downstream speaking TLS?)"
+                               : "connect timeout");
 }
+
+#define CIPHER_READ_MAX (64u * 1024)
 
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     conn_t *c = h->data;
+    (void)hint;
+    if (c->tls) {
+        if (!c->cbuf)
+            c->cbuf = xmalloc(CIPHER_READ_MAX);
+        *buf = uv_buf_init(c->cbuf, CIPHER_READ_MAX);
+        return;
+    }
     if (!c->rbuf)
         c->rbuf = xmalloc(ACK_MAX);
     *buf = uv_buf_init(c->rbuf + c->rlen, (unsigned)(ACK_MAX - c->rlen));
+}
+
+static void acks_read(conn_t *c);
+static void write_frame(mllp_state_t *m);
+
+static void tls_write_cb(uv_write_t *req, int status)
+{
+    tls_write_t *w = (tls_write_t *)req;
+    conn_t *c = w->c;
+    xfree(w);
+    if (c->dead || status == 0)
+        return;
+    char reason[96];
+    snprintf(reason, sizeof reason, "write failed (%s)", uv_err_name(status));
+    if (c->m->row)
+        finish(c->m, OUT_RES_RETRY, reason);
+    else
+        conn_drop(c->m);
+}
+
+/* Sends the ciphertext the session has ready. False when the write could
+ * not be started (the send is then finished or the connection dropped). */
+static bool tls_send(conn_t *c)
+{
+    size_t n = tls_conn_out_pending(c->tls);
+    if (n == 0)
+        return true;
+    tls_write_t *w = xmalloc(sizeof *w + n);
+    w->c = c;
+    n = tls_conn_out_take(c->tls, w->data, n);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, tls_write_cb);
+    if (rc) {
+        xfree(w);
+        char reason[96];
+        snprintf(reason, sizeof reason, "write failed (%s)", uv_err_name(rc));
+        if (c->m->row)
+            finish(c->m, OUT_RES_RETRY, reason);
+        else
+            conn_drop(c->m);
+        return false;
+    }
+    return true;
+}
+
+/* Ciphertext arrived: drive the handshake, then hand plaintext to the ACK
+ * reader (at most ACK_MAX held, as without TLS). */
+static void tls_input(conn_t *c, const char *p, size_t n)
+{
+    mllp_state_t *m = c->m;
+    tls_conn_feed(c->tls, p, n);
+    for (;;) {
+        if (!c->rbuf)
+            c->rbuf = xmalloc(ACK_MAX);
+        long got = tls_conn_read(c->tls, c->rbuf + c->rlen, ACK_MAX - c->rlen);
+        if (!tls_send(c) || c->dead)
+            return;
+        if (got < 0) {
+            char reason[200];
+            snprintf(reason, sizeof reason, "TLS with %s:%u failed: %s", m->d->o.host, m->d->o.port,
+                     tls_conn_error(c->tls));
+            if (m->row)
+                finish(m, OUT_RES_RETRY, reason);
+            else {
+                log_warn("out %s: %s", m->d->o.dest, reason);
+                conn_drop(m);
+            }
+            return;
+        }
+        if (!m->connected && tls_conn_established(c->tls)) {
+            m->connected = true;
+            m->d->connected = true;
+            uv_timer_stop(&m->timer);
+            log_info("out %s: %s with %s:%u", m->d->o.dest, tls_conn_version(c->tls), m->d->o.host,
+                     m->d->o.port);
+            if (m->row)
+                write_frame(m);
+            if (c->dead)
+                return;
+        }
+        if (got == 0) {
+            if (c->rlen == ACK_MAX)
+                acks_read(c); /* reports the oversized frame */
+            return;
+        }
+        c->rlen += (size_t)got;
+        acks_read(c);
+        if (c->dead || m->c != c)
+            return;
+    }
 }
 
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -245,13 +364,28 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         char reason[96];
         snprintf(reason, sizeof reason, "connection closed by downstream (%s)",
                  uv_err_name((int)nread));
+        if (c->tls && !m->connected && m->row)
+            snprintf(reason, sizeof reason,
+                     "connection closed by downstream during the TLS handshake (%s)",
+                     uv_err_name((int)nread));
         if (m->row)
             finish(m, OUT_RES_RETRY, reason);
         else
             conn_drop(m); /* idle close: reconnect on the next message */
         return;
     }
+    if (c->tls) {
+        tls_input(c, buf->base, (size_t)nread);
+        return;
+    }
     c->rlen += (size_t)nread;
+    acks_read(c);
+}
+
+/* Takes the complete ACK frames in c->rbuf. */
+static void acks_read(conn_t *c)
+{
+    mllp_state_t *m = c->m;
     for (;;) {
         char *start = memchr(c->rbuf, 0x0B, c->rlen);
         if (!start) {
@@ -346,6 +480,19 @@ static void write_frame(mllp_state_t *m)
     };
     m->awaiting = true;
     m->wants_app_ack = slice_eq(msh16((const char *)m->row->payload, m->row->payload_len), "AL");
+    if (m->c->tls) {
+        conn_t *c = m->c;
+        for (int i = 0; i < 3; i++)
+            if (tls_conn_write(c->tls, bufs[i].base, bufs[i].len) != 0) {
+                char reason[200];
+                snprintf(reason, sizeof reason, "TLS write failed: %s", tls_conn_error(c->tls));
+                finish(m, OUT_RES_RETRY, reason);
+                return;
+            }
+        if (tls_send(c))
+            uv_timer_start(&m->timer, timer_cb, m->d->o.ack_timeout_ms, 0);
+        return;
+    }
     m->c->wreq.data = m->c;
     int rc = uv_write(&m->c->wreq, (uv_stream_t *)&m->c->tcp, bufs, 3, write_cb);
     if (rc) {
@@ -368,6 +515,19 @@ static void connect_cb(uv_connect_t *req, int status)
         snprintf(reason, sizeof reason, "connect to %s:%u failed (%s)", m->d->o.host, m->d->o.port,
                  uv_err_name(status));
         finish(m, OUT_RES_RETRY, reason);
+        return;
+    }
+    if (m->d->o.tls) {
+        /* Connected once the handshake is done; the connect timer, still
+         * running, bounds it. The first read sends the ClientHello. */
+        c->tls = tls_conn_new(m->d->o.tls,
+                              m->d->o.tls_server_name ? m->d->o.tls_server_name : m->d->o.host);
+        if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb)) {
+            finish(m, OUT_RES_RETRY, "read start failed");
+            return;
+        }
+        uv_tcp_nodelay(&c->tcp, 1);
+        tls_input(c, NULL, 0);
         return;
     }
     m->connected = true;

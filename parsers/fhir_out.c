@@ -347,6 +347,10 @@ void fhir_out_capability(const fhir_out_capability_t *c, fhir_format_t fmt, aren
     w_str(a, cs, "format", "xml", true);
     w_t *rest = w_obj(a, cs, "rest", true);
     w_str(a, rest, "mode", "server", false);
+    if (c->security && *c->security) {
+        w_t *sec = w_obj(a, rest, "security", false);
+        w_str(a, sec, "description", c->security, false);
+    }
     w_t *res = w_obj(a, rest, "resource", true);
     w_str(a, res, "type", "Claim", false);
     w_t *in = w_obj(a, res, "interaction", true);

@@ -100,6 +100,7 @@ typedef struct {
     const char *software_version; /* "0.1.0" */
     const char *date;             /* dateTime of the statement, "2025-11-04" */
     const char *base_url;         /* implementation.url, or NULL */
+    const char *security;         /* rest.security.description, or NULL */
 } fhir_out_capability_t;
 
 /* Writes the CapabilityStatement for GET [base]/metadata: FHIR 4.0.1,

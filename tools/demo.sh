@@ -47,6 +47,15 @@ fi
 echo "== reject folder (not forwarded; kept with the findings):"
 ls -1 "$data/reject" | sed 's/^/   /'
 echo
+echo "== the coders' worklist (spinegate-admin list; docs/worklist.md):"
+"$build/spinegate-admin" --data-dir "$data" list | sed 's/^/   /'
+item=$("$build/spinegate-admin" --data-dir "$data" list --rule seventh-character --json |
+    head -1 | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' || true)
+if [ -n "$item" ]; then
+    echo "   -- spinegate-admin show $item: the message with its finding beside the segment"
+    "$build/spinegate-admin" --data-dir "$data" show "$item" | sed 's/^/      /'
+fi
+echo
 echo "== metrics (GET /metrics, excerpt):"
 curl -s "http://127.0.0.1:$http_port/metrics" | grep -E '^spinegate_(messages_total|findings_total)' | grep -v ' 0$' | sed 's/^/   /' || true
 kill -TERM $pid

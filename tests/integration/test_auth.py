@@ -179,6 +179,18 @@ class Tokens(unittest.TestCase):
         status, _, _ = curl(self.port, "/healthz", token="x" * 40)
         self.assertEqual(status, 200)
 
+    def test_capability_statement_says_how_to_authenticate(self):
+        status, out, _ = curl(self.port, "/fhir/metadata")
+        self.assertEqual(status, 200)
+        ok, why = h.fhir_json_valid(out)
+        self.assertTrue(ok, why)
+        self.assertIn("Bearer", json.loads(out)["rest"][0]["security"]["description"])
+        status, out, _ = curl(self.port, "/fhir/metadata?_format=xml")
+        self.assertEqual(status, 200)
+        ok, why = h.fhir_xml_valid(out)
+        self.assertTrue(ok, why)
+        self.assertIn(b"<security><description value=\"Bearer", out)
+
     def test_refusals_counted(self):
         def counts():
             status, out, _ = curl(self.port, "/metrics", token=self.prom)

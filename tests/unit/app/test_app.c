@@ -77,6 +77,44 @@ static void test_adt_in_help_and_dump(void **state)
     config_free(&c);
 }
 
+/* The TLS settings: repeatable allow patterns kept in order, and the rules
+ * that tie a listener's settings together. */
+static void test_tls_settings(void **state)
+{
+    (void)state;
+    config_t c;
+    err_detail_t d;
+    config_defaults(&c);
+    assert_string_equal(c.tls_min_version, "1.2");
+    assert_int_equal(c.tls_handshake_timeout_ms, 10000);
+    assert_int_equal(config_set(&c, "mllp-tls-allow", "CN=a,O=b", 1, &d), ERR_OK);
+    assert_int_equal(config_validate(&c, &d), ERR_BAD_CONFIG); /* allow needs a client CA */
+    assert_non_null(strstr(d.msg, "mllp-tls-allow needs mllp-tls-client-ca"));
+    assert_int_equal(config_set(&c, "mllp-tls-client-ca", "/ca.pem", 2, &d), ERR_OK);
+    assert_int_equal(config_validate(&c, &d), ERR_BAD_CONFIG); /* the CA needs a certificate */
+    assert_int_equal(config_set(&c, "mllp-tls-cert", "/c.pem", 3, &d), ERR_OK);
+    assert_int_equal(config_validate(&c, &d), ERR_BAD_CONFIG); /* and the certificate its key */
+    assert_int_equal(config_set(&c, "mllp-tls-key", "/k.pem", 4, &d), ERR_OK);
+    assert_int_equal(config_set(&c, "mllp-tls-allow", "*.example.org", 5, &d), ERR_OK);
+    assert_int_equal(config_validate(&c, &d), ERR_OK);
+    assert_string_equal(c.mllp_tls_allow, "CN=a,O=b\n*.example.org");
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    config_dump(&c, f);
+    fclose(f);
+    assert_non_null(strstr(buf, "\nmllp-tls-allow = CN=a,O=b\nmllp-tls-allow = *.example.org\n"));
+    assert_non_null(strstr(buf, "\n# http-tls-allow =\n"));
+    free(buf);
+    assert_int_equal(config_set(&c, "tls-min-version", "1.1", 6, &d), ERR_OK);
+    assert_int_equal(config_validate(&c, &d), ERR_BAD_CONFIG);
+    assert_int_equal(config_set(&c, "tls-min-version", "1.3", 6, &d), ERR_OK);
+    assert_int_equal(config_set(&c, "downstream-tls-key", "/k.pem", 7, &d), ERR_OK);
+    assert_int_equal(config_validate(&c, &d), ERR_BAD_CONFIG); /* a key without its cert */
+    config_free(&c);
+    assert_null(c.mllp_tls_allow);
+}
+
 static rule_verdict_t verdict(const char *code_set, rule_codeset_fit_t fit)
 {
     rule_verdict_t v;
@@ -265,6 +303,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_adt_default_and_values),
         cmocka_unit_test(test_adt_in_help_and_dump),
+        cmocka_unit_test(test_tls_settings),
         cmocka_unit_test(test_metrics_code_sets),
         cmocka_unit_test(test_report_code_set),
         cmocka_unit_test(test_http_access_policy),

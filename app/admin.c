@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -28,6 +29,8 @@
 #include "hl7_ack.h"
 #include "fhir_out.h"
 #include "report.h"
+#include "webauth.h"
+#include "wlview.h"
 #include "worklist.h"
 #include "xmalloc.h"
 
@@ -36,6 +39,7 @@ typedef struct {
     worklist_t *wl;
     bool json;
     const char *who;
+    char users_path[4096]; /* admin-users, else DATA-DIR/admin-users */
 } admin_t;
 
 static void usage(FILE *f)
@@ -54,7 +58,10 @@ static void usage(FILE *f)
           "  requeue ID... | requeue --all | requeue [FILTERS as for list]\n"
           "                       queue open dead letters again, in their order\n"
           "  stats [--json]       items per state, kind and rule; queue figures\n"
-          "  prune                delete items past worklist-retention (never open ones)\n\n"
+          "  prune                delete items past worklist-retention (never open ones)\n"
+          "  user add|passwd|remove NAME\n"
+          "                       accounts of the web page (admin-users); the password is\n"
+          "                       read from standard input\n\n"
           "  --data-dir DIR       the daemon's data folder (default: its data-dir setting)\n"
           "  --config FILE        the daemon's config file: data-dir and the rule settings\n"
           "                       a resent message is judged with\n"
@@ -86,139 +93,6 @@ static bool parse_id(const char *s, int64_t *out)
     return true;
 }
 
-/* RFC 3339 or a date, to ms since the epoch; no offset is UTC. */
-static bool parse_time(const char *s, int64_t *out)
-{
-    struct tm tm = {0};
-    int y, mo, d, h = 0, mi = 0, sec = 0, n = 0;
-    if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3 || n != 10)
-        return false;
-    const char *p = s + n;
-    if (*p == 'T' || *p == 't' || *p == ' ') {
-        int m = 0;
-        if (sscanf(p + 1, "%2d:%2d%n", &h, &mi, &m) != 2 || m != 5)
-            return false;
-        p += 1 + m;
-        if (*p == ':') {
-            if (sscanf(p + 1, "%2d%n", &sec, &m) != 1 || m != 2)
-                return false;
-            p += 3;
-            if (*p == '.')
-                for (p++; *p >= '0' && *p <= '9'; p++)
-                    ;
-        }
-    }
-    long off = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int oh, om, m = 0;
-        if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &m) != 2 || m != 5)
-            return false;
-        off = (*p == '-' ? -1 : 1) * (oh * 3600L + om * 60L);
-        p += 1 + m;
-    }
-    if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
-        return false;
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = sec;
-    *out = ((int64_t)timegm(&tm) - off) * 1000;
-    return true;
-}
-
-static const char *rfc3339(int64_t ms, char *buf, size_t cap)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
-}
-
-/* The item's meta object (NULL when it has none or it does not parse). */
-static cJSON *meta_of(const worklist_item_t *it)
-{
-    return it->meta ? cJSON_Parse(it->meta) : NULL;
-}
-
-static const char *jstr(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-/* The source of an item: meta's, else the destination's format. */
-static const char *source_of(const worklist_item_t *it, const cJSON *m)
-{
-    const char *s = jstr(m, "source");
-    return s ? s : strstr(it->dest, "fhir") ? "http" : "mllp";
-}
-
-/* Rule ids: meta's list, else the findings summary's "rule:severity" words. */
-static cJSON *rules_of(const worklist_item_t *it, const cJSON *m)
-{
-    const cJSON *r = cJSON_GetObjectItemCaseSensitive(m, "rules");
-    if (cJSON_IsArray(r))
-        return cJSON_Duplicate(r, true);
-    cJSON *out = cJSON_CreateArray();
-    for (const char *p = it->findings; p && *p;) {
-        const char *sp = strchr(p, ' '), *end = sp ? sp : p + strlen(p);
-        const char *colon = memchr(p, ':', (size_t)(end - p));
-        char id[128];
-        size_t n = (size_t)((colon ? colon : end) - p);
-        if (n && n < sizeof id) {
-            memcpy(id, p, n);
-            id[n] = 0;
-            cJSON_AddItemToArray(out, cJSON_CreateString(id));
-        }
-        p = sp ? sp + 1 : end;
-    }
-    return out;
-}
-
-static cJSON *item_json(const worklist_item_t *it)
-{
-    char t[40];
-    cJSON *m = meta_of(it);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "id", (double)it->id);
-    cJSON_AddStringToObject(o, "state", it->state ? it->state : "");
-    cJSON_AddStringToObject(o, "kind", it->kind ? it->kind : "");
-    const char *verdict = jstr(m, "verdict");
-    cJSON_AddStringToObject(o, "verdict",
-                            verdict                               ? verdict
-                            : it->kind && !strcmp(it->kind, "dead") ? "dead-letter"
-                                                                    : "reject");
-    cJSON_AddStringToObject(o, "source", source_of(it, m));
-    if (jstr(m, "peer"))
-        cJSON_AddStringToObject(o, "peer", jstr(m, "peer"));
-    cJSON_AddStringToObject(o, "control_id", it->control_id ? it->control_id : "");
-    if (jstr(m, "type"))
-        cJSON_AddStringToObject(o, "type", jstr(m, "type"));
-    cJSON_AddItemToObject(o, "rules", rules_of(it, m));
-    cJSON_AddStringToObject(o, "received", rfc3339(it->received_ms, t, sizeof t));
-    cJSON_AddStringToObject(o, "dest", it->dest ? it->dest : "");
-    const cJSON *refs = cJSON_GetObjectItemCaseSensitive(m, "refs");
-    if (cJSON_IsObject(refs))
-        cJSON_AddItemToObject(o, "refs", cJSON_Duplicate(refs, true));
-    if (it->reason)
-        cJSON_AddStringToObject(o, "reason", it->reason);
-    if (it->changed_ms) {
-        cJSON_AddStringToObject(o, "changed", rfc3339(it->changed_ms, t, sizeof t));
-        cJSON_AddStringToObject(o, "changed_by", it->changed_by ? it->changed_by : "");
-    }
-    if (it->note)
-        cJSON_AddStringToObject(o, "note", it->note);
-    if (it->link)
-        cJSON_AddStringToObject(o, "link", it->link);
-    cJSON_Delete(m);
-    return o;
-}
-
 static void print_json(cJSON *o)
 {
     char *s = cJSON_PrintUnformatted(o);
@@ -232,14 +106,14 @@ static void print_json(cJSON *o)
 static int list_cb(const worklist_item_t *it, void *user)
 {
     admin_t *a = user;
-    cJSON *o = item_json(it);
+    cJSON *o = wlview_item_json(it);
     if (a->json) {
         print_json(o);
         return 0;
     }
     char *rules = cJSON_PrintUnformatted(cJSON_GetObjectItem(o, "rules"));
     printf("%-6" PRId64 " %-9s %-8s %-9s %-4s %s  %-20s %s\n", it->id, it->state, it->kind,
-           jstr(o, "verdict"), jstr(o, "source"), jstr(o, "received"), it->control_id, rules);
+           wlview_jstr(o, "verdict"), wlview_jstr(o, "source"), wlview_jstr(o, "received"), it->control_id, rules);
     cJSON_free(rules);
     cJSON_Delete(o);
     return 0;
@@ -272,7 +146,7 @@ static int filter_args(int argc, char **argv, worklist_filter_t *f, bool *json, 
             break;
         case 'a':
         case 'u':
-            if (!parse_time(optarg, opt == 'a' ? &f->since_ms : &f->until_ms)) {
+            if (!wlview_parse_time(optarg, opt == 'a' ? &f->since_ms : &f->until_ms)) {
                 fprintf(stderr, "spinegate-admin: --%s: not an RFC 3339 time or a date: %s\n",
                         opt == 'a' ? "since" : "until", optarg);
                 return 2;
@@ -305,12 +179,12 @@ typedef struct {
 static int ref_cb(const worklist_item_t *it, void *user)
 {
     ref_filter_t *rf = user;
-    cJSON *m = meta_of(it);
+    cJSON *m = wlview_meta(it);
     const cJSON *refs = cJSON_GetObjectItemCaseSensitive(m, "refs");
     bool hit = false;
     const char *keys[] = {"mrn", "account", "visit"};
     for (int i = 0; i < 3 && !hit; i++) {
-        const char *v = jstr(refs, keys[i]);
+        const char *v = wlview_jstr(refs, keys[i]);
         hit = v && strcmp(v, rf->ref) == 0;
     }
     cJSON_Delete(m);
@@ -365,14 +239,14 @@ static bool hl7_place(const char *loc, char seg[4], int *occ)
 
 static void print_finding(const cJSON *f, const char *indent)
 {
-    printf("%s^ %s %s %s", indent, jstr(f, "location") ? jstr(f, "location") : "(message)",
-           jstr(f, "rule") ? jstr(f, "rule") : "?", jstr(f, "severity") ? jstr(f, "severity") : "");
+    printf("%s^ %s %s %s", indent, wlview_jstr(f, "location") ? wlview_jstr(f, "location") : "(message)",
+           wlview_jstr(f, "rule") ? wlview_jstr(f, "rule") : "?", wlview_jstr(f, "severity") ? wlview_jstr(f, "severity") : "");
     const cJSON *codes = cJSON_GetObjectItemCaseSensitive(f, "codes"), *c;
     cJSON_ArrayForEach(c, codes) if (cJSON_IsString(c)) printf(" %s", c->valuestring);
-    if (jstr(f, "message"))
-        printf(": %s", jstr(f, "message"));
-    if (jstr(f, "suggestion"))
-        printf(" (consider %s)", jstr(f, "suggestion"));
+    if (wlview_jstr(f, "message"))
+        printf(": %s", wlview_jstr(f, "message"));
+    if (wlview_jstr(f, "suggestion"))
+        printf(" (consider %s)", wlview_jstr(f, "suggestion"));
     putchar('\n');
 }
 
@@ -385,7 +259,7 @@ static void show_hl7(const worklist_item_t *it, const cJSON *findings)
     {
         char seg[4];
         int occ;
-        if (!hl7_place(jstr(f, "location"), seg, &occ))
+        if (!hl7_place(wlview_jstr(f, "location"), seg, &occ))
             print_finding(f, "  ");
     }
     const char *p = (const char *)it->payload, *end = p + it->payload_len;
@@ -415,7 +289,7 @@ static void show_hl7(const worklist_item_t *it, const cJSON *findings)
             {
                 char seg[4];
                 int o;
-                if (hl7_place(jstr(f, "location"), seg, &o) && strcmp(seg, name) == 0 && o == occ)
+                if (hl7_place(wlview_jstr(f, "location"), seg, &o) && strcmp(seg, name) == 0 && o == occ)
                     print_finding(f, "      \t");
             }
         }
@@ -426,8 +300,8 @@ static void show_hl7(const worklist_item_t *it, const cJSON *findings)
 static int show_cb(const worklist_item_t *it, void *user)
 {
     admin_t *a = user;
-    cJSON *o = item_json(it);
-    cJSON *m = meta_of(it);
+    cJSON *o = wlview_item_json(it);
+    cJSON *m = wlview_meta(it);
     if (a->json) {
         const cJSON *fs = cJSON_GetObjectItemCaseSensitive(m, "findings");
         cJSON_AddItemToObject(o, "findings",
@@ -442,20 +316,20 @@ static int show_cb(const worklist_item_t *it, void *user)
         cJSON_Delete(m);
         return 0;
     }
-    printf("item %" PRId64 ": %s, %s (%s)\n", it->id, it->kind, it->state, jstr(o, "verdict"));
-    printf("received %s from %s%s%s, control id %s%s%s\n", jstr(o, "received"), jstr(o, "source"),
-           jstr(o, "peer") ? " " : "", jstr(o, "peer") ? jstr(o, "peer") : "", it->control_id,
-           jstr(o, "type") ? ", " : "", jstr(o, "type") ? jstr(o, "type") : "");
+    printf("item %" PRId64 ": %s, %s (%s)\n", it->id, it->kind, it->state, wlview_jstr(o, "verdict"));
+    printf("received %s from %s%s%s, control id %s%s%s\n", wlview_jstr(o, "received"), wlview_jstr(o, "source"),
+           wlview_jstr(o, "peer") ? " " : "", wlview_jstr(o, "peer") ? wlview_jstr(o, "peer") : "", it->control_id,
+           wlview_jstr(o, "type") ? ", " : "", wlview_jstr(o, "type") ? wlview_jstr(o, "type") : "");
     const cJSON *refs = cJSON_GetObjectItemCaseSensitive(m, "refs");
-    if (jstr(refs, "mrn") || jstr(refs, "account") || jstr(refs, "visit"))
-        printf("patient %s, account %s, visit %s\n", jstr(refs, "mrn") ? jstr(refs, "mrn") : "-",
-               jstr(refs, "account") ? jstr(refs, "account") : "-",
-               jstr(refs, "visit") ? jstr(refs, "visit") : "-");
+    if (wlview_jstr(refs, "mrn") || wlview_jstr(refs, "account") || wlview_jstr(refs, "visit"))
+        printf("patient %s, account %s, visit %s\n", wlview_jstr(refs, "mrn") ? wlview_jstr(refs, "mrn") : "-",
+               wlview_jstr(refs, "account") ? wlview_jstr(refs, "account") : "-",
+               wlview_jstr(refs, "visit") ? wlview_jstr(refs, "visit") : "-");
     if (it->reason)
         printf("dead-lettered: %s\n", it->reason);
     if (it->changed_ms)
         printf("%s by %s at %s%s%s%s%s\n", it->state, it->changed_by ? it->changed_by : "?",
-               jstr(o, "changed"), it->note ? ": " : "", it->note ? it->note : "",
+               wlview_jstr(o, "changed"), it->note ? ": " : "", it->note ? it->note : "",
                it->link ? " -> " : "", it->link ? it->link : "");
     putchar('\n');
     const cJSON *findings = cJSON_GetObjectItemCaseSensitive(m, "findings");
@@ -652,89 +526,13 @@ static char *read_input(const char *path, size_t *len)
     return buf;
 }
 
-/* Judges the message as the daemon would; on a verdict that lets it through,
- * fills m with what the daemon would queue (annotated as it would). Returns
- * 0 queued-worthy, 1 rejected or unreadable (printed), 2 error. */
-static int judge(admin_t *a, const rule_pack_t *pack, const char *buf, size_t len,
-                 arena_t *ar, worklist_msg_t *m)
+static void print_verdict(const gate_result_t *r, void *user)
 {
-    gate_limits_t lim = {.max_diagnoses = (size_t)a->cfg.max_diagnoses,
-                         .max_id = 199 /* QUEUE_CONTROL_ID_MAX */};
-    gate_result_t r;
-    gate_format_t fmt = gate_detect(buf, len);
-    hl7_msg_t *msg = NULL;
-    fhir_doc_t *doc = NULL;
-    int status = 0;
-    if (fmt == GATE_HL7) {
-        hl7_opts_t ho = {.max_size = len + 1};
-        slice_t input;
-        (void)hl7_annotation_strip(buf, len, &ho, ar, &input);
-        msg = hl7_msg_new();
-        gate_hl7(pack, msg, input.ptr, input.len, &ho, &lim, ar, &r);
-        m->dest = "hl7";
-        m->content_type = "application/hl7-v2";
-        m->payload = input.ptr;
-        m->payload_len = input.len;
-    } else {
-        err_detail_t d;
-        err_clear(&d);
-        fhir_opts_t fo = {.max_size = len + 1};
-        fhir_format_t ff = fmt == GATE_FHIR_XML ? FHIR_FMT_XML : FHIR_FMT_JSON;
-        if (fhir_parse(buf, len, ff, &fo, &doc, &d) != ERR_OK) {
-            r = (gate_result_t){.status = GATE_UNREADABLE, .detail = d};
-        } else if (fhir_doc_claim_count(doc) != 1) {
-            r = (gate_result_t){.status = GATE_UNREADABLE};
-            err_set(&r.detail, ERR_UNSUPPORTED, 0, "a resend is one Claim, not %zu",
-                    fhir_doc_claim_count(doc));
-        } else {
-            fhir_out_strip(doc, 0);
-            gate_fhir_claim(pack, doc, 0, &lim, ar, &r);
-        }
-        m->dest = "fhir";
-        m->content_type = ff == FHIR_FMT_XML ? "application/fhir+xml" : "application/fhir+json";
-    }
-    if (r.status != GATE_JUDGED) {
-        report_error_text(stdout, "resend", 1, &r.detail);
-        status = 1;
-    } else {
-        report_verdict_text(stdout, "resend", 1, r.control_id, &r.verdict);
-        if (r.verdict.kind == VERDICT_REJECT)
-            status = 1;
-    }
-    if (!status) {
-        const rule_verdict_t *v = &r.verdict;
-        bool annotate = v->kind != VERDICT_ACCEPT || a->cfg.annotate_accepted;
-        m->control_id = r.control_id ? r.control_id : "";
-        m->findings = NULL;
-        if (msg && annotate) {
-            hl7_annotate_opts_t ao = {
-                .style = strcmp(a->cfg.annotation, "nte") == 0 ? HL7_ANNOTATE_NTE
-                                                               : HL7_ANNOTATE_ZSG,
-                .pack_name = rule_pack_name(pack),
-                .pack_version = rule_pack_version(pack),
-                .header_when_accepted = a->cfg.annotate_accepted,
-            };
-            slice_t out = hl7_annotate(msg, v, &ao, ar);
-            m->payload = out.ptr;
-            m->payload_len = out.len;
-        }
-        if (doc) {
-            if (annotate)
-                fhir_out_annotate_pack(doc, 0, v,
-                                       arena_printf(ar, "%s v%d", rule_pack_name(pack),
-                                                    rule_pack_version(pack)));
-            slice_t out;
-            if (fhir_out_claim(doc, 0, ar, &out) != ERR_OK) {
-                status = 2;
-            } else {
-                m->payload = out.ptr;
-                m->payload_len = out.len;
-            }
-        }
-    }
-    hl7_msg_free(msg);
-    fhir_doc_free(doc);
-    return status;
+    (void)user;
+    if (r->status != GATE_JUDGED)
+        report_error_text(stdout, "resend", 1, &r->detail);
+    else
+        report_verdict_text(stdout, "resend", 1, r->control_id, &r->verdict);
 }
 
 static int cmd_resend(admin_t *a, int argc, char **argv)
@@ -784,7 +582,7 @@ static int cmd_resend(admin_t *a, int argc, char **argv)
     arena_init(&ar, 16384);
     worklist_msg_t m = {0};
     if (!status)
-        status = judge(a, pack, buf, len, &ar, &m);
+        status = wlview_judge(&a->cfg, pack, buf, len, &ar, &m, print_verdict, NULL);
     if (!status) {
         if (worklist_resend(a->wl, id, &m, a->who, note, &d) != ERR_OK)
             status = fail(&d);
@@ -823,7 +621,7 @@ static int stats_cb(const worklist_item_t *it, void *user)
     bump(s->states, it->state);
     bump(s->kinds, it->kind);
     if (strcmp(it->state, "open") == 0) {
-        cJSON *m = meta_of(it), *rules = rules_of(it, m), *r;
+        cJSON *m = wlview_meta(it), *rules = wlview_rules(it, m), *r;
         cJSON_ArrayForEach(r, rules) bump(s->rules, r->valuestring);
         cJSON_Delete(rules);
         cJSON_Delete(m);
@@ -910,6 +708,97 @@ static int cmd_prune(admin_t *a, int argc, char **argv)
     return 0;
 }
 
+/* ---------------------------------------------------------------- user */
+
+/* Reads one line from stdin into out (without the newline); on a terminal
+ * without echo. False at end of input or when longer than cap - 1. */
+static bool read_secret(const char *prompt, char *out, size_t cap)
+{
+    struct termios old, quiet;
+    bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &old) == 0;
+    if (tty) {
+        fprintf(stderr, "%s", prompt);
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    }
+    bool ok = fgets(out, (int)cap, stdin) != NULL;
+    if (tty) {
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+        fputc('\n', stderr);
+    }
+    size_t n = ok ? strcspn(out, "\r\n") : 0;
+    if (ok && out[n] == '\0' && !feof(stdin) && strlen(out) == cap - 1)
+        ok = false; /* longer than out: refused, not cut */
+    out[n] = '\0';
+    return ok;
+}
+
+/* user add|passwd NAME (the password on stdin, never in argv, where ps
+ * would show it), user remove NAME: the web page's accounts. */
+static int cmd_user(admin_t *a, int argc, char **argv)
+{
+    if (argc != 3 || (strcmp(argv[1], "add") && strcmp(argv[1], "remove") &&
+                      strcmp(argv[1], "passwd"))) {
+        fprintf(stderr, "spinegate-admin: usage: user add|passwd|remove NAME "
+                        "(the password is read from standard input)\n");
+        return 2;
+    }
+    const char *op = argv[1], *name = argv[2];
+    if (!webauth_name_ok(name)) {
+        fprintf(stderr, "spinegate-admin: %s: a name is 1 to %d letters, digits, . _ - @\n",
+                name, WEBAUTH_NAME_MAX);
+        return 2;
+    }
+    if (!webauth_init()) {
+        fprintf(stderr, "spinegate-admin: libsodium cannot start\n");
+        return 2;
+    }
+    err_detail_t d;
+    err_clear(&d);
+    char hash[WEBAUTH_HASH_MAX];
+    bool exists = webauth_users_find(a->users_path, name, hash, &d) == ERR_OK;
+    if (!exists && d.code == ERR_IO) {
+        fprintf(stderr, "spinegate-admin: %s\n", d.msg);
+        return 2;
+    }
+    if (!strcmp(op, "add") && exists) {
+        fprintf(stderr, "spinegate-admin: %s already has an account (user passwd)\n", name);
+        return 1;
+    }
+    if (strcmp(op, "add") && !exists) {
+        fprintf(stderr, "spinegate-admin: no account %s in %s\n", name, a->users_path);
+        return 1;
+    }
+    if (!strcmp(op, "remove")) {
+        if (webauth_users_set(a->users_path, name, NULL, &d) != ERR_OK)
+            return fail(&d);
+        printf("account %s removed (its open sessions end at their timeout)\n", name);
+        return 0;
+    }
+    char pw[256], again[256];
+    if (!read_secret("password: ", pw, sizeof pw) || strlen(pw) < 8) {
+        fprintf(stderr, "spinegate-admin: a password of 8 to 255 characters on standard input\n");
+        return 2;
+    }
+    if (isatty(STDIN_FILENO) && (!read_secret("again: ", again, sizeof again) || strcmp(pw, again))) {
+        fprintf(stderr, "spinegate-admin: the two passwords differ\n");
+        return 2;
+    }
+    bool hashed = webauth_hash(pw, hash);
+    memset(pw, 0, sizeof pw);
+    memset(again, 0, sizeof again);
+    if (!hashed) {
+        fprintf(stderr, "spinegate-admin: cannot hash the password (out of memory)\n");
+        return 2;
+    }
+    if (webauth_users_set(a->users_path, name, hash, &d) != ERR_OK)
+        return fail(&d);
+    printf("account %s %s in %s\n", name, !strcmp(op, "add") ? "added" : "changed",
+           a->users_path);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- main */
 
 static const char *who_am_i(void)
@@ -959,6 +848,17 @@ int main(int argc, char **argv)
     char path[4096];
     snprintf(path, sizeof path, "%s/queue.db", data_dir ? data_dir : a.cfg.data_dir);
     const char *cmd = argv[optind];
+    if (a.cfg.admin_users)
+        snprintf(a.users_path, sizeof a.users_path, "%s", a.cfg.admin_users);
+    else
+        snprintf(a.users_path, sizeof a.users_path, "%s/admin-users",
+                 data_dir ? data_dir : a.cfg.data_dir);
+    if (strcmp(cmd, "user") == 0) {
+        /* Accounts live beside the queue, not in it: no database needed. */
+        int status = cmd_user(&a, argc - optind, argv + optind);
+        config_free(&a.cfg);
+        return status;
+    }
     typedef int (*cmd_fn)(admin_t *, int, char **);
     static const struct {
         const char *name;

@@ -42,6 +42,14 @@ static const key_def_t config_keys[] = {
      "bearer tokens for HTTP, one a line: NAME SCOPES sha256:HEX (reloaded on SIGHUP)"},
     {"insecure", K_BOOL, O(insecure), "no", NULL,
      "allow an HTTP listener on a non-loopback address without TLS and authentication"},
+    {"listen-admin", K_ADDR, O(listen_admin), NULL, "HOST:PORT",
+     "the coders' worklist web page (off unless set; login with admin-users)"},
+    {"admin-users", K_STR, O(admin_users), NULL, "FILE",
+     "web page accounts, NAME:ARGON2ID-HASH a line (spinegate-admin user) [DATA-DIR/admin-users]"},
+    {"admin-session-ttl", K_MS, O(admin_session_ttl_ms), "30m", "DURATION",
+     "a web page session ends after this long unused"},
+    {"admin-secure-cookie", K_BOOL, O(admin_secure_cookie), "no", NULL,
+     "mark the web page's session cookie Secure (the page is reached over TLS, e.g. a proxy)"},
     {"data-dir", K_STR, O(data_dir), "./spinegate-data", "DIR",
      "queue, outbox, reject and dead-letter folders"},
     {"queue-sync", K_STR, O(queue_sync), "full", "full|normal",
@@ -549,10 +557,22 @@ err_t config_validate(config_t *c, err_detail_t *d)
                        "max-buffered-bytes: at least max-message-size and max-body-size");
     if (c->queue_max < 1)
         return err_set(d, ERR_BAD_CONFIG, 0, "queue-max: at least 1");
+    if (c->listen_admin.port && c->admin_session_ttl_ms < 1000)
+        return err_set(d, ERR_BAD_CONFIG, 0, "admin-session-ttl: at least 1s");
     err_t rc = config_validate_tls(c, d);
     if (rc != ERR_OK)
         return rc;
     return validate_http_access(c, d);
+}
+
+size_t config_admin_warnings(const config_t *c, const char **w, size_t cap)
+{
+    if (!c->listen_admin.port || config_host_is_loopback(c->listen_admin.host) ||
+        c->admin_secure_cookie || cap == 0)
+        return 0;
+    w[0] = "listen-admin is not on loopback and has no TLS: passwords, session cookies and "
+           "patient data cross the network in clear";
+    return 1;
 }
 
 static const char *const adt_names[] = {

@@ -33,6 +33,10 @@ typedef struct {
     char *fhir_base;
     char *http_auth;    /* "token" | "none" (none: loopback only, or insecure) */
     char *http_tokens;  /* the bearer tokens file, or NULL */
+    config_addr_t listen_admin; /* the worklist web page; port 0 = off */
+    char *admin_users;          /* its accounts file; NULL = DATA-DIR/admin-users */
+    long admin_session_ttl_ms;  /* idle time before a session ends */
+    bool admin_secure_cookie;   /* the page is reached over TLS: Secure cookies */
     bool insecure;      /* allow a non-loopback HTTP listener without TLS and auth */
     /* storage */
     char *data_dir;
@@ -111,6 +115,10 @@ bool config_host_is_loopback(const char *host);
  * in clear, no authentication at all under insecure. Returns how many.
  * c must have passed config_validate(). */
 size_t config_http_warnings(const config_t *c, const char **w, size_t cap);
+
+/* The same for the admin web page: not on loopback and not behind TLS
+ * (admin-secure-cookie). Returns how many. */
+size_t config_admin_warnings(const config_t *c, const char **w, size_t cap);
 
 /* Maps an adt setting to its mode: "annotate" (the default: ADT messages
  * are judged but never rejected), "judge" (judged like a bill) or "forward"

@@ -436,6 +436,8 @@ static err_t start_listeners(daemon_t *d)
             return ERR_IO;
         }
     }
+    if (c->listen_admin.port && web_listen(d) != ERR_OK)
+        return ERR_IO;
     return ERR_OK;
 }
 
@@ -648,6 +650,14 @@ static void http_closed(http_server_t *s, void *user)
     listener_closed(d);
 }
 
+static void admin_closed(http_server_t *s, void *user)
+{
+    (void)s;
+    daemon_t *d = user;
+    d->admin = NULL;
+    listener_closed(d);
+}
+
 static void begin_stop(daemon_t *d, const char *why)
 {
     if (d->stopping++)
@@ -664,6 +674,10 @@ static void begin_stop(daemon_t *d, const char *why)
     if (d->http) {
         d->listeners_open++;
         http_server_close(d->http, http_closed, d);
+    }
+    if (d->admin) {
+        d->listeners_open++;
+        web_close(d, admin_closed);
     }
     listener_closed(d);
 }
@@ -755,6 +769,8 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
     const char *warn[2];
     for (size_t i = 0, n = config_http_warnings(&d->cfg, warn, 2); i < n; i++)
         log_warn("%s", warn[i]);
+    for (size_t i = 0, n = config_admin_warnings(&d->cfg, warn, 2); i < n; i++)
+        log_warn("%s", warn[i]);
     if (prepare_dirs(d) != 0 || queue_guard_before(d) != 0)
         return 1;
 
@@ -798,6 +814,7 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
     if (cfg->pid_file && d->exit_code == 0)
         unlink(cfg->pid_file);
     int code = d->exit_code;
+    web_free(d);
     daemon_pack_unref(d->pack);
     daemon_tls_free(d);
     auth_tokens_free(d->tokens);

@@ -10,6 +10,7 @@
 #ifndef SPINEGATE_DAEMON_H
 #define SPINEGATE_DAEMON_H
 
+#include <cjson/cJSON.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -33,6 +34,7 @@ typedef struct {
 } daemon_pack_t;
 
 typedef struct daemon_job daemon_job_t;
+typedef struct web web_t;
 
 /* The TLS contexts the daemon may hold, one per use. */
 typedef enum {
@@ -62,6 +64,8 @@ typedef struct daemon {
     queue_t *queue;
     mllp_server_t *mllp;
     http_server_t *http;
+    http_server_t *admin;    /* listen-admin: the worklist web page; NULL when off */
+    struct web *web;         /* its sessions and worklist connection */
     out_dest_t *out_hl7, *out_fhir, *out_reject_hl7, *out_reject_fhir;
     metrics_t metrics;
     uv_signal_t sig_term, sig_int, sig_hup;
@@ -119,6 +123,17 @@ void serve_mllp_oversized(mllp_req_t *req, buf_t *head, size_t total, void *user
 void serve_http_request(http_req_t *req, void *user);
 size_t serve_http_error(const http_req_t *req, int status, const char *why, char *out, size_t cap,
                         const char **content_type, void *user);
+
+/* Adds each destination's {"state", "since", "failing_s", "oldest_age_s",
+ * "depth", "last_error"} to dl (serve_http.c); false when one has failed
+ * longer than unready-after. */
+bool daemon_destinations_json(daemon_t *d, cJSON *dl);
+
+/* The worklist web page (web.c, listen-admin): web_listen starts it on the
+ * daemon's loop; web_close drains it, then done runs; web_free after the loop. */
+err_t web_listen(daemon_t *d);
+void web_close(daemon_t *d, http_server_close_cb done);
+void web_free(daemon_t *d);
 
 /* Puts that the queue refused as full wait here, in arrival order, and are
  * retried by a timer; the connection they came from is not read meanwhile

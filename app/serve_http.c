@@ -816,17 +816,10 @@ static bool dest_json(const daemon_t *d, const out_stats_t *st, int64_t now, cJS
     return late;
 }
 
-/* GET /readyz: 200 when every destination moves and the queue is below its
- * high-water mark, 503 otherwise (a load balancer or an operator's monitor
- * stops sending here; /healthz stays liveness). */
-static void serve_readyz(daemon_t *d, http_req_t *req)
+bool daemon_destinations_json(daemon_t *d, cJSON *dl)
 {
-    queue_stats_t qs;
-    queue_stats(d->queue, &qs);
     int64_t now = wall_ms();
-    cJSON *o = cJSON_CreateObject();
-    bool ready = !d->stopping;
-    cJSON *dl = cJSON_AddObjectToObject(o, "destinations");
+    bool ready = true;
     dest_ref_t refs[4];
     size_t n = dest_refs(d, refs);
     for (size_t i = 0; i < n; i++) {
@@ -838,6 +831,20 @@ static void serve_readyz(daemon_t *d, http_req_t *req)
         cJSON_AddNumberToObject(x, "depth", (double)queue_depth(d->queue, refs[i].name));
         cJSON_AddStringToObject(x, "last_error", st.failing_since_ms ? st.last_error : "");
     }
+    return ready;
+}
+
+/* GET /readyz: 200 when every destination moves and the queue is below its
+ * high-water mark, 503 otherwise (a load balancer or an operator's monitor
+ * stops sending here; /healthz stays liveness). */
+static void serve_readyz(daemon_t *d, http_req_t *req)
+{
+    queue_stats_t qs;
+    queue_stats(d->queue, &qs);
+    cJSON *o = cJSON_CreateObject();
+    bool ready = !d->stopping;
+    if (!daemon_destinations_json(d, cJSON_AddObjectToObject(o, "destinations")))
+        ready = false;
     uint64_t hw = high_water(d);
     cJSON *q = cJSON_AddObjectToObject(o, "queue");
     cJSON_AddNumberToObject(q, "depth", (double)qs.depth);

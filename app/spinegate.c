@@ -76,6 +76,8 @@ int main(int argc, char **argv)
         const char *warn[2];
         for (size_t i = 0, n = config_http_warnings(&cfg, warn, 2); i < n; i++)
             fprintf(stderr, "spinegate: warning: %s\n", warn[i]);
+        for (size_t i = 0, n = config_admin_warnings(&cfg, warn, 2); i < n; i++)
+            fprintf(stderr, "spinegate: warning: %s\n", warn[i]);
         printf("# configuration OK%s%s\n# %s\n", a.config_file ? " in " : "",
                a.config_file ? a.config_file : "", rule_pack_describe(pack));
         if (tokens)

@@ -146,6 +146,7 @@ const char *wlmeta_json(arena_t *a, const char *source, const char *peer, const 
         jb_member(&b, &ff, "location", f->location);
         jb_member(&b, &ff, "message", f->message);
         jb_member(&b, &ff, "suggestion", f->suggestion);
+        jb_member(&b, &ff, "reference", f->reference);
         JB_LIT(&b, "}");
     }
     JB_LIT(&b, "]}");

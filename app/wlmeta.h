@@ -16,7 +16,7 @@
  * ("ip:port", may be NULL):
  * {"source","peer","type","verdict","refs":{"mrn","account","visit"},
  *  "rules":[...],"findings":[{"rule","severity","codes","location","message",
- *  "suggestion"}]}; absent values are left out. */
+ *  "suggestion","reference"}]}; absent values are left out. */
 const char *wlmeta_json(arena_t *a, const char *source, const char *peer, const gate_result_t *r);
 
 /* The verdict's name: "accept", "annotate", "reject"; "unreadable" or

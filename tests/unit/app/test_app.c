@@ -327,6 +327,7 @@ static void test_wlmeta_json_is_cjson_output(void **state)
     f[1].rule_id = "excludes1-pair"; /* listed once in "rules" */
     f[1].severity = RULE_SEV_WARN;
     f[1].suggestion = "M48.061";
+    f[1].reference = "ICD-10-CM Guidelines I.A.12.a";
     f[2].rule_id = "drg-tier";
     f[2].severity = RULE_SEV_INFO;
     gate_result_t r;
@@ -350,6 +351,7 @@ static void test_wlmeta_json_is_cjson_output(void **state)
         cJSON_Delete(o);
     }
     assert_non_null(strstr(outs[0], "\"rules\":[\"excludes1-pair\",\"drg-tier\"]"));
+    assert_non_null(strstr(outs[0], "\"reference\":\"ICD-10-CM Guidelines I.A.12.a\""));
     assert_non_null(strstr(outs[0], "\"visit\":\"V\\u0001\\u001f\x7f\\tx\""));
     assert_string_equal(outs[1], "{\"source\":\"http\",\"verdict\":\"unreadable\",\"rules\":[],"
                                  "\"findings\":[]}");

@@ -366,19 +366,28 @@ static int cmd_show(admin_t *a, int argc, char **argv)
     return 0;
 }
 
+/* Reads the one option resolve and resend take, --note TEXT; false on any
+ * other option (getopt has said which). */
+static bool note_option(int argc, char **argv, const char **note)
+{
+    static const struct option opts[] = {{"note", required_argument, NULL, 'n'},
+                                         {NULL, 0, NULL, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt != 'n')
+            return false;
+        *note = optarg;
+    }
+    return true;
+}
+
 /* ---------------------------------------------------------------- resolve */
 
 static int cmd_resolve(admin_t *a, int argc, char **argv)
 {
-    static const struct option opts[] = {{"note", required_argument, NULL, 'n'},
-                                         {NULL, 0, NULL, 0}};
     const char *note = NULL;
-    int opt;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1)
-        if (opt == 'n')
-            note = optarg;
-        else
-            return 2;
+    if (!note_option(argc, argv, &note))
+        return 2;
     int64_t id;
     if (optind + 1 != argc || !parse_id(argv[optind], &id) || !note || !*note) {
         fprintf(stderr, "spinegate-admin: usage: resolve ID --note TEXT\n");
@@ -537,15 +546,9 @@ static void print_verdict(const gate_result_t *r, void *user)
 
 static int cmd_resend(admin_t *a, int argc, char **argv)
 {
-    static const struct option opts[] = {{"note", required_argument, NULL, 'n'},
-                                         {NULL, 0, NULL, 0}};
     const char *note = NULL;
-    int opt;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1)
-        if (opt == 'n')
-            note = optarg;
-        else
-            return 2;
+    if (!note_option(argc, argv, &note))
+        return 2;
     int64_t id;
     if (optind >= argc || argc - optind > 2 || !parse_id(argv[optind], &id)) {
         fprintf(stderr, "spinegate-admin: usage: resend ID [FILE|-] [--note TEXT]\n");

@@ -16,6 +16,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "hex.h"
 #include "xmalloc.h"
 
 #define DIGEST_LEN 32
@@ -78,17 +79,6 @@ __attribute__((format(printf, 4, 5))) static err_t line_error(err_detail_t *d, c
         snprintf(d->where, sizeof d->where, "%.40s:%d", path, line);
     }
     return ERR_BAD_CONFIG;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 static bool name_ok(const char *s, size_t n)
@@ -156,7 +146,7 @@ static bool parse_line(const char *s, const char *end, const char *path, int lin
         return false;
     }
     for (size_t i = 0; i < DIGEST_LEN; i++) {
-        int hi = hexval(hash.ptr[7 + 2 * i]), lo = hexval(hash.ptr[8 + 2 * i]);
+        int hi = hex_value(hash.ptr[7 + 2 * i]), lo = hex_value(hash.ptr[8 + 2 * i]);
         if (hi < 0 || lo < 0) {
             line_error(d, path, line, "the digest after sha256: is not hexadecimal");
             return false;

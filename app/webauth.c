@@ -10,16 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
+#include "hex.h"
 
 /* Form decoding: '+' is a space, %XX a byte; NUL bytes refused (they would
  * cut a C string short of what was checked). */
@@ -33,7 +24,7 @@ static bool form_decode(const char *p, size_t n, char *out, size_t cap)
         } else if (c == '%') {
             if (i + 2 >= n)
                 return false;
-            int hi = hexval(p[i + 1]), lo = hexval(p[i + 2]);
+            int hi = hex_value(p[i + 1]), lo = hex_value(p[i + 2]);
             if (hi < 0 || lo < 0)
                 return false;
             c = (char)(hi * 16 + lo);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "hex.h"
 #include "http_int.h"
 #include "xmalloc.h"
 
@@ -340,17 +341,6 @@ bool http_req_keep_alive(const http_req_t *req)
     return req->keep_alive;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 bool http_pct_decode(slice_t in, bool plus_is_space, char *out, size_t cap, size_t *out_len)
 {
     size_t o = 0;
@@ -363,8 +353,8 @@ bool http_pct_decode(slice_t in, bool plus_is_space, char *out, size_t cap, size
         if (c == '%') {
             if (in.len - i < 3)
                 return out[0] = '\0', false;
-            int hi = hexval((unsigned char)in.ptr[i + 1]),
-                lo = hexval((unsigned char)in.ptr[i + 2]);
+            int hi = hex_value((unsigned char)in.ptr[i + 1]),
+                lo = hex_value((unsigned char)in.ptr[i + 2]);
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                 return out[0] = '\0', false;
             c = hi * 16 + lo;

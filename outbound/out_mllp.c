@@ -267,6 +267,18 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 static void acks_read(conn_t *c);
 static void write_frame(mllp_state_t *m);
 
+/* A write to the downstream failed: the message in flight is retried, an
+ * idle connection just goes. */
+static void tls_write_failed(conn_t *c, int status)
+{
+    char reason[96];
+    snprintf(reason, sizeof reason, "write failed (%s)", uv_err_name(status));
+    if (c->m->row)
+        finish(c->m, OUT_RES_RETRY, reason);
+    else
+        conn_drop(c->m);
+}
+
 static void tls_write_cb(uv_write_t *req, int status)
 {
     tls_write_t *w = (tls_write_t *)req;
@@ -274,12 +286,7 @@ static void tls_write_cb(uv_write_t *req, int status)
     xfree(w);
     if (c->dead || status == 0)
         return;
-    char reason[96];
-    snprintf(reason, sizeof reason, "write failed (%s)", uv_err_name(status));
-    if (c->m->row)
-        finish(c->m, OUT_RES_RETRY, reason);
-    else
-        conn_drop(c->m);
+    tls_write_failed(c, status);
 }
 
 /* Sends the ciphertext the session has ready. False when the write could
@@ -296,12 +303,7 @@ static bool tls_send(conn_t *c)
     int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, tls_write_cb);
     if (rc) {
         xfree(w);
-        char reason[96];
-        snprintf(reason, sizeof reason, "write failed (%s)", uv_err_name(rc));
-        if (c->m->row)
-            finish(c->m, OUT_RES_RETRY, reason);
-        else
-            conn_drop(c->m);
+        tls_write_failed(c, rc);
         return false;
     }
     return true;

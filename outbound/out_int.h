@@ -91,10 +91,6 @@ void out__send_done(out_dest_t *d, out__res_t res, const char *reason);
  * is borrowed for the call; NULL = none. */
 void out__send_done_detail(out_dest_t *d, out__res_t res, const char *reason, const char *detail);
 
-/* The text of an HL7 ACK's MSA-3 and ERR segments, one per line, for the
- * dead-letter note: at most cap-1 bytes, control characters as spaces. */
-void out__mllp_ack_text(const char *p, size_t n, char *out, size_t cap);
-
 /* The transport's handles are all closed. */
 void out__transport_closed(out_dest_t *d);
 
@@ -112,10 +108,10 @@ int out__mkdirs(const char *dir);
  * loop thread. Returns 0 or an errno. */
 int out__write_atomic(const char *dir, const char *name, const void *p, size_t n, bool sync);
 
-/* Reads MSA-1 (and MSA-2) of an HL7 ACK. Returns OUT_RES_OK for AA/CA,
- * OUT_RES_REJECT for AE/AR/CE/CR ("downstream answered AE": billing refused
- * the message itself), OUT_RES_RETRY otherwise with a reason ("no MSA
- * segment", "ACK for another control id"). ctrl may be "" (not checked). */
+/* mllp_ack_read() (common/mllp_ack.h) as a delivery result: OUT_RES_OK for
+ * AA/CA, OUT_RES_REJECT for AE/AR/CE/CR ("downstream answered AE": billing
+ * refused the message itself), OUT_RES_RETRY otherwise with a reason ("no
+ * MSA segment", "ACK for another control id"). ctrl may be "" (not checked). */
 out__res_t out__mllp_ack_parse(const char *p, size_t n, const char *ctrl, char *reason,
                                size_t reasonlen);
 

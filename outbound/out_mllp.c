@@ -27,6 +27,8 @@
 #include <string.h>
 
 #include "log.h"
+#include "mllp_ack.h"
+#include "mllp_frame.h"
 #include "out_int.h"
 #include "slice.h"
 #include "xmalloc.h"
@@ -41,8 +43,8 @@ typedef struct {
     uv_write_t wreq;
     mllp_state_t *m;
     bool dead; /* closing: ignore its callbacks */
-    char *rbuf; /* plaintext: the ACKs */
-    size_t rlen;
+    char *rbuf; /* plaintext read, before framing */
+    mllp_framer_t acks; /* the ACK frames */
     tls_conn_t *tls; /* NULL: plaintext */
     char *cbuf;      /* ciphertext read from the socket */
 } conn_t;
@@ -69,59 +71,6 @@ struct mllp_state {
     bool closing;
 };
 
-/* Finds the MSA segment of an ACK: MSA-1 and MSA-2 (either may be empty).
- * False when there is none. */
-static bool msa_find(const char *p, size_t n, slice_t *code, slice_t *ctrl)
-{
-    for (size_t i = 0; i + 3 < n; i++) {
-        if ((i > 0 && p[i - 1] != '\r' && p[i - 1] != '\n') || memcmp(p + i, "MSA", 3) != 0)
-            continue;
-        char sep = p[i + 3];
-        if (sep == '\r' || sep == '\n')
-            return false;
-        /* Fields 1 and 2, each up to the separator or the segment's end. */
-        size_t f1 = i + 4, e1 = f1;
-        while (e1 < n && p[e1] != sep && p[e1] != '\r' && p[e1] != '\n')
-            e1++;
-        size_t f2 = e1 + 1, e2 = f2;
-        if (e1 < n && p[e1] == sep)
-            while (e2 < n && p[e2] != sep && p[e2] != '\r' && p[e2] != '\n')
-                e2++;
-        else
-            f2 = e2 = e1;
-        *code = slice_make(p + f1, e1 - f1);
-        *ctrl = slice_make(p + f2, e2 - f2);
-        return true;
-    }
-    return false;
-}
-
-out__res_t out__mllp_ack_parse(const char *p, size_t n, const char *ctrl, char *reason, size_t rl)
-{
-    slice_t code, id;
-    if (!msa_find(p, n, &code, &id)) {
-        snprintf(reason, rl, "no MSA segment in the ACK");
-        return OUT_RES_RETRY;
-    }
-    if (code.len != 2) {
-        snprintf(reason, rl, "MSA-1 is not an acknowledgment code");
-        return OUT_RES_RETRY;
-    }
-    if (id.len && ctrl && ctrl[0] && !slice_eq(id, ctrl)) {
-        snprintf(reason, rl, "ACK for another control id");
-        return OUT_RES_RETRY;
-    }
-    if (slice_eq(code, "AA") || slice_eq(code, "CA"))
-        return OUT_RES_OK;
-    if (slice_eq(code, "AE") || slice_eq(code, "AR") || slice_eq(code, "CE") ||
-        slice_eq(code, "CR")) {
-        snprintf(reason, rl, "downstream answered %.2s", code.ptr);
-        return OUT_RES_REJECT;
-    }
-    snprintf(reason, rl, "MSA-1 is not an acknowledgment code");
-    return OUT_RES_RETRY;
-}
-
 /* MSH-16 (application acknowledgment type) of a message: the 15th field
  * separator after "MSH" opens it. Empty when the message has none. */
 static slice_t msh16(const char *p, size_t n)
@@ -141,51 +90,13 @@ static slice_t msh16(const char *p, size_t n)
     return slice_make(p + from, i - from);
 }
 
-void out__mllp_ack_text(const char *p, size_t n, char *out, size_t cap)
+out__res_t out__mllp_ack_parse(const char *p, size_t n, const char *ctrl, char *reason, size_t rl)
 {
-    size_t k = 0;
-    if (!cap)
-        return;
-    for (size_t i = 0; i < n;) {
-        size_t e = i;
-        while (e < n && p[e] != '\r' && p[e] != '\n')
-            e++;
-        bool msa = e - i >= 4 && memcmp(p + i, "MSA", 3) == 0;
-        bool err = e - i >= 4 && memcmp(p + i, "ERR", 3) == 0;
-        if (msa || err) {
-            size_t from = i;
-            if (msa) {
-                /* MSA-3, the text message: after the third field separator. */
-                char sep = p[i + 3];
-                int seen = 0;
-                from = e;
-                for (size_t j = i + 3; j < e; j++)
-                    if (p[j] == sep && ++seen == 3) {
-                        from = j + 1;
-                        break;
-                    }
-                size_t to = from;
-                while (to < e && p[to] != sep)
-                    to++;
-                e = to;
-            }
-            if (e > from && k + 1 < cap) {
-                const char *label = msa ? "MSA-3: " : "";
-                for (const char *l = label; *l && k + 1 < cap; l++)
-                    out[k++] = *l;
-                for (size_t j = from; j < e && k + 1 < cap; j++)
-                    out[k++] = (unsigned char)p[j] < 0x20 || p[j] == 0x7f ? ' ' : p[j];
-                if (k + 1 < cap)
-                    out[k++] = '\n';
-            }
-        }
-        i = e;
-        while (i < n && p[i] != '\r' && p[i] != '\n')
-            i++;
-        while (i < n && (p[i] == '\r' || p[i] == '\n'))
-            i++;
+    switch (mllp_ack_read(p, n, ctrl, reason, rl)) {
+    case MLLP_ACK_ACCEPTED: return OUT_RES_OK;
+    case MLLP_ACK_REFUSED: return OUT_RES_REJECT;
+    default: return OUT_RES_RETRY;
     }
-    out[k] = 0;
 }
 
 static void maybe_closed(mllp_state_t *m);
@@ -195,6 +106,7 @@ static void conn_closed(uv_handle_t *h)
     conn_t *c = h->data;
     mllp_state_t *m = c->m;
     tls_conn_free(c->tls);
+    mllp_framer_free(&c->acks);
     xfree(c->cbuf);
     xfree(c->rbuf);
     xfree(c);
@@ -248,6 +160,7 @@ static void timer_cb(uv_timer_t *t)
 }
 
 #define CIPHER_READ_MAX (64u * 1024)
+#define READ_MAX (64u * 1024)
 
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
@@ -260,11 +173,11 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
         return;
     }
     if (!c->rbuf)
-        c->rbuf = xmalloc(ACK_MAX);
-    *buf = uv_buf_init(c->rbuf + c->rlen, (unsigned)(ACK_MAX - c->rlen));
+        c->rbuf = xmalloc(READ_MAX);
+    *buf = uv_buf_init(c->rbuf, READ_MAX);
 }
 
-static void acks_read(conn_t *c);
+static void acks_read(conn_t *c, const char *p, size_t n);
 static void write_frame(mllp_state_t *m);
 
 /* A write to the downstream failed: the message in flight is retried, an
@@ -310,15 +223,15 @@ static bool tls_send(conn_t *c)
 }
 
 /* Ciphertext arrived: drive the handshake, then hand plaintext to the ACK
- * reader (at most ACK_MAX held, as without TLS). */
+ * reader (at most ACK_MAX of a frame held, as without TLS). */
 static void tls_input(conn_t *c, const char *p, size_t n)
 {
     mllp_state_t *m = c->m;
     tls_conn_feed(c->tls, p, n);
     for (;;) {
         if (!c->rbuf)
-            c->rbuf = xmalloc(ACK_MAX);
-        long got = tls_conn_read(c->tls, c->rbuf + c->rlen, ACK_MAX - c->rlen);
+            c->rbuf = xmalloc(READ_MAX);
+        long got = tls_conn_read(c->tls, c->rbuf, READ_MAX);
         if (!tls_send(c) || c->dead)
             return;
         if (got < 0) {
@@ -344,13 +257,9 @@ static void tls_input(conn_t *c, const char *p, size_t n)
             if (c->dead)
                 return;
         }
-        if (got == 0) {
-            if (c->rlen == ACK_MAX)
-                acks_read(c); /* reports the oversized frame */
+        if (got == 0)
             return;
-        }
-        c->rlen += (size_t)got;
-        acks_read(c);
+        acks_read(c, c->rbuf, (size_t)got);
         if (c->dead || m->c != c)
             return;
     }
@@ -380,85 +289,72 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         tls_input(c, buf->base, (size_t)nread);
         return;
     }
-    c->rlen += (size_t)nread;
-    acks_read(c);
+    acks_read(c, buf->base, (size_t)nread);
 }
 
-/* Takes the complete ACK frames in c->rbuf. */
-static void acks_read(conn_t *c)
+/* One ACK frame from the downstream. False when the connection went. */
+static bool on_ack(void *user, const mllp_frame_t *f)
+{
+    conn_t *c = user;
+    mllp_state_t *m = c->m;
+    if (f->oversized) {
+        if (m->row)
+            finish(m, OUT_RES_RETRY, "ACK frame too large");
+        else
+            conn_drop(m);
+        return false;
+    }
+    const char *ack = f->frame->data;
+    size_t ack_len = f->frame->len;
+    slice_t code, id;
+    bool has_msa = mllp_ack_msa(ack, ack_len, &code, &id);
+    bool late = has_msa && m->last_id[0] && slice_eq(id, m->last_id) &&
+                !(m->row && slice_eq(id, m->row->control_id));
+    if (late) {
+        /* The application ACK of an enhanced-mode message whose CA ended
+         * its send: billing has the message; what it says now is
+         * billing's to act on. */
+        if (!slice_eq(code, "AA")) {
+            char idb[LOG_ID_BUF];
+            log_warn("out %s: control id %s: application ACK %.*s after billing committed "
+                     "the message (CA): billing holds it, see its own work queue",
+                     m->d->o.dest, log_id(m->last_id, idb), (int)(code.len > 2 ? 2 : code.len),
+                     code.ptr);
+        }
+        return true;
+    }
+    if (!m->row || !m->awaiting) {
+        /* An ACK nobody waits for: the stream is out of step. */
+        log_warn("out %s: unexpected frame from downstream; reconnecting", m->d->o.dest);
+        conn_drop(m);
+        return false;
+    }
+    char reason[96], text[2048] = "";
+    out__res_t res = out__mllp_ack_parse(ack, ack_len, m->row->control_id, reason, sizeof reason);
+    if (res == OUT_RES_OK && m->wants_app_ack && slice_eq(code, "CA")) {
+        /* MSH-16 = AL: the application ACK follows; it gets its own ACK
+         * timeout. */
+        m->wants_app_ack = false;
+        uv_timer_start(&m->timer, timer_cb, m->d->o.ack_timeout_ms, 0);
+        return true;
+    }
+    if (res == OUT_RES_REJECT)
+        mllp_ack_text(ack, ack_len, text, sizeof text);
+    finish_detail(m, res, res == OUT_RES_OK ? NULL : reason, text);
+    return m->c == c;
+}
+
+/* Frames what the downstream sent and takes each ACK; a frame growing past
+ * ACK_MAX is not an ACK and is refused before it ends. */
+static void acks_read(conn_t *c, const char *p, size_t n)
 {
     mllp_state_t *m = c->m;
-    for (;;) {
-        char *start = memchr(c->rbuf, 0x0B, c->rlen);
-        if (!start) {
-            c->rlen = 0; /* bytes between frames mean nothing */
-            return;
-        }
-        size_t off = (size_t)(start - c->rbuf), end = off + 1;
-        while (end + 1 < c->rlen && !(c->rbuf[end] == 0x1C && c->rbuf[end + 1] == 0x0D))
-            end++;
-        if (end + 1 >= c->rlen) {
-            if (off > 0) {
-                memmove(c->rbuf, start, c->rlen - off);
-                c->rlen -= off;
-            }
-            if (c->rlen == ACK_MAX) {
-                if (m->row)
-                    finish(m, OUT_RES_RETRY, "ACK frame too large");
-                else
-                    conn_drop(m);
-            }
-            return;
-        }
-        const char *ack = start + 1;
-        size_t ack_len = end - off - 1, used = end + 2;
-        slice_t code, id;
-        bool has_msa = msa_find(ack, ack_len, &code, &id);
-        bool late = has_msa && m->last_id[0] && slice_eq(id, m->last_id) &&
-                    !(m->row && slice_eq(id, m->row->control_id));
-        if (late) {
-            /* The application ACK of an enhanced-mode message whose CA ended
-             * its send: billing has the message; what it says now is
-             * billing's to act on. */
-            if (!slice_eq(code, "AA")) {
-                char idb[LOG_ID_BUF];
-                log_warn("out %s: control id %s: application ACK %.*s after billing committed "
-                         "the message (CA): billing holds it, see its own work queue",
-                         m->d->o.dest, log_id(m->last_id, idb), (int)(code.len > 2 ? 2 : code.len),
-                         code.ptr);
-            }
-            memmove(c->rbuf, c->rbuf + used, c->rlen - used);
-            c->rlen -= used;
-            if (c->rlen == 0)
-                return;
-            continue;
-        }
-        if (!m->row || !m->awaiting) {
-            /* An ACK nobody waits for: the stream is out of step. */
-            log_warn("out %s: unexpected frame from downstream; reconnecting", m->d->o.dest);
+    mllp_framer_feed(&c->acks, p, n, on_ack, c);
+    if (m->c == c && !c->dead && mllp_framer_partial(&c->acks) >= ACK_MAX) {
+        if (m->row)
+            finish(m, OUT_RES_RETRY, "ACK frame too large");
+        else
             conn_drop(m);
-            return;
-        }
-        char reason[96], text[2048] = "";
-        out__res_t res = out__mllp_ack_parse(ack, ack_len, m->row->control_id, reason,
-                                             sizeof reason);
-        bool commit_only = res == OUT_RES_OK && m->wants_app_ack && slice_eq(code, "CA");
-        if (res == OUT_RES_REJECT)
-            out__mllp_ack_text(ack, ack_len, text, sizeof text);
-        memmove(c->rbuf, c->rbuf + used, c->rlen - used);
-        c->rlen -= used;
-        if (commit_only) {
-            /* MSH-16 = AL: the application ACK follows; it gets its own
-             * ACK timeout. */
-            m->wants_app_ack = false;
-            uv_timer_start(&m->timer, timer_cb, m->d->o.ack_timeout_ms, 0);
-            if (c->rlen == 0)
-                return;
-            continue;
-        }
-        finish_detail(m, res, res == OUT_RES_OK ? NULL : reason, text);
-        if (m->c != c || c->rlen == 0)
-            return;
     }
 }
 
@@ -474,7 +370,7 @@ static void write_cb(uv_write_t *req, int status)
 
 static void write_frame(mllp_state_t *m)
 {
-    static char sb = 0x0B, eb[2] = {0x1C, 0x0D};
+    static char sb = MLLP_SB, eb[2] = {MLLP_EB, MLLP_CR};
     uv_buf_t bufs[3] = {
         uv_buf_init(&sb, 1),
         uv_buf_init((char *)m->row->payload, (unsigned)m->row->payload_len),
@@ -549,6 +445,7 @@ static void connect_to(mllp_state_t *m, const struct sockaddr *sa)
 {
     conn_t *c = xcalloc(1, sizeof *c);
     c->m = m;
+    mllp_framer_init(&c->acks, ACK_MAX, 64);
     c->tcp.data = c;
     c->creq.data = c;
     uv_tcp_init(m->d->loop, &c->tcp);

@@ -24,6 +24,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "mllp_ack.h"
 #include "out.h"
 #include "out_int.h"
 #include "queue.h"
@@ -650,11 +651,11 @@ static void test_ack_parse(void **state)
     assert_int_equal(out__mllp_ack_parse(ae, strlen(ae), "X", r, sizeof r), OUT_RES_REJECT);
     assert_string_equal(r, "downstream answered AE");
     char text[128];
-    out__mllp_ack_text(ae, strlen(ae), text, sizeof text);
+    mllp_ack_text(ae, strlen(ae), text, sizeof text);
     assert_string_equal(text, "MSA-3: Guarantor closed\nERR|||207^Err^HL70357|E \n");
-    out__mllp_ack_text(ae, strlen(ae), text, 10);
+    mllp_ack_text(ae, strlen(ae), text, 10);
     assert_int_equal(strlen(text), 9);
-    out__mllp_ack_text(aa, strlen(aa), text, sizeof text);
+    mllp_ack_text(aa, strlen(aa), text, sizeof text);
     assert_string_equal(text, "");
     const char *nomsa = "MSH|^~\\&\rXMSA|AA|X\r";
     assert_int_equal(out__mllp_ack_parse(nomsa, strlen(nomsa), "X", r, sizeof r), OUT_RES_RETRY);

@@ -64,6 +64,8 @@ static const key_def_t config_keys[] = {
      "reject sink as an MLLP endpoint (default: the reject folder)"},
     {"ack-timeout", K_MS, O(ack_timeout_ms), "10s", "DURATION",
      "how long to wait for a downstream ACK or HTTP answer"},
+    {"downstream-window", K_LONG, O(downstream_window), "1", "N",
+     "messages in flight at once to an MLLP destination (1 to 64)"},
     {"retry-max", K_LONG, O(retry_max), "0", "N",
      "transport failures before a message is dead-lettered (0: retry forever)"},
     {"downstream-reject-retries", K_LONG, O(reject_retries), "1", "N",
@@ -553,6 +555,8 @@ err_t config_validate(config_t *c, err_detail_t *d)
         return err_set(d, ERR_BAD_CONFIG, 0, "max-message-size/max-body-size: at least 64 bytes");
     if (c->retry_max < 0 || c->retry_max > 1000000000)
         return err_set(d, ERR_BAD_CONFIG, 0, "retry-max: 0 (forever) or a number of tries");
+    if (c->downstream_window < 1 || c->downstream_window > 64)
+        return err_set(d, ERR_BAD_CONFIG, 0, "downstream-window: 1 to 64");
     if (c->reject_retries < 1 || c->reject_retries > 1000)
         return err_set(d, ERR_BAD_CONFIG, 0, "downstream-reject-retries: 1 to 1000");
     if (c->queue_high_water < 0)

@@ -57,6 +57,7 @@ typedef struct {
     char *downstream_fhir;     /* URL or NULL */
     config_addr_t reject_mllp; /* reject sink as MLLP, or the reject dir */
     long ack_timeout_ms;
+    long downstream_window; /* MLLP messages in flight at once */
     long retry_max;      /* transport failures before dead-letter; 0 = forever */
     long reject_retries; /* application rejects before dead-letter */
     long retry_base_ms;

@@ -351,6 +351,7 @@ static err_t start_out(daemon_t *d, dest_t dest, out_kind_t kind, const config_a
         .backoff_max_ms = (unsigned)d->cfg.retry_max_delay_ms,
         .jitter = true,
         .ack_timeout_ms = (unsigned)d->cfg.ack_timeout_ms,
+        .window = kind == OUT_MLLP ? (unsigned)d->cfg.downstream_window : 1,
         .tls = kind == OUT_MLLP ? d->tls[DAEMON_TLS_DOWNSTREAM] : NULL,
         .tls_server_name = d->cfg.downstream_tls_server_name,
         .tls_ca = d->cfg.downstream_tls_ca,

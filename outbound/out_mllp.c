@@ -13,8 +13,20 @@
  * answer that counts and is waited for after the CA; with ER or SU it may or
  * may not come, so the CA ends the send and a later ACK naming the message
  * just delivered is read and set aside instead of taken as out of step.
+ * Window (downstream-window N): up to N messages are written back to back
+ * and their ACKs awaited in order; each ACK must name the oldest in flight
+ * by MSA-2. One that names a later message in flight (out of order) or none
+ * in flight is taken as the stream being out of step, like an ACK for
+ * another control id with one message: the connection is dropped and the
+ * deliverer sends everything unacknowledged again, from the oldest. A
+ * refusal (AE/AR) of the oldest with others in flight drops the connection
+ * too, so that their ACKs cannot arrive while the deliverer is settling the
+ * refused one; they are sent again after it. The ACK timeout runs for the
+ * oldest in flight. The commit-then-application ACK of enhanced mode is
+ * followed per message; with a window, a receiver answering CA for several
+ * messages before their application ACKs is out of order.
  * Each connection is its own allocation, freed in its close callback; the
- * payload is borrowed from the deliverer's row until out__send_done().
+ * payloads are borrowed from the deliverer's rows until out__send_done().
  *
  * TLS (downstream-mllp-tls): the session sits between the socket and the
  * ACK reader (common/tls.h, memory BIOs); the connection counts as connected
@@ -40,7 +52,6 @@ typedef struct mllp_state mllp_state_t;
 typedef struct {
     uv_tcp_t tcp;
     uv_connect_t creq;
-    uv_write_t wreq;
     mllp_state_t *m;
     bool dead; /* closing: ignore its callbacks */
     char *rbuf; /* plaintext read, before framing */
@@ -48,6 +59,18 @@ typedef struct {
     tls_conn_t *tls; /* NULL: plaintext */
     char *cbuf;      /* ciphertext read from the socket */
 } conn_t;
+
+/* A frame's write, freed in its callback (several may be pending). */
+typedef struct {
+    uv_write_t req;
+    conn_t *c;
+} frame_write_t;
+
+/* A message in flight: given by the deliverer, not yet answered. */
+typedef struct {
+    const queue_row_t *row;
+    bool app_ack; /* its MSH-16 is AL: a CA is not the end */
+} flight_t;
 
 /* A ciphertext write, freed in its callback. */
 typedef struct {
@@ -63,9 +86,10 @@ struct mllp_state {
     uv_timer_t timer;     /* connect or ACK timeout */
     uv_getaddrinfo_t gai; /* for a host that is not an address */
     bool resolving;
-    const queue_row_t *row; /* being sent: NULL when idle */
-    bool awaiting;          /* frame written or writing; ACK expected */
-    bool wants_app_ack;     /* the row's MSH-16 is AL: a CA is not the end */
+    flight_t flight[OUT_WINDOW_MAX]; /* in flight, oldest first; [0] is the one whose
+                                        ACK is awaited */
+    size_t nflight;
+    size_t written; /* of flight[], how many were written to the connection */
     char last_id[QUEUE_CONTROL_ID_MAX + 1]; /* the message delivered last */
     unsigned open_conns;    /* connections not yet closed */
     bool closing;
@@ -90,16 +114,31 @@ static slice_t msh16(const char *p, size_t n)
     return slice_make(p + from, i - from);
 }
 
-out__res_t out__mllp_ack_parse(const char *p, size_t n, const char *ctrl, char *reason, size_t rl)
+static out__res_t res_of(mllp_ack_t kind)
 {
-    switch (mllp_ack_read(p, n, ctrl, reason, rl)) {
+    switch (kind) {
     case MLLP_ACK_ACCEPTED: return OUT_RES_OK;
     case MLLP_ACK_REFUSED: return OUT_RES_REJECT;
     default: return OUT_RES_RETRY;
     }
 }
 
+out__res_t out__mllp_ack_parse(const char *p, size_t n, const char *ctrl, char *reason, size_t rl)
+{
+    return res_of(mllp_ack_read(p, n, ctrl, reason, rl));
+}
+
+/* Whether id names a message in flight. */
+static bool in_flight(const mllp_state_t *m, slice_t id)
+{
+    for (size_t i = 0; i < m->nflight; i++)
+        if (slice_eq(id, m->flight[i].row->control_id))
+            return true;
+    return false;
+}
+
 static void maybe_closed(mllp_state_t *m);
+static void timer_cb(uv_timer_t *t);
 
 static void conn_closed(uv_handle_t *h)
 {
@@ -126,23 +165,32 @@ static void conn_drop(mllp_state_t *m)
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
 }
 
-/* Ends the current send with res; drops the connection unless it went well
- * or the downstream answered it in step (a reject). detail: the ACK's text. */
+/* Ends the oldest send in flight with res. The connection stays when it
+ * went well, or when the downstream refused the message in step (a reject)
+ * and nothing was sent after it; otherwise it is dropped and every message
+ * in flight is forgotten (the deliverer sends them again, in order, after
+ * this one). detail: the ACK's text. */
 static void finish_detail(mllp_state_t *m, out__res_t res, const char *reason, const char *detail)
 {
     uv_timer_stop(&m->timer);
-    if (res != OUT_RES_OK && res != OUT_RES_REJECT)
+    bool keep = res == OUT_RES_OK || (res == OUT_RES_REJECT && m->nflight <= 1);
+    if (!keep)
         conn_drop(m);
-    if (!m->row)
+    if (!m->nflight)
         return;
-    if (res == OUT_RES_OK || res == OUT_RES_REJECT)
-        snprintf(m->last_id, sizeof m->last_id, "%s", m->row->control_id);
-    else
+    if (keep) {
+        snprintf(m->last_id, sizeof m->last_id, "%s", m->flight[0].row->control_id);
+        memmove(m->flight, m->flight + 1, --m->nflight * sizeof m->flight[0]);
+        if (m->written)
+            m->written--;
+    } else {
         m->last_id[0] = '\0'; /* a new connection: nothing late can come */
-    m->row = NULL;
-    m->awaiting = false;
-    m->wants_app_ack = false;
+        m->nflight = m->written = 0;
+    }
     out__send_done_detail(m->d, res, reason, detail);
+    /* The next one in flight has its own ACK timeout from now. */
+    if (m->nflight && m->written && m->connected)
+        uv_timer_start(&m->timer, timer_cb, m->d->o.ack_timeout_ms, 0);
 }
 
 static void finish(mllp_state_t *m, out__res_t res, const char *reason)
@@ -178,7 +226,7 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 }
 
 static void acks_read(conn_t *c, const char *p, size_t n);
-static void write_frame(mllp_state_t *m);
+static void write_pending(mllp_state_t *m);
 
 /* A write to the downstream failed: the message in flight is retried, an
  * idle connection just goes. */
@@ -186,7 +234,7 @@ static void tls_write_failed(conn_t *c, int status)
 {
     char reason[96];
     snprintf(reason, sizeof reason, "write failed (%s)", uv_err_name(status));
-    if (c->m->row)
+    if (c->m->nflight)
         finish(c->m, OUT_RES_RETRY, reason);
     else
         conn_drop(c->m);
@@ -238,7 +286,7 @@ static void tls_input(conn_t *c, const char *p, size_t n)
             char reason[200];
             snprintf(reason, sizeof reason, "TLS with %s:%u failed: %s", m->d->o.host, m->d->o.port,
                      tls_conn_error(c->tls));
-            if (m->row)
+            if (m->nflight)
                 finish(m, OUT_RES_RETRY, reason);
             else {
                 log_warn("out %s: %s", m->d->o.dest, reason);
@@ -252,8 +300,7 @@ static void tls_input(conn_t *c, const char *p, size_t n)
             uv_timer_stop(&m->timer);
             log_info("out %s: %s with %s:%u", m->d->o.dest, tls_conn_version(c->tls), m->d->o.host,
                      m->d->o.port);
-            if (m->row)
-                write_frame(m);
+            write_pending(m);
             if (c->dead)
                 return;
         }
@@ -275,11 +322,11 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         char reason[96];
         snprintf(reason, sizeof reason, "connection closed by downstream (%s)",
                  uv_err_name((int)nread));
-        if (c->tls && !m->connected && m->row)
+        if (c->tls && !m->connected && m->nflight)
             snprintf(reason, sizeof reason,
                      "connection closed by downstream during the TLS handshake (%s)",
                      uv_err_name((int)nread));
-        if (m->row)
+        if (m->nflight)
             finish(m, OUT_RES_RETRY, reason);
         else
             conn_drop(m); /* idle close: reconnect on the next message */
@@ -298,7 +345,7 @@ static bool on_ack(void *user, const mllp_frame_t *f)
     conn_t *c = user;
     mllp_state_t *m = c->m;
     if (f->oversized) {
-        if (m->row)
+        if (m->nflight)
             finish(m, OUT_RES_RETRY, "ACK frame too large");
         else
             conn_drop(m);
@@ -308,8 +355,7 @@ static bool on_ack(void *user, const mllp_frame_t *f)
     size_t ack_len = f->frame->len;
     slice_t code, id;
     bool has_msa = mllp_ack_msa(ack, ack_len, &code, &id);
-    bool late = has_msa && m->last_id[0] && slice_eq(id, m->last_id) &&
-                !(m->row && slice_eq(id, m->row->control_id));
+    bool late = has_msa && m->last_id[0] && slice_eq(id, m->last_id) && !in_flight(m, id);
     if (late) {
         /* The application ACK of an enhanced-mode message whose CA ended
          * its send: billing has the message; what it says now is
@@ -323,18 +369,24 @@ static bool on_ack(void *user, const mllp_frame_t *f)
         }
         return true;
     }
-    if (!m->row || !m->awaiting) {
+    if (!m->nflight || !m->written) {
         /* An ACK nobody waits for: the stream is out of step. */
         log_warn("out %s: unexpected frame from downstream; reconnecting", m->d->o.dest);
         conn_drop(m);
         return false;
     }
     char reason[96], text[2048] = "";
-    out__res_t res = out__mllp_ack_parse(ack, ack_len, m->row->control_id, reason, sizeof reason);
-    if (res == OUT_RES_OK && m->wants_app_ack && slice_eq(code, "CA")) {
+    flight_t *head = &m->flight[0];
+    mllp_ack_t kind = mllp_ack_read(ack, ack_len, head->row->control_id, reason, sizeof reason);
+    if (kind == MLLP_ACK_OTHER_ID && in_flight(m, id))
+        /* The downstream answers in the order it was sent (docs: the
+         * window): an ACK that overtakes the oldest is out of step. */
+        snprintf(reason, sizeof reason, "ACK out of order (for a later message in flight)");
+    out__res_t res = res_of(kind);
+    if (res == OUT_RES_OK && head->app_ack && slice_eq(code, "CA")) {
         /* MSH-16 = AL: the application ACK follows; it gets its own ACK
          * timeout. */
-        m->wants_app_ack = false;
+        head->app_ack = false;
         uv_timer_start(&m->timer, timer_cb, m->d->o.ack_timeout_ms, 0);
         return true;
     }
@@ -351,7 +403,7 @@ static void acks_read(conn_t *c, const char *p, size_t n)
     mllp_state_t *m = c->m;
     mllp_framer_feed(&c->acks, p, n, on_ack, c);
     if (m->c == c && !c->dead && mllp_framer_partial(&c->acks) >= ACK_MAX) {
-        if (m->row)
+        if (m->nflight)
             finish(m, OUT_RES_RETRY, "ACK frame too large");
         else
             conn_drop(m);
@@ -360,7 +412,9 @@ static void acks_read(conn_t *c, const char *p, size_t n)
 
 static void write_cb(uv_write_t *req, int status)
 {
-    conn_t *c = req->data;
+    frame_write_t *w = (frame_write_t *)req;
+    conn_t *c = w->c;
+    xfree(w);
     if (c->dead || status == 0)
         return;
     char reason[96];
@@ -368,38 +422,52 @@ static void write_cb(uv_write_t *req, int status)
     finish(c->m, OUT_RES_RETRY, reason);
 }
 
-static void write_frame(mllp_state_t *m)
+/* Writes the frame of flight[i]. False when the write failed (the sends in
+ * flight are then finished and the connection dropped). */
+static bool write_frame(mllp_state_t *m, size_t i)
 {
     static char sb = MLLP_SB, eb[2] = {MLLP_EB, MLLP_CR};
+    flight_t *f = &m->flight[i];
     uv_buf_t bufs[3] = {
         uv_buf_init(&sb, 1),
-        uv_buf_init((char *)m->row->payload, (unsigned)m->row->payload_len),
+        uv_buf_init((char *)f->row->payload, (unsigned)f->row->payload_len),
         uv_buf_init(eb, 2),
     };
-    m->awaiting = true;
-    m->wants_app_ack = slice_eq(msh16((const char *)m->row->payload, m->row->payload_len), "AL");
-    if (m->c->tls) {
-        conn_t *c = m->c;
-        for (int i = 0; i < 3; i++)
-            if (tls_conn_write(c->tls, bufs[i].base, bufs[i].len) != 0) {
+    f->app_ack = slice_eq(msh16((const char *)f->row->payload, f->row->payload_len), "AL");
+    m->written++;
+    conn_t *c = m->c;
+    if (c->tls) {
+        for (int k = 0; k < 3; k++)
+            if (tls_conn_write(c->tls, bufs[k].base, bufs[k].len) != 0) {
                 char reason[200];
                 snprintf(reason, sizeof reason, "TLS write failed: %s", tls_conn_error(c->tls));
                 finish(m, OUT_RES_RETRY, reason);
-                return;
+                return false;
             }
-        if (tls_send(c))
-            uv_timer_start(&m->timer, timer_cb, m->d->o.ack_timeout_ms, 0);
-        return;
+        return tls_send(c);
     }
-    m->c->wreq.data = m->c;
-    int rc = uv_write(&m->c->wreq, (uv_stream_t *)&m->c->tcp, bufs, 3, write_cb);
+    frame_write_t *w = xmalloc(sizeof *w);
+    w->c = c;
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, 3, write_cb);
     if (rc) {
+        xfree(w);
         char reason[96];
         snprintf(reason, sizeof reason, "write failed (%s)", uv_err_name(rc));
         finish(m, OUT_RES_RETRY, reason);
-        return;
+        return false;
     }
-    uv_timer_start(&m->timer, timer_cb, m->d->o.ack_timeout_ms, 0);
+    return true;
+}
+
+/* Connected: writes what waited for the connection; the oldest's ACK
+ * timeout starts. */
+static void write_pending(mllp_state_t *m)
+{
+    while (m->written < m->nflight)
+        if (!write_frame(m, m->written))
+            return;
+    if (m->nflight)
+        uv_timer_start(&m->timer, timer_cb, m->d->o.ack_timeout_ms, 0);
 }
 
 static void connect_cb(uv_connect_t *req, int status)
@@ -437,8 +505,7 @@ static void connect_cb(uv_connect_t *req, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    if (m->row)
-        write_frame(m);
+    write_pending(m);
 }
 
 static void connect_to(mllp_state_t *m, const struct sockaddr *sa)
@@ -466,7 +533,7 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     mllp_state_t *m = req->data;
     m->resolving = false;
-    if (m->closing || !m->row) {
+    if (m->closing || !m->nflight) {
         uv_freeaddrinfo(res);
         maybe_closed(m);
         return;
@@ -486,11 +553,14 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 static void mllp_send(out_dest_t *d, const queue_row_t *row)
 {
     mllp_state_t *m = d->tp_state;
-    m->row = row;
+    m->flight[m->nflight++] = (flight_t){.row = row};
     if (m->connected) {
-        write_frame(m);
+        if (write_frame(m, m->nflight - 1) && !uv_is_active((uv_handle_t *)&m->timer))
+            uv_timer_start(&m->timer, timer_cb, d->o.ack_timeout_ms, 0);
         return;
     }
+    if (m->nflight > 1)
+        return; /* connecting for the first: written once connected */
     if (m->resolving) {
         /* An earlier lookup outlived its timeout: its answer serves this row. */
         uv_timer_start(&m->timer, timer_cb, d->o.connect_timeout_ms, 0);
@@ -552,7 +622,7 @@ static void mllp_close(out_dest_t *d)
 {
     mllp_state_t *m = d->tp_state;
     m->closing = true;
-    m->row = NULL;
+    m->nflight = m->written = 0;
     uv_timer_stop(&m->timer);
     if (m->resolving)
         uv_cancel((uv_req_t *)&m->gai);
@@ -560,4 +630,4 @@ static void mllp_close(out_dest_t *d)
     maybe_closed(m);
 }
 
-const out__transport_t out__mllp = {"MLLP", mllp_init, mllp_send, mllp_close};
+const out__transport_t out__mllp = {"MLLP", mllp_init, mllp_send, mllp_close, true};

@@ -38,6 +38,7 @@ typedef struct {
     queue_t *q;
     unsigned reject_tries; /* for start_mllp/start_http; 0 = the default (1) */
     unsigned window;       /* for start_mllp: downstream-window; 0 = the default (1) */
+    const char *dest;      /* for start_mllp: the destination; NULL = "hl7" */
     out_dest_t *live;      /* started by start_mllp/start_http, not yet stopped */
 } fx_t;
 
@@ -483,7 +484,7 @@ static void srv_close(fx_t *f, srv_t *s)
 static out_dest_t *start_mllp(fx_t *f, srv_t *s, unsigned max_tries, unsigned ack_ms)
 {
     out_dest_opts_t o = {
-        .dest = "hl7",
+        .dest = f->dest ? f->dest : "hl7",
         .kind = OUT_MLLP,
         .host = "127.0.0.1",
         .port = (unsigned)s->port,
@@ -1700,23 +1701,8 @@ static void test_mllp_window_ar_in_the_middle(void **state)
         srv_start(f, &s, 0);
         for (int i = 0; i < 12; i++)
             put_msg(f, tries == 2 ? "hl7" : "hl7b", i);
-        out_dest_opts_t o = {
-            .dest = tries == 2 ? "hl7" : "hl7b",
-            .kind = OUT_MLLP,
-            .host = "127.0.0.1",
-            .port = (unsigned)s.port,
-            .dead_dir = f->dead_dir,
-            .no_fsync = true,
-            .reject_tries = tries,
-            .backoff_base_ms = 10,
-            .backoff_max_ms = 40,
-            .connect_timeout_ms = 500,
-            .ack_timeout_ms = 1000,
-            .window = 4,
-        };
-        out_dest_t *d = NULL;
-        assert_int_equal(out_start(&f->loop, f->q, &o, &d, NULL), ERR_OK);
-        f->live = d;
+        f->dest = tries == 2 ? "hl7" : "hl7b";
+        out_dest_t *d = start_mllp(f, &s, 0, 1000);
         delivered_arg_t a = {d, 12};
         assert_true(run_until(f, delivered_pred, &a, 10000));
         out_stats_t st;
@@ -1739,7 +1725,7 @@ static void test_mllp_window_ar_in_the_middle(void **state)
         int k = s.nreceived - (12 - first);
         for (int i = first; i < 12; i++, k++)
             assert_int_equal(s.received[k], i);
-        assert_int_equal(queue_depth(f->q, o.dest), 0);
+        assert_int_equal(queue_depth(f->q, f->dest), 0);
         stop_out(f, d);
         srv_close(f, &s);
     }

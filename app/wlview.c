@@ -195,7 +195,7 @@ int wlview_judge(const config_t *cfg, const rule_pack_t *pack, const char *buf, 
         if (msg && annotate) {
             hl7_annotate_opts_t ao = {
                 .style = cfg->annotation_style == CONFIG_ANNOTATION_NTE ? HL7_ANNOTATE_NTE
-                                                                       : HL7_ANNOTATE_ZSG,
+                                                                        : HL7_ANNOTATE_ZSG,
                 .pack_name = rule_pack_name(pack),
                 .pack_version = rule_pack_version(pack),
                 .header_when_accepted = cfg->annotate_accepted,

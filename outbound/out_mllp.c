@@ -53,11 +53,11 @@ typedef struct {
     uv_tcp_t tcp;
     uv_connect_t creq;
     mllp_state_t *m;
-    bool dead; /* closing: ignore its callbacks */
-    char *rbuf; /* plaintext read, before framing */
+    bool dead;          /* closing: ignore its callbacks */
+    char *rbuf;         /* plaintext read, before framing */
     mllp_framer_t acks; /* the ACK frames */
-    tls_conn_t *tls; /* NULL: plaintext */
-    char *cbuf;      /* ciphertext read from the socket */
+    tls_conn_t *tls;    /* NULL: plaintext */
+    char *cbuf;         /* ciphertext read from the socket */
 } conn_t;
 
 /* A frame's write, freed in its callback (several may be pending). */
@@ -86,12 +86,12 @@ struct mllp_state {
     uv_timer_t timer;     /* connect or ACK timeout */
     uv_getaddrinfo_t gai; /* for a host that is not an address */
     bool resolving;
-    flight_t flight[OUT_WINDOW_MAX]; /* in flight, oldest first; [0] is the one whose
-                                        ACK is awaited */
-    size_t nflight;
-    size_t written; /* of flight[], how many were written to the connection */
+    /* In flight, oldest first: flight[0] is the one whose ACK is awaited;
+     * the first `written` of them are written to the connection. */
+    flight_t flight[OUT_WINDOW_MAX];
+    size_t nflight, written;
     char last_id[QUEUE_CONTROL_ID_MAX + 1]; /* the message delivered last */
-    unsigned open_conns;    /* connections not yet closed */
+    unsigned open_conns;                    /* connections not yet closed */
     bool closing;
 };
 

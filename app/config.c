@@ -64,6 +64,8 @@ static const key_def_t config_keys[] = {
      "reject sink as an MLLP endpoint (default: the reject folder)"},
     {"ack-timeout", K_MS, O(ack_timeout_ms), "10s", "DURATION",
      "how long to wait for a downstream ACK or HTTP answer"},
+    {"downstream-window", K_LONG, O(downstream_window), "1", "N",
+     "messages in flight at once to an MLLP destination (1 to 64)"},
     {"retry-max", K_LONG, O(retry_max), "0", "N",
      "transport failures before a message is dead-lettered (0: retry forever)"},
     {"downstream-reject-retries", K_LONG, O(reject_retries), "1", "N",
@@ -397,13 +399,19 @@ err_t config_load_file(config_t *c, const char *path, err_detail_t *d)
     return rc;
 }
 
-/* True when s is one of the NULL-terminated choices (NULL is none of them). */
+/* The index of s among the NULL-terminated choices, or -1 (NULL is none of
+ * them). */
+static int choice_of(const char *s, const char *const *choices)
+{
+    for (int i = 0; s && choices[i]; i++)
+        if (strcmp(s, choices[i]) == 0)
+            return i;
+    return -1;
+}
+
 static bool one_of(const char *s, const char *const *choices)
 {
-    for (; s && *choices; choices++)
-        if (strcmp(s, *choices) == 0)
-            return true;
-    return false;
+    return choice_of(s, choices) >= 0;
 }
 
 /* The TLS settings of one listener (prefix "mllp" or "http") hang together:
@@ -527,6 +535,10 @@ err_t config_validate(config_t *c, err_detail_t *d)
         return err_set(d, ERR_BAD_CONFIG, 0, "annotation: expected zsg or nte");
     if (!one_of(c->other_messages, others))
         return err_set(d, ERR_BAD_CONFIG, 0, "other-messages: expected forward or reject");
+    /* Read once here, so that no message compares strings. */
+    c->sync = (config_sync_t)choice_of(c->queue_sync, syncs);
+    c->annotation_style = (config_annotation_t)choice_of(c->annotation, annotations);
+    c->others = (config_others_t)choice_of(c->other_messages, others);
     if (!c->log_level || log_level_parse(c->log_level) < 0)
         return err_set(d, ERR_BAD_CONFIG, 0, "log-level: expected error, warn, info or debug");
     rule_adt_mode_t adt;
@@ -543,6 +555,8 @@ err_t config_validate(config_t *c, err_detail_t *d)
         return err_set(d, ERR_BAD_CONFIG, 0, "max-message-size/max-body-size: at least 64 bytes");
     if (c->retry_max < 0 || c->retry_max > 1000000000)
         return err_set(d, ERR_BAD_CONFIG, 0, "retry-max: 0 (forever) or a number of tries");
+    if (c->downstream_window < 1 || c->downstream_window > 64)
+        return err_set(d, ERR_BAD_CONFIG, 0, "downstream-window: 1 to 64");
     if (c->reject_retries < 1 || c->reject_retries > 1000)
         return err_set(d, ERR_BAD_CONFIG, 0, "downstream-reject-retries: 1 to 1000");
     if (c->queue_high_water < 0)
@@ -562,7 +576,12 @@ err_t config_validate(config_t *c, err_detail_t *d)
     err_t rc = config_validate_tls(c, d);
     if (rc != ERR_OK)
         return rc;
-    return validate_http_access(c, d);
+    rc = validate_http_access(c, d);
+    if (rc != ERR_OK)
+        return rc;
+    c->auth = strcmp(c->http_auth, "none") == 0 ? CONFIG_AUTH_NONE : CONFIG_AUTH_TOKEN;
+    c->tls_min = strcmp(c->tls_min_version, "1.3") == 0 ? 13 : 12;
+    return ERR_OK;
 }
 
 size_t config_admin_warnings(const config_t *c, const char **w, size_t cap)

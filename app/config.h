@@ -17,6 +17,14 @@
 
 #define CONFIG_MAX_OVERRIDES 64
 
+/* The settings that name one of a few choices, as read by config_validate()
+ * (the strings stay for messages and the configuration dump). In the order of
+ * the choices' lists in config.c. */
+typedef enum { CONFIG_SYNC_FULL, CONFIG_SYNC_NORMAL } config_sync_t;
+typedef enum { CONFIG_ANNOTATION_ZSG, CONFIG_ANNOTATION_NTE } config_annotation_t;
+typedef enum { CONFIG_OTHERS_FORWARD, CONFIG_OTHERS_REJECT } config_others_t;
+typedef enum { CONFIG_AUTH_TOKEN, CONFIG_AUTH_NONE } config_auth_t;
+
 typedef struct {
     char host[256];
     int port; /* 0 = off */
@@ -32,6 +40,7 @@ typedef struct {
     config_addr_t listen_http;
     char *fhir_base;
     char *http_auth;    /* "token" | "none" (none: loopback only, or insecure) */
+    config_auth_t auth; /* http_auth, read once by config_validate() */
     char *http_tokens;  /* the bearer tokens file, or NULL */
     config_addr_t listen_admin; /* the worklist web page; port 0 = off */
     char *admin_users;          /* its accounts file; NULL = DATA-DIR/admin-users */
@@ -41,12 +50,14 @@ typedef struct {
     /* storage */
     char *data_dir;
     char *queue_sync;          /* "full" | "normal" */
+    config_sync_t sync;        /* queue_sync, read once by config_validate() */
     long queue_max;
     /* downstream */
     config_addr_t downstream_mllp;
     char *downstream_fhir;     /* URL or NULL */
     config_addr_t reject_mllp; /* reject sink as MLLP, or the reject dir */
     long ack_timeout_ms;
+    long downstream_window; /* MLLP messages in flight at once */
     long retry_max;      /* transport failures before dead-letter; 0 = forever */
     long reject_retries; /* application rejects before dead-letter */
     long retry_base_ms;
@@ -55,8 +66,10 @@ typedef struct {
     long queue_high_water;     /* /readyz: more waiting than this is not ready; 0 = 90% */
     bool accept_empty_queue;   /* start on a missing/empty queue of a used data folder */
     char *annotation;          /* "zsg" | "nte" */
+    config_annotation_t annotation_style; /* annotation, read once by config_validate() */
     bool annotate_accepted;    /* the verdict header also on messages with no findings */
     char *other_messages;      /* "forward" | "reject": messages that carry no claim */
+    config_others_t others;    /* other_messages, read once by config_validate() */
     long worklist_retention;   /* days a worklist item not open is kept */
     bool worklist_annotated;   /* annotated messages become worklist items too */
     /* limits */
@@ -87,6 +100,7 @@ typedef struct {
     char *downstream_tls_ca, *downstream_tls_cert, *downstream_tls_key;
     char *downstream_tls_server_name;
     char *tls_min_version; /* "1.2" | "1.3" */
+    int tls_min;           /* 12 or 13: tls_min_version, read once by config_validate() */
     long tls_handshake_timeout_ms;
     /* where the file came from, for messages */
     char *config_path;

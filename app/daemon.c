@@ -333,17 +333,17 @@ static int prepare_dirs(daemon_t *d)
     return 0;
 }
 
-static err_t start_out(daemon_t *d, const char *dest, out_kind_t kind, const config_addr_t *addr,
-                       const char *url, const char *dir, out_dest_t **out)
+static err_t start_out(daemon_t *d, dest_t dest, out_kind_t kind, const config_addr_t *addr,
+                       const char *url, const char *dir)
 {
     out_dest_opts_t o = {
-        .dest = dest,
+        .dest = dest_name(dest),
         .kind = kind,
         .host = addr ? addr->host : NULL,
         .port = addr ? (unsigned)addr->port : 0,
         .url = url,
         .dir = dir,
-        .no_fsync = strcmp(d->cfg.queue_sync, "normal") == 0,
+        .no_fsync = d->cfg.sync == CONFIG_SYNC_NORMAL,
         .dead_dir = d->dead_dir,
         .max_tries = (unsigned)d->cfg.retry_max,
         .reject_tries = (unsigned)d->cfg.reject_retries,
@@ -351,16 +351,17 @@ static err_t start_out(daemon_t *d, const char *dest, out_kind_t kind, const con
         .backoff_max_ms = (unsigned)d->cfg.retry_max_delay_ms,
         .jitter = true,
         .ack_timeout_ms = (unsigned)d->cfg.ack_timeout_ms,
+        .window = kind == OUT_MLLP ? (unsigned)d->cfg.downstream_window : 1,
         .tls = kind == OUT_MLLP ? d->tls[DAEMON_TLS_DOWNSTREAM] : NULL,
         .tls_server_name = d->cfg.downstream_tls_server_name,
         .tls_ca = d->cfg.downstream_tls_ca,
         .tls_cert = d->cfg.downstream_tls_cert,
         .tls_key = d->cfg.downstream_tls_key,
-        .tls_min_version = strcmp(d->cfg.tls_min_version, "1.3") == 0 ? 13 : 12,
+        .tls_min_version = d->cfg.tls_min,
     };
     err_detail_t e;
     err_clear(&e);
-    err_t rc = out_start(d->loop, d->queue, &o, out, &e);
+    err_t rc = out_start(d->loop, d->queue, &o, &d->out[dest], &e);
     char target[512];
     if (kind == OUT_MLLP)
         snprintf(target, sizeof target, "MLLP%s %s:%d", o.tls ? " over TLS" : "", addr->host,
@@ -368,7 +369,7 @@ static err_t start_out(daemon_t *d, const char *dest, out_kind_t kind, const con
     else
         snprintf(target, sizeof target, "%s", kind == OUT_HTTP ? url : dir);
     if (rc != ERR_OK)
-        log_error("delivery %s -> %s cannot start: %s", dest, target, e.msg[0] ? e.msg : err_str(rc));
+        log_error("delivery %s -> %s cannot start: %s", o.dest, target, e.msg[0] ? e.msg : err_str(rc));
     return rc;
 }
 
@@ -377,24 +378,24 @@ static err_t start_delivery(daemon_t *d)
     const config_t *c = &d->cfg;
     err_t rc;
     if (c->downstream_mllp.port)
-        rc = start_out(d, "hl7", OUT_MLLP, &c->downstream_mllp, NULL, NULL, &d->out_hl7);
+        rc = start_out(d, DEST_HL7, OUT_MLLP, &c->downstream_mllp, NULL, NULL);
     else
-        rc = start_out(d, "hl7", OUT_DIR, NULL, NULL, d->outbox_dir, &d->out_hl7);
+        rc = start_out(d, DEST_HL7, OUT_DIR, NULL, NULL, d->outbox_dir);
     if (rc != ERR_OK)
         return rc;
     if (c->downstream_fhir)
-        rc = start_out(d, "fhir", OUT_HTTP, NULL, c->downstream_fhir, NULL, &d->out_fhir);
+        rc = start_out(d, DEST_FHIR, OUT_HTTP, NULL, c->downstream_fhir, NULL);
     else
-        rc = start_out(d, "fhir", OUT_DIR, NULL, NULL, d->outbox_dir, &d->out_fhir);
+        rc = start_out(d, DEST_FHIR, OUT_DIR, NULL, NULL, d->outbox_dir);
     if (rc != ERR_OK)
         return rc;
     if (c->reject_mllp.port)
-        rc = start_out(d, "reject-hl7", OUT_MLLP, &c->reject_mllp, NULL, NULL, &d->out_reject_hl7);
+        rc = start_out(d, DEST_REJECT_HL7, OUT_MLLP, &c->reject_mllp, NULL, NULL);
     else
-        rc = start_out(d, "reject-hl7", OUT_DIR, NULL, NULL, d->reject_dir, &d->out_reject_hl7);
+        rc = start_out(d, DEST_REJECT_HL7, OUT_DIR, NULL, NULL, d->reject_dir);
     if (rc != ERR_OK)
         return rc;
-    return start_out(d, "reject-fhir", OUT_DIR, NULL, NULL, d->reject_dir, &d->out_reject_fhir);
+    return start_out(d, DEST_REJECT_FHIR, OUT_DIR, NULL, NULL, d->reject_dir);
 }
 
 static err_t start_listeners(daemon_t *d)
@@ -585,13 +586,12 @@ static void out_stopped(void *user)
 
 static void stop_delivery(daemon_t *d)
 {
-    out_dest_t **outs[] = {&d->out_hl7, &d->out_fhir, &d->out_reject_hl7, &d->out_reject_fhir};
     d->outs_running = 1; /* held until every stop is issued */
-    for (size_t i = 0; i < 4; i++)
-        if (*outs[i]) {
+    for (size_t i = 0; i < DEST_COUNT; i++)
+        if (d->out[i]) {
             d->outs_running++;
-            out_stop(*outs[i], out_stopped, d);
-            *outs[i] = NULL;
+            out_stop(d->out[i], out_stopped, d);
+            d->out[i] = NULL;
         }
     out_stopped(d);
 }
@@ -775,7 +775,7 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
         return 1;
 
     queue_opts_t qo = {
-        .sync = strcmp(cfg->queue_sync, "normal") == 0 ? QUEUE_SYNC_NORMAL : QUEUE_SYNC_FULL,
+        .sync = cfg->sync == CONFIG_SYNC_NORMAL ? QUEUE_SYNC_NORMAL : QUEUE_SYNC_FULL,
         .max_queued = (size_t)cfg->queue_max,
         .max_payload = (size_t)(cfg->max_message_size > cfg->max_body_size
                                     ? cfg->max_message_size

@@ -16,6 +16,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "dest.h"
 #include "gate.h"
 #include "hl7.h"
 #include "lanes.h"
@@ -66,7 +67,7 @@ typedef struct daemon {
     http_server_t *http;
     http_server_t *admin;    /* listen-admin: the worklist web page; NULL when off */
     struct web *web;         /* its sessions and worklist connection */
-    out_dest_t *out_hl7, *out_fhir, *out_reject_hl7, *out_reject_fhir;
+    out_dest_t *out[DEST_COUNT]; /* by dest_t */
     metrics_t metrics;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t retry_timer;  /* retries puts refused while the queue was full */

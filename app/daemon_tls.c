@@ -23,7 +23,7 @@ static const char *const use_names[DAEMON_TLS__COUNT] = {"mllp", "http", "downst
 static bool tls_wanted(const config_t *c, daemon_tls_use_t use, tls_settings_t *s)
 {
     memset(s, 0, sizeof *s);
-    s->min_version = c->tls_min_version && strcmp(c->tls_min_version, "1.3") == 0 ? 13 : 12;
+    s->min_version = c->tls_min == 13 ? 13 : 12;
     switch (use) {
     case DAEMON_TLS_MLLP:
         s->cert_file = c->mllp_tls_cert;
@@ -129,7 +129,7 @@ void daemon_tls_reload(daemon_t *d, const config_t *fresh)
         else if (i == DAEMON_TLS_HTTP && d->http)
             http_server_set_tls(d->http, ctx);
         else if (i == DAEMON_TLS_DOWNSTREAM) {
-            out_dest_t *outs[] = {d->out_hl7, d->out_reject_hl7};
+            out_dest_t *outs[] = {d->out[DEST_HL7], d->out[DEST_REJECT_HL7]};
             for (size_t k = 0; k < 2; k++)
                 if (outs[k])
                     out_set_tls(outs[k], ctx);

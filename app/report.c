@@ -34,16 +34,6 @@ static void add_nullable(cJSON *o, const char *key, const char *value)
         cJSON_AddNullToObject(o, key);
 }
 
-const char *report_code_set_fit_name(rule_codeset_fit_t fit)
-{
-    switch (fit) {
-    case RULE_CODESET_IN_RANGE: return "in-range";
-    case RULE_CODESET_NEWER: return "newer";
-    case RULE_CODESET_OLDER: return "older";
-    }
-    return "in-range";
-}
-
 /* Writes which ICD-10-CM table judged the message, for a person. Nothing
  * when no table was applied and the date was not outside them (no spine
  * code, an ADT passed unjudged, a message that carries no claim). */
@@ -79,7 +69,7 @@ void report_verdict_json(FILE *f, const char *source, size_t index, const char *
 {
     cJSON *o = message_object(source, index, control_id, v->kind);
     add_nullable(o, "code_set", v->code_set);
-    cJSON_AddStringToObject(o, "code_set_fit", report_code_set_fit_name(v->code_set_fit));
+    cJSON_AddStringToObject(o, "code_set_fit", rule_codeset_fit_name(v->code_set_fit));
     cJSON *sets = cJSON_AddArrayToObject(o, "code_sets");
     for (size_t i = 0; i < rule_verdict_ncode_sets(v); i++)
         cJSON_AddItemToArray(sets, cJSON_CreateString(rule_verdict_code_set_at(v, i)));

@@ -10,10 +10,6 @@
 #include "err.h"
 #include "rules.h"
 
-/* "in-range", "newer" or "older": where the claim's date fell against the
- * code sets loaded (the JSON "code_set_fit"). */
-const char *report_code_set_fit_name(rule_codeset_fit_t fit);
-
 /* One message that was read and evaluated. The JSON object carries
  * "code_set" (the ICD-10-CM table applied, or null) and "code_set_fit"; the
  * text names the table on a line of its own. index is 1-based within source. */

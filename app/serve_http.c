@@ -573,14 +573,14 @@ static void store_done(http_job_t *j)
 }
 
 /* The queue item of Claim i (payload in the job's arena). */
-static err_t claim_item(http_job_t *j, size_t i, const char *dest, queue_item_t *item)
+static err_t claim_item(http_job_t *j, size_t i, dest_t dest, queue_item_t *item)
 {
     slice_t payload;
     if (fhir_out_claim(j->doc, i, &j->arena, &payload) != ERR_OK)
         return ERR_NOT_FOUND;
     const gate_result_t *r = &j->results[i];
     *item = (queue_item_t){
-        .dest = dest,
+        .dest = dest_name(dest),
         .control_id = r->control_id ? r->control_id : "",
         .content_type =
             j->in_fmt == FHIR_FMT_XML ? "application/fhir+xml" : "application/fhir+json",
@@ -593,7 +593,7 @@ static err_t claim_item(http_job_t *j, size_t i, const char *dest, queue_item_t 
     return ERR_OK;
 }
 
-static void store_claim(http_job_t *j, size_t i, const char *dest)
+static void store_claim(http_job_t *j, size_t i, dest_t dest)
 {
     queue_item_t item;
     if (claim_item(j, i, dest, &item) != ERR_OK) {
@@ -649,7 +649,7 @@ static void store_transaction(http_job_t *j)
 {
     queue_item_t *items = arena_calloc(&j->arena, j->nclaims, sizeof *items);
     for (size_t i = 0; i < j->nclaims; i++)
-        if (claim_item(j, i, "fhir", &items[i]) != ERR_OK) {
+        if (claim_item(j, i, DEST_FHIR, &items[i]) != ERR_OK) {
             transaction_failed(j, ERR_NOT_FOUND);
             return;
         }
@@ -736,9 +736,9 @@ static void store_judged(http_job_t *j)
         if (r->status != GATE_JUDGED)
             continue;
         if (r->verdict.kind == VERDICT_REJECT)
-            store_claim(j, i, "reject-fhir");
+            store_claim(j, i, DEST_REJECT_FHIR);
         else if (!j->transaction || j->all_pass)
-            store_claim(j, i, "fhir");
+            store_claim(j, i, DEST_FHIR);
     }
     store_done(j);
 }
@@ -752,16 +752,12 @@ typedef struct {
     out_dest_t *o;
 } dest_ref_t;
 
-static size_t dest_refs(daemon_t *d, dest_ref_t refs[4])
+static size_t dest_refs(daemon_t *d, dest_ref_t refs[DEST_COUNT])
 {
-    dest_ref_t all[] = {{"hl7", d->out_hl7},
-                        {"fhir", d->out_fhir},
-                        {"reject-hl7", d->out_reject_hl7},
-                        {"reject-fhir", d->out_reject_fhir}};
     size_t n = 0;
-    for (size_t i = 0; i < 4; i++)
-        if (all[i].o)
-            refs[n++] = all[i];
+    for (dest_t i = 0; i < DEST_COUNT; i++)
+        if (d->out[i])
+            refs[n++] = (dest_ref_t){dest_name(i), d->out[i]};
     return n;
 }
 
@@ -883,12 +879,9 @@ static void serve_healthz(daemon_t *d, http_req_t *req)
     cJSON_AddNumberToObject(bb, "pauses", (double)bs.pauses);
     cJSON *dl = cJSON_AddObjectToObject(o, "delivery");
     bool ready = !d->stopping;
-    struct {
-        const char *name;
-        out_dest_t *o;
-    } outs[] = {{"hl7", d->out_hl7}, {"fhir", d->out_fhir},
-                {"reject-hl7", d->out_reject_hl7}, {"reject-fhir", d->out_reject_fhir}};
-    for (size_t i = 0; i < 4; i++) {
+    dest_ref_t outs[DEST_COUNT];
+    size_t nouts = dest_refs(d, outs);
+    for (size_t i = 0; i < nouts; i++) {
         if (!outs[i].o)
             continue;
         out_stats_t st;
@@ -1046,7 +1039,7 @@ static bool authorize(daemon_t *d, http_req_t *req, unsigned scope, neg_t neg, c
                       size_t cap)
 {
     snprintf(who, cap, "-");
-    if (strcmp(d->cfg.http_auth, "none") == 0)
+    if (d->cfg.auth == CONFIG_AUTH_NONE)
         return true;
     auth_creds_t creds = creds_of(req);
     auth_result_t r;
@@ -1131,7 +1124,7 @@ static void serve_metadata(daemon_t *d, http_req_t *req, neg_t neg)
     arena_init(&a, 8192);
     /* How to authenticate is part of what the server implements. */
     const char *security =
-        strcmp(d->cfg.http_auth, "token") == 0
+        d->cfg.auth == CONFIG_AUTH_TOKEN
             ? "Bearer tokens (RFC 6750, Authorization: Bearer): scope submit for Claim and "
               "Bundles, validate for $validate; metadata is open. A 401 names the Bearer scheme."
             : NULL;

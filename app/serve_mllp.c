@@ -184,10 +184,10 @@ static bool sender_gone(void *job)
     return mllp_req_orphaned(((mllp_job_t *)job)->req);
 }
 
-static void store(mllp_job_t *j, const char *dest, slice_t payload)
+static void store(mllp_job_t *j, dest_t dest, slice_t payload)
 {
     queue_item_t item = {
-        .dest = dest,
+        .dest = dest_name(dest),
         .control_id = j->result.control_id ? j->result.control_id : "",
         .content_type = "application/hl7-v2",
         .payload = payload.ptr,
@@ -196,7 +196,7 @@ static void store(mllp_job_t *j, const char *dest, slice_t payload)
         .meta = wlmeta_json(&j->arena, "mllp", mllp_req_peer(j->req), &j->result),
         .worklist = wlmeta_kind(dest, &j->result, j->d->cfg.worklist_annotated),
     };
-    j->dest = dest;
+    j->dest = item.dest;
     daemon_put(j->d, &item, stored, sender_gone, j);
 }
 
@@ -226,20 +226,20 @@ static void route(lane_job_t *lane)
         answer(j, HL7_OUTCOME_UNPARSEABLE, METRIC_UNREADABLE);
         return;
     case GATE_NOT_A_CLAIM:
-        if (strcmp(d->cfg.other_messages, "reject") == 0) {
+        if (d->cfg.others == CONFIG_OTHERS_REJECT) {
             answer(j, HL7_OUTCOME_UNPARSEABLE, METRIC_REJECT);
             return;
         }
-        store(j, "hl7", j->input);
+        store(j, DEST_HL7, j->input);
         return;
     case GATE_JUDGED:
         break;
     }
     const rule_verdict_t *v = &j->result.verdict;
     if (v->kind == VERDICT_ACCEPT && !j->annotate_opts.header_when_accepted)
-        store(j, "hl7", j->input);
+        store(j, DEST_HL7, j->input);
     else
-        store(j, v->kind == VERDICT_REJECT ? "reject-hl7" : "hl7", j->annotated);
+        store(j, v->kind == VERDICT_REJECT ? DEST_REJECT_HL7 : DEST_HL7, j->annotated);
 }
 
 static mllp_job_t *job_new(daemon_t *d, mllp_req_t *req, buf_t *frame, size_t arena_size)
@@ -262,7 +262,8 @@ void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
     j->hl7_opts = d->hl7_opts;
     j->limits = d->gate_limits;
     j->annotate_opts = (hl7_annotate_opts_t){
-        .style = strcmp(d->cfg.annotation, "nte") == 0 ? HL7_ANNOTATE_NTE : HL7_ANNOTATE_ZSG,
+        .style = d->cfg.annotation_style == CONFIG_ANNOTATION_NTE ? HL7_ANNOTATE_NTE
+                                                                 : HL7_ANNOTATE_ZSG,
         .pack_name = rule_pack_name(j->pack->pack),
         .pack_version = rule_pack_version(j->pack->pack),
         .header_when_accepted = d->cfg.annotate_accepted,

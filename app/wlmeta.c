@@ -156,9 +156,9 @@ const char *wlmeta_json(arena_t *a, const char *source, const char *peer, const 
     return out;
 }
 
-const char *wlmeta_kind(const char *dest, const gate_result_t *r, bool annotated)
+const char *wlmeta_kind(dest_t dest, const gate_result_t *r, bool annotated)
 {
-    if (strncmp(dest, "reject-", 7) == 0)
+    if (dest_is_reject(dest))
         return "reject";
     if (annotated && r->status == GATE_JUDGED && r->verdict.kind == VERDICT_ANNOTATE)
         return "annotate";

@@ -10,6 +10,7 @@
 #define SPINEGATE_WLMETA_H
 
 #include "arena.h"
+#include "dest.h"
 #include "gate.h"
 
 /* The JSON object for r, received on source ("mllp", "http") from peer
@@ -26,7 +27,7 @@ const char *wlmeta_verdict_name(const gate_result_t *r);
 /* The worklist kind a stored message is recorded as (queue_item_t's
  * worklist): "reject" for the reject destinations, "annotate" for an
  * annotated message when annotated is set (worklist-annotated), else NULL. */
-const char *wlmeta_kind(const char *dest, const gate_result_t *r, bool annotated);
+const char *wlmeta_kind(dest_t dest, const gate_result_t *r, bool annotated);
 
 /* The queue's one-line findings summary, "rule:severity rule:severity";
  * NULL when there are none. */

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dest.h"
 #include "fhir.h"
 #include "fhir_out.h"
 #include "hl7.h"
@@ -79,7 +80,8 @@ const char *wlview_jstr(const cJSON *o, const char *k)
 const char *wlview_source(const worklist_item_t *it, const cJSON *m)
 {
     const char *s = wlview_jstr(m, "source");
-    return s ? s : strstr(it->dest, "fhir") ? "http" : "mllp";
+    int dest = dest_from_name(it->dest);
+    return s ? s : dest >= 0 && dest_is_fhir((dest_t)dest) ? "http" : "mllp";
 }
 
 /* Rule ids: meta's list, else the findings summary's "rule:severity" words. */
@@ -159,7 +161,7 @@ int wlview_judge(const config_t *cfg, const rule_pack_t *pack, const char *buf, 
         (void)hl7_annotation_strip(buf, len, &ho, ar, &input);
         msg = hl7_msg_new();
         gate_hl7(pack, msg, input.ptr, input.len, &ho, &lim, ar, &r);
-        m->dest = "hl7";
+        m->dest = dest_name(DEST_HL7);
         m->content_type = "application/hl7-v2";
         m->payload = input.ptr;
         m->payload_len = input.len;
@@ -178,7 +180,7 @@ int wlview_judge(const config_t *cfg, const rule_pack_t *pack, const char *buf, 
             fhir_out_strip(doc, 0);
             gate_fhir_claim(pack, doc, 0, &lim, ar, &r);
         }
-        m->dest = "fhir";
+        m->dest = dest_name(DEST_FHIR);
         m->content_type = ff == FHIR_FMT_XML ? "application/fhir+xml" : "application/fhir+json";
     }
     if (seen)
@@ -192,7 +194,8 @@ int wlview_judge(const config_t *cfg, const rule_pack_t *pack, const char *buf, 
         m->findings = NULL;
         if (msg && annotate) {
             hl7_annotate_opts_t ao = {
-                .style = strcmp(cfg->annotation, "nte") == 0 ? HL7_ANNOTATE_NTE : HL7_ANNOTATE_ZSG,
+                .style = cfg->annotation_style == CONFIG_ANNOTATION_NTE ? HL7_ANNOTATE_NTE
+                                                                        : HL7_ANNOTATE_ZSG,
                 .pack_name = rule_pack_name(pack),
                 .pack_version = rule_pack_version(pack),
                 .header_when_accepted = cfg->annotate_accepted,

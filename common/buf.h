@@ -25,4 +25,17 @@ buf_t *buf_ref(buf_t *b);
 /* Drops a reference; frees on the last. Accepts NULL. */
 void buf_unref(buf_t *b);
 
+/* Growing a buf_t: a frame or a body is copied once, straight into the
+ * buf_t handed on, even when it arrives over several reads. buf_t has no
+ * capacity field, so the builder keeps it in *cap. buf_new() allocates with
+ * xmalloc and buf_unref() frees with xfree, so a block grown with xrealloc
+ * is freed correctly. */
+
+/* Makes room for need bytes of data (plus the NUL) in *b, allocating it with
+ * one reference and len 0 when *b is NULL. *cap holds the data capacity. */
+void buf_reserve(buf_t **b, size_t *cap, size_t need);
+
+/* Appends n bytes to *b, growing it geometrically. */
+void buf_append(buf_t **b, size_t *cap, const void *p, size_t n);
+
 #endif

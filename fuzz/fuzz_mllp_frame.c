@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mllp.h"
+#include "mllp_frame.h"
 
 #define MAX_SIZE 64
 #define KEEP 16

@@ -1,12 +1,13 @@
 /* fuzz_out_ack.c - the downstream's MLLP ACK as hostile input: the bytes
- * between 0x0B and 0x1C 0x0D go to the MSA reader the MLLP client uses. The
+ * between 0x0B and 0x1C 0x0D go to the ACK reader (common/mllp_ack.h) the
+ * MLLP client uses. The
  * first byte says whether a control id is expected ("MSG00001") or not. The
  * text a reject carries into the dead-letter note is read too. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "out_int.h"
+#include "mllp_ack.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -19,13 +20,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *p = malloc(size - 1 ? size - 1 : 1);
     memcpy(p, data + 1, size - 1);
     char reason[96];
-    out__res_t r = out__mllp_ack_parse(p, size - 1, ctrl, reason, sizeof reason);
-    if (r != OUT_RES_OK && r != OUT_RES_RETRY && r != OUT_RES_REJECT)
+    mllp_ack_t r = mllp_ack_read(p, size - 1, ctrl, reason, sizeof reason);
+    if (r != MLLP_ACK_ACCEPTED && r != MLLP_ACK_REFUSED && r != MLLP_ACK_OTHER_ID &&
+        r != MLLP_ACK_INVALID)
         abort();
-    if (r != OUT_RES_OK && strlen(reason) == 0)
+    if (r != MLLP_ACK_ACCEPTED && strlen(reason) == 0)
+        abort();
+    if (r == MLLP_ACK_OTHER_ID && !ctrl[0])
         abort();
     char text[256];
-    out__mllp_ack_text(p, size - 1, text, sizeof text);
+    mllp_ack_text(p, size - 1, text, sizeof text);
     if (strlen(text) >= sizeof text)
         abort();
     for (const char *c = text; *c; c++)

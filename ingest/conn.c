@@ -18,37 +18,6 @@
 #include "log.h"
 #include "xmalloc.h"
 
-/* ---- buf builder ---------------------------------------------------------- */
-
-void ingest__buf_reserve(buf_t **b, size_t *cap, size_t need)
-{
-    if (*b == NULL) {
-        size_t c = need < 256 ? 256 : need;
-        *b = xmalloc(sizeof(buf_t) + c + 1);
-        (*b)->refs = 1;
-        (*b)->len = 0;
-        *cap = c;
-        return;
-    }
-    if (need <= *cap)
-        return;
-    size_t c = *cap * 2;
-    if (c < need)
-        c = need;
-    *b = xrealloc(*b, sizeof(buf_t) + c + 1);
-    *cap = c;
-}
-
-void ingest__buf_append(buf_t **b, size_t *cap, const void *p, size_t n)
-{
-    size_t have = *b ? (*b)->len : 0;
-    ingest__buf_reserve(b, cap, have + n);
-    if (n)
-        memcpy((*b)->data + have, p, n);
-    (*b)->len = have + n;
-    (*b)->data[(*b)->len] = '\0';
-}
-
 /* ---- write buffers ------------------------------------------------------- */
 
 ingest__wbuf_t *ingest__wbuf_new(size_t len)

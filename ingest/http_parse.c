@@ -150,7 +150,7 @@ static int on_headers_complete(http_parser *hp)
         return fail(p, 413, "request body too large"), -1;
     p->body_expected = chunked || (has_len && hp->content_length > 0);
     if (has_len && hp->content_length > 0)
-        ingest__buf_reserve(&r->body, &r->body_cap, (size_t)hp->content_length);
+        buf_reserve(&r->body, &r->body_cap, (size_t)hp->content_length);
 
     slice_t expect = http_req_header(r, "expect");
     r->expect_continue = expect.len == 12 && strncasecmp(expect.ptr, "100-continue", 12) == 0 &&
@@ -167,7 +167,7 @@ static int on_body(http_parser *hp, const char *at, size_t len)
     size_t have = r->body ? r->body->len : 0;
     if (len > p->opts->max_body - have)
         return fail(p, 413, "request body too large");
-    ingest__buf_append(&r->body, &r->body_cap, at, len);
+    buf_append(&r->body, &r->body_cap, at, len);
     return 0;
 }
 

@@ -23,20 +23,6 @@
 #include "err.h"
 #include "tls.h"
 
-/* ---- growable buf_t ------------------------------------------------------
- * A frame or a body is copied once, straight into the buf_t that is handed to
- * the daemon, even when it arrives over several reads. buf_t has no capacity
- * field, so the capacity is kept by the builder. This relies on buf_new()
- * allocating with xmalloc and buf_unref() freeing with xfree (common/buf.c):
- * a block grown with xrealloc is freed correctly by buf_unref(). */
-
-/* Makes room for need bytes of data (plus the NUL) in *b, allocating it with
- * one reference and len 0 when *b is NULL. *cap holds the data capacity. */
-void ingest__buf_reserve(buf_t **b, size_t *cap, size_t need);
-
-/* Appends n bytes to *b, growing it geometrically. */
-void ingest__buf_append(buf_t **b, size_t *cap, const void *p, size_t n);
-
 /* ---- writes -------------------------------------------------------------- */
 
 typedef struct ingest__wbuf {

@@ -270,18 +270,6 @@ void mllp_server_set_tls(mllp_server_t *s, tls_ctx_t *ctx)
         ingest__server_set_tls(&s->base, ctx, 0);
 }
 
-/* Writes one MLLP frame of len bytes at p; returns the end. */
-static char *put_frame(char *p, const void *bytes, size_t len)
-{
-    *p++ = 0x0B;
-    if (len)
-        memcpy(p, bytes, len);
-    p += len;
-    *p++ = 0x1C;
-    *p++ = 0x0D;
-    return p;
-}
-
 void mllp_req_reply2(mllp_req_t *req, const void *first, size_t first_len, const void *second,
                      size_t second_len)
 {
@@ -294,10 +282,11 @@ void mllp_req_reply2(mllp_req_t *req, const void *first, size_t first_len, const
     srv_of(slot->conn)->replies += two ? 2 : 1;
     /* One write buffer for both frames: they leave together, in this order,
      * and nothing of a later request can come between them. */
-    ingest__wbuf_t *w = ingest__wbuf_new(first_len + 3 + (two ? second_len + 3 : 0));
-    char *p = put_frame(w->data, first, first_len);
+    ingest__wbuf_t *w =
+        ingest__wbuf_new(first_len + MLLP_OVERHEAD + (two ? second_len + MLLP_OVERHEAD : 0));
+    char *p = mllp_frame_put(w->data, first, first_len);
     if (two)
-        (void)put_frame(p, second, second_len);
+        (void)mllp_frame_put(p, second, second_len);
     ingest__slot_answer(slot, w);
 }
 

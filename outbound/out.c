@@ -176,6 +176,14 @@ static void ring_push(out_dest_t *d, queue_row_t *row)
     d->ring_n++;
 }
 
+/* Puts a row sent but not answered back in front of the feed. */
+static void ring_push_front(out_dest_t *d, queue_row_t *row)
+{
+    d->ring_head = (d->ring_head + d->ring_cap - 1) % d->ring_cap;
+    d->ring[d->ring_head] = row;
+    d->ring_n++;
+}
+
 static queue_row_t *ring_pop(out_dest_t *d)
 {
     queue_row_t *row = d->ring[d->ring_head];
@@ -223,9 +231,11 @@ static void maybe_fetch(out_dest_t *d)
     /* Refill at half empty, so the next rows are there when cur is done. */
     if (d->fetching || d->stopping || uv_is_active((uv_handle_t *)&d->fetch_timer))
         return;
-    if (d->ring_n > d->ring_cap / 2 || !queue_reader_has_more(d->reader))
+    /* Rows in flight after cur count as held: they may come back (ring_push_front). */
+    size_t held = d->ring_n + d->ahead_n;
+    if (held > d->ring_cap / 2 || !queue_reader_has_more(d->reader))
         return;
-    if (queue_reader_fetch(d->reader, d->ring_cap - d->ring_n, fetch_cb) == ERR_OK)
+    if (queue_reader_fetch(d->reader, d->ring_cap - held, fetch_cb) == ERR_OK)
         d->fetching = true;
 }
 
@@ -243,6 +253,50 @@ static void send_cur(out_dest_t *d)
     d->tp->send(d, d->cur);
 }
 
+/* With a window: while cur is in flight, sends the rows behind it, up to
+ * the window, under the same conditions pump() sets for the next message. */
+static void send_ahead(out_dest_t *d)
+{
+    while (d->sending && !d->stopping && d->ahead_n + 1 < d->o.window && d->ring_n &&
+           !d->dead_pending && !d->cursor_failing) {
+        if (queue_reader_unsynced(d->reader) >= d->o.mark_window) {
+            queue_reader_flush(d->reader);
+            return;
+        }
+        queue_row_t *row = ring_pop(d);
+        d->ahead[d->ahead_n++] = row;
+        d->st.inflight = 1 + (unsigned)d->ahead_n;
+        d->tp->send(d, row);
+    }
+    maybe_fetch(d);
+}
+
+/* cur was answered: the next row in flight becomes cur, still being sent.
+ * False when none was in flight. */
+static bool next_in_flight(out_dest_t *d)
+{
+    if (!d->ahead_n)
+        return false;
+    d->cur = d->ahead[0];
+    memmove(d->ahead, d->ahead + 1, --d->ahead_n * sizeof d->ahead[0]);
+    d->attempts = d->cur->attempts;
+    d->rejects = d->cur->rejects;
+    d->storage_tries = 0;
+    d->st.attempts = d->attempts;
+    d->st.inflight = 1 + (unsigned)d->ahead_n;
+    d->sending = true;
+    return true;
+}
+
+/* cur failed: the rows sent after it were forgotten by the transport; they
+ * go back in front of the feed, in order, and are sent again after cur. */
+static void requeue_ahead(out_dest_t *d)
+{
+    while (d->ahead_n)
+        ring_push_front(d, d->ahead[--d->ahead_n]);
+    d->st.inflight = 1;
+}
+
 static void dead_write_start(out_dest_t *d);
 
 static void retry_timer_cb(uv_timer_t *t)
@@ -256,6 +310,7 @@ static void retry_timer_cb(uv_timer_t *t)
         return;
     }
     send_cur(d);
+    pump(d); /* the window behind it */
 }
 
 static void pump(out_dest_t *d)
@@ -263,8 +318,13 @@ static void pump(out_dest_t *d)
     if (d->stopping)
         return;
     maybe_fetch(d);
-    if (d->cur || d->dead_writing)
+    if (d->dead_writing)
         return;
+    if (d->cur) {
+        if (d->o.window > 1)
+            send_ahead(d);
+        return;
+    }
     if (d->dead_pending) {
         /* The cursor may pass a dead-lettered row only once its dead mark is
          * committed: a restart would otherwise skip it as delivered and its
@@ -302,6 +362,8 @@ static void pump(out_dest_t *d)
     maybe_fetch(d);
     QUEUE_CRASH_POINT("before-send"); /* stored and fetched, not sent */
     send_cur(d);
+    if (d->o.window > 1)
+        send_ahead(d);
 }
 
 static uint64_t backoff_ms(const out_dest_t *d, unsigned attempt)
@@ -484,7 +546,9 @@ void out__send_done_detail(out_dest_t *d, out__res_t res, const char *reason, co
         QUEUE_CRASH_POINT("cursor-written"); /* cursor moved, no mark given */
         queue_mark_delivered(d->reader, row->id);
         cur_done(d);
+        next_in_flight(d);
     } else {
+        requeue_ahead(d);
         snprintf(d->st.last_error, sizeof d->st.last_error, "%s", reason ? reason : "failed");
         if (!d->failing_since_ms)
             d->failing_since_ms = wall_ms();
@@ -545,6 +609,8 @@ static void free_dest(out_dest_t *d)
     while (d->ring_n)
         queue_row_free(ring_pop(d));
     xfree(d->ring);
+    while (d->ahead_n)
+        queue_row_free(d->ahead[--d->ahead_n]);
     queue_row_free(d->cur);
     xfree(d->dead_detail);
     if (d->cursor_fd >= 0)
@@ -587,6 +653,9 @@ err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_de
                                                           : NULL;
     if (!tp)
         return err_set(e, ERR_BAD_CONFIG, 0, "out %s: unknown transport kind", opts->dest);
+    if (opts->window > OUT_WINDOW_MAX)
+        return err_set(e, ERR_BAD_CONFIG, 0, "out %s: window %u: at most %d", opts->dest,
+                       opts->window, OUT_WINDOW_MAX);
 
     out_dest_t *d = xcalloc(1, sizeof *d);
     d->cursor_fd = -1;
@@ -623,7 +692,10 @@ err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_de
         d->o.fetch_batch = 64;
     if (!d->o.mark_window)
         d->o.mark_window = 32;
-    d->ring_cap = d->o.fetch_batch;
+    if (!d->o.window || !tp->window)
+        d->o.window = 1;
+    /* The rows in flight come out of the ring and may go back into it. */
+    d->ring_cap = d->o.fetch_batch > d->o.window ? d->o.fetch_batch : d->o.window;
     d->ring = xcalloc(d->ring_cap, sizeof *d->ring);
 
     err_t rc = ERR_OK;

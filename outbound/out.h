@@ -57,6 +57,8 @@ typedef enum {
     OUT_HTTP,    /* HTTP POST to url */
 } out_kind_t;
 
+#define OUT_WINDOW_MAX 64 /* the largest downstream window */
+
 typedef struct {
     const char *dest; /* queue destination drained, e.g. "hl7", "fhir", "reject" */
     out_kind_t kind;
@@ -76,6 +78,9 @@ typedef struct {
     unsigned connect_timeout_ms; /* 0 = 5000 */
     unsigned ack_timeout_ms;     /* MLLP ACK or whole HTTP exchange; 0 = 10000 */
     unsigned fetch_batch;        /* rows read from the queue at a time; 0 = 64 */
+    unsigned window;             /* OUT_MLLP: messages in flight at once (sent, ACK
+                                    awaited), 1 to OUT_WINDOW_MAX; 0 = 1. The others
+                                    send one at a time. */
     unsigned mark_window;        /* at most this many delivered messages whose mark is not
                                     yet committed: what a power loss can deliver twice
                                     (besides the one in flight; kill -9 is covered by
@@ -96,7 +101,7 @@ typedef struct {
     uint64_t dead;        /* dead-lettered */
     uint64_t skipped;     /* pending at start but at or below the cursor: delivered
                              before a crash, marked delivered, not sent again */
-    unsigned inflight;    /* 0 or 1: a message is being sent or waits for its retry */
+    unsigned inflight;    /* messages being sent (up to the window) or waiting for a retry */
     unsigned attempts;    /* attempts made for the current message */
     bool connected;       /* MLLP: a connection is open */
     int64_t last_ok_ms;   /* wall clock of the last delivery; 0 = none */

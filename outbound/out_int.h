@@ -1,7 +1,11 @@
 /* out_int.h - what the deliverer (out.c) and its transports (out_mllp.c,
- * out_http.c, out_dir.c) share. A transport sends one row at a time and
- * answers exactly once through out__send_done(); the row is borrowed until
- * then. Not for other modules. */
+ * out_http.c, out_dir.c) share. A transport answers each row it is given
+ * exactly once through out__send_done(); the row is borrowed until then. A
+ * transport with `window` set may be given more rows (up to the destination's
+ * window) before it answers the first; it answers them in the order given,
+ * and an answer other than OUT_RES_OK for the first means it has forgotten
+ * the others (its connection is gone): the deliverer sends them again. Not
+ * for other modules. */
 #ifndef SPINEGATE_OUT_INT_H
 #define SPINEGATE_OUT_INT_H
 
@@ -31,6 +35,7 @@ typedef struct {
     /* Closes every handle; calls out__transport_closed(d) when all are closed.
      * Never called while a send is unanswered. */
     void (*close)(out_dest_t *d);
+    bool window; /* takes several rows in flight (answers in order, see above) */
 } out__transport_t;
 
 extern const out__transport_t out__mllp, out__http, out__dir;
@@ -54,7 +59,9 @@ struct out_dest {
     int64_t dead_pending; /* dead row whose cursor waits for its dead mark to commit */
     bool cursor_failing;  /* the last cursor write failed (logged once) */
     int64_t cursor_last;  /* the id last written (or tried) to the cursor file */
-    queue_row_t *cur;  /* being sent or waiting for its retry */
+    queue_row_t *cur;  /* being sent or waiting for its retry: the oldest in flight */
+    queue_row_t *ahead[OUT_WINDOW_MAX]; /* sent after cur, unanswered, oldest first */
+    size_t ahead_n;
     unsigned attempts; /* of cur, including those before a restart */
     bool started, sending, fetching, dead_writing, stopping, stopped;
     uv_timer_t retry_timer, fetch_timer;
@@ -91,10 +98,6 @@ void out__send_done(out_dest_t *d, out__res_t res, const char *reason);
  * is borrowed for the call; NULL = none. */
 void out__send_done_detail(out_dest_t *d, out__res_t res, const char *reason, const char *detail);
 
-/* The text of an HL7 ACK's MSA-3 and ERR segments, one per line, for the
- * dead-letter note: at most cap-1 bytes, control characters as spaces. */
-void out__mllp_ack_text(const char *p, size_t n, char *out, size_t cap);
-
 /* The transport's handles are all closed. */
 void out__transport_closed(out_dest_t *d);
 
@@ -112,10 +115,10 @@ int out__mkdirs(const char *dir);
  * loop thread. Returns 0 or an errno. */
 int out__write_atomic(const char *dir, const char *name, const void *p, size_t n, bool sync);
 
-/* Reads MSA-1 (and MSA-2) of an HL7 ACK. Returns OUT_RES_OK for AA/CA,
- * OUT_RES_REJECT for AE/AR/CE/CR ("downstream answered AE": billing refused
- * the message itself), OUT_RES_RETRY otherwise with a reason ("no MSA
- * segment", "ACK for another control id"). ctrl may be "" (not checked). */
+/* mllp_ack_read() (common/mllp_ack.h) as a delivery result: OUT_RES_OK for
+ * AA/CA, OUT_RES_REJECT for AE/AR/CE/CR ("downstream answered AE": billing
+ * refused the message itself), OUT_RES_RETRY otherwise with a reason ("no
+ * MSA segment", "ACK for another control id"). ctrl may be "" (not checked). */
 out__res_t out__mllp_ack_parse(const char *p, size_t n, const char *ctrl, char *reason,
                                size_t reasonlen);
 

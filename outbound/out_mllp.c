@@ -13,8 +13,20 @@
  * answer that counts and is waited for after the CA; with ER or SU it may or
  * may not come, so the CA ends the send and a later ACK naming the message
  * just delivered is read and set aside instead of taken as out of step.
+ * Window (downstream-window N): up to N messages are written back to back
+ * and their ACKs awaited in order; each ACK must name the oldest in flight
+ * by MSA-2. One that names a later message in flight (out of order) or none
+ * in flight is taken as the stream being out of step, like an ACK for
+ * another control id with one message: the connection is dropped and the
+ * deliverer sends everything unacknowledged again, from the oldest. A
+ * refusal (AE/AR) of the oldest with others in flight drops the connection
+ * too, so that their ACKs cannot arrive while the deliverer is settling the
+ * refused one; they are sent again after it. The ACK timeout runs for the
+ * oldest in flight. The commit-then-application ACK of enhanced mode is
+ * followed per message; with a window, a receiver answering CA for several
+ * messages before their application ACKs is out of order.
  * Each connection is its own allocation, freed in its close callback; the
- * payload is borrowed from the deliverer's row until out__send_done().
+ * payloads are borrowed from the deliverer's rows until out__send_done().
  *
  * TLS (downstream-mllp-tls): the session sits between the socket and the
  * ACK reader (common/tls.h, memory BIOs); the connection counts as connected
@@ -27,6 +39,8 @@
 #include <string.h>
 
 #include "log.h"
+#include "mllp_ack.h"
+#include "mllp_frame.h"
 #include "out_int.h"
 #include "slice.h"
 #include "xmalloc.h"
@@ -38,14 +52,25 @@ typedef struct mllp_state mllp_state_t;
 typedef struct {
     uv_tcp_t tcp;
     uv_connect_t creq;
-    uv_write_t wreq;
     mllp_state_t *m;
-    bool dead; /* closing: ignore its callbacks */
-    char *rbuf; /* plaintext: the ACKs */
-    size_t rlen;
-    tls_conn_t *tls; /* NULL: plaintext */
-    char *cbuf;      /* ciphertext read from the socket */
+    bool dead;          /* closing: ignore its callbacks */
+    char *rbuf;         /* plaintext read, before framing */
+    mllp_framer_t acks; /* the ACK frames */
+    tls_conn_t *tls;    /* NULL: plaintext */
+    char *cbuf;         /* ciphertext read from the socket */
 } conn_t;
+
+/* A frame's write, freed in its callback (several may be pending). */
+typedef struct {
+    uv_write_t req;
+    conn_t *c;
+} frame_write_t;
+
+/* A message in flight: given by the deliverer, not yet answered. */
+typedef struct {
+    const queue_row_t *row;
+    bool app_ack; /* its MSH-16 is AL: a CA is not the end */
+} flight_t;
 
 /* A ciphertext write, freed in its callback. */
 typedef struct {
@@ -61,66 +86,14 @@ struct mllp_state {
     uv_timer_t timer;     /* connect or ACK timeout */
     uv_getaddrinfo_t gai; /* for a host that is not an address */
     bool resolving;
-    const queue_row_t *row; /* being sent: NULL when idle */
-    bool awaiting;          /* frame written or writing; ACK expected */
-    bool wants_app_ack;     /* the row's MSH-16 is AL: a CA is not the end */
+    /* In flight, oldest first: flight[0] is the one whose ACK is awaited;
+     * the first `written` of them are written to the connection. */
+    flight_t flight[OUT_WINDOW_MAX];
+    size_t nflight, written;
     char last_id[QUEUE_CONTROL_ID_MAX + 1]; /* the message delivered last */
-    unsigned open_conns;    /* connections not yet closed */
+    unsigned open_conns;                    /* connections not yet closed */
     bool closing;
 };
-
-/* Finds the MSA segment of an ACK: MSA-1 and MSA-2 (either may be empty).
- * False when there is none. */
-static bool msa_find(const char *p, size_t n, slice_t *code, slice_t *ctrl)
-{
-    for (size_t i = 0; i + 3 < n; i++) {
-        if ((i > 0 && p[i - 1] != '\r' && p[i - 1] != '\n') || memcmp(p + i, "MSA", 3) != 0)
-            continue;
-        char sep = p[i + 3];
-        if (sep == '\r' || sep == '\n')
-            return false;
-        /* Fields 1 and 2, each up to the separator or the segment's end. */
-        size_t f1 = i + 4, e1 = f1;
-        while (e1 < n && p[e1] != sep && p[e1] != '\r' && p[e1] != '\n')
-            e1++;
-        size_t f2 = e1 + 1, e2 = f2;
-        if (e1 < n && p[e1] == sep)
-            while (e2 < n && p[e2] != sep && p[e2] != '\r' && p[e2] != '\n')
-                e2++;
-        else
-            f2 = e2 = e1;
-        *code = slice_make(p + f1, e1 - f1);
-        *ctrl = slice_make(p + f2, e2 - f2);
-        return true;
-    }
-    return false;
-}
-
-out__res_t out__mllp_ack_parse(const char *p, size_t n, const char *ctrl, char *reason, size_t rl)
-{
-    slice_t code, id;
-    if (!msa_find(p, n, &code, &id)) {
-        snprintf(reason, rl, "no MSA segment in the ACK");
-        return OUT_RES_RETRY;
-    }
-    if (code.len != 2) {
-        snprintf(reason, rl, "MSA-1 is not an acknowledgment code");
-        return OUT_RES_RETRY;
-    }
-    if (id.len && ctrl && ctrl[0] && !slice_eq(id, ctrl)) {
-        snprintf(reason, rl, "ACK for another control id");
-        return OUT_RES_RETRY;
-    }
-    if (slice_eq(code, "AA") || slice_eq(code, "CA"))
-        return OUT_RES_OK;
-    if (slice_eq(code, "AE") || slice_eq(code, "AR") || slice_eq(code, "CE") ||
-        slice_eq(code, "CR")) {
-        snprintf(reason, rl, "downstream answered %.2s", code.ptr);
-        return OUT_RES_REJECT;
-    }
-    snprintf(reason, rl, "MSA-1 is not an acknowledgment code");
-    return OUT_RES_RETRY;
-}
 
 /* MSH-16 (application acknowledgment type) of a message: the 15th field
  * separator after "MSH" opens it. Empty when the message has none. */
@@ -141,60 +114,38 @@ static slice_t msh16(const char *p, size_t n)
     return slice_make(p + from, i - from);
 }
 
-void out__mllp_ack_text(const char *p, size_t n, char *out, size_t cap)
+static out__res_t res_of(mllp_ack_t kind)
 {
-    size_t k = 0;
-    if (!cap)
-        return;
-    for (size_t i = 0; i < n;) {
-        size_t e = i;
-        while (e < n && p[e] != '\r' && p[e] != '\n')
-            e++;
-        bool msa = e - i >= 4 && memcmp(p + i, "MSA", 3) == 0;
-        bool err = e - i >= 4 && memcmp(p + i, "ERR", 3) == 0;
-        if (msa || err) {
-            size_t from = i;
-            if (msa) {
-                /* MSA-3, the text message: after the third field separator. */
-                char sep = p[i + 3];
-                int seen = 0;
-                from = e;
-                for (size_t j = i + 3; j < e; j++)
-                    if (p[j] == sep && ++seen == 3) {
-                        from = j + 1;
-                        break;
-                    }
-                size_t to = from;
-                while (to < e && p[to] != sep)
-                    to++;
-                e = to;
-            }
-            if (e > from && k + 1 < cap) {
-                const char *label = msa ? "MSA-3: " : "";
-                for (const char *l = label; *l && k + 1 < cap; l++)
-                    out[k++] = *l;
-                for (size_t j = from; j < e && k + 1 < cap; j++)
-                    out[k++] = (unsigned char)p[j] < 0x20 || p[j] == 0x7f ? ' ' : p[j];
-                if (k + 1 < cap)
-                    out[k++] = '\n';
-            }
-        }
-        i = e;
-        while (i < n && p[i] != '\r' && p[i] != '\n')
-            i++;
-        while (i < n && (p[i] == '\r' || p[i] == '\n'))
-            i++;
+    switch (kind) {
+    case MLLP_ACK_ACCEPTED: return OUT_RES_OK;
+    case MLLP_ACK_REFUSED: return OUT_RES_REJECT;
+    default: return OUT_RES_RETRY;
     }
-    out[k] = 0;
+}
+
+out__res_t out__mllp_ack_parse(const char *p, size_t n, const char *ctrl, char *reason, size_t rl)
+{
+    return res_of(mllp_ack_read(p, n, ctrl, reason, rl));
+}
+
+/* Whether id names a message in flight. */
+static bool in_flight(const mllp_state_t *m, slice_t id)
+{
+    for (size_t i = 0; i < m->nflight; i++)
+        if (slice_eq(id, m->flight[i].row->control_id))
+            return true;
+    return false;
 }
 
 static void maybe_closed(mllp_state_t *m);
+static void timer_cb(uv_timer_t *t);
 
 static void conn_closed(uv_handle_t *h)
 {
     conn_t *c = h->data;
     mllp_state_t *m = c->m;
     tls_conn_free(c->tls);
+    mllp_framer_free(&c->acks);
     xfree(c->cbuf);
     xfree(c->rbuf);
     xfree(c);
@@ -214,23 +165,32 @@ static void conn_drop(mllp_state_t *m)
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
 }
 
-/* Ends the current send with res; drops the connection unless it went well
- * or the downstream answered it in step (a reject). detail: the ACK's text. */
+/* Ends the oldest send in flight with res. The connection stays when it
+ * went well, or when the downstream refused the message in step (a reject)
+ * and nothing was sent after it; otherwise it is dropped and every message
+ * in flight is forgotten (the deliverer sends them again, in order, after
+ * this one). detail: the ACK's text. */
 static void finish_detail(mllp_state_t *m, out__res_t res, const char *reason, const char *detail)
 {
     uv_timer_stop(&m->timer);
-    if (res != OUT_RES_OK && res != OUT_RES_REJECT)
+    bool keep = res == OUT_RES_OK || (res == OUT_RES_REJECT && m->nflight <= 1);
+    if (!keep)
         conn_drop(m);
-    if (!m->row)
+    if (!m->nflight)
         return;
-    if (res == OUT_RES_OK || res == OUT_RES_REJECT)
-        snprintf(m->last_id, sizeof m->last_id, "%s", m->row->control_id);
-    else
+    if (keep) {
+        snprintf(m->last_id, sizeof m->last_id, "%s", m->flight[0].row->control_id);
+        memmove(m->flight, m->flight + 1, --m->nflight * sizeof m->flight[0]);
+        if (m->written)
+            m->written--;
+    } else {
         m->last_id[0] = '\0'; /* a new connection: nothing late can come */
-    m->row = NULL;
-    m->awaiting = false;
-    m->wants_app_ack = false;
+        m->nflight = m->written = 0;
+    }
     out__send_done_detail(m->d, res, reason, detail);
+    /* The next one in flight has its own ACK timeout from now. */
+    if (m->nflight && m->written && m->connected)
+        uv_timer_start(&m->timer, timer_cb, m->d->o.ack_timeout_ms, 0);
 }
 
 static void finish(mllp_state_t *m, out__res_t res, const char *reason)
@@ -248,6 +208,7 @@ static void timer_cb(uv_timer_t *t)
 }
 
 #define CIPHER_READ_MAX (64u * 1024)
+#define READ_MAX (64u * 1024)
 
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
@@ -260,12 +221,12 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
         return;
     }
     if (!c->rbuf)
-        c->rbuf = xmalloc(ACK_MAX);
-    *buf = uv_buf_init(c->rbuf + c->rlen, (unsigned)(ACK_MAX - c->rlen));
+        c->rbuf = xmalloc(READ_MAX);
+    *buf = uv_buf_init(c->rbuf, READ_MAX);
 }
 
-static void acks_read(conn_t *c);
-static void write_frame(mllp_state_t *m);
+static void acks_read(conn_t *c, const char *p, size_t n);
+static void write_pending(mllp_state_t *m);
 
 /* A write to the downstream failed: the message in flight is retried, an
  * idle connection just goes. */
@@ -273,7 +234,7 @@ static void tls_write_failed(conn_t *c, int status)
 {
     char reason[96];
     snprintf(reason, sizeof reason, "write failed (%s)", uv_err_name(status));
-    if (c->m->row)
+    if (c->m->nflight)
         finish(c->m, OUT_RES_RETRY, reason);
     else
         conn_drop(c->m);
@@ -310,22 +271,22 @@ static bool tls_send(conn_t *c)
 }
 
 /* Ciphertext arrived: drive the handshake, then hand plaintext to the ACK
- * reader (at most ACK_MAX held, as without TLS). */
+ * reader (at most ACK_MAX of a frame held, as without TLS). */
 static void tls_input(conn_t *c, const char *p, size_t n)
 {
     mllp_state_t *m = c->m;
     tls_conn_feed(c->tls, p, n);
     for (;;) {
         if (!c->rbuf)
-            c->rbuf = xmalloc(ACK_MAX);
-        long got = tls_conn_read(c->tls, c->rbuf + c->rlen, ACK_MAX - c->rlen);
+            c->rbuf = xmalloc(READ_MAX);
+        long got = tls_conn_read(c->tls, c->rbuf, READ_MAX);
         if (!tls_send(c) || c->dead)
             return;
         if (got < 0) {
             char reason[200];
             snprintf(reason, sizeof reason, "TLS with %s:%u failed: %s", m->d->o.host, m->d->o.port,
                      tls_conn_error(c->tls));
-            if (m->row)
+            if (m->nflight)
                 finish(m, OUT_RES_RETRY, reason);
             else {
                 log_warn("out %s: %s", m->d->o.dest, reason);
@@ -339,18 +300,13 @@ static void tls_input(conn_t *c, const char *p, size_t n)
             uv_timer_stop(&m->timer);
             log_info("out %s: %s with %s:%u", m->d->o.dest, tls_conn_version(c->tls), m->d->o.host,
                      m->d->o.port);
-            if (m->row)
-                write_frame(m);
+            write_pending(m);
             if (c->dead)
                 return;
         }
-        if (got == 0) {
-            if (c->rlen == ACK_MAX)
-                acks_read(c); /* reports the oversized frame */
+        if (got == 0)
             return;
-        }
-        c->rlen += (size_t)got;
-        acks_read(c);
+        acks_read(c, c->rbuf, (size_t)got);
         if (c->dead || m->c != c)
             return;
     }
@@ -366,11 +322,11 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         char reason[96];
         snprintf(reason, sizeof reason, "connection closed by downstream (%s)",
                  uv_err_name((int)nread));
-        if (c->tls && !m->connected && m->row)
+        if (c->tls && !m->connected && m->nflight)
             snprintf(reason, sizeof reason,
                      "connection closed by downstream during the TLS handshake (%s)",
                      uv_err_name((int)nread));
-        if (m->row)
+        if (m->nflight)
             finish(m, OUT_RES_RETRY, reason);
         else
             conn_drop(m); /* idle close: reconnect on the next message */
@@ -380,91 +336,85 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         tls_input(c, buf->base, (size_t)nread);
         return;
     }
-    c->rlen += (size_t)nread;
-    acks_read(c);
+    acks_read(c, buf->base, (size_t)nread);
 }
 
-/* Takes the complete ACK frames in c->rbuf. */
-static void acks_read(conn_t *c)
+/* One ACK frame from the downstream. False when the connection went. */
+static bool on_ack(void *user, const mllp_frame_t *f)
+{
+    conn_t *c = user;
+    mllp_state_t *m = c->m;
+    if (f->oversized) {
+        if (m->nflight)
+            finish(m, OUT_RES_RETRY, "ACK frame too large");
+        else
+            conn_drop(m);
+        return false;
+    }
+    const char *ack = f->frame->data;
+    size_t ack_len = f->frame->len;
+    slice_t code, id;
+    bool has_msa = mllp_ack_msa(ack, ack_len, &code, &id);
+    bool late = has_msa && m->last_id[0] && slice_eq(id, m->last_id) && !in_flight(m, id);
+    if (late) {
+        /* The application ACK of an enhanced-mode message whose CA ended
+         * its send: billing has the message; what it says now is
+         * billing's to act on. */
+        if (!slice_eq(code, "AA")) {
+            char idb[LOG_ID_BUF];
+            log_warn("out %s: control id %s: application ACK %.*s after billing committed "
+                     "the message (CA): billing holds it, see its own work queue",
+                     m->d->o.dest, log_id(m->last_id, idb), (int)(code.len > 2 ? 2 : code.len),
+                     code.ptr);
+        }
+        return true;
+    }
+    if (!m->nflight || !m->written) {
+        /* An ACK nobody waits for: the stream is out of step. */
+        log_warn("out %s: unexpected frame from downstream; reconnecting", m->d->o.dest);
+        conn_drop(m);
+        return false;
+    }
+    char reason[96], text[2048] = "";
+    flight_t *head = &m->flight[0];
+    mllp_ack_t kind = mllp_ack_read(ack, ack_len, head->row->control_id, reason, sizeof reason);
+    if (kind == MLLP_ACK_OTHER_ID && in_flight(m, id))
+        /* The downstream answers in the order it was sent (docs: the
+         * window): an ACK that overtakes the oldest is out of step. */
+        snprintf(reason, sizeof reason, "ACK out of order (for a later message in flight)");
+    out__res_t res = res_of(kind);
+    if (res == OUT_RES_OK && head->app_ack && slice_eq(code, "CA")) {
+        /* MSH-16 = AL: the application ACK follows; it gets its own ACK
+         * timeout. */
+        head->app_ack = false;
+        uv_timer_start(&m->timer, timer_cb, m->d->o.ack_timeout_ms, 0);
+        return true;
+    }
+    if (res == OUT_RES_REJECT)
+        mllp_ack_text(ack, ack_len, text, sizeof text);
+    finish_detail(m, res, res == OUT_RES_OK ? NULL : reason, text);
+    return m->c == c;
+}
+
+/* Frames what the downstream sent and takes each ACK; a frame growing past
+ * ACK_MAX is not an ACK and is refused before it ends. */
+static void acks_read(conn_t *c, const char *p, size_t n)
 {
     mllp_state_t *m = c->m;
-    for (;;) {
-        char *start = memchr(c->rbuf, 0x0B, c->rlen);
-        if (!start) {
-            c->rlen = 0; /* bytes between frames mean nothing */
-            return;
-        }
-        size_t off = (size_t)(start - c->rbuf), end = off + 1;
-        while (end + 1 < c->rlen && !(c->rbuf[end] == 0x1C && c->rbuf[end + 1] == 0x0D))
-            end++;
-        if (end + 1 >= c->rlen) {
-            if (off > 0) {
-                memmove(c->rbuf, start, c->rlen - off);
-                c->rlen -= off;
-            }
-            if (c->rlen == ACK_MAX) {
-                if (m->row)
-                    finish(m, OUT_RES_RETRY, "ACK frame too large");
-                else
-                    conn_drop(m);
-            }
-            return;
-        }
-        const char *ack = start + 1;
-        size_t ack_len = end - off - 1, used = end + 2;
-        slice_t code, id;
-        bool has_msa = msa_find(ack, ack_len, &code, &id);
-        bool late = has_msa && m->last_id[0] && slice_eq(id, m->last_id) &&
-                    !(m->row && slice_eq(id, m->row->control_id));
-        if (late) {
-            /* The application ACK of an enhanced-mode message whose CA ended
-             * its send: billing has the message; what it says now is
-             * billing's to act on. */
-            if (!slice_eq(code, "AA")) {
-                char idb[LOG_ID_BUF];
-                log_warn("out %s: control id %s: application ACK %.*s after billing committed "
-                         "the message (CA): billing holds it, see its own work queue",
-                         m->d->o.dest, log_id(m->last_id, idb), (int)(code.len > 2 ? 2 : code.len),
-                         code.ptr);
-            }
-            memmove(c->rbuf, c->rbuf + used, c->rlen - used);
-            c->rlen -= used;
-            if (c->rlen == 0)
-                return;
-            continue;
-        }
-        if (!m->row || !m->awaiting) {
-            /* An ACK nobody waits for: the stream is out of step. */
-            log_warn("out %s: unexpected frame from downstream; reconnecting", m->d->o.dest);
+    mllp_framer_feed(&c->acks, p, n, on_ack, c);
+    if (m->c == c && !c->dead && mllp_framer_partial(&c->acks) >= ACK_MAX) {
+        if (m->nflight)
+            finish(m, OUT_RES_RETRY, "ACK frame too large");
+        else
             conn_drop(m);
-            return;
-        }
-        char reason[96], text[2048] = "";
-        out__res_t res = out__mllp_ack_parse(ack, ack_len, m->row->control_id, reason,
-                                             sizeof reason);
-        bool commit_only = res == OUT_RES_OK && m->wants_app_ack && slice_eq(code, "CA");
-        if (res == OUT_RES_REJECT)
-            out__mllp_ack_text(ack, ack_len, text, sizeof text);
-        memmove(c->rbuf, c->rbuf + used, c->rlen - used);
-        c->rlen -= used;
-        if (commit_only) {
-            /* MSH-16 = AL: the application ACK follows; it gets its own
-             * ACK timeout. */
-            m->wants_app_ack = false;
-            uv_timer_start(&m->timer, timer_cb, m->d->o.ack_timeout_ms, 0);
-            if (c->rlen == 0)
-                return;
-            continue;
-        }
-        finish_detail(m, res, res == OUT_RES_OK ? NULL : reason, text);
-        if (m->c != c || c->rlen == 0)
-            return;
     }
 }
 
 static void write_cb(uv_write_t *req, int status)
 {
-    conn_t *c = req->data;
+    frame_write_t *w = (frame_write_t *)req;
+    conn_t *c = w->c;
+    xfree(w);
     if (c->dead || status == 0)
         return;
     char reason[96];
@@ -472,38 +422,52 @@ static void write_cb(uv_write_t *req, int status)
     finish(c->m, OUT_RES_RETRY, reason);
 }
 
-static void write_frame(mllp_state_t *m)
+/* Writes the frame of flight[i]. False when the write failed (the sends in
+ * flight are then finished and the connection dropped). */
+static bool write_frame(mllp_state_t *m, size_t i)
 {
-    static char sb = 0x0B, eb[2] = {0x1C, 0x0D};
+    static char sb = MLLP_SB, eb[2] = {MLLP_EB, MLLP_CR};
+    flight_t *f = &m->flight[i];
     uv_buf_t bufs[3] = {
         uv_buf_init(&sb, 1),
-        uv_buf_init((char *)m->row->payload, (unsigned)m->row->payload_len),
+        uv_buf_init((char *)f->row->payload, (unsigned)f->row->payload_len),
         uv_buf_init(eb, 2),
     };
-    m->awaiting = true;
-    m->wants_app_ack = slice_eq(msh16((const char *)m->row->payload, m->row->payload_len), "AL");
-    if (m->c->tls) {
-        conn_t *c = m->c;
-        for (int i = 0; i < 3; i++)
-            if (tls_conn_write(c->tls, bufs[i].base, bufs[i].len) != 0) {
+    f->app_ack = slice_eq(msh16((const char *)f->row->payload, f->row->payload_len), "AL");
+    m->written++;
+    conn_t *c = m->c;
+    if (c->tls) {
+        for (int k = 0; k < 3; k++)
+            if (tls_conn_write(c->tls, bufs[k].base, bufs[k].len) != 0) {
                 char reason[200];
                 snprintf(reason, sizeof reason, "TLS write failed: %s", tls_conn_error(c->tls));
                 finish(m, OUT_RES_RETRY, reason);
-                return;
+                return false;
             }
-        if (tls_send(c))
-            uv_timer_start(&m->timer, timer_cb, m->d->o.ack_timeout_ms, 0);
-        return;
+        return tls_send(c);
     }
-    m->c->wreq.data = m->c;
-    int rc = uv_write(&m->c->wreq, (uv_stream_t *)&m->c->tcp, bufs, 3, write_cb);
+    frame_write_t *w = xmalloc(sizeof *w);
+    w->c = c;
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, 3, write_cb);
     if (rc) {
+        xfree(w);
         char reason[96];
         snprintf(reason, sizeof reason, "write failed (%s)", uv_err_name(rc));
         finish(m, OUT_RES_RETRY, reason);
-        return;
+        return false;
     }
-    uv_timer_start(&m->timer, timer_cb, m->d->o.ack_timeout_ms, 0);
+    return true;
+}
+
+/* Connected: writes what waited for the connection; the oldest's ACK
+ * timeout starts. */
+static void write_pending(mllp_state_t *m)
+{
+    while (m->written < m->nflight)
+        if (!write_frame(m, m->written))
+            return;
+    if (m->nflight)
+        uv_timer_start(&m->timer, timer_cb, m->d->o.ack_timeout_ms, 0);
 }
 
 static void connect_cb(uv_connect_t *req, int status)
@@ -541,14 +505,14 @@ static void connect_cb(uv_connect_t *req, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    if (m->row)
-        write_frame(m);
+    write_pending(m);
 }
 
 static void connect_to(mllp_state_t *m, const struct sockaddr *sa)
 {
     conn_t *c = xcalloc(1, sizeof *c);
     c->m = m;
+    mllp_framer_init(&c->acks, ACK_MAX, 64);
     c->tcp.data = c;
     c->creq.data = c;
     uv_tcp_init(m->d->loop, &c->tcp);
@@ -569,7 +533,7 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     mllp_state_t *m = req->data;
     m->resolving = false;
-    if (m->closing || !m->row) {
+    if (m->closing || !m->nflight) {
         uv_freeaddrinfo(res);
         maybe_closed(m);
         return;
@@ -589,11 +553,14 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 static void mllp_send(out_dest_t *d, const queue_row_t *row)
 {
     mllp_state_t *m = d->tp_state;
-    m->row = row;
+    m->flight[m->nflight++] = (flight_t){.row = row};
     if (m->connected) {
-        write_frame(m);
+        if (write_frame(m, m->nflight - 1) && !uv_is_active((uv_handle_t *)&m->timer))
+            uv_timer_start(&m->timer, timer_cb, d->o.ack_timeout_ms, 0);
         return;
     }
+    if (m->nflight > 1)
+        return; /* connecting for the first: written once connected */
     if (m->resolving) {
         /* An earlier lookup outlived its timeout: its answer serves this row. */
         uv_timer_start(&m->timer, timer_cb, d->o.connect_timeout_ms, 0);
@@ -655,7 +622,7 @@ static void mllp_close(out_dest_t *d)
 {
     mllp_state_t *m = d->tp_state;
     m->closing = true;
-    m->row = NULL;
+    m->nflight = m->written = 0;
     uv_timer_stop(&m->timer);
     if (m->resolving)
         uv_cancel((uv_req_t *)&m->gai);
@@ -663,4 +630,4 @@ static void mllp_close(out_dest_t *d)
     maybe_closed(m);
 }
 
-const out__transport_t out__mllp = {"MLLP", mllp_init, mllp_send, mllp_close};
+const out__transport_t out__mllp = {"MLLP", mllp_init, mllp_send, mllp_close, true};

@@ -159,15 +159,6 @@ static const char *issue_severity(rule_severity_t s)
     }
 }
 
-static const char *sev_code(rule_severity_t s)
-{
-    switch (s) {
-    case RULE_SEV_REJECT: return "reject";
-    case RULE_SEV_WARN: return "warn";
-    default: return "info";
-    }
-}
-
 /* FHIRPath locations go to expression; others (HL7 "DG1(2)-3") to location. */
 static bool is_fhirpath(const char *loc)
 {
@@ -380,7 +371,7 @@ static w_t *finding_ext(arena_t *a, const rule_finding_t *f)
     } sub_t;
     sub_t subs[4 + RULE_MAX_CODES] = {
         {"rule", "valueCode", f->rule_id ? f->rule_id : "unknown"},
-        {"severity", "valueCode", sev_code(f->severity)},
+        {"severity", "valueCode", rule_severity_name(f->severity)},
         {"message", "valueString", f->message},
     };
     size_t ns = 3;
@@ -405,15 +396,6 @@ static w_t *finding_ext(arena_t *a, const rule_finding_t *f)
         w_str(a, s, "valueString", f->location, false);
     }
     return ext;
-}
-
-static const char *verdict_code(verdict_kind_t k)
-{
-    switch (k) {
-    case VERDICT_REJECT: return "reject";
-    case VERDICT_ANNOTATE: return "annotate";
-    default: return "accept";
-    }
 }
 
 /* JSON: appends ext to obj.extension (made when missing). */
@@ -549,7 +531,7 @@ static w_t *header_ext(arena_t *a, const rule_verdict_t *v, const char *rule_pac
     w_add(a, ext, "url", W_ATTR, FHIR_OUT_EXT_ANNOTATION, false);
     w_t *s = w_obj(a, ext, "extension", true);
     w_add(a, s, "url", W_ATTR, "verdict", false);
-    w_str(a, s, "valueCode", verdict_code(v ? v->kind : VERDICT_ACCEPT), false);
+    w_str(a, s, "valueCode", verdict_name(v ? v->kind : VERDICT_ACCEPT), false);
     if (rule_pack && *rule_pack) {
         s = w_obj(a, ext, "extension", true);
         w_add(a, s, "url", W_ATTR, "rulePack", false);
@@ -579,7 +561,7 @@ err_t fhir_out_annotate_pack(fhir_doc_t *doc, size_t i, const rule_verdict_t *v,
     w_t *hx = header_ext(&a, v, rule_pack);
     w_t *vx = w_obj(&a, NULL, "extension", true);
     w_add(&a, vx, "url", W_ATTR, FHIR_OUT_EXT_VERDICT, false);
-    w_str(&a, vx, "valueCode", verdict_code(v ? v->kind : VERDICT_ACCEPT), false);
+    w_str(&a, vx, "valueCode", verdict_name(v ? v->kind : VERDICT_ACCEPT), false);
     if (xml) {
         xml_attach((xmlNodePtr)claim, true, hx);
         xml_attach((xmlNodePtr)claim, true, vx);

@@ -17,7 +17,7 @@
 #include "arena.h"
 #include "err.h"
 #include "fhir.h"
-#include "rules.h"
+#include "verdict.h"
 #include "slice.h"
 
 /* Code system of the rule ids in OperationOutcome.issue.details.coding. */

@@ -311,21 +311,6 @@ err_t hl7_ack_build_raw(const char *data, size_t len, const err_detail_t *perr,
     return rc;
 }
 
-/* As rules' verdict_name(); parsers link without the rules library. */
-static const char *verdict_word(verdict_kind_t k)
-{
-    return k == VERDICT_REJECT ? "reject" : k == VERDICT_ANNOTATE ? "annotate" : "accept";
-}
-
-static const char *codeset_fit_name(rule_codeset_fit_t f)
-{
-    switch (f) {
-    case RULE_CODESET_NEWER: return "newer";
-    case RULE_CODESET_OLDER: return "older";
-    default: return "in-range";
-    }
-}
-
 /* The version written in ZSH-1 and the NTE header; a later layout bumps it
  * and keeps recognising the older ones. */
 #define ANNOTATION_FORMAT "1"
@@ -334,9 +319,9 @@ static hl7_seg_t *header_seg(arena_t *a, const hl7_delims_t *dl, const rule_verd
                              const hl7_annotate_opts_t *o)
 {
     size_t n = v ? v->nfindings : 0;
-    const char *verdict = verdict_word(v ? v->kind : VERDICT_ACCEPT);
+    const char *verdict = verdict_name(v ? v->kind : VERDICT_ACCEPT);
     const char *code_set = v && v->code_set ? v->code_set : "";
-    const char *fit = codeset_fit_name(v ? v->code_set_fit : RULE_CODESET_IN_RANGE);
+    const char *fit = rule_codeset_fit_name(v ? v->code_set_fit : RULE_CODESET_IN_RANGE);
     const char *pack = o->pack_name ? o->pack_name : "";
     hl7_seg_t *s;
     if (o->style == HL7_ANNOTATE_NTE) {

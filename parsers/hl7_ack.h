@@ -52,7 +52,7 @@
 #include "arena.h"
 #include "err.h"
 #include "hl7.h"
-#include "rules.h"
+#include "verdict.h"
 
 typedef enum {
     HL7_OUTCOME_ACCEPTED,     /* no findings; stored for forwarding */

@@ -136,32 +136,6 @@ const char *rule__var_name(rule__var_t v)
     return (unsigned)v < V__COUNT ? var_names[v] : "?";
 }
 
-const char *rule_severity_name(rule_severity_t s)
-{
-    switch (s) {
-    case RULE_SEV_REJECT: return "reject";
-    case RULE_SEV_WARN: return "warn";
-    default: return "info";
-    }
-}
-
-const char *verdict_name(verdict_kind_t v)
-{
-    switch (v) {
-    case VERDICT_REJECT: return "reject";
-    case VERDICT_ANNOTATE: return "annotate";
-    default: return "accept";
-    }
-}
-
-static int severity_from(const char *s)
-{
-    if (strcmp(s, "reject") == 0) return RULE_SEV_REJECT;
-    if (strcmp(s, "warn") == 0) return RULE_SEV_WARN;
-    if (strcmp(s, "info") == 0) return RULE_SEV_INFO;
-    return -1;
-}
-
 /* ---------------------------------------------------------------- errors */
 
 typedef struct {
@@ -890,7 +864,7 @@ static err_t load_ex1rows(ctx_t *c, rule_pack_t *p, const cJSON *root)
         v = need(c, e, base, "severity", cJSON_String, true, &rc);
         if (!v)
             return rc;
-        int sev = severity_from(v->valuestring);
+        int sev = rule_severity_from_name(v->valuestring);
         if (sev != RULE_SEV_REJECT && sev != RULE_SEV_WARN)
             return perr(c, ERR_BAD_PACK, "must be reject or warn");
         r->severity = (rule_severity_t)sev;
@@ -1107,7 +1081,7 @@ static err_t load_rules(ctx_t *c, rule_pack_t *p, const cJSON *root)
         v = need(c, r, base, "severity", cJSON_String, true, &rc);
         if (!v)
             return rc;
-        int sev = severity_from(v->valuestring);
+        int sev = rule_severity_from_name(v->valuestring);
         if (sev < 0)
             return perr(c, ERR_BAD_PACK, "unknown severity '%.20s' (reject, warn or info)", v->valuestring);
         rule->severity = (rule_severity_t)sev;
@@ -1365,7 +1339,7 @@ static err_t apply_policy(rule_pack_t *p, const rule_policy_t *pol, err_detail_t
             id[n] = '\0';
             int rid = rule__id_from(id);
             bool off = strcmp(eq + 1, "off") == 0; /* the rule reports nothing */
-            int sev = off ? RULE_SEV_INFO : severity_from(eq + 1);
+            int sev = off ? RULE_SEV_INFO : rule_severity_from_name(eq + 1);
             if (rid < 0 || sev < 0) {
                 err_set(d, ERR_BAD_CONFIG, 0,
                         rid < 0 ? "severity override names unknown rule '%.40s'"

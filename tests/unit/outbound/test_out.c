@@ -24,6 +24,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "mllp_ack.h"
 #include "out.h"
 #include "out_int.h"
 #include "queue.h"
@@ -36,6 +37,8 @@ typedef struct {
     uv_loop_t loop;
     queue_t *q;
     unsigned reject_tries; /* for start_mllp/start_http; 0 = the default (1) */
+    unsigned window;       /* for start_mllp: downstream-window; 0 = the default (1) */
+    const char *dest;      /* for start_mllp: the destination; NULL = "hl7" */
     out_dest_t *live;      /* started by start_mllp/start_http, not yet stopped */
 } fx_t;
 
@@ -206,8 +209,19 @@ static bool file_has(const char *dir, const char *name, const char *needle);
 /* ---------------------------------------------------------------- MLLP peer */
 
 /* ANS_CA_AA and ANS_CA_AE answer as an enhanced-mode receiver: a commit ACK,
- * then the application ACK, as two frames. */
-typedef enum { ANS_AA, ANS_AE, ANS_SILENT, ANS_CLOSE, ANS_WRONG_ID, ANS_CA_AA, ANS_CA_AE } ans_t;
+ * then the application ACK, as two frames. ANS_STRANGER names a control id
+ * never sent; ANS_AR refuses as ANS_AE does, with AR. */
+typedef enum {
+    ANS_AA,
+    ANS_AE,
+    ANS_SILENT,
+    ANS_CLOSE,
+    ANS_WRONG_ID,
+    ANS_CA_AA,
+    ANS_CA_AE,
+    ANS_STRANGER,
+    ANS_AR,
+} ans_t;
 
 typedef struct srv srv_t;
 
@@ -216,6 +230,8 @@ typedef struct peer {
     srv_t *s;
     char buf[65536];
     size_t len;
+    int index;   /* 1 for the first connection accepted */
+    int nframes; /* frames received on this connection */
 } peer_t;
 
 struct srv {
@@ -226,6 +242,13 @@ struct srv {
     int received[512], nreceived; /* every frame, retries included */
     int acked[512], nacked;       /* answered AA */
     int connections;
+    int conn_first[16]; /* the first control id each connection carried */
+    /* hold > 0: ACKs are held until hold frames wait on the connection (or
+     * 10 ms pass), then sent in order: the sender must have had that many
+     * in flight. max_pending: the most that waited at once. */
+    int hold, pend[64], npend, max_pending;
+    peer_t *pend_peer;
+    uv_timer_t hold_timer;
     bool http;
     int statuses[64], nstatus, nextstatus;
     char ctype[128], path[128];
@@ -235,6 +258,10 @@ struct srv {
 static void peer_closed(uv_handle_t *h)
 {
     peer_t *p = h->data;
+    if (p->s->pend_peer == p) {
+        p->s->pend_peer = NULL;
+        p->s->npend = 0;
+    }
     for (int i = 0; i < 64; i++)
         if (p->s->peers[i] == p)
             p->s->peers[i] = NULL;
@@ -254,11 +281,52 @@ static void send_str(peer_t *p, const char *s, size_t n)
     uv_write(w, (uv_stream_t *)&p->tcp, &b, 1, write_done);
 }
 
+static void mllp_answer(peer_t *p, int ctrl);
+
+/* Answers every held frame, in order, until the connection closes. */
+static void hold_flush(srv_t *s)
+{
+    uv_timer_stop(&s->hold_timer);
+    peer_t *p = s->pend_peer;
+    int pend[64], n = s->npend;
+    memcpy(pend, s->pend, sizeof pend);
+    s->npend = 0;
+    for (int i = 0; p && i < n && !uv_is_closing((uv_handle_t *)&p->tcp); i++)
+        mllp_answer(p, pend[i]);
+}
+
+static void hold_timer_cb(uv_timer_t *t)
+{
+    hold_flush(t->data);
+}
+
 static void mllp_frame(peer_t *p, const char *frame, size_t n)
 {
     srv_t *s = p->s;
     int ctrl = ctrl_of(frame, n);
     s->received[s->nreceived++] = ctrl;
+    if (p->nframes++ == 0 && p->index <= 16)
+        s->conn_first[p->index - 1] = ctrl;
+    if (s->hold) {
+        if (s->pend_peer != p) {
+            s->pend_peer = p;
+            s->npend = 0;
+        }
+        s->pend[s->npend++] = ctrl;
+        if (s->npend > s->max_pending)
+            s->max_pending = s->npend;
+        if (s->npend >= s->hold)
+            hold_flush(s);
+        else if (!uv_is_active((uv_handle_t *)&s->hold_timer))
+            uv_timer_start(&s->hold_timer, hold_timer_cb, 10, 0);
+        return;
+    }
+    mllp_answer(p, ctrl);
+}
+
+static void mllp_answer(peer_t *p, int ctrl)
+{
+    srv_t *s = p->s;
     ans_t a = s->next < s->nscript ? s->script[s->next++] : ANS_AA;
     if (a == ANS_SILENT)
         return;
@@ -279,10 +347,12 @@ static void mllp_frame(peer_t *p, const char *frame, size_t n)
     len += snprintf(ack + len, sizeof ack - (size_t)len,
                        "\x0bMSH|^~\\&|BILL|HOSP|EHR|HOSP|20240101||ACK^P03|A%d|P|2.5\r"
                        "MSA|%s|MSG%05d%s\r\x1c\x0d",
-                       ctrl, a == ANS_AE ? "AE" : "AA", a == ANS_WRONG_ID ? ctrl + 1 : ctrl,
-                       a == ANS_AE ? "|Account closed\rERR|||207^Application internal "
-                                     "error^HL70357|E||||Guarantor account 4711 is closed"
-                                   : "");
+                       ctrl, a == ANS_AE ? "AE" : a == ANS_AR ? "AR" : "AA",
+                       a == ANS_WRONG_ID ? ctrl + 1 : a == ANS_STRANGER ? 99999 : ctrl,
+                       a == ANS_AE || a == ANS_AR
+                           ? "|Account closed\rERR|||207^Application internal "
+                             "error^HL70357|E||||Guarantor account 4711 is closed"
+                           : "");
     if (a == ANS_AA)
         s->acked[s->nacked++] = ctrl;
     send_str(p, ack, (size_t)len);
@@ -371,7 +441,7 @@ static void on_conn(uv_stream_t *server, int status)
             break;
         }
     if (uv_accept(server, (uv_stream_t *)&p->tcp) == 0) {
-        s->connections++;
+        p->index = ++s->connections;
         uv_read_start((uv_stream_t *)&p->tcp, peer_alloc, peer_read);
     } else {
         uv_close((uv_handle_t *)&p->tcp, peer_closed);
@@ -384,6 +454,8 @@ static void srv_start(fx_t *f, srv_t *s, int port)
     uv_ip4_addr("127.0.0.1", port, &a);
     uv_tcp_init(&f->loop, &s->tcp);
     s->tcp.data = s;
+    uv_timer_init(&f->loop, &s->hold_timer);
+    s->hold_timer.data = s;
     assert_int_equal(uv_tcp_bind(&s->tcp, (const struct sockaddr *)&a, 0), 0);
     assert_int_equal(uv_listen((uv_stream_t *)&s->tcp, 16, on_conn), 0);
     struct sockaddr_storage ss;
@@ -395,6 +467,7 @@ static void srv_start(fx_t *f, srv_t *s, int port)
 static void srv_stop(fx_t *f, srv_t *s)
 {
     uv_close((uv_handle_t *)&s->tcp, NULL);
+    uv_close((uv_handle_t *)&s->hold_timer, NULL);
     uv_run(&f->loop, UV_RUN_NOWAIT);
 }
 
@@ -411,7 +484,7 @@ static void srv_close(fx_t *f, srv_t *s)
 static out_dest_t *start_mllp(fx_t *f, srv_t *s, unsigned max_tries, unsigned ack_ms)
 {
     out_dest_opts_t o = {
-        .dest = "hl7",
+        .dest = f->dest ? f->dest : "hl7",
         .kind = OUT_MLLP,
         .host = "127.0.0.1",
         .port = (unsigned)s->port,
@@ -424,6 +497,7 @@ static out_dest_t *start_mllp(fx_t *f, srv_t *s, unsigned max_tries, unsigned ac
         .jitter = true,
         .connect_timeout_ms = 500,
         .ack_timeout_ms = ack_ms,
+        .window = f->window,
     };
     out_dest_t *d = NULL;
     err_detail_t e;
@@ -650,11 +724,11 @@ static void test_ack_parse(void **state)
     assert_int_equal(out__mllp_ack_parse(ae, strlen(ae), "X", r, sizeof r), OUT_RES_REJECT);
     assert_string_equal(r, "downstream answered AE");
     char text[128];
-    out__mllp_ack_text(ae, strlen(ae), text, sizeof text);
+    mllp_ack_text(ae, strlen(ae), text, sizeof text);
     assert_string_equal(text, "MSA-3: Guarantor closed\nERR|||207^Err^HL70357|E \n");
-    out__mllp_ack_text(ae, strlen(ae), text, 10);
+    mllp_ack_text(ae, strlen(ae), text, 10);
     assert_int_equal(strlen(text), 9);
-    out__mllp_ack_text(aa, strlen(aa), text, sizeof text);
+    mllp_ack_text(aa, strlen(aa), text, sizeof text);
     assert_string_equal(text, "");
     const char *nomsa = "MSH|^~\\&\rXMSA|AA|X\r";
     assert_int_equal(out__mllp_ack_parse(nomsa, strlen(nomsa), "X", r, sizeof r), OUT_RES_RETRY);
@@ -1459,6 +1533,204 @@ static void test_mllp_reject_then_next(void **state)
     srv_close(f, &s);
 }
 
+/* ---------------------------------------------------------------- MLLP window */
+
+/* downstream-window 1 (the default): the next message goes only once the
+ * last is acknowledged, even when the receiver is slow to answer. */
+static void test_mllp_window_1_one_at_a_time(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    s.hold = 8; /* would answer 8 at once; waits 10 ms with fewer */
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 12; i++)
+        put_msg(f, "hl7", i);
+    out_dest_t *d = start_mllp(f, &s, 3, 1000);
+    delivered_arg_t a = {d, 12};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    assert_int_equal(s.max_pending, 1);
+    assert_int_equal(s.nreceived, 12);
+    for (int i = 0; i < 12; i++)
+        assert_int_equal(s.acked[i], i);
+    stop_out(f, d);
+    srv_close(f, &s);
+}
+
+/* Window 8 against a receiver that answers only once 8 frames wait: every
+ * ACK comes back in order, 8 at a time, on one connection. */
+static void test_mllp_window_8_in_order(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    s.hold = 8;
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 200; i++)
+        put_msg(f, "hl7", i);
+    f->window = 8;
+    out_dest_t *d = start_mllp(f, &s, 3, 1000);
+    delivered_arg_t a = {d, 200};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    assert_int_equal(s.max_pending, 8);
+    assert_int_equal(s.nreceived, 200); /* each once */
+    assert_int_equal(s.nacked, 200);
+    for (int i = 0; i < 200; i++) {
+        assert_int_equal(s.received[i], i);
+        assert_int_equal(s.acked[i], i);
+    }
+    assert_int_equal(s.connections, 1);
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.delivered, 200);
+    assert_int_equal(st.retries, 0);
+    assert_int_equal(st.inflight, 0);
+    queue_stats_t qs;
+    queue_stats(f->q, &qs);
+    assert_int_equal(qs.delivered, 200);
+    assert_int_equal(qs.depth, 0);
+    stop_out(f, d);
+    srv_close(f, &s);
+}
+
+/* An ACK naming a message not in flight, and one that overtakes the oldest
+ * in flight, are protocol errors: the connection is dropped and everything
+ * not acknowledged is sent again from the oldest; nothing is lost and the
+ * deliverer counts each message delivered once. */
+static void test_mllp_window_ack_not_in_flight(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    s.hold = 4;
+    /* Connection 1: msg0 AA, msg1 AA, msg2 answered for MSG99999. Then the
+     * ACKs of msg3.. are for a connection already dropped. Connection 2
+     * (from msg2): msg2 AA, then msg3's ACK names msg4 (in flight, out of
+     * order). Connection 3 (from msg3): all AA. */
+    ans_t script[] = {ANS_AA, ANS_AA, ANS_STRANGER, ANS_CLOSE, ANS_AA, ANS_WRONG_ID, ANS_CLOSE};
+    memcpy(s.script, script, sizeof script);
+    s.nscript = (int)(sizeof script / sizeof script[0]);
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 16; i++)
+        put_msg(f, "hl7", i);
+    f->window = 4;
+    out_dest_t *d = start_mllp(f, &s, 0, 1000);
+    delivered_arg_t a = {d, 16};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    assert_int_equal(s.connections, 3);
+    assert_int_equal(s.conn_first[0], 0);
+    assert_int_equal(s.conn_first[1], 2); /* the oldest not acknowledged */
+    assert_int_equal(s.conn_first[2], 3);
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.delivered, 16);
+    assert_int_equal(st.dead, 0);
+    assert_int_equal(st.retries, 2);
+    /* What billing accepted, in order: 0, 1, 2 and 3..15 once each. */
+    int want[16];
+    for (int i = 0; i < 16; i++)
+        want[i] = i;
+    assert_int_equal(s.nacked, 16);
+    assert_memory_equal(s.acked, want, sizeof want);
+    queue_stats_t qs;
+    queue_stats(f->q, &qs);
+    assert_int_equal(qs.delivered, 16);
+    assert_int_equal(qs.depth, 0);
+    stop_out(f, d);
+    srv_close(f, &s);
+}
+
+/* The connection drops with 5 messages in flight, none acknowledged: all 5
+ * are sent again, from the oldest, and billing gets every message once, in
+ * order. */
+static void test_mllp_window_drop_with_5_in_flight(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    s.hold = 5;
+    ans_t script[] = {ANS_AA, ANS_AA, ANS_AA, ANS_AA, ANS_AA, ANS_CLOSE};
+    memcpy(s.script, script, sizeof script);
+    s.nscript = (int)(sizeof script / sizeof script[0]);
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 20; i++)
+        put_msg(f, "hl7", i);
+    f->window = 5;
+    out_dest_t *d = start_mllp(f, &s, 0, 1000);
+    delivered_arg_t a = {d, 20};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    assert_int_equal(s.max_pending, 5);
+    assert_int_equal(s.connections, 2);
+    assert_int_equal(s.conn_first[1], 5);
+    /* Received: 0..9 on the first connection, 5..19 on the second. */
+    assert_int_equal(s.nreceived, 25);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(s.received[i], i);
+    for (int i = 10; i < 25; i++)
+        assert_int_equal(s.received[i], i - 5);
+    assert_int_equal(s.nacked, 20);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(s.acked[i], i);
+    out_stats_t st;
+    out_stats(d, &st);
+    assert_int_equal(st.delivered, 20);
+    assert_int_equal(st.retries, 1);
+    assert_int_equal(queue_depth(f->q, "hl7"), 0);
+    stop_out(f, d);
+    srv_close(f, &s);
+}
+
+/* An AR for a message in the middle of the window: counted as billing's
+ * refusal, retried (downstream-reject-retries = 2), then accepted; the
+ * messages sent after it go again after it, in order. With 1 reject try it
+ * is dead-lettered and the rest follow, in order. */
+static void test_mllp_window_ar_in_the_middle(void **state)
+{
+    fx_t *f = *state;
+    for (unsigned tries = 2; tries >= 1; tries--) {
+        static srv_t s;
+        memset(&s, 0, sizeof s);
+        s.hold = 4;
+        /* msg0 AA, msg1 AA, msg2 AR, msg3 (sent after msg2, on a
+         * connection dropped by then) AA. */
+        ans_t script[] = {ANS_AA, ANS_AA, ANS_AR, ANS_AA};
+        memcpy(s.script, script, sizeof script);
+        s.nscript = 4;
+        f->reject_tries = tries;
+        f->window = 4;
+        srv_start(f, &s, 0);
+        for (int i = 0; i < 12; i++)
+            put_msg(f, tries == 2 ? "hl7" : "hl7b", i);
+        f->dest = tries == 2 ? "hl7" : "hl7b";
+        out_dest_t *d = start_mllp(f, &s, 0, 1000);
+        delivered_arg_t a = {d, 12};
+        assert_true(run_until(f, delivered_pred, &a, 10000));
+        out_stats_t st;
+        out_stats(d, &st);
+        assert_int_equal(st.rejects, 1);
+        assert_int_equal(s.connections, 2);
+        int first = tries == 2 ? 2 : 3; /* msg2 again, or the one after it */
+        assert_int_equal(s.conn_first[1], first);
+        if (tries == 2) {
+            assert_int_equal(st.delivered, 12);
+            assert_int_equal(st.dead, 0);
+        } else {
+            assert_int_equal(st.delivered, 11);
+            assert_int_equal(st.dead, 1);
+            assert_true(file_has(f->dead_dir, "000000000015-MSG00002.hl7.reason",
+                                 "reason: downstream answered AR"));
+        }
+        /* The second connection carries every message from its first on,
+         * each once, in order. */
+        int k = s.nreceived - (12 - first);
+        for (int i = first; i < 12; i++, k++)
+            assert_int_equal(s.received[k], i);
+        assert_int_equal(queue_depth(f->q, f->dest), 0);
+        stop_out(f, d);
+        srv_close(f, &s);
+    }
+}
+
 /* Billing in enhanced mode answers CA, then the application ACK. With
  * MSH-16 = AL the application ACK decides (msg1's AE dead-letters it); with
  * ER the CA ends the send and a late ACK for that message is set aside. No
@@ -1844,6 +2116,9 @@ static void test_cursor_enospc(void **state)
 
 int main(void)
 {
+    /* As the daemon does: a write to a connection the other side closed is
+     * an error to handle (EPIPE), not a signal. */
+    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ack_parse),
         cmocka_unit_test_setup_teardown(test_mllp_in_order, fx_setup, fx_teardown),
@@ -1861,6 +2136,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cursor_garbage_ignored, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_cursor_clean_restart, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_mllp_reject_then_next, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_mllp_window_1_one_at_a_time, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_mllp_window_8_in_order, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_mllp_window_ack_not_in_flight, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_mllp_window_drop_with_5_in_flight, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_mllp_window_ar_in_the_middle, fx_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(test_mllp_enhanced_mode_downstream, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_mllp_ten_minute_outage_scaled, fx_setup,

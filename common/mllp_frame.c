@@ -1,4 +1,4 @@
-/* mllp_frame.c - the MLLP framer: bytes in, complete frames out, no I/O.
+/* mllp_frame.c - the MLLP framer (common/mllp_frame.h): bytes in, complete frames out, no I/O.
  * A frame that arrives whole in one chunk is copied once into a new buf_t;
  * one that spans chunks is assembled straight into the buf_t that is handed
  * out, so either way the content is copied exactly once. The framer owns the
@@ -6,12 +6,11 @@
  */
 #include <string.h>
 
-#include "ingest_int.h"
-#include "mllp.h"
+#include "mllp_frame.h"
 
-#define SB 0x0B
-#define FS 0x1C
-#define CR 0x0D
+#define SB MLLP_SB
+#define FS MLLP_EB
+#define CR MLLP_CR
 
 enum { ST_OUT, ST_IN, ST_IN_FS };
 
@@ -51,7 +50,7 @@ static void append(mllp_framer_t *f, const unsigned char *p, size_t n)
     size_t limit = f->oversized ? f->keep_head : f->max_size;
     if (have < limit) {
         size_t take = n < limit - have ? n : limit - have;
-        ingest__buf_append(&f->acc, &f->acc_cap, p, take);
+        buf_append(&f->acc, &f->acc_cap, p, take);
     }
 }
 
@@ -162,4 +161,15 @@ void mllp_framer_free(mllp_framer_t *f)
     buf_unref(f->acc);
     f->acc = NULL;
     f->acc_cap = 0;
+}
+
+char *mllp_frame_put(char *out, const void *p, size_t len)
+{
+    *out++ = MLLP_SB;
+    if (len)
+        memcpy(out, p, len);
+    out += len;
+    *out++ = MLLP_EB;
+    *out++ = MLLP_CR;
+    return out;
 }

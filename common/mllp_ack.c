@@ -1,0 +1,105 @@
+/* mllp_ack.c - reading an HL7 ACK that came back over MLLP (mllp_ack.h).
+ * Only MSA-1, MSA-2 and the human text are read: nothing else of the ACK
+ * decides anything, and the reader never looks past the n bytes given. */
+#include <stdio.h>
+#include <string.h>
+
+#include "mllp_ack.h"
+
+bool mllp_ack_msa(const char *p, size_t n, slice_t *code, slice_t *ctrl)
+{
+    for (size_t i = 0; i + 3 < n; i++) {
+        if ((i > 0 && p[i - 1] != '\r' && p[i - 1] != '\n') || memcmp(p + i, "MSA", 3) != 0)
+            continue;
+        char sep = p[i + 3];
+        if (sep == '\r' || sep == '\n')
+            return false;
+        /* Fields 1 and 2, each up to the separator or the segment's end. */
+        size_t f1 = i + 4, e1 = f1;
+        while (e1 < n && p[e1] != sep && p[e1] != '\r' && p[e1] != '\n')
+            e1++;
+        size_t f2 = e1 + 1, e2 = f2;
+        if (e1 < n && p[e1] == sep)
+            while (e2 < n && p[e2] != sep && p[e2] != '\r' && p[e2] != '\n')
+                e2++;
+        else
+            f2 = e2 = e1;
+        *code = slice_make(p + f1, e1 - f1);
+        *ctrl = slice_make(p + f2, e2 - f2);
+        return true;
+    }
+    return false;
+}
+
+mllp_ack_t mllp_ack_read(const char *p, size_t n, const char *ctrl, char *reason, size_t rl)
+{
+    slice_t code, id;
+    if (!mllp_ack_msa(p, n, &code, &id)) {
+        snprintf(reason, rl, "no MSA segment in the ACK");
+        return MLLP_ACK_INVALID;
+    }
+    if (code.len != 2) {
+        snprintf(reason, rl, "MSA-1 is not an acknowledgment code");
+        return MLLP_ACK_INVALID;
+    }
+    if (id.len && ctrl && ctrl[0] && !slice_eq(id, ctrl)) {
+        snprintf(reason, rl, "ACK for another control id");
+        return MLLP_ACK_OTHER_ID;
+    }
+    if (slice_eq(code, "AA") || slice_eq(code, "CA"))
+        return MLLP_ACK_ACCEPTED;
+    if (slice_eq(code, "AE") || slice_eq(code, "AR") || slice_eq(code, "CE") ||
+        slice_eq(code, "CR")) {
+        snprintf(reason, rl, "downstream answered %.2s", code.ptr);
+        return MLLP_ACK_REFUSED;
+    }
+    snprintf(reason, rl, "MSA-1 is not an acknowledgment code");
+    return MLLP_ACK_INVALID;
+}
+
+void mllp_ack_text(const char *p, size_t n, char *out, size_t cap)
+{
+    size_t k = 0;
+    if (!cap)
+        return;
+    for (size_t i = 0; i < n;) {
+        size_t e = i;
+        while (e < n && p[e] != '\r' && p[e] != '\n')
+            e++;
+        bool msa = e - i >= 4 && memcmp(p + i, "MSA", 3) == 0;
+        bool err = e - i >= 4 && memcmp(p + i, "ERR", 3) == 0;
+        if (msa || err) {
+            size_t from = i;
+            if (msa) {
+                /* MSA-3, the text message: after the third field separator. */
+                char sep = p[i + 3];
+                int seen = 0;
+                from = e;
+                for (size_t j = i + 3; j < e; j++)
+                    if (p[j] == sep && ++seen == 3) {
+                        from = j + 1;
+                        break;
+                    }
+                size_t to = from;
+                while (to < e && p[to] != sep)
+                    to++;
+                e = to;
+            }
+            if (e > from && k + 1 < cap) {
+                const char *label = msa ? "MSA-3: " : "";
+                for (const char *l = label; *l && k + 1 < cap; l++)
+                    out[k++] = *l;
+                for (size_t j = from; j < e && k + 1 < cap; j++)
+                    out[k++] = (unsigned char)p[j] < 0x20 || p[j] == 0x7f ? ' ' : p[j];
+                if (k + 1 < cap)
+                    out[k++] = '\n';
+            }
+        }
+        i = e;
+        while (i < n && p[i] != '\r' && p[i] != '\n')
+            i++;
+        while (i < n && (p[i] == '\r' || p[i] == '\n'))
+            i++;
+    }
+    out[k] = 0;
+}

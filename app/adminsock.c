@@ -67,6 +67,10 @@ struct conn {
     size_t out_len, out_cap, last_frame;
     char last_type;
     bool cut; /* the answer outgrew ADMIN_OUT_MAX */
+    /* Refused while the request still arrives: the rest is read and
+     * dropped until its end, for closing on unread bytes would reset the
+     * connection and lose the answer. */
+    bool drain, drained, written;
     daemon_pack_t *pack;
     cJSON *live;
 };
@@ -190,7 +194,9 @@ static void on_written(uv_write_t *wr, int status)
     if (status)
         log_warn("admin socket: the answer to %s (uid %u) was not taken: %s",
                  admin_op_name(c->req.op), c->uid, uv_strerror(status));
-    conn_close(c);
+    c->written = true;
+    if (!c->drain || c->drained || status)
+        conn_close(c);
 }
 
 static void on_write_timeout(uv_timer_t *t)
@@ -213,8 +219,9 @@ static void answer(conn_t *c, int status)
     }
     frame_add(c, 'x', &st, 1);
     c->state = CONN_WRITING;
-    uv_read_stop((uv_stream_t *)&c->pipe);
-    uv_timer_start(&c->timer, on_write_timeout, ADMIN_WRITE_MS, 0);
+    if (!c->drain)
+        uv_read_stop((uv_stream_t *)&c->pipe);
+    uv_timer_start(&c->timer, on_write_timeout, c->drain ? ADMIN_READ_MS : ADMIN_WRITE_MS, 0);
     uv_buf_t b = uv_buf_init(c->out, (unsigned)c->out_len);
     c->wr.data = c;
     if (uv_write(&c->wr, (uv_stream_t *)&c->pipe, &b, 1, on_written) != 0)
@@ -428,8 +435,16 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 {
     (void)b;
     conn_t *c = st->data;
-    if (c->state != CONN_READING)
+    if (c->state != CONN_READING) {
+        c->in_len = 0; /* draining a refused request: dropped */
+        if (n < 0 && c->drain && !c->drained) {
+            c->drained = true;
+            uv_read_stop(st);
+            if (c->written)
+                conn_close(c);
+        }
         return;
+    }
     if (n == UV_EOF) {
         uv_read_stop(st);
         dispatch(c);
@@ -445,16 +460,14 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
         const unsigned char *p = (const unsigned char *)c->in;
         size_t hlen = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
         if (hlen > ADMIN_REQ_MAX) {
-            uv_read_stop(st);
-            uv_timer_stop(&c->timer);
+            c->drain = true;
             refuse(c, "not a spinegate-admin request (bad length)");
             return;
         }
     }
     if (c->in_len > max_request(c->s)) {
-        uv_read_stop(st);
-        uv_timer_stop(&c->timer);
-        refuse(c, "request too large (max-message-size)");
+        c->drain = true;
+        refuse(c, "request too large (max-message-size, max-body-size)");
     }
 }
 
@@ -507,7 +520,9 @@ static void on_connection(uv_stream_t *server, int status)
     c->uid = cred.uid;
     c->pid = cred.pid;
     if (cred.uid != 0 && cred.uid != geteuid()) {
+        c->drain = true;
         refuse(c, "not the daemon's user or root");
+        uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
         return;
     }
     uv_timer_start(&c->timer, on_read_timeout, ADMIN_READ_MS, 0);

@@ -592,6 +592,9 @@ static void change_done(uv_work_t *wk, int status)
     } else {
         audit(w, c->user, change_names[c->kind], c->id, c->kind == CHANGE_RESEND ? c->m.dest : NULL,
               c->req);
+        /* A requeued or resent message is in the inbox: to its deliverer now. */
+        if (c->kind != CHANGE_RESOLVE && w->d->queue && !w->d->stopping)
+            queue_inbox_poke(w->d->queue);
         if (c->kind == CHANGE_RESEND) {
             cJSON_AddBoolToObject(c->verdict, "resent", true);
             respond_json(c->req, 200, c->verdict);

@@ -590,7 +590,7 @@ class AdminTlsTest(unittest.TestCase):
         certs = tempfile.mkdtemp(prefix="sg-admin-tls-")
         cert, key = self_signed(certs, "one")
         d = h.Daemon("--listen-admin", "127.0.0.1:%d" % port, "--admin-tls-cert", cert,
-                     "--admin-tls-key", key)
+                     "--admin-tls-key", key, http=True)
         try:
             add_user(d, "ann")
             d.start()
@@ -621,6 +621,13 @@ class AdminTlsTest(unittest.TestCase):
             self.assertIn("speaks HTTPS", out)
             self.assertNotIn("<form", out)
             self.assertIn("plaintext sent to the TLS port", d.logtext())
+            status, metrics = curl_get("http://127.0.0.1:%d/metrics" % d.http_port)
+            self.assertEqual(status, 200, metrics)
+            self.assertIn('spinegate_tls_handshakes_total{listener="admin",result="plaintext"} 1',
+                          metrics)
+            self.assertRegex(metrics, r'spinegate_tls_handshakes_total\{listener="admin",'
+                                      r'result="ok"\} [1-9]')
+            self.assertIn('spinegate_tls_cert_expiry_seconds{use="admin"}', metrics)
             self.assertIsNone(d.proc.poll())
             self.assertEqual(curl_tls(base + "/login").returncode, 0)
             self.assertIn("https://127.0.0.1", d.logtext())

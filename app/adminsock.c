@@ -547,6 +547,11 @@ static int probe(const char *path)
         return 1;
     if (en == ENOENT)
         return 0;
+    struct stat st;
+    if (en == ECONNREFUSED && lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+        errno = EEXIST; /* something else by that name: not ours to remove */
+        return -1;
+    }
     if (en == ECONNREFUSED) {
         log_info("admin socket %s was left by a daemon that stopped uncleanly: replaced", path);
         return unlink(path) == 0 || errno == ENOENT ? 0 : -1;
@@ -573,7 +578,9 @@ err_t adminsock_listen(daemon_t *d)
             log_error("admin socket %s answers: another spinegate runs on this data folder",
                       s->path);
         else
-            log_error("admin socket %s: %s", s->path, strerror(errno));
+            log_error("admin socket %s: %s", s->path,
+                      errno == EEXIST ? "there is a file by that name that is not a socket"
+                                      : strerror(errno));
         xfree(s);
         return ERR_IO;
     }

@@ -202,8 +202,9 @@ static void on_written(uv_write_t *wr, int status)
 static void on_write_timeout(uv_timer_t *t)
 {
     conn_t *c = t->data;
-    log_warn("admin socket: spinegate-admin (uid %u) did not take its answer within %ds: closed",
-             c->uid, ADMIN_WRITE_MS / 1000);
+    log_warn("admin socket: a peer (uid %u) did not take its answer, or end a refused request, "
+             "within %ds: closed",
+             c->uid, (c->drain ? ADMIN_READ_MS : ADMIN_WRITE_MS) / 1000);
     conn_close(c);
 }
 

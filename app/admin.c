@@ -156,16 +156,16 @@ static bool read_secret(const char *prompt, char *out, size_t cap)
  * would show it), user remove NAME: the web page's accounts. */
 static int cmd_user(admin_t *a, int argc, char **argv)
 {
-    if (argc != 3 || (strcmp(argv[1], "add") && strcmp(argv[1], "remove") &&
-                      strcmp(argv[1], "passwd"))) {
+    if (argc != 3 ||
+        (strcmp(argv[1], "add") && strcmp(argv[1], "remove") && strcmp(argv[1], "passwd"))) {
         fprintf(stderr, "spinegate-admin: usage: user add|passwd|remove|unlock NAME "
                         "(the password is read from standard input)\n");
         return 2;
     }
     const char *op = argv[1], *name = argv[2];
     if (!webauth_name_ok(name)) {
-        fprintf(stderr, "spinegate-admin: %s: a name is 1 to %d letters, digits, . _ - @\n",
-                name, WEBAUTH_NAME_MAX);
+        fprintf(stderr, "spinegate-admin: %s: a name is 1 to %d letters, digits, . _ - @\n", name,
+                WEBAUTH_NAME_MAX);
         return 2;
     }
     if (!webauth_init()) {
@@ -199,7 +199,8 @@ static int cmd_user(admin_t *a, int argc, char **argv)
         fprintf(stderr, "spinegate-admin: a password of 8 to 255 characters on standard input\n");
         return 2;
     }
-    if (isatty(STDIN_FILENO) && (!read_secret("again: ", again, sizeof again) || strcmp(pw, again))) {
+    if (isatty(STDIN_FILENO) &&
+        (!read_secret("again: ", again, sizeof again) || strcmp(pw, again))) {
         fprintf(stderr, "spinegate-admin: the two passwords differ\n");
         return 2;
     }
@@ -212,11 +213,9 @@ static int cmd_user(admin_t *a, int argc, char **argv)
     }
     if (webauth_users_set(a->users_path, name, hash, &d) != ERR_OK)
         return fail(&d);
-    printf("account %s %s in %s\n", name, !strcmp(op, "add") ? "added" : "changed",
-           a->users_path);
+    printf("account %s %s in %s\n", name, !strcmp(op, "add") ? "added" : "changed", a->users_path);
     return 0;
 }
-
 
 /* ---------------------------------------------------------------- the daemon's socket */
 
@@ -369,8 +368,10 @@ static int run_here(admin_t *a, const char *data_dir, admin_req_t *r)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"data-dir", required_argument, NULL, 'd'}, {"config", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},           {"version", no_argument, NULL, 'V'},
+        {"data-dir", required_argument, NULL, 'd'},
+        {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     admin_t a = {0};
@@ -396,8 +397,7 @@ int main(int argc, char **argv)
     config_defaults(&a.cfg);
     if ((config_file && config_load_file(&a.cfg, config_file, &d) != ERR_OK) ||
         config_validate(&a.cfg, &d) != ERR_OK) {
-        fprintf(stderr, "spinegate-admin: %s: %s\n", config_file ? config_file : "config",
-                d.msg);
+        fprintf(stderr, "spinegate-admin: %s: %s\n", config_file ? config_file : "config", d.msg);
         config_free(&a.cfg);
         return 2;
     }

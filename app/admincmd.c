@@ -62,11 +62,16 @@ static bool filtered(const admin_req_t *r)
 static int options(int argc, char **argv, admin_req_t *r, const char *allowed, FILE *err)
 {
     static const struct option opts[] = {
-        {"state", required_argument, NULL, 's'}, {"kind", required_argument, NULL, 'k'},
-        {"rule", required_argument, NULL, 'r'},  {"source", required_argument, NULL, 'S'},
-        {"since", required_argument, NULL, 'a'}, {"until", required_argument, NULL, 'u'},
-        {"json", no_argument, NULL, 'j'},        {"all", no_argument, NULL, 'A'},
-        {"ref", required_argument, NULL, 'R'},   {"note", required_argument, NULL, 'n'},
+        {"state", required_argument, NULL, 's'},
+        {"kind", required_argument, NULL, 'k'},
+        {"rule", required_argument, NULL, 'r'},
+        {"source", required_argument, NULL, 'S'},
+        {"since", required_argument, NULL, 'a'},
+        {"until", required_argument, NULL, 'u'},
+        {"json", no_argument, NULL, 'j'},
+        {"all", no_argument, NULL, 'A'},
+        {"ref", required_argument, NULL, 'R'},
+        {"note", required_argument, NULL, 'n'},
         {NULL, 0, NULL, 0},
     };
     int opt;
@@ -122,8 +127,12 @@ int admin_req_parse(int argc, char **argv, admin_req_t *r, FILE *err)
     r->op = op;
     optind = 0; /* glibc's getopt starts afresh */
     static const char *const allowed[ADMIN__COUNT] = {
-        [ADMIN_LIST] = FILTER_OPTS "j", [ADMIN_SHOW] = "j",     [ADMIN_RESOLVE] = "n",
-        [ADMIN_REQUEUE] = FILTER_OPTS "A", [ADMIN_RESEND] = "n", [ADMIN_STATS] = "j",
+        [ADMIN_LIST] = FILTER_OPTS "j",
+        [ADMIN_SHOW] = "j",
+        [ADMIN_RESOLVE] = "n",
+        [ADMIN_REQUEUE] = FILTER_OPTS "A",
+        [ADMIN_RESEND] = "n",
+        [ADMIN_STATS] = "j",
         [ADMIN_PRUNE] = "",
     };
     if (options(argc, argv, r, allowed[op], err))
@@ -142,7 +151,8 @@ int admin_req_parse(int argc, char **argv, admin_req_t *r, FILE *err)
     case ADMIN_SHOW:
     case ADMIN_RESOLVE: {
         int64_t id;
-        if (rest != 1 || !parse_id(args[0], &id) || (op == ADMIN_RESOLVE && (!r->note || !*r->note))) {
+        if (rest != 1 || !parse_id(args[0], &id) ||
+            (op == ADMIN_RESOLVE && (!r->note || !*r->note))) {
             fprintf(err, "spinegate-admin: usage: %s\n",
                     op == ADMIN_SHOW ? "show ID [--json]" : "resolve ID --note TEXT");
             return 2;
@@ -308,8 +318,8 @@ bool admin_req_from_json(const cJSON *o, admin_req_t *r, char *why, size_t cap)
 
 void admin_req_free(admin_req_t *r)
 {
-    char **strs[] = {&r->state, &r->kind, &r->rule,       &r->source, &r->ref,
-                     &r->note,  &r->who,  &r->name,       &r->input,  &r->input_path};
+    char **strs[] = {&r->state, &r->kind, &r->rule, &r->source, &r->ref,
+                     &r->note,  &r->who,  &r->name, &r->input,  &r->input_path};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
         xfree(*strs[i]);
         *strs[i] = NULL;
@@ -524,7 +534,8 @@ static int show_cb(const worklist_item_t *it, void *user)
     fprintf(out, "received %s from %s%s%s, control id %s%s%s\n", wlview_jstr(o, "received"),
             wlview_jstr(o, "source"), wlview_jstr(o, "peer") ? " " : "",
             wlview_jstr(o, "peer") ? wlview_jstr(o, "peer") : "", it->control_id,
-            wlview_jstr(o, "type") ? ", " : "", wlview_jstr(o, "type") ? wlview_jstr(o, "type") : "");
+            wlview_jstr(o, "type") ? ", " : "",
+            wlview_jstr(o, "type") ? wlview_jstr(o, "type") : "");
     const cJSON *refs = cJSON_GetObjectItemCaseSensitive(m, "refs");
     if (wlview_jstr(refs, "mrn") || wlview_jstr(refs, "account") || wlview_jstr(refs, "visit"))
         fprintf(out, "patient %s, account %s, visit %s\n",
@@ -681,7 +692,8 @@ static int run_resend(const admin_env_t *env, const admin_req_t *r)
     arena_init(&ar, 16384);
     worklist_msg_t m = {0};
     if (!status)
-        status = wlview_judge(env->cfg, pack, buf ? buf : "", len, &ar, &m, print_verdict, env->out);
+        status =
+            wlview_judge(env->cfg, pack, buf ? buf : "", len, &ar, &m, print_verdict, env->out);
     if (!status) {
         if (worklist_resend(env->wl, id, &m, r->who, r->note, &d) != ERR_OK)
             status = fail(env, &d);
@@ -787,7 +799,8 @@ static int run_stats(const admin_env_t *env, const admin_req_t *r)
         const char *err = wlview_jstr(q, "last_error");
         fprintf(out, "destination %s: %s, %.0f queued, oldest %.0fs%s%s\n", q->string,
                 wlview_jstr(q, "state") ? wlview_jstr(q, "state") : "?", num(q, "depth"),
-                num(q, "oldest_age_s"), err && *err ? ", last error: " : "", err && *err ? err : "");
+                num(q, "oldest_age_s"), err && *err ? ", last error: " : "",
+                err && *err ? err : "");
     }
     cJSON_Delete(o);
     return 0;

@@ -39,15 +39,15 @@ typedef enum {
 
 typedef struct {
     admin_op_t op;
-    bool json; /* --json */
-    bool all;  /* requeue --all */
+    bool json;                                /* --json */
+    bool all;                                 /* requeue --all */
     char *state, *kind, *rule, *source, *ref; /* filters; NULL: none */
     int64_t since_ms, until_ms;
     int64_t *ids; /* show, resolve, resend: one; requeue: any */
     size_t nids;
     char *note;
-    char *who;  /* who asks: recorded with a change */
-    char *name; /* user unlock */
+    char *who;      /* who asks: recorded with a change */
+    char *name;     /* user unlock */
     bool has_input; /* resend: the corrected message (else the stored one) */
     char *input;
     size_t input_len;

@@ -39,9 +39,9 @@
 #include "worklist.h"
 #include "xmalloc.h"
 
-#define ADMIN_CONNS 16          /* connections at once; more are closed at once */
-#define ADMIN_READ_MS 10000     /* a whole request within this */
-#define ADMIN_WRITE_MS 60000    /* the answer taken by the program within this */
+#define ADMIN_CONNS 16                  /* connections at once; more are closed at once */
+#define ADMIN_READ_MS 10000             /* a whole request within this */
+#define ADMIN_WRITE_MS 60000            /* the answer taken by the program within this */
 #define ADMIN_OUT_MAX ((size_t)1 << 30) /* an answer larger is cut, with an error */
 
 typedef enum { CONN_READING, CONN_WAITING, CONN_RUNNING, CONN_WRITING, CONN_CLOSING } conn_state_t;
@@ -394,10 +394,11 @@ static void dispatch(conn_t *c)
         }
         int r = web_unlock(s->d, c->req.name, c->req.who);
         if (r < 0)
-            n = snprintf(msg, sizeof msg, "the web page is off (listen-admin): no account is locked\n");
+            n = snprintf(msg, sizeof msg,
+                         "the web page is off (listen-admin): no account is locked\n");
         else
-            n = snprintf(msg, sizeof msg, r ? "account %s unlocked\n" : "account %s was not locked\n",
-                         c->req.name);
+            n = snprintf(msg, sizeof msg,
+                         r ? "account %s unlocked\n" : "account %s was not locked\n", c->req.name);
         frame_add(c, 'o', msg, (size_t)n);
         log_info("admin socket: unlock by %s (uid %u): %s", c->req.who, c->uid,
                  r > 0 ? "unlocked" : "was not locked");
@@ -416,7 +417,8 @@ static void dispatch(conn_t *c)
 static size_t max_request(const adminsock_t *s)
 {
     const config_t *cfg = &s->d->cfg;
-    long m = cfg->max_message_size > cfg->max_body_size ? cfg->max_message_size : cfg->max_body_size;
+    long m =
+        cfg->max_message_size > cfg->max_body_size ? cfg->max_message_size : cfg->max_body_size;
     return 4 + ADMIN_REQ_MAX + (size_t)m;
 }
 

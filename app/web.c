@@ -66,7 +66,7 @@ struct web {
     char dummy_hash[WEBAUTH_HASH_MAX]; /* verified against for unknown names: same time */
     web_session_t sessions[WEB_SESSIONS];
     unsigned logins_running;
-    weblock_t *lock; /* failed logins per account and per address */
+    weblock_t *lock;      /* failed logins per account and per address */
     worklist_t *wl_write; /* changes, on the thread pool (change_work) */
     bool change_running;
 };
@@ -304,8 +304,8 @@ static void login_done(uv_work_t *wk, int status)
     if (j->locked) {
         /* The same page as a wrong password: a lock does not tell an
          * attacker that the name is an account; the audit log says why. */
-        audit(w, j->user, "login-locked", 0, j->locked == WEBLOCK_ACCOUNT ? "by=account" : "by=address",
-              j->req);
+        audit(w, j->user, "login-locked", 0,
+              j->locked == WEBLOCK_ACCOUNT ? "by=account" : "by=address", j->req);
         login_refused(j->req);
     } else if (status == 0 && j->ok) {
         weblock_succeeded(w->lock, j->user);

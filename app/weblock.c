@@ -12,7 +12,7 @@ typedef struct {
     bool used;
     char key[KEY_MAX];
     unsigned failures;
-    uint64_t first_ms;  /* the first failure of the current window */
+    uint64_t first_ms; /* the first failure of the current window */
     uint64_t locked_until;
 } slot_t;
 

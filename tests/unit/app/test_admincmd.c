@@ -22,7 +22,11 @@ static int parse(admin_req_t *r, int argc, char **argv)
     return admin_req_parse(argc, argv, r, devnull);
 }
 
-#define ARGV(...) (char *[]){__VA_ARGS__, NULL}
+#define ARGV(...)                                                                                  \
+    (char *[])                                                                                     \
+    {                                                                                              \
+        __VA_ARGS__, NULL                                                                          \
+    }
 #define ARGC(...) ((int)(sizeof((char *[]){__VA_ARGS__}) / sizeof(char *)))
 #define PARSE(r, ...) parse(r, ARGC(__VA_ARGS__), ARGV(__VA_ARGS__))
 

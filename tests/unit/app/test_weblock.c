@@ -103,10 +103,8 @@ static void test_flood_keeps_locks(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_account_locks),
-        cmocka_unit_test(test_window),
-        cmocka_unit_test(test_success_and_unlock),
-        cmocka_unit_test(test_address),
+        cmocka_unit_test(test_account_locks),      cmocka_unit_test(test_window),
+        cmocka_unit_test(test_success_and_unlock), cmocka_unit_test(test_address),
         cmocka_unit_test(test_flood_keeps_locks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

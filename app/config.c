@@ -50,6 +50,13 @@ static const key_def_t config_keys[] = {
      "a web page session ends after this long unused"},
     {"admin-secure-cookie", K_BOOL, O(admin_secure_cookie), "no", NULL,
      "mark the web page's session cookie Secure (the page is reached over TLS, e.g. a proxy)"},
+    {"admin-tls-cert", K_STR, O(admin_tls_cert), NULL, "FILE",
+     "the web page speaks TLS with this PEM certificate chain (with admin-tls-key)"},
+    {"admin-tls-key", K_STR, O(admin_tls_key), NULL, "FILE", "private key of admin-tls-cert"},
+    {"admin-lockout-attempts", K_LONG, O(admin_lockout_attempts), "5", "N",
+     "failed logins of one account within admin-lockout-minutes that lock it"},
+    {"admin-lockout-minutes", K_LONG, O(admin_lockout_minutes), "15", "MINUTES",
+     "the window of admin-lockout-attempts, and how long a locked account stays locked"},
     {"data-dir", K_STR, O(data_dir), "./spinegate-data", "DIR",
      "queue, outbox, reject and dead-letter folders"},
     {"queue-sync", K_STR, O(queue_sync), "full", "full|normal",
@@ -85,6 +92,8 @@ static const key_def_t config_keys[] = {
      "forwarded messages with no findings carry the verdict header too (HL7 ZSH, FHIR extension)"},
     {"worklist-retention", K_LONG, O(worklist_retention), "90", "DAYS",
      "worklist items resolved, resent or requeued are kept this long (open ones always)"},
+    {"inbox-poll", K_MS, O(inbox_poll_ms), "1s", "DURATION",
+     "how often messages spinegate-admin handed back without the daemon's socket are taken"},
     {"worklist-annotated", K_BOOL, O(worklist_annotated), "no", NULL,
      "annotated messages (warnings only) also become worklist items"},
     {"other-messages", K_STR, O(other_messages), "forward", "forward|reject",
@@ -445,6 +454,8 @@ static err_t config_validate_tls(const config_t *c, err_detail_t *d)
     if (rc == ERR_OK)
         rc = validate_listener_tls("http", c->http_tls_cert, c->http_tls_key,
                                    c->http_tls_client_ca, c->http_tls_allow, d);
+    if (rc == ERR_OK)
+        rc = validate_listener_tls("admin", c->admin_tls_cert, c->admin_tls_key, NULL, NULL, d);
     if (rc == ERR_OK && !c->downstream_tls_cert != !c->downstream_tls_key)
         return err_set(d, ERR_BAD_CONFIG, 0,
                        "downstream-tls-cert and downstream-tls-key go together");
@@ -573,6 +584,12 @@ err_t config_validate(config_t *c, err_detail_t *d)
         return err_set(d, ERR_BAD_CONFIG, 0, "queue-max: at least 1");
     if (c->listen_admin.port && c->admin_session_ttl_ms < 1000)
         return err_set(d, ERR_BAD_CONFIG, 0, "admin-session-ttl: at least 1s");
+    if (c->admin_lockout_attempts < 1 || c->admin_lockout_attempts > 1000)
+        return err_set(d, ERR_BAD_CONFIG, 0, "admin-lockout-attempts: 1 to 1000");
+    if (c->admin_lockout_minutes < 1 || c->admin_lockout_minutes > 10080)
+        return err_set(d, ERR_BAD_CONFIG, 0, "admin-lockout-minutes: 1 to 10080 (a week)");
+    if (c->inbox_poll_ms < 10 || c->inbox_poll_ms > 3600000L)
+        return err_set(d, ERR_BAD_CONFIG, 0, "inbox-poll: 10ms to 1h");
     err_t rc = config_validate_tls(c, d);
     if (rc != ERR_OK)
         return rc;
@@ -587,10 +604,10 @@ err_t config_validate(config_t *c, err_detail_t *d)
 size_t config_admin_warnings(const config_t *c, const char **w, size_t cap)
 {
     if (!c->listen_admin.port || config_host_is_loopback(c->listen_admin.host) ||
-        c->admin_secure_cookie || cap == 0)
+        c->admin_secure_cookie || c->admin_tls_cert || cap == 0)
         return 0;
-    w[0] = "listen-admin is not on loopback and has no TLS: passwords, session cookies and "
-           "patient data cross the network in clear";
+    w[0] = "listen-admin is not on loopback and has no TLS (admin-tls-cert): passwords, "
+           "session cookies and patient data (PHI) cross the network in clear";
     return 1;
 }
 

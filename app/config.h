@@ -46,6 +46,9 @@ typedef struct {
     char *admin_users;          /* its accounts file; NULL = DATA-DIR/admin-users */
     long admin_session_ttl_ms;  /* idle time before a session ends */
     bool admin_secure_cookie;   /* the page is reached over TLS: Secure cookies */
+    char *admin_tls_cert, *admin_tls_key; /* the page speaks TLS itself */
+    long admin_lockout_attempts; /* failed logins of one account before it is locked */
+    long admin_lockout_minutes;  /* ... within this long, and locked this long */
     bool insecure;      /* allow a non-loopback HTTP listener without TLS and auth */
     /* storage */
     char *data_dir;
@@ -71,6 +74,7 @@ typedef struct {
     char *other_messages;      /* "forward" | "reject": messages that carry no claim */
     config_others_t others;    /* other_messages, read once by config_validate() */
     long worklist_retention;   /* days a worklist item not open is kept */
+    long inbox_poll_ms;        /* how often the queue looks at the inbox */
     bool worklist_annotated;   /* annotated messages become worklist items too */
     /* limits */
     long max_message_size;

@@ -403,6 +403,8 @@ static err_t start_listeners(daemon_t *d)
     const config_t *c = &d->cfg;
     err_detail_t e;
     err_clear(&e);
+    if (adminsock_listen(d) != ERR_OK)
+        return ERR_IO;
     if (c->listen_mllp.port) {
         mllp_opts_t o;
         mllp_opts_default(&o);
@@ -666,6 +668,7 @@ static void begin_stop(daemon_t *d, const char *why)
     notify_stopping(d->notify);
     d->notify = NULL;
     uv_signal_stop(&d->sig_hup);
+    adminsock_close(d);
     d->listeners_open = 1; /* held until every close is issued */
     if (d->mllp) {
         d->listeners_open++;
@@ -781,6 +784,7 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
                                     ? cfg->max_message_size
                                     : cfg->max_body_size) * 2 + 65536,
         .worklist_keep_days = (unsigned)cfg->worklist_retention,
+        .inbox_poll_ms = (unsigned)cfg->inbox_poll_ms,
     };
     if (queue_open(d->loop, d->queue_path, &qo, &d->queue, &e) != ERR_OK) {
         log_error("queue %s: %s", d->queue_path, e.msg);
@@ -815,6 +819,7 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
         unlink(cfg->pid_file);
     int code = d->exit_code;
     web_free(d);
+    adminsock_free(d);
     daemon_pack_unref(d->pack);
     daemon_tls_free(d);
     auth_tokens_free(d->tokens);

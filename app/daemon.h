@@ -36,12 +36,14 @@ typedef struct {
 
 typedef struct daemon_job daemon_job_t;
 typedef struct web web_t;
+typedef struct adminsock adminsock_t;
 
 /* The TLS contexts the daemon may hold, one per use. */
 typedef enum {
     DAEMON_TLS_MLLP,
     DAEMON_TLS_HTTP,
     DAEMON_TLS_DOWNSTREAM, /* downstream-mllp and reject-mllp */
+    DAEMON_TLS_ADMIN,      /* listen-admin, the worklist web page */
     DAEMON_TLS__COUNT
 } daemon_tls_use_t;
 
@@ -67,6 +69,7 @@ typedef struct daemon {
     http_server_t *http;
     http_server_t *admin;    /* listen-admin: the worklist web page; NULL when off */
     struct web *web;         /* its sessions and worklist connection */
+    adminsock_t *adminsock;  /* spinegate-admin's socket; NULL when there is none */
     out_dest_t *out[DEST_COUNT]; /* by dest_t */
     metrics_t metrics;
     uv_signal_t sig_term, sig_int, sig_hup;
@@ -135,6 +138,20 @@ bool daemon_destinations_json(daemon_t *d, cJSON *dl);
 err_t web_listen(daemon_t *d);
 void web_close(daemon_t *d, http_server_close_cb done);
 void web_free(daemon_t *d);
+
+/* Ends the lockout of account name (spinegate-admin user unlock, through
+ * the admin socket; who asked is audited): 1 it was locked, 0 it was not,
+ * -1 the web page is off. */
+int web_unlock(daemon_t *d, const char *name, const char *who);
+
+/* The admin socket DATA-DIR/admin.sock (adminsock.c): spinegate-admin's
+ * commands run by the daemon. adminsock_listen replaces a socket left by a
+ * daemon that died and refuses to start beside one that answers;
+ * adminsock_close stops listening and removes the socket (commands already
+ * running finish); adminsock_free after the loop. */
+err_t adminsock_listen(daemon_t *d);
+void adminsock_close(daemon_t *d);
+void adminsock_free(daemon_t *d);
 
 /* Puts that the queue refused as full wait here, in arrival order, and are
  * retried by a timer; the connection they came from is not read meanwhile

@@ -17,7 +17,8 @@
 #define EXPIRY_WARN_S (30 * 86400)
 #define EXPIRY_CHECK_MS (86400 * 1000ULL)
 
-static const char *const use_names[DAEMON_TLS__COUNT] = {"mllp", "http", "downstream"};
+static const char *const use_names[DAEMON_TLS__COUNT] = {"mllp", "http", "downstream",
+                                                                 "admin"};
 
 /* Whether c asks for a context for use, and its settings. */
 static bool tls_wanted(const config_t *c, daemon_tls_use_t use, tls_settings_t *s)
@@ -42,6 +43,10 @@ static bool tls_wanted(const config_t *c, daemon_tls_use_t use, tls_settings_t *
         s->key_file = c->downstream_tls_key;
         s->ca_file = c->downstream_tls_ca;
         return c->downstream_mllp_tls && (c->downstream_mllp.port || c->reject_mllp.port);
+    case DAEMON_TLS_ADMIN:
+        s->cert_file = c->admin_tls_cert;
+        s->key_file = c->admin_tls_key;
+        return c->listen_admin.port && c->admin_tls_cert;
     case DAEMON_TLS__COUNT: break;
     }
     return false;
@@ -102,6 +107,9 @@ err_t daemon_tls_start(daemon_t *d)
         log_warn("mllp-tls-cert is set but the MLLP listener is off: it has no effect");
     if (c->http_tls_cert && !c->listen_http.port)
         log_warn("http-tls-cert is set but the HTTP listener is off: it has no effect");
+    if (c->admin_tls_cert && !c->listen_admin.port)
+        log_warn("admin-tls-cert is set but the web page is off (listen-admin): it has no "
+                 "effect");
     check_expiry(d);
     uv_timer_start(&d->tls_timer, on_expiry_timer, EXPIRY_CHECK_MS, EXPIRY_CHECK_MS);
     uv_unref((uv_handle_t *)&d->tls_timer); /* never what keeps the loop alive */
@@ -128,6 +136,8 @@ void daemon_tls_reload(daemon_t *d, const config_t *fresh)
             mllp_server_set_tls(d->mllp, ctx);
         else if (i == DAEMON_TLS_HTTP && d->http)
             http_server_set_tls(d->http, ctx);
+        else if (i == DAEMON_TLS_ADMIN && d->admin)
+            http_server_set_tls(d->admin, ctx);
         else if (i == DAEMON_TLS_DOWNSTREAM) {
             out_dest_t *outs[] = {d->out[DEST_HL7], d->out[DEST_REJECT_HL7]};
             for (size_t k = 0; k < 2; k++)
@@ -217,11 +227,15 @@ void daemon_tls_metrics(daemon_t *d, char *buf, size_t cap, size_t *off)
         if (ms.tls_on)
             tls_counters(buf, cap, off, "mllp", &ms.tls);
     }
-    if (d->http) {
+    http_server_t *https[] = {d->http, d->admin};
+    const char *names[] = {"http", "admin"};
+    for (size_t k = 0; k < 2; k++) {
+        if (!https[k])
+            continue;
         http_stats_t hs;
-        http_server_stats(d->http, &hs);
+        http_server_stats(https[k], &hs);
         if (hs.tls_on)
-            tls_counters(buf, cap, off, "http", &hs.tls);
+            tls_counters(buf, cap, off, names[k], &hs.tls);
     }
 }
 

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "web.h"
 #include "webauth.h"
+#include "weblock.h"
 #include "wlmeta.h"
 #include "wlview.h"
 #include "worklist.h"
@@ -65,6 +66,7 @@ struct web {
     char dummy_hash[WEBAUTH_HASH_MAX]; /* verified against for unknown names: same time */
     web_session_t sessions[WEB_SESSIONS];
     unsigned logins_running;
+    weblock_t *lock;      /* failed logins per account and per address */
     worklist_t *wl_write; /* changes, on the thread pool (change_work) */
     bool change_running;
 };
@@ -183,6 +185,13 @@ static void login_refused(http_req_t *req)
     xfree(out);
 }
 
+/* The session cookie is Secure when the page speaks TLS itself or is said
+ * to be reached over it (a proxy in front: admin-secure-cookie). */
+static bool secure_cookie(const web_t *w)
+{
+    return w->d->cfg.admin_secure_cookie || w->d->tls[DAEMON_TLS_ADMIN] != NULL;
+}
+
 /* ---------------------------------------------------------------- sessions */
 
 static web_session_t *session_of(web_t *w, const http_req_t *req)
@@ -267,6 +276,8 @@ typedef struct {
     http_req_t *req;
     char user[WEBAUTH_NAME_MAX + 1];
     char password[256];
+    char peer[80];
+    weblock_state_t locked; /* refused before the password is looked at */
     bool ok;
 } login_job_t;
 
@@ -275,8 +286,10 @@ static void login_work(uv_work_t *wk)
     login_job_t *j = wk->data;
     char hash[WEBAUTH_HASH_MAX];
     err_detail_t d;
-    bool known = webauth_users_find(j->w->users_path, j->user, hash, &d) == ERR_OK;
-    if (!known && d.code == ERR_IO)
+    /* A locked login costs the same hash as any other: its answer comes
+     * as late as a wrong password's. */
+    bool known = !j->locked && webauth_users_find(j->w->users_path, j->user, hash, &d) == ERR_OK;
+    if (!known && !j->locked && d.code == ERR_IO)
         log_error("admin-users: %s", d.msg);
     j->ok = webauth_verify(known ? hash : j->w->dummy_hash, j->password) && known;
 }
@@ -287,16 +300,28 @@ static void login_done(uv_work_t *wk, int status)
     web_t *w = j->w;
     w->logins_running--;
     memset(j->password, 0, sizeof j->password);
-    if (status == 0 && j->ok) {
+    uint64_t now = uv_now(w->d->loop);
+    if (j->locked) {
+        /* The same page as a wrong password: a lock does not tell an
+         * attacker that the name is an account; the audit log says why. */
+        audit(w, j->user, "login-locked", 0,
+              j->locked == WEBLOCK_ACCOUNT ? "by=account" : "by=address", j->req);
+        login_refused(j->req);
+    } else if (status == 0 && j->ok) {
+        weblock_succeeded(w->lock, j->user);
         web_session_t *s = session_new(w, j->user);
         char cookie[256];
         snprintf(cookie, sizeof cookie,
                  "Set-Cookie: " COOKIE "=%s; Path=/; HttpOnly; SameSite=Strict%s\r\n", s->id,
-                 w->d->cfg.admin_secure_cookie ? "; Secure" : "");
+                 secure_cookie(w) ? "; Secure" : "");
         audit(w, j->user, "login", 0, NULL, j->req);
         redirect(j->req, "/", cookie);
     } else {
-        audit(w, j->user, "login-refused", 0, NULL, j->req);
+        bool locks = weblock_failed(w->lock, j->user, j->peer, now);
+        audit(w, j->user, "login-refused", 0, locks ? "locked=yes" : NULL, j->req);
+        if (locks)
+            log_warn("admin page: account %s locked for %ld minutes after %ld failed logins",
+                     j->user, w->d->cfg.admin_lockout_minutes, w->d->cfg.admin_lockout_attempts);
         login_refused(j->req);
     }
     xfree(j);
@@ -317,6 +342,8 @@ static void post_login(web_t *w, http_req_t *req)
     j->w = w;
     j->req = req;
     j->work.data = j;
+    snprintf(j->peer, sizeof j->peer, "%s", http_req_peer(req));
+    j->locked = weblock_check(w->lock, j->user, j->peer, uv_now(w->d->loop));
     if (w->logins_running >= WEB_LOGINS_AT_ONCE ||
         uv_queue_work(w->d->loop, &j->work, login_work, login_done) != 0) {
         memset(j->password, 0, sizeof j->password);
@@ -565,6 +592,9 @@ static void change_done(uv_work_t *wk, int status)
     } else {
         audit(w, c->user, change_names[c->kind], c->id, c->kind == CHANGE_RESEND ? c->m.dest : NULL,
               c->req);
+        /* A requeued or resent message is in the inbox: to its deliverer now. */
+        if (c->kind != CHANGE_RESOLVE && w->d->queue && !w->d->stopping)
+            queue_inbox_poke(w->d->queue);
         if (c->kind == CHANGE_RESEND) {
             cJSON_AddBoolToObject(c->verdict, "resent", true);
             respond_json(c->req, 200, c->verdict);
@@ -863,6 +893,8 @@ err_t web_listen(daemon_t *d)
     web_t *w = xcalloc(1, sizeof *w);
     w->d = d;
     w->audit_fd = -1;
+    w->lock = weblock_new((unsigned)c->admin_lockout_attempts,
+                          (uint64_t)c->admin_lockout_minutes * 60000);
     d->web = w;
     if (c->admin_users)
         snprintf(w->users_path, sizeof w->users_path, "%s", c->admin_users);
@@ -892,14 +924,16 @@ err_t web_listen(daemon_t *d)
     o.max_body = (size_t)c->max_message_size * 2 + 65536; /* an edited message, JSON-escaped */
     o.max_connections = 64;
     o.budget = d->budget;
+    o.tls = d->tls[DAEMON_TLS_ADMIN];
+    o.tls_handshake_timeout_ms = (unsigned)c->tls_handshake_timeout_ms;
     http_callbacks_t cb = {.request = web_request};
     if (http_server_listen(d->loop, c->listen_admin.host, c->listen_admin.port, &o, &cb, w,
                            &d->admin, &e) != ERR_OK) {
         log_error("admin listener %s:%d: %s", c->listen_admin.host, c->listen_admin.port, e.msg);
         return ERR_IO;
     }
-    log_info("worklist web page on %s:%d (accounts: %s)", c->listen_admin.host,
-             http_server_port(d->admin), w->users_path);
+    log_info("worklist web page on %s://%s:%d (accounts: %s)", o.tls ? "https" : "http",
+             c->listen_admin.host, http_server_port(d->admin), w->users_path);
     return ERR_OK;
 }
 
@@ -915,9 +949,22 @@ void web_free(daemon_t *d)
         return;
     worklist_close(w->wl);
     worklist_close(w->wl_write);
+    weblock_free(w->lock);
     if (w->audit_fd >= 0)
         close(w->audit_fd);
     memset(w->sessions, 0, sizeof w->sessions);
     xfree(w);
     d->web = NULL;
+}
+
+int web_unlock(daemon_t *d, const char *name, const char *who)
+{
+    web_t *w = d->web;
+    if (!w)
+        return -1;
+    bool was = weblock_unlock(w->lock, name, uv_now(d->loop));
+    char detail[WEBAUTH_NAME_MAX + 16];
+    snprintf(detail, sizeof detail, "account=%s", name);
+    audit(w, who, was ? "unlock" : "unlock-not-locked", 0, detail, NULL);
+    return was;
 }

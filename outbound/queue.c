@@ -93,6 +93,7 @@ struct queue {
     sqlite3_stmt *st_begin, *st_commit;
     sqlite3_stmt *st_wl_put, *st_wl_dead; /* worklist items (worklist.h) */
     uv_timer_t inbox_timer; /* drains the inbox (queue.h) */
+    bool inbox_poked;       /* queue_inbox_poke: drain as soon as the connection is free */
     uv_timer_t fresh_timer; /* ends fetches served from memory (fetch_fresh) */
     int64_t pruned_ms;      /* when the worklist was last pruned */
     int lock_fd;
@@ -541,8 +542,12 @@ static void inbox_timer_cb(uv_timer_t *t)
     queue_t *q = t->data;
     /* The write connection is busy, or a checkpoint that may hold SQLite's
      * write lock runs (the loop thread must not wait on it): the next tick. */
-    if (q->committing || q->closing || q->checkpointing)
+    if (q->committing || q->closing || q->checkpointing) {
+        if (q->inbox_poked && !q->closing) /* asked for now: soon, not at the next poll */
+            uv_timer_start(t, inbox_timer_cb, 5, q->opts.inbox_poll_ms);
         return;
+    }
+    q->inbox_poked = false;
     size_t moved = 0;
     int rc = inbox_drain(q, true, &moved);
     if (rc != SQLITE_OK)
@@ -550,6 +555,14 @@ static void inbox_timer_cb(uv_timer_t *t)
     else if (moved)
         log_info("queue: %zu messages handed back by spinegate-admin queued", moved);
     worklist_prune_maybe(q);
+}
+
+void queue_inbox_poke(queue_t *q)
+{
+    if (!q || q->closing)
+        return;
+    q->inbox_poked = true;
+    uv_timer_start(&q->inbox_timer, inbox_timer_cb, 0, q->opts.inbox_poll_ms);
 }
 
 #define CKPT_PAGES 1000        /* start a passive checkpoint past this WAL size */

@@ -293,6 +293,10 @@ err_t queue_dead_review(queue_t *q, const char *dest, queue_dead_fn fate, void *
  * and every inbox_poll_ms, in one transaction each time, and wakes the
  * readers. */
 
+/* Takes the inbox now rather than at the next poll (the daemon calls it
+ * when spinegate-admin's socket has just handed a message back). */
+void queue_inbox_poke(queue_t *q);
+
 /* Frees a row from a fetch. Accepts NULL. */
 void queue_row_free(queue_row_t *row);
 

@@ -14,6 +14,8 @@ import base64
 import json
 import os
 import shutil
+import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -485,6 +487,181 @@ class SessionTest(unittest.TestCase):
             self.assertEqual(status, 401, out)
         finally:
             d.cleanup()
+
+
+def add_user(d, name, password=PASSWORD):
+    os.makedirs(d.data_dir, exist_ok=True)
+    p = subprocess.run([ADMIN, "--data-dir", d.data_dir, "user", "add", name],
+                       input=(password + "\n").encode(), capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+
+
+def body_of(out):
+    return out.split("\r\n\r\n", 1)[1] if "\r\n\r\n" in out else ""
+
+
+class LockoutTest(unittest.TestCase):
+    """Failed logins lock the account (and, many more, the address); a
+    locked login looks like a wrong password; spinegate-admin user unlock
+    ends it through the daemon's socket."""
+
+    def test_lockout_and_unlock(self):
+        port = h.free_port()
+        d = h.Daemon("--listen-admin", "127.0.0.1:%d" % port, "--admin-lockout-attempts", "3",
+                     "--admin-lockout-minutes", "10")
+        try:
+            add_user(d, "ann")
+            add_user(d, "bob")
+            d.start()
+            h.wait_port(port, proc=d.proc)
+            url = "http://127.0.0.1:%d/login" % port
+
+            def login(user, password):
+                return curl_post(url, "user=%s&password=%s" % (user, password.replace(" ", "+")))
+
+            status, wrong = login("ann", "not the password")
+            self.assertEqual(status, 401)
+            for _ in range(2):
+                self.assertEqual(login("ann", "not the password")[0], 401)
+            # Locked: the right password gets the wrong password's page.
+            status, locked = login("ann", PASSWORD)
+            self.assertEqual(status, 401)
+            self.assertEqual(body_of(locked), body_of(wrong))
+            self.assertNotIn("sg_session=", locked)
+            # A name without an account locks the same way: nothing to tell them apart.
+            for _ in range(3):
+                status, ghost = login("ghost", "not the password")
+            status, ghost = login("ghost", PASSWORD)
+            self.assertEqual((status, body_of(ghost)), (401, body_of(wrong)))
+            with open(os.path.join(d.data_dir, "admin-audit.log")) as f:
+                audit = f.read()
+            self.assertIn("user=ann action=login-locked", audit)
+            self.assertIn("user=ghost action=login-locked", audit)
+            self.assertIn("account ann locked for 10 minutes after 3 failed logins", d.logtext())
+            self.assertNotIn(PASSWORD, d.logtext())
+
+            # unlock goes to the daemon, which holds the locks.
+            p = subprocess.run([ADMIN, "--data-dir", d.data_dir, "user", "unlock", "ann"],
+                               capture_output=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn(b"account ann unlocked", p.stdout)
+            status, out = login("ann", PASSWORD)
+            self.assertEqual(status, 303, out)
+            self.assertIn("Set-Cookie: sg_session=", out)
+            self.assertNotIn("Secure", out)  # plain http: no Secure cookie
+            p = subprocess.run([ADMIN, "--data-dir", d.data_dir, "user", "unlock", "ann"],
+                               capture_output=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn(b"was not locked", p.stdout)
+            with open(os.path.join(d.data_dir, "admin-audit.log")) as f:
+                self.assertIn("action=unlock item=0 peer= account=ann", f.read())
+
+            # The address: 4 x 3 failures from it, whatever the names, and
+            # even bob, who never failed, is refused from there.
+            for i in range(6):  # 6 so far (ann 3, ghost 3)
+                self.assertEqual(login("user%d" % i, "not the password")[0], 401)
+            status, out = login("bob", PASSWORD)
+            self.assertEqual((status, body_of(out)), (401, body_of(wrong)))
+            with open(os.path.join(d.data_dir, "admin-audit.log")) as f:
+                self.assertIn("user=bob action=login-locked item=0 peer=127.0.0.1", f.read())
+        finally:
+            d.cleanup()
+
+
+def openssl(*args):
+    subprocess.run(["openssl"] + list(args), check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+def self_signed(folder, name):
+    cert, key = os.path.join(folder, name + ".pem"), os.path.join(folder, name + ".key")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", key, "-out", cert, "-days", "30", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1")
+    return cert, key
+
+
+class AdminTlsTest(unittest.TestCase):
+    """admin-tls-cert: the page over HTTPS (curl), Secure cookies, plain
+    HTTP refused cleanly, new certificates on SIGHUP."""
+
+    def test_https(self):
+        port = h.free_port()
+        certs = tempfile.mkdtemp(prefix="sg-admin-tls-")
+        cert, key = self_signed(certs, "one")
+        d = h.Daemon("--listen-admin", "127.0.0.1:%d" % port, "--admin-tls-cert", cert,
+                     "--admin-tls-key", key, http=True)
+        try:
+            add_user(d, "ann")
+            d.start()
+            h.wait_port(port, proc=d.proc)
+            base = "https://127.0.0.1:%d" % port
+
+            def curl_tls(*args, cacert=cert):
+                return subprocess.run(["curl", "-s", "-i", "--cacert", cacert] + list(args),
+                                      capture_output=True, timeout=30)
+
+            p = curl_tls(base + "/login")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertTrue(p.stdout.startswith(b"HTTP/1.1 200"), p.stdout[:100])
+            p = curl_tls("-X", "POST", "--data-binary",
+                         "user=ann&password=" + PASSWORD.replace(" ", "+"), base + "/login")
+            self.assertTrue(p.stdout.startswith(b"HTTP/1.1 303"), p.stdout[:200])
+            cookie = [l for l in p.stdout.decode().splitlines()
+                      if l.startswith("Set-Cookie: sg_session=")][0]
+            self.assertIn("; Secure", cookie)
+            jar = cookie.split(": ", 1)[1].split(";")[0]
+            p = curl_tls("-H", "Cookie: " + jar, base + "/api/session")
+            self.assertTrue(p.stdout.startswith(b"HTTP/1.1 200"), p.stdout[:200])
+
+            # Plain HTTP to the TLS port: a 400 that says so, no page, and
+            # the daemon goes on.
+            status, out = curl_get("http://127.0.0.1:%d/login" % port)
+            self.assertEqual(status, 400, out)
+            self.assertIn("speaks HTTPS", out)
+            self.assertNotIn("<form", out)
+            self.assertIn("plaintext sent to the TLS port", d.logtext())
+            status, metrics = curl_get("http://127.0.0.1:%d/metrics" % d.http_port)
+            self.assertEqual(status, 200, metrics)
+            self.assertIn('spinegate_tls_handshakes_total{listener="admin",result="plaintext"} 1',
+                          metrics)
+            self.assertRegex(metrics, r'spinegate_tls_handshakes_total\{listener="admin",'
+                                      r'result="ok"\} [1-9]')
+            self.assertIn('spinegate_tls_cert_expiry_seconds{use="admin"}', metrics)
+            self.assertIsNone(d.proc.poll())
+            self.assertEqual(curl_tls(base + "/login").returncode, 0)
+            self.assertIn("https://127.0.0.1", d.logtext())
+
+            # SIGHUP: a new certificate in the same files, served at once.
+            two_cert, two_key = self_signed(certs, "two")
+            shutil.copy(two_cert, cert)
+            shutil.copy(two_key, key)
+            d.send_signal(signal.SIGHUP)
+            h.wait_for(lambda: "admin: TLS certificates reloaded" in d.logtext(), 10,
+                       "the reload")
+            with open(two_cert) as f:
+                want = ssl.PEM_cert_to_DER_cert(f.read())
+            got = ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate(("127.0.0.1", port)))
+            self.assertEqual(got, want)
+        finally:
+            d.cleanup()
+            shutil.rmtree(certs, ignore_errors=True)
+
+    def test_warnings(self):
+        certs = tempfile.mkdtemp(prefix="sg-admin-tls-")
+        try:
+            cert, key = self_signed(certs, "one")
+            p = subprocess.run([h.DAEMON, "--listen-admin", "0.0.0.0:8081", "--admin-tls-cert",
+                                cert, "--admin-tls-key", key, "--check-config"],
+                               capture_output=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertNotIn(b"listen-admin", p.stderr)
+            p = subprocess.run([h.DAEMON, "--listen-admin", "0.0.0.0:8081", "--admin-tls-cert",
+                                cert, "--check-config"], capture_output=True, timeout=60)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn(b"admin-tls-cert and admin-tls-key go together", p.stderr)
+        finally:
+            shutil.rmtree(certs, ignore_errors=True)
 
 
 if __name__ == "__main__":

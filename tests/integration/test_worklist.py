@@ -4,12 +4,23 @@ a rejected HL7 message (python3-hl7's MLLP client) and a rejected FHIR Claim
 finding marked, resends a corrected message that billing (a real MLLP sink)
 then receives, resolves one, and requeues a dead letter (billing's AE) with
 the daemon running and with it stopped.
+
+With the daemon running, spinegate-admin goes through its socket
+DATA-DIR/admin.sock: SocketTest runs the same commands both ways and proves
+which way they went (a resent message delivered long before the inbox poll,
+stats with destination state only the daemon knows), and throws garbage, a
+huge and a slow request, and a stranger's request at the socket.
 """
 import json
 import os
 import re
+import signal
+import socket
+import stat
+import struct
 import subprocess
 import sys
+import time
 import unittest
 
 import harness as h
@@ -239,6 +250,195 @@ class DeadLetterTest(unittest.TestCase):
         finally:
             d.cleanup()
             sink.stop()
+
+
+def raw_request(path, data, shutdown=True, timeout=30):
+    """Sends bytes to the admin socket; returns the answer's frames as
+    [(type, bytes)] (the exit status frame last)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.settimeout(timeout)
+        c.connect(path)
+        try:
+            c.sendall(data)
+            if shutdown:
+                c.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before it was all sent: the answer is still there
+        got = b""
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    frames = []
+    while len(got) >= 5:
+        n = struct.unpack(">I", got[1:5])[0]
+        frames.append((got[0:1], got[5:5 + n]))
+        got = got[5 + n:]
+    return frames
+
+
+class SocketTest(unittest.TestCase):
+    """spinegate-admin through the daemon's socket, and without it."""
+
+    def setUp(self):
+        self.billing = h.MllpSink().start()
+        self.slow_poll = ["--downstream-mllp", "127.0.0.1:%d" % self.billing.port,
+                          "--inbox-poll", "60s"]
+        self.d = h.Daemon(*self.slow_poll).start()
+        self.sock = os.path.join(self.d.data_dir, "admin.sock")
+
+    def tearDown(self):
+        self.d.cleanup()
+        self.billing.stop()
+
+    def reject(self, cid):
+        ack = h.mllp_send(self.d.mllp_port, dft(cid, ["M43.04", "Q76.2"]))
+        self.assertEqual(h.ack_code(ack), "AE")
+        return item(self.d, cid)["id"]
+
+    def test_same_commands_running_and_stopped(self):
+        d = self.d
+        self.assertEqual(stat.S_IMODE(os.stat(self.sock).st_mode), 0o600)
+        first, second = self.reject("SOCK0001"), self.reject("SOCK0002")
+        fixed = {cid: dft(cid, ["M43.04"]).encode() for cid in ("SOCK0001", "SOCK0002")}
+
+        def snapshot():
+            """What the read-only commands print, with their exit codes."""
+            return {"list": admin(d, "list", "--json"), "list-text": admin(d, "list"),
+                    "rule": admin(d, "list", "--json", "--rule", "excludes1-pair"),
+                    "show": admin(d, "show", str(second)),
+                    "show-json": admin(d, "show", str(second), "--json"),
+                    "unknown": admin(d, "show", "999"),
+                    "rejected": admin(d, "resend", str(second))}
+
+        running = snapshot()
+        self.assertEqual(running["unknown"][0], 2)
+        self.assertEqual(running["rejected"][0], 1)  # the stored message fails again
+        self.assertEqual(len(running["list"][1].splitlines()), 2)
+        self.assertIn("admin socket: list by", d.logtext())
+        self.assertIn("admin socket: show by", d.logtext())
+
+        # stats: the daemon adds each destination's live state.
+        rc, out = admin(d, "stats", "--json")
+        self.assertEqual(rc, 0, out)
+        live = json.loads(out)
+        self.assertEqual(live["destinations"]["hl7"]["state"], "ok")
+        self.assertIn("depth", live["destinations"]["hl7"])
+        rc, text = admin(d, "stats")
+        self.assertIn("destination hl7: ok", text)
+
+        # resend: judged by the daemon and handed to the deliverer at once,
+        # though the inbox is looked at only every 60s.
+        t0 = time.monotonic()
+        rc, out = admin(d, "resend", str(first), "-", "--note", "fixed", stdin=fixed["SOCK0001"])
+        self.assertEqual(rc, 0, out)
+        self.assertIn("resent: queued for hl7", out)
+        h.wait_for(lambda: "SOCK0001" in self.billing.control_ids(), 10, "the resent message")
+        took = time.monotonic() - t0
+        self.assertLess(took, 5.0, "delivered in %.2fs: the inbox poll, not the socket" % took)
+        sys.stderr.write("resend through the socket delivered in %.3fs\n" % took)
+        rc, _ = admin(d, "resend", str(first), "-", stdin=fixed["SOCK0001"])
+        self.assertEqual(rc, 1)  # resent already: refused, as without a daemon
+        rc, out = admin(d, "resolve", str(first), "--note", "x")
+        self.assertEqual(rc, 1, out)
+        running_after = snapshot()
+
+        # Stopped: the socket is gone and the same commands answer the same.
+        d.stop()
+        self.assertFalse(os.path.exists(self.sock))
+        stopped = snapshot()
+        self.assertEqual(stopped, running_after)
+        rc, out = admin(d, "stats", "--json")
+        offline = json.loads(out)
+        self.assertNotIn("destinations", offline)
+        self.assertEqual(set(offline), set(live) - {"destinations"})
+        self.assertEqual(offline["states"], {"open": 1, "resent": 1})
+        rc, out = admin(d, "resend", str(second), "-", stdin=fixed["SOCK0002"])
+        self.assertEqual(rc, 0, out)
+        self.assertEqual(json.loads(admin(d, "stats", "--json")[1])["inbox"], 1)
+        rc, out = admin(d, "user", "unlock", "ann")
+        self.assertEqual(rc, 0, out)
+        self.assertIn("no account is locked", out)
+
+        # Started again: the inbox is taken at open.
+        d2 = h.Daemon(*self.slow_poll, data_dir=d.data_dir).start()
+        try:
+            h.wait_for(lambda: "SOCK0002" in self.billing.control_ids(), 10,
+                       "the message resent while the daemon was stopped")
+        finally:
+            d2.stop()
+
+    def test_hostile_requests(self):
+        d = self.d
+        # Garbage: an error, a log line, and the daemon goes on answering.
+        frames = raw_request(self.sock, b"GET / HTTP/1.0\r\n\r\n")
+        self.assertEqual(frames[-1], (b"x", b"\x02"))
+        self.assertIn(b"refused the request", frames[0][1])
+        frames = raw_request(self.sock, struct.pack(">I", 9) + b"not json!")
+        self.assertEqual(frames[-1], (b"x", b"\x02"))
+        bad = json.dumps({"op": "resolve", "ids": [1]}).encode()  # no note
+        frames = raw_request(self.sock, struct.pack(">I", len(bad)) + bad)
+        self.assertEqual(frames[-1], (b"x", b"\x02"))
+        bad = json.dumps({"op": "list", "ids": "all"}).encode()
+        frames = raw_request(self.sock, struct.pack(">I", len(bad)) + bad)
+        self.assertEqual(frames[-1], (b"x", b"\x02"))
+        self.assertEqual(frames, raw_request(self.sock, struct.pack(">I", len(bad)) + bad))
+        self.assertIn("admin socket: refused a request", d.logtext())
+        # Huge: a message past the largest the daemon takes is refused as it arrives.
+        head = json.dumps({"op": "resend", "ids": [1], "has_input": True}).encode()
+        big = struct.pack(">I", len(head)) + head + b"A" * (12 * 1024 * 1024)  # past max-body-size (8M)
+        frames = raw_request(self.sock, big)
+        self.assertEqual(frames[-1], (b"x", b"\x02"))
+        self.assertIn(b"too large", frames[0][1])
+        # Slow: a request that never ends waits alone; others are served.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as slow:
+            slow.settimeout(30)
+            slow.connect(self.sock)
+            slow.sendall(b"\x00\x00")
+            t0 = time.monotonic()
+            rc, out = admin(d, "stats")
+            self.assertEqual(rc, 0, out)
+            self.assertLess(time.monotonic() - t0, 5)
+            answer = slow.recv(4096)
+            self.assertIn(b"not sent within", answer)
+        # A stranger (another uid) is refused even when the modes of the
+        # socket and its folder would let them in.
+        folder_mode = stat.S_IMODE(os.stat(d.data_dir).st_mode)
+        self.assertEqual(folder_mode, 0o700)
+        os.chmod(d.data_dir, 0o711)
+        os.chmod(self.sock, 0o666)
+        req = json.dumps({"op": "list"}).encode()
+        code = ("import socket,struct,sys\n"
+                "c=socket.socket(socket.AF_UNIX); c.connect(sys.argv[1])\n"
+                "r=sys.argv[2].encode(); c.sendall(struct.pack('>I',len(r))+r)\n"
+                "c.shutdown(socket.SHUT_WR); sys.stdout.buffer.write(c.recv(4096))\n")
+        p = subprocess.run([sys.executable, "-c", code, self.sock, req.decode()],
+                           capture_output=True, timeout=30,
+                           preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
+        if os.getuid() == 0:
+            self.assertIn(b"not the daemon's user or root", p.stdout, p.stderr)
+            self.assertIn("not the daemon's user or root", d.logtext())
+        os.chmod(self.sock, 0o600)
+        os.chmod(d.data_dir, folder_mode)
+        # Still serving, and nothing of it crashed the daemon.
+        rc, out = admin(d, "list", "--json")
+        self.assertEqual(rc, 0, out)
+        self.assertIsNone(d.proc.poll())
+
+    def test_stale_socket_replaced(self):
+        d = self.d
+        d.kill9()
+        self.assertTrue(os.path.exists(self.sock))  # left behind by the crash
+        rc, out = admin(d, "list")  # nobody answers: the data folder directly
+        self.assertEqual(rc, 0, out)
+        d2 = h.Daemon(*self.slow_poll, data_dir=d.data_dir).start()
+        try:
+            self.assertIn("stopped uncleanly: replaced", d2.logtext())
+            rc, out = admin(d2, "stats", "--json")
+            self.assertIn("destinations", json.loads(out))
+        finally:
+            d2.stop()
 
 
 if __name__ == "__main__":

@@ -327,6 +327,14 @@ static void pgc_fail(pgc_t *c, const char *why)
 
 static bool pgc_send_setup(pgc_t *c);
 
+/* libpq prints the server's notices on stderr; a ROLLBACK with nothing to
+ * roll back says so, and a failure is logged by pgc_fail anyway. */
+static void notice_quiet(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
 static void connect_step(pgc_t *c)
 {
     /* libpq may close the socket and open another here (the next host):
@@ -350,6 +358,7 @@ static void connect_step(pgc_t *c)
         return;
     }
     PQsetErrorVerbosity(c->conn, PQERRORS_TERSE); /* no DETAIL lines: they may quote values */
+    PQsetNoticeProcessor(c->conn, notice_quiet, NULL);
     if (PQsetnonblocking(c->conn, 1) != 0 || PQenterPipelineMode(c->conn) != 1) {
         pgc_fail(c, "cannot enter pipeline mode");
         return;

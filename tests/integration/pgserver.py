@@ -164,6 +164,9 @@ def main(argv):
             f.write(str(srv.port))
         print(srv.url)
         return 0
+    if cmd == "stop" and not os.path.exists(os.path.join(base, "port")):
+        shutil.rmtree(base, ignore_errors=True)  # it never started
+        return 0
     srv = _load(base)
     if cmd == "stop":
         srv.cleanup()

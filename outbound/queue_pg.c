@@ -521,7 +521,11 @@ static void on_poll(uv_poll_t *h, int status, int events)
         return;
     }
     if (status < 0) {
-        pgc_fail(c, uv_strerror(status));
+        /* A socket error (libuv says EBADF for POLLERR): libpq's reading
+         * of it names the cause better. */
+        pgc_read(c);
+        if (c->conn && c->state != PGC_DOWN)
+            pgc_fail(c, uv_strerror(status));
         return;
     }
     if (events & UV_WRITABLE) {

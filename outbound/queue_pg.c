@@ -490,8 +490,11 @@ static void pgc_read(pgc_t *c)
             continue;
         }
         if (!result_ok(res)) {
-            if (c->batch_ok && s != PGRES_PIPELINE_ABORTED)
-                log_error("queue: PostgreSQL (%s): %s", c->name, PQresultErrorMessage(res));
+            if (c->batch_ok && s != PGRES_PIPELINE_ABORTED) {
+                const char *m = PQresultErrorMessage(res);
+                int len = (int)strcspn(m, "\n"); /* terse: one line, no DETAIL */
+                log_error("queue: PostgreSQL (%s): %.*s", c->name, len, m);
+            }
             c->batch_ok = false;
         }
         if (c->state == PGC_READY)

@@ -302,7 +302,7 @@ static void pgc_fail(pgc_t *c, const char *why)
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
         msg[--n] = 0;
     for (char *s = msg; *s; s++)
-        if (*s == '\n')
+        if (*s == '\n' || *s == '\t')
             *s = ' ';
     if (c->was_up || c->backoff_ms == 0)
         log_error("queue: PostgreSQL connection (%s) %s (%s): retrying with backoff",
@@ -1704,6 +1704,7 @@ static void pq_stats(const queue_t *qb, queue_stats_t *st)
 {
     const pq_t *q = (const pq_t *)qb;
     *st = q->st;
+    st->unavailable = q->wr.state != PGC_READY;
     st->ndest = 0;
     for (size_t i = 0; i < q->ndests && st->ndest < QUEUE_STATS_DESTS; i++)
         st->dest[st->ndest++] = q->dests[i].s;

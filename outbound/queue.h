@@ -1,4 +1,10 @@
-/* queue.h - the durable store-and-forward queue (SQLite in WAL mode).
+/* queue.h - the durable store-and-forward queue: SQLite in WAL mode (the
+ * default, queue_sqlite.c) or PostgreSQL shared by several instances
+ * (opts->backend, queue_pg.c; docs/queue-schema.md). Callers do not know
+ * which: what is said below of SQLite's durability, the lock file and the
+ * cursor file is the SQLite backend's; PostgreSQL's commit is the server's
+ * (synchronous_commit, a synchronous standby), its lock is a lease per
+ * destination (queue_reader_lease), and it has no file (queue_path NULL).
  *
  * A message is put once, committed durably by a group commit that runs off the
  * loop thread (uv_queue_work), and only then is the put callback called: that
@@ -48,8 +54,16 @@ typedef enum {
 #define QUEUE_CTYPE_MAX 127      /* content type bytes */
 #define QUEUE_FINDINGS_MAX 65535 /* findings summary bytes */
 
+typedef enum {
+    QUEUE_BACKEND_SQLITE = 0, /* a file: the path given to queue_open() (default) */
+    QUEUE_BACKEND_POSTGRES,   /* a PostgreSQL database: url (queue_pg.c) */
+} queue_backend_t;
+
 typedef struct {
-    queue_sync_t sync;       /* durability policy, see above */
+    queue_backend_t backend; /* where the rows live */
+    const char *url;         /* QUEUE_BACKEND_POSTGRES: libpq conninfo or URI (borrowed
+                                for queue_open() only) */
+    queue_sync_t sync;       /* durability policy, see above (SQLite only) */
     unsigned max_batch;      /* most puts per transaction; 0 = 512 */
     unsigned max_delay_ms;   /* wait this long to gather a batch; 0 = next loop turn */
     size_t max_queued;       /* pending messages (all destinations) before ERR_BUSY; 0 = 100000 */
@@ -116,6 +130,8 @@ typedef struct {
     uint64_t corrupt; /* unreadable rows found by readers and marked dead */
     uint64_t commit_failures; /* group commits that failed (a full disk, EIO): their
                                  puts refused, their marks kept and retried */
+    bool unavailable; /* puts are refused now (PostgreSQL: its connection is down or
+                         not yet up); always false with SQLite */
     size_t ndest;     /* entries filled in dest[] (at most QUEUE_STATS_DESTS) */
     queue_dest_stats_t dest[QUEUE_STATS_DESTS];
 } queue_stats_t;
@@ -179,7 +195,8 @@ void queue_stats(const queue_t *q, queue_stats_t *st);
 uint64_t queue_depth(const queue_t *q, const char *dest);
 
 /* The database path given to queue_open() (deliverers keep their cursor
- * files beside it). Valid until queue_close(). */
+ * files beside it). Valid until queue_close(). NULL for PostgreSQL: no file,
+ * and deliverers keep no cursor (they commit each mark before going on). */
 const char *queue_path(const queue_t *q);
 
 /* The highest row id the database has ever allocated (AUTOINCREMENT never
@@ -235,6 +252,14 @@ size_t queue_reader_unsynced(const queue_reader_t *r);
 /* Asks for the pending marks to be committed at the next loop turn instead
  * of waiting for company; ready_cb runs when they are. */
 void queue_reader_flush(queue_reader_t *r);
+
+/* The reader's lease on its destination: 0 while another instance delivers
+ * it (PostgreSQL: another session holds the destination's advisory lock),
+ * else a number that changes each time the lease is taken again. A
+ * deliverer sends nothing while it is 0, and when it changes drops the rows
+ * it fetched before (another instance may have delivered them meanwhile)
+ * and fetches again. Always 1 with SQLite. */
+uint64_t queue_reader_lease(const queue_reader_t *r);
 
 /* Closes r after any running fetch (whose cb is then not called) and frees it.
  * Accepts NULL. */

@@ -7,7 +7,7 @@ set -eu
 cd "$(dirname "$0")"
 
 PACKAGES="build-essential autoconf automake pkg-config libuv1-dev libcjson-dev libxml2-dev
-  libxml2-utils libsqlite3-dev libcmocka-dev libhttp-parser-dev libcurl4-openssl-dev libssl-dev openssl
+  libxml2-utils libsqlite3-dev libpq-dev postgresql libcmocka-dev libhttp-parser-dev libcurl4-openssl-dev libssl-dev openssl
   libsodium-dev chromium python3-websocket
   python3 python3-hl7 python3-jsonschema clang libclang-rt-14-dev curl wrk
   libsystemd-dev debhelper lintian mmdebstrap systemd systemd-container"

@@ -52,6 +52,11 @@ static const key_def_t config_keys[] = {
      "mark the web page's session cookie Secure (the page is reached over TLS, e.g. a proxy)"},
     {"data-dir", K_STR, O(data_dir), "./spinegate-data", "DIR",
      "queue, outbox, reject and dead-letter folders"},
+    {"queue", K_STR, O(queue_backend), "sqlite", "sqlite|postgres",
+     "where the queue lives: sqlite (queue.db in data-dir) or postgres (queue-url)"},
+    {"queue-url", K_STR, O(queue_url), NULL, "CONNINFO",
+     "queue = postgres: libpq connection string or URI (several hosts with "
+     "target_session_attrs=read-write)"},
     {"queue-sync", K_STR, O(queue_sync), "full", "full|normal",
      "full: fsync every group commit; normal: WAL sync only at checkpoints"},
     {"queue-max", K_LONG, O(queue_max), "100000", "N",
@@ -511,6 +516,7 @@ size_t config_http_warnings(const config_t *c, const char **w, size_t cap)
 err_t config_validate(config_t *c, err_detail_t *d)
 {
     static const char *const syncs[] = {"full", "normal", NULL},
+                             *const backends[] = {"sqlite", "postgres", NULL},
                              *const annotations[] = {"zsg", "nte", NULL},
                              *const others[] = {"forward", "reject", NULL},
                              *const targets[] = {"stderr", "syslog", NULL};
@@ -523,6 +529,10 @@ err_t config_validate(config_t *c, err_detail_t *d)
         return err_set(d, ERR_BAD_CONFIG, 0, "data-dir must be set");
     if (!one_of(c->queue_sync, syncs))
         return err_set(d, ERR_BAD_CONFIG, 0, "queue-sync: expected full or normal");
+    if (!one_of(c->queue_backend, backends))
+        return err_set(d, ERR_BAD_CONFIG, 0, "queue: expected sqlite or postgres");
+    if (strcmp(c->queue_backend, "postgres") == 0 && (!c->queue_url || !c->queue_url[0]))
+        return err_set(d, ERR_BAD_CONFIG, 0, "queue = postgres needs queue-url");
     if (!one_of(c->annotation, annotations))
         return err_set(d, ERR_BAD_CONFIG, 0, "annotation: expected zsg or nte");
     if (!one_of(c->other_messages, others))

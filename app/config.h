@@ -40,6 +40,8 @@ typedef struct {
     bool insecure;      /* allow a non-loopback HTTP listener without TLS and auth */
     /* storage */
     char *data_dir;
+    char *queue_backend;       /* "sqlite" | "postgres" */
+    char *queue_url;           /* queue = postgres: libpq conninfo or URI */
     char *queue_sync;          /* "full" | "normal" */
     long queue_max;
     /* downstream */

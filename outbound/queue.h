@@ -48,8 +48,16 @@ typedef enum {
 #define QUEUE_CTYPE_MAX 127      /* content type bytes */
 #define QUEUE_FINDINGS_MAX 65535 /* findings summary bytes */
 
+typedef enum {
+    QUEUE_BACKEND_SQLITE = 0, /* a file: the path given to queue_open() (default) */
+    QUEUE_BACKEND_POSTGRES,   /* a PostgreSQL database: url (queue_pg.c) */
+} queue_backend_t;
+
 typedef struct {
-    queue_sync_t sync;       /* durability policy, see above */
+    queue_backend_t backend; /* where the rows live */
+    const char *url;         /* QUEUE_BACKEND_POSTGRES: libpq conninfo or URI (borrowed
+                                for queue_open() only) */
+    queue_sync_t sync;       /* durability policy, see above (SQLite only) */
     unsigned max_batch;      /* most puts per transaction; 0 = 512 */
     unsigned max_delay_ms;   /* wait this long to gather a batch; 0 = next loop turn */
     size_t max_queued;       /* pending messages (all destinations) before ERR_BUSY; 0 = 100000 */

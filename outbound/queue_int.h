@@ -1,6 +1,7 @@
 /* queue_int.h - queue internals shared with outbound/ files, the fuzz target
- * and the unit tests: the row decoder, the destination-name check and the
- * write connection. Not for other modules. */
+ * and the unit tests: the backend interface (queue.c dispatches every public
+ * call through it to queue_sqlite.c or queue_pg.c), the row decoder, the
+ * destination-name check and the write connection. Not for other modules. */
 #ifndef SPINEGATE_QUEUE_INT_H
 #define SPINEGATE_QUEUE_INT_H
 
@@ -9,6 +10,55 @@
 #include <stddef.h>
 
 #include "queue.h"
+
+/* The four marks of queue.h, as one backend entry. */
+typedef enum {
+    QUEUE__MARK_DELIVERED,
+    QUEUE__MARK_DEAD,
+    QUEUE__MARK_DEAD_LETTERED,
+    QUEUE__MARK_ATTEMPT,
+} queue__mark_t;
+
+/* What a backend implements: queue.h's functions one for one (see there for
+ * what each does and may return), minus the checks queue.c makes for all. */
+typedef struct {
+    err_t (*put)(queue_t *q, const queue_item_t *item, queue_put_cb cb, void *user);
+    err_t (*put_many)(queue_t *q, const queue_item_t *items, size_t n, queue_put_many_cb cb,
+                      void *user, size_t *refused);
+    void (*stats)(const queue_t *q, queue_stats_t *st);
+    uint64_t (*depth)(const queue_t *q, const char *dest);
+    const char *(*path)(const queue_t *q);
+    int64_t (*max_id)(const queue_t *q);
+    int64_t (*instance)(const queue_t *q);
+    void (*close)(queue_t *q, queue_close_cb cb, void *user);
+    err_t (*dead_review)(queue_t *q, const char *dest, queue_dead_fn fate, void *user,
+                         size_t *requeued, size_t *filed, err_detail_t *d);
+    err_t (*reader_open)(queue_t *q, const char *dest, queue_ready_cb ready_cb, void *user,
+                         queue_reader_t **out, err_detail_t *d);
+    err_t (*reader_fetch)(queue_reader_t *r, size_t max, queue_fetch_cb cb);
+    bool (*reader_has_more)(const queue_reader_t *r);
+    size_t (*reader_unsynced)(const queue_reader_t *r);
+    void (*reader_flush)(queue_reader_t *r);
+    void (*reader_close)(queue_reader_t *r);
+    err_t (*mark)(queue_reader_t *r, queue__mark_t kind, int64_t id, unsigned attempts,
+                  unsigned rejects, const char *reason);
+} queue__ops_t;
+
+/* The head of every backend's queue and reader: each backend's own struct
+ * begins with one of these, so that the pointers convert both ways. */
+struct queue {
+    const queue__ops_t *ops;
+};
+
+struct queue_reader {
+    queue_t *q; /* the queue it reads, for its ops */
+};
+
+/* The backends' open functions (queue_open picks one by opts->backend). */
+err_t queue__sqlite_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts,
+                         queue_t **out, err_detail_t *d);
+err_t queue__pg_open(uv_loop_t *loop, const queue_opts_t *opts, queue_t **out,
+                     err_detail_t *d);
 
 /* Decodes the current row of a fetch statement (columns id, dest, control_id,
  * content_type, payload, findings, attempts, created_ms, rejects) into one

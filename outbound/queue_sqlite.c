@@ -1,0 +1,1995 @@
+/* queue_sqlite.c - the durable queue on SQLite in WAL mode with group commit
+ * (the default backend; queue.c dispatches to it, queue_pg.c is the other).
+ *
+ * The loop thread only gathers work: puts and marks wait in two lists until
+ * the commit timer fires; then one transaction holding all of them runs on the
+ * libuv thread pool against the write connection, and its after-work callback
+ * (back on the loop thread) calls the put callbacks in order. Only one commit
+ * runs at a time, so the write connection is never used by two threads at once;
+ * each reader has its own read connection, used by at most one fetch at a time.
+ * Everything here is owned by the sq_t and freed by queue_close().
+ */
+#include "queue.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "queue_int.h"
+#include "worklist.h"
+#include "worklist_int.h"
+#include "xmalloc.h"
+
+/* Row states on disk. In flight is not stored: after a crash an in-flight row
+ * must be pending again, which is what it already is. Delivered rows are
+ * deleted in the transaction that would have marked them. A dead row is
+ * ST_DEAD when the queue is the only place that holds the message (no
+ * dead-letter folder, an unreadable row, rows from older versions, which may
+ * have lost their file to a full disk): never pruned. ST_DEAD_LETTERED rows
+ * have a durable dead-letter file beside them: pruned after dead_keep_days. */
+enum { ST_PENDING = 0, ST_DEAD = 3, ST_DEAD_LETTERED = 4 };
+
+#define SCHEMA_VERSION 1
+
+typedef struct sq sq_t;
+typedef struct sqr sqr_t;
+
+/* The puts of one queue_put_many(): its members are consecutive in the put
+ * list and always go into the same transaction (commit_start never cuts a
+ * group), so they are committed or refused together. */
+typedef struct put_group {
+    queue_put_many_cb cb;
+    void *user;
+    size_t n;      /* members */
+    size_t ndone;  /* members whose commit has ended */
+    int64_t ids[]; /* row ids in item order, filled as the members end */
+} put_group_t;
+
+typedef struct put_req {
+    struct put_req *next;
+    queue_put_cb cb;
+    void *user;
+    put_group_t *grp; /* NULL for a single put */
+    bool grp_cont;    /* a member after the first: the batch may not be cut here */
+    int64_t id;
+    size_t dest_idx;
+    int64_t created_ms;
+    const char *dest, *control_id, *content_type, *findings, *meta, *worklist;
+    const unsigned char *payload;
+    size_t payload_len;
+    /* the strings and the payload follow in the same allocation */
+} put_req_t;
+
+typedef enum { MARK_DELIVERED, MARK_DEAD, MARK_DEAD_LETTERED, MARK_ATTEMPT } mark_kind_t;
+
+typedef struct mark_req {
+    struct mark_req *next;
+    int64_t id;
+    size_t dest_idx;
+    mark_kind_t kind;
+    unsigned attempts;
+    unsigned rejects; /* MARK_ATTEMPT: application rejects so far */
+    char reason[160];
+} mark_req_t;
+
+typedef struct {
+    queue_dest_stats_t s;
+    int64_t last_id; /* highest committed pending id: readers are behind while below */
+    size_t unsynced; /* marks given, not yet committed */
+    sqr_t *reader;
+} dest_t;
+
+struct sq {
+    struct queue base; /* first: a sq_t * is an sq_t * (queue_int.h) */
+    uv_loop_t *loop;
+    queue_opts_t opts;
+    sqlite3 *db;
+    char *path;
+    sqlite3_stmt *st_insert, *st_delete, *st_dead, *st_attempt;
+    /* BEGIN IMMEDIATE and COMMIT of every group commit, parsed once */
+    sqlite3_stmt *st_begin, *st_commit;
+    sqlite3_stmt *st_wl_put, *st_wl_dead; /* worklist items (worklist.h) */
+    uv_timer_t inbox_timer; /* drains the inbox (queue.h) */
+    uv_timer_t fresh_timer; /* ends fetches served from memory (fetch_fresh) */
+    int64_t pruned_ms;      /* when the worklist was last pruned */
+    int lock_fd;
+    int64_t max_id;   /* highest id ever allocated: sqlite_sequence at open, then commits */
+    int64_t instance; /* random, drawn when the database was created (table meta) */
+    uv_timer_t timer;
+    bool timer_armed;
+    uint64_t timer_due; /* loop time the armed timer fires */
+
+    put_req_t *puts, **puts_tail; /* waiting for the next commit */
+    size_t nputs;
+    mark_req_t *marks, **marks_tail;
+
+    bool committing; /* a batch is on the thread pool */
+    unsigned fail_streak; /* group commits failed in a row: marks are retried with backoff */
+    int wal_pages;   /* WAL size after the last commit (set by the commit thread) */
+    int ck_pages;    /* WAL size when the last checkpoint started */
+
+    /* Checkpoints run on their own connection and work item, beside the
+     * commits, so that copying the WAL into the database never delays a
+     * put callback (SQLite would otherwise run it inside a COMMIT). */
+    sqlite3 *ckdb;
+    uv_work_t ckwork;
+    bool checkpointing;
+    int ck_mode, ck_rc, ck_log, ck_done;
+    uv_work_t work;
+    put_req_t *batch_puts;
+    mark_req_t *batch_marks;
+    int batch_rc;
+    char batch_err[200];
+
+    dest_t *dests;
+    size_t ndests, capdests;
+    queue_stats_t st; /* totals only; per-destination figures live in dests */
+    unsigned nreaders;
+
+    bool closing, closed;
+    queue_close_cb close_cb;
+    void *close_user;
+};
+
+struct sqr {
+    struct queue_reader base; /* first, as above */
+    sq_t *q;
+    size_t dest_idx; /* q->dests may move: the worker uses dest[] instead */
+    char dest[QUEUE_DEST_MAX + 1];
+    sqlite3 *db;
+    sqlite3_stmt *st_fetch;
+    int64_t cursor;
+    queue_ready_cb ready_cb;
+    void *user;
+    bool fetching, closing;
+    uv_work_t work;
+    queue_fetch_cb fetch_cb;
+    /* fetch in and out, touched by the worker thread only while fetching */
+    size_t max;
+    int64_t start_last_id;
+    queue_row_t **rows;
+    size_t nrows;
+    int64_t *bad_ids;
+    size_t nbad;
+    int64_t new_cursor;
+    int rc;
+    char err[200];
+    /* Rows committed since the reader opened, copied from their puts, so
+     * that a fetch of what was just stored reads neither the file nor a
+     * thread (issue 15). Loop thread only. Every pending row of the
+     * destination with an id above fresh_from is here, in id order, until
+     * something else adds rows (the inbox, a dead review: fresh_drop) or
+     * FRESH_MAX is reached; the rows at or below it come from the file. */
+    queue_row_t **fresh;
+    size_t fresh_head, fresh_n;
+    int64_t fresh_from;
+    bool fresh_ready; /* rows/new_cursor hold a fetch served from memory */
+};
+
+/* Rows kept in memory per reader at most: a deliverer further behind
+ * reads the file until it catches up. */
+#define FRESH_MAX 512
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The one place SQLite status becomes err_t. */
+static err_t sql_err(sqlite3 *db, int rc, err_detail_t *d, const char *what)
+{
+    const char *m = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT)
+        return err_set(d, ERR_QUEUE, 0, "%s: queue file is corrupt or not a database (%s)", what,
+                       m);
+    return err_set(d, ERR_QUEUE, 0, "%s: %s (sqlite %d)", what, m, rc);
+}
+
+/* The file is input like any other: a damaged or planted database must not
+ * run triggers or views on our connections, nor be written around SQLite's
+ * own checks. */
+static void harden(sqlite3 *db)
+{
+    sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, (int *)NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_VIEW, 0, (int *)NULL);
+}
+
+static int exec(sqlite3 *db, const char *sql)
+{
+    return sqlite3_exec(db, sql, NULL, NULL, NULL);
+}
+
+static size_t dest_find(sq_t *q, const char *name, bool create)
+{
+    for (size_t i = 0; i < q->ndests; i++)
+        if (strcmp(q->dests[i].s.name, name) == 0)
+            return i;
+    if (!create)
+        return SIZE_MAX;
+    if (q->ndests == q->capdests) {
+        q->capdests = q->capdests ? q->capdests * 2 : 8;
+        q->dests = xrealloc(q->dests, q->capdests * sizeof *q->dests);
+    }
+    dest_t *e = &q->dests[q->ndests];
+    memset(e, 0, sizeof *e);
+    snprintf(e->s.name, sizeof e->s.name, "%s", name);
+    return q->ndests++;
+}
+
+/* ---------------------------------------------------------------- open */
+
+/* The billing-reject count of a row (queue_mark_attempt) came after the
+ * first release: a file made before has no such column and gets it here. The
+ * schema version stays 1 on purpose: older builds name their columns and
+ * never read this one, so they still open the file. */
+static err_t add_column(sqlite3 *db, const char *col, const char *decl, err_detail_t *d)
+{
+    sqlite3_stmt *st = NULL;
+    bool have = false, any = false;
+    int rc = sqlite3_prepare_v2(db, "SELECT name FROM pragma_table_info('msgs')", -1, &st, NULL);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        any = true;
+        if (name && strcmp(name, col) == 0)
+            have = true;
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_OK)
+        return sql_err(db, rc, d, "read the queue's columns");
+    if (have || !any) /* no msgs table: not ours, the statements will say so */
+        return ERR_OK;
+    char sql[160];
+    snprintf(sql, sizeof sql, "ALTER TABLE msgs ADD COLUMN %s %s", col, decl);
+    rc = exec(db, sql);
+    if (rc != SQLITE_OK)
+        return sql_err(db, rc, d, "add a column");
+    log_info("queue: added column %s to an older queue file", col);
+    return ERR_OK;
+}
+
+static err_t open_schema(sq_t *q, err_detail_t *d)
+{
+    sqlite3 *db = q->db;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return sql_err(db, rc, d, "set WAL mode");
+    }
+    const char *mode = (const char *)sqlite3_column_text(st, 0);
+    bool wal = mode && strcmp(mode, "wal") == 0;
+    sqlite3_finalize(st);
+    if (!wal)
+        return err_set(d, ERR_QUEUE, 0, "queue file cannot use WAL mode");
+    rc = exec(db, q->opts.sync == QUEUE_SYNC_FULL ? "PRAGMA synchronous=FULL"
+                                                  : "PRAGMA synchronous=NORMAL");
+    if (rc == SQLITE_OK)
+        rc = exec(db, "PRAGMA journal_size_limit=67108864");
+    if (rc != SQLITE_OK)
+        return sql_err(db, rc, d, "set pragmas");
+
+    int version = -1;
+    rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+    if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (version < 0)
+        return sql_err(db, sqlite3_errcode(db), d, "read schema version");
+    if (version == 0) {
+        rc = exec(db, "BEGIN IMMEDIATE;"
+                      "CREATE TABLE IF NOT EXISTS msgs("
+                      " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                      " dest TEXT NOT NULL, control_id TEXT NOT NULL,"
+                      " content_type TEXT NOT NULL, payload BLOB NOT NULL, findings TEXT,"
+                      " state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
+                      " last_error TEXT, created_ms INTEGER NOT NULL,"
+                      " updated_ms INTEGER NOT NULL, rejects INTEGER NOT NULL DEFAULT 0,"
+                      " meta TEXT);"
+                      "CREATE INDEX IF NOT EXISTS msgs_dest ON msgs(dest, state, id);"
+                      "PRAGMA user_version=1;"
+                      "COMMIT;");
+        if (rc != SQLITE_OK) {
+            err_t e = sql_err(db, rc, d, "create schema");
+            exec(db, "ROLLBACK");
+            return e;
+        }
+    } else if (version != SCHEMA_VERSION) {
+        return err_set(d, ERR_QUEUE, 0, "queue schema version %d is not %d", version,
+                       SCHEMA_VERSION);
+    }
+    err_t e = add_column(db, "rejects", "INTEGER NOT NULL DEFAULT 0", d);
+    if (!e)
+        e = add_column(db, "meta", "TEXT", d);
+    if (!e && (rc = worklist__schema(db)) != SQLITE_OK)
+        e = sql_err(db, rc, d, "create the worklist");
+    return e;
+}
+
+static err_t prepare(sq_t *q, const char *sql, sqlite3_stmt **st, err_detail_t *d)
+{
+    int rc = sqlite3_prepare_v3(q->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
+    if (rc != SQLITE_OK)
+        return sql_err(q->db, rc, d, "prepare statement (schema not ours?)");
+    return ERR_OK;
+}
+
+static err_t load_state(sq_t *q, err_detail_t *d)
+{
+    /* The database's identity: deliverers' cursor files carry it, so that a
+     * cursor left beside a deleted and recreated database is not believed.
+     * Added here rather than at creation so that files made before it get
+     * one too (older builds ignore the table). */
+    int rc = exec(q->db, "BEGIN IMMEDIATE;"
+                         "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY NOT NULL, v);"
+                         "INSERT OR IGNORE INTO meta(k, v) VALUES('instance', random());"
+                         "COMMIT;");
+    if (rc != SQLITE_OK) {
+        err_t e = sql_err(q->db, rc, d, "queue identity");
+        exec(q->db, "ROLLBACK");
+        return e;
+    }
+    sqlite3_stmt *st = NULL;
+    rc = sqlite3_prepare_v2(q->db, "SELECT v FROM meta WHERE k='instance'", -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        q->instance = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW)
+        return sql_err(q->db, rc, d, "queue identity");
+
+    char sql[160];
+    snprintf(sql, sizeof sql, "DELETE FROM msgs WHERE state=%d AND updated_ms<%" PRId64,
+             ST_DEAD_LETTERED, now_ms() - (int64_t)q->opts.dead_keep_days * 86400000);
+    rc = exec(q->db, sql);
+    if (rc != SQLITE_OK)
+        return sql_err(q->db, rc, d, "prune dead rows");
+
+    rc = sqlite3_prepare_v2(q->db,
+                            "SELECT dest, count(*), max(id) FROM msgs WHERE state=0 GROUP BY dest",
+                            -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return sql_err(q->db, rc, d, "count pending rows");
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        if (!name || !queue__valid_dest(name)) {
+            /* Rows nobody can read: the destination name itself is damaged. */
+            log_warn("queue: %lld pending rows with an invalid destination name ignored",
+                     (long long)sqlite3_column_int64(st, 1));
+            continue;
+        }
+        size_t idx = dest_find(q, name, true); /* may move q->dests */
+        dest_t *e = &q->dests[idx];
+        int64_t n = sqlite3_column_int64(st, 1);
+        e->s.depth = n > 0 ? (uint64_t)n : 0;
+        e->last_id = sqlite3_column_int64(st, 2);
+        q->st.depth += e->s.depth;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return sql_err(q->db, rc, d, "count pending rows");
+
+    /* The highest id ever handed out: AUTOINCREMENT keeps it in
+     * sqlite_sequence even when every row is gone (max(id) covers a damaged
+     * sequence row). Deliverers compare their cursor files with it. */
+    rc = sqlite3_prepare_v2(q->db,
+                            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
+                            " WHERE name='msgs'), 0), coalesce((SELECT max(id) FROM msgs), 0))",
+                            -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        q->max_id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW)
+        return sql_err(q->db, rc, d, "read the id sequence");
+    return ERR_OK;
+}
+
+/* ---------------------------------------------------------------- inbox */
+
+/* Moves the inbox's messages (spinegate-admin's requeues and resends, see
+ * queue.h) to the end of their destinations' pending rows, in their inbox
+ * order, and links their worklist items to the new rows: one transaction on
+ * the write connection, on the loop thread while no commit runs (as
+ * queue_dead_review). Before load_state (at open) the counters are left to
+ * it; afterwards they are raised here and the readers woken. Returns an
+ * SQLite code; on failure nothing moved and the next poll tries again. */
+static void fresh_drop(sq_t *q);
+
+static int inbox_drain(sq_t *q, bool opened, size_t *moved)
+{
+    *moved = 0;
+    sqlite3 *db = q->db;
+    sqlite3_stmt *sel = NULL, *ins = NULL, *lnk = NULL;
+    int rc = sqlite3_prepare_v2(db, "SELECT 1 FROM inbox LIMIT 1", -1, &sel, NULL);
+    bool any = rc == SQLITE_OK && sqlite3_step(sel) == SQLITE_ROW;
+    sqlite3_finalize(sel);
+    sel = NULL;
+    if (rc != SQLITE_OK || !any)
+        return rc;
+    typedef struct {
+        char dest[QUEUE_DEST_MAX + 1];
+        int64_t id;
+    } moved_t;
+    moved_t *mv = NULL;
+    size_t n = 0, cap = 0;
+    int64_t now = now_ms();
+    rc = exec(db, "BEGIN IMMEDIATE");
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db, "SELECT id, dest FROM inbox ORDER BY id", -1, &sel, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db,
+                                "INSERT INTO msgs(dest, control_id, content_type, payload,"
+                                " findings, meta, created_ms, updated_ms, last_error)"
+                                " SELECT dest, control_id, content_type, payload, findings, meta,"
+                                " ?2, ?2, 'from the inbox' FROM inbox WHERE id=?1",
+                                -1, &ins, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db,
+                                "UPDATE worklist SET link='queue:' || ?2"
+                                " WHERE link='inbox:' || ?1",
+                                -1, &lnk, NULL);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(sel)) == SQLITE_ROW) {
+        int64_t in_id = sqlite3_column_int64(sel, 0);
+        const char *dest = (const char *)sqlite3_column_text(sel, 1);
+        rc = SQLITE_OK;
+        if (!dest || !queue__valid_dest(dest)) {
+            log_warn("queue: inbox message %" PRId64 " has no valid destination: dropped",
+                     in_id);
+            continue;
+        }
+        sqlite3_bind_int64(ins, 1, in_id);
+        sqlite3_bind_int64(ins, 2, now);
+        rc = sqlite3_step(ins);
+        sqlite3_reset(ins);
+        if (rc != SQLITE_DONE)
+            break;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 8;
+            mv = xrealloc(mv, cap * sizeof *mv);
+        }
+        snprintf(mv[n].dest, sizeof mv[n].dest, "%s", dest);
+        mv[n].id = sqlite3_last_insert_rowid(db);
+        sqlite3_bind_int64(lnk, 1, in_id);
+        sqlite3_bind_int64(lnk, 2, mv[n].id);
+        n++;
+        rc = sqlite3_step(lnk);
+        sqlite3_reset(lnk);
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    sqlite3_finalize(sel);
+    sqlite3_finalize(ins);
+    sqlite3_finalize(lnk);
+    if (rc == SQLITE_OK)
+        rc = exec(db, "DELETE FROM inbox");
+    if (rc == SQLITE_OK)
+        rc = exec(db, "COMMIT");
+    if (rc != SQLITE_OK) {
+        if (!sqlite3_get_autocommit(db))
+            exec(db, "ROLLBACK");
+        xfree(mv);
+        return rc;
+    }
+    *moved = n;
+    if (opened) {
+        /* Open already: count the rows in and wake their readers. */
+        for (size_t i = 0; i < n; i++) {
+            dest_t *e = &q->dests[dest_find(q, mv[i].dest, true)];
+            e->s.depth++;
+            q->st.depth++;
+            if (mv[i].id > e->last_id)
+                e->last_id = mv[i].id;
+            if (mv[i].id > q->max_id)
+                q->max_id = mv[i].id;
+        }
+        if (n)
+            fresh_drop(q); /* these rows are read from the file */
+        for (size_t i = 0; i < n; i++) {
+            dest_t *e = &q->dests[dest_find(q, mv[i].dest, false)];
+            sqr_t *r = e->reader;
+            if (r && !r->closing && r->ready_cb)
+                r->ready_cb(&r->base, r->user);
+        }
+    }
+    xfree(mv);
+    return SQLITE_OK;
+}
+
+/* Prunes the worklist at open and then at most once a day. */
+static void worklist_prune_maybe(sq_t *q)
+{
+    int64_t now = now_ms();
+    if (q->pruned_ms && now - q->pruned_ms < 86400000)
+        return;
+    q->pruned_ms = now;
+    size_t n = 0;
+    int rc = worklist__prune(q->db, q->opts.worklist_keep_days, now, &n);
+    if (rc != SQLITE_OK)
+        log_warn("queue: worklist prune failed: %s", sqlite3_errmsg(q->db));
+    else if (n)
+        log_info("queue: %zu worklist items older than %u days pruned", n,
+                 q->opts.worklist_keep_days);
+}
+
+static void inbox_timer_cb(uv_timer_t *t)
+{
+    sq_t *q = t->data;
+    /* The write connection is busy, or a checkpoint that may hold SQLite's
+     * write lock runs (the loop thread must not wait on it): the next tick. */
+    if (q->committing || q->closing || q->checkpointing)
+        return;
+    size_t moved = 0;
+    int rc = inbox_drain(q, true, &moved);
+    if (rc != SQLITE_OK)
+        log_warn("queue: inbox not taken (tried again): %s", sqlite3_errmsg(q->db));
+    else if (moved)
+        log_info("queue: %zu messages handed back by spinegate-admin queued", moved);
+    worklist_prune_maybe(q);
+}
+
+#define CKPT_PAGES 1000        /* start a passive checkpoint past this WAL size */
+#define CKPT_FORCE_PAGES 16384 /* past this, one that waits for and resets the WAL */
+
+static int wal_hook(void *user, sqlite3 *db, const char *name, int pages)
+{
+    ((sq_t *)user)->wal_pages = pages;
+    return SQLITE_OK;
+}
+
+static void free_handles(sq_t *q)
+{
+    if (q->ckdb)
+        sqlite3_close_v2(q->ckdb);
+    sqlite3_finalize(q->st_begin);
+    sqlite3_finalize(q->st_commit);
+    sqlite3_finalize(q->st_insert);
+    sqlite3_finalize(q->st_delete);
+    sqlite3_finalize(q->st_dead);
+    sqlite3_finalize(q->st_attempt);
+    sqlite3_finalize(q->st_wl_put);
+    sqlite3_finalize(q->st_wl_dead);
+    if (q->db)
+        sqlite3_close_v2(q->db);
+    /* Closed after SQLite's own descriptors: the lock is what keeps a second
+     * daemon away from rows this one may still be delivering. */
+    if (q->lock_fd >= 0)
+        close(q->lock_fd);
+    xfree(q->dests);
+    xfree(q->path);
+    xfree(q);
+}
+
+static void commit_timer_cb(uv_timer_t *t);
+
+static err_t sq_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, sq_t **out,
+                 err_detail_t *d)
+{
+    *out = NULL;
+    if (!loop || !path || !*path)
+        return err_set(d, ERR_BAD_CONFIG, 0, "queue: no loop or path");
+    sq_t *q = xcalloc(1, sizeof *q);
+    q->loop = loop;
+    q->lock_fd = -1;
+    if (opts)
+        q->opts = *opts;
+    if (q->opts.sync != QUEUE_SYNC_FULL && q->opts.sync != QUEUE_SYNC_NORMAL) {
+        xfree(q);
+        return err_set(d, ERR_BAD_CONFIG, 0, "queue: unknown sync policy");
+    }
+    if (!q->opts.max_batch)
+        q->opts.max_batch = 512;
+    if (!q->opts.max_queued)
+        q->opts.max_queued = 100000;
+    if (!q->opts.max_payload)
+        q->opts.max_payload = 16u << 20;
+    if (!q->opts.dead_keep_days)
+        q->opts.dead_keep_days = 30;
+    if (!q->opts.worklist_keep_days)
+        q->opts.worklist_keep_days = WORKLIST_KEEP_DAYS;
+    if (!q->opts.inbox_poll_ms)
+        q->opts.inbox_poll_ms = 1000;
+    q->path = xstrdup(path);
+    q->puts_tail = &q->puts;
+    q->marks_tail = &q->marks;
+
+    size_t n = strlen(path) + 6;
+    char *lock = xmalloc(n);
+    snprintf(lock, n, "%s.lock", path);
+    q->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (q->lock_fd < 0) {
+        err_set(d, ERR_IO, 0, "queue lock file %s: %s", lock, strerror(errno));
+        xfree(lock);
+        free_handles(q);
+        return ERR_IO;
+    }
+    if (flock(q->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        err_t e = errno == EWOULDBLOCK
+                      ? err_set(d, ERR_BUSY, 0, "queue %s is in use by another process", path)
+                      : err_set(d, ERR_IO, 0, "queue lock file %s: %s", lock, strerror(errno));
+        xfree(lock);
+        free_handles(q);
+        return e;
+    }
+    xfree(lock);
+
+    int rc = sqlite3_open_v2(
+        path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    err_t e = ERR_OK;
+    if (rc != SQLITE_OK)
+        e = sql_err(q->db, rc, d, "open queue");
+    if (!e) {
+        harden(q->db);
+        sqlite3_busy_timeout(q->db, 5000);
+        sqlite3_extended_result_codes(q->db, 0);
+        e = open_schema(q, d);
+    }
+    if (!e)
+        e = prepare(q,
+                    "INSERT INTO msgs(dest, control_id, content_type, payload, findings,"
+                    " created_ms, updated_ms, meta) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
+                    &q->st_insert, d);
+    if (!e)
+        e = prepare(q,
+                    "INSERT INTO worklist(kind, msg_id, dest, control_id, content_type, payload,"
+                    " findings, meta, received_ms) VALUES(?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9)",
+                    &q->st_wl_put, d);
+    if (!e)
+        e = prepare(q,
+                    "INSERT INTO worklist(kind, msg_id, dest, control_id, content_type, payload,"
+                    " findings, meta, reason, received_ms) SELECT 'dead', id, dest, control_id,"
+                    " content_type, payload, findings, meta, ?2, created_ms FROM msgs"
+                    " WHERE id=?1 AND NOT EXISTS(SELECT 1 FROM worklist WHERE msg_id=?1"
+                    " AND kind='dead')",
+                    &q->st_wl_dead, d);
+    if (!e)
+        e = prepare(q, "DELETE FROM msgs WHERE id=?1", &q->st_delete, d);
+    if (!e)
+        e = prepare(q, "BEGIN IMMEDIATE", &q->st_begin, d);
+    if (!e)
+        e = prepare(q, "COMMIT", &q->st_commit, d);
+    if (!e)
+        e = prepare(q,
+                    "UPDATE msgs SET state=?5, attempts=?2, last_error=?3, updated_ms=?4"
+                    " WHERE id=?1",
+                    &q->st_dead, d);
+    if (!e)
+        e = prepare(q,
+                    "UPDATE msgs SET attempts=?2, last_error=?3, updated_ms=?4, rejects=?5"
+                    " WHERE id=?1",
+                    &q->st_attempt, d);
+    size_t moved = 0;
+    if (!e && (rc = inbox_drain(q, false, &moved)) != SQLITE_OK)
+        e = sql_err(q->db, rc, d, "take the inbox");
+    if (!e && moved)
+        log_info("queue: %zu messages handed back by spinegate-admin queued", moved);
+    if (!e)
+        e = load_state(q, d);
+    if (!e)
+        worklist_prune_maybe(q);
+    if (!e) {
+        sqlite3_wal_hook(q->db, wal_hook, q); /* replaces the automatic checkpoint */
+        rc = sqlite3_open_v2(path, &q->ckdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+        if (rc == SQLITE_OK) {
+            harden(q->ckdb);
+            sqlite3_busy_timeout(q->ckdb, 5000);
+            rc = exec(q->ckdb, q->opts.sync == QUEUE_SYNC_FULL ? "PRAGMA synchronous=FULL"
+                                                               : "PRAGMA synchronous=NORMAL");
+        }
+        if (rc != SQLITE_OK)
+            e = sql_err(q->ckdb, rc, d, "open checkpoint connection");
+    }
+    if (e) {
+        free_handles(q);
+        return e;
+    }
+    uv_timer_init(loop, &q->timer);
+    q->timer.data = q;
+    /* Unreferenced: the inbox poll alone does not keep a loop running. */
+    uv_timer_init(loop, &q->inbox_timer);
+    q->inbox_timer.data = q;
+    uv_timer_init(loop, &q->fresh_timer);
+    q->fresh_timer.data = q;
+    uv_timer_start(&q->inbox_timer, inbox_timer_cb, q->opts.inbox_poll_ms, q->opts.inbox_poll_ms);
+    uv_unref((uv_handle_t *)&q->inbox_timer);
+    log_info("queue: opened %s (sync=%s, %" PRIu64 " pending)", path,
+             q->opts.sync == QUEUE_SYNC_FULL ? "full" : "normal", q->st.depth);
+    *out = q;
+    return ERR_OK;
+}
+
+/* ---------------------------------------------------------------- fresh rows */
+
+static void fresh_clear(sqr_t *r)
+{
+    while (r->fresh_n) {
+        queue_row_free(r->fresh[r->fresh_head]);
+        r->fresh_head = (r->fresh_head + 1) % FRESH_MAX;
+        r->fresh_n--;
+    }
+    r->fresh_head = 0;
+}
+
+/* Rows were added that commit_done did not see (the inbox, a dead review):
+ * the readers read everything up to the highest id so far from the file. */
+static void fresh_drop(sq_t *q)
+{
+    for (size_t i = 0; i < q->ndests; i++) {
+        sqr_t *r = q->dests[i].reader;
+        if (r) {
+            fresh_clear(r);
+            r->fresh_from = q->max_id;
+        }
+    }
+}
+
+/* Keeps the row p just committed as a fetch would read it back. */
+static void fresh_add(sqr_t *r, const put_req_t *p)
+{
+    if (p->id <= r->fresh_from)
+        return;
+    if (r->fresh_n == FRESH_MAX || r->cursor < r->fresh_from) {
+        /* The deliverer is behind (a backlog, a slow destination): it
+         * reads the file, and nothing is copied for it until it has read
+         * past this row. */
+        fresh_clear(r);
+        r->fresh_from = p->id;
+        return;
+    }
+    if (!r->fresh)
+        r->fresh = xmalloc(FRESH_MAX * sizeof *r->fresh);
+    size_t ld = strlen(p->dest) + 1, lc = strlen(p->control_id) + 1,
+           lt = strlen(p->content_type) + 1, lf = p->findings ? strlen(p->findings) + 1 : 0;
+    queue_row_t *row = xmalloc(sizeof *row + ld + lc + lt + lf + p->payload_len + 1);
+    char *s = (char *)(row + 1);
+    row->id = p->id;
+    row->attempts = 0;
+    row->rejects = 0;
+    row->created_ms = p->created_ms;
+    row->dest = memcpy(s, p->dest, ld);
+    s += ld;
+    row->control_id = memcpy(s, p->control_id, lc);
+    s += lc;
+    row->content_type = memcpy(s, p->content_type, lt);
+    s += lt;
+    row->findings = lf ? memcpy(s, p->findings, lf) : NULL;
+    s += lf;
+    memcpy(s, p->payload, p->payload_len);
+    s[p->payload_len] = 0;
+    row->payload = (const unsigned char *)s;
+    row->payload_len = p->payload_len;
+    r->fresh[(r->fresh_head + r->fresh_n) % FRESH_MAX] = row;
+    r->fresh_n++;
+}
+
+/* ---------------------------------------------------------------- commit */
+
+static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s)
+        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+/* Steps a statement that returns no row, as exec() would run its SQL. */
+static int step_done(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Runs on the thread pool: one transaction for the whole batch. */
+static void commit_work(uv_work_t *w)
+{
+    sq_t *q = w->data;
+    sqlite3 *db = q->db;
+    int rc = step_done(q->st_begin);
+    const char *what = "begin";
+    int64_t now = now_ms();
+    for (put_req_t *p = q->batch_puts; rc == SQLITE_OK && p; p = p->next) {
+        sqlite3_stmt *st = q->st_insert;
+        sqlite3_bind_text(st, 1, p->dest, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, p->control_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, p->content_type, -1, SQLITE_STATIC);
+        sqlite3_bind_blob64(st, 4, p->payload, p->payload_len, SQLITE_STATIC);
+        bind_text_or_null(st, 5, p->findings);
+        sqlite3_bind_int64(st, 6, p->created_ms);
+        bind_text_or_null(st, 7, p->meta);
+        rc = sqlite3_step(st);
+        p->id = sqlite3_last_insert_rowid(db);
+        sqlite3_reset(st);
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+        what = "insert";
+        if (rc == SQLITE_OK && p->worklist) {
+            /* The item and the row it describes commit together or not at all. */
+            st = q->st_wl_put;
+            sqlite3_bind_int64(st, 1, p->id);
+            sqlite3_bind_text(st, 2, p->dest, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 3, p->control_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 4, p->content_type, -1, SQLITE_STATIC);
+            sqlite3_bind_blob64(st, 5, p->payload, p->payload_len, SQLITE_STATIC);
+            bind_text_or_null(st, 6, p->findings);
+            bind_text_or_null(st, 7, p->meta);
+            sqlite3_bind_text(st, 8, p->worklist, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 9, p->created_ms);
+            rc = sqlite3_step(st);
+            sqlite3_reset(st);
+            rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+            what = "worklist";
+        }
+    }
+    for (mark_req_t *m = q->batch_marks; rc == SQLITE_OK && m; m = m->next) {
+        bool dead = m->kind == MARK_DEAD || m->kind == MARK_DEAD_LETTERED;
+        sqlite3_stmt *st = m->kind == MARK_DELIVERED ? q->st_delete
+                           : dead                    ? q->st_dead
+                                                     : q->st_attempt;
+        sqlite3_bind_int64(st, 1, m->id);
+        if (m->kind != MARK_DELIVERED) {
+            sqlite3_bind_int64(st, 2, m->attempts);
+            sqlite3_bind_text(st, 3, m->reason, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 4, now);
+        }
+        if (dead)
+            sqlite3_bind_int(st, 5, m->kind == MARK_DEAD ? ST_DEAD : ST_DEAD_LETTERED);
+        else if (m->kind == MARK_ATTEMPT)
+            sqlite3_bind_int64(st, 5, m->rejects);
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+        what = "mark";
+        if (rc == SQLITE_OK && dead) {
+            /* A dead letter is a worklist item, written with its mark (once:
+             * a mark given again finds it, see st_wl_dead). */
+            st = q->st_wl_dead;
+            sqlite3_bind_int64(st, 1, m->id);
+            sqlite3_bind_text(st, 2, m->reason, -1, SQLITE_STATIC);
+            rc = sqlite3_step(st);
+            sqlite3_reset(st);
+            rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+            what = "worklist";
+        }
+    }
+    if (rc == SQLITE_OK) {
+        rc = step_done(q->st_commit);
+        what = "commit";
+    }
+    q->batch_rc = rc;
+    if (rc != SQLITE_OK) {
+        snprintf(q->batch_err, sizeof q->batch_err, "%s: %s (sqlite %d)", what, sqlite3_errmsg(db),
+                 rc);
+        if (!sqlite3_get_autocommit(db))
+            exec(db, "ROLLBACK");
+    }
+}
+
+static void commit_start(sq_t *q);
+static void commit_schedule(sq_t *q, bool urgent);
+static void maybe_finish_close(sq_t *q);
+
+static void checkpoint_work(uv_work_t *w)
+{
+    sq_t *q = w->data;
+    q->ck_log = q->ck_done = 0;
+    q->ck_rc = sqlite3_wal_checkpoint_v2(q->ckdb, NULL, q->ck_mode, &q->ck_log, &q->ck_done);
+}
+
+static void checkpoint_done(uv_work_t *w, int status)
+{
+    sq_t *q = w->data;
+    q->checkpointing = false;
+    if (status == 0 && q->ck_rc != SQLITE_OK && q->ck_rc != SQLITE_BUSY)
+        log_warn("queue: checkpoint: %s (sqlite %d)", sqlite3_errstr(q->ck_rc), q->ck_rc);
+    maybe_finish_close(q);
+}
+
+static void checkpoint_maybe(sq_t *q)
+{
+    if (q->checkpointing || q->closed || q->wal_pages < CKPT_PAGES)
+        return;
+    /* Commits go on while a checkpoint runs, so the WAL seldom restarts
+     * before the forced one: past CKPT_PAGES, start one per CKPT_PAGES new
+     * pages, not one per commit (each syncs the WAL: most of the fsyncs of
+     * queue-sync=normal were these). */
+    if (q->wal_pages < q->ck_pages)
+        q->ck_pages = 0; /* the WAL restarted */
+    if (q->wal_pages < CKPT_FORCE_PAGES && q->wal_pages - q->ck_pages < CKPT_PAGES)
+        return;
+    q->ck_pages = q->wal_pages;
+    /* Passive: copies what it can without blocking the writer. If the WAL
+     * still grew (the writer never let it restart), the next one waits. */
+    q->ck_mode =
+        q->wal_pages >= CKPT_FORCE_PAGES ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE;
+    q->checkpointing = true;
+    q->ckwork.data = q;
+    uv_queue_work(q->loop, &q->ckwork, checkpoint_work, checkpoint_done);
+}
+
+static void commit_done(uv_work_t *w, int status)
+{
+    sq_t *q = w->data;
+    put_req_t *puts = q->batch_puts;
+    mark_req_t *marks = q->batch_marks;
+    q->batch_puts = NULL;
+    q->batch_marks = NULL;
+    q->committing = false;
+    bool ok = status == 0 && q->batch_rc == SQLITE_OK;
+    if (ok && puts)
+        QUEUE_CRASH_POINT("put-committed"); /* stored, the sender not yet answered */
+    if (ok && marks)
+        QUEUE_CRASH_POINT("marks-committed"); /* delivered/dead marks durable */
+    if (ok) {
+        q->st.commits++;
+        if (q->fail_streak)
+            log_info("queue: group commits succeed again");
+        q->fail_streak = 0;
+    } else {
+        q->st.commit_failures++;
+        q->fail_streak++;
+        log_error("queue: group commit failed: %s; its puts are refused, its marks %s",
+                  status ? uv_strerror(status) : q->batch_err,
+                  q->closing ? "lost (closing: a restart sends those rows again)"
+                             : "kept and retried");
+        if (!q->closing && marks) {
+            /* A mark is the only record that a row was delivered or
+             * dead-lettered once the cursor passes it: put the whole batch
+             * back in front of newer marks (marks are idempotent, their order
+             * kept) and retry it with backoff. The deliverer waits on them
+             * (queue_reader_unsynced) before its cursor passes a dead row. */
+            mark_req_t *last = marks;
+            while (last->next)
+                last = last->next;
+            last->next = q->marks;
+            if (!q->marks)
+                q->marks_tail = &last->next;
+            q->marks = marks;
+            marks = NULL;
+        }
+    }
+
+    /* Readers learn of new rows before the callbacks run, so that a callback
+     * that inspects the queue sees a consistent state. */
+    size_t ntouched = q->ndests; /* a callback may add destinations */
+    bool *touched = ntouched ? xcalloc(ntouched, sizeof *touched) : NULL;
+    for (put_req_t *p = puts; p; p = p->next) {
+        dest_t *e = &q->dests[p->dest_idx];
+        if (ok) {
+            if (p->id > e->last_id)
+                e->last_id = p->id;
+            if (p->id > q->max_id)
+                q->max_id = p->id;
+            touched[p->dest_idx] = true;
+            if (e->reader && !e->reader->closing)
+                fresh_add(e->reader, p);
+        } else {
+            e->s.depth--;
+            q->st.depth--;
+        }
+    }
+    while (marks) {
+        /* Failed or not, these marks are no longer waited for. */
+        mark_req_t *m = marks;
+        marks = m->next;
+        q->dests[m->dest_idx].unsynced--;
+        touched[m->dest_idx] = true;
+        xfree(m);
+    }
+    while (puts) {
+        put_req_t *p = puts;
+        puts = p->next;
+        if (ok)
+            q->st.committed++;
+        else
+            q->st.failed++;
+        if (p->grp) {
+            put_group_t *g = p->grp;
+            g->ids[g->ndone++] = ok ? p->id : 0;
+            if (g->ndone == g->n) {
+                /* Every member was in this batch: one status for all. */
+                if (g->cb)
+                    g->cb(&q->base, ok ? ERR_OK : ERR_QUEUE, ok ? g->ids : NULL, g->n, g->user);
+                xfree(g);
+            }
+        } else if (p->cb) {
+            p->cb(&q->base, ok ? ERR_OK : ERR_QUEUE, ok ? p->id : 0, p->user);
+        }
+        xfree(p);
+    }
+    for (size_t i = 0; i < ntouched; i++) {
+        sqr_t *r = q->dests[i].reader;
+        if (touched[i] && r && !r->closing && r->ready_cb)
+            r->ready_cb(&r->base, r->user);
+    }
+    xfree(touched);
+
+    checkpoint_maybe(q);
+    /* Puts that arrived during this commit have already waited one commit. */
+    if (q->puts || (q->marks && q->closing))
+        commit_start(q);
+    else if (q->marks)
+        commit_schedule(q, false);
+    else
+        maybe_finish_close(q);
+}
+
+static void commit_start(sq_t *q)
+{
+    if (q->committing || (!q->puts && !q->marks))
+        return;
+    if (q->timer_armed) {
+        uv_timer_stop(&q->timer);
+        q->timer_armed = false;
+    }
+    /* Take at most max_batch puts, but never part of a group (the batch then
+     * grows by the rest of that group); all pending marks (they are small). */
+    put_req_t **tail = &q->puts;
+    size_t n = 0;
+    while (*tail && (n < q->opts.max_batch || (*tail)->grp_cont)) {
+        tail = &(*tail)->next;
+        n++;
+    }
+    q->batch_puts = q->puts;
+    q->puts = *tail;
+    *tail = NULL;
+    q->nputs -= n;
+    if (!q->puts)
+        q->puts_tail = &q->puts;
+    q->batch_marks = q->marks;
+    q->marks = NULL;
+    q->marks_tail = &q->marks;
+    q->committing = true;
+    q->work.data = q;
+    uv_queue_work(q->loop, &q->work, commit_work, commit_done);
+}
+
+static void commit_timer_cb(uv_timer_t *t)
+{
+    sq_t *q = t->data;
+    q->timer_armed = false;
+    commit_start(q);
+}
+
+/* Marks wait this long for company: nobody waits for them, and a put commit
+ * that comes along meanwhile takes them too. */
+#define MARK_DELAY_MS 10
+
+/* Arms the commit timer unless a commit runs (its end starts the next one).
+ * urgent: a put is waiting (its sender waits for the ACK). */
+static void commit_schedule(sq_t *q, bool urgent)
+{
+    if (q->committing)
+        return;
+    if (q->nputs >= q->opts.max_batch) {
+        commit_start(q);
+        return;
+    }
+    uint64_t delay = q->opts.max_delay_ms;
+    if (!urgent && delay < MARK_DELAY_MS)
+        delay = MARK_DELAY_MS;
+    if (q->fail_streak && !q->puts) {
+        /* The last commit failed (a full disk?): marks alone retry with
+         * backoff, 10 ms doubled per failure up to 2 s, not in a loop. */
+        unsigned sh = q->fail_streak < 8 ? q->fail_streak : 8;
+        uint64_t back = (uint64_t)MARK_DELAY_MS << sh;
+        if (back > 2000)
+            back = 2000;
+        if (delay < back)
+            delay = back;
+    }
+    uint64_t due = uv_now(q->loop) + delay;
+    if (q->timer_armed && q->timer_due <= due)
+        return;
+    q->timer_armed = true;
+    q->timer_due = due;
+    uv_timer_start(&q->timer, commit_timer_cb, delay, 0);
+}
+
+/* ---------------------------------------------------------------- put */
+
+static bool text_ok(const char *s, size_t max)
+{
+    return s && strlen(s) <= max;
+}
+
+/* The checks queue_put makes of one item, in its order of errors. */
+static err_t item_check(const sq_t *q, const queue_item_t *item)
+{
+    if (!item || !queue__valid_dest(item->dest) ||
+        !text_ok(item->control_id, QUEUE_CONTROL_ID_MAX) ||
+        !text_ok(item->content_type, QUEUE_CTYPE_MAX) || !item->content_type[0])
+        return ERR_BAD_VALUE;
+    if (!item->payload || item->payload_len == 0)
+        return ERR_EMPTY;
+    if (item->payload_len > q->opts.max_payload ||
+        (item->findings && strlen(item->findings) > QUEUE_FINDINGS_MAX))
+        return ERR_TOO_LARGE;
+    return ERR_OK;
+}
+
+/* Copies a checked item into a put request at the end of the put list. */
+static put_req_t *put_append(sq_t *q, const queue_item_t *item, queue_put_cb cb, void *user)
+{
+    size_t ld = strlen(item->dest) + 1, lc = strlen(item->control_id) + 1,
+           lt = strlen(item->content_type) + 1,
+           lf = item->findings ? strlen(item->findings) + 1 : 0,
+           lm = item->meta ? strlen(item->meta) + 1 : 0,
+           lw = item->worklist ? strlen(item->worklist) + 1 : 0;
+    put_req_t *p = xmalloc(sizeof *p + ld + lc + lt + lf + lm + lw + item->payload_len + 1);
+    char *s = (char *)(p + 1);
+    p->next = NULL;
+    p->cb = cb;
+    p->user = user;
+    p->grp = NULL;
+    p->grp_cont = false;
+    p->id = 0;
+    p->created_ms = now_ms();
+    p->dest = memcpy(s, item->dest, ld);
+    s += ld;
+    p->control_id = memcpy(s, item->control_id, lc);
+    s += lc;
+    p->content_type = memcpy(s, item->content_type, lt);
+    s += lt;
+    p->findings = lf ? memcpy(s, item->findings, lf) : NULL;
+    s += lf;
+    p->meta = lm ? memcpy(s, item->meta, lm) : NULL;
+    s += lm;
+    p->worklist = lw ? memcpy(s, item->worklist, lw) : NULL;
+    s += lw;
+    p->payload = memcpy(s, item->payload, item->payload_len);
+    s[item->payload_len] = 0;
+    p->payload_len = item->payload_len;
+    p->dest_idx = dest_find(q, item->dest, true);
+
+    dest_t *e = &q->dests[p->dest_idx];
+    e->s.depth++;
+    e->s.put++;
+    q->st.depth++;
+    q->st.put++;
+    *q->puts_tail = p;
+    q->puts_tail = &p->next;
+    q->nputs++;
+    return p;
+}
+
+static err_t sq_put(sq_t *q, const queue_item_t *item, queue_put_cb cb, void *user)
+{
+    if (q->closing)
+        return ERR_CLOSED;
+    err_t e = item_check(q, item);
+    if (e)
+        return e;
+    if (q->st.depth >= q->opts.max_queued)
+        return ERR_BUSY;
+    put_append(q, item, cb, user);
+    commit_schedule(q, true);
+    return ERR_OK;
+}
+
+static err_t sq_put_many(sq_t *q, const queue_item_t *items, size_t n, queue_put_many_cb cb,
+                     void *user, size_t *refused)
+{
+    if (refused)
+        *refused = 0;
+    if (q->closing)
+        return ERR_CLOSED;
+    if (!items || n == 0)
+        return ERR_BAD_VALUE;
+    /* Every item is checked before any is taken: a refusal stores none. */
+    for (size_t i = 0; i < n; i++) {
+        err_t e = item_check(q, &items[i]);
+        if (e) {
+            if (refused)
+                *refused = i;
+            return e;
+        }
+    }
+    if (q->st.depth >= q->opts.max_queued)
+        return ERR_BUSY;
+    put_group_t *g = xmalloc(sizeof *g + n * sizeof g->ids[0]);
+    g->cb = cb;
+    g->user = user;
+    g->n = n;
+    g->ndone = 0;
+    for (size_t i = 0; i < n; i++) {
+        put_req_t *p = put_append(q, &items[i], NULL, NULL);
+        p->grp = g;
+        p->grp_cont = i > 0;
+    }
+    commit_schedule(q, true);
+    return ERR_OK;
+}
+
+/* ---------------------------------------------------------------- dead rows */
+
+static err_t sq_dead_review(sq_t *q, const char *dest, queue_dead_fn fate, void *user,
+                        size_t *requeued, size_t *filed, err_detail_t *d)
+{
+    if (requeued)
+        *requeued = 0;
+    if (filed)
+        *filed = 0;
+    if (q->closing)
+        return err_set(d, ERR_CLOSED, 0, "queue is closing");
+    if (!queue__valid_dest(dest))
+        return err_set(d, ERR_BAD_VALUE, 0, "invalid destination name");
+    if (q->committing)
+        return err_set(d, ERR_BUSY, 0, "a commit is running");
+    sqlite3 *db = q->db;
+    sqlite3_stmt *sel = NULL, *ins = NULL, *del = NULL, *upd = NULL;
+    int64_t *ids = NULL;
+    unsigned char *fates = NULL;
+    size_t n = 0, cap = 0, nreq = 0, nfiled = 0;
+    int rc = sqlite3_prepare_v2(db,
+                                "SELECT id, dest, control_id, content_type, payload, findings,"
+                                " attempts, created_ms, rejects FROM msgs"
+                                " WHERE dest=?1 AND state=?2 ORDER BY id",
+                                -1, &sel, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(sel, 1, dest, -1, SQLITE_STATIC);
+        sqlite3_bind_int(sel, 2, ST_DEAD);
+        while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
+            char why[96];
+            queue_row_t *row = queue__row_decode(sel, q->opts.max_payload, why, sizeof why);
+            if (!row)
+                continue; /* unreadable: it stays as it is */
+            queue_dead_fate_t f = fate(row, user);
+            if (f != QUEUE_DEAD_KEEP) {
+                if (n == cap) {
+                    cap = cap ? cap * 2 : 16;
+                    ids = xrealloc(ids, cap * sizeof *ids);
+                    fates = xrealloc(fates, cap);
+                }
+                ids[n] = row->id;
+                fates[n++] = (unsigned char)f;
+            }
+            queue_row_free(row);
+        }
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_finalize(sel);
+    if (rc == SQLITE_OK && n)
+        rc = exec(db, "BEGIN IMMEDIATE");
+    if (rc == SQLITE_OK && n)
+        rc =
+            sqlite3_prepare_v2(db,
+                               "INSERT INTO msgs(dest, control_id, content_type, payload, findings,"
+                               " created_ms, updated_ms, last_error) SELECT dest, control_id,"
+                               " content_type, payload, findings, created_ms, ?2,"
+                               " 'requeued dead row ' || id FROM msgs WHERE id=?1",
+                               -1, &ins, NULL);
+    if (rc == SQLITE_OK && n)
+        rc = sqlite3_prepare_v2(db, "DELETE FROM msgs WHERE id=?1", -1, &del, NULL);
+    if (rc == SQLITE_OK && n)
+        rc = sqlite3_prepare_v2(db, "UPDATE msgs SET state=?2 WHERE id=?1", -1, &upd, NULL);
+    int64_t first = 0, last = 0, now = now_ms();
+    for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
+        if (fates[i] == QUEUE_DEAD_FILED) {
+            sqlite3_bind_int64(upd, 1, ids[i]);
+            sqlite3_bind_int(upd, 2, ST_DEAD_LETTERED);
+            rc = sqlite3_step(upd);
+            sqlite3_reset(upd);
+            nfiled++;
+        } else {
+            /* A new id puts it behind every pending row: the delivery
+             * cursor (out.h) is past its old one and would skip it. */
+            sqlite3_bind_int64(ins, 1, ids[i]);
+            sqlite3_bind_int64(ins, 2, now);
+            rc = sqlite3_step(ins);
+            sqlite3_reset(ins);
+            if (rc == SQLITE_DONE) {
+                last = sqlite3_last_insert_rowid(db);
+                if (!first)
+                    first = last;
+                sqlite3_bind_int64(del, 1, ids[i]);
+                rc = sqlite3_step(del);
+                sqlite3_reset(del);
+            }
+            nreq++;
+        }
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_finalize(ins);
+    sqlite3_finalize(del);
+    sqlite3_finalize(upd);
+    if (rc == SQLITE_OK && n)
+        rc = exec(db, "COMMIT");
+    xfree(ids);
+    xfree(fates);
+    if (rc != SQLITE_OK) {
+        err_t e = sql_err(db, rc, d, "review dead rows");
+        if (!sqlite3_get_autocommit(db))
+            exec(db, "ROLLBACK");
+        return e;
+    }
+    if (nreq) {
+        dest_t *e = &q->dests[dest_find(q, dest, true)];
+        e->s.depth += nreq;
+        q->st.depth += nreq;
+        if (last > e->last_id)
+            e->last_id = last;
+        if (last > q->max_id)
+            q->max_id = last;
+        fresh_drop(q); /* these rows are read from the file */
+        log_warn("queue: %zu dead messages of %s that no dead-letter file holds (left so by an "
+                 "older version, e.g. on a full disk) are pending again, in their order, as "
+                 "rows %" PRId64 "-%" PRId64,
+                 nreq, dest, first, last);
+    }
+    if (nfiled)
+        log_info("queue: %zu dead messages of %s have their dead-letter file: marked "
+                 "dead-lettered",
+                 nfiled, dest);
+    if (requeued)
+        *requeued = nreq;
+    if (filed)
+        *filed = nfiled;
+    return ERR_OK;
+}
+
+/* ---------------------------------------------------------------- stats */
+
+static void sq_stats(const sq_t *q, queue_stats_t *st)
+{
+    *st = q->st;
+    st->ndest = 0;
+    for (size_t i = 0; i < q->ndests && st->ndest < QUEUE_STATS_DESTS; i++)
+        st->dest[st->ndest++] = q->dests[i].s;
+}
+
+static const char *sq_path(const sq_t *q)
+{
+    return q->path;
+}
+
+static int64_t sq_max_id(const sq_t *q)
+{
+    return q->max_id;
+}
+
+#ifdef SPINEGATE_CRASH_POINTS
+#include <signal.h>
+#include <stdatomic.h>
+
+void queue__crash_point(const char *name)
+{
+    static atomic_uint hits;
+    const char *at = getenv("SPINEGATE_TEST_CRASH_AT");
+    size_t n = strlen(name);
+    if (!at || strncmp(at, name, n) != 0 || (at[n] != 0 && at[n] != ':'))
+        return;
+    unsigned want = at[n] == ':' ? (unsigned)strtoul(at + n + 1, NULL, 10) : 1;
+    if (atomic_fetch_add(&hits, 1) + 1 != want)
+        return;
+    /* write(2), not the logger: nothing buffered may be lost or flushed late. */
+    char line[160];
+    int len = snprintf(line, sizeof line, "crash point %s (hit %u): SIGKILL\n", name, want);
+    if (len > 0 && write(STDERR_FILENO, line, (size_t)len) < 0)
+        line[0] = 0;
+    raise(SIGKILL);
+}
+#endif
+
+static int64_t sq_instance(const sq_t *q)
+{
+    return q->instance;
+}
+
+static uint64_t sq_depth(const sq_t *q, const char *dest)
+{
+    for (size_t i = 0; i < q->ndests; i++)
+        if (strcmp(q->dests[i].s.name, dest) == 0)
+            return q->dests[i].s.depth;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- close */
+
+static void close_timer_cb(uv_handle_t *h)
+{
+    sq_t *q = h->data;
+    queue_close_cb cb = q->close_cb;
+    void *user = q->close_user;
+    log_info("queue: closed %s (%" PRIu64 " pending)", q->path, q->st.depth);
+    free_handles(q);
+    if (cb)
+        cb(user);
+}
+
+/* The commit timer is closed last, so that q (which holds the three) is
+ * freed only once none is in libuv's closing list. */
+static void fresh_closed_cb(uv_handle_t *h)
+{
+    sq_t *q = h->data;
+    uv_close((uv_handle_t *)&q->timer, close_timer_cb);
+}
+
+static void inbox_closed_cb(uv_handle_t *h)
+{
+    sq_t *q = h->data;
+    uv_close((uv_handle_t *)&q->fresh_timer, fresh_closed_cb);
+}
+
+static void maybe_finish_close(sq_t *q)
+{
+    if (!q->closing || q->closed || q->committing || q->checkpointing || q->nreaders)
+        return;
+    if (q->puts || q->marks) {
+        commit_start(q);
+        return;
+    }
+    q->closed = true;
+    uv_close((uv_handle_t *)&q->inbox_timer, inbox_closed_cb);
+}
+
+static void sq_close(sq_t *q, queue_close_cb cb, void *user)
+{
+    if (!q) {
+        if (cb)
+            cb(user);
+        return;
+    }
+    if (q->closing)
+        return;
+    q->closing = true;
+    q->close_cb = cb;
+    q->close_user = user;
+    maybe_finish_close(q);
+}
+
+/* ---------------------------------------------------------------- readers */
+
+static err_t sq_reader_open(sq_t *q, const char *dest, queue_ready_cb ready_cb, void *user,
+                        sqr_t **out, err_detail_t *d)
+{
+    *out = NULL;
+    if (q->closing)
+        return err_set(d, ERR_CLOSED, 0, "queue is closing");
+    if (!queue__valid_dest(dest))
+        return err_set(d, ERR_BAD_VALUE, 0, "invalid destination name");
+    size_t idx = dest_find(q, dest, true);
+    /* A reader still closing (its fetch running) may be replaced. */
+    if (q->dests[idx].reader && !q->dests[idx].reader->closing)
+        return err_set(d, ERR_BUSY, 0, "destination %s already has a reader", dest);
+    sqr_t *r = xcalloc(1, sizeof *r);
+    r->q = q;
+    r->base.q = &q->base;
+    r->dest_idx = idx;
+    snprintf(r->dest, sizeof r->dest, "%s", dest);
+    r->ready_cb = ready_cb;
+    r->user = user;
+    int rc = sqlite3_open_v2(q->path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK) {
+        harden(r->db);
+        sqlite3_busy_timeout(r->db, 5000);
+        rc = sqlite3_prepare_v3(r->db,
+                                "SELECT id, dest, control_id, content_type, payload, findings,"
+                                " attempts, created_ms, rejects FROM msgs"
+                                " WHERE dest=?1 AND state=0 AND id>?2 ORDER BY id LIMIT ?3",
+                                -1, SQLITE_PREPARE_PERSISTENT, &r->st_fetch, NULL);
+    }
+    if (rc != SQLITE_OK) {
+        err_t e = sql_err(r->db, rc, d, "open queue reader");
+        sqlite3_close_v2(r->db);
+        xfree(r);
+        return e;
+    }
+    /* Rows of commits still running get higher ids: commit_done keeps them. */
+    r->fresh_from = q->max_id;
+    q->dests[idx].reader = r;
+    q->nreaders++;
+    *out = r;
+    return ERR_OK;
+}
+
+#define QCOLS 9 /* columns of a fetch, see queue_int.h */
+
+queue_row_t *queue__row_decode(sqlite3_stmt *st, size_t max_payload, char *why, size_t whylen)
+{
+    /* Columns: id, dest, control_id, content_type, payload, findings, attempts,
+     * created_ms, rejects. Every type and length is checked: the file may be
+     * damaged. */
+    static const int want[QCOLS] = {SQLITE_INTEGER, SQLITE_TEXT,    SQLITE_TEXT,
+                                    SQLITE_TEXT,    SQLITE_BLOB,    SQLITE_TEXT,
+                                    SQLITE_INTEGER, SQLITE_INTEGER, SQLITE_INTEGER};
+    static const size_t maxlen[QCOLS] = {
+        0, QUEUE_DEST_MAX, QUEUE_CONTROL_ID_MAX, QUEUE_CTYPE_MAX, 0, QUEUE_FINDINGS_MAX, 0, 0, 0};
+    if (sqlite3_column_count(st) != QCOLS) {
+        snprintf(why, whylen, "wrong column count");
+        return NULL;
+    }
+    size_t len[QCOLS] = {0};
+    for (int i = 0; i < QCOLS; i++) {
+        int t = sqlite3_column_type(st, i);
+        if (i == 5 && t == SQLITE_NULL)
+            continue;
+        if (i == 4 && t == SQLITE_TEXT) /* an older writer or a hand edit: bytes all the same */
+            t = SQLITE_BLOB;
+        if (t != want[i]) {
+            snprintf(why, whylen, "column %d has type %d", i, sqlite3_column_type(st, i));
+            return NULL;
+        }
+        if (want[i] == SQLITE_TEXT || want[i] == SQLITE_BLOB) {
+            const void *p = want[i] == SQLITE_TEXT ? (const void *)sqlite3_column_text(st, i)
+                                                   : sqlite3_column_blob(st, i);
+            int n = sqlite3_column_bytes(st, i);
+            if (n < 0 || (!p && n > 0)) {
+                snprintf(why, whylen, "column %d unreadable", i);
+                return NULL;
+            }
+            len[i] = (size_t)n;
+            if (want[i] == SQLITE_TEXT && memchr(p, 0, len[i])) {
+                snprintf(why, whylen, "column %d holds a NUL byte", i);
+                return NULL;
+            }
+            if ((maxlen[i] && len[i] > maxlen[i]) || (i == 4 && len[i] > max_payload)) {
+                snprintf(why, whylen, "column %d too long (%zu bytes)", i, len[i]);
+                return NULL;
+            }
+        }
+    }
+    int64_t id = sqlite3_column_int64(st, 0), attempts = sqlite3_column_int64(st, 6),
+            rejects = sqlite3_column_int64(st, 8);
+    const char *dest = (const char *)sqlite3_column_text(st, 1);
+    if (id <= 0 || attempts < 0 || attempts > 1000000 || rejects < 0 || rejects > 1000000 ||
+        len[4] == 0 || len[3] == 0 || !queue__valid_dest(dest)) {
+        snprintf(why, whylen, "bad id, attempts, destination, content type or empty payload");
+        return NULL;
+    }
+    bool has_f = sqlite3_column_type(st, 5) != SQLITE_NULL;
+    size_t total =
+        sizeof(queue_row_t) + len[1] + len[2] + len[3] + (has_f ? len[5] + 1 : 0) + len[4] + 4;
+    queue_row_t *row = xmalloc(total);
+    char *s = (char *)(row + 1);
+    row->id = id;
+    row->attempts = (unsigned)attempts;
+    row->rejects = (unsigned)rejects;
+    row->created_ms = sqlite3_column_int64(st, 7);
+    const char **dst[4] = {&row->dest, &row->control_id, &row->content_type, &row->findings};
+    static const int col[4] = {1, 2, 3, 5};
+    for (int k = 0; k < 4; k++) {
+        if (k == 3 && !has_f) {
+            row->findings = NULL;
+            continue;
+        }
+        size_t n = len[col[k]];
+        if (n)
+            memcpy(s, sqlite3_column_text(st, col[k]), n);
+        s[n] = 0;
+        *dst[k] = s;
+        s += n + 1;
+    }
+    memcpy(s, sqlite3_column_blob(st, 4), len[4]);
+    s[len[4]] = 0;
+    row->payload = (const unsigned char *)s;
+    row->payload_len = len[4];
+    return row;
+}
+
+
+static void fetch_work(uv_work_t *w)
+{
+    sqr_t *r = w->data;
+    sqlite3_stmt *st = r->st_fetch;
+    r->rows = xcalloc(r->max, sizeof *r->rows);
+    r->bad_ids = NULL;
+    r->nrows = r->nbad = 0;
+    r->new_cursor = r->cursor;
+    sqlite3_bind_text(st, 1, r->dest, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, r->cursor);
+    sqlite3_bind_int64(st, 3, (int64_t)r->max);
+    int rc;
+    size_t seen = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        seen++;
+        int64_t id = sqlite3_column_int64(st, 0);
+        char why[96];
+        queue_row_t *row = queue__row_decode(st, r->q->opts.max_payload, why, sizeof why);
+        if (id > r->new_cursor)
+            r->new_cursor = id;
+        if (row) {
+            r->rows[r->nrows++] = row;
+        } else if (id > 0) {
+            r->bad_ids = xrealloc(r->bad_ids, (r->nbad + 1) * sizeof *r->bad_ids);
+            r->bad_ids[r->nbad++] = id;
+            snprintf(r->err, sizeof r->err, "%s", why);
+        }
+    }
+    r->rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    if (r->rc != SQLITE_OK)
+        snprintf(r->err, sizeof r->err, "fetch: %s (sqlite %d)", sqlite3_errmsg(r->db), rc);
+    else if (seen < r->max && r->start_last_id > r->new_cursor)
+        r->new_cursor = r->start_last_id; /* everything committed before the fetch was seen */
+    sqlite3_reset(st);
+    /* End the read transaction so checkpoints can reset the WAL. */
+    sqlite3_clear_bindings(st);
+}
+
+static void reader_free(sqr_t *r)
+{
+    sq_t *q = r->q;
+    sqlite3_finalize(r->st_fetch);
+    sqlite3_close_v2(r->db);
+    fresh_clear(r);
+    xfree(r->fresh);
+    if (q->dests[r->dest_idx].reader == r)
+        q->dests[r->dest_idx].reader = NULL;
+    q->nreaders--;
+    xfree(r);
+    maybe_finish_close(q);
+}
+
+static void mark_add(sq_t *q, size_t dest_idx, int64_t id, mark_kind_t kind, unsigned attempts,
+                     unsigned rejects, const char *reason)
+{
+    mark_req_t *m = xmalloc(sizeof *m);
+    m->next = NULL;
+    m->id = id;
+    m->dest_idx = dest_idx;
+    q->dests[dest_idx].unsynced++;
+    m->kind = kind;
+    m->attempts = attempts;
+    m->rejects = rejects;
+    snprintf(m->reason, sizeof m->reason, "%s", reason ? reason : "");
+    *q->marks_tail = m;
+    q->marks_tail = &m->next;
+    commit_schedule(q, false);
+}
+
+static void fetch_done(uv_work_t *w, int status)
+{
+    sqr_t *r = w->data;
+    sq_t *q = r->q;
+    r->fetching = false;
+    dest_t *e = &q->dests[r->dest_idx];
+    if (status == 0 && r->rc == SQLITE_OK)
+        r->cursor = r->new_cursor;
+    for (size_t i = 0; i < r->nbad; i++) {
+        log_error("queue: %s row %lld is unreadable (%s): marked dead", e->s.name,
+                  (long long)r->bad_ids[i], r->err);
+        mark_add(q, r->dest_idx, r->bad_ids[i], MARK_DEAD, 0, 0, "unreadable row");
+        q->st.corrupt++;
+        q->st.dead++;
+        e->s.dead++;
+        if (e->s.depth) {
+            e->s.depth--;
+            q->st.depth--;
+        }
+    }
+    xfree(r->bad_ids);
+    r->bad_ids = NULL;
+    queue_row_t **rows = r->rows;
+    size_t n = r->nrows;
+    r->rows = NULL;
+    if (r->closing) {
+        for (size_t i = 0; i < n; i++)
+            queue_row_free(rows[i]);
+        xfree(rows);
+        reader_free(r);
+        return;
+    }
+    if (status != 0 || r->rc != SQLITE_OK) {
+        log_error("queue: %s: %s", e->s.name, status ? uv_strerror(status) : r->err);
+        for (size_t i = 0; i < n; i++)
+            queue_row_free(rows[i]);
+        n = 0;
+        r->fetch_cb(&r->base, ERR_QUEUE, rows, 0, r->user);
+    } else {
+        r->fetch_cb(&r->base, ERR_OK, rows, n, r->user);
+    }
+    xfree(rows);
+}
+
+/* A fetch served from the rows kept in memory: everything pending after
+ * the cursor is there. Its callback runs from fresh_timer, as a fetch from
+ * the file would from its after-work callback: never inside the call. */
+static void fetch_done(uv_work_t *w, int status);
+
+static void fresh_timer_cb(uv_timer_t *t)
+{
+    sq_t *q = t->data;
+    /* q->dests may move in a callback: indexed, not a pointer. A fetch
+     * started by a callback starts the timer again. */
+    for (size_t i = 0; i < q->ndests; i++) {
+        sqr_t *r = q->dests[i].reader;
+        if (r && r->fresh_ready) {
+            r->fresh_ready = false;
+            fetch_done(&r->work, 0);
+        }
+    }
+}
+
+static void fetch_fresh(sqr_t *r)
+{
+    sq_t *q = r->q;
+    r->rows = xcalloc(r->max, sizeof *r->rows);
+    r->bad_ids = NULL;
+    r->nrows = r->nbad = 0;
+    r->rc = SQLITE_OK;
+    r->new_cursor = r->cursor;
+    while (r->fresh_n && r->nrows < r->max) {
+        queue_row_t *row = r->fresh[r->fresh_head];
+        r->fresh_head = (r->fresh_head + 1) % FRESH_MAX;
+        r->fresh_n--;
+        if (row->id <= r->new_cursor) { /* read from the file already */
+            queue_row_free(row);
+            continue;
+        }
+        r->rows[r->nrows++] = row;
+        r->new_cursor = row->id;
+    }
+    if (!r->fresh_n && r->start_last_id > r->new_cursor)
+        r->new_cursor = r->start_last_id; /* nothing else is pending up to there */
+    r->fresh_ready = true;
+    if (!uv_is_active((uv_handle_t *)&q->fresh_timer))
+        uv_timer_start(&q->fresh_timer, fresh_timer_cb, 0, 0);
+}
+
+static err_t sq_reader_fetch(sqr_t *r, size_t max, queue_fetch_cb cb)
+{
+    if (r->closing)
+        return ERR_CLOSED;
+    if (r->fetching)
+        return ERR_BUSY;
+    r->fetching = true;
+    r->fetch_cb = cb;
+    r->max = max ? max : 1;
+    r->start_last_id = r->q->dests[r->dest_idx].last_id;
+    r->work.data = r;
+    if (r->cursor >= r->fresh_from) {
+        fetch_fresh(r);
+        return ERR_OK;
+    }
+    uv_queue_work(r->q->loop, &r->work, fetch_work, fetch_done);
+    return ERR_OK;
+}
+
+static bool sq_reader_has_more(const sqr_t *r)
+{
+    return r->cursor < r->q->dests[r->dest_idx].last_id;
+}
+
+static size_t sq_reader_unsynced(const sqr_t *r)
+{
+    return r->q->dests[r->dest_idx].unsynced;
+}
+
+static void sq_reader_flush(sqr_t *r)
+{
+    if (r->q->dests[r->dest_idx].unsynced && !r->q->closed)
+        commit_schedule(r->q, true);
+}
+
+static void sq_reader_close(sqr_t *r)
+{
+    if (!r || r->closing)
+        return;
+    r->closing = true;
+    if (!r->fetching)
+        reader_free(r);
+}
+
+static err_t mark_check(sqr_t *r, int64_t id)
+{
+    if (id <= 0)
+        return ERR_BAD_VALUE;
+    if (r->q->closed)
+        return ERR_CLOSED;
+    return ERR_OK;
+}
+
+static void depth_down(sq_t *q, dest_t *e)
+{
+    if (e->s.depth)
+        e->s.depth--;
+    if (q->st.depth)
+        q->st.depth--;
+}
+
+static err_t sq_mark_delivered(sqr_t *r, int64_t id)
+{
+    err_t e = mark_check(r, id);
+    if (e)
+        return e;
+    dest_t *de = &r->q->dests[r->dest_idx];
+    de->s.delivered++;
+    r->q->st.delivered++;
+    depth_down(r->q, de);
+    mark_add(r->q, r->dest_idx, id, MARK_DELIVERED, 0, 0, NULL);
+    return ERR_OK;
+}
+
+/* A row leaves the pending set as dead: kind says whether a dead-letter
+ * file also holds it (only those rows may be pruned). */
+static err_t mark_dead_as(sqr_t *r, int64_t id, unsigned attempts, const char *reason,
+                          mark_kind_t kind)
+{
+    err_t e = mark_check(r, id);
+    if (e)
+        return e;
+    dest_t *de = &r->q->dests[r->dest_idx];
+    de->s.dead++;
+    r->q->st.dead++;
+    depth_down(r->q, de);
+    mark_add(r->q, r->dest_idx, id, kind, attempts, 0, reason);
+    return ERR_OK;
+}
+
+static err_t sq_mark_dead(sqr_t *r, int64_t id, unsigned attempts, const char *reason)
+{
+    return mark_dead_as(r, id, attempts, reason, MARK_DEAD);
+}
+
+static err_t sq_mark_dead_lettered(sqr_t *r, int64_t id, unsigned attempts, const char *reason)
+{
+    return mark_dead_as(r, id, attempts, reason, MARK_DEAD_LETTERED);
+}
+
+static err_t sq_mark_attempt(sqr_t *r, int64_t id, unsigned attempts, unsigned rejects,
+                         const char *reason)
+{
+    err_t e = mark_check(r, id);
+    if (e)
+        return e;
+    r->q->dests[r->dest_idx].s.retries++;
+    r->q->st.retries++;
+    mark_add(r->q, r->dest_idx, id, MARK_ATTEMPT, attempts, rejects, reason);
+    return ERR_OK;
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+/* queue_t and queue_reader_t are the first members of sq_t and sqr_t. */
+static sq_t *SQ(queue_t *q) { return (sq_t *)q; }
+static const sq_t *CSQ(const queue_t *q) { return (const sq_t *)q; }
+static sqr_t *SQR(queue_reader_t *r) { return (sqr_t *)r; }
+static const sqr_t *CSQR(const queue_reader_t *r) { return (const sqr_t *)r; }
+
+sqlite3 *queue__db(queue_t *q)
+{
+    return SQ(q)->db;
+}
+
+static err_t op_put(queue_t *q, const queue_item_t *item, queue_put_cb cb, void *user)
+{
+    return sq_put(SQ(q), item, cb, user);
+}
+
+static err_t op_put_many(queue_t *q, const queue_item_t *items, size_t n, queue_put_many_cb cb,
+                         void *user, size_t *refused)
+{
+    return sq_put_many(SQ(q), items, n, cb, user, refused);
+}
+
+static void op_stats(const queue_t *q, queue_stats_t *st)
+{
+    sq_stats(CSQ(q), st);
+}
+
+static uint64_t op_depth(const queue_t *q, const char *dest)
+{
+    return sq_depth(CSQ(q), dest);
+}
+
+static const char *op_path(const queue_t *q)
+{
+    return sq_path(CSQ(q));
+}
+
+static int64_t op_max_id(const queue_t *q)
+{
+    return sq_max_id(CSQ(q));
+}
+
+static int64_t op_instance(const queue_t *q)
+{
+    return sq_instance(CSQ(q));
+}
+
+static void op_close(queue_t *q, queue_close_cb cb, void *user)
+{
+    sq_close(SQ(q), cb, user);
+}
+
+static err_t op_dead_review(queue_t *q, const char *dest, queue_dead_fn fate, void *user,
+                            size_t *requeued, size_t *filed, err_detail_t *d)
+{
+    return sq_dead_review(SQ(q), dest, fate, user, requeued, filed, d);
+}
+
+static err_t op_reader_open(queue_t *q, const char *dest, queue_ready_cb ready_cb, void *user,
+                            queue_reader_t **out, err_detail_t *d)
+{
+    sqr_t *r = NULL;
+    err_t e = sq_reader_open(SQ(q), dest, ready_cb, user, &r, d);
+    *out = r ? &r->base : NULL;
+    return e;
+}
+
+static err_t op_reader_fetch(queue_reader_t *r, size_t max, queue_fetch_cb cb)
+{
+    return sq_reader_fetch(SQR(r), max, cb);
+}
+
+static bool op_reader_has_more(const queue_reader_t *r)
+{
+    return sq_reader_has_more(CSQR(r));
+}
+
+static size_t op_reader_unsynced(const queue_reader_t *r)
+{
+    return sq_reader_unsynced(CSQR(r));
+}
+
+static void op_reader_flush(queue_reader_t *r)
+{
+    sq_reader_flush(SQR(r));
+}
+
+static void op_reader_close(queue_reader_t *r)
+{
+    sq_reader_close(SQR(r));
+}
+
+static err_t op_mark(queue_reader_t *rb, queue__mark_t kind, int64_t id, unsigned attempts,
+                     unsigned rejects, const char *reason)
+{
+    sqr_t *r = SQR(rb);
+    switch (kind) {
+    case QUEUE__MARK_DELIVERED:
+        return sq_mark_delivered(r, id);
+    case QUEUE__MARK_DEAD:
+        return sq_mark_dead(r, id, attempts, reason);
+    case QUEUE__MARK_DEAD_LETTERED:
+        return sq_mark_dead_lettered(r, id, attempts, reason);
+    case QUEUE__MARK_ATTEMPT:
+        break;
+    }
+    return sq_mark_attempt(r, id, attempts, rejects, reason);
+}
+
+static const queue__ops_t sqlite_ops = {
+    .put = op_put,
+    .put_many = op_put_many,
+    .stats = op_stats,
+    .depth = op_depth,
+    .path = op_path,
+    .max_id = op_max_id,
+    .instance = op_instance,
+    .close = op_close,
+    .dead_review = op_dead_review,
+    .reader_open = op_reader_open,
+    .reader_fetch = op_reader_fetch,
+    .reader_has_more = op_reader_has_more,
+    .reader_unsynced = op_reader_unsynced,
+    .reader_flush = op_reader_flush,
+    .reader_close = op_reader_close,
+    .mark = op_mark,
+};
+
+err_t queue__sqlite_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts,
+                         queue_t **out, err_detail_t *d)
+{
+    sq_t *q = NULL;
+    err_t e = sq_open(loop, path, opts, &q, d);
+    if (q)
+        q->base.ops = &sqlite_ops;
+    *out = q ? &q->base : NULL;
+    return e;
+}

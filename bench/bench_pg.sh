@@ -70,6 +70,10 @@ daemon() {
     run "$name" "$key" "$sg_port" 1
     run "$name" "$key" "$sg_port" "$conns"
     kill -TERM "$sg_pid"; wait "$sg_pid" || true
+    # A figure for PostgreSQL must come from PostgreSQL.
+    case "$*" in *"--queue postgres"*)
+        [ ! -e "$tmp/data/queue.db" ] || echo "   ($name: the daemon made a SQLite queue.db: not a PostgreSQL figure)";;
+    esac
 }
 
 # pg NAME KEY [--standby]: a fresh cluster for one daemon, stopped after it.
@@ -89,7 +93,7 @@ pg() {
 }
 
 echo "message: $(basename "$msg"), $(wc -c <"$msg") bytes; ${secs}s per run; $(nproc) cores; $(uname -m);" \
-    "PostgreSQL $("$pgbin/postgres" --version | sed 's/.* //') on loopback"
+    "PostgreSQL $("$pgbin/postgres" --version | sed 's/^[^0-9]*\([0-9.]*\).*/\1/') on loopback"
 printf '%-40s %5s %10s %9s %9s\n' queue conns msgs/s p50_ms p99_ms
 
 sink_port=$(port)

@@ -207,6 +207,13 @@ class HaFailover(unittest.TestCase):
 
             progress(100, "load before the faults")
             holder = h.wait_for(lambda: lease_holder(cluster.primary), 20, "a lease holder")
+            # The queue is PostgreSQL's, not a file beside each instance.
+            tables = cluster.primary.sql("SELECT count(*) FROM pg_tables WHERE schemaname "
+                                         "NOT IN ('pg_catalog', 'information_schema')",
+                                         db="spinegate")
+            self.assertGreater(int(tables[0][0]), 0)
+            for d in instances:
+                self.assertFalse(os.path.exists(os.path.join(d.data_dir, "queue.db")))
 
             # 1. The primary's machine dies; the standby is promoted.
             at_kill = acked()

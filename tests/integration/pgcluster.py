@@ -99,12 +99,21 @@ class PgNode:
         return self.postmaster_pid() is not None
 
     def children(self, pid):
-        try:
-            out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
-                                 text=True).stdout
-        except OSError:
-            return set()
-        return {int(x) for x in out.split()}
+        """The processes whose parent is pid (from /proc: no procps needed)."""
+        kids = set()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses
+            fields = stat[stat.rindex(")") + 2:].split()
+            if len(fields) > 1 and int(fields[1]) == pid:
+                kids.add(int(entry))
+        return kids
 
     def kill9(self):
         """SIGKILL to the postmaster only, as the brief of a dead machine:
@@ -128,9 +137,12 @@ class PgNode:
             _run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-m", mode, "-w", "-t", "30",
                   "stop"], timeout=40, check=False)
         for pid in self.stray:
+            # Only if it still is one of ours (a server process works in its
+            # data folder): a pid may have been reused since.
             try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
+                if os.path.realpath(os.readlink("/proc/%d/cwd" % pid)) == os.path.realpath(self.data):
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
                 pass
         self.stray = set()
 

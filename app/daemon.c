@@ -506,9 +506,16 @@ static int marker_write(const daemon_t *d, int64_t inst)
     return en;
 }
 
+static bool daemon_queue_is_pg(const daemon_t *d)
+{
+    return strcmp(d->cfg.queue_backend, "postgres") == 0;
+}
+
 /* Before queue_open: a marker with no queue file, or an empty one. */
 static int queue_guard_before(daemon_t *d)
 {
+    if (daemon_queue_is_pg(d))
+        return 0; /* the database is the server's to keep, not a file here */
     int64_t inst;
     int m = marker_read(d, &inst);
     if (m < 0) {
@@ -538,6 +545,8 @@ static int queue_guard_before(daemon_t *d)
  * marker is (re)written. */
 static int queue_guard_after(daemon_t *d)
 {
+    if (daemon_queue_is_pg(d))
+        return 0;
     int64_t inst = 0, now = queue_instance(d->queue);
     int m = marker_read(d, &inst);
     if (m == 1 && inst == now)
@@ -782,8 +791,13 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
                                     : cfg->max_body_size) * 2 + 65536,
         .worklist_keep_days = (unsigned)cfg->worklist_retention,
     };
+    if (daemon_queue_is_pg(d)) {
+        qo.backend = QUEUE_BACKEND_POSTGRES;
+        qo.url = cfg->queue_url;
+    }
     if (queue_open(d->loop, d->queue_path, &qo, &d->queue, &e) != ERR_OK) {
-        log_error("queue %s: %s", d->queue_path, e.msg);
+        /* (queue-url is not logged: it may hold a password) */
+        log_error("queue %s: %s", daemon_queue_is_pg(d) ? "(postgres)" : d->queue_path, e.msg);
         return 1;
     }
 

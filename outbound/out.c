@@ -93,6 +93,8 @@ bool out__cursor_decode(const unsigned char *rec, size_t n, int64_t *id, int64_t
  * next message (the marks alone then say what a restart must send). */
 static void cursor_write(out_dest_t *d, int64_t id)
 {
+    if (d->no_cursor)
+        return;
     unsigned char rec[OUT_CURSOR_LEN];
     d->cursor_last = id;
     out__cursor_encode(rec, id, d->instance);
@@ -121,6 +123,15 @@ static void cursor_write(out_dest_t *d, int64_t id)
 static err_t cursor_open(out_dest_t *d, err_detail_t *e)
 {
     const char *qp = queue_path(d->q);
+    if (!qp) {
+        /* A queue shared by several instances (PostgreSQL) has no file to
+         * keep a cursor beside, and a cursor of one instance would mean
+         * nothing to the next lease holder. Instead every mark is committed
+         * before the next message goes out (mark_window 1, out_start): after
+         * a crash or a failover only the message in flight goes twice. */
+        d->no_cursor = true;
+        return ERR_OK;
+    }
     size_t len = strlen(qp) + strlen(d->o.dest) + 9;
     char *path = xmalloc(len);
     snprintf(path, len, "%s.%s.cursor", qp, d->o.dest);
@@ -189,13 +200,31 @@ static void fetch_timer_cb(uv_timer_t *t)
     pump(t->data);
 }
 
+/* The reader's lease was lost and taken again (PostgreSQL): another
+ * instance may have delivered the rows fetched before, and the new lease
+ * starts from what the database holds. The message in flight, if any, is
+ * finished as usual. */
+static void lease_check(out_dest_t *d)
+{
+    uint64_t lease = queue_reader_lease(d->reader);
+    if (lease == d->lease)
+        return;
+    while (d->ring_n)
+        queue_row_free(ring_pop(d));
+    d->lease = lease;
+}
+
 static void fetch_cb(queue_reader_t *r, err_t status, queue_row_t **rows, size_t n, void *user)
 {
     out_dest_t *d = user;
     d->fetching = false;
+    lease_check(d);
     uint64_t skipped = 0;
     for (size_t i = 0; i < n; i++) {
-        if (rows[i]->id <= d->skip_upto) {
+        if (d->cur && rows[i]->id == d->cur->id) {
+            /* Fetched again under a new lease while still ours. */
+            queue_row_free(rows[i]);
+        } else if (rows[i]->id <= d->skip_upto) {
             /* Accepted downstream before a crash; only its mark was lost. */
             queue_mark_delivered(d->reader, rows[i]->id);
             queue_row_free(rows[i]);
@@ -277,7 +306,8 @@ static void pump(out_dest_t *d)
         cursor_write(d, d->dead_pending);
         d->dead_pending = 0;
     }
-    if (d->ring_n == 0)
+    lease_check(d);
+    if (d->ring_n == 0 || d->lease == 0)
         return;
     if (d->cursor_failing) {
         /* Try the cursor again; while it cannot be written, the marks must
@@ -623,6 +653,8 @@ err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_de
         d->o.fetch_batch = 64;
     if (!d->o.mark_window)
         d->o.mark_window = 32;
+    if (!queue_path(q))
+        d->o.mark_window = 1; /* no cursor file: see cursor_open */
     d->ring_cap = d->o.fetch_batch;
     d->ring = xcalloc(d->ring_cap, sizeof *d->ring);
 
@@ -643,6 +675,7 @@ err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_de
      * before the cursor file is read or reset. */
     rc = queue_reader_open(q, d->o.dest, ready_cb, d, &d->reader, e);
     if (!rc) {
+        d->lease = queue_reader_lease(d->reader);
         rc = cursor_open(d, e);
         if (rc) {
             queue_reader_close(d->reader);

@@ -49,6 +49,8 @@ struct out_dest {
     queue_row_t **ring; /* fetched, not yet sent */
     size_t ring_head, ring_n, ring_cap;
     int cursor_fd;        /* "<queue path>.<dest>.cursor", see out.h */
+    bool no_cursor;       /* a queue with no file (PostgreSQL): marks commit one by one */
+    uint64_t lease;       /* queue_reader_lease() the ring's rows were fetched under */
     int64_t instance;     /* queue_instance(), written into each cursor record */
     int64_t skip_upto;    /* rows fetched with id <= this were delivered before a crash */
     int64_t dead_pending; /* dead row whose cursor waits for its dead mark to commit */

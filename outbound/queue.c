@@ -113,6 +113,11 @@ void queue_reader_flush(queue_reader_t *r)
     r->q->ops->reader_flush(r);
 }
 
+uint64_t queue_reader_lease(const queue_reader_t *r)
+{
+    return r->q->ops->reader_lease(r);
+}
+
 void queue_reader_close(queue_reader_t *r)
 {
     if (r)

@@ -244,6 +244,14 @@ size_t queue_reader_unsynced(const queue_reader_t *r);
  * of waiting for company; ready_cb runs when they are. */
 void queue_reader_flush(queue_reader_t *r);
 
+/* The reader's lease on its destination: 0 while another instance delivers
+ * it (PostgreSQL: another session holds the destination's advisory lock),
+ * else a number that changes each time the lease is taken again. A
+ * deliverer sends nothing while it is 0, and when it changes drops the rows
+ * it fetched before (another instance may have delivered them meanwhile)
+ * and fetches again. Always 1 with SQLite. */
+uint64_t queue_reader_lease(const queue_reader_t *r);
+
 /* Closes r after any running fetch (whose cb is then not called) and frees it.
  * Accepts NULL. */
 void queue_reader_close(queue_reader_t *r);

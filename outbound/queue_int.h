@@ -40,6 +40,7 @@ typedef struct {
     size_t (*reader_unsynced)(const queue_reader_t *r);
     void (*reader_flush)(queue_reader_t *r);
     void (*reader_close)(queue_reader_t *r);
+    uint64_t (*reader_lease)(const queue_reader_t *r);
     err_t (*mark)(queue_reader_t *r, queue__mark_t kind, int64_t id, unsigned attempts,
                   unsigned rejects, const char *reason);
 } queue__ops_t;

@@ -1947,6 +1947,13 @@ static void op_reader_close(queue_reader_t *r)
     sq_reader_close(SQR(r));
 }
 
+/* One process holds the file (its lock file): the lease never changes. */
+static uint64_t op_reader_lease(const queue_reader_t *r)
+{
+    (void)r;
+    return 1;
+}
+
 static err_t op_mark(queue_reader_t *rb, queue__mark_t kind, int64_t id, unsigned attempts,
                      unsigned rejects, const char *reason)
 {
@@ -1980,6 +1987,7 @@ static const queue__ops_t sqlite_ops = {
     .reader_unsynced = op_reader_unsynced,
     .reader_flush = op_reader_flush,
     .reader_close = op_reader_close,
+    .reader_lease = op_reader_lease,
     .mark = op_mark,
 };
 

@@ -321,6 +321,51 @@ class HaFailover(unittest.TestCase):
             cluster.stop()
 
 
+class HaStandbyDown(unittest.TestCase):
+
+    def test_no_aa_while_a_commit_waits_for_the_standby(self):
+        # The standby stops: the primary commits locally and waits for it, so
+        # no message may be acknowledged; the daemon gives up on the commit
+        # after its batch timeout (15 s) and answers AR. Once the standby is
+        # dropped from synchronous_standby_names (what Patroni does without
+        # synchronous_mode_strict), messages are acknowledged again.
+        cluster = pgcluster.PgCluster(standby=True)
+        sink = d = None
+        try:
+            cluster.start()
+            sink = h.MllpSink().start()
+            d = pg_instance(cluster, "sg-a", sink.port).start()
+            self.assertEqual(h.ack_code(h.mllp_send(d.mllp_port, dft("SB-1", ["M43.04"]))), "AA")
+            cluster.standby.stop()
+            t = time.time()
+            code = h.ack_code(h.mllp_send(d.mllp_port, dft("SB-WAIT", ["M43.04"]), timeout=40))
+            waited = time.time() - t
+            self.assertEqual(code, "AR")
+            self.assertGreater(waited, 10)  # it waited for the standby, then gave up
+            cluster.primary.sql("ALTER SYSTEM SET synchronous_standby_names = ''")
+            cluster.primary.sql("SELECT pg_reload_conf()")
+            n = [0]
+
+            def next_one():
+                n[0] += 1
+                return h.ack_code(h.mllp_send(d.mllp_port, dft("SB-ALONE-%d" % n[0], ["M43.04"]),
+                                              timeout=30)) == "AA"
+            h.wait_for(next_one, 20, "AA with the standby dropped")
+            h.wait_for(lambda: "SB-ALONE-%d" % n[0] in sink.control_ids(), 20, "delivery")
+            # The refused one was committed on the primary before the wait
+            # (PostgreSQL commits locally, then waits): billing may get it,
+            # and gets it again if the sender resends. Counted, not lost.
+            print("# standby down: AR after %.1f s of waiting; the refused message at the sink "
+                  "%d time(s); AA again after %d tries once the standby was dropped"
+                  % (waited, sink.control_ids().count("SB-WAIT"), n[0]))
+        finally:
+            if d is not None:
+                d.cleanup()
+            if sink:
+                sink.stop()
+            cluster.stop()
+
+
 class HaDatabaseDown(unittest.TestCase):
 
     def test_unreachable_database_refuses_then_recovers(self):

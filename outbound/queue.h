@@ -1,4 +1,10 @@
-/* queue.h - the durable store-and-forward queue (SQLite in WAL mode).
+/* queue.h - the durable store-and-forward queue: SQLite in WAL mode (the
+ * default, queue_sqlite.c) or PostgreSQL shared by several instances
+ * (opts->backend, queue_pg.c; docs/queue-schema.md). Callers do not know
+ * which: what is said below of SQLite's durability, the lock file and the
+ * cursor file is the SQLite backend's; PostgreSQL's commit is the server's
+ * (synchronous_commit, a synchronous standby), its lock is a lease per
+ * destination (queue_reader_lease), and it has no file (queue_path NULL).
  *
  * A message is put once, committed durably by a group commit that runs off the
  * loop thread (uv_queue_work), and only then is the put callback called: that
@@ -187,7 +193,8 @@ void queue_stats(const queue_t *q, queue_stats_t *st);
 uint64_t queue_depth(const queue_t *q, const char *dest);
 
 /* The database path given to queue_open() (deliverers keep their cursor
- * files beside it). Valid until queue_close(). */
+ * files beside it). Valid until queue_close(). NULL for PostgreSQL: no file,
+ * and deliverers keep no cursor (they commit each mark before going on). */
 const char *queue_path(const queue_t *q);
 
 /* The highest row id the database has ever allocated (AUTOINCREMENT never

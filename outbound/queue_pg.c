@@ -7,7 +7,9 @@
  * polled by a uv_poll_t, is readable. No thread and no blocking call runs on
  * the loop, except in queue_open(), which connects once, blocking, to create
  * or migrate the schema and to count what is pending (a start-up step, like
- * the SQLite backend's).
+ * the SQLite backend's). (libpq resolves host names with a blocking
+ * getaddrinfo while it connects: give queue-url addresses, or names the
+ * local resolver answers at once, /etc/hosts.)
  *
  * One write connection takes the puts: those gathered during a loop turn (or
  * max_delay_ms) go into one transaction, and their callbacks run once its
@@ -519,7 +521,11 @@ static void on_poll(uv_poll_t *h, int status, int events)
         return;
     }
     if (status < 0) {
-        pgc_fail(c, uv_strerror(status));
+        /* A socket error (libuv says EBADF for POLLERR): libpq's reading
+         * of it names the cause better. */
+        pgc_read(c);
+        if (c->conn && c->state != PGC_DOWN)
+            pgc_fail(c, uv_strerror(status));
         return;
     }
     if (events & UV_WRITABLE) {
@@ -1415,6 +1421,12 @@ static void rd_done(pgc_t *c, bool ok)
         }
         if (ok && r->ready_cb && !r->closing)
             r->ready_cb(&r->base, r->user);
+        if (!ok && c->state == PGC_READY) {
+            /* Refused with the connection up: start again after the
+             * backoff rather than send the same marks in a tight loop. */
+            pgc_fail(c, "marks not committed");
+            return;
+        }
         break;
     }
     case RB_FETCH: {
@@ -1592,6 +1604,7 @@ static void reader_timer_closed(uv_handle_t *h)
 
 static void reader_free(pgr_t *r)
 {
+    r->c.closing = true; /* no reconnection from now on */
     if (r->q->dests[r->dest_idx].reader == r)
         r->q->dests[r->dest_idx].reader = NULL;
     marks_free(r->marks);

@@ -64,17 +64,29 @@ class PgServer:
         return subprocess.run(cmd, check=check, timeout=timeout, cwd=self.base,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
+    def run_bin(self, name, *args, check=True, timeout=120):
+        """Runs one of PG_BIN's programs (pg_basebackup, pg_ctl, ...) as the
+        server's user, in the base folder; returns the CompletedProcess."""
+        return self._run(os.path.join(PG_BIN, name), *args, check=check, timeout=timeout)
+
+    def configure(self, lines):
+        """Appends lines to postgresql.conf (the later of two settings wins);
+        they apply at the next start (or reload)."""
+        with open(os.path.join(self.datadir, "postgresql.conf"), "a") as f:
+            for line in lines:
+                f.write(line + "\n")
+
     def initdb(self):
+        """Makes the data folder, set to listen on this port on loopback
+        only, with extra_conf. (A standby's folder comes from pg_basebackup
+        instead: make it, then configure(), then start().)"""
         r = self._run(os.path.join(PG_BIN, "initdb"), "-D", self.datadir, "-A", "trust",
                       "-U", "postgres", "-E", "UTF8", "--no-sync", check=False)
         if r.returncode != 0:
             raise RuntimeError("initdb failed:\n" + r.stdout)
-        with open(os.path.join(self.datadir, "postgresql.conf"), "a") as f:
-            f.write("\n# pgserver.py\nlisten_addresses = '127.0.0.1'\nport = %d\n"
-                    "unix_socket_directories = ''\nfsync = on\nmax_connections = 100\n"
-                    % self.port)
-            for line in self.extra_conf:
-                f.write(line + "\n")
+        self.configure(["", "# pgserver.py", "listen_addresses = '127.0.0.1'",
+                        "port = %d" % self.port, "unix_socket_directories = ''", "fsync = on",
+                        "max_connections = 100"] + self.extra_conf)
 
     def start(self, timeout=60):
         """Starts the server (after initdb and creating the database, the

@@ -851,6 +851,11 @@ static void serve_readyz(daemon_t *d, http_req_t *req)
     cJSON_AddNumberToObject(q, "high_water", (double)hw);
     if (qs.depth > hw)
         ready = false;
+    /* A queue that cannot store now (its database unreachable) refuses every
+     * message: a load balancer should send them to another instance. */
+    cJSON_AddBoolToObject(q, "storing", !qs.unavailable);
+    if (qs.unavailable)
+        ready = false;
     cJSON_AddStringToObject(o, "status", d->stopping ? "stopping" : ready ? "ready" : "unready");
     char *s = cJSON_PrintUnformatted(o);
     http_req_respond(req, ready ? 200 : 503, "application/json", s, strlen(s), NULL);

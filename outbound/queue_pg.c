@@ -302,7 +302,7 @@ static void pgc_fail(pgc_t *c, const char *why)
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
         msg[--n] = 0;
     for (char *s = msg; *s; s++)
-        if (*s == '\n')
+        if (*s == '\n' || *s == '\t')
             *s = ' ';
     if (c->was_up || c->backoff_ms == 0)
         log_error("queue: PostgreSQL connection (%s) %s (%s): retrying with backoff",
@@ -490,8 +490,11 @@ static void pgc_read(pgc_t *c)
             continue;
         }
         if (!result_ok(res)) {
-            if (c->batch_ok && s != PGRES_PIPELINE_ABORTED)
-                log_error("queue: PostgreSQL (%s): %s", c->name, PQresultErrorMessage(res));
+            if (c->batch_ok && s != PGRES_PIPELINE_ABORTED) {
+                const char *m = PQresultErrorMessage(res);
+                int len = (int)strcspn(m, "\n"); /* terse: one line, no DETAIL */
+                log_error("queue: PostgreSQL (%s): %.*s", c->name, len, m);
+            }
             c->batch_ok = false;
         }
         if (c->state == PGC_READY)
@@ -1701,6 +1704,7 @@ static void pq_stats(const queue_t *qb, queue_stats_t *st)
 {
     const pq_t *q = (const pq_t *)qb;
     *st = q->st;
+    st->unavailable = q->wr.state != PGC_READY;
     st->ndest = 0;
     for (size_t i = 0; i < q->ndests && st->ndest < QUEUE_STATS_DESTS; i++)
         st->dest[st->ndest++] = q->dests[i].s;

@@ -3,9 +3,9 @@ PostgreSQL 15 server (pgserver.py): senders on several connections at once
 (python3-hl7's MLLP client), a real downstream MLLP listener and a FHIR one.
 
 - every message acknowledged AA reaches billing, in each sender's order, once;
-- with the database stopped, senders get AR (FHIR: 503), never AA, and what
-  was refused never reaches billing; once it is back, the daemon accepts and
-  delivers again without a restart.
+- with the database stopped, senders get AR (FHIR: 503), never AA, /readyz
+  answers 503, and what was refused never reaches billing; once it is back,
+  the daemon accepts and delivers again without a restart.
 """
 import json
 import os
@@ -47,6 +47,14 @@ def post_claim(port, claim):
                                  headers={"Content-Type": "application/fhir+json"})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def get(port, path):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=30) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -127,6 +135,10 @@ class QueuePostgres(unittest.TestCase):
             status, body = post_claim(self.d.http_port, load_claim())
             self.assertEqual(status, 503, body)
             self.assertIn(b"could not be stored", body)
+            # Unready, so that a load balancer sends elsewhere.
+            status, body = get(self.d.http_port, "/readyz")
+            self.assertEqual(status, 503, body)
+            self.assertFalse(json.loads(body)["queue"]["storing"])
         finally:
             self.pg.start()
         # Back without a restart of the daemon: within the reconnect backoff.
@@ -148,6 +160,9 @@ class QueuePostgres(unittest.TestCase):
                  [with_control_id(self.base, "PG2-MORE-%03d" % k) for k in range(20)], more)
         self.assertEqual([c for _, c in more], ["AA"] * 20)
         self.check_delivered([after, more])
+        status, body = get(self.d.http_port, "/readyz")
+        self.assertEqual(status, 200, body)
+        self.assertTrue(json.loads(body)["queue"]["storing"])
         # What was refused was not stored and never reaches billing.
         time.sleep(1)
         self.assertFalse([c for c in self.billed() if c.startswith("PG2-DOWN")])

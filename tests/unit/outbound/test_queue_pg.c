@@ -2,8 +2,9 @@
  * PostgreSQL 15 server, started by test_queue_pg.sh (tests/integration/
  * pgserver.py), which passes its URL in SG_PG_URL and its folder in
  * SG_PG_DIR: put and group commit, put_many, the reader's order and marks,
- * the lease between two queues on one database, a stopped server (puts
- * refused with ERR_QUEUE) and the reconnection once it is back. */
+ * the lease between two queues on one database, a transaction the server
+ * refuses, a stopped server (puts refused with ERR_QUEUE) and the
+ * reconnection once it is back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -83,7 +84,9 @@ static int fx_teardown(void **state)
 {
     fx_t *f = *state;
     uv_close((uv_handle_t *)&f->tick, NULL);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
+    /* Bounded: a failed test may leave a queue open, and must not hang. */
+    for (int i = 0; i < 200 && uv_loop_alive(&f->loop); i++)
+        uv_run(&f->loop, UV_RUN_NOWAIT);
     assert_int_equal(uv_loop_close(&f->loop), 0); /* every handle closed */
     free(f);
     return 0;
@@ -457,6 +460,42 @@ static void test_lease_one_holder(void **state)
     close_q(f, qb);
 }
 
+/* A transaction the server refuses (here a constraint the test adds) fails
+ * as a whole: every put of it gets ERR_QUEUE, none is stored, and the next
+ * transaction on the same connection (after its ROLLBACK) is stored. */
+static void test_commit_refused(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, 0);
+    db_exec(f->url, "ALTER TABLE spinegate_msgs ADD CONSTRAINT test_poison"
+                    " CHECK (dest <> 'poison')");
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    p.want = 3;
+    assert_int_equal(put_one(q, &p, "hl7", 0), ERR_OK);
+    assert_int_equal(put_one(q, &p, "poison", 1), ERR_OK);
+    assert_int_equal(put_one(q, &p, "hl7", 2), ERR_OK); /* the same transaction */
+    assert_true(run_until(f, &p.all, 20000));
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(p.st[i], ERR_QUEUE);
+        assert_true(p.id[i] == 0);
+    }
+    assert_int_equal(db_count(f->url, "SELECT count(*) FROM spinegate_msgs"), 0);
+    queue_stats_t st;
+    queue_stats(q, &st);
+    assert_int_equal(st.failed, 3);
+    assert_int_equal(st.commit_failures, 1);
+    assert_int_equal(st.depth, 0);
+
+    p.want = 4;
+    p.all = false;
+    assert_int_equal(put_one(q, &p, "hl7", 3), ERR_OK);
+    assert_true(run_until(f, &p.all, 20000));
+    assert_int_equal(p.st[3], ERR_OK);
+    assert_int_equal(db_count(f->url, "SELECT count(*) FROM spinegate_msgs"), 1);
+    close_q(f, q);
+}
+
 static void pgserver(const char *cmd)
 {
     char line[1024];
@@ -554,6 +593,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_put_many, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_reader_order_and_marks, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lease_one_holder, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_refused, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_server_stopped, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_open_fails_cleanly, fx_setup, fx_teardown),
     };

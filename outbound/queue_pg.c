@@ -122,6 +122,7 @@ struct pq {
     struct put_req *batch; /* in the running transaction */
     size_t nbatch;
     size_t batch_first; /* the batch's query index of its BEGIN */
+    bool batch_committed; /* its COMMIT answered COMMIT */
     bool counting;
 
     struct dest *dests;
@@ -870,8 +871,16 @@ static void commit_start(pq_t *q)
     bool ok = pgc_send(c, "!BEGIN", 0, NULL, NULL, NULL);
     for (put_req_t *r = q->batch; ok && r; r = r->next)
         ok = send_put(c, r);
-    /* One NOTIFY per destination (the server drops repeats in a transaction
-     * anyway): the lease holder of each, in whatever instance, wakes up. */
+    if (ok)
+        ok = pgc_send(c, "!COMMIT", 0, NULL, NULL, NULL);
+    /* One NOTIFY per destination, in the same round trip but after the
+     * COMMIT, in a transaction of its own: the lease holder of each, in
+     * whatever instance, wakes up once the rows are there. Not inside the
+     * put transaction: PostgreSQL holds one database-wide lock from a
+     * notifying transaction's commit until its end, which includes the wait
+     * for a synchronous standby, and that would make every instance's
+     * commits queue behind each other. A notification lost with the
+     * connection is made up for by the readers' poll (PG_POLL_MS). */
     for (size_t i = 0; ok && i < q->ndests; i++) {
         bool in = false;
         for (put_req_t *r = q->batch; r && !in; r = r->next)
@@ -881,8 +890,6 @@ static void commit_start(pq_t *q)
             ok = pgc_send(c, "notify", 1, v, NULL, NULL);
         }
     }
-    if (ok)
-        ok = pgc_send(c, "!COMMIT", 0, NULL, NULL, NULL);
     if (!ok || !pgc_batch_end(c))
         pgc_fail(c, "cannot send the transaction");
 }
@@ -945,7 +952,14 @@ static void wr_result(pgc_t *c, size_t i, PGresult *res)
         q->st.depth = total;
         return;
     }
-    /* Query 0 (after a ROLLBACK, if any) is BEGIN; then one per put. */
+    /* Query 0 (after a ROLLBACK, if any) is BEGIN; then one per put; then
+     * COMMIT, whose answer alone says whether they are stored (the NOTIFYs
+     * after it do not count). */
+    if (i == q->batch_first + q->nbatch + 1) {
+        q->batch_committed = PQresultStatus(res) == PGRES_COMMAND_OK &&
+                             strcmp(PQcmdStatus(res), "COMMIT") == 0;
+        return;
+    }
     if (i < q->batch_first + 1 || i > q->batch_first + q->nbatch)
         return;
     size_t k = i - q->batch_first - 1;
@@ -965,7 +979,10 @@ static void wr_done(pgc_t *c, bool ok)
     } else if (q->batch) {
         put_req_t *list = q->batch;
         q->batch = NULL;
-        /* A put without its id did not commit, whatever the rest said. */
+        /* Stored when the COMMIT said so (a NOTIFY failing after it does not
+         * unstore them: ok is not the judge) and every put has its id. */
+        ok = q->batch_committed;
+        q->batch_committed = false;
         for (put_req_t *p = list; ok && p; p = p->next)
             ok = p->id > 0;
         if (ok) {

@@ -162,6 +162,21 @@ class Sender(threading.Thread):
             return len(self.acked)
 
 
+def teardown(*steps):
+    """Runs every step (None: skipped) even when one fails, so that no
+    process outlives the test; then raises the first failure."""
+    first = None
+    for step in steps:
+        if step is None:
+            continue
+        try:
+            step()
+        except BaseException as e:  # keep tearing down
+            first = first or e
+    if first is not None:
+        raise first
+
+
 def pg_instance(cluster, name, sink_port, *extra, http=False):
     """A spinegate on the shared queue; name becomes its application_name
     on the server, so the test can see which instance holds a lease."""
@@ -320,14 +335,10 @@ class HaFailover(unittest.TestCase):
             stop.set()
             for s in senders:
                 s.join(10)
-            for d in instances:
-                if d.proc is not None:
-                    d.cleanup()
-            if sink:
-                sink.stop()
             if not passed:
                 print(cluster.logs())
-            cluster.stop()
+            teardown(*[d.cleanup for d in instances if d.proc is not None],
+                     sink.stop if sink else None, cluster.stop)
 
 
 class HaStandbyDown(unittest.TestCase):
@@ -368,11 +379,7 @@ class HaStandbyDown(unittest.TestCase):
                   "%d time(s); AA again after %d tries once the standby was dropped"
                   % (waited, sink.control_ids().count("SB-WAIT"), n[0]))
         finally:
-            if d is not None:
-                d.cleanup()
-            if sink:
-                sink.stop()
-            cluster.stop()
+            teardown(d.cleanup if d else None, sink.stop if sink else None, cluster.stop)
 
 
 class HaDatabaseDown(unittest.TestCase):
@@ -428,12 +435,8 @@ class HaDatabaseDown(unittest.TestCase):
             self.assertEqual(refused, [])
             h.wait_for(lambda: len(fsink.received) >= 2, 30, "both FHIR Claims at billing")
         finally:
-            if d is not None:
-                d.cleanup()
-            for s in (sink, fsink):
-                if s:
-                    s.stop()
-            cluster.stop()
+            teardown(d.cleanup if d else None, sink.stop if sink else None,
+                     fsink.stop if fsink else None, cluster.stop)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ class PgServer:
             raise RuntimeError("initdb failed:\n" + r.stdout)
         self.configure(["", "# pgserver.py", "listen_addresses = '127.0.0.1'",
                         "port = %d" % self.port, "unix_socket_directories = ''", "fsync = on",
-                        "max_connections = 100"] + self.extra_conf)
+                        "max_connections = 100", "shared_buffers = 32MB"] + self.extra_conf)
 
     def start(self, timeout=60):
         """Starts the server (after initdb and creating the database, the

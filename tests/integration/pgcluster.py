@@ -119,7 +119,7 @@ class PgCluster:
         self.primary = PgNode(os.path.join(self.root, "primary"), extra_conf=[
             "wal_level = replica", "max_wal_senders = 4", "max_replication_slots = 4",
             "wal_keep_size = '64MB'", "hot_standby = on", "synchronous_commit = on",
-            "fsync = %s" % ("on" if fsync else "off"), "shared_buffers = '64MB'",
+            "fsync = %s" % ("on" if fsync else "off"),
             "log_min_messages = warning"])
         self.standby = PgNode(os.path.join(self.root, "standby")) if standby else None
 

@@ -671,7 +671,7 @@ static err_t run(PGconn *conn, const char *sql, PGresult **out, err_detail_t *d,
 
 /* Creates or migrates the schema in one transaction. Two instances starting
  * together take turns on a transaction advisory lock. */
-static err_t open_schema(pq_t *q, PGconn *conn, err_detail_t *d)
+static err_t open_schema(PGconn *conn, err_detail_t *d)
 {
     err_t e = run(conn, "BEGIN", NULL, d, "begin");
     if (!e)
@@ -705,7 +705,6 @@ static err_t open_schema(pq_t *q, PGconn *conn, err_detail_t *d)
         e = run(conn, "COMMIT", NULL, d, "commit schema");
     if (e)
         PQclear(PQexec(conn, "ROLLBACK"));
-    (void)q;
     return e;
 }
 
@@ -1862,7 +1861,7 @@ err_t queue__pg_open(uv_loop_t *loop, const queue_opts_t *opts, queue_t **out, e
     if (!e) {
         PQsetErrorVerbosity(conn, PQERRORS_TERSE);
         PQclear(PQexec(conn, "SET client_min_messages = warning"));
-        e = open_schema(q, conn, d);
+        e = open_schema(conn, d);
     }
     if (!e)
         e = load_state(q, conn, d);

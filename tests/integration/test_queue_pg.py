@@ -5,7 +5,10 @@ PostgreSQL 15 server (pgserver.py): senders on several connections at once
 - every message acknowledged AA reaches billing, in each sender's order, once;
 - with the database stopped, senders get AR (FHIR: 503), never AA, /readyz
   answers 503, and what was refused never reaches billing; once it is back,
-  the daemon accepts and delivers again without a restart.
+  the daemon accepts and delivers again without a restart;
+- two instances on one database: the lease holder killed with SIGKILL under
+  load, the other takes over; nothing acknowledged is lost, order holds,
+  and at most the message in flight arrives twice.
 """
 import json
 import os
@@ -171,6 +174,60 @@ class QueuePostgres(unittest.TestCase):
         self.assertEqual(len(self.billed()), before + 1 + 20)
         self.assertIn("PostgreSQL connection (write) lost", self.d.logtext())
         self.assertIn("PostgreSQL connection (write) up again", self.d.logtext())
+
+
+    def test_3_two_instances_kill9_the_lease_holder(self):
+        """A second instance shares the database; the first, holding the
+        leases, is killed with SIGKILL under load from both sides. The
+        second takes the leases over: every AA'd message reaches billing, in
+        each sender's order, and only what was in flight at the kill can
+        arrive twice."""
+        other = h.Daemon("--queue", "postgres", "--queue-url", self.pg.url,
+                         "--downstream-mllp", "127.0.0.1:%d" % self.sink.port).start()
+        try:
+            # The first instance holds the hl7 lease: it started first.
+            self.assertIn("lease of destination hl7 taken", self.d.logtext())
+            self.assertNotIn("lease of destination hl7 taken", other.logtext())
+            before = set(self.billed())
+            to_other, to_first = [], []
+            t = threading.Thread(target=send_all, args=(
+                other.mllp_port, [with_control_id(self.base, "PG3-B-%03d" % i)
+                                  for i in range(150)], to_other))
+            t.start()
+
+            def until_killed():
+                try:
+                    send_all(self.d.mllp_port, [with_control_id(self.base, "PG3-A-%03d" % i)
+                                                for i in range(1000)], to_first)
+                except (OSError, ConnectionError):
+                    pass  # the instance died under this sender
+            a = threading.Thread(target=until_killed)
+            a.start()
+            h.wait_for(lambda: len(to_first) >= 60 and len(to_other) >= 40, 60, "load on both")
+            self.d.kill9()
+            a.join(30)
+            t.join(120)
+            self.assertEqual({c for _, c in to_other}, {"AA"})
+            self.assertEqual(len(to_other), 150)
+            h.wait_for(lambda: "lease of destination hl7 taken" in other.logtext(), 30,
+                       "the takeover")
+            accepted = [c for acks in (to_first, to_other) for c, code in acks if code == "AA"]
+            h.wait_for(lambda: set(accepted) <= set(self.billed()), 60,
+                       "every accepted message at billing")
+            got = [c for c in self.billed() if c not in before]
+            first_seen = []
+            for c in got:
+                if c not in first_seen:
+                    first_seen.append(c)
+            for acks in (to_first, to_other):
+                mine = [c for c, code in acks if code == "AA"]
+                self.assertEqual([c for c in first_seen if c in set(mine)], mine)
+            dups = len(got) - len(first_seen)
+            print("two instances: %d accepted, %d delivered, %d twice (in flight at the kill)"
+                  % (len(accepted), len(got), dups))
+            self.assertLessEqual(dups, 1)
+        finally:
+            other.cleanup()
 
 
 if __name__ == "__main__":

@@ -126,9 +126,11 @@ static err_t cursor_open(out_dest_t *d, err_detail_t *e)
     if (!qp) {
         /* A queue shared by several instances (PostgreSQL) has no file to
          * keep a cursor beside, and a cursor of one instance would mean
-         * nothing to the next lease holder. Instead every mark is committed
-         * before the next message goes out (mark_window 1, out_start): after
-         * a crash or a failover only the message in flight goes twice. */
+         * nothing to the next lease holder. The queue's committed marks
+         * alone say what is done: the deliverer goes on sending while they
+         * are group-committed, at most mark_window ahead of them (out_start:
+         * OUT_PG_MARK_WINDOW), and after a crash or a failover the next
+         * lease holder sends again those rows and the ones in flight. */
         d->no_cursor = true;
         return ERR_OK;
     }
@@ -210,8 +212,8 @@ static void fetch_timer_cb(uv_timer_t *t)
 
 /* The reader's lease was lost and taken again (PostgreSQL): another
  * instance may have delivered the rows fetched before, and the new lease
- * starts from what the database holds. The message in flight, if any, is
- * finished as usual. */
+ * starts from what the database holds. The messages in flight, if any, are
+ * finished as usual; nothing more is sent while the lease is 0. */
 static void lease_check(out_dest_t *d)
 {
     uint64_t lease = queue_reader_lease(d->reader);
@@ -222,6 +224,17 @@ static void lease_check(out_dest_t *d)
     d->lease = lease;
 }
 
+/* True when row id is being sent (cur, or a row in the window behind it). */
+static bool in_flight(const out_dest_t *d, int64_t id)
+{
+    if (d->cur && d->cur->id == id)
+        return true;
+    for (size_t i = 0; i < d->ahead_n; i++)
+        if (d->ahead[i]->id == id)
+            return true;
+    return false;
+}
+
 static void fetch_cb(queue_reader_t *r, err_t status, queue_row_t **rows, size_t n, void *user)
 {
     out_dest_t *d = user;
@@ -229,7 +242,7 @@ static void fetch_cb(queue_reader_t *r, err_t status, queue_row_t **rows, size_t
     lease_check(d);
     uint64_t skipped = 0;
     for (size_t i = 0; i < n; i++) {
-        if (d->cur && rows[i]->id == d->cur->id) {
+        if (in_flight(d, rows[i]->id)) {
             /* Fetched again under a new lease while still ours. */
             queue_row_free(rows[i]);
         } else if (rows[i]->id <= d->skip_upto) {
@@ -286,7 +299,8 @@ static void send_cur(out_dest_t *d)
  * the window, under the same conditions pump() sets for the next message. */
 static void send_ahead(out_dest_t *d)
 {
-    while (d->sending && !d->stopping && d->ahead_n + 1 < d->o.window && d->ring_n &&
+    lease_check(d);
+    while (d->lease && d->sending && !d->stopping && d->ahead_n + 1 < d->o.window && d->ring_n &&
            !d->dead_pending && !d->cursor_failing) {
         if (queue_reader_unsynced(d->reader) >= d->o.mark_window) {
             queue_reader_flush(d->reader);
@@ -327,6 +341,7 @@ static void requeue_ahead(out_dest_t *d)
 }
 
 static void dead_write_start(out_dest_t *d);
+static void cur_done(out_dest_t *d);
 
 static void retry_timer_cb(uv_timer_t *t)
 {
@@ -336,6 +351,14 @@ static void retry_timer_cb(uv_timer_t *t)
     if (d->dead_retry) {
         d->dead_retry = false;
         dead_write_start(d);
+        return;
+    }
+    if (queue_reader_lease(d->reader) != d->lease) {
+        /* The lease was lost since cur was fetched (PostgreSQL): another
+         * instance may be sending it now. Its attempt is recorded; the
+         * next lease holder (this one too, after a new fetch) sends it. */
+        cur_done(d);
+        pump(d);
         return;
     }
     send_cur(d);
@@ -724,8 +747,8 @@ err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_de
         d->o.mark_window = 32;
     if (!d->o.window || !tp->window)
         d->o.window = 1;
-    if (!queue_path(q))
-        d->o.mark_window = 1; /* no cursor file: see cursor_open */
+    if (!queue_path(q) && opts->mark_window == 0)
+        d->o.mark_window = OUT_PG_MARK_WINDOW; /* no cursor file: see cursor_open */
     /* The rows in flight come out of the ring and may go back into it. */
     d->ring_cap = d->o.fetch_batch > d->o.window ? d->o.fetch_batch : d->o.window;
     d->ring = xcalloc(d->ring_cap, sizeof *d->ring);

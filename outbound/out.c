@@ -4,7 +4,10 @@
  * protocols live in out_mllp.c, out_http.c and out_dir.c.
  * It also keeps the destination's cursor file (see out.h): the id of the
  * last row accepted downstream, so that a restart after kill -9 does not send
- * again what the uncommitted marks would have it send.
+ * again what the uncommitted marks would have it send. A queue on PostgreSQL
+ * has no cursor file: there the mark window alone (OUT_PG_MARK_WINDOW) bounds
+ * what a crash or a failover sends again, and nothing is sent without the
+ * reader's lease.
  * The out_dest_t owns the rows it fetched, its timers, its cursor file
  * descriptor and its transport state; all are released by out_stop() once
  * their handles are closed.
@@ -33,6 +36,7 @@ static int64_t wall_ms(void)
 
 static void pump(out_dest_t *d);
 static void finish_stop(out_dest_t *d);
+static void cur_done(out_dest_t *d);
 
 /* The control id as it may appear in a log line or a note: the one escaping
  * helper of common/log.h (the name stays for the call sites below). */
@@ -213,7 +217,9 @@ static void fetch_timer_cb(uv_timer_t *t)
 /* The reader's lease was lost and taken again (PostgreSQL): another
  * instance may have delivered the rows fetched before, and the new lease
  * starts from what the database holds. The messages in flight, if any, are
- * finished as usual; nothing more is sent while the lease is 0. */
+ * finished as usual; one waiting for its retry is let go (its attempt is
+ * recorded; the next holder, this one too after a new fetch, sends it).
+ * Nothing more is sent while the lease is 0. */
 static void lease_check(out_dest_t *d)
 {
     uint64_t lease = queue_reader_lease(d->reader);
@@ -221,6 +227,10 @@ static void lease_check(out_dest_t *d)
         return;
     while (d->ring_n)
         queue_row_free(ring_pop(d));
+    if (d->cur && !d->sending && !d->dead_writing && !d->dead_retry && !d->stopping) {
+        uv_timer_stop(&d->retry_timer);
+        cur_done(d);
+    }
     d->lease = lease;
 }
 
@@ -341,7 +351,6 @@ static void requeue_ahead(out_dest_t *d)
 }
 
 static void dead_write_start(out_dest_t *d);
-static void cur_done(out_dest_t *d);
 
 static void retry_timer_cb(uv_timer_t *t)
 {
@@ -353,11 +362,8 @@ static void retry_timer_cb(uv_timer_t *t)
         dead_write_start(d);
         return;
     }
-    if (queue_reader_lease(d->reader) != d->lease) {
-        /* The lease was lost since cur was fetched (PostgreSQL): another
-         * instance may be sending it now. Its attempt is recorded; the
-         * next lease holder (this one too, after a new fetch) sends it. */
-        cur_done(d);
+    lease_check(d); /* lost meanwhile: cur is let go */
+    if (!d->cur) {
         pump(d);
         return;
     }

@@ -914,8 +914,8 @@ err_t web_listen(daemon_t *d)
         log_error("listen-admin: cannot hash (out of memory)");
         return ERR_IO;
     }
-    if (worklist_open(d->queue_path, &w->wl, &e) != ERR_OK ||
-        worklist_open(d->queue_path, &w->wl_write, &e) != ERR_OK) {
+    if (daemon_worklist_open(d, &w->wl, &e) != ERR_OK ||
+        daemon_worklist_open(d, &w->wl_write, &e) != ERR_OK) {
         log_error("listen-admin: worklist: %s", e.msg);
         return ERR_IO;
     }

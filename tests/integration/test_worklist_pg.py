@@ -14,8 +14,11 @@ and lists A's items over HTTP (curl).
 import json
 import os
 import subprocess
-import tempfile
 import shutil
+import signal
+import tempfile
+import threading
+import time
 import unittest
 
 import harness as h
@@ -264,6 +267,50 @@ class WorklistPostgres(unittest.TestCase):
         status, _, _ = curl(base + "/api/items")
         self.assertIn(status, (302, 303, 401))
 
+    def test_5_a_slow_database_read_does_not_hold_the_claims(self):
+        """The page reads the worklist on the thread pool: while a read waits
+        on a database that does not answer, B still answers its senders at
+        once. (The worklist's server processes are stopped with SIGSTOP; the
+        queue's own connections are left alone.)"""
+        base = "http://127.0.0.1:%d" % self.admin_port
+        status, head, _ = curl(base + "/login", "-X", "POST", "--data-binary",
+                               "user=coder1&password=" + PASSWORD.replace(" ", "+"))
+        cookie = [l.split(":", 1)[1].strip().split(";")[0] for l in head.split("\r\n")
+                  if l.lower().startswith("set-cookie:")][0]
+        pids = [int(p) for p in self.pg.psql(
+            "SELECT pid FROM pg_stat_activity WHERE application_name='spinegate-worklist'"
+        ).split()]
+        self.assertGreaterEqual(len(pids), 3)  # A's and B's admin sockets, B's page (two)
+        page = {}
+
+        def read_page():
+            t0 = time.monotonic()
+            page["status"], _, page["body"] = curl(base + "/api/items", "-H",
+                                                   "Cookie: " + cookie)
+            page["took"] = time.monotonic() - t0
+            page["end"] = time.monotonic()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            reader = threading.Thread(target=read_page)
+            reader.start()
+            time.sleep(0.3)  # the read is waiting for its answer now
+            t0 = time.monotonic()
+            accept = h.demo("01-accept-no-spine-codes.hl7")
+            ack = h.mllp_send(self.b.mllp_port, accept.replace(h.msh10(accept).encode(),
+                                                               b"SLOWREAD1"))
+            acked = time.monotonic()
+            time.sleep(1.5)
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        reader.join(30)
+        self.assertEqual(h.ack_code(ack), "AA")
+        self.assertEqual(page["status"], 200, page["body"])
+        self.assertGreater(page["took"], 1.5)  # it did wait
+        self.assertLess(acked - t0, 1.0)
+        self.assertLess(acked, page["end"])  # answered while the page's read waited
+        h.wait_for(lambda: "SLOWREAD1" in self.sink.control_ids(), 10, "the message at billing")
 
 if __name__ == "__main__":
     h.run(__name__)

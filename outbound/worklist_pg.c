@@ -71,6 +71,24 @@ static err_t pg_fail(pg_wl_t *w, const PGresult *res, err_detail_t *d, const cha
     return err_set(d, ERR_QUEUE, 0, "worklist: %s: %s", what, m);
 }
 
+/* After a statement failed: when it was sent outside a transaction and
+ * the connection is what failed (the server restarted, or failed over),
+ * connects again and says true, so that the caller sends it once more. Only
+ * outside a transaction: what a statement inside one did is gone with it,
+ * and a COMMIT whose answer was lost may have committed. */
+static bool again_after_loss(pg_wl_t *w, bool was_idle)
+{
+    if (!was_idle || PQstatus(w->conn) != CONNECTION_BAD)
+        return false;
+    PQreset(w->conn);
+    if (PQstatus(w->conn) != CONNECTION_OK)
+        return false;
+    PGresult *res = PQexec(w->conn, "SET lock_timeout = '10s'");
+    bool ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+    return ok;
+}
+
 /* Runs sql with text parameters (NULL for SQL NULL) and binary results.
  * bin marks the parameters sent as bytes (lens gives their lengths). On
  * success *out (may be NULL) holds the result. */
@@ -79,8 +97,14 @@ static err_t exec(pg_wl_t *w, const char *sql, int n, const char *const *vals, c
 {
     if (out)
         *out = NULL;
+    bool was_idle = PQtransactionStatus(w->conn) == PQTRANS_IDLE;
     PGresult *res = PQexecParams(w->conn, sql, n, NULL, vals, lens, bin, 1);
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && again_after_loss(w, was_idle)) {
+        PQclear(res);
+        res = PQexecParams(w->conn, sql, n, NULL, vals, lens, bin, 1);
+        st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    }
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         err_t e = pg_fail(w, res, d, what);
         PQclear(res);
@@ -140,9 +164,12 @@ err_t worklist_open_pg(const char *url, worklist_t **out, err_detail_t *d)
         return err_set(d, ERR_QUEUE, 0, "worklist: no PostgreSQL connection URL (queue-url)");
     pg_wl_t *w = xcalloc(1, sizeof *w);
     w->base.ops = &pg_ops;
-    /* connect_timeout comes first so that one in the url wins. */
-    const char *keys[] = {"connect_timeout", "dbname", "fallback_application_name", NULL};
-    const char *vals[] = {"10", url, "spinegate-worklist", NULL};
+    /* Bounds before the url, so that its own win: a server gone silent (a
+     * partition) fails a call within 15 s, as the queue's transactions do,
+     * rather than holding a thread of the daemon's pool for TCP's minutes. */
+    const char *keys[] = {"connect_timeout", "tcp_user_timeout", "dbname",
+                          "fallback_application_name", NULL};
+    const char *vals[] = {"10", "15000", url, "spinegate-worklist", NULL};
     w->conn = PQconnectdbParams(keys, vals, 1);
     err_t e = ERR_OK;
     if (!w->conn || PQstatus(w->conn) != CONNECTION_OK)
@@ -264,30 +291,41 @@ static err_t pg_list(worklist_t *wb, const worklist_filter_t *f, worklist_item_f
     snprintf(since, sizeof since, "%" PRId64, f->since_ms);
     snprintf(until, sizeof until, "%" PRId64, f->until_ms);
     const char *vals[] = {f->state, f->kind, since, until};
-    /* Row by row: a worklist of months with their messages need not fit in
-     * memory at once. */
-    if (!PQsendQueryParams(w->conn,
-                           "SELECT " ITEM_COLS " FROM spinegate_worklist"
-                           " WHERE ($1::text IS NULL OR state=$1) AND ($2::text IS NULL OR kind=$2)"
-                           " AND ($3::bigint=0 OR received_ms>=$3)"
-                           " AND ($4::bigint=0 OR received_ms<$4) ORDER BY id",
-                           4, NULL, vals, NULL, NULL, 1))
-        return pg_fail(w, NULL, d, "list");
-    PQsetSingleRowMode(w->conn); /* when refused, the rows come at once: also read below */
     list_walk_t lw = {.f = f, .fn = fn, .user = user};
-    bool stopped = false;
-    PGresult *res;
-    while ((res = PQgetResult(w->conn)) != NULL) {
-        ExecStatusType st = PQresultStatus(res);
-        if (st == PGRES_SINGLE_TUPLE || st == PGRES_TUPLES_OK) {
-            for (int i = 0; i < PQntuples(res) && !stopped; i++)
-                stopped = item_of(res, i, list_item, &lw) != 0;
-        } else if (!e) {
-            e = pg_fail(w, res, d, "list");
+    for (int attempt = 0;; attempt++) {
+        /* Row by row: a worklist of months with their messages need not
+         * fit in memory at once. */
+        bool sent = PQsendQueryParams(
+            w->conn,
+            "SELECT " ITEM_COLS " FROM spinegate_worklist"
+            " WHERE ($1::text IS NULL OR state=$1) AND ($2::text IS NULL OR kind=$2)"
+            " AND ($3::bigint=0 OR received_ms>=$3)"
+            " AND ($4::bigint=0 OR received_ms<$4) ORDER BY id",
+            4, NULL, vals, NULL, NULL, 1);
+        bool stopped = false, any = false;
+        if (sent) {
+            PQsetSingleRowMode(w->conn); /* when refused, the rows come at once: read below */
+            PGresult *res;
+            while ((res = PQgetResult(w->conn)) != NULL) {
+                ExecStatusType st = PQresultStatus(res);
+                if (st == PGRES_SINGLE_TUPLE || st == PGRES_TUPLES_OK) {
+                    for (int i = 0; i < PQntuples(res) && !stopped; i++, any = true)
+                        stopped = item_of(res, i, list_item, &lw) != 0;
+                } else if (!e) {
+                    e = pg_fail(w, res, d, "list");
+                }
+                PQclear(res); /* after a stop the rest is read and dropped */
+            }
+        } else {
+            e = pg_fail(w, NULL, d, "list");
         }
-        PQclear(res); /* after a stop the rest is read and dropped */
+        /* Nothing handed out yet: a lost connection may be tried again. */
+        if (e && !any && attempt == 0 && again_after_loss(w, true)) {
+            e = ERR_OK;
+            continue;
+        }
+        return e;
     }
-    return e;
 }
 
 static err_t pg_get(worklist_t *wb, int64_t id, worklist_item_fn fn, void *user, err_detail_t *d)

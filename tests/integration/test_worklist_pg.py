@@ -311,6 +311,26 @@ class WorklistPostgres(unittest.TestCase):
         self.assertLess(acked - t0, 1.0)
         self.assertLess(acked, page["end"])  # answered while the page's read waited
         h.wait_for(lambda: "SLOWREAD1" in self.sink.control_ids(), 10, "the message at billing")
+    def test_6_database_restarted_worklist_connections_come_back(self):
+        """The worklist connections of B's socket and page are broken by a
+        restart of the server: the next command and the next page read
+        connect again by themselves and succeed, at the first try."""
+        base = "http://127.0.0.1:%d" % self.admin_port
+        status, head, _ = curl(base + "/login", "-X", "POST", "--data-binary",
+                               "user=coder1&password=" + PASSWORD.replace(" ", "+"))
+        cookie = [l.split(":", 1)[1].strip().split(";")[0] for l in head.split("\r\n")
+                  if l.lower().startswith("set-cookie:")][0]
+        before = items(self.cfg_b)
+        self.assertTrue(before)
+        self.pg.stop()
+        self.pg.start()
+        self.assertEqual(items(self.cfg_b), before)  # B's socket, its connection made again
+        status, _, body = curl(base + "/api/items", "-H", "Cookie: " + cookie)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(sorted(i["id"] for i in json.loads(body)["items"]),
+                         sorted(i["id"] for i in before))
+        self.assertIn("admin socket: list by", self.b.logtext())
+
 
 if __name__ == "__main__":
     h.run(__name__)

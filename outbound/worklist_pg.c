@@ -6,9 +6,11 @@
  * A synchronous libpq connection of its own (PQexecParams). That is fine
  * here and only here: these functions never run on the loop thread
  * (spinegate-admin is its own process; the daemon calls them on the libuv
- * thread pool, app/adminsock.c and app/web.c). A connection found broken is
- * reset before the next call, so that after a failover a multi-host
- * queue-url finds the new primary.
+ * thread pool, app/adminsock.c and app/web.c). A connection lost outside a
+ * transaction (a restart, a failover) is made again and the statement sent
+ * once more (again_after_loss), so that a multi-host queue-url finds the new
+ * primary without the coder seeing an error; within a transaction the call
+ * fails and the next one connects again.
  *
  * Changes are transactions that lock the item first (SELECT ... FOR
  * UPDATE), so two coders on two instances cannot both resend one item. A

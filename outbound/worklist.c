@@ -148,7 +148,7 @@ static int item_of(sqlite3_stmt *st, worklist_item_fn fn, void *user)
 }
 
 static err_t sl_list(worklist_t *wb, const worklist_filter_t *f, worklist_item_fn fn, void *user,
-                    err_detail_t *d)
+                     err_detail_t *d)
 {
     sl_t *w = (sl_t *)wb;
     static const worklist_filter_t none = {0};
@@ -268,7 +268,7 @@ static err_t set_state(sl_t *w, int64_t id, const char *state, const char *who,
 }
 
 static err_t sl_resolve(worklist_t *wb, int64_t id, const char *who, const char *note,
-                       err_detail_t *d)
+                        err_detail_t *d)
 {
     sl_t *w = (sl_t *)wb;
     char kind[16], state[16];
@@ -372,7 +372,7 @@ static err_t sl_requeue(worklist_t *wb, int64_t id, const char *who, err_detail_
 }
 
 static err_t sl_resend(worklist_t *wb, int64_t id, const worklist_msg_t *m, const char *who,
-                      const char *note, err_detail_t *d)
+                       const char *note, err_detail_t *d)
 {
     sl_t *w = (sl_t *)wb;
     char kind[16], state[16], link[40];
@@ -402,7 +402,7 @@ static err_t sl_prune(worklist_t *wb, unsigned keep_days, size_t *n, err_detail_
 }
 
 static err_t sl_queue_figures(worklist_t *wb, worklist_dest_fn fn, void *user, int64_t *inbox,
-                             err_detail_t *d)
+                              err_detail_t *d)
 {
     sl_t *w = (sl_t *)wb;
     sqlite3_stmt *st = NULL;

@@ -26,8 +26,7 @@ typedef struct {
     err_t (*list)(worklist_t *w, const worklist_filter_t *f, worklist_item_fn fn, void *user,
                   err_detail_t *d);
     err_t (*get)(worklist_t *w, int64_t id, worklist_item_fn fn, void *user, err_detail_t *d);
-    err_t (*resolve)(worklist_t *w, int64_t id, const char *who, const char *note,
-                     err_detail_t *d);
+    err_t (*resolve)(worklist_t *w, int64_t id, const char *who, const char *note, err_detail_t *d);
     err_t (*requeue)(worklist_t *w, int64_t id, const char *who, err_detail_t *d);
     err_t (*resend)(worklist_t *w, int64_t id, const worklist_msg_t *m, const char *who,
                     const char *note, err_detail_t *d);

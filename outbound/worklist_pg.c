@@ -48,8 +48,8 @@ typedef struct {
     PGconn *conn;
 } pg_wl_t;
 
-#define ITEM_COLS                                                                          \
-    "id, kind, state, coalesce(msg_id, 0), dest, control_id, content_type, findings,"     \
+#define ITEM_COLS                                                                                  \
+    "id, kind, state, coalesce(msg_id, 0), dest, control_id, content_type, findings,"              \
     " meta, reason, received_ms, changed_by, note, link, coalesce(changed_ms, 0), payload"
 
 static int64_t now_ms(void)
@@ -188,8 +188,8 @@ err_t worklist_open_pg(const char *url, worklist_t **out, err_detail_t *d)
                     "worklist: the database has no spinegate queue (the daemon makes it at its "
                     "first start with queue = postgres)");
     if (!e)
-        e = exec(w, "SELECT max(version)::bigint FROM spinegate_schema", 0, NULL, NULL, NULL,
-                 &res, d, "schema version");
+        e = exec(w, "SELECT max(version)::bigint FROM spinegate_schema", 0, NULL, NULL, NULL, &res,
+                 d, "schema version");
     if (!e && PQntuples(res) == 1 && be64_at(res, 0, 0) > WL_PG_SCHEMA_VERSION)
         e = err_set(d, ERR_QUEUE, 0,
                     "worklist: queue schema version %" PRId64 " is newer than this program's (%d)",
@@ -279,8 +279,8 @@ static int list_item(const worklist_item_t *it, void *user)
     return lw->fn(it, lw->user);
 }
 
-static err_t pg_list(worklist_t *wb, const worklist_filter_t *f, worklist_item_fn fn,
-                     void *user, err_detail_t *d)
+static err_t pg_list(worklist_t *wb, const worklist_filter_t *f, worklist_item_fn fn, void *user,
+                     err_detail_t *d)
 {
     pg_wl_t *w = (pg_wl_t *)wb;
     static const worklist_filter_t none = {0};
@@ -340,8 +340,8 @@ static err_t pg_get(worklist_t *wb, int64_t id, worklist_item_fn fn, void *user,
     snprintf(ids, sizeof ids, "%" PRId64, id);
     const char *vals[] = {ids};
     PGresult *res = NULL;
-    e = exec(w, "SELECT " ITEM_COLS " FROM spinegate_worklist WHERE id=$1::bigint", 1, vals,
-             NULL, NULL, &res, d, "read");
+    e = exec(w, "SELECT " ITEM_COLS " FROM spinegate_worklist WHERE id=$1::bigint", 1, vals, NULL,
+             NULL, &res, d, "read");
     if (!e && PQntuples(res) == 0)
         e = err_set(d, ERR_NOT_FOUND, 0, "no worklist item %" PRId64, id);
     if (!e)
@@ -394,8 +394,8 @@ static err_t end(pg_wl_t *w, err_t e, err_detail_t *d)
     return e;
 }
 
-static err_t set_state(pg_wl_t *w, int64_t id, const char *state, const char *who,
-                       const char *note, const char *link, err_detail_t *d)
+static err_t set_state(pg_wl_t *w, int64_t id, const char *state, const char *who, const char *note,
+                       const char *link, err_detail_t *d)
 {
     char ids[24], now[24];
     snprintf(ids, sizeof ids, "%" PRId64, id);
@@ -507,8 +507,8 @@ static err_t pg_resend(worklist_t *wb, int64_t id, const worklist_msg_t *m, cons
         e = err_set(d, ERR_BAD_VALUE, 0, "item %" PRId64 " is %s, not open", id, h.state);
     snprintf(now, sizeof now, "%" PRId64, now_ms());
     /* The texts go as bytes, as queue_pg.c's put sends them: bytea columns. */
-    const char *vals[] = {m->dest, m->control_id, m->content_type, (const char *)m->payload,
-                          m->findings, now, m->meta};
+    const char *vals[] = {m->dest,     m->control_id, m->content_type, (const char *)m->payload,
+                          m->findings, now,           m->meta};
     int lens[] = {0,
                   (int)strlen(m->control_id),
                   (int)strlen(m->content_type),

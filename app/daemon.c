@@ -403,9 +403,7 @@ static err_t start_listeners(daemon_t *d)
     const config_t *c = &d->cfg;
     err_detail_t e;
     err_clear(&e);
-    /* spinegate-admin reads the worklist of a SQLite queue only, so with
-     * PostgreSQL there is nothing for its socket to serve. */
-    if (strcmp(c->queue_backend, "postgres") != 0 && adminsock_listen(d) != ERR_OK)
+    if (adminsock_listen(d) != ERR_OK)
         return ERR_IO;
     if (c->listen_mllp.port) {
         mllp_opts_t o;

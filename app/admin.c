@@ -355,7 +355,12 @@ static int run_here(admin_t *a, const char *data_dir, admin_req_t *r)
     worklist_t *wl = NULL;
     err_detail_t d;
     err_clear(&d);
-    if (worklist_open(path, &wl, &d) != ERR_OK) {
+    /* With queue = postgres the worklist is the database's, shared by every
+     * instance (docs/queue-schema.md), not a file of this data folder. */
+    err_t e = strcmp(a->cfg.queue_backend, "postgres") == 0
+                  ? worklist_open_pg(a->cfg.queue_url, &wl, &d)
+                  : worklist_open(path, &wl, &d);
+    if (e != ERR_OK) {
         fprintf(stderr, "spinegate-admin: %s\n", d.msg);
         return 2;
     }
@@ -417,17 +422,6 @@ int main(int argc, char **argv)
         status = cmd_user(&a, sub_argc, sub_argv);
         config_free(&a.cfg);
         return status;
-    }
-    if (strcmp(a.cfg.queue_backend, "postgres") == 0) {
-        /* The worklist is then in PostgreSQL (docs/queue-schema.md), which
-         * this tool does not read yet: saying so beats showing the stale
-         * or missing queue.db of the data folder. */
-        fprintf(stderr, "spinegate-admin: %s: queue = postgres is not supported yet by "
-                        "spinegate-admin (the worklist is in PostgreSQL, tables "
-                        "spinegate_worklist and spinegate_msgs)\n",
-                config_file ? config_file : "config");
-        config_free(&a.cfg);
-        return 2;
     }
     if (strcmp(cmd, "user") == 0) {
         r.op = ADMIN_UNLOCK;

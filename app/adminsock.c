@@ -287,7 +287,8 @@ static void run_done(uv_work_t *w, int status)
         frame_add(c, 'e', msg, sizeof msg - 1);
         c->status = 2;
     }
-    /* A requeue or resend left messages in the inbox: to the deliverers now. */
+    /* A requeue or resend left messages in the inbox: to the deliverers now.
+     * (PostgreSQL has no inbox: worklist_pg.c's NOTIFY told the deliverer.) */
     if ((c->req.op == ADMIN_REQUEUE || c->req.op == ADMIN_RESEND) && d->queue && !d->stopping)
         queue_inbox_poke(d->queue);
     log_info("admin socket: %s by %s (uid %u): exit %d", admin_op_name(c->req.op),
@@ -589,7 +590,7 @@ err_t adminsock_listen(daemon_t *d)
     }
     err_detail_t e;
     err_clear(&e);
-    if (worklist_open(d->queue_path, &s->wl, &e) != ERR_OK) {
+    if (daemon_worklist_open(d, &s->wl, &e) != ERR_OK) {
         log_error("admin socket: worklist: %s", e.msg);
         xfree(s);
         return ERR_IO;

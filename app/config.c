@@ -552,9 +552,6 @@ err_t config_validate(config_t *c, err_detail_t *d)
         return err_set(d, ERR_BAD_CONFIG, 0, "queue: expected sqlite or postgres");
     if (strcmp(c->queue_backend, "postgres") == 0 && (!c->queue_url || !c->queue_url[0]))
         return err_set(d, ERR_BAD_CONFIG, 0, "queue = postgres needs queue-url");
-    if (strcmp(c->queue_backend, "postgres") == 0 && c->listen_admin.port)
-        return err_set(d, ERR_BAD_CONFIG, 0,
-                       "listen-admin: the worklist page does not work with queue = postgres yet");
     if (!one_of(c->annotation, annotations))
         return err_set(d, ERR_BAD_CONFIG, 0, "annotation: expected zsg or nte");
     if (!one_of(c->other_messages, others))

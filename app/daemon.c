@@ -514,6 +514,13 @@ static bool daemon_queue_is_pg(const daemon_t *d)
     return strcmp(d->cfg.queue_backend, "postgres") == 0;
 }
 
+err_t daemon_worklist_open(const daemon_t *d, worklist_t **out, err_detail_t *e)
+{
+    if (daemon_queue_is_pg(d))
+        return worklist_open_pg(d->cfg.queue_url, out, e);
+    return worklist_open(d->queue_path, out, e);
+}
+
 /* Before queue_open: a marker with no queue file, or an empty one. */
 static int queue_guard_before(daemon_t *d)
 {

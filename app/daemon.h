@@ -28,6 +28,7 @@
 #include "queue.h"
 #include "rules.h"
 #include "tls.h"
+#include "worklist.h"
 
 typedef struct {
     rule_pack_t *pack;
@@ -132,6 +133,12 @@ size_t serve_http_error(const http_req_t *req, int status, const char *why, char
  * "depth", "last_error"} to dl (serve_http.c); false when one has failed
  * longer than unready-after. */
 bool daemon_destinations_json(daemon_t *d, cJSON *dl);
+
+/* Opens a connection of its own to the worklist of the daemon's queue: the
+ * SQLite file of the data folder, or with queue = postgres the database of
+ * queue-url, shared by every instance (worklist.h). Blocks (a start-up
+ * step, like queue_open); the worklist's calls are made off the loop. */
+err_t daemon_worklist_open(const daemon_t *d, worklist_t **out, err_detail_t *e);
 
 /* The worklist web page (web.c, listen-admin): web_listen starts it on the
  * daemon's loop; web_close drains it, then done runs; web_free after the loop. */

@@ -6,9 +6,11 @@
  * uses. Every view of an item and every change is appended to
  * DATA-DIR/admin-audit.log (0600): the page shows patient data.
  *
- * The worklist is read on the loop thread on a connection of its own (WAL:
- * a reader never waits for a writer); changes take the write lock and are
- * made on the thread pool (change_t).
+ * The worklist is read and changed on the thread pool, never on the loop
+ * that carries the claims: reads on a connection of their own, one at a
+ * time in arrival order (read_job_t); changes on another, which takes
+ * SQLite's write lock (change_t). With the queue in PostgreSQL each call is
+ * a round trip to the database.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -69,6 +71,8 @@ struct web {
     weblock_t *lock;      /* failed logins per account and per address */
     worklist_t *wl_write; /* changes, on the thread pool (change_work) */
     bool change_running;
+    struct read_job *reads, **reads_tail; /* waiting for w->wl (read_pump) */
+    bool read_running;
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -431,35 +435,138 @@ static int cmp_items(const void *a, const void *b, void *user)
     return c * so->sign;
 }
 
+/* ---------------------------------------------------------------- reads */
+
+/* A read of the worklist for one request: run on the thread pool (its
+ * worklist call and the JSON made of it), done on the loop (the answer). */
+typedef struct read_job read_job_t;
+struct read_job {
+    uv_work_t work;
+    read_job_t *next;
+    web_t *w;
+    http_req_t *req;
+    void (*run)(read_job_t *j);
+    void (*done)(read_job_t *j);
+    char user[WEBAUTH_NAME_MAX + 1]; /* for the audit of a view */
+    worklist_filter_t f;
+    char state[32], rule[128], source[16], until[40], q[128];
+    int64_t id;
+    list_t l;
+    cJSON *out;
+    err_t rc;
+    err_detail_t d;
+};
+
+static void read_pump(web_t *w);
+
+static read_job_t *read_new(web_t *w, http_req_t *req, void (*run)(read_job_t *),
+                            void (*done)(read_job_t *))
+{
+    read_job_t *j = xcalloc(1, sizeof *j);
+    j->w = w;
+    j->req = req;
+    j->run = run;
+    j->done = done;
+    j->work.data = j;
+    err_clear(&j->d);
+    return j;
+}
+
+static void read_submit(read_job_t *j)
+{
+    web_t *w = j->w;
+    *w->reads_tail = j;
+    w->reads_tail = &j->next;
+    read_pump(w);
+}
+
+static void read_work(uv_work_t *wk)
+{
+    read_job_t *j = wk->data;
+    j->run(j);
+}
+
+static void read_free(read_job_t *j)
+{
+    cJSON_Delete(j->out);
+    cJSON_Delete(j->l.items);
+    cJSON_Delete(j->l.counts);
+    xfree(j);
+}
+
+static void read_done(uv_work_t *wk, int status)
+{
+    read_job_t *j = wk->data;
+    web_t *w = j->w;
+    w->read_running = false;
+    if (status != 0)
+        respond_error(j->req, 500, "the worklist cannot be read");
+    else
+        j->done(j);
+    read_free(j);
+    read_pump(w);
+}
+
+/* Starts the next waiting read unless one runs: one connection, one caller. */
+static void read_pump(web_t *w)
+{
+    while (!w->read_running && w->reads) {
+        read_job_t *j = w->reads;
+        w->reads = j->next;
+        if (!w->reads)
+            w->reads_tail = &w->reads;
+        if (uv_queue_work(w->d->loop, &j->work, read_work, read_done) == 0) {
+            w->read_running = true;
+            return;
+        }
+        respond_error(j->req, 503, "the worklist cannot be read now: try again");
+        read_free(j);
+    }
+}
+
+static void items_run(read_job_t *j)
+{
+    j->rc = worklist_list(j->w->wl, &j->f, list_cb, &j->l, &j->d);
+}
+
+static void items_done(read_job_t *j);
+
 static void api_items(web_t *w, http_req_t *req)
 {
-    char state[32], rule[128], source[16], since[40], until[40], q[128], sort[32], order[8],
-        page[16];
-    worklist_filter_t f = {0};
-    param(req, "state", state, sizeof state);
-    param(req, "source", source, sizeof source);
-    f.state = state[0] ? state : NULL;
-    f.source = source[0] ? source : NULL;
-    if ((param(req, "since", since, sizeof since)[0] && !wlview_parse_time(since, &f.since_ms)) ||
-        (param(req, "until", until, sizeof until)[0] && !wlview_parse_time(until, &f.until_ms))) {
+    char since[40];
+    read_job_t *j = read_new(w, req, items_run, items_done);
+    worklist_filter_t *f = &j->f;
+    param(req, "state", j->state, sizeof j->state);
+    param(req, "source", j->source, sizeof j->source);
+    f->state = j->state[0] ? j->state : NULL;
+    f->source = j->source[0] ? j->source : NULL;
+    if ((param(req, "since", since, sizeof since)[0] && !wlview_parse_time(since, &f->since_ms)) ||
+        (param(req, "until", j->until, sizeof j->until)[0] &&
+         !wlview_parse_time(j->until, &f->until_ms))) {
+        read_free(j);
         respond_error(req, 400, "since/until: expected a date or RFC 3339 time");
         return;
     }
-    if (strlen(until) == 10)
-        f.until_ms += 86400000; /* "To" a day takes that day in */
-    list_t l = {.items = cJSON_CreateArray(),
-                .counts = cJSON_CreateObject(),
-                .rule = param(req, "rule", rule, sizeof rule),
-                .q = param(req, "q", q, sizeof q)};
-    err_detail_t d;
-    err_clear(&d);
-    if (worklist_list(w->wl, &f, list_cb, &l, &d) != ERR_OK) {
-        cJSON_Delete(l.items);
-        cJSON_Delete(l.counts);
-        log_error("admin page: worklist: %s", d.msg);
+    if (strlen(j->until) == 10)
+        f->until_ms += 86400000; /* "To" a day takes that day in */
+    j->l = (list_t){.items = cJSON_CreateArray(),
+                    .counts = cJSON_CreateObject(),
+                    .rule = param(req, "rule", j->rule, sizeof j->rule),
+                    .q = param(req, "q", j->q, sizeof j->q)};
+    read_submit(j);
+}
+
+static void items_done(read_job_t *j)
+{
+    http_req_t *req = j->req;
+    char sort[32], order[8], page[16];
+    if (j->rc != ERR_OK) {
+        log_error("admin page: worklist: %s", j->d.msg);
         respond_error(req, 500, "the worklist cannot be read");
         return;
     }
+    list_t l = j->l;
+    j->l.items = j->l.counts = NULL; /* l's now */
     /* Newest first unless asked otherwise; ties keep the list's order. */
     param(req, "sort", sort, sizeof sort);
     static const char *const keys[] = {"id",     "received", "state", "control_id",
@@ -512,12 +619,22 @@ static int item_cb(const worklist_item_t *it, void *user)
     return 0;
 }
 
-static cJSON *item_load(web_t *w, int64_t id, err_detail_t *d)
+static void fail(http_req_t *req, const err_detail_t *d);
+
+static void item_run(read_job_t *j)
 {
-    cJSON *o = NULL;
-    if (worklist_get(w->wl, id, item_cb, &o, d) != ERR_OK)
-        return NULL;
-    return o;
+    j->rc = worklist_get(j->w->wl, j->id, item_cb, &j->out, &j->d);
+}
+
+static void item_done(read_job_t *j)
+{
+    if (j->rc != ERR_OK || !j->out) {
+        fail(j->req, &j->d);
+        return;
+    }
+    audit(j->w, j->user, "view", j->id, NULL, j->req);
+    respond_json(j->req, 200, j->out);
+    j->out = NULL;
 }
 
 static void fail(http_req_t *req, const err_detail_t *d)
@@ -563,6 +680,8 @@ typedef struct {
     cJSON *verdict;   /* resend: the answer, "resent" added once done */
     err_t rc;
     err_detail_t d;
+    cJSON *item;         /* resolve, requeue: the item as it is now */
+    err_detail_t item_d; /* why item is NULL */
 } change_t;
 
 static const char *const change_names[] = {"resolve", "requeue", "resend"};
@@ -578,6 +697,10 @@ static void change_work(uv_work_t *wk)
         c->rc = worklist_requeue(wl, c->id, c->user, &c->d);
     else
         c->rc = worklist_resend(wl, c->id, &c->m, c->user, c->note, &c->d);
+    /* The answer shows the item as changed, read here, off the loop. */
+    err_clear(&c->item_d);
+    if (c->rc == ERR_OK && c->kind != CHANGE_RESEND)
+        worklist_get(wl, c->id, item_cb, &c->item, &c->item_d);
 }
 
 static void change_done(uv_work_t *wk, int status)
@@ -599,16 +722,14 @@ static void change_done(uv_work_t *wk, int status)
             cJSON_AddBoolToObject(c->verdict, "resent", true);
             respond_json(c->req, 200, c->verdict);
             c->verdict = NULL;
+        } else if (c->item) {
+            respond_json(c->req, 200, c->item);
+            c->item = NULL;
         } else {
-            err_detail_t d;
-            err_clear(&d);
-            cJSON *o = item_load(w, c->id, &d);
-            if (o)
-                respond_json(c->req, 200, o);
-            else
-                fail(c->req, &d);
+            fail(c->req, &c->item_d);
         }
     }
+    cJSON_Delete(c->item);
     cJSON_Delete(c->verdict);
     arena_free(&c->ar);
     xfree(c->note);
@@ -743,6 +864,25 @@ static int trend_cb(const worklist_item_t *it, void *user)
     return 0;
 }
 
+static void trends_run(read_job_t *j)
+{
+    trend_t t = {.rules = cJSON_GetObjectItemCaseSensitive(j->out, "findings_per_rule_day"),
+                 .sources = cJSON_GetObjectItemCaseSensitive(j->out, "rejects_per_source"),
+                 .days = cJSON_GetObjectItemCaseSensitive(j->out, "days")};
+    j->rc = worklist_list(j->w->wl, &j->f, trend_cb, &t, &j->d);
+}
+
+static void trends_done(read_job_t *j)
+{
+    if (j->rc != ERR_OK) {
+        log_error("admin page: worklist: %s", j->d.msg);
+        respond_error(j->req, 500, "the worklist cannot be read");
+        return;
+    }
+    respond_json(j->req, 200, j->out);
+    j->out = NULL;
+}
+
 static void api_trends(web_t *w, http_req_t *req)
 {
     struct timespec ts;
@@ -759,14 +899,10 @@ static void api_trends(web_t *w, http_req_t *req)
         day[10] = '\0';
         cJSON_AddItemToArray(t.days, cJSON_CreateString(day));
     }
-    err_detail_t d;
-    err_clear(&d);
-    if (worklist_list(w->wl, &f, trend_cb, &t, &d) != ERR_OK) {
-        cJSON_Delete(o);
-        respond_error(req, 500, "the worklist cannot be read");
-        return;
-    }
-    respond_json(req, 200, o);
+    read_job_t *j = read_new(w, req, trends_run, trends_done);
+    j->f = f;
+    j->out = o;
+    read_submit(j);
 }
 
 static void api_destinations(web_t *w, http_req_t *req)
@@ -860,15 +996,10 @@ static void web_request(http_req_t *req, void *user)
         api_destinations(w, req);
     } else if (item_path(req, &id, action, sizeof action)) {
         if (get && !action[0]) {
-            err_detail_t d;
-            err_clear(&d);
-            cJSON *o = item_load(w, id, &d);
-            if (!o) {
-                fail(req, &d);
-                return;
-            }
-            audit(w, s->user, "view", id, NULL, req);
-            respond_json(req, 200, o);
+            read_job_t *j = read_new(w, req, item_run, item_done);
+            j->id = id;
+            snprintf(j->user, sizeof j->user, "%s", s->user);
+            read_submit(j);
         } else if (post && action[0]) {
             api_item_post(w, s, req, id, action);
         } else {
@@ -893,6 +1024,7 @@ err_t web_listen(daemon_t *d)
     web_t *w = xcalloc(1, sizeof *w);
     w->d = d;
     w->audit_fd = -1;
+    w->reads_tail = &w->reads;
     w->lock = weblock_new((unsigned)c->admin_lockout_attempts,
                           (uint64_t)c->admin_lockout_minutes * 60000);
     d->web = w;
@@ -914,8 +1046,8 @@ err_t web_listen(daemon_t *d)
         log_error("listen-admin: cannot hash (out of memory)");
         return ERR_IO;
     }
-    if (worklist_open(d->queue_path, &w->wl, &e) != ERR_OK ||
-        worklist_open(d->queue_path, &w->wl_write, &e) != ERR_OK) {
+    if (daemon_worklist_open(d, &w->wl, &e) != ERR_OK ||
+        daemon_worklist_open(d, &w->wl_write, &e) != ERR_OK) {
         log_error("listen-admin: worklist: %s", e.msg);
         return ERR_IO;
     }

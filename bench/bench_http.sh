@@ -29,6 +29,8 @@ LUA
     p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
     p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
     non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
-    echo "   $fmt ($(wc -c <"$body") bytes): ${rps} requests/s  p50 ${p50}  p99 ${p99}  non-2xx ${non2xx:-0}"
+    target=
+    [ "$fmt" = json ] && target="  ($(awk "BEGIN{printf \"%.2f\", ${rps:-0} / 30000}")x the issue 15 target of 30k)"
+    echo "   $fmt ($(wc -c <"$body") bytes): ${rps} requests/s  p50 ${p50}  p99 ${p99}  non-2xx ${non2xx:-0}$target"
 done
-echo "   spinegate peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$pid/status)"
+echo "   spinegate peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$pid/status) (issue 15 target < 30 MB)"

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "uv_trywrite.h"
 #include "xmalloc.h"
 
 /* ---- write buffers ------------------------------------------------------- */
@@ -709,6 +710,13 @@ static void conn_write_raw(ingest__conn_t *c, ingest__wbuf_t *w)
         return;
     }
     c->srv->st.bytes_out += w->len + (w->borrow ? w->borrow->len : 0);
+    if (uv_trywrite_all((uv_stream_t *)&c->tcp, iov, &n)) {
+        /* All sent now: nothing for on_write to do that the callers (the
+         * flush, the TLS pump) do not do after writing anyway. */
+        c->last_active = uv_now(c->srv->loop);
+        ingest__wbuf_free(w);
+        return;
+    }
     w->req.data = c;
     c->refs++;
     c->writes++;

@@ -43,6 +43,7 @@
 #include "mllp_frame.h"
 #include "out_int.h"
 #include "slice.h"
+#include "uv_trywrite.h"
 #include "xmalloc.h"
 
 #define ACK_MAX (64u * 1024) /* an ACK larger than this is not an ACK */
@@ -446,9 +447,12 @@ static bool write_frame(mllp_state_t *m, size_t i)
             }
         return tls_send(c);
     }
+    unsigned nbufs = 3;
+    if (uv_trywrite_all((uv_stream_t *)&c->tcp, bufs, &nbufs))
+        return true;
     frame_write_t *w = xmalloc(sizeof *w);
     w->c = c;
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, 3, write_cb);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, nbufs, write_cb);
     if (rc) {
         xfree(w);
         char reason[96];

@@ -11,6 +11,10 @@
 
 #include "queue.h"
 
+/* The PostgreSQL channel a destination's name is NOTIFYed on when rows are
+ * added for it (queue_pg.c's readers LISTEN; worklist_pg.c notifies). */
+#define QUEUE__PG_CHANNEL "spinegate"
+
 /* The four marks of queue.h, as one backend entry. */
 typedef enum {
     QUEUE__MARK_DELIVERED,

@@ -46,7 +46,7 @@
 #define PG_LEASE_RETRY_MS 1000
 #define PG_POLL_MS 1000  /* readers look for rows without a NOTIFY this often */
 #define PG_COUNT_MS 5000 /* the depth is counted again this often */
-#define PG_NOTIFY_CHANNEL "spinegate"
+#define PG_NOTIFY_CHANNEL QUEUE__PG_CHANNEL
 
 enum { ST_PENDING = 0, ST_DEAD = 3, ST_DEAD_LETTERED = 4 }; /* as in queue_sqlite.c */
 

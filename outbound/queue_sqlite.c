@@ -809,12 +809,10 @@ static int step_done(sqlite3_stmt *st)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-/* Runs on the thread pool: one transaction for the whole batch. */
-static void commit_work(uv_work_t *w)
+/* The batch's statements and the commit, once BEGIN gave rc. */
+static void commit_body(sq_t *q, int rc)
 {
-    sq_t *q = w->data;
     sqlite3 *db = q->db;
-    int rc = step_done(q->st_begin);
     const char *what = "begin";
     int64_t now = now_ms();
     for (put_req_t *p = q->batch_puts; rc == SQLITE_OK && p; p = p->next) {
@@ -893,7 +891,37 @@ static void commit_work(uv_work_t *w)
     }
 }
 
-static void commit_start(sq_t *q);
+/* Runs on the thread pool: one transaction for the whole batch. */
+static void commit_work(uv_work_t *w)
+{
+    sq_t *q = w->data;
+    commit_body(q, step_done(q->st_begin));
+}
+
+/* A batch of at most this many puts may commit on the loop thread. */
+#define COMMIT_HERE_MAX 64
+
+/* With queue-sync=normal a commit only copies pages into the OS cache, which
+ * costs less than the pool's hop (a futex wake and two thread switches per
+ * commit, most of the daemon's context switches). Done on the loop thread
+ * only when the write lock is free at once: the loop never waits for another
+ * writer (the worklist, an admin command, a checkpoint that resets the WAL).
+ * The statements, their order and the callbacks after the commit are those
+ * of the pool path. */
+static bool commit_here(sq_t *q, size_t nputs)
+{
+    if (q->opts.sync != QUEUE_SYNC_NORMAL || q->checkpointing || nputs > COMMIT_HERE_MAX)
+        return false;
+    sqlite3_busy_timeout(q->db, 0);
+    int rc = step_done(q->st_begin);
+    sqlite3_busy_timeout(q->db, 5000); /* as queue_open set it */
+    if (rc != SQLITE_OK)
+        return false; /* busy (or failing): the pool waits for it and reports */
+    commit_body(q, rc);
+    return true;
+}
+
+static void commit_start(sq_t *q, bool may_run_here);
 static void commit_schedule(sq_t *q, bool urgent);
 static void maybe_finish_close(sq_t *q);
 
@@ -1035,14 +1063,16 @@ static void commit_done(uv_work_t *w, int status)
     checkpoint_maybe(q);
     /* Puts that arrived during this commit have already waited one commit. */
     if (q->puts || (q->marks && q->closing))
-        commit_start(q);
+        commit_start(q, true);
     else if (q->marks)
         commit_schedule(q, false);
     else
         maybe_finish_close(q);
 }
 
-static void commit_start(sq_t *q)
+/* may_run_here: called from a libuv callback, not from inside a queue call
+ * (callbacks never run inside the call that caused them). */
+static void commit_start(sq_t *q, bool may_run_here)
 {
     if (q->committing || (!q->puts && !q->marks))
         return;
@@ -1069,6 +1099,10 @@ static void commit_start(sq_t *q)
     q->marks_tail = &q->marks;
     q->committing = true;
     q->work.data = q;
+    if (may_run_here && commit_here(q, n)) {
+        commit_done(&q->work, 0);
+        return;
+    }
     uv_queue_work(q->loop, &q->work, commit_work, commit_done);
 }
 
@@ -1076,7 +1110,7 @@ static void commit_timer_cb(uv_timer_t *t)
 {
     sq_t *q = t->data;
     q->timer_armed = false;
-    commit_start(q);
+    commit_start(q, true);
 }
 
 /* Marks wait this long for company: nobody waits for them, and a put commit
@@ -1090,7 +1124,7 @@ static void commit_schedule(sq_t *q, bool urgent)
     if (q->committing)
         return;
     if (q->nputs >= q->opts.max_batch) {
-        commit_start(q);
+        commit_start(q, false);
         return;
     }
     uint64_t delay = q->opts.max_delay_ms;
@@ -1444,7 +1478,7 @@ static void maybe_finish_close(sq_t *q)
     if (!q->closing || q->closed || q->committing || q->checkpointing || q->nreaders)
         return;
     if (q->puts || q->marks) {
-        commit_start(q);
+        commit_start(q, false);
         return;
     }
     q->closed = true;

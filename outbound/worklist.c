@@ -1,7 +1,9 @@
-/* worklist.c - the worklist's tables and spinegate-admin's side of them: a
- * synchronous SQLite connection of its own, beside the daemon's (WAL).
- * Every change is one short IMMEDIATE transaction, so the daemon's group
- * commit waits at most that long (busy timeout). */
+/* worklist.c - the public worklist (worklist.h), dispatched to its backend
+ * (worklist_pg.c for PostgreSQL), and the SQLite one: the worklist's tables
+ * and spinegate-admin's side of them, a synchronous SQLite connection of
+ * its own, beside the daemon's (WAL). Every change is one short IMMEDIATE
+ * transaction, so the daemon's group commit waits at most that long (busy
+ * timeout). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -14,9 +16,10 @@
 #include "worklist_int.h"
 #include "xmalloc.h"
 
-struct worklist {
+typedef struct {
+    struct worklist base; /* first: a worklist_t * is an sl_t * (worklist_int.h) */
     sqlite3 *db;
-};
+} sl_t;
 
 #define ITEM_COLS                                                                          \
     "id, kind, state, msg_id, dest, control_id, content_type, findings, meta, reason,"    \
@@ -72,10 +75,13 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static err_t sql_fail(worklist_t *w, err_detail_t *d, const char *what)
+static err_t sql_fail(sl_t *w, err_detail_t *d, const char *what)
 {
     return err_set(d, ERR_QUEUE, 0, "worklist: %s: %s", what, sqlite3_errmsg(w->db));
 }
+
+static const worklist__ops_t sl_ops;
+static void sl_close(worklist_t *wb);
 
 err_t worklist_open(const char *path, worklist_t **out, err_detail_t *d)
 {
@@ -84,7 +90,8 @@ err_t worklist_open(const char *path, worklist_t **out, err_detail_t *d)
     if (stat(path, &sb) != 0)
         return err_set(d, errno == ENOENT ? ERR_NOT_FOUND : ERR_IO, 0, "%s: %s", path,
                        strerror(errno));
-    worklist_t *w = xcalloc(1, sizeof *w);
+    sl_t *w = xcalloc(1, sizeof *w);
+    w->base.ops = &sl_ops;
     int rc = sqlite3_open_v2(path, &w->db, SQLITE_OPEN_READWRITE, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_busy_timeout(w->db, 10000);
@@ -95,17 +102,16 @@ err_t worklist_open(const char *path, worklist_t **out, err_detail_t *d)
     if (rc != SQLITE_OK) {
         err_t e = err_set(d, ERR_QUEUE, 0, "%s: %s", path,
                           w->db ? sqlite3_errmsg(w->db) : "cannot open");
-        worklist_close(w);
+        sl_close(&w->base);
         return e;
     }
-    *out = w;
+    *out = &w->base;
     return ERR_OK;
 }
 
-void worklist_close(worklist_t *w)
+static void sl_close(worklist_t *wb)
 {
-    if (!w)
-        return;
+    sl_t *w = (sl_t *)wb;
     sqlite3_close(w->db);
     xfree(w);
 }
@@ -141,9 +147,10 @@ static int item_of(sqlite3_stmt *st, worklist_item_fn fn, void *user)
     return fn(&it, user);
 }
 
-err_t worklist_list(worklist_t *w, const worklist_filter_t *f, worklist_item_fn fn, void *user,
-                    err_detail_t *d)
+static err_t sl_list(worklist_t *wb, const worklist_filter_t *f, worklist_item_fn fn, void *user,
+                     err_detail_t *d)
 {
+    sl_t *w = (sl_t *)wb;
     static const worklist_filter_t none = {0};
     if (!f)
         f = &none;
@@ -180,8 +187,9 @@ err_t worklist_list(worklist_t *w, const worklist_filter_t *f, worklist_item_fn 
     return e;
 }
 
-err_t worklist_get(worklist_t *w, int64_t id, worklist_item_fn fn, void *user, err_detail_t *d)
+static err_t sl_get(worklist_t *wb, int64_t id, worklist_item_fn fn, void *user, err_detail_t *d)
 {
+    sl_t *w = (sl_t *)wb;
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(w->db, "SELECT " ITEM_COLS " FROM worklist WHERE id=?1", -1, &st,
                            NULL) != SQLITE_OK)
@@ -200,7 +208,7 @@ err_t worklist_get(worklist_t *w, int64_t id, worklist_item_fn fn, void *user, e
 }
 
 /* Within a transaction: the item's kind and state, ERR_NOT_FOUND when none. */
-static err_t item_state(worklist_t *w, int64_t id, char *kind, char *state, err_detail_t *d)
+static err_t item_state(sl_t *w, int64_t id, char *kind, char *state, err_detail_t *d)
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(w->db, "SELECT kind, state FROM worklist WHERE id=?1", -1, &st,
@@ -221,14 +229,14 @@ static err_t item_state(worklist_t *w, int64_t id, char *kind, char *state, err_
     return e;
 }
 
-static err_t begin(worklist_t *w, err_detail_t *d)
+static err_t begin(sl_t *w, err_detail_t *d)
 {
     return sqlite3_exec(w->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
                ? ERR_OK
                : sql_fail(w, d, "begin");
 }
 
-static err_t end(worklist_t *w, err_t e, err_detail_t *d)
+static err_t end(sl_t *w, err_t e, err_detail_t *d)
 {
     if (!e && sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
         e = sql_fail(w, d, "commit");
@@ -237,7 +245,7 @@ static err_t end(worklist_t *w, err_t e, err_detail_t *d)
     return e;
 }
 
-static err_t set_state(worklist_t *w, int64_t id, const char *state, const char *who,
+static err_t set_state(sl_t *w, int64_t id, const char *state, const char *who,
                        const char *note, const char *link, err_detail_t *d)
 {
     sqlite3_stmt *st = NULL;
@@ -259,9 +267,10 @@ static err_t set_state(worklist_t *w, int64_t id, const char *state, const char 
     return rc == SQLITE_DONE ? ERR_OK : sql_fail(w, d, "update");
 }
 
-err_t worklist_resolve(worklist_t *w, int64_t id, const char *who, const char *note,
-                       err_detail_t *d)
+static err_t sl_resolve(worklist_t *wb, int64_t id, const char *who, const char *note,
+                        err_detail_t *d)
 {
+    sl_t *w = (sl_t *)wb;
     char kind[16], state[16];
     err_t e = begin(w, d);
     if (e)
@@ -275,7 +284,7 @@ err_t worklist_resolve(worklist_t *w, int64_t id, const char *who, const char *n
 }
 
 /* Within a transaction: puts a message into the inbox; *inbox_id is its id. */
-static err_t inbox_put(worklist_t *w, const worklist_msg_t *m, int64_t *inbox_id, err_detail_t *d)
+static err_t inbox_put(sl_t *w, const worklist_msg_t *m, int64_t *inbox_id, err_detail_t *d)
 {
     if (!queue__valid_dest(m->dest) || !m->control_id || !m->content_type || !m->payload_len)
         return err_set(d, ERR_BAD_VALUE, 0, "message cannot be queued");
@@ -326,8 +335,9 @@ static int copy_item(const worklist_item_t *it, void *user)
     return 0;
 }
 
-err_t worklist_requeue(worklist_t *w, int64_t id, const char *who, err_detail_t *d)
+static err_t sl_requeue(worklist_t *wb, int64_t id, const char *who, err_detail_t *d)
 {
+    sl_t *w = (sl_t *)wb;
     char kind[16], state[16], link[40];
     msg_copy_t c = {0};
     int64_t inbox_id = 0;
@@ -339,7 +349,7 @@ err_t worklist_requeue(worklist_t *w, int64_t id, const char *who, err_detail_t 
         e = err_set(d, ERR_BAD_VALUE, 0, "item %" PRId64 " is %s %s, not an open dead letter", id,
                     state, kind);
     if (!e)
-        e = worklist_get(w, id, copy_item, &c, d);
+        e = sl_get(&w->base, id, copy_item, &c, d);
     if (!e)
         e = inbox_put(w, &c.m, &inbox_id, d);
     /* The dead row, if the queue still holds it as the only copy, is no
@@ -361,9 +371,10 @@ err_t worklist_requeue(worklist_t *w, int64_t id, const char *who, err_detail_t 
     return end(w, e, d);
 }
 
-err_t worklist_resend(worklist_t *w, int64_t id, const worklist_msg_t *m, const char *who,
-                      const char *note, err_detail_t *d)
+static err_t sl_resend(worklist_t *wb, int64_t id, const worklist_msg_t *m, const char *who,
+                       const char *note, err_detail_t *d)
 {
+    sl_t *w = (sl_t *)wb;
     char kind[16], state[16], link[40];
     int64_t inbox_id = 0;
     err_t e = begin(w, d);
@@ -380,8 +391,9 @@ err_t worklist_resend(worklist_t *w, int64_t id, const worklist_msg_t *m, const 
     return end(w, e, d);
 }
 
-err_t worklist_prune(worklist_t *w, unsigned keep_days, size_t *n, err_detail_t *d)
+static err_t sl_prune(worklist_t *wb, unsigned keep_days, size_t *n, err_detail_t *d)
 {
+    sl_t *w = (sl_t *)wb;
     size_t k = 0;
     int rc = worklist__prune(w->db, keep_days, now_ms(), &k);
     if (n)
@@ -389,9 +401,10 @@ err_t worklist_prune(worklist_t *w, unsigned keep_days, size_t *n, err_detail_t 
     return rc == SQLITE_OK ? ERR_OK : sql_fail(w, d, "prune");
 }
 
-err_t worklist_queue_figures(worklist_t *w, worklist_dest_fn fn, void *user, int64_t *inbox,
-                             err_detail_t *d)
+static err_t sl_queue_figures(worklist_t *wb, worklist_dest_fn fn, void *user, int64_t *inbox,
+                              err_detail_t *d)
 {
+    sl_t *w = (sl_t *)wb;
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(w->db,
                            "SELECT dest, sum(state=0), sum(state<>0) FROM msgs GROUP BY dest"
@@ -411,4 +424,62 @@ err_t worklist_queue_figures(worklist_t *w, worklist_dest_fn fn, void *user, int
         *inbox = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     return ERR_OK;
+}
+
+static const worklist__ops_t sl_ops = {
+    .close = sl_close,
+    .list = sl_list,
+    .get = sl_get,
+    .resolve = sl_resolve,
+    .requeue = sl_requeue,
+    .resend = sl_resend,
+    .prune = sl_prune,
+    .queue_figures = sl_queue_figures,
+};
+
+/* ---------------------------------------------------------------- dispatch */
+
+void worklist_close(worklist_t *w)
+{
+    if (w)
+        w->ops->close(w);
+}
+
+err_t worklist_list(worklist_t *w, const worklist_filter_t *f, worklist_item_fn fn, void *user,
+                    err_detail_t *d)
+{
+    return w->ops->list(w, f, fn, user, d);
+}
+
+err_t worklist_get(worklist_t *w, int64_t id, worklist_item_fn fn, void *user, err_detail_t *d)
+{
+    return w->ops->get(w, id, fn, user, d);
+}
+
+err_t worklist_resolve(worklist_t *w, int64_t id, const char *who, const char *note,
+                       err_detail_t *d)
+{
+    return w->ops->resolve(w, id, who, note, d);
+}
+
+err_t worklist_requeue(worklist_t *w, int64_t id, const char *who, err_detail_t *d)
+{
+    return w->ops->requeue(w, id, who, d);
+}
+
+err_t worklist_resend(worklist_t *w, int64_t id, const worklist_msg_t *m, const char *who,
+                      const char *note, err_detail_t *d)
+{
+    return w->ops->resend(w, id, m, who, note, d);
+}
+
+err_t worklist_prune(worklist_t *w, unsigned keep_days, size_t *n, err_detail_t *d)
+{
+    return w->ops->prune(w, keep_days, n, d);
+}
+
+err_t worklist_queue_figures(worklist_t *w, worklist_dest_fn fn, void *user, int64_t *inbox,
+                             err_detail_t *d)
+{
+    return w->ops->queue_figures(w, fn, user, inbox, d);
 }

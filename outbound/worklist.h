@@ -7,6 +7,14 @@
  * not. Messages handed back for delivery (requeue, resend) go into the table
  * inbox, which the daemon's queue drains (queue.h).
  *
+ * With the queue in PostgreSQL (queue = postgres) the items are rows of
+ * spinegate_worklist, shared by every instance using that database
+ * (docs/queue-schema.md); worklist_open_pg() opens them, and everything
+ * below works the same, except that a message handed back goes straight into
+ * the queue's table as a pending row (there is no inbox: its link is
+ * "queue:N" at once and the inbox figure is 0). Every call there blocks on
+ * the network: call them off the loop thread.
+ *
  * Ownership: worklist_open() produces a worklist_t freed by worklist_close().
  * An item handed to a callback is borrowed for the call only. Items hold PHI
  * (the message, its lookup references): never log them.
@@ -58,6 +66,12 @@ typedef struct {
  * creating the tables when the daemon has not yet. Errors: ERR_NOT_FOUND (no
  * such file), ERR_QUEUE (SQLite, not a queue database). */
 err_t worklist_open(const char *path, worklist_t **out, err_detail_t *d);
+
+/* Opens the worklist in the PostgreSQL database of url (a libpq connection
+ * string or URI, the daemon's queue-url), whose schema the daemon has made
+ * (queue_pg.c). Errors: ERR_QUEUE (cannot connect, not a spinegate queue
+ * database, or one newer than this program). */
+err_t worklist_open_pg(const char *url, worklist_t **out, err_detail_t *d);
 
 /* Accepts NULL. */
 void worklist_close(worklist_t *w);

@@ -941,6 +941,50 @@ static void test_dead_review(void **state)
     close_q(f, q);
 }
 
+/* Another writer (the worklist, an admin command) holds the write lock when
+ * a put commits: the loop goes on meanwhile (a timer of the loop is what
+ * lets the lock go), and the put is stored once it is free. */
+typedef struct {
+    sqlite3 *other;
+    puts_t *p;
+    bool released;
+    int puts_done_at_release;
+} lock_holder_t;
+
+static void release_lock_cb(uv_timer_t *t)
+{
+    lock_holder_t *h = t->data;
+    h->puts_done_at_release = h->p->n;
+    assert_int_equal(sqlite3_exec(h->other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    h->released = true;
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void test_commit_waits_for_another_writer_off_the_loop(void **state)
+{
+    fx_t *f = *state;
+    queue_opts_t o = {.sync = QUEUE_SYNC_NORMAL};
+    queue_t *q = open_q(f, &o);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    lock_holder_t h = {.p = &p};
+    assert_int_equal(sqlite3_open(f->path, &h.other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(h.other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(put_one(q, &p, "hl7", 0, 300), ERR_OK);
+    uv_timer_t t;
+    uv_timer_init(&f->loop, &t);
+    t.data = &h;
+    uv_timer_start(&t, release_lock_cb, 50, 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_true(h.released);
+    assert_int_equal(h.puts_done_at_release, 0); /* not stored while the lock was held */
+    assert_int_equal(p.n, 1);
+    assert_int_equal(p.st[0], ERR_OK);
+    assert_int_equal(queue_depth(q, "hl7"), 1);
+    sqlite3_close(h.other);
+    close_q(f, q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -956,6 +1000,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prune_keeps_only_copies, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_rejects_persisted_old_file, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_dead_review, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_waits_for_another_writer_off_the_loop,
+                                        fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

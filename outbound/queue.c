@@ -23,6 +23,58 @@ bool queue__valid_dest(const char *s)
     return true;
 }
 
+static bool text_ok(const char *s, size_t max)
+{
+    return s && strlen(s) <= max;
+}
+
+err_t queue__item_check(const queue_item_t *item, size_t max_payload)
+{
+    if (!item || !queue__valid_dest(item->dest) ||
+        !text_ok(item->control_id, QUEUE_CONTROL_ID_MAX) ||
+        !text_ok(item->content_type, QUEUE_CTYPE_MAX) || !item->content_type[0])
+        return ERR_BAD_VALUE;
+    if (!item->payload || item->payload_len == 0)
+        return ERR_EMPTY;
+    if (item->payload_len > max_payload ||
+        (item->findings && strlen(item->findings) > QUEUE_FINDINGS_MAX))
+        return ERR_TOO_LARGE;
+    return ERR_OK;
+}
+
+/* Copies n bytes of src to *at and moves *at past them; NULL stays NULL. */
+static const char *text_put(char **at, const char *src, size_t n)
+{
+    if (!src)
+        return NULL;
+    char *dst = memcpy(*at, src, n);
+    *at += n;
+    return dst;
+}
+
+void *queue__item_copy(const queue_item_t *item, size_t head, queue__texts_t *t)
+{
+    size_t ld = strlen(item->dest) + 1, lc = strlen(item->control_id) + 1,
+           lt = strlen(item->content_type) + 1,
+           lf = item->findings ? strlen(item->findings) + 1 : 0,
+           lm = item->meta ? strlen(item->meta) + 1 : 0,
+           lw = item->worklist ? strlen(item->worklist) + 1 : 0;
+    char *block = xmalloc(head + ld + lc + lt + lf + lm + lw + item->payload_len + 1);
+    memset(block, 0, head);
+    char *at = block + head;
+    t->dest = text_put(&at, item->dest, ld);
+    t->control_id = text_put(&at, item->control_id, lc);
+    t->content_type = text_put(&at, item->content_type, lt);
+    t->findings = text_put(&at, item->findings, lf);
+    t->meta = text_put(&at, item->meta, lm);
+    t->worklist = text_put(&at, item->worklist, lw);
+    memcpy(at, item->payload, item->payload_len);
+    at[item->payload_len] = 0;
+    t->payload = (const unsigned char *)at;
+    t->payload_len = item->payload_len;
+    return block;
+}
+
 err_t queue_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, queue_t **out,
                  err_detail_t *d)
 {

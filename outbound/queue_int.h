@@ -50,6 +50,24 @@ typedef struct {
                   unsigned rejects, const char *reason);
 } queue__ops_t;
 
+/* A put's own copy of its item's texts and payload, stored after the
+ * request that holds it, in the same allocation (queue__item_copy). */
+typedef struct {
+    const char *dest, *control_id, *content_type;
+    const char *findings, *meta, *worklist; /* NULL when the item had none */
+    const unsigned char *payload;           /* followed by a NUL it does not count */
+    size_t payload_len;
+} queue__texts_t;
+
+/* The checks queue_put makes of one item, in its order of errors:
+ * ERR_BAD_VALUE, ERR_EMPTY, ERR_TOO_LARGE (payload over max_payload). */
+err_t queue__item_check(const queue_item_t *item, size_t max_payload);
+
+/* Allocates head zeroed bytes (a backend's put request) followed by copies
+ * of a checked item's texts and payload, which *t is set to point at.
+ * Free the result with xfree(). */
+void *queue__item_copy(const queue_item_t *item, size_t head, queue__texts_t *t);
+
 /* The head of every backend's queue and reader: each backend's own struct
  * begins with one of these, so that the pointers convert both ways. */
 struct queue {

@@ -62,10 +62,7 @@ typedef struct put_req {
     int64_t id;
     size_t dest_idx;
     int64_t created_ms;
-    const char *dest, *control_id, *content_type, *findings, *meta, *worklist;
-    const unsigned char *payload;
-    size_t payload_len;
-    /* the strings and the payload follow in the same allocation */
+    queue__texts_t t; /* pointing after the request, in the same allocation */
 } put_req_t;
 
 typedef enum { MARK_DELIVERED, MARK_DEAD, MARK_DEAD_LETTERED, MARK_ATTEMPT } mark_kind_t;
@@ -767,26 +764,26 @@ static void fresh_add(sqr_t *r, const put_req_t *p)
     }
     if (!r->fresh)
         r->fresh = xmalloc(FRESH_MAX * sizeof *r->fresh);
-    size_t ld = strlen(p->dest) + 1, lc = strlen(p->control_id) + 1,
-           lt = strlen(p->content_type) + 1, lf = p->findings ? strlen(p->findings) + 1 : 0;
-    queue_row_t *row = xmalloc(sizeof *row + ld + lc + lt + lf + p->payload_len + 1);
+    size_t ld = strlen(p->t.dest) + 1, lc = strlen(p->t.control_id) + 1,
+           lt = strlen(p->t.content_type) + 1, lf = p->t.findings ? strlen(p->t.findings) + 1 : 0;
+    queue_row_t *row = xmalloc(sizeof *row + ld + lc + lt + lf + p->t.payload_len + 1);
     char *s = (char *)(row + 1);
     row->id = p->id;
     row->attempts = 0;
     row->rejects = 0;
     row->created_ms = p->created_ms;
-    row->dest = memcpy(s, p->dest, ld);
+    row->dest = memcpy(s, p->t.dest, ld);
     s += ld;
-    row->control_id = memcpy(s, p->control_id, lc);
+    row->control_id = memcpy(s, p->t.control_id, lc);
     s += lc;
-    row->content_type = memcpy(s, p->content_type, lt);
+    row->content_type = memcpy(s, p->t.content_type, lt);
     s += lt;
-    row->findings = lf ? memcpy(s, p->findings, lf) : NULL;
+    row->findings = lf ? memcpy(s, p->t.findings, lf) : NULL;
     s += lf;
-    memcpy(s, p->payload, p->payload_len);
-    s[p->payload_len] = 0;
+    memcpy(s, p->t.payload, p->t.payload_len);
+    s[p->t.payload_len] = 0;
     row->payload = (const unsigned char *)s;
-    row->payload_len = p->payload_len;
+    row->payload_len = p->t.payload_len;
     r->fresh[(r->fresh_head + r->fresh_n) % FRESH_MAX] = row;
     r->fresh_n++;
 }
@@ -817,29 +814,29 @@ static void commit_body(sq_t *q, int rc)
     int64_t now = now_ms();
     for (put_req_t *p = q->batch_puts; rc == SQLITE_OK && p; p = p->next) {
         sqlite3_stmt *st = q->st_insert;
-        sqlite3_bind_text(st, 1, p->dest, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, p->control_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, p->content_type, -1, SQLITE_STATIC);
-        sqlite3_bind_blob64(st, 4, p->payload, p->payload_len, SQLITE_STATIC);
-        bind_text_or_null(st, 5, p->findings);
+        sqlite3_bind_text(st, 1, p->t.dest, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, p->t.control_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, p->t.content_type, -1, SQLITE_STATIC);
+        sqlite3_bind_blob64(st, 4, p->t.payload, p->t.payload_len, SQLITE_STATIC);
+        bind_text_or_null(st, 5, p->t.findings);
         sqlite3_bind_int64(st, 6, p->created_ms);
-        bind_text_or_null(st, 7, p->meta);
+        bind_text_or_null(st, 7, p->t.meta);
         rc = sqlite3_step(st);
         p->id = sqlite3_last_insert_rowid(db);
         sqlite3_reset(st);
         rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
         what = "insert";
-        if (rc == SQLITE_OK && p->worklist) {
+        if (rc == SQLITE_OK && p->t.worklist) {
             /* The item and the row it describes commit together or not at all. */
             st = q->st_wl_put;
             sqlite3_bind_int64(st, 1, p->id);
-            sqlite3_bind_text(st, 2, p->dest, -1, SQLITE_STATIC);
-            sqlite3_bind_text(st, 3, p->control_id, -1, SQLITE_STATIC);
-            sqlite3_bind_text(st, 4, p->content_type, -1, SQLITE_STATIC);
-            sqlite3_bind_blob64(st, 5, p->payload, p->payload_len, SQLITE_STATIC);
-            bind_text_or_null(st, 6, p->findings);
-            bind_text_or_null(st, 7, p->meta);
-            sqlite3_bind_text(st, 8, p->worklist, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, p->t.dest, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 3, p->t.control_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 4, p->t.content_type, -1, SQLITE_STATIC);
+            sqlite3_bind_blob64(st, 5, p->t.payload, p->t.payload_len, SQLITE_STATIC);
+            bind_text_or_null(st, 6, p->t.findings);
+            bind_text_or_null(st, 7, p->t.meta);
+            sqlite3_bind_text(st, 8, p->t.worklist, -1, SQLITE_STATIC);
             sqlite3_bind_int64(st, 9, p->created_ms);
             rc = sqlite3_step(st);
             sqlite3_reset(st);
@@ -1150,58 +1147,15 @@ static void commit_schedule(sq_t *q, bool urgent)
 
 /* ---------------------------------------------------------------- put */
 
-static bool text_ok(const char *s, size_t max)
-{
-    return s && strlen(s) <= max;
-}
-
-/* The checks queue_put makes of one item, in its order of errors. */
-static err_t item_check(const sq_t *q, const queue_item_t *item)
-{
-    if (!item || !queue__valid_dest(item->dest) ||
-        !text_ok(item->control_id, QUEUE_CONTROL_ID_MAX) ||
-        !text_ok(item->content_type, QUEUE_CTYPE_MAX) || !item->content_type[0])
-        return ERR_BAD_VALUE;
-    if (!item->payload || item->payload_len == 0)
-        return ERR_EMPTY;
-    if (item->payload_len > q->opts.max_payload ||
-        (item->findings && strlen(item->findings) > QUEUE_FINDINGS_MAX))
-        return ERR_TOO_LARGE;
-    return ERR_OK;
-}
-
 /* Copies a checked item into a put request at the end of the put list. */
 static put_req_t *put_append(sq_t *q, const queue_item_t *item, queue_put_cb cb, void *user)
 {
-    size_t ld = strlen(item->dest) + 1, lc = strlen(item->control_id) + 1,
-           lt = strlen(item->content_type) + 1,
-           lf = item->findings ? strlen(item->findings) + 1 : 0,
-           lm = item->meta ? strlen(item->meta) + 1 : 0,
-           lw = item->worklist ? strlen(item->worklist) + 1 : 0;
-    put_req_t *p = xmalloc(sizeof *p + ld + lc + lt + lf + lm + lw + item->payload_len + 1);
-    char *s = (char *)(p + 1);
-    p->next = NULL;
+    queue__texts_t t;
+    put_req_t *p = queue__item_copy(item, sizeof *p, &t);
+    p->t = t;
     p->cb = cb;
     p->user = user;
-    p->grp = NULL;
-    p->grp_cont = false;
-    p->id = 0;
     p->created_ms = now_ms();
-    p->dest = memcpy(s, item->dest, ld);
-    s += ld;
-    p->control_id = memcpy(s, item->control_id, lc);
-    s += lc;
-    p->content_type = memcpy(s, item->content_type, lt);
-    s += lt;
-    p->findings = lf ? memcpy(s, item->findings, lf) : NULL;
-    s += lf;
-    p->meta = lm ? memcpy(s, item->meta, lm) : NULL;
-    s += lm;
-    p->worklist = lw ? memcpy(s, item->worklist, lw) : NULL;
-    s += lw;
-    p->payload = memcpy(s, item->payload, item->payload_len);
-    s[item->payload_len] = 0;
-    p->payload_len = item->payload_len;
     p->dest_idx = dest_find(q, item->dest, true);
 
     dest_t *e = &q->dests[p->dest_idx];
@@ -1219,7 +1173,7 @@ static err_t sq_put(sq_t *q, const queue_item_t *item, queue_put_cb cb, void *us
 {
     if (q->closing)
         return ERR_CLOSED;
-    err_t e = item_check(q, item);
+    err_t e = queue__item_check(item, q->opts.max_payload);
     if (e)
         return e;
     if (q->st.depth >= q->opts.max_queued)
@@ -1240,7 +1194,7 @@ static err_t sq_put_many(sq_t *q, const queue_item_t *items, size_t n, queue_put
         return ERR_BAD_VALUE;
     /* Every item is checked before any is taken: a refusal stores none. */
     for (size_t i = 0; i < n; i++) {
-        err_t e = item_check(q, &items[i]);
+        err_t e = queue__item_check(&items[i], q->opts.max_payload);
         if (e) {
             if (refused)
                 *refused = i;

@@ -1049,52 +1049,21 @@ static void count_timer_cb(uv_timer_t *t)
         pgc_fail(c, "cannot send the count");
 }
 
-static bool text_ok(const char *s, size_t max)
-{
-    return s && strlen(s) <= max;
-}
-
-static err_t item_check(const pq_t *q, const queue_item_t *item)
-{
-    if (!item || !queue__valid_dest(item->dest) ||
-        !text_ok(item->control_id, QUEUE_CONTROL_ID_MAX) ||
-        !text_ok(item->content_type, QUEUE_CTYPE_MAX) || !item->content_type[0])
-        return ERR_BAD_VALUE;
-    if (!item->payload || item->payload_len == 0)
-        return ERR_EMPTY;
-    if (item->payload_len > q->opts.max_payload ||
-        (item->findings && strlen(item->findings) > QUEUE_FINDINGS_MAX))
-        return ERR_TOO_LARGE;
-    return ERR_OK;
-}
-
 static put_req_t *put_append(pq_t *q, const queue_item_t *item, queue_put_cb cb, void *user)
 {
-    size_t ld = strlen(item->dest) + 1, lc = strlen(item->control_id) + 1,
-           lt = strlen(item->content_type) + 1,
-           lf = item->findings ? strlen(item->findings) + 1 : 0,
-           lm = item->meta ? strlen(item->meta) + 1 : 0,
-           lw = item->worklist ? strlen(item->worklist) + 1 : 0;
-    put_req_t *p = xcalloc(1, sizeof *p + ld + lc + lt + lf + lm + lw + item->payload_len + 1);
-    char *s = (char *)(p + 1);
+    queue__texts_t t;
+    put_req_t *p = queue__item_copy(item, sizeof *p, &t);
     p->cb = cb;
     p->user = user;
     p->created_ms = now_ms();
-    p->dest = memcpy(s, item->dest, ld);
-    s += ld;
-    p->control_id = memcpy(s, item->control_id, lc);
-    s += lc;
-    p->content_type = memcpy(s, item->content_type, lt);
-    s += lt;
-    p->findings = lf ? memcpy(s, item->findings, lf) : NULL;
-    s += lf;
-    p->meta = lm ? memcpy(s, item->meta, lm) : NULL;
-    s += lm;
-    p->worklist = lw ? memcpy(s, item->worklist, lw) : NULL;
-    s += lw;
-    p->payload = memcpy(s, item->payload, item->payload_len);
-    s[item->payload_len] = 0;
-    p->payload_len = item->payload_len;
+    p->dest = t.dest;
+    p->control_id = t.control_id;
+    p->content_type = t.content_type;
+    p->findings = t.findings;
+    p->meta = t.meta;
+    p->worklist = t.worklist;
+    p->payload = t.payload;
+    p->payload_len = t.payload_len;
     p->dest_idx = dest_find(q, item->dest, true);
     dest_t *e = &q->dests[p->dest_idx];
     e->s.put++;
@@ -1112,7 +1081,7 @@ static err_t pq_put(queue_t *qb, const queue_item_t *item, queue_put_cb cb, void
     pq_t *q = (pq_t *)qb;
     if (q->closing)
         return ERR_CLOSED;
-    err_t e = item_check(q, item);
+    err_t e = queue__item_check(item, q->opts.max_payload);
     if (e)
         return e;
     if (q->st.depth >= q->opts.max_queued)
@@ -1133,7 +1102,7 @@ static err_t pq_put_many(queue_t *qb, const queue_item_t *items, size_t n, queue
     if (!items || n == 0)
         return ERR_BAD_VALUE;
     for (size_t i = 0; i < n; i++) {
-        err_t e = item_check(q, &items[i]);
+        err_t e = queue__item_check(&items[i], q->opts.max_payload);
         if (e) {
             if (refused)
                 *refused = i;

@@ -1373,8 +1373,8 @@ static void rd_result(pgc_t *c, size_t i, PGresult *res)
     if (r->batch_marks && i == r->marks_commit_qi) {
         /* The marks are done when their COMMIT says so, whatever becomes of
          * the fetch behind it. */
-        r->marks_committed = PQresultStatus(res) == PGRES_COMMAND_OK &&
-                             strcmp(PQcmdStatus(res), "COMMIT") == 0;
+        r->marks_committed =
+            PQresultStatus(res) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(res), "COMMIT") == 0;
         return;
     }
     if (r->fetching && i == r->fetch_qi && !r->rows) {

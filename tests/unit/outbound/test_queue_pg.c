@@ -563,7 +563,10 @@ static long long deliver_all(fx_t *f, unsigned mark_window, int nrows)
                     " FOR EACH STATEMENT EXECUTE FUNCTION test_mark_slow()");
     char dir[] = "/tmp/sg-pgout.XXXXXX";
     assert_non_null(mkdtemp(dir));
-    out_dest_opts_t o = {.dest = "billing", .kind = OUT_DIR, .dir = dir, .no_fsync = true,
+    out_dest_opts_t o = {.dest = "billing",
+                         .kind = OUT_DIR,
+                         .dir = dir,
+                         .no_fsync = true,
                          .mark_window = mark_window};
     out_dest_t *d = NULL;
     err_detail_t e;

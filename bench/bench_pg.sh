@@ -14,7 +14,10 @@
 # connections: messages/s, p50 and p99 (acknowledged, i.e. stored); then
 # pg-sync / sqlite-full at 16 connections (issue 14's target: within 2x);
 # then, for each, the backlog the 16-connection run left and the rate at
-# which the deliverer emptied it into the sink (read from /healthz). Prints
+# which the deliverer emptied it into the sink (read from /healthz), and the
+# rate at which messages were both stored and delivered (the run's messages
+# over the run plus the time to empty that backlog: what a steady feed at
+# that load would sustain, since delivery shares the machine). Prints
 # figures; never fails on them. Skips with the reason when PostgreSQL 15's binaries are missing.
 set -eu
 build=${top_builddir:-$(pwd)}
@@ -47,6 +50,8 @@ field() { echo "$1" | sed -n "s/.*$2=\([0-9.]*\).*/\1/p"; }
 # run NAME KEY PORT N: one load run; sets rate_KEY_N, p50_KEY_N, p99_KEY_N.
 run() {
     r=$("$load" send 127.0.0.1 "$3" "$4" "$secs" "$msg") || true
+    n=$(field "$r" messages)
+    eval "sent_$2_$4=${n:--}"
     rate=$(field "$r" msgs_per_s)
     p50=$(field "$r" p50_ms)
     p99=$(field "$r" p99_ms)
@@ -62,7 +67,8 @@ depth() {
 }
 
 # drain KEY HTTP_PORT: after a load, how long the deliverer takes to empty
-# the queue into the sink; sets backlog_KEY and drain_KEY (msgs/s).
+# the queue into the sink; sets backlog_KEY, drain_KEY (msgs/s) and
+# drain_s_KEY (seconds).
 drain() {
     b=$(depth "$2"); b=${b:-0}
     t0=$(date +%s.%N)
@@ -72,6 +78,7 @@ drain() {
         sleep 0.1
     done
     t1=$(date +%s.%N)
+    eval "drain_s_$1=$(awk "BEGIN{ printf \"%.2f\", $t1 - $t0 }")"
     eval "backlog_$1=$b drain_$1=$(awk "BEGIN{ d = $t1 - $t0; if ($b > 0 && d > 0) printf \"%.0f\", $b / d; else print \"-\" }")"
 }
 
@@ -138,5 +145,8 @@ echo "   msgs/s, postgres + sync standby / sqlite full: 1 conn $(ratio "$(v rate
 echo "   p99 at $c conns, postgres + sync standby / sqlite full: $(ratio "$(v p99_pgsync_$c)" "$(v p99_sqlite_$c)")x"
 echo "== delivery: the backlog left by the $c-connection run, and how fast the deliverer forwarded it"
 for k in sqlite pgone pgsync; do
-    printf '   %-8s backlog %8s messages, delivered at %8s msgs/s\n' "$k" "$(v backlog_$k)" "$(v drain_$k)"
+    n=$(v sent_${k}_$c) t=$(v drain_s_$k)
+    both=$(awk "BEGIN{ if (\"$n\" != \"-\" && \"$t\" != \"-\") printf \"%.0f\", $n / ($secs + $t); else print \"-\" }")
+    printf '   %-8s backlog %8s messages, delivered at %8s msgs/s; stored and delivered %8s msgs/s\n' \
+        "$k" "$(v backlog_$k)" "$(v drain_$k)" "$both"
 done

@@ -4,7 +4,10 @@
  * protocols live in out_mllp.c, out_http.c and out_dir.c.
  * It also keeps the destination's cursor file (see out.h): the id of the
  * last row accepted downstream, so that a restart after kill -9 does not send
- * again what the uncommitted marks would have it send.
+ * again what the uncommitted marks would have it send. A queue on PostgreSQL
+ * has no cursor file: there the mark window alone (OUT_PG_MARK_WINDOW) bounds
+ * what a crash or a failover sends again, and nothing is sent without the
+ * reader's lease.
  * The out_dest_t owns the rows it fetched, its timers, its cursor file
  * descriptor and its transport state; all are released by out_stop() once
  * their handles are closed.
@@ -33,6 +36,7 @@ static int64_t wall_ms(void)
 
 static void pump(out_dest_t *d);
 static void finish_stop(out_dest_t *d);
+static void cur_done(out_dest_t *d);
 
 /* The control id as it may appear in a log line or a note: the one escaping
  * helper of common/log.h (the name stays for the call sites below). */
@@ -126,9 +130,11 @@ static err_t cursor_open(out_dest_t *d, err_detail_t *e)
     if (!qp) {
         /* A queue shared by several instances (PostgreSQL) has no file to
          * keep a cursor beside, and a cursor of one instance would mean
-         * nothing to the next lease holder. Instead every mark is committed
-         * before the next message goes out (mark_window 1, out_start): after
-         * a crash or a failover only the message in flight goes twice. */
+         * nothing to the next lease holder. The queue's committed marks
+         * alone say what is done: the deliverer goes on sending while they
+         * are group-committed, at most mark_window ahead of them (out_start:
+         * OUT_PG_MARK_WINDOW), and after a crash or a failover the next
+         * lease holder sends again those rows and the ones in flight. */
         d->no_cursor = true;
         return ERR_OK;
     }
@@ -210,8 +216,10 @@ static void fetch_timer_cb(uv_timer_t *t)
 
 /* The reader's lease was lost and taken again (PostgreSQL): another
  * instance may have delivered the rows fetched before, and the new lease
- * starts from what the database holds. The message in flight, if any, is
- * finished as usual. */
+ * starts from what the database holds. The messages in flight, if any, are
+ * finished as usual; one waiting for its retry is let go (its attempt is
+ * recorded; the next holder, this one too after a new fetch, sends it).
+ * Nothing more is sent while the lease is 0. */
 static void lease_check(out_dest_t *d)
 {
     uint64_t lease = queue_reader_lease(d->reader);
@@ -219,7 +227,22 @@ static void lease_check(out_dest_t *d)
         return;
     while (d->ring_n)
         queue_row_free(ring_pop(d));
+    if (d->cur && !d->sending && !d->dead_writing && !d->dead_retry && !d->stopping) {
+        uv_timer_stop(&d->retry_timer);
+        cur_done(d);
+    }
     d->lease = lease;
+}
+
+/* True when row id is being sent (cur, or a row in the window behind it). */
+static bool in_flight(const out_dest_t *d, int64_t id)
+{
+    if (d->cur && d->cur->id == id)
+        return true;
+    for (size_t i = 0; i < d->ahead_n; i++)
+        if (d->ahead[i]->id == id)
+            return true;
+    return false;
 }
 
 static void fetch_cb(queue_reader_t *r, err_t status, queue_row_t **rows, size_t n, void *user)
@@ -229,7 +252,7 @@ static void fetch_cb(queue_reader_t *r, err_t status, queue_row_t **rows, size_t
     lease_check(d);
     uint64_t skipped = 0;
     for (size_t i = 0; i < n; i++) {
-        if (d->cur && rows[i]->id == d->cur->id) {
+        if (in_flight(d, rows[i]->id)) {
             /* Fetched again under a new lease while still ours. */
             queue_row_free(rows[i]);
         } else if (rows[i]->id <= d->skip_upto) {
@@ -286,7 +309,8 @@ static void send_cur(out_dest_t *d)
  * the window, under the same conditions pump() sets for the next message. */
 static void send_ahead(out_dest_t *d)
 {
-    while (d->sending && !d->stopping && d->ahead_n + 1 < d->o.window && d->ring_n &&
+    lease_check(d);
+    while (d->lease && d->sending && !d->stopping && d->ahead_n + 1 < d->o.window && d->ring_n &&
            !d->dead_pending && !d->cursor_failing) {
         if (queue_reader_unsynced(d->reader) >= d->o.mark_window) {
             queue_reader_flush(d->reader);
@@ -336,6 +360,11 @@ static void retry_timer_cb(uv_timer_t *t)
     if (d->dead_retry) {
         d->dead_retry = false;
         dead_write_start(d);
+        return;
+    }
+    lease_check(d); /* lost meanwhile: cur is let go */
+    if (!d->cur) {
+        pump(d);
         return;
     }
     send_cur(d);
@@ -724,8 +753,8 @@ err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_de
         d->o.mark_window = 32;
     if (!d->o.window || !tp->window)
         d->o.window = 1;
-    if (!queue_path(q))
-        d->o.mark_window = 1; /* no cursor file: see cursor_open */
+    if (!queue_path(q) && opts->mark_window == 0)
+        d->o.mark_window = OUT_PG_MARK_WINDOW; /* no cursor file: see cursor_open */
     /* The rows in flight come out of the ring and may go back into it. */
     d->ring_cap = d->o.fetch_batch > d->o.window ? d->o.fetch_batch : d->o.window;
     d->ring = xcalloc(d->ring_cap, sizeof *d->ring);

@@ -58,6 +58,12 @@ typedef enum {
 } out_kind_t;
 
 #define OUT_WINDOW_MAX 64 /* the largest downstream window */
+/* The mark window on PostgreSQL: each group commit of marks waits for the
+ * synchronous standby (1-3 ms on a LAN), and 64 marks per commit keep the
+ * deliverer from waiting on it below some 20000 messages/s, while a crash
+ * or a failover delivers at most 64 (one fetch) messages again, plus those
+ * in flight. */
+#define OUT_PG_MARK_WINDOW 64
 
 typedef struct {
     const char *dest; /* queue destination drained, e.g. "hl7", "fhir", "reject" */
@@ -84,7 +90,10 @@ typedef struct {
     unsigned mark_window;        /* at most this many delivered messages whose mark is not
                                     yet committed: what a power loss can deliver twice
                                     (besides the one in flight; kill -9 is covered by
-                                    the cursor file); 0 = 32; 1 = none */
+                                    the cursor file); 0 = 32; 1 = none. With
+                                    PostgreSQL (no cursor file) it bounds what a
+                                    crash or a failover delivers twice; 0 =
+                                    OUT_PG_MARK_WINDOW */
     tls_ctx_t *tls;              /* OUT_MLLP: speak TLS with this client context (a
                                     reference is taken); NULL = plaintext */
     const char *tls_server_name; /* OUT_MLLP: name the server's certificate must carry;

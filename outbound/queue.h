@@ -196,7 +196,8 @@ uint64_t queue_depth(const queue_t *q, const char *dest);
 
 /* The database path given to queue_open() (deliverers keep their cursor
  * files beside it). Valid until queue_close(). NULL for PostgreSQL: no file,
- * and deliverers keep no cursor (they commit each mark before going on). */
+ * and deliverers keep no cursor (the committed marks decide; a deliverer runs
+ * at most its mark window ahead of them, out.h OUT_PG_MARK_WINDOW). */
 const char *queue_path(const queue_t *q);
 
 /* The highest row id the database has ever allocated (AUTOINCREMENT never

@@ -178,6 +178,16 @@ typedef struct mark_req {
  * same connection, always before its next fetch, so that a fetch never
  * sees a row this reader has already finished.
  *
+ * Marks are group-committed: those given while a transaction of the
+ * connection runs wait for its answer and then go together, one
+ * transaction for all of them (a run of delivered marks is one DELETE),
+ * with the fetch the deliverer asked for meanwhile behind it in the same
+ * pipeline. The deliverer goes on sending meanwhile, up to its mark window
+ * (out.c): those are the rows a crash or a failover can deliver twice.
+ * Marks not committed when the connection is lost are kept and sent again
+ * once it is back, before anything else; until then they are not done, and
+ * a new lease holder delivers those rows again.
+ *
  * Which rows to fetch: the pending rows of the destination, in id order,
  * but those handed out and not yet finished (delivered or dead). There is
  * no cursor: an instance whose transaction took lower ids but committed
@@ -196,11 +206,13 @@ struct pgr {
     bool lease;       /* the advisory lock is ours (this session) */
     uint64_t lease_gen;
     bool lease_asked; /* a lease query is in the running batch */
+    bool freed;       /* reader_free ran */
     bool more;        /* rows may be pending that were not handed out */
     /* the fetch asked for, and the one running */
     queue_fetch_cb fetch_cb;
     size_t fetch_max;
     bool fetch_wanted, fetching;
+    size_t fetch_qi; /* the fetch's query index in the running batch */
     queue_row_t **rows;
     size_t nrows;
     /* rows handed out, not yet finished: excluded from fetches */
@@ -209,6 +221,8 @@ struct pgr {
     /* marks given, and those in the running transaction */
     mark_req_t *marks, **marks_tail, *batch_marks;
     size_t nmarks, nbatch_marks;
+    size_t marks_commit_qi; /* the COMMIT of batch_marks: its query index */
+    bool marks_committed;   /* ... and it answered COMMIT */
     bool closing;
 };
 
@@ -1035,52 +1049,21 @@ static void count_timer_cb(uv_timer_t *t)
         pgc_fail(c, "cannot send the count");
 }
 
-static bool text_ok(const char *s, size_t max)
-{
-    return s && strlen(s) <= max;
-}
-
-static err_t item_check(const pq_t *q, const queue_item_t *item)
-{
-    if (!item || !queue__valid_dest(item->dest) ||
-        !text_ok(item->control_id, QUEUE_CONTROL_ID_MAX) ||
-        !text_ok(item->content_type, QUEUE_CTYPE_MAX) || !item->content_type[0])
-        return ERR_BAD_VALUE;
-    if (!item->payload || item->payload_len == 0)
-        return ERR_EMPTY;
-    if (item->payload_len > q->opts.max_payload ||
-        (item->findings && strlen(item->findings) > QUEUE_FINDINGS_MAX))
-        return ERR_TOO_LARGE;
-    return ERR_OK;
-}
-
 static put_req_t *put_append(pq_t *q, const queue_item_t *item, queue_put_cb cb, void *user)
 {
-    size_t ld = strlen(item->dest) + 1, lc = strlen(item->control_id) + 1,
-           lt = strlen(item->content_type) + 1,
-           lf = item->findings ? strlen(item->findings) + 1 : 0,
-           lm = item->meta ? strlen(item->meta) + 1 : 0,
-           lw = item->worklist ? strlen(item->worklist) + 1 : 0;
-    put_req_t *p = xcalloc(1, sizeof *p + ld + lc + lt + lf + lm + lw + item->payload_len + 1);
-    char *s = (char *)(p + 1);
+    queue__texts_t t;
+    put_req_t *p = queue__item_copy(item, sizeof *p, &t);
     p->cb = cb;
     p->user = user;
     p->created_ms = now_ms();
-    p->dest = memcpy(s, item->dest, ld);
-    s += ld;
-    p->control_id = memcpy(s, item->control_id, lc);
-    s += lc;
-    p->content_type = memcpy(s, item->content_type, lt);
-    s += lt;
-    p->findings = lf ? memcpy(s, item->findings, lf) : NULL;
-    s += lf;
-    p->meta = lm ? memcpy(s, item->meta, lm) : NULL;
-    s += lm;
-    p->worklist = lw ? memcpy(s, item->worklist, lw) : NULL;
-    s += lw;
-    p->payload = memcpy(s, item->payload, item->payload_len);
-    s[item->payload_len] = 0;
-    p->payload_len = item->payload_len;
+    p->dest = t.dest;
+    p->control_id = t.control_id;
+    p->content_type = t.content_type;
+    p->findings = t.findings;
+    p->meta = t.meta;
+    p->worklist = t.worklist;
+    p->payload = t.payload;
+    p->payload_len = t.payload_len;
     p->dest_idx = dest_find(q, item->dest, true);
     dest_t *e = &q->dests[p->dest_idx];
     e->s.put++;
@@ -1098,7 +1081,7 @@ static err_t pq_put(queue_t *qb, const queue_item_t *item, queue_put_cb cb, void
     pq_t *q = (pq_t *)qb;
     if (q->closing)
         return ERR_CLOSED;
-    err_t e = item_check(q, item);
+    err_t e = queue__item_check(item, q->opts.max_payload);
     if (e)
         return e;
     if (q->st.depth >= q->opts.max_queued)
@@ -1119,7 +1102,7 @@ static err_t pq_put_many(queue_t *qb, const queue_item_t *items, size_t n, queue
     if (!items || n == 0)
         return ERR_BAD_VALUE;
     for (size_t i = 0; i < n; i++) {
-        err_t e = item_check(q, &items[i]);
+        err_t e = queue__item_check(&items[i], q->opts.max_payload);
         if (e) {
             if (refused)
                 *refused = i;
@@ -1149,7 +1132,7 @@ static const char *const reader_setup[] = {
     "fetch\tSELECT id, dest, control_id, content_type, payload, findings, attempts,"
     " created_ms, rejects FROM spinegate_msgs WHERE dest=$1 AND state=0"
     " AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $3",
-    "delivered\tDELETE FROM spinegate_msgs WHERE id=$1",
+    "delivered\tDELETE FROM spinegate_msgs WHERE id = ANY($1::bigint[])",
     "attempt\tUPDATE spinegate_msgs SET attempts=$2, last_error=$3, updated_ms=$4, rejects=$5"
     " WHERE id=$1",
     /* A dead letter is a worklist item, written with its mark (once: a mark
@@ -1163,21 +1146,8 @@ static const char *const reader_setup[] = {
     NULL,
 };
 
-typedef enum { RB_NONE, RB_LEASE, RB_MARKS, RB_FETCH } rbatch_t;
-
 static void reader_kick(pgr_t *r);
 static void reader_free(pgr_t *r);
-
-static rbatch_t reader_batch_kind(const pgr_t *r)
-{
-    if (r->lease_asked)
-        return RB_LEASE;
-    if (r->batch_marks)
-        return RB_MARKS;
-    if (r->fetching)
-        return RB_FETCH;
-    return RB_NONE;
-}
 
 static void reader_wake(pgr_t *r)
 {
@@ -1213,6 +1183,27 @@ static bool send_lease(pgr_t *r)
     return pgc_send(&r->c, "lease", 1, v, NULL, NULL);
 }
 
+/* Sends a run of delivered marks, from m on, as one DELETE; *next is the
+ * first mark after the run. */
+static bool send_delivered_run(pgr_t *r, const mark_req_t *m, const mark_req_t **next)
+{
+    size_t n = 0;
+    for (const mark_req_t *k = m; k && k->kind == QUEUE__MARK_DELIVERED; k = k->next)
+        n++;
+    size_t cap = 3 + n * 21;
+    char *arr = xmalloc(cap), *s = arr;
+    *s++ = '{';
+    for (size_t i = 0; i < n; i++, m = m->next)
+        s += snprintf(s, cap - (size_t)(s - arr), "%s%" PRId64, i ? "," : "", m->id);
+    *s++ = '}';
+    *s = 0;
+    *next = m;
+    const char *vals[1] = {arr};
+    bool ok = pgc_send(&r->c, "delivered", 1, vals, NULL, NULL);
+    xfree(arr);
+    return ok;
+}
+
 static bool send_mark(pgr_t *r, const mark_req_t *m)
 {
     char id[24], att[16], now[24], rej[16], st[8];
@@ -1225,8 +1216,6 @@ static bool send_mark(pgr_t *r, const mark_req_t *m)
     int lens[5] = {0, 0, (int)strlen(m->reason), 0, 0};
     int fmts[5] = {0, 0, 1, 0, 0};
     switch (m->kind) {
-    case QUEUE__MARK_DELIVERED:
-        return pgc_send(&r->c, "delivered", 1, vals, NULL, NULL);
     case QUEUE__MARK_ATTEMPT:
         return pgc_send(&r->c, "attempt", 5, vals, lens, fmts);
     default:
@@ -1312,33 +1301,18 @@ static void lease_timer_cb(uv_timer_t *t)
     reader_kick(r);
 }
 
-/* Starts the next transaction of the reader's connection: its marks first
- * (so that a fetch sees them), then a lease attempt, then the fetch. */
+/* Starts the next transaction of the reader's connection. The marks given
+ * go first, in a transaction of their own, and the fetch asked for (when
+ * the lease is ours) follows them in the same pipeline: it sees them, and
+ * costs no round trip of its own. Without marks or fetch: a lease attempt. */
 static void reader_kick(pgr_t *r)
 {
     pgc_t *c = &r->c;
     if (!pgc_idle(c))
         return;
-    if (r->marks) {
-        r->batch_marks = r->marks;
-        r->nbatch_marks = r->nmarks;
-        r->marks = NULL;
-        r->marks_tail = &r->marks;
-        r->nmarks = 0;
-        pgc_batch_begin(c);
-        bool ok = pgc_send(c, "!BEGIN", 0, NULL, NULL, NULL);
-        for (mark_req_t *m = r->batch_marks; ok && m; m = m->next)
-            ok = send_mark(r, m);
-        if (ok)
-            ok = pgc_send(c, "!COMMIT", 0, NULL, NULL, NULL);
-        if (!ok || !pgc_batch_end(c))
-            pgc_fail(c, "cannot send the marks");
-        return;
-    }
-    if (r->closing)
-        return;
-    if (!r->lease) {
-        if (uv_is_active((uv_handle_t *)&r->timer))
+    bool fetch = r->fetch_wanted && r->lease && !r->closing;
+    if (!r->marks && !fetch) {
+        if (r->closing || r->lease || uv_is_active((uv_handle_t *)&r->timer))
             return;
         r->lease_asked = true;
         pgc_batch_begin(c);
@@ -1346,13 +1320,36 @@ static void reader_kick(pgr_t *r)
             pgc_fail(c, "cannot ask for the lease");
         return;
     }
-    if (r->fetch_wanted) {
+    pgc_batch_begin(c);
+    bool ok = true;
+    if (r->marks) {
+        r->batch_marks = r->marks;
+        r->nbatch_marks = r->nmarks;
+        r->marks = NULL;
+        r->marks_tail = &r->marks;
+        r->nmarks = 0;
+        r->marks_committed = false;
+        ok = pgc_send(c, "!BEGIN", 0, NULL, NULL, NULL);
+        for (const mark_req_t *m = r->batch_marks; ok && m;) {
+            if (m->kind == QUEUE__MARK_DELIVERED) {
+                ok = send_delivered_run(r, m, &m);
+            } else {
+                ok = send_mark(r, m);
+                m = m->next;
+            }
+        }
+        r->marks_commit_qi = c->nq;
+        if (ok)
+            ok = pgc_send(c, "!COMMIT", 0, NULL, NULL, NULL);
+    }
+    if (ok && fetch) {
         r->fetch_wanted = false;
         r->fetching = true;
-        pgc_batch_begin(c);
-        if (!send_fetch(r) || !pgc_batch_end(c))
-            pgc_fail(c, "cannot send the fetch");
+        r->fetch_qi = c->nq;
+        ok = send_fetch(r);
     }
+    if (!ok || !pgc_batch_end(c))
+        pgc_fail(c, "cannot send the marks or the fetch");
 }
 
 static void rd_up(pgc_t *c)
@@ -1363,9 +1360,7 @@ static void rd_up(pgc_t *c)
 static void rd_result(pgc_t *c, size_t i, PGresult *res)
 {
     pgr_t *r = c->owner;
-    (void)i;
-    switch (reader_batch_kind(r)) {
-    case RB_LEASE:
+    if (r->lease_asked) {
         if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
             PQgetlength(res, 0, 0) == 1 && PQgetvalue(res, 0, 0)[0] == 1) {
             r->lease = true;
@@ -1373,10 +1368,18 @@ static void rd_result(pgc_t *c, size_t i, PGresult *res)
             r->nhanded = 0; /* a new holder starts from what is pending */
             log_info("queue: lease of destination %s taken: delivering it", r->dest);
         }
-        break;
-    case RB_FETCH: {
+        return;
+    }
+    if (r->batch_marks && i == r->marks_commit_qi) {
+        /* The marks are done when their COMMIT says so, whatever becomes of
+         * the fetch behind it. */
+        r->marks_committed =
+            PQresultStatus(res) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(res), "COMMIT") == 0;
+        return;
+    }
+    if (r->fetching && i == r->fetch_qi && !r->rows) {
         if (PQresultStatus(res) != PGRES_TUPLES_OK)
-            break;
+            return;
         int n = PQntuples(res);
         r->rows = xcalloc((size_t)n + 1, sizeof *r->rows);
         r->nrows = 0;
@@ -1390,10 +1393,6 @@ static void rd_result(pgc_t *c, size_t i, PGresult *res)
             r->rows[r->nrows++] = row;
         }
         r->more = (size_t)n >= r->fetch_max;
-        break;
-    }
-    default:
-        break;
     }
 }
 
@@ -1406,11 +1405,24 @@ static void marks_free(mark_req_t *m)
     }
 }
 
+/* Puts a list of marks that were not committed back in front of the newer
+ * ones, to be sent again. */
+static void marks_restore(pgr_t *r, mark_req_t *list, size_t n)
+{
+    mark_req_t **tail = &list;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = r->marks;
+    if (!r->marks)
+        r->marks_tail = tail;
+    r->marks = list;
+    r->nmarks += n;
+}
+
 static void rd_done(pgc_t *c, bool ok)
 {
     pgr_t *r = c->owner;
-    switch (reader_batch_kind(r)) {
-    case RB_LEASE:
+    if (r->lease_asked) {
         r->lease_asked = false;
         if (r->lease) {
             uv_timer_start(&r->timer, lease_timer_cb, PG_POLL_MS, 0);
@@ -1418,64 +1430,55 @@ static void rd_done(pgc_t *c, bool ok)
         } else if (!r->closing) {
             uv_timer_start(&r->timer, lease_timer_cb, PG_LEASE_RETRY_MS, 0);
         }
-        break;
-    case RB_MARKS: {
-        mark_req_t *list = r->batch_marks;
-        r->batch_marks = NULL;
-        if (ok) {
-            marks_free(list);
+    } else {
+        bool had_marks = r->batch_marks != NULL, marks_ok = r->marks_committed;
+        if (had_marks) {
+            mark_req_t *list = r->batch_marks;
+            size_t n = r->nbatch_marks;
+            r->batch_marks = NULL;
             r->nbatch_marks = 0;
-        } else {
-            /* Kept, in front of newer marks, and sent again. */
-            r->q->st.commit_failures++;
-            mark_req_t **tail = &list;
-            while (*tail)
-                tail = &(*tail)->next;
-            *tail = r->marks;
-            if (!r->marks)
-                r->marks_tail = tail;
-            r->marks = list;
-            r->nmarks += r->nbatch_marks;
-            r->nbatch_marks = 0;
+            r->marks_committed = false;
+            if (marks_ok) {
+                marks_free(list);
+            } else {
+                /* Kept, in front of newer marks, and sent again. */
+                r->q->st.commit_failures++;
+                marks_restore(r, list, n);
+            }
         }
-        if (ok && r->ready_cb && !r->closing)
-            r->ready_cb(&r->base, r->user);
-        if (!ok && c->state == PGC_READY) {
-            /* Refused with the connection up: start again after the
-             * backoff rather than send the same marks in a tight loop. */
-            pgc_fail(c, "marks not committed");
-            return;
-        }
-        break;
-    }
-    case RB_FETCH: {
-        r->fetching = false;
+        bool had_fetch = r->fetching;
         queue_row_t **rows = r->rows;
         size_t n = r->nrows;
+        r->fetching = false;
         r->rows = NULL;
         r->nrows = 0;
-        if (!ok) {
+        if (!ok) { /* marks refused abort the fetch behind them too */
             for (size_t k = 0; k < n; k++)
                 queue_row_free(rows[k]);
             n = 0;
         }
         for (size_t k = 0; k < n; k++)
             handed_add(r, rows[k]->id);
-        if (r->closing) {
-            for (size_t k = 0; k < n; k++)
-                queue_row_free(rows[k]);
-        } else if (r->fetch_cb) {
-            r->fetch_cb(&r->base, ok ? ERR_OK : ERR_QUEUE, rows, n, r->user);
+        if (had_marks && !marks_ok && c->state == PGC_READY) {
+            /* Refused with the connection up: start again after the
+             * backoff rather than send the same marks in a tight loop. */
+            pgc_fail(c, "marks not committed");
+        }
+        if (had_fetch) {
+            if (r->closing) {
+                for (size_t k = 0; k < n; k++)
+                    queue_row_free(rows[k]);
+            } else if (r->fetch_cb) {
+                r->fetch_cb(&r->base, ok ? ERR_OK : ERR_QUEUE, rows, n, r->user);
+            }
         }
         xfree(rows);
-        break;
+        if (marks_ok && r->ready_cb && !r->closing)
+            r->ready_cb(&r->base, r->user);
     }
-    default:
-        break;
-    }
-    if (c->state != PGC_READY)
-        return; /* lost: rd_down follows */
-    if (r->closing && !r->marks && !r->batch_marks && !r->fetching) {
+    if (c->state != PGC_READY || r->freed)
+        return; /* lost: rd_down follows (or came) */
+    if (r->closing && !r->marks && !r->batch_marks && !r->fetching && !c->in_batch) {
         reader_free(r);
         return;
     }
@@ -1493,20 +1496,12 @@ static void rd_down(pgc_t *c)
     if (r->fetching) { /* rd_done told the fetch */
         r->fetching = false;
     }
-    if (r->batch_marks) {
-        mark_req_t *list = r->batch_marks;
+    if (r->batch_marks) { /* not known to be committed: sent again once back */
+        marks_restore(r, r->batch_marks, r->nbatch_marks);
         r->batch_marks = NULL;
-        mark_req_t **tail = &list;
-        while (*tail)
-            tail = &(*tail)->next;
-        *tail = r->marks;
-        if (!r->marks)
-            r->marks_tail = tail;
-        r->marks = list;
-        r->nmarks += r->nbatch_marks;
         r->nbatch_marks = 0;
     }
-    if (r->closing) {
+    if (r->closing && !r->freed) {
         /* Nobody will commit them now: a restart delivers those rows again. */
         reader_free(r);
     }
@@ -1623,6 +1618,9 @@ static void reader_timer_closed(uv_handle_t *h)
 
 static void reader_free(pgr_t *r)
 {
+    if (r->freed)
+        return;
+    r->freed = true;
     r->c.closing = true; /* no reconnection from now on */
     if (r->q->dests[r->dest_idx].reader == r)
         r->q->dests[r->dest_idx].reader = NULL;

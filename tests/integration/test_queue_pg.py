@@ -23,6 +23,10 @@ import hl7.client
 import harness as h
 from pgserver import PgServer
 
+# The deliverer's mark window on PostgreSQL (OUT_PG_MARK_WINDOW in
+# outbound/out.h): how many messages it may have sent downstream without
+# their delivered mark committed.
+MARK_WINDOW = 64
 
 def with_control_id(message, ctrl):
     """The demo message with MSH-10 set to ctrl."""
@@ -180,8 +184,10 @@ class QueuePostgres(unittest.TestCase):
         """A second instance shares the database; the first, holding the
         leases, is killed with SIGKILL under load from both sides. The
         second takes the leases over: every AA'd message reaches billing, in
-        each sender's order, and only what was in flight at the kill can
-        arrive twice."""
+        each sender's order, and only what the first had sent without its
+        delivered mark committed can arrive twice: at most its mark window
+        (OUT_PG_MARK_WINDOW, 64: it sends nothing more while that many marks
+        wait for their commit) and the message in flight."""
         other = h.Daemon("--queue", "postgres", "--queue-url", self.pg.url,
                          "--downstream-mllp", "127.0.0.1:%d" % self.sink.port).start()
         try:
@@ -223,9 +229,10 @@ class QueuePostgres(unittest.TestCase):
                 mine = [c for c, code in acks if code == "AA"]
                 self.assertEqual([c for c in first_seen if c in set(mine)], mine)
             dups = len(got) - len(first_seen)
-            print("two instances: %d accepted, %d delivered, %d twice (in flight at the kill)"
-                  % (len(accepted), len(got), dups))
-            self.assertLessEqual(dups, 1)
+            print("two instances: %d accepted, %d delivered, %d twice (marks not committed "
+                  "or in flight at the kill; bound %d)" % (len(accepted), len(got), dups,
+                                                          MARK_WINDOW + 1))
+            self.assertLessEqual(dups, MARK_WINDOW + 1)
         finally:
             other.cleanup()
 

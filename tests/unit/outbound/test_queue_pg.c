@@ -2,9 +2,11 @@
  * PostgreSQL 15 server, started by test_queue_pg.sh (tests/integration/
  * pgserver.py), which passes its URL in SG_PG_URL and its folder in
  * SG_PG_DIR: put and group commit, put_many, the reader's order and marks,
- * the lease between two queues on one database, a transaction the server
- * refuses, a stopped server (puts refused with ERR_QUEUE) and the
- * reconnection once it is back. */
+ * the lease between two queues on one database, marks group-committed (a
+ * server-side log of the transactions that deleted rows), a lease holder
+ * killed with marks not committed (its rows pending for the next holder),
+ * a transaction the server refuses, a stopped server (puts refused with
+ * ERR_QUEUE) and the reconnection once it is back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,11 +14,15 @@
 #include <cmocka.h>
 
 #include <libpq-fe.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <uv.h>
 
+#include "out.h"
 #include "queue.h"
 #include "queue_int.h"
 
@@ -460,6 +466,262 @@ static void test_lease_one_holder(void **state)
     close_q(f, qb);
 }
 
+/* Logs, in the server, the transaction that deleted each row: the marks'
+ * transactions, counted where they happen. */
+static void mark_log_install(const char *url)
+{
+    db_exec(url, "DROP TABLE IF EXISTS test_mark_log");
+    db_exec(url, "CREATE TABLE test_mark_log(xid bigint NOT NULL, id bigint NOT NULL)");
+    db_exec(url, "CREATE OR REPLACE FUNCTION test_mark_logged() RETURNS trigger AS"
+                 " $$ BEGIN INSERT INTO test_mark_log VALUES (txid_current(), OLD.id);"
+                 " RETURN OLD; END $$ LANGUAGE plpgsql");
+    db_exec(url, "DROP TRIGGER IF EXISTS test_mark_log ON spinegate_msgs");
+    db_exec(url, "CREATE TRIGGER test_mark_log AFTER DELETE ON spinegate_msgs"
+                 " FOR EACH ROW EXECUTE FUNCTION test_mark_logged()");
+}
+
+/* Marks given while the reader's connection is busy wait and go together:
+ * a deliverer that goes on sending pays one commit per batch, not one per
+ * message. The first mark goes at once (the connection is idle); the 199
+ * given in the same loop turn, while it commits, go in one more
+ * transaction, the fetch asked for meanwhile behind them. */
+static void test_marks_batched(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, 0);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    p.want = 260;
+    for (int i = 0; i < 260; i++)
+        assert_int_equal(put_one(q, &p, "billing", i), ERR_OK);
+    assert_true(run_until(f, &p.all, 20000));
+    mark_log_install(f->url);
+
+    static fetched_t x;
+    memset(&x, 0, sizeof x);
+    queue_reader_t *r = reader_open(q, "billing", &x);
+    assert_true(wait_lease(f, r, 10000));
+    x.done = false;
+    assert_int_equal(queue_reader_fetch(r, 200, fetch_cb), ERR_OK);
+    assert_true(run_until(f, &x.done, 10000));
+    assert_int_equal(x.n, 200);
+    assert_true(queue_reader_has_more(r));
+
+    /* 200 marks in one loop turn, one of them a failed attempt (the run
+     * of delivered marks around it is cut there, order kept). */
+    for (size_t i = 0; i < 200; i++) {
+        if (i == 120)
+            assert_int_equal(queue_mark_attempt(r, x.rows[i]->id, 1, 0, "timeout"), ERR_OK);
+        else
+            assert_int_equal(queue_mark_delivered(r, x.rows[i]->id), ERR_OK);
+    }
+    assert_int_equal(queue_reader_unsynced(r), 200); /* none committed yet */
+    x.done = false;
+    assert_int_equal(queue_reader_fetch(r, 100, fetch_cb), ERR_OK);
+    assert_true(run_until(f, &x.done, 10000));
+    assert_int_equal(queue_reader_unsynced(r), 0); /* committed before the fetch ran */
+    assert_int_equal(x.n, 260);
+    /* The rest, and the attempted row only once (still handed out). */
+    for (size_t i = 200; i < 260; i++)
+        assert_true(x.rows[i]->id == p.id[i]);
+    assert_int_equal(db_count(f->url, "SELECT count(*) FROM test_mark_log"), 199);
+    assert_int_equal(db_count(f->url, "SELECT count(DISTINCT xid) FROM test_mark_log"), 2);
+    assert_int_equal(db_count(f->url, "SELECT count(*) FROM spinegate_msgs"), 61);
+    char sql[120];
+    snprintf(sql, sizeof sql, "SELECT attempts FROM spinegate_msgs WHERE id=%lld",
+             (long long)x.rows[120]->id);
+    assert_int_equal(db_count(f->url, sql), 1);
+    rows_free(&x);
+    queue_reader_close(r);
+    close_q(f, q);
+    db_exec(f->url, "DROP TABLE test_mark_log");
+}
+
+static void stopped_cb(void *user)
+{
+    *(bool *)user = true;
+}
+
+/* Delivers nrows rows of "billing" to a folder through out.c with the
+ * given mark window; returns the transactions that deleted them. */
+static long long deliver_all(fx_t *f, unsigned mark_window, int nrows)
+{
+    queue_t *q = open_q(f, 0);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    p.want = nrows;
+    for (int i = 0; i < nrows; i++)
+        assert_int_equal(put_one(q, &p, "billing", i), ERR_OK);
+    assert_true(run_until(f, &p.all, 20000));
+    mark_log_install(f->url);
+    /* Each mark transaction takes 5 ms more, as a synchronous standby
+     * farther away would make it (and the count depends less on how fast
+     * this machine is at the moment). */
+    db_exec(f->url, "CREATE OR REPLACE FUNCTION test_mark_slow() RETURNS trigger AS"
+                    " $$ BEGIN PERFORM pg_sleep(0.005); RETURN NULL; END $$ LANGUAGE plpgsql");
+    db_exec(f->url, "CREATE TRIGGER test_mark_slow AFTER DELETE ON spinegate_msgs"
+                    " FOR EACH STATEMENT EXECUTE FUNCTION test_mark_slow()");
+    char dir[] = "/tmp/sg-pgout.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    out_dest_opts_t o = {.dest = "billing",
+                         .kind = OUT_DIR,
+                         .dir = dir,
+                         .no_fsync = true,
+                         .mark_window = mark_window};
+    out_dest_t *d = NULL;
+    err_detail_t e;
+    assert_int_equal(out_start(&f->loop, q, &o, &d, &e), ERR_OK);
+    out_stats_t st = {0};
+    uint64_t end = uv_now(&f->loop) + 30000;
+    while (st.delivered < (uint64_t)nrows && uv_now(&f->loop) < end) {
+        uv_run(&f->loop, UV_RUN_ONCE);
+        out_stats(d, &st);
+    }
+    assert_int_equal(st.delivered, nrows);
+    bool stopped = false;
+    out_stop(d, stopped_cb, &stopped); /* its reader commits its marks first */
+    assert_true(run_until(f, &stopped, 10000));
+    close_q(f, q);
+    assert_int_equal(db_count(f->url, "SELECT count(*) FROM spinegate_msgs"), 0);
+    assert_int_equal(db_count(f->url, "SELECT count(*) FROM test_mark_log"), nrows);
+    long long xacts = db_count(f->url, "SELECT count(DISTINCT xid) FROM test_mark_log");
+    char cmd[80];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+    db_exec(f->url, "DROP TABLE test_mark_log");
+    db_exec(f->url, "DROP TRIGGER test_mark_slow ON spinegate_msgs");
+    return xacts;
+}
+
+/* The deliverer on PostgreSQL goes on sending while its marks commit, up
+ * to its mark window (OUT_PG_MARK_WINDOW by default): many messages per
+ * mark transaction. With a window of 1 (each mark committed before the
+ * next send, as before) it is one transaction per message. */
+static void test_deliverer_marks_batched(void **state)
+{
+    fx_t *f = *state;
+    long long one_by_one = deliver_all(f, 1, 300);
+    assert_int_equal(one_by_one, 300);
+    long long batched = deliver_all(f, 0, 300);
+    printf("# 300 messages delivered: %lld mark transactions with a window of 1, %lld with "
+           "the default window (%d)\n",
+           one_by_one, batched, OUT_PG_MARK_WINDOW);
+    assert_true(batched >= 300 / OUT_PG_MARK_WINDOW);
+    assert_true(batched <= 60); /* five or more marks per commit on average */
+}
+
+/* The child of test_killed_holder: takes the lease, fetches every row,
+ * marks the first nmark delivered while its connection is busy with a
+ * fetch (so none of them is sent), says so on fd and waits to be killed.
+ * Exit codes say what went wrong (cmocka's asserts belong to the parent). */
+static void killed_holder_child(const char *url, int fd, size_t nrows, size_t nmark)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    queue_opts_t o = {.backend = QUEUE_BACKEND_POSTGRES, .url = url};
+    queue_t *q = NULL;
+    err_detail_t d;
+    if (queue_open(&loop, NULL, &o, &q, &d) != ERR_OK)
+        _exit(10);
+    static fetched_t x;
+    queue_reader_t *r = NULL;
+    if (queue_reader_open(q, "billing", ready_cb, &x, &r, &d) != ERR_OK)
+        _exit(11);
+    uv_timer_t tick;
+    uv_timer_init(&loop, &tick);
+    uv_timer_start(&tick, tick_cb, 10, 10);
+    for (int i = 0; i < 1000 && !queue_reader_lease(r); i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    if (!queue_reader_lease(r))
+        _exit(12);
+    while (queue_reader_has_more(r)) {
+        x.done = false;
+        if (queue_reader_fetch(r, nrows, fetch_cb) != ERR_OK)
+            _exit(13);
+        for (int i = 0; i < 1000 && !x.done; i++)
+            uv_run(&loop, UV_RUN_ONCE);
+        if (!x.done || x.st != ERR_OK)
+            _exit(14);
+    }
+    if (x.n != nrows)
+        _exit(15);
+    x.done = false;
+    if (queue_reader_fetch(r, nrows, fetch_cb) != ERR_OK) /* sent now: the connection is busy */
+        _exit(16);
+    for (size_t i = 0; i < nmark; i++)
+        if (queue_mark_delivered(r, x.rows[i]->id) != ERR_OK)
+            _exit(17);
+    if (queue_reader_unsynced(r) != nmark)
+        _exit(18);
+    char c = 'm';
+    if (write(fd, &c, 1) != 1)
+        _exit(19);
+    for (;;)
+        pause(); /* the loop never runs again: the marks are never sent */
+}
+
+/* A lease holder killed (kill -9) with delivered marks not committed: its
+ * session ends, the lease goes to the other instance, and the marked rows
+ * are pending for it, in order: not assumed done. They are what a crash
+ * can deliver twice (the mark window, out.c). */
+static void test_killed_holder(void **state)
+{
+    fx_t *f = *state;
+    enum { NROWS = 20, NMARK = 12 };
+    queue_t *q = open_q(f, 0);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    p.want = NROWS;
+    for (int i = 0; i < NROWS; i++)
+        assert_int_equal(put_one(q, &p, "billing", i), ERR_OK);
+    assert_true(run_until(f, &p.all, 20000));
+    close_q(f, q);
+
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        killed_holder_child(f->url, fds[1], NROWS, NMARK);
+    }
+    close(fds[1]);
+    char c = 0;
+    ssize_t got = read(fds[0], &c, 1);
+    close(fds[0]);
+    if (got != 1) {
+        int st = 0;
+        waitpid(pid, &st, 0);
+        fail_msg("the holder stopped before its marks (exit %d)",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    }
+
+    q = open_q(f, 0);
+    static fetched_t x;
+    memset(&x, 0, sizeof x);
+    queue_reader_t *r = reader_open(q, "billing", &x);
+    run_for(f, 1500);
+    assert_int_equal(queue_reader_lease(r), 0); /* the child holds it */
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+
+    assert_true(wait_lease(f, r, 5000));
+    fetch_all(f, r, &x, 8);
+    assert_int_equal(x.n, NROWS); /* the marked ones too: pending, not lost */
+    for (size_t i = 0; i < x.n; i++)
+        assert_true(x.rows[i]->id == p.id[i]);
+    for (size_t i = 0; i < x.n; i++)
+        assert_int_equal(queue_mark_delivered(r, x.rows[i]->id), ERR_OK);
+    wait_synced(f, r);
+    assert_int_equal(db_count(f->url, "SELECT count(*) FROM spinegate_msgs"), 0);
+    rows_free(&x);
+    queue_reader_close(r);
+    close_q(f, q);
+}
+
 /* A transaction the server refuses (here a constraint the test adds) fails
  * as a whole: every put of it gets ERR_QUEUE, none is stored, and the next
  * transaction on the same connection (after its ROLLBACK) is stored. */
@@ -593,6 +855,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_put_many, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_reader_order_and_marks, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lease_one_holder, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_marks_batched, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_killed_holder, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_deliverer_marks_batched, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_commit_refused, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_server_stopped, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_open_fails_cleanly, fx_setup, fx_teardown),

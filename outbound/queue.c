@@ -42,6 +42,24 @@ err_t queue__item_check(const queue_item_t *item, size_t max_payload)
     return ERR_OK;
 }
 
+err_t queue__items_check(const queue_item_t *items, size_t n, size_t max_payload,
+                         size_t *refused)
+{
+    if (refused)
+        *refused = 0;
+    if (!items || n == 0)
+        return ERR_BAD_VALUE;
+    for (size_t i = 0; i < n; i++) {
+        err_t e = queue__item_check(&items[i], max_payload);
+        if (e) {
+            if (refused)
+                *refused = i;
+            return e;
+        }
+    }
+    return ERR_OK;
+}
+
 /* Copies n bytes of src to *at and moves *at past them; NULL stays NULL. */
 static const char *text_put(char **at, const char *src, size_t n)
 {

@@ -63,6 +63,12 @@ typedef struct {
  * ERR_BAD_VALUE, ERR_EMPTY, ERR_TOO_LARGE (payload over max_payload). */
 err_t queue__item_check(const queue_item_t *item, size_t max_payload);
 
+/* queue__item_check of each of n items, for queue_put_many: ERR_BAD_VALUE
+ * when there are none; on a refused item *refused (when not NULL) is its
+ * index, else 0. */
+err_t queue__items_check(const queue_item_t *items, size_t n, size_t max_payload,
+                         size_t *refused);
+
 /* Allocates head zeroed bytes (a backend's put request) followed by copies
  * of a checked item's texts and payload, which *t is set to point at.
  * Free the result with xfree(). */

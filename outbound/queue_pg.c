@@ -1095,20 +1095,15 @@ static err_t pq_put_many(queue_t *qb, const queue_item_t *items, size_t n, queue
                          void *user, size_t *refused)
 {
     pq_t *q = (pq_t *)qb;
-    if (refused)
-        *refused = 0;
-    if (q->closing)
+    if (q->closing) {
+        if (refused)
+            *refused = 0;
         return ERR_CLOSED;
-    if (!items || n == 0)
-        return ERR_BAD_VALUE;
-    for (size_t i = 0; i < n; i++) {
-        err_t e = queue__item_check(&items[i], q->opts.max_payload);
-        if (e) {
-            if (refused)
-                *refused = i;
-            return e;
-        }
     }
+    /* Every item is checked before any is taken: a refusal stores none. */
+    err_t e = queue__items_check(items, n, q->opts.max_payload, refused);
+    if (e)
+        return e;
     if (q->st.depth >= q->opts.max_queued)
         return ERR_BUSY;
     put_group_t *g = xcalloc(1, sizeof *g + n * sizeof g->ids[0]);

@@ -1142,6 +1142,8 @@ static const char *const reader_setup[] = {
 };
 
 static void reader_kick(pgr_t *r);
+static void mark_append(pgr_t *r, queue__mark_t kind, int64_t id, unsigned attempts,
+                        unsigned rejects, const char *reason);
 static void reader_free(pgr_t *r);
 
 static void reader_wake(pgr_t *r)
@@ -1352,6 +1354,24 @@ static void rd_up(pgc_t *c)
     reader_kick(c->owner);
 }
 
+/* A fetched row that is not a message this daemon can send (its lengths or
+ * bytes are wrong, or its payload is over a max-message-size lowered since
+ * it was stored): marked dead, as the SQLite queue does, so that it becomes
+ * a worklist item instead of coming back with every fetch. The row stays in
+ * the table (state dead, never pruned). */
+static void unreadable_row(pgr_t *r, const PGresult *res, int k)
+{
+    r->q->st.corrupt++;
+    if (PQgetisnull(res, k, 0) || PQgetlength(res, k, 0) != 8) {
+        log_error("queue: destination %s: a row without a readable id skipped", r->dest);
+        return;
+    }
+    int64_t id = be64(PQgetvalue(res, k, 0));
+    log_error("queue: destination %s: row %" PRId64 " is unreadable: marked dead", r->dest, id);
+    mark_append(r, QUEUE__MARK_DEAD, id, 0, 0, "unreadable row (sizes or bytes out of bounds)");
+    handed_add(r, id); /* not fetched again before its mark is committed */
+}
+
 static void rd_result(pgc_t *c, size_t i, PGresult *res)
 {
     pgr_t *r = c->owner;
@@ -1381,8 +1401,7 @@ static void rd_result(pgc_t *c, size_t i, PGresult *res)
         for (int k = 0; k < n; k++) {
             queue_row_t *row = row_decode(res, k, r->q->opts.max_payload);
             if (!row) {
-                r->q->st.corrupt++;
-                log_error("queue: destination %s: an unreadable row skipped", r->dest);
+                unreadable_row(r, res, k);
                 continue;
             }
             r->rows[r->nrows++] = row;
@@ -1648,15 +1667,12 @@ static void pq_reader_close(queue_reader_t *rb)
     reader_free(r);
 }
 
-static err_t pq_mark(queue_reader_t *rb, queue__mark_t kind, int64_t id, unsigned attempts,
-                     unsigned rejects, const char *reason)
+/* Queues a mark for the reader's next transaction (pq_mark's work, without
+ * the kick: rd_result gives marks while the reader's connection reads). */
+static void mark_append(pgr_t *r, queue__mark_t kind, int64_t id, unsigned attempts,
+                        unsigned rejects, const char *reason)
 {
-    pgr_t *r = (pgr_t *)rb;
     pq_t *q = r->q;
-    if (id <= 0)
-        return ERR_BAD_VALUE;
-    if (q->closed || r->closing)
-        return ERR_CLOSED;
     dest_t *e = &q->dests[r->dest_idx];
     if (kind == QUEUE__MARK_ATTEMPT) {
         e->s.retries++;
@@ -1686,6 +1702,17 @@ static err_t pq_mark(queue_reader_t *rb, queue__mark_t kind, int64_t id, unsigne
     *r->marks_tail = m;
     r->marks_tail = &m->next;
     r->nmarks++;
+}
+
+static err_t pq_mark(queue_reader_t *rb, queue__mark_t kind, int64_t id, unsigned attempts,
+                     unsigned rejects, const char *reason)
+{
+    pgr_t *r = (pgr_t *)rb;
+    if (id <= 0)
+        return ERR_BAD_VALUE;
+    if (r->q->closed || r->closing)
+        return ERR_CLOSED;
+    mark_append(r, kind, id, attempts, rejects, reason);
     reader_kick(r);
     return ERR_OK;
 }

@@ -421,6 +421,56 @@ static void test_reader_order_and_marks(void **state)
     close_q(f, q);
 }
 
+/* A row over a max_payload lowered since it was stored is not handed out
+ * again and again: it is marked dead (kept, a worklist item), and the rows
+ * behind it are delivered. */
+static void test_unreadable_row_dead(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, 0);
+    static char big[2000];
+    memset(big, 'B', sizeof big);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    p.want = 2;
+    queue_item_t it = {"hl7", "BIG1", "application/hl7-v2", big, sizeof big, NULL, NULL, NULL};
+    ctxs[0].p = &p;
+    ctxs[0].idx = 0;
+    assert_int_equal(queue_put(q, &it, put_cb, &ctxs[0]), ERR_OK);
+    assert_int_equal(put_one(q, &p, "hl7", 1), ERR_OK);
+    assert_true(run_until(f, &p.all, 20000));
+    close_q(f, q);
+
+    queue_opts_t o = {.backend = QUEUE_BACKEND_POSTGRES, .url = f->url, .max_payload = 1000};
+    err_detail_t d;
+    assert_int_equal(queue_open(&f->loop, NULL, &o, &q, &d), ERR_OK);
+    static fetched_t x;
+    memset(&x, 0, sizeof x);
+    queue_reader_t *r = reader_open(q, "hl7", &x);
+    assert_true(wait_lease(f, r, 10000));
+    fetch_all(f, r, &x, 16);
+    assert_int_equal(x.n, 1);
+    assert_string_equal(x.rows[0]->control_id, "MSG00001");
+    queue_stats_t st;
+    queue_stats(q, &st);
+    assert_int_equal(st.corrupt, 1);
+    assert_int_equal(st.dead, 1);
+    wait_synced(f, r);
+    assert_int_equal(db_count(f->url, "SELECT count(*) FROM spinegate_msgs WHERE state=3"), 1);
+    assert_int_equal(db_count(f->url, "SELECT count(*) FROM spinegate_worklist WHERE kind='dead'"),
+                     1);
+    /* Not fetched again: the next fetch finds nothing new. */
+    x.done = false;
+    assert_int_equal(queue_reader_fetch(r, 16, fetch_cb), ERR_OK);
+    assert_true(run_until(f, &x.done, 10000));
+    assert_int_equal(x.n, 1);
+    queue_stats(q, &st);
+    assert_int_equal(st.corrupt, 1);
+    rows_free(&x);
+    queue_reader_close(r);
+    close_q(f, q);
+}
+
 static void test_lease_one_holder(void **state)
 {
     fx_t *f = *state;
@@ -854,6 +904,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_put_group_commit, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_put_many, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_reader_order_and_marks, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_unreadable_row_dead, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lease_one_holder, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_marks_batched, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_killed_holder, fx_setup, fx_teardown),

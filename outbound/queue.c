@@ -1,7 +1,8 @@
 /* queue.c - the public queue (queue.h), dispatched to its backend: SQLite
  * (queue_sqlite.c, the default) or PostgreSQL (queue_pg.c). The callers never
  * know which one holds their rows. What both share lives here: the
- * destination-name check and the row's free. */
+ * destination-name check, the checks of an item and its copy into a put
+ * request, and the row's free. */
 #include "queue.h"
 
 #include <string.h>

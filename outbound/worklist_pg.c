@@ -433,9 +433,20 @@ static void notify_dest(pg_wl_t *w, const char *dest)
 }
 
 /* Within a transaction: the new row's id, as "queue:N". */
-static void link_of(const PGresult *res, char *link, size_t len)
+/* Runs an INSERT ... RETURNING id of one pending row of spinegate_msgs and
+ * writes its worklist link ("queue:N") to link. */
+static err_t queue_row_insert(pg_wl_t *w, const char *sql, int n, const char *const *vals,
+                              const int *lens, const int *bin, char *link, size_t len,
+                              err_detail_t *d)
 {
-    snprintf(link, len, "queue:%" PRId64, be64_at(res, 0, 0));
+    PGresult *res = NULL;
+    err_t e = exec(w, sql, n, vals, lens, bin, &res, d, "queue");
+    if (!e && PQntuples(res) != 1)
+        e = err_set(d, ERR_QUEUE, 0, "worklist: queue: no row made");
+    if (!e)
+        snprintf(link, len, "queue:%" PRId64, be64_at(res, 0, 0));
+    PQclear(res);
+    return e;
 }
 
 static err_t pg_requeue(worklist_t *wb, int64_t id, const char *who, err_detail_t *d)
@@ -457,23 +468,18 @@ static err_t pg_requeue(worklist_t *wb, int64_t id, const char *who, err_detail_
     snprintf(msg, sizeof msg, "%" PRId64, h.msg_id);
     snprintf(st_dead, sizeof st_dead, "%d", WL_PG_DEAD);
     snprintf(st_lettered, sizeof st_lettered, "%d", WL_PG_DEAD_LETTERED);
-    PGresult *res = NULL;
     /* The message, unchanged, as a new pending row: a new id puts it at the
      * end of its destination, as the SQLite inbox does. */
     const char *ins[] = {ids, now};
     if (!e)
-        e = exec(w,
-                 "INSERT INTO spinegate_msgs(dest, control_id, content_type, payload, findings,"
-                 " created_ms, updated_ms, meta, last_error)"
-                 " SELECT dest, control_id, content_type, payload, findings, $2::bigint,"
-                 " $2::bigint, meta, convert_to('requeued from the worklist', 'UTF8')"
-                 " FROM spinegate_worklist WHERE id=$1::bigint RETURNING id",
-                 2, ins, NULL, NULL, &res, d, "queue");
-    if (!e && PQntuples(res) != 1)
-        e = err_set(d, ERR_QUEUE, 0, "worklist: queue: no row made");
-    if (!e)
-        link_of(res, link, sizeof link);
-    PQclear(res);
+        e = queue_row_insert(w,
+                             "INSERT INTO spinegate_msgs(dest, control_id, content_type, payload,"
+                             " findings, created_ms, updated_ms, meta, last_error)"
+                             " SELECT dest, control_id, content_type, payload, findings,"
+                             " $2::bigint, $2::bigint, meta,"
+                             " convert_to('requeued from the worklist', 'UTF8')"
+                             " FROM spinegate_worklist WHERE id=$1::bigint RETURNING id",
+                             2, ins, NULL, NULL, link, sizeof link, d);
     /* The dead row is no longer the only copy: marked dead-lettered, it is
      * pruned with them (queue_pg.c) instead of kept for ever. */
     const char *upd[] = {msg, st_dead, st_lettered, now};
@@ -517,19 +523,13 @@ static err_t pg_resend(worklist_t *wb, int64_t id, const worklist_msg_t *m, cons
                   0,
                   m->meta ? (int)strlen(m->meta) : 0};
     int bin[] = {0, 1, 1, 1, 1, 0, 1};
-    PGresult *res = NULL;
     if (!e)
-        e = exec(w,
-                 "INSERT INTO spinegate_msgs(dest, control_id, content_type, payload, findings,"
-                 " created_ms, updated_ms, meta, last_error) VALUES ($1, $2, $3, $4, $5,"
-                 " $6::bigint, $6::bigint, $7, convert_to('resent from the worklist', 'UTF8'))"
-                 " RETURNING id",
-                 7, vals, lens, bin, &res, d, "queue");
-    if (!e && PQntuples(res) != 1)
-        e = err_set(d, ERR_QUEUE, 0, "worklist: queue: no row made");
-    if (!e)
-        link_of(res, link, sizeof link);
-    PQclear(res);
+        e = queue_row_insert(w,
+                             "INSERT INTO spinegate_msgs(dest, control_id, content_type, payload,"
+                             " findings, created_ms, updated_ms, meta, last_error) VALUES ($1,"
+                             " $2, $3, $4, $5, $6::bigint, $6::bigint, $7,"
+                             " convert_to('resent from the worklist', 'UTF8')) RETURNING id",
+                             7, vals, lens, bin, link, sizeof link, d);
     if (!e)
         e = set_state(w, id, "resent", who, note, link, d);
     e = end(w, e, d);

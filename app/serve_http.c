@@ -589,6 +589,7 @@ static err_t claim_item(http_job_t *j, size_t i, dest_t dest, queue_item_t *item
         .findings = wlmeta_summary(&j->arena, &r->verdict),
         .meta = wlmeta_json(&j->arena, "http", http_req_peer(j->req), r),
         .worklist = wlmeta_kind(dest, r, j->d->cfg.worklist_annotated),
+        .order_key = DAEMON_LANE_HTTP | http_req_conn_id(j->req),
     };
     return ERR_OK;
 }

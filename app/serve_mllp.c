@@ -195,6 +195,7 @@ static void store(mllp_job_t *j, dest_t dest, slice_t payload)
         .findings = wlmeta_summary(&j->arena, &j->result.verdict),
         .meta = wlmeta_json(&j->arena, "mllp", mllp_req_peer(j->req), &j->result),
         .worklist = wlmeta_kind(dest, &j->result, j->d->cfg.worklist_annotated),
+        .order_key = DAEMON_LANE_MLLP | mllp_req_conn_id(j->req),
     };
     j->dest = item.dest;
     daemon_put(j->d, &item, stored, sender_gone, j);

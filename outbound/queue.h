@@ -91,6 +91,11 @@ typedef struct {
     /* When not NULL ("reject", "annotate"), a worklist item of that kind is
      * written in the same transaction as the row (worklist.h). */
     const char *worklist;
+    /* Puts with the same order key (not 0: the sender's connection) are
+     * stored in put order, which a backend running several transactions at
+     * once (PostgreSQL) must otherwise not promise; 0 = no order with
+     * other puts is owed. */
+    uint64_t order_key;
 } queue_item_t;
 
 /* A stored message as read back by a reader. One allocation: free it with

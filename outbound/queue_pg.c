@@ -11,11 +11,16 @@
  * getaddrinfo while it connects: give queue-url addresses, or names the
  * local resolver answers at once, /etc/hosts.)
  *
- * One write connection takes the puts: those gathered during a loop turn (or
- * max_delay_ms) go into one transaction, and their callbacks run once its
- * COMMIT has answered (ERR_OK) or failed (ERR_QUEUE: a lost connection, an
- * error, no answer within PG_BATCH_TIMEOUT_MS). A put made while that
- * connection is down is refused at once, so a sender is not kept waiting.
+ * PG_WRITERS write connections take the puts: those gathered during a loop
+ * turn (or max_delay_ms) go into one transaction on an idle one, and their
+ * callbacks run once its COMMIT has answered (ERR_OK) or failed (ERR_QUEUE:
+ * a lost connection, an error, no answer within PG_BATCH_TIMEOUT_MS). More
+ * than one, because a COMMIT waits for the WAL flush, and with a synchronous
+ * standby for the standby's too: meanwhile the next transaction is written
+ * on the other connection instead of waiting. Puts with the same order key
+ * (one sender's connection) are never in two running transactions, so they
+ * commit in put order (see batch_take). A put made while no write connection
+ * is up is refused at once, so a sender is not kept waiting.
  * Each reader has a connection of its own, for its lease, fetches and marks
  * (see pgr_t); see docs/queue-schema.md for the tables.
  *
@@ -35,7 +40,7 @@
 #include "worklist.h"
 #include "xmalloc.h"
 
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
 #define PG_BACKOFF_MIN_MS 100
 #define PG_BACKOFF_MAX_MS 5000
 #define PG_CONNECT_TIMEOUT_MS 10000
@@ -47,12 +52,14 @@
 #define PG_POLL_MS 1000  /* readers look for rows without a NOTIFY this often */
 #define PG_COUNT_MS 5000 /* the depth is counted again this often */
 #define PG_NOTIFY_CHANNEL QUEUE__PG_CHANNEL
+#define PG_WRITERS 4
 
 enum { ST_PENDING = 0, ST_DEAD = 3, ST_DEAD_LETTERED = 4 }; /* as in queue_sqlite.c */
 
 typedef struct pq pq_t;
 typedef struct pgr pgr_t;
 typedef struct pgc pgc_t;
+typedef struct pgw pgw_t;
 
 /* ---------------------------------------------------------------- connection */
 
@@ -107,23 +114,32 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* A write connection and the transaction it runs. */
+struct pgw {
+    pgc_t c;
+    pq_t *q;
+    struct put_req *batch; /* in the running transaction */
+    size_t nbatch;
+    size_t batch_first;    /* the batch's query index of its BEGIN */
+    bool batch_committed;  /* its COMMIT answered COMMIT */
+    bool counting;         /* the running batch is the depth count */
+    uint64_t *keys;        /* the batch's order keys (not 0), sorted */
+    size_t nkeys, capkeys;
+};
+
 struct pq {
     struct queue base; /* first: a queue_t * is a pq_t * (queue_int.h) */
     uv_loop_t *loop;
     queue_opts_t opts;
     char *url;
     int64_t instance, max_id;
-    pgc_t wr; /* the write connection */
+    pgw_t wr[PG_WRITERS];
+    int writers_open; /* write connections not yet closed */
     uv_timer_t commit_timer, count_timer;
     bool commit_armed;
 
     struct put_req *puts, **puts_tail; /* waiting for the next transaction */
     size_t nputs;
-    struct put_req *batch; /* in the running transaction */
-    size_t nbatch;
-    size_t batch_first; /* the batch's query index of its BEGIN */
-    bool batch_committed; /* its COMMIT answered COMMIT */
-    bool counting;
 
     struct dest *dests;
     size_t ndests, capdests;
@@ -155,6 +171,7 @@ typedef struct put_req {
     void *user;
     put_group_t *grp;
     size_t grp_idx;
+    uint64_t order_key;
     int64_t id;
     int64_t created_ms;
     size_t dest_idx;
@@ -714,6 +731,20 @@ static err_t open_schema(PGconn *conn, err_detail_t *d)
         if (!e)
             log_info("queue: created the PostgreSQL schema (version %d)", PG_SCHEMA_VERSION);
     }
+    /* Version 2: a row is kept whole in its page up to nearly the page's
+     * size. By default PostgreSQL compresses any row over 2 kB and moves
+     * what still does not fit under that into the TOAST table: for the
+     * few-kB messages of a queue, work at every put and again at every
+     * delete, for rows that live seconds. */
+    if (!e && version < 2) {
+        e = run(conn, "ALTER TABLE spinegate_msgs SET (toast_tuple_target = 8160)", NULL, d,
+                "migrate schema to version 2");
+        if (!e)
+            e = run(conn, "INSERT INTO spinegate_schema(version) VALUES (2)", NULL, d,
+                    "schema version");
+        if (!e && version == 1)
+            log_info("queue: migrated the PostgreSQL schema to version 2");
+    }
     /* (Later versions add their steps here, each raising the version.) */
     if (!e)
         e = run(conn, "COMMIT", NULL, d, "commit schema");
@@ -857,32 +888,88 @@ static bool send_put(pgc_t *c, const put_req_t *p)
     return pgc_send(c, "put", 8, vals, lens, fmts);
 }
 
-/* Starts one transaction with the waiting puts (up to max_batch, never
- * cutting a queue_put_many group) and a NOTIFY per destination in it. */
-static void commit_start(pq_t *q)
+static int key_cmp(const void *a, const void *b)
 {
-    pgc_t *c = &q->wr;
-    if (!q->puts || !pgc_idle(c))
-        return;
-    put_req_t *last = NULL, *p = q->puts;
-    size_t n = 0;
-    while (p && (n < q->opts.max_batch || (p->grp && p->grp_idx > 0))) {
-        last = p;
-        p = p->next;
-        n++;
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Whether a transaction running on a write connection other than self has
+ * a put of key. */
+static bool key_running(const pq_t *q, const pgw_t *self, uint64_t key)
+{
+    if (!key)
+        return false;
+    for (size_t i = 0; i < PG_WRITERS; i++) {
+        const pgw_t *w = &q->wr[i];
+        if (w != self && w->batch && w->nkeys &&
+            bsearch(&key, w->keys, w->nkeys, sizeof key, key_cmp))
+            return true;
     }
-    q->batch = q->puts;
-    q->nbatch = n;
-    q->puts = p;
-    last->next = NULL;
-    if (!q->puts)
-        q->puts_tail = &q->puts;
+    return false;
+}
+
+/* Moves the waiting puts w may run now into w's batch: in put order, up to
+ * max_batch (a queue_put_many group whole, never cut), leaving in place
+ * those whose order key is in a transaction running elsewhere. Those wait
+ * for it, so that one key's puts commit in put order: a transaction that
+ * started later may commit earlier. Returns how many were taken. */
+static size_t batch_take(pq_t *q, pgw_t *w)
+{
+    put_req_t *taken = NULL, **tt = &taken, *kept = NULL, **kt = &kept;
+    put_req_t *p = q->puts;
+    size_t n = 0;
+    bool take = false;
+    w->nkeys = 0;
+    while (p) {
+        bool in_group = p->grp && p->grp_idx > 0; /* decided with its first */
+        if (!in_group && n >= q->opts.max_batch)
+            break;
+        if (!in_group)
+            take = !key_running(q, w, p->order_key);
+        put_req_t *next = p->next;
+        if (take) {
+            *tt = p;
+            tt = &p->next;
+            n++;
+            if (p->order_key) {
+                if (w->nkeys == w->capkeys) {
+                    w->capkeys = w->capkeys ? w->capkeys * 2 : 64;
+                    w->keys = xrealloc(w->keys, w->capkeys * sizeof *w->keys);
+                }
+                w->keys[w->nkeys++] = p->order_key;
+            }
+        } else {
+            *kt = p;
+            kt = &p->next;
+        }
+        p = next;
+    }
+    *tt = NULL;
+    *kt = p;
+    if (!p)
+        q->puts_tail = kept ? kt : &q->puts;
+    q->puts = kept;
     q->nputs -= n;
+    w->batch = taken;
+    w->nbatch = n;
+    if (w->nkeys > 1)
+        qsort(w->keys, w->nkeys, sizeof *w->keys, key_cmp);
+    return n;
+}
+
+/* Starts one transaction on w with the waiting puts it may take and a
+ * NOTIFY per destination in it. */
+static void commit_start_on(pq_t *q, pgw_t *w)
+{
+    pgc_t *c = &w->c;
+    if (!q->puts || !pgc_idle(c) || !batch_take(q, w))
+        return;
 
     pgc_batch_begin(c);
-    q->batch_first = c->nq; /* after a ROLLBACK of an earlier failed batch, if any */
+    w->batch_first = c->nq; /* after a ROLLBACK of an earlier failed batch, if any */
     bool ok = pgc_send(c, "!BEGIN", 0, NULL, NULL, NULL);
-    for (put_req_t *r = q->batch; ok && r; r = r->next)
+    for (put_req_t *r = w->batch; ok && r; r = r->next)
         ok = send_put(c, r);
     if (ok)
         ok = pgc_send(c, "!COMMIT", 0, NULL, NULL, NULL);
@@ -896,7 +983,7 @@ static void commit_start(pq_t *q)
      * connection is made up for by the readers' poll (PG_POLL_MS). */
     for (size_t i = 0; ok && i < q->ndests; i++) {
         bool in = false;
-        for (put_req_t *r = q->batch; r && !in; r = r->next)
+        for (put_req_t *r = w->batch; r && !in; r = r->next)
             in = r->dest_idx == i;
         if (in) {
             const char *v[1] = {q->dests[i].s.name};
@@ -907,11 +994,35 @@ static void commit_start(pq_t *q)
         pgc_fail(c, "cannot send the transaction");
 }
 
+/* Starts a transaction on every idle write connection that has puts to take. */
+static void commit_start(pq_t *q)
+{
+    for (size_t i = 0; i < PG_WRITERS && q->puts; i++)
+        commit_start_on(q, &q->wr[i]);
+}
+
+static bool writer_up(const pq_t *q)
+{
+    for (size_t i = 0; i < PG_WRITERS; i++)
+        if (q->wr[i].c.state == PGC_READY)
+            return true;
+    return false;
+}
+
+/* Whether a write connection is still connecting, so may soon be up. */
+static bool writer_connecting(const pq_t *q)
+{
+    for (size_t i = 0; i < PG_WRITERS; i++)
+        if (q->wr[i].c.state == PGC_CONNECTING || q->wr[i].c.state == PGC_SETUP)
+            return true;
+    return false;
+}
+
 static void commit_timer_cb(uv_timer_t *t)
 {
     pq_t *q = t->data;
     q->commit_armed = false;
-    if (q->wr.state == PGC_DOWN) {
+    if (!writer_up(q) && !writer_connecting(q)) {
         /* Refused at once: a sender waits for no reconnection. */
         puts_refuse_waiting(q);
         maybe_finish_close(q);
@@ -930,14 +1041,16 @@ static void commit_schedule(pq_t *q)
 
 static void wr_up(pgc_t *c)
 {
-    pq_t *q = c->owner;
-    commit_schedule(q);
+    pgw_t *w = c->owner;
+    commit_schedule(w->q);
+    maybe_finish_close(w->q); /* a close may have waited for this setup */
 }
 
 static void wr_result(pgc_t *c, size_t i, PGresult *res)
 {
-    pq_t *q = c->owner;
-    if (q->counting) {
+    pgw_t *w = c->owner;
+    pq_t *q = w->q;
+    if (w->counting) {
         if (PQresultStatus(res) != PGRES_TUPLES_OK)
             return;
         uint64_t total = 0;
@@ -968,15 +1081,15 @@ static void wr_result(pgc_t *c, size_t i, PGresult *res)
     /* Query 0 (after a ROLLBACK, if any) is BEGIN; then one per put; then
      * COMMIT, whose answer alone says whether they are stored (the NOTIFYs
      * after it do not count). */
-    if (i == q->batch_first + q->nbatch + 1) {
-        q->batch_committed = PQresultStatus(res) == PGRES_COMMAND_OK &&
+    if (i == w->batch_first + w->nbatch + 1) {
+        w->batch_committed = PQresultStatus(res) == PGRES_COMMAND_OK &&
                              strcmp(PQcmdStatus(res), "COMMIT") == 0;
         return;
     }
-    if (i < q->batch_first + 1 || i > q->batch_first + q->nbatch)
+    if (i < w->batch_first + 1 || i > w->batch_first + w->nbatch)
         return;
-    size_t k = i - q->batch_first - 1;
-    put_req_t *p = q->batch;
+    size_t k = i - w->batch_first - 1;
+    put_req_t *p = w->batch;
     while (p && k--)
         p = p->next;
     if (p && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
@@ -986,16 +1099,18 @@ static void wr_result(pgc_t *c, size_t i, PGresult *res)
 
 static void wr_done(pgc_t *c, bool ok)
 {
-    pq_t *q = c->owner;
-    if (q->counting) {
-        q->counting = false;
-    } else if (q->batch) {
-        put_req_t *list = q->batch;
-        q->batch = NULL;
+    pgw_t *w = c->owner;
+    pq_t *q = w->q;
+    if (w->counting) {
+        w->counting = false;
+    } else if (w->batch) {
+        put_req_t *list = w->batch;
+        w->batch = NULL;
+        w->nkeys = 0;
         /* Stored when the COMMIT said so (a NOTIFY failing after it does not
          * unstore them: ok is not the judge) and every put has its id. */
-        ok = q->batch_committed;
-        q->batch_committed = false;
+        ok = w->batch_committed;
+        w->batch_committed = false;
         for (put_req_t *p = list; ok && p; p = p->next)
             ok = p->id > 0;
         if (ok) {
@@ -1015,21 +1130,27 @@ static void wr_done(pgc_t *c, bool ok)
                 reader_wake(q->dests[i].reader);
         xfree(woke);
     }
-    if (c->state == PGC_READY)
+    /* Puts held back for a key of this batch may go now, on any connection. */
+    if (writer_up(q))
         commit_schedule(q);
     maybe_finish_close(q);
 }
 
 static void wr_down(pgc_t *c)
 {
-    pq_t *q = c->owner;
-    q->counting = false;
-    if (q->batch) { /* pgc_fail reported it through wr_done already */
-        put_req_t *list = q->batch;
-        q->batch = NULL;
+    pgw_t *w = c->owner;
+    pq_t *q = w->q;
+    w->counting = false;
+    if (w->batch) { /* pgc_fail reported it through wr_done already */
+        put_req_t *list = w->batch;
+        w->batch = NULL;
+        w->nkeys = 0;
         puts_finish(q, list, false);
     }
-    puts_refuse_waiting(q);
+    if (!writer_up(q))
+        puts_refuse_waiting(q);
+    else
+        commit_schedule(q);
     maybe_finish_close(q);
 }
 
@@ -1040,10 +1161,11 @@ static const pgc_cbs_t write_cbs = {
 static void count_timer_cb(uv_timer_t *t)
 {
     pq_t *q = t->data;
-    pgc_t *c = &q->wr;
+    pgw_t *w = &q->wr[0];
+    pgc_t *c = &w->c;
     if (!pgc_idle(c) || q->puts || q->closing)
         return; /* the next tick */
-    q->counting = true;
+    w->counting = true;
     pgc_batch_begin(c);
     if (!pgc_send(c, "count", 0, NULL, NULL, NULL) || !pgc_batch_end(c))
         pgc_fail(c, "cannot send the count");
@@ -1064,6 +1186,7 @@ static put_req_t *put_append(pq_t *q, const queue_item_t *item, queue_put_cb cb,
     p->worklist = t.worklist;
     p->payload = t.payload;
     p->payload_len = t.payload_len;
+    p->order_key = item->order_key;
     p->dest_idx = dest_find(q, item->dest, true);
     dest_t *e = &q->dests[p->dest_idx];
     e->s.put++;
@@ -1123,6 +1246,12 @@ static err_t pq_put_many(queue_t *qb, const queue_item_t *items, size_t n, queue
 
 static const char *const reader_setup[] = {
     "LISTEN " PG_NOTIFY_CHANNEL,
+    /* Planned at each run, from the table's size then. A queue table is
+     * empty when the statements below are first run, and a plan cached from
+     * then is a sequential scan: kept once the table has thousands of rows
+     * and dead tuples, it made each mark a scan of the whole heap. */
+    "SET plan_cache_mode = force_custom_plan",
+    "SET enable_bitmapscan = off",
     "lease\tSELECT pg_try_advisory_lock($1::bigint)",
     "fetch\tSELECT id, dest, control_id, content_type, payload, findings, attempts,"
     " created_ms, rejects FROM spinegate_msgs WHERE dest=$1 AND state=0"
@@ -1740,7 +1869,7 @@ static void pq_stats(const queue_t *qb, queue_stats_t *st)
 {
     const pq_t *q = (const pq_t *)qb;
     *st = q->st;
-    st->unavailable = q->wr.state != PGC_READY;
+    st->unavailable = !writer_up(q);
     st->ndest = 0;
     for (size_t i = 0; i < q->ndests && st->ndest < QUEUE_STATS_DESTS; i++)
         st->dest[st->ndest++] = q->dests[i].s;
@@ -1776,6 +1905,8 @@ static void queue_free(pq_t *q)
     queue_close_cb cb = q->close_cb;
     void *user = q->close_user;
     log_info("queue: PostgreSQL queue closed (%" PRIu64 " pending)", q->st.depth);
+    for (size_t i = 0; i < PG_WRITERS; i++)
+        xfree(q->wr[i].keys);
     xfree(q->dests);
     xfree(q->url);
     xfree(q);
@@ -1792,7 +1923,9 @@ static void handle_closed(uv_handle_t *h)
 
 static void write_conn_closed(pgc_t *c)
 {
-    pq_t *q = c->owner;
+    pq_t *q = ((pgw_t *)c->owner)->q;
+    if (--q->writers_open > 0)
+        return;
     q->handles = 2;
     uv_close((uv_handle_t *)&q->commit_timer, handle_closed);
     uv_close((uv_handle_t *)&q->count_timer, handle_closed);
@@ -1800,21 +1933,26 @@ static void write_conn_closed(pgc_t *c)
 
 static void maybe_finish_close(pq_t *q)
 {
-    if (!q->closing || q->closed || q->nreaders || q->wr.in_batch)
+    if (!q->closing || q->closed || q->nreaders)
         return;
+    for (size_t i = 0; i < PG_WRITERS; i++)
+        if (q->wr[i].c.in_batch)
+            return;
     if (q->puts) {
-        if (pgc_idle(&q->wr)) {
+        if (writer_up(q)) {
             commit_start(q);
             return;
         }
-        if (q->wr.state == PGC_CONNECTING || q->wr.state == PGC_SETUP)
+        if (writer_connecting(q))
             return; /* its outcome decides */
         puts_refuse_waiting(q);
     }
     q->closed = true;
     uv_timer_stop(&q->commit_timer);
     uv_timer_stop(&q->count_timer);
-    pgc_close(&q->wr, write_conn_closed);
+    q->writers_open = PG_WRITERS;
+    for (size_t i = 0; i < PG_WRITERS; i++)
+        pgc_close(&q->wr[i].c, write_conn_closed);
 }
 
 static void pq_close(queue_t *qb, queue_close_cb cb, void *user)
@@ -1896,7 +2034,11 @@ err_t queue__pg_open(uv_loop_t *loop, const queue_opts_t *opts, queue_t **out, e
     uv_timer_init(loop, &q->count_timer);
     q->commit_timer.data = q->count_timer.data = q;
     uv_timer_start(&q->count_timer, count_timer_cb, PG_COUNT_MS, PG_COUNT_MS);
-    pgc_init(q, &q->wr, "write", &write_cbs, q, write_setup);
+    static const char *const writer_names[PG_WRITERS] = {"write", "write 2", "write 3", "write 4"};
+    for (size_t i = 0; i < PG_WRITERS; i++) {
+        q->wr[i].q = q;
+        pgc_init(q, &q->wr[i].c, writer_names[i], &write_cbs, &q->wr[i], write_setup);
+    }
     log_info("queue: PostgreSQL (%" PRIu64 " pending)", q->st.depth);
     *out = &q->base;
     return ERR_OK;

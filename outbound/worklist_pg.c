@@ -39,7 +39,7 @@
 #include "worklist_int.h"
 #include "xmalloc.h"
 
-#define WL_PG_SCHEMA_VERSION 1 /* the newest version of queue_pg.c's schema read here */
+#define WL_PG_SCHEMA_VERSION 2 /* the newest version of queue_pg.c's schema read here */
 #define WL_PG_DEAD 3           /* spinegate_msgs.state, as in queue_pg.c */
 #define WL_PG_DEAD_LETTERED 4
 

@@ -125,7 +125,7 @@ static void put_msg_acks(fx_t *f, const char *dest, int idx, const char *msh15, 
                      "EVN|P03|20240101\rDG1|1||M43.04^Fusion^I10\r",
                      ctrl, msh16 ? "|||" : "", msh16 ? msh15 : "", msh16 ? "|" : "",
                      msh16 ? msh16 : "");
-    queue_item_t it = {dest, ctrl, "application/hl7-v2", msg, (size_t)n, NULL, NULL, NULL};
+    queue_item_t it = {dest, ctrl, "application/hl7-v2", msg, (size_t)n, NULL, NULL, NULL, 0};
     assert_int_equal(queue_put(f->q, &it, NULL, NULL), ERR_OK);
 }
 
@@ -771,7 +771,7 @@ static void put_claim(fx_t *f, int idx)
     char body[128], ctrl[32];
     snprintf(ctrl, sizeof ctrl, "MSG%05d", idx);
     int n = snprintf(body, sizeof body, "|||||||||MSG%05d{\"resourceType\":\"Claim\"}", idx);
-    queue_item_t it = {"fhir", ctrl, "application/fhir+json", body, (size_t)n, NULL, NULL, NULL};
+    queue_item_t it = {"fhir", ctrl, "application/fhir+json", body, (size_t)n, NULL, NULL, NULL, 0};
     assert_int_equal(queue_put(f->q, &it, NULL, NULL), ERR_OK);
 }
 
@@ -872,7 +872,7 @@ static void kill_child(const char *path, int port)
         char ctrl[32], msg[128];
         snprintf(ctrl, sizeof ctrl, "MSG%05d", i);
         int n = snprintf(msg, sizeof msg, "MSH|^~\\&|E|H|B|H|2024||DFT^P03|%s|P|2.5\r", ctrl);
-        queue_item_t it = {"hl7", ctrl, "application/hl7-v2", msg, (size_t)n, NULL, NULL, NULL};
+        queue_item_t it = {"hl7", ctrl, "application/hl7-v2", msg, (size_t)n, NULL, NULL, NULL, 0};
         if (queue_put(q, &it, NULL, NULL) != ERR_OK)
             _exit(3);
     }
@@ -1415,7 +1415,7 @@ static void test_dir_sink(void **state)
     for (int i = 0; i < 20; i++)
         put_msg(f, "hl7", i);
     const char *odd = "../evil id/\x01";
-    queue_item_t it = {"hl7", odd, "application/hl7-v2", "MSH|x", 5, NULL, NULL, NULL};
+    queue_item_t it = {"hl7", odd, "application/hl7-v2", "MSH|x", 5, NULL, NULL, NULL, 0};
     assert_int_equal(queue_put(f->q, &it, NULL, NULL), ERR_OK);
     it.control_id = "";
     assert_int_equal(queue_put(f->q, &it, NULL, NULL), ERR_OK);

@@ -108,7 +108,7 @@ static err_t put_one(queue_t *q, puts_t *p, const char *dest, int idx, size_t le
     assert_true(len <= sizeof payload);
     for (size_t i = 0; i < len; i++)
         payload[i] = (char)('A' + (idx + (int)i) % 26);
-    queue_item_t it = {dest, ctrl, "application/hl7-v2", payload, len, "M4304 rejected", NULL, NULL};
+    queue_item_t it = {dest, ctrl, "application/hl7-v2", payload, len, "M4304 rejected", NULL, NULL, 0};
     ctxs[idx].p = p;
     ctxs[idx].idx = idx;
     return queue_put(q, &it, put_cb, &ctxs[idx]);
@@ -308,7 +308,7 @@ static void crash_timer_cb(uv_timer_t *t)
     for (int k = 0; k < 50 && c->next < 3000; k++, c->next++) {
         char ctrl[32];
         snprintf(ctrl, sizeof ctrl, "MSG%05d", c->next);
-        queue_item_t it = {"hl7", ctrl, "application/hl7-v2", payload, sizeof payload, NULL, NULL, NULL};
+        queue_item_t it = {"hl7", ctrl, "application/hl7-v2", payload, sizeof payload, NULL, NULL, NULL, 0};
         if (queue_put(c->q, &it, crash_put_cb, (void *)(intptr_t)c->next) != ERR_OK)
             _exit(5);
     }
@@ -457,7 +457,7 @@ static void test_full_is_busy(void **state)
     free_fetched(&x);
 
     /* Malformed items are refused without a callback. */
-    queue_item_t it = {"h l7", "c", "text/plain", "x", 1, NULL, NULL, NULL};
+    queue_item_t it = {"h l7", "c", "text/plain", "x", 1, NULL, NULL, NULL, 0};
     assert_int_equal(queue_put(q, &it, NULL, NULL), ERR_BAD_VALUE);
     it.dest = "";
     assert_int_equal(queue_put(q, &it, NULL, NULL), ERR_BAD_VALUE);
@@ -516,7 +516,7 @@ static void many_items(queue_item_t *it, size_t n, const char *dest, char ctrl[]
 {
     for (size_t i = 0; i < n; i++) {
         snprintf(ctrl[i], 32, "GRP%d%zu", tag, i);
-        it[i] = (queue_item_t){dest, ctrl[i], "application/fhir+json", payload, len[i], NULL, NULL, NULL};
+        it[i] = (queue_item_t){dest, ctrl[i], "application/fhir+json", payload, len[i], NULL, NULL, NULL, 0};
     }
 }
 

@@ -175,8 +175,9 @@ static err_t put_one(queue_t *q, puts_t *p, const char *dest, int idx)
     for (size_t i = 0; i < len; i++)
         payload[i] = (char)('A' + (idx + (int)i) % 26);
     payload[3] = 0; /* payloads are bytes: a NUL must survive */
+    /* One sender (order key 1): its puts are owed put order. */
     queue_item_t it = {dest, ctrl, "application/hl7-v2", payload, len, "M4304 rejected", NULL,
-                       NULL};
+                       NULL, 1};
     ctxs[idx].p = p;
     ctxs[idx].idx = idx;
     return queue_put(q, &it, put_cb, &ctxs[idx]);
@@ -208,13 +209,24 @@ static void test_put_group_commit(void **state)
     assert_true(queue_max_id(q) == p.id[999]);
     assert_true(queue_path(q) == NULL); /* no file: out.c keeps no cursor */
     assert_int_equal(db_count(f->url, "SELECT count(*) FROM spinegate_msgs WHERE state=0"), 1000);
-    assert_int_equal(db_count(f->url, "SELECT max(version) FROM spinegate_schema"), 1);
+    assert_int_equal(db_count(f->url, "SELECT max(version) FROM spinegate_schema"), 2);
     int64_t inst = queue_instance(q);
     assert_true(inst != 0);
     close_q(f, q);
 
+    /* A version 1 database (made by the previous release) is migrated. */
+    static const char *const toast_8160 =
+        "SELECT count(*) FROM pg_class WHERE relname='spinegate_msgs'"
+        " AND 'toast_tuple_target=8160' = ANY(reloptions)";
+    assert_int_equal(db_count(f->url, toast_8160), 1);
+    db_exec(f->url, "ALTER TABLE spinegate_msgs RESET (toast_tuple_target)");
+    db_exec(f->url, "DELETE FROM spinegate_schema WHERE version = 2");
+    assert_int_equal(db_count(f->url, toast_8160), 0);
+
     /* Opened again: the same database, the same identity, the depth counted. */
     q = open_q(f, 0);
+    assert_int_equal(db_count(f->url, "SELECT max(version) FROM spinegate_schema"), 2);
+    assert_int_equal(db_count(f->url, toast_8160), 1);
     assert_true(queue_instance(q) == inst);
     queue_stats(q, &st);
     assert_int_equal(st.depth, 1000);
@@ -251,7 +263,7 @@ static void test_put_many(void **state)
     for (int i = 0; i < 5; i++) {
         snprintf(ctrl[i], sizeof ctrl[i], "G%d", i);
         items[i] = (queue_item_t){"hl7", ctrl[i], "application/hl7-v2", "MSH|x", 5, NULL,
-                                  "{\"source\":\"test\"}", i == 2 ? "reject" : NULL};
+                                  "{\"source\":\"test\"}", i == 2 ? "reject" : NULL, 0};
     }
     many_t m = {0};
     size_t refused = 99;
@@ -433,7 +445,7 @@ static void test_unreadable_row_dead(void **state)
     static puts_t p;
     memset(&p, 0, sizeof p);
     p.want = 2;
-    queue_item_t it = {"hl7", "BIG1", "application/hl7-v2", big, sizeof big, NULL, NULL, NULL};
+    queue_item_t it = {"hl7", "BIG1", "application/hl7-v2", big, sizeof big, NULL, NULL, NULL, 0};
     ctxs[0].p = &p;
     ctxs[0].idx = 0;
     assert_int_equal(queue_put(q, &it, put_cb, &ctxs[0]), ERR_OK);
@@ -808,6 +820,50 @@ static void test_commit_refused(void **state)
     close_q(f, q);
 }
 
+static err_t put_keyed(queue_t *q, puts_t *p, int idx, const char *ctrl, uint64_t key)
+{
+    queue_item_t it = {"hl7", ctrl, "application/hl7-v2", "MSH|x", 5, NULL, NULL, NULL, key};
+    ctxs[idx].p = p;
+    ctxs[idx].idx = idx;
+    return queue_put(q, &it, put_cb, &ctxs[idx]);
+}
+
+/* The write connections run transactions side by side: a put made while a
+ * slow transaction runs goes on another connection, unless its order key
+ * (its sender) has a put in the slow one; then it waits for it, so that one
+ * sender's puts commit in put order. (The slowness: a trigger the test adds
+ * that sleeps on one control id.) */
+static void test_order_keys(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, 0);
+    db_exec(f->url, "CREATE OR REPLACE FUNCTION test_slow() RETURNS trigger LANGUAGE plpgsql"
+                    " AS $$BEGIN IF NEW.control_id = 'SLOW'::bytea THEN PERFORM pg_sleep(1);"
+                    " END IF; RETURN NEW; END$$");
+    db_exec(f->url, "CREATE TRIGGER test_slow BEFORE INSERT ON spinegate_msgs FOR EACH ROW"
+                    " EXECUTE FUNCTION test_slow()");
+    run_for(f, 300); /* every write connection up */
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    p.want = 3;
+    assert_int_equal(put_keyed(q, &p, 0, "SLOW", 7), ERR_OK);
+    run_for(f, 300); /* its transaction is running, asleep */
+    assert_int_equal(put_keyed(q, &p, 1, "SAME", 7), ERR_OK);
+    assert_int_equal(put_keyed(q, &p, 2, "OTHER", 8), ERR_OK);
+    assert_true(run_until(f, &p.all, 20000));
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(p.st[i], ERR_OK);
+    /* Stored in this order: the other sender's put did not wait. */
+    assert_int_equal(p.idx[0], 2);
+    assert_int_equal(p.idx[1], 0);
+    assert_int_equal(p.idx[2], 1);
+    assert_true(p.id[2] > p.id[1]); /* the same sender's, in put order */
+    queue_stats_t st;
+    queue_stats(q, &st);
+    assert_int_equal(st.commits, 3);
+    close_q(f, q);
+}
+
 static void pgserver(const char *cmd)
 {
     char line[1024];
@@ -910,6 +966,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_killed_holder, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_deliverer_marks_batched, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_commit_refused, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_order_keys, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_server_stopped, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_open_fails_cleanly, fx_setup, fx_teardown),
     };

@@ -94,7 +94,7 @@ static put_res_t put(fx_t *f, queue_t *q, const char *dest, const char *ctrl, co
                      const char *findings, const char *kind)
 {
     put_res_t r = {0};
-    queue_item_t it = {dest, ctrl, "application/hl7-v2", "MSH|^~\\&|x", 10, findings, meta, kind};
+    queue_item_t it = {dest, ctrl, "application/hl7-v2", "MSH|^~\\&|x", 10, findings, meta, kind, 0};
     assert_int_equal(queue_put(q, &it, put_cb, &r), ERR_OK);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(r.n, 1);

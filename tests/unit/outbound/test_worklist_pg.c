@@ -196,11 +196,11 @@ static void store_three(fx_t *f, int64_t *rows)
          "C\xff"
          "1",
          "application/hl7-v2", PAYLOAD1, PAYLOAD1_LEN, "excludes1-pair:reject",
-         "{\"source\":\"mllp\",\"rules\":[\"excludes1-pair\"]}", "reject"},
+         "{\"source\":\"mllp\",\"rules\":[\"excludes1-pair\"]}", "reject", 0},
         {"reject-fhir", "claim-2", "application/fhir+json", "{}", 2,
-         "site-unspecified:warn other-rule:reject", NULL, "reject"},
+         "site-unspecified:warn other-rule:reject", NULL, "reject", 0},
         {"hl7", "C3", "application/hl7-v2", "MSH|3", 5, "lat:warn", "{\"rules\":[\"lat\"]}",
-         "annotate"},
+         "annotate", 0},
     };
     store(f, items, 3, rows);
 }
@@ -222,7 +222,7 @@ static void test_open_refused(void **state)
     store_three(f, rows);
     w = open_wl(f);
     worklist_close(w);
-    db_exec(f->url, "INSERT INTO spinegate_schema(version) VALUES (2)");
+    db_exec(f->url, "INSERT INTO spinegate_schema(version) VALUES (3)");
     assert_int_equal(worklist_open_pg(f->url, &w, &d), ERR_QUEUE);
     assert_non_null(strstr(d.msg, "newer"));
     worklist_close(NULL);
@@ -420,7 +420,7 @@ static void test_two_coders_one_item(void **state)
     int64_t rows[ROUNDS];
     for (int i = 0; i < ROUNDS; i++)
         items[i] = (queue_item_t){"reject-hl7", "R",     "application/hl7-v2", "MSH|x", 5, NULL,
-                                  NULL,         "reject"};
+                                  NULL,         "reject",   0};
     store(f, items, ROUNDS, rows);
     worklist_t *w1 = open_wl(f), *w2 = open_wl(f);
     seen_t all = list(w1, (worklist_filter_t){0});

@@ -1246,11 +1246,14 @@ static err_t pq_put_many(queue_t *qb, const queue_item_t *items, size_t n, queue
 
 static const char *const reader_setup[] = {
     "LISTEN " PG_NOTIFY_CHANNEL,
-    /* Planned at each run, from the table's size then. A queue table is
-     * empty when the statements below are first run, and a plan cached from
-     * then is a sequential scan: kept once the table has thousands of rows
-     * and dead tuples, it made each mark a scan of the whole heap. */
-    "SET plan_cache_mode = force_custom_plan",
+    /* Every statement below goes by an index, whatever the table's size
+     * when it was planned. The queue table is empty when they are first run,
+     * and a plan cached from then is a sequential scan: kept once the table
+     * holds thousands of rows and dead tuples, it made every mark read the
+     * whole heap. A bitmap scan of the pending index visits the entries of
+     * every row deleted since the last vacuum, at each fetch; an index scan
+     * in id order marks them dead in the index as it passes. */
+    "SET enable_seqscan = off",
     "SET enable_bitmapscan = off",
     "lease\tSELECT pg_try_advisory_lock($1::bigint)",
     "fetch\tSELECT id, dest, control_id, content_type, payload, findings, attempts,"

@@ -93,48 +93,80 @@ static bool plain_name(const char *s)
     return true;
 }
 
+/* The way from the root to a node, on the stack of the scan; rendered as a
+ * path only for the error message. */
+typedef struct scan_step {
+    const struct scan_step *up;
+    const cJSON *node; /* the member or element entered */
+    size_t index;      /* its index, when in an array */
+    bool in_array;
+} scan_step_t;
+
+static void path_append(const scan_step_t *s, char *path, size_t cap)
+{
+    if (!s)
+        return;
+    path_append(s->up, path, cap);
+    size_t n = strlen(path);
+    if (s->in_array)
+        snprintf(path + n, cap - n, "[%zu]", s->index);
+    else
+        snprintf(path + n, cap - n, ".%s", plain_name(s->node->string) ? s->node->string : "?");
+}
+
+/* A name given twice among an object's n members, or NULL. Small objects
+ * (nearly all of a FHIR resource) are compared pair by pair; larger ones
+ * sorted first, so that a hostile object with many keys stays O(n log n). */
+static const char *dup_name(const cJSON *node, size_t n)
+{
+    if (n <= 16) {
+        for (const cJSON *a = node->child; a; a = a->next)
+            for (const cJSON *b = a->next; b; b = b->next)
+                if (strcmp(a->string ? a->string : "", b->string ? b->string : "") == 0)
+                    return b->string ? b->string : "";
+        return NULL;
+    }
+    const char **names = xmalloc(n * sizeof *names);
+    size_t k = 0;
+    for (const cJSON *c = node->child; c; c = c->next)
+        names[k++] = c->string ? c->string : "";
+    qsort(names, n, sizeof *names, cmp_name);
+    const char *dup = NULL;
+    for (k = 1; k < n && !dup; k++)
+        if (strcmp(names[k - 1], names[k]) == 0)
+            dup = names[k];
+    xfree(names);
+    return dup;
+}
+
 /* Refuses an object with the same property twice. cJSON keeps both and
  * answers lookups with the first, while the server behind the gate may take
  * the last: the gate would then judge other diagnoses than billing sees.
- * Names are sorted per object (O(k log k), so a hostile object with many
- * keys stays cheap); recursion depth is bounded by the depth pre-scan. */
-static err_t dup_scan(const cJSON *node, char *path, size_t plen, size_t cap, err_detail_t *d)
+ * Recursion depth is bounded by the depth pre-scan; path holds the root's
+ * name, and the way to the duplicate is appended to it only when found. */
+static err_t dup_scan(const cJSON *node, const scan_step_t *at, char *path, size_t cap,
+                      err_detail_t *d)
 {
     size_t n = 0;
     for (const cJSON *c = node->child; c; c = c->next)
         n++;
-    if (cJSON_IsObject(node) && n > 1) {
-        const char **names = xmalloc(n * sizeof *names);
-        size_t k = 0;
-        for (const cJSON *c = node->child; c; c = c->next)
-            names[k++] = c->string ? c->string : "";
-        qsort(names, n, sizeof *names, cmp_name);
-        const char *dup = NULL;
-        for (k = 1; k < n && !dup; k++)
-            if (strcmp(names[k - 1], names[k]) == 0)
-                dup = names[k];
-        if (dup) {
-            snprintf(path + plen, cap - plen, ".%s", plain_name(dup) ? dup : "?");
-            xfree(names);
-            err_set(d, ERR_BAD_VALUE, 0, "%s: property given twice in one object", path);
-            fhir__where(d, path);
-            return ERR_BAD_VALUE;
-        }
-        xfree(names);
+    const char *dup = cJSON_IsObject(node) && n > 1 ? dup_name(node, n) : NULL;
+    if (dup) {
+        path_append(at, path, cap);
+        size_t len = strlen(path);
+        snprintf(path + len, cap - len, ".%s", plain_name(dup) ? dup : "?");
+        err_set(d, ERR_BAD_VALUE, 0, "%s: property given twice in one object", path);
+        fhir__where(d, path);
+        return ERR_BAD_VALUE;
     }
-    size_t i = 0;
-    for (const cJSON *c = node->child; c; c = c->next, i++) {
+    scan_step_t step = {.up = at, .in_array = cJSON_IsArray(node)};
+    for (const cJSON *c = node->child; c; c = c->next, step.index++) {
         if (!c->child)
             continue;
-        if (cJSON_IsArray(node))
-            snprintf(path + plen, cap - plen, "[%zu]", i);
-        else
-            snprintf(path + plen, cap - plen, ".%s", plain_name(c->string) ? c->string : "?");
-        size_t nlen = strlen(path);
-        err_t e = dup_scan(c, path, nlen, cap, d);
+        step.node = c;
+        err_t e = dup_scan(c, &step, path, cap, d);
         if (e)
             return e;
-        path[plen] = '\0';
     }
     return ERR_OK;
 }
@@ -166,7 +198,7 @@ err_t fhir__json_parse(const char *buf, size_t len, const fhir_opts_t *o, fhir_d
     char path[256];
     snprintf(path, sizeof path, "%s",
              cJSON_IsString(rt) && plain_name(rt->valuestring) ? rt->valuestring : "$");
-    e = dup_scan(root, path, strlen(path), sizeof path, d);
+    e = dup_scan(root, NULL, path, sizeof path, d);
     if (e) {
         cJSON_Delete(root);
         return e;

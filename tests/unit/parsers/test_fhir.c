@@ -712,6 +712,47 @@ static void test_parameters(void **state)
     }
 }
 
+/* A JSON property given twice in one object is refused, with the way to
+ * it: cJSON would read the first, a server behind the gate may read the
+ * last. Small objects and large ones (over 16 members, checked sorted). */
+static void test_json_duplicate_property(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *json, *where;
+    } cases[] = {
+        {"{\"resourceType\":\"Claim\",\"id\":\"a\",\"id\":\"b\"}", "Claim.id"},
+        {"{\"resourceType\":\"Claim\",\"diagnosis\":[{\"sequence\":1},{\"sequence\":2,"
+         "\"diagnosisCodeableConcept\":{\"coding\":[{\"system\":\"s\",\"code\":\"M43.04\","
+         "\"code\":\"M43.06\"}]}}]}",
+         "Claim.diagnosis[1].diagnosisCodeableConcept.coding[0].code"},
+        {"{\"resourceType\":\"Claim\",\"extension\":[{\"k01\":1,\"k02\":1,\"k03\":1,"
+         "\"k04\":1,\"k05\":1,\"k06\":1,\"k07\":1,\"k08\":1,\"k09\":1,\"k10\":1,\"k11\":1,"
+         "\"k12\":1,\"k13\":1,\"k14\":1,\"k15\":1,\"k16\":1,\"k17\":1,\"k05\":2}]}",
+         "Claim.extension[0].k05"},
+        {"{\"resourceType\":\"Claim\",\"x\":{\"a b\":1,\"a b\":2}}", "Claim.x.?"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fhir_doc_t *doc = NULL;
+        err_detail_t d;
+        assert_int_equal(fhir_parse(cases[i].json, strlen(cases[i].json), FHIR_FMT_JSON, NULL,
+                                    &doc, &d),
+                         ERR_BAD_VALUE);
+        assert_null(doc);
+        assert_string_equal(d.where, cases[i].where);
+        assert_non_null(strstr(d.msg, "given twice"));
+    }
+    /* The same large object without the repeat is taken. */
+    static const char ok[] =
+        "{\"resourceType\":\"Claim\",\"extension\":[{\"k01\":1,\"k02\":1,\"k03\":1,"
+        "\"k04\":1,\"k05\":1,\"k06\":1,\"k07\":1,\"k08\":1,\"k09\":1,\"k10\":1,\"k11\":1,"
+        "\"k12\":1,\"k13\":1,\"k14\":1,\"k15\":1,\"k16\":1,\"k17\":1,\"k18\":2}]}";
+    fhir_doc_t *doc = NULL;
+    err_detail_t d;
+    assert_int_equal(fhir_parse(ok, strlen(ok), FHIR_FMT_JSON, NULL, &doc, &d), ERR_OK);
+    fhir_doc_free(doc);
+}
+
 /* Annotating twice (the second time the Claim as the first pass forwarded
  * it) leaves exactly one pass: byte for byte the first pass's output;
  * foreign extensions stay; fhir_out_strip takes ours away again. */
@@ -814,6 +855,7 @@ int main(void)
         cmocka_unit_test(test_writers_placement),
         cmocka_unit_test(test_parameters),
         cmocka_unit_test(test_annotation_idempotent),
+        cmocka_unit_test(test_json_duplicate_property),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

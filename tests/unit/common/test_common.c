@@ -46,6 +46,36 @@ static void test_xmalloc_counts(void **state)
     xfree(NULL);
 }
 
+/* Small blocks freed are reused for later requests of their size class:
+ * every block must still hold its whole request, and live blocks never
+ * share bytes, whatever sizes are freed and asked for, through xrealloc
+ * too (sizes 0 to past the cached range). */
+static void test_xmalloc_small_reuse(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    static unsigned char *blk[N];
+    size_t before = xmalloc_used();
+    for (int round = 0; round < 3; round++) {
+        for (size_t i = 0; i < N; i++) {
+            size_t n = (i * 7 + (size_t)round * 13) % (N + 1);
+            blk[i] = i % 5 == 4 ? xrealloc(xmalloc(N - n), n) : xmalloc(n);
+            memset(blk[i], (int)(i & 0xff), n);
+        }
+        for (size_t i = 0; i < N; i++) {
+            size_t n = (i * 7 + (size_t)round * 13) % (N + 1);
+            for (size_t k = 0; k < n; k++)
+                assert_int_equal(blk[i][k], (unsigned char)(i & 0xff));
+        }
+        /* Freed out of order, so that classes mix in the next round. */
+        for (size_t i = 0; i < N; i += 2)
+            xfree(blk[i]);
+        for (size_t i = 1; i < N; i += 2)
+            xfree(blk[i]);
+        assert_int_equal(xmalloc_used(), before);
+    }
+}
+
 static void test_code_normalise(void **state)
 {
     (void)state;
@@ -252,6 +282,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_arena_alignment_and_growth),
         cmocka_unit_test(test_xmalloc_counts),
+        cmocka_unit_test(test_xmalloc_small_reuse),
         cmocka_unit_test(test_code_normalise),
         cmocka_unit_test(test_date_parse),
         cmocka_unit_test(test_code_systems),

@@ -379,6 +379,15 @@ static err_t item_lock(pg_wl_t *w, int64_t id, item_head_t *h, err_detail_t *d)
     return e;
 }
 
+/* item_lock, for an action only an open item takes (resolve, resend). */
+static err_t item_lock_open(pg_wl_t *w, int64_t id, item_head_t *h, err_detail_t *d)
+{
+    err_t e = item_lock(w, id, h, d);
+    if (!e && strcmp(h->state, "open") != 0)
+        e = err_set(d, ERR_BAD_VALUE, 0, "item %" PRId64 " is %s, not open", id, h->state);
+    return e;
+}
+
 static err_t begin(pg_wl_t *w, err_detail_t *d)
 {
     err_t e = ready(w, d);
@@ -415,9 +424,7 @@ static err_t pg_resolve(worklist_t *wb, int64_t id, const char *who, const char 
     err_t e = begin(w, d);
     if (e)
         return e;
-    e = item_lock(w, id, &h, d);
-    if (!e && strcmp(h.state, "open") != 0)
-        e = err_set(d, ERR_BAD_VALUE, 0, "item %" PRId64 " is %s, not open", id, h.state);
+    e = item_lock_open(w, id, &h, d);
     if (!e)
         e = set_state(w, id, "resolved", who, note, NULL, d);
     return end(w, e, d);
@@ -508,9 +515,7 @@ static err_t pg_resend(worklist_t *wb, int64_t id, const worklist_msg_t *m, cons
     err_t e = begin(w, d);
     if (e)
         return e;
-    e = item_lock(w, id, &h, d);
-    if (!e && strcmp(h.state, "open") != 0)
-        e = err_set(d, ERR_BAD_VALUE, 0, "item %" PRId64 " is %s, not open", id, h.state);
+    e = item_lock_open(w, id, &h, d);
     snprintf(now, sizeof now, "%" PRId64, now_ms());
     /* The texts go as bytes, as queue_pg.c's put sends them: bytea columns. */
     const char *vals[] = {m->dest,     m->control_id, m->content_type, (const char *)m->payload,

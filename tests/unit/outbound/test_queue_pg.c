@@ -23,6 +23,7 @@
 #include <uv.h>
 
 #include "out.h"
+#include "pg_db.h"
 #include "queue.h"
 #include "queue_int.h"
 
@@ -31,37 +32,6 @@ typedef struct {
     uv_timer_t tick; /* wakes uv_run(UV_RUN_ONCE) up while waiting */
     const char *url;
 } fx_t;
-
-static PGconn *db_conn(const char *url)
-{
-    PGconn *c = PQconnectdb(url);
-    if (PQstatus(c) != CONNECTION_OK)
-        fail_msg("connect %s: %s", url, PQerrorMessage(c));
-    PQclear(PQexec(c, "SET client_min_messages = warning"));
-    return c;
-}
-
-static void db_exec(const char *url, const char *sql)
-{
-    PGconn *c = db_conn(url);
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(c));
-    PQclear(r);
-    PQfinish(c);
-}
-
-static long long db_count(const char *url, const char *sql)
-{
-    PGconn *c = db_conn(url);
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(c));
-    long long n = atoll(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    PQfinish(c);
-    return n;
-}
 
 static void tick_cb(uv_timer_t *t)
 {
@@ -167,6 +137,14 @@ static void put_cb(queue_t *q, err_t status, int64_t id, void *user)
     c->p->all = c->p->n >= c->p->want;
 }
 
+/* Puts it as put idx of p (its callback records it there). */
+static err_t put_as(queue_t *q, puts_t *p, int idx, const queue_item_t *it)
+{
+    ctxs[idx].p = p;
+    ctxs[idx].idx = idx;
+    return queue_put(q, it, put_cb, &ctxs[idx]);
+}
+
 static err_t put_one(queue_t *q, puts_t *p, const char *dest, int idx)
 {
     char ctrl[32], payload[300];
@@ -178,9 +156,7 @@ static err_t put_one(queue_t *q, puts_t *p, const char *dest, int idx)
     /* One sender (order key 1): its puts are owed put order. */
     queue_item_t it = {dest, ctrl, "application/hl7-v2", payload, len, "M4304 rejected", NULL,
                        NULL, 1};
-    ctxs[idx].p = p;
-    ctxs[idx].idx = idx;
-    return queue_put(q, &it, put_cb, &ctxs[idx]);
+    return put_as(q, p, idx, &it);
 }
 
 static void test_put_group_commit(void **state)
@@ -446,9 +422,7 @@ static void test_unreadable_row_dead(void **state)
     memset(&p, 0, sizeof p);
     p.want = 2;
     queue_item_t it = {"hl7", "BIG1", "application/hl7-v2", big, sizeof big, NULL, NULL, NULL, 0};
-    ctxs[0].p = &p;
-    ctxs[0].idx = 0;
-    assert_int_equal(queue_put(q, &it, put_cb, &ctxs[0]), ERR_OK);
+    assert_int_equal(put_as(q, &p, 0, &it), ERR_OK);
     assert_int_equal(put_one(q, &p, "hl7", 1), ERR_OK);
     assert_true(run_until(f, &p.all, 20000));
     close_q(f, q);
@@ -823,9 +797,7 @@ static void test_commit_refused(void **state)
 static err_t put_keyed(queue_t *q, puts_t *p, int idx, const char *ctrl, uint64_t key)
 {
     queue_item_t it = {"hl7", ctrl, "application/hl7-v2", "MSH|x", 5, NULL, NULL, NULL, key};
-    ctxs[idx].p = p;
-    ctxs[idx].idx = idx;
-    return queue_put(q, &it, put_cb, &ctxs[idx]);
+    return put_as(q, p, idx, &it);
 }
 
 /* The write connections run transactions side by side: a put made while a

@@ -6,7 +6,9 @@
 #              (no parse, no storage);
 #   spinegate  parse, rules, durable queue (group commit), ACK after the
 #              commit, delivery to a downstream mllp_load sink and its mark,
-#              with queue-sync=normal and queue-sync=full;
+#              with queue-sync=normal and queue-sync=full, and
+#              downstream-window BENCH_WINDOW (16: the sink answers frames in
+#              order as they come, as a receiver that allows pipelining does);
 #   python3-hl7 asyncio MLLP server, parse + ACK, nothing stored;
 #   simple-hl7 3 on Node, parse + ACK, nothing stored (installed with npm
 #              into a scratch folder; skipped with the reason when it cannot be).
@@ -20,6 +22,7 @@ build=${top_builddir:-$(pwd)}
 src=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
 secs=${BENCH_SECONDS:-5}
 conns=${BENCH_CONNS:-8}
+window=${BENCH_WINDOW:-16}
 msg="$src/bench/data/dft_p03.hl7"
 load="$build/bench/mllp_load"
 tmp=$(mktemp -d)
@@ -60,7 +63,7 @@ run() {
 }
 rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 
-echo "message: $(basename "$msg"), $(wc -c <"$msg") bytes; ${secs}s per run; $(nproc) cores; $(uname -m)"
+echo "message: $(basename "$msg"), $(wc -c <"$msg") bytes; ${secs}s per run; $(nproc) cores; $(uname -m); spinegate downstream-window $window"
 printf '%-34s %5s %10s %9s %14s\n' server conns msgs/s p99_ms cpu_us/msg
 
 # The floor: a raw C MLLP answerer.
@@ -80,7 +83,8 @@ for sync in normal full; do
     sg_port=$(port)
     rm -rf "$tmp/data"
     "$build/spinegate" --listen-mllp "127.0.0.1:$sg_port" --downstream-mllp "127.0.0.1:$sink_port" \
-        --data-dir "$tmp/data" --log-level warn --queue-sync "$sync" 2>"$tmp/sg.log" & sg_pid=$!
+        --downstream-window "$window" --data-dir "$tmp/data" --log-level warn --queue-sync "$sync" \
+        2>"$tmp/sg.log" & sg_pid=$!
     pids="$pids $sg_pid"
     wait_port "$sg_port"
     run "spinegate sync=$sync" "$sync" "$sg_pid" "$sg_port" 1

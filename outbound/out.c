@@ -298,6 +298,14 @@ static void ready_cb(queue_reader_t *r, void *user)
 
 /* ---------------------------------------------------------------- sending */
 
+/* Writes what the transport took from send (see out__transport_t). */
+static void tp_flush(out_dest_t *d)
+{
+    if (d->tp->flush)
+        d->tp->flush(d);
+}
+
+/* The caller flushes, after the rows of the window are sent too. */
 static void send_cur(out_dest_t *d)
 {
     d->sending = true;
@@ -313,6 +321,7 @@ static void send_ahead(out_dest_t *d)
     while (d->lease && d->sending && !d->stopping && d->ahead_n + 1 < d->o.window && d->ring_n &&
            !d->dead_pending && !d->cursor_failing) {
         if (queue_reader_unsynced(d->reader) >= d->o.mark_window) {
+            tp_flush(d);
             queue_reader_flush(d->reader);
             return;
         }
@@ -321,6 +330,7 @@ static void send_ahead(out_dest_t *d)
         d->st.inflight = 1 + (unsigned)d->ahead_n;
         d->tp->send(d, row);
     }
+    tp_flush(d);
     maybe_fetch(d);
 }
 
@@ -369,6 +379,7 @@ static void retry_timer_cb(uv_timer_t *t)
     }
     send_cur(d);
     pump(d); /* the window behind it */
+    tp_flush(d);
 }
 
 static void pump(out_dest_t *d)
@@ -423,6 +434,8 @@ static void pump(out_dest_t *d)
     send_cur(d);
     if (d->o.window > 1)
         send_ahead(d);
+    else
+        tp_flush(d);
 }
 
 static uint64_t backoff_ms(const out_dest_t *d, unsigned attempt)

@@ -176,4 +176,4 @@ static void dir_close(out_dest_t *d)
     out__transport_closed(d);
 }
 
-const out__transport_t out__dir = {"directory", dir_init, dir_send, dir_close, false};
+const out__transport_t out__dir = {"directory", dir_init, dir_send, dir_close, false, NULL};

@@ -327,4 +327,4 @@ static void http_close(out_dest_t *d)
     uv_close((uv_handle_t *)&h->timer, timer_closed);
 }
 
-const out__transport_t out__http = {"HTTP", http_init, http_send, http_close, false};
+const out__transport_t out__http = {"HTTP", http_init, http_send, http_close, false, NULL};

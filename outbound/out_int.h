@@ -36,6 +36,9 @@ typedef struct {
      * Never called while a send is unanswered. */
     void (*close)(out_dest_t *d);
     bool window; /* takes several rows in flight (answers in order, see above) */
+    /* When not NULL, send only takes the row: flush writes every row taken
+     * since, together. The deliverer calls it after its sends of one turn. */
+    void (*flush)(out_dest_t *d);
 } out__transport_t;
 
 extern const out__transport_t out__mllp, out__http, out__dir;

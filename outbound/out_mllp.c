@@ -423,32 +423,42 @@ static void write_cb(uv_write_t *req, int status)
     finish(c->m, OUT_RES_RETRY, reason);
 }
 
-/* Writes the frame of flight[i]. False when the write failed (the sends in
- * flight are then finished and the connection dropped). */
-static bool write_frame(mllp_state_t *m, size_t i)
+/* Writes the frames of flight[written..nflight) to the connection: without
+ * TLS in one system call when the socket takes them all, so that a window's
+ * worth of rows read together wakes the receiver once, not once a frame.
+ * False when the write failed (the sends in flight are then finished and
+ * the connection dropped). */
+static bool write_frames(mllp_state_t *m)
 {
     static char sb = MLLP_SB, eb[2] = {MLLP_EB, MLLP_CR};
-    flight_t *f = &m->flight[i];
-    uv_buf_t bufs[3] = {
-        uv_buf_init(&sb, 1),
-        uv_buf_init((char *)f->row->payload, (unsigned)f->row->payload_len),
-        uv_buf_init(eb, 2),
-    };
-    f->app_ack = slice_eq(msh16((const char *)f->row->payload, f->row->payload_len), "AL");
-    m->written++;
+    uv_buf_t bufs[3 * OUT_WINDOW_MAX];
+    unsigned nbufs = 0;
     conn_t *c = m->c;
-    if (c->tls) {
+    for (; m->written < m->nflight; m->written++) {
+        flight_t *f = &m->flight[m->written];
+        const char *p = (const char *)f->row->payload;
+        f->app_ack = slice_eq(msh16(p, f->row->payload_len), "AL");
+        uv_buf_t frame[3] = {
+            uv_buf_init(&sb, 1),
+            uv_buf_init((char *)p, (unsigned)f->row->payload_len),
+            uv_buf_init(eb, 2),
+        };
+        if (!c->tls) {
+            memcpy(bufs + nbufs, frame, sizeof frame);
+            nbufs += 3;
+            continue;
+        }
         for (int k = 0; k < 3; k++)
-            if (tls_conn_write(c->tls, bufs[k].base, bufs[k].len) != 0) {
+            if (tls_conn_write(c->tls, frame[k].base, frame[k].len) != 0) {
                 char reason[200];
                 snprintf(reason, sizeof reason, "TLS write failed: %s", tls_conn_error(c->tls));
                 finish(m, OUT_RES_RETRY, reason);
                 return false;
             }
-        return tls_send(c);
     }
-    unsigned nbufs = 3;
-    if (uv_trywrite_all((uv_stream_t *)&c->tcp, bufs, &nbufs))
+    if (c->tls)
+        return tls_send(c);
+    if (!nbufs || uv_trywrite_all((uv_stream_t *)&c->tcp, bufs, &nbufs))
         return true;
     frame_write_t *w = xmalloc(sizeof *w);
     w->c = c;
@@ -467,9 +477,8 @@ static bool write_frame(mllp_state_t *m, size_t i)
  * timeout starts. */
 static void write_pending(mllp_state_t *m)
 {
-    while (m->written < m->nflight)
-        if (!write_frame(m, m->written))
-            return;
+    if (!write_frames(m))
+        return;
     if (m->nflight)
         uv_timer_start(&m->timer, timer_cb, m->d->o.ack_timeout_ms, 0);
 }
@@ -558,11 +567,8 @@ static void mllp_send(out_dest_t *d, const queue_row_t *row)
 {
     mllp_state_t *m = d->tp_state;
     m->flight[m->nflight++] = (flight_t){.row = row};
-    if (m->connected) {
-        if (write_frame(m, m->nflight - 1) && !uv_is_active((uv_handle_t *)&m->timer))
-            uv_timer_start(&m->timer, timer_cb, d->o.ack_timeout_ms, 0);
-        return;
-    }
+    if (m->connected)
+        return; /* written by mllp_flush, with the rows sent beside it */
     if (m->nflight > 1)
         return; /* connecting for the first: written once connected */
     if (m->resolving) {
@@ -592,6 +598,14 @@ static void mllp_send(out_dest_t *d, const queue_row_t *row)
     }
     m->resolving = true;
     uv_timer_start(&m->timer, timer_cb, d->o.connect_timeout_ms, 0);
+}
+
+static void mllp_flush(out_dest_t *d)
+{
+    mllp_state_t *m = d->tp_state;
+    if (m->connected && m->written < m->nflight && write_frames(m) &&
+        !uv_is_active((uv_handle_t *)&m->timer))
+        uv_timer_start(&m->timer, timer_cb, d->o.ack_timeout_ms, 0);
 }
 
 static err_t mllp_init(out_dest_t *d, err_detail_t *e)
@@ -634,4 +648,4 @@ static void mllp_close(out_dest_t *d)
     maybe_closed(m);
 }
 
-const out__transport_t out__mllp = {"MLLP", mllp_init, mllp_send, mllp_close, true};
+const out__transport_t out__mllp = {"MLLP", mllp_init, mllp_send, mllp_close, true, mllp_flush};

@@ -77,6 +77,14 @@ typedef struct mark_req {
     char reason[160];
 } mark_req_t;
 
+/* A group commit of queue-sync=full that is in the WAL, waiting for the
+ * fdatasync that makes it durable (sync_start). */
+typedef struct sync_batch {
+    struct sync_batch *next;
+    put_req_t *puts;
+    mark_req_t *marks;
+} sync_batch_t;
+
 typedef struct {
     queue_dest_stats_t s;
     int64_t last_id; /* highest committed pending id: readers are behind while below */
@@ -126,6 +134,22 @@ struct sq {
     mark_req_t *batch_marks;
     int batch_rc;
     char batch_err[200];
+
+    /* queue-sync=full: a group commit ends without an fsync of its own (its
+     * COMMIT runs with synchronous=NORMAL, on the loop thread when the lock
+     * is free); one fdatasync of the WAL on the pool then makes every commit
+     * before it durable, while the next commits run. A commit's puts are
+     * answered, its rows shown to readers and its marks counted only once a
+     * sync that started after it has ended. The connection stays FULL for
+     * everything else it runs. */
+    int wal_fd; /* the WAL, opened by the first sync; -1 before */
+    sqlite3_stmt *st_sync_normal, *st_sync_full;
+    sync_batch_t *sync_head, **sync_tail; /* committed, not yet synced, oldest first */
+    sync_batch_t *sync_last;              /* the last batch the running sync covers */
+    bool syncing;
+    bool sync_restore_failed; /* set by batch_end, logged by commit_done */
+    int sync_errno;
+    uv_work_t syncwork;
 
     dest_t *dests;
     size_t ndests, capdests;
@@ -584,6 +608,10 @@ static void free_handles(sq_t *q)
     sqlite3_finalize(q->st_attempt);
     sqlite3_finalize(q->st_wl_put);
     sqlite3_finalize(q->st_wl_dead);
+    sqlite3_finalize(q->st_sync_normal);
+    sqlite3_finalize(q->st_sync_full);
+    if (q->wal_fd >= 0)
+        close(q->wal_fd);
     if (q->db)
         sqlite3_close_v2(q->db);
     /* Closed after SQLite's own descriptors: the lock is what keeps a second
@@ -606,6 +634,8 @@ static err_t sq_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts
     sq_t *q = xcalloc(1, sizeof *q);
     q->loop = loop;
     q->lock_fd = -1;
+    q->wal_fd = -1;
+    q->sync_tail = &q->sync_head;
     if (opts)
         q->opts = *opts;
     if (q->opts.sync != QUEUE_SYNC_FULL && q->opts.sync != QUEUE_SYNC_NORMAL) {
@@ -683,6 +713,10 @@ static err_t sq_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts
         e = prepare(q, "BEGIN IMMEDIATE", &q->st_begin, d);
     if (!e)
         e = prepare(q, "COMMIT", &q->st_commit, d);
+    if (!e && q->opts.sync == QUEUE_SYNC_FULL)
+        e = prepare(q, "PRAGMA synchronous=NORMAL", &q->st_sync_normal, d);
+    if (!e && q->opts.sync == QUEUE_SYNC_FULL)
+        e = prepare(q, "PRAGMA synchronous=FULL", &q->st_sync_full, d);
     if (!e)
         e = prepare(q,
                     "UPDATE msgs SET state=?5, attempts=?2, last_error=?3, updated_ms=?4"
@@ -815,6 +849,26 @@ static int step_done(sqlite3_stmt *st)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/* BEGIN of a group commit; with queue-sync=full the connection commits it
+ * without an fsync (SQLite refuses the change inside a transaction). */
+static int batch_begin(sq_t *q)
+{
+    if (q->st_sync_normal) {
+        int rc = step_done(q->st_sync_normal);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    return step_done(q->st_begin);
+}
+
+/* After the group commit's COMMIT or ROLLBACK (or a failed BEGIN): the
+ * connection's other transactions sync as before. Any thread. */
+static void batch_end(sq_t *q)
+{
+    if (q->st_sync_full && step_done(q->st_sync_full) != SQLITE_OK)
+        q->sync_restore_failed = true; /* logged on the loop (commit_done) */
+}
+
 /* The batch's statements and the commit, once BEGIN gave rc. */
 static void commit_body(sq_t *q, int rc)
 {
@@ -895,20 +949,22 @@ static void commit_body(sq_t *q, int rc)
         if (!sqlite3_get_autocommit(db))
             exec(db, "ROLLBACK");
     }
+    batch_end(q);
 }
 
 /* Runs on the thread pool: one transaction for the whole batch. */
 static void commit_work(uv_work_t *w)
 {
     sq_t *q = w->data;
-    commit_body(q, step_done(q->st_begin));
+    commit_body(q, batch_begin(q));
 }
 
 /* A batch of at most this many puts may commit on the loop thread. */
 #define COMMIT_HERE_MAX 64
 
-/* With queue-sync=normal a commit only copies pages into the OS cache, which
- * costs less than the pool's hop (a futex wake and two thread switches per
+/* A group commit only copies pages into the OS cache (with queue-sync=full
+ * the fsync comes after it, on the pool: sync_start), which costs less than
+ * the pool's hop (a futex wake and two thread switches per
  * commit, most of the daemon's context switches). Done on the loop thread
  * only when the write lock is free at once: the loop never waits for another
  * writer (the worklist, an admin command, a checkpoint that resets the WAL).
@@ -916,13 +972,15 @@ static void commit_work(uv_work_t *w)
  * of the pool path. */
 static bool commit_here(sq_t *q, size_t nputs)
 {
-    if (q->opts.sync != QUEUE_SYNC_NORMAL || q->checkpointing || nputs > COMMIT_HERE_MAX)
+    if (q->checkpointing || nputs > COMMIT_HERE_MAX)
         return false;
     sqlite3_busy_timeout(q->db, 0);
-    int rc = step_done(q->st_begin);
+    int rc = batch_begin(q);
     sqlite3_busy_timeout(q->db, 5000); /* as queue_open set it */
-    if (rc != SQLITE_OK)
+    if (rc != SQLITE_OK) {
+        batch_end(q);
         return false; /* busy (or failing): the pool waits for it and reports */
+    }
     commit_body(q, rc);
     return true;
 }
@@ -969,48 +1027,23 @@ static void checkpoint_maybe(sq_t *q)
     uv_queue_work(q->loop, &q->ckwork, checkpoint_work, checkpoint_done);
 }
 
-static void commit_done(uv_work_t *w, int status)
+/* Puts marks whose commit or sync failed back in front of the newer ones,
+ * to be retried (marks are idempotent; their order is kept). */
+static void marks_requeue(sq_t *q, mark_req_t *marks)
 {
-    sq_t *q = w->data;
-    put_req_t *puts = q->batch_puts;
-    mark_req_t *marks = q->batch_marks;
-    q->batch_puts = NULL;
-    q->batch_marks = NULL;
-    q->committing = false;
-    bool ok = status == 0 && q->batch_rc == SQLITE_OK;
-    if (ok && puts)
-        QUEUE_CRASH_POINT("put-committed"); /* stored, the sender not yet answered */
-    if (ok && marks)
-        QUEUE_CRASH_POINT("marks-committed"); /* delivered/dead marks durable */
-    if (ok) {
-        q->st.commits++;
-        if (q->fail_streak)
-            log_info("queue: group commits succeed again");
-        q->fail_streak = 0;
-    } else {
-        q->st.commit_failures++;
-        q->fail_streak++;
-        log_error("queue: group commit failed: %s; its puts are refused, its marks %s",
-                  status ? uv_strerror(status) : q->batch_err,
-                  q->closing ? "lost (closing: a restart sends those rows again)"
-                             : "kept and retried");
-        if (!q->closing && marks) {
-            /* A mark is the only record that a row was delivered or
-             * dead-lettered once the cursor passes it: put the whole batch
-             * back in front of newer marks (marks are idempotent, their order
-             * kept) and retry it with backoff. The deliverer waits on them
-             * (queue_reader_unsynced) before its cursor passes a dead row. */
-            mark_req_t *last = marks;
-            while (last->next)
-                last = last->next;
-            last->next = q->marks;
-            if (!q->marks)
-                q->marks_tail = &last->next;
-            q->marks = marks;
-            marks = NULL;
-        }
-    }
+    mark_req_t *last = marks;
+    while (last->next)
+        last = last->next;
+    last->next = q->marks;
+    if (!q->marks)
+        q->marks_tail = &last->next;
+    q->marks = marks;
+}
 
+/* The end of a batch, durable (ok) or refused: its rows are shown to the
+ * readers, its marks stop being waited for, its puts are answered. */
+static void commit_finish(sq_t *q, put_req_t *puts, mark_req_t *marks, bool ok)
+{
     /* Readers learn of new rows before the callbacks run, so that a callback
      * that inspects the queue sees a consistent state. */
     size_t ntouched = q->ndests; /* a callback may add destinations */
@@ -1065,6 +1098,140 @@ static void commit_done(uv_work_t *w, int status)
             r->ready_cb(&r->base, r->user);
     }
     xfree(touched);
+}
+
+static void sync_start(sq_t *q);
+
+/* Runs on the thread pool: one fdatasync for every commit before it. */
+static void sync_work(uv_work_t *w)
+{
+    sq_t *q = w->data;
+    if (q->wal_fd >= 0)
+        q->sync_errno = fdatasync(q->wal_fd) == 0 ? 0 : errno;
+}
+
+static void sync_done(uv_work_t *w, int status)
+{
+    sq_t *q = w->data;
+    bool ok = status == 0 && q->sync_errno == 0;
+    sync_batch_t *last = q->sync_last;
+    q->syncing = false;
+    q->sync_last = NULL;
+    if (!ok) {
+        /* The rows are in the file but perhaps not on the disk: refused, so
+         * that their senders keep them (a row that did reach the disk is
+         * then delivered twice, never lost); marks are committed again. */
+        q->fail_streak++;
+        log_error("queue: fdatasync of the WAL failed (%s): the puts of the commits before it "
+                  "are refused, though stored; their marks are kept and retried",
+                  status ? uv_strerror(status) : strerror(q->sync_errno));
+    }
+    bool requeued = false;
+    for (bool more = q->sync_head != NULL; more;) {
+        sync_batch_t *b = q->sync_head;
+        more = b != last;
+        q->sync_head = b->next;
+        if (!q->sync_head)
+            q->sync_tail = &q->sync_head;
+        if (!ok) {
+            q->st.commit_failures++;
+            if (b->marks && !q->closing) {
+                marks_requeue(q, b->marks);
+                b->marks = NULL;
+                requeued = true;
+            }
+        }
+        commit_finish(q, b->puts, b->marks, ok);
+        xfree(b);
+    }
+    if (requeued)
+        commit_schedule(q, false);
+    sync_start(q);
+    maybe_finish_close(q);
+}
+
+/* Starts the fdatasync that covers every batch committed so far, unless one
+ * runs (its end starts the next). */
+static void sync_start(sq_t *q)
+{
+    if (q->syncing || !q->sync_head)
+        return;
+    q->sync_errno = 0;
+    if (q->wal_fd < 0) {
+        /* SQLite keeps the WAL file (same inode) while its connections are
+         * open; an fsync through any descriptor of it syncs its data. */
+        size_t n = strlen(q->path) + 5;
+        char *wal = xmalloc(n);
+        snprintf(wal, n, "%s-wal", q->path);
+        q->wal_fd = open(wal, O_RDONLY | O_CLOEXEC);
+        if (q->wal_fd < 0)
+            q->sync_errno = errno; /* the work reports it */
+        xfree(wal);
+    }
+    sync_batch_t *last = q->sync_head;
+    while (last->next)
+        last = last->next;
+    q->sync_last = last;
+    q->syncing = true;
+    q->syncwork.data = q;
+    uv_queue_work(q->loop, &q->syncwork, sync_work, sync_done);
+}
+
+/* A batch committed with queue-sync=full waits for the next sync. */
+static void sync_enqueue(sq_t *q, put_req_t *puts, mark_req_t *marks)
+{
+    sync_batch_t *b = xmalloc(sizeof *b);
+    *b = (sync_batch_t){.puts = puts, .marks = marks};
+    *q->sync_tail = b;
+    q->sync_tail = &b->next;
+    sync_start(q);
+}
+
+static void commit_done(uv_work_t *w, int status)
+{
+    sq_t *q = w->data;
+    put_req_t *puts = q->batch_puts;
+    mark_req_t *marks = q->batch_marks;
+    q->batch_puts = NULL;
+    q->batch_marks = NULL;
+    q->committing = false;
+    bool ok = status == 0 && q->batch_rc == SQLITE_OK;
+    if (q->sync_restore_failed) {
+        q->sync_restore_failed = false;
+        log_error("queue: synchronous=FULL not restored after a group commit: %s",
+                  sqlite3_errmsg(q->db));
+    }
+    if (ok && puts)
+        QUEUE_CRASH_POINT("put-committed"); /* stored, the sender not yet answered */
+    if (ok && marks)
+        QUEUE_CRASH_POINT("marks-committed"); /* marks committed (full: not yet synced) */
+    if (ok) {
+        q->st.commits++;
+        if (q->fail_streak)
+            log_info("queue: group commits succeed again");
+        q->fail_streak = 0;
+    } else {
+        q->st.commit_failures++;
+        q->fail_streak++;
+        log_error("queue: group commit failed: %s; its puts are refused, its marks %s",
+                  status ? uv_strerror(status) : q->batch_err,
+                  q->closing ? "lost (closing: a restart sends those rows again)"
+                             : "kept and retried");
+        if (!q->closing && marks) {
+            /* A mark is the only record that a row was delivered or
+             * dead-lettered once the cursor passes it: put the whole batch
+             * back in front of newer marks (marks are idempotent, their order
+             * kept) and retry it with backoff. The deliverer waits on them
+             * (queue_reader_unsynced) before its cursor passes a dead row. */
+            marks_requeue(q, marks);
+            marks = NULL;
+        }
+    }
+
+    if (ok && q->st_sync_normal)
+        sync_enqueue(q, puts, marks);
+    else
+        commit_finish(q, puts, marks, ok);
 
     checkpoint_maybe(q);
     /* Puts that arrived during this commit have already waited one commit. */
@@ -1432,7 +1599,8 @@ static void inbox_closed_cb(uv_handle_t *h)
 
 static void maybe_finish_close(sq_t *q)
 {
-    if (!q->closing || q->closed || q->committing || q->checkpointing || q->nreaders)
+    if (!q->closing || q->closed || q->committing || q->checkpointing || q->syncing ||
+        q->sync_head || q->nreaders)
         return;
     if (q->puts || q->marks) {
         commit_start(q, false);

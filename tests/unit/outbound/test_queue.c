@@ -462,6 +462,32 @@ static void test_delivered_pruned(void **state)
     assert_true(end <= 2 * after_first + 65536);
 }
 
+/* With queue-sync=full a put is answered only after an fdatasync of the WAL
+ * that began after its commit. When that sync cannot be made (here the WAL
+ * cannot even be opened: its name was unlinked under the open connections)
+ * the puts are refused, never acknowledged. */
+static void test_full_sync_failure_refuses(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, NULL);
+    char wal[128];
+    snprintf(wal, sizeof wal, "%s-wal", f->path);
+    assert_int_equal(unlink(wal), 0);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(p.n, 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(p.st[i], ERR_QUEUE);
+    queue_stats_t st;
+    queue_stats(q, &st);
+    assert_int_equal(st.failed, 3);
+    assert_true(st.commit_failures >= 1);
+    close_q(f, q);
+}
+
 static void test_full_is_busy(void **state)
 {
     fx_t *f = *state;
@@ -1017,6 +1043,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reopen_keeps_order, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_crash_recovery, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_delivered_pruned, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_full_sync_failure_refuses, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_full_is_busy, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_put_many_atomic, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_file, fx_setup, fx_teardown),

@@ -147,6 +147,12 @@ struct sq {
     sync_batch_t *sync_head, **sync_tail; /* committed, not yet synced, oldest first */
     sync_batch_t *sync_last;              /* the last batch the running sync covers */
     bool syncing;
+    /* An fdatasync of the WAL failed: what the commits since wrote may sit
+     * behind a hole the disk lost, which SQLite's recovery would stop at.
+     * Every put is refused from then on, unwritten (batch_refuse_puts), until
+     * a restart; marks go on, synced by SQLite itself. */
+    bool sync_failed;
+    bool batch_refuse_puts;   /* sync_failed when the running batch started */
     bool sync_restore_failed; /* set by batch_end, logged by commit_done */
     int sync_errno;
     uv_work_t syncwork;
@@ -853,7 +859,7 @@ static int step_done(sqlite3_stmt *st)
  * without an fsync (SQLite refuses the change inside a transaction). */
 static int batch_begin(sq_t *q)
 {
-    if (q->st_sync_normal) {
+    if (q->st_sync_normal && !q->batch_refuse_puts) {
         int rc = step_done(q->st_sync_normal);
         if (rc != SQLITE_OK)
             return rc;
@@ -865,7 +871,7 @@ static int batch_begin(sq_t *q)
  * connection's other transactions sync as before. Any thread. */
 static void batch_end(sq_t *q)
 {
-    if (q->st_sync_full && step_done(q->st_sync_full) != SQLITE_OK)
+    if (q->st_sync_full && !q->batch_refuse_puts && step_done(q->st_sync_full) != SQLITE_OK)
         q->sync_restore_failed = true; /* logged on the loop (commit_done) */
 }
 
@@ -875,7 +881,8 @@ static void commit_body(sq_t *q, int rc)
     sqlite3 *db = q->db;
     const char *what = "begin";
     int64_t now = now_ms();
-    for (put_req_t *p = q->batch_puts; rc == SQLITE_OK && p; p = p->next) {
+    for (put_req_t *p = q->batch_refuse_puts ? NULL : q->batch_puts; rc == SQLITE_OK && p;
+         p = p->next) {
         sqlite3_stmt *st = q->st_insert;
         sqlite3_bind_text(st, 1, p->t.dest, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, p->t.control_id, -1, SQLITE_STATIC);
@@ -1113,39 +1120,49 @@ static void sync_work(uv_work_t *w)
 static void sync_done(uv_work_t *w, int status)
 {
     sq_t *q = w->data;
-    bool ok = status == 0 && q->sync_errno == 0;
+    bool ok = !q->sync_failed && status == 0 && q->sync_errno == 0;
     sync_batch_t *last = q->sync_last;
     q->syncing = false;
     q->sync_last = NULL;
-    if (!ok) {
+    if (!ok)
+        last = NULL; /* every batch */
+    if (!ok && !q->sync_failed) {
         /* The rows are in the file but perhaps not on the disk: refused, so
          * that their senders keep them (a row that did reach the disk is
-         * then delivered twice, never lost); marks are committed again. */
+         * then delivered twice, never lost). So are those committed after
+         * this sync began (their frames follow the ones that failed), and
+         * every put from now on (sync_failed); marks are committed again. */
         q->fail_streak++;
-        log_error("queue: fdatasync of the WAL failed (%s): the puts of the commits before it "
-                  "are refused, though stored; their marks are kept and retried",
+        q->sync_failed = true;
+        log_error("queue: fdatasync of the WAL failed (%s): the messages not yet answered are "
+                  "refused, though stored, and every message from now on is refused until "
+                  "the daemon is restarted; marks are kept and retried",
                   status ? uv_strerror(status) : strerror(q->sync_errno));
     }
-    bool requeued = false;
+    /* The marks of failed batches, oldest first, go back as one list. */
+    mark_req_t *retry = NULL, **retry_tail = &retry;
     for (bool more = q->sync_head != NULL; more;) {
         sync_batch_t *b = q->sync_head;
-        more = b != last;
+        more = b != last && b->next;
         q->sync_head = b->next;
         if (!q->sync_head)
             q->sync_tail = &q->sync_head;
         if (!ok) {
             q->st.commit_failures++;
             if (b->marks && !q->closing) {
-                marks_requeue(q, b->marks);
+                *retry_tail = b->marks;
+                while (*retry_tail)
+                    retry_tail = &(*retry_tail)->next;
                 b->marks = NULL;
-                requeued = true;
             }
         }
         commit_finish(q, b->puts, b->marks, ok);
         xfree(b);
     }
-    if (requeued)
+    if (retry) {
+        marks_requeue(q, retry);
         commit_schedule(q, false);
+    }
     sync_start(q);
     maybe_finish_close(q);
 }
@@ -1207,7 +1224,7 @@ static void commit_done(uv_work_t *w, int status)
         QUEUE_CRASH_POINT("marks-committed"); /* marks committed (full: not yet synced) */
     if (ok) {
         q->st.commits++;
-        if (q->fail_streak)
+        if (q->fail_streak && !q->sync_failed)
             log_info("queue: group commits succeed again");
         q->fail_streak = 0;
     } else {
@@ -1228,7 +1245,9 @@ static void commit_done(uv_work_t *w, int status)
         }
     }
 
-    if (ok && q->st_sync_normal)
+    if (ok && (q->batch_refuse_puts || q->sync_failed))
+        commit_finish(q, puts, marks, false); /* marks committed, puts refused */
+    else if (ok && q->st_sync_normal)
         sync_enqueue(q, puts, marks);
     else
         commit_finish(q, puts, marks, ok);
@@ -1270,6 +1289,7 @@ static void commit_start(sq_t *q, bool may_run_here)
     q->batch_marks = q->marks;
     q->marks = NULL;
     q->marks_tail = &q->marks;
+    q->batch_refuse_puts = q->sync_failed;
     q->committing = true;
     q->work.data = q;
     if (may_run_here && commit_here(q, n)) {

@@ -249,10 +249,17 @@ static void retry_puts(uv_timer_t *t)
 
 void daemon_hl7_timestamp(char *out, size_t cap)
 {
+    /* Every ACK has one: gmtime_r and strftime once a second a thread. */
+    static _Thread_local time_t last = (time_t)-1;
+    static _Thread_local char text[32];
     time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(out, cap, "%Y%m%d%H%M%S+0000", &tm);
+    if (now != last) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(text, sizeof text, "%Y%m%d%H%M%S+0000", &tm);
+        last = now;
+    }
+    snprintf(out, cap, "%s", text);
 }
 
 /* Creates path and its missing parents. Parents are made 0755 (they may be

@@ -3,6 +3,7 @@ python3-hl7's MLLP client and a raw socket client as senders, and a real
 downstream MLLP listener (python3-hl7's asyncio server) as billing. Also
 spinegate-check on the same HL7 messages where the daemon's settings have a
 command-line twin (--adt) or the check prints what /metrics counts."""
+import calendar
 import json
 import os
 import re
@@ -103,6 +104,19 @@ class Basic(unittest.TestCase):
         self.assertEqual(msh[8], "ACK^P03^ACK")
         self.assertEqual(msh[10], "P")
         self.assertEqual(msh[11], "2.5")
+
+    def test_ack_time_is_now_in_utc(self):
+        # MSH-7 of the ACK is the time it was made, in UTC, to the second
+        # (the daemon formats it once a second: a later ACK has a later one).
+        def ack_time():
+            ack = h.mllp_send(self.d.mllp_port, h.demo("01-accept-no-spine-codes.hl7"))
+            ts = ack.split("\r")[0].split("|")[6]
+            self.assertRegex(ts, r"^\d{14}\+0000$")
+            return calendar.timegm(time.strptime(ts[:14], "%Y%m%d%H%M%S"))
+        first = ack_time()
+        self.assertLessEqual(abs(first - time.time()), 2)
+        time.sleep(1.1)
+        self.assertGreater(ack_time(), first)
 
     def test_annotate_forwards_with_findings(self):
         ack = h.mllp_send(self.d.mllp_port, h.demo("03-annotate-site-unspecified.hl7"))

@@ -457,8 +457,8 @@ static void test_delivered_pruned(void **state)
     assert_int_equal(sqlite3_column_int(s, 0), 0);
     sqlite3_finalize(s);
     sqlite3_close(db);
-    printf("# database after 500 x 4 kB: %lld bytes; after 3000: %lld bytes\n", (long long)after_first,
-           (long long)end);
+    printf("# database after 500 x 4 kB: %lld bytes; after 3000: %lld bytes\n",
+           (long long)after_first, (long long)end);
     assert_true(end <= 2 * after_first + 65536);
 }
 

@@ -117,7 +117,7 @@ struct sq {
     size_t nputs;
     mark_req_t *marks, **marks_tail;
 
-    bool committing; /* a batch is on the thread pool */
+    bool committing; /* a batch is being committed (on the loop or the pool) */
     unsigned fail_streak; /* group commits failed in a row: marks are retried with backoff */
     int wal_pages;   /* WAL size after the last commit (set by the commit thread) */
     int ck_pages;    /* WAL size when the last checkpoint started */

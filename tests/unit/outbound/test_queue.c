@@ -395,20 +395,22 @@ static off_t file_size(const char *p)
     return stat(p, &st) == 0 ? st.st_size : -1;
 }
 
+/* The one integer that sql answers on the queue's write connection. */
+static int64_t db_int(queue_t *q, const char *sql)
+{
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(queue__db(q), sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
 /* The database's size in bytes as its connection sees it, WAL included: the
  * file alone lags behind until a checkpoint has copied the WAL into it. */
 static off_t db_size(queue_t *q)
 {
-    int64_t v[2];
-    const char *sql[2] = {"PRAGMA page_count", "PRAGMA page_size"};
-    for (int i = 0; i < 2; i++) {
-        sqlite3_stmt *st;
-        assert_int_equal(sqlite3_prepare_v2(queue__db(q), sql[i], -1, &st, NULL), SQLITE_OK);
-        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        v[i] = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-    }
-    return (off_t)(v[0] * v[1]);
+    return (off_t)(db_int(q, "PRAGMA page_count") * db_int(q, "PRAGMA page_size"));
 }
 
 static void test_delivered_pruned(void **state)
@@ -440,11 +442,7 @@ static void test_delivered_pruned(void **state)
     /* Deleting a delivered row does not zero and rewrite its freed page (a
      * page more to the WAL and the checkpoint per message): "fast" (2), not
      * the "on" that Debian's SQLite starts with. */
-    sqlite3_stmt *sd;
-    assert_int_equal(sqlite3_prepare_v2(queue__db(q), "PRAGMA secure_delete", -1, &sd, NULL), 0);
-    assert_int_equal(sqlite3_step(sd), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(sd, 0), 2);
-    sqlite3_finalize(sd);
+    assert_int_equal(db_int(q, "PRAGMA secure_delete"), 2);
     off_t end = db_size(q);
     close_q(f, q);
 
@@ -468,6 +466,17 @@ static void test_delivered_pruned(void **state)
  * the puts are refused, never acknowledged; so is every later put, and it
  * is not even written (what follows a failed sync in the WAL may be lost
  * with it). */
+/* Puts messages from..to-1 and runs the loop: each is answered, refused. */
+static void put_refused(fx_t *f, queue_t *q, puts_t *p, int from, int to)
+{
+    for (int i = from; i < to; i++)
+        assert_int_equal(put_one(q, p, "hl7", i, 100), ERR_OK);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(p->n, to);
+    for (int i = from; i < to; i++)
+        assert_int_equal(p->st[i], ERR_QUEUE);
+}
+
 static void test_full_sync_failure_refuses(void **state)
 {
     fx_t *f = *state;
@@ -477,28 +486,13 @@ static void test_full_sync_failure_refuses(void **state)
     assert_int_equal(unlink(wal), 0);
     static puts_t p;
     memset(&p, 0, sizeof p);
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    assert_int_equal(p.n, 3);
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(p.st[i], ERR_QUEUE);
-    for (int i = 3; i < 5; i++)
-        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    assert_int_equal(p.n, 5);
-    for (int i = 3; i < 5; i++)
-        assert_int_equal(p.st[i], ERR_QUEUE);
+    put_refused(f, q, &p, 0, 3); /* the sync fails */
+    put_refused(f, q, &p, 3, 5); /* after it */
     queue_stats_t st;
     queue_stats(q, &st);
     assert_int_equal(st.failed, 5);
     assert_true(st.commit_failures >= 1);
-    sqlite3_stmt *cnt;
-    assert_int_equal(sqlite3_prepare_v2(queue__db(q), "SELECT count(*) FROM msgs", -1, &cnt, NULL),
-                     SQLITE_OK);
-    assert_int_equal(sqlite3_step(cnt), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(cnt, 0), 3);
-    sqlite3_finalize(cnt);
+    assert_int_equal(db_int(q, "SELECT count(*) FROM msgs"), 3); /* the later ones unwritten */
     close_q(f, q);
 }
 

@@ -24,6 +24,7 @@
 
 #include "log.h"
 #include "queue_int.h"
+#include "sqlite_walbuf.h"
 #include "worklist.h"
 #include "worklist_int.h"
 #include "xmalloc.h"
@@ -684,8 +685,10 @@ static err_t sq_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts
     }
     xfree(lock);
 
-    int rc = sqlite3_open_v2(
-        path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    /* The write connection's commits reach the WAL as one write each. */
+    int rc = sqlite3_open_v2(path, &q->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             sqlite_walbuf_vfs());
     err_t e = ERR_OK;
     if (rc != SQLITE_OK)
         e = sql_err(q->db, rc, d, "open queue");

@@ -1153,24 +1153,6 @@ static void fmt_date(char *out, size_t cap, claim_date_t d)
     snprintf(out, cap, "%04d-%02d-%02d", d.year, d.month ? d.month : 1, d.day ? d.day : 1);
 }
 
-static const char *tables_list(ev_t *e)
-{
-    char tabs[256];
-    size_t o = 0;
-    tabs[0] = '\0';
-    for (size_t i = 0; i < e->p->ntables && o < sizeof tabs; i++) {
-        const rule__table_t *x = &e->p->tables[i];
-        char f[16], t[16];
-        fmt_date(f, sizeof f, x->from);
-        fmt_date(t, sizeof t, x->to);
-        int w = snprintf(tabs + o, sizeof tabs - o, "%s%s %s..%s", i ? ", " : "", x->fy, f, t);
-        if (w < 0)
-            break;
-        o += (size_t)w;
-    }
-    return arena_strdup(e->a, tabs);
-}
-
 /* True when code falls under a category or 7th-character owner of t. */
 static bool covered(const rule__table_t *t, const char *code)
 {
@@ -1429,7 +1411,7 @@ static void evaluate(const rule_pack_t *pack, const claim_t *claim, arena_t *a, 
         char d[16];
         fmt_date(d, sizeof d, date);
         v[V_DATE] = d;
-        v[V_TABLES] = tables_list(&e);
+        v[V_TABLES] = pack->tables_span;
         v[V_FY] = e.t ? e.t->fy : pack->tables[0].fy;
         add(&e, RID_TABLE_COVERAGE, e.fit == RULE_CODESET_NEWER ? MK_NEWER : MK_OLDER, v, -1, -1, NULL);
     }

@@ -284,6 +284,24 @@ static err_t add_table(rule_pack_t *p, const char *name, const char *text, size_
     return rc;
 }
 
+/* Each table's year and the service dates it covers, in load order. */
+static char *tables_span(const rule_pack_t *p)
+{
+    char span[256] = "";
+    size_t o = 0;
+    for (size_t i = 0; i < p->ntables && o < sizeof span; i++) {
+        const rule__table_t *t = &p->tables[i];
+        int w = snprintf(span + o, sizeof span - o, "%s%s %04d-%02d-%02d..%04d-%02d-%02d",
+                         i ? ", " : "", t->fy, t->from.year, t->from.month ? t->from.month : 1,
+                         t->from.day ? t->from.day : 1, t->to.year, t->to.month ? t->to.month : 1,
+                         t->to.day ? t->to.day : 1);
+        if (w < 0)
+            break;
+        o += (size_t)w;
+    }
+    return xstrdup(span);
+}
+
 static bool ends_with(const char *s, const char *suf)
 {
     size_t a = strlen(s), b = strlen(suf);
@@ -1399,8 +1417,10 @@ static err_t pack_load(const char *json, size_t json_len, const char *pack_path,
         rule__compile_tables(p);
         rc = check_against_tables(p, d);
     }
-    if (rc == ERR_OK)
+    if (rc == ERR_OK) {
         rule__excludes_index(p);
+        p->tables_span = tables_span(p);
+    }
     if (rc == ERR_OK)
         rc = apply_policy(p, policy, d);
     if (rc != ERR_OK) {
@@ -1445,6 +1465,7 @@ void rule_pack_free(rule_pack_t *p)
     for (size_t i = 0; i < p->ntables; i++)
         rule__table_free(&p->tables[i]);
     xfree(p->tables);
+    xfree(p->tables_span);
     for (int i = 0; i < p->geo.nregions; i++) {
         rule__region_t *r = &p->geo.regions[i];
         xfree(r->id);

@@ -351,6 +351,8 @@ struct rule_pack {
     int version;
     rule__table_t *tables;         /* sorted by validity start */
     size_t ntables;
+    char *tables_span;             /* "FY2026 2025-10-01..2026-09-30, ...": for the
+                                    * table-coverage finding, made once at load */
     rule__geo_t geo;
     rule__proc_t *procs;
     size_t nprocs;

@@ -4,21 +4,23 @@
  * SQLite writes each WAL frame as two writes (a 24-byte header, then the
  * page), so a group commit of a dozen pages cost two dozen syscalls, each
  * touching one or two page-cache pages (the frame writes were a sixth of
- * the daemon's CPU in a profile at 8 connections). Here writes that continue the previous one are kept in a buffer
- * and written together when anything else happens to the file, and before
- * the commit becomes visible: SQLite publishes a commit by writing the
- * wal-index header around a shared-memory barrier (xShmBarrier on the
- * database file), so the barrier writes the buffer first. No other
- * connection can see a frame that is not in the file.
+ * the daemon's CPU in a profile at 8 connections). Here writes that
+ * continue the previous one are kept in a buffer and written together when
+ * the transaction's commit frame has been written (its header carries the
+ * database size, nonzero only there), or sooner when anything else happens
+ * to the file. A failed write is then reported to SQLite by the xWrite of
+ * the commit frame, before SQLite publishes the commit, so a full disk
+ * (ENOSPC) rolls the commit back as it did with plain writes, whether the
+ * frames grew the file or reused it.
  *
- * Only writes inside the WAL's current size are buffered: the file is reused
- * from its start after each checkpoint, so that is nearly all of them, and
- * they cannot fail for want of space. A write that grows the file goes
- * straight through, so SQLite sees ENOSPC where it can roll back. A buffer
- * that cannot be written at the barrier (an I/O error on blocks already
- * allocated) stops the process: continuing would let readers see a commit
- * that is not in the file, and a stop loses nothing acknowledged, as a
- * kill -9 does not (the commit's sender has not been answered). */
+ * SQLite publishes a commit by writing the wal-index header around a
+ * shared-memory barrier (xShmBarrier on the database file). As a backstop
+ * for a commit frame not recognised, the barrier writes whatever is left
+ * in the buffer first, so no other connection can see a frame that is not
+ * in the file; if that write fails the process stops: continuing would let
+ * readers see a commit missing from the file, and a stop loses nothing
+ * acknowledged, as a kill -9 does not (the commit's sender has not been
+ * answered). */
 #include "sqlite_walbuf.h"
 
 #include <stdbool.h>
@@ -30,7 +32,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define WALBUF_CAP (512 * 1024)
@@ -45,8 +46,12 @@ struct walbuf_file {
     char *buf;            /* WAL: bytes not yet written, for offset off */
     size_t len;
     sqlite3_int64 off;
-    sqlite3_int64 size;   /* WAL: the file's size as last seen */
+    bool commit_body_next; /* WAL: the last write was a commit frame's header */
 };
+
+/* A WAL frame header: page number, then the database size in pages after
+ * the commit for a transaction's last frame and 0 for the others. */
+#define WAL_FRAME_HEADER 24
 
 static sqlite3_vfs *real_vfs;
 static sqlite3_vfs walbuf_vfs;
@@ -76,9 +81,18 @@ static int wal_flush(walbuf_file *w)
     return 0;
 }
 
-static int flush_or(walbuf_file *w, int code)
+/* Writes the buffer before another operation, or returns code (SQLITE_FULL
+ * for a full disk). When that operation's error always fails the
+ * transaction (a write, read or sync: SQLite rolls back on an I/O error),
+ * the bytes are dropped with it, so that a later barrier does not try them
+ * again and stop the process. Those of an operation whose error SQLite may
+ * ignore (size, truncate, file control) are kept for the barrier. */
+static int flush_or(walbuf_file *w, int code, bool drop)
 {
-    return wal_flush(w) ? code : SQLITE_OK;
+    int e = wal_flush(w);
+    if (e && drop)
+        w->len = 0;
+    return !e ? SQLITE_OK : e == ENOSPC || e == EDQUOT ? SQLITE_FULL : code;
 }
 
 /* ---- methods shared by every file: plain pass-through ---- */
@@ -175,70 +189,64 @@ static int m_close_db(sqlite3_file *f)
 
 /* ---- the WAL file ---- */
 
+static bool is_commit_header(const void *b, int n)
+{
+    const unsigned char *h = b;
+    return n == WAL_FRAME_HEADER && (h[4] | h[5] | h[6] | h[7]) != 0;
+}
+
 static int m_write_wal(sqlite3_file *f, const void *b, int n, sqlite3_int64 off)
 {
     walbuf_file *w = (walbuf_file *)f;
-    bool follows = w->len && off == w->off + (sqlite3_int64)w->len;
-    struct stat st;
-    /* Another connection's checkpoint may have truncated the file: its size
-     * is looked up again as each buffer starts (a syscall a commit). */
-    if (!follows && fstat(w->fd, &st) == 0)
-        w->size = st.st_size;
-    bool inside = off + n <= w->size;
-    if (inside && n > 0 && (size_t)n <= WALBUF_CAP) {
-        if (!follows || w->len + (size_t)n > WALBUF_CAP) {
-            if (wal_flush(w))
-                return SQLITE_IOERR_WRITE;
-            w->off = off;
-        }
-        memcpy(w->buf + w->len, b, (size_t)n);
-        w->len += (size_t)n;
-        __atomic_fetch_add(&stats.gathered, 1, __ATOMIC_RELAXED);
-        return SQLITE_OK;
+    int rc;
+    if (n <= 0 || (size_t)n > WALBUF_CAP) {
+        rc = flush_or(w, SQLITE_IOERR_WRITE, true);
+        return rc ? rc : m_write_plain(f, b, n, off);
     }
-    if (wal_flush(w))
-        return SQLITE_IOERR_WRITE;
-    int rc = m_write_plain(f, b, n, off);
-    if (rc == SQLITE_OK && off + n > w->size)
-        w->size = off + n;
-    return rc;
+    bool follows = w->len && off == w->off + (sqlite3_int64)w->len;
+    if (!follows || w->len + (size_t)n > WALBUF_CAP) {
+        if ((rc = flush_or(w, SQLITE_IOERR_WRITE, true)) != SQLITE_OK)
+            return rc;
+        w->off = off;
+    }
+    memcpy(w->buf + w->len, b, (size_t)n);
+    w->len += (size_t)n;
+    __atomic_fetch_add(&stats.gathered, 1, __ATOMIC_RELAXED);
+    if (w->commit_body_next) { /* the transaction's frames are all here */
+        w->commit_body_next = false;
+        return flush_or(w, SQLITE_IOERR_WRITE, true);
+    }
+    w->commit_body_next = is_commit_header(b, n);
+    return SQLITE_OK;
 }
 
 static int m_read_wal(sqlite3_file *f, void *b, int n, sqlite3_int64 off)
 {
-    int rc = flush_or((walbuf_file *)f, SQLITE_IOERR_READ);
+    int rc = flush_or((walbuf_file *)f, SQLITE_IOERR_READ, true);
     return rc ? rc : m_read_plain(f, b, n, off);
 }
 
 static int m_truncate_wal(sqlite3_file *f, sqlite3_int64 size)
 {
-    walbuf_file *w = (walbuf_file *)f;
-    int rc = flush_or(w, SQLITE_IOERR_TRUNCATE);
-    if (!rc)
-        rc = m_truncate_plain(f, size);
-    struct stat st;
-    if (fstat(w->fd, &st) == 0)
-        w->size = st.st_size;
-    else if (w->size > size)
-        w->size = size;
-    return rc;
+    int rc = flush_or((walbuf_file *)f, SQLITE_IOERR_TRUNCATE, false);
+    return rc ? rc : m_truncate_plain(f, size);
 }
 
 static int m_sync_wal(sqlite3_file *f, int flags)
 {
-    int rc = flush_or((walbuf_file *)f, SQLITE_IOERR_FSYNC);
+    int rc = flush_or((walbuf_file *)f, SQLITE_IOERR_FSYNC, true);
     return rc ? rc : m_sync_plain(f, flags);
 }
 
 static int m_size_wal(sqlite3_file *f, sqlite3_int64 *size)
 {
-    int rc = flush_or((walbuf_file *)f, SQLITE_IOERR_FSTAT);
+    int rc = flush_or((walbuf_file *)f, SQLITE_IOERR_FSTAT, false);
     return rc ? rc : m_size_plain(f, size);
 }
 
 static int m_fcntl_wal(sqlite3_file *f, int op, void *arg)
 {
-    int rc = flush_or((walbuf_file *)f, SQLITE_IOERR_WRITE);
+    int rc = flush_or((walbuf_file *)f, SQLITE_IOERR_WRITE, false);
     return rc ? rc : m_fcntl_plain(f, op, arg);
 }
 
@@ -295,15 +303,13 @@ static int v_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags
         p->base.pMethods = &db_methods;
     } else if ((flags & SQLITE_OPEN_WAL) && name) {
         sqlite3_file *dbf = sqlite3_database_file_object(name);
-        struct stat st;
         int fd = open(name, O_WRONLY | O_CLOEXEC);
         char *buf = fd >= 0 ? malloc(WALBUF_CAP) : NULL;
-        if (dbf && dbf->pMethods == &db_methods && buf && fstat(fd, &st) == 0) {
+        if (dbf && dbf->pMethods == &db_methods && buf) {
             p->db = (walbuf_file *)dbf;
             p->db->wal = p;
             p->fd = fd;
             p->buf = buf;
-            p->size = st.st_size;
             p->base.pMethods = &wal_methods;
         } else {
             free(buf); /* unbuffered: every write goes through as before */

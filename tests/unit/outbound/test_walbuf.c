@@ -2,8 +2,10 @@
  * (outbound/sqlite_walbuf.c) against real files: every commit made through
  * it is whole and readable at once by connections on the default VFS, in
  * this thread and in another one reading while it writes, across
- * checkpoints that make SQLite reuse the WAL from its start (where the
- * writes are gathered); the file passes integrity_check afterwards. */
+ * checkpoints that make SQLite reuse the WAL from its start, and while the
+ * WAL grows; the file passes integrity_check afterwards. A write that fails
+ * (a file size limit here, a full disk in production) fails the commit it
+ * belongs to, which SQLite rolls back, and nothing stops. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +13,10 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -177,6 +182,104 @@ static void test_commits_visible_at_once(void **state)
     integrity_ok(f->path);
 }
 
+/* Commits into a WAL that grows (no checkpoint) are gathered too: one
+ * write of the buffer a commit, made when its commit frame is written. */
+static void test_growing_wal_one_write_a_commit(void **state)
+{
+    fx_t *f = *state;
+    sqlite3 *w = open_writer(f->path);
+    sqlite3 *r = open_db(f->path, NULL, SQLITE_OPEN_READONLY);
+    sqlite3_stmt *ins = NULL, *sel = NULL;
+    assert_int_equal(sqlite3_prepare_v2(w, "INSERT INTO t(id, b) VALUES(?1, ?2)", -1, &ins, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(r, "SELECT b FROM t WHERE id=?1", -1, &sel, NULL),
+                     SQLITE_OK);
+    char wal[112];
+    snprintf(wal, sizeof wal, "%s-wal", f->path);
+    struct stat st0, st1;
+    assert_int_equal(stat(wal, &st0), 0);
+    walbuf_stats_t before = sqlite_walbuf_stats();
+    int64_t next = 1;
+    for (int c = 0; c < 60; c++) {
+        int n = 1 + c % 6;
+        insert_rows(w, ins, next, n);
+        for (int k = 0; k < n; k++)
+            assert_int_equal(check_row(sel, next + k), 0);
+        next += n;
+    }
+    walbuf_stats_t after = sqlite_walbuf_stats();
+    assert_int_equal(stat(wal, &st1), 0);
+    assert_true(st1.st_size > st0.st_size + 60 * ROW_BYTES); /* it grew */
+    assert_int_equal(after.flushes - before.flushes, 60);
+    assert_true(after.gathered - before.gathered >= 4 * 60);
+    sqlite3_finalize(ins);
+    sqlite3_finalize(sel);
+    sqlite3_close(r);
+    assert_int_equal(sqlite3_close(w), SQLITE_OK);
+    integrity_ok(f->path);
+}
+
+static int64_t count_rows(const char *path)
+{
+    sqlite3 *db = open_db(path, NULL, SQLITE_OPEN_READONLY);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM t", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* A commit whose gathered frames cannot all be written (the WAL may not
+ * grow past a file size limit: EFBIG, as ENOSPC on a full disk) fails with
+ * an I/O error from COMMIT, is rolled back and is seen by no reader; the
+ * process goes on, and the same rows commit once the WAL may grow. */
+static void test_failed_write_fails_its_commit(void **state)
+{
+    fx_t *f = *state;
+    sqlite3 *w = open_writer(f->path);
+    sqlite3_stmt *ins = NULL;
+    assert_int_equal(sqlite3_prepare_v2(w, "INSERT INTO t(id, b) VALUES(?1, ?2)", -1, &ins, NULL),
+                     SQLITE_OK);
+    for (int64_t id = 1; id <= 40; id += 4)
+        insert_rows(w, ins, id, 4);
+    char wal[112];
+    snprintf(wal, sizeof wal, "%s-wal", f->path);
+    struct stat st;
+    assert_int_equal(stat(wal, &st), 0);
+
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    void (*old_xfsz)(int) = signal(SIGXFSZ, SIG_IGN);
+    lim = old;
+    lim.rlim_cur = (rlim_t)st.st_size + 8192; /* room for two of the six frames */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    unsigned char b[ROW_BYTES];
+    exec_ok(w, "BEGIN IMMEDIATE");
+    for (int64_t id = 41; id <= 46; id++) {
+        fill(b, id);
+        sqlite3_bind_int64(ins, 1, id);
+        sqlite3_bind_blob(ins, 2, b, ROW_BYTES, SQLITE_TRANSIENT);
+        assert_int_equal(sqlite3_step(ins), SQLITE_DONE);
+        sqlite3_reset(ins);
+    }
+    int rc = sqlite3_exec(w, "COMMIT", NULL, NULL, NULL);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, old_xfsz);
+    assert_int_equal(rc & 0xff, SQLITE_IOERR);
+    if (!sqlite3_get_autocommit(w))
+        exec_ok(w, "ROLLBACK");
+    assert_int_equal(count_rows(f->path), 40);
+    integrity_ok(f->path);
+
+    insert_rows(w, ins, 41, 6);
+    assert_int_equal(count_rows(f->path), 46);
+    sqlite3_finalize(ins);
+    assert_int_equal(sqlite3_close(w), SQLITE_OK);
+    integrity_ok(f->path);
+}
+
 typedef struct {
     const char *path;
     atomic_llong committed; /* the writer's last committed id */
@@ -259,6 +362,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_commits_visible_at_once, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_reader_meanwhile, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_growing_wal_one_write_a_commit, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_write_fails_its_commit, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

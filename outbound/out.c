@@ -95,10 +95,8 @@ bool out__cursor_decode(const unsigned char *rec, size_t n, int64_t *id, int64_t
  * failed write leaves an older cursor, which only means more re-sends; while
  * it fails, pump() retries it and waits for every mark to commit before the
  * next message (the marks alone then say what a restart must send). */
-static void cursor_write(out_dest_t *d, int64_t id)
+static void cursor_put(out_dest_t *d, int64_t id)
 {
-    if (d->no_cursor)
-        return;
     unsigned char rec[OUT_CURSOR_LEN];
     d->cursor_last = id;
     out__cursor_encode(rec, id, d->instance);
@@ -117,6 +115,47 @@ static void cursor_write(out_dest_t *d, int64_t id)
         log_info("out %s: cursor file written again", d->o.dest);
         d->cursor_failing = false;
     }
+}
+
+/* The delivered id waiting for the end of the loop turn, if any. */
+static void cursor_write_due(out_dest_t *d)
+{
+    int64_t id = d->cursor_due;
+    if (!id)
+        return;
+    d->cursor_due = 0;
+    cursor_put(d, id);
+    QUEUE_CRASH_POINT("cursor-written"); /* cursor moved, marks given but not committed */
+}
+
+static void cursor_write(out_dest_t *d, int64_t id)
+{
+    if (d->no_cursor)
+        return;
+    cursor_write_due(d); /* the writes keep their order */
+    cursor_put(d, id);
+}
+
+static void cursor_check_cb(uv_check_t *c)
+{
+    out_dest_t *d = c->data;
+    uv_check_stop(c);
+    cursor_write_due(d);
+}
+
+/* A delivered row moves the cursor before the next row is handed to the
+ * transport, or at the end of the loop turn: the answers read together
+ * (a window's) cost one write instead of one each. The row's mark is
+ * given first; it commits with a later group commit, so a crash before
+ * either write sends the row again, as a crash before its answer was read
+ * would. */
+static void cursor_deliver(out_dest_t *d, int64_t id)
+{
+    if (d->no_cursor)
+        return;
+    d->cursor_due = id;
+    if (!uv_is_active((uv_handle_t *)&d->cursor_check))
+        uv_check_start(&d->cursor_check, cursor_check_cb);
 }
 
 /* Opens "<queue path>.<dest>.cursor" and sets skip_upto from it. A record
@@ -305,12 +344,20 @@ static void tp_flush(out_dest_t *d)
         d->tp->flush(d);
 }
 
+/* Hands a row to the transport, the cursor of the rows answered so far
+ * written first: after a kill -9 only the rows in flight go again. */
+static void tp_send(out_dest_t *d, queue_row_t *row)
+{
+    cursor_write_due(d);
+    d->tp->send(d, row);
+}
+
 /* The caller flushes, after the rows of the window are sent too. */
 static void send_cur(out_dest_t *d)
 {
     d->sending = true;
     d->st.inflight = 1;
-    d->tp->send(d, d->cur);
+    tp_send(d, d->cur);
 }
 
 /* With a window: while cur is in flight, sends the rows behind it, up to
@@ -319,7 +366,10 @@ static void send_ahead(out_dest_t *d)
 {
     lease_check(d);
     while (d->lease && d->sending && !d->stopping && d->ahead_n + 1 < d->o.window && d->ring_n &&
-           !d->dead_pending && !d->cursor_failing) {
+           !d->dead_pending) {
+        cursor_write_due(d);
+        if (d->cursor_failing)
+            break;
         if (queue_reader_unsynced(d->reader) >= d->o.mark_window) {
             tp_flush(d);
             queue_reader_flush(d->reader);
@@ -328,7 +378,7 @@ static void send_ahead(out_dest_t *d)
         queue_row_t *row = ring_pop(d);
         d->ahead[d->ahead_n++] = row;
         d->st.inflight = 1 + (unsigned)d->ahead_n;
-        d->tp->send(d, row);
+        tp_send(d, row);
     }
     tp_flush(d);
     maybe_fetch(d);
@@ -409,6 +459,7 @@ static void pump(out_dest_t *d)
     lease_check(d);
     if (d->ring_n == 0 || d->lease == 0)
         return;
+    cursor_write_due(d);
     if (d->cursor_failing) {
         /* Try the cursor again; while it cannot be written, the marks must
          * be committed before anything else goes out. */
@@ -611,11 +662,11 @@ void out__send_done_detail(out_dest_t *d, out__res_t res, const char *reason, co
         d->st.last_ok_ms = wall_ms();
         log_debug("out %s: control id %s delivered (attempt %u)", d->o.dest,
                   safe_id(row->control_id, idb), d->attempts);
-        /* The cursor first: once it is written, a restart will not send
-         * this row again, whatever became of the mark. */
+        /* Once the cursor is written (at the end of this loop turn), a
+         * restart will not send this row again, whatever became of the
+         * mark. */
         QUEUE_CRASH_POINT("acked"); /* accepted downstream, nothing recorded */
-        cursor_write(d, row->id);
-        QUEUE_CRASH_POINT("cursor-written"); /* cursor moved, no mark given */
+        cursor_deliver(d, row->id);
         queue_mark_delivered(d->reader, row->id);
         cur_done(d);
         next_in_flight(d);
@@ -812,7 +863,8 @@ err_t out_start(uv_loop_t *loop, queue_t *q, const out_dest_opts_t *opts, out_de
     }
     uv_timer_init(loop, &d->retry_timer);
     uv_timer_init(loop, &d->fetch_timer);
-    d->retry_timer.data = d->fetch_timer.data = d;
+    uv_check_init(loop, &d->cursor_check);
+    d->retry_timer.data = d->fetch_timer.data = d->cursor_check.data = d;
     d->started = true;
     log_info("out %s: delivering by %s (%" PRIu64 " pending, cursor %" PRId64 ")", d->o.dest,
              tp->name, queue_depth(q, d->o.dest), d->skip_upto);
@@ -849,9 +901,10 @@ void out__transport_closed(out_dest_t *d)
         free_dest(d);
         return;
     }
-    d->handles_open = 2;
+    d->handles_open = 3;
     uv_close((uv_handle_t *)&d->retry_timer, timer_closed);
     uv_close((uv_handle_t *)&d->fetch_timer, timer_closed);
+    uv_close((uv_handle_t *)&d->cursor_check, timer_closed);
 }
 
 /* Closes everything once nothing is being sent or dead-lettered. */
@@ -862,6 +915,9 @@ static void finish_stop(out_dest_t *d)
     d->stopped = true;
     uv_timer_stop(&d->retry_timer);
     uv_timer_stop(&d->fetch_timer);
+    uv_check_stop(&d->cursor_check);
+    if (!d->no_cursor)
+        cursor_write_due(d);
     /* A row waiting for its retry stays pending in the queue for next time. */
     if (d->cur)
         cur_done(d);

@@ -20,13 +20,15 @@
  * control id, attempt and reason; never payload content nor the
  * downstream's error text (it may quote the message).
  *
- * Delivery cursor: rows go out strictly in id order, one at a time, and the
- * id of each one accepted (or dead-lettered) is written to the file
- * "<queue path>.<dest>.cursor" before its mark is given to the queue and
- * before the next row is sent. The write is a pwrite() without fsync: it
+ * Delivery cursor: rows go out strictly in id order, up to the window at a
+ * time, and the id of the last one accepted (or dead-lettered) is written
+ * to the file "<queue path>.<dest>.cursor" before the next row is handed
+ * to the transport, or at the end of the loop turn: once for all the ACKs
+ * read together. A dead-lettered row's id is written only once its dead
+ * mark is committed. The write is a pwrite() without fsync: it
  * survives kill -9 (the page cache), not a power loss. At start, pending rows
  * at or below the cursor are marked delivered and not sent again. So after
- * kill -9 only the message in flight (sent, not yet confirmed) can arrive
+ * kill -9 only the messages in flight (sent, not yet confirmed) can arrive
  * twice; after a power loss the committed marks decide, and at most the mark
  * window more (with queue-sync=full; normal may lose the puts themselves).
  *

@@ -64,6 +64,8 @@ struct out_dest {
     int64_t dead_pending; /* dead row whose cursor waits for its dead mark to commit */
     bool cursor_failing;  /* the last cursor write failed (logged once) */
     int64_t cursor_last;  /* the id last written (or tried) to the cursor file */
+    int64_t cursor_due;   /* delivered up to here: written at the end of the loop turn */
+    uv_check_t cursor_check; /* runs that write */
     queue_row_t *cur;  /* being sent or waiting for its retry: the oldest in flight */
     queue_row_t *ahead[OUT_WINDOW_MAX]; /* sent after cur, unanswered, oldest first */
     size_t ahead_n;

@@ -16,7 +16,7 @@ How the kill lands on a step, deterministically:
       put-committed         a put is durable, the sender not yet answered
       before-send           stored, fetched, about to be sent downstream
       acked                 downstream answered AA, nothing recorded yet
-      cursor-written        the delivery cursor moved, no delivered mark given
+      cursor-written        the delivery cursor moved, its delivered marks not committed
       marks-committed       a group commit of delivered marks is durable
       dead-payload-written  dead letter: payload file written, no note, no mark
       dead-filed            dead letter: file and note durable, no mark given

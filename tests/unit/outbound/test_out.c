@@ -253,6 +253,10 @@ struct srv {
     int statuses[64], nstatus, nextstatus;
     char ctype[128], path[128];
     peer_t *peers[64]; /* open connections */
+    /* cursor_path set: the delivery cursor's id as each frame arrived (0
+     * while the file holds none) */
+    const char *cursor_path;
+    int64_t cursor_at[512];
 };
 
 static void peer_closed(uv_handle_t *h)
@@ -304,6 +308,17 @@ static void mllp_frame(peer_t *p, const char *frame, size_t n)
 {
     srv_t *s = p->s;
     int ctrl = ctrl_of(frame, n);
+    if (s->cursor_path && s->nreceived < 512) {
+        unsigned char rec[64];
+        FILE *fp = fopen(s->cursor_path, "rb");
+        size_t got = fp ? fread(rec, 1, sizeof rec, fp) : 0;
+        int64_t id = 0, inst = 0;
+        if (fp)
+            fclose(fp);
+        if (!out__cursor_decode(rec, got, &id, &inst))
+            id = 0;
+        s->cursor_at[s->nreceived] = id;
+    }
     s->received[s->nreceived++] = ctrl;
     if (p->nframes++ == 0 && p->index <= 16)
         s->conn_first[p->index - 1] = ctrl;
@@ -1593,6 +1608,37 @@ static void test_mllp_window_8_in_order(void **state)
     srv_close(f, &s);
 }
 
+/* With a window the cursor moves once for the ACKs read together, but
+ * before the next frame leaves: when a frame arrives, at most the window
+ * (that frame included) lies past the cursor, so a kill -9 sends again
+ * only what was in flight. */
+static void test_mllp_window_cursor_before_next_frame(void **state)
+{
+    fx_t *f = *state;
+    static srv_t s;
+    memset(&s, 0, sizeof s);
+    char path[160];
+    cursor_file(f, "hl7", path, sizeof path);
+    s.cursor_path = path;
+    s.hold = 8;
+    srv_start(f, &s, 0);
+    for (int i = 0; i < 64; i++)
+        put_msg(f, "hl7", i);
+    f->window = 8;
+    out_dest_t *d = start_mllp(f, &s, 3, 1000);
+    delivered_arg_t a = {d, 64};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    stop_out(f, d);
+    srv_close(f, &s);
+    assert_int_equal(s.nreceived, 64);
+    int64_t first_id = read_cursor(f, "hl7") - 63; /* the rows' ids follow each other */
+    for (int k = 0; k < 64; k++) {
+        assert_int_equal(s.received[k], k);
+        assert_true(first_id + k - s.cursor_at[k] <= 8);
+    }
+    assert_true(s.cursor_at[63] >= first_id + 55); /* it moved by batches, not at the end */
+}
+
 /* An ACK naming a message not in flight, and one that overtakes the oldest
  * in flight, are protocol errors: the connection is dropped and everything
  * not acknowledged is sent again from the oldest; nothing is lost and the
@@ -2138,6 +2184,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mllp_reject_then_next, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_mllp_window_1_one_at_a_time, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_mllp_window_8_in_order, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_mllp_window_cursor_before_next_frame, fx_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(test_mllp_window_ack_not_in_flight, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_mllp_window_drop_with_5_in_flight, fx_setup,

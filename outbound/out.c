@@ -117,7 +117,7 @@ static void cursor_put(out_dest_t *d, int64_t id)
     }
 }
 
-/* The delivered id waiting for the end of the loop turn, if any. */
+/* Writes the last delivered id not written yet, if any. */
 static void cursor_write_due(out_dest_t *d)
 {
     int64_t id = d->cursor_due;
@@ -662,9 +662,9 @@ void out__send_done_detail(out_dest_t *d, out__res_t res, const char *reason, co
         d->st.last_ok_ms = wall_ms();
         log_debug("out %s: control id %s delivered (attempt %u)", d->o.dest,
                   safe_id(row->control_id, idb), d->attempts);
-        /* Once the cursor is written (at the end of this loop turn), a
-         * restart will not send this row again, whatever became of the
-         * mark. */
+        /* Once the cursor is written (before the next row is handed to
+         * the transport, or at the end of this loop turn), a restart will
+         * not send this row again, whatever became of the mark. */
         QUEUE_CRASH_POINT("acked"); /* accepted downstream, nothing recorded */
         cursor_deliver(d, row->id);
         queue_mark_delivered(d->reader, row->id);

@@ -1572,6 +1572,21 @@ static void test_mllp_window_1_one_at_a_time(void **state)
     srv_close(f, &s);
 }
 
+/* Puts n messages and delivers them all with window 8 to a receiver s
+ * (zeroed by the caller) that answers only once 8 frames wait. */
+static out_dest_t *deliver_held_by_8(fx_t *f, srv_t *s, int n)
+{
+    s->hold = 8;
+    srv_start(f, s, 0);
+    for (int i = 0; i < n; i++)
+        put_msg(f, "hl7", i);
+    f->window = 8;
+    out_dest_t *d = start_mllp(f, s, 3, 1000);
+    delivered_arg_t a = {d, (uint64_t)n};
+    assert_true(run_until(f, delivered_pred, &a, 10000));
+    return d;
+}
+
 /* Window 8 against a receiver that answers only once 8 frames wait: every
  * ACK comes back in order, 8 at a time, on one connection. */
 static void test_mllp_window_8_in_order(void **state)
@@ -1579,14 +1594,7 @@ static void test_mllp_window_8_in_order(void **state)
     fx_t *f = *state;
     static srv_t s;
     memset(&s, 0, sizeof s);
-    s.hold = 8;
-    srv_start(f, &s, 0);
-    for (int i = 0; i < 200; i++)
-        put_msg(f, "hl7", i);
-    f->window = 8;
-    out_dest_t *d = start_mllp(f, &s, 3, 1000);
-    delivered_arg_t a = {d, 200};
-    assert_true(run_until(f, delivered_pred, &a, 10000));
+    out_dest_t *d = deliver_held_by_8(f, &s, 200);
     assert_int_equal(s.max_pending, 8);
     assert_int_equal(s.nreceived, 200); /* each once */
     assert_int_equal(s.nacked, 200);
@@ -1620,14 +1628,7 @@ static void test_mllp_window_cursor_before_next_frame(void **state)
     char path[160];
     cursor_file(f, "hl7", path, sizeof path);
     s.cursor_path = path;
-    s.hold = 8;
-    srv_start(f, &s, 0);
-    for (int i = 0; i < 64; i++)
-        put_msg(f, "hl7", i);
-    f->window = 8;
-    out_dest_t *d = start_mllp(f, &s, 3, 1000);
-    delivered_arg_t a = {d, 64};
-    assert_true(run_until(f, delivered_pred, &a, 10000));
+    out_dest_t *d = deliver_held_by_8(f, &s, 64);
     stop_out(f, d);
     srv_close(f, &s);
     assert_int_equal(s.nreceived, 64);

@@ -27,6 +27,8 @@
 #include "sqlite_walbuf.h"
 
 #define ROW_BYTES 3000 /* a message's size: a row to a page */
+#define INSERT_ROW "INSERT INTO t(id, b) VALUES(?1, ?2)"
+#define SELECT_ROW "SELECT b FROM t WHERE id=?1"
 
 typedef struct {
     char dir[64];
@@ -78,6 +80,13 @@ static void exec_ok(sqlite3 *db, const char *sql)
         fail_msg("%s: %s", sql, msg ? msg : sqlite3_errstr(rc));
 }
 
+static sqlite3_stmt *prepare_ok(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    return st;
+}
+
 static sqlite3 *open_writer(const char *path)
 {
     const char *vfs = sqlite_walbuf_vfs();
@@ -88,8 +97,8 @@ static sqlite3 *open_writer(const char *path)
     return db;
 }
 
-/* Inserts rows first..first+n-1 in one transaction. */
-static void insert_rows(sqlite3 *db, sqlite3_stmt *ins, int64_t first, int n)
+/* Begins a transaction and inserts rows first..first+n-1 in it. */
+static void stage_rows(sqlite3 *db, sqlite3_stmt *ins, int64_t first, int n)
 {
     unsigned char b[ROW_BYTES];
     exec_ok(db, "BEGIN IMMEDIATE");
@@ -100,6 +109,12 @@ static void insert_rows(sqlite3 *db, sqlite3_stmt *ins, int64_t first, int n)
         assert_int_equal(sqlite3_step(ins), SQLITE_DONE);
         sqlite3_reset(ins);
     }
+}
+
+/* Inserts rows first..first+n-1 in one transaction. */
+static void insert_rows(sqlite3 *db, sqlite3_stmt *ins, int64_t first, int n)
+{
+    stage_rows(db, ins, first, n);
     exec_ok(db, "COMMIT");
 }
 
@@ -125,8 +140,7 @@ static int check_row(sqlite3_stmt *sel, int64_t id)
 static void integrity_ok(const char *path)
 {
     sqlite3 *db = open_db(path, NULL, SQLITE_OPEN_READONLY);
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+    sqlite3_stmt *st = prepare_ok(db, "PRAGMA integrity_check");
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
     sqlite3_finalize(st);
@@ -142,11 +156,7 @@ static void test_commits_visible_at_once(void **state)
     sqlite3 *w = open_writer(f->path);
     sqlite3 *r = open_db(f->path, NULL, SQLITE_OPEN_READONLY);
     sqlite3 *ck = open_db(f->path, NULL, SQLITE_OPEN_READWRITE);
-    sqlite3_stmt *ins = NULL, *sel = NULL;
-    assert_int_equal(sqlite3_prepare_v2(w, "INSERT INTO t(id, b) VALUES(?1, ?2)", -1, &ins, NULL),
-                     SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(r, "SELECT b FROM t WHERE id=?1", -1, &sel, NULL),
-                     SQLITE_OK);
+    sqlite3_stmt *ins = prepare_ok(w, INSERT_ROW), *sel = prepare_ok(r, SELECT_ROW);
     walbuf_stats_t before = sqlite_walbuf_stats();
     int64_t next = 1;
     for (int round = 0; round < 40; round++) {
@@ -189,11 +199,7 @@ static void test_growing_wal_one_write_a_commit(void **state)
     fx_t *f = *state;
     sqlite3 *w = open_writer(f->path);
     sqlite3 *r = open_db(f->path, NULL, SQLITE_OPEN_READONLY);
-    sqlite3_stmt *ins = NULL, *sel = NULL;
-    assert_int_equal(sqlite3_prepare_v2(w, "INSERT INTO t(id, b) VALUES(?1, ?2)", -1, &ins, NULL),
-                     SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(r, "SELECT b FROM t WHERE id=?1", -1, &sel, NULL),
-                     SQLITE_OK);
+    sqlite3_stmt *ins = prepare_ok(w, INSERT_ROW), *sel = prepare_ok(r, SELECT_ROW);
     char wal[112];
     snprintf(wal, sizeof wal, "%s-wal", f->path);
     struct stat st0, st1;
@@ -222,8 +228,7 @@ static void test_growing_wal_one_write_a_commit(void **state)
 static int64_t count_rows(const char *path)
 {
     sqlite3 *db = open_db(path, NULL, SQLITE_OPEN_READONLY);
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM t", -1, &st, NULL), SQLITE_OK);
+    sqlite3_stmt *st = prepare_ok(db, "SELECT count(*) FROM t");
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     int64_t n = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
@@ -239,9 +244,7 @@ static void test_failed_write_fails_its_commit(void **state)
 {
     fx_t *f = *state;
     sqlite3 *w = open_writer(f->path);
-    sqlite3_stmt *ins = NULL;
-    assert_int_equal(sqlite3_prepare_v2(w, "INSERT INTO t(id, b) VALUES(?1, ?2)", -1, &ins, NULL),
-                     SQLITE_OK);
+    sqlite3_stmt *ins = prepare_ok(w, INSERT_ROW);
     for (int64_t id = 1; id <= 40; id += 4)
         insert_rows(w, ins, id, 4);
     char wal[112];
@@ -255,15 +258,7 @@ static void test_failed_write_fails_its_commit(void **state)
     lim = old;
     lim.rlim_cur = (rlim_t)st.st_size + 8192; /* room for two of the six frames */
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
-    unsigned char b[ROW_BYTES];
-    exec_ok(w, "BEGIN IMMEDIATE");
-    for (int64_t id = 41; id <= 46; id++) {
-        fill(b, id);
-        sqlite3_bind_int64(ins, 1, id);
-        sqlite3_bind_blob(ins, 2, b, ROW_BYTES, SQLITE_TRANSIENT);
-        assert_int_equal(sqlite3_step(ins), SQLITE_DONE);
-        sqlite3_reset(ins);
-    }
+    stage_rows(w, ins, 41, 6);
     int rc = sqlite3_exec(w, "COMMIT", NULL, NULL, NULL);
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
     signal(SIGXFSZ, old_xfsz);
@@ -297,7 +292,7 @@ static void *reader_main(void *arg)
         return NULL;
     sqlite3_busy_timeout(db, 5000);
     sqlite3_stmt *sel = NULL, *max = NULL;
-    sqlite3_prepare_v2(db, "SELECT b FROM t WHERE id=?1", -1, &sel, NULL);
+    sqlite3_prepare_v2(db, SELECT_ROW, -1, &sel, NULL);
     sqlite3_prepare_v2(db, "SELECT coalesce(max(id), 0) FROM t", -1, &max, NULL);
     while (!atomic_load(&rd->stop)) {
         int64_t floor = atomic_load(&rd->committed);
@@ -328,9 +323,7 @@ static void test_reader_meanwhile(void **state)
     fx_t *f = *state;
     sqlite3 *w = open_writer(f->path);
     sqlite3 *ck = open_db(f->path, NULL, SQLITE_OPEN_READWRITE);
-    sqlite3_stmt *ins = NULL;
-    assert_int_equal(sqlite3_prepare_v2(w, "INSERT INTO t(id, b) VALUES(?1, ?2)", -1, &ins, NULL),
-                     SQLITE_OK);
+    sqlite3_stmt *ins = prepare_ok(w, INSERT_ROW);
     reader_t rd = {.path = f->path};
     pthread_t th;
     insert_rows(w, ins, 1, 1);

@@ -6,8 +6,12 @@
 #include "hl7_int.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "xmalloc.h"
 
@@ -149,6 +153,68 @@ static err_t check_id(hl7_msg_t *m, const unsigned char *p, size_t pos, size_t l
     return ERR_OK;
 }
 
+/* The field scan looks for the next byte that ends a field (the field
+ * separator, CR, LF, or NUL, which is an error) 64 bytes at a time: a
+ * bit mask of those bytes is made once per block (SSE2 where the compiler
+ * targets it, a table lookup elsewhere) and the scan walks its bits, so
+ * the cost is per block and per field rather than per byte. Blocks start
+ * at multiples of 64 from the start of the message. */
+typedef struct {
+    const unsigned char *p;
+    size_t len;
+    const unsigned char *cls; /* nonzero for the bytes that end a field */
+    unsigned char fs;
+    size_t blk;    /* offset of the block in mask; SIZE_MAX before the first */
+    uint64_t mask; /* bit i: p[blk + i] ends a field */
+} field_scan_t;
+
+static uint64_t block_mask(const field_scan_t *sc, size_t blk)
+{
+    const unsigned char *b = sc->p + blk;
+    size_t n = sc->len - blk;
+#if defined(__SSE2__)
+    if (n >= 64) {
+        const __m128i fs = _mm_set1_epi8((char)sc->fs), cr = _mm_set1_epi8('\r'),
+                      lf = _mm_set1_epi8('\n'), nul = _mm_setzero_si128();
+        uint64_t m = 0;
+        for (int k = 0; k < 4; k++) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + 16 * k));
+            __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, fs), _mm_cmpeq_epi8(v, cr)),
+                                       _mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, nul)));
+            m |= (uint64_t)(uint16_t)_mm_movemask_epi8(hit) << (16 * k);
+        }
+        return m;
+    }
+#endif
+    if (n > 64)
+        n = 64;
+    uint64_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        m |= (uint64_t)(sc->cls[b[i]] != 0) << i;
+    return m;
+}
+
+/* The offset of the first byte at or after pos that ends a field, or len. */
+static inline size_t field_end(field_scan_t *sc, size_t pos)
+{
+    size_t blk = pos & ~(size_t)63;
+    if (blk != sc->blk) {
+        if (pos >= sc->len)
+            return sc->len;
+        sc->blk = blk;
+        sc->mask = block_mask(sc, blk);
+    }
+    uint64_t m = sc->mask & (~(uint64_t)0 << (pos - blk));
+    while (!m) {
+        blk += 64;
+        if (blk >= sc->len)
+            return sc->len;
+        sc->blk = blk;
+        sc->mask = m = block_mask(sc, blk);
+    }
+    return blk + (size_t)__builtin_ctzll(m);
+}
+
 err_t hl7_msg_parse(hl7_msg_t *m, const char *data, size_t len, const hl7_opts_t *opts,
                     err_detail_t *d)
 {
@@ -254,6 +320,7 @@ err_t hl7_msg_parse(hl7_msg_t *m, const char *data, size_t len, const hl7_opts_t
     cls['\r'] = 2;
     cls['\n'] = 2;
     cls[0] = 3;
+    field_scan_t scan = {p, len, cls, fs, SIZE_MAX, 0};
     size_t fstart;
     if (pos < len && p[pos] == fs) {
         pos++;
@@ -264,8 +331,7 @@ err_t hl7_msg_parse(hl7_msg_t *m, const char *data, size_t len, const hl7_opts_t
 
     for (;;) {
         if (fstart != SIZE_MAX) {
-            while (pos < len && !cls[p[pos]])
-                pos++;
+            pos = field_end(&scan, pos);
             push_field(m, fstart, pos - fstart);
             if (pos == len) {
                 close_seg(m, len, len);

@@ -37,11 +37,38 @@
  * have lost their file to a full disk): never pruned. ST_DEAD_LETTERED rows
  * have a durable dead-letter file beside them: pruned after dead_keep_days. */
 enum { ST_PENDING = 0, ST_DEAD = 3, ST_DEAD_LETTERED = 4 };
+_Static_assert(ST_DEAD == 3, "the dead review's SQL names state 3");
 
-#define SCHEMA_VERSION 1
+/* 2: msgs without AUTOINCREMENT and with an index of held rows only (see
+ * MSGS_TABLE); version 1 files are rebuilt at open (migrate_v1). */
+#define SCHEMA_VERSION 2
+
+/* Row ids come from the daemon (id_next), not from SQLite: a new row must
+ * get an id above every id ever used, even once the rows with the highest
+ * ids are delivered and deleted, or a delivery cursor past them would skip
+ * it. AUTOINCREMENT did this by writing sqlite_sequence in every commit,
+ * a page per commit; meta's 'ids-below' is instead raised by ID_BLOCK at a
+ * time, in the transaction of the first row past it. At open the ids go on
+ * from there (a restart skips what is left of the block). */
+#define ID_BLOCK 65536
+
+/* The table of rows, and the index of held rows (dead or dead-lettered): a
+ * pending row is written and deleted without touching it, and a fetch of
+ * pending rows reads the table in id order from its cursor. */
+#define MSGS_TABLE(name)                                                                  \
+    "CREATE TABLE " name "(id INTEGER PRIMARY KEY,"                                       \
+    " dest TEXT NOT NULL, control_id TEXT NOT NULL,"                                      \
+    " content_type TEXT NOT NULL, payload BLOB NOT NULL, findings TEXT,"                  \
+    " state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"             \
+    " last_error TEXT, created_ms INTEGER NOT NULL,"                                      \
+    " updated_ms INTEGER NOT NULL, rejects INTEGER NOT NULL DEFAULT 0,"                   \
+    " meta TEXT);"
+#define MSGS_HELD_INDEX "CREATE INDEX msgs_held ON msgs(dest, state, id) WHERE state<>0;"
 
 typedef struct sq sq_t;
 typedef struct sqr sqr_t;
+
+static int step_done(sqlite3_stmt *st);
 
 /* The puts of one queue_put_many(): its members are consecutive in the put
  * list and always go into the same transaction (commit_start never cuts a
@@ -108,7 +135,10 @@ struct sq {
     uv_timer_t fresh_timer; /* ends fetches served from memory (fetch_fresh) */
     int64_t pruned_ms;      /* when the worklist was last pruned */
     int lock_fd;
-    int64_t max_id;   /* highest id ever allocated: sqlite_sequence at open, then commits */
+    int64_t max_id;   /* highest id committed (at open: the highest id allocated) */
+    int64_t next_id;  /* the last id handed out by id_next; committed or not */
+    int64_t ids_below; /* meta 'ids-below' as committed: every id handed out is under it */
+    sqlite3_stmt *st_ids_below;
     int64_t instance; /* random, drawn when the database was created (table meta) */
     uv_timer_t timer;
     bool timer_armed;
@@ -289,6 +319,35 @@ static err_t add_column(sqlite3 *db, const char *col, const char *decl, err_deta
     return ERR_OK;
 }
 
+/* A version 1 file (AUTOINCREMENT, an index of every row) becomes version 2
+ * in one transaction: the rows are copied with their ids into the new table,
+ * and the highest id the old one ever gave (its sqlite_sequence) is where
+ * the new ids start. A file that is not ours fails here, unchanged. */
+static err_t migrate_v1(sqlite3 *db, err_detail_t *d)
+{
+    int rc = exec(db, "BEGIN IMMEDIATE;"
+                      "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY NOT NULL, v);"
+                      "INSERT OR REPLACE INTO meta(k, v) SELECT 'ids-below',"
+                      " max(coalesce((SELECT seq FROM sqlite_sequence WHERE name='msgs'), 0),"
+                      " coalesce((SELECT max(id) FROM msgs), 0)) + 1;"
+                      MSGS_TABLE("msgs_v2")
+                      "INSERT INTO msgs_v2(id, dest, control_id, content_type, payload, findings,"
+                      " state, attempts, last_error, created_ms, updated_ms, rejects, meta)"
+                      " SELECT id, dest, control_id, content_type, payload, findings, state,"
+                      " attempts, last_error, created_ms, updated_ms, rejects, meta FROM msgs;"
+                      "DROP TABLE msgs;"
+                      "ALTER TABLE msgs_v2 RENAME TO msgs;" MSGS_HELD_INDEX
+                      "PRAGMA user_version=2;"
+                      "COMMIT;");
+    if (rc != SQLITE_OK) {
+        err_t e = sql_err(db, rc, d, "convert a version 1 queue file");
+        exec(db, "ROLLBACK");
+        return e;
+    }
+    log_info("queue: converted the queue file from schema version 1 to 2");
+    return ERR_OK;
+}
+
 static err_t open_schema(sq_t *q, err_detail_t *d)
 {
     sqlite3 *db = q->db;
@@ -329,30 +388,26 @@ static err_t open_schema(sq_t *q, err_detail_t *d)
     if (version < 0)
         return sql_err(db, sqlite3_errcode(db), d, "read schema version");
     if (version == 0) {
-        rc = exec(db, "BEGIN IMMEDIATE;"
-                      "CREATE TABLE IF NOT EXISTS msgs("
-                      " id INTEGER PRIMARY KEY AUTOINCREMENT,"
-                      " dest TEXT NOT NULL, control_id TEXT NOT NULL,"
-                      " content_type TEXT NOT NULL, payload BLOB NOT NULL, findings TEXT,"
-                      " state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
-                      " last_error TEXT, created_ms INTEGER NOT NULL,"
-                      " updated_ms INTEGER NOT NULL, rejects INTEGER NOT NULL DEFAULT 0,"
-                      " meta TEXT);"
-                      "CREATE INDEX IF NOT EXISTS msgs_dest ON msgs(dest, state, id);"
-                      "PRAGMA user_version=1;"
+        rc = exec(db, "BEGIN IMMEDIATE;" MSGS_TABLE("msgs") MSGS_HELD_INDEX
+                      "PRAGMA user_version=2;"
                       "COMMIT;");
         if (rc != SQLITE_OK) {
             err_t e = sql_err(db, rc, d, "create schema");
             exec(db, "ROLLBACK");
             return e;
         }
-    } else if (version != SCHEMA_VERSION) {
+    } else if (version != 1 && version != SCHEMA_VERSION) {
         return err_set(d, ERR_QUEUE, 0, "queue schema version %d is not %d", version,
                        SCHEMA_VERSION);
     }
     err_t e = add_column(db, "rejects", "INTEGER NOT NULL DEFAULT 0", d);
     if (!e)
         e = add_column(db, "meta", "TEXT", d);
+    if (!e && version == 1)
+        e = migrate_v1(db, d);
+    if (!e && (rc = exec(db, "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY NOT NULL, v)")) !=
+                  SQLITE_OK)
+        e = sql_err(db, rc, d, "create the meta table");
     if (!e && (rc = worklist__schema(db)) != SQLITE_OK)
         e = sql_err(db, rc, d, "create the worklist");
     return e;
@@ -392,7 +447,8 @@ static err_t load_state(sq_t *q, err_detail_t *d)
         return sql_err(q->db, rc, d, "queue identity");
 
     char sql[160];
-    snprintf(sql, sizeof sql, "DELETE FROM msgs WHERE state=%d AND updated_ms<%" PRId64,
+    snprintf(sql, sizeof sql,
+             "DELETE FROM msgs WHERE state=%d AND state<>0 AND updated_ms<%" PRId64,
              ST_DEAD_LETTERED, now_ms() - (int64_t)q->opts.dead_keep_days * 86400000);
     rc = exec(q->db, sql);
     if (rc != SQLITE_OK)
@@ -422,21 +478,50 @@ static err_t load_state(sq_t *q, err_detail_t *d)
     if (rc != SQLITE_DONE)
         return sql_err(q->db, rc, d, "count pending rows");
 
-    /* The highest id ever handed out: AUTOINCREMENT keeps it in
-     * sqlite_sequence even when every row is gone (max(id) covers a damaged
-     * sequence row). Deliverers compare their cursor files with it. */
-    rc = sqlite3_prepare_v2(q->db,
-                            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
-                            " WHERE name='msgs'), 0), coalesce((SELECT max(id) FROM msgs), 0))",
-                            -1, &st, NULL);
+    /* Nothing runs yet: every id handed out so far (by ids_load's floor,
+     * or since by the inbox) is committed. Deliverers compare their cursor
+     * files with it. */
+    q->max_id = q->next_id;
+    return ERR_OK;
+}
+
+/* Where the ids go on (see ID_BLOCK): above the reserved block, and above
+ * every row, should 'ids-below' be missing or damaged. */
+static err_t ids_load(sq_t *q, err_detail_t *d)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(q->db,
+                                "SELECT coalesce((SELECT CAST(v AS INTEGER) FROM meta"
+                                " WHERE k='ids-below'), 0), coalesce((SELECT max(id) FROM msgs), 0)",
+                                -1, &st, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        q->max_id = sqlite3_column_int64(st, 0);
+    if (rc == SQLITE_ROW) {
+        int64_t below = sqlite3_column_int64(st, 0), top = sqlite3_column_int64(st, 1);
+        q->ids_below = below > 0 ? below : 0;
+        q->next_id = q->ids_below > top ? q->ids_below - 1 : top;
+    }
     sqlite3_finalize(st);
     if (rc != SQLITE_ROW)
-        return sql_err(q->db, rc, d, "read the id sequence");
+        return sql_err(q->db, rc, d, "read the id floor");
     return ERR_OK;
+}
+
+/* The id of a new row, in a write transaction of the write connection;
+ * raises 'ids-below' in that transaction when the id reaches it. A caller
+ * whose transaction rolls back puts ids_below back as it was before. */
+static int id_next(sq_t *q, int64_t *id)
+{
+    if (q->next_id + 1 >= q->ids_below) {
+        int64_t below = q->next_id + 1 + ID_BLOCK;
+        sqlite3_bind_int64(q->st_ids_below, 1, below);
+        int rc = step_done(q->st_ids_below);
+        if (rc != SQLITE_OK)
+            return rc;
+        q->ids_below = below;
+    }
+    *id = ++q->next_id;
+    return SQLITE_OK;
 }
 
 /* ---------------------------------------------------------------- inbox */
@@ -467,16 +552,16 @@ static int inbox_drain(sq_t *q, bool opened, size_t *moved)
     } moved_t;
     moved_t *mv = NULL;
     size_t n = 0, cap = 0;
-    int64_t now = now_ms();
+    int64_t now = now_ms(), ids_below = q->ids_below;
     rc = exec(db, "BEGIN IMMEDIATE");
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(db, "SELECT id, dest FROM inbox ORDER BY id", -1, &sel, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(db,
-                                "INSERT INTO msgs(dest, control_id, content_type, payload,"
+                                "INSERT INTO msgs(id, dest, control_id, content_type, payload,"
                                 " findings, meta, created_ms, updated_ms, last_error)"
-                                " SELECT dest, control_id, content_type, payload, findings, meta,"
-                                " ?2, ?2, 'from the inbox' FROM inbox WHERE id=?1",
+                                " SELECT ?3, dest, control_id, content_type, payload, findings,"
+                                " meta, ?2, ?2, 'from the inbox' FROM inbox WHERE id=?1",
                                 -1, &ins, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(db,
@@ -492,8 +577,12 @@ static int inbox_drain(sq_t *q, bool opened, size_t *moved)
                      in_id);
             continue;
         }
+        int64_t id;
+        if ((rc = id_next(q, &id)) != SQLITE_OK)
+            break;
         sqlite3_bind_int64(ins, 1, in_id);
         sqlite3_bind_int64(ins, 2, now);
+        sqlite3_bind_int64(ins, 3, id);
         rc = sqlite3_step(ins);
         sqlite3_reset(ins);
         if (rc != SQLITE_DONE)
@@ -503,7 +592,7 @@ static int inbox_drain(sq_t *q, bool opened, size_t *moved)
             mv = xrealloc(mv, cap * sizeof *mv);
         }
         snprintf(mv[n].dest, sizeof mv[n].dest, "%s", dest);
-        mv[n].id = sqlite3_last_insert_rowid(db);
+        mv[n].id = id;
         sqlite3_bind_int64(lnk, 1, in_id);
         sqlite3_bind_int64(lnk, 2, mv[n].id);
         n++;
@@ -522,6 +611,7 @@ static int inbox_drain(sq_t *q, bool opened, size_t *moved)
     if (rc != SQLITE_OK) {
         if (!sqlite3_get_autocommit(db))
             exec(db, "ROLLBACK");
+        q->ids_below = ids_below;
         xfree(mv);
         return rc;
     }
@@ -617,6 +707,7 @@ static void free_handles(sq_t *q)
     sqlite3_finalize(q->st_wl_dead);
     sqlite3_finalize(q->st_sync_normal);
     sqlite3_finalize(q->st_sync_full);
+    sqlite3_finalize(q->st_ids_below);
     if (q->wal_fd >= 0)
         close(q->wal_fd);
     if (q->db)
@@ -700,8 +791,8 @@ static err_t sq_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts
     }
     if (!e)
         e = prepare(q,
-                    "INSERT INTO msgs(dest, control_id, content_type, payload, findings,"
-                    " created_ms, updated_ms, meta) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
+                    "INSERT INTO msgs(id, dest, control_id, content_type, payload, findings,"
+                    " created_ms, updated_ms, meta) VALUES(?8, ?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
                     &q->st_insert, d);
     if (!e)
         e = prepare(q,
@@ -718,6 +809,11 @@ static err_t sq_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts
                     &q->st_wl_dead, d);
     if (!e)
         e = prepare(q, "DELETE FROM msgs WHERE id=?1", &q->st_delete, d);
+    if (!e)
+        e = prepare(q, "INSERT OR REPLACE INTO meta(k, v) VALUES('ids-below', ?1)",
+                    &q->st_ids_below, d);
+    if (!e)
+        e = ids_load(q, d);
     if (!e)
         e = prepare(q, "BEGIN IMMEDIATE", &q->st_begin, d);
     if (!e)
@@ -883,10 +979,15 @@ static void commit_body(sq_t *q, int rc)
 {
     sqlite3 *db = q->db;
     const char *what = "begin";
-    int64_t now = now_ms();
+    int64_t now = now_ms(), ids_below = q->ids_below;
     for (put_req_t *p = q->batch_refuse_puts ? NULL : q->batch_puts; rc == SQLITE_OK && p;
          p = p->next) {
         sqlite3_stmt *st = q->st_insert;
+        rc = id_next(q, &p->id);
+        what = "id";
+        if (rc != SQLITE_OK)
+            break;
+        sqlite3_bind_int64(st, 8, p->id);
         sqlite3_bind_text(st, 1, p->t.dest, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, p->t.control_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 3, p->t.content_type, -1, SQLITE_STATIC);
@@ -895,7 +996,6 @@ static void commit_body(sq_t *q, int rc)
         sqlite3_bind_int64(st, 6, p->created_ms);
         bind_text_or_null(st, 7, p->t.meta);
         rc = sqlite3_step(st);
-        p->id = sqlite3_last_insert_rowid(db);
         sqlite3_reset(st);
         rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
         what = "insert";
@@ -958,6 +1058,7 @@ static void commit_body(sq_t *q, int rc)
                  rc);
         if (!sqlite3_get_autocommit(db))
             exec(db, "ROLLBACK");
+        q->ids_below = ids_below; /* its raise, if any, was rolled back */
     }
     batch_end(q);
 }
@@ -1433,11 +1534,11 @@ static err_t sq_dead_review(sq_t *q, const char *dest, queue_dead_fn fate, void 
     int rc = sqlite3_prepare_v2(db,
                                 "SELECT id, dest, control_id, content_type, payload, findings,"
                                 " attempts, created_ms, rejects FROM msgs"
-                                " WHERE dest=?1 AND state=?2 ORDER BY id",
+                                /* ST_DEAD; "state<>0" lets SQLite use msgs_held */
+                                " WHERE dest=?1 AND state=3 AND state<>0 ORDER BY id",
                                 -1, &sel, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(sel, 1, dest, -1, SQLITE_STATIC);
-        sqlite3_bind_int(sel, 2, ST_DEAD);
         while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
             char why[96];
             queue_row_t *row = queue__row_decode(sel, q->opts.max_payload, why, sizeof why);
@@ -1463,16 +1564,16 @@ static err_t sq_dead_review(sq_t *q, const char *dest, queue_dead_fn fate, void 
     if (rc == SQLITE_OK && n)
         rc =
             sqlite3_prepare_v2(db,
-                               "INSERT INTO msgs(dest, control_id, content_type, payload, findings,"
-                               " created_ms, updated_ms, last_error) SELECT dest, control_id,"
-                               " content_type, payload, findings, created_ms, ?2,"
+                               "INSERT INTO msgs(id, dest, control_id, content_type, payload,"
+                               " findings, created_ms, updated_ms, last_error) SELECT ?3, dest,"
+                               " control_id, content_type, payload, findings, created_ms, ?2,"
                                " 'requeued dead row ' || id FROM msgs WHERE id=?1",
                                -1, &ins, NULL);
     if (rc == SQLITE_OK && n)
         rc = sqlite3_prepare_v2(db, "DELETE FROM msgs WHERE id=?1", -1, &del, NULL);
     if (rc == SQLITE_OK && n)
         rc = sqlite3_prepare_v2(db, "UPDATE msgs SET state=?2 WHERE id=?1", -1, &upd, NULL);
-    int64_t first = 0, last = 0, now = now_ms();
+    int64_t first = 0, last = 0, now = now_ms(), ids_below = q->ids_below;
     for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
         if (fates[i] == QUEUE_DEAD_FILED) {
             sqlite3_bind_int64(upd, 1, ids[i]);
@@ -1483,12 +1584,16 @@ static err_t sq_dead_review(sq_t *q, const char *dest, queue_dead_fn fate, void 
         } else {
             /* A new id puts it behind every pending row: the delivery
              * cursor (out.h) is past its old one and would skip it. */
+            int64_t id;
+            if ((rc = id_next(q, &id)) != SQLITE_OK)
+                break;
             sqlite3_bind_int64(ins, 1, ids[i]);
             sqlite3_bind_int64(ins, 2, now);
+            sqlite3_bind_int64(ins, 3, id);
             rc = sqlite3_step(ins);
             sqlite3_reset(ins);
             if (rc == SQLITE_DONE) {
-                last = sqlite3_last_insert_rowid(db);
+                last = id;
                 if (!first)
                     first = last;
                 sqlite3_bind_int64(del, 1, ids[i]);
@@ -1510,6 +1615,7 @@ static err_t sq_dead_review(sq_t *q, const char *dest, queue_dead_fn fate, void 
         err_t e = sql_err(db, rc, d, "review dead rows");
         if (!sqlite3_get_autocommit(db))
             exec(db, "ROLLBACK");
+        q->ids_below = ids_below;
         return e;
     }
     if (nreq) {
@@ -1628,6 +1734,14 @@ static void maybe_finish_close(sq_t *q)
     if (q->puts || q->marks) {
         commit_start(q, false);
         return;
+    }
+    /* Nothing runs: the next start goes on from the last id used rather
+     * than from the end of the reserved block. If this write fails, it
+     * starts past the block, as after a crash. */
+    if (!q->sync_failed && q->ids_below > q->next_id + 1) {
+        sqlite3_bind_int64(q->st_ids_below, 1, q->next_id + 1);
+        if (step_done(q->st_ids_below) == SQLITE_OK)
+            q->ids_below = q->next_id + 1;
     }
     q->closed = true;
     uv_close((uv_handle_t *)&q->inbox_timer, inbox_closed_cb);

@@ -931,6 +931,124 @@ typedef struct {
     char seen[8][16];
 } review_t;
 
+/* Runs sql on the file with a connection of its own (the queue closed). */
+static void file_exec(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char *err = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+    if (rc != SQLITE_OK)
+        fprintf(stderr, "%s: %s\n", sql, err ? err : "?");
+    sqlite3_free(err);
+    assert_int_equal(rc, SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* Puts count rows to hl7 and returns the id the first was given. */
+static int64_t put_rows(fx_t *f, queue_t *q, int from, int count)
+{
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < count; i++)
+        assert_int_equal(put_one(q, &p, "hl7", from + i, 100), ERR_OK);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(p.n, count);
+    for (int i = 0; i < count; i++) {
+        assert_int_equal(p.st[i], ERR_OK);
+        assert_true(i == 0 || p.id[i] == p.id[i - 1] + 1);
+    }
+    return p.id[0];
+}
+
+/* Delivers (deletes) every pending row of hl7. */
+static void deliver_all(fx_t *f, queue_t *q)
+{
+    static fetched_t x;
+    queue_reader_t *r = fetch_all(f, q, "hl7", &x);
+    for (size_t i = 0; i < x.n; i++)
+        queue_mark_delivered(r, x.rows[i]->id);
+    free_fetched(&x);
+    queue_reader_close(r);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+}
+
+/* Ids are never used twice, though the table no longer counts them
+ * (schema 2, no AUTOINCREMENT): after every row was delivered and deleted,
+ * across a clean restart they go on from the last one; after a crash
+ * (the reserved block not given back) from the end of the block. */
+static void test_ids_never_reused(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, NULL);
+    assert_true(put_rows(f, q, 0, 5) == 1);
+    deliver_all(f, q);
+    assert_int_equal(db_int(q, "SELECT count(*) FROM msgs"), 0);
+    close_q(f, q);
+
+    q = open_q(f, NULL);
+    assert_true(queue_max_id(q) == 5);
+    assert_true(put_rows(f, q, 5, 3) == 6);
+    deliver_all(f, q);
+    /* One write of the floor for the whole block, not one a commit. */
+    int64_t below = db_int(q, "SELECT v FROM meta WHERE k='ids-below'");
+    assert_true(below > 8 && below <= 8 + 65536 + 1);
+    close_q(f, q);
+
+    /* As a crash leaves it: the block reserved up to 70000, not given back. */
+    file_exec(f->path, "UPDATE meta SET v=70000 WHERE k='ids-below'");
+    q = open_q(f, NULL);
+    assert_true(queue_max_id(q) == 69999);
+    assert_true(put_rows(f, q, 8, 2) == 70000);
+    close_q(f, q);
+
+    /* A damaged floor: the rows still there bound the ids from below. */
+    file_exec(f->path, "DELETE FROM meta WHERE k='ids-below'");
+    q = open_q(f, NULL);
+    assert_true(queue_max_id(q) == 70001);
+    assert_true(put_rows(f, q, 10, 1) == 70002);
+    close_q(f, q);
+}
+
+/* A version 1 file (AUTOINCREMENT, sqlite_sequence ahead of the rows left)
+ * is converted at open: its rows keep their ids and content, new ids start
+ * above the old sequence, and the table has neither AUTOINCREMENT nor the
+ * index of every row any more. */
+static void test_v1_file_converted(void **state)
+{
+    fx_t *f = *state;
+    make_old_queue(f->path);
+    file_exec(f->path,
+              "INSERT INTO msgs(dest, control_id, content_type, payload, created_ms, updated_ms)"
+              " VALUES('hl7', 'MSG00002', 'a/b', x'42', 2, 2);"
+              "INSERT INTO msgs(dest, control_id, content_type, payload, created_ms, updated_ms)"
+              " VALUES('hl7', 'MSG00003', 'a/b', x'43', 3, 3);"
+              "DELETE FROM msgs WHERE id=3;" /* sqlite_sequence stays at 3 */);
+    queue_t *q = open_q(f, NULL);
+    assert_int_equal(db_int(q, "PRAGMA user_version"), 2);
+    assert_int_equal(db_int(q, "SELECT count(*) FROM sqlite_master WHERE name='msgs_dest'"), 0);
+    assert_int_equal(db_int(q, "SELECT count(*) FROM sqlite_master WHERE name='msgs_held'"), 1);
+    assert_int_equal(db_int(q, "SELECT instr(sql, 'AUTOINCREMENT') FROM sqlite_master"
+                               " WHERE name='msgs'"),
+                     0);
+    assert_true(queue_max_id(q) == 3);
+    static fetched_t x;
+    queue_reader_t *r = fetch_all(f, q, "hl7", &x);
+    assert_int_equal(x.n, 2);
+    assert_true(x.rows[0]->id == 1 && x.rows[1]->id == 2);
+    assert_string_equal(x.rows[0]->control_id, "MSG00001");
+    assert_int_equal(x.rows[0]->attempts, 2);
+    assert_int_equal(x.rows[1]->payload_len, 1);
+    assert_int_equal(x.rows[1]->payload[0], 'B');
+    free_fetched(&x);
+    queue_reader_close(r);
+    assert_true(put_rows(f, q, 4, 1) == 4);
+    close_q(f, q);
+    q = open_q(f, NULL); /* converted once: opened as it is now */
+    assert_int_equal(queue_depth(q, "hl7"), 3);
+    close_q(f, q);
+}
+
 static queue_dead_fate_t review_fate(const queue_row_t *row, void *user)
 {
     review_t *rv = user;
@@ -1059,6 +1177,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prune_keeps_only_copies, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_rejects_persisted_old_file, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_dead_review, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_ids_never_reused, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_v1_file_converted, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_commit_waits_for_another_writer_off_the_loop,
                                         fx_setup, fx_teardown),
     };

@@ -26,12 +26,14 @@ bool claim_code_normalise(const char *sent, size_t len, char *out, size_t cap)
                 continue;
             }
         }
-        if (!isalnum(ch) || n + 1 >= cap) {
+        /* ASCII only, whatever the locale: codes are letters and digits. */
+        bool digit = ch >= '0' && ch <= '9', lower = ch >= 'a' && ch <= 'z';
+        if (!(digit || lower || (ch >= 'A' && ch <= 'Z')) || n + 1 >= cap) {
             if (cap)
                 out[0] = '\0';
             return false;
         }
-        out[n++] = (char)toupper(ch);
+        out[n++] = (char)(lower ? ch - 'a' + 'A' : ch);
     }
     if (cap)
         out[n < cap ? n : cap - 1] = '\0';

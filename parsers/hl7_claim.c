@@ -271,11 +271,22 @@ static triplet_t pick_triplet(slice_t rep, char compsep, slice_t primary_sys)
 {
     static const int start[] = {1, 4, 10};
     triplet_t t[3], none = {SLICE_NULL, SLICE_NULL, SLICE_NULL};
+    /* Components 1-12, in one pass (as hl7_piece gives each of them). */
+    slice_t comp[12];
+    int ncomp = 0;
+    const char *end = rep.ptr ? rep.ptr + rep.len : NULL;
+    for (const char *p = rep.ptr; p && ncomp < 12;) {
+        const char *q = memchr(p, compsep, (size_t)(end - p));
+        comp[ncomp++] = slice_make(p, (size_t)((q ? q : end) - p));
+        p = q ? q + 1 : NULL;
+    }
+    while (ncomp < 12)
+        comp[ncomp++] = slice_make(end, 0);
     int first_coded = -1;
     for (int k = 0; k < 3; k++) {
-        t[k].code = hl7_piece(rep, compsep, start[k]);
-        t[k].text = hl7_piece(rep, compsep, start[k] + 1);
-        t[k].sys = hl7_piece(rep, compsep, start[k] + 2);
+        t[k].code = comp[start[k] - 1];
+        t[k].text = comp[start[k]];
+        t[k].sys = comp[start[k] + 1];
         if (k == 0 && hl7_value_kind(t[k].sys) != HL7_PRESENT)
             t[k].sys = primary_sys;
         if (hl7_value_kind(t[k].code) != HL7_PRESENT)

@@ -259,7 +259,13 @@ void daemon_hl7_timestamp(char *out, size_t cap)
         strftime(text, sizeof text, "%Y%m%d%H%M%S+0000", &tm);
         last = now;
     }
-    snprintf(out, cap, "%s", text);
+    size_t n = strlen(text);
+    if (!cap)
+        return;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, text, n);
+    out[n] = '\0';
 }
 
 /* Creates path and its missing parents. Parents are made 0755 (they may be

@@ -54,8 +54,21 @@ static void ack_opts(daemon_t *d, arena_t *a, hl7_ack_opts_t *o)
     daemon_hl7_timestamp(ts, sizeof ts);
     memset(o, 0, sizeof *o);
     o->timestamp = arena_strdup(a, ts);
-    o->control_id = arena_printf(a, "SG%llx%06llu", (unsigned long long)d->start_ms,
-                                 (unsigned long long)(++d->ack_seq % 1000000));
+    /* "SG", the start time in hex, the sequence in six digits: written out
+     * by hand, as it is for every ACK. */
+    char *id = arena_alloc(a, 2 + 16 + 6 + 1), *p = id + 2;
+    memcpy(id, "SG", 2);
+    uint64_t start = d->start_ms;
+    int shift = 60;
+    while (shift > 0 && !(start >> shift))
+        shift -= 4;
+    for (; shift >= 0; shift -= 4)
+        *p++ = "0123456789abcdef"[(start >> shift) & 15];
+    uint64_t seq = ++d->ack_seq % 1000000;
+    for (int k = 5; k >= 0; k--, seq /= 10)
+        p[k] = (char)('0' + seq % 10);
+    p[6] = '\0';
+    o->control_id = id;
 }
 
 static const char *rules_list(arena_t *a, const rule_verdict_t *v)

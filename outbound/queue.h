@@ -65,7 +65,9 @@ typedef struct {
                                 for queue_open() only) */
     queue_sync_t sync;       /* durability policy, see above (SQLite only) */
     unsigned max_batch;      /* most puts per transaction; 0 = 512 */
-    unsigned max_delay_ms;   /* wait this long to gather a batch; 0 = next loop turn */
+    unsigned max_delay_ms;   /* wait this long to gather a batch; 0 = the next loop
+                                turn (SQLite: the end of the turn and one more poll,
+                                see queue_put) */
     size_t max_queued;       /* pending messages (all destinations) before ERR_BUSY; 0 = 100000 */
     size_t max_payload;      /* largest payload accepted; 0 = 16 MiB */
     unsigned dead_keep_days; /* dead-lettered rows (a durable file holds them) older than
@@ -162,8 +164,9 @@ err_t queue_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, qu
 
 /* Stores a copy of item. On ERR_OK, cb will be called exactly once (see
  * queue_put_cb); on any other return it is never called. Puts made during
- * one loop turn (or max_delay_ms) go into one transaction; a put made while a
- * commit runs goes into the next. cb may be NULL.
+ * one loop turn (or max_delay_ms) go into one transaction; SQLite also waits
+ * for the next poll of the loop, so that senders answered meanwhile join the
+ * batch. A put made while a commit runs goes into the next. cb may be NULL.
  * Errors: ERR_BAD_VALUE (missing or malformed dest, control id, content type),
  * ERR_EMPTY (no payload), ERR_TOO_LARGE (payload or findings over the limit),
  * ERR_BUSY (max_queued messages pending: stop reading that sender),

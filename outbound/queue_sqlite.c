@@ -141,6 +141,13 @@ struct sq {
     sqlite3_stmt *st_ids_below;
     int64_t instance; /* random, drawn when the database was created (table meta) */
     uv_timer_t timer;
+    /* With max_delay_ms 0, a put waits for the end of the loop turn it came
+     * in and for one more look at the sockets (commit_defer_cb): the senders
+     * answered by the last commit send again meanwhile and ride in this one.
+     * The idle handle keeps that look from blocking. */
+    uv_check_t defer_check;
+    uv_idle_t defer_idle;
+    bool defer_armed, defer_turn_seen;
     bool timer_armed;
     uint64_t timer_due; /* loop time the armed timer fires */
 
@@ -859,6 +866,10 @@ static err_t sq_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts
     }
     uv_timer_init(loop, &q->timer);
     q->timer.data = q;
+    uv_check_init(loop, &q->defer_check);
+    q->defer_check.data = q;
+    uv_idle_init(loop, &q->defer_idle);
+    q->defer_idle.data = q;
     /* Unreferenced: the inbox poll alone does not keep a loop running. */
     uv_timer_init(loop, &q->inbox_timer);
     q->inbox_timer.data = q;
@@ -1368,10 +1379,20 @@ static void commit_done(uv_work_t *w, int status)
 
 /* may_run_here: called from a libuv callback, not from inside a queue call
  * (callbacks never run inside the call that caused them). */
+static void defer_stop(sq_t *q)
+{
+    if (!q->defer_armed)
+        return;
+    q->defer_armed = false;
+    uv_check_stop(&q->defer_check);
+    uv_idle_stop(&q->defer_idle);
+}
+
 static void commit_start(sq_t *q, bool may_run_here)
 {
     if (q->committing || (!q->puts && !q->marks))
         return;
+    defer_stop(q);
     if (q->timer_armed) {
         uv_timer_stop(&q->timer);
         q->timer_armed = false;
@@ -1403,6 +1424,24 @@ static void commit_start(sq_t *q, bool may_run_here)
     uv_queue_work(q->loop, &q->work, commit_work, commit_done);
 }
 
+static void defer_idle_cb(uv_idle_t *h)
+{
+    (void)h; /* only there to make the next poll return at once */
+}
+
+static void commit_defer_cb(uv_check_t *h)
+{
+    sq_t *q = h->data;
+    if (!q->defer_turn_seen) {
+        q->defer_turn_seen = true; /* the turn of the put: one more poll first */
+        return;
+    }
+    /* Stopped here whatever commit_start finds: a commit already running
+     * takes the waiting puts when it ends (commit_done). */
+    defer_stop(q);
+    commit_start(q, true);
+}
+
 static void commit_timer_cb(uv_timer_t *t)
 {
     sq_t *q = t->data;
@@ -1425,6 +1464,15 @@ static void commit_schedule(sq_t *q, bool urgent)
         return;
     }
     uint64_t delay = q->opts.max_delay_ms;
+    if (urgent && delay == 0) {
+        if (!q->defer_armed) {
+            q->defer_armed = true;
+            q->defer_turn_seen = false;
+            uv_check_start(&q->defer_check, commit_defer_cb);
+            uv_idle_start(&q->defer_idle, defer_idle_cb);
+        }
+        return;
+    }
     if (!urgent && delay < MARK_DELAY_MS)
         delay = MARK_DELAY_MS;
     if (q->fail_streak && !q->puts) {
@@ -1712,12 +1760,24 @@ static void close_timer_cb(uv_handle_t *h)
         cb(user);
 }
 
-/* The commit timer is closed last, so that q (which holds the three) is
+/* The commit timer is closed last, so that q (which holds the handles) is
  * freed only once none is in libuv's closing list. */
-static void fresh_closed_cb(uv_handle_t *h)
+static void defer_idle_closed_cb(uv_handle_t *h)
 {
     sq_t *q = h->data;
     uv_close((uv_handle_t *)&q->timer, close_timer_cb);
+}
+
+static void defer_check_closed_cb(uv_handle_t *h)
+{
+    sq_t *q = h->data;
+    uv_close((uv_handle_t *)&q->defer_idle, defer_idle_closed_cb);
+}
+
+static void fresh_closed_cb(uv_handle_t *h)
+{
+    sq_t *q = h->data;
+    uv_close((uv_handle_t *)&q->defer_check, defer_check_closed_cb);
 }
 
 static void inbox_closed_cb(uv_handle_t *h)

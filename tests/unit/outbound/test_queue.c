@@ -238,6 +238,44 @@ static void test_group_commit_batches(void **state)
     close_q(f, q);
 }
 
+/* A put made in the next loop turn, before the loop polls again, joins the
+ * commit of one made in this turn (the commit waits for that poll): here
+ * from a timer that falls due in the next turn's timer phase. */
+typedef struct {
+    queue_t *q;
+    puts_t *p;
+} late_put_t;
+
+static void late_put_cb(uv_timer_t *t)
+{
+    late_put_t *lp = t->data;
+    assert_int_equal(put_one(lp->q, lp->p, "hl7", 1, 200), ERR_OK);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void test_commit_waits_one_poll(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, NULL);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    uv_timer_t t;
+    late_put_t lp = {q, &p};
+    uv_timer_init(&f->loop, &t);
+    t.data = &lp;
+    uv_update_time(&f->loop);
+    assert_int_equal(put_one(q, &p, "hl7", 0, 200), ERR_OK);
+    uv_timer_start(&t, late_put_cb, 0, 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    queue_stats_t st;
+    queue_stats(q, &st);
+    assert_int_equal(p.n, 2);
+    assert_int_equal(p.st[0], ERR_OK);
+    assert_int_equal(p.st[1], ERR_OK);
+    assert_int_equal(st.commits, 1);
+    close_q(f, q);
+}
+
 static void test_reopen_keeps_order(void **state)
 {
     fx_t *f = *state;
@@ -1178,6 +1216,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rejects_persisted_old_file, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_dead_review, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_ids_never_reused, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_waits_one_poll, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_v1_file_converted, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_commit_waits_for_another_writer_off_the_loop,
                                         fx_setup, fx_teardown),

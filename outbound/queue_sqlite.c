@@ -1377,8 +1377,6 @@ static void commit_done(uv_work_t *w, int status)
         maybe_finish_close(q);
 }
 
-/* may_run_here: called from a libuv callback, not from inside a queue call
- * (callbacks never run inside the call that caused them). */
 static void defer_stop(sq_t *q)
 {
     if (!q->defer_armed)
@@ -1388,6 +1386,8 @@ static void defer_stop(sq_t *q)
     uv_idle_stop(&q->defer_idle);
 }
 
+/* may_run_here: called from a libuv callback, not from inside a queue call
+ * (callbacks never run inside the call that caused them). */
 static void commit_start(sq_t *q, bool may_run_here)
 {
     if (q->committing || (!q->puts && !q->marks))

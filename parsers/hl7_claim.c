@@ -536,9 +536,11 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
     claim_t *cl = claim_new(a, CLAIM_SRC_HL7V2);
     cl->kind = slice_eq(type, "ADT") ? CLAIM_KIND_ADT : CLAIM_KIND_BILL;
     char *mt = arena_alloc(a, type.len + trig.len + 2);
-    memcpy(mt, type.ptr, type.len);
+    if (type.len)
+        memcpy(mt, type.ptr, type.len);
     mt[type.len] = '^';
-    memcpy(mt + type.len + 1, trig.ptr, trig.len);
+    if (trig.len)
+        memcpy(mt + type.len + 1, trig.ptr, trig.len);
     mt[type.len + 1 + trig.len] = '\0';
     cl->message_type = mt;
     err_t rc = str_of(&c, hl7_value(msg, 0, 10, 0, 0, 0), true, "MSH-10", &cl->id);

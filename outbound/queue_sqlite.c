@@ -55,13 +55,13 @@ _Static_assert(ST_DEAD == 3, "the dead review's SQL names state 3");
 /* The table of rows, and the index of held rows (dead or dead-lettered): a
  * pending row is written and deleted without touching it, and a fetch of
  * pending rows reads the table in id order from its cursor. */
-#define MSGS_TABLE(name)                                                                  \
-    "CREATE TABLE " name "(id INTEGER PRIMARY KEY,"                                       \
-    " dest TEXT NOT NULL, control_id TEXT NOT NULL,"                                      \
-    " content_type TEXT NOT NULL, payload BLOB NOT NULL, findings TEXT,"                  \
-    " state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"             \
-    " last_error TEXT, created_ms INTEGER NOT NULL,"                                      \
-    " updated_ms INTEGER NOT NULL, rejects INTEGER NOT NULL DEFAULT 0,"                   \
+#define MSGS_TABLE(name)                                                                           \
+    "CREATE TABLE " name "(id INTEGER PRIMARY KEY,"                                                \
+    " dest TEXT NOT NULL, control_id TEXT NOT NULL,"                                               \
+    " content_type TEXT NOT NULL, payload BLOB NOT NULL, findings TEXT,"                           \
+    " state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"                      \
+    " last_error TEXT, created_ms INTEGER NOT NULL,"                                               \
+    " updated_ms INTEGER NOT NULL, rejects INTEGER NOT NULL DEFAULT 0,"                            \
     " meta TEXT);"
 #define MSGS_HELD_INDEX "CREATE INDEX msgs_held ON msgs(dest, state, id) WHERE state<>0;"
 
@@ -135,8 +135,8 @@ struct sq {
     uv_timer_t fresh_timer; /* ends fetches served from memory (fetch_fresh) */
     int64_t pruned_ms;      /* when the worklist was last pruned */
     int lock_fd;
-    int64_t max_id;   /* highest id committed (at open: the highest id allocated) */
-    int64_t next_id;  /* the last id handed out by id_next; committed or not */
+    int64_t max_id;    /* highest id committed (at open: the highest id allocated) */
+    int64_t next_id;   /* the last id handed out by id_next; committed or not */
     int64_t ids_below; /* meta 'ids-below' as committed: every id handed out is under it */
     sqlite3_stmt *st_ids_below;
     int64_t instance; /* random, drawn when the database was created (table meta) */
@@ -277,6 +277,18 @@ static int exec(sqlite3 *db, const char *sql)
     return sqlite3_exec(db, sql, NULL, NULL, NULL);
 }
 
+/* Runs a script that is one transaction (BEGIN ... COMMIT); on failure the
+ * error names what, and the transaction is rolled back. */
+static err_t exec_txn(sqlite3 *db, const char *sql, err_detail_t *d, const char *what)
+{
+    int rc = exec(db, sql);
+    if (rc == SQLITE_OK)
+        return ERR_OK;
+    err_t e = sql_err(db, rc, d, what);
+    exec(db, "ROLLBACK");
+    return e;
+}
+
 static size_t dest_find(sq_t *q, const char *name, bool create)
 {
     for (size_t i = 0; i < q->ndests; i++)
@@ -332,25 +344,24 @@ static err_t add_column(sqlite3 *db, const char *col, const char *decl, err_deta
  * the new ids start. A file that is not ours fails here, unchanged. */
 static err_t migrate_v1(sqlite3 *db, err_detail_t *d)
 {
-    int rc = exec(db, "BEGIN IMMEDIATE;"
-                      "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY NOT NULL, v);"
-                      "INSERT OR REPLACE INTO meta(k, v) SELECT 'ids-below',"
-                      " max(coalesce((SELECT seq FROM sqlite_sequence WHERE name='msgs'), 0),"
-                      " coalesce((SELECT max(id) FROM msgs), 0)) + 1;"
-                      MSGS_TABLE("msgs_v2")
-                      "INSERT INTO msgs_v2(id, dest, control_id, content_type, payload, findings,"
-                      " state, attempts, last_error, created_ms, updated_ms, rejects, meta)"
-                      " SELECT id, dest, control_id, content_type, payload, findings, state,"
-                      " attempts, last_error, created_ms, updated_ms, rejects, meta FROM msgs;"
-                      "DROP TABLE msgs;"
-                      "ALTER TABLE msgs_v2 RENAME TO msgs;" MSGS_HELD_INDEX
-                      "PRAGMA user_version=2;"
-                      "COMMIT;");
-    if (rc != SQLITE_OK) {
-        err_t e = sql_err(db, rc, d, "convert a version 1 queue file");
-        exec(db, "ROLLBACK");
+    err_t e = exec_txn(
+        db,
+        "BEGIN IMMEDIATE;"
+        "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY NOT NULL, v);"
+        "INSERT OR REPLACE INTO meta(k, v) SELECT 'ids-below',"
+        " max(coalesce((SELECT seq FROM sqlite_sequence WHERE name='msgs'), 0),"
+        " coalesce((SELECT max(id) FROM msgs), 0)) + 1;" MSGS_TABLE(
+            "msgs_v2") "INSERT INTO msgs_v2(id, dest, control_id, content_type, payload, findings,"
+                       " state, attempts, last_error, created_ms, updated_ms, rejects, meta)"
+                       " SELECT id, dest, control_id, content_type, payload, findings, state,"
+                       " attempts, last_error, created_ms, updated_ms, rejects, meta FROM msgs;"
+                       "DROP TABLE msgs;"
+                       "ALTER TABLE msgs_v2 RENAME TO msgs;" MSGS_HELD_INDEX
+                       "PRAGMA user_version=2;"
+                       "COMMIT;",
+        d, "convert a version 1 queue file");
+    if (e)
         return e;
-    }
     log_info("queue: converted the queue file from schema version 1 to 2");
     return ERR_OK;
 }
@@ -394,20 +405,18 @@ static err_t open_schema(sq_t *q, err_detail_t *d)
     sqlite3_finalize(st);
     if (version < 0)
         return sql_err(db, sqlite3_errcode(db), d, "read schema version");
+    err_t e = ERR_OK;
     if (version == 0) {
-        rc = exec(db, "BEGIN IMMEDIATE;" MSGS_TABLE("msgs") MSGS_HELD_INDEX
-                      "PRAGMA user_version=2;"
-                      "COMMIT;");
-        if (rc != SQLITE_OK) {
-            err_t e = sql_err(db, rc, d, "create schema");
-            exec(db, "ROLLBACK");
-            return e;
-        }
+        e = exec_txn(db,
+                     "BEGIN IMMEDIATE;" MSGS_TABLE("msgs") MSGS_HELD_INDEX "PRAGMA user_version=2;"
+                                                                           "COMMIT;",
+                     d, "create schema");
     } else if (version != 1 && version != SCHEMA_VERSION) {
         return err_set(d, ERR_QUEUE, 0, "queue schema version %d is not %d", version,
                        SCHEMA_VERSION);
     }
-    err_t e = add_column(db, "rejects", "INTEGER NOT NULL DEFAULT 0", d);
+    if (!e)
+        e = add_column(db, "rejects", "INTEGER NOT NULL DEFAULT 0", d);
     if (!e)
         e = add_column(db, "meta", "TEXT", d);
     if (!e && version == 1)
@@ -434,17 +443,15 @@ static err_t load_state(sq_t *q, err_detail_t *d)
      * cursor left beside a deleted and recreated database is not believed.
      * Added here rather than at creation so that files made before it get
      * one too (older builds ignore the table). */
-    int rc = exec(q->db, "BEGIN IMMEDIATE;"
-                         "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY NOT NULL, v);"
+    err_t err = exec_txn(q->db,
+                         "BEGIN IMMEDIATE;"
                          "INSERT OR IGNORE INTO meta(k, v) VALUES('instance', random());"
-                         "COMMIT;");
-    if (rc != SQLITE_OK) {
-        err_t e = sql_err(q->db, rc, d, "queue identity");
-        exec(q->db, "ROLLBACK");
-        return e;
-    }
+                         "COMMIT;",
+                         d, "queue identity");
+    if (err)
+        return err;
     sqlite3_stmt *st = NULL;
-    rc = sqlite3_prepare_v2(q->db, "SELECT v FROM meta WHERE k='instance'", -1, &st, NULL);
+    int rc = sqlite3_prepare_v2(q->db, "SELECT v FROM meta WHERE k='instance'", -1, &st, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
@@ -497,10 +504,11 @@ static err_t load_state(sq_t *q, err_detail_t *d)
 static err_t ids_load(sq_t *q, err_detail_t *d)
 {
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(q->db,
-                                "SELECT coalesce((SELECT CAST(v AS INTEGER) FROM meta"
-                                " WHERE k='ids-below'), 0), coalesce((SELECT max(id) FROM msgs), 0)",
-                                -1, &st, NULL);
+    int rc =
+        sqlite3_prepare_v2(q->db,
+                           "SELECT coalesce((SELECT CAST(v AS INTEGER) FROM meta"
+                           " WHERE k='ids-below'), 0), coalesce((SELECT max(id) FROM msgs), 0)",
+                           -1, &st, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
@@ -1610,13 +1618,12 @@ static err_t sq_dead_review(sq_t *q, const char *dest, queue_dead_fn fate, void 
     if (rc == SQLITE_OK && n)
         rc = exec(db, "BEGIN IMMEDIATE");
     if (rc == SQLITE_OK && n)
-        rc =
-            sqlite3_prepare_v2(db,
-                               "INSERT INTO msgs(id, dest, control_id, content_type, payload,"
-                               " findings, created_ms, updated_ms, last_error) SELECT ?3, dest,"
-                               " control_id, content_type, payload, findings, created_ms, ?2,"
-                               " 'requeued dead row ' || id FROM msgs WHERE id=?1",
-                               -1, &ins, NULL);
+        rc = sqlite3_prepare_v2(db,
+                                "INSERT INTO msgs(id, dest, control_id, content_type, payload,"
+                                " findings, created_ms, updated_ms, last_error) SELECT ?3, dest,"
+                                " control_id, content_type, payload, findings, created_ms, ?2,"
+                                " 'requeued dead row ' || id FROM msgs WHERE id=?1",
+                                -1, &ins, NULL);
     if (rc == SQLITE_OK && n)
         rc = sqlite3_prepare_v2(db, "DELETE FROM msgs WHERE id=?1", -1, &del, NULL);
     if (rc == SQLITE_OK && n)

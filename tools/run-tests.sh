@@ -8,20 +8,31 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc)
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 
+# make check in the current build folder; when it fails, the end of each
+# failing test's log is printed last, where a CI summary shows it.
+check() {
+    make -j"$jobs" check "$@" && return 0
+    for trs in $(grep -l -E '^:test-result: (FAIL|ERROR)' $(find . -name '*.trs')); do
+        echo "== end of ${trs%.trs}.log"
+        tail -n 80 "${trs%.trs}.log"
+    done
+    return 1
+}
+
 [ -x configure ] || autoreconf -fi
 
 echo "== build and unit/integration tests (gcc, -Werror)"
 mkdir -p build && cd build
 [ -f Makefile ] || ../configure -q
 make -j"$jobs" -s
-make -j"$jobs" check
+check
 cd ..
 
 echo "== the same suite under ASan+UBSan"
 mkdir -p build-asan && cd build-asan
 [ -f Makefile ] || ../configure -q --enable-asan --enable-ubsan
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    make -j"$jobs" check
+    check
 cd ..
 
 echo "== fuzzing each parser for ${FUZZ_SECONDS}s (clang, libFuzzer)"

@@ -183,6 +183,16 @@ def teardown(*steps):
         raise first
 
 
+def show_logs(cluster, daemons):
+    """After a failure: the end of the servers' and the daemons' logs, so that
+    the test's output says what happened."""
+    print(cluster.logs())
+    for d in daemons:
+        if d is not None and os.path.exists(d.log_path):
+            print("== end of " + d.log_path)
+            print(d.logtext()[-4000:])
+
+
 def pg_instance(cluster, name, sink_port, *extra, http=False):
     """A spinegate on the shared queue; name becomes its application_name
     on the server, so the test can see which instance holds a lease."""
@@ -285,6 +295,12 @@ class HaFailover(unittest.TestCase):
                        "the lease taken over by " + survivor)
             takeover = time.time() - t_kill
             progress(50, "load on the surviving instance")
+            # Back on a new port, as a replaced machine would be: its old one
+            # was free while it was down, and any process here (another test
+            # running beside this one) may have been given it meanwhile. The
+            # senders' list (HAProxy's backends) follows.
+            victim.mllp_port = h.free_port()
+            ports[instances.index(victim)] = victim.mllp_port
             victim.start()
             # One more sender, on the restarted instance: it takes messages again.
             late = Sender("R", ports, instances.index(victim), stop)
@@ -343,7 +359,7 @@ class HaFailover(unittest.TestCase):
             for s in senders:
                 s.join(10)
             if not passed:
-                print(cluster.logs())
+                show_logs(cluster, instances)
             teardown(*[d.cleanup for d in instances if d.proc is not None],
                      sink.stop if sink else None, cluster.stop)
 
@@ -358,6 +374,7 @@ class HaStandbyDown(unittest.TestCase):
         # synchronous_mode_strict), messages are acknowledged again.
         cluster = pgcluster.PgCluster(standby=True)
         sink = d = None
+        passed = False
         try:
             cluster.start()
             sink = h.MllpSink().start()
@@ -385,7 +402,10 @@ class HaStandbyDown(unittest.TestCase):
             print("# standby down: AR after %.1f s of waiting; the refused message at the sink "
                   "%d time(s); AA again after %d tries once the standby was dropped"
                   % (waited, sink.control_ids().count("SB-WAIT"), n[0]))
+            passed = True
         finally:
+            if not passed:
+                show_logs(cluster, [d])
             teardown(d.cleanup if d else None, sink.stop if sink else None, cluster.stop)
 
 
@@ -394,6 +414,7 @@ class HaDatabaseDown(unittest.TestCase):
     def test_unreachable_database_refuses_then_recovers(self):
         cluster = pgcluster.PgCluster(standby=True)
         sink = fsink = d = None
+        passed = False
         try:
             cluster.start()
             sink = h.MllpSink().start()
@@ -441,7 +462,10 @@ class HaDatabaseDown(unittest.TestCase):
                   "after %d tries; refused messages at the sink: %d" % (n[0], len(refused)))
             self.assertEqual(refused, [])
             h.wait_for(lambda: len(fsink.received) >= 2, 30, "both FHIR Claims at billing")
+            passed = True
         finally:
+            if not passed:
+                show_logs(cluster, [d])
             teardown(d.cleanup if d else None, sink.stop if sink else None,
                      fsink.stop if fsink else None, cluster.stop)
 

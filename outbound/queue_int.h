@@ -8,6 +8,7 @@
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "queue.h"
 
@@ -73,6 +74,12 @@ err_t queue__items_check(const queue_item_t *items, size_t n, size_t max_payload
  * of a checked item's texts and payload, which *t is set to point at.
  * Free the result with xfree(). */
 void *queue__item_copy(const queue_item_t *item, size_t head, queue__texts_t *t);
+
+/* Where queue-sync=full runs the WAL's fdatasync (SQLite queue): on the loop
+ * while syncs are fast, on the thread pool while they are slow. Takes one
+ * sync's duration into the moving average *avg_us and returns whether the
+ * next sync runs on the pool (on_pool: whether this one did). */
+bool queue__sync_on_pool(uint32_t *avg_us, uint32_t took_us, bool on_pool);
 
 /* The head of every backend's queue and reader: each backend's own struct
  * begins with one of these, so that the pointers convert both ways. */

@@ -175,8 +175,8 @@ struct sq {
 
     /* queue-sync=full: a group commit ends without an fsync of its own (its
      * COMMIT runs with synchronous=NORMAL, on the loop thread when the lock
-     * is free); one fdatasync of the WAL on the pool then makes every commit
-     * before it durable, while the next commits run. A commit's puts are
+     * is free); one fdatasync of the WAL (on the loop or the pool, below)
+     * then makes every commit before it durable. A commit's puts are
      * answered, its rows shown to readers and its marks counted only once a
      * sync that started after it has ended. The connection stays FULL for
      * everything else it runs. */
@@ -194,6 +194,14 @@ struct sq {
     bool sync_restore_failed; /* set by batch_end, logged by commit_done */
     int sync_errno;
     uv_work_t syncwork;
+    /* The sync runs on the loop, which saves the pool's two thread switches
+     * and lets the messages that come in meanwhile wait in the kernel and
+     * go into the next commit together; on the pool while syncs are slow
+     * (sync_note_time), so that a slow disk does not hold up every other
+     * connection. */
+    uint32_t sync_us;     /* how long the last sync took */
+    uint32_t sync_avg_us; /* moving average, 1/8 weight to each new sync */
+    bool sync_on_pool, sync_pool_logged;
 
     dest_t *dests;
     size_t ndests, capdests;
@@ -1236,13 +1244,48 @@ static void sync_start(sq_t *q);
 static void sync_work(uv_work_t *w)
 {
     sq_t *q = w->data;
+    uint64_t t0 = uv_hrtime();
     if (q->wal_fd >= 0)
         q->sync_errno = fdatasync(q->wal_fd) == 0 ? 0 : errno;
+    uint64_t us = (uv_hrtime() - t0) / 1000;
+    q->sync_us = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+}
+
+/* Syncs move to the pool when they take over SYNC_POOL_ABOVE_US on average
+ * and back to the loop under SYNC_LOOP_BELOW_US: a disk that is slow for a
+ * while no longer stalls the loop, and one late sync among fast ones (seen
+ * at 10-40 ms on a virtual disk) does not move them. */
+#define SYNC_POOL_ABOVE_US 10000
+#define SYNC_LOOP_BELOW_US 2000
+
+bool queue__sync_on_pool(uint32_t *avg_us, uint32_t took_us, bool on_pool)
+{
+    *avg_us = *avg_us - *avg_us / 8 + took_us / 8;
+    if (*avg_us > SYNC_POOL_ABOVE_US)
+        return true;
+    return on_pool && *avg_us >= SYNC_LOOP_BELOW_US;
+}
+
+static void sync_note_time(sq_t *q)
+{
+    bool was = q->sync_on_pool;
+    q->sync_on_pool = queue__sync_on_pool(&q->sync_avg_us, q->sync_us, was);
+    if (!was && q->sync_on_pool) {
+        /* At info the first time only: a slow disk may come and go. */
+        log_msg(q->sync_pool_logged ? LOG_LVL_DEBUG : LOG_LVL_INFO,
+                "queue: fdatasync of the WAL takes %u ms on average: syncs run on a worker "
+                "thread, off the event loop, until they are fast again",
+                (unsigned)(q->sync_avg_us / 1000));
+        q->sync_pool_logged = true;
+    } else if (was && !q->sync_on_pool) {
+        log_debug("queue: fdatasync of the WAL is fast again: syncs run on the event loop");
+    }
 }
 
 static void sync_done(uv_work_t *w, int status)
 {
     sq_t *q = w->data;
+    sync_note_time(q);
     bool ok = !q->sync_failed && status == 0 && q->sync_errno == 0;
     sync_batch_t *last = q->sync_last;
     q->syncing = false;
@@ -1314,7 +1357,15 @@ static void sync_start(sq_t *q)
     q->sync_last = last;
     q->syncing = true;
     q->syncwork.data = q;
-    uv_queue_work(q->loop, &q->syncwork, sync_work, sync_done);
+    /* Here only from commit_done and sync_done, callbacks of the loop (never
+     * inside a queue call): their callbacks cannot start a commit that ends
+     * at once, so no batch can join while sync_done runs from here. */
+    if (q->sync_on_pool) {
+        uv_queue_work(q->loop, &q->syncwork, sync_work, sync_done);
+    } else {
+        sync_work(&q->syncwork);
+        sync_done(&q->syncwork, 0);
+    }
 }
 
 /* A batch committed with queue-sync=full waits for the next sync. */

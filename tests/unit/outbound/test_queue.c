@@ -534,6 +534,45 @@ static void test_full_sync_failure_refuses(void **state)
     close_q(f, q);
 }
 
+/* Where queue-sync=full runs its syncs: on the loop while they are fast;
+ * one late sync among fast ones (10-40 ms were seen on a virtual disk)
+ * leaves them there; a disk that stays slow, or hangs once for long, moves
+ * them to the pool, and they come back once it is fast again. */
+static uint32_t syncs(uint32_t *avg, bool *pool, uint32_t took_us, int n, bool until)
+{
+    uint32_t count = 0;
+    while (count < (uint32_t)n) {
+        *pool = queue__sync_on_pool(avg, took_us, *pool);
+        count++;
+        if (*pool == until)
+            break;
+    }
+    return count;
+}
+
+static void test_sync_place(void **state)
+{
+    (void)state;
+    uint32_t avg = 0;
+    bool pool = false;
+    syncs(&avg, &pool, 150, 100, true); /* a fast disk */
+    assert_false(pool);
+    syncs(&avg, &pool, 40000, 1, true); /* one late sync */
+    assert_false(pool);
+    syncs(&avg, &pool, 150, 20, true);
+    assert_false(pool);
+    uint32_t n = syncs(&avg, &pool, 15000, 100, true); /* the disk turns slow */
+    assert_true(pool);
+    assert_true(n > 1 && n < 20);
+    syncs(&avg, &pool, 9000, 100, false); /* slow, if less so: stays */
+    assert_true(pool);
+    n = syncs(&avg, &pool, 150, 100, false); /* fast again */
+    assert_false(pool);
+    assert_true(n > 1 && n < 30);
+    syncs(&avg, &pool, 3000000, 1, true); /* a 3 s hang */
+    assert_true(pool);
+}
+
 static void test_full_is_busy(void **state)
 {
     fx_t *f = *state;
@@ -1208,6 +1247,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_recovery, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_delivered_pruned, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_full_sync_failure_refuses, fx_setup, fx_teardown),
+        cmocka_unit_test(test_sync_place),
         cmocka_unit_test_setup_teardown(test_full_is_busy, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_put_many_atomic, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_file, fx_setup, fx_teardown),

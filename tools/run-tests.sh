@@ -12,7 +12,7 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 # failing test's log is printed last, where a CI summary shows it.
 check() {
     make -j"$jobs" check "$@" && return 0
-    for trs in $(grep -l -E '^:test-result: (FAIL|ERROR)' $(find . -name '*.trs')); do
+    for trs in $(grep -l -E '^:test-result: (FAIL|ERROR)' /dev/null $(find . -name '*.trs')); do
         echo "== end of ${trs%.trs}.log"
         tail -n 80 "${trs%.trs}.log"
     done

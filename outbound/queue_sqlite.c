@@ -65,6 +65,28 @@ _Static_assert(ST_DEAD == 3, "the dead review's SQL names state 3");
     " meta TEXT);"
 #define MSGS_HELD_INDEX "CREATE INDEX msgs_held ON msgs(dest, state, id) WHERE state<>0;"
 
+/* The schema scripts; clang-format cannot lay out strings joined by macros. */
+/* clang-format off */
+static const char create_schema_sql[] = "BEGIN IMMEDIATE;" MSGS_TABLE("msgs") MSGS_HELD_INDEX
+                                        "PRAGMA user_version=2;"
+                                        "COMMIT;";
+
+/* The conversion of a version 1 file (migrate_v1). */
+static const char convert_v1_sql[] =
+    "BEGIN IMMEDIATE;"
+    "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY NOT NULL, v);"
+    "INSERT OR REPLACE INTO meta(k, v) SELECT 'ids-below',"
+    " max(coalesce((SELECT seq FROM sqlite_sequence WHERE name='msgs'), 0),"
+    " coalesce((SELECT max(id) FROM msgs), 0)) + 1;" MSGS_TABLE("msgs_v2")
+    "INSERT INTO msgs_v2(id, dest, control_id, content_type, payload, findings,"
+    " state, attempts, last_error, created_ms, updated_ms, rejects, meta)"
+    " SELECT id, dest, control_id, content_type, payload, findings, state,"
+    " attempts, last_error, created_ms, updated_ms, rejects, meta FROM msgs;"
+    "DROP TABLE msgs;"
+    "ALTER TABLE msgs_v2 RENAME TO msgs;" MSGS_HELD_INDEX "PRAGMA user_version=2;"
+    "COMMIT;";
+/* clang-format on */
+
 typedef struct sq sq_t;
 typedef struct sqr sqr_t;
 
@@ -148,6 +170,7 @@ struct sq {
     uv_check_t defer_check;
     uv_idle_t defer_idle;
     bool defer_armed, defer_turn_seen;
+    size_t handles_closing; /* closed handles not yet called back (queue_close) */
     bool timer_armed;
     uint64_t timer_due; /* loop time the armed timer fires */
 
@@ -352,22 +375,7 @@ static err_t add_column(sqlite3 *db, const char *col, const char *decl, err_deta
  * the new ids start. A file that is not ours fails here, unchanged. */
 static err_t migrate_v1(sqlite3 *db, err_detail_t *d)
 {
-    err_t e = exec_txn(
-        db,
-        "BEGIN IMMEDIATE;"
-        "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY NOT NULL, v);"
-        "INSERT OR REPLACE INTO meta(k, v) SELECT 'ids-below',"
-        " max(coalesce((SELECT seq FROM sqlite_sequence WHERE name='msgs'), 0),"
-        " coalesce((SELECT max(id) FROM msgs), 0)) + 1;" MSGS_TABLE(
-            "msgs_v2") "INSERT INTO msgs_v2(id, dest, control_id, content_type, payload, findings,"
-                       " state, attempts, last_error, created_ms, updated_ms, rejects, meta)"
-                       " SELECT id, dest, control_id, content_type, payload, findings, state,"
-                       " attempts, last_error, created_ms, updated_ms, rejects, meta FROM msgs;"
-                       "DROP TABLE msgs;"
-                       "ALTER TABLE msgs_v2 RENAME TO msgs;" MSGS_HELD_INDEX
-                       "PRAGMA user_version=2;"
-                       "COMMIT;",
-        d, "convert a version 1 queue file");
+    err_t e = exec_txn(db, convert_v1_sql, d, "convert a version 1 queue file");
     if (e)
         return e;
     log_info("queue: converted the queue file from schema version 1 to 2");
@@ -415,10 +423,7 @@ static err_t open_schema(sq_t *q, err_detail_t *d)
         return sql_err(db, sqlite3_errcode(db), d, "read schema version");
     err_t e = ERR_OK;
     if (version == 0) {
-        e = exec_txn(db,
-                     "BEGIN IMMEDIATE;" MSGS_TABLE("msgs") MSGS_HELD_INDEX "PRAGMA user_version=2;"
-                                                                           "COMMIT;",
-                     d, "create schema");
+        e = exec_txn(db, create_schema_sql, d, "create schema");
     } else if (version != 1 && version != SCHEMA_VERSION) {
         return err_set(d, ERR_QUEUE, 0, "queue schema version %d is not %d", version,
                        SCHEMA_VERSION);
@@ -1807,41 +1812,19 @@ static uint64_t sq_depth(const sq_t *q, const char *dest)
 
 /* ---------------------------------------------------------------- close */
 
-static void close_timer_cb(uv_handle_t *h)
+/* q holds the handles: it is freed once the last of them has left libuv's
+ * closing list. */
+static void handle_closed_cb(uv_handle_t *h)
 {
     sq_t *q = h->data;
+    if (--q->handles_closing)
+        return;
     queue_close_cb cb = q->close_cb;
     void *user = q->close_user;
     log_info("queue: closed %s (%" PRIu64 " pending)", q->path, q->st.depth);
     free_handles(q);
     if (cb)
         cb(user);
-}
-
-/* The commit timer is closed last, so that q (which holds the handles) is
- * freed only once none is in libuv's closing list. */
-static void defer_idle_closed_cb(uv_handle_t *h)
-{
-    sq_t *q = h->data;
-    uv_close((uv_handle_t *)&q->timer, close_timer_cb);
-}
-
-static void defer_check_closed_cb(uv_handle_t *h)
-{
-    sq_t *q = h->data;
-    uv_close((uv_handle_t *)&q->defer_idle, defer_idle_closed_cb);
-}
-
-static void fresh_closed_cb(uv_handle_t *h)
-{
-    sq_t *q = h->data;
-    uv_close((uv_handle_t *)&q->defer_check, defer_check_closed_cb);
-}
-
-static void inbox_closed_cb(uv_handle_t *h)
-{
-    sq_t *q = h->data;
-    uv_close((uv_handle_t *)&q->fresh_timer, fresh_closed_cb);
 }
 
 static void maybe_finish_close(sq_t *q)
@@ -1862,7 +1845,12 @@ static void maybe_finish_close(sq_t *q)
             q->ids_below = q->next_id + 1;
     }
     q->closed = true;
-    uv_close((uv_handle_t *)&q->inbox_timer, inbox_closed_cb);
+    uv_handle_t *handles[] = {(uv_handle_t *)&q->inbox_timer, (uv_handle_t *)&q->fresh_timer,
+                              (uv_handle_t *)&q->defer_check, (uv_handle_t *)&q->defer_idle,
+                              (uv_handle_t *)&q->timer};
+    q->handles_closing = sizeof handles / sizeof handles[0];
+    for (size_t i = 0; i < q->handles_closing; i++)
+        uv_close(handles[i], handle_closed_cb);
 }
 
 static void sq_close(sq_t *q, queue_close_cb cb, void *user)

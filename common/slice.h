@@ -37,4 +37,13 @@ static inline bool slice_eq_slice(slice_t a, slice_t b)
     return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
 }
 
+/* Copies the C string src into dst of cap bytes (cap > 0), cut to fit and
+ * always terminated: snprintf(dst, cap, "%s", src) without the format work,
+ * for the copies made once a message. */
+static inline void str_copy(char *dst, size_t cap, const char *src)
+{
+    if (!memccpy(dst, src, '\0', cap))
+        dst[cap - 1] = '\0';
+}
+
 #endif

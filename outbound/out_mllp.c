@@ -180,7 +180,7 @@ static void finish_detail(mllp_state_t *m, out__res_t res, const char *reason, c
     if (!m->nflight)
         return;
     if (keep) {
-        snprintf(m->last_id, sizeof m->last_id, "%s", m->flight[0].row->control_id);
+        str_copy(m->last_id, sizeof m->last_id, m->flight[0].row->control_id);
         memmove(m->flight, m->flight + 1, --m->nflight * sizeof m->flight[0]);
         if (m->written)
             m->written--;

@@ -24,6 +24,7 @@
 
 #include "log.h"
 #include "queue_int.h"
+#include "slice.h"
 #include "sqlite_walbuf.h"
 #include "worklist.h"
 #include "worklist_int.h"
@@ -2061,7 +2062,7 @@ static void mark_add(sq_t *q, size_t dest_idx, int64_t id, mark_kind_t kind, uns
     m->kind = kind;
     m->attempts = attempts;
     m->rejects = rejects;
-    snprintf(m->reason, sizeof m->reason, "%s", reason ? reason : "");
+    str_copy(m->reason, sizeof m->reason, reason ? reason : "");
     *q->marks_tail = m;
     q->marks_tail = &m->next;
     commit_schedule(q, false);

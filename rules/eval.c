@@ -65,39 +65,48 @@ static void evaluate(const rule_pack_t *pack, const claim_t *claim, arena_t *a, 
 
 /* ---------------------------------------------------------------- output */
 
-/* Fills a message template's {placeholders}; absent values read as "". */
+/* Fills a message template's {placeholders}; absent values read as "".
+ * The loader checked the template (check_template): each '{' opens a known
+ * placeholder and there are at most RULE__TEMPLATE_MAX_VARS of them, so the
+ * pieces are listed once on the stack, then copied whole. A '{' that opens
+ * no placeholder is copied as it stands. */
 static char *expand(arena_t *a, const char *tmpl, const char *const *v)
 {
-    size_t n = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        char *out = pass ? arena_alloc(a, n + 1) : NULL;
-        size_t o = 0;
-        {
-            const char *const *vv = v;
-            for (const char *s = tmpl; *s; s++) {
-                const char *e;
-                int vi;
-                if (*s == '{' && (e = strchr(s, '}')) && (vi = rule__var_from(s + 1, (size_t)(e - s - 1))) >= 0) {
-                    const char *val = vv[vi] ? vv[vi] : "";
-                    size_t l = strlen(val);
-                    if (pass)
-                        memcpy(out + o, val, l);
-                    o += l;
-                    s = e;
-                } else {
-                    if (pass)
-                        out[o] = *s;
-                    o++;
-                }
-            }
+    struct {
+        const char *p;
+        size_t n;
+    } piece[2 * RULE__TEMPLATE_MAX_VARS + 2];
+    size_t np = 0, total = 0;
+    const char *s = tmpl;
+    for (;;) {
+        const char *open = np + 3 <= sizeof piece / sizeof piece[0] ? strchr(s, '{') : NULL;
+        size_t lit = open ? (size_t)(open - s) : strlen(s);
+        piece[np].p = s;
+        piece[np++].n = lit;
+        total += lit;
+        if (!open)
+            break;
+        const char *close = strchr(open, '}');
+        int vi = close ? rule__var_from(open + 1, (size_t)(close - open - 1)) : -1;
+        if (vi < 0) {
+            piece[np].p = open;
+            piece[np++].n = 1;
+            total++;
+            s = open + 1;
+            continue;
         }
-        if (pass) {
-            out[o] = '\0';
-            return out;
-        }
-        n = o;
+        piece[np].p = v[vi] ? v[vi] : "";
+        piece[np].n = strlen(piece[np].p);
+        total += piece[np++].n;
+        s = close + 1;
     }
-    return NULL;
+    char *out = arena_alloc(a, total + 1), *o = out;
+    for (size_t k = 0; k < np; k++) {
+        memcpy(o, piece[k].p, piece[k].n);
+        o += piece[k].n;
+    }
+    *o = '\0';
+    return out;
 }
 
 static rule_finding_t *add(ev_t *e, rule__id_t id, rule__msgkey_t mk, const char *const *v,
@@ -1148,9 +1157,23 @@ static const rule__table_t *table_for(const rule_pack_t *p, claim_date_t d, rule
     return newest;
 }
 
+/* YYYY-MM-DD, a missing month or day read as 1. Written by hand: a finding
+ * about dates formats one for most messages, and snprintf costs more than
+ * the rest of the finding. */
 static void fmt_date(char *out, size_t cap, claim_date_t d)
 {
-    snprintf(out, cap, "%04d-%02d-%02d", d.year, d.month ? d.month : 1, d.day ? d.day : 1);
+    int month = d.month ? d.month : 1, day = d.day ? d.day : 1;
+    if (cap < 11 || d.year < 0 || d.year > 9999 || month < 0 || month > 99 || day < 0 || day > 99) {
+        snprintf(out, cap, "%04d-%02d-%02d", d.year, month, day);
+        return;
+    }
+    const int digits[8] = {d.year / 1000, d.year / 100 % 10, d.year / 10 % 10, d.year % 10,
+                           month / 10,    month % 10,        day / 10,         day % 10};
+    static const int at[8] = {0, 1, 2, 3, 5, 6, 8, 9};
+    for (int i = 0; i < 8; i++)
+        out[at[i]] = (char)('0' + digits[i]);
+    out[4] = out[7] = '-';
+    out[10] = '\0';
 }
 
 /* True when code falls under a category or 7th-character owner of t. */

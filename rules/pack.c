@@ -125,8 +125,11 @@ const char *rule__msgkey_name(rule__msgkey_t k)
 
 int rule__var_from(const char *name, size_t n)
 {
+    /* Runs for each placeholder of each finding: the first byte rules out
+     * most names before a comparison. */
     for (int i = 0; i < V__COUNT; i++)
-        if (strlen(var_names[i]) == n && memcmp(var_names[i], name, n) == 0)
+        if (n && var_names[i][0] == name[0] && strncmp(var_names[i], name, n) == 0 &&
+            var_names[i][n] == '\0')
             return i;
     return -1;
 }
@@ -675,6 +678,7 @@ static err_t load_procs(ctx_t *c, rule_pack_t *p, const cJSON *root)
 /* Checks a template's {placeholders}. */
 static err_t check_template(ctx_t *c, const char *s)
 {
+    int vars = 0;
     for (const char *q = s; *q; q++) {
         if (*q == '}')
             return perr(c, ERR_BAD_PACK, "unbalanced '}'");
@@ -686,6 +690,8 @@ static err_t check_template(ctx_t *c, const char *s)
         if (rule__var_from(q + 1, (size_t)(e - q - 1)) < 0)
             return perr(c, ERR_BAD_PACK, "unknown placeholder {%.*s}", (int)(e - q - 1 > 32 ? 32 : e - q - 1),
                         q + 1);
+        if (++vars > RULE__TEMPLATE_MAX_VARS)
+            return perr(c, ERR_BAD_PACK, "more than %d placeholders", RULE__TEMPLATE_MAX_VARS);
         q = e;
     }
     return ERR_OK;

@@ -387,6 +387,10 @@ typedef enum {
 } rule__var_t;
 
 /* The variable named by name[0..n), or -1. */
+/* Placeholders one template may hold: the pack loader refuses more, so that
+ * the expansion can list a template's pieces on the stack. */
+#define RULE__TEMPLATE_MAX_VARS 32
+
 int rule__var_from(const char *name, size_t n);
 const char *rule__var_name(rule__var_t v);
 

@@ -12,6 +12,7 @@
 #include "claim.h"
 #include "err.h"
 #include "log.h"
+#include "slice.h"
 #include "xmalloc.h"
 
 static void test_arena_alignment_and_growth(void **state)
@@ -277,6 +278,23 @@ static void test_err(void **state)
     assert_int_equal(err_set(NULL, ERR_IO, 0, NULL), ERR_IO);
 }
 
+static void test_str_copy(void **state)
+{
+    (void)state;
+    char b[6];
+    memset(b, 'z', sizeof b);
+    str_copy(b, sizeof b, "abc");
+    assert_string_equal(b, "abc");
+    str_copy(b, sizeof b, "abcde"); /* exactly fits */
+    assert_string_equal(b, "abcde");
+    str_copy(b, sizeof b, "abcdefgh"); /* cut, terminated */
+    assert_string_equal(b, "abcde");
+    str_copy(b, sizeof b, "");
+    assert_string_equal(b, "");
+    str_copy(b, 1, "abc");
+    assert_string_equal(b, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -290,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_claim_growth_and_diff),
         cmocka_unit_test(test_log_id),
         cmocka_unit_test(test_err),
+        cmocka_unit_test(test_str_copy),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }

@@ -340,6 +340,67 @@ static void test_disabled_rule(void **state)
     rule_pack_free(p);
 }
 
+/* Templates expand placeholders anywhere, side by side and repeated, with
+ * unfilled ones empty; a template may hold at most RULE__TEMPLATE_MAX_VARS. */
+static void test_template_expansion(void **state)
+{
+    (void)state;
+    cJSON *j = pack_json();
+    cJSON *r = rule_obj(j, "seventh-character", NULL);
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(r, "messages"), "not_applicable",
+                              cJSON_CreateString("{code}{code}|{other}|x{ {code}"));
+    cJSON_ReplaceItemInObject(r, "reference", cJSON_CreateString("{code}"));
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    write_tmp(text);
+    free(text);
+    rule_pack_t *p;
+    err_detail_t d;
+    /* a '{' that opens no placeholder is refused at load, so is this one */
+    assert_int_equal(rule_pack_load(tmp_path, NULL, NULL, &p, &d), ERR_BAD_PACK);
+
+    j = pack_json();
+    r = rule_obj(j, "seventh-character", NULL);
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(r, "messages"), "not_applicable",
+                              cJSON_CreateString("{code}{code}|{other}|x {code}"));
+    cJSON_ReplaceItemInObject(r, "reference", cJSON_CreateString("{code}"));
+    text = cJSON_Print(j);
+    cJSON_Delete(j);
+    write_tmp(text);
+    free(text);
+    assert_int_equal(rule_pack_load(tmp_path, NULL, NULL, &p, &d), ERR_OK);
+    arena_t a;
+    arena_init(&a, 0);
+    claim_t *c = claim_new(&a, CLAIM_SRC_HL7V2);
+    claim_dx_t *dx = claim_add_dx(c, &a);
+    dx->sequence = 1;
+    dx->type = DX_TYPE_PRINCIPAL;
+    snprintf(dx->code, sizeof dx->code, "M4304XA");
+    rule_verdict_t v;
+    rule_evaluate(p, c, &a, &v);
+    const rule_finding_t *f = NULL;
+    for (size_t i = 0; i < v.nfindings; i++)
+        if (!strcmp(v.findings[i].rule_id, "seventh-character"))
+            f = &v.findings[i];
+    assert_non_null(f);
+    assert_string_equal(f->message, "M43.04XAM43.04XA||x M43.04XA");
+    assert_string_equal(f->reference, "M43.04XA");
+    arena_free(&a);
+    rule_pack_free(p);
+
+    char many[8 * (RULE__TEMPLATE_MAX_VARS + 1) + 1] = "";
+    for (int i = 0; i <= RULE__TEMPLATE_MAX_VARS; i++)
+        strcat(many, "{code} ");
+    j = pack_json();
+    int idx;
+    r = rule_obj(j, "seventh-character", &idx);
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(r, "messages"), "not_applicable",
+                              cJSON_CreateString(many));
+    char where[64];
+    snprintf(where, sizeof where, "rules[%d].messages.not_applicable", idx);
+    expect_error(j, ERR_BAD_PACK, where, "more than 32 placeholders");
+}
+
 static void test_policy(void **state)
 {
     (void)state;
@@ -599,6 +660,7 @@ int main(void)
         cmocka_unit_test(test_json_syntax_error_line),
         cmocka_unit_test(test_semantic_errors),
         cmocka_unit_test(test_disabled_rule),
+        cmocka_unit_test(test_template_expansion),
         cmocka_unit_test(test_policy),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_guideline_references),

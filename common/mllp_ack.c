@@ -8,33 +8,38 @@
 
 bool mllp_ack_msa(const char *p, size_t n, slice_t *code, slice_t *ctrl)
 {
-    for (size_t i = 0; i + 3 < n; i++) {
-        if ((i > 0 && p[i - 1] != '\r' && p[i - 1] != '\n') || memcmp(p + i, "MSA", 3) != 0)
-            continue;
-        char sep = p[i + 3];
-        if (sep == '\r' || sep == '\n')
-            return false;
-        /* Fields 1 and 2, each up to the separator or the segment's end. */
-        size_t f1 = i + 4, e1 = f1;
-        while (e1 < n && p[e1] != sep && p[e1] != '\r' && p[e1] != '\n')
-            e1++;
-        size_t f2 = e1 + 1, e2 = f2;
-        if (e1 < n && p[e1] == sep)
-            while (e2 < n && p[e2] != sep && p[e2] != '\r' && p[e2] != '\n')
-                e2++;
-        else
-            f2 = e2 = e1;
-        *code = slice_make(p + f1, e1 - f1);
-        *ctrl = slice_make(p + f2, e2 - f2);
-        return true;
+    /* Segment by segment: only a segment's first bytes can name it. */
+    for (size_t i = 0; i + 3 < n;) {
+        if (memcmp(p + i, "MSA", 3) == 0) {
+            char sep = p[i + 3];
+            if (sep == '\r' || sep == '\n')
+                return false;
+            /* Fields 1 and 2, each up to the separator or the segment's end. */
+            size_t f1 = i + 4, e1 = f1;
+            while (e1 < n && p[e1] != sep && p[e1] != '\r' && p[e1] != '\n')
+                e1++;
+            size_t f2 = e1 + 1, e2 = f2;
+            if (e1 < n && p[e1] == sep)
+                while (e2 < n && p[e2] != sep && p[e2] != '\r' && p[e2] != '\n')
+                    e2++;
+            else
+                f2 = e2 = e1;
+            *code = slice_make(p + f1, e1 - f1);
+            *ctrl = slice_make(p + f2, e2 - f2);
+            return true;
+        }
+        while (i < n && p[i] != '\r' && p[i] != '\n')
+            i++;
+        while (i < n && (p[i] == '\r' || p[i] == '\n'))
+            i++;
     }
     return false;
 }
 
-mllp_ack_t mllp_ack_read(const char *p, size_t n, const char *ctrl, char *reason, size_t rl)
+mllp_ack_t mllp_ack_judge(bool has_msa, slice_t code, slice_t id, const char *ctrl, char *reason,
+                          size_t rl)
 {
-    slice_t code, id;
-    if (!mllp_ack_msa(p, n, &code, &id)) {
+    if (!has_msa) {
         snprintf(reason, rl, "no MSA segment in the ACK");
         return MLLP_ACK_INVALID;
     }
@@ -55,6 +60,13 @@ mllp_ack_t mllp_ack_read(const char *p, size_t n, const char *ctrl, char *reason
     }
     snprintf(reason, rl, "MSA-1 is not an acknowledgment code");
     return MLLP_ACK_INVALID;
+}
+
+mllp_ack_t mllp_ack_read(const char *p, size_t n, const char *ctrl, char *reason, size_t rl)
+{
+    slice_t code = SLICE_NULL, id = SLICE_NULL;
+    bool has_msa = mllp_ack_msa(p, n, &code, &id);
+    return mllp_ack_judge(has_msa, code, id, ctrl, reason, rl);
 }
 
 void mllp_ack_text(const char *p, size_t n, char *out, size_t cap)

@@ -22,6 +22,11 @@ typedef enum {
  * when it has no MSA segment. */
 bool mllp_ack_msa(const char *p, size_t n, slice_t *code, slice_t *ctrl);
 
+/* mllp_ack_read's judgement of MSA-1 and MSA-2 found by mllp_ack_msa
+ * (has_msa is what it returned), for a caller that already has them. */
+mllp_ack_t mllp_ack_judge(bool has_msa, slice_t code, slice_t id, const char *ctrl, char *reason,
+                          size_t rl);
+
 /* Reads the ACK of the message whose control id is ctrl ("" or NULL: any).
  * For anything but MLLP_ACK_ACCEPTED, reason says why in a few words that
  * quote nothing of the ACK but its code ("downstream answered AR", "no MSA

@@ -354,7 +354,7 @@ static bool on_ack(void *user, const mllp_frame_t *f)
     }
     const char *ack = f->frame->data;
     size_t ack_len = f->frame->len;
-    slice_t code, id;
+    slice_t code = SLICE_NULL, id = SLICE_NULL;
     bool has_msa = mllp_ack_msa(ack, ack_len, &code, &id);
     bool late = has_msa && m->last_id[0] && slice_eq(id, m->last_id) && !in_flight(m, id);
     if (late) {
@@ -376,9 +376,11 @@ static bool on_ack(void *user, const mllp_frame_t *f)
         conn_drop(m);
         return false;
     }
-    char reason[96], text[2048] = "";
+    char reason[96], text[2048];
+    text[0] = '\0'; /* filled for a refusal only */
     flight_t *head = &m->flight[0];
-    mllp_ack_t kind = mllp_ack_read(ack, ack_len, head->row->control_id, reason, sizeof reason);
+    mllp_ack_t kind =
+        mllp_ack_judge(has_msa, code, id, head->row->control_id, reason, sizeof reason);
     if (kind == MLLP_ACK_OTHER_ID && in_flight(m, id))
         /* The downstream answers in the order it was sent (docs: the
          * window): an ACK that overtakes the oldest is out of step. */

@@ -12,6 +12,7 @@
 #include "claim.h"
 #include "err.h"
 #include "log.h"
+#include "mllp_ack.h"
 #include "slice.h"
 #include "xmalloc.h"
 
@@ -295,6 +296,42 @@ static void test_str_copy(void **state)
     assert_string_equal(b, "");
 }
 
+static void test_mllp_ack(void **state)
+{
+    (void)state;
+    slice_t code, id;
+    const char *a = "MSH|^~\\&|B|B|S|S|20260101||ACK|9|P|2.5\rMSA|AA|C1\r";
+    assert_true(mllp_ack_msa(a, strlen(a), &code, &id));
+    assert_true(slice_eq(code, "AA") && slice_eq(id, "C1"));
+    /* LF and CR LF end segments too; MSA first; MSA-2 up to the segment end */
+    const char *lf = "MSH|^~\\&|x\r\nMSA|AE|C2\nERR|x";
+    assert_true(mllp_ack_msa(lf, strlen(lf), &code, &id));
+    assert_true(slice_eq(code, "AE") && slice_eq(id, "C2"));
+    assert_true(mllp_ack_msa("MSA|CA", 6, &code, &id));
+    assert_true(slice_eq(code, "CA") && id.len == 0);
+    /* "MSA" inside a segment, or with no separator after it, is no MSA */
+    const char *inside = "MSH|MSA|AA|C1\rZZZ|x";
+    assert_false(mllp_ack_msa(inside, strlen(inside), &code, &id));
+    assert_false(mllp_ack_msa("MSH|x\rMSA\rMSA", 14, &code, &id));
+    assert_false(mllp_ack_msa("MSA", 3, &code, &id));
+    assert_false(mllp_ack_msa("", 0, &code, &id));
+
+    char reason[96];
+    assert_int_equal(mllp_ack_read(a, strlen(a), "C1", reason, sizeof reason), MLLP_ACK_ACCEPTED);
+    assert_int_equal(mllp_ack_read(a, strlen(a), "C9", reason, sizeof reason), MLLP_ACK_OTHER_ID);
+    assert_string_equal(reason, "ACK for another control id");
+    assert_int_equal(mllp_ack_read(lf, strlen(lf), "C2", reason, sizeof reason), MLLP_ACK_REFUSED);
+    assert_string_equal(reason, "downstream answered AE");
+    assert_int_equal(mllp_ack_read(inside, strlen(inside), "C1", reason, sizeof reason),
+                     MLLP_ACK_INVALID);
+    assert_string_equal(reason, "no MSA segment in the ACK");
+    const char *odd = "MSA|ZZ|C1\r";
+    assert_int_equal(mllp_ack_read(odd, strlen(odd), "C1", reason, sizeof reason),
+                     MLLP_ACK_INVALID);
+    /* an ACK with no MSA-2 is taken for the message in flight */
+    assert_int_equal(mllp_ack_read("MSA|CA", 6, "C1", reason, sizeof reason), MLLP_ACK_ACCEPTED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -309,6 +346,7 @@ int main(void)
         cmocka_unit_test(test_log_id),
         cmocka_unit_test(test_err),
         cmocka_unit_test(test_str_copy),
+        cmocka_unit_test(test_mllp_ack),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }

@@ -54,44 +54,57 @@ static void jb_grow(jbuf_t *b, size_t n)
     b->cap = cap;
 }
 
-/* Inline so that the many short literals are copied without a call. */
-static inline void jb_put(jbuf_t *b, const char *s, size_t n)
+/* Makes room for n more bytes and the final NUL. */
+static inline void jb_reserve(jbuf_t *b, size_t n)
 {
     if (b->len + n + 1 > b->cap)
         jb_grow(b, n);
+}
+
+/* Inline so that the many short literals are copied without a call. */
+static inline void jb_put(jbuf_t *b, const char *s, size_t n)
+{
+    jb_reserve(b, n);
     memcpy(b->p + b->len, s, n);
     b->len += n;
 }
 
 #define JB_LIT(b, lit) jb_put((b), (lit), sizeof(lit) - 1)
 
+/* Bytes that json_plain() may read past the end of its input. */
+#define JSON_SLACK 16
+
 static bool json_needs_escape(unsigned char ch)
 {
     return ch < 0x20 || ch == '"' || ch == '\\';
 }
 
-/* How many bytes from s (n of them) go out as they are: most strings are
- * copied whole. */
+/* How many bytes from s (n of them) go out as they are. s must be followed
+ * by JSON_SLACK readable bytes: it is read 16 bytes at a time. */
 static size_t json_plain(const char *s, size_t n)
 {
-    size_t i = 0;
 #if defined(__SSE2__)
     const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'),
                   ctl_max = _mm_set1_epi8(0x1f);
-    for (; n - i >= 16; i += 16) {
+    for (size_t i = 0; i < n; i += 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
         /* v <= 0x1f unsigned: min(v, 0x1f) == v */
         __m128i ctl = _mm_cmpeq_epi8(_mm_min_epu8(v, ctl_max), v);
         __m128i hit =
             _mm_or_si128(ctl, _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)));
         unsigned m = (unsigned)_mm_movemask_epi8(hit);
+        if (n - i < 16)
+            m &= (1u << (n - i)) - 1; /* the slack after the end */
         if (m)
             return i + (size_t)__builtin_ctz(m);
     }
-#endif
+    return n;
+#else
+    size_t i = 0;
     while (i < n && !json_needs_escape((unsigned char)s[i]))
         i++;
     return i;
+#endif
 }
 
 /* A JSON string escaped as cJSON does: the two-character escapes, other
@@ -101,13 +114,21 @@ static void jb_str(jbuf_t *b, const char *s)
     static const char hex[] = "0123456789abcdef";
     size_t n = strlen(s);
     JB_LIT(b, "\"");
-    for (size_t i = 0;;) {
-        size_t plain = json_plain(s + i, n - i);
-        jb_put(b, s + i, plain);
-        i += plain;
-        if (i == n)
-            break;
-        unsigned char ch = (unsigned char)s[i++];
+    /* Most strings hold nothing to escape: the string is copied whole and
+     * checked in place (zeroed slack after it)... */
+    jb_reserve(b, n + JSON_SLACK);
+    char *out = b->p + b->len;
+    memcpy(out, s, n);
+    memset(out + n, 0, JSON_SLACK);
+    size_t i = json_plain(out, n);
+    b->len += i;
+    /* ...and from the first byte to escape on, it goes byte by byte. */
+    const char *run = s + i;
+    for (; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!json_needs_escape(ch))
+            continue;
+        jb_put(b, run, (size_t)(s + i - run));
         switch (ch) {
         case '"': JB_LIT(b, "\\\""); break;
         case '\\': JB_LIT(b, "\\\\"); break;
@@ -121,7 +142,9 @@ static void jb_str(jbuf_t *b, const char *s)
             jb_put(b, esc, sizeof esc);
         }
         }
+        run = s + i + 1;
     }
+    jb_put(b, run, (size_t)(s + n - run));
     JB_LIT(b, "\"");
 }
 

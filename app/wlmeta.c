@@ -1,7 +1,6 @@
 /* wlmeta.c - the worklist description of a judged message, as JSON. */
 #include "wlmeta.h"
 
-#include <stdio.h>
 #include <string.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -256,9 +255,19 @@ const char *wlmeta_summary(arena_t *a, const rule_verdict_t *v)
     size_t n = 1;
     for (size_t i = 0; i < v->nfindings; i++)
         n += strlen(v->findings[i].rule_id) + 10;
+    /* Joined by hand: a sprintf per finding cost a third of the JSON. */
     char *s = arena_alloc(a, n), *p = s;
-    for (size_t i = 0; i < v->nfindings; i++)
-        p += sprintf(p, "%s%s:%s", i ? " " : "", v->findings[i].rule_id,
-                     rule_severity_name(v->findings[i].severity));
+    for (size_t i = 0; i < v->nfindings; i++) {
+        const char *id = v->findings[i].rule_id, *sev = rule_severity_name(v->findings[i].severity);
+        size_t id_len = strlen(id), sev_len = strlen(sev);
+        if (i)
+            *p++ = ' ';
+        memcpy(p, id, id_len);
+        p += id_len;
+        *p++ = ':';
+        memcpy(p, sev, sev_len);
+        p += sev_len;
+    }
+    *p = '\0';
     return s;
 }

@@ -355,6 +355,9 @@ static void test_wlmeta_json_is_cjson_output(void **state)
     assert_non_null(strstr(outs[0], "\"visit\":\"V\\u0001\\u001f\x7f\\tx\""));
     assert_string_equal(outs[1], "{\"source\":\"http\",\"verdict\":\"unreadable\",\"rules\":[],"
                                  "\"findings\":[]}");
+    assert_string_equal(wlmeta_summary(&a, &r.verdict),
+                        "excludes1-pair:reject excludes1-pair:warn drg-tier:info");
+    assert_null(wlmeta_summary(&a, &none.verdict));
     arena_free(&a);
 }
 

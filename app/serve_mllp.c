@@ -134,10 +134,15 @@ static void answer(mllp_job_t *j, hl7_outcome_t outcome, metric_outcome_t metric
         first = second;
         second = SLICE_NULL;
     }
-    char code[8];
-    snprintf(code, sizeof code, "%s%s%s", hl7_ack_code_str(plan.accept),
-             plan.accept != HL7_ACK_NONE && plan.app != HL7_ACK_NONE ? "+" : "",
-             hl7_ack_code_str(plan.app));
+    char code[8]; /* "CA+AA": joined by hand, snprintf costs more than the rest of this */
+    const char *accept_code = hl7_ack_code_str(plan.accept), *app_code = hl7_ack_code_str(plan.app);
+    size_t accept_len = strlen(accept_code), app_len = strlen(app_code);
+    memcpy(code, accept_code, accept_len);
+    size_t code_len = accept_len;
+    if (plan.accept != HL7_ACK_NONE && plan.app != HL7_ACK_NONE)
+        code[code_len++] = '+';
+    memcpy(code + code_len, app_code, app_len);
+    code[code_len + app_len] = '\0';
     unsigned long long conn = (unsigned long long)mllp_req_conn_id(j->req); /* req dies on reply */
     if (first.ptr)
         mllp_req_reply2(j->req, first.ptr, first.len, second.ptr, second.len);

@@ -1,7 +1,8 @@
 /* hl7_ack.c - ACK, AR-for-unparseable and annotation writers (contract in
- * hl7_ack.h). Segments are built with the hl7.h segment writer, so every
- * value is escaped with the original message's delimiters; outputs live in
- * the caller's arena.
+ * hl7_ack.h). Segments are written value by value straight into the output
+ * (hl7__segw_*, the writer's fast path, same bytes as hl7.h's segments), so
+ * every value is escaped with the original message's delimiters; outputs
+ * live in the caller's arena.
  */
 #include "hl7_ack.h"
 #include "hl7_int.h"
@@ -119,16 +120,45 @@ static int version_of(const hl7_msg_t *m)
     return (v.ptr[0] - '0') * 10 + (minor > 9 ? 9 : minor);
 }
 
-static void set_s(hl7_seg_t *s, int f, int r, int c, int sub, const char *v)
+/* Writes v, escaped, when it has a value: a missing one leaves its
+ * position empty. */
+static void put_s(hl7__segw_t *w, int f, int r, int c, int sub, const char *v)
 {
     if (v && *v)
-        (void)hl7_seg_set(s, f, r, c, sub, v, strlen(v));
+        hl7__segw_put(w, f, r, c, sub, v, strlen(v), false);
 }
 
-static void set_raw(hl7_seg_t *s, int f, slice_t v)
+static void put_raw(hl7__segw_t *w, int f, slice_t v)
 {
     if (v.len)
-        (void)hl7_seg_set_raw(s, f, 0, 0, 0, v.ptr, v.len);
+        hl7__segw_put(w, f, 0, 0, 0, v.ptr, v.len, true);
+}
+
+/* v in decimal into buf (24 bytes at least, NUL-terminated); returns its
+ * length. What snprintf's "%lld" gives, at a fraction of its cost. */
+static size_t fmt_int(char *buf, long long v)
+{
+    char digits[24];
+    size_t n = 0, len = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        digits[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        buf[len++] = '-';
+    while (n)
+        buf[len++] = digits[--n];
+    buf[len] = '\0';
+    return len;
+}
+
+/* Writes v in decimal at a position. */
+static void put_int(hl7__segw_t *w, int f, int r, int c, int sub, long long v)
+{
+    char num[24];
+    size_t n = fmt_int(num, v);
+    hl7__segw_put(w, f, r, c, sub, num, n, false);
 }
 
 static char sev_letter(rule_severity_t s)
@@ -168,51 +198,44 @@ hl7_0357_t hl7_ack_finding_0357(const rule_finding_t *f)
 /* Fills the location (ERL from v2.5, the first three parts of ERR-1 before)
  * from a path such as "DG1(2)-3" or "FT1(1)"; leaves it empty otherwise.
  * field_no is ERR-1 / ERR-2. */
-static void put_location(hl7_seg_t *s, int field_no, const char *loc)
+static void put_location(hl7__segw_t *w, int field_no, const char *loc)
 {
     hl7_path_t p;
     if (!loc || hl7_path_parse(loc, strlen(loc), &p, NULL) != ERR_OK)
         return;
     bool occ_known = strchr(loc, '(') != NULL && loc[3] == '(';
-    char num[16];
-    (void)hl7_seg_set(s, field_no, 1, 1, 0, p.seg, 3);
+    hl7__segw_put(w, field_no, 1, 1, 0, p.seg, 3, false);
     int vals[5] = {occ_known ? p.occ : 0, p.field, p.rep, p.comp, p.sub};
     for (int k = 0; k < 5; k++) {
         if (!vals[k] || (field_no == 1 && k > 1))
             continue;
-        snprintf(num, sizeof num, "%d", vals[k]);
-        set_s(s, field_no, 1, k + 2, 0, num);
+        put_int(w, field_no, 1, k + 2, 0, vals[k]);
     }
 }
 
-static hl7_seg_t *err_seg(arena_t *a, const hl7_delims_t *dl, int ver, const char *loc,
-                          hl7_0357_t code, char sev, const char *app_code, const char *diag,
-                          const char *message)
+/* Writes one ERR segment, and the \r that ends it, at the end of b. */
+static void put_err(hl7__buf_t *b, const hl7_delims_t *dl, int ver, const char *loc,
+                    hl7_0357_t code, char sev, const char *app_code, const char *diag,
+                    const char *message)
 {
-    hl7_seg_t *s = hl7_seg_new(a, dl, "ERR");
+    hl7__segw_t w;
+    hl7__segw_open(&w, b, dl, "ERR");
     if (ver >= 25) {
-        put_location(s, 2, loc);
-        set_s(s, 3, 1, 1, 0, code.code);
-        set_s(s, 3, 1, 2, 0, code.text);
-        set_s(s, 3, 1, 3, 0, "HL70357");
+        put_location(&w, 2, loc);
+        put_s(&w, 3, 1, 1, 0, code.code);
+        put_s(&w, 3, 1, 2, 0, code.text);
+        put_s(&w, 3, 1, 3, 0, "HL70357");
         char sv[2] = {sev, 0};
-        set_s(s, 4, 0, 0, 0, sv);
-        set_s(s, 5, 1, 1, 0, app_code);
-        set_s(s, 7, 0, 0, 0, diag);
-        set_s(s, 8, 0, 0, 0, message);
+        put_s(&w, 4, 0, 0, 0, sv);
+        put_s(&w, 5, 1, 1, 0, app_code);
+        put_s(&w, 7, 0, 0, 0, diag);
+        put_s(&w, 8, 0, 0, 0, message);
     } else {
-        put_location(s, 1, loc);
-        set_s(s, 1, 1, 4, 1, code.code);
-        set_s(s, 1, 1, 4, 2, code.text);
-        set_s(s, 1, 1, 4, 3, "HL70357");
+        put_location(&w, 1, loc);
+        put_s(&w, 1, 1, 4, 1, code.code);
+        put_s(&w, 1, 1, 4, 2, code.text);
+        put_s(&w, 1, 1, 4, 3, "HL70357");
     }
-    return s;
-}
-
-static void put_seg(hl7__buf_t *b, hl7_seg_t *s)
-{
-    slice_t t = hl7_seg_write(s);
-    hl7__buf_put(b, t.ptr, t.len);
     hl7__buf_putc(b, '\r');
 }
 
@@ -224,27 +247,32 @@ err_t hl7_ack_build(const hl7_msg_t *msg, const hl7_ack_opts_t *o, arena_t *a, s
         return ERR_BAD_VALUE;
     const hl7_delims_t *dl = hl7_msg_delims(msg);
     int ver = version_of(msg);
-    hl7_seg_t *msh = hl7_seg_new(a, dl, "MSH");
-    set_raw(msh, 3, hl7_field(msg, 0, 5));
-    set_raw(msh, 4, hl7_field(msg, 0, 6));
-    set_raw(msh, 5, hl7_field(msg, 0, 3));
-    set_raw(msh, 6, hl7_field(msg, 0, 4));
-    set_s(msh, 7, 0, 0, 0, o->timestamp);
+    /* Segments are written straight into the output, values in field order. */
+    hl7__buf_t b;
+    hl7__buf_init(&b, a, 512);
+    hl7__segw_t w;
+    hl7__segw_open(&w, &b, dl, "MSH");
+    put_raw(&w, 3, hl7_field(msg, 0, 5));
+    put_raw(&w, 4, hl7_field(msg, 0, 6));
+    put_raw(&w, 5, hl7_field(msg, 0, 3));
+    put_raw(&w, 6, hl7_field(msg, 0, 4));
+    put_s(&w, 7, 0, 0, 0, o->timestamp);
     slice_t trig = hl7_value(msg, 0, 9, 1, 2, 0);
-    set_s(msh, 9, 1, 1, 0, "ACK");
+    put_s(&w, 9, 1, 1, 0, "ACK");
     if (trig.len) {
-        (void)hl7_seg_set_raw(msh, 9, 1, 2, 0, trig.ptr, trig.len);
+        hl7__segw_put(&w, 9, 1, 2, 0, trig.ptr, trig.len, true);
         if (ver >= 24)
-            set_s(msh, 9, 1, 3, 0, "ACK");
+            put_s(&w, 9, 1, 3, 0, "ACK");
     }
-    set_s(msh, 10, 0, 0, 0, o->control_id);
-    set_raw(msh, 11, hl7_field(msg, 0, 11));
-    set_raw(msh, 12, hl7_field(msg, 0, 12));
+    put_s(&w, 10, 0, 0, 0, o->control_id);
+    put_raw(&w, 11, hl7_field(msg, 0, 11));
+    put_raw(&w, 12, hl7_field(msg, 0, 12));
     if (o->no_ack_back) {
-        set_s(msh, 15, 0, 0, 0, "NE");
-        set_s(msh, 16, 0, 0, 0, "NE");
+        put_s(&w, 15, 0, 0, 0, "NE");
+        put_s(&w, 16, 0, 0, 0, "NE");
     }
-    set_raw(msh, 18, hl7_field(msg, 0, 18));
+    put_raw(&w, 18, hl7_field(msg, 0, 18));
+    hl7__buf_putc(&b, '\r');
 
     const char *text = o->text;
     if (!text && ver < 25) {
@@ -254,37 +282,33 @@ err_t hl7_ack_build(const hl7_msg_t *msg, const hl7_ack_opts_t *o, arena_t *a, s
         else if (o->verdict && o->verdict->nfindings)
             text = o->verdict->findings[0].message;
     }
-    hl7_seg_t *msa = hl7_seg_new(a, dl, "MSA");
-    set_s(msa, 1, 0, 0, 0, hl7_ack_code_str(o->code));
+    hl7__segw_open(&w, &b, dl, "MSA");
+    put_s(&w, 1, 0, 0, 0, hl7_ack_code_str(o->code));
     slice_t orig_id = hl7_field(msg, 0, 10);
     if (orig_id.len)
-        (void)hl7_seg_set_raw(msa, 2, 0, 0, 0, orig_id.ptr, orig_id.len);
+        hl7__segw_put(&w, 2, 0, 0, 0, orig_id.ptr, orig_id.len, true);
     else
-        (void)hl7_seg_set(msa, 2, 0, 0, 0, "", 0);
+        hl7__segw_put(&w, 2, 0, 0, 0, "", 0, false);
     if (text && *text) {
         /* MSA-3 is ST(80) */
         size_t n = strlen(text);
-        (void)hl7_seg_set(msa, 3, 0, 0, 0, text, n > 80 ? 80 : n);
+        hl7__segw_put(&w, 3, 0, 0, 0, text, n > 80 ? 80 : n, false);
     }
+    hl7__buf_putc(&b, '\r');
 
-    hl7__buf_t b;
-    hl7__buf_init(&b, a, 512);
-    put_seg(&b, msh);
-    put_seg(&b, msa);
     if (o->error) {
         const err_detail_t *e = o->error;
         char diag[96];
         snprintf(diag, sizeof diag, "segment %d, byte offset %zu", e->segment, e->offset);
-        put_seg(&b,
-                err_seg(a, dl, ver, e->where[0] ? e->where : NULL, hl7_ack_error_0357(e->code, ver),
-                        'E', err_name(e->code), diag, e->msg));
+        put_err(&b, dl, ver, e->where[0] ? e->where : NULL, hl7_ack_error_0357(e->code, ver), 'E',
+                err_name(e->code), diag, e->msg);
     }
     for (size_t i = 0; o->verdict && i < o->verdict->nfindings; i++) {
         const rule_finding_t *f = &o->verdict->findings[i];
         hl7_0357_t code = hl7_ack_finding_0357(f);
         char *diag = f->suggestion ? arena_printf(a, "suggested: %s", f->suggestion) : NULL;
-        put_seg(&b, err_seg(a, dl, ver, f->location, code, sev_letter(f->severity), f->rule_id,
-                            diag, f->message));
+        put_err(&b, dl, ver, f->location, code, sev_letter(f->severity), f->rule_id, diag,
+                f->message);
     }
     *out = hl7__buf_done(&b);
     return ERR_OK;
@@ -315,97 +339,96 @@ err_t hl7_ack_build_raw(const char *data, size_t len, const err_detail_t *perr,
  * and keeps recognising the older ones. */
 #define ANNOTATION_FORMAT "1"
 
-static hl7_seg_t *header_seg(arena_t *a, const hl7_delims_t *dl, const rule_verdict_t *v,
-                             const hl7_annotate_opts_t *o)
+/* Writes the annotation header segment at the end of b. */
+static void put_header(hl7__buf_t *b, arena_t *a, const hl7_delims_t *dl, const rule_verdict_t *v,
+                       const hl7_annotate_opts_t *o)
 {
     size_t n = v ? v->nfindings : 0;
     const char *verdict = verdict_name(v ? v->kind : VERDICT_ACCEPT);
     const char *code_set = v && v->code_set ? v->code_set : "";
     const char *fit = rule_codeset_fit_name(v ? v->code_set_fit : RULE_CODESET_IN_RANGE);
     const char *pack = o->pack_name ? o->pack_name : "";
-    hl7_seg_t *s;
+    hl7__segw_t w;
     if (o->style == HL7_ANNOTATE_NTE) {
         const char *sets = code_set[0] ? NULL : "none"; /* "FY2026,FY2027" */
         for (size_t i = 0; v && i < rule_verdict_ncode_sets(v); i++)
             sets = sets ? arena_printf(a, "%s,%s", sets, rule_verdict_code_set_at(v, i))
                         : rule_verdict_code_set_at(v, i);
-        s = hl7_seg_new(a, dl, "NTE"); /* NTE-1 empty: the findings keep 1..n */
-        set_s(s, 2, 0, 0, 0, "O");
+        hl7__segw_open(&w, b, dl, "NTE"); /* NTE-1 empty: the findings keep 1..n */
+        put_s(&w, 2, 0, 0, 0, "O");
         const char *t =
             arena_printf(a,
                          "[spinegate " ANNOTATION_FORMAT
                          "] verdict=%s pack=%s v%d code-set=%s (%s) findings=%zu",
                          verdict, pack, o->pack_version, sets ? sets : "none", fit, n);
-        set_s(s, 3, 0, 0, 0, t);
-        return s;
+        put_s(&w, 3, 0, 0, 0, t);
+        return;
     }
-    char num[24];
-    s = hl7_seg_new(a, dl, "ZSH");
-    set_s(s, 1, 0, 0, 0, ANNOTATION_FORMAT);
-    set_s(s, 2, 0, 0, 0, "spinegate");
-    set_s(s, 3, 0, 0, 0, verdict);
-    set_s(s, 4, 0, 0, 0, pack);
-    if (o->pack_version) {
-        snprintf(num, sizeof num, "%d", o->pack_version);
-        set_s(s, 5, 0, 0, 0, num);
-    }
+    hl7__segw_open(&w, b, dl, "ZSH");
+    put_s(&w, 1, 0, 0, 0, ANNOTATION_FORMAT);
+    put_s(&w, 2, 0, 0, 0, "spinegate");
+    put_s(&w, 3, 0, 0, 0, verdict);
+    put_s(&w, 4, 0, 0, 0, pack);
+    if (o->pack_version)
+        put_int(&w, 5, 0, 0, 0, o->pack_version);
     /* ZSH-6 repeats: every table used, two when dated lines span years. */
     for (size_t i = 0; v && i < rule_verdict_ncode_sets(v); i++)
-        set_s(s, 6, (int)i + 1, 0, 0, rule_verdict_code_set_at(v, i));
+        put_s(&w, 6, (int)i + 1, 0, 0, rule_verdict_code_set_at(v, i));
     if (code_set[0])
-        set_s(s, 7, 0, 0, 0, fit);
-    snprintf(num, sizeof num, "%zu", n);
-    (void)hl7_seg_set(s, 8, 0, 0, 0, num, strlen(num));
-    return s;
+        put_s(&w, 7, 0, 0, 0, fit);
+    put_int(&w, 8, 0, 0, 0, (long long)n);
 }
 
-static hl7_seg_t *finding_seg(arena_t *a, const hl7_delims_t *dl, hl7_annotate_style_t style,
-                              const rule_finding_t *f, size_t k)
+static void put_text(hl7__buf_t *t, const char *s)
 {
-    char setid[24], sev[2] = {sev_letter(f->severity), 0};
-    snprintf(setid, sizeof setid, "%zu", k + 1);
-    hl7_seg_t *s;
+    hl7__buf_put(t, s, strlen(s));
+}
+
+/* Writes the segment of finding k (0-based) at the end of b. */
+static void put_finding(hl7__buf_t *b, arena_t *a, const hl7_delims_t *dl,
+                        hl7_annotate_style_t style, const rule_finding_t *f, size_t k)
+{
+    char sev[2] = {sev_letter(f->severity), 0};
+    hl7__segw_t w;
     if (style == HL7_ANNOTATE_NTE) {
-        s = hl7_seg_new(a, dl, "NTE");
-        set_s(s, 1, 0, 0, 0, setid);
-        set_s(s, 2, 0, 0, 0, "O");
+        hl7__segw_open(&w, b, dl, "NTE");
+        put_int(&w, 1, 0, 0, 0, (long long)k + 1);
+        put_s(&w, 2, 0, 0, 0, "O");
         hl7__buf_t t;
         hl7__buf_init(&t, a, 128);
-        char head[64];
-        snprintf(head, sizeof head, "[%s] ", sev);
-        hl7__buf_put(&t, head, strlen(head));
+        hl7__buf_putc(&t, '[');
+        hl7__buf_putc(&t, sev[0]);
+        hl7__buf_put(&t, "] ", 2);
         const char *parts[] = {f->rule_id, f->location, f->message};
         for (int p = 0; p < 3; p++) {
             if (!parts[p])
                 continue;
-            hl7__buf_put(&t, parts[p], strlen(parts[p]));
+            put_text(&t, parts[p]);
             hl7__buf_put(&t, p < 2 ? " " : "", p < 2 ? 1 : 0);
         }
         for (int c = 0; c < f->ncodes; c++) {
             hl7__buf_put(&t, c ? ", " : " (codes: ", c ? 2 : 9);
-            hl7__buf_put(&t, f->codes[c], strlen(f->codes[c]));
+            put_text(&t, f->codes[c]);
             if (c == f->ncodes - 1)
                 hl7__buf_putc(&t, ')');
         }
         if (f->suggestion) {
             hl7__buf_put(&t, " (suggested: ", 13);
-            hl7__buf_put(&t, f->suggestion, strlen(f->suggestion));
+            put_text(&t, f->suggestion);
             hl7__buf_putc(&t, ')');
         }
-        slice_t txt = hl7__buf_done(&t);
-        (void)hl7_seg_set(s, 3, 0, 0, 0, txt.ptr, txt.len);
-        return s;
+        hl7__segw_put(&w, 3, 0, 0, 0, t.p, t.len, false);
+        return;
     }
-    s = hl7_seg_new(a, dl, "ZSG");
-    set_s(s, 1, 0, 0, 0, setid);
-    set_s(s, 2, 0, 0, 0, f->rule_id);
-    set_s(s, 3, 0, 0, 0, sev);
+    hl7__segw_open(&w, b, dl, "ZSG");
+    put_int(&w, 1, 0, 0, 0, (long long)k + 1);
+    put_s(&w, 2, 0, 0, 0, f->rule_id);
+    put_s(&w, 3, 0, 0, 0, sev);
     for (int c = 0; c < f->ncodes && c < RULE_MAX_CODES; c++)
-        set_s(s, 4, c + 1, 0, 0, f->codes[c]);
-    set_s(s, 5, 0, 0, 0, f->location);
-    set_s(s, 6, 0, 0, 0, f->suggestion);
-    set_s(s, 7, 0, 0, 0, f->message);
-    return s;
+        put_s(&w, 4, c + 1, 0, 0, f->codes[c]);
+    put_s(&w, 5, 0, 0, 0, f->location);
+    put_s(&w, 6, 0, 0, 0, f->suggestion);
+    put_s(&w, 7, 0, 0, 0, f->message);
 }
 
 slice_t hl7_annotate(const hl7_msg_t *msg, const rule_verdict_t *v, const hl7_annotate_opts_t *o,
@@ -426,9 +449,15 @@ slice_t hl7_annotate(const hl7_msg_t *msg, const rule_verdict_t *v, const hl7_an
             break;
         }
     }
-    (void)hl7_edit_insert(e, at, header_seg(a, dl, v, o));
-    for (size_t k = 0; k < nfindings; k++)
-        (void)hl7_edit_insert(e, at, finding_seg(a, dl, o->style, &v->findings[k], k));
+    /* The whole pass is written as one block of segments and inserted at once. */
+    hl7__buf_t b;
+    hl7__buf_init(&b, a, 256 + 256 * nfindings);
+    put_header(&b, a, dl, v, o);
+    for (size_t k = 0; k < nfindings; k++) {
+        hl7__buf_putc(&b, '\r');
+        put_finding(&b, a, dl, o->style, &v->findings[k], k);
+    }
+    (void)hl7__edit_insert_text(e, at, hl7__buf_done(&b));
     return hl7_edit_write(e);
 }
 

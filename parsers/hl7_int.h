@@ -66,6 +66,29 @@ void hl7__buf_esc(hl7__buf_t *b, const hl7_delims_t *dl, const char *s, size_t n
 /* NUL-terminates (not counted in len) and returns the text as a slice. */
 slice_t hl7__buf_done(hl7__buf_t *b);
 
+/* A segment written straight into a buffer, value by value: what
+ * hl7_seg_write() gives for a segment with the same values set, without
+ * building it first (ACKs and annotation, on every message). */
+typedef struct {
+    hl7__buf_t *b;
+    const hl7_delims_t *dl; /* borrowed until the segment is written */
+    int f, r, c, s;         /* where the last value ended */
+} hl7__segw_t;
+
+/* Starts segment id (as hl7_seg_new() takes it) at the end of b. */
+void hl7__segw_open(hl7__segw_t *w, hl7__buf_t *b, const hl7_delims_t *dl, const char *id);
+/* Writes the n bytes at v at a position as hl7_seg_set() (escaped) or
+ * hl7_seg_set_raw() (raw) takes it. Positions must be valid there, and
+ * increase from call to call without one holding another (field 3, then
+ * 3.1.2 is not allowed). */
+void hl7__segw_put(hl7__segw_t *w, int f, int r, int c, int s, const char *v, size_t n, bool raw);
+
+/* Inserts text written beforehand (whole segments, each but the last
+ * followed by \r) before segment `before`, as hl7_edit_insert() does a
+ * segment. text must outlive the edit. Errors: ERR_BAD_VALUE (before out
+ * of range, text empty). */
+err_t hl7__edit_insert_text(hl7_edit_t *e, size_t before, slice_t text);
+
 /* Fills d's location fields (segment 1-based, field, where) in one call. */
 void hl7__where(err_detail_t *d, int segment, int field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -1,6 +1,8 @@
 /* hl7_write.c - the HL7 v2 writer: segments built (or copied from a parsed
  * message and changed) as sorted lists of positioned values, and edits of a
  * parsed message written out with every untouched segment byte-identical.
+ * The ACK and annotation writers, which run on every message, skip the
+ * sorted list and write their values in order (hl7__segw_*).
  * Everything here lives in the caller's arena; values set with
  * hl7_seg_set*() are copied there, values taken by hl7_seg_from() borrow the
  * message's buffer, which must outlive the write.
@@ -8,6 +10,9 @@
 #include "hl7_int.h"
 
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* ---------------------------------------------------------------- buffer */
 
@@ -19,10 +24,8 @@ void hl7__buf_init(hl7__buf_t *b, arena_t *a, size_t hint)
     b->len = 0;
 }
 
-static void buf_reserve(hl7__buf_t *b, size_t n)
+static void buf_grow(hl7__buf_t *b, size_t n)
 {
-    if (b->cap - b->len > n)
-        return;
     size_t cap = b->cap * 2;
     while (cap - b->len <= n)
         cap *= 2;
@@ -30,6 +33,13 @@ static void buf_reserve(hl7__buf_t *b, size_t n)
     memcpy(np, b->p, b->len);
     b->p = np;
     b->cap = cap;
+}
+
+/* Makes room for more than n bytes: the check is inline, growing is not. */
+static inline void buf_reserve(hl7__buf_t *b, size_t n)
+{
+    if (b->cap - b->len <= n)
+        buf_grow(b, n);
 }
 
 void hl7__buf_put(hl7__buf_t *b, const char *s, size_t n)
@@ -47,14 +57,67 @@ void hl7__buf_putc(hl7__buf_t *b, char c)
     b->p[b->len++] = c;
 }
 
+/* Bytes that plain_prefix() may read past the end of its input. */
+#define PLAIN_SLACK 16
+
+/* The length of the leading part of s (n bytes) that hl7_escape() copies as
+ * it is: up to the first delimiter, escape character or line break. s must
+ * be followed by PLAIN_SLACK readable bytes: it is read 16 bytes at a time. */
+static size_t plain_prefix(const hl7_delims_t *dl, const char *s, size_t n)
+{
+    /* Without a truncation character the escape character stands in for it:
+     * one more comparison that matches nothing new. */
+    char trunc = dl->truncation ? dl->truncation : dl->escape;
+#if defined(__SSE2__)
+    const __m128i fs = _mm_set1_epi8(dl->field), cs = _mm_set1_epi8(dl->component),
+                  rs = _mm_set1_epi8(dl->repetition), es = _mm_set1_epi8(dl->escape),
+                  ss = _mm_set1_epi8(dl->subcomponent), ts = _mm_set1_epi8(trunc),
+                  cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n');
+    for (size_t i = 0; i < n; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+        __m128i hit =
+            _mm_or_si128(_mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, fs), _mm_cmpeq_epi8(v, cs)),
+                                      _mm_or_si128(_mm_cmpeq_epi8(v, rs), _mm_cmpeq_epi8(v, es))),
+                         _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, ss), _mm_cmpeq_epi8(v, ts)),
+                                      _mm_or_si128(_mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, lf))));
+        unsigned m = (unsigned)_mm_movemask_epi8(hit);
+        if (n - i < 16)
+            m &= (1u << (n - i)) - 1; /* the slack after the end */
+        if (m)
+            return i + (size_t)__builtin_ctz(m);
+    }
+    return n;
+#else
+    size_t i = 0;
+    for (; i < n; i++) {
+        char c = s[i];
+        if (c == dl->field || c == dl->component || c == dl->repetition || c == dl->escape ||
+            c == dl->subcomponent || c == trunc || c == '\r' || c == '\n')
+            break;
+    }
+    return i;
+#endif
+}
+
 void hl7__buf_esc(hl7__buf_t *b, const hl7_delims_t *dl, const char *s, size_t n)
 {
+    /* Most values need no escaping: the value is copied first and checked
+     * in place (zeroed slack after it), and only from the first byte that
+     * needs it does it go through the codec, escaping being byte by byte. */
+    buf_reserve(b, n + PLAIN_SLACK);
+    char *out = b->p + b->len;
+    if (n)
+        memcpy(out, s, n);
+    memset(out + n, 0, PLAIN_SLACK);
+    size_t plain = plain_prefix(dl, out, n);
+    b->len += plain;
+    if (plain == n)
+        return;
+    s += plain;
+    n -= plain;
     size_t need = hl7_escape(dl, s, n, NULL, 0);
     buf_reserve(b, need);
-    if (need == n) /* every escape is longer than its character: none here */
-        memcpy(b->p + b->len, s, n);
-    else
-        hl7_escape(dl, s, n, b->p + b->len, need);
+    hl7_escape(dl, s, n, b->p + b->len, need);
     b->len += need;
 }
 
@@ -222,48 +285,80 @@ err_t hl7_seg_set_raw(hl7_seg_t *s, int field, int rep, int comp, int sub, const
     return seg_set(s, field, rep, comp, sub, v, n, true);
 }
 
-static void repeat(hl7__buf_t *b, char c, int n)
+static inline void repeat(hl7__buf_t *b, char c, int n)
 {
-    while (n-- > 0)
-        hl7__buf_putc(b, c);
+    if (n <= 0)
+        return;
+    buf_reserve(b, (size_t)n);
+    while (n-- > 0) /* mostly one or two */
+        b->p[b->len++] = c;
 }
 
+static void segw_start(hl7__segw_t *w, hl7__buf_t *b, const hl7_delims_t *dl, const char *id,
+                       bool header)
+{
+    w->b = b;
+    w->dl = dl;
+    hl7__buf_put(b, id, 3);
+    w->f = 0;
+    w->r = w->c = w->s = 1;
+    if (header) {
+        char enc[6] = {dl->field,  dl->component,    dl->repetition,
+                       dl->escape, dl->subcomponent, dl->truncation};
+        hl7__buf_put(b, enc, dl->truncation ? 6 : 5);
+        w->f = 2;
+    }
+}
+
+void hl7__segw_open(hl7__segw_t *w, hl7__buf_t *b, const hl7_delims_t *dl, const char *id)
+{
+    /* As hl7_seg_new() takes it: up to three bytes, padded with NULs. */
+    char id3[4] = {0};
+    size_t n = 0;
+    for (; n < 3 && id[n]; n++)
+        id3[n] = id[n];
+    segw_start(w, b, dl, id3, n == 3 && hl7__is_header(hl7__id(id3)));
+}
+
+void hl7__segw_put(hl7__segw_t *w, int f, int r, int c, int s, const char *v, size_t n, bool raw)
+{
+    r = r ? r : 1;
+    c = c ? c : 1;
+    s = s ? s : 1;
+    if (f > w->f) {
+        repeat(w->b, w->dl->field, f - w->f);
+        w->f = f;
+        w->r = w->c = w->s = 1;
+    }
+    if (r > w->r) {
+        repeat(w->b, w->dl->repetition, r - w->r);
+        w->r = r;
+        w->c = w->s = 1;
+    }
+    if (c > w->c) {
+        repeat(w->b, w->dl->component, c - w->c);
+        w->c = c;
+        w->s = 1;
+    }
+    if (s > w->s) {
+        repeat(w->b, w->dl->subcomponent, s - w->s);
+        w->s = s;
+    }
+    if (raw)
+        hl7__buf_put(w->b, v, n);
+    else
+        hl7__buf_esc(w->b, w->dl, v, n);
+}
+
+/* The leaves are sorted and never overlap: written in order, the cursor
+ * only moves forward. */
 static void seg_write(hl7_seg_t *g, hl7__buf_t *b)
 {
-    hl7__buf_put(b, g->id, 3);
-    int cf = 0, cr = 1, cc = 1, cs = 1;
-    if (g->header) {
-        char enc[6] = {g->dl.field, g->dl.component, g->dl.repetition, g->dl.escape,
-                       g->dl.subcomponent, g->dl.truncation};
-        hl7__buf_put(b, enc, g->dl.truncation ? 6 : 5);
-        cf = 2;
-    }
+    hl7__segw_t w;
+    segw_start(&w, b, &g->dl, g->id, g->header);
     for (size_t i = 0; i < g->n; i++) {
         const leaf_t *l = &g->leaves[i];
-        int r = l->r ? l->r : 1, c = l->c ? l->c : 1, s = l->s ? l->s : 1;
-        if (l->f > cf) {
-            repeat(b, g->dl.field, l->f - cf);
-            cf = l->f;
-            cr = cc = cs = 1;
-        }
-        if (r > cr) {
-            repeat(b, g->dl.repetition, r - cr);
-            cr = r;
-            cc = cs = 1;
-        }
-        if (c > cc) {
-            repeat(b, g->dl.component, c - cc);
-            cc = c;
-            cs = 1;
-        }
-        if (s > cs) {
-            repeat(b, g->dl.subcomponent, s - cs);
-            cs = s;
-        }
-        if (l->raw)
-            hl7__buf_put(b, l->v, l->n);
-        else
-            hl7__buf_esc(b, &g->dl, l->v, l->n);
+        hl7__segw_put(&w, l->f, l->r, l->c, l->s, l->v, l->n, l->raw);
     }
 }
 
@@ -279,7 +374,8 @@ slice_t hl7_seg_write(hl7_seg_t *s)
 
 typedef struct ins {
     size_t before;
-    hl7_seg_t *seg;
+    hl7_seg_t *seg; /* NULL for text written beforehand */
+    slice_t text;
     struct ins *next;
 } ins_t;
 
@@ -318,18 +414,32 @@ err_t hl7_edit_set(hl7_edit_t *e, const char *path, const char *v, size_t n, err
     return ERR_OK;
 }
 
-err_t hl7_edit_insert(hl7_edit_t *e, size_t before, hl7_seg_t *seg)
+static void insert(hl7_edit_t *e, size_t before, hl7_seg_t *seg, slice_t text)
 {
-    if (before > e->m->nsegs || !seg)
-        return ERR_BAD_VALUE;
     ins_t *x = arena_calloc(e->a, 1, sizeof *x);
     x->before = before;
     x->seg = seg;
+    x->text = text;
     if (e->tail)
         e->tail->next = x;
     else
         e->ins = x;
     e->tail = x;
+}
+
+err_t hl7_edit_insert(hl7_edit_t *e, size_t before, hl7_seg_t *seg)
+{
+    if (before > e->m->nsegs || !seg)
+        return ERR_BAD_VALUE;
+    insert(e, before, seg, SLICE_NULL);
+    return ERR_OK;
+}
+
+err_t hl7__edit_insert_text(hl7_edit_t *e, size_t before, slice_t text)
+{
+    if (before > e->m->nsegs || !text.len)
+        return ERR_BAD_VALUE;
+    insert(e, before, NULL, text);
     return ERR_OK;
 }
 
@@ -359,14 +469,46 @@ static size_t term_len(const char *p, size_t n)
     return p[0] == '\n' ? 1 : 0;
 }
 
-static void write_inserts(hl7_edit_t *e, size_t before, hl7__buf_t *b, bool *need_term)
+/* Bytes of the original message waiting to be written: consecutive pieces
+ * of it (a segment, its terminator, the blank lines after it, the next
+ * segment...) go out in one copy. */
+typedef struct {
+    const char *p;
+    size_t n;
+} pending_t;
+
+static void pending_flush(pending_t *q, hl7__buf_t *b)
+{
+    hl7__buf_put(b, q->p, q->n);
+    q->n = 0;
+}
+
+static void pending_add(pending_t *q, hl7__buf_t *b, const char *p, size_t n)
+{
+    if (!n)
+        return;
+    if (q->n && q->p + q->n == p) {
+        q->n += n;
+        return;
+    }
+    pending_flush(q, b);
+    q->p = p;
+    q->n = n;
+}
+
+static void write_inserts(hl7_edit_t *e, size_t before, hl7__buf_t *b, pending_t *q,
+                          bool *need_term)
 {
     for (ins_t *x = e->ins; x; x = x->next) {
         if (x->before != before)
             continue;
+        pending_flush(q, b);
         if (*need_term)
             hl7__buf_putc(b, '\r');
-        seg_write(x->seg, b);
+        if (x->seg)
+            seg_write(x->seg, b);
+        else
+            hl7__buf_put(b, x->text.ptr, x->text.len);
         hl7__buf_putc(b, '\r');
         *need_term = false;
     }
@@ -377,7 +519,8 @@ slice_t hl7_edit_write(hl7_edit_t *e)
     const hl7_msg_t *m = e->m;
     hl7__buf_t b;
     hl7__buf_init(&b, e->a, m->len + 256);
-    hl7__buf_put(&b, m->base, m->prefix);
+    pending_t q = {m->base, 0};
+    pending_add(&q, &b, m->base, m->prefix);
     bool need_term = false;
     const char *tail = NULL; /* blank lines after the previous segment */
     size_t tail_n = 0;
@@ -385,9 +528,9 @@ slice_t hl7_edit_write(hl7_edit_t *e)
         /* Blank lines stay with the segment before them and inserts go right
          * before segment i: an inserted segment's \r is never followed by an
          * original \n, which would read back as one \r\n terminator. */
-        hl7__buf_put(&b, tail, tail_n);
+        pending_add(&q, &b, tail, tail_n);
         tail_n = 0;
-        write_inserts(e, i, &b, &need_term);
+        write_inserts(e, i, &b, &q, &need_term);
         if (i == m->nsegs)
             break;
         const hl7__seg_t *s = &m->segs[i];
@@ -399,18 +542,23 @@ slice_t hl7_edit_write(hl7_edit_t *e)
             tail_n = s->span - s->len - tn;
             continue;
         }
-        if (need_term)
+        if (need_term) {
+            pending_flush(&q, &b);
             hl7__buf_putc(&b, '\r');
-        if (e->repl[i])
+        }
+        if (e->repl[i]) {
+            pending_flush(&q, &b);
             seg_write(e->repl[i], &b);
-        else
-            hl7__buf_put(&b, m->base + s->off, s->len);
+        } else {
+            pending_add(&q, &b, m->base + s->off, s->len);
+        }
         const char *t = m->base + s->off + s->len;
         size_t tn = term_len(t, s->span - s->len);
-        hl7__buf_put(&b, t, tn);
+        pending_add(&q, &b, t, tn);
         need_term = tn == 0;
         tail = t + tn;
         tail_n = s->span - s->len - tn;
     }
+    pending_flush(&q, &b);
     return hl7__buf_done(&b);
 }

@@ -355,6 +355,61 @@ static void test_wlmeta_json_is_cjson_output(void **state)
     assert_non_null(strstr(outs[0], "\"visit\":\"V\\u0001\\u001f\x7f\\tx\""));
     assert_string_equal(outs[1], "{\"source\":\"http\",\"verdict\":\"unreadable\",\"rules\":[],"
                                  "\"findings\":[]}");
+    assert_string_equal(wlmeta_summary(&a, &r.verdict),
+                        "excludes1-pair:reject excludes1-pair:warn drg-tier:info");
+    assert_null(wlmeta_summary(&a, &none.verdict));
+    arena_free(&a);
+}
+
+/* The same object as cJSON prints it, for a source string of n bytes. */
+static void assert_source_as_cjson(arena_t *a, const char *src)
+{
+    const gate_result_t none = {.status = GATE_UNREADABLE};
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "source", src);
+    cJSON_AddStringToObject(o, "verdict", "unreadable");
+    cJSON_AddItemToObject(o, "rules", cJSON_CreateArray());
+    cJSON_AddItemToObject(o, "findings", cJSON_CreateArray());
+    char *want = cJSON_PrintUnformatted(o);
+    const char *got = wlmeta_json(a, src, NULL, &none);
+    if (strcmp(got, want) != 0)
+        fail_msg("source of %zu bytes: got %s, want %s", strlen(src), got, want);
+    cJSON_free(want);
+    cJSON_Delete(o);
+}
+
+/* Strings are copied a run at a time: every byte value at every position of
+ * a string longer than two 16-byte blocks, and at its end, is escaped as
+ * cJSON escapes it; so is a document that outgrows the first buffer. */
+static void test_wlmeta_json_escapes_byte_for_byte(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 1024);
+    const gate_result_t none = {.status = GATE_UNREADABLE};
+    assert_string_equal(wlmeta_json(&a,
+                                    "0123456789abcde\"0123456789abcdef\\\x01\x1f\x7f\xc3\xa9\b\f"
+                                    "\n\r\t/",
+                                    "", &none),
+                        "{\"source\":\"0123456789abcde\\\"0123456789abcdef\\\\\\u0001\\u001f\x7f"
+                        "\xc3\xa9\\b\\f\\n\\r\\t/\",\"verdict\":\"unreadable\",\"rules\":[],"
+                        "\"findings\":[]}");
+    char s[41];
+    for (int ch = 1; ch < 256; ch++)
+        for (size_t at = 0; at < 40; at++) {
+            memset(s, 'x', 40);
+            s[at] = (char)ch;
+            s[40] = '\0';
+            assert_source_as_cjson(&a, s);
+            s[at + 1] = '\0';
+            assert_source_as_cjson(&a, s);
+        }
+    char *big = xmalloc(5001);
+    for (size_t i = 0; i < 5000; i++)
+        big[i] = "ab\"\\\x01 cd"[i % 8];
+    big[5000] = '\0';
+    assert_source_as_cjson(&a, big);
+    xfree(big);
     arena_free(&a);
 }
 
@@ -368,6 +423,7 @@ int main(void)
         cmocka_unit_test(test_report_code_set),
         cmocka_unit_test(test_http_access_policy),
         cmocka_unit_test(test_wlmeta_json_is_cjson_output),
+        cmocka_unit_test(test_wlmeta_json_escapes_byte_for_byte),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

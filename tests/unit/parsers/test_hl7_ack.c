@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <limits.h>
 #include <string.h>
 
 #include "hl7.h"
@@ -624,6 +625,137 @@ static void test_annotation_strip(void **state)
     arena_free(&a);
 }
 
+static void assert_bytes(slice_t got, const char *want)
+{
+    if (got.len != strlen(want) || memcmp(got.ptr, want, got.len) != 0)
+        fail_msg("got\n%.*s\nwant\n%s", (int)got.len, got.ptr, want);
+}
+
+/* Whole outputs pinned byte for byte: escapes of every delimiter in every
+ * kind of value, numbers of two digits and more (set ids, ERR locations),
+ * negative and extreme pack versions, original and pre-2.5 shapes. */
+static void test_outputs_byte_for_byte(void **state)
+{
+    (void)state;
+    fx_t f;
+    fx_parse(&f, MSG25);
+    rule_finding_t fs[11];
+    for (int i = 0; i < 11; i++)
+        fs[i] = finding("seventh-char", RULE_SEV_INFO, "info", NULL, NULL, NULL, false);
+    fs[0] = finding("excludes1|pair", RULE_SEV_REJECT,
+                    "M43.04 with M43.16 & more: see ~notes\\\rnext line", "DG1(12)-3(4).5.6",
+                    "M43.04", "M43.06", false);
+    fs[0].codes[1] = "M43^16";
+    fs[0].ncodes = 2;
+    fs[1].severity = RULE_SEV_WARN;
+    fs[1].location = "FT1-19(2).1";
+    rule_verdict_t v = {.kind = VERDICT_REJECT,
+                        .findings = fs,
+                        .nfindings = 2,
+                        .code_set = "FY2027",
+                        .code_set_fit = RULE_CODESET_NEWER};
+    hl7_ack_opts_t o = {.timestamp = "20240312143016",
+                        .control_id = "SG18c-000042",
+                        .code = HL7_ACK_AE,
+                        .verdict = &v};
+    slice_t out;
+    assert_int_equal(hl7_ack_build(f.m, &o, &f.a, &out), ERR_OK);
+    assert_bytes(
+        out,
+        "MSH|^~\\&|GATE|BILLING|CHG^1.2.3^ISO|SPINECTR|20240312143016||ACK^P03^ACK|SG18c-000042|P|"
+        "2.5||||||8859/1\r"
+        "MSA|AE|CTRL-42\r"
+        "ERR||DG1^12^3^4^5^6|103^Table value not found^HL70357|E|excludes1\\F\\pair||suggested: "
+        "M43.06|M43.04 with M43.16 \\T\\ more: see \\R\\notes\\E\\\\X0D\\next line\r"
+        "ERR||FT1^^19^2^1|0^Message accepted^HL70357|W|seventh-char|||info\r");
+    err_detail_t e = {.code = ERR_BAD_ESCAPE,
+                      .offset = 1234,
+                      .segment = 4,
+                      .where = "PID(1)-5.1.2",
+                      .msg = "bad escape | here"};
+    o = (hl7_ack_opts_t){.timestamp = "20240312143016",
+                         .control_id = "SG1",
+                         .code = HL7_ACK_CR,
+                         .error = &e,
+                         .no_ack_back = true};
+    assert_int_equal(hl7_ack_build(f.m, &o, &f.a, &out), ERR_OK);
+    assert_bytes(out, "MSH|^~\\&|GATE|BILLING|CHG^1.2.3^ISO|SPINECTR|20240312143016||ACK^P03^ACK|"
+                      "SG1|P|2.5|||NE|NE||8859/1\r"
+                      "MSA|CR|CTRL-42\r"
+                      "ERR||PID^1^5^^1^2|102^Data type error^HL70357|E|BAD_ESCAPE||segment 4, byte "
+                      "offset 1234|bad escape \\F\\ here\r");
+    const char *msg23 = "MSH|^~\\&|A|B|C|D|2024||BAR^P01|X9|P|2.3\rPID|1\rDG1|1\r";
+    hl7_msg_t *m23;
+    assert_int_equal(hl7_parse(msg23, strlen(msg23), NULL, &m23, NULL), ERR_OK);
+    o = (hl7_ack_opts_t){
+        .timestamp = "20240312143016", .control_id = "SG2", .code = HL7_ACK_AE, .verdict = &v};
+    assert_int_equal(hl7_ack_build(m23, &o, &f.a, &out), ERR_OK);
+    assert_bytes(out,
+                 "MSH|^~\\&|C|D|A|B|20240312143016||ACK^P01|SG2|P|2.3\r"
+                 "MSA|AE|X9|M43.04 with M43.16 \\T\\ more: see \\R\\notes\\E\\\\X0D\\next line\r"
+                 "ERR|DG1^12^3^103&Table value not found&HL70357\r"
+                 "ERR|FT1^^19^0&Message accepted&HL70357\r");
+    o = (hl7_ack_opts_t){
+        .timestamp = "20240312143016", .control_id = "SG3", .code = HL7_ACK_AR, .error = &e};
+    assert_int_equal(hl7_ack_build(m23, &o, &f.a, &out), ERR_OK);
+    assert_bytes(out, "MSH|^~\\&|C|D|A|B|20240312143016||ACK^P01|SG3|P|2.3\r"
+                      "MSA|AR|X9|bad escape \\F\\ here\r"
+                      "ERR|PID^1^5^102&Data type error&HL70357\r");
+    v.nfindings = 11;
+    hl7_annotate_opts_t ao = {
+        .style = HL7_ANNOTATE_ZSG, .pack_name = "spine^rules", .pack_version = -7};
+    assert_bytes(hl7_annotate(m23, &v, &ao, &f.a),
+                 "MSH|^~\\&|A|B|C|D|2024||BAR^P01|X9|P|2.3\r"
+                 "PID|1\r"
+                 "DG1|1\r"
+                 "ZSH|1|spinegate|reject|spine\\S\\rules|-7|FY2027|newer|11\r"
+                 "ZSG|1|excludes1\\F\\pair|E|M43.04~M43\\S\\16|DG1(12)-3(4).5.6|M43.06|M43.04 with "
+                 "M43.16 \\T\\ more: see \\R\\notes\\E\\\\X0D\\next line\r"
+                 "ZSG|2|seventh-char|W||FT1-19(2).1||info\r"
+                 "ZSG|3|seventh-char|I||||info\r"
+                 "ZSG|4|seventh-char|I||||info\r"
+                 "ZSG|5|seventh-char|I||||info\r"
+                 "ZSG|6|seventh-char|I||||info\r"
+                 "ZSG|7|seventh-char|I||||info\r"
+                 "ZSG|8|seventh-char|I||||info\r"
+                 "ZSG|9|seventh-char|I||||info\r"
+                 "ZSG|10|seventh-char|I||||info\r"
+                 "ZSG|11|seventh-char|I||||info\r");
+    ao.pack_version = INT_MIN;
+    v.nfindings = 1;
+    assert_bytes(hl7_annotate(m23, &v, &ao, &f.a),
+                 "MSH|^~\\&|A|B|C|D|2024||BAR^P01|X9|P|2.3\r"
+                 "PID|1\r"
+                 "DG1|1\r"
+                 "ZSH|1|spinegate|reject|spine\\S\\rules|-2147483648|FY2027|newer|1\r"
+                 "ZSG|1|excludes1\\F\\pair|E|M43.04~M43\\S\\16|DG1(12)-3(4).5.6|M43.06|M43.04 with "
+                 "M43.16 \\T\\ more: see \\R\\notes\\E\\\\X0D\\next line\r");
+    ao.pack_version = INT_MAX;
+    ao.style = HL7_ANNOTATE_NTE;
+    v.nfindings = 11;
+    assert_bytes(
+        hl7_annotate(m23, &v, &ao, &f.a),
+        "MSH|^~\\&|A|B|C|D|2024||BAR^P01|X9|P|2.3\r"
+        "PID|1\r"
+        "DG1|1\r"
+        "NTE||O|[spinegate 1] verdict=reject pack=spine\\S\\rules v2147483647 code-set=FY2027 "
+        "(newer) findings=11\r"
+        "NTE|1|O|[E] excludes1\\F\\pair DG1(12)-3(4).5.6 M43.04 with M43.16 \\T\\ more: see "
+        "\\R\\notes\\E\\\\X0D\\next line (codes: M43.04, M43\\S\\16) (suggested: M43.06)\r"
+        "NTE|2|O|[W] seventh-char FT1-19(2).1 info\r"
+        "NTE|3|O|[I] seventh-char info\r"
+        "NTE|4|O|[I] seventh-char info\r"
+        "NTE|5|O|[I] seventh-char info\r"
+        "NTE|6|O|[I] seventh-char info\r"
+        "NTE|7|O|[I] seventh-char info\r"
+        "NTE|8|O|[I] seventh-char info\r"
+        "NTE|9|O|[I] seventh-char info\r"
+        "NTE|10|O|[I] seventh-char info\r"
+        "NTE|11|O|[I] seventh-char info\r");
+    hl7_msg_free(m23);
+    fx_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -637,6 +769,7 @@ int main(void)
         cmocka_unit_test(test_ack_unparseable),
         cmocka_unit_test(test_annotate),
         cmocka_unit_test(test_annotation_strip),
+        cmocka_unit_test(test_outputs_byte_for_byte),
     };
     return cmocka_run_group_tests_name("hl7_ack", tests, NULL, NULL);
 }

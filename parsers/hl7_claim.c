@@ -160,6 +160,7 @@ static err_t str_of(ctx_t *c, slice_t v, bool strict, const char *where, const c
         return ERR_OK;
     char *s;
     err_detail_t tmp;
+    err_clear(&tmp); /* hl7_unescape_arena() sets no segment or field */
     err_t rc = hl7_unescape_arena(c->m, v, c->a, &s, &tmp);
     if (rc != ERR_OK) {
         if (!strict) {

@@ -2,6 +2,11 @@
  * field, per version, is in hl7_claim.h). Reads the message through the
  * public hl7.h accessors only; every string it keeps is unescaped into the
  * caller's arena, so the claim outlives the message.
+ *
+ * This runs for every message (issue 15), so values are located in one pass
+ * over their own bytes (value()), strings are copied into a bump pool in
+ * the arena, and locations are formatted only when they are kept or named
+ * in an error.
  */
 #include "hl7_claim.h"
 
@@ -28,10 +33,41 @@ typedef struct {
 
 typedef struct {
     const hl7_msg_t *m;
+    const hl7_delims_t *dl;
     arena_t *a;
     err_detail_t *d;
     dx_index_t idx;
+    char *pool; /* see pool_alloc() */
+    size_t pool_left;
 } ctx_t;
+
+/* The claim's strings are short (codes, systems, texts, locations) and
+ * need no alignment: they are cut from chunks of the arena rather than
+ * each being an arena allocation of its own. */
+#define POOL_CHUNK 512
+
+static char *pool_alloc(ctx_t *c, size_t n)
+{
+    if (c->pool_left < n) {
+        if (n > POOL_CHUNK / 4)
+            return arena_alloc(c->a, n);
+        c->pool = arena_alloc(c->a, POOL_CHUNK);
+        c->pool_left = POOL_CHUNK;
+    }
+    char *p = c->pool;
+    c->pool += n;
+    c->pool_left -= n;
+    return p;
+}
+
+/* The n bytes at s, NUL-terminated, in the pool. */
+static char *pool_strndup(ctx_t *c, const char *s, size_t n)
+{
+    char *d = pool_alloc(c, n + 1);
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
 
 /* The keys are the sender's: with a fixed hash, codes could be chosen to
  * collide and make every lookup a long probe. The seed comes from where
@@ -66,40 +102,63 @@ static dx_slot_t *index_slot(const dx_index_t *x, dx_slot_t *slots, size_t cap, 
     return &slots[i];
 }
 
-/* The diagnosis index stored under key, or -1. */
-static long index_get(const dx_index_t *x, const char *key)
+/* The slot holding key, or the free slot where it would go; NULL while the
+ * table has none. */
+static dx_slot_t *index_find(const dx_index_t *x, const char *key)
 {
-    if (!x->cap)
-        return -1;
-    const dx_slot_t *s = index_slot(x, x->slots, x->cap, key);
-    return s->key ? (long)s->dx : -1;
+    return x->cap ? index_slot(x, x->slots, x->cap, key) : NULL;
 }
 
-/* Stores dx under key unless the key is there already; the table grows in
- * the arena (the old one is abandoned there, like the claim's arrays). */
-static void index_put(ctx_t *c, const char *key, size_t dx)
+/* Stores dx under key, which index_find() has just not found (s is what it
+ * returned). The key is copied; the table grows in the arena (the old one
+ * is abandoned there, like the claim's arrays). */
+static void index_insert(ctx_t *c, dx_slot_t *s, const char *key, size_t dx)
 {
     dx_index_t *x = &c->idx;
     if ((x->n + 1) * 2 > x->cap) {
-        size_t ncap = x->cap ? x->cap * 2 : 64;
+        size_t ncap = x->cap ? x->cap * 2 : 16;
         dx_slot_t *ns = arena_calloc(c->a, ncap, sizeof *ns);
         for (size_t i = 0; i < x->cap; i++)
             if (x->slots[i].key)
                 *index_slot(x, ns, ncap, x->slots[i].key) = x->slots[i];
         x->slots = ns;
         x->cap = ncap;
+        s = index_slot(x, x->slots, x->cap, key);
     }
-    dx_slot_t *s = index_slot(x, x->slots, x->cap, key);
-    if (s->key)
-        return;
-    s->key = key;
+    s->key = pool_strndup(c, key, strlen(key));
     s->dx = dx;
     x->n++;
 }
 
-/* The locations and index keys below are built for every code of every
- * message: plain concatenation, not printf, which cost more than the rest
- * of the claim reading (issue 15). loc() writes PRE, occ, MID[, r, ")"]. */
+/* The index key of a code: '=' + its normalised form (norm non-NULL, under
+ * 16 bytes: written into buf, 20 bytes), else '~' + the code as sent (any
+ * length: in the pool). */
+static const char *dx_key(ctx_t *c, char *buf, const char *norm, const char *sent)
+{
+    if (norm) {
+        size_t n = strlen(norm);
+        buf[0] = '=';
+        memcpy(buf + 1, norm, n + 1);
+        return buf;
+    }
+    size_t n = strlen(sent);
+    char *k = pool_alloc(c, n + 2);
+    k[0] = '~';
+    memcpy(k + 1, sent, n + 1);
+    return k;
+}
+
+/* Where a value is read from: PRE, occ, MID[, r, ")"] ("DG1(2)-3",
+ * "FT1(1)-19(2)"), or PRE alone when occ < 0 ("MSH-10"). It is formatted
+ * only when kept as a location or named in an error, by plain
+ * concatenation: printf cost more than the rest of the claim reading. */
+typedef struct {
+    const char *pre;
+    int occ;
+    const char *mid;
+    int r; /* < 0: none */
+} where_t;
+
 static char *put_int(char *p, int v)
 {
     char tmp[12];
@@ -115,75 +174,178 @@ static char *put_int(char *p, int v)
     return p;
 }
 
-/* buf holds at least 40 bytes; pre and mid are short literals. r < 0: none. */
-static const char *loc(char *buf, const char *pre, int occ, const char *mid, int r)
+/* Writes w into buf (at least 40 bytes; pre and mid are short literals)
+ * and returns its length. */
+static size_t loc(char *buf, const where_t *w)
 {
     char *p = buf;
-    size_t n = strlen(pre);
-    memcpy(p, pre, n);
-    p = put_int(p + n, occ);
-    n = strlen(mid);
-    memcpy(p, mid, n);
+    size_t n = strlen(w->pre);
+    memcpy(p, w->pre, n);
     p += n;
-    if (r >= 0) {
-        p = put_int(p, r);
-        *p++ = ')';
+    if (w->occ >= 0) {
+        p = put_int(p, w->occ);
+        n = strlen(w->mid);
+        memcpy(p, w->mid, n);
+        p += n;
+        if (w->r >= 0) {
+            p = put_int(p, w->r);
+            *p++ = ')';
+        }
     }
     *p = '\0';
-    return buf;
+    return (size_t)(p - buf);
 }
 
-/* prefix followed by s, in the arena. */
-static const char *key_of(arena_t *a, char prefix, const char *s)
+/* w formatted into the pool, for a location the claim keeps. */
+static const char *loc_dup(ctx_t *c, const where_t *w)
 {
-    size_t n = strlen(s);
-    char *k = arena_alloc(a, n + 2);
-    k[0] = prefix;
-    memcpy(k + 1, s, n + 1);
-    return k;
+    char buf[40];
+    return pool_strndup(c, buf, loc(buf, w));
 }
 
-/* The index key of a diagnosis: its normalised code, else its code as sent. */
-static const char *dx_key(ctx_t *c, const claim_dx_t *dx)
+/* Segment i's id is id (three characters). */
+static bool seg_is(const hl7_msg_t *m, size_t i, const char *id)
 {
-    if (dx->code[0])
-        return key_of(c->a, '=', dx->code);
-    return dx->code_sent ? key_of(c->a, '~', dx->code_sent) : NULL;
+    slice_t s = hl7_seg_id(m, i);
+    return s.ptr[0] == id[0] && s.ptr[1] == id[1] && s.ptr[2] == id[2];
+}
+
+/* hl7_value_kind(v) == HL7_PRESENT, inline: it is asked of every value. */
+static inline bool present(slice_t v)
+{
+    return v.len && !(v.len == 2 && v.ptr[0] == '"' && v.ptr[1] == '"');
+}
+
+/* Moves p past n - 1 separators sep, or returns NULL when the end or a
+ * byte that ends the enclosing piece (stop1, stop2) comes first. */
+static const char *skip_pieces(const char *p, const char *end, int n, char sep, char stop1,
+                               char stop2)
+{
+    for (; n > 1; p++) {
+        if (p == end)
+            return NULL;
+        if (*p == sep)
+            n--;
+        else if (*p == stop1 || *p == stop2)
+            return NULL;
+    }
+    return p;
+}
+
+/* hl7_value(m, seg, field, rep, comp, sub) for the fields read here (never
+ * MSH-1 or MSH-2), found in one pass over the bytes up to the end of the
+ * value instead of one search per level: the values read are short. A
+ * value that is not there is an empty slice (its ptr may differ from
+ * hl7_value's, which no caller looks at). */
+static slice_t value(const ctx_t *c, size_t seg, int field, int rep, int comp, int sub)
+{
+    slice_t f = hl7_field(c->m, seg, field);
+    if (sub && !comp)
+        comp = 1;
+    if (comp && !rep)
+        rep = 1;
+    if (!f.ptr || !rep)
+        return f;
+    const char R = c->dl->repetition, C = c->dl->component, S = c->dl->subcomponent;
+    const char *end = f.ptr + f.len;
+    const char *p = skip_pieces(f.ptr, end, rep, R, R, R);
+    if (p && comp)
+        p = skip_pieces(p, end, comp, C, R, R);
+    if (p && sub)
+        p = skip_pieces(p, end, sub, S, R, C);
+    if (!p)
+        return slice_make(end, 0);
+    const char *q;
+    if (!comp) {
+        /* A whole repetition: a coded value with its texts, long enough
+         * for memchr to be cheaper than a byte loop. */
+        q = memchr(p, R, (size_t)(end - p));
+        return slice_make(p, (size_t)((q ? q : end) - p));
+    }
+    const char stop = sub ? S : C;
+    for (q = p; q < end && *q != R && *q != C && *q != stop; q++)
+        ;
+    return slice_make(p, (size_t)(q - p));
+}
+
+/* The pieces of a value one by one (like hl7_iter_t, inline): p is NULL
+ * once the last piece has been taken, after which pieces are empty. */
+typedef struct {
+    const char *p, *end;
+} pieces_t;
+
+static pieces_t pieces_of(slice_t s)
+{
+    return (pieces_t){s.ptr, s.ptr ? s.ptr + s.len : NULL};
+}
+
+static slice_t next_piece(pieces_t *it, char sep)
+{
+    if (!it->p)
+        return slice_make(it->end, 0);
+    const char *q = memchr(it->p, sep, (size_t)(it->end - it->p));
+    slice_t s = slice_make(it->p, (size_t)((q ? q : it->end) - it->p));
+    it->p = q ? q + 1 : NULL;
+    return s;
+}
+
+/* claim_codesys_from() and claim_procsys_from(), answering "I10" and "C4"
+ * (what nearly every feed sends in DG1-3.3 and FT1-25.3) without walking
+ * their tables of names; the answers are those the tables give. */
+static claim_codesys_t codesys_of(const char *s, size_t len)
+{
+    if (len == 3 && s[0] == 'I' && s[1] == '1' && s[2] == '0')
+        return CODESYS_ICD10CM;
+    return claim_codesys_from(s, len);
+}
+
+static claim_procsys_t procsys_of(const char *s, size_t len)
+{
+    if (len == 2 && s[0] == 'C' && s[1] == '4')
+        return PROCSYS_CPT;
+    return claim_procsys_from(s, len);
 }
 
 /* Decodes a value into the arena; NULL when empty or the explicit null "".
  * A code (strict) with a malformed escape is an error; a text is kept raw. */
-static err_t str_of(ctx_t *c, slice_t v, bool strict, const char *where, const char **out)
+static err_t str_of(ctx_t *c, slice_t v, bool strict, const where_t *where, const char **out)
 {
     *out = NULL;
-    if (hl7_value_kind(v) != HL7_PRESENT)
+    if (!present(v))
         return ERR_OK;
-    char *s;
-    err_detail_t tmp;
-    err_clear(&tmp); /* hl7_unescape_arena() sets no segment or field */
-    err_t rc = hl7_unescape_arena(c->m, v, c->a, &s, &tmp);
-    if (rc != ERR_OK) {
-        if (!strict) {
-            *out = arena_slicedup(c->a, v);
-            return ERR_OK;
+    const char *s;
+    if (!memchr(v.ptr, c->dl->escape, v.len)) {
+        s = pool_strndup(c, v.ptr, v.len); /* nothing to decode: the usual case */
+    } else {
+        char *dec;
+        err_detail_t tmp;
+        err_clear(&tmp); /* hl7_unescape_arena() sets no segment or field */
+        err_t rc = hl7_unescape_arena(c->m, v, c->a, &dec, &tmp);
+        if (rc != ERR_OK) {
+            if (!strict) {
+                *out = arena_slicedup(c->a, v);
+                return ERR_OK;
+            }
+            if (c->d) {
+                char name[40];
+                loc(name, where);
+                *c->d = tmp;
+                snprintf(c->d->where, sizeof c->d->where, "%s", name);
+                snprintf(c->d->msg, sizeof c->d->msg, "malformed escape sequence in %s", name);
+            }
+            return rc;
         }
-        if (c->d) {
-            *c->d = tmp;
-            snprintf(c->d->where, sizeof c->d->where, "%s", where);
-            snprintf(c->d->msg, sizeof c->d->msg, "malformed escape sequence in %s", where);
-        }
-        return rc;
+        s = dec;
     }
     *out = s[0] ? s : NULL;
     return ERR_OK;
 }
 
 /* Dates: the first subcomponent of a TS/DTM/DT (the precision may follow). */
-static claim_date_t date_of(slice_t v, char subsep)
+static claim_date_t date_of(slice_t v)
 {
     claim_date_t dt = {0, 0, 0};
-    v = hl7_piece(v, subsep, 1);
-    if (hl7_value_kind(v) == HL7_PRESENT)
+    if (present(v))
         (void)claim_date_parse(v.ptr, v.len, &dt);
     return dt;
 }
@@ -202,6 +364,29 @@ static int int_of(slice_t v)
             return 0;
     }
     return n;
+}
+
+/* A quantity (FT1-10): its value when it is a number in [0, 1e9), else 0.
+ * Plain digits, nearly always sent, are read without strtod(), which
+ * gives the same value for them. */
+static double units_of(slice_t q)
+{
+    if (!present(q) || q.len >= 32)
+        return 0;
+    if (q.len <= 9) {
+        long n = 0;
+        size_t i = 0;
+        for (; i < q.len && q.ptr[i] >= '0' && q.ptr[i] <= '9'; i++)
+            n = n * 10 + (q.ptr[i] - '0');
+        if (i == q.len)
+            return (double)n;
+    }
+    char num[32];
+    memcpy(num, q.ptr, q.len);
+    num[q.len] = '\0';
+    char *end;
+    double u = strtod(num, &end);
+    return end != num && u >= 0 && u < 1e9 ? u : 0;
 }
 
 static bool date_lt(claim_date_t a, claim_date_t b)
@@ -267,35 +452,30 @@ typedef struct {
  * second alternate (10-12). The first ICD-10-CM triplet with a code wins;
  * when none is ICD-10-CM, the first with a code (the primary when it has
  * one). An empty primary system takes primary_sys (DG1-2, the coding
- * method) before it is judged. The code is empty when no triplet has one. */
+ * method) before it is judged. The code is empty when no triplet has one.
+ * Components are split only as far as a triplet is looked at: the primary
+ * is usually an ICD-10-CM code, and the search ends there. */
 static triplet_t pick_triplet(slice_t rep, char compsep, slice_t primary_sys)
 {
     static const int start[] = {1, 4, 10};
     triplet_t t[3], none = {SLICE_NULL, SLICE_NULL, SLICE_NULL};
-    /* Components 1-12, in one pass (as hl7_piece gives each of them). */
     slice_t comp[12];
     int ncomp = 0;
-    const char *end = rep.ptr ? rep.ptr + rep.len : NULL;
-    for (const char *p = rep.ptr; p && ncomp < 12;) {
-        const char *q = memchr(p, compsep, (size_t)(end - p));
-        comp[ncomp++] = slice_make(p, (size_t)((q ? q : end) - p));
-        p = q ? q + 1 : NULL;
-    }
-    while (ncomp < 12)
-        comp[ncomp++] = slice_make(end, 0);
+    pieces_t it = pieces_of(rep);
     int first_coded = -1;
     for (int k = 0; k < 3; k++) {
+        while (ncomp < start[k] + 2)
+            comp[ncomp++] = next_piece(&it, compsep);
         t[k].code = comp[start[k] - 1];
         t[k].text = comp[start[k]];
         t[k].sys = comp[start[k] + 1];
-        if (k == 0 && hl7_value_kind(t[k].sys) != HL7_PRESENT)
+        if (k == 0 && !present(t[k].sys))
             t[k].sys = primary_sys;
-        if (hl7_value_kind(t[k].code) != HL7_PRESENT)
+        if (!present(t[k].code))
             continue;
         if (first_coded < 0)
             first_coded = k;
-        if (hl7_value_kind(t[k].sys) == HL7_PRESENT &&
-            claim_codesys_from(t[k].sys.ptr, t[k].sys.len) == CODESYS_ICD10CM)
+        if (present(t[k].sys) && codesys_of(t[k].sys.ptr, t[k].sys.len) == CODESYS_ICD10CM)
             return t[k];
     }
     return first_coded >= 0 ? t[first_coded] : none;
@@ -303,77 +483,70 @@ static triplet_t pick_triplet(slice_t rep, char compsep, slice_t primary_sys)
 
 static err_t read_dg1(ctx_t *c, claim_t *cl, size_t i, int occ)
 {
-    const hl7_msg_t *m = c->m;
-    const hl7_delims_t *dl = hl7_msg_delims(m);
-    char where[40];
-    loc(where, "DG1(", occ, ")-3", -1);
+    const where_t where = {"DG1(", occ, ")-3", -1};
     /* DG1-3 does not repeat: its first repetition is the value. */
-    triplet_t tr = pick_triplet(hl7_value(m, i, 3, 1, 0, 0), dl->component,
-                                hl7_value(m, i, 2, 1, 1, 0) /* DG1-2 coding method */);
+    triplet_t tr = pick_triplet(value(c, i, 3, 1, 0, 0), c->dl->component,
+                                value(c, i, 2, 1, 1, 0) /* DG1-2 coding method */);
     const char *code_s, *sys_s, *text;
-    err_t rc = str_of(c, tr.code, true, where, &code_s);
+    err_t rc = str_of(c, tr.code, true, &where, &code_s);
     if (rc != ERR_OK)
         return rc;
     if (!code_s)
         return ERR_OK; /* a DG1 without a code carries nothing to check */
-    rc = str_of(c, tr.sys, true, where, &sys_s);
+    rc = str_of(c, tr.sys, true, &where, &sys_s);
     if (rc != ERR_OK)
         return rc;
-    slice_t t = hl7_value(m, i, 4, 0, 0, 0);
-    if (hl7_value_kind(t) != HL7_PRESENT)
+    slice_t t = value(c, i, 4, 0, 0, 0);
+    if (!present(t))
         t = tr.text;
-    (void)str_of(c, t, false, where, &text);
+    (void)str_of(c, t, false, &where, &text);
 
     claim_dx_t *dx = claim_add_dx(cl, c->a);
-    dx->sequence = int_of(hl7_value(m, i, 1, 0, 0, 0));
+    dx->sequence = int_of(value(c, i, 1, 0, 0, 0));
     dx->code_sent = code_s;
     (void)claim_code_normalise(code_s, strlen(code_s), dx->code, sizeof dx->code);
     dx->system_sent = sys_s;
-    dx->system = sys_s ? claim_codesys_from(sys_s, strlen(sys_s)) : CODESYS_UNKNOWN;
+    dx->system = sys_s ? codesys_of(sys_s, strlen(sys_s)) : CODESYS_UNKNOWN;
     dx->text = text;
-    dx->location = arena_strdup(c->a, where);
-    slice_t prio = hl7_value(m, i, 15, 0, 0, 0);
-    slice_t type = hl7_value(m, i, 6, 1, 1, 0);
+    dx->location = loc_dup(c, &where);
+    slice_t prio = value(c, i, 15, 0, 0, 0);
+    slice_t type = value(c, i, 6, 1, 1, 0);
     if (int_of(prio) == 1)
         dx->type = DX_TYPE_PRINCIPAL;
     else if (slice_eq(type, "A"))
         dx->type = DX_TYPE_ADMITTING;
-    else if (hl7_value_kind(type) == HL7_PRESENT || int_of(prio) > 1)
+    else if (present(type) || int_of(prio) > 1)
         dx->type = DX_TYPE_SECONDARY;
-    dx->poa = poa_of(hl7_value(m, i, 26, 1, 1, 0));
+    dx->poa = poa_of(value(c, i, 26, 1, 1, 0));
     /* Index it so FT1-19 finds it; of several DG1s with one code, the
      * first with a sequence is the one lines point to. */
-    const char *key = dx_key(c, dx);
-    long have = key ? index_get(&c->idx, key) : -1;
-    if (key && have < 0)
-        index_put(c, key, cl->ndx - 1);
-    else if (have >= 0 && cl->dx[have].sequence <= 0 && dx->sequence > 0)
-        index_slot(&c->idx, c->idx.slots, c->idx.cap, key)->dx = cl->ndx - 1;
+    char buf[20];
+    const char *key = dx_key(c, buf, dx->code[0] ? dx->code : NULL, code_s);
+    dx_slot_t *s = index_find(&c->idx, key);
+    if (!s || !s->key)
+        index_insert(c, s, key, cl->ndx - 1);
+    else if (cl->dx[s->dx].sequence <= 0 && dx->sequence > 0)
+        s->dx = cl->ndx - 1;
     return ERR_OK;
 }
 
+/* The DG1-1 sequence of the diagnosis indexed under '=' + norm, or 0. */
+static int dx_seq_of(ctx_t *c, const claim_t *cl, const char *norm)
+{
+    char buf[20];
+    const dx_slot_t *s = index_find(&c->idx, dx_key(c, buf, norm, NULL));
+    return s && s->key ? cl->dx[s->dx].sequence : 0;
+}
+
 /* Adds a code (already normalised) to a line, with the pointer to the DG1
- * carrying it: seq when the caller knows it (a P11 group's own DG1), else
- * the first DG1 with that code. */
-static void line_add_dx(ctx_t *c, const claim_t *cl, claim_line_t *l, const char *norm, int seq)
+ * carrying it, seq (none when <= 0). */
+static void line_add_dx(ctx_t *c, claim_line_t *l, const char *norm, int seq)
 {
     for (int k = 0; k < l->ndx_codes; k++)
         if (strcmp(l->dx_codes[k], norm) == 0)
             return;
     if (l->ndx_codes < CLAIM_MAX_DX_POINTERS)
-        l->dx_codes[l->ndx_codes++] = arena_strdup(c->a, norm);
-    if (seq <= 0) {
-        char key[20];
-        size_t n = strlen(norm); /* normalised: under 16 */
-        if (n > sizeof key - 2)
-            n = sizeof key - 2;
-        key[0] = '=';
-        memcpy(key + 1, norm, n);
-        key[n + 1] = '\0';
-        long k = index_get(&c->idx, key);
-        if (k >= 0)
-            seq = cl->dx[k].sequence;
-    }
+        l->dx_codes[l->ndx_codes++] = pool_strndup(c, norm, strlen(norm));
     if (seq <= 0)
         return;
     for (int p = 0; p < l->ndx_pointers; p++)
@@ -388,23 +561,24 @@ static void line_add_dx(ctx_t *c, const claim_t *cl, claim_line_t *l, const char
  * (judged like a DG1 code; a malformed one is kept with code ""). */
 static err_t read_ft1_dx(ctx_t *c, claim_t *cl, size_t line, slice_t rep, int occ, int r)
 {
-    const hl7_delims_t *dl = hl7_msg_delims(c->m);
-    char where[40];
-    loc(where, "FT1(", occ, ")-19(", r);
-    triplet_t tr = pick_triplet(rep, dl->component, SLICE_NULL);
+    const where_t where = {"FT1(", occ, ")-19(", r};
+    triplet_t tr = pick_triplet(rep, c->dl->component, SLICE_NULL);
     const char *code_s, *sys_s, *text;
-    err_t rc = str_of(c, tr.code, true, where, &code_s);
+    err_t rc = str_of(c, tr.code, true, &where, &code_s);
     if (rc != ERR_OK || !code_s)
         return rc;
-    rc = str_of(c, tr.sys, true, where, &sys_s);
+    rc = str_of(c, tr.sys, true, &where, &sys_s);
     if (rc != ERR_OK)
         return rc;
-    char norm[16];
+    char norm[16], buf[20];
     bool ok = claim_code_normalise(code_s, strlen(code_s), norm, sizeof norm);
+    /* One lookup serves both the line's pointer and the question whether
+     * the code is a diagnosis already. */
+    const char *key = dx_key(c, buf, ok ? norm : NULL, code_s);
+    dx_slot_t *s = index_find(&c->idx, key);
+    long have = s && s->key ? (long)s->dx : -1;
     if (ok)
-        line_add_dx(c, cl, &cl->lines[line], norm, 0);
-    const char *key = ok ? key_of(c->a, '=', norm) : key_of(c->a, '~', code_s);
-    long have = index_get(&c->idx, key);
+        line_add_dx(c, &cl->lines[line], norm, have >= 0 ? cl->dx[have].sequence : 0);
     if (have >= 0) {
         /* A malformed code has no normalised form for dx_codes: the line
          * points at the diagnosis that carries the same form instead. */
@@ -417,81 +591,72 @@ static err_t read_ft1_dx(ctx_t *c, claim_t *cl, size_t line, slice_t rep, int oc
             l->dx_pointers[l->ndx_pointers++] = seq;
         return ERR_OK;
     }
-    (void)str_of(c, tr.text, false, where, &text);
+    (void)str_of(c, tr.text, false, &where, &text);
     claim_dx_t *dx = claim_add_dx(cl, c->a);
     dx->code_sent = code_s;
     if (ok)
         memcpy(dx->code, norm, sizeof dx->code);
     dx->system_sent = sys_s;
-    dx->system = sys_s ? claim_codesys_from(sys_s, strlen(sys_s)) : CODESYS_UNKNOWN;
+    dx->system = sys_s ? codesys_of(sys_s, strlen(sys_s)) : CODESYS_UNKNOWN;
     dx->type = DX_TYPE_SECONDARY;
     dx->text = text;
-    dx->location = arena_strdup(c->a, where);
+    dx->location = loc_dup(c, &where);
     dx->line = (int)line;
-    index_put(c, key, cl->ndx - 1);
+    index_insert(c, s, key, cl->ndx - 1);
     return ERR_OK;
 }
 
 static err_t read_ft1(ctx_t *c, claim_t *cl, size_t i, int occ, bool p11, size_t group_end)
 {
-    const hl7_msg_t *m = c->m;
-    const hl7_delims_t *dl = hl7_msg_delims(m);
-    char where[40];
+    const hl7_delims_t *dl = c->dl;
     claim_line_t *l = claim_add_line(cl, c->a);
-    l->sequence = int_of(hl7_value(m, i, 1, 0, 0, 0));
-    l->location = arena_strdup(c->a, loc(where, "FT1(", occ, ")", -1));
-    loc(where, "FT1(", occ, ")-25", -1);
+    l->sequence = int_of(value(c, i, 1, 0, 0, 0));
+    l->location = loc_dup(c, &(where_t){"FT1(", occ, ")", -1});
+    const where_t where25 = {"FT1(", occ, ")-25", -1}, where26 = {"FT1(", occ, ")-26", -1};
     const char *s;
-    err_t rc = str_of(c, hl7_value(m, i, 25, 1, 1, 0), true, where, &l->code);
+    err_t rc = str_of(c, value(c, i, 25, 1, 1, 0), true, &where25, &l->code);
     if (rc != ERR_OK)
         return rc;
-    rc = str_of(c, hl7_value(m, i, 25, 1, 3, 0), true, where, &l->system_sent);
+    rc = str_of(c, value(c, i, 25, 1, 3, 0), true, &where25, &l->system_sent);
     if (rc != ERR_OK)
         return rc;
-    l->system = l->system_sent ? claim_procsys_from(l->system_sent, strlen(l->system_sent))
-                               : PROCSYS_UNKNOWN;
-    loc(where, "FT1(", occ, ")-26", -1);
-    hl7_iter_t it;
-    slice_t rep;
-    hl7_iter_init(&it, hl7_field(m, i, 26), dl->repetition);
-    while (hl7_iter_next(&it, &rep) && l->nmodifiers < CLAIM_MAX_MODIFIERS) {
-        rc = str_of(c, hl7_piece(rep, dl->component, 1), true, where, &s);
+    l->system =
+        l->system_sent ? procsys_of(l->system_sent, strlen(l->system_sent)) : PROCSYS_UNKNOWN;
+    pieces_t reps = pieces_of(hl7_field(c->m, i, 26));
+    while (reps.p && l->nmodifiers < CLAIM_MAX_MODIFIERS) {
+        slice_t rep = next_piece(&reps, dl->repetition);
+        pieces_t comps = pieces_of(rep);
+        rc = str_of(c, next_piece(&comps, dl->component), true, &where26, &s);
         if (rc != ERR_OK)
             return rc;
         if (s)
             l->modifiers[l->nmodifiers++] = s;
     }
-    slice_t q = hl7_value(m, i, 10, 1, 1, 0);
-    if (hl7_value_kind(q) == HL7_PRESENT && q.len < 32) {
-        char num[32];
-        memcpy(num, q.ptr, q.len);
-        num[q.len] = '\0';
-        char *end;
-        double u = strtod(num, &end);
-        if (end != num && u >= 0 && u < 1e9)
-            l->units = u;
-    }
-    l->date_from = date_of(hl7_value(m, i, 4, 1, 1, 0), dl->subcomponent);
-    l->date_to = date_of(hl7_value(m, i, 4, 1, 2, 0), dl->subcomponent);
+    l->units = units_of(value(c, i, 10, 1, 1, 0));
+    l->date_from = date_of(value(c, i, 4, 1, 1, 1));
+    l->date_to = date_of(value(c, i, 4, 1, 2, 1));
     if (!l->date_to.year)
         l->date_to = l->date_from;
     /* FT1-19: codes, resolved to DG1 sequences, or diagnoses of their own. */
-    hl7_iter_init(&it, hl7_field(m, i, 19), dl->repetition);
-    for (int r = 1; hl7_iter_next(&it, &rep); r++)
-        if ((rc = read_ft1_dx(c, cl, cl->nlines - 1, rep, occ, r)) != ERR_OK)
+    reps = pieces_of(hl7_field(c->m, i, 19));
+    for (int r = 1; reps.p; r++)
+        if ((rc = read_ft1_dx(c, cl, cl->nlines - 1, next_piece(&reps, dl->repetition), occ, r)) !=
+            ERR_OK)
             return rc;
     /* DFT^P11: the financial group's own DG1s when FT1-19 says nothing. */
     if (p11 && l->ndx_codes == 0) {
         for (size_t k = i + 1; k < group_end; k++) {
-            if (!slice_eq(hl7_seg_id(m, k), "DG1"))
+            if (!seg_is(c->m, k, "DG1"))
                 continue;
             char norm[16];
-            triplet_t tr = pick_triplet(hl7_value(m, k, 3, 1, 0, 0), dl->component,
-                                        hl7_value(m, k, 2, 1, 1, 0));
+            triplet_t tr =
+                pick_triplet(value(c, k, 3, 1, 0, 0), dl->component, value(c, k, 2, 1, 1, 0));
             const char *cs;
-            if (str_of(c, tr.code, false, "DG1-3", &cs) == ERR_OK && cs &&
-                claim_code_normalise(cs, strlen(cs), norm, sizeof norm))
-                line_add_dx(c, cl, l, norm, int_of(hl7_value(m, k, 1, 0, 0, 0)));
+            if (str_of(c, tr.code, false, &(where_t){"DG1-3", -1, "", -1}, &cs) == ERR_OK && cs &&
+                claim_code_normalise(cs, strlen(cs), norm, sizeof norm)) {
+                int seq = int_of(value(c, k, 1, 0, 0, 0));
+                line_add_dx(c, l, norm, seq > 0 ? seq : dx_seq_of(c, cl, norm));
+            }
         }
     }
     return ERR_OK;
@@ -501,12 +666,27 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
 {
     *out = NULL;
     err_clear(d);
-    ctx_t c = {.m = msg, .a = a, .d = d};
+    ctx_t c = {.m = msg, .dl = hl7_msg_delims(msg), .a = a, .d = d};
     c.idx.seed = index_seed(a, &c);
     size_t nseg = hl7_seg_count(msg);
-    slice_t type = hl7_value(msg, 0, 9, 1, 1, 0), trig = hl7_value(msg, 0, 9, 1, 2, 0);
-    bool has_dg1 = hl7_seg_find(msg, "DG1", 1) >= 0;
-    if (!is_supported(type, trig, has_dg1)) {
+    /* One pass for the segments read once (the first of each) and the
+     * number of DG1s and FT1s, which size the claim's arrays. */
+    long pid = -1, pv1 = -1, gp1 = -1;
+    size_t ndg1 = 0, nft1 = 0;
+    for (size_t i = 0; i < nseg; i++) {
+        if (seg_is(msg, i, "DG1"))
+            ndg1++;
+        else if (seg_is(msg, i, "FT1"))
+            nft1++;
+        else if (pid < 0 && seg_is(msg, i, "PID"))
+            pid = (long)i;
+        else if (pv1 < 0 && seg_is(msg, i, "PV1"))
+            pv1 = (long)i;
+        else if (gp1 < 0 && seg_is(msg, i, "GP1"))
+            gp1 = (long)i;
+    }
+    slice_t type = value(&c, 0, 9, 1, 1, 0), trig = value(&c, 0, 9, 1, 2, 0);
+    if (!is_supported(type, trig, ndg1 > 0)) {
         /* The type is an identifier, not content: it may be named. */
         char t[8] = "", g[8] = "";
         for (size_t k = 0; k < type.len && k < 7; k++)
@@ -535,6 +715,16 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
         return ERR_UNSUPPORTED;
     }
     claim_t *cl = claim_new(a, CLAIM_SRC_HL7V2);
+    /* Sized up front (claim_add_* grow them only past the capacity): a
+     * line per FT1, a diagnosis per DG1 (FT1-19 codes may add more). */
+    if (ndg1) {
+        cl->dx = arena_calloc(a, ndg1, sizeof *cl->dx);
+        cl->dx_cap = ndg1;
+    }
+    if (nft1) {
+        cl->lines = arena_calloc(a, nft1, sizeof *cl->lines);
+        cl->lines_cap = nft1;
+    }
     cl->kind = slice_eq(type, "ADT") ? CLAIM_KIND_ADT : CLAIM_KIND_BILL;
     char *mt = arena_alloc(a, type.len + trig.len + 2);
     if (type.len)
@@ -544,45 +734,45 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
         memcpy(mt + type.len + 1, trig.ptr, trig.len);
     mt[type.len + 1 + trig.len] = '\0';
     cl->message_type = mt;
-    err_t rc = str_of(&c, hl7_value(msg, 0, 10, 0, 0, 0), true, "MSH-10", &cl->id);
+    err_t rc =
+        str_of(&c, value(&c, 0, 10, 0, 0, 0), true, &(where_t){"MSH-10", -1, "", -1}, &cl->id);
     if (rc != ERR_OK)
         goto fail;
-    const hl7_delims_t *dl = hl7_msg_delims(msg);
-    long pid = hl7_seg_find(msg, "PID", 1);
     if (pid >= 0) {
-        cl->birth_date = date_of(hl7_value(msg, (size_t)pid, 7, 1, 1, 0), dl->subcomponent);
-        slice_t sex = hl7_value(msg, (size_t)pid, 8, 1, 1, 0);
+        size_t i = (size_t)pid;
+        cl->birth_date = date_of(value(&c, i, 7, 1, 1, 1));
+        slice_t sex = value(&c, i, 8, 1, 1, 0);
         if (slice_eq(sex, "F") || slice_eq(sex, "M"))
             cl->sex = sex.ptr[0];
-        else if (hl7_value_kind(sex) == HL7_PRESENT)
+        else if (present(sex))
             cl->sex = 'U';
         /* Lookup references only: a bad escape keeps the raw text. */
-        (void)str_of(&c, hl7_value(msg, (size_t)pid, 3, 1, 1, 0), false, "PID-3", &cl->ref_mrn);
-        (void)str_of(&c, hl7_value(msg, (size_t)pid, 18, 1, 1, 0), false, "PID-18",
+        (void)str_of(&c, value(&c, i, 3, 1, 1, 0), false, &(where_t){"PID-3", -1, "", -1},
+                     &cl->ref_mrn);
+        (void)str_of(&c, value(&c, i, 18, 1, 1, 0), false, &(where_t){"PID-18", -1, "", -1},
                      &cl->ref_account);
     }
     claim_date_t admit = {0, 0, 0}, disch = {0, 0, 0};
-    long pv1 = hl7_seg_find(msg, "PV1", 1);
     if (pv1 >= 0) {
-        (void)str_of(&c, hl7_value(msg, (size_t)pv1, 19, 1, 1, 0), false, "PV1-19",
+        size_t i = (size_t)pv1;
+        (void)str_of(&c, value(&c, i, 19, 1, 1, 0), false, &(where_t){"PV1-19", -1, "", -1},
                      &cl->ref_visit);
-        slice_t dispo = hl7_value(msg, (size_t)pv1, 36, 1, 1, 0);
-        if (hl7_value_kind(dispo) == HL7_PRESENT)
+        slice_t dispo = value(&c, i, 36, 1, 1, 0);
+        if (present(dispo))
             cl->discharged_alive = slice_eq(dispo, "20") || slice_eq(dispo, "40") ||
                                            slice_eq(dispo, "41") || slice_eq(dispo, "42")
                                        ? 0
                                        : 1;
-        admit = date_of(hl7_value(msg, (size_t)pv1, 44, 1, 1, 0), dl->subcomponent);
-        disch = date_of(hl7_value(msg, (size_t)pv1, 45, 1, 1, 0), dl->subcomponent);
-        cl->setting = class_setting(hl7_value(msg, (size_t)pv1, 2, 1, 1, 0));
+        admit = date_of(value(&c, i, 44, 1, 1, 1));
+        disch = date_of(value(&c, i, 45, 1, 1, 1));
+        cl->setting = class_setting(value(&c, i, 2, 1, 1, 0));
     }
     cl->discharge = disch;
     /* GP1-1 is v2's one standard home of the UB-04 type of bill (IS to
      * v2.6, CWE from v2.7: component 1 either way). Where it is a valid
      * code it states what the bill is, so it decides over PV1-2. */
-    long gp1 = hl7_seg_find(msg, "GP1", 1);
     if (gp1 >= 0) {
-        (void)str_of(&c, hl7_value(msg, (size_t)gp1, 1, 1, 1, 0), false, "GP1-1",
+        (void)str_of(&c, value(&c, (size_t)gp1, 1, 1, 1, 0), false, &(where_t){"GP1-1", -1, "", -1},
                      &cl->type_of_bill);
         claim_setting_t tob = claim_tob_setting(cl->type_of_bill);
         if (tob != CLAIM_SETTING_UNKNOWN)
@@ -590,19 +780,20 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
     }
     /* Diagnoses first, so that lines can point at them. */
     int occ = 0;
-    for (size_t i = 0; i < nseg; i++) {
-        if (!slice_eq(hl7_seg_id(msg, i), "DG1"))
+    for (size_t i = 0; ndg1 && i < nseg; i++) {
+        if (!seg_is(msg, i, "DG1"))
             continue;
         if ((rc = read_dg1(&c, cl, i, ++occ)) != ERR_OK)
             goto fail;
     }
     bool p11 = slice_eq(type, "DFT") && slice_eq(trig, "P11");
     occ = 0;
-    for (size_t i = 0; i < nseg; i++) {
-        if (!slice_eq(hl7_seg_id(msg, i), "FT1"))
+    for (size_t i = 0; nft1 && i < nseg; i++) {
+        if (!seg_is(msg, i, "FT1"))
             continue;
+        /* P11 only: the financial group runs to the next FT1. */
         size_t end = i + 1;
-        while (end < nseg && !slice_eq(hl7_seg_id(msg, end), "FT1"))
+        while (p11 && end < nseg && !seg_is(msg, end, "FT1"))
             end++;
         if ((rc = read_ft1(&c, cl, i, ++occ, p11, end)) != ERR_OK)
             goto fail;

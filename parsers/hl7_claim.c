@@ -3,10 +3,10 @@
  * public hl7.h accessors only; every string it keeps is unescaped into the
  * caller's arena, so the claim outlives the message.
  *
- * This runs for every message (issue 15), so values are located in one pass
- * over their own bytes (value()), strings are copied into a bump pool in
- * the arena, and locations are formatted only when they are kept or named
- * in an error.
+ * This runs for every message (issue 15), so values are found by accessors
+ * that scan only their own bytes (hl7_value()'s equivalents for the parts
+ * read here), strings are copied into a bump pool in the arena, and
+ * locations are formatted only when they are kept or named in an error.
  */
 #include "hl7_claim.h"
 
@@ -39,7 +39,10 @@ typedef struct {
     dx_index_t idx;
     char *pool; /* see pool_alloc() */
     size_t pool_left;
+    unsigned char delim[256]; /* DELIM_* bits of the message's delimiters */
 } ctx_t;
+
+enum { DELIM_REP = 1, DELIM_COMP = 2, DELIM_SUB = 4 };
 
 /* The claim's strings are short (codes, systems, texts, locations) and
  * need no alignment: they are cut from chunks of the arena rather than
@@ -61,7 +64,7 @@ static char *pool_alloc(ctx_t *c, size_t n)
 }
 
 /* The n bytes at s, NUL-terminated, in the pool. */
-static char *pool_strndup(ctx_t *c, const char *s, size_t n)
+static inline char *pool_strndup(ctx_t *c, const char *s, size_t n)
 {
     char *d = pool_alloc(c, n + 1);
     memcpy(d, s, n);
@@ -130,17 +133,25 @@ static void index_insert(ctx_t *c, dx_slot_t *s, const char *key, size_t dx)
     x->n++;
 }
 
-/* The index key of a code: '=' + its normalised form (norm non-NULL, under
- * 16 bytes: written into buf, 20 bytes), else '~' + the code as sent (any
- * length: in the pool). */
-static const char *dx_key(ctx_t *c, char *buf, const char *norm, const char *sent)
+/* A normalised code fits claim_dx_t.code; a key is a tag and such a code.
+ * The code is normalised straight behind the tag, so that the usual key
+ * costs no copy. */
+#define CODE_CAP sizeof(((claim_dx_t *)NULL)->code)
+#define KEY_MAX (CODE_CAP + 4)
+
+/* Normalises code into key + 1 (KEY_MAX bytes, zeroed first) behind the
+ * tag '='; whether it normalises, as claim_code_normalise() says. */
+static bool normalise_key(char *key, const char *code)
 {
-    if (norm) {
-        size_t n = strlen(norm);
-        buf[0] = '=';
-        memcpy(buf + 1, norm, n + 1);
-        return buf;
-    }
+    memset(key, 0, KEY_MAX);
+    key[0] = '=';
+    return claim_code_normalise(code, strlen(code), key + 1, CODE_CAP);
+}
+
+/* The key of a code that does not normalise: '~' + the code as sent (any
+ * length: in the pool). */
+static const char *sent_key(ctx_t *c, const char *sent)
+{
     size_t n = strlen(sent);
     char *k = pool_alloc(c, n + 2);
     k[0] = '~';
@@ -179,14 +190,12 @@ static char *put_int(char *p, int v)
 static size_t loc(char *buf, const where_t *w)
 {
     char *p = buf;
-    size_t n = strlen(w->pre);
-    memcpy(p, w->pre, n);
-    p += n;
+    for (const char *s = w->pre; *s;)
+        *p++ = *s++;
     if (w->occ >= 0) {
         p = put_int(p, w->occ);
-        n = strlen(w->mid);
-        memcpy(p, w->mid, n);
-        p += n;
+        for (const char *s = w->mid; *s;)
+            *p++ = *s++;
         if (w->r >= 0) {
             p = put_int(p, w->r);
             *p++ = ')';
@@ -203,11 +212,27 @@ static const char *loc_dup(ctx_t *c, const where_t *w)
     return pool_strndup(c, buf, loc(buf, w));
 }
 
-/* Segment i's id is id (three characters). */
+/* A segment id (from hl7_seg_id()) is want (three characters). */
+static bool id_is(slice_t id, const char *want)
+{
+    return id.ptr[0] == want[0] && id.ptr[1] == want[1] && id.ptr[2] == want[2];
+}
+
 static bool seg_is(const hl7_msg_t *m, size_t i, const char *id)
 {
-    slice_t s = hl7_seg_id(m, i);
-    return s.ptr[0] == id[0] && s.ptr[1] == id[1] && s.ptr[2] == id[2];
+    return id_is(hl7_seg_id(m, i), id);
+}
+
+/* The segments of one kind: how many, and the indexes they lie within. */
+typedef struct {
+    size_t n, first, end;
+} seg_span_t;
+
+static void span_add(seg_span_t *s, size_t i)
+{
+    if (!s->n++)
+        s->first = i;
+    s->end = i + 1;
 }
 
 /* hl7_value_kind(v) == HL7_PRESENT, inline: it is asked of every value. */
@@ -216,56 +241,39 @@ static inline bool present(slice_t v)
     return v.len && !(v.len == 2 && v.ptr[0] == '"' && v.ptr[1] == '"');
 }
 
-/* Moves p past n - 1 separators sep, or returns NULL when the end or a
- * byte that ends the enclosing piece (stop1, stop2) comes first. */
-static const char *skip_pieces(const char *p, const char *end, int n, char sep, char stop1,
-                               char stop2)
+/* The accessors below give what hl7_value(m, seg, field, rep, comp, sub)
+ * gives for the parts read here (never of MSH-1 or MSH-2), each scanning
+ * only the bytes of its part: the values read are short, and most are the
+ * first component of the first repetition. */
+
+/* v up to its first byte that is a delimiter of mask (DELIM_* bits). */
+static inline slice_t head(const ctx_t *c, slice_t v, unsigned mask)
 {
-    for (; n > 1; p++) {
-        if (p == end)
-            return NULL;
-        if (*p == sep)
-            n--;
-        else if (*p == stop1 || *p == stop2)
-            return NULL;
-    }
-    return p;
+    const char *p = v.ptr, *end = v.ptr + v.len;
+    while (p < end && !(c->delim[(unsigned char)*p] & mask))
+        p++;
+    return slice_make(v.ptr, (size_t)(p - v.ptr));
 }
 
-/* hl7_value(m, seg, field, rep, comp, sub) for the fields read here (never
- * MSH-1 or MSH-2), found in one pass over the bytes up to the end of the
- * value instead of one search per level: the values read are short. A
- * value that is not there is an empty slice (its ptr may differ from
- * hl7_value's, which no caller looks at). */
-static slice_t value(const ctx_t *c, size_t seg, int field, int rep, int comp, int sub)
+/* hl7_value(m, seg, n, 1, 1, 0): component 1 of repetition 1. */
+static slice_t first_comp(const ctx_t *c, size_t seg, int n)
 {
-    slice_t f = hl7_field(c->m, seg, field);
-    if (sub && !comp)
-        comp = 1;
-    if (comp && !rep)
-        rep = 1;
-    if (!f.ptr || !rep)
-        return f;
-    const char R = c->dl->repetition, C = c->dl->component, S = c->dl->subcomponent;
-    const char *end = f.ptr + f.len;
-    const char *p = skip_pieces(f.ptr, end, rep, R, R, R);
-    if (p && comp)
-        p = skip_pieces(p, end, comp, C, R, R);
-    if (p && sub)
-        p = skip_pieces(p, end, sub, S, R, C);
-    if (!p)
-        return slice_make(end, 0);
-    const char *q;
-    if (!comp) {
-        /* A whole repetition: a coded value with its texts, long enough
-         * for memchr to be cheaper than a byte loop. */
-        q = memchr(p, R, (size_t)(end - p));
-        return slice_make(p, (size_t)((q ? q : end) - p));
-    }
-    const char stop = sub ? S : C;
-    for (q = p; q < end && *q != R && *q != C && *q != stop; q++)
-        ;
-    return slice_make(p, (size_t)(q - p));
+    return head(c, hl7_field(c->m, seg, n), DELIM_REP | DELIM_COMP);
+}
+
+/* hl7_value(m, seg, n, 1, 1, 1): subcomponent 1 of that (a date). */
+static slice_t first_sub(const ctx_t *c, size_t seg, int n)
+{
+    return head(c, hl7_field(c->m, seg, n), DELIM_REP | DELIM_COMP | DELIM_SUB);
+}
+
+/* hl7_value(m, seg, n, 1, 0, 0): repetition 1, a coded value with its
+ * texts, long enough for memchr to be cheaper than a byte loop. */
+static slice_t first_rep(const ctx_t *c, size_t seg, int n)
+{
+    slice_t f = hl7_field(c->m, seg, n);
+    const char *q = f.ptr ? memchr(f.ptr, c->dl->repetition, f.len) : NULL;
+    return q ? slice_make(f.ptr, (size_t)(q - f.ptr)) : f;
 }
 
 /* The pieces of a value one by one (like hl7_iter_t, inline): p is NULL
@@ -274,12 +282,12 @@ typedef struct {
     const char *p, *end;
 } pieces_t;
 
-static pieces_t pieces_of(slice_t s)
+static inline pieces_t pieces_of(slice_t s)
 {
     return (pieces_t){s.ptr, s.ptr ? s.ptr + s.len : NULL};
 }
 
-static slice_t next_piece(pieces_t *it, char sep)
+static inline slice_t next_piece(pieces_t *it, char sep)
 {
     if (!it->p)
         return slice_make(it->end, 0);
@@ -287,6 +295,14 @@ static slice_t next_piece(pieces_t *it, char sep)
     slice_t s = slice_make(it->p, (size_t)((q ? q : it->end) - it->p));
     it->p = q ? q + 1 : NULL;
     return s;
+}
+
+/* hl7_value(m, seg, n, 1, k, 0) for k = 1..ncomp, into comp[k - 1]. */
+static void comps_of(const ctx_t *c, size_t seg, int n, slice_t *comp, int ncomp)
+{
+    pieces_t it = pieces_of(first_rep(c, seg, n));
+    for (int k = 0; k < ncomp; k++)
+        comp[k] = next_piece(&it, c->dl->component);
 }
 
 /* claim_codesys_from() and claim_procsys_from(), answering "I10" and "C4"
@@ -306,37 +322,43 @@ static claim_procsys_t procsys_of(const char *s, size_t len)
     return claim_procsys_from(s, len);
 }
 
+/* str_of() for a value holding the escape character, apart: it is rare,
+ * and the usual path stays small enough to inline. */
+static err_t str_of_escaped(ctx_t *c, slice_t v, bool strict, const where_t *where,
+                            const char **out)
+{
+    char *dec;
+    err_detail_t tmp;
+    err_clear(&tmp); /* hl7_unescape_arena() sets no segment or field */
+    err_t rc = hl7_unescape_arena(c->m, v, c->a, &dec, &tmp);
+    if (rc != ERR_OK) {
+        if (!strict) {
+            *out = arena_slicedup(c->a, v);
+            return ERR_OK;
+        }
+        if (c->d) {
+            char name[40];
+            loc(name, where);
+            *c->d = tmp;
+            snprintf(c->d->where, sizeof c->d->where, "%s", name);
+            snprintf(c->d->msg, sizeof c->d->msg, "malformed escape sequence in %s", name);
+        }
+        return rc;
+    }
+    *out = dec[0] ? dec : NULL;
+    return ERR_OK;
+}
+
 /* Decodes a value into the arena; NULL when empty or the explicit null "".
  * A code (strict) with a malformed escape is an error; a text is kept raw. */
-static err_t str_of(ctx_t *c, slice_t v, bool strict, const where_t *where, const char **out)
+static inline err_t str_of(ctx_t *c, slice_t v, bool strict, const where_t *where, const char **out)
 {
     *out = NULL;
     if (!present(v))
         return ERR_OK;
-    const char *s;
-    if (!memchr(v.ptr, c->dl->escape, v.len)) {
-        s = pool_strndup(c, v.ptr, v.len); /* nothing to decode: the usual case */
-    } else {
-        char *dec;
-        err_detail_t tmp;
-        err_clear(&tmp); /* hl7_unescape_arena() sets no segment or field */
-        err_t rc = hl7_unescape_arena(c->m, v, c->a, &dec, &tmp);
-        if (rc != ERR_OK) {
-            if (!strict) {
-                *out = arena_slicedup(c->a, v);
-                return ERR_OK;
-            }
-            if (c->d) {
-                char name[40];
-                loc(name, where);
-                *c->d = tmp;
-                snprintf(c->d->where, sizeof c->d->where, "%s", name);
-                snprintf(c->d->msg, sizeof c->d->msg, "malformed escape sequence in %s", name);
-            }
-            return rc;
-        }
-        s = dec;
-    }
+    if (memchr(v.ptr, c->dl->escape, v.len))
+        return str_of_escaped(c, v, strict, where, out);
+    const char *s = pool_strndup(c, v.ptr, v.len); /* nothing to decode: the usual case */
     *out = s[0] ? s : NULL;
     return ERR_OK;
 }
@@ -457,36 +479,39 @@ typedef struct {
  * is usually an ICD-10-CM code, and the search ends there. */
 static triplet_t pick_triplet(slice_t rep, char compsep, slice_t primary_sys)
 {
-    static const int start[] = {1, 4, 10};
-    triplet_t t[3], none = {SLICE_NULL, SLICE_NULL, SLICE_NULL};
-    slice_t comp[12];
-    int ncomp = 0;
+    triplet_t first = {SLICE_NULL, SLICE_NULL, SLICE_NULL};
+    bool coded = false;
     pieces_t it = pieces_of(rep);
-    int first_coded = -1;
-    for (int k = 0; k < 3; k++) {
-        while (ncomp < start[k] + 2)
-            comp[ncomp++] = next_piece(&it, compsep);
-        t[k].code = comp[start[k] - 1];
-        t[k].text = comp[start[k]];
-        t[k].sys = comp[start[k] + 1];
-        if (k == 0 && !present(t[k].sys))
-            t[k].sys = primary_sys;
-        if (!present(t[k].code))
+    /* Once no component is left, no triplet has a code. */
+    for (int k = 0; k < 3 && it.p; k++) {
+        /* Components 7-9 come before the second alternate. */
+        if (k == 2)
+            for (int skip = 0; skip < 3; skip++)
+                (void)next_piece(&it, compsep);
+        triplet_t t;
+        t.code = next_piece(&it, compsep);
+        t.text = next_piece(&it, compsep);
+        t.sys = next_piece(&it, compsep);
+        if (k == 0 && !present(t.sys))
+            t.sys = primary_sys;
+        if (!present(t.code))
             continue;
-        if (first_coded < 0)
-            first_coded = k;
-        if (present(t[k].sys) && codesys_of(t[k].sys.ptr, t[k].sys.len) == CODESYS_ICD10CM)
-            return t[k];
+        if (present(t.sys) && codesys_of(t.sys.ptr, t.sys.len) == CODESYS_ICD10CM)
+            return t;
+        if (!coded) {
+            first = t;
+            coded = true;
+        }
     }
-    return first_coded >= 0 ? t[first_coded] : none;
+    return first;
 }
 
 static err_t read_dg1(ctx_t *c, claim_t *cl, size_t i, int occ)
 {
     const where_t where = {"DG1(", occ, ")-3", -1};
     /* DG1-3 does not repeat: its first repetition is the value. */
-    triplet_t tr = pick_triplet(value(c, i, 3, 1, 0, 0), c->dl->component,
-                                value(c, i, 2, 1, 1, 0) /* DG1-2 coding method */);
+    triplet_t tr = pick_triplet(first_rep(c, i, 3), c->dl->component,
+                                first_comp(c, i, 2) /* DG1-2 coding method */);
     const char *code_s, *sys_s, *text;
     err_t rc = str_of(c, tr.code, true, &where, &code_s);
     if (rc != ERR_OK)
@@ -496,35 +521,36 @@ static err_t read_dg1(ctx_t *c, claim_t *cl, size_t i, int occ)
     rc = str_of(c, tr.sys, true, &where, &sys_s);
     if (rc != ERR_OK)
         return rc;
-    slice_t t = value(c, i, 4, 0, 0, 0);
+    slice_t t = hl7_field(c->m, i, 4);
     if (!present(t))
         t = tr.text;
     (void)str_of(c, t, false, &where, &text);
 
     claim_dx_t *dx = claim_add_dx(cl, c->a);
-    dx->sequence = int_of(value(c, i, 1, 0, 0, 0));
+    dx->sequence = int_of(hl7_field(c->m, i, 1));
     dx->code_sent = code_s;
-    (void)claim_code_normalise(code_s, strlen(code_s), dx->code, sizeof dx->code);
+    char key[KEY_MAX];
+    (void)normalise_key(key, code_s);
+    memcpy(dx->code, key + 1, sizeof dx->code);
     dx->system_sent = sys_s;
     dx->system = sys_s ? codesys_of(sys_s, strlen(sys_s)) : CODESYS_UNKNOWN;
     dx->text = text;
     dx->location = loc_dup(c, &where);
-    slice_t prio = value(c, i, 15, 0, 0, 0);
-    slice_t type = value(c, i, 6, 1, 1, 0);
+    slice_t prio = hl7_field(c->m, i, 15);
+    slice_t type = first_comp(c, i, 6);
     if (int_of(prio) == 1)
         dx->type = DX_TYPE_PRINCIPAL;
     else if (slice_eq(type, "A"))
         dx->type = DX_TYPE_ADMITTING;
     else if (present(type) || int_of(prio) > 1)
         dx->type = DX_TYPE_SECONDARY;
-    dx->poa = poa_of(value(c, i, 26, 1, 1, 0));
+    dx->poa = poa_of(first_comp(c, i, 26));
     /* Index it so FT1-19 finds it; of several DG1s with one code, the
      * first with a sequence is the one lines point to. */
-    char buf[20];
-    const char *key = dx_key(c, buf, dx->code[0] ? dx->code : NULL, code_s);
-    dx_slot_t *s = index_find(&c->idx, key);
+    const char *index_key = dx->code[0] ? key : sent_key(c, code_s);
+    dx_slot_t *s = index_find(&c->idx, index_key);
     if (!s || !s->key)
-        index_insert(c, s, key, cl->ndx - 1);
+        index_insert(c, s, index_key, cl->ndx - 1);
     else if (cl->dx[s->dx].sequence <= 0 && dx->sequence > 0)
         s->dx = cl->ndx - 1;
     return ERR_OK;
@@ -533,20 +559,22 @@ static err_t read_dg1(ctx_t *c, claim_t *cl, size_t i, int occ)
 /* The DG1-1 sequence of the diagnosis indexed under '=' + norm, or 0. */
 static int dx_seq_of(ctx_t *c, const claim_t *cl, const char *norm)
 {
-    char buf[20];
-    const dx_slot_t *s = index_find(&c->idx, dx_key(c, buf, norm, NULL));
+    char key[KEY_MAX] = "=";
+    memcpy(key + 1, norm, strlen(norm) + 1); /* a normalised code: under CODE_CAP */
+    const dx_slot_t *s = index_find(&c->idx, key);
     return s && s->key ? cl->dx[s->dx].sequence : 0;
 }
 
 /* Adds a code (already normalised) to a line, with the pointer to the DG1
- * carrying it, seq (none when <= 0). */
-static void line_add_dx(ctx_t *c, claim_line_t *l, const char *norm, int seq)
+ * carrying it, seq (none when <= 0). kept is norm in the arena already, or
+ * NULL. */
+static void line_add_dx(ctx_t *c, claim_line_t *l, const char *norm, const char *kept, int seq)
 {
     for (int k = 0; k < l->ndx_codes; k++)
         if (strcmp(l->dx_codes[k], norm) == 0)
             return;
     if (l->ndx_codes < CLAIM_MAX_DX_POINTERS)
-        l->dx_codes[l->ndx_codes++] = pool_strndup(c, norm, strlen(norm));
+        l->dx_codes[l->ndx_codes++] = kept ? kept : pool_strndup(c, norm, strlen(norm));
     if (seq <= 0)
         return;
     for (int p = 0; p < l->ndx_pointers; p++)
@@ -570,15 +598,19 @@ static err_t read_ft1_dx(ctx_t *c, claim_t *cl, size_t line, slice_t rep, int oc
     rc = str_of(c, tr.sys, true, &where, &sys_s);
     if (rc != ERR_OK)
         return rc;
-    char norm[16], buf[20];
-    bool ok = claim_code_normalise(code_s, strlen(code_s), norm, sizeof norm);
+    char buf[KEY_MAX];
+    bool ok = normalise_key(buf, code_s);
+    const char *norm = buf + 1;
     /* One lookup serves both the line's pointer and the question whether
      * the code is a diagnosis already. */
-    const char *key = dx_key(c, buf, ok ? norm : NULL, code_s);
+    const char *key = ok ? buf : sent_key(c, code_s);
     dx_slot_t *s = index_find(&c->idx, key);
     long have = s && s->key ? (long)s->dx : -1;
-    if (ok)
-        line_add_dx(c, &cl->lines[line], norm, have >= 0 ? cl->dx[have].sequence : 0);
+    if (ok) {
+        /* An indexed code's key is '=' + norm: its text serves. */
+        line_add_dx(c, &cl->lines[line], norm, have >= 0 ? s->key + 1 : NULL,
+                    have >= 0 ? cl->dx[have].sequence : 0);
+    }
     if (have >= 0) {
         /* A malformed code has no normalised form for dx_codes: the line
          * points at the diagnosis that carries the same form instead. */
@@ -610,14 +642,16 @@ static err_t read_ft1(ctx_t *c, claim_t *cl, size_t i, int occ, bool p11, size_t
 {
     const hl7_delims_t *dl = c->dl;
     claim_line_t *l = claim_add_line(cl, c->a);
-    l->sequence = int_of(value(c, i, 1, 0, 0, 0));
+    l->sequence = int_of(hl7_field(c->m, i, 1));
     l->location = loc_dup(c, &(where_t){"FT1(", occ, ")", -1});
     const where_t where25 = {"FT1(", occ, ")-25", -1}, where26 = {"FT1(", occ, ")-26", -1};
     const char *s;
-    err_t rc = str_of(c, value(c, i, 25, 1, 1, 0), true, &where25, &l->code);
+    slice_t proc[3]; /* FT1-25: code, text, system */
+    comps_of(c, i, 25, proc, 3);
+    err_t rc = str_of(c, proc[0], true, &where25, &l->code);
     if (rc != ERR_OK)
         return rc;
-    rc = str_of(c, value(c, i, 25, 1, 3, 0), true, &where25, &l->system_sent);
+    rc = str_of(c, proc[2], true, &where25, &l->system_sent);
     if (rc != ERR_OK)
         return rc;
     l->system =
@@ -625,16 +659,17 @@ static err_t read_ft1(ctx_t *c, claim_t *cl, size_t i, int occ, bool p11, size_t
     pieces_t reps = pieces_of(hl7_field(c->m, i, 26));
     while (reps.p && l->nmodifiers < CLAIM_MAX_MODIFIERS) {
         slice_t rep = next_piece(&reps, dl->repetition);
-        pieces_t comps = pieces_of(rep);
-        rc = str_of(c, next_piece(&comps, dl->component), true, &where26, &s);
+        rc = str_of(c, head(c, rep, DELIM_COMP), true, &where26, &s);
         if (rc != ERR_OK)
             return rc;
         if (s)
             l->modifiers[l->nmodifiers++] = s;
     }
-    l->units = units_of(value(c, i, 10, 1, 1, 0));
-    l->date_from = date_of(value(c, i, 4, 1, 1, 1));
-    l->date_to = date_of(value(c, i, 4, 1, 2, 1));
+    l->units = units_of(first_comp(c, i, 10));
+    slice_t dates[2]; /* FT1-4: a TS, or a DR from v2.5 (start, end) */
+    comps_of(c, i, 4, dates, 2);
+    l->date_from = date_of(head(c, dates[0], DELIM_SUB));
+    l->date_to = date_of(head(c, dates[1], DELIM_SUB));
     if (!l->date_to.year)
         l->date_to = l->date_from;
     /* FT1-19: codes, resolved to DG1 sequences, or diagnoses of their own. */
@@ -649,13 +684,12 @@ static err_t read_ft1(ctx_t *c, claim_t *cl, size_t i, int occ, bool p11, size_t
             if (!seg_is(c->m, k, "DG1"))
                 continue;
             char norm[16];
-            triplet_t tr =
-                pick_triplet(value(c, k, 3, 1, 0, 0), dl->component, value(c, k, 2, 1, 1, 0));
+            triplet_t tr = pick_triplet(first_rep(c, k, 3), dl->component, first_comp(c, k, 2));
             const char *cs;
             if (str_of(c, tr.code, false, &(where_t){"DG1-3", -1, "", -1}, &cs) == ERR_OK && cs &&
                 claim_code_normalise(cs, strlen(cs), norm, sizeof norm)) {
-                int seq = int_of(value(c, k, 1, 0, 0, 0));
-                line_add_dx(c, l, norm, seq > 0 ? seq : dx_seq_of(c, cl, norm));
+                int seq = int_of(hl7_field(c->m, k, 1));
+                line_add_dx(c, l, norm, NULL, seq > 0 ? seq : dx_seq_of(c, cl, norm));
             }
         }
     }
@@ -667,26 +701,32 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
     *out = NULL;
     err_clear(d);
     ctx_t c = {.m = msg, .dl = hl7_msg_delims(msg), .a = a, .d = d};
+    c.delim[(unsigned char)c.dl->repetition] = DELIM_REP;
+    c.delim[(unsigned char)c.dl->component] = DELIM_COMP;
+    c.delim[(unsigned char)c.dl->subcomponent] = DELIM_SUB;
     c.idx.seed = index_seed(a, &c);
     size_t nseg = hl7_seg_count(msg);
-    /* One pass for the segments read once (the first of each) and the
-     * number of DG1s and FT1s, which size the claim's arrays. */
+    /* One pass for the segments read once (the first of each) and where
+     * the DG1s and FT1s are; their numbers size the claim's arrays. */
     long pid = -1, pv1 = -1, gp1 = -1;
-    size_t ndg1 = 0, nft1 = 0;
+    seg_span_t dg1 = {0, 0, 0}, ft1 = {0, 0, 0};
     for (size_t i = 0; i < nseg; i++) {
-        if (seg_is(msg, i, "DG1"))
-            ndg1++;
-        else if (seg_is(msg, i, "FT1"))
-            nft1++;
-        else if (pid < 0 && seg_is(msg, i, "PID"))
+        slice_t id = hl7_seg_id(msg, i);
+        if (id_is(id, "DG1"))
+            span_add(&dg1, i);
+        else if (id_is(id, "FT1"))
+            span_add(&ft1, i);
+        else if (pid < 0 && id_is(id, "PID"))
             pid = (long)i;
-        else if (pv1 < 0 && seg_is(msg, i, "PV1"))
+        else if (pv1 < 0 && id_is(id, "PV1"))
             pv1 = (long)i;
-        else if (gp1 < 0 && seg_is(msg, i, "GP1"))
+        else if (gp1 < 0 && id_is(id, "GP1"))
             gp1 = (long)i;
     }
-    slice_t type = value(&c, 0, 9, 1, 1, 0), trig = value(&c, 0, 9, 1, 2, 0);
-    if (!is_supported(type, trig, ndg1 > 0)) {
+    slice_t msg_type[2]; /* MSH-9: type, trigger */
+    comps_of(&c, 0, 9, msg_type, 2);
+    slice_t type = msg_type[0], trig = msg_type[1];
+    if (!is_supported(type, trig, dg1.n > 0)) {
         /* The type is an identifier, not content: it may be named. */
         char t[8] = "", g[8] = "";
         for (size_t k = 0; k < type.len && k < 7; k++)
@@ -717,13 +757,13 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
     claim_t *cl = claim_new(a, CLAIM_SRC_HL7V2);
     /* Sized up front (claim_add_* grow them only past the capacity): a
      * line per FT1, a diagnosis per DG1 (FT1-19 codes may add more). */
-    if (ndg1) {
-        cl->dx = arena_calloc(a, ndg1, sizeof *cl->dx);
-        cl->dx_cap = ndg1;
+    if (dg1.n) {
+        cl->dx = arena_calloc(a, dg1.n, sizeof *cl->dx);
+        cl->dx_cap = dg1.n;
     }
-    if (nft1) {
-        cl->lines = arena_calloc(a, nft1, sizeof *cl->lines);
-        cl->lines_cap = nft1;
+    if (ft1.n) {
+        cl->lines = arena_calloc(a, ft1.n, sizeof *cl->lines);
+        cl->lines_cap = ft1.n;
     }
     cl->kind = slice_eq(type, "ADT") ? CLAIM_KIND_ADT : CLAIM_KIND_BILL;
     char *mt = arena_alloc(a, type.len + trig.len + 2);
@@ -734,45 +774,44 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
         memcpy(mt + type.len + 1, trig.ptr, trig.len);
     mt[type.len + 1 + trig.len] = '\0';
     cl->message_type = mt;
-    err_t rc =
-        str_of(&c, value(&c, 0, 10, 0, 0, 0), true, &(where_t){"MSH-10", -1, "", -1}, &cl->id);
+    err_t rc = str_of(&c, hl7_field(msg, 0, 10), true, &(where_t){"MSH-10", -1, "", -1}, &cl->id);
     if (rc != ERR_OK)
         goto fail;
     if (pid >= 0) {
         size_t i = (size_t)pid;
-        cl->birth_date = date_of(value(&c, i, 7, 1, 1, 1));
-        slice_t sex = value(&c, i, 8, 1, 1, 0);
+        cl->birth_date = date_of(first_sub(&c, i, 7));
+        slice_t sex = first_comp(&c, i, 8);
         if (slice_eq(sex, "F") || slice_eq(sex, "M"))
             cl->sex = sex.ptr[0];
         else if (present(sex))
             cl->sex = 'U';
         /* Lookup references only: a bad escape keeps the raw text. */
-        (void)str_of(&c, value(&c, i, 3, 1, 1, 0), false, &(where_t){"PID-3", -1, "", -1},
+        (void)str_of(&c, first_comp(&c, i, 3), false, &(where_t){"PID-3", -1, "", -1},
                      &cl->ref_mrn);
-        (void)str_of(&c, value(&c, i, 18, 1, 1, 0), false, &(where_t){"PID-18", -1, "", -1},
+        (void)str_of(&c, first_comp(&c, i, 18), false, &(where_t){"PID-18", -1, "", -1},
                      &cl->ref_account);
     }
     claim_date_t admit = {0, 0, 0}, disch = {0, 0, 0};
     if (pv1 >= 0) {
         size_t i = (size_t)pv1;
-        (void)str_of(&c, value(&c, i, 19, 1, 1, 0), false, &(where_t){"PV1-19", -1, "", -1},
+        (void)str_of(&c, first_comp(&c, i, 19), false, &(where_t){"PV1-19", -1, "", -1},
                      &cl->ref_visit);
-        slice_t dispo = value(&c, i, 36, 1, 1, 0);
+        slice_t dispo = first_comp(&c, i, 36);
         if (present(dispo))
             cl->discharged_alive = slice_eq(dispo, "20") || slice_eq(dispo, "40") ||
                                            slice_eq(dispo, "41") || slice_eq(dispo, "42")
                                        ? 0
                                        : 1;
-        admit = date_of(value(&c, i, 44, 1, 1, 1));
-        disch = date_of(value(&c, i, 45, 1, 1, 1));
-        cl->setting = class_setting(value(&c, i, 2, 1, 1, 0));
+        admit = date_of(first_sub(&c, i, 44));
+        disch = date_of(first_sub(&c, i, 45));
+        cl->setting = class_setting(first_comp(&c, i, 2));
     }
     cl->discharge = disch;
     /* GP1-1 is v2's one standard home of the UB-04 type of bill (IS to
      * v2.6, CWE from v2.7: component 1 either way). Where it is a valid
      * code it states what the bill is, so it decides over PV1-2. */
     if (gp1 >= 0) {
-        (void)str_of(&c, value(&c, (size_t)gp1, 1, 1, 1, 0), false, &(where_t){"GP1-1", -1, "", -1},
+        (void)str_of(&c, first_comp(&c, (size_t)gp1, 1), false, &(where_t){"GP1-1", -1, "", -1},
                      &cl->type_of_bill);
         claim_setting_t tob = claim_tob_setting(cl->type_of_bill);
         if (tob != CLAIM_SETTING_UNKNOWN)
@@ -780,7 +819,7 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
     }
     /* Diagnoses first, so that lines can point at them. */
     int occ = 0;
-    for (size_t i = 0; ndg1 && i < nseg; i++) {
+    for (size_t i = dg1.first; i < dg1.end; i++) {
         if (!seg_is(msg, i, "DG1"))
             continue;
         if ((rc = read_dg1(&c, cl, i, ++occ)) != ERR_OK)
@@ -788,7 +827,7 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
     }
     bool p11 = slice_eq(type, "DFT") && slice_eq(trig, "P11");
     occ = 0;
-    for (size_t i = 0; nft1 && i < nseg; i++) {
+    for (size_t i = ft1.first; i < ft1.end; i++) {
         if (!seg_is(msg, i, "FT1"))
             continue;
         /* P11 only: the financial group runs to the next FT1. */

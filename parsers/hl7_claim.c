@@ -31,6 +31,21 @@ typedef struct {
     uint64_t seed; /* see index_seed() */
 } dx_index_t;
 
+/* A normalised code fits claim_dx_t.code; a key is a tag and such a code.
+ * The code is normalised straight behind the tag, so that the usual key
+ * costs no copy. */
+#define CODE_CAP sizeof(((claim_dx_t *)NULL)->code)
+#define KEY_MAX (CODE_CAP + 4)
+
+/* A code normalised lately (see normalise_key()); code lives in the pool. */
+typedef struct {
+    const char *code; /* NULL: empty entry */
+    bool ok;
+    char key[KEY_MAX];
+} norm_memo_t;
+
+#define NORM_MEMO 16
+
 typedef struct {
     const hl7_msg_t *m;
     const hl7_delims_t *dl;
@@ -40,6 +55,7 @@ typedef struct {
     char *pool; /* see pool_alloc() */
     size_t pool_left;
     unsigned char delim[256]; /* DELIM_* bits of the message's delimiters */
+    norm_memo_t memo[NORM_MEMO];
 } ctx_t;
 
 enum { DELIM_REP = 1, DELIM_COMP = 2, DELIM_SUB = 4 };
@@ -133,19 +149,27 @@ static void index_insert(ctx_t *c, dx_slot_t *s, const char *key, size_t dx)
     x->n++;
 }
 
-/* A normalised code fits claim_dx_t.code; a key is a tag and such a code.
- * The code is normalised straight behind the tag, so that the usual key
- * costs no copy. */
-#define CODE_CAP sizeof(((claim_dx_t *)NULL)->code)
-#define KEY_MAX (CODE_CAP + 4)
-
 /* Normalises code into key + 1 (KEY_MAX bytes, zeroed first) behind the
- * tag '='; whether it normalises, as claim_code_normalise() says. */
-static bool normalise_key(char *key, const char *code)
+ * tag '='; whether it normalises, as claim_code_normalise() says. FT1-19
+ * repeats the DG1 codes, mostly as they were sent there: a code seen
+ * recently (by a hash of its length and ends) is not normalised again. */
+static bool normalise_key(ctx_t *c, char *key, const char *code)
 {
+    size_t n = strlen(code);
+    norm_memo_t *e =
+        &c->memo[(n * 31 + (unsigned char)code[0] * 7 + (unsigned char)code[n ? n - 1 : 0]) %
+                 NORM_MEMO];
+    if (e->code && strcmp(e->code, code) == 0) {
+        memcpy(key, e->key, KEY_MAX);
+        return e->ok;
+    }
     memset(key, 0, KEY_MAX);
     key[0] = '=';
-    return claim_code_normalise(code, strlen(code), key + 1, CODE_CAP);
+    bool ok = claim_code_normalise(code, n, key + 1, CODE_CAP);
+    e->code = code;
+    e->ok = ok;
+    memcpy(e->key, key, KEY_MAX);
+    return ok;
 }
 
 /* The key of a code that does not normalise: '~' + the code as sent (any
@@ -530,7 +554,7 @@ static err_t read_dg1(ctx_t *c, claim_t *cl, size_t i, int occ)
     dx->sequence = int_of(hl7_field(c->m, i, 1));
     dx->code_sent = code_s;
     char key[KEY_MAX];
-    (void)normalise_key(key, code_s);
+    (void)normalise_key(c, key, code_s);
     memcpy(dx->code, key + 1, sizeof dx->code);
     dx->system_sent = sys_s;
     dx->system = sys_s ? codesys_of(sys_s, strlen(sys_s)) : CODESYS_UNKNOWN;
@@ -599,7 +623,7 @@ static err_t read_ft1_dx(ctx_t *c, claim_t *cl, size_t line, slice_t rep, int oc
     if (rc != ERR_OK)
         return rc;
     char buf[KEY_MAX];
-    bool ok = normalise_key(buf, code_s);
+    bool ok = normalise_key(c, buf, code_s);
     const char *norm = buf + 1;
     /* One lookup serves both the line's pointer and the question whether
      * the code is a diagnosis already. */

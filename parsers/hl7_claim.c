@@ -37,7 +37,7 @@ typedef struct {
 #define CODE_CAP sizeof(((claim_dx_t *)NULL)->code)
 #define KEY_MAX (CODE_CAP + 4)
 
-/* A code normalised lately (see normalise_key()); code lives in the pool. */
+/* A code normalised lately (see normalise_key()); code lives in the arena. */
 typedef struct {
     const char *code; /* NULL: empty entry */
     bool ok;

@@ -2,6 +2,11 @@
  * field, per version, is in hl7_claim.h). Reads the message through the
  * public hl7.h accessors only; every string it keeps is unescaped into the
  * caller's arena, so the claim outlives the message.
+ *
+ * This runs for every message (issue 15), so values are found by accessors
+ * that scan only their own bytes (hl7_value()'s equivalents for the parts
+ * read here), strings are copied into a bump pool in the arena, and
+ * locations are formatted only when they are kept or named in an error.
  */
 #include "hl7_claim.h"
 
@@ -26,12 +31,62 @@ typedef struct {
     uint64_t seed; /* see index_seed() */
 } dx_index_t;
 
+/* A normalised code fits claim_dx_t.code; a key is a tag and such a code.
+ * The code is normalised straight behind the tag, so that the usual key
+ * costs no copy. */
+#define CODE_CAP sizeof(((claim_dx_t *)NULL)->code)
+#define KEY_MAX (CODE_CAP + 4)
+
+/* A code normalised lately (see normalise_key()); code lives in the arena. */
+typedef struct {
+    const char *code; /* NULL: empty entry */
+    bool ok;
+    char key[KEY_MAX];
+} norm_memo_t;
+
+#define NORM_MEMO 16
+
 typedef struct {
     const hl7_msg_t *m;
+    const hl7_delims_t *dl;
     arena_t *a;
     err_detail_t *d;
     dx_index_t idx;
+    char *pool; /* see pool_alloc() */
+    size_t pool_left;
+    unsigned char delim[256]; /* DELIM_* bits of the message's delimiters */
+    norm_memo_t memo[NORM_MEMO];
 } ctx_t;
+
+enum { DELIM_REP = 1, DELIM_COMP = 2, DELIM_SUB = 4 };
+
+/* The claim's strings are short (codes, systems, texts, locations) and
+ * need no alignment: they are cut from chunks of the arena rather than
+ * each being an arena allocation of its own. */
+#define POOL_CHUNK 512
+
+static char *pool_alloc(ctx_t *c, size_t n)
+{
+    if (c->pool_left < n) {
+        if (n > POOL_CHUNK / 4)
+            return arena_alloc(c->a, n);
+        c->pool = arena_alloc(c->a, POOL_CHUNK);
+        c->pool_left = POOL_CHUNK;
+    }
+    char *p = c->pool;
+    c->pool += n;
+    c->pool_left -= n;
+    return p;
+}
+
+/* The n bytes at s, NUL-terminated, in the pool. */
+static inline char *pool_strndup(ctx_t *c, const char *s, size_t n)
+{
+    char *d = pool_alloc(c, n + 1);
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
 
 /* The keys are the sender's: with a fixed hash, codes could be chosen to
  * collide and make every lookup a long probe. The seed comes from where
@@ -66,40 +121,79 @@ static dx_slot_t *index_slot(const dx_index_t *x, dx_slot_t *slots, size_t cap, 
     return &slots[i];
 }
 
-/* The diagnosis index stored under key, or -1. */
-static long index_get(const dx_index_t *x, const char *key)
+/* The slot holding key, or the free slot where it would go; NULL while the
+ * table has none. */
+static dx_slot_t *index_find(const dx_index_t *x, const char *key)
 {
-    if (!x->cap)
-        return -1;
-    const dx_slot_t *s = index_slot(x, x->slots, x->cap, key);
-    return s->key ? (long)s->dx : -1;
+    return x->cap ? index_slot(x, x->slots, x->cap, key) : NULL;
 }
 
-/* Stores dx under key unless the key is there already; the table grows in
- * the arena (the old one is abandoned there, like the claim's arrays). */
-static void index_put(ctx_t *c, const char *key, size_t dx)
+/* Stores dx under key, which index_find() has just not found (s is what it
+ * returned). The key is copied; the table grows in the arena (the old one
+ * is abandoned there, like the claim's arrays). */
+static void index_insert(ctx_t *c, dx_slot_t *s, const char *key, size_t dx)
 {
     dx_index_t *x = &c->idx;
     if ((x->n + 1) * 2 > x->cap) {
-        size_t ncap = x->cap ? x->cap * 2 : 64;
+        size_t ncap = x->cap ? x->cap * 2 : 16;
         dx_slot_t *ns = arena_calloc(c->a, ncap, sizeof *ns);
         for (size_t i = 0; i < x->cap; i++)
             if (x->slots[i].key)
                 *index_slot(x, ns, ncap, x->slots[i].key) = x->slots[i];
         x->slots = ns;
         x->cap = ncap;
+        s = index_slot(x, x->slots, x->cap, key);
     }
-    dx_slot_t *s = index_slot(x, x->slots, x->cap, key);
-    if (s->key)
-        return;
-    s->key = key;
+    s->key = pool_strndup(c, key, strlen(key));
     s->dx = dx;
     x->n++;
 }
 
-/* The locations and index keys below are built for every code of every
- * message: plain concatenation, not printf, which cost more than the rest
- * of the claim reading (issue 15). loc() writes PRE, occ, MID[, r, ")"]. */
+/* Normalises code into key + 1 (KEY_MAX bytes, zeroed first) behind the
+ * tag '='; whether it normalises, as claim_code_normalise() says. FT1-19
+ * repeats the DG1 codes, mostly as they were sent there: a code seen
+ * recently (by a hash of its length and ends) is not normalised again. */
+static bool normalise_key(ctx_t *c, char *key, const char *code)
+{
+    size_t n = strlen(code);
+    norm_memo_t *e =
+        &c->memo[(n * 31 + (unsigned char)code[0] * 7 + (unsigned char)code[n ? n - 1 : 0]) %
+                 NORM_MEMO];
+    if (e->code && strcmp(e->code, code) == 0) {
+        memcpy(key, e->key, KEY_MAX);
+        return e->ok;
+    }
+    memset(key, 0, KEY_MAX);
+    key[0] = '=';
+    bool ok = claim_code_normalise(code, n, key + 1, CODE_CAP);
+    e->code = code;
+    e->ok = ok;
+    memcpy(e->key, key, KEY_MAX);
+    return ok;
+}
+
+/* The key of a code that does not normalise: '~' + the code as sent (any
+ * length: in the pool). */
+static const char *sent_key(ctx_t *c, const char *sent)
+{
+    size_t n = strlen(sent);
+    char *k = pool_alloc(c, n + 2);
+    k[0] = '~';
+    memcpy(k + 1, sent, n + 1);
+    return k;
+}
+
+/* Where a value is read from: PRE, occ, MID[, r, ")"] ("DG1(2)-3",
+ * "FT1(1)-19(2)"), or PRE alone when occ < 0 ("MSH-10"). It is formatted
+ * only when kept as a location or named in an error, by plain
+ * concatenation: printf cost more than the rest of the claim reading. */
+typedef struct {
+    const char *pre;
+    int occ;
+    const char *mid;
+    int r; /* < 0: none */
+} where_t;
+
 static char *put_int(char *p, int v)
 {
     char tmp[12];
@@ -115,74 +209,189 @@ static char *put_int(char *p, int v)
     return p;
 }
 
-/* buf holds at least 40 bytes; pre and mid are short literals. r < 0: none. */
-static const char *loc(char *buf, const char *pre, int occ, const char *mid, int r)
+/* Writes w into buf (at least 40 bytes; pre and mid are short literals)
+ * and returns its length. */
+static size_t loc(char *buf, const where_t *w)
 {
     char *p = buf;
-    size_t n = strlen(pre);
-    memcpy(p, pre, n);
-    p = put_int(p + n, occ);
-    n = strlen(mid);
-    memcpy(p, mid, n);
-    p += n;
-    if (r >= 0) {
-        p = put_int(p, r);
-        *p++ = ')';
+    for (const char *s = w->pre; *s;)
+        *p++ = *s++;
+    if (w->occ >= 0) {
+        p = put_int(p, w->occ);
+        for (const char *s = w->mid; *s;)
+            *p++ = *s++;
+        if (w->r >= 0) {
+            p = put_int(p, w->r);
+            *p++ = ')';
+        }
     }
     *p = '\0';
-    return buf;
+    return (size_t)(p - buf);
 }
 
-/* prefix followed by s, in the arena. */
-static const char *key_of(arena_t *a, char prefix, const char *s)
+/* w formatted into the pool, for a location the claim keeps. */
+static const char *loc_dup(ctx_t *c, const where_t *w)
 {
-    size_t n = strlen(s);
-    char *k = arena_alloc(a, n + 2);
-    k[0] = prefix;
-    memcpy(k + 1, s, n + 1);
-    return k;
+    char buf[40];
+    return pool_strndup(c, buf, loc(buf, w));
 }
 
-/* The index key of a diagnosis: its normalised code, else its code as sent. */
-static const char *dx_key(ctx_t *c, const claim_dx_t *dx)
+/* A segment id (from hl7_seg_id()) is want (three characters). */
+static bool id_is(slice_t id, const char *want)
 {
-    if (dx->code[0])
-        return key_of(c->a, '=', dx->code);
-    return dx->code_sent ? key_of(c->a, '~', dx->code_sent) : NULL;
+    return id.ptr[0] == want[0] && id.ptr[1] == want[1] && id.ptr[2] == want[2];
 }
 
-/* Decodes a value into the arena; NULL when empty or the explicit null "".
- * A code (strict) with a malformed escape is an error; a text is kept raw. */
-static err_t str_of(ctx_t *c, slice_t v, bool strict, const char *where, const char **out)
+static bool seg_is(const hl7_msg_t *m, size_t i, const char *id)
 {
-    *out = NULL;
-    if (hl7_value_kind(v) != HL7_PRESENT)
-        return ERR_OK;
-    char *s;
+    return id_is(hl7_seg_id(m, i), id);
+}
+
+/* The segments of one kind: how many, and the indexes they lie within. */
+typedef struct {
+    size_t n, first, end;
+} seg_span_t;
+
+static void span_add(seg_span_t *s, size_t i)
+{
+    if (!s->n++)
+        s->first = i;
+    s->end = i + 1;
+}
+
+/* hl7_value_kind(v) == HL7_PRESENT, inline: it is asked of every value. */
+static inline bool present(slice_t v)
+{
+    return v.len && !(v.len == 2 && v.ptr[0] == '"' && v.ptr[1] == '"');
+}
+
+/* The accessors below give what hl7_value(m, seg, field, rep, comp, sub)
+ * gives for the parts read here (never of MSH-1 or MSH-2), each scanning
+ * only the bytes of its part: the values read are short, and most are the
+ * first component of the first repetition. */
+
+/* v up to its first byte that is a delimiter of mask (DELIM_* bits). */
+static inline slice_t head(const ctx_t *c, slice_t v, unsigned mask)
+{
+    const char *p = v.ptr, *end = v.ptr + v.len;
+    while (p < end && !(c->delim[(unsigned char)*p] & mask))
+        p++;
+    return slice_make(v.ptr, (size_t)(p - v.ptr));
+}
+
+/* hl7_value(m, seg, n, 1, 1, 0): component 1 of repetition 1. */
+static slice_t first_comp(const ctx_t *c, size_t seg, int n)
+{
+    return head(c, hl7_field(c->m, seg, n), DELIM_REP | DELIM_COMP);
+}
+
+/* hl7_value(m, seg, n, 1, 1, 1): subcomponent 1 of that (a date). */
+static slice_t first_sub(const ctx_t *c, size_t seg, int n)
+{
+    return head(c, hl7_field(c->m, seg, n), DELIM_REP | DELIM_COMP | DELIM_SUB);
+}
+
+/* hl7_value(m, seg, n, 1, 0, 0): repetition 1, a coded value with its
+ * texts, long enough for memchr to be cheaper than a byte loop. */
+static slice_t first_rep(const ctx_t *c, size_t seg, int n)
+{
+    slice_t f = hl7_field(c->m, seg, n);
+    const char *q = f.ptr ? memchr(f.ptr, c->dl->repetition, f.len) : NULL;
+    return q ? slice_make(f.ptr, (size_t)(q - f.ptr)) : f;
+}
+
+/* The pieces of a value one by one (like hl7_iter_t, inline): p is NULL
+ * once the last piece has been taken, after which pieces are empty. */
+typedef struct {
+    const char *p, *end;
+} pieces_t;
+
+static inline pieces_t pieces_of(slice_t s)
+{
+    return (pieces_t){s.ptr, s.ptr ? s.ptr + s.len : NULL};
+}
+
+static inline slice_t next_piece(pieces_t *it, char sep)
+{
+    if (!it->p)
+        return slice_make(it->end, 0);
+    const char *q = memchr(it->p, sep, (size_t)(it->end - it->p));
+    slice_t s = slice_make(it->p, (size_t)((q ? q : it->end) - it->p));
+    it->p = q ? q + 1 : NULL;
+    return s;
+}
+
+/* hl7_value(m, seg, n, 1, k, 0) for k = 1..ncomp, into comp[k - 1]. */
+static void comps_of(const ctx_t *c, size_t seg, int n, slice_t *comp, int ncomp)
+{
+    pieces_t it = pieces_of(first_rep(c, seg, n));
+    for (int k = 0; k < ncomp; k++)
+        comp[k] = next_piece(&it, c->dl->component);
+}
+
+/* claim_codesys_from() and claim_procsys_from(), answering "I10" and "C4"
+ * (what nearly every feed sends in DG1-3.3 and FT1-25.3) without walking
+ * their tables of names; the answers are those the tables give. */
+static claim_codesys_t codesys_of(const char *s, size_t len)
+{
+    if (len == 3 && s[0] == 'I' && s[1] == '1' && s[2] == '0')
+        return CODESYS_ICD10CM;
+    return claim_codesys_from(s, len);
+}
+
+static claim_procsys_t procsys_of(const char *s, size_t len)
+{
+    if (len == 2 && s[0] == 'C' && s[1] == '4')
+        return PROCSYS_CPT;
+    return claim_procsys_from(s, len);
+}
+
+/* str_of() for a value holding the escape character, apart: it is rare,
+ * and the usual path stays small enough to inline. */
+static err_t str_of_escaped(ctx_t *c, slice_t v, bool strict, const where_t *where,
+                            const char **out)
+{
+    char *dec;
     err_detail_t tmp;
-    err_t rc = hl7_unescape_arena(c->m, v, c->a, &s, &tmp);
+    err_clear(&tmp); /* hl7_unescape_arena() sets no segment or field */
+    err_t rc = hl7_unescape_arena(c->m, v, c->a, &dec, &tmp);
     if (rc != ERR_OK) {
         if (!strict) {
             *out = arena_slicedup(c->a, v);
             return ERR_OK;
         }
         if (c->d) {
+            char name[40];
+            loc(name, where);
             *c->d = tmp;
-            snprintf(c->d->where, sizeof c->d->where, "%s", where);
-            snprintf(c->d->msg, sizeof c->d->msg, "malformed escape sequence in %s", where);
+            snprintf(c->d->where, sizeof c->d->where, "%s", name);
+            snprintf(c->d->msg, sizeof c->d->msg, "malformed escape sequence in %s", name);
         }
         return rc;
     }
+    *out = dec[0] ? dec : NULL;
+    return ERR_OK;
+}
+
+/* Decodes a value into the arena; NULL when empty or the explicit null "".
+ * A code (strict) with a malformed escape is an error; a text is kept raw. */
+static inline err_t str_of(ctx_t *c, slice_t v, bool strict, const where_t *where, const char **out)
+{
+    *out = NULL;
+    if (!present(v))
+        return ERR_OK;
+    if (memchr(v.ptr, c->dl->escape, v.len))
+        return str_of_escaped(c, v, strict, where, out);
+    const char *s = pool_strndup(c, v.ptr, v.len); /* nothing to decode: the usual case */
     *out = s[0] ? s : NULL;
     return ERR_OK;
 }
 
 /* Dates: the first subcomponent of a TS/DTM/DT (the precision may follow). */
-static claim_date_t date_of(slice_t v, char subsep)
+static claim_date_t date_of(slice_t v)
 {
     claim_date_t dt = {0, 0, 0};
-    v = hl7_piece(v, subsep, 1);
-    if (hl7_value_kind(v) == HL7_PRESENT)
+    if (present(v))
         (void)claim_date_parse(v.ptr, v.len, &dt);
     return dt;
 }
@@ -201,6 +410,29 @@ static int int_of(slice_t v)
             return 0;
     }
     return n;
+}
+
+/* A quantity (FT1-10): its value when it is a number in [0, 1e9), else 0.
+ * Plain digits, nearly always sent, are read without strtod(), which
+ * gives the same value for them. */
+static double units_of(slice_t q)
+{
+    if (!present(q) || q.len >= 32)
+        return 0;
+    if (q.len <= 9) {
+        long n = 0;
+        size_t i = 0;
+        for (; i < q.len && q.ptr[i] >= '0' && q.ptr[i] <= '9'; i++)
+            n = n * 10 + (q.ptr[i] - '0');
+        if (i == q.len)
+            return (double)n;
+    }
+    char num[32];
+    memcpy(num, q.ptr, q.len);
+    num[q.len] = '\0';
+    char *end;
+    double u = strtod(num, &end);
+    return end != num && u >= 0 && u < 1e9 ? u : 0;
 }
 
 static bool date_lt(claim_date_t a, claim_date_t b)
@@ -266,113 +498,107 @@ typedef struct {
  * second alternate (10-12). The first ICD-10-CM triplet with a code wins;
  * when none is ICD-10-CM, the first with a code (the primary when it has
  * one). An empty primary system takes primary_sys (DG1-2, the coding
- * method) before it is judged. The code is empty when no triplet has one. */
+ * method) before it is judged. The code is empty when no triplet has one.
+ * Components are split only as far as a triplet is looked at: the primary
+ * is usually an ICD-10-CM code, and the search ends there. */
 static triplet_t pick_triplet(slice_t rep, char compsep, slice_t primary_sys)
 {
-    static const int start[] = {1, 4, 10};
-    triplet_t t[3], none = {SLICE_NULL, SLICE_NULL, SLICE_NULL};
-    /* Components 1-12, in one pass (as hl7_piece gives each of them). */
-    slice_t comp[12];
-    int ncomp = 0;
-    const char *end = rep.ptr ? rep.ptr + rep.len : NULL;
-    for (const char *p = rep.ptr; p && ncomp < 12;) {
-        const char *q = memchr(p, compsep, (size_t)(end - p));
-        comp[ncomp++] = slice_make(p, (size_t)((q ? q : end) - p));
-        p = q ? q + 1 : NULL;
-    }
-    while (ncomp < 12)
-        comp[ncomp++] = slice_make(end, 0);
-    int first_coded = -1;
-    for (int k = 0; k < 3; k++) {
-        t[k].code = comp[start[k] - 1];
-        t[k].text = comp[start[k]];
-        t[k].sys = comp[start[k] + 1];
-        if (k == 0 && hl7_value_kind(t[k].sys) != HL7_PRESENT)
-            t[k].sys = primary_sys;
-        if (hl7_value_kind(t[k].code) != HL7_PRESENT)
+    triplet_t first = {SLICE_NULL, SLICE_NULL, SLICE_NULL};
+    bool coded = false;
+    pieces_t it = pieces_of(rep);
+    /* Once no component is left, no triplet has a code. */
+    for (int k = 0; k < 3 && it.p; k++) {
+        /* Components 7-9 come before the second alternate. */
+        if (k == 2)
+            for (int skip = 0; skip < 3; skip++)
+                (void)next_piece(&it, compsep);
+        triplet_t t;
+        t.code = next_piece(&it, compsep);
+        t.text = next_piece(&it, compsep);
+        t.sys = next_piece(&it, compsep);
+        if (k == 0 && !present(t.sys))
+            t.sys = primary_sys;
+        if (!present(t.code))
             continue;
-        if (first_coded < 0)
-            first_coded = k;
-        if (hl7_value_kind(t[k].sys) == HL7_PRESENT &&
-            claim_codesys_from(t[k].sys.ptr, t[k].sys.len) == CODESYS_ICD10CM)
-            return t[k];
+        if (present(t.sys) && codesys_of(t.sys.ptr, t.sys.len) == CODESYS_ICD10CM)
+            return t;
+        if (!coded) {
+            first = t;
+            coded = true;
+        }
     }
-    return first_coded >= 0 ? t[first_coded] : none;
+    return first;
 }
 
 static err_t read_dg1(ctx_t *c, claim_t *cl, size_t i, int occ)
 {
-    const hl7_msg_t *m = c->m;
-    const hl7_delims_t *dl = hl7_msg_delims(m);
-    char where[40];
-    loc(where, "DG1(", occ, ")-3", -1);
+    const where_t where = {"DG1(", occ, ")-3", -1};
     /* DG1-3 does not repeat: its first repetition is the value. */
-    triplet_t tr = pick_triplet(hl7_value(m, i, 3, 1, 0, 0), dl->component,
-                                hl7_value(m, i, 2, 1, 1, 0) /* DG1-2 coding method */);
+    triplet_t tr = pick_triplet(first_rep(c, i, 3), c->dl->component,
+                                first_comp(c, i, 2) /* DG1-2 coding method */);
     const char *code_s, *sys_s, *text;
-    err_t rc = str_of(c, tr.code, true, where, &code_s);
+    err_t rc = str_of(c, tr.code, true, &where, &code_s);
     if (rc != ERR_OK)
         return rc;
     if (!code_s)
         return ERR_OK; /* a DG1 without a code carries nothing to check */
-    rc = str_of(c, tr.sys, true, where, &sys_s);
+    rc = str_of(c, tr.sys, true, &where, &sys_s);
     if (rc != ERR_OK)
         return rc;
-    slice_t t = hl7_value(m, i, 4, 0, 0, 0);
-    if (hl7_value_kind(t) != HL7_PRESENT)
+    slice_t t = hl7_field(c->m, i, 4);
+    if (!present(t))
         t = tr.text;
-    (void)str_of(c, t, false, where, &text);
+    (void)str_of(c, t, false, &where, &text);
 
     claim_dx_t *dx = claim_add_dx(cl, c->a);
-    dx->sequence = int_of(hl7_value(m, i, 1, 0, 0, 0));
+    dx->sequence = int_of(hl7_field(c->m, i, 1));
     dx->code_sent = code_s;
-    (void)claim_code_normalise(code_s, strlen(code_s), dx->code, sizeof dx->code);
+    char key[KEY_MAX];
+    (void)normalise_key(c, key, code_s);
+    memcpy(dx->code, key + 1, sizeof dx->code);
     dx->system_sent = sys_s;
-    dx->system = sys_s ? claim_codesys_from(sys_s, strlen(sys_s)) : CODESYS_UNKNOWN;
+    dx->system = sys_s ? codesys_of(sys_s, strlen(sys_s)) : CODESYS_UNKNOWN;
     dx->text = text;
-    dx->location = arena_strdup(c->a, where);
-    slice_t prio = hl7_value(m, i, 15, 0, 0, 0);
-    slice_t type = hl7_value(m, i, 6, 1, 1, 0);
+    dx->location = loc_dup(c, &where);
+    slice_t prio = hl7_field(c->m, i, 15);
+    slice_t type = first_comp(c, i, 6);
     if (int_of(prio) == 1)
         dx->type = DX_TYPE_PRINCIPAL;
     else if (slice_eq(type, "A"))
         dx->type = DX_TYPE_ADMITTING;
-    else if (hl7_value_kind(type) == HL7_PRESENT || int_of(prio) > 1)
+    else if (present(type) || int_of(prio) > 1)
         dx->type = DX_TYPE_SECONDARY;
-    dx->poa = poa_of(hl7_value(m, i, 26, 1, 1, 0));
+    dx->poa = poa_of(first_comp(c, i, 26));
     /* Index it so FT1-19 finds it; of several DG1s with one code, the
      * first with a sequence is the one lines point to. */
-    const char *key = dx_key(c, dx);
-    long have = key ? index_get(&c->idx, key) : -1;
-    if (key && have < 0)
-        index_put(c, key, cl->ndx - 1);
-    else if (have >= 0 && cl->dx[have].sequence <= 0 && dx->sequence > 0)
-        index_slot(&c->idx, c->idx.slots, c->idx.cap, key)->dx = cl->ndx - 1;
+    const char *index_key = dx->code[0] ? key : sent_key(c, code_s);
+    dx_slot_t *s = index_find(&c->idx, index_key);
+    if (!s || !s->key)
+        index_insert(c, s, index_key, cl->ndx - 1);
+    else if (cl->dx[s->dx].sequence <= 0 && dx->sequence > 0)
+        s->dx = cl->ndx - 1;
     return ERR_OK;
 }
 
+/* The DG1-1 sequence of the diagnosis indexed under '=' + norm, or 0. */
+static int dx_seq_of(ctx_t *c, const claim_t *cl, const char *norm)
+{
+    char key[KEY_MAX] = "=";
+    memcpy(key + 1, norm, strlen(norm) + 1); /* a normalised code: under CODE_CAP */
+    const dx_slot_t *s = index_find(&c->idx, key);
+    return s && s->key ? cl->dx[s->dx].sequence : 0;
+}
+
 /* Adds a code (already normalised) to a line, with the pointer to the DG1
- * carrying it: seq when the caller knows it (a P11 group's own DG1), else
- * the first DG1 with that code. */
-static void line_add_dx(ctx_t *c, const claim_t *cl, claim_line_t *l, const char *norm, int seq)
+ * carrying it, seq (none when <= 0). kept is norm in the arena already, or
+ * NULL. */
+static void line_add_dx(ctx_t *c, claim_line_t *l, const char *norm, const char *kept, int seq)
 {
     for (int k = 0; k < l->ndx_codes; k++)
         if (strcmp(l->dx_codes[k], norm) == 0)
             return;
     if (l->ndx_codes < CLAIM_MAX_DX_POINTERS)
-        l->dx_codes[l->ndx_codes++] = arena_strdup(c->a, norm);
-    if (seq <= 0) {
-        char key[20];
-        size_t n = strlen(norm); /* normalised: under 16 */
-        if (n > sizeof key - 2)
-            n = sizeof key - 2;
-        key[0] = '=';
-        memcpy(key + 1, norm, n);
-        key[n + 1] = '\0';
-        long k = index_get(&c->idx, key);
-        if (k >= 0)
-            seq = cl->dx[k].sequence;
-    }
+        l->dx_codes[l->ndx_codes++] = kept ? kept : pool_strndup(c, norm, strlen(norm));
     if (seq <= 0)
         return;
     for (int p = 0; p < l->ndx_pointers; p++)
@@ -387,23 +613,28 @@ static void line_add_dx(ctx_t *c, const claim_t *cl, claim_line_t *l, const char
  * (judged like a DG1 code; a malformed one is kept with code ""). */
 static err_t read_ft1_dx(ctx_t *c, claim_t *cl, size_t line, slice_t rep, int occ, int r)
 {
-    const hl7_delims_t *dl = hl7_msg_delims(c->m);
-    char where[40];
-    loc(where, "FT1(", occ, ")-19(", r);
-    triplet_t tr = pick_triplet(rep, dl->component, SLICE_NULL);
+    const where_t where = {"FT1(", occ, ")-19(", r};
+    triplet_t tr = pick_triplet(rep, c->dl->component, SLICE_NULL);
     const char *code_s, *sys_s, *text;
-    err_t rc = str_of(c, tr.code, true, where, &code_s);
+    err_t rc = str_of(c, tr.code, true, &where, &code_s);
     if (rc != ERR_OK || !code_s)
         return rc;
-    rc = str_of(c, tr.sys, true, where, &sys_s);
+    rc = str_of(c, tr.sys, true, &where, &sys_s);
     if (rc != ERR_OK)
         return rc;
-    char norm[16];
-    bool ok = claim_code_normalise(code_s, strlen(code_s), norm, sizeof norm);
-    if (ok)
-        line_add_dx(c, cl, &cl->lines[line], norm, 0);
-    const char *key = ok ? key_of(c->a, '=', norm) : key_of(c->a, '~', code_s);
-    long have = index_get(&c->idx, key);
+    char buf[KEY_MAX];
+    bool ok = normalise_key(c, buf, code_s);
+    const char *norm = buf + 1;
+    /* One lookup serves both the line's pointer and the question whether
+     * the code is a diagnosis already. */
+    const char *key = ok ? buf : sent_key(c, code_s);
+    dx_slot_t *s = index_find(&c->idx, key);
+    long have = s && s->key ? (long)s->dx : -1;
+    if (ok) {
+        /* An indexed code's key is '=' + norm: its text serves. */
+        line_add_dx(c, &cl->lines[line], norm, have >= 0 ? s->key + 1 : NULL,
+                    have >= 0 ? cl->dx[have].sequence : 0);
+    }
     if (have >= 0) {
         /* A malformed code has no normalised form for dx_codes: the line
          * points at the diagnosis that carries the same form instead. */
@@ -416,81 +647,74 @@ static err_t read_ft1_dx(ctx_t *c, claim_t *cl, size_t line, slice_t rep, int oc
             l->dx_pointers[l->ndx_pointers++] = seq;
         return ERR_OK;
     }
-    (void)str_of(c, tr.text, false, where, &text);
+    (void)str_of(c, tr.text, false, &where, &text);
     claim_dx_t *dx = claim_add_dx(cl, c->a);
     dx->code_sent = code_s;
     if (ok)
         memcpy(dx->code, norm, sizeof dx->code);
     dx->system_sent = sys_s;
-    dx->system = sys_s ? claim_codesys_from(sys_s, strlen(sys_s)) : CODESYS_UNKNOWN;
+    dx->system = sys_s ? codesys_of(sys_s, strlen(sys_s)) : CODESYS_UNKNOWN;
     dx->type = DX_TYPE_SECONDARY;
     dx->text = text;
-    dx->location = arena_strdup(c->a, where);
+    dx->location = loc_dup(c, &where);
     dx->line = (int)line;
-    index_put(c, key, cl->ndx - 1);
+    index_insert(c, s, key, cl->ndx - 1);
     return ERR_OK;
 }
 
 static err_t read_ft1(ctx_t *c, claim_t *cl, size_t i, int occ, bool p11, size_t group_end)
 {
-    const hl7_msg_t *m = c->m;
-    const hl7_delims_t *dl = hl7_msg_delims(m);
-    char where[40];
+    const hl7_delims_t *dl = c->dl;
     claim_line_t *l = claim_add_line(cl, c->a);
-    l->sequence = int_of(hl7_value(m, i, 1, 0, 0, 0));
-    l->location = arena_strdup(c->a, loc(where, "FT1(", occ, ")", -1));
-    loc(where, "FT1(", occ, ")-25", -1);
+    l->sequence = int_of(hl7_field(c->m, i, 1));
+    l->location = loc_dup(c, &(where_t){"FT1(", occ, ")", -1});
+    const where_t where25 = {"FT1(", occ, ")-25", -1}, where26 = {"FT1(", occ, ")-26", -1};
     const char *s;
-    err_t rc = str_of(c, hl7_value(m, i, 25, 1, 1, 0), true, where, &l->code);
+    slice_t proc[3]; /* FT1-25: code, text, system */
+    comps_of(c, i, 25, proc, 3);
+    err_t rc = str_of(c, proc[0], true, &where25, &l->code);
     if (rc != ERR_OK)
         return rc;
-    rc = str_of(c, hl7_value(m, i, 25, 1, 3, 0), true, where, &l->system_sent);
+    rc = str_of(c, proc[2], true, &where25, &l->system_sent);
     if (rc != ERR_OK)
         return rc;
-    l->system = l->system_sent ? claim_procsys_from(l->system_sent, strlen(l->system_sent))
-                               : PROCSYS_UNKNOWN;
-    loc(where, "FT1(", occ, ")-26", -1);
-    hl7_iter_t it;
-    slice_t rep;
-    hl7_iter_init(&it, hl7_field(m, i, 26), dl->repetition);
-    while (hl7_iter_next(&it, &rep) && l->nmodifiers < CLAIM_MAX_MODIFIERS) {
-        rc = str_of(c, hl7_piece(rep, dl->component, 1), true, where, &s);
+    l->system =
+        l->system_sent ? procsys_of(l->system_sent, strlen(l->system_sent)) : PROCSYS_UNKNOWN;
+    pieces_t reps = pieces_of(hl7_field(c->m, i, 26));
+    while (reps.p && l->nmodifiers < CLAIM_MAX_MODIFIERS) {
+        slice_t rep = next_piece(&reps, dl->repetition);
+        rc = str_of(c, head(c, rep, DELIM_COMP), true, &where26, &s);
         if (rc != ERR_OK)
             return rc;
         if (s)
             l->modifiers[l->nmodifiers++] = s;
     }
-    slice_t q = hl7_value(m, i, 10, 1, 1, 0);
-    if (hl7_value_kind(q) == HL7_PRESENT && q.len < 32) {
-        char num[32];
-        memcpy(num, q.ptr, q.len);
-        num[q.len] = '\0';
-        char *end;
-        double u = strtod(num, &end);
-        if (end != num && u >= 0 && u < 1e9)
-            l->units = u;
-    }
-    l->date_from = date_of(hl7_value(m, i, 4, 1, 1, 0), dl->subcomponent);
-    l->date_to = date_of(hl7_value(m, i, 4, 1, 2, 0), dl->subcomponent);
+    l->units = units_of(first_comp(c, i, 10));
+    slice_t dates[2]; /* FT1-4: a TS, or a DR from v2.5 (start, end) */
+    comps_of(c, i, 4, dates, 2);
+    l->date_from = date_of(head(c, dates[0], DELIM_SUB));
+    l->date_to = date_of(head(c, dates[1], DELIM_SUB));
     if (!l->date_to.year)
         l->date_to = l->date_from;
     /* FT1-19: codes, resolved to DG1 sequences, or diagnoses of their own. */
-    hl7_iter_init(&it, hl7_field(m, i, 19), dl->repetition);
-    for (int r = 1; hl7_iter_next(&it, &rep); r++)
-        if ((rc = read_ft1_dx(c, cl, cl->nlines - 1, rep, occ, r)) != ERR_OK)
+    reps = pieces_of(hl7_field(c->m, i, 19));
+    for (int r = 1; reps.p; r++)
+        if ((rc = read_ft1_dx(c, cl, cl->nlines - 1, next_piece(&reps, dl->repetition), occ, r)) !=
+            ERR_OK)
             return rc;
     /* DFT^P11: the financial group's own DG1s when FT1-19 says nothing. */
     if (p11 && l->ndx_codes == 0) {
         for (size_t k = i + 1; k < group_end; k++) {
-            if (!slice_eq(hl7_seg_id(m, k), "DG1"))
+            if (!seg_is(c->m, k, "DG1"))
                 continue;
             char norm[16];
-            triplet_t tr = pick_triplet(hl7_value(m, k, 3, 1, 0, 0), dl->component,
-                                        hl7_value(m, k, 2, 1, 1, 0));
+            triplet_t tr = pick_triplet(first_rep(c, k, 3), dl->component, first_comp(c, k, 2));
             const char *cs;
-            if (str_of(c, tr.code, false, "DG1-3", &cs) == ERR_OK && cs &&
-                claim_code_normalise(cs, strlen(cs), norm, sizeof norm))
-                line_add_dx(c, cl, l, norm, int_of(hl7_value(m, k, 1, 0, 0, 0)));
+            if (str_of(c, tr.code, false, &(where_t){"DG1-3", -1, "", -1}, &cs) == ERR_OK && cs &&
+                claim_code_normalise(cs, strlen(cs), norm, sizeof norm)) {
+                int seq = int_of(hl7_field(c->m, k, 1));
+                line_add_dx(c, l, norm, NULL, seq > 0 ? seq : dx_seq_of(c, cl, norm));
+            }
         }
     }
     return ERR_OK;
@@ -500,12 +724,33 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
 {
     *out = NULL;
     err_clear(d);
-    ctx_t c = {.m = msg, .a = a, .d = d};
+    ctx_t c = {.m = msg, .dl = hl7_msg_delims(msg), .a = a, .d = d};
+    c.delim[(unsigned char)c.dl->repetition] = DELIM_REP;
+    c.delim[(unsigned char)c.dl->component] = DELIM_COMP;
+    c.delim[(unsigned char)c.dl->subcomponent] = DELIM_SUB;
     c.idx.seed = index_seed(a, &c);
     size_t nseg = hl7_seg_count(msg);
-    slice_t type = hl7_value(msg, 0, 9, 1, 1, 0), trig = hl7_value(msg, 0, 9, 1, 2, 0);
-    bool has_dg1 = hl7_seg_find(msg, "DG1", 1) >= 0;
-    if (!is_supported(type, trig, has_dg1)) {
+    /* One pass for the segments read once (the first of each) and where
+     * the DG1s and FT1s are; their numbers size the claim's arrays. */
+    long pid = -1, pv1 = -1, gp1 = -1;
+    seg_span_t dg1 = {0, 0, 0}, ft1 = {0, 0, 0};
+    for (size_t i = 0; i < nseg; i++) {
+        slice_t id = hl7_seg_id(msg, i);
+        if (id_is(id, "DG1"))
+            span_add(&dg1, i);
+        else if (id_is(id, "FT1"))
+            span_add(&ft1, i);
+        else if (pid < 0 && id_is(id, "PID"))
+            pid = (long)i;
+        else if (pv1 < 0 && id_is(id, "PV1"))
+            pv1 = (long)i;
+        else if (gp1 < 0 && id_is(id, "GP1"))
+            gp1 = (long)i;
+    }
+    slice_t msg_type[2]; /* MSH-9: type, trigger */
+    comps_of(&c, 0, 9, msg_type, 2);
+    slice_t type = msg_type[0], trig = msg_type[1];
+    if (!is_supported(type, trig, dg1.n > 0)) {
         /* The type is an identifier, not content: it may be named. */
         char t[8] = "", g[8] = "";
         for (size_t k = 0; k < type.len && k < 7; k++)
@@ -534,6 +779,16 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
         return ERR_UNSUPPORTED;
     }
     claim_t *cl = claim_new(a, CLAIM_SRC_HL7V2);
+    /* Sized up front (claim_add_* grow them only past the capacity): a
+     * line per FT1, a diagnosis per DG1 (FT1-19 codes may add more). */
+    if (dg1.n) {
+        cl->dx = arena_calloc(a, dg1.n, sizeof *cl->dx);
+        cl->dx_cap = dg1.n;
+    }
+    if (ft1.n) {
+        cl->lines = arena_calloc(a, ft1.n, sizeof *cl->lines);
+        cl->lines_cap = ft1.n;
+    }
     cl->kind = slice_eq(type, "ADT") ? CLAIM_KIND_ADT : CLAIM_KIND_BILL;
     char *mt = arena_alloc(a, type.len + trig.len + 2);
     if (type.len)
@@ -543,45 +798,44 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
         memcpy(mt + type.len + 1, trig.ptr, trig.len);
     mt[type.len + 1 + trig.len] = '\0';
     cl->message_type = mt;
-    err_t rc = str_of(&c, hl7_value(msg, 0, 10, 0, 0, 0), true, "MSH-10", &cl->id);
+    err_t rc = str_of(&c, hl7_field(msg, 0, 10), true, &(where_t){"MSH-10", -1, "", -1}, &cl->id);
     if (rc != ERR_OK)
         goto fail;
-    const hl7_delims_t *dl = hl7_msg_delims(msg);
-    long pid = hl7_seg_find(msg, "PID", 1);
     if (pid >= 0) {
-        cl->birth_date = date_of(hl7_value(msg, (size_t)pid, 7, 1, 1, 0), dl->subcomponent);
-        slice_t sex = hl7_value(msg, (size_t)pid, 8, 1, 1, 0);
+        size_t i = (size_t)pid;
+        cl->birth_date = date_of(first_sub(&c, i, 7));
+        slice_t sex = first_comp(&c, i, 8);
         if (slice_eq(sex, "F") || slice_eq(sex, "M"))
             cl->sex = sex.ptr[0];
-        else if (hl7_value_kind(sex) == HL7_PRESENT)
+        else if (present(sex))
             cl->sex = 'U';
         /* Lookup references only: a bad escape keeps the raw text. */
-        (void)str_of(&c, hl7_value(msg, (size_t)pid, 3, 1, 1, 0), false, "PID-3", &cl->ref_mrn);
-        (void)str_of(&c, hl7_value(msg, (size_t)pid, 18, 1, 1, 0), false, "PID-18",
+        (void)str_of(&c, first_comp(&c, i, 3), false, &(where_t){"PID-3", -1, "", -1},
+                     &cl->ref_mrn);
+        (void)str_of(&c, first_comp(&c, i, 18), false, &(where_t){"PID-18", -1, "", -1},
                      &cl->ref_account);
     }
     claim_date_t admit = {0, 0, 0}, disch = {0, 0, 0};
-    long pv1 = hl7_seg_find(msg, "PV1", 1);
     if (pv1 >= 0) {
-        (void)str_of(&c, hl7_value(msg, (size_t)pv1, 19, 1, 1, 0), false, "PV1-19",
+        size_t i = (size_t)pv1;
+        (void)str_of(&c, first_comp(&c, i, 19), false, &(where_t){"PV1-19", -1, "", -1},
                      &cl->ref_visit);
-        slice_t dispo = hl7_value(msg, (size_t)pv1, 36, 1, 1, 0);
-        if (hl7_value_kind(dispo) == HL7_PRESENT)
+        slice_t dispo = first_comp(&c, i, 36);
+        if (present(dispo))
             cl->discharged_alive = slice_eq(dispo, "20") || slice_eq(dispo, "40") ||
                                            slice_eq(dispo, "41") || slice_eq(dispo, "42")
                                        ? 0
                                        : 1;
-        admit = date_of(hl7_value(msg, (size_t)pv1, 44, 1, 1, 0), dl->subcomponent);
-        disch = date_of(hl7_value(msg, (size_t)pv1, 45, 1, 1, 0), dl->subcomponent);
-        cl->setting = class_setting(hl7_value(msg, (size_t)pv1, 2, 1, 1, 0));
+        admit = date_of(first_sub(&c, i, 44));
+        disch = date_of(first_sub(&c, i, 45));
+        cl->setting = class_setting(first_comp(&c, i, 2));
     }
     cl->discharge = disch;
     /* GP1-1 is v2's one standard home of the UB-04 type of bill (IS to
      * v2.6, CWE from v2.7: component 1 either way). Where it is a valid
      * code it states what the bill is, so it decides over PV1-2. */
-    long gp1 = hl7_seg_find(msg, "GP1", 1);
     if (gp1 >= 0) {
-        (void)str_of(&c, hl7_value(msg, (size_t)gp1, 1, 1, 1, 0), false, "GP1-1",
+        (void)str_of(&c, first_comp(&c, (size_t)gp1, 1), false, &(where_t){"GP1-1", -1, "", -1},
                      &cl->type_of_bill);
         claim_setting_t tob = claim_tob_setting(cl->type_of_bill);
         if (tob != CLAIM_SETTING_UNKNOWN)
@@ -589,19 +843,20 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
     }
     /* Diagnoses first, so that lines can point at them. */
     int occ = 0;
-    for (size_t i = 0; i < nseg; i++) {
-        if (!slice_eq(hl7_seg_id(msg, i), "DG1"))
+    for (size_t i = dg1.first; i < dg1.end; i++) {
+        if (!seg_is(msg, i, "DG1"))
             continue;
         if ((rc = read_dg1(&c, cl, i, ++occ)) != ERR_OK)
             goto fail;
     }
     bool p11 = slice_eq(type, "DFT") && slice_eq(trig, "P11");
     occ = 0;
-    for (size_t i = 0; i < nseg; i++) {
-        if (!slice_eq(hl7_seg_id(msg, i), "FT1"))
+    for (size_t i = ft1.first; i < ft1.end; i++) {
+        if (!seg_is(msg, i, "FT1"))
             continue;
+        /* P11 only: the financial group runs to the next FT1. */
         size_t end = i + 1;
-        while (end < nseg && !slice_eq(hl7_seg_id(msg, end), "FT1"))
+        while (p11 && end < nseg && !seg_is(msg, end, "FT1"))
             end++;
         if ((rc = read_ft1(&c, cl, i, ++occ, p11, end)) != ERR_OK)
             goto fail;

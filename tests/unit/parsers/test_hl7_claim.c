@@ -609,6 +609,172 @@ static void test_corpus_messages(void **state)
     assert_true(dx >= 5);
 }
 
+/* Values are copied as sent when they hold no escape character and
+ * decoded otherwise: the same text sent both ways reads the same, down to
+ * the code system and procedure system it names. */
+static void test_escaped_values_read_as_plain(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 0);
+    claim_t *c = map_text(
+        "MSH|^~\\&|A|B|C|D|2024||DFT^P03|X\\X31\\|P|2.5\n"
+        "PID|1||MRN1||N||19580417|M||||||||||AC\\T\\1\n"
+        "DG1|1||M43.16^Low back pain^I10|||F\n"
+        "DG1|2||M43\\X2E\\16^Low\\X20\\back pain^I\\X31\\0|||F\n"
+        "FT1|1|||20240101||CG||||1|||||||||||||||72148^^C4|59~LT\n"
+        "FT1|2|||20240101||CG||||1|||||||||||||||7214\\X38\\^^C\\X34\\|\\X35\\9~L\\X54\\\n",
+        &a);
+    assert_string_equal(c->id, "X1");
+    assert_string_equal(c->ref_mrn, "MRN1");
+    assert_string_equal(c->ref_account, "AC&1");
+    assert_int_equal(c->ndx, 2);
+    for (int i = 0; i < 2; i++) {
+        const claim_dx_t *x = &c->dx[i];
+        assert_string_equal(x->code_sent, "M43.16");
+        assert_string_equal(x->code, "M4316");
+        assert_string_equal(x->system_sent, "I10");
+        assert_int_equal(x->system, CODESYS_ICD10CM);
+        assert_string_equal(x->text, "Low back pain");
+    }
+    assert_int_equal(c->nlines, 2);
+    for (int i = 0; i < 2; i++) {
+        const claim_line_t *l = &c->lines[i];
+        assert_string_equal(l->code, "72148");
+        assert_string_equal(l->system_sent, "C4");
+        assert_int_equal(l->system, PROCSYS_CPT);
+        assert_int_equal(l->nmodifiers, 2);
+        assert_string_equal(l->modifiers[0], "59");
+        assert_string_equal(l->modifiers[1], "LT");
+    }
+    arena_free(&a);
+}
+
+/* The common code system names and every other spelling of the same
+ * system map alike. */
+static void test_system_names(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 0);
+    claim_t *c = map_text("MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.5\n"
+                          "DG1|1||M43.16^^I10\nDG1|2||M43.17^^i10\nDG1|3||M43.18^^ I10 \n"
+                          "DG1|4||M43.19^^ICD10CM\nDG1|5||M43.10^^I1\nDG1|6||M43.11^^I100\n"
+                          "FT1|1|||20240101||CG||||1|||||||||||||||72148^^C4\n"
+                          "FT1|2|||20240101||CG||||1|||||||||||||||72148^^c4\n"
+                          "FT1|3|||20240101||CG||||1|||||||||||||||72148^^CPT\n"
+                          "FT1|4|||20240101||CG||||1|||||||||||||||72148^^C41\n",
+                          &a);
+    assert_int_equal(c->ndx, 6);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(c->dx[i].system, CODESYS_ICD10CM);
+    assert_int_equal(c->dx[4].system, CODESYS_OTHER);
+    assert_int_equal(c->dx[5].system, CODESYS_OTHER);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(c->lines[i].system, PROCSYS_CPT);
+    assert_int_equal(c->lines[3].system, PROCSYS_OTHER);
+    arena_free(&a);
+}
+
+/* FT1-10 quantities: plain digits and anything strtod() reads, in [0, 1e9). */
+static void test_units(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *sent;
+        double units;
+    } cases[] = {
+        {"1", 1},          {"007", 7},   {"999999999", 999999999},
+        {"1000000000", 0}, {"2.5", 2.5}, {" 3", 3},
+        {"3 ", 3},         {"-1", 0},    {"1e3", 1000},
+        {"0", 0},          {"\"\"", 0},  {"x", 0},
+        {"12^EA", 12},     {"4~5", 4},   {"0000000001", 1},
+        {"", 0},
+    };
+    arena_t a;
+    arena_init(&a, 0);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char text[256];
+        snprintf(text, sizeof text,
+                 "MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.5\n"
+                 "FT1|1|||20240101||CG||||%s|||||||||||||||72148^^C4\n",
+                 cases[i].sent);
+        claim_t *c = map_text(text, &a);
+        if (c->lines[0].units != cases[i].units)
+            fail_msg("FT1-10 \"%s\": units %g, expected %g", cases[i].sent, c->lines[0].units,
+                     cases[i].units);
+    }
+    arena_free(&a);
+}
+
+/* Leaves bytes other than 0 where the next calls' stack frames will be. */
+static void dirty_stack(void)
+{
+    volatile unsigned char junk[8192];
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = 0x5a;
+}
+
+/* A malformed escape's detail names the field; it carries no segment or
+ * field number (nothing left over from the stack). */
+static void test_bad_escape_detail(void **state)
+{
+    (void)state;
+    size_t len;
+    char *in = tu_cr("MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.5\n"
+                     "FT1|1|||20240101||CG||||1|||||||||||||||72148^^C4|5\\Q\\9\n",
+                     &len);
+    hl7_msg_t *m;
+    assert_int_equal(hl7_parse(in, len, NULL, &m, NULL), ERR_OK);
+    arena_t a;
+    arena_init(&a, 0);
+    claim_t *c;
+    err_detail_t d;
+    dirty_stack();
+    assert_int_equal(hl7_claim_read(m, &a, &c, &d), ERR_BAD_ESCAPE);
+    assert_null(c);
+    assert_string_equal(d.where, "FT1(1)-26");
+    assert_int_equal(d.offset, (size_t)(strstr(in, "\\Q") - in));
+    assert_int_equal(d.segment, 0);
+    assert_int_equal(d.field, 0);
+    hl7_msg_free(m);
+    arena_free(&a);
+    xfree(in);
+}
+
+/* Codes alike in length and ends but not the same are told apart (the
+ * reader keeps the codes it normalised lately by those), and a code sent
+ * again in another form still finds its diagnosis. */
+static void test_codes_alike_at_the_ends(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 0);
+    claim_t *c = map_text("MSH|^~\\&|A|B|C|D|2024||DFT^P03|X|P|2.5\n"
+                          "DG1|1||M43.16^^I10\nDG1|2||M44.16^^I10\nDG1|3||M4-.16^^I10\n"
+                          "FT1|1|||20240101||CG||||1|||||||||M45.16~M44.16~m4316~M4-.16~M46.-6||"
+                          "||||72148^^C4\n",
+                          &a);
+    assert_int_equal(c->ndx, 5);
+    assert_string_equal(c->dx[0].code, "M4316");
+    assert_string_equal(c->dx[1].code, "M4416");
+    assert_string_equal(c->dx[2].code, "");
+    assert_string_equal(c->dx[3].code, "M4516");
+    assert_string_equal(c->dx[3].location, "FT1(1)-19(1)");
+    assert_string_equal(c->dx[4].code, "");
+    assert_string_equal(c->dx[4].code_sent, "M46.-6");
+    const claim_line_t *l = &c->lines[0];
+    assert_int_equal(l->ndx_codes, 3);
+    assert_string_equal(l->dx_codes[0], "M4516");
+    assert_string_equal(l->dx_codes[1], "M4416");
+    assert_string_equal(l->dx_codes[2], "M4316");
+    assert_int_equal(l->ndx_pointers, 3);
+    assert_int_equal(l->dx_pointers[0], 2);
+    assert_int_equal(l->dx_pointers[1], 1);
+    assert_int_equal(l->dx_pointers[2], 3);
+    arena_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -620,6 +786,11 @@ int main(void)
         cmocka_unit_test(test_kind_and_setting),
         cmocka_unit_test(test_many_ft1),
         cmocka_unit_test(test_corpus_messages),
+        cmocka_unit_test(test_escaped_values_read_as_plain),
+        cmocka_unit_test(test_system_names),
+        cmocka_unit_test(test_units),
+        cmocka_unit_test(test_bad_escape_detail),
+        cmocka_unit_test(test_codes_alike_at_the_ends),
     };
     return cmocka_run_group_tests_name("hl7_claim", tests, NULL, NULL);
 }

@@ -488,6 +488,8 @@ static bool has_cat(const pf_t *f, uint32_t key)
     return false;
 }
 
+_Thread_local unsigned long rule__partners_visited;
+
 static bool each_partner(pf_t *f, const rule__ref_t *r, bool (*fn)(pf_t *, int, void *), void *ctx)
 {
     /* Most references name a category the claim does not have: an integer
@@ -496,6 +498,8 @@ static bool each_partner(pf_t *f, const rule__ref_t *r, bool (*fn)(pf_t *, int, 
     if (clo == cat_key(r->hi) && !has_cat(f, clo))
         return true;
     size_t from = bound(f, r->lo, r->lolen, false), to = bound(f, r->hi, r->hilen, true);
+    if (to > from)
+        rule__partners_visited += to - from;
     for (size_t k = from; k < to; k++)
         if (!fn(f, f->sidx[k], ctx))
             return false;

@@ -392,6 +392,10 @@ typedef enum {
 #define RULE__TEMPLATE_MAX_VARS 32
 
 int rule__var_from(const char *name, size_t n);
+
+/* Diagnoses the note pairs search looked at, counted up on this thread: the
+ * tests bound the search's work by it, which a clock cannot do reliably. */
+extern _Thread_local unsigned long rule__partners_visited;
 const char *rule__var_name(rule__var_t v);
 
 const char *rule__id_name(rule__id_t id);

@@ -187,7 +187,8 @@ def to_hl7(c, cid):
     segs = ["MSH|^~\\&|CASES|TEST|SPINEGATE|TEST|20260115083000||%s|%s|P|2.5" % (mtype, cid),
             seg("EVN", {1: "A01" if adt else "P03"}),
             seg("PID", {1: "1", 7: "19700101", 8: "F"})]
-    pv1 = {1: "1", 2: HL7_CLASS[c["setting"]], 44: date + "0800" if date else ""}
+    # A time of day only after a whole date: 201907 + 0800 would read as July 8th.
+    pv1 = {1: "1", 2: HL7_CLASS[c["setting"]], 44: date + "0800" if len(date) == 8 else date}
     if c["discharge"]:
         pv1[45] = hl7_date(c["discharge"])
     if c["alive"] == "no":

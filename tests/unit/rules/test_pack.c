@@ -312,12 +312,9 @@ static void test_semantic_errors(void **state)
     expect_error(j, ERR_BAD_PACK, where, "not in the FY2026 table");
 }
 
-static void test_disabled_rule(void **state)
+/* Loads the pack j (freed here) from a file; it must load. */
+static rule_pack_t *load_changed(cJSON *j)
 {
-    (void)state;
-    cJSON *j = pack_json();
-    cJSON *r = rule_obj(j, "drg-tier", NULL);
-    cJSON_AddBoolToObject(r, "enabled", false);
     char *text = cJSON_Print(j);
     cJSON_Delete(j);
     write_tmp(text);
@@ -325,15 +322,31 @@ static void test_disabled_rule(void **state)
     rule_pack_t *p;
     err_detail_t d;
     assert_int_equal(rule_pack_load(tmp_path, NULL, NULL, &p, &d), ERR_OK);
-    arena_t a;
-    arena_init(&a, 0);
-    claim_t *c = claim_new(&a, CLAIM_SRC_HL7V2);
-    claim_dx_t *dx = claim_add_dx(c, &a);
+    return p;
+}
+
+/* A claim of one principal diagnosis, code as sent. */
+static claim_t *one_dx_claim(arena_t *a, const char *code)
+{
+    claim_t *c = claim_new(a, CLAIM_SRC_HL7V2);
+    claim_dx_t *dx = claim_add_dx(c, a);
     dx->sequence = 1;
     dx->type = DX_TYPE_PRINCIPAL;
-    snprintf(dx->code, sizeof dx->code, "M4304");
+    snprintf(dx->code, sizeof dx->code, "%s", code);
+    return c;
+}
+
+static void test_disabled_rule(void **state)
+{
+    (void)state;
+    cJSON *j = pack_json();
+    cJSON *r = rule_obj(j, "drg-tier", NULL);
+    cJSON_AddBoolToObject(r, "enabled", false);
+    rule_pack_t *p = load_changed(j);
+    arena_t a;
+    arena_init(&a, 0);
     rule_verdict_t v;
-    rule_evaluate(p, c, &a, &v);
+    rule_evaluate(p, one_dx_claim(&a, "M4304"), &a, &v);
     assert_int_equal(v.nfindings, 0);
     assert_int_equal(v.kind, VERDICT_ACCEPT);
     arena_free(&a);
@@ -345,39 +358,26 @@ static void test_disabled_rule(void **state)
 static void test_template_expansion(void **state)
 {
     (void)state;
+    int idx;
+    char where[64];
+    /* a '{' that opens no placeholder is refused at load */
     cJSON *j = pack_json();
-    cJSON *r = rule_obj(j, "seventh-character", NULL);
+    cJSON *r = rule_obj(j, "seventh-character", &idx);
     cJSON_ReplaceItemInObject(cJSON_GetObjectItem(r, "messages"), "not_applicable",
-                              cJSON_CreateString("{code}{code}|{other}|x{ {code}"));
-    cJSON_ReplaceItemInObject(r, "reference", cJSON_CreateString("{code}"));
-    char *text = cJSON_Print(j);
-    cJSON_Delete(j);
-    write_tmp(text);
-    free(text);
-    rule_pack_t *p;
-    err_detail_t d;
-    /* a '{' that opens no placeholder is refused at load, so is this one */
-    assert_int_equal(rule_pack_load(tmp_path, NULL, NULL, &p, &d), ERR_BAD_PACK);
+                              cJSON_CreateString("{code}|x{ {code}"));
+    snprintf(where, sizeof where, "rules[%d].messages.not_applicable", idx);
+    expect_error(j, ERR_BAD_PACK, where, "unknown placeholder");
 
     j = pack_json();
     r = rule_obj(j, "seventh-character", NULL);
     cJSON_ReplaceItemInObject(cJSON_GetObjectItem(r, "messages"), "not_applicable",
                               cJSON_CreateString("{code}{code}|{other}|x {code}"));
     cJSON_ReplaceItemInObject(r, "reference", cJSON_CreateString("{code}"));
-    text = cJSON_Print(j);
-    cJSON_Delete(j);
-    write_tmp(text);
-    free(text);
-    assert_int_equal(rule_pack_load(tmp_path, NULL, NULL, &p, &d), ERR_OK);
+    rule_pack_t *p = load_changed(j);
     arena_t a;
     arena_init(&a, 0);
-    claim_t *c = claim_new(&a, CLAIM_SRC_HL7V2);
-    claim_dx_t *dx = claim_add_dx(c, &a);
-    dx->sequence = 1;
-    dx->type = DX_TYPE_PRINCIPAL;
-    snprintf(dx->code, sizeof dx->code, "M4304XA");
     rule_verdict_t v;
-    rule_evaluate(p, c, &a, &v);
+    rule_evaluate(p, one_dx_claim(&a, "M4304XA"), &a, &v);
     const rule_finding_t *f = NULL;
     for (size_t i = 0; i < v.nfindings; i++)
         if (!strcmp(v.findings[i].rule_id, "seventh-character"))
@@ -392,11 +392,9 @@ static void test_template_expansion(void **state)
     for (int i = 0; i <= RULE__TEMPLATE_MAX_VARS; i++)
         strcat(many, "{code} ");
     j = pack_json();
-    int idx;
     r = rule_obj(j, "seventh-character", &idx);
     cJSON_ReplaceItemInObject(cJSON_GetObjectItem(r, "messages"), "not_applicable",
                               cJSON_CreateString(many));
-    char where[64];
     snprintf(where, sizeof where, "rules[%d].messages.not_applicable", idx);
     expect_error(j, ERR_BAD_PACK, where, "more than 32 placeholders");
 }

@@ -331,18 +331,32 @@ err_t hl7_msg_parse(hl7_msg_t *m, const char *data, size_t len, const hl7_opts_t
 
     for (;;) {
         if (fstart != SIZE_MAX) {
-            pos = field_end(&scan, pos);
-            push_field(m, fstart, pos - fstart);
+            /* The fields of one segment, with the array and its count in
+             * locals: through m, every field stored made the compiler load
+             * them again (m->fields could alias m). */
+            hl7__field_t *fields = m->fields;
+            size_t nfields = m->nfields, cap = m->fields_cap;
+            for (;;) {
+                pos = field_end(&scan, pos);
+                if (nfields == cap) {
+                    m->nfields = nfields;
+                    grow_fields(m);
+                    fields = m->fields;
+                    cap = m->fields_cap;
+                }
+                fields[nfields].off = (uint32_t)fstart;
+                fields[nfields].len = (uint32_t)(pos - fstart);
+                nfields++;
+                if (pos == len || p[pos] != fs)
+                    break;
+                fstart = ++pos;
+            }
+            m->nfields = nfields;
             if (pos == len) {
                 close_seg(m, len, len);
                 break;
             }
-            unsigned char c = p[pos];
-            if (c == fs) {
-                fstart = ++pos;
-                continue;
-            }
-            if (c == 0) {
+            if (p[pos] == 0) {
                 hl7__seg_t *s = &m->segs[m->nsegs - 1];
                 int fno = (int)(m->nfields - s->field0 - 1);
                 err_set(d, ERR_NUL_BYTE, pos, "NUL byte in segment %zu", m->nsegs);

@@ -119,6 +119,32 @@ static void test_empty_vs_null(void **state)
     xfree(buf);
 }
 
+/* Segments of many empty fields, beyond the first guess at the field array
+ * (a field for every 8 bytes): it grows in the middle of a segment, and
+ * every field keeps its place. */
+static void test_many_fields(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    char *in = xmalloc(64 + 2 * (N + 8));
+    size_t len = (size_t)sprintf(in, "MSH|^~\\&|A|B|C|D|2024||ADT^A01|X|P|2.5\rZZZ");
+    for (int i = 1; i <= N; i++)
+        in[len++] = '|';
+    memcpy(in + len, "end\rZZY|x", 9);
+    len += 9;
+    hl7_msg_t *m;
+    assert_int_equal(hl7_parse(in, len, NULL, &m, NULL), ERR_OK);
+    assert_int_equal(hl7_seg_count(m), 3);
+    assert_int_equal(hl7_field_count(m, 1), N);
+    slice_t v = hl7_field(m, 1, N);
+    assert_true(v.len == 3 && memcmp(v.ptr, "end", 3) == 0);
+    assert_int_equal(hl7_field(m, 1, N - 1).len, 0);
+    v = hl7_field(m, 2, 1);
+    assert_true(v.len == 1 && v.ptr[0] == 'x');
+    hl7_msg_free(m);
+    xfree(in);
+}
+
 static void test_iteration(void **state)
 {
     (void)state;
@@ -661,6 +687,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_fields_and_paths),
         cmocka_unit_test(test_empty_vs_null),
+        cmocka_unit_test(test_many_fields),
         cmocka_unit_test(test_iteration),
         cmocka_unit_test(test_custom_delimiters),
         cmocka_unit_test(test_truncation_char),

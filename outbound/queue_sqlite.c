@@ -713,7 +713,12 @@ static void sq_inbox_poke(sq_t *q)
     uv_timer_start(&q->inbox_timer, inbox_timer_cb, 0, q->opts.inbox_poll_ms);
 }
 
-#define CKPT_PAGES 1000        /* start a passive checkpoint past this WAL size */
+/* A checkpoint copies each page written since the last one once; a queue
+ * writes and frees the same few pages over and over, so one every 4,096 WAL
+ * pages copies hardly more than one every 1,000, four times less often
+ * (and commits run on the pool while one runs). A/B at 8 connections,
+ * normal: 40-50 -> 38-40 us a message, p99 0.85-1.46 -> 0.69-0.73 ms. */
+#define CKPT_PAGES 4096        /* start a passive checkpoint past this WAL size */
 #define CKPT_FORCE_PAGES 16384 /* past this, one that waits for and resets the WAL */
 
 static int wal_hook(void *user, sqlite3 *db, const char *name, int pages)

@@ -250,6 +250,24 @@ static void *grow(arena_t *a, void *old, size_t n, size_t *cap, size_t elem)
     return p;
 }
 
+/* Moves the n elements at old to a zeroed array of at least want. */
+static void *reserve(arena_t *a, void *old, size_t n, size_t *cap, size_t want, size_t elem)
+{
+    if (want <= *cap)
+        return old;
+    void *p = arena_calloc(a, want, elem);
+    if (n)
+        memcpy(p, old, n * elem);
+    *cap = want;
+    return p;
+}
+
+void claim_reserve(claim_t *c, arena_t *a, size_t ndx, size_t nlines)
+{
+    c->dx = reserve(a, c->dx, c->ndx, &c->dx_cap, ndx, sizeof *c->dx);
+    c->lines = reserve(a, c->lines, c->nlines, &c->lines_cap, nlines, sizeof *c->lines);
+}
+
 claim_dx_t *claim_add_dx(claim_t *c, arena_t *a)
 {
     c->dx = grow(a, c->dx, c->ndx, &c->dx_cap, sizeof *c->dx);

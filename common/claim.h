@@ -191,6 +191,11 @@ claim_t *claim_new(arena_t *a, claim_source_t source);
 claim_dx_t *claim_add_dx(claim_t *c, arena_t *a);
 claim_line_t *claim_add_line(claim_t *c, arena_t *a);
 
+/* Makes room for at least ndx diagnoses and nlines lines in all, so that
+ * adding up to that many allocates nothing more (a reader that counted its
+ * segments first). */
+void claim_reserve(claim_t *c, arena_t *a, size_t ndx, size_t nlines);
+
 /* Returns the diagnosis with this sequence, or NULL. */
 const claim_dx_t *claim_find_dx(const claim_t *c, int sequence);
 

@@ -781,14 +781,7 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
     claim_t *cl = claim_new(a, CLAIM_SRC_HL7V2);
     /* Sized up front (claim_add_* grow them only past the capacity): a
      * line per FT1, a diagnosis per DG1 (FT1-19 codes may add more). */
-    if (dg1.n) {
-        cl->dx = arena_calloc(a, dg1.n, sizeof *cl->dx);
-        cl->dx_cap = dg1.n;
-    }
-    if (ft1.n) {
-        cl->lines = arena_calloc(a, ft1.n, sizeof *cl->lines);
-        cl->lines_cap = ft1.n;
-    }
+    claim_reserve(cl, a, dg1.n, ft1.n);
     cl->kind = slice_eq(type, "ADT") ? CLAIM_KIND_ADT : CLAIM_KIND_BILL;
     char *mt = arena_alloc(a, type.len + trig.len + 2);
     if (type.len)

@@ -386,17 +386,18 @@ typedef enum {
     V__COUNT
 } rule__var_t;
 
-/* The variable named by name[0..n), or -1. */
 /* Placeholders one template may hold: the pack loader refuses more, so that
  * the expansion can list a template's pieces on the stack. */
 #define RULE__TEMPLATE_MAX_VARS 32
 
+/* The variable named by name[0..n), or -1. */
 int rule__var_from(const char *name, size_t n);
+
+const char *rule__var_name(rule__var_t v);
 
 /* Diagnoses the note pairs search looked at, counted up on this thread: the
  * tests bound the search's work by it, which a clock cannot do reliably. */
 extern _Thread_local unsigned long rule__partners_visited;
-const char *rule__var_name(rule__var_t v);
 
 const char *rule__id_name(rule__id_t id);
 int rule__id_from(const char *name);

@@ -205,6 +205,35 @@ static void test_type_of_bill(void **state)
     assert_string_equal(claim_kind_name(CLAIM_KIND_ADT), "adt");
 }
 
+/* A reserve keeps what was added and makes the adds up to it allocate
+ * nothing: the arrays stay where they are. */
+static void test_claim_reserve(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 0);
+    claim_t *c = claim_new(&a, CLAIM_SRC_HL7V2);
+    claim_add_dx(c, &a)->sequence = 7;
+    claim_reserve(c, &a, 40, 30);
+    const claim_dx_t *dx = c->dx;
+    const claim_line_t *lines = c->lines;
+    assert_int_equal(dx[0].sequence, 7);
+    for (int i = 1; i < 40; i++)
+        claim_add_dx(c, &a)->sequence = i;
+    for (int i = 0; i < 30; i++)
+        claim_add_line(c, &a)->sequence = i;
+    assert_ptr_equal(c->dx, dx);
+    assert_ptr_equal(c->lines, lines);
+    assert_int_equal(c->dx[0].sequence, 7);
+    assert_int_equal(c->dx[39].line, -1);
+    claim_add_dx(c, &a); /* past it, the array grows as before */
+    assert_ptr_not_equal(c->dx, dx);
+    assert_int_equal(c->dx[0].sequence, 7);
+    claim_reserve(c, &a, 5, 5); /* smaller than held: nothing moves */
+    assert_int_equal(c->ndx, 41);
+    arena_free(&a);
+}
+
 static void test_claim_growth_and_diff(void **state)
 {
     (void)state;
@@ -342,6 +371,7 @@ int main(void)
         cmocka_unit_test(test_date_parse),
         cmocka_unit_test(test_code_systems),
         cmocka_unit_test(test_type_of_bill),
+        cmocka_unit_test(test_claim_reserve),
         cmocka_unit_test(test_claim_growth_and_diff),
         cmocka_unit_test(test_log_id),
         cmocka_unit_test(test_err),

@@ -15,7 +15,9 @@
 # For each, 1 and BENCH_CONNS (8) connections: messages/s, p99, the server's
 # CPU per message (utime+stime from /proc/PID/stat over the run, all its
 # threads, up to the end of the delivery of what the run left queued; the
-# downstream sink is another process, not counted) and peak RSS (VmHWM).
+# downstream sink is another process, not counted), split into user and
+# system time (the system part is mostly loopback TCP, which the floor
+# pays too), and peak RSS (VmHWM).
 # Then the ratios. Prints figures; never fails on them.
 set -eu
 build=${top_builddir:-$(pwd)}
@@ -33,6 +35,7 @@ port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0
 wait_port() { for _ in $(seq 100); do /usr/bin/python3 -c "import socket; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 tck=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 field() { echo "$1" | sed -n "s/.*$2=\([0-9.]*\).*/\1/p"; }
 
 # quiet PID: waits until PID's CPU time stands still for 0.5 s (at most
@@ -47,24 +50,30 @@ quiet() {
     drain=$(awk "BEGIN{printf \"%.1f\", ($waited - 1) / 2}")
 }
 
-# run NAME KEY PID PORT N: one load run; sets rate_KEY_N, p99_KEY_N, cpu_KEY_N.
+# per_msg TICKS N: TICKS of CPU time in microseconds a message ("-" for none).
+per_msg() { awk "BEGIN{ if ($2 > 0) printf \"%.1f\", $1 * 1e6 / $tck / $2; else print \"-\" }"; }
+
+# run NAME KEY PID PORT N: one load run; sets rate_KEY_N, p99_KEY_N,
+# cpu_KEY_N, usr_KEY_N and sys_KEY_N.
 run() {
-    t0=$(cpu_ticks "$3")
+    t0=$(cpu_ticks "$3") u0=$(user_ticks "$3")
     r=$("$load" send 127.0.0.1 "$4" "$5" "$secs" "$msg") || true
     quiet "$3"
-    t1=$(cpu_ticks "$3")
+    t1=$(cpu_ticks "$3") u1=$(user_ticks "$3")
     n=$(field "$r" messages)
     rate=$(field "$r" msgs_per_s)
     p99=$(field "$r" p99_ms)
-    cpu=$(awk "BEGIN{ if ($n > 0) printf \"%.1f\", ($t1 - $t0) * 1e6 / $tck / $n; else print \"-\" }")
-    eval "rate_$2_$5=$rate p99_$2_$5=$p99 cpu_$2_$5=$cpu"
-    printf '%-34s %5s %10s %9s %14s   errors=%s drained_after=%ss\n' "$1" "$5" "$rate" "$p99" "$cpu" \
-        "$(field "$r" errors)" "$drain"
+    cpu=$(per_msg $((t1 - t0)) "$n")
+    usr=$(per_msg $((u1 - u0)) "$n")
+    sys=$(per_msg $((t1 - t0 - (u1 - u0))) "$n")
+    eval "rate_$2_$5=$rate p99_$2_$5=$p99 cpu_$2_$5=$cpu usr_$2_$5=$usr sys_$2_$5=$sys"
+    printf '%-34s %5s %10s %9s %14s %13s   errors=%s drained_after=%ss\n' "$1" "$5" "$rate" "$p99" \
+        "$cpu" "$usr/$sys" "$(field "$r" errors)" "$drain"
 }
 rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 
 echo "message: $(basename "$msg"), $(wc -c <"$msg") bytes; ${secs}s per run; $(nproc) cores; $(uname -m); spinegate downstream-window $window"
-printf '%-34s %5s %10s %9s %14s\n' server conns msgs/s p99_ms cpu_us/msg
+printf '%-34s %5s %10s %9s %14s %13s\n' server conns msgs/s p99_ms cpu_us/msg user/sys
 
 # The floor: a raw C MLLP answerer.
 fport=$(port)
@@ -128,6 +137,7 @@ c=$conns
 echo "== ratios (same run)"
 echo "   spinegate normal / floor, msgs/s at $c conns: $(ratio "$(v rate_normal_$c)" "$(v rate_floor_$c)") (issue 15 target >= 0.25)"
 echo "   spinegate CPU us/msg at $c conns: normal $(v cpu_normal_$c), full $(v cpu_full_$c) (issue 15 target < 25); normal / floor $(ratio "$(v cpu_normal_$c)" "$(v cpu_floor_$c)")x"
+echo "   of which system time (us/msg) at $c conns: normal $(v sys_normal_$c), full $(v sys_full_$c); the floor $(v sys_floor_$c) for its one read and one write"
 echo "   spinegate normal / python3-hl7, msgs/s: 1 conn $(ratio "$(v rate_normal_1)" "$(v rate_py_1)")x, $c conns $(ratio "$(v rate_normal_$c)" "$(v rate_py_$c)")x"
 echo "   spinegate full / python3-hl7, msgs/s: 1 conn $(ratio "$(v rate_full_1)" "$(v rate_py_1)")x, $c conns $(ratio "$(v rate_full_$c)" "$(v rate_py_$c)")x"
 if [ -z "$node_skip" ]; then

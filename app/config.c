@@ -66,6 +66,9 @@ static const key_def_t config_keys[] = {
      "target_session_attrs=read-write)"},
     {"queue-sync", K_STR, O(queue_sync), "full", "full|normal",
      "full: fsync every group commit; normal: WAL sync only at checkpoints"},
+    {"queue-log", K_BOOL, O(queue_log), "yes", NULL,
+     "sqlite: write messages a deliverer takes at once to an append-only log, not the table "
+     "(docs/queue-log.md)"},
     {"queue-max", K_LONG, O(queue_max), "100000", "N",
      "messages waiting in the queue before senders are slowed down"},
     {"downstream-mllp", K_ADDR, O(downstream_mllp), NULL, "HOST:PORT",

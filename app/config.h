@@ -56,6 +56,7 @@ typedef struct {
     char *queue_url;           /* queue = postgres: libpq conninfo or URI */
     char *queue_sync;          /* "full" | "normal" */
     config_sync_t sync;        /* queue_sync, read once by config_validate() */
+    bool queue_log;            /* SQLite queue: the message log (queue.h message_log) */
     long queue_max;
     /* downstream */
     config_addr_t downstream_mllp;

@@ -814,6 +814,7 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
                                     : cfg->max_body_size) * 2 + 65536,
         .worklist_keep_days = (unsigned)cfg->worklist_retention,
         .inbox_poll_ms = (unsigned)cfg->inbox_poll_ms,
+        .message_log = cfg->queue_log,
     };
     if (daemon_queue_is_pg(d)) {
         qo.backend = QUEUE_BACKEND_POSTGRES;

@@ -76,6 +76,10 @@ typedef struct {
                                     are pruned at open and daily; 0 = 90 (worklist.h) */
     unsigned inbox_poll_ms;  /* how often the inbox (messages spinegate-admin requeued or
                                 resent) is looked at while open; 0 = 1000 */
+    bool message_log;        /* SQLite only: a message whose reader serves from memory is
+                                written to the message log beside the file ("<path>-log")
+                                instead of the table, and copied into the table only if it
+                                waits (docs/queue-log.md); false: every message is a row */
 } queue_opts_t;
 
 /* One message to store. Every pointer is borrowed for the call only. */

@@ -24,6 +24,7 @@
 
 #include "log.h"
 #include "queue_int.h"
+#include "queue_log.h"
 #include "slice.h"
 #include "sqlite_walbuf.h"
 #include "worklist.h"
@@ -113,6 +114,15 @@ typedef struct put_req {
     int64_t id;
     size_t dest_idx;
     int64_t created_ms;
+    /* The message log (opts.message_log): a hot put is written to the log,
+     * not the table, and is kept (in sq.hot) after its commit until it is
+     * delivered or spilled into the table. */
+    bool hot;
+    bool spill;      /* hot: to be spilled by the next commit */
+    bool spilling;   /* hot: the running commit spills it */
+    bool gone;       /* hot: the running commit logs its delivery */
+    uint64_t hot_ms; /* loop time it became hot */
+    struct put_req *hot_next;
     queue__texts_t t; /* pointing after the request, in the same allocation */
 } put_req_t;
 
@@ -125,6 +135,10 @@ typedef struct mark_req {
     mark_kind_t kind;
     unsigned attempts;
     unsigned rejects; /* MARK_ATTEMPT: application rejects so far */
+    /* The message log: a delivery of a hot message is a log record, not a
+     * DELETE (logged); hot is the message, found when the batch was chosen. */
+    bool logged;
+    struct put_req *hot;
     char reason[160];
 } mark_req_t;
 
@@ -134,6 +148,10 @@ typedef struct sync_batch {
     struct sync_batch *next;
     put_req_t *puts;
     mark_req_t *marks;
+    /* The message log: messages this batch copied into the table; once the
+     * sync has made their rows durable, the log may say so (spill_recs). */
+    int64_t *spilled;
+    size_t nspilled;
 } sync_batch_t;
 
 typedef struct {
@@ -227,6 +245,36 @@ struct sq {
     uint32_t sync_avg_us; /* moving average, 1/8 weight to each new sync */
     bool sync_on_pool, sync_pool_logged;
 
+    /* The message log (opts.message_log; NULL when off), docs/queue-log.md.
+     * Hot messages are in the log and in their reader's memory, not in the
+     * table, oldest first. A batch's part in it is chosen by log_plan on the
+     * loop; the commit (loop or pool) writes the records; log_batch_end
+     * takes the outcome back on the loop. */
+    qlog_t *log;
+    put_req_t *hot, **hot_tail;
+    size_t nhot;
+    put_req_t **batch_spills; /* hot messages the running batch copies into the table */
+    size_t nbatch_spills, cap_spills;
+    bool batch_sql;           /* the running batch has table work (always, without the log) */
+    bool batch_log;           /* the running batch has log records */
+    bool batch_sql_done;      /* its table part committed */
+    bool batch_restart;       /* it writes log-epoch-done (restarting the log) */
+    int64_t batch_raise;      /* the ids-below it writes; 0: none */
+    bool log_restart_due;     /* the log is over LOG_RESTART_BYTES */
+    bool log_epoch_done;      /* log-epoch-done is committed: restart once durable and idle */
+    bool log_failed;          /* a log write, sync or restart failed: the log takes nothing */
+    bool log_unsynced;        /* queue-sync=full: the log was written since the last sync */
+    bool wal_unsynced;        /* queue-sync=full: the table was written since the last sync */
+    bool sync_log, sync_wal;  /* what the running sync covers */
+    int sync_log_errno;
+    sqlite3_stmt *st_epoch_done, *st_insert_ignore;
+    /* Spilled messages whose rows are durable in the table: the next log
+     * write says so (a DELIVERED record: "do not replay"), so that a replay
+     * after a crash does not bring back one delivered from the table since.
+     * batch_spill_recs of them ride in the running batch. */
+    int64_t *spill_recs;
+    size_t nspill_recs, cap_spill_recs, batch_spill_recs;
+
     dest_t *dests;
     size_t ndests, capdests;
     queue_stats_t st; /* totals only; per-destination figures live in dests */
@@ -270,6 +318,9 @@ struct sqr {
     size_t fresh_head, fresh_n;
     int64_t fresh_from;
     bool fresh_ready; /* rows/new_cursor hold a fetch served from memory */
+    /* The message log: a file fetch waits while hot messages above the
+     * cursor are being spilled into the table (spill_wait_start). */
+    bool spill_wait;
 };
 
 /* Rows kept in memory per reader at most: a deliverer further behind
@@ -742,6 +793,16 @@ static void free_handles(sq_t *q)
     sqlite3_finalize(q->st_sync_normal);
     sqlite3_finalize(q->st_sync_full);
     sqlite3_finalize(q->st_ids_below);
+    sqlite3_finalize(q->st_epoch_done);
+    sqlite3_finalize(q->st_insert_ignore);
+    while (q->hot) {
+        put_req_t *p = q->hot;
+        q->hot = p->hot_next;
+        xfree(p);
+    }
+    xfree(q->batch_spills);
+    xfree(q->spill_recs);
+    qlog_close(q->log);
     if (q->wal_fd >= 0)
         close(q->wal_fd);
     if (q->db)
@@ -756,6 +817,162 @@ static void free_handles(sq_t *q)
 }
 
 static void commit_timer_cb(uv_timer_t *t);
+
+static int insert_row(sq_t *q, sqlite3_stmt *st, const put_req_t *p);
+
+/* ---------------------------------------------------------------- log at open */
+
+typedef struct {
+    sq_t *q;
+    put_req_t **puts; /* copies of the PUT records, in file order */
+    size_t nputs, cap;
+    int64_t *delivered; /* ids of the DELIVERED records */
+    size_t ndelivered, capd;
+} replay_t;
+
+static err_t replay_record(const qlog_record_t *rec, void *user)
+{
+    replay_t *rp = user;
+    if (rec->type == QLOG_DELIVERED) {
+        if (rp->ndelivered == rp->capd) {
+            rp->capd = rp->capd ? 2 * rp->capd : 256;
+            rp->delivered = xrealloc(rp->delivered, rp->capd * sizeof *rp->delivered);
+        }
+        rp->delivered[rp->ndelivered++] = rec->id;
+        return ERR_OK;
+    }
+    const qlog_put_t *r = &rec->put;
+    queue_item_t item = {.dest = r->dest,
+                         .control_id = r->control_id,
+                         .content_type = r->content_type,
+                         .payload = r->payload,
+                         .payload_len = r->payload_len,
+                         .findings = r->findings,
+                         .meta = r->meta};
+    if (queue__item_check(&item, rp->q->opts.max_payload) != ERR_OK)
+        return ERR_OK; /* not a message this queue would have taken: skipped */
+    queue__texts_t t;
+    put_req_t *p = queue__item_copy(&item, sizeof *p, &t);
+    p->t = t;
+    p->id = r->id;
+    p->created_ms = r->created_ms;
+    if (rp->nputs == rp->cap) {
+        rp->cap = rp->cap ? 2 * rp->cap : 256;
+        rp->puts = xrealloc(rp->puts, rp->cap * sizeof *rp->puts);
+    }
+    rp->puts[rp->nputs++] = p;
+    return ERR_OK;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int64_t meta_int(sq_t *q, const char *key, int64_t dflt)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t v = dflt;
+    if (sqlite3_prepare_v2(q->db, "SELECT CAST(v AS INTEGER) FROM meta WHERE k=?1", -1, &st,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            v = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    return v;
+}
+
+static char *log_path(const sq_t *q)
+{
+    size_t n = strlen(q->path) + 5;
+    char *path = xmalloc(n);
+    snprintf(path, n, "%s-log", q->path);
+    return path;
+}
+
+static bool log_file_exists(const sq_t *q)
+{
+    char *path = log_path(q);
+    bool yes = access(path, F_OK) == 0;
+    xfree(path);
+    return yes;
+}
+
+static void log_path_unlink(const sq_t *q)
+{
+    char *path = log_path(q);
+    if (unlink(path) != 0 && errno != ENOENT)
+        log_warn("queue: cannot remove the message log %s: %s", path, strerror(errno));
+    xfree(path);
+}
+
+/* Opens the message log beside the file and puts back into the table what
+ * it holds that the table does not (docs/queue-log.md, rule 8): the PUT
+ * records of the epoch not yet done, less those a DELIVERED record
+ * follows, in one transaction with log-epoch-done; then a new epoch. */
+static err_t log_open(sq_t *q, err_detail_t *d)
+{
+    char *path = log_path(q);
+    err_t e = qlog_open(path, q->opts.max_payload + ((size_t)64 << 10), &q->log, d);
+    if (e) {
+        xfree(path);
+        return e;
+    }
+    int64_t done = meta_int(q, "log-epoch-done", 0);
+    qlog_header_t h = qlog_header(q->log);
+    replay_t rp = {.q = q};
+    qlog_scan_stats_t st;
+    bool replay = h == QLOG_HEADER_OK && qlog_epoch(q->log) > (uint64_t)done;
+    if (h == QLOG_HEADER_SHORT || h == QLOG_HEADER_BAD)
+        log_error("queue: the message log %s has no valid header: read as empty", path);
+    if (replay) {
+        e = qlog_scan(q->log, replay_record, &rp, &st, d);
+        if (!e && st.stop != QLOG_STOP_END)
+            log_info("queue: message log %s ends in a %s at byte %" PRIu64
+                     " (a write cut short by a crash: never acknowledged)",
+                     path, qlog_stop_str(st.stop), st.end);
+    }
+    xfree(path);
+    size_t kept = 0;
+    if (!e) {
+        qsort(rp.delivered, rp.ndelivered, sizeof *rp.delivered, cmp_id);
+        int rc = exec(q->db, "BEGIN IMMEDIATE");
+        for (size_t i = 0; rc == SQLITE_OK && i < rp.nputs; i++) {
+            put_req_t *p = rp.puts[i];
+            if (bsearch(&p->id, rp.delivered, rp.ndelivered, sizeof *rp.delivered, cmp_id))
+                continue;
+            rc = insert_row(q, q->st_insert_ignore, p);
+            kept += sqlite3_changes(q->db) > 0;
+        }
+        /* A log with no valid header starts the count again: its records
+         * are unreadable, and its next epoch must be above what is done. */
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_int64(q->st_epoch_done, 1,
+                               replay ? (int64_t)qlog_epoch(q->log) : h == QLOG_HEADER_OK ? done : 0);
+            rc = step_done(q->st_epoch_done);
+        }
+        if (rc == SQLITE_OK)
+            rc = exec(q->db, "COMMIT");
+        if (rc != SQLITE_OK) {
+            e = sql_err(q->db, rc, d, "replay the message log");
+            exec(q->db, "ROLLBACK");
+        }
+    }
+    for (size_t i = 0; i < rp.nputs; i++)
+        xfree(rp.puts[i]);
+    xfree(rp.puts);
+    xfree(rp.delivered);
+    if (e)
+        return e;
+    if (kept)
+        log_info("queue: %zu messages put back from the message log", kept);
+    int rc = qlog_restart(q->log, QLOG_HEADER_SIZE);
+    if (rc != 0)
+        return err_set(d, ERR_IO, 0, "queue: message log: restart: %s", strerror(-rc));
+    return ERR_OK;
+}
 
 static err_t sq_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts, sq_t **out,
                  err_detail_t *d)
@@ -789,6 +1006,7 @@ static err_t sq_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts
     q->path = xstrdup(path);
     q->puts_tail = &q->puts;
     q->marks_tail = &q->marks;
+    q->hot_tail = &q->hot;
 
     size_t n = strlen(path) + 6;
     char *lock = xmalloc(n);
@@ -848,6 +1066,26 @@ static err_t sq_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts
                     &q->st_ids_below, d);
     if (!e)
         e = ids_load(q, d);
+    /* A log left by a run with the log on is read even with it off now:
+     * it may hold acknowledged messages. */
+    bool log_file = q->opts.message_log || log_file_exists(q);
+    if (!e && log_file)
+        e = prepare(q,
+                    "INSERT OR IGNORE INTO msgs(id, dest, control_id, content_type, payload,"
+                    " findings, created_ms, updated_ms, meta)"
+                    " VALUES(?8, ?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
+                    &q->st_insert_ignore, d);
+    if (!e && log_file)
+        e = prepare(q, "INSERT OR REPLACE INTO meta(k, v) VALUES('log-epoch-done', ?1)",
+                    &q->st_epoch_done, d);
+    if (!e && log_file)
+        e = log_open(q, d);
+    if (!e && q->log && !q->opts.message_log) {
+        /* Read back and empty: no longer used. */
+        qlog_close(q->log);
+        q->log = NULL;
+        log_path_unlink(q);
+    }
     if (!e)
         e = prepare(q, "BEGIN IMMEDIATE", &q->st_begin, d);
     if (!e)
@@ -974,6 +1212,310 @@ static void fresh_add(sqr_t *r, const put_req_t *p)
     r->fresh_n++;
 }
 
+/* ---------------------------------------------------------------- message log */
+
+/* The log starts a new epoch (from its header again) past this size: some
+ * 1,300 messages of 3 kB. */
+#define LOG_RESTART_BYTES ((size_t)4 << 20)
+/* A hot message not delivered for this long is copied into the table, where
+ * spinegate-admin and a restart's readers find it like any other row. */
+#define SPILL_MS 500
+
+static void hot_append(sq_t *q, put_req_t *p)
+{
+    p->hot_next = NULL;
+    p->hot_ms = uv_now(q->loop);
+    p->spill = p->spilling = p->gone = false;
+    *q->hot_tail = p;
+    q->hot_tail = &p->hot_next;
+    q->nhot++;
+}
+
+/* Oldest first, and deliveries come in order: the head is the usual hit. */
+static put_req_t *hot_find(const sq_t *q, int64_t id)
+{
+    for (put_req_t *p = q->hot; p; p = p->hot_next)
+        if (p->id == id)
+            return p;
+    return NULL;
+}
+
+/* Frees the hot messages marked gone (delivered, or now rows). */
+static void hot_sweep(sq_t *q)
+{
+    put_req_t **pp = &q->hot;
+    while (*pp) {
+        put_req_t *p = *pp;
+        if (p->gone) {
+            *pp = p->hot_next;
+            q->nhot--;
+            xfree(p);
+        } else {
+            pp = &p->hot_next;
+        }
+    }
+    q->hot_tail = pp;
+}
+
+/* True when dest has a hot message above cursor: its reader must not read
+ * the file until that message is a row (docs/queue-log.md, rule 10). Flags
+ * those messages for the next commit. */
+static bool hot_above(sq_t *q, size_t dest_idx, int64_t cursor)
+{
+    bool any = false;
+    for (put_req_t *p = q->hot; p; p = p->hot_next) {
+        if (p->dest_idx == dest_idx && p->id > cursor && !p->gone) {
+            p->spill = true;
+            any = true;
+        }
+    }
+    return any;
+}
+
+static void spill_rec_add(sq_t *q, int64_t id)
+{
+    if (q->nspill_recs == q->cap_spill_recs) {
+        q->cap_spill_recs = q->cap_spill_recs ? 2 * q->cap_spill_recs : 64;
+        q->spill_recs = xrealloc(q->spill_recs, q->cap_spill_recs * sizeof *q->spill_recs);
+    }
+    q->spill_recs[q->nspill_recs++] = id;
+}
+
+/* Whether p, a put of the batch being chosen, goes to the log: a single
+ * put without a worklist item (those commit with their rows), to a
+ * destination whose reader serves from memory, while the log works and
+ * no restart is under way. */
+static bool log_takes(const sq_t *q, const put_req_t *p, bool restart)
+{
+    if (restart || q->log_failed || q->log_epoch_done || q->sync_failed || q->closing)
+        return false;
+    if (p->t.worklist || p->grp)
+        return false;
+    const sqr_t *r = q->dests[p->dest_idx].reader;
+    return r && !r->closing && r->cursor >= r->fresh_from;
+}
+
+static void spill_push(sq_t *q, put_req_t *h)
+{
+    if (q->nbatch_spills == q->cap_spills) {
+        q->cap_spills = q->cap_spills ? 2 * q->cap_spills : 16;
+        q->batch_spills = xrealloc(q->batch_spills, q->cap_spills * sizeof *q->batch_spills);
+    }
+    h->spilling = true;
+    q->batch_spills[q->nbatch_spills++] = h;
+}
+
+/* Chooses the batch's part in the log, on the loop before the commit runs:
+ * ids for every put (a hot-only batch has no transaction for id_next), the
+ * puts that go hot, the deliveries logged instead of deleted, and the hot
+ * messages spilled into the table; the log's records are buffered here, so
+ * that the commit (maybe on the pool) only writes them. Without the log
+ * the batch is table work only, as ever. */
+static void log_plan(sq_t *q)
+{
+    q->batch_sql = true;
+    q->batch_log = q->batch_restart = false;
+    q->batch_raise = 0;
+    q->nbatch_spills = 0;
+    q->batch_spill_recs = 0;
+    if (!q->log)
+        return;
+    q->batch_sql = false;
+    bool restart = (q->log_restart_due || q->closing) && !q->log_epoch_done && !q->log_failed;
+    int64_t below = q->ids_below;
+    for (put_req_t *p = q->batch_refuse_puts ? NULL : q->batch_puts; p; p = p->next) {
+        if (q->next_id + 1 >= below) {
+            below = q->next_id + 1 + ID_BLOCK;
+            q->batch_raise = below;
+        }
+        p->id = ++q->next_id;
+        p->hot = false;
+        if (log_takes(q, p, restart)) {
+            qlog_put_t rec = {.id = p->id,
+                              .created_ms = p->created_ms,
+                              .dest = p->t.dest,
+                              .control_id = p->t.control_id,
+                              .content_type = p->t.content_type,
+                              .findings = p->t.findings,
+                              .meta = p->t.meta,
+                              .payload = p->t.payload,
+                              .payload_len = p->t.payload_len};
+            p->hot = qlog_add_put(q->log, &rec) == ERR_OK;
+        }
+        if (p->hot)
+            q->batch_log = true;
+        else
+            q->batch_sql = true;
+    }
+    if (q->batch_raise)
+        q->batch_sql = true;
+    for (mark_req_t *m = q->batch_marks; m; m = m->next) {
+        m->hot = hot_find(q, m->id);
+        m->logged = m->hot && m->kind == MARK_DELIVERED && !restart && !q->log_failed &&
+                    !m->hot->spill;
+        if (m->logged) {
+            qlog_add_delivered(q->log, m->id);
+            m->hot->gone = true; /* provisionally: log_batch_end undoes it on failure */
+            q->batch_log = true;
+        } else {
+            if (m->hot)
+                m->hot->spill = true; /* the mark applies to its row, so the row first */
+            q->batch_sql = true;
+        }
+    }
+    uint64_t now = uv_now(q->loop);
+    for (put_req_t *h = q->hot; h; h = h->hot_next) {
+        if (h->gone)
+            continue;
+        if (h->spill || restart || q->log_failed || now - h->hot_ms >= SPILL_MS) {
+            spill_push(q, h);
+            q->batch_sql = true;
+        }
+    }
+    if (!restart && !q->log_failed) {
+        for (size_t i = 0; i < q->nspill_recs; i++)
+            qlog_add_delivered(q->log, q->spill_recs[i]);
+        q->batch_spill_recs = q->nspill_recs;
+        if (q->nspill_recs)
+            q->batch_log = true;
+    }
+    if (restart) {
+        q->batch_restart = true;
+        q->batch_sql = true;
+    }
+}
+
+/* The outcome of the batch's part in the log, on the loop (commit_done):
+ * sql_done says whether its table part committed, ok whether the whole
+ * batch (the log write too) did. */
+static void log_batch_end(sq_t *q, bool ok, mark_req_t *marks)
+{
+    if (!q->log)
+        return;
+    for (mark_req_t *m = marks; m; m = m->next)
+        if (m->logged && !ok && m->hot)
+            m->hot->gone = false; /* not recorded: the mark is retried */
+    for (size_t i = 0; i < q->nbatch_spills; i++) {
+        put_req_t *h = q->batch_spills[i];
+        h->spilling = false;
+        if (q->batch_sql_done) {
+            h->gone = true;
+            if (q->opts.sync != QUEUE_SYNC_FULL && !q->batch_restart)
+                spill_rec_add(q, h->id);
+        } else if (q->closing) {
+            /* The table refuses it even now: the log still holds it, and
+             * the next open replays it. */
+            h->gone = true;
+        }
+    }
+    if (ok && q->batch_spill_recs) {
+        memmove(q->spill_recs, q->spill_recs + q->batch_spill_recs,
+                (q->nspill_recs - q->batch_spill_recs) * sizeof *q->spill_recs);
+        q->nspill_recs -= q->batch_spill_recs;
+    }
+    hot_sweep(q);
+    if (q->batch_sql_done)
+        q->wal_unsynced = true;
+    if (q->closing && q->batch_restart && !q->batch_sql_done)
+        q->log_failed = true; /* give up at close: the next open replays the log */
+    if (q->batch_restart && q->batch_sql_done) {
+        q->log_epoch_done = true;
+        q->log_restart_due = false;
+        q->nspill_recs = 0; /* that epoch is never read again */
+    }
+    if (ok && q->batch_log) {
+        q->log_unsynced = true;
+        if (qlog_size(q->log) > LOG_RESTART_BYTES)
+            q->log_restart_due = true;
+    }
+}
+
+/* The spilled ids of a batch of queue-sync=full, for its sync. */
+static void log_batch_spilled(sq_t *q, int64_t **ids, size_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    if (!q->log || q->opts.sync != QUEUE_SYNC_FULL || !q->batch_sql_done || q->batch_restart ||
+        !q->nbatch_spills)
+        return;
+    *ids = xmalloc(q->nbatch_spills * sizeof **ids);
+    for (size_t i = 0; i < q->nbatch_spills; i++)
+        (*ids)[(*n)++] = q->batch_spills[i]->id;
+}
+
+/* Starts the log's next epoch once the table holds everything of this one
+ * durably (log-epoch-done committed, and synced with full) and nothing
+ * runs that could write to the log meanwhile. */
+static void log_restart_maybe(sq_t *q)
+{
+    if (!q->log || !q->log_epoch_done || q->committing || q->syncing || q->sync_head)
+        return;
+    q->log_epoch_done = false;
+    int rc = qlog_restart(q->log, QLOG_HEADER_SIZE);
+    if (rc != 0) {
+        q->log_failed = true;
+        log_error("queue: message log restart failed (%s): every message goes to the table "
+                  "until a restart of the daemon",
+                  strerror(-rc));
+    }
+}
+
+/* The readers whose file fetch waited for spills: those now free to read
+ * start it. */
+static void fetch_work(uv_work_t *w);
+static void fetch_done(uv_work_t *w, int status);
+
+/* Whether the log needs a group commit with no put or mark in it: hot
+ * messages to spill (flagged, old enough, or all of them at close, at a
+ * restart, after a log failure). */
+static bool log_wants_commit(const sq_t *q)
+{
+    if (!q->log)
+        return false;
+    /* A clean stop leaves the table holding everything: one restart batch. */
+    if (q->closing && !q->log_epoch_done && !q->log_failed && qlog_size(q->log) > QLOG_HEADER_SIZE)
+        return true;
+    if (!q->nhot)
+        return false;
+    if (q->closing || q->log_restart_due || q->log_failed)
+        return true;
+    if (uv_now(q->loop) - q->hot->hot_ms >= SPILL_MS)
+        return true;
+    for (const put_req_t *p = q->hot; p; p = p->hot_next)
+        if (p->spill && !p->gone)
+            return true;
+    return false;
+}
+
+static void commit_timer_cb(uv_timer_t *t);
+
+/* Arms the commit timer for the oldest hot message's spill, when nothing
+ * else will start a commit before it is due. */
+static void spill_schedule(sq_t *q)
+{
+    if (!q->nhot || q->committing)
+        return;
+    uint64_t now = uv_now(q->loop), due = q->hot->hot_ms + SPILL_MS;
+    if (q->timer_armed && q->timer_due <= due)
+        return;
+    q->timer_armed = true;
+    q->timer_due = due;
+    uv_timer_start(&q->timer, commit_timer_cb, due > now ? due - now : 0, 0);
+}
+
+static void spill_waiters_go(sq_t *q)
+{
+    for (size_t i = 0; i < q->ndests; i++) {
+        sqr_t *r = q->dests[i].reader;
+        if (!r || !r->spill_wait || hot_above(q, i, r->cursor))
+            continue;
+        r->spill_wait = false;
+        r->start_last_id = q->dests[i].last_id;
+        r->work.data = r;
+        uv_queue_work(q->loop, &r->work, fetch_work, fetch_done);
+    }
+}
+
 /* ---------------------------------------------------------------- commit */
 
 static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
@@ -996,6 +1538,8 @@ static int step_done(sqlite3_stmt *st)
  * without an fsync (SQLite refuses the change inside a transaction). */
 static int batch_begin(sq_t *q)
 {
+    if (!q->batch_sql)
+        return SQLITE_OK; /* log records only: no transaction */
     if (q->st_sync_normal && !q->batch_refuse_puts) {
         int rc = step_done(q->st_sync_normal);
         if (rc != SQLITE_OK)
@@ -1008,96 +1552,136 @@ static int batch_begin(sq_t *q)
  * connection's other transactions sync as before. Any thread. */
 static void batch_end(sq_t *q)
 {
+    if (!q->batch_sql)
+        return;
     if (q->st_sync_full && !q->batch_refuse_puts && step_done(q->st_sync_full) != SQLITE_OK)
         q->sync_restore_failed = true; /* logged on the loop (commit_done) */
 }
 
-/* The batch's statements and the commit, once BEGIN gave rc. */
+/* One row of the table from a put (a new one, or a hot message spilled). */
+static int insert_row(sq_t *q, sqlite3_stmt *st, const put_req_t *p)
+{
+    sqlite3_bind_int64(st, 8, p->id);
+    sqlite3_bind_text(st, 1, p->t.dest, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, p->t.control_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, p->t.content_type, -1, SQLITE_STATIC);
+    sqlite3_bind_blob64(st, 4, p->t.payload, p->t.payload_len, SQLITE_STATIC);
+    bind_text_or_null(st, 5, p->t.findings);
+    sqlite3_bind_int64(st, 6, p->created_ms);
+    bind_text_or_null(st, 7, p->t.meta);
+    (void)q;
+    return step_done(st);
+}
+
+/* The batch's statements and the commit, once BEGIN gave rc; then the
+ * batch's log records (docs/queue-log.md: after the COMMIT, so that a
+ * record saying a spilled message is a row never precedes that row). */
 static void commit_body(sq_t *q, int rc)
 {
     sqlite3 *db = q->db;
     const char *what = "begin";
     int64_t now = now_ms(), ids_below = q->ids_below;
-    for (put_req_t *p = q->batch_refuse_puts ? NULL : q->batch_puts; rc == SQLITE_OK && p;
-         p = p->next) {
-        sqlite3_stmt *st = q->st_insert;
-        rc = id_next(q, &p->id);
-        what = "id";
-        if (rc != SQLITE_OK)
-            break;
-        sqlite3_bind_int64(st, 8, p->id);
-        sqlite3_bind_text(st, 1, p->t.dest, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, p->t.control_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, p->t.content_type, -1, SQLITE_STATIC);
-        sqlite3_bind_blob64(st, 4, p->t.payload, p->t.payload_len, SQLITE_STATIC);
-        bind_text_or_null(st, 5, p->t.findings);
-        sqlite3_bind_int64(st, 6, p->created_ms);
-        bind_text_or_null(st, 7, p->t.meta);
-        rc = sqlite3_step(st);
-        sqlite3_reset(st);
-        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
-        what = "insert";
-        if (rc == SQLITE_OK && p->t.worklist) {
-            /* The item and the row it describes commit together or not at all. */
-            st = q->st_wl_put;
-            sqlite3_bind_int64(st, 1, p->id);
-            sqlite3_bind_text(st, 2, p->t.dest, -1, SQLITE_STATIC);
-            sqlite3_bind_text(st, 3, p->t.control_id, -1, SQLITE_STATIC);
-            sqlite3_bind_text(st, 4, p->t.content_type, -1, SQLITE_STATIC);
-            sqlite3_bind_blob64(st, 5, p->t.payload, p->t.payload_len, SQLITE_STATIC);
-            bind_text_or_null(st, 6, p->t.findings);
-            bind_text_or_null(st, 7, p->t.meta);
-            sqlite3_bind_text(st, 8, p->t.worklist, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(st, 9, p->created_ms);
-            rc = sqlite3_step(st);
-            sqlite3_reset(st);
-            rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
-            what = "worklist";
+    q->batch_sql_done = false;
+    q->batch_err[0] = 0;
+    if (q->batch_sql) {
+        if (rc == SQLITE_OK && q->batch_raise) {
+            sqlite3_bind_int64(q->st_ids_below, 1, q->batch_raise);
+            rc = step_done(q->st_ids_below);
+            what = "id";
         }
-    }
-    for (mark_req_t *m = q->batch_marks; rc == SQLITE_OK && m; m = m->next) {
-        bool dead = m->kind == MARK_DEAD || m->kind == MARK_DEAD_LETTERED;
-        sqlite3_stmt *st = m->kind == MARK_DELIVERED ? q->st_delete
-                           : dead                    ? q->st_dead
-                                                     : q->st_attempt;
-        sqlite3_bind_int64(st, 1, m->id);
-        if (m->kind != MARK_DELIVERED) {
-            sqlite3_bind_int64(st, 2, m->attempts);
-            sqlite3_bind_text(st, 3, m->reason, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(st, 4, now);
+        for (size_t i = 0; rc == SQLITE_OK && i < q->nbatch_spills; i++) {
+            rc = insert_row(q, q->st_insert, q->batch_spills[i]);
+            what = "spill";
         }
-        if (dead)
-            sqlite3_bind_int(st, 5, m->kind == MARK_DEAD ? ST_DEAD : ST_DEAD_LETTERED);
-        else if (m->kind == MARK_ATTEMPT)
-            sqlite3_bind_int64(st, 5, m->rejects);
-        rc = sqlite3_step(st);
-        sqlite3_reset(st);
-        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
-        what = "mark";
-        if (rc == SQLITE_OK && dead) {
-            /* A dead letter is a worklist item, written with its mark (once:
-             * a mark given again finds it, see st_wl_dead). */
-            st = q->st_wl_dead;
+        for (put_req_t *p = q->batch_refuse_puts ? NULL : q->batch_puts; rc == SQLITE_OK && p;
+             p = p->next) {
+            if (p->hot)
+                continue;
+            sqlite3_stmt *st = q->st_insert;
+            if (!p->id) {
+                rc = id_next(q, &p->id);
+                what = "id";
+                if (rc != SQLITE_OK)
+                    break;
+            }
+            rc = insert_row(q, st, p);
+            what = "insert";
+            if (rc == SQLITE_OK && p->t.worklist) {
+                /* The item and the row it describes commit together or not at all. */
+                st = q->st_wl_put;
+                sqlite3_bind_int64(st, 1, p->id);
+                sqlite3_bind_text(st, 2, p->t.dest, -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 3, p->t.control_id, -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 4, p->t.content_type, -1, SQLITE_STATIC);
+                sqlite3_bind_blob64(st, 5, p->t.payload, p->t.payload_len, SQLITE_STATIC);
+                bind_text_or_null(st, 6, p->t.findings);
+                bind_text_or_null(st, 7, p->t.meta);
+                sqlite3_bind_text(st, 8, p->t.worklist, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 9, p->created_ms);
+                rc = step_done(st);
+                what = "worklist";
+            }
+        }
+        for (mark_req_t *m = q->batch_marks; rc == SQLITE_OK && m; m = m->next) {
+            if (m->logged)
+                continue;
+            bool dead = m->kind == MARK_DEAD || m->kind == MARK_DEAD_LETTERED;
+            sqlite3_stmt *st = m->kind == MARK_DELIVERED ? q->st_delete
+                               : dead                    ? q->st_dead
+                                                         : q->st_attempt;
             sqlite3_bind_int64(st, 1, m->id);
-            sqlite3_bind_text(st, 2, m->reason, -1, SQLITE_STATIC);
-            rc = sqlite3_step(st);
-            sqlite3_reset(st);
-            rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
-            what = "worklist";
+            if (m->kind != MARK_DELIVERED) {
+                sqlite3_bind_int64(st, 2, m->attempts);
+                sqlite3_bind_text(st, 3, m->reason, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 4, now);
+            }
+            if (dead)
+                sqlite3_bind_int(st, 5, m->kind == MARK_DEAD ? ST_DEAD : ST_DEAD_LETTERED);
+            else if (m->kind == MARK_ATTEMPT)
+                sqlite3_bind_int64(st, 5, m->rejects);
+            rc = step_done(st);
+            what = "mark";
+            if (rc == SQLITE_OK && dead) {
+                /* A dead letter is a worklist item, written with its mark (once:
+                 * a mark given again finds it, see st_wl_dead). */
+                st = q->st_wl_dead;
+                sqlite3_bind_int64(st, 1, m->id);
+                sqlite3_bind_text(st, 2, m->reason, -1, SQLITE_STATIC);
+                rc = step_done(st);
+                what = "worklist";
+            }
+        }
+        if (rc == SQLITE_OK && q->batch_restart) {
+            sqlite3_bind_int64(q->st_epoch_done, 1, (int64_t)qlog_epoch(q->log));
+            rc = step_done(q->st_epoch_done);
+            what = "log epoch";
+        }
+        if (rc == SQLITE_OK) {
+            rc = step_done(q->st_commit);
+            what = "commit";
+        }
+        if (rc != SQLITE_OK) {
+            snprintf(q->batch_err, sizeof q->batch_err, "%s: %s (sqlite %d)", what,
+                     sqlite3_errmsg(db), rc);
+            if (!sqlite3_get_autocommit(db))
+                exec(db, "ROLLBACK");
+            q->ids_below = ids_below; /* its raise, if any, was rolled back */
+        } else {
+            q->batch_sql_done = true;
+            if (q->batch_raise)
+                q->ids_below = q->batch_raise;
         }
     }
-    if (rc == SQLITE_OK) {
-        rc = step_done(q->st_commit);
-        what = "commit";
+    if (rc == SQLITE_OK && q->batch_log) {
+        int e = qlog_write(q->log);
+        if (e != 0) {
+            rc = SQLITE_IOERR;
+            snprintf(q->batch_err, sizeof q->batch_err, "message log: %s", strerror(-e));
+        }
+    } else if (q->log && q->batch_log) {
+        qlog_discard(q->log); /* what log_plan buffered is not written */
     }
     q->batch_rc = rc;
-    if (rc != SQLITE_OK) {
-        snprintf(q->batch_err, sizeof q->batch_err, "%s: %s (sqlite %d)", what, sqlite3_errmsg(db),
-                 rc);
-        if (!sqlite3_get_autocommit(db))
-            exec(db, "ROLLBACK");
-        q->ids_below = ids_below; /* its raise, if any, was rolled back */
-    }
     batch_end(q);
 }
 
@@ -1121,7 +1705,7 @@ static void commit_work(uv_work_t *w)
  * of the pool path. */
 static bool commit_here(sq_t *q, size_t nputs)
 {
-    if (q->checkpointing || nputs > COMMIT_HERE_MAX)
+    if (q->batch_sql && (q->checkpointing || nputs > COMMIT_HERE_MAX))
         return false;
     sqlite3_busy_timeout(q->db, 0);
     int rc = batch_begin(q);
@@ -1239,7 +1823,10 @@ static void commit_finish(sq_t *q, put_req_t *puts, mark_req_t *marks, bool ok)
         } else if (p->cb) {
             p->cb(&q->base, ok ? ERR_OK : ERR_QUEUE, ok ? p->id : 0, p->user);
         }
-        xfree(p);
+        if (ok && p->hot)
+            hot_append(q, p); /* kept until delivered or spilled */
+        else
+            xfree(p);
     }
     for (size_t i = 0; i < ntouched; i++) {
         sqr_t *r = q->dests[i].reader;
@@ -1256,8 +1843,14 @@ static void sync_work(uv_work_t *w)
 {
     sq_t *q = w->data;
     uint64_t t0 = uv_hrtime();
-    if (q->wal_fd >= 0)
+    if (q->sync_wal && q->wal_fd >= 0)
         q->sync_errno = fdatasync(q->wal_fd) == 0 ? 0 : errno;
+    q->sync_log_errno = 0;
+    if (q->sync_log && !q->sync_errno) {
+        int rc = qlog_sync(q->log);
+        q->sync_log_errno = -rc;
+        q->sync_errno = -rc;
+    }
     uint64_t us = (uv_hrtime() - t0) / 1000;
     q->sync_us = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
 }
@@ -1303,6 +1896,12 @@ static void sync_done(uv_work_t *w, int status)
     q->sync_last = NULL;
     if (!ok)
         last = NULL; /* every batch */
+    if (q->sync_log_errno && !q->log_failed) {
+        q->log_failed = true;
+        log_error("queue: fdatasync of the message log failed (%s): every message goes to "
+                  "the table until a restart of the daemon",
+                  strerror(q->sync_log_errno));
+    }
     if (!ok && !q->sync_failed) {
         /* The rows are in the file but perhaps not on the disk: refused, so
          * that their senders keep them (a row that did reach the disk is
@@ -1333,6 +1932,9 @@ static void sync_done(uv_work_t *w, int status)
                 b->marks = NULL;
             }
         }
+        for (size_t i = 0; ok && i < b->nspilled; i++)
+            spill_rec_add(q, b->spilled[i]); /* their rows are durable now */
+        xfree(b->spilled);
         commit_finish(q, b->puts, b->marks, ok);
         xfree(b);
     }
@@ -1341,6 +1943,10 @@ static void sync_done(uv_work_t *w, int status)
         commit_schedule(q, false);
     }
     sync_start(q);
+    if (q->log) {
+        log_restart_maybe(q);
+        spill_schedule(q);
+    }
     maybe_finish_close(q);
 }
 
@@ -1366,6 +1972,11 @@ static void sync_start(sq_t *q)
     while (last->next)
         last = last->next;
     q->sync_last = last;
+    /* Without the log every batch wrote the table; with it, only what was
+     * written since the last sync needs one. */
+    q->sync_wal = !q->log || q->wal_unsynced;
+    q->sync_log = q->log && q->log_unsynced;
+    q->wal_unsynced = q->log_unsynced = false;
     q->syncing = true;
     q->syncwork.data = q;
     /* Here only from commit_done and sync_done, callbacks of the loop (never
@@ -1380,10 +1991,11 @@ static void sync_start(sq_t *q)
 }
 
 /* A batch committed with queue-sync=full waits for the next sync. */
-static void sync_enqueue(sq_t *q, put_req_t *puts, mark_req_t *marks)
+static void sync_enqueue(sq_t *q, put_req_t *puts, mark_req_t *marks, int64_t *spilled,
+                         size_t nspilled)
 {
     sync_batch_t *b = xmalloc(sizeof *b);
-    *b = (sync_batch_t){.puts = puts, .marks = marks};
+    *b = (sync_batch_t){.puts = puts, .marks = marks, .spilled = spilled, .nspilled = nspilled};
     *q->sync_tail = b;
     q->sync_tail = &b->next;
     sync_start(q);
@@ -1403,6 +2015,10 @@ static void commit_done(uv_work_t *w, int status)
         log_error("queue: synchronous=FULL not restored after a group commit: %s",
                   sqlite3_errmsg(q->db));
     }
+    log_batch_end(q, ok, marks);
+    int64_t *spilled;
+    size_t nspilled;
+    log_batch_spilled(q, &spilled, &nspilled);
     if (ok && puts)
         QUEUE_CRASH_POINT("put-committed"); /* stored, the sender not yet answered */
     if (ok && marks)
@@ -1432,19 +2048,27 @@ static void commit_done(uv_work_t *w, int status)
 
     if (ok && (q->batch_refuse_puts || q->sync_failed))
         commit_finish(q, puts, marks, false); /* marks committed, puts refused */
-    else if (ok && q->st_sync_normal)
-        sync_enqueue(q, puts, marks);
-    else
+    else if (ok && q->st_sync_normal) {
+        sync_enqueue(q, puts, marks, spilled, nspilled);
+        spilled = NULL; /* the sync's now */
+    } else
         commit_finish(q, puts, marks, ok);
+    xfree(spilled);
 
     checkpoint_maybe(q);
+    if (q->log) {
+        spill_waiters_go(q);
+        log_restart_maybe(q);
+    }
     /* Puts that arrived during this commit have already waited one commit. */
-    if (q->puts || (q->marks && q->closing))
+    if (q->puts || (q->marks && q->closing) || log_wants_commit(q))
         commit_start(q, true);
     else if (q->marks)
         commit_schedule(q, false);
     else
         maybe_finish_close(q);
+    if (q->log)
+        spill_schedule(q);
 }
 
 static void defer_stop(sq_t *q)
@@ -1460,7 +2084,7 @@ static void defer_stop(sq_t *q)
  * (callbacks never run inside the call that caused them). */
 static void commit_start(sq_t *q, bool may_run_here)
 {
-    if (q->committing || (!q->puts && !q->marks))
+    if (q->committing || (!q->puts && !q->marks && !log_wants_commit(q)))
         return;
     defer_stop(q);
     if (q->timer_armed) {
@@ -1485,6 +2109,7 @@ static void commit_start(sq_t *q, bool may_run_here)
     q->marks = NULL;
     q->marks_tail = &q->marks;
     q->batch_refuse_puts = q->sync_failed;
+    log_plan(q);
     q->committing = true;
     q->work.data = q;
     if (may_run_here && commit_here(q, n)) {
@@ -1838,10 +2463,12 @@ static void maybe_finish_close(sq_t *q)
     if (!q->closing || q->closed || q->committing || q->checkpointing || q->syncing ||
         q->sync_head || q->nreaders)
         return;
-    if (q->puts || q->marks) {
+    if (q->puts || q->marks || log_wants_commit(q)) {
         commit_start(q, false);
         return;
     }
+    if (q->log_epoch_done)
+        log_restart_maybe(q); /* idle: nothing can write to the log meanwhile */
     /* Nothing runs: the next start goes on from the last id used rather
      * than from the end of the reserved block. If this write fails, it
      * starts past the block, as after a crash. */
@@ -2067,6 +2694,8 @@ static void mark_add(sq_t *q, size_t dest_idx, int64_t id, mark_kind_t kind, uns
     m->kind = kind;
     m->attempts = attempts;
     m->rejects = rejects;
+    m->logged = false;
+    m->hot = NULL;
     str_copy(m->reason, sizeof m->reason, reason ? reason : "");
     *q->marks_tail = m;
     q->marks_tail = &m->next;
@@ -2177,6 +2806,13 @@ static err_t sq_reader_fetch(sqr_t *r, size_t max, queue_fetch_cb cb)
         fetch_fresh(r);
         return ERR_OK;
     }
+    if (r->q->log && hot_above(r->q, r->dest_idx, r->cursor)) {
+        /* The file lacks messages of this destination above the cursor:
+         * they go into the table first (spill_waiters_go starts the read). */
+        r->spill_wait = true;
+        commit_schedule(r->q, true);
+        return ERR_OK;
+    }
     uv_queue_work(r->q->loop, &r->work, fetch_work, fetch_done);
     return ERR_OK;
 }
@@ -2202,6 +2838,10 @@ static void sq_reader_close(sqr_t *r)
     if (!r || r->closing)
         return;
     r->closing = true;
+    if (r->spill_wait) {
+        r->spill_wait = false; /* its read never started: nothing to wait for */
+        r->fetching = false;
+    }
     if (!r->fetching)
         reader_free(r);
 }

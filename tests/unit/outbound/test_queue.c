@@ -1238,6 +1238,438 @@ static void test_commit_waits_for_another_writer_off_the_loop(void **state)
     close_q(f, q);
 }
 
+/* ---------------------------------------------------------------- the message log */
+
+static const queue_opts_t log_opts = {.message_log = true, .sync = QUEUE_SYNC_NORMAL};
+static const queue_opts_t log_opts_full = {.message_log = true, .sync = QUEUE_SYNC_FULL};
+
+/* Runs the loop without blocking until *n reaches want (at most ~5 s). */
+static void run_until_n(fx_t *f, const int *n, int want)
+{
+    for (int i = 0; i < 5000 && *n < want; i++) {
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        if (*n < want)
+            usleep(1000);
+    }
+    assert_int_equal(*n, want);
+}
+
+/* Runs the loop for about ms milliseconds. */
+static void run_for(fx_t *f, int ms)
+{
+    for (int i = 0; i < ms; i++) {
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+}
+
+/* What a kill -9 would leave: the queue's files as they are now (the
+ * page cache is what the next process reads), copied to dir/crash. */
+static void crash_image(fx_t *f, char *path, size_t len)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "rm -rf '%s/crash' && mkdir '%s/crash' && cp '%s' '%s-wal' '%s-log' '%s/crash/'",
+             f->dir, f->dir, f->path, f->path, f->path, f->dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, len, "%s/crash/queue.db", f->dir);
+}
+
+static queue_t *open_at(fx_t *f, const char *path, const queue_opts_t *o)
+{
+    queue_t *q = NULL;
+    err_detail_t d;
+    err_clear(&d);
+    err_t e = queue_open(&f->loop, path, o, &q, &d);
+    if (e)
+        fprintf(stderr, "queue_open: %s\n", d.msg);
+    assert_int_equal(e, ERR_OK);
+    return q;
+}
+
+static int64_t rows_in_table(queue_t *q)
+{
+    return db_int(q, "SELECT count(*) FROM msgs");
+}
+
+/* Pending rows of a reopened queue, in order: their control ids' indexes. */
+static size_t pending_indexes(fx_t *f, queue_t *q, int *idx, size_t max)
+{
+    static fetched_t x;
+    queue_reader_t *r = fetch_all(f, q, "hl7", &x);
+    size_t n = x.n < max ? x.n : max;
+    for (size_t i = 0; i < n; i++)
+        idx[i] = ctrl_index(x.rows[i]);
+    n = x.n;
+    free_fetched(&x);
+    queue_reader_close(r);
+    return n;
+}
+
+/* Messages a caught-up reader will take are acknowledged from the log,
+ * not the table; a crash then loses none of them: the next open puts them
+ * in the table, in order, with their ids and contents. */
+static void test_log_hot_puts_survive_a_crash(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, &log_opts);
+    queue_reader_t *r = NULL;
+    static fetched_t x;
+    memset(&x, 0, sizeof x);
+    assert_int_equal(queue_reader_open(q, "hl7", NULL, &x, &r, NULL), ERR_OK);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(put_one(q, &p, "hl7", i, 300 + (size_t)i), ERR_OK);
+    run_until_n(f, &p.n, 10);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(p.st[i], ERR_OK);
+    assert_int_equal(rows_in_table(q), 0); /* hot: in the log only */
+    assert_int_equal(queue_depth(q, "hl7"), 10);
+
+    char path[300];
+    crash_image(f, path, sizeof path);
+    queue_reader_close(r);
+    close_q(f, q);
+
+    q = open_at(f, path, &log_opts);
+    assert_int_equal(queue_depth(q, "hl7"), 10);
+    r = fetch_all(f, q, "hl7", &x);
+    assert_int_equal(x.n, 10);
+    for (size_t i = 0; i < x.n; i++) {
+        assert_int_equal(ctrl_index(x.rows[i]), (int)i);
+        assert_int_equal(x.rows[i]->id, p.id[i]);
+        assert_int_equal(x.rows[i]->payload_len, 300 + i);
+        assert_int_equal(x.rows[i]->payload[0], 'A' + (int)i % 26);
+        assert_string_equal(x.rows[i]->findings, "M4304 rejected");
+    }
+    free_fetched(&x);
+    queue_reader_close(r);
+    close_q(f, q);
+}
+
+/* Delivered hot messages are not brought back by a crash; the ones not
+ * delivered are, once each. */
+static void test_log_delivered_not_replayed(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, &log_opts);
+    static fetched_t x;
+    memset(&x, 0, sizeof x);
+    queue_reader_t *r = NULL;
+    assert_int_equal(queue_reader_open(q, "hl7", NULL, &x, &r, NULL), ERR_OK);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(put_one(q, &p, "hl7", i, 200), ERR_OK);
+    run_until_n(f, &p.n, 8);
+    x.done = false;
+    assert_int_equal(queue_reader_fetch(r, 100, fetch_cb), ERR_OK);
+    int done = 0;
+    while (!x.done && done++ < 1000)
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(x.n, 8);
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(queue_mark_delivered(r, x.rows[i]->id), ERR_OK);
+    free_fetched(&x);
+    run_for(f, 60); /* the marks wait 10 ms for company, then commit */
+    assert_int_equal(queue_reader_unsynced(r), 0);
+    assert_int_equal(rows_in_table(q), 0); /* no row was ever written or deleted */
+
+    char path[300];
+    crash_image(f, path, sizeof path);
+    queue_reader_close(r);
+    close_q(f, q);
+    q = open_at(f, path, &log_opts);
+    int idx[16];
+    assert_int_equal(pending_indexes(f, q, idx, 16), 3);
+    assert_int_equal(idx[0], 5);
+    assert_int_equal(idx[2], 7);
+    close_q(f, q);
+}
+
+/* A hot message not delivered within half a second becomes a row (where
+ * spinegate-admin sees it); delivered afterwards, a crash does not bring it
+ * back (the log says the table has it). */
+static void test_log_spill_by_age(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, &log_opts);
+    static fetched_t x;
+    memset(&x, 0, sizeof x);
+    queue_reader_t *r = NULL;
+    assert_int_equal(queue_reader_open(q, "hl7", NULL, &x, &r, NULL), ERR_OK);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
+    run_until_n(f, &p.n, 4);
+    assert_int_equal(rows_in_table(q), 0);
+    run_for(f, 700);
+    assert_int_equal(rows_in_table(q), 4); /* spilled */
+
+    char path[300];
+    crash_image(f, path, sizeof path);
+    x.done = false;
+    assert_int_equal(queue_reader_fetch(r, 100, fetch_cb), ERR_OK);
+    for (int i = 0; i < 1000 && !x.done; i++)
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(x.n, 4);
+    for (size_t i = 0; i < x.n; i++)
+        assert_int_equal(queue_mark_delivered(r, x.rows[i]->id), ERR_OK);
+    free_fetched(&x);
+    run_for(f, 60);
+    assert_int_equal(rows_in_table(q), 0);
+    run_for(f, 60); /* the log records that follow the rows' deletion */
+    char path2[300];
+    {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd,
+                 "rm -rf '%s/crash2' && mkdir '%s/crash2' && cp '%s' '%s-wal' '%s-log' '%s/crash2/'",
+                 f->dir, f->dir, f->path, f->path, f->path, f->dir);
+        assert_int_equal(system(cmd), 0);
+        snprintf(path2, sizeof path2, "%s/crash2/queue.db", f->dir);
+    }
+    queue_reader_close(r);
+    close_q(f, q);
+
+    /* Crashed while the rows waited: each once. */
+    q = open_at(f, path, &log_opts);
+    int idx[16];
+    assert_int_equal(pending_indexes(f, q, idx, 16), 4);
+    assert_int_equal(idx[3], 3);
+    close_q(f, q);
+    /* Crashed after they were delivered from the table: none. */
+    q = open_at(f, path2, &log_opts);
+    assert_int_equal(pending_indexes(f, q, idx, 16), 0);
+    close_q(f, q);
+}
+
+/* A clean stop leaves every pending message a row and the log empty, so a
+ * run with the log off (or spinegate-admin) finds them all. */
+static void test_log_close_leaves_rows(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, &log_opts_full);
+    static fetched_t x;
+    memset(&x, 0, sizeof x);
+    queue_reader_t *r = NULL;
+    assert_int_equal(queue_reader_open(q, "hl7", NULL, &x, &r, NULL), ERR_OK);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
+    run_until_n(f, &p.n, 6);
+    assert_int_equal(rows_in_table(q), 0);
+    queue_reader_close(r);
+    close_q(f, q);
+    char logp[300];
+    snprintf(logp, sizeof logp, "%s-log", f->path);
+    assert_int_equal(file_size(logp), 64); /* the header alone */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK); /* as spinegate-admin reads it */
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM msgs", -1, &st, NULL), 0);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 6);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+
+    q = open_q(f, NULL); /* the log off */
+    assert_int_equal(rows_in_table(q), 6);
+    int idx[16];
+    assert_int_equal(pending_indexes(f, q, idx, 16), 6);
+    close_q(f, q);
+    assert_int_equal(file_size(logp), -1); /* read and removed by a run without it */
+}
+
+/* A crash image opened by a run with the log off still gets its messages. */
+static void test_log_read_with_log_off(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, &log_opts);
+    static fetched_t x;
+    memset(&x, 0, sizeof x);
+    queue_reader_t *r = NULL;
+    assert_int_equal(queue_reader_open(q, "hl7", NULL, &x, &r, NULL), ERR_OK);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
+    run_until_n(f, &p.n, 3);
+    char path[300];
+    crash_image(f, path, sizeof path);
+    queue_reader_close(r);
+    close_q(f, q);
+    q = open_at(f, path, NULL);
+    int idx[16];
+    assert_int_equal(pending_indexes(f, q, idx, 16), 3);
+    close_q(f, q);
+}
+
+/* Without a reader (or with worklist items) messages are rows as before. */
+static void test_log_cold_without_reader(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, &log_opts);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
+    run_until_n(f, &p.n, 5);
+    assert_int_equal(rows_in_table(q), 5);
+    close_q(f, q);
+}
+
+/* A retried hot message becomes a row carrying its attempts. */
+static void test_log_attempt_spills(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, &log_opts);
+    static fetched_t x;
+    memset(&x, 0, sizeof x);
+    queue_reader_t *r = NULL;
+    assert_int_equal(queue_reader_open(q, "hl7", NULL, &x, &r, NULL), ERR_OK);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    assert_int_equal(put_one(q, &p, "hl7", 0, 100), ERR_OK);
+    run_until_n(f, &p.n, 1);
+    x.done = false;
+    assert_int_equal(queue_reader_fetch(r, 10, fetch_cb), ERR_OK);
+    for (int i = 0; i < 1000 && !x.done; i++)
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(x.n, 1);
+    assert_int_equal(queue_mark_attempt(r, x.rows[0]->id, 1, 1, "AE from billing"), ERR_OK);
+    free_fetched(&x);
+    run_for(f, 60);
+    assert_int_equal(db_int(q, "SELECT attempts FROM msgs"), 1);
+    assert_int_equal(db_int(q, "SELECT rejects FROM msgs"), 1);
+    queue_reader_close(r);
+    close_q(f, q);
+}
+
+/* Past 4 MiB the log starts over (the table took what was hot), and a
+ * crash after that still loses nothing and brings back nothing delivered. */
+static void test_log_restarts(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, &log_opts);
+    static fetched_t x;
+    memset(&x, 0, sizeof x);
+    queue_reader_t *r = NULL;
+    assert_int_equal(queue_reader_open(q, "hl7", NULL, &x, &r, NULL), ERR_OK);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    char logp[300];
+    snprintf(logp, sizeof logp, "%s-log", f->path);
+    off_t peak = 0;
+    int sent = 0;
+    for (int round = 0; round < 12; round++) {
+        for (int i = 0; i < 50; i++, sent++)
+            assert_int_equal(put_one(q, &p, "hl7", sent, 8000), ERR_OK);
+        run_until_n(f, &p.n, sent);
+        x.done = false;
+        x.n = 0;
+        assert_int_equal(queue_reader_fetch(r, 100, fetch_cb), ERR_OK);
+        for (int i = 0; i < 1000 && !x.done; i++)
+            uv_run(&f->loop, UV_RUN_NOWAIT);
+        assert_int_equal(x.n, 50);
+        for (size_t i = 0; i < x.n; i++)
+            assert_int_equal(queue_mark_delivered(r, x.rows[i]->id), ERR_OK);
+        free_fetched(&x);
+        run_for(f, 30);
+        off_t sz = file_size(logp);
+        if (sz > peak)
+            peak = sz;
+    }
+    assert_true(peak > (off_t)(4 << 20) - 2 * 8200 * 50);
+    assert_true(file_size(logp) < peak); /* started over */
+    for (int i = 0; i < 3; i++, sent++)
+        assert_int_equal(put_one(q, &p, "hl7", sent, 100), ERR_OK);
+    run_until_n(f, &p.n, sent);
+    char path[300];
+    crash_image(f, path, sizeof path);
+    queue_reader_close(r);
+    close_q(f, q);
+    q = open_at(f, path, &log_opts);
+    int idx[16];
+    assert_int_equal(pending_indexes(f, q, idx, 16), 3);
+    assert_int_equal(idx[0], 600);
+    close_q(f, q);
+}
+
+/* A crash in the middle of a log write: the torn record is not read, the
+ * messages before it are. */
+static void test_log_torn_tail(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, &log_opts);
+    static fetched_t x;
+    memset(&x, 0, sizeof x);
+    queue_reader_t *r = NULL;
+    assert_int_equal(queue_reader_open(q, "hl7", NULL, &x, &r, NULL), ERR_OK);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(put_one(q, &p, "hl7", i, 500), ERR_OK);
+        run_until_n(f, &p.n, i + 1); /* one record a write */
+    }
+    char path[300];
+    crash_image(f, path, sizeof path);
+    queue_reader_close(r);
+    close_q(f, q);
+    char logp[320];
+    snprintf(logp, sizeof logp, "%s-log", path);
+    off_t sz = file_size(logp);
+    assert_int_equal(truncate(logp, sz - 100), 0); /* the last record cut short */
+    q = open_at(f, path, &log_opts);
+    int idx[16];
+    assert_int_equal(pending_indexes(f, q, idx, 16), 3);
+    assert_int_equal(idx[2], 2);
+    close_q(f, q);
+}
+
+/* A reader that falls behind its memory (more than its ring holds) reads
+ * the file, and the file must then hold the hot messages: they are spilled
+ * first, and every message comes out once, in order. */
+static void test_log_reader_behind_reads_spilled(void **state)
+{
+    fx_t *f = *state;
+    queue_t *q = open_q(f, &log_opts);
+    static fetched_t x;
+    memset(&x, 0, sizeof x);
+    queue_reader_t *r = NULL;
+    assert_int_equal(queue_reader_open(q, "hl7", NULL, &x, &r, NULL), ERR_OK);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < 700; i++)
+        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
+    run_until_n(f, &p.n, 700);
+    assert_true(rows_in_table(q) < 700); /* some went hot */
+    size_t got = 0;
+    while (queue_reader_has_more(r)) {
+        x.done = false;
+        assert_int_equal(queue_reader_fetch(r, 100, fetch_cb), ERR_OK);
+        for (int i = 0; i < 3000 && !x.done; i++) {
+            uv_run(&f->loop, UV_RUN_NOWAIT);
+            if (!x.done)
+                usleep(200);
+        }
+        assert_true(x.done);
+        assert_int_equal(x.st, ERR_OK);
+        for (; got < x.n; got++)
+            assert_int_equal(ctrl_index(x.rows[got]), (int)got);
+    }
+    assert_int_equal(got, 700);
+    for (size_t i = 0; i < x.n; i++)
+        assert_int_equal(queue_mark_delivered(r, x.rows[i]->id), ERR_OK);
+    free_fetched(&x);
+    run_for(f, 60);
+    assert_int_equal(rows_in_table(q), 0);
+    queue_reader_close(r);
+    close_q(f, q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1260,6 +1692,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_v1_file_converted, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_commit_waits_for_another_writer_off_the_loop,
                                         fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_hot_puts_survive_a_crash, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_delivered_not_replayed, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_spill_by_age, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_close_leaves_rows, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_read_with_log_off, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_cold_without_reader, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_attempt_spills, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_restarts, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_torn_tail, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_reader_behind_reads_spilled, fx_setup,
+                                        fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -215,6 +215,11 @@ size_t qlog_pending_bytes(const qlog_t *l)
     return l->len;
 }
 
+void qlog_discard(qlog_t *l)
+{
+    l->len = 0;
+}
+
 const char *qlog_stop_str(qlog_stop_t stop)
 {
     switch (stop) {

@@ -5,7 +5,8 @@
  * length over the limit and at an older epoch's records, and appends go
  * right after the last valid record; a short or damaged header is an empty
  * log; a write that fails partway leaves nothing a later scan could find;
- * a restart cuts the file to keep_bytes. */
+ * a restart cuts the file to keep_bytes; records straddling the scan's read
+ * window, or larger than it, come back whole. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -204,6 +205,27 @@ static qlog_t *new_log(const char *path)
     assert_int_equal(qlog_epoch(l), 1);
     assert_int_equal(qlog_size(l), QLOG_HEADER_SIZE);
     return l;
+}
+
+typedef struct {
+    int64_t next;        /* the id the next record must have */
+    unsigned char *want; /* scratch for the payload it must have */
+} pattern_check_t;
+
+/* Checks each record's id and payload bytes against the pattern
+ * test_records_across_read_window wrote. */
+static err_t check_payload(const qlog_record_t *rec, void *user)
+{
+    pattern_check_t *c = user;
+    int64_t id = rec->id;
+    assert_int_equal(id, c->next);
+    size_t plen = id == 200 ? (size_t)3 << 20 : 4000 + (size_t)id * 3;
+    assert_int_equal(rec->put.payload_len, plen);
+    for (size_t i = 0; i < plen; i++)
+        c->want[i] = (unsigned char)(id * 31 + (int64_t)(i % 251));
+    assert_memory_equal(rec->put.payload, c->want, plen);
+    c->next++;
+    return ERR_OK;
 }
 
 /* ---- the tests ---- */
@@ -704,6 +726,45 @@ static void test_restart_keep_bytes(void **state)
     qlog_close(l);
 }
 
+/* Records across the scan's 1 MiB read window: many that straddle its
+ * edges, and one larger than the window. */
+static void test_records_across_read_window(void **state)
+{
+    fx_t *f = *state;
+    const size_t big = (size_t)3 << 20, max_record = (size_t)4 << 20;
+    qlog_t *l = open_ok(f->path, max_record);
+    assert_int_equal(qlog_restart(l, 0), 0);
+    unsigned char *payload = malloc(big);
+    qlog_put_t p;
+    for (int64_t id = 1; id <= 400; id++) {
+        size_t plen = id == 200 ? big : 4000 + (size_t)id * 3;
+        for (size_t i = 0; i < plen; i++)
+            payload[i] = (unsigned char)(id * 31 + (int64_t)(i % 251));
+        p = (qlog_put_t){.id = id,
+                         .dest = "hl7",
+                         .control_id = "",
+                         .content_type = "t",
+                         .payload = payload,
+                         .payload_len = plen};
+        assert_int_equal(qlog_add_put(l, &p), ERR_OK);
+        if (id % 50 == 0)
+            assert_int_equal(qlog_write(l), 0);
+    }
+    uint64_t end = qlog_size(l);
+    qlog_close(l);
+
+    l = open_ok(f->path, max_record);
+    qlog_scan_stats_t st;
+    err_detail_t d;
+    pattern_check_t c = {1, payload};
+    assert_int_equal(qlog_scan(l, check_payload, &c, &st, &d), ERR_OK);
+    assert_int_equal(c.next, 401);
+    assert_int_equal(st.stop, QLOG_STOP_END);
+    assert_int_equal(st.end, end);
+    free(payload);
+    qlog_close(l);
+}
+
 static err_t refuse_second(const qlog_record_t *rec, void *user)
 {
     (void)rec;
@@ -758,6 +819,7 @@ int main(void)
         T(test_add_refuses_what_a_scan_would),
         T(test_failed_write_counts_for_nothing),
         T(test_restart_keep_bytes),
+        T(test_records_across_read_window),
         T(test_callback_error_stops_scan),
         T(test_open_errors),
     };

@@ -220,6 +220,11 @@ void qlog_discard(qlog_t *l)
     l->len = 0;
 }
 
+int qlog_fd(const qlog_t *l)
+{
+    return l->fd;
+}
+
 const char *qlog_stop_str(qlog_stop_t stop)
 {
     switch (stop) {

@@ -149,6 +149,10 @@ err_t qlog_add_put(qlog_t *l, const qlog_put_t *put);
 /* Adds a DELIVERED record of id to the buffer (no syscall). */
 void qlog_add_delivered(qlog_t *l, int64_t id);
 
+/* The file's descriptor, for an fdatasync that must not touch l (it runs
+ * while another thread writes): a caller whose sync fails stops writing. */
+int qlog_fd(const qlog_t *l);
+
 /* Drops what is buffered, unwritten: the records of a batch refused before
  * its write (its table part failed). */
 void qlog_discard(qlog_t *l);

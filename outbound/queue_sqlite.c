@@ -120,7 +120,7 @@ typedef struct put_req {
     bool hot;
     bool spill;      /* hot: to be spilled by the next commit */
     bool spilling;   /* hot: the running commit spills it */
-    bool gone;       /* hot: the running commit logs its delivery */
+    bool gone;       /* hot: to be freed, delivered (logged) or now a row */
     uint64_t hot_ms; /* loop time it became hot */
     struct put_req *hot_next;
     queue__texts_t t; /* pointing after the request, in the same allocation */
@@ -258,6 +258,7 @@ struct sq {
     bool batch_sql;           /* the running batch has table work (always, without the log) */
     bool batch_log;           /* the running batch has log records */
     bool batch_sql_done;      /* its table part committed */
+    bool batch_log_failed;    /* its log write failed */
     bool batch_restart;       /* it writes log-epoch-done (restarting the log) */
     int64_t batch_raise;      /* the ids-below it writes; 0: none */
     bool log_restart_due;     /* the log is over LOG_RESTART_BYTES */
@@ -267,6 +268,7 @@ struct sq {
     bool wal_unsynced;        /* queue-sync=full: the table was written since the last sync */
     bool sync_log, sync_wal;  /* what the running sync covers */
     int sync_log_errno;
+    int log_fd; /* the log's descriptor, for the sync */
     sqlite3_stmt *st_epoch_done, *st_insert_ignore;
     /* Spilled messages whose rows are durable in the table: the next log
      * write says so (a DELIVERED record: "do not replay"), so that a replay
@@ -319,7 +321,8 @@ struct sqr {
     int64_t fresh_from;
     bool fresh_ready; /* rows/new_cursor hold a fetch served from memory */
     /* The message log: a file fetch waits while hot messages above the
-     * cursor are being spilled into the table (spill_wait_start). */
+     * cursor are being spilled into the table (sq_reader_fetch, then
+     * spill_waiters_go starts it). */
     bool spill_wait;
 };
 
@@ -849,8 +852,14 @@ static err_t replay_record(const qlog_record_t *rec, void *user)
                          .payload_len = r->payload_len,
                          .findings = r->findings,
                          .meta = r->meta};
-    if (queue__item_check(&item, rp->q->opts.max_payload) != ERR_OK)
-        return ERR_OK; /* not a message this queue would have taken: skipped */
+    /* No payload limit: a lower max-message-size since does not drop what
+     * was acknowledged. Its CRC matched, so this takes a bug or a forgery. */
+    if (queue__item_check(&item, SIZE_MAX) != ERR_OK) {
+        log_error("queue: message log: record of message %" PRId64 " is not a valid message: "
+                  "skipped",
+                  r->id);
+        return ERR_OK;
+    }
     queue__texts_t t;
     put_req_t *p = queue__item_copy(&item, sizeof *p, &t);
     p->t = t;
@@ -937,20 +946,23 @@ static err_t log_open(sq_t *q, err_detail_t *d)
     xfree(path);
     size_t kept = 0;
     if (!e) {
-        qsort(rp.delivered, rp.ndelivered, sizeof *rp.delivered, cmp_id);
+        if (rp.ndelivered) /* (qsort and bsearch take no NULL, even for none) */
+            qsort(rp.delivered, rp.ndelivered, sizeof *rp.delivered, cmp_id);
         int rc = exec(q->db, "BEGIN IMMEDIATE");
         for (size_t i = 0; rc == SQLITE_OK && i < rp.nputs; i++) {
             put_req_t *p = rp.puts[i];
-            if (bsearch(&p->id, rp.delivered, rp.ndelivered, sizeof *rp.delivered, cmp_id))
+            if (rp.ndelivered &&
+                bsearch(&p->id, rp.delivered, rp.ndelivered, sizeof *rp.delivered, cmp_id))
                 continue;
             rc = insert_row(q, q->st_insert_ignore, p);
             kept += sqlite3_changes(q->db) > 0;
         }
-        /* A log with no valid header starts the count again: its records
-         * are unreadable, and its next epoch must be above what is done. */
+        /* Done: this epoch, replayed or older than what was done (a log
+         * put back from a copy), so that the next one is above it; a log
+         * with no valid header starts the count again from 0. */
         if (rc == SQLITE_OK) {
             sqlite3_bind_int64(q->st_epoch_done, 1,
-                               replay ? (int64_t)qlog_epoch(q->log) : h == QLOG_HEADER_OK ? done : 0);
+                               h == QLOG_HEADER_OK ? (int64_t)qlog_epoch(q->log) : 0);
             rc = step_done(q->st_epoch_done);
         }
         if (rc == SQLITE_OK)
@@ -1386,10 +1398,13 @@ static void log_plan(sq_t *q)
 }
 
 /* The outcome of the batch's part in the log, on the loop (commit_done):
- * sql_done says whether its table part committed, ok whether the whole
- * batch (the log write too) did. */
-static void log_batch_end(sq_t *q, bool ok, mark_req_t *marks)
+ * batch_sql_done says whether its table part committed, ok whether the
+ * whole batch (the log write too) did. With queue-sync=full, *spilled
+ * gets the ids it made rows (xfree), to be recorded once they are synced. */
+static void log_batch_end(sq_t *q, bool ok, mark_req_t *marks, int64_t **spilled, size_t *nspilled)
 {
+    *spilled = NULL;
+    *nspilled = 0;
     if (!q->log)
         return;
     for (mark_req_t *m = marks; m; m = m->next)
@@ -1400,8 +1415,15 @@ static void log_batch_end(sq_t *q, bool ok, mark_req_t *marks)
         h->spilling = false;
         if (q->batch_sql_done) {
             h->gone = true;
-            if (q->opts.sync != QUEUE_SYNC_FULL && !q->batch_restart)
+            if (q->batch_restart)
+                continue; /* that epoch is never read again */
+            if (q->opts.sync != QUEUE_SYNC_FULL) {
                 spill_rec_add(q, h->id);
+            } else {
+                if (!*spilled)
+                    *spilled = xmalloc(q->nbatch_spills * sizeof **spilled);
+                (*spilled)[(*nspilled)++] = h->id;
+            }
         } else if (q->closing) {
             /* The table refuses it even now: the log still holds it, and
              * the next open replays it. */
@@ -1416,6 +1438,11 @@ static void log_batch_end(sq_t *q, bool ok, mark_req_t *marks)
     hot_sweep(q);
     if (q->batch_sql_done)
         q->wal_unsynced = true;
+    if (q->batch_log_failed && !q->log_failed) {
+        q->log_failed = true;
+        log_error("queue: message log write failed: every message goes to the table until a "
+                  "restart of the daemon (the log is read back then)");
+    }
     if (q->closing && q->batch_restart && !q->batch_sql_done)
         q->log_failed = true; /* give up at close: the next open replays the log */
     if (q->batch_restart && q->batch_sql_done) {
@@ -1428,19 +1455,6 @@ static void log_batch_end(sq_t *q, bool ok, mark_req_t *marks)
         if (qlog_size(q->log) > LOG_RESTART_BYTES)
             q->log_restart_due = true;
     }
-}
-
-/* The spilled ids of a batch of queue-sync=full, for its sync. */
-static void log_batch_spilled(sq_t *q, int64_t **ids, size_t *n)
-{
-    *ids = NULL;
-    *n = 0;
-    if (!q->log || q->opts.sync != QUEUE_SYNC_FULL || !q->batch_sql_done || q->batch_restart ||
-        !q->nbatch_spills)
-        return;
-    *ids = xmalloc(q->nbatch_spills * sizeof **ids);
-    for (size_t i = 0; i < q->nbatch_spills; i++)
-        (*ids)[(*n)++] = q->batch_spills[i]->id;
 }
 
 /* Starts the log's next epoch once the table holds everything of this one
@@ -1672,10 +1686,12 @@ static void commit_body(sq_t *q, int rc)
                 q->ids_below = q->batch_raise;
         }
     }
+    q->batch_log_failed = false;
     if (rc == SQLITE_OK && q->batch_log) {
         int e = qlog_write(q->log);
         if (e != 0) {
             rc = SQLITE_IOERR;
+            q->batch_log_failed = true;
             snprintf(q->batch_err, sizeof q->batch_err, "message log: %s", strerror(-e));
         }
     } else if (q->log && q->batch_log) {
@@ -1847,9 +1863,11 @@ static void sync_work(uv_work_t *w)
         q->sync_errno = fdatasync(q->wal_fd) == 0 ? 0 : errno;
     q->sync_log_errno = 0;
     if (q->sync_log && !q->sync_errno) {
-        int rc = qlog_sync(q->log);
-        q->sync_log_errno = -rc;
-        q->sync_errno = -rc;
+        /* The descriptor, not qlog_sync: the next commit may write the
+         * log on the loop meanwhile; a failure turns the log off instead
+         * (sync_done). */
+        if (fdatasync(q->log_fd) != 0)
+            q->sync_log_errno = q->sync_errno = errno;
     }
     uint64_t us = (uv_hrtime() - t0) / 1000;
     q->sync_us = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
@@ -1976,6 +1994,8 @@ static void sync_start(sq_t *q)
      * written since the last sync needs one. */
     q->sync_wal = !q->log || q->wal_unsynced;
     q->sync_log = q->log && q->log_unsynced;
+    if (q->sync_log)
+        q->log_fd = qlog_fd(q->log);
     q->wal_unsynced = q->log_unsynced = false;
     q->syncing = true;
     q->syncwork.data = q;
@@ -2015,10 +2035,9 @@ static void commit_done(uv_work_t *w, int status)
         log_error("queue: synchronous=FULL not restored after a group commit: %s",
                   sqlite3_errmsg(q->db));
     }
-    log_batch_end(q, ok, marks);
     int64_t *spilled;
     size_t nspilled;
-    log_batch_spilled(q, &spilled, &nspilled);
+    log_batch_end(q, ok, marks, &spilled, &nspilled);
     if (ok && puts)
         QUEUE_CRASH_POINT("put-committed"); /* stored, the sender not yet answered */
     if (ok && marks)

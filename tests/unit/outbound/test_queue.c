@@ -1391,10 +1391,9 @@ static void test_log_delivered_not_replayed(void **state)
 /* A hot message not delivered within half a second becomes a row (where
  * spinegate-admin sees it); delivered afterwards, a crash does not bring it
  * back (the log says the table has it). */
-static void test_log_spill_by_age(void **state)
+static void spill_by_age(fx_t *f, const queue_opts_t *o)
 {
-    fx_t *f = *state;
-    queue_t *q = open_q(f, &log_opts);
+    queue_t *q = open_q(f, o);
     static fetched_t x;
     memset(&x, 0, sizeof x);
     queue_reader_t *r = NULL;
@@ -1434,15 +1433,27 @@ static void test_log_spill_by_age(void **state)
     close_q(f, q);
 
     /* Crashed while the rows waited: each once. */
-    q = open_at(f, path, &log_opts);
+    q = open_at(f, path, o);
     int idx[16];
     assert_int_equal(pending_indexes(f, q, idx, 16), 4);
     assert_int_equal(idx[3], 3);
     close_q(f, q);
     /* Crashed after they were delivered from the table: none. */
-    q = open_at(f, path2, &log_opts);
+    q = open_at(f, path2, o);
     assert_int_equal(pending_indexes(f, q, idx, 16), 0);
     close_q(f, q);
+}
+
+static void test_log_spill_by_age(void **state)
+{
+    spill_by_age(*state, &log_opts);
+}
+
+/* With queue-sync=full the "the table holds it" records wait for the sync
+ * of the rows they speak of. */
+static void test_log_spill_by_age_full(void **state)
+{
+    spill_by_age(*state, &log_opts_full);
 }
 
 /* A clean stop leaves every pending message a row and the log empty, so a
@@ -1690,11 +1701,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ids_never_reused, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_commit_waits_one_poll, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_v1_file_converted, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_commit_waits_for_another_writer_off_the_loop,
-                                        fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_waits_for_another_writer_off_the_loop, fx_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_hot_puts_survive_a_crash, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_delivered_not_replayed, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_spill_by_age, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_spill_by_age_full, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_close_leaves_rows, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_read_with_log_off, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_cold_without_reader, fx_setup, fx_teardown),

@@ -255,18 +255,18 @@ struct sq {
     size_t nhot;
     put_req_t **batch_spills; /* hot messages the running batch copies into the table */
     size_t nbatch_spills, cap_spills;
-    bool batch_sql;           /* the running batch has table work (always, without the log) */
-    bool batch_log;           /* the running batch has log records */
-    bool batch_sql_done;      /* its table part committed */
-    bool batch_log_failed;    /* its log write failed */
-    bool batch_restart;       /* it writes log-epoch-done (restarting the log) */
-    int64_t batch_raise;      /* the ids-below it writes; 0: none */
-    bool log_restart_due;     /* the log is over LOG_RESTART_BYTES */
-    bool log_epoch_done;      /* log-epoch-done is committed: restart once durable and idle */
-    bool log_failed;          /* a log write, sync or restart failed: the log takes nothing */
-    bool log_unsynced;        /* queue-sync=full: the log was written since the last sync */
-    bool wal_unsynced;        /* queue-sync=full: the table was written since the last sync */
-    bool sync_log, sync_wal;  /* what the running sync covers */
+    bool batch_sql;          /* the running batch has table work (always, without the log) */
+    bool batch_log;          /* the running batch has log records */
+    bool batch_sql_done;     /* its table part committed */
+    bool batch_log_failed;   /* its log write failed */
+    bool batch_restart;      /* it writes log-epoch-done (restarting the log) */
+    int64_t batch_raise;     /* the ids-below it writes; 0: none */
+    bool log_restart_due;    /* the log is over LOG_RESTART_BYTES */
+    bool log_epoch_done;     /* log-epoch-done is committed: restart once durable and idle */
+    bool log_failed;         /* a log write, sync or restart failed: the log takes nothing */
+    bool log_unsynced;       /* queue-sync=full: the log was written since the last sync */
+    bool wal_unsynced;       /* queue-sync=full: the table was written since the last sync */
+    bool sync_log, sync_wal; /* what the running sync covers */
     int sync_log_errno;
     int log_fd; /* the log's descriptor, for the sync */
     sqlite3_stmt *st_epoch_done, *st_insert_ignore;
@@ -1365,8 +1365,8 @@ static void log_plan(sq_t *q)
         q->batch_sql = true;
     for (mark_req_t *m = q->batch_marks; m; m = m->next) {
         m->hot = hot_find(q, m->id);
-        m->logged = m->hot && m->kind == MARK_DELIVERED && !restart && !q->log_failed &&
-                    !m->hot->spill;
+        m->logged =
+            m->hot && m->kind == MARK_DELIVERED && !restart && !q->log_failed && !m->hot->spill;
         if (m->logged) {
             qlog_add_delivered(q->log, m->id);
             m->hot->gone = true; /* provisionally: log_batch_end undoes it on failure */

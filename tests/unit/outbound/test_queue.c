@@ -1423,9 +1423,10 @@ static void spill_by_age(fx_t *f, const queue_opts_t *o)
     char path2[300];
     {
         char cmd[1024];
-        snprintf(cmd, sizeof cmd,
-                 "rm -rf '%s/crash2' && mkdir '%s/crash2' && cp '%s' '%s-wal' '%s-log' '%s/crash2/'",
-                 f->dir, f->dir, f->path, f->path, f->path, f->dir);
+        snprintf(
+            cmd, sizeof cmd,
+            "rm -rf '%s/crash2' && mkdir '%s/crash2' && cp '%s' '%s-wal' '%s-log' '%s/crash2/'",
+            f->dir, f->dir, f->path, f->path, f->path, f->dir);
         assert_int_equal(system(cmd), 0);
         snprintf(path2, sizeof path2, "%s/crash2/queue.db", f->dir);
     }

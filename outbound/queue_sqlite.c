@@ -821,7 +821,7 @@ static void free_handles(sq_t *q)
 
 static void commit_timer_cb(uv_timer_t *t);
 
-static int insert_row(sq_t *q, sqlite3_stmt *st, const put_req_t *p);
+static int insert_row(sqlite3_stmt *st, const put_req_t *p);
 
 /* ---------------------------------------------------------------- log at open */
 
@@ -954,7 +954,7 @@ static err_t log_open(sq_t *q, err_detail_t *d)
             if (rp.ndelivered &&
                 bsearch(&p->id, rp.delivered, rp.ndelivered, sizeof *rp.delivered, cmp_id))
                 continue;
-            rc = insert_row(q, q->st_insert_ignore, p);
+            rc = insert_row(q->st_insert_ignore, p);
             kept += sqlite3_changes(q->db) > 0;
         }
         /* Done: this epoch, replayed or older than what was done (a log
@@ -1579,7 +1579,7 @@ static void batch_end(sq_t *q)
 }
 
 /* One row of the table from a put (a new one, or a hot message spilled). */
-static int insert_row(sq_t *q, sqlite3_stmt *st, const put_req_t *p)
+static int insert_row(sqlite3_stmt *st, const put_req_t *p)
 {
     sqlite3_bind_int64(st, 8, p->id);
     sqlite3_bind_text(st, 1, p->t.dest, -1, SQLITE_STATIC);
@@ -1589,7 +1589,6 @@ static int insert_row(sq_t *q, sqlite3_stmt *st, const put_req_t *p)
     bind_text_or_null(st, 5, p->t.findings);
     sqlite3_bind_int64(st, 6, p->created_ms);
     bind_text_or_null(st, 7, p->t.meta);
-    (void)q;
     return step_done(st);
 }
 
@@ -1610,7 +1609,7 @@ static void commit_body(sq_t *q, int rc)
             what = "id";
         }
         for (size_t i = 0; rc == SQLITE_OK && i < q->nbatch_spills; i++) {
-            rc = insert_row(q, q->st_insert, q->batch_spills[i]);
+            rc = insert_row(q->st_insert, q->batch_spills[i]);
             what = "spill";
         }
         for (put_req_t *p = q->batch_refuse_puts ? NULL : q->batch_puts; rc == SQLITE_OK && p;
@@ -1624,7 +1623,7 @@ static void commit_body(sq_t *q, int rc)
                 if (rc != SQLITE_OK)
                     break;
             }
-            rc = insert_row(q, st, p);
+            rc = insert_row(st, p);
             what = "insert";
             if (rc == SQLITE_OK && p->t.worklist) {
                 /* The item and the row it describes commit together or not at all. */

@@ -1263,6 +1263,35 @@ static void run_for(fx_t *f, int ms)
     }
 }
 
+/* The queue with the message log as o says, and a reader of hl7 caught up
+ * (so that puts to hl7 go to the log). */
+static queue_t *open_with_reader(fx_t *f, const queue_opts_t *o, fetched_t *x, queue_reader_t **r)
+{
+    queue_t *q = open_q(f, o);
+    memset(x, 0, sizeof *x);
+    assert_int_equal(queue_reader_open(q, "hl7", NULL, x, r, NULL), ERR_OK);
+    return q;
+}
+
+/* Puts count messages of len bytes to hl7 and waits for every callback. */
+static void put_n(fx_t *f, queue_t *q, puts_t *p, int count, size_t len)
+{
+    memset(p, 0, sizeof *p);
+    for (int i = 0; i < count; i++)
+        assert_int_equal(put_one(q, p, "hl7", i, len), ERR_OK);
+    run_until_n(f, &p->n, count);
+}
+
+/* One fetch of at most max rows, added to x, waited for. */
+static void fetch_once(fx_t *f, queue_reader_t *r, fetched_t *x, size_t max)
+{
+    x->done = false;
+    assert_int_equal(queue_reader_fetch(r, max, fetch_cb), ERR_OK);
+    for (int i = 0; i < 1000 && !x->done; i++)
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_true(x->done);
+}
+
 /* What a kill -9 would leave: the queue's files as they are now (the
  * page cache is what the next process reads), copied to dir/crash. */
 static void crash_image(fx_t *f, char *path, size_t len)
@@ -1353,16 +1382,11 @@ static void test_log_hot_puts_survive_a_crash(void **state)
 static void test_log_delivered_not_replayed(void **state)
 {
     fx_t *f = *state;
-    queue_t *q = open_q(f, &log_opts);
     static fetched_t x;
-    memset(&x, 0, sizeof x);
     queue_reader_t *r = NULL;
-    assert_int_equal(queue_reader_open(q, "hl7", NULL, &x, &r, NULL), ERR_OK);
+    queue_t *q = open_with_reader(f, &log_opts, &x, &r);
     static puts_t p;
-    memset(&p, 0, sizeof p);
-    for (int i = 0; i < 8; i++)
-        assert_int_equal(put_one(q, &p, "hl7", i, 200), ERR_OK);
-    run_until_n(f, &p.n, 8);
+    put_n(f, q, &p, 8, 200);
     x.done = false;
     assert_int_equal(queue_reader_fetch(r, 100, fetch_cb), ERR_OK);
     int done = 0;
@@ -1393,26 +1417,18 @@ static void test_log_delivered_not_replayed(void **state)
  * back (the log says the table has it). */
 static void spill_by_age(fx_t *f, const queue_opts_t *o)
 {
-    queue_t *q = open_q(f, o);
     static fetched_t x;
-    memset(&x, 0, sizeof x);
     queue_reader_t *r = NULL;
-    assert_int_equal(queue_reader_open(q, "hl7", NULL, &x, &r, NULL), ERR_OK);
+    queue_t *q = open_with_reader(f, o, &x, &r);
     static puts_t p;
-    memset(&p, 0, sizeof p);
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
-    run_until_n(f, &p.n, 4);
+    put_n(f, q, &p, 4, 100);
     assert_int_equal(rows_in_table(q), 0);
     run_for(f, 700);
     assert_int_equal(rows_in_table(q), 4); /* spilled */
 
     char path[300];
     crash_image(f, path, sizeof path);
-    x.done = false;
-    assert_int_equal(queue_reader_fetch(r, 100, fetch_cb), ERR_OK);
-    for (int i = 0; i < 1000 && !x.done; i++)
-        uv_run(&f->loop, UV_RUN_NOWAIT);
+    fetch_once(f, r, &x, 100);
     assert_int_equal(x.n, 4);
     for (size_t i = 0; i < x.n; i++)
         assert_int_equal(queue_mark_delivered(r, x.rows[i]->id), ERR_OK);
@@ -1462,16 +1478,11 @@ static void test_log_spill_by_age_full(void **state)
 static void test_log_close_leaves_rows(void **state)
 {
     fx_t *f = *state;
-    queue_t *q = open_q(f, &log_opts_full);
     static fetched_t x;
-    memset(&x, 0, sizeof x);
     queue_reader_t *r = NULL;
-    assert_int_equal(queue_reader_open(q, "hl7", NULL, &x, &r, NULL), ERR_OK);
+    queue_t *q = open_with_reader(f, &log_opts_full, &x, &r);
     static puts_t p;
-    memset(&p, 0, sizeof p);
-    for (int i = 0; i < 6; i++)
-        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
-    run_until_n(f, &p.n, 6);
+    put_n(f, q, &p, 6, 100);
     assert_int_equal(rows_in_table(q), 0);
     queue_reader_close(r);
     close_q(f, q);
@@ -1499,16 +1510,11 @@ static void test_log_close_leaves_rows(void **state)
 static void test_log_read_with_log_off(void **state)
 {
     fx_t *f = *state;
-    queue_t *q = open_q(f, &log_opts);
     static fetched_t x;
-    memset(&x, 0, sizeof x);
     queue_reader_t *r = NULL;
-    assert_int_equal(queue_reader_open(q, "hl7", NULL, &x, &r, NULL), ERR_OK);
+    queue_t *q = open_with_reader(f, &log_opts, &x, &r);
     static puts_t p;
-    memset(&p, 0, sizeof p);
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
-    run_until_n(f, &p.n, 3);
+    put_n(f, q, &p, 3, 100);
     char path[300];
     crash_image(f, path, sizeof path);
     queue_reader_close(r);
@@ -1525,10 +1531,7 @@ static void test_log_cold_without_reader(void **state)
     fx_t *f = *state;
     queue_t *q = open_q(f, &log_opts);
     static puts_t p;
-    memset(&p, 0, sizeof p);
-    for (int i = 0; i < 5; i++)
-        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
-    run_until_n(f, &p.n, 5);
+    put_n(f, q, &p, 5, 100);
     assert_int_equal(rows_in_table(q), 5);
     close_q(f, q);
 }
@@ -1537,19 +1540,14 @@ static void test_log_cold_without_reader(void **state)
 static void test_log_attempt_spills(void **state)
 {
     fx_t *f = *state;
-    queue_t *q = open_q(f, &log_opts);
     static fetched_t x;
-    memset(&x, 0, sizeof x);
     queue_reader_t *r = NULL;
-    assert_int_equal(queue_reader_open(q, "hl7", NULL, &x, &r, NULL), ERR_OK);
+    queue_t *q = open_with_reader(f, &log_opts, &x, &r);
     static puts_t p;
     memset(&p, 0, sizeof p);
     assert_int_equal(put_one(q, &p, "hl7", 0, 100), ERR_OK);
     run_until_n(f, &p.n, 1);
-    x.done = false;
-    assert_int_equal(queue_reader_fetch(r, 10, fetch_cb), ERR_OK);
-    for (int i = 0; i < 1000 && !x.done; i++)
-        uv_run(&f->loop, UV_RUN_NOWAIT);
+    fetch_once(f, r, &x, 10);
     assert_int_equal(x.n, 1);
     assert_int_equal(queue_mark_attempt(r, x.rows[0]->id, 1, 1, "AE from billing"), ERR_OK);
     free_fetched(&x);
@@ -1579,11 +1577,9 @@ static uint64_t log_epoch_of(const char *path)
 static void test_log_restarts(void **state)
 {
     fx_t *f = *state;
-    queue_t *q = open_q(f, &log_opts);
     static fetched_t x;
-    memset(&x, 0, sizeof x);
     queue_reader_t *r = NULL;
-    assert_int_equal(queue_reader_open(q, "hl7", NULL, &x, &r, NULL), ERR_OK);
+    queue_t *q = open_with_reader(f, &log_opts, &x, &r);
     static puts_t p;
     memset(&p, 0, sizeof p);
     char logp[300];
@@ -1594,11 +1590,8 @@ static void test_log_restarts(void **state)
         for (int i = 0; i < 50; i++, sent++)
             assert_int_equal(put_one(q, &p, "hl7", sent, 8000), ERR_OK);
         run_until_n(f, &p.n, sent);
-        x.done = false;
         x.n = 0;
-        assert_int_equal(queue_reader_fetch(r, 100, fetch_cb), ERR_OK);
-        for (int i = 0; i < 1000 && !x.done; i++)
-            uv_run(&f->loop, UV_RUN_NOWAIT);
+        fetch_once(f, r, &x, 100);
         assert_int_equal(x.n, 50);
         for (size_t i = 0; i < x.n; i++)
             assert_int_equal(queue_mark_delivered(r, x.rows[i]->id), ERR_OK);
@@ -1630,11 +1623,9 @@ static void test_log_restarts(void **state)
 static void test_log_torn_tail(void **state)
 {
     fx_t *f = *state;
-    queue_t *q = open_q(f, &log_opts);
     static fetched_t x;
-    memset(&x, 0, sizeof x);
     queue_reader_t *r = NULL;
-    assert_int_equal(queue_reader_open(q, "hl7", NULL, &x, &r, NULL), ERR_OK);
+    queue_t *q = open_with_reader(f, &log_opts, &x, &r);
     static puts_t p;
     memset(&p, 0, sizeof p);
     for (int i = 0; i < 4; i++) {
@@ -1662,16 +1653,11 @@ static void test_log_torn_tail(void **state)
 static void test_log_reader_behind_reads_spilled(void **state)
 {
     fx_t *f = *state;
-    queue_t *q = open_q(f, &log_opts);
     static fetched_t x;
-    memset(&x, 0, sizeof x);
     queue_reader_t *r = NULL;
-    assert_int_equal(queue_reader_open(q, "hl7", NULL, &x, &r, NULL), ERR_OK);
+    queue_t *q = open_with_reader(f, &log_opts, &x, &r);
     static puts_t p;
-    memset(&p, 0, sizeof p);
-    for (int i = 0; i < 700; i++)
-        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
-    run_until_n(f, &p.n, 700);
+    put_n(f, q, &p, 700, 100);
     assert_true(rows_in_table(q) < 700); /* some went hot */
     size_t got = 0;
     while (queue_reader_has_more(r)) {

@@ -1254,6 +1254,14 @@ static void run_until_n(fx_t *f, const int *n, int want)
     assert_int_equal(*n, want);
 }
 
+/* Runs the loop until cond holds, for at most ~5 s (the caller then
+ * asserts cond): what the tests wait for, not how long it takes. */
+#define RUN_UNTIL(f, cond)                                                                         \
+    for (int run_ = 0; run_ < 5000 && !(cond); run_++) {                                           \
+        uv_run(&(f)->loop, UV_RUN_NOWAIT);                                                         \
+        usleep(1000);                                                                              \
+    }
+
 /* Runs the loop for about ms milliseconds. */
 static void run_for(fx_t *f, int ms)
 {
@@ -1396,7 +1404,7 @@ static void test_log_delivered_not_replayed(void **state)
     for (size_t i = 0; i < 5; i++)
         assert_int_equal(queue_mark_delivered(r, x.rows[i]->id), ERR_OK);
     free_fetched(&x);
-    run_for(f, 60); /* the marks wait 10 ms for company, then commit */
+    RUN_UNTIL(f, queue_reader_unsynced(r) == 0); /* marks wait 10 ms for company */
     assert_int_equal(queue_reader_unsynced(r), 0);
     assert_int_equal(rows_in_table(q), 0); /* no row was ever written or deleted */
 
@@ -1423,7 +1431,7 @@ static void spill_by_age(fx_t *f, const queue_opts_t *o)
     static puts_t p;
     put_n(f, q, &p, 4, 100);
     assert_int_equal(rows_in_table(q), 0);
-    run_for(f, 700);
+    RUN_UNTIL(f, rows_in_table(q) == 4);   /* after 500 ms */
     assert_int_equal(rows_in_table(q), 4); /* spilled */
 
     char path[300];
@@ -1433,9 +1441,9 @@ static void spill_by_age(fx_t *f, const queue_opts_t *o)
     for (size_t i = 0; i < x.n; i++)
         assert_int_equal(queue_mark_delivered(r, x.rows[i]->id), ERR_OK);
     free_fetched(&x);
-    run_for(f, 60);
+    RUN_UNTIL(f, rows_in_table(q) == 0);
     assert_int_equal(rows_in_table(q), 0);
-    run_for(f, 60); /* the log records that follow the rows' deletion */
+    run_for(f, 60); /* (the log's records of them ride with that commit) */
     char path2[300];
     {
         char cmd[1024];
@@ -1551,7 +1559,7 @@ static void test_log_attempt_spills(void **state)
     assert_int_equal(x.n, 1);
     assert_int_equal(queue_mark_attempt(r, x.rows[0]->id, 1, 1, "AE from billing"), ERR_OK);
     free_fetched(&x);
-    run_for(f, 60);
+    RUN_UNTIL(f, rows_in_table(q) == 1);
     assert_int_equal(db_int(q, "SELECT attempts FROM msgs"), 1);
     assert_int_equal(db_int(q, "SELECT rejects FROM msgs"), 1);
     queue_reader_close(r);
@@ -1677,7 +1685,7 @@ static void test_log_reader_behind_reads_spilled(void **state)
     for (size_t i = 0; i < x.n; i++)
         assert_int_equal(queue_mark_delivered(r, x.rows[i]->id), ERR_OK);
     free_fetched(&x);
-    run_for(f, 60);
+    RUN_UNTIL(f, rows_in_table(q) == 0);
     assert_int_equal(rows_in_table(q), 0);
     queue_reader_close(r);
     close_q(f, q);

@@ -113,7 +113,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (st.stop != QLOG_STOP_NO_HEADER && st.end > st.file_size)
         abort();
-    if (st.stop == QLOG_STOP_NO_HEADER && qlog_restart(l, 0) != 0)
+    if (st.stop == QLOG_STOP_NO_HEADER && qlog_restart(l, 0, true) != 0)
         abort();
     uint64_t end = qlog_size(l);
     qlog_add_delivered(l, APPENDED_ID);

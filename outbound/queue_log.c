@@ -567,7 +567,7 @@ int qlog_sync(qlog_t *l)
     return -e;
 }
 
-int qlog_restart(qlog_t *l, size_t keep_bytes)
+int qlog_restart(qlog_t *l, size_t keep_bytes, bool sync)
 {
     uint64_t salt = 0;
     unsigned char s[8];
@@ -592,7 +592,7 @@ int qlog_restart(qlog_t *l, size_t keep_bytes)
         e = file_size(l->fd, &size);
     if (!e && size > keep && ftruncate(l->fd, (off_t)keep) != 0)
         e = errno;
-    if (!e && fdatasync(l->fd) != 0)
+    if (!e && sync && fdatasync(l->fd) != 0)
         e = errno;
     if (e)
         return -e;

@@ -182,13 +182,18 @@ int qlog_sync(qlog_t *l);
 
 /* Starts a new epoch: a new salt, the header rewritten at offset 0 with the
  * epoch one more, the file cut to keep_bytes (at least the header) when it
- * is longer, then synced; records go from offset 64 again. Only when the
- * caller holds every record of the old epoch elsewhere (SQLite): the old
- * records are invalid from then on. What is buffered stays buffered, for
- * the new epoch. Returns 0 or -errno (getrandom, pwrite, ftruncate,
- * fdatasync); on failure the header may be half written and the log takes
- * no writes until a restart succeeds. */
-int qlog_restart(qlog_t *l, size_t keep_bytes);
+ * is longer, then synced when sync is true; records go from offset 64
+ * again. Only when the caller holds every record of the old epoch elsewhere
+ * (SQLite): the old records are invalid from then on. Without the sync, the
+ * header reaches the disk with the next qlog_sync (or the kernel's
+ * writeback): until then a power loss may leave the old header over new
+ * records, which then fail its salt, so nothing of either epoch is read;
+ * the old epoch is in the table and the new one's records were never
+ * synced. What is buffered stays buffered, for the new epoch. Returns 0 or
+ * -errno (getrandom, pwrite, ftruncate, fdatasync); on failure the header
+ * may be half written and the log takes no writes until a restart
+ * succeeds. */
+int qlog_restart(qlog_t *l, size_t keep_bytes, bool sync);
 
 /* The write position: the bytes of the current epoch, header included (0
  * while the log has no write position). */

@@ -980,7 +980,7 @@ static err_t log_open(sq_t *q, err_detail_t *d)
         return e;
     if (kept)
         log_info("queue: %zu messages put back from the message log", kept);
-    int rc = qlog_restart(q->log, QLOG_HEADER_SIZE);
+    int rc = qlog_restart(q->log, QLOG_HEADER_SIZE, true);
     if (rc != 0)
         return err_set(d, ERR_IO, 0, "queue: message log: restart: %s", strerror(-rc));
     return ERR_OK;
@@ -1470,8 +1470,12 @@ static void log_restart_maybe(sq_t *q)
     /* The file keeps its blocks (at a stop it is cut to its header): an
      * fdatasync of writes over written blocks need not commit the file
      * system's journal, about half the time of one that grows the file
-     * (queue-sync=full). */
-    int rc = qlog_restart(q->log, q->closing ? QLOG_HEADER_SIZE : LOG_KEEP_BYTES);
+     * (queue-sync=full). The new header is not synced here: with full the
+     * sync of the first batch that writes the log covers it before any
+     * sender hears of that batch, and a power loss before it leaves the old
+     * header, which the new records fail (queue_log.h); the sync cost the
+     * loop 7-9 ms per epoch, a few dozen times a second. */
+    int rc = qlog_restart(q->log, q->closing ? QLOG_HEADER_SIZE : LOG_KEEP_BYTES, q->closing);
     if (rc != 0) {
         q->log_failed = true;
         log_error("queue: message log restart failed (%s): every message goes to the table "

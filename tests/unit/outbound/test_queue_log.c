@@ -201,7 +201,7 @@ static qlog_t *new_log(const char *path)
     qlog_t *l = open_ok(path, MAX_RECORD);
     assert_int_equal(qlog_header(l), QLOG_HEADER_NONE);
     assert_int_equal(qlog_epoch(l), 0);
-    assert_int_equal(qlog_restart(l, 0), 0);
+    assert_int_equal(qlog_restart(l, 0, true), 0);
     assert_int_equal(qlog_epoch(l), 1);
     assert_int_equal(qlog_size(l), QLOG_HEADER_SIZE);
     return l;
@@ -455,7 +455,7 @@ static void test_restart_hides_old_epoch(void **state)
         add_put_ok(l, id, 100);
     assert_int_equal(qlog_write(l), 0);
     uint64_t old_end = qlog_size(l);
-    assert_int_equal(qlog_restart(l, 1 << 20), 0);
+    assert_int_equal(qlog_restart(l, 1 << 20, true), 0);
     assert_int_equal(qlog_epoch(l), 2);
     assert_int_equal(qlog_size(l), QLOG_HEADER_SIZE);
     /* the same size as the old first record: the next head a scan reads is
@@ -477,6 +477,51 @@ static void test_restart_hides_old_epoch(void **state)
     assert_int_equal(st.file_size, old_end);
     seen_free(&s);
     qlog_close(l);
+}
+
+/* A restart without its sync, then a power loss that kept the new records
+ * but not the new header: the old header is read, and the new records fail
+ * its salt, so a scan reads none of either epoch (the old one is in the
+ * table; the new one was never synced, so never acknowledged). */
+static void test_unsynced_restart_old_header_over_new_records(void **state)
+{
+    fx_t *f = *state;
+    qlog_t *l = new_log(f->path);
+    for (int64_t id = 1; id <= 4; id++)
+        add_put_ok(l, id, 100);
+    assert_int_equal(qlog_write(l), 0);
+    size_t n;
+    unsigned char *old_image = slurp(f->path, &n);
+    assert_int_equal(qlog_restart(l, 1 << 20, false), 0);
+    assert_int_equal(qlog_epoch(l), 2);
+    for (int64_t id = 5; id <= 8; id++)
+        add_put_ok(l, id, 100);
+    assert_int_equal(qlog_write(l), 0);
+    qlog_close(l);
+
+    seen_list_t s;
+    qlog_scan_stats_t st;
+    l = open_scan(f->path, MAX_RECORD, &s, &st); /* the disk as written */
+    const int64_t fresh[] = {5, 6, 7, 8};
+    assert_ids(&s, fresh, 4);
+    seen_free(&s);
+    qlog_close(l);
+
+    size_t m;
+    unsigned char *img = slurp(f->path, &m);
+    assert_int_equal(m, n); /* 4 records over 4 of the same length */
+    assert_memory_not_equal(img, old_image, QLOG_HEADER_SIZE);
+    memcpy(img, old_image, QLOG_HEADER_SIZE); /* the new header never reached the disk */
+    spit(f->path, img, m);
+    l = open_scan(f->path, MAX_RECORD, &s, &st);
+    assert_int_equal(qlog_epoch(l), 1);
+    assert_int_equal(s.n, 0);
+    assert_int_equal(st.stop, QLOG_STOP_CRC);
+    assert_int_equal(st.end, QLOG_HEADER_SIZE);
+    seen_free(&s);
+    qlog_close(l);
+    free(img);
+    free(old_image);
 }
 
 /* A torn batch whose first record was lost but whose later ones reached the
@@ -535,7 +580,7 @@ static void check_empty_log(const char *path, qlog_header_t want)
     qlog_add_delivered(l, 1);
     assert_int_equal(qlog_write(l), -EINVAL); /* no salt yet: restart first */
     assert_int_equal(qlog_pending_bytes(l), 0);
-    assert_int_equal(qlog_restart(l, 0), 0);
+    assert_int_equal(qlog_restart(l, 0, true), 0);
     assert_int_equal(qlog_epoch(l), 1);
     qlog_add_delivered(l, 2);
     assert_int_equal(qlog_write(l), 0);
@@ -707,11 +752,11 @@ static void test_restart_keep_bytes(void **state)
     assert_int_equal(qlog_write(l), 0);
     uint64_t big = size_of(f->path);
     assert_true(big > 80000);
-    assert_int_equal(qlog_restart(l, 1 << 20), 0); /* longer than the file: kept */
+    assert_int_equal(qlog_restart(l, 1 << 20, true), 0); /* longer than the file: kept */
     assert_int_equal(size_of(f->path), big);
-    assert_int_equal(qlog_restart(l, 8192), 0);
+    assert_int_equal(qlog_restart(l, 8192, true), 0);
     assert_int_equal(size_of(f->path), 8192);
-    assert_int_equal(qlog_restart(l, 0), 0); /* never below the header */
+    assert_int_equal(qlog_restart(l, 0, true), 0); /* never below the header */
     assert_int_equal(size_of(f->path), QLOG_HEADER_SIZE);
     assert_int_equal(qlog_epoch(l), 4);
     qlog_add_delivered(l, 5);
@@ -733,7 +778,7 @@ static void test_records_across_read_window(void **state)
     fx_t *f = *state;
     const size_t big = (size_t)3 << 20, max_record = (size_t)4 << 20;
     qlog_t *l = open_ok(f->path, max_record);
-    assert_int_equal(qlog_restart(l, 0), 0);
+    assert_int_equal(qlog_restart(l, 0, true), 0);
     unsigned char *payload = malloc(big);
     qlog_put_t p;
     for (int64_t id = 1; id <= 400; id++) {
@@ -812,6 +857,7 @@ int main(void)
         T(test_torn_tail_at_every_byte),
         T(test_flipped_bit_stops_scan),
         T(test_restart_hides_old_epoch),
+        T(test_unsynced_restart_old_header_over_new_records),
         T(test_append_after_torn_batch_hides_it),
         T(test_bad_or_short_header),
         T(test_unknown_version_refused),

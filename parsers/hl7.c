@@ -156,9 +156,9 @@ static err_t check_id(hl7_msg_t *m, const unsigned char *p, size_t pos, size_t l
 /* The field scan looks for the next byte that ends a field (the field
  * separator, CR, LF, or NUL, which is an error) 64 bytes at a time: a
  * bit mask of those bytes is made once per block (SSE2 where the compiler
- * targets it, a table lookup elsewhere) and the scan walks its bits, so
- * the cost is per block and per field rather than per byte. Blocks start
- * at multiples of 64 from the start of the message. */
+ * targets it, a table lookup elsewhere) and the scan takes its set bits one
+ * by one, so the cost is per block and per field rather than per byte.
+ * Blocks start at multiples of 64 from the start of the message. */
 typedef struct {
     const unsigned char *p;
     size_t len;
@@ -166,6 +166,7 @@ typedef struct {
     unsigned char fs;
     size_t blk;    /* offset of the block in mask; SIZE_MAX before the first */
     uint64_t mask; /* bit i: p[blk + i] ends a field */
+    uint64_t rest; /* the bits of mask not yet taken */
 } field_scan_t;
 
 static uint64_t block_mask(const field_scan_t *sc, size_t blk)
@@ -194,25 +195,37 @@ static uint64_t block_mask(const field_scan_t *sc, size_t blk)
     return m;
 }
 
-/* The offset of the first byte at or after pos that ends a field, or len. */
-static inline size_t field_end(field_scan_t *sc, size_t pos)
+/* Makes pos the place the next scan_next starts from. */
+static inline void scan_seek(field_scan_t *sc, size_t pos)
 {
+    if (pos >= sc->len) {
+        /* A block past the end (never a real one): scan_next gives len. */
+        sc->blk = (sc->len + 63) & ~(size_t)63;
+        sc->mask = sc->rest = 0;
+        return;
+    }
     size_t blk = pos & ~(size_t)63;
     if (blk != sc->blk) {
-        if (pos >= sc->len)
-            return sc->len;
         sc->blk = blk;
         sc->mask = block_mask(sc, blk);
     }
-    uint64_t m = sc->mask & (~(uint64_t)0 << (pos - blk));
-    while (!m) {
-        blk += 64;
+    sc->rest = sc->mask & (~(uint64_t)0 << (pos - blk));
+}
+
+/* The offset of the next byte that ends a field, or len; each is given
+ * once, in order. */
+static inline size_t scan_next(field_scan_t *sc)
+{
+    while (!sc->rest) {
+        size_t blk = sc->blk + 64;
         if (blk >= sc->len)
             return sc->len;
         sc->blk = blk;
-        sc->mask = m = block_mask(sc, blk);
+        sc->mask = sc->rest = block_mask(sc, blk);
     }
-    return blk + (size_t)__builtin_ctzll(m);
+    size_t at = sc->blk + (size_t)__builtin_ctzll(sc->rest);
+    sc->rest &= sc->rest - 1;
+    return at;
 }
 
 err_t hl7_msg_parse(hl7_msg_t *m, const char *data, size_t len, const hl7_opts_t *opts,
@@ -320,7 +333,7 @@ err_t hl7_msg_parse(hl7_msg_t *m, const char *data, size_t len, const hl7_opts_t
     cls['\r'] = 2;
     cls['\n'] = 2;
     cls[0] = 3;
-    field_scan_t scan = {p, len, cls, fs, SIZE_MAX, 0};
+    field_scan_t scan = {p, len, cls, fs, SIZE_MAX, 0, 0};
     size_t fstart;
     if (pos < len && p[pos] == fs) {
         pos++;
@@ -336,8 +349,9 @@ err_t hl7_msg_parse(hl7_msg_t *m, const char *data, size_t len, const hl7_opts_t
              * them again (m->fields could alias m). */
             hl7__field_t *fields = m->fields;
             size_t nfields = m->nfields, cap = m->fields_cap;
+            scan_seek(&scan, pos);
             for (;;) {
-                pos = field_end(&scan, pos);
+                pos = scan_next(&scan);
                 if (nfields == cap) {
                     m->nfields = nfields;
                     grow_fields(m);
@@ -349,7 +363,7 @@ err_t hl7_msg_parse(hl7_msg_t *m, const char *data, size_t len, const hl7_opts_t
                 nfields++;
                 if (pos == len || p[pos] != fs)
                     break;
-                fstart = ++pos;
+                fstart = pos + 1;
             }
             m->nfields = nfields;
             if (pos == len) {

@@ -145,6 +145,82 @@ static void test_many_fields(void **state)
     xfree(in);
 }
 
+/* Random messages against a plain split: segments end at CR, LF or CR LF
+ * (blank lines skipped), fields at '|'. Field lengths of 0 to 150 put field
+ * and segment ends at every place within and across the 64-byte blocks the
+ * scan works in, and messages end anywhere in a block. */
+static uint32_t rnd_next(uint32_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 17;
+    *s ^= *s << 5;
+    return *s;
+}
+
+static void test_fields_match_plain_split(void **state)
+{
+    (void)state;
+    enum { MSGS = 3000, CAP = 1 << 14 };
+    static const char *const terms[] = {"\r", "\n", "\r\n", "\r\r", "\n\n"};
+    char *in = xmalloc(CAP);
+    uint32_t seed = 0x9e3779b9u;
+    for (int k = 0; k < MSGS; k++) {
+        size_t len = (size_t)sprintf(in, "MSH|^~\\&|A");
+        int nseg = 1 + (int)(rnd_next(&seed) % 8);
+        for (int sg = 0; sg < nseg && len < CAP - 2000; sg++) {
+            if (sg > 0) {
+                const char *t = terms[rnd_next(&seed) % 5];
+                memcpy(in + len, t, strlen(t));
+                len += strlen(t);
+                len += (size_t)sprintf(in + len, "Z%02d", (int)(rnd_next(&seed) % 100));
+            }
+            int nf = (int)(rnd_next(&seed) % 12);
+            for (int f = 0; f < nf; f++) {
+                in[len++] = '|';
+                size_t fl = rnd_next(&seed) % 151;
+                for (size_t i = 0; i < fl; i++)
+                    in[len++] = (char)('A' + rnd_next(&seed) % 26);
+            }
+        }
+        if (rnd_next(&seed) % 3 == 0)
+            in[len++] = '\r';
+        hl7_msg_t *m;
+        assert_int_equal(hl7_parse(in, len, NULL, &m, NULL), ERR_OK);
+        /* The plain split. */
+        size_t pos = 0, seg = 0;
+        while (pos < len) {
+            size_t end = pos;
+            while (end < len && in[end] != '\r' && in[end] != '\n')
+                end++;
+            if (end > pos) {
+                assert_true(seg < hl7_seg_count(m));
+                size_t fstart = pos;
+                int f = 0;
+                for (size_t i = pos; i <= end; i++) {
+                    if (i < end && in[i] != '|')
+                        continue;
+                    if (seg == 0 && f == 1) { /* MSH-1 is the separator, MSH-2 what follows */
+                        assert_true(hl7_field(m, 0, 1).len == 1 &&
+                                    hl7_field(m, 0, 1).ptr == in + 3);
+                        f = 2;
+                    }
+                    slice_t v = hl7_field(m, seg, f);
+                    assert_ptr_equal(v.ptr, in + fstart);
+                    assert_int_equal(v.len, i - fstart);
+                    fstart = i + 1;
+                    f++;
+                }
+                assert_int_equal(hl7_field_count(m, seg), f - 1);
+                seg++;
+            }
+            pos = end + 1;
+        }
+        assert_int_equal(hl7_seg_count(m), seg);
+        hl7_msg_free(m);
+    }
+    xfree(in);
+}
+
 static void test_iteration(void **state)
 {
     (void)state;
@@ -688,6 +764,7 @@ int main(void)
         cmocka_unit_test(test_parse_fields_and_paths),
         cmocka_unit_test(test_empty_vs_null),
         cmocka_unit_test(test_many_fields),
+        cmocka_unit_test(test_fields_match_plain_split),
         cmocka_unit_test(test_iteration),
         cmocka_unit_test(test_custom_delimiters),
         cmocka_unit_test(test_truncation_char),

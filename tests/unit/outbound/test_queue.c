@@ -1301,15 +1301,16 @@ static void fetch_once(fx_t *f, queue_reader_t *r, fetched_t *x, size_t max)
 }
 
 /* What a kill -9 would leave: the queue's files as they are now (the
- * page cache is what the next process reads), copied to dir/crash. */
-static void crash_image(fx_t *f, char *path, size_t len)
+ * page cache is what the next process reads), copied to the folder sub of
+ * the test's directory (replaced); path gets the copy's queue.db. */
+static void crash_image(fx_t *f, const char *sub, char *path, size_t len)
 {
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
-             "rm -rf '%s/crash' && mkdir '%s/crash' && cp '%s' '%s-wal' '%s-log' '%s/crash/'",
-             f->dir, f->dir, f->path, f->path, f->path, f->dir);
+             "rm -rf '%s/%s' && mkdir '%s/%s' && cp '%s' '%s-wal' '%s-log' '%s/%s/'", f->dir, sub,
+             f->dir, sub, f->path, f->path, f->path, f->dir, sub);
     assert_int_equal(system(cmd), 0);
-    snprintf(path, len, "%s/crash/queue.db", f->dir);
+    snprintf(path, len, "%s/%s/queue.db", f->dir, sub);
 }
 
 static queue_t *open_at(fx_t *f, const char *path, const queue_opts_t *o)
@@ -1365,7 +1366,7 @@ static void test_log_hot_puts_survive_a_crash(void **state)
     assert_int_equal(queue_depth(q, "hl7"), 10);
 
     char path[300];
-    crash_image(f, path, sizeof path);
+    crash_image(f, "crash", path, sizeof path);
     queue_reader_close(r);
     close_q(f, q);
 
@@ -1409,7 +1410,7 @@ static void test_log_delivered_not_replayed(void **state)
     assert_int_equal(rows_in_table(q), 0); /* no row was ever written or deleted */
 
     char path[300];
-    crash_image(f, path, sizeof path);
+    crash_image(f, "crash", path, sizeof path);
     queue_reader_close(r);
     close_q(f, q);
     q = open_at(f, path, &log_opts);
@@ -1435,7 +1436,7 @@ static void spill_by_age(fx_t *f, const queue_opts_t *o)
     assert_int_equal(rows_in_table(q), 4); /* spilled */
 
     char path[300];
-    crash_image(f, path, sizeof path);
+    crash_image(f, "crash", path, sizeof path);
     fetch_once(f, r, &x, 100);
     assert_int_equal(x.n, 4);
     for (size_t i = 0; i < x.n; i++)
@@ -1445,15 +1446,7 @@ static void spill_by_age(fx_t *f, const queue_opts_t *o)
     assert_int_equal(rows_in_table(q), 0);
     run_for(f, 60); /* (the log's records of them ride with that commit) */
     char path2[300];
-    {
-        char cmd[1024];
-        snprintf(
-            cmd, sizeof cmd,
-            "rm -rf '%s/crash2' && mkdir '%s/crash2' && cp '%s' '%s-wal' '%s-log' '%s/crash2/'",
-            f->dir, f->dir, f->path, f->path, f->path, f->dir);
-        assert_int_equal(system(cmd), 0);
-        snprintf(path2, sizeof path2, "%s/crash2/queue.db", f->dir);
-    }
+    crash_image(f, "crash2", path2, sizeof path2);
     queue_reader_close(r);
     close_q(f, q);
 
@@ -1524,7 +1517,7 @@ static void test_log_read_with_log_off(void **state)
     static puts_t p;
     put_n(f, q, &p, 3, 100);
     char path[300];
-    crash_image(f, path, sizeof path);
+    crash_image(f, "crash", path, sizeof path);
     queue_reader_close(r);
     close_q(f, q);
     q = open_at(f, path, NULL);
@@ -1616,7 +1609,7 @@ static void test_log_restarts(void **state)
         assert_int_equal(put_one(q, &p, "hl7", sent, 100), ERR_OK);
     run_until_n(f, &p.n, sent);
     char path[300];
-    crash_image(f, path, sizeof path);
+    crash_image(f, "crash", path, sizeof path);
     queue_reader_close(r);
     close_q(f, q);
     q = open_at(f, path, &log_opts);
@@ -1641,7 +1634,7 @@ static void test_log_torn_tail(void **state)
         run_until_n(f, &p.n, i + 1); /* one record a write */
     }
     char path[300];
-    crash_image(f, path, sizeof path);
+    crash_image(f, "crash", path, sizeof path);
     queue_reader_close(r);
     close_q(f, q);
     char logp[320];

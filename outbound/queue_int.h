@@ -112,6 +112,17 @@ bool queue__valid_dest(const char *s);
  * on the loop thread while no commit runs. */
 sqlite3 *queue__db(queue_t *q);
 
+/* Faults injected into the SQLite queue's message log, for the unit tests
+ * only (nothing else sets them): while one is nonzero, every log write
+ * (qlog_write, the buffer dropped) or fdatasync of the log fails with that
+ * errno instead of running. Set them on the loop thread while no commit or
+ * sync runs. */
+typedef struct {
+    int write_errno;
+    int sync_errno;
+} queue__log_faults_t;
+extern queue__log_faults_t queue__log_faults;
+
 /* Crash points, for the kill -9 tests only. In a build with
  * -DSPINEGATE_CRASH_POINTS (the test daemon tests/integration/spinegate-crash,
  * never the installed one), QUEUE_CRASH_POINT("name") kills the process with

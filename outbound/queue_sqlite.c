@@ -1558,6 +1558,29 @@ static int step_done(sqlite3_stmt *st)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+queue__log_faults_t queue__log_faults;
+
+/* qlog_write, or the unit tests' injected failure of it: nothing written,
+ * the buffer dropped, as when a pwrite fails before writing anything. */
+static int log_write(qlog_t *log)
+{
+    if (queue__log_faults.write_errno) {
+        qlog_discard(log);
+        return -queue__log_faults.write_errno;
+    }
+    return qlog_write(log);
+}
+
+/* fdatasync of the log, or the unit tests' injected failure of it. */
+static int log_fdatasync(int fd)
+{
+    if (queue__log_faults.sync_errno) {
+        errno = queue__log_faults.sync_errno;
+        return -1;
+    }
+    return fdatasync(fd);
+}
+
 /* BEGIN of a group commit; with queue-sync=full the connection commits it
  * without an fsync (SQLite refuses the change inside a transaction). */
 static int batch_begin(sq_t *q)
@@ -1697,7 +1720,7 @@ static void commit_body(sq_t *q, int rc)
     }
     q->batch_log_failed = false;
     if (rc == SQLITE_OK && q->batch_log) {
-        int e = qlog_write(q->log);
+        int e = log_write(q->log);
         if (e != 0) {
             rc = SQLITE_IOERR;
             q->batch_log_failed = true;
@@ -1875,7 +1898,7 @@ static void sync_work(uv_work_t *w)
         /* The descriptor, not qlog_sync: the next commit may write the
          * log on the loop meanwhile; a failure turns the log off instead
          * (sync_done). */
-        if (fdatasync(q->log_fd) != 0)
+        if (log_fdatasync(q->log_fd) != 0)
             q->sync_log_errno = q->sync_errno = errno;
     }
     uint64_t us = (uv_hrtime() - t0) / 1000;

@@ -2,6 +2,7 @@
  * put/commit/callback order, group commit batching, reopen and crash
  * recovery (a forked child killed with SIGKILL), pruning, backpressure,
  * corrupt files and rows, and queue_put_many's all-or-nothing groups. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1301,15 +1302,16 @@ static void fetch_once(fx_t *f, queue_reader_t *r, fetched_t *x, size_t max)
 }
 
 /* What a kill -9 would leave: the queue's files as they are now (the
- * page cache is what the next process reads), copied to dir/crash. */
-static void crash_image(fx_t *f, char *path, size_t len)
+ * page cache is what the next process reads), copied to the folder sub of
+ * the test's directory (replaced); path gets the copy's queue.db. */
+static void crash_image(fx_t *f, const char *sub, char *path, size_t len)
 {
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
-             "rm -rf '%s/crash' && mkdir '%s/crash' && cp '%s' '%s-wal' '%s-log' '%s/crash/'",
-             f->dir, f->dir, f->path, f->path, f->path, f->dir);
+             "rm -rf '%s/%s' && mkdir '%s/%s' && cp '%s' '%s-wal' '%s-log' '%s/%s/'", f->dir, sub,
+             f->dir, sub, f->path, f->path, f->path, f->dir, sub);
     assert_int_equal(system(cmd), 0);
-    snprintf(path, len, "%s/crash/queue.db", f->dir);
+    snprintf(path, len, "%s/%s/queue.db", f->dir, sub);
 }
 
 static queue_t *open_at(fx_t *f, const char *path, const queue_opts_t *o)
@@ -1365,7 +1367,7 @@ static void test_log_hot_puts_survive_a_crash(void **state)
     assert_int_equal(queue_depth(q, "hl7"), 10);
 
     char path[300];
-    crash_image(f, path, sizeof path);
+    crash_image(f, "crash", path, sizeof path);
     queue_reader_close(r);
     close_q(f, q);
 
@@ -1409,7 +1411,7 @@ static void test_log_delivered_not_replayed(void **state)
     assert_int_equal(rows_in_table(q), 0); /* no row was ever written or deleted */
 
     char path[300];
-    crash_image(f, path, sizeof path);
+    crash_image(f, "crash", path, sizeof path);
     queue_reader_close(r);
     close_q(f, q);
     q = open_at(f, path, &log_opts);
@@ -1435,7 +1437,7 @@ static void spill_by_age(fx_t *f, const queue_opts_t *o)
     assert_int_equal(rows_in_table(q), 4); /* spilled */
 
     char path[300];
-    crash_image(f, path, sizeof path);
+    crash_image(f, "crash", path, sizeof path);
     fetch_once(f, r, &x, 100);
     assert_int_equal(x.n, 4);
     for (size_t i = 0; i < x.n; i++)
@@ -1445,15 +1447,7 @@ static void spill_by_age(fx_t *f, const queue_opts_t *o)
     assert_int_equal(rows_in_table(q), 0);
     run_for(f, 60); /* (the log's records of them ride with that commit) */
     char path2[300];
-    {
-        char cmd[1024];
-        snprintf(
-            cmd, sizeof cmd,
-            "rm -rf '%s/crash2' && mkdir '%s/crash2' && cp '%s' '%s-wal' '%s-log' '%s/crash2/'",
-            f->dir, f->dir, f->path, f->path, f->path, f->dir);
-        assert_int_equal(system(cmd), 0);
-        snprintf(path2, sizeof path2, "%s/crash2/queue.db", f->dir);
-    }
+    crash_image(f, "crash2", path2, sizeof path2);
     queue_reader_close(r);
     close_q(f, q);
 
@@ -1524,7 +1518,7 @@ static void test_log_read_with_log_off(void **state)
     static puts_t p;
     put_n(f, q, &p, 3, 100);
     char path[300];
-    crash_image(f, path, sizeof path);
+    crash_image(f, "crash", path, sizeof path);
     queue_reader_close(r);
     close_q(f, q);
     q = open_at(f, path, NULL);
@@ -1616,7 +1610,7 @@ static void test_log_restarts(void **state)
         assert_int_equal(put_one(q, &p, "hl7", sent, 100), ERR_OK);
     run_until_n(f, &p.n, sent);
     char path[300];
-    crash_image(f, path, sizeof path);
+    crash_image(f, "crash", path, sizeof path);
     queue_reader_close(r);
     close_q(f, q);
     q = open_at(f, path, &log_opts);
@@ -1641,7 +1635,7 @@ static void test_log_torn_tail(void **state)
         run_until_n(f, &p.n, i + 1); /* one record a write */
     }
     char path[300];
-    crash_image(f, path, sizeof path);
+    crash_image(f, "crash", path, sizeof path);
     queue_reader_close(r);
     close_q(f, q);
     char logp[320];
@@ -1691,6 +1685,146 @@ static void test_log_reader_behind_reads_spilled(void **state)
     close_q(f, q);
 }
 
+/* The message log's size: unchanged when nothing more was written to it. */
+static off_t log_file_size(fx_t *f)
+{
+    char logp[300];
+    snprintf(logp, sizeof logp, "%s-log", f->path);
+    return file_size(logp);
+}
+
+static uint64_t ms_since(uint64_t hrtime_start)
+{
+    return (uv_hrtime() - hrtime_start) / 1000000;
+}
+
+/* SPILL_MS of queue_sqlite.c: a hot message spilled sooner than this after
+ * it was put was spilled for some other reason than its age. */
+#define SPILL_AGE_MS 500
+
+/* A failed log write refuses its batch's hot puts (they are nowhere) and
+ * turns the log off until a restart: the hot messages acknowledged before
+ * are spilled with the next commit, not at their age, and later puts and
+ * marks go to the table without another log write. */
+static void test_log_write_failure_turns_log_off(void **state)
+{
+    fx_t *f = *state;
+    static fetched_t x;
+    queue_reader_t *r = NULL;
+    queue_t *q = open_with_reader(f, &log_opts, &x, &r);
+    static puts_t p;
+    uint64_t start = uv_hrtime();
+    put_n(f, q, &p, 3, 100);
+    assert_int_equal(rows_in_table(q), 0); /* hot */
+    off_t log_size = log_file_size(f);
+
+    queue__log_faults.write_errno = EIO;
+    for (int i = 3; i < 5; i++) /* put in one turn: one batch, both hot */
+        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
+    run_until_n(f, &p.n, 5);
+    queue__log_faults.write_errno = 0;
+    assert_int_equal(p.st[3], ERR_QUEUE);
+    assert_int_equal(p.st[4], ERR_QUEUE);
+    RUN_UNTIL(f, rows_in_table(q) == 3);
+    assert_int_equal(rows_in_table(q), 3); /* the hot ones spilled */
+    assert_true(ms_since(start) < SPILL_AGE_MS);
+
+    for (int i = 5; i < 7; i++)
+        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
+    run_until_n(f, &p.n, 7);
+    assert_int_equal(p.st[5], ERR_OK);
+    assert_int_equal(p.st[6], ERR_OK);
+    assert_int_equal(rows_in_table(q), 5); /* cold */
+    queue_stats_t st;
+    queue_stats(q, &st);
+    assert_int_equal(st.failed, 2);
+
+    /* The reader gets every acknowledged message once, and none refused. */
+    fetch_once(f, r, &x, 100);
+    const int want[] = {0, 1, 2, 5, 6};
+    assert_int_equal(x.n, 5);
+    for (size_t i = 0; i < x.n; i++) {
+        assert_int_equal(ctrl_index(x.rows[i]), want[i]);
+        assert_int_equal(queue_mark_delivered(r, x.rows[i]->id), ERR_OK);
+    }
+    free_fetched(&x);
+    RUN_UNTIL(f, rows_in_table(q) == 0);
+    assert_int_equal(rows_in_table(q), 0); /* deleted, not logged */
+    assert_int_equal(log_file_size(f), log_size);
+    queue_reader_close(r);
+    close_q(f, q);
+}
+
+/* With queue-sync=full, a failed fdatasync of the log refuses the puts of
+ * the batches it covered (in the log, not durable). sync_done also takes it
+ * as a failed sync of the queue (sync_failed), so every later put is
+ * refused until a restart while marks go on. The log is off from then on:
+ * the hot messages acknowledged before are spilled and delivered from the
+ * table, and marks are no longer logged. */
+static void test_log_sync_failure_full(void **state)
+{
+    fx_t *f = *state;
+    static fetched_t x;
+    queue_reader_t *r = NULL;
+    queue_t *q = open_with_reader(f, &log_opts_full, &x, &r);
+    static puts_t p;
+    put_n(f, q, &p, 3, 100);
+    assert_int_equal(rows_in_table(q), 0); /* hot */
+
+    queue__log_faults.sync_errno = EIO;
+    for (int i = 3; i < 5; i++) /* put in one turn: one batch, both hot */
+        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
+    run_until_n(f, &p.n, 5);
+    queue__log_faults.sync_errno = 0;
+    assert_int_equal(p.st[3], ERR_QUEUE);
+    assert_int_equal(p.st[4], ERR_QUEUE);
+    off_t log_size = log_file_size(f); /* their records were written, not synced */
+
+    assert_int_equal(put_one(q, &p, "hl7", 5, 100), ERR_OK);
+    run_until_n(f, &p.n, 6);
+    assert_int_equal(p.st[5], ERR_QUEUE); /* as after a failed sync of the WAL */
+    queue_stats_t st;
+    queue_stats(q, &st);
+    assert_int_equal(st.failed, 3);
+
+    fetch_once(f, r, &x, 100);
+    assert_int_equal(x.n, 3); /* the acknowledged ones */
+    for (size_t i = 0; i < x.n; i++)
+        assert_int_equal(ctrl_index(x.rows[i]), (int)i);
+    assert_int_equal(queue_mark_delivered(r, x.rows[0]->id), ERR_OK);
+    free_fetched(&x);
+    RUN_UNTIL(f, rows_in_table(q) == 2 && queue_reader_unsynced(r) == 0);
+    assert_int_equal(rows_in_table(q), 2); /* spilled; the delivered one deleted */
+    assert_int_equal(queue_reader_unsynced(r), 0);
+    assert_int_equal(log_file_size(f), log_size);
+    queue_reader_close(r);
+    close_q(f, q);
+}
+
+/* A reader closed while its file fetch waits for the spill of hot messages
+ * (it fell behind its ring) is freed without its callback; the spill still
+ * happens and the queue closes (the ASan build checks for leaks and use
+ * after free). */
+static void test_log_reader_closed_in_spill_wait(void **state)
+{
+    fx_t *f = *state;
+    static fetched_t x;
+    queue_reader_t *r = NULL;
+    queue_t *q = open_with_reader(f, &log_opts, &x, &r);
+    static puts_t p;
+    uint64_t start = uv_hrtime();
+    put_n(f, q, &p, 600, 100);           /* more than the reader's ring holds: it is behind */
+    assert_true(rows_in_table(q) < 600); /* some are hot */
+    x.done = false;
+    assert_int_equal(queue_reader_fetch(r, 100, fetch_cb), ERR_OK);
+    queue_reader_close(r);
+    RUN_UNTIL(f, rows_in_table(q) == 600);
+    assert_int_equal(rows_in_table(q), 600);
+    assert_true(ms_since(start) < SPILL_AGE_MS); /* spilled for that fetch */
+    close_q(f, q);
+    assert_false(x.done); /* its callback never ran, not even at the close */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1724,6 +1858,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_log_restarts, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_torn_tail, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_reader_behind_reads_spilled, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_write_failure_turns_log_off, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_sync_failure_full, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_reader_closed_in_spill_wait, fx_setup,
                                         fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

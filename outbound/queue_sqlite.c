@@ -264,6 +264,7 @@ struct sq {
     bool log_restart_due;    /* the log is over LOG_RESTART_BYTES */
     bool log_epoch_done;     /* log-epoch-done is committed: restart once durable and idle */
     bool log_failed;         /* a log write, sync or restart failed: the log takes nothing */
+    bool log_retire_tried;   /* after log_failed: a batch wrote log-epoch-done for it */
     bool log_unsynced;       /* queue-sync=full: the log was written since the last sync */
     bool wal_unsynced;       /* queue-sync=full: the table was written since the last sync */
     bool sync_log, sync_wal; /* what the running sync covers */
@@ -1335,7 +1336,15 @@ static void log_plan(sq_t *q)
     if (!q->log)
         return;
     q->batch_sql = false;
-    bool restart = (q->log_restart_due || q->closing) && !q->log_epoch_done && !q->log_failed;
+    /* After a failure the log's epoch is retired as at a restart, once:
+     * everything hot spilled and log-epoch-done written, so that the next
+     * open does not replay messages delivered from the table meanwhile (no
+     * "the table holds it" record reaches a failed log). */
+    bool retire = q->log_failed && !q->log_retire_tried && !q->log_epoch_done;
+    bool restart =
+        ((q->log_restart_due || q->closing) && !q->log_epoch_done && !q->log_failed) || retire;
+    if (retire)
+        q->log_retire_tried = true; /* once: a table that refuses it does not loop */
     int64_t below = q->ids_below;
     for (put_req_t *p = q->batch_refuse_puts ? NULL : q->batch_puts; p; p = p->next) {
         if (q->next_id + 1 >= below) {
@@ -1467,6 +1476,8 @@ static void log_restart_maybe(sq_t *q)
     if (!q->log || !q->log_epoch_done || q->committing || q->syncing || q->sync_head)
         return;
     q->log_epoch_done = false;
+    if (q->log_failed)
+        return; /* retired, not restarted: nothing more is written to a failed log */
     /* The file keeps its blocks (at a stop it is cut to its header): an
      * fdatasync of writes over written blocks need not commit the file
      * system's journal, about half the time of one that grows the file
@@ -1496,6 +1507,8 @@ static bool log_wants_commit(const sq_t *q)
 {
     if (!q->log)
         return false;
+    if (q->log_failed && !q->log_retire_tried)
+        return true;
     /* A clean stop leaves the table holding everything: one restart batch. */
     if (q->closing && !q->log_epoch_done && !q->log_failed && qlog_size(q->log) > QLOG_HEADER_SIZE)
         return true;
@@ -1946,13 +1959,17 @@ static void sync_done(uv_work_t *w, int status)
     q->sync_last = NULL;
     if (!ok)
         last = NULL; /* every batch */
+    bool wal_ok = status == 0 && (q->sync_errno == 0 || q->sync_log_errno != 0);
     if (q->sync_log_errno && !q->log_failed) {
+        /* Refused like a failed sync of the WAL (below), but only what it
+         * covered: later messages go to the table, whose syncs still work. */
         q->log_failed = true;
-        log_error("queue: fdatasync of the message log failed (%s): every message goes to "
-                  "the table until a restart of the daemon",
+        log_error("queue: fdatasync of the message log failed (%s): the messages not yet "
+                  "answered are refused, though stored, and every message goes to the table "
+                  "until a restart of the daemon",
                   strerror(q->sync_log_errno));
     }
-    if (!ok && !q->sync_failed) {
+    if (!ok && !wal_ok && !q->sync_failed) {
         /* The rows are in the file but perhaps not on the disk: refused, so
          * that their senders keep them (a row that did reach the disk is
          * then delivered twice, never lost). So are those committed after
@@ -1995,6 +2012,8 @@ static void sync_done(uv_work_t *w, int status)
     sync_start(q);
     if (q->log) {
         log_restart_maybe(q);
+        if (log_wants_commit(q))
+            commit_schedule(q, false); /* e.g. the spill after a failed sync of the log */
         spill_schedule(q);
     }
     maybe_finish_close(q);

@@ -123,6 +123,12 @@ typedef struct {
 } queue__log_faults_t;
 extern queue__log_faults_t queue__log_faults;
 
+/* How long a hot message waits before it is spilled into the table (ms,
+ * QUEUE__SPILL_MS). The unit tests raise it to tell a spill for a cause (a
+ * failure, a reader falling behind) from one by age without timing it. */
+#define QUEUE__SPILL_MS 500
+extern uint64_t queue__spill_ms;
+
 /* Crash points, for the kill -9 tests only. In a build with
  * -DSPINEGATE_CRASH_POINTS (the test daemon tests/integration/spinegate-crash,
  * never the installed one), QUEUE_CRASH_POINT("name") kills the process with

@@ -1231,8 +1231,9 @@ static void fresh_add(sqr_t *r, const put_req_t *p)
  * 1,300 messages of 3 kB. */
 #define LOG_RESTART_BYTES ((size_t)4 << 20)
 /* A hot message not delivered for this long is copied into the table, where
- * spinegate-admin and a restart's readers find it like any other row. */
-#define SPILL_MS 500
+ * spinegate-admin and a restart's readers find it like any other row
+ * (QUEUE__SPILL_MS; a variable only so that the unit tests can raise it). */
+uint64_t queue__spill_ms = QUEUE__SPILL_MS;
 /* What the log keeps of its file when it starts over during a run. */
 #define LOG_KEEP_BYTES (LOG_RESTART_BYTES + ((size_t)1 << 20))
 
@@ -1390,7 +1391,7 @@ static void log_plan(sq_t *q)
     for (put_req_t *h = q->hot; h; h = h->hot_next) {
         if (h->gone)
             continue;
-        if (h->spill || restart || q->log_failed || now - h->hot_ms >= SPILL_MS) {
+        if (h->spill || restart || q->log_failed || now - h->hot_ms >= queue__spill_ms) {
             spill_push(q, h);
             q->batch_sql = true;
         }
@@ -1516,7 +1517,7 @@ static bool log_wants_commit(const sq_t *q)
         return false;
     if (q->closing || q->log_restart_due || q->log_failed)
         return true;
-    if (uv_now(q->loop) - q->hot->hot_ms >= SPILL_MS)
+    if (uv_now(q->loop) - q->hot->hot_ms >= queue__spill_ms)
         return true;
     for (const put_req_t *p = q->hot; p; p = p->hot_next)
         if (p->spill && !p->gone)
@@ -1532,7 +1533,7 @@ static void spill_schedule(sq_t *q)
 {
     if (!q->nhot || q->committing)
         return;
-    uint64_t now = uv_now(q->loop), due = q->hot->hot_ms + SPILL_MS;
+    uint64_t now = uv_now(q->loop), due = q->hot->hot_ms + queue__spill_ms;
     if (q->timer_armed && q->timer_due <= due)
         return;
     q->timer_armed = true;

@@ -1062,7 +1062,7 @@ static err_t sq_open(uv_loop_t *loop, const char *path, const queue_opts_t *opts
     if (!e)
         e = prepare(q,
                     "INSERT INTO worklist(kind, msg_id, dest, control_id, content_type, payload,"
-                    " findings, meta, received_ms) VALUES(?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9)",
+                    " findings, meta, received_ms) VALUES(?9, ?8, ?1, ?2, ?3, ?4, ?5, ?7, ?6)",
                     &q->st_wl_put, d);
     if (!e)
         e = prepare(q,
@@ -1619,7 +1619,9 @@ static void batch_end(sq_t *q)
         q->sync_restore_failed = true; /* logged on the loop (commit_done) */
 }
 
-/* One row of the table from a put (a new one, or a hot message spilled). */
+/* One row of the table from a put (a new one, or a hot message spilled);
+ * also the worklist item of a put (st_wl_put numbers its parameters the
+ * same way, and takes the kind as ?9). */
 static int insert_row(sqlite3_stmt *st, const put_req_t *p)
 {
     sqlite3_bind_int64(st, 8, p->id);
@@ -1657,28 +1659,18 @@ static void commit_body(sq_t *q, int rc)
              p = p->next) {
             if (p->hot)
                 continue;
-            sqlite3_stmt *st = q->st_insert;
             if (!p->id) {
                 rc = id_next(q, &p->id);
                 what = "id";
                 if (rc != SQLITE_OK)
                     break;
             }
-            rc = insert_row(st, p);
+            rc = insert_row(q->st_insert, p);
             what = "insert";
             if (rc == SQLITE_OK && p->t.worklist) {
                 /* The item and the row it describes commit together or not at all. */
-                st = q->st_wl_put;
-                sqlite3_bind_int64(st, 1, p->id);
-                sqlite3_bind_text(st, 2, p->t.dest, -1, SQLITE_STATIC);
-                sqlite3_bind_text(st, 3, p->t.control_id, -1, SQLITE_STATIC);
-                sqlite3_bind_text(st, 4, p->t.content_type, -1, SQLITE_STATIC);
-                sqlite3_bind_blob64(st, 5, p->t.payload, p->t.payload_len, SQLITE_STATIC);
-                bind_text_or_null(st, 6, p->t.findings);
-                bind_text_or_null(st, 7, p->t.meta);
-                sqlite3_bind_text(st, 8, p->t.worklist, -1, SQLITE_STATIC);
-                sqlite3_bind_int64(st, 9, p->created_ms);
-                rc = step_done(st);
+                sqlite3_bind_text(q->st_wl_put, 9, p->t.worklist, -1, SQLITE_STATIC);
+                rc = insert_row(q->st_wl_put, p);
                 what = "worklist";
             }
         }
@@ -1969,6 +1961,7 @@ static void sync_done(uv_work_t *w, int status)
                   "answered are refused, though stored, and every message goes to the table "
                   "until a restart of the daemon",
                   strerror(q->sync_log_errno));
+        commit_schedule(q, false); /* the spill and retire (log_plan), without waiting */
     }
     if (!ok && !wal_ok && !q->sync_failed) {
         /* The rows are in the file but perhaps not on the disk: refused, so
@@ -2013,8 +2006,6 @@ static void sync_done(uv_work_t *w, int status)
     sync_start(q);
     if (q->log) {
         log_restart_maybe(q);
-        if (log_wants_commit(q))
-            commit_schedule(q, false); /* e.g. the spill after a failed sync of the log */
         spill_schedule(q);
     }
     maybe_finish_close(q);

@@ -1695,6 +1695,19 @@ static off_t log_file_size(fx_t *f)
     return file_size(logp);
 }
 
+/* Puts messages 3 and 4 in one loop turn (one batch, both hot) while the
+ * log fault *fault is EIO, and checks that both are refused. */
+static void puts_3_4_refused_under(fx_t *f, queue_t *q, puts_t *p, int *fault)
+{
+    *fault = EIO;
+    for (int i = 3; i < 5; i++)
+        assert_int_equal(put_one(q, p, "hl7", i, 100), ERR_OK);
+    run_until_n(f, &p->n, 5);
+    *fault = 0;
+    assert_int_equal(p->st[3], ERR_QUEUE);
+    assert_int_equal(p->st[4], ERR_QUEUE);
+}
+
 /* No spill by age for the rest of the test: a spill seen is one for a
  * cause, and the test need not time it. */
 static void no_spill_by_age(void)
@@ -1720,13 +1733,7 @@ static void test_log_write_failure_turns_log_off(void **state)
     assert_int_equal(rows_in_table(q), 0); /* hot */
     off_t log_size = log_file_size(f);
 
-    queue__log_faults.write_errno = EIO;
-    for (int i = 3; i < 5; i++) /* put in one turn: one batch, both hot */
-        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
-    run_until_n(f, &p.n, 5);
-    queue__log_faults.write_errno = 0;
-    assert_int_equal(p.st[3], ERR_QUEUE);
-    assert_int_equal(p.st[4], ERR_QUEUE);
+    puts_3_4_refused_under(f, q, &p, &queue__log_faults.write_errno);
     RUN_UNTIL(f, rows_in_table(q) == 3);
     assert_int_equal(rows_in_table(q), 3); /* the hot ones spilled, for the failure */
 
@@ -1777,13 +1784,7 @@ static void test_log_sync_failure_full(void **state)
     put_n(f, q, &p, 3, 100);
     assert_int_equal(rows_in_table(q), 0); /* hot */
 
-    queue__log_faults.sync_errno = EIO;
-    for (int i = 3; i < 5; i++) /* put in one turn: one batch, both hot */
-        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
-    run_until_n(f, &p.n, 5);
-    queue__log_faults.sync_errno = 0;
-    assert_int_equal(p.st[3], ERR_QUEUE);
-    assert_int_equal(p.st[4], ERR_QUEUE);
+    puts_3_4_refused_under(f, q, &p, &queue__log_faults.sync_errno);
     off_t log_size = log_file_size(f); /* their records were written, not synced */
 
     assert_int_equal(put_one(q, &p, "hl7", 5, 100), ERR_OK);

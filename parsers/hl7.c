@@ -66,6 +66,19 @@ void hl7_msg_free(hl7_msg_t *m)
     xfree(m);
 }
 
+void hl7_msg_clear(hl7_msg_t *m)
+{
+    m->base = NULL;
+    m->len = m->prefix = 0;
+    m->nsegs = m->nfields = 0;
+    memset(&m->dl, 0, sizeof m->dl);
+}
+
+size_t hl7_msg_footprint(const hl7_msg_t *m)
+{
+    return sizeof *m + m->segs_cap * sizeof *m->segs + m->fields_cap * sizeof *m->fields;
+}
+
 static void grow_fields(hl7_msg_t *m)
 {
     size_t cap = m->fields_cap ? m->fields_cap * 2 : 64;
@@ -154,78 +167,77 @@ static err_t check_id(hl7_msg_t *m, const unsigned char *p, size_t pos, size_t l
 }
 
 /* The field scan looks for the next byte that ends a field (the field
- * separator, CR, LF, or NUL, which is an error) 64 bytes at a time: a
- * bit mask of those bytes is made once per block (SSE2 where the compiler
- * targets it, a table lookup elsewhere) and the scan takes its set bits one
- * by one, so the cost is per block and per field rather than per byte.
- * Blocks start at multiples of 64 from the start of the message. */
+ * separator, CR, LF, or NUL, which is an error) 64 bytes at a time: the
+ * bits of those bytes, and of the separators alone, are made once per block
+ * (SSE2 where the compiler targets it, a table lookup elsewhere) and the
+ * scan takes its set bits one by one, in registers, so the cost is per block
+ * and per field rather than per byte. Blocks start at multiples of 64 from
+ * the start of the message. */
 typedef struct {
-    const unsigned char *p;
-    size_t len;
-    const unsigned char *cls; /* nonzero for the bytes that end a field */
-    unsigned char fs;
-    size_t blk;    /* offset of the block in mask; SIZE_MAX before the first */
-    uint64_t mask; /* bit i: p[blk + i] ends a field */
-    uint64_t rest; /* the bits of mask not yet taken */
-} field_scan_t;
+    uint64_t ends; /* bit i: byte blk + i ends a field */
+    uint64_t seps; /* bit i: byte blk + i is the field separator */
+} block_bits_t;
 
-static uint64_t block_mask(const field_scan_t *sc, size_t blk)
-{
-    const unsigned char *b = sc->p + blk;
-    size_t n = sc->len - blk;
 #if defined(__SSE2__)
-    if (n >= 64) {
-        const __m128i fs = _mm_set1_epi8((char)sc->fs), cr = _mm_set1_epi8('\r'),
-                      lf = _mm_set1_epi8('\n'), nul = _mm_setzero_si128();
-        uint64_t m = 0;
-        for (int k = 0; k < 4; k++) {
-            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + 16 * k));
-            __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, fs), _mm_cmpeq_epi8(v, cr)),
-                                       _mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, nul)));
-            m |= (uint64_t)(uint16_t)_mm_movemask_epi8(hit) << (16 * k);
-        }
-        return m;
+static inline block_bits_t block_bits64(const unsigned char *b, unsigned char fs)
+{
+    block_bits_t r = {0, 0};
+    const __m128i vfs = _mm_set1_epi8((char)fs), cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n'),
+                  nul = _mm_setzero_si128();
+    for (int k = 0; k < 4; k++) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + 16 * k));
+        __m128i sep = _mm_cmpeq_epi8(v, vfs);
+        __m128i end = _mm_or_si128(_mm_or_si128(sep, _mm_cmpeq_epi8(v, cr)),
+                                   _mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, nul)));
+        r.seps |= (uint64_t)(uint16_t)_mm_movemask_epi8(sep) << (16 * k);
+        r.ends |= (uint64_t)(uint16_t)_mm_movemask_epi8(end) << (16 * k);
     }
+    return r;
+}
+
+/* The last block, short of 64 bytes: padded with a byte that ends no field
+ * (the separator is printable ASCII), which costs less than a byte loop.
+ * Apart, so that the scan's loop stays small. */
+static __attribute__((noinline)) block_bits_t block_bits_tail(const unsigned char *b, size_t n,
+                                                              unsigned char fs)
+{
+    unsigned char tail[64];
+    memcpy(tail, b, n);
+    memset(tail + n, 0xff, sizeof tail - n);
+    return block_bits64(tail, fs);
+}
 #endif
+
+static inline block_bits_t block_bits(const unsigned char *p, size_t len, size_t blk,
+                                      unsigned char fs, const unsigned char *cls)
+{
+    const unsigned char *b = p + blk;
+    size_t n = len - blk;
+#if defined(__SSE2__)
+    (void)cls;
+    return n >= 64 ? block_bits64(b, fs) : block_bits_tail(b, n, fs);
+#else
+    (void)fs;
+    block_bits_t r = {0, 0};
     if (n > 64)
         n = 64;
-    uint64_t m = 0;
-    for (size_t i = 0; i < n; i++)
-        m |= (uint64_t)(sc->cls[b[i]] != 0) << i;
-    return m;
+    for (size_t i = 0; i < n; i++) {
+        r.ends |= (uint64_t)(cls[b[i]] != 0) << i;
+        r.seps |= (uint64_t)(cls[b[i]] == 1) << i;
+    }
+    return r;
+#endif
 }
 
-/* Makes pos the place the next scan_next starts from. */
-static inline void scan_seek(field_scan_t *sc, size_t pos)
-{
-    if (pos >= sc->len) {
-        /* A block past the end (never a real one): scan_next gives len. */
-        sc->blk = (sc->len + 63) & ~(size_t)63;
-        sc->mask = sc->rest = 0;
-        return;
-    }
-    size_t blk = pos & ~(size_t)63;
-    if (blk != sc->blk) {
-        sc->blk = blk;
-        sc->mask = block_mask(sc, blk);
-    }
-    sc->rest = sc->mask & (~(uint64_t)0 << (pos - blk));
-}
+/* Room for FIELDS_PER_BLOCK more fields: one per bit of a block, and the
+ * last field of the message, which ends at its end rather than at a bit. */
+#define FIELDS_PER_BLOCK 65
 
-/* The offset of the next byte that ends a field, or len; each is given
- * once, in order. */
-static inline size_t scan_next(field_scan_t *sc)
+static void reserve_fields(hl7_msg_t *m, size_t nfields)
 {
-    while (!sc->rest) {
-        size_t blk = sc->blk + 64;
-        if (blk >= sc->len)
-            return sc->len;
-        sc->blk = blk;
-        sc->mask = sc->rest = block_mask(sc, blk);
-    }
-    size_t at = sc->blk + (size_t)__builtin_ctzll(sc->rest);
-    sc->rest &= sc->rest - 1;
-    return at;
+    m->nfields = nfields;
+    while (m->fields_cap - nfields < FIELDS_PER_BLOCK)
+        grow_fields(m);
 }
 
 err_t hl7_msg_parse(hl7_msg_t *m, const char *data, size_t len, const hl7_opts_t *opts,
@@ -333,7 +345,11 @@ err_t hl7_msg_parse(hl7_msg_t *m, const char *data, size_t len, const hl7_opts_t
     cls['\r'] = 2;
     cls['\n'] = 2;
     cls[0] = 3;
-    field_scan_t scan = {p, len, cls, fs, SIZE_MAX, 0, 0};
+    /* The scan's state: the block at blk (SIZE_MAX before the first), its
+     * bits, and those of its bits not taken yet. */
+    size_t blk = SIZE_MAX;
+    block_bits_t bits = {0, 0};
+    uint64_t rest = 0;
     size_t fstart;
     if (pos < len && p[pos] == fs) {
         pos++;
@@ -344,24 +360,48 @@ err_t hl7_msg_parse(hl7_msg_t *m, const char *data, size_t len, const hl7_opts_t
 
     for (;;) {
         if (fstart != SIZE_MAX) {
-            /* The fields of one segment, with the array and its count in
-             * locals: through m, every field stored made the compiler load
-             * them again (m->fields could alias m). */
+            /* The fields of one segment, from pos, with the array, its count
+             * and the scan in locals: through m, every field stored made the
+             * compiler load them again (m->fields could alias m). Every
+             * block loaded comes with room for all the fields it can end
+             * (FIELDS_PER_BLOCK), so that storing one needs no check. */
+            if (m->fields_cap - m->nfields < FIELDS_PER_BLOCK)
+                reserve_fields(m, m->nfields);
+            if (pos >= len) {
+                blk = (len + 63) & ~(size_t)63; /* past the end: no bits */
+                rest = 0;
+            } else {
+                if ((pos & ~(size_t)63) != blk) {
+                    blk = pos & ~(size_t)63;
+                    bits = block_bits(p, len, blk, fs, cls);
+                }
+                rest = bits.ends & (~(uint64_t)0 << (pos - blk));
+            }
             hl7__field_t *fields = m->fields;
-            size_t nfields = m->nfields, cap = m->fields_cap;
-            scan_seek(&scan, pos);
+            size_t nfields = m->nfields;
             for (;;) {
-                pos = scan_next(&scan);
-                if (nfields == cap) {
-                    m->nfields = nfields;
-                    grow_fields(m);
-                    fields = m->fields;
-                    cap = m->fields_cap;
+                while (!rest && blk + 64 < len) {
+                    blk += 64;
+                    bits = block_bits(p, len, blk, fs, cls);
+                    rest = bits.ends;
+                    if (m->fields_cap - nfields < FIELDS_PER_BLOCK) {
+                        reserve_fields(m, nfields);
+                        fields = m->fields;
+                    }
+                }
+                bool sep = false;
+                if (rest) {
+                    unsigned bit = (unsigned)__builtin_ctzll(rest);
+                    rest &= rest - 1;
+                    pos = blk + bit;
+                    sep = (bits.seps >> bit) & 1;
+                } else {
+                    pos = len;
                 }
                 fields[nfields].off = (uint32_t)fstart;
                 fields[nfields].len = (uint32_t)(pos - fstart);
                 nfields++;
-                if (pos == len || p[pos] != fs)
+                if (!sep)
                     break;
                 fstart = pos + 1;
             }

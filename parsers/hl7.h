@@ -70,6 +70,16 @@ hl7_msg_t *hl7_msg_new(void);
 /* Frees m (its index only: the bytes belong to the caller). Accepts NULL. */
 void hl7_msg_free(hl7_msg_t *m);
 
+/* Makes m empty again, as hl7_msg_new() returns it, keeping its arrays for
+ * the next parse: a reused handle must not show the last message, whose
+ * bytes may be gone. */
+void hl7_msg_clear(hl7_msg_t *m);
+
+/* The bytes m's index holds (it keeps its arrays from one parse to the
+ * next): what a caller that reuses m for many messages weighs against
+ * freeing it. */
+size_t hl7_msg_footprint(const hl7_msg_t *m);
+
 /* Parses the len bytes at data (one message: MSH first, no batch segments)
  * into m, replacing what m held. opts may be NULL (defaults). Rules:
  *  - MSH-1 is the field separator itself and MSH-2 the encoding characters

@@ -860,6 +860,7 @@ int daemon_run(const config_t *cfg, int argc, char *const *argv)
     auth_tokens_free(d->tokens);
     ingest_budget_free(d->budget);
     lanes_free(d->lanes);
+    serve_mllp_free_spares(d);
     config_free(&d->cfg);
     xfree(d->loop);
     xfree(d);

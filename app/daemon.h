@@ -86,6 +86,8 @@ typedef struct daemon {
     uv_timer_t tls_timer;              /* the daily certificate expiry check */
     uint64_t tls_reloads_ok, tls_reloads_failed;
     uint64_t ack_seq;        /* for the control ids of our ACKs */
+    struct mllp_job *mllp_spares; /* freed MLLP jobs kept for reuse (serve_mllp.c) */
+    unsigned mllp_nspares;
     uint64_t start_ms;
     int stopping;
     unsigned listeners_open, outs_running; /* stages of the shutdown still running */
@@ -125,6 +127,7 @@ void daemon_hl7_timestamp(char *out, size_t cap);
 /* The MLLP and HTTP sides (serve_mllp.c, serve_http.c). */
 void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user);
 void serve_mllp_oversized(mllp_req_t *req, buf_t *head, size_t total, void *user);
+void serve_mllp_free_spares(daemon_t *d); /* once the loop has ended */
 void serve_http_request(http_req_t *req, void *user);
 size_t serve_http_error(const http_req_t *req, int status, const char *why, char *out, size_t cap,
                         const char **content_type, void *user);

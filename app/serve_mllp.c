@@ -18,7 +18,7 @@
 #include "wlmeta.h"
 #include "xmalloc.h"
 
-typedef struct {
+typedef struct mllp_job {
     lane_job_t lane; /* first: the lane callbacks get the job back from it */
     daemon_t *d;
     mllp_req_t *req;
@@ -36,15 +36,50 @@ typedef struct {
     hl7_annotate_opts_t annotate_opts;
     slice_t input;     /* the frame without an earlier pass of annotation */
     slice_t annotated; /* the annotated message, when the verdict wants one */
+    struct mllp_job *next_spare; /* on d->mllp_spares (job_free) */
 } mllp_job_t;
+
+/* Freed jobs are kept for the next frames (up to SPARE_JOBS, a list on
+ * d->mllp_spares) with their parse index and arena block, so that a message
+ * costs no allocation of its own for them; those that one large message
+ * made large are freed instead. Jobs are made and freed on the loop only. */
+#define SPARE_JOBS 32
+#define SPARE_MSG_MAX (64 * 1024) /* the largest index kept, in bytes */
+#define JOB_ARENA 8192
 
 static void job_free(mllp_job_t *j)
 {
-    hl7_msg_free(j->msg);
     buf_unref(j->frame);
-    arena_free(&j->arena);
     daemon_pack_unref(j->pack);
+    daemon_t *d = j->d;
+    if (d->mllp_nspares < SPARE_JOBS && hl7_msg_footprint(j->msg) <= SPARE_MSG_MAX) {
+        hl7_msg_t *msg = j->msg;
+        hl7_msg_clear(msg);
+        arena_t arena = j->arena;
+        arena_recycle(&arena, JOB_ARENA);
+        memset(j, 0, sizeof *j);
+        j->msg = msg;
+        j->arena = arena;
+        j->next_spare = d->mllp_spares;
+        d->mllp_spares = j;
+        d->mllp_nspares++;
+        return;
+    }
+    hl7_msg_free(j->msg);
+    arena_free(&j->arena);
     xfree(j);
+}
+
+void serve_mllp_free_spares(daemon_t *d)
+{
+    while (d->mllp_spares) {
+        mllp_job_t *j = d->mllp_spares;
+        d->mllp_spares = j->next_spare;
+        hl7_msg_free(j->msg);
+        arena_free(&j->arena);
+        xfree(j);
+    }
+    d->mllp_nspares = 0;
 }
 
 /* Fills the ACK's own MSH-7 and MSH-10: the parser is clock-free. */
@@ -261,22 +296,29 @@ static void route(lane_job_t *lane)
         store(j, v->kind == VERDICT_REJECT ? DEST_REJECT_HL7 : DEST_HL7, j->annotated);
 }
 
-static mllp_job_t *job_new(daemon_t *d, mllp_req_t *req, buf_t *frame, size_t arena_size)
+static mllp_job_t *job_new(daemon_t *d, mllp_req_t *req, buf_t *frame)
 {
-    mllp_job_t *j = xcalloc(1, sizeof *j);
+    mllp_job_t *j = d->mllp_spares;
+    if (j) {
+        d->mllp_spares = j->next_spare;
+        d->mllp_nspares--;
+        j->next_spare = NULL;
+    } else {
+        j = xcalloc(1, sizeof *j);
+        j->msg = hl7_msg_new();
+        arena_init(&j->arena, JOB_ARENA);
+    }
     j->d = d;
     j->req = req;
     j->t0 = uv_hrtime();
     j->frame = buf_ref(frame);
-    j->msg = hl7_msg_new();
-    arena_init(&j->arena, arena_size);
     return j;
 }
 
 void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
 {
     daemon_t *d = user;
-    mllp_job_t *j = job_new(d, req, frame, 8192);
+    mllp_job_t *j = job_new(d, req, frame);
     j->pack = daemon_pack_ref(d);
     j->hl7_opts = d->hl7_opts;
     j->limits = d->gate_limits;
@@ -298,7 +340,7 @@ void serve_mllp_frame(mllp_req_t *req, buf_t *frame, void *user)
 void serve_mllp_oversized(mllp_req_t *req, buf_t *head, size_t total, void *user)
 {
     daemon_t *d = user;
-    mllp_job_t *j = job_new(d, req, head, 4096);
+    mllp_job_t *j = job_new(d, req, head);
     j->result.status = GATE_UNREADABLE;
     err_set(&j->result.detail, ERR_TOO_LARGE, total,
             "message of %zu bytes is over the limit of %ld bytes", total, d->cfg.max_message_size);

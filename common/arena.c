@@ -111,6 +111,17 @@ void arena_reset(arena_t *a)
     a->total = 0;
 }
 
+void arena_recycle(arena_t *a, size_t first_block)
+{
+    if (a->head && !a->head->next && a->head->cap <= first_block) {
+        a->head->used = 0;
+        a->total = 0;
+        return;
+    }
+    arena_free(a);
+    arena_init(a, first_block);
+}
+
 void arena_free(arena_t *a)
 {
     if (!a)

@@ -38,6 +38,12 @@ char *arena_printf(arena_t *a, const char *fmt, ...) __attribute__((format(print
 /* Frees all but the first block and makes it empty again, for reuse. */
 void arena_reset(arena_t *a);
 
+/* Makes a empty for another message like the last: its block is kept when
+ * it is the only one and no larger than first_block; otherwise everything
+ * is freed and the next block will be first_block bytes (as after
+ * arena_init), so that one large message leaves nothing large behind. */
+void arena_recycle(arena_t *a, size_t first_block);
+
 /* Frees everything; a may be reused after arena_init. Accepts NULL. */
 void arena_free(arena_t *a);
 

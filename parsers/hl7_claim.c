@@ -55,6 +55,7 @@ typedef struct {
     char *pool; /* see pool_alloc() */
     size_t pool_left;
     unsigned char delim[256]; /* DELIM_* bits of the message's delimiters */
+    bool escapes;             /* the escape character occurs after MSH-2 */
     norm_memo_t memo[NORM_MEMO];
 } ctx_t;
 
@@ -380,7 +381,7 @@ static inline err_t str_of(ctx_t *c, slice_t v, bool strict, const where_t *wher
     *out = NULL;
     if (!present(v))
         return ERR_OK;
-    if (memchr(v.ptr, c->dl->escape, v.len))
+    if (c->escapes && memchr(v.ptr, c->dl->escape, v.len))
         return str_of_escaped(c, v, strict, where, out);
     const char *s = pool_strndup(c, v.ptr, v.len); /* nothing to decode: the usual case */
     *out = s[0] ? s : NULL;
@@ -724,11 +725,18 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
 {
     *out = NULL;
     err_clear(d);
-    ctx_t c = {.m = msg, .dl = hl7_msg_delims(msg), .a = a, .d = d};
+    ctx_t c = {.m = msg, .dl = hl7_msg_delims(msg), .a = a, .d = d, .escapes = true};
     c.delim[(unsigned char)c.dl->repetition] = DELIM_REP;
     c.delim[(unsigned char)c.dl->component] = DELIM_COMP;
     c.delim[(unsigned char)c.dl->subcomponent] = DELIM_SUB;
     c.idx.seed = index_seed(a, &c);
+    /* Most messages escape nothing: one look at the whole message spares
+     * every value its own. */
+    slice_t bytes = hl7_msg_bytes(msg), enc = hl7_field(msg, 0, 2);
+    if (enc.ptr) {
+        const char *from = enc.ptr + enc.len;
+        c.escapes = memchr(from, c.dl->escape, (size_t)(bytes.ptr + bytes.len - from)) != NULL;
+    }
     size_t nseg = hl7_seg_count(msg);
     /* One pass for the segments read once (the first of each) and where
      * the DG1s and FT1s are; their numbers size the claim's arrays. */

@@ -2,7 +2,14 @@
  * crc32 instruction, picked at run time. Both take their input byte by byte
  * in the CRC's own (least significant first) order, so neither depends on
  * the host's byte order except the SSE4.2 one, which exists only on
- * little-endian x86-64. */
+ * little-endian x86-64.
+ *
+ * The instruction takes three cycles before its result can feed the next
+ * one, but a new one can start every cycle: long inputs are taken as three
+ * lanes of LANE bytes at once, each with its own CRC, and the three are
+ * joined after (the CRC of a then b is the CRC of a moved past len(b) zero
+ * bytes, xored with the CRC of b from zero; moving past LANE zero bytes is
+ * a linear map of the 32-bit register, kept as four byte tables). */
 #include "crc32c.h"
 
 #include <pthread.h>
@@ -19,6 +26,38 @@ static uint32_t table[8][256];
 static uint32_t (*impl)(uint32_t, const void *, size_t);
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
+#ifdef CRC32C_HAVE_SSE42
+#define LANE 256 /* bytes per lane; a multiple of 8 */
+/* lane_shift[k][v]: the register after LANE zero bytes, from a register
+ * holding v in its byte k and zeros elsewhere. */
+static uint32_t lane_shift[4][256];
+
+__attribute__((target("sse4.2"))) static void build_lane_shift(void)
+{
+    uint32_t basis[32]; /* the map of each register bit */
+    for (int i = 0; i < 32; i++) {
+        uint64_t c = (uint64_t)1 << i;
+        for (int k = 0; k < LANE / 8; k++)
+            c = _mm_crc32_u64(c, 0);
+        basis[i] = (uint32_t)c;
+    }
+    for (int k = 0; k < 4; k++)
+        for (int v = 0; v < 256; v++) {
+            uint32_t x = 0;
+            for (int j = 0; j < 8; j++)
+                if (v >> j & 1)
+                    x ^= basis[8 * k + j];
+            lane_shift[k][v] = x;
+        }
+}
+
+static inline uint32_t shift_lane(uint32_t c)
+{
+    return lane_shift[0][c & 0xff] ^ lane_shift[1][(c >> 8) & 0xff] ^
+           lane_shift[2][(c >> 16) & 0xff] ^ lane_shift[3][c >> 24];
+}
+#endif
+
 static void init(void)
 {
     for (uint32_t i = 0; i < 256; i++) {
@@ -32,7 +71,13 @@ static void init(void)
     for (int k = 1; k < 8; k++)
         for (int i = 0; i < 256; i++)
             table[k][i] = (table[k - 1][i] >> 8) ^ table[0][table[k - 1][i] & 0xff];
-    impl = crc32c__sse42_available() ? crc32c__sse42 : crc32c__table;
+    impl = crc32c__table;
+#ifdef CRC32C_HAVE_SSE42
+    if (crc32c__sse42_available()) {
+        build_lane_shift();
+        impl = crc32c__sse42;
+    }
+#endif
 }
 
 static void ready(void)
@@ -70,6 +115,22 @@ __attribute__((target("sse4.2"))) uint32_t crc32c__sse42(uint32_t crc, const voi
     uint64_t c = ~crc;
     for (; n && ((uintptr_t)b & 7); n--)
         c = _mm_crc32_u8((uint32_t)c, *b++);
+    if (n >= 3 * LANE)
+        ready(); /* lane_shift */
+    for (; n >= 3 * LANE; n -= 3 * LANE, b += 3 * LANE) {
+        uint64_t c1 = 0, c2 = 0;
+        for (size_t i = 0; i < LANE; i += 8) {
+            uint64_t w0, w1, w2;
+            memcpy(&w0, b + i, 8);
+            memcpy(&w1, b + LANE + i, 8);
+            memcpy(&w2, b + 2 * LANE + i, 8);
+            c = _mm_crc32_u64(c, w0);
+            c1 = _mm_crc32_u64(c1, w1);
+            c2 = _mm_crc32_u64(c2, w2);
+        }
+        c = shift_lane((uint32_t)c) ^ (uint32_t)c1;
+        c = shift_lane((uint32_t)c) ^ (uint32_t)c2;
+    }
     for (; n >= 8; n -= 8, b += 8) {
         uint64_t w;
         memcpy(&w, b, 8); /* x86-64: little-endian, as the instruction expects */

@@ -6,6 +6,16 @@
 
 #include "mllp_ack.h"
 
+/* Where the segment from i ends: its first CR or LF, or n. By memchr: an
+ * ACK's MSH is long enough for a byte loop to cost more. */
+static size_t seg_end(const char *p, size_t n, size_t i)
+{
+    const char *cr = memchr(p + i, '\r', n - i);
+    size_t end = cr ? (size_t)(cr - p) : n;
+    const char *lf = memchr(p + i, '\n', end - i);
+    return lf ? (size_t)(lf - p) : end;
+}
+
 bool mllp_ack_msa(const char *p, size_t n, slice_t *code, slice_t *ctrl)
 {
     /* Segment by segment: only a segment's first bytes can name it. */
@@ -28,8 +38,7 @@ bool mllp_ack_msa(const char *p, size_t n, slice_t *code, slice_t *ctrl)
             *ctrl = slice_make(p + f2, e2 - f2);
             return true;
         }
-        while (i < n && p[i] != '\r' && p[i] != '\n')
-            i++;
+        i = seg_end(p, n, i);
         while (i < n && (p[i] == '\r' || p[i] == '\n'))
             i++;
     }
@@ -108,8 +117,7 @@ void mllp_ack_text(const char *p, size_t n, char *out, size_t cap)
             }
         }
         i = e;
-        while (i < n && p[i] != '\r' && p[i] != '\n')
-            i++;
+        i = seg_end(p, n, i);
         while (i < n && (p[i] == '\r' || p[i] == '\n'))
             i++;
     }

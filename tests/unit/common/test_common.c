@@ -16,6 +16,36 @@
 #include "slice.h"
 #include "xmalloc.h"
 
+/* arena_recycle keeps the one block of an arena that never outgrew it (the
+ * next allocation lands where the first did) and drops what a large message
+ * made: after it, the arena is empty and usable either way. */
+static void test_arena_recycle(void **state)
+{
+    (void)state;
+    arena_t a;
+    arena_init(&a, 256);
+    char *first = arena_alloc(&a, 100);
+    memset(first, 'x', 100);
+    arena_recycle(&a, 256);
+    assert_int_equal(a.total, 0);
+    assert_ptr_equal(arena_alloc(&a, 100), first);
+    /* a second block: everything goes, and the next block is a fresh one */
+    (void)arena_alloc(&a, 200);
+    assert_non_null(arena_alloc(&a, 4096));
+    arena_recycle(&a, 256);
+    assert_null(a.head);
+    assert_int_equal(a.total, 0);
+    assert_int_equal(a.block_size, 256);
+    assert_string_equal(arena_strdup(&a, "DG1"), "DG1");
+    /* one block, but larger than the size asked for: dropped as well */
+    arena_free(&a);
+    arena_init(&a, 256);
+    (void)arena_alloc(&a, 10000);
+    arena_recycle(&a, 256);
+    assert_null(a.head);
+    arena_free(&a);
+}
+
 static void test_arena_alignment_and_growth(void **state)
 {
     (void)state;
@@ -365,6 +395,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_arena_alignment_and_growth),
+        cmocka_unit_test(test_arena_recycle),
         cmocka_unit_test(test_xmalloc_counts),
         cmocka_unit_test(test_xmalloc_small_reuse),
         cmocka_unit_test(test_code_normalise),

@@ -157,6 +157,40 @@ static uint32_t rnd_next(uint32_t *s)
     return *s;
 }
 
+/* Separators back to back, thousands of them: every 64-byte block of the
+ * scan ends 64 fields, the most room it makes at a time, across segments and
+ * into the short last block. */
+static void test_dense_separators(void **state)
+{
+    (void)state;
+    enum { FIRST = 5000, SECOND = 3001 };
+    char *in = xmalloc(16 + FIRST + SECOND);
+    size_t len = (size_t)sprintf(in, "MSH|^~\\&");
+    memset(in + len, '|', FIRST);
+    len += FIRST;
+    memcpy(in + len, "\rZZZ", 4);
+    len += 4;
+    memset(in + len, '|', SECOND);
+    len += SECOND;
+    hl7_msg_t *m = hl7_msg_new();
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(hl7_msg_parse(m, in, len, NULL, NULL), ERR_OK);
+        assert_int_equal(hl7_seg_count(m), 2);
+        /* MSH-1, MSH-2, and a field after each of the FIRST separators */
+        assert_int_equal(hl7_field_count(m, 0), FIRST + 2);
+        assert_int_equal(hl7_field_count(m, 1), SECOND);
+        for (int f = 3; f <= FIRST + 2; f++)
+            assert_int_equal(hl7_field(m, 0, f).len, 0);
+        for (int f = 1; f <= SECOND; f++) {
+            slice_t v = hl7_field(m, 1, f);
+            assert_int_equal(v.len, 0);
+            assert_ptr_equal(v.ptr, in + len - SECOND + f);
+        }
+    }
+    hl7_msg_free(m);
+    xfree(in);
+}
+
 static void test_fields_match_plain_split(void **state)
 {
     (void)state;
@@ -164,6 +198,9 @@ static void test_fields_match_plain_split(void **state)
     static const char *const terms[] = {"\r", "\n", "\r\n", "\r\r", "\n\n"};
     char *in = xmalloc(CAP);
     uint32_t seed = 0x9e3779b9u;
+    /* Half the messages go through one handle, reused as the daemon reuses
+     * its jobs' (cleared now and then): it must answer like a fresh one. */
+    hl7_msg_t *reused = hl7_msg_new();
     for (int k = 0; k < MSGS; k++) {
         size_t len = (size_t)sprintf(in, "MSH|^~\\&|A");
         int nseg = 1 + (int)(rnd_next(&seed) % 8);
@@ -185,7 +222,17 @@ static void test_fields_match_plain_split(void **state)
         if (rnd_next(&seed) % 3 == 0)
             in[len++] = '\r';
         hl7_msg_t *m;
-        assert_int_equal(hl7_parse(in, len, NULL, &m, NULL), ERR_OK);
+        if (k % 2) {
+            assert_int_equal(hl7_parse(in, len, NULL, &m, NULL), ERR_OK);
+        } else {
+            if (k % 4 == 0) {
+                hl7_msg_clear(reused);
+                assert_int_equal(hl7_seg_count(reused), 0);
+                assert_int_equal(hl7_msg_bytes(reused).len, 0);
+            }
+            assert_int_equal(hl7_msg_parse(reused, in, len, NULL, NULL), ERR_OK);
+            m = reused;
+        }
         /* The plain split. */
         size_t pos = 0, seg = 0;
         while (pos < len) {
@@ -216,8 +263,11 @@ static void test_fields_match_plain_split(void **state)
             pos = end + 1;
         }
         assert_int_equal(hl7_seg_count(m), seg);
-        hl7_msg_free(m);
+        if (m != reused)
+            hl7_msg_free(m);
     }
+    assert_true(hl7_msg_footprint(reused) > 0);
+    hl7_msg_free(reused);
     xfree(in);
 }
 
@@ -765,6 +815,7 @@ int main(void)
         cmocka_unit_test(test_empty_vs_null),
         cmocka_unit_test(test_many_fields),
         cmocka_unit_test(test_fields_match_plain_split),
+        cmocka_unit_test(test_dense_separators),
         cmocka_unit_test(test_iteration),
         cmocka_unit_test(test_custom_delimiters),
         cmocka_unit_test(test_truncation_char),

@@ -101,8 +101,8 @@ static void check_hl7(check_t *c, const char *source, const char *data, size_t l
         gate_result_t r;
         /* As the daemon does: an earlier pass of annotation is not judged. */
         slice_t input;
-        (void)hl7_annotation_strip(msgs[i].ptr, msgs[i].len, &opts, &a, &input);
-        gate_hl7(c->pack, msg, input.ptr, input.len, &opts, &c->lim, &a, &r);
+        gate_hl7_unannotated(c->pack, msg, msgs[i].ptr, msgs[i].len, &opts, &c->lim, &a, &input,
+                             &r);
         emit(c, source, i + 1, &r);
         arena_reset(&a);
         progress_draw(c, base + (size_t)(msgs[i].ptr + msgs[i].len - data), false);

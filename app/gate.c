@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "hl7_ack.h"
 #include "hl7_claim.h"
 
 gate_format_t gate_detect(const char *buf, size_t len)
@@ -56,14 +57,10 @@ static bool too_many_dx(const claim_t *claim, const char *where, const gate_limi
     return true;
 }
 
-void gate_hl7(const rule_pack_t *pack, hl7_msg_t *msg, const char *buf, size_t len,
-              const hl7_opts_t *opts, const gate_limits_t *lim, arena_t *a, gate_result_t *out)
+/* gate_hl7() from the parse on: msg holds the message. */
+static void judge_parsed(const rule_pack_t *pack, hl7_msg_t *msg, const gate_limits_t *lim,
+                         arena_t *a, gate_result_t *out)
 {
-    result_init(out);
-    if (hl7_msg_parse(msg, buf, len, opts, &out->detail) != ERR_OK) {
-        out->status = GATE_UNREADABLE;
-        return;
-    }
     slice_t id;
     if (hl7_get(msg, "MSH-10", &id) == ERR_OK && id.len)
         out->control_id = arena_slicedup(a, id);
@@ -84,6 +81,36 @@ void gate_hl7(const rule_pack_t *pack, hl7_msg_t *msg, const char *buf, size_t l
     out->status = GATE_JUDGED;
     out->claim = claim;
     rule_evaluate(pack, claim, a, &out->verdict);
+}
+
+void gate_hl7(const rule_pack_t *pack, hl7_msg_t *msg, const char *buf, size_t len,
+              const hl7_opts_t *opts, const gate_limits_t *lim, arena_t *a, gate_result_t *out)
+{
+    result_init(out);
+    if (hl7_msg_parse(msg, buf, len, opts, &out->detail) != ERR_OK) {
+        out->status = GATE_UNREADABLE;
+        return;
+    }
+    judge_parsed(pack, msg, lim, a, out);
+}
+
+void gate_hl7_unannotated(const rule_pack_t *pack, hl7_msg_t *msg, const char *buf, size_t len,
+                          const hl7_opts_t *opts, const gate_limits_t *lim, arena_t *a,
+                          slice_t *input, gate_result_t *out)
+{
+    *input = slice_make(buf, len);
+    result_init(out);
+    if (hl7_msg_parse(msg, buf, len, opts, &out->detail) != ERR_OK) {
+        out->status = GATE_UNREADABLE;
+        return;
+    }
+    slice_t stripped;
+    if (hl7_annotation_strip_parsed(msg, a, &stripped) > 0) {
+        *input = stripped;
+        gate_hl7(pack, msg, stripped.ptr, stripped.len, opts, lim, a, out);
+        return;
+    }
+    judge_parsed(pack, msg, lim, a, out);
 }
 
 void gate_fhir_claim(const rule_pack_t *pack, const fhir_doc_t *doc, size_t i,

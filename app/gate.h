@@ -50,6 +50,15 @@ typedef struct {
 void gate_hl7(const rule_pack_t *pack, hl7_msg_t *msg, const char *buf, size_t len,
               const hl7_opts_t *opts, const gate_limits_t *lim, arena_t *a, gate_result_t *out);
 
+/* gate_hl7() of the message without an earlier pass of spinegate's
+ * annotation (a coder's resend, a second gate), which is never judged: one
+ * pass, never two. *input is what was judged and is to be forwarded: buf
+ * itself, or buf without those segments (in a). The message is parsed once
+ * when it holds none, the usual case. */
+void gate_hl7_unannotated(const rule_pack_t *pack, hl7_msg_t *msg, const char *buf, size_t len,
+                          const hl7_opts_t *opts, const gate_limits_t *lim, arena_t *a,
+                          slice_t *input, gate_result_t *out);
+
 /* Maps and judges Claim i of a parsed FHIR document; lim as for gate_hl7(). */
 void gate_fhir_claim(const rule_pack_t *pack, const fhir_doc_t *doc, size_t i,
                      const gate_limits_t *lim, arena_t *a, gate_result_t *out);

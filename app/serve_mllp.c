@@ -259,11 +259,8 @@ static void store(mllp_job_t *j, dest_t dest, slice_t payload)
 static void judge(lane_job_t *lane)
 {
     mllp_job_t *j = (mllp_job_t *)lane;
-    /* A message annotated by an earlier pass (a coder's resend, a second
-     * gate) is judged and forwarded without that pass: one pass, never two. */
-    (void)hl7_annotation_strip(j->frame->data, j->frame->len, &j->hl7_opts, &j->arena, &j->input);
-    gate_hl7(j->pack->pack, j->msg, j->input.ptr, j->input.len, &j->hl7_opts, &j->limits,
-             &j->arena, &j->result);
+    gate_hl7_unannotated(j->pack->pack, j->msg, j->frame->data, j->frame->len, &j->hl7_opts,
+                         &j->limits, &j->arena, &j->input, &j->result);
     const rule_verdict_t *v = &j->result.verdict;
     if (j->result.status == GATE_JUDGED &&
         (v->kind != VERDICT_ACCEPT || j->annotate_opts.header_when_accepted))

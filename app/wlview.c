@@ -158,9 +158,8 @@ int wlview_judge(const config_t *cfg, const rule_pack_t *pack, const char *buf, 
     if (fmt == GATE_HL7) {
         hl7_opts_t ho = {.max_size = len + 1};
         slice_t input;
-        (void)hl7_annotation_strip(buf, len, &ho, ar, &input);
         msg = hl7_msg_new();
-        gate_hl7(pack, msg, input.ptr, input.len, &ho, &lim, ar, &r);
+        gate_hl7_unannotated(pack, msg, buf, len, &ho, &lim, ar, &input, &r);
         m->dest = dest_name(DEST_HL7);
         m->content_type = "application/hl7-v2";
         m->payload = input.ptr;

@@ -516,6 +516,23 @@ static bool may_hold_annotation(const char *p, size_t n)
            (may_hold_annotation_after(p, n, '\r') || may_hold_annotation_after(p, n, '\n'));
 }
 
+size_t hl7_annotation_strip_parsed(const hl7_msg_t *msg, arena_t *a, slice_t *out)
+{
+    *out = hl7_msg_bytes(msg);
+    hl7_edit_t *e = NULL;
+    size_t removed = 0;
+    for (size_t i = 1; i < hl7_seg_count(msg); i++)
+        if (hl7_annotation_is_ours(msg, i)) {
+            if (!e)
+                e = hl7_edit_new(msg, a);
+            (void)hl7_edit_delete(e, i);
+            removed++;
+        }
+    if (removed)
+        *out = hl7_edit_write(e);
+    return removed;
+}
+
 size_t hl7_annotation_strip(const char *data, size_t len, const hl7_opts_t *opts, arena_t *a,
                             slice_t *out)
 {
@@ -524,16 +541,8 @@ size_t hl7_annotation_strip(const char *data, size_t len, const hl7_opts_t *opts
         return 0;
     hl7_msg_t *m = hl7_msg_new();
     size_t removed = 0;
-    if (hl7_msg_parse(m, data, len, opts, NULL) == ERR_OK) {
-        hl7_edit_t *e = hl7_edit_new(m, a);
-        for (size_t i = 1; i < hl7_seg_count(m); i++)
-            if (hl7_annotation_is_ours(m, i)) {
-                (void)hl7_edit_delete(e, i);
-                removed++;
-            }
-        if (removed)
-            *out = hl7_edit_write(e);
-    }
+    if (hl7_msg_parse(m, data, len, opts, NULL) == ERR_OK)
+        removed = hl7_annotation_strip_parsed(m, a, out);
     hl7_msg_free(m);
     return removed;
 }

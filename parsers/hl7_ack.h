@@ -168,4 +168,8 @@ bool hl7_annotation_is_ours(const hl7_msg_t *msg, size_t i);
 size_t hl7_annotation_strip(const char *data, size_t len, const hl7_opts_t *opts, arena_t *a,
                             slice_t *out);
 
+/* The same for a message already parsed into msg: *out is its bytes without
+ * those segments (in a), or its bytes themselves when it has none. */
+size_t hl7_annotation_strip_parsed(const hl7_msg_t *msg, arena_t *a, slice_t *out);
+
 #endif

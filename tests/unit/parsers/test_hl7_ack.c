@@ -605,6 +605,16 @@ static void test_annotation_strip(void **state)
             assert_int_equal(hl7_annotation_strip(twice.ptr, twice.len, NULL, &a, &back), 5);
             assert_int_equal(back.len, n);
             assert_memory_equal(back.ptr, in, n);
+            /* The same from a parse of the message, and nothing from the plain one. */
+            assert_int_equal(hl7_parse(twice.ptr, twice.len, NULL, &m, NULL), ERR_OK);
+            assert_int_equal(hl7_annotation_strip_parsed(m, &a, &back), 5);
+            assert_int_equal(back.len, n);
+            assert_memory_equal(back.ptr, in, n);
+            assert_int_equal(hl7_msg_parse(m, in, n, NULL, NULL), ERR_OK);
+            assert_int_equal(hl7_annotation_strip_parsed(m, &a, &back), 0);
+            assert_ptr_equal(back.ptr, in);
+            assert_int_equal(back.len, n);
+            hl7_msg_free(m);
             arena_free(&a);
         }
     }

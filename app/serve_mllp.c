@@ -188,17 +188,18 @@ static void answer(mllp_job_t *j, hl7_outcome_t outcome, metric_outcome_t metric
                   j->result.status == GATE_JUDGED ? &j->result.verdict : NULL);
     metrics_latency(&d->metrics, secs);
     char idb[LOG_ID_BUF];
-    const char *id = log_id(j->result.control_id, idb);
     if (j->result.status == GATE_UNREADABLE) {
         char whereb[LOG_ID_BUF]; /* a location may quote a segment id from the message */
-        log_warn("mllp conn=%llu id=%s unreadable (%s%s%s): answered %s", conn, id,
-                 err_name(j->result.detail.code), j->result.detail.where[0] ? " at " : "",
+        log_warn("mllp conn=%llu id=%s unreadable (%s%s%s): answered %s", conn,
+                 log_id(j->result.control_id, idb), err_name(j->result.detail.code),
+                 j->result.detail.where[0] ? " at " : "",
                  j->result.detail.where[0] ? log_id(j->result.detail.where, whereb) : "",
                  code[0] ? code : "none");
-    }
-    else if (log_get_level() >= LOG_LVL_INFO) /* the rule list costs a little: build it only to log it */
-        log_info("mllp conn=%llu id=%s %s findings=%zu rules=%s stored=%s ack=%s %.2fms", conn, id,
-                 j->result.status == GATE_NOT_A_CLAIM ? "no-claim" : verdict_name(j->result.verdict.kind),
+    } else /* log_info builds its arguments (the rule list) only when it logs */
+        log_info("mllp conn=%llu id=%s %s findings=%zu rules=%s stored=%s ack=%s %.2fms", conn,
+                 log_id(j->result.control_id, idb),
+                 j->result.status == GATE_NOT_A_CLAIM ? "no-claim"
+                                                      : verdict_name(j->result.verdict.kind),
                  j->result.verdict.nfindings, rules_list(&j->arena, &j->result.verdict),
                  j->dest ? j->dest : "-", code[0] ? code : "none", secs * 1000);
     job_free(j);

@@ -34,7 +34,17 @@ void log_phi(const char *what, const char *data, unsigned long len);
 
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
-#define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
-#define log_debug(...) log_msg(LOG_LVL_DEBUG, __VA_ARGS__)
+/* Info and debug lines are mostly off and some are per message: their
+ * arguments (log_id() and the like) are not even computed then. */
+#define log_info(...)                                                                              \
+    do {                                                                                           \
+        if (log_get_level() >= LOG_LVL_INFO)                                                       \
+            log_msg(LOG_LVL_INFO, __VA_ARGS__);                                                    \
+    } while (0)
+#define log_debug(...)                                                                             \
+    do {                                                                                           \
+        if (log_get_level() >= LOG_LVL_DEBUG)                                                      \
+            log_msg(LOG_LVL_DEBUG, __VA_ARGS__);                                                   \
+    } while (0)
 
 #endif

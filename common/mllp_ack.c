@@ -84,9 +84,7 @@ void mllp_ack_text(const char *p, size_t n, char *out, size_t cap)
     if (!cap)
         return;
     for (size_t i = 0; i < n;) {
-        size_t e = i;
-        while (e < n && p[e] != '\r' && p[e] != '\n')
-            e++;
+        size_t e = seg_end(p, n, i);
         bool msa = e - i >= 4 && memcmp(p + i, "MSA", 3) == 0;
         bool err = e - i >= 4 && memcmp(p + i, "ERR", 3) == 0;
         if (msa || err) {
@@ -116,8 +114,7 @@ void mllp_ack_text(const char *p, size_t n, char *out, size_t cap)
                     out[k++] = '\n';
             }
         }
-        i = e;
-        i = seg_end(p, n, i);
+        i = seg_end(p, n, e);
         while (i < n && (p[i] == '\r' || p[i] == '\n'))
             i++;
     }

@@ -1715,6 +1715,24 @@ static void no_spill_by_age(void)
     queue__spill_ms = (uint64_t)3600 * 1000;
 }
 
+/* The start of the log failure tests: a queue with a reader, spill by age
+ * off. */
+static queue_t *open_log_test(fx_t *f, const queue_opts_t *o, fetched_t *x, queue_reader_t **r)
+{
+    queue_t *q = open_with_reader(f, o, x, r);
+    no_spill_by_age();
+    return q;
+}
+
+/* One fetch, which must give the puts of want (indexes), in that order. */
+static void fetch_expect(fx_t *f, queue_reader_t *r, fetched_t *x, const int *want, size_t n)
+{
+    fetch_once(f, r, x, 100);
+    assert_int_equal(x->n, n);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(ctrl_index(x->rows[i]), want[i]);
+}
+
 /* A failed log write refuses its batch's hot puts (they are nowhere) and
  * turns the log off until a restart: the hot messages acknowledged before
  * are spilled with the next commit, not at their age, and later puts and
@@ -1726,9 +1744,8 @@ static void test_log_write_failure_turns_log_off(void **state)
     fx_t *f = *state;
     static fetched_t x;
     queue_reader_t *r = NULL;
-    queue_t *q = open_with_reader(f, &log_opts, &x, &r);
+    queue_t *q = open_log_test(f, &log_opts, &x, &r);
     static puts_t p;
-    no_spill_by_age();
     put_n(f, q, &p, 3, 100);
     assert_int_equal(rows_in_table(q), 0); /* hot */
     off_t log_size = log_file_size(f);
@@ -1748,13 +1765,10 @@ static void test_log_write_failure_turns_log_off(void **state)
     assert_int_equal(st.failed, 2);
 
     /* The reader gets every acknowledged message once, and none refused. */
-    fetch_once(f, r, &x, 100);
     const int want[] = {0, 1, 2, 5, 6};
-    assert_int_equal(x.n, 5);
-    for (size_t i = 0; i < x.n; i++) {
-        assert_int_equal(ctrl_index(x.rows[i]), want[i]);
+    fetch_expect(f, r, &x, want, 5);
+    for (size_t i = 0; i < x.n; i++)
         assert_int_equal(queue_mark_delivered(r, x.rows[i]->id), ERR_OK);
-    }
     free_fetched(&x);
     RUN_UNTIL(f, rows_in_table(q) == 0);
     assert_int_equal(rows_in_table(q), 0); /* deleted, not logged */
@@ -1778,9 +1792,8 @@ static void test_log_sync_failure_full(void **state)
     fx_t *f = *state;
     static fetched_t x;
     queue_reader_t *r = NULL;
-    queue_t *q = open_with_reader(f, &log_opts_full, &x, &r);
+    queue_t *q = open_log_test(f, &log_opts_full, &x, &r);
     static puts_t p;
-    no_spill_by_age();
     put_n(f, q, &p, 3, 100);
     assert_int_equal(rows_in_table(q), 0); /* hot */
 
@@ -1794,11 +1807,8 @@ static void test_log_sync_failure_full(void **state)
     queue_stats(q, &st);
     assert_int_equal(st.failed, 2);
 
-    fetch_once(f, r, &x, 100);
     const int want[] = {0, 1, 2, 5}; /* the acknowledged ones */
-    assert_int_equal(x.n, 4);
-    for (size_t i = 0; i < x.n; i++)
-        assert_int_equal(ctrl_index(x.rows[i]), want[i]);
+    fetch_expect(f, r, &x, want, 4);
     assert_int_equal(queue_mark_delivered(r, x.rows[0]->id), ERR_OK);
     free_fetched(&x);
     RUN_UNTIL(f, rows_in_table(q) == 3 && queue_reader_unsynced(r) == 0);
@@ -1822,9 +1832,8 @@ static void test_log_reader_closed_in_spill_wait(void **state)
     fx_t *f = *state;
     static fetched_t x;
     queue_reader_t *r = NULL;
-    queue_t *q = open_with_reader(f, &log_opts, &x, &r);
+    queue_t *q = open_log_test(f, &log_opts, &x, &r);
     static puts_t p;
-    no_spill_by_age();
     put_n(f, q, &p, 600, 100);           /* more than the reader's ring holds: it is behind */
     assert_true(rows_in_table(q) < 600); /* some are hot */
     x.done = false;

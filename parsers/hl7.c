@@ -339,12 +339,16 @@ err_t hl7_msg_parse(hl7_msg_t *m, const char *data, size_t len, const hl7_opts_t
     push_field(m, enc, nenc);
     pos = e;
 
-    unsigned char cls[256];
+#if defined(__SSE2__)
+    const unsigned char *cls = NULL; /* the SSE2 scan compares the bytes itself */
+#else
+    unsigned char cls[256]; /* nonzero for the bytes that end a field; 1: the separator */
     memset(cls, 0, sizeof cls);
     cls[fs] = 1;
     cls['\r'] = 2;
     cls['\n'] = 2;
     cls[0] = 3;
+#endif
     /* The scan's state: the block at blk (SIZE_MAX before the first), its
      * bits, and those of its bits not taken yet. */
     size_t blk = SIZE_MAX;

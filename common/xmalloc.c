@@ -165,10 +165,37 @@ static char *xml_strdup(const char *s)
     return xstrdup(s);
 }
 
+static _Thread_local arena_t *cjson_arena;
+static atomic_bool cjson_hooked;
+
+bool xmalloc_cjson_hooked(void)
+{
+    return atomic_load_explicit(&cjson_hooked, memory_order_relaxed);
+}
+
+arena_t *xmalloc_cjson_arena(arena_t *a)
+{
+    arena_t *before = cjson_arena;
+    cjson_arena = a;
+    return before;
+}
+
+static void *cjson_alloc(size_t n)
+{
+    return cjson_arena ? arena_alloc(cjson_arena, n) : xmalloc(n);
+}
+
+static void cjson_free(void *p)
+{
+    if (!cjson_arena)
+        xfree(p);
+}
+
 void xmalloc_hook_libraries(void)
 {
-    cJSON_Hooks hooks = {.malloc_fn = xmalloc, .free_fn = xfree};
+    cJSON_Hooks hooks = {.malloc_fn = cjson_alloc, .free_fn = cjson_free};
     cJSON_InitHooks(&hooks);
+    atomic_store(&cjson_hooked, true);
     xmlMemSetup(xfree, xmalloc, xrealloc, xml_strdup);
     /* Before any worker thread parses: libxml2 wants its first
      * initialisation done once, on one thread. */

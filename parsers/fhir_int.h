@@ -56,6 +56,8 @@ struct fhir_doc {
     fhir_format_t fmt;
     const fhir__ops_t *ops;
     void *tree;          /* cJSON * or xmlDoc * */
+    arena_t tree_arena;  /* JSON: the cJSON tree's memory, when tree_in_arena */
+    bool tree_in_arena;  /* freed with tree_arena, never by cJSON_Delete */
     fhir__node_t root;   /* the top resource */
     const char *rtype;   /* "Claim", "Bundle" or "Parameters" */
     char bundle_type[32]; /* Bundle.type ("batch", "transaction", ...); "" for a Claim */
@@ -71,6 +73,10 @@ struct fhir_doc {
  * format's error. */
 err_t fhir__json_parse(const char *buf, size_t len, const fhir_opts_t *o, fhir_doc_t *doc,
                        err_detail_t *d);
+/* The JSON pre-pass (depth, NUL, \u0000; see fhir_json.c), 64 bytes at a
+ * time where SSE2 is there, and byte by byte: both give the same answer. */
+err_t fhir__json_prescan(const char *buf, size_t len, int max_depth, err_detail_t *d);
+err_t fhir__json_prescan_bytewise(const char *buf, size_t len, int max_depth, err_detail_t *d);
 err_t fhir__xml_parse(const char *buf, size_t len, const fhir_opts_t *o, fhir_doc_t *doc,
                       err_detail_t *d);
 void fhir__json_free(void *tree);

@@ -13,6 +13,7 @@
 
 #include "fhir_int.h"
 #include "fhir_out.h"
+#include "xmalloc.h"
 
 #define FHIR_NS "http://hl7.org/fhir"
 
@@ -109,8 +110,17 @@ static xmlNodePtr to_xml(xmlDocPtr doc, xmlNsPtr ns, const w_t *n)
     return el;
 }
 
+/* j as compact text in a. When cJSON allocates through xmalloc it prints
+ * into a itself: no copy, no free. */
 static void emit_json(cJSON *j, arena_t *a, slice_t *out)
 {
+    if (xmalloc_cjson_hooked()) {
+        arena_t *before = xmalloc_cjson_arena(a);
+        out->ptr = cJSON_PrintUnformatted(j);
+        out->len = strlen(out->ptr);
+        xmalloc_cjson_arena(before);
+        return;
+    }
     char *s = cJSON_PrintUnformatted(j);
     size_t n = strlen(s);
     out->ptr = arena_strndup(a, s, n);
@@ -132,9 +142,15 @@ static void emit_xmldoc(xmlDocPtr doc, arena_t *a, slice_t *out)
 static void render(const w_t *res, fhir_format_t fmt, arena_t *a, slice_t *out)
 {
     if (fmt == FHIR_FMT_JSON) {
+        /* Built in a as well where it can be: it is printed and dropped. */
+        bool in_arena = xmalloc_cjson_hooked();
+        arena_t *before = in_arena ? xmalloc_cjson_arena(a) : NULL;
         cJSON *j = to_json(res);
         emit_json(j, a, out);
-        cJSON_Delete(j);
+        if (in_arena)
+            xmalloc_cjson_arena(before);
+        else
+            cJSON_Delete(j);
         return;
     }
     xmlDocPtr doc = xmlNewDoc(BAD_CAST "1.0");
@@ -509,10 +525,25 @@ static void strip_node(const fhir_doc_t *doc, fhir__node_t n)
         json_strip((cJSON *)n);
 }
 
+/* A JSON tree parsed into the document's arena (fhir_json.c) is edited
+ * there too: the nodes added go with the document, the nodes taken out
+ * stay until it goes. Returns what tree_edit_end() restores. */
+static arena_t *tree_edit_begin(fhir_doc_t *doc)
+{
+    return doc->tree_in_arena ? xmalloc_cjson_arena(&doc->tree_arena) : NULL;
+}
+
+static void tree_edit_end(fhir_doc_t *doc, arena_t *before)
+{
+    if (doc->tree_in_arena)
+        xmalloc_cjson_arena(before);
+}
+
 err_t fhir_out_strip(fhir_doc_t *doc, size_t i)
 {
     if (i >= doc->nclaims)
         return ERR_NOT_FOUND;
+    arena_t *before = tree_edit_begin(doc);
     fhir__node_t claim = doc->claims[i];
     strip_node(doc, claim);
     static const char *const kids[] = {"diagnosis", "item"};
@@ -521,6 +552,7 @@ err_t fhir_out_strip(fhir_doc_t *doc, size_t i)
         for (fhir__node_t n = doc->ops->first(claim, kids[k], &bad); n; n = doc->ops->next(n))
             strip_node(doc, n);
     }
+    tree_edit_end(doc, before);
     return ERR_OK;
 }
 
@@ -558,6 +590,7 @@ err_t fhir_out_annotate_pack(fhir_doc_t *doc, size_t i, const rule_verdict_t *v,
     arena_init(&a, 0);
     fhir__node_t claim = doc->claims[i];
     bool xml = doc->fmt == FHIR_FMT_XML;
+    arena_t *before = tree_edit_begin(doc);
     w_t *hx = header_ext(&a, v, rule_pack);
     w_t *vx = w_obj(&a, NULL, "extension", true);
     w_add(&a, vx, "url", W_ATTR, FHIR_OUT_EXT_VERDICT, false);
@@ -585,6 +618,7 @@ err_t fhir_out_annotate_pack(fhir_doc_t *doc, size_t i, const rule_verdict_t *v,
         else
             json_attach((cJSON *)target, ext);
     }
+    tree_edit_end(doc, before);
     arena_free(&a);
     return ERR_OK;
 }

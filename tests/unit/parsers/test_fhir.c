@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,8 @@
 
 #include "claim.h"
 #include "fhir.h"
+#include "fhir_int.h"
+#include "json_tree.h"
 #include "fhir_out.h"
 #include "xmalloc.h"
 
@@ -843,6 +846,282 @@ static void test_annotation_idempotent(void **state)
     arena_free(&a);
 }
 
+/* The JSON pre-pass, 64 bytes at a time, must answer exactly as the byte
+ * loop: same error, same offset. Random documents are drawn from the bytes
+ * the pass acts on (and NUL), at lengths across block edges; 'u' and '0'
+ * make \u0000 likely. */
+static void prescan_compare(const char *buf, size_t len, int max_depth)
+{
+    err_detail_t fast = {0}, slow = {0};
+    err_t a = fhir__json_prescan(buf, len, max_depth, &fast);
+    err_t b = fhir__json_prescan_bytewise(buf, len, max_depth, &slow);
+    if (a != b || (a && fast.offset != slow.offset)) {
+        fprintf(stderr, "prescan differs at len %zu depth %d: %d@%zu vs %d@%zu\n", len, max_depth,
+                a, fast.offset, b, slow.offset);
+        fail();
+    }
+}
+
+static void test_json_prescan_matches_bytewise(void **state)
+{
+    (void)state;
+    static const char alphabet[] = "{}[]\"\\u0a \0";
+    char buf[700];
+    unsigned seed = 12345;
+    size_t errors = 0;
+    for (int round = 0; round < 40000; round++) {
+        size_t len = (size_t)(rand_r(&seed) % sizeof buf);
+        for (size_t i = 0; i < len; i++) {
+            /* Mostly plain text, so that blocks hold few marks, as in a document. */
+            unsigned r = (unsigned)rand_r(&seed);
+            buf[i] = r % 4 ? 'a' : alphabet[(r / 4) % (sizeof alphabet - 1)];
+            /* Every other document without backslashes: the blocks the
+             * scan reads from their quotes alone. */
+            if (round % 2 && buf[i] == '\\')
+                buf[i] = '"';
+        }
+        int max_depth = 1 + rand_r(&seed) % 8;
+        prescan_compare(buf, len, max_depth);
+        err_detail_t d = {0};
+        errors += fhir__json_prescan_bytewise(buf, len, max_depth, &d) != ERR_OK;
+    }
+    /* Both answers were seen many times: the comparison tested something. */
+    assert_true(errors > 1000 && errors < 39000);
+
+    /* A real document passes; one byte changed at every offset in turn gives
+     * the same answer from both. */
+    size_t n = 0;
+    char *doc = data_file("json/spine-m4304-mri.json", &n);
+    assert_true(n > 0);
+    err_detail_t d = {0};
+    assert_int_equal(fhir__json_prescan(doc, n, 64, &d), ERR_OK);
+    static const char swaps[4] = {'"', '\\', '{', '\0'};
+    for (size_t i = 0; i < n; i++) {
+        char keep = doc[i];
+        for (size_t k = 0; k < sizeof swaps; k++) {
+            doc[i] = swaps[k];
+            prescan_compare(doc, n, 6);
+        }
+        doc[i] = keep;
+    }
+    xfree(doc);
+}
+
+/* A JSON document's tree lives in its own arena: annotating it twice and
+ * stripping it adds and removes nodes there, and freeing the document frees
+ * them all (ASan and LeakSanitizer check the builds that run this). */
+static void test_json_tree_arena_edits(void **state)
+{
+    (void)state;
+    size_t n = 0;
+    char *body = data_file("json/spine-m4304-mri.json", &n);
+    fhir_doc_t *doc = NULL;
+    err_detail_t d = {0};
+    assert_int_equal(fhir_parse(body, n, FHIR_FMT_JSON, NULL, &doc, &d), ERR_OK);
+    assert_true(doc->tree_in_arena);
+    arena_t a;
+    arena_init(&a, 0);
+    claim_t *cl = NULL;
+    assert_int_equal(fhir_doc_claim(doc, 0, &a, &cl, &d), ERR_OK);
+    rule_verdict_t v = {0};
+    v.kind = VERDICT_ANNOTATE;
+    for (int pass = 0; pass < 2; pass++)
+        assert_int_equal(fhir_out_annotate(doc, 0, &v), ERR_OK);
+    slice_t out;
+    fhir_out_doc(doc, &a, &out);
+    assert_non_null(strstr(out.ptr, FHIR_OUT_EXT_VERDICT));
+    assert_int_equal(fhir_out_strip(doc, 0), ERR_OK);
+    fhir_out_doc(doc, &a, &out);
+    assert_null(strstr(out.ptr, FHIR_OUT_EXT_VERDICT));
+    fhir_doc_free(doc);
+    arena_free(&a);
+    xfree(body);
+}
+
+/* json_tree.c builds the tree cJSON's own parse would: same types, values,
+ * keys, order and links (head->prev is the last node, as cJSON's append
+ * needs). Compared on every JSON document of the corpus and on random
+ * edits of them. */
+static void tree_compare(const cJSON *x, const cJSON *y, const char *what)
+{
+    if (!x || !y) {
+        if (x != y)
+            fail_msg("%s: one tree ends early", what);
+        return;
+    }
+    if (x->type != y->type || x->valueint != y->valueint ||
+        memcmp(&x->valuedouble, &y->valuedouble, sizeof x->valuedouble) != 0)
+        fail_msg("%s: node differs (type %d/%d)", what, x->type, y->type);
+    if ((x->string == NULL) != (y->string == NULL) ||
+        (x->string && strcmp(x->string, y->string) != 0))
+        fail_msg("%s: key differs", what);
+    if ((x->valuestring == NULL) != (y->valuestring == NULL) ||
+        (x->valuestring && strcmp(x->valuestring, y->valuestring) != 0))
+        fail_msg("%s: string differs", what);
+    const cJSON *a = x->child, *b = y->child;
+    if (a && (!a->prev || a->prev->next != NULL))
+        fail_msg("%s: head->prev is not the last child", what);
+    for (const cJSON *prev = NULL; a || b; prev = a, a = a->next, b = b->next) {
+        tree_compare(a, b, what);
+        if (!a || !b)
+            break;
+        if (prev && a->prev != prev)
+            fail_msg("%s: prev link broken", what);
+    }
+}
+
+/* A \u escape with other than four hex digits: the one input cJSON takes
+ * (as U+0000) and json_tree.c refuses. */
+static bool has_bad_u_escape(const char *s, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (s[i] != '\\')
+            continue;
+        if (s[i + 1] == 'u') {
+            for (size_t k = 2; k < 6; k++)
+                if (i + k >= n || !strchr("0123456789abcdefABCDEF", s[i + k]) || !s[i + k])
+                    return true;
+        }
+        i++;
+    }
+    return false;
+}
+
+/* Whether an object under x names a key twice, the slow way. */
+static bool has_dup_key(const cJSON *x)
+{
+    for (const cJSON *c = x->child; c; c = c->next) {
+        if (cJSON_IsObject(x))
+            for (const cJSON *k = c->next; k; k = k->next)
+                if (strcmp(c->string, k->string) == 0)
+                    return true;
+        if (has_dup_key(c))
+            return true;
+    }
+    return false;
+}
+
+static size_t tree_trial(const char *buf, size_t n, const char *what)
+{
+    arena_t a;
+    arena_init(&a, 0);
+    size_t end_at = 0, fail_at = 0;
+    bool dup = false;
+    cJSON *mine = json_tree_parse(buf, n, &a, &end_at, &fail_at, &dup);
+    const char *end = NULL;
+    cJSON *theirs = cJSON_ParseWithLengthOpts(buf, n, &end, 0);
+    if (!mine && theirs && has_bad_u_escape(buf, n)) {
+        cJSON_Delete(theirs);
+        arena_free(&a);
+        return 0;
+    }
+    if ((mine == NULL) != (theirs == NULL))
+        fail_msg("%s (%zu bytes): json_tree %s, cJSON %s", what, n, mine ? "takes it" : "refuses",
+                 theirs ? "takes it" : "refuses");
+    if (mine) {
+        if (end_at != (size_t)(end - buf))
+            fail_msg("%s: value ends at %zu, cJSON says %zu", what, end_at, (size_t)(end - buf));
+        tree_compare(mine, theirs, what);
+        if (dup != has_dup_key(theirs))
+            fail_msg("%s: a key given twice %s", what, dup ? "seen, not there" : "missed");
+    } else if (fail_at >= n && n) {
+        fail_msg("%s: failure offset %zu outside the input", what, fail_at);
+    }
+    cJSON_Delete(theirs);
+    arena_free(&a);
+    return mine != NULL;
+}
+
+static void test_json_tree_matches_cjson(void **state)
+{
+    (void)state;
+    static const char *const hand[] = {
+        "{\"a\":[1,-0,2.5e3,-1.25E-2,007,12345678901234567890,1e999,\"x\"]}",
+        "[\"\\u00e9\\u20ac\\uD83D\\uDE00\\n\\t\\\"\\\\\\/\\b\\f\\r\"]",
+        "\xEF\xBB\xBF {\"bom\": true}",
+        "\x01\x1f[null,false,true]\x7f",
+        "{\"k\":\"v\"} trailing",
+        "[1,]",
+        "{\"a\":}",
+        "{\"a\" 1}",
+        "[tru]",
+        "[nul]",
+        "[\"\\x\"]",
+        "[\"\\uD800\"]",
+        "[\"\\uDC00\"]",
+        "[\"\\uD800\\u0041\"]",
+        "[-]",
+        "[+1]",
+        "[.5]",
+        "[1.5.3]",
+        "[1e]",
+        "[\"unterminated",
+        "{\"a\":1,\"a\":2}",
+        "[]",
+        "{}",
+        "  ",
+        "[[[[[]]]]]",
+        "[1 2]",
+        "{\"\":\"\"}",
+        "[0x10]",
+        "[-01.0e+2]",
+        "\"top string\"",
+        "42",
+        "{\"ab\":1,\"ac\":2,\"a\":3}",
+        "{\"x\":{\"k\":1,\"j\":[{\"k\":2,\"k\":3}]}}",
+        "{\"a\\u0062\":1,\"ab\":2}",
+        "{\"\":1,\"\":2}",
+    };
+    size_t taken = 0;
+    for (size_t i = 0; i < sizeof hand / sizeof *hand; i++)
+        taken += tree_trial(hand[i], strlen(hand[i]), hand[i]);
+    assert_true(taken > 10);
+
+    char dirpath[1024];
+    snprintf(dirpath, sizeof dirpath, "%s/tests/data/fhir/json", srcdir());
+    DIR *dir = opendir(dirpath);
+    assert_non_null(dir);
+    static const char edits[] = "{}[]\":,\\u0aeE.-+ 9tfn";
+    unsigned seed = 777;
+    size_t docs = 0, trials = 0;
+    taken = 0;
+    for (struct dirent *de; (de = readdir(dir));) {
+        if (!strstr(de->d_name, ".json"))
+            continue;
+        char rel[300];
+        snprintf(rel, sizeof rel, "json/%s", de->d_name);
+        size_t n;
+        char *doc = data_file(rel, &n);
+        taken += tree_trial(doc, n, de->d_name);
+        docs++;
+        char *copy = xmalloc(n + 8);
+        for (int t = 0; t < 300; t++) {
+            memcpy(copy, doc, n);
+            size_t m = n;
+            int nedits = 1 + rand_r(&seed) % 3;
+            for (int k = 0; k < nedits && m; k++) {
+                size_t at = (size_t)rand_r(&seed) % m;
+                char c = edits[(size_t)rand_r(&seed) % (sizeof edits - 1)];
+                switch (rand_r(&seed) % 3) {
+                case 0: copy[at] = c; break;
+                case 1: memmove(copy + at, copy + at + 1, m - at - 1), m--; break;
+                default: m = at; break;
+                }
+            }
+            taken += tree_trial(copy, m, de->d_name);
+            trials++;
+        }
+        xfree(copy);
+        xfree(doc);
+    }
+    closedir(dir);
+    /* Some edits leave valid JSON and most do not: both sides were seen. */
+    assert_true(docs >= 20);
+    assert_true(taken > docs + trials / 20 && taken < docs + trials / 2);
+    print_message("%zu documents and %zu edits of them: %zu read alike by both\n", docs, trials,
+                  taken);
+}
+
 int main(void)
 {
     xmalloc_hook_libraries();
@@ -856,6 +1135,9 @@ int main(void)
         cmocka_unit_test(test_parameters),
         cmocka_unit_test(test_annotation_idempotent),
         cmocka_unit_test(test_json_duplicate_property),
+        cmocka_unit_test(test_json_prescan_matches_bytewise),
+        cmocka_unit_test(test_json_tree_arena_edits),
+        cmocka_unit_test(test_json_tree_matches_cjson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

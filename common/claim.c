@@ -42,11 +42,20 @@ bool claim_code_normalise(const char *sent, size_t len, char *out, size_t cap)
 
 void claim_code_dotted(const char *code, char *out, size_t cap)
 {
-    size_t n = strlen(code);
-    if (n <= 3)
-        snprintf(out, cap, "%s", code);
-    else
-        snprintf(out, cap, "%.3s.%s", code, code + 3);
+    /* Cut as snprintf would cut it; written by hand because every finding
+     * names its codes this way. */
+    if (!cap)
+        return;
+    size_t o = 0;
+    for (size_t i = 0; code[i] && o + 1 < cap; i++) {
+        if (i == 3) {
+            out[o++] = '.';
+            if (o + 1 == cap)
+                break;
+        }
+        out[o++] = code[i];
+    }
+    out[o] = '\0';
 }
 
 static int digits(const char *s, size_t n)
@@ -243,7 +252,8 @@ static void *grow(arena_t *a, void *old, size_t n, size_t *cap, size_t elem)
     if (n < *cap)
         return old;
     size_t ncap = *cap ? *cap * 2 : 8;
-    void *p = arena_calloc(a, ncap, elem);
+    /* Not zeroed: each element is cleared when it is added. */
+    void *p = arena_alloc(a, ncap * elem);
     if (n)
         memcpy(p, old, n * elem);
     *cap = ncap;

@@ -81,6 +81,36 @@ static const char *reason(int status)
 }
 
 /* Builds status line, headers and (copied) body; borrow, if any, follows. */
+/* A response head written into a buffer sized for it (see build()); a
+ * part that would not fit is cut, never written past the end. Every
+ * response has one, so it is copied piece by piece rather than printed. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} head_t;
+
+static void head_putn(head_t *h, const char *s, size_t n)
+{
+    if (n > h->cap - h->len)
+        n = h->cap - h->len;
+    memcpy(h->p + h->len, s, n);
+    h->len += n;
+}
+
+static void head_put(head_t *h, const char *s)
+{
+    head_putn(h, s, strlen(s));
+}
+
+static void head_num(head_t *h, size_t v)
+{
+    char num[24], *p = num + sizeof num;
+    do
+        *--p = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    head_putn(h, p, (size_t)(num + sizeof num - p));
+}
+
 static ingest__wbuf_t *build(http_server_t *s, int status, const char *ctype, const void *body,
                              size_t len, buf_t *borrow, const char *extra, bool keep_alive,
                              bool head)
@@ -90,16 +120,28 @@ static ingest__wbuf_t *build(http_server_t *s, int status, const char *ctype, co
     bool send_body = !no_body && !head;
     size_t cap = 256 + (ctype ? strlen(ctype) : 0) + (extra ? strlen(extra) : 0);
     ingest__wbuf_t *w = ingest__wbuf_new(cap + (send_body && !borrow ? len : 0));
-    int n = snprintf(w->data, cap, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, reason(status),
-                     http_date(s));
-    size_t o = (size_t)n;
+    head_t h = {w->data, 0, cap};
+    head_put(&h, "HTTP/1.1 ");
+    head_num(&h, (size_t)status);
+    head_put(&h, " ");
+    head_put(&h, reason(status));
+    head_put(&h, "\r\nDate: ");
+    head_put(&h, http_date(s));
+    head_put(&h, "\r\n");
     if (!no_body) {
-        if (ctype && blen)
-            o += (size_t)snprintf(w->data + o, cap - o, "Content-Type: %s\r\n", ctype);
-        o += (size_t)snprintf(w->data + o, cap - o, "Content-Length: %zu\r\n", blen);
+        if (ctype && blen) {
+            head_put(&h, "Content-Type: ");
+            head_put(&h, ctype);
+            head_put(&h, "\r\n");
+        }
+        head_put(&h, "Content-Length: ");
+        head_num(&h, blen);
+        head_put(&h, "\r\n");
     }
-    o += (size_t)snprintf(w->data + o, cap - o, "Connection: %s\r\n%s\r\n",
-                          keep_alive ? "keep-alive" : "close", extra ? extra : "");
+    head_put(&h, keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
+    head_put(&h, extra ? extra : "");
+    head_put(&h, "\r\n");
+    size_t o = h.len;
     if (send_body && !borrow && len) {
         memcpy(w->data + o, body, len);
         o += len;

@@ -288,9 +288,10 @@ void fhir_doc_free(fhir_doc_t *doc)
     if (doc->tree) {
         if (doc->fmt == FHIR_FMT_XML)
             fhir__xml_free(doc->tree);
-        else
+        else if (!doc->tree_in_arena)
             fhir__json_free(doc->tree);
     }
+    arena_free(&doc->tree_arena);
     xfree(doc->claims);
     xfree(doc->claim_entry);
     xfree(doc->entries);
@@ -309,23 +310,72 @@ typedef struct {
     size_t plen;
 } map_t;
 
-/* Appends a path step; returns the length to restore with pop(). */
-static size_t push(map_t *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Room for "[" SIZE_MAX "]". */
+#define INDEX_TEXT 24
 
-static size_t push(map_t *m, const char *fmt, ...)
+/* Appends the n bytes at s to the path, as many as it has room for. The
+ * path is built on every step of every claim, and only read when an error
+ * names it: plain copies, no printf. */
+static void path_put(map_t *m, const char *s, size_t n)
+{
+    size_t room = sizeof m->path - 1 - m->plen;
+    if (n > room)
+        n = room;
+    memcpy(m->path + m->plen, s, n);
+    m->plen += n;
+    m->path[m->plen] = '\0';
+}
+
+/* Path steps; each returns the length to restore with pop(). push: a step
+ * as written (".code"); push_name: "." and a name; push_at: a step and an
+ * array index ("[2]"). */
+static size_t push(map_t *m, const char *step)
 {
     size_t old = m->plen;
-    if (m->plen < sizeof m->path - 1) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(m->path + m->plen, sizeof m->path - m->plen, fmt, ap);
-        va_end(ap);
-        if (n > 0)
-            m->plen += (size_t)n;
-        if (m->plen >= sizeof m->path)
-            m->plen = sizeof m->path - 1;
-    }
+    path_put(m, step, strlen(step));
     return old;
+}
+
+static size_t push_name(map_t *m, const char *name)
+{
+    size_t old = m->plen;
+    path_put(m, ".", 1);
+    path_put(m, name, strlen(name));
+    return old;
+}
+
+/* "[i]", written at the end of num; returns where it starts. */
+static const char *index_text(char num[INDEX_TEXT], size_t i)
+{
+    char *p = num + INDEX_TEXT;
+    *--p = ']';
+    do
+        *--p = (char)('0' + i % 10);
+    while ((i /= 10) != 0);
+    *--p = '[';
+    return p;
+}
+
+static size_t push_at(map_t *m, const char *step, size_t i)
+{
+    size_t old = push(m, step);
+    char num[INDEX_TEXT];
+    const char *t = index_text(num, i);
+    path_put(m, t, (size_t)(num + INDEX_TEXT - t));
+    return old;
+}
+
+/* name[i] in the arena: where a diagnosis or an item of the claim is. */
+static const char *indexed(arena_t *a, const char *name, size_t i)
+{
+    char num[INDEX_TEXT];
+    const char *t = index_text(num, i);
+    size_t nn = strlen(name), nt = (size_t)(num + INDEX_TEXT - t);
+    char *out = arena_alloc(a, nn + nt + 1);
+    memcpy(out, name, nn);
+    memcpy(out + nn, t, nt);
+    out[nn + nt] = '\0';
+    return out;
 }
 
 static void pop(map_t *m, size_t old)
@@ -337,7 +387,7 @@ static void pop(map_t *m, size_t old)
 /* ERR_BAD_VALUE at path.name (name may be NULL for the current node). */
 static err_t bad(map_t *m, const char *name, const char *what)
 {
-    size_t old = name ? push(m, ".%s", name) : m->plen;
+    size_t old = name ? push_name(m, name) : m->plen;
     err_t e = path_err(m->d, ERR_BAD_VALUE, m->path, "%s", what);
     pop(m, old);
     return e;
@@ -419,7 +469,7 @@ static err_t get_period(map_t *m, fhir__node_t obj, const char *name, claim_date
     err_t e = get_obj(m, obj, name, &p);
     if (e || !p)
         return e;
-    size_t old = push(m, ".%s", name);
+    size_t old = push_name(m, name);
     e = get_date(m, p, "start", from);
     if (!e)
         e = get_date(m, p, "end", to);
@@ -473,7 +523,7 @@ static err_t read_cc(map_t *m, fhir__node_t cc, rank_fn rank, coding_t *best, co
         return e;
     int best_rank = 0;
     for (size_t i = 0; c; c = m->ops->next(c), i++) {
-        size_t old = push(m, ".coding[%zu]", i);
+        size_t old = push_at(m, ".coding", i);
         coding_t k;
         if (!m->ops->is_object(c))
             e = bad(m, NULL, "must be a Coding object");
@@ -553,7 +603,7 @@ static err_t get_ref(map_t *m, fhir__node_t obj, const char *name, const char *w
     err_t e = get_obj(m, obj, name, &r);
     if (e || !r)
         return e;
-    size_t old = push(m, ".%s", name);
+    size_t old = push_name(m, name);
     e = get_str(m, r, "reference", &ref);
     if (!e && display)
         e = get_str(m, r, "display", display);
@@ -588,7 +638,7 @@ static err_t map_dx_type(map_t *m, fhir__node_t dxn, claim_dx_type_t *out)
     bool principal = false, admitting = false, other = false;
     err_t e = first(m, dxn, "type", &t);
     for (size_t i = 0; !e && t; t = m->ops->next(t), i++) {
-        size_t old = push(m, ".type[%zu]", i);
+        size_t old = push_at(m, ".type", i);
         fhir__node_t c = NULL;
         if (!m->ops->is_object(t))
             e = bad(m, NULL, "must be a CodeableConcept");
@@ -596,7 +646,7 @@ static err_t map_dx_type(map_t *m, fhir__node_t dxn, claim_dx_type_t *out)
             e = first(m, t, "coding", &c);
         for (size_t j = 0; !e && c; c = m->ops->next(c), j++) {
             coding_t k = {0};
-            size_t o2 = push(m, ".coding[%zu]", j);
+            size_t o2 = push_at(m, ".coding", j);
             if (!m->ops->is_object(c))
                 e = bad(m, NULL, "must be a Coding object");
             if (!e)
@@ -649,7 +699,7 @@ static err_t map_poa(map_t *m, fhir__node_t dxn, claim_poa_t *out)
 static err_t map_dx(map_t *m, claim_t *c, fhir__node_t dxn, size_t idx)
 {
     claim_dx_t *dx = claim_add_dx(c, m->a);
-    dx->location = arena_printf(m->a, "Claim.diagnosis[%zu]", idx);
+    dx->location = indexed(m->a, "Claim.diagnosis", idx);
     if (!m->ops->is_object(dxn))
         return bad(m, NULL, "must be an object");
     err_t e = get_pos_int(m, dxn, "sequence", &dx->sequence);
@@ -698,7 +748,7 @@ static err_t map_dx(map_t *m, claim_t *c, fhir__node_t dxn, size_t idx)
 static err_t map_line(map_t *m, claim_t *c, fhir__node_t it, size_t idx)
 {
     claim_line_t *ln = claim_add_line(c, m->a);
-    ln->location = arena_printf(m->a, "Claim.item[%zu]", idx);
+    ln->location = indexed(m->a, "Claim.item", idx);
     if (!m->ops->is_object(it))
         return bad(m, NULL, "must be an object");
     err_t e = get_pos_int(m, it, "sequence", &ln->sequence);
@@ -717,7 +767,7 @@ static err_t map_line(map_t *m, claim_t *c, fhir__node_t it, size_t idx)
     if (!e)
         e = first(m, it, "modifier", &n);
     for (size_t i = 0; !e && n; n = m->ops->next(n), i++) {
-        size_t old = push(m, ".modifier[%zu]", i);
+        size_t old = push_at(m, ".modifier", i);
         if (!m->ops->is_object(n))
             e = bad(m, NULL, "must be a CodeableConcept");
         else if (ln->nmodifiers >= CLAIM_MAX_MODIFIERS)
@@ -731,7 +781,7 @@ static err_t map_line(map_t *m, claim_t *c, fhir__node_t it, size_t idx)
     if (!e)
         e = first(m, it, "diagnosisSequence", &n);
     for (size_t i = 0; !e && n; n = m->ops->next(n), i++) {
-        size_t old = push(m, ".diagnosisSequence[%zu]", i);
+        size_t old = push_at(m, ".diagnosisSequence", i);
         int seq = 0;
         if (ln->ndx_pointers >= CLAIM_MAX_DX_POINTERS)
             e = bad(m, NULL, "more than 12 diagnosisSequence values on one item");
@@ -830,7 +880,7 @@ static err_t cc_has_code(map_t *m, fhir__node_t cc, const char *code, bool *out)
     *out = false;
     err_t e = first(m, cc, "coding", &c);
     for (size_t i = 0; !e && c; c = m->ops->next(c), i++) {
-        size_t old = push(m, ".coding[%zu]", i);
+        size_t old = push_at(m, ".coding", i);
         const char *k = NULL;
         if (!m->ops->is_object(c))
             e = bad(m, NULL, "must be a Coding object");
@@ -858,7 +908,7 @@ static err_t map_supporting_info(map_t *m, stay_t *st)
     fhir__node_t n;
     err_t e = first(m, m->claim, "supportingInfo", &n);
     for (size_t i = 0; !e && n; n = m->ops->next(n), i++) {
-        size_t old = push(m, ".supportingInfo[%zu]", i);
+        size_t old = push_at(m, ".supportingInfo", i);
         fhir__node_t cat = NULL, code = NULL;
         bool tob = false, adm = false, hosp = false;
         if (!m->ops->is_object(n))
@@ -1041,7 +1091,7 @@ static err_t map_claim(map_t *m, claim_t *c)
     if ((e = first(m, m->claim, "diagnosis", &n)))
         return e;
     for (size_t i = 0; n; n = m->ops->next(n), i++) {
-        size_t old = push(m, ".diagnosis[%zu]", i);
+        size_t old = push_at(m, ".diagnosis", i);
         e = map_dx(m, c, n, i);
         pop(m, old);
         if (e)
@@ -1050,7 +1100,7 @@ static err_t map_claim(map_t *m, claim_t *c)
     if ((e = first(m, m->claim, "item", &n)))
         return e;
     for (size_t i = 0; n; n = m->ops->next(n), i++) {
-        size_t old = push(m, ".item[%zu]", i);
+        size_t old = push_at(m, ".item", i);
         e = map_line(m, c, n, i);
         pop(m, old);
         if (e)

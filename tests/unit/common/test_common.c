@@ -124,6 +124,16 @@ static void test_code_normalise(void **state)
     assert_string_equal(out, "M43.04");
     claim_code_dotted("M43", out, sizeof out);
     assert_string_equal(out, "M43");
+    /* Cut as snprintf cuts: what fits, then the NUL. */
+    const char *code = "S32009A";
+    for (size_t cap = 1; cap <= 9; cap++) {
+        char want[16], got[16];
+        snprintf(want, cap, "%.3s.%s", code, code + 3);
+        memset(got, 'x', sizeof got);
+        claim_code_dotted(code, got, cap);
+        assert_string_equal(got, want);
+        assert_int_equal(got[cap], 'x'); /* nothing past cap */
+    }
 }
 
 static void test_date_parse(void **state)

@@ -304,6 +304,17 @@ static err_t dup_scan(const cJSON *node, const scan_step_t *at, char *path, size
     return ERR_OK;
 }
 
+/* obj's first member called name, as cJSON_GetObjectItemCaseSensitive finds
+ * it, with the first bytes compared before strcmp is called: the mapping
+ * looks up some hundred names a Claim. */
+static const cJSON *member(const cJSON *obj, const char *name)
+{
+    for (const cJSON *c = obj ? obj->child : NULL; c; c = c->next)
+        if (c->string && c->string[0] == name[0] && strcmp(c->string, name) == 0)
+            return c;
+    return NULL;
+}
+
 /* A tree refused before it is handed to the document: one in the arena
  * goes with the document (fhir_doc_free()). */
 static void drop_tree(const fhir_doc_t *doc, cJSON *root)
@@ -351,7 +362,7 @@ err_t fhir__json_parse(const char *buf, size_t len, const fhir_opts_t *o, fhir_d
         drop_tree(doc, root);
         return bad_json(buf, len, 0, "top-level JSON value is not an object", d);
     }
-    const cJSON *rt = cJSON_GetObjectItemCaseSensitive(root, "resourceType");
+    const cJSON *rt = member(root, "resourceType");
     char path[256];
     snprintf(path, sizeof path, "%s",
              cJSON_IsString(rt) && plain_name(rt->valuestring) ? rt->valuestring : "$");
@@ -373,7 +384,7 @@ void fhir__json_free(void *tree)
 
 static fhir__node_t j_get(fhir__node_t obj, const char *name, bool *bad)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    const cJSON *v = member(obj, name);
     if (v && (cJSON_IsArray(v) || cJSON_IsNull(v))) {
         *bad = true;
         return NULL;
@@ -383,7 +394,7 @@ static fhir__node_t j_get(fhir__node_t obj, const char *name, bool *bad)
 
 static fhir__node_t j_first(fhir__node_t obj, const char *name, bool *bad)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    const cJSON *v = member(obj, name);
     if (!v)
         return NULL;
     if (!cJSON_IsArray(v)) {
@@ -423,7 +434,7 @@ static int j_num(fhir__node_t n, double *out)
 
 static const char *j_resource_type(fhir__node_t res)
 {
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(res, "resourceType");
+    const cJSON *t = member(res, "resourceType");
     return cJSON_IsString(t) ? t->valuestring : NULL;
 }
 

@@ -62,7 +62,7 @@ static int digits(const char *s, size_t n)
 {
     int v = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!isdigit((unsigned char)s[i]))
+        if (s[i] < '0' || s[i] > '9') /* ASCII digits, whatever the locale */
             return -1;
         v = v * 10 + (s[i] - '0');
     }
@@ -83,7 +83,7 @@ bool claim_date_parse(const char *s, size_t len, claim_date_t *d)
             day = digits(s + 8, 2);
         else if (len != 7)
             return false;
-    } else if (len >= 6 && isdigit((unsigned char)s[4])) {
+    } else if (len >= 6 && s[4] >= '0' && s[4] <= '9') {
         m = digits(s + 4, 2);
         if (len >= 8)
             day = digits(s + 6, 2);

@@ -110,17 +110,10 @@ static xmlNodePtr to_xml(xmlDocPtr doc, xmlNsPtr ns, const w_t *n)
     return el;
 }
 
-/* j as compact text in a. When cJSON allocates through xmalloc it prints
- * into a itself: no copy, no free. */
+/* j as compact text in a. Printed outside any arena: cJSON's print buffer
+ * doubles by copying, and every copy would stay in the arena. */
 static void emit_json(cJSON *j, arena_t *a, slice_t *out)
 {
-    if (xmalloc_cjson_hooked()) {
-        arena_t *before = xmalloc_cjson_arena(a);
-        out->ptr = cJSON_PrintUnformatted(j);
-        out->len = strlen(out->ptr);
-        xmalloc_cjson_arena(before);
-        return;
-    }
     char *s = cJSON_PrintUnformatted(j);
     size_t n = strlen(s);
     out->ptr = arena_strndup(a, s, n);
@@ -142,14 +135,15 @@ static void emit_xmldoc(xmlDocPtr doc, arena_t *a, slice_t *out)
 static void render(const w_t *res, fhir_format_t fmt, arena_t *a, slice_t *out)
 {
     if (fmt == FHIR_FMT_JSON) {
-        /* Built in a as well where it can be: it is printed and dropped. */
+        /* The tree is built in a where cJSON allocates through xmalloc:
+         * it is printed once and dropped with a. */
         bool in_arena = xmalloc_cjson_hooked();
         arena_t *before = in_arena ? xmalloc_cjson_arena(a) : NULL;
         cJSON *j = to_json(res);
-        emit_json(j, a, out);
         if (in_arena)
             xmalloc_cjson_arena(before);
-        else
+        emit_json(j, a, out);
+        if (!in_arena)
             cJSON_Delete(j);
         return;
     }

@@ -180,9 +180,8 @@ static unsigned char *unescape(const unsigned char *in, size_t n, unsigned char 
     return out;
 }
 
-/* The string at r->p (a '"'), unescaped and NUL-terminated, into *out,
- * and its length (up to the first NUL it may hold) into *len. */
-static bool read_string(reader_t *r, char **out, size_t *len)
+/* The string at r->p (a '"'), unescaped and NUL-terminated, into *out. */
+static bool read_string(reader_t *r, char **out)
 {
     const unsigned char *s = r->p + 1, *q = quote_or_escape(s, r->end);
     if (q < r->end && *q == '"') {
@@ -191,7 +190,6 @@ static bool read_string(reader_t *r, char **out, size_t *len)
         memcpy(o, s, n);
         o[n] = '\0';
         *out = o;
-        *len = n;
         r->p = q + 1;
         return true;
     }
@@ -216,7 +214,6 @@ static bool read_string(reader_t *r, char **out, size_t *len)
     }
     *oe = '\0';
     *out = (char *)o;
-    *len = (size_t)(oe - o);
     r->p = e + 1;
     return true;
 }
@@ -314,9 +311,10 @@ static bool read_array(reader_t *r, cJSON *item)
 static bool read_object(reader_t *r, cJSON *item)
 {
     cJSON *head = NULL, *last = NULL;
-    /* Keys seen so far, a bit per (first byte, length): a key whose bit is
-     * set is compared with the keys before it. FHIR forbids a key twice;
-     * the caller says where, walking the tree only when one is. */
+    /* Keys seen so far, a bit per first two bytes: a key whose bit is set
+     * is compared with the keys before it, as C strings (as cJSON's lookups
+     * compare them). FHIR forbids a key twice; the caller says where,
+     * walking the tree only when one is. */
     uint64_t seen = 0;
     r->p++;
     skip_space(r);
@@ -325,13 +323,13 @@ static bool read_object(reader_t *r, cJSON *item)
     } else {
         for (;;) {
             cJSON *n = append(r, &head, &last);
-            size_t klen;
-            if (r->p >= r->end || *r->p != '"' || !read_string(r, &n->string, &klen))
+            if (r->p >= r->end || *r->p != '"' || !read_string(r, &n->string))
                 return false;
-            uint64_t bit = (uint64_t)1 << (((unsigned char)n->string[0] * 31u + klen) & 63);
+            const unsigned char *key = (const unsigned char *)n->string;
+            uint64_t bit = (uint64_t)1 << ((key[0] * 31u + (key[0] ? key[1] : 0)) & 63);
             if (seen & bit)
                 for (const cJSON *k = head; k != n && !r->dup; k = k->next)
-                    r->dup = strcmp(k->string, n->string) == 0;
+                    r->dup = k->string[0] == n->string[0] && strcmp(k->string, n->string) == 0;
             seen |= bit;
             skip_space(r);
             if (r->p >= r->end || *r->p != ':')
@@ -371,11 +369,7 @@ static bool read_value(reader_t *r, cJSON *item)
     if (r->p >= r->end)
         return false;
     switch (*r->p) {
-    case '"': {
-        size_t n;
-        item->type = cJSON_String;
-        return read_string(r, &item->valuestring, &n);
-    }
+    case '"': item->type = cJSON_String; return read_string(r, &item->valuestring);
     case '{': return read_object(r, item);
     case '[': return read_array(r, item);
     case 'n': item->type = cJSON_NULL; return literal(r, "null", 4);

@@ -1071,6 +1071,8 @@ static void test_json_tree_matches_cjson(void **state)
         "{\"x\":{\"k\":1,\"j\":[{\"k\":2,\"k\":3}]}}",
         "{\"a\\u0062\":1,\"ab\":2}",
         "{\"\":1,\"\":2}",
+        "{\"a\\u0000b\":1,\"a\":2}",
+        "{\"provider\":1,\"priority\":2,\"procedure\":3}",
     };
     size_t taken = 0;
     for (size_t i = 0; i < sizeof hand / sizeof *hand; i++)

@@ -1,8 +1,9 @@
-/* fhir_json.c - FHIR JSON: the parse step (cJSON, behind a depth pre-scan)
- * and the tree accessors the shared mapping walks (fhir__json_ops).
+/* fhir_json.c - FHIR JSON: the parse step (json_tree.c, or cJSON where its
+ * allocations are not ours, behind a depth pre-scan) and the tree accessors
+ * the shared mapping walks (fhir__json_ops).
  *
- * The cJSON tree is owned by the fhir_doc_t and freed by fhir__json_free();
- * accessors return borrowed cJSON pointers into it.
+ * The cJSON tree is owned by the fhir_doc_t: in its tree_arena, or freed by
+ * fhir__json_free(). Accessors return borrowed cJSON pointers into it.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -24,10 +25,10 @@ static err_t too_deep(err_detail_t *d, int max_depth, size_t at)
                    at);
 }
 
-/* cJSON recurses once per nesting level and only stops at its compile-time
- * CJSON_NESTING_LIMIT, so the depth is checked here first, in one pass that
- * knows about strings and escapes: a deep document is refused before cJSON
- * sees it. The same pass refuses NUL, raw or as \u0000: cJSON's strings are
+/* The readers recurse once per nesting level (cJSON stops only at its
+ * compile-time CJSON_NESTING_LIMIT, json_tree.c not at all), so the depth
+ * is checked here first, in one pass that knows about strings and escapes:
+ * a deep document is refused before either sees it. The same pass refuses NUL, raw or as \u0000: cJSON's strings are
  * C strings, so "Claim\u0000x" would silently read as "Claim".
  *
  * One step of that pass, at byte i: returns the error, or ERR_OK with

@@ -279,28 +279,47 @@ static cJSON *append(reader_t *r, cJSON **head, cJSON **last)
     return n;
 }
 
+/* At the opening byte of an array or object: skips it and the space after
+ * it, and the closing byte too when the list is empty (then true). */
+static bool list_empty(reader_t *r, unsigned char close)
+{
+    r->p++;
+    skip_space(r);
+    if (r->p < r->end && *r->p == close) {
+        r->p++;
+        return true;
+    }
+    return false;
+}
+
+/* After a value of a list: 1 when a ',' follows (skipped with the space
+ * after it), 0 when the closing byte does (skipped), -1 otherwise. */
+static int list_next(reader_t *r, unsigned char close)
+{
+    skip_space(r);
+    if (r->p < r->end && *r->p == ',') {
+        r->p++;
+        skip_space(r);
+        return 1;
+    }
+    if (r->p < r->end && *r->p == close) {
+        r->p++;
+        return 0;
+    }
+    return -1;
+}
+
 static bool read_array(reader_t *r, cJSON *item)
 {
     cJSON *head = NULL, *last = NULL;
-    r->p++;
-    skip_space(r);
-    if (r->p < r->end && *r->p == ']') {
-        r->p++;
-    } else {
-        for (;;) {
+    if (!list_empty(r, ']')) {
+        int more;
+        do {
             if (!read_value(r, append(r, &head, &last)))
                 return false;
-            skip_space(r);
-            if (r->p < r->end && *r->p == ',') {
-                r->p++;
-                skip_space(r);
-                continue;
-            }
-            if (r->p >= r->end || *r->p != ']')
-                return false;
-            r->p++;
-            break;
-        }
+        } while ((more = list_next(r, ']')) > 0);
+        if (more < 0)
+            return false;
         head->prev = last;
     }
     item->type = cJSON_Array;
@@ -308,47 +327,42 @@ static bool read_array(reader_t *r, cJSON *item)
     return true;
 }
 
+/* A member's key and value, into n. Keys seen so far in the object are a
+ * bit each in *seen (by their first two bytes): a key whose bit is set is
+ * compared with the keys before it, as C strings (as cJSON's lookups
+ * compare them). FHIR forbids a key twice; the caller says where, walking
+ * the tree only when one is. */
+static bool read_member(reader_t *r, const cJSON *head, cJSON *n, uint64_t *seen)
+{
+    if (r->p >= r->end || *r->p != '"' || !read_string(r, &n->string))
+        return false;
+    const unsigned char *key = (const unsigned char *)n->string;
+    uint64_t bit = (uint64_t)1 << ((key[0] * 31u + (key[0] ? key[1] : 0)) & 63);
+    if (*seen & bit)
+        for (const cJSON *k = head; k != n && !r->dup; k = k->next)
+            r->dup = k->string[0] == n->string[0] && strcmp(k->string, n->string) == 0;
+    *seen |= bit;
+    skip_space(r);
+    if (r->p >= r->end || *r->p != ':')
+        return false;
+    r->p++;
+    skip_space(r);
+    return read_value(r, n);
+}
+
 static bool read_object(reader_t *r, cJSON *item)
 {
     cJSON *head = NULL, *last = NULL;
-    /* Keys seen so far, a bit per first two bytes: a key whose bit is set
-     * is compared with the keys before it, as C strings (as cJSON's lookups
-     * compare them). FHIR forbids a key twice; the caller says where,
-     * walking the tree only when one is. */
     uint64_t seen = 0;
-    r->p++;
-    skip_space(r);
-    if (r->p < r->end && *r->p == '}') {
-        r->p++;
-    } else {
-        for (;;) {
+    if (!list_empty(r, '}')) {
+        int more;
+        do {
             cJSON *n = append(r, &head, &last);
-            if (r->p >= r->end || *r->p != '"' || !read_string(r, &n->string))
+            if (!read_member(r, head, n, &seen))
                 return false;
-            const unsigned char *key = (const unsigned char *)n->string;
-            uint64_t bit = (uint64_t)1 << ((key[0] * 31u + (key[0] ? key[1] : 0)) & 63);
-            if (seen & bit)
-                for (const cJSON *k = head; k != n && !r->dup; k = k->next)
-                    r->dup = k->string[0] == n->string[0] && strcmp(k->string, n->string) == 0;
-            seen |= bit;
-            skip_space(r);
-            if (r->p >= r->end || *r->p != ':')
-                return false;
-            r->p++;
-            skip_space(r);
-            if (!read_value(r, n))
-                return false;
-            skip_space(r);
-            if (r->p < r->end && *r->p == ',') {
-                r->p++;
-                skip_space(r);
-                continue;
-            }
-            if (r->p >= r->end || *r->p != '}')
-                return false;
-            r->p++;
-            break;
-        }
+        } while ((more = list_next(r, '}')) > 0);
+        if (more < 0)
+            return false;
         head->prev = last;
     }
     item->type = cJSON_Object;

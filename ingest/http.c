@@ -80,7 +80,6 @@ static const char *reason(int status)
     return (r && r[0] != '<') ? r : "Status";
 }
 
-/* Builds status line, headers and (copied) body; borrow, if any, follows. */
 /* A response head written into a buffer sized for it (see build()); a
  * part that would not fit is cut, never written past the end. Every
  * response has one, so it is copied piece by piece rather than printed. */
@@ -111,6 +110,7 @@ static void head_num(head_t *h, size_t v)
     head_putn(h, p, (size_t)(num + sizeof num - p));
 }
 
+/* Builds status line, headers and (copied) body; borrow, if any, follows. */
 static ingest__wbuf_t *build(http_server_t *s, int status, const char *ctype, const void *body,
                              size_t len, buf_t *borrow, const char *extra, bool keep_alive,
                              bool head)

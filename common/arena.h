@@ -35,6 +35,37 @@ char *arena_slicedup(arena_t *a, slice_t s);
 /* printf into the arena. */
 char *arena_printf(arena_t *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Small pieces cut from chunks of an arena: one arena call per chunk, not
+ * one per value, for readers that keep many short strings and nodes. Every
+ * size is rounded up to align (a power of two: 1 for strings, 8 for
+ * structs of pointers and doubles; a chunk starts aligned for anything); a
+ * piece over a quarter chunk is an arena allocation of its own. Set up
+ * with ARENA_POOL(arena, chunk, align). */
+typedef struct {
+    arena_t *a;
+    size_t chunk, align;
+    unsigned char *p;
+    size_t left;
+} arena_pool_t;
+
+#define ARENA_POOL(arena, chunk_size, alignment)                                                   \
+    ((arena_pool_t){.a = (arena), .chunk = (chunk_size), .align = (alignment)})
+
+static inline void *arena_pool_alloc(arena_pool_t *pool, size_t n)
+{
+    n = (n + pool->align - 1) & ~(pool->align - 1);
+    if (pool->left < n) {
+        if (n > pool->chunk / 4)
+            return arena_alloc(pool->a, n);
+        pool->p = arena_alloc(pool->a, pool->chunk);
+        pool->left = pool->chunk;
+    }
+    void *piece = pool->p;
+    pool->p += n;
+    pool->left -= n;
+    return piece;
+}
+
 /* Frees all but the first block and makes it empty again, for reuse. */
 void arena_reset(arena_t *a);
 

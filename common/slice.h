@@ -37,6 +37,21 @@ static inline bool slice_eq_slice(slice_t a, slice_t b)
     return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
 }
 
+/* v in decimal at out, which has room for 20 bytes; returns the length
+ * (no NUL). What "%llu" prints, for the numbers written on every message
+ * (locations, counts, lengths) without the format work. */
+static inline size_t str_udec(char *out, unsigned long long v)
+{
+    char rev[20];
+    size_t n = 0;
+    do
+        rev[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = rev[n - 1 - i];
+    return n;
+}
+
 /* Copies the C string src into dst of cap bytes (cap > 0), cut to fit and
  * always terminated: snprintf(dst, cap, "%s", src) without the format work,
  * for the copies made once a message. */

@@ -103,11 +103,8 @@ static void head_put(head_t *h, const char *s)
 
 static void head_num(head_t *h, size_t v)
 {
-    char num[24], *p = num + sizeof num;
-    do
-        *--p = (char)('0' + v % 10);
-    while ((v /= 10) != 0);
-    head_putn(h, p, (size_t)(num + sizeof num - p));
+    char num[20];
+    head_putn(h, num, str_udec(num, v));
 }
 
 /* Builds status line, headers and (copied) body; borrow, if any, follows. */

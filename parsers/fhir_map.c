@@ -344,33 +344,28 @@ static size_t push_name(map_t *m, const char *name)
     return old;
 }
 
-/* "[i]", written at the end of num; returns where it starts. */
-static const char *index_text(char num[INDEX_TEXT], size_t i)
+/* "[i]" into t (INDEX_TEXT bytes); returns its length. */
+static size_t index_text(char t[INDEX_TEXT], size_t i)
 {
-    char *p = num + INDEX_TEXT;
-    *--p = ']';
-    do
-        *--p = (char)('0' + i % 10);
-    while ((i /= 10) != 0);
-    *--p = '[';
-    return p;
+    t[0] = '[';
+    size_t n = 1 + str_udec(t + 1, i);
+    t[n++] = ']';
+    return n;
 }
 
 static size_t push_at(map_t *m, const char *step, size_t i)
 {
     size_t old = push(m, step);
-    char num[INDEX_TEXT];
-    const char *t = index_text(num, i);
-    path_put(m, t, (size_t)(num + INDEX_TEXT - t));
+    char t[INDEX_TEXT];
+    path_put(m, t, index_text(t, i));
     return old;
 }
 
 /* name[i] in the arena: where a diagnosis or an item of the claim is. */
 static const char *indexed(arena_t *a, const char *name, size_t i)
 {
-    char num[INDEX_TEXT];
-    const char *t = index_text(num, i);
-    size_t nn = strlen(name), nt = (size_t)(num + INDEX_TEXT - t);
+    char t[INDEX_TEXT];
+    size_t nn = strlen(name), nt = index_text(t, i);
     char *out = arena_alloc(a, nn + nt + 1);
     memcpy(out, name, nn);
     memcpy(out + nn, t, nt);

@@ -138,17 +138,10 @@ static void put_raw(hl7__segw_t *w, int f, slice_t v)
  * length. What snprintf's "%lld" gives, at a fraction of its cost. */
 static size_t fmt_int(char *buf, long long v)
 {
-    char digits[24];
-    size_t n = 0, len = 0;
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do {
-        digits[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
+    size_t len = 0;
     if (v < 0)
         buf[len++] = '-';
-    while (n)
-        buf[len++] = digits[--n];
+    len += str_udec(buf + len, v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v);
     buf[len] = '\0';
     return len;
 }

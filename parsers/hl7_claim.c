@@ -52,8 +52,7 @@ typedef struct {
     arena_t *a;
     err_detail_t *d;
     dx_index_t idx;
-    char *pool; /* see pool_alloc() */
-    size_t pool_left;
+    arena_pool_t pool;        /* the claim's strings, see pool_alloc() */
     unsigned char delim[256]; /* DELIM_* bits of the message's delimiters */
     bool escapes;             /* the escape character occurs after MSH-2 */
     norm_memo_t memo[NORM_MEMO];
@@ -61,23 +60,14 @@ typedef struct {
 
 enum { DELIM_REP = 1, DELIM_COMP = 2, DELIM_SUB = 4 };
 
-/* The claim's strings are short (codes, systems, texts, locations) and
- * need no alignment: they are cut from chunks of the arena rather than
- * each being an arena allocation of its own. */
+/* The claim's strings are short (codes, systems, texts, locations): they
+ * are cut from chunks of the arena rather than each being an arena
+ * allocation of its own. */
 #define POOL_CHUNK 512
 
-static char *pool_alloc(ctx_t *c, size_t n)
+static inline char *pool_alloc(ctx_t *c, size_t n)
 {
-    if (c->pool_left < n) {
-        if (n > POOL_CHUNK / 4)
-            return arena_alloc(c->a, n);
-        c->pool = arena_alloc(c->a, POOL_CHUNK);
-        c->pool_left = POOL_CHUNK;
-    }
-    char *p = c->pool;
-    c->pool += n;
-    c->pool_left -= n;
-    return p;
+    return arena_pool_alloc(&c->pool, n);
 }
 
 /* The n bytes at s, NUL-terminated, in the pool. */
@@ -197,17 +187,9 @@ typedef struct {
 
 static char *put_int(char *p, int v)
 {
-    char tmp[12];
-    int n = 0;
     if (v < 0)
         *p++ = '-';
-    unsigned u = v < 0 ? 0u - (unsigned)v : (unsigned)v;
-    do
-        tmp[n++] = (char)('0' + u % 10);
-    while ((u /= 10) && n < (int)sizeof tmp);
-    while (n)
-        *p++ = tmp[--n];
-    return p;
+    return p + str_udec(p, v < 0 ? 0u - (unsigned)v : (unsigned)v);
 }
 
 /* Writes w into buf (at least 40 bytes; pre and mid are short literals)
@@ -725,7 +707,12 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
 {
     *out = NULL;
     err_clear(d);
-    ctx_t c = {.m = msg, .dl = hl7_msg_delims(msg), .a = a, .d = d, .escapes = true};
+    ctx_t c = {.m = msg,
+               .dl = hl7_msg_delims(msg),
+               .a = a,
+               .d = d,
+               .escapes = true,
+               .pool = ARENA_POOL(a, POOL_CHUNK, 1)};
     c.delim[(unsigned char)c.dl->repetition] = DELIM_REP;
     c.delim[(unsigned char)c.dl->component] = DELIM_COMP;
     c.delim[(unsigned char)c.dl->subcomponent] = DELIM_SUB;

@@ -17,27 +17,14 @@
 
 typedef struct {
     const unsigned char *start, *p, *end;
-    arena_t *a;
-    unsigned char *pool;
-    size_t pool_left;
-    bool dup; /* an object named a key twice */
+    arena_pool_t pool;
+    size_t depth; /* arrays and objects open around the cursor */
+    bool dup;     /* an object named a key twice */
 } reader_t;
 
-/* n bytes from the pool. Every size is rounded up to 8 so that the pool
- * stays aligned for a node without a check (a chunk starts 16-aligned). */
 static inline void *take(reader_t *r, size_t n)
 {
-    n = (n + 7) & ~(size_t)7;
-    if (r->pool_left < n) {
-        if (n > POOL_CHUNK / 4)
-            return arena_alloc(r->a, n);
-        r->pool = arena_alloc(r->a, POOL_CHUNK);
-        r->pool_left = POOL_CHUNK;
-    }
-    void *p = r->pool;
-    r->pool += n;
-    r->pool_left -= n;
-    return p;
+    return arena_pool_alloc(&r->pool, n);
 }
 
 static inline cJSON *new_node(reader_t *r)
@@ -283,6 +270,7 @@ static cJSON *append(reader_t *r, cJSON **head, cJSON **last)
  * it, and the closing byte too when the list is empty (then true). */
 static bool list_empty(reader_t *r, unsigned char close)
 {
+    r->depth++;
     r->p++;
     skip_space(r);
     if (r->p < r->end && *r->p == close) {
@@ -322,6 +310,7 @@ static bool read_array(reader_t *r, cJSON *item)
             return false;
         head->prev = last;
     }
+    r->depth--;
     item->type = cJSON_Array;
     item->child = head;
     return true;
@@ -365,6 +354,7 @@ static bool read_object(reader_t *r, cJSON *item)
             return false;
         head->prev = last;
     }
+    r->depth--;
     item->type = cJSON_Object;
     item->child = head;
     return true;
@@ -384,8 +374,13 @@ static bool read_value(reader_t *r, cJSON *item)
         return false;
     switch (*r->p) {
     case '"': item->type = cJSON_String; return read_string(r, &item->valuestring);
-    case '{': return read_object(r, item);
-    case '[': return read_array(r, item);
+    case '{':
+    case '[':
+        /* The reader recurses once a level: it stops where cJSON stops,
+         * whatever the caller checked before. */
+        if (r->depth >= CJSON_NESTING_LIMIT)
+            return false;
+        return *r->p == '{' ? read_object(r, item) : read_array(r, item);
     case 'n': item->type = cJSON_NULL; return literal(r, "null", 4);
     case 'f': item->type = cJSON_False; return literal(r, "false", 5);
     case 't':
@@ -405,7 +400,7 @@ cJSON *json_tree_parse(const char *buf, size_t len, arena_t *a, size_t *end_at, 
     reader_t r = {.start = (const unsigned char *)buf,
                   .p = (const unsigned char *)buf,
                   .end = (const unsigned char *)buf + len,
-                  .a = a};
+                  .pool = ARENA_POOL(a, POOL_CHUNK, _Alignof(cJSON))};
     if (len >= 5 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0)
         r.p += 3;
     skip_space(&r);

@@ -13,8 +13,9 @@
  * numbers are what strtod() reads from a run of [0-9+-.eE], strings keep
  * their bytes as sent (no UTF-8 check), a UTF-8 byte order mark is skipped.
  *
- * The tree is never given to cJSON_Delete: it goes with the arena. Nesting
- * is not limited here: the caller checks the depth first (fhir_json.c).
+ * The tree is never given to cJSON_Delete: it goes with the arena. Like
+ * cJSON, it refuses nesting deeper than CJSON_NESTING_LIMIT (1000); the
+ * FHIR reader refuses far less before it gets here (fhir_json.c).
  */
 #ifndef SPINEGATE_JSON_TREE_H
 #define SPINEGATE_JSON_TREE_H

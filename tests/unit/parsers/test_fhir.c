@@ -1079,6 +1079,15 @@ static void test_json_tree_matches_cjson(void **state)
         taken += tree_trial(hand[i], strlen(hand[i]), hand[i]);
     assert_true(taken > 10);
 
+    /* Nesting: both take CJSON_NESTING_LIMIT levels and refuse one more. */
+    for (size_t levels = CJSON_NESTING_LIMIT; levels <= CJSON_NESTING_LIMIT + 1; levels++) {
+        char *deep = xmalloc(2 * levels);
+        memset(deep, '[', levels);
+        memset(deep + levels, ']', levels);
+        assert_int_equal(tree_trial(deep, 2 * levels, "deep"), levels == CJSON_NESTING_LIMIT);
+        xfree(deep);
+    }
+
     char dirpath[1024];
     snprintf(dirpath, sizeof dirpath, "%s/tests/data/fhir/json", srcdir());
     DIR *dir = opendir(dirpath);

@@ -6,8 +6,10 @@
  * the header's salt, as far as the lengths lead), which takes the fuzzer
  * past the CRCs into the record decoding; when even, the file is as given. Then what the daemon
  * does next is checked: a record appended after the scan (after a restart when the header was not
- * valid) must be found by a second scan right after the same records as the first, and nothing
- * else. No crash, no leak, no hang, no allocation beyond the file's size. */
+ * valid; with direct writes when the first byte's second bit is set) must be found by a second
+ * scan right after the same records as the first, and nothing else. No crash, no leak, no hang, no
+ * allocation beyond the file's size. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +118,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (st.stop == QLOG_STOP_NO_HEADER && qlog_restart(l, 0, true) != 0)
         abort();
     uint64_t end = qlog_size(l);
+    bool direct = (data[0] & 2) && qlog_direct(l, true);
     qlog_add_delivered(l, APPENDED_ID);
     if (qlog_write(l) != 0)
         abort();
@@ -126,8 +129,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     tally_t second = {0};
     if (qlog_scan(l, touch, &second, &st, &d) != ERR_OK)
         abort();
-    if (st.stop != QLOG_STOP_END || second.n != first.n + 1 || second.last_id != APPENDED_ID ||
-        second.last_offset != end)
+    /* direct: zeros after the record, to its block's end */
+    if (!(st.stop == QLOG_STOP_END || (direct && st.stop == QLOG_STOP_ZEROS)) ||
+        second.n != first.n + 1 || second.last_id != APPENDED_ID || second.last_offset != end)
         abort();
     qlog_close(l);
     unlink(path);

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -31,6 +32,9 @@
 #define PUT_FIELDS 7          /* dest ... payload, each with a u32 length */
 #define SCAN_WINDOW (1 << 20) /* bytes a scan reads at a time */
 #define BUF_KEEP (4u << 20)   /* a write buffer larger than this is freed after use */
+/* Direct writes start and end on multiples of this, from a buffer aligned
+ * to it: a multiple of every logical block size in use (512, 4096). */
+#define DIO_ALIGN ((size_t)4096)
 
 struct qlog {
     int fd;
@@ -41,8 +45,13 @@ struct qlog {
     uint32_t salt_crc;  /* the CRC-32C of the salt's 8 bytes, where each record's starts */
     bool positioned;    /* pos is known: a scan completed or a restart succeeded */
     uint64_t pos;       /* the write position */
-    unsigned char *buf; /* records added and not yet written */
-    size_t len, cap;
+    bool direct;        /* the descriptor has O_DIRECT (qlog_direct) */
+    unsigned char *raw; /* the buffer's allocation; buf is raw aligned to DIO_ALIGN */
+    unsigned char *buf; /* lead bytes, then the records added and not yet written */
+    size_t lead;        /* direct only: the file's bytes [pos - lead, pos) */
+    size_t len, cap;    /* len: the records' bytes after the lead; cap: buf's size */
+    unsigned char *block_raw, *block; /* direct only: one aligned block, for writes
+                                         outside buf */
 };
 
 /* ---- little-endian integers, byte by byte ---- */
@@ -229,6 +238,7 @@ const char *qlog_stop_str(qlog_stop_t stop)
 {
     switch (stop) {
     case QLOG_STOP_END: return "end of file";
+    case QLOG_STOP_ZEROS: return "record head of zeros";
     case QLOG_STOP_NO_HEADER: return "no valid header";
     case QLOG_STOP_TORN: return "record runs past the end of the file";
     case QLOG_STOP_LENGTH: return "record length over the limit";
@@ -350,6 +360,8 @@ static int scan_one(qlog_t *l, window_t *w, uint64_t pos, uint64_t size, unsigne
     int r = window_get(l->fd, w, pos, QLOG_RECORD_HEAD, size, &h);
     if (r)
         return r < 0 ? QLOG_STOP_TORN : (*e = r, QLOG_STOP_END);
+    if (all_zero(h, QLOG_RECORD_HEAD))
+        return QLOG_STOP_ZEROS;
     uint32_t len = get_le32(h), crc = get_le32(h + 4);
     unsigned char type = h[8];
     if (len > l->max_record)
@@ -402,6 +414,8 @@ err_t qlog_scan(qlog_t *l, qlog_record_cb cb, void *user, qlog_scan_stats_t *st,
         st = &local;
     *st = (qlog_scan_stats_t){.end = QLOG_HEADER_SIZE, .stop = QLOG_STOP_NO_HEADER};
     l->positioned = false;
+    if (qlog_direct(l, false)) /* the scan's reads are not aligned */
+        return err_set(d, ERR_IO, 0, "queue log: cannot clear O_DIRECT: %s", strerror(errno));
     int e = file_size(l->fd, &st->file_size);
     if (e)
         return err_set(d, ERR_IO, 0, "queue log: fstat: %s", strerror(e));
@@ -436,6 +450,45 @@ err_t qlog_scan(qlog_t *l, qlog_record_cb cb, void *user, qlog_scan_stats_t *st,
     return ERR_OK;
 }
 
+/* ---- the write buffer ---- */
+
+static size_t align_up(size_t n)
+{
+    return (n + DIO_ALIGN - 1) & ~(DIO_ALIGN - 1);
+}
+
+static unsigned char *aligned(unsigned char *p)
+{
+    return p + (DIO_ALIGN - (uintptr_t)p % DIO_ALIGN) % DIO_ALIGN;
+}
+
+/* Room for want bytes from buf's start, the lead and the records kept;
+ * buf stays aligned, as a direct write from it needs. */
+static void buf_reserve(qlog_t *l, size_t want)
+{
+    if (want <= l->cap)
+        return;
+    size_t cap = l->cap ? l->cap : 4096;
+    while (cap < want)
+        cap *= 2;
+    unsigned char *raw = xmalloc(cap + DIO_ALIGN - 1), *buf = aligned(raw);
+    if (l->lead + l->len)
+        memcpy(buf, l->buf, l->lead + l->len);
+    xfree(l->raw);
+    l->raw = raw;
+    l->buf = buf;
+    l->cap = cap;
+}
+
+static unsigned char *block_get(qlog_t *l)
+{
+    if (!l->block) {
+        l->block_raw = xmalloc(2 * DIO_ALIGN - 1);
+        l->block = aligned(l->block_raw);
+    }
+    return l->block;
+}
+
 /* ---- building records ---- */
 
 /* Appends a record head for a body of len bytes and returns where the body
@@ -443,14 +496,8 @@ err_t qlog_scan(qlog_t *l, qlog_record_cb cb, void *user, qlog_scan_stats_t *st,
 static unsigned char *record_begin(qlog_t *l, qlog_type_t type, size_t len)
 {
     size_t total = QLOG_RECORD_HEAD + pad8(len);
-    if (l->cap - l->len < total) {
-        size_t cap = l->cap ? l->cap : 4096;
-        while (cap - l->len < total)
-            cap *= 2;
-        l->buf = xrealloc(l->buf, cap);
-        l->cap = cap;
-    }
-    unsigned char *h = l->buf + l->len;
+    buf_reserve(l, l->lead + l->len + total);
+    unsigned char *h = l->buf + l->lead + l->len;
     memset(h, 0, QLOG_RECORD_HEAD);
     memset(h + total - 8, 0, 8); /* covers the padding, whatever its size */
     put_le32(h, (uint32_t)len);
@@ -507,9 +554,16 @@ static void buffer_drop(qlog_t *l)
 {
     l->len = 0;
     if (l->cap > BUF_KEEP) { /* one large payload should not pin its size */
-        xfree(l->buf);
-        l->buf = NULL;
-        l->cap = 0;
+        unsigned char *old = l->raw, *lead = l->buf;
+        size_t n = l->lead;
+        l->raw = l->buf = NULL;
+        l->cap = l->lead = 0;
+        if (n) {
+            buf_reserve(l, n);
+            memcpy(l->buf, lead, n);
+            l->lead = n;
+        }
+        xfree(old);
     }
 }
 
@@ -517,7 +571,7 @@ static void buffer_drop(qlog_t *l)
 static void buffer_seal(qlog_t *l)
 {
     for (size_t at = 0; at < l->len;) {
-        unsigned char *h = l->buf + at;
+        unsigned char *h = l->buf + l->lead + at;
         size_t len = get_le32(h);
         uint32_t c = crc32c_extend(l->salt_crc, h + 8, 1);
         put_le32(h + 4, crc32c_extend(c, h + QLOG_RECORD_HEAD, len));
@@ -531,8 +585,14 @@ static int hide_partial(qlog_t *l)
 {
     static const unsigned char zeros[QLOG_RECORD_HEAD];
     int e = ftruncate(l->fd, (off_t)l->pos) == 0 ? 0 : errno;
-    if (e) /* a record head of zeros stops a scan as well */
+    if (e && l->direct) { /* zeros from pos stop a scan as well; direct: the whole block */
+        unsigned char *b = block_get(l);
+        memcpy(b, l->buf, l->lead);
+        memset(b + l->lead, 0, DIO_ALIGN - l->lead);
+        e = pwrite_all(l->fd, b, DIO_ALIGN, l->pos - l->lead);
+    } else if (e) {
         e = pwrite_all(l->fd, zeros, sizeof zeros, l->pos);
+    }
     if (!e && fdatasync(l->fd) != 0)
         e = errno;
     return e;
@@ -547,15 +607,65 @@ int qlog_write(qlog_t *l)
         return -EINVAL;
     }
     buffer_seal(l);
-    int e = pwrite_all(l->fd, l->buf, l->len, l->pos);
-    if (e) {
-        if (hide_partial(l) != 0)
-            l->positioned = false;
+    int e;
+    if (l->direct) {
+        /* Whole blocks: from the one that holds pos, its bytes before pos
+         * (the lead) written again as they are, to the end of the last,
+         * zeros after the records. */
+        size_t end = l->lead + l->len, total = align_up(end);
+        buf_reserve(l, total);
+        memset(l->buf + end, 0, total - end);
+        e = pwrite_all(l->fd, l->buf, total, l->pos - l->lead);
+        if (!e) {
+            l->pos += l->len;
+            size_t lead = (size_t)(l->pos % DIO_ALIGN);
+            memmove(l->buf, l->buf + end - lead, lead);
+            l->lead = lead;
+        }
     } else {
-        l->pos += l->len;
+        e = pwrite_all(l->fd, l->buf, l->len, l->pos);
+        if (!e)
+            l->pos += l->len;
     }
+    if (e && hide_partial(l) != 0)
+        l->positioned = false;
     buffer_drop(l);
     return -e;
+}
+
+bool qlog_direct(qlog_t *l, bool on)
+{
+    if (on == l->direct)
+        return on;
+    int fl = fcntl(l->fd, F_GETFL);
+    if (fl < 0)
+        return l->direct;
+    if (!on) {
+        if (fcntl(l->fd, F_SETFL, fl & ~O_DIRECT) != 0)
+            return true;
+        if (l->len)
+            memmove(l->buf, l->buf + l->lead, l->len);
+        l->lead = 0;
+        l->direct = false;
+        return false;
+    }
+    if (!l->positioned)
+        return false;
+    /* The lead is read before O_DIRECT is set: a buffered read sees what
+     * buffered writes left in the page cache, and needs no alignment. */
+    size_t lead = (size_t)(l->pos % DIO_ALIGN), got = 0;
+    buf_reserve(l, lead + l->len);
+    if (l->len)
+        memmove(l->buf + lead, l->buf, l->len);
+    if (pread_some(l->fd, l->buf, lead, l->pos - lead, &got) != 0 || got != lead ||
+        fcntl(l->fd, F_SETFL, fl | O_DIRECT) != 0) {
+        if (l->len)
+            memmove(l->buf, l->buf + lead, l->len);
+        return false; /* O_DIRECT refused (tmpfs before Linux 6.6, ...): buffered */
+    }
+    l->lead = lead;
+    l->direct = true;
+    return true;
 }
 
 int qlog_sync(qlog_t *l)
@@ -586,7 +696,17 @@ int qlog_restart(qlog_t *l, size_t keep_bytes, bool sync)
     l->positioned = false;
     unsigned char h[QLOG_HEADER_SIZE];
     header_encode(h, l->epoch + 1, salt);
-    int e = pwrite_all(l->fd, h, sizeof h, 0);
+    int e;
+    if (l->direct) {
+        /* The header's whole block: the old epoch's records in the rest of
+         * it become zeros, which they may (the new salt fails them). */
+        unsigned char *b = block_get(l);
+        memcpy(b, h, sizeof h);
+        memset(b + sizeof h, 0, DIO_ALIGN - sizeof h);
+        e = pwrite_all(l->fd, b, DIO_ALIGN, 0);
+    } else {
+        e = pwrite_all(l->fd, h, sizeof h, 0);
+    }
     uint64_t size = 0, keep = keep_bytes > QLOG_HEADER_SIZE ? keep_bytes : QLOG_HEADER_SIZE;
     if (!e)
         e = file_size(l->fd, &size);
@@ -600,6 +720,13 @@ int qlog_restart(qlog_t *l, size_t keep_bytes, bool sync)
     set_salt(l, salt);
     l->pos = QLOG_HEADER_SIZE;
     l->positioned = true;
+    if (l->direct) { /* the header is the new lead, before what is buffered */
+        buf_reserve(l, QLOG_HEADER_SIZE + l->len);
+        if (l->len)
+            memmove(l->buf + QLOG_HEADER_SIZE, l->buf + l->lead, l->len);
+        memcpy(l->buf, h, QLOG_HEADER_SIZE);
+        l->lead = QLOG_HEADER_SIZE;
+    }
     return 0;
 }
 
@@ -609,6 +736,7 @@ void qlog_close(qlog_t *l)
         return;
     if (l->fd >= 0)
         close(l->fd);
-    xfree(l->buf);
+    xfree(l->raw);
+    xfree(l->block_raw);
     xfree(l);
 }

@@ -83,6 +83,8 @@ typedef enum {
 /* Why a scan stopped. */
 typedef enum {
     QLOG_STOP_END,       /* at the end of the file, on a record boundary */
+    QLOG_STOP_ZEROS,     /* at a record head of zeros: what a direct write leaves
+                            after its records, or a block a crash left unwritten */
     QLOG_STOP_NO_HEADER, /* nothing scanned: the header was not valid */
     QLOG_STOP_TORN,      /* a record head or body runs past the end of the file */
     QLOG_STOP_LENGTH,    /* a body length over max_record */
@@ -161,7 +163,10 @@ void qlog_discard(qlog_t *l);
 size_t qlog_pending_bytes(const qlog_t *l);
 
 /* Writes the buffer at the write position with one pwrite (more only after
- * a short write) and empties it. On success the write position moves past
+ * a short write) and empties it. With direct writes (qlog_direct) the
+ * pwrite covers whole 4 KiB blocks: from the start of the one that holds
+ * the write position, whose bytes before it are written again unchanged,
+ * to the end of the last, zeros after the records. On success the write position moves past
  * it. On failure nothing written counts: the position stays, what a partial
  * write left is hidden from later scans (the file is cut back, or the first
  * record head overwritten with zeros, then synced), the buffer is dropped
@@ -172,6 +177,17 @@ size_t qlog_pending_bytes(const qlog_t *l);
  * -EFBIG, -EIO, ...) otherwise. When even hiding a partial write fails, the
  * log has no write position from then on. */
 int qlog_write(qlog_t *l);
+
+/* Turns direct writes (O_DIRECT) on or off and returns whether they are
+ * on. Direct writes skip the page cache: over blocks the file already has
+ * (qlog_restart's keep_bytes), a write and the fdatasync after it cost the
+ * kernel about half the CPU of a buffered write and its writeback, but the
+ * pwrite waits for the device, so only for a caller that waits for the
+ * sync anyway (queue-sync=full). Turning them on needs a write position;
+ * where the file system refuses O_DIRECT the log stays buffered (false).
+ * A scan turns them off (its reads are not aligned). Not while another
+ * thread writes through the log. */
+bool qlog_direct(qlog_t *l, bool on);
 
 /* fdatasync of the file. Returns 0 or -errno. After a failure the log takes
  * no writes until qlog_restart succeeds: the kernel may have dropped pages

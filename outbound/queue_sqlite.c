@@ -264,6 +264,8 @@ struct sq {
     bool log_restart_due;    /* the log is over LOG_RESTART_BYTES */
     bool log_epoch_done;     /* log-epoch-done is committed: restart once durable and idle */
     bool log_failed;         /* a log write, sync or restart failed: the log takes nothing */
+    bool log_direct;         /* the log writes with O_DIRECT (log_plan) */
+    bool log_direct_refused; /* the file system refused O_DIRECT: not asked again */
     bool log_retire_tried;   /* after log_failed: a batch wrote log-epoch-done for it */
     bool log_unsynced;       /* queue-sync=full: the log was written since the last sync */
     bool wal_unsynced;       /* queue-sync=full: the table was written since the last sync */
@@ -939,7 +941,9 @@ static err_t log_open(sq_t *q, err_detail_t *d)
         log_error("queue: the message log %s has no valid header: read as empty", path);
     if (replay) {
         e = qlog_scan(q->log, replay_record, &rp, &st, d);
-        if (!e && st.stop != QLOG_STOP_END)
+        /* Zeros: the end of a direct write's last block (or blocks never
+         * written), not worth a line. */
+        if (!e && st.stop != QLOG_STOP_END && st.stop != QLOG_STOP_ZEROS)
             log_info("queue: message log %s ends in a %s at byte %" PRIu64
                      " (a write cut short by a crash: never acknowledged)",
                      path, qlog_stop_str(st.stop), st.end);
@@ -1337,6 +1341,19 @@ static void log_plan(sq_t *q)
     if (!q->log)
         return;
     q->batch_sql = false;
+    /* Direct writes while the loop waits for each sync anyway (full, syncs
+     * on the loop): they halve the kernel's CPU for a write and its sync
+     * (queue_log.h). Switched here, before the batch is planned, when no
+     * commit or restart can be using the log on the pool. */
+    bool direct = q->opts.sync == QUEUE_SYNC_FULL && !q->sync_on_pool && !q->log_failed &&
+                  !q->log_direct_refused;
+    if (direct != q->log_direct) {
+        q->log_direct = qlog_direct(q->log, direct);
+        if (direct && !q->log_direct) {
+            q->log_direct_refused = true;
+            log_debug("queue: the message log's file system refuses O_DIRECT: buffered writes");
+        }
+    }
     /* After a failure the log's epoch is retired as at a restart, once:
      * everything hot spilled and log-epoch-done written, so that the next
      * open does not replay messages delivered from the table meanwhile (no

@@ -1349,11 +1349,11 @@ static size_t pending_indexes(fx_t *f, queue_t *q, int *idx, size_t max)
 
 /* Messages a caught-up reader will take are acknowledged from the log,
  * not the table; a crash then loses none of them: the next open puts them
- * in the table, in order, with their ids and contents. */
-static void test_log_hot_puts_survive_a_crash(void **state)
+ * in the table, in order, with their ids and contents. With full, the log
+ * is written with O_DIRECT (queue_log.h). */
+static void hot_puts_survive_a_crash(fx_t *f, const queue_opts_t *opts)
 {
-    fx_t *f = *state;
-    queue_t *q = open_q(f, &log_opts);
+    queue_t *q = open_q(f, opts);
     queue_reader_t *r = NULL;
     static fetched_t x;
     memset(&x, 0, sizeof x);
@@ -1373,7 +1373,7 @@ static void test_log_hot_puts_survive_a_crash(void **state)
     queue_reader_close(r);
     close_q(f, q);
 
-    q = open_at(f, path, &log_opts);
+    q = open_at(f, path, opts);
     assert_int_equal(queue_depth(q, "hl7"), 10);
     r = fetch_all(f, q, "hl7", &x);
     assert_int_equal(x.n, 10);
@@ -1387,6 +1387,16 @@ static void test_log_hot_puts_survive_a_crash(void **state)
     free_fetched(&x);
     queue_reader_close(r);
     close_q(f, q);
+}
+
+static void test_log_hot_puts_survive_a_crash(void **state)
+{
+    hot_puts_survive_a_crash(*state, &log_opts);
+}
+
+static void test_log_hot_puts_survive_a_crash_full(void **state)
+{
+    hot_puts_survive_a_crash(*state, &log_opts_full);
 }
 
 /* Delivered hot messages are not brought back by a crash; the ones not
@@ -1578,12 +1588,11 @@ static uint64_t log_epoch_of(const char *path)
 
 /* Past 4 MiB the log starts over (the table took what was hot), and a
  * crash after that still loses nothing and brings back nothing delivered. */
-static void test_log_restarts(void **state)
+static void log_restarts(fx_t *f, const queue_opts_t *opts)
 {
-    fx_t *f = *state;
     static fetched_t x;
     queue_reader_t *r = NULL;
-    queue_t *q = open_with_reader(f, &log_opts, &x, &r);
+    queue_t *q = open_with_reader(f, opts, &x, &r);
     static puts_t p;
     memset(&p, 0, sizeof p);
     char logp[300];
@@ -1615,11 +1624,22 @@ static void test_log_restarts(void **state)
     crash_image(f, "crash", path, sizeof path);
     queue_reader_close(r);
     close_q(f, q);
-    q = open_at(f, path, &log_opts);
+    q = open_at(f, path, opts);
     int idx[16];
     assert_int_equal(pending_indexes(f, q, idx, 16), 3);
     assert_int_equal(idx[0], 600);
     close_q(f, q);
+}
+
+static void test_log_restarts(void **state)
+{
+    log_restarts(*state, &log_opts);
+}
+
+/* Restarts with direct writes: the header goes through its block. */
+static void test_log_restarts_full(void **state)
+{
+    log_restarts(*state, &log_opts_full);
 }
 
 /* A crash in the middle of a log write: the torn record is not read, the
@@ -1868,6 +1888,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_waits_for_another_writer_off_the_loop, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_hot_puts_survive_a_crash, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_hot_puts_survive_a_crash_full, fx_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_delivered_not_replayed, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_spill_by_age, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_spill_by_age_full, fx_setup, fx_teardown),
@@ -1876,6 +1898,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_log_cold_without_reader, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_attempt_spills, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_restarts, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_restarts_full, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_torn_tail, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_reader_behind_reads_spilled, fx_setup,
                                         fx_teardown),

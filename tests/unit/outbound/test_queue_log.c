@@ -6,7 +6,10 @@
  * right after the last valid record; a short or damaged header is an empty
  * log; a write that fails partway leaves nothing a later scan could find;
  * a restart cuts the file to keep_bytes; records straddling the scan's read
- * window, or larger than it, come back whole. */
+ * window, or larger than it, come back whole. The tests that write run
+ * twice: with buffered writes and with direct writes (O_DIRECT, whole
+ * blocks); direct writes switched on and off between writes, and across a
+ * restart, keep what is buffered and read back the same. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,6 +31,10 @@
 #include "queue_log.h"
 
 #define MAX_RECORD 4096
+#define BLOCK 4096 /* what direct writes round to */
+
+/* The test runs with direct writes (fx_setup_direct). */
+static bool direct_mode;
 
 typedef struct {
     char dir[64];
@@ -42,7 +49,15 @@ static int fx_setup(void **state)
         return -1;
     snprintf(f->path, sizeof f->path, "%s/q.log", f->dir);
     *state = f;
+    direct_mode = false;
     return 0;
+}
+
+static int fx_setup_direct(void **state)
+{
+    int rc = fx_setup(state);
+    direct_mode = true;
+    return rc;
 }
 
 static int fx_teardown(void **state)
@@ -195,15 +210,41 @@ static void spit(const char *path, const unsigned char *b, size_t n)
     fclose(f);
 }
 
-/* A new log: restarted into epoch 1, ready for records. */
+/* Direct writes on, and the descriptor's flags say so. The test folder's
+ * file system must take O_DIRECT (ext4 and xfs do, tmpfs from Linux 6.6). */
+static void direct_on(qlog_t *l)
+{
+    assert_true(qlog_direct(l, true));
+    int fl = fcntl(qlog_fd(l), F_GETFL);
+    assert_true(fl >= 0 && (fl & O_DIRECT));
+}
+
+/* The file's size after writes up to end: direct writes end on a block. */
+static uint64_t written_size(uint64_t end)
+{
+    return direct_mode ? (end + BLOCK - 1) / BLOCK * BLOCK : end;
+}
+
+/* Why a scan of a log written up to end stops there: direct writes leave
+ * zeros after it, to the end of its block. */
+static qlog_stop_t written_stop(uint64_t end)
+{
+    return written_size(end) > end ? QLOG_STOP_ZEROS : QLOG_STOP_END;
+}
+
+/* A new log: restarted into epoch 1, ready for records (direct writes on
+ * in direct mode). */
 static qlog_t *new_log(const char *path)
 {
     qlog_t *l = open_ok(path, MAX_RECORD);
     assert_int_equal(qlog_header(l), QLOG_HEADER_NONE);
     assert_int_equal(qlog_epoch(l), 0);
+    assert_false(qlog_direct(l, true)); /* no write position yet */
     assert_int_equal(qlog_restart(l, 0, true), 0);
     assert_int_equal(qlog_epoch(l), 1);
     assert_int_equal(qlog_size(l), QLOG_HEADER_SIZE);
+    if (direct_mode)
+        direct_on(l);
     return l;
 }
 
@@ -277,7 +318,7 @@ static void test_round_trip(void **state)
     assert_int_equal(qlog_epoch(l), 1);
     assert_int_equal(st.puts, 3);
     assert_int_equal(st.delivered, 2);
-    assert_int_equal(st.stop, QLOG_STOP_END);
+    assert_int_equal(st.stop, written_stop(QLOG_HEADER_SIZE + pending));
     assert_int_equal(st.end, QLOG_HEADER_SIZE + pending);
     assert_int_equal(s.n, 5);
 
@@ -340,7 +381,7 @@ static void test_several_writes_then_scan(void **state)
     }
     assert_int_equal(qlog_write(l), 0); /* nothing buffered: nothing to do */
     size_t end = qlog_size(l);
-    assert_int_equal(size_of(f->path), end);
+    assert_int_equal(size_of(f->path), written_size(end));
     qlog_close(l);
 
     seen_list_t s;
@@ -550,7 +591,7 @@ static void test_append_after_torn_batch_hides_it(void **state)
     l = open_scan(f->path, MAX_RECORD, &s, &st);
     const int64_t one[] = {1};
     assert_ids(&s, one, 1);
-    assert_int_equal(st.stop, QLOG_STOP_CRC);
+    assert_int_equal(st.stop, QLOG_STOP_ZEROS);
     assert_int_equal(st.file_size, end);
     assert_int_equal(size_of(f->path), lost); /* the scan cut the tail */
     seen_free(&s);
@@ -703,17 +744,21 @@ static void test_failed_write_counts_for_nothing(void **state)
     add_put_ok(l, 1, 10);
     assert_int_equal(qlog_write(l), 0);
     uint64_t pos = qlog_size(l);
-    add_put_ok(l, 2, 100);
+    /* Direct: record 2 ends in the first block, 3 runs into the second. */
+    size_t plen = direct_mode ? 3000 : 100;
+    add_put_ok(l, 2, plen);
     uint64_t first_len = qlog_pending_bytes(l);
-    add_put_ok(l, 3, 100);
+    add_put_ok(l, 3, plen);
 
     /* Room for record 2 whole and part of 3: the pwrite is cut short, then
-     * fails (EFBIG; SIGXFSZ ignored). Limits bind root too. */
+     * fails (EFBIG; SIGXFSZ ignored). Limits bind root too. A direct write
+     * is cut on a block's end (one cut elsewhere fails whole: EINVAL). */
     struct rlimit old, lim;
     assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
     void (*old_xfsz)(int) = signal(SIGXFSZ, SIG_IGN);
     lim = old;
-    lim.rlim_cur = (rlim_t)(pos + first_len + 20);
+    lim.rlim_cur = direct_mode ? BLOCK : (rlim_t)(pos + first_len + 20);
+    assert_true(pos + first_len < lim.rlim_cur);
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
     int rc = qlog_write(l);
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
@@ -779,6 +824,8 @@ static void test_records_across_read_window(void **state)
     const size_t big = (size_t)3 << 20, max_record = (size_t)4 << 20;
     qlog_t *l = open_ok(f->path, max_record);
     assert_int_equal(qlog_restart(l, 0, true), 0);
+    if (direct_mode)
+        direct_on(l);
     unsigned char *payload = malloc(big);
     qlog_put_t p;
     for (int64_t id = 1; id <= 400; id++) {
@@ -804,7 +851,7 @@ static void test_records_across_read_window(void **state)
     pattern_check_t c = {1, payload};
     assert_int_equal(qlog_scan(l, check_payload, &c, &st, &d), ERR_OK);
     assert_int_equal(c.next, 401);
-    assert_int_equal(st.stop, QLOG_STOP_END);
+    assert_int_equal(st.stop, written_stop(end));
     assert_int_equal(st.end, end);
     free(payload);
     qlog_close(l);
@@ -835,6 +882,96 @@ static void test_callback_error_stops_scan(void **state)
     qlog_close(l);
 }
 
+/* Checks each record against the ids wanted and add_put_ok's payloads. */
+static void assert_puts(const seen_list_t *s, const int64_t *ids, const size_t *plens, size_t n)
+{
+    assert_ids(s, ids, n);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char want[MAX_RECORD];
+        qlog_put_t p;
+        make_put(&p, ids[i], want, plens[i]);
+        assert_int_equal(s->r[i].type, QLOG_PUT);
+        assert_int_equal(s->r[i].payload_len, plens[i]);
+        assert_memory_equal(s->r[i].payload, want, plens[i]);
+    }
+}
+
+/* Direct writes switched on and off between writes, with records
+ * buffered, and across restarts: every record of the last epoch comes
+ * back, in order, and after a direct write the rest of its last block is
+ * zeros, which end a scan cleanly. */
+static void test_direct_switching(void **state)
+{
+    fx_t *f = *state;
+    qlog_t *l = new_log(f->path);
+    int64_t ids[32];
+    size_t plens[32], n = 0;
+#define ADD(len) (ids[n] = (int64_t)n + 100, plens[n] = (len), add_put_ok(l, ids[n], plens[n]), n++)
+    ADD(10);
+    ADD(3000);
+    assert_true(qlog_direct(l, true)); /* with records buffered */
+    assert_true(qlog_direct(l, true)); /* again: no change */
+    assert_int_equal(qlog_write(l), 0);
+    ADD(4000); /* across a block's end */
+    ADD(1);
+    assert_int_equal(qlog_write(l), 0);
+    uint64_t end = qlog_size(l);
+    assert_int_equal(size_of(f->path), (end + BLOCK - 1) / BLOCK * BLOCK);
+    ADD(700);
+    assert_false(qlog_direct(l, false)); /* off, with a record buffered */
+    assert_int_equal(fcntl(qlog_fd(l), F_GETFL) & O_DIRECT, 0);
+    assert_int_equal(qlog_write(l), 0);
+    ADD(2500);
+    assert_true(qlog_direct(l, true)); /* on again mid-block: the lead read back */
+    assert_int_equal(qlog_write(l), 0);
+    end = qlog_size(l);
+    qlog_close(l);
+
+    seen_list_t s;
+    qlog_scan_stats_t st;
+    size_t fsize = (size_t)size_of(f->path);
+    assert_true(fsize % BLOCK == 0 && fsize > end);
+    size_t got;
+    unsigned char *bytes = slurp(f->path, &got);
+    for (size_t i = end; i < fsize; i++)
+        assert_int_equal(bytes[i], 0);
+    free(bytes);
+    l = open_scan(f->path, MAX_RECORD, &s, &st);
+    assert_int_equal(st.stop, QLOG_STOP_ZEROS); /* at the zeros */
+    assert_int_equal(st.end, end);
+    assert_int_equal(size_of(f->path), end); /* the scan cut them */
+    assert_puts(&s, ids, plens, n);
+    seen_free(&s);
+
+    /* Restarts with direct writes: the header is rewritten through its
+     * block, and what was buffered goes into the new epoch. */
+    direct_on(l);
+    n = 0;
+    ADD(50);
+    assert_int_equal(qlog_restart(l, 1 << 20, false), 0);
+    ADD(60);
+    assert_int_equal(qlog_write(l), 0);
+    assert_int_equal(qlog_restart(l, BLOCK * 3, true), 0); /* cut to a block's multiple */
+    n = 0;
+    ADD(3990);
+    ADD(5);
+    assert_int_equal(qlog_write(l), 0);
+    ADD(77);
+    assert_int_equal(qlog_write(l), 0);
+    assert_int_equal(qlog_sync(l), 0);
+    uint64_t epoch = qlog_epoch(l);
+    end = qlog_size(l);
+    qlog_close(l);
+    l = open_scan(f->path, MAX_RECORD, &s, &st);
+    assert_int_equal(qlog_epoch(l), epoch);
+    assert_int_equal(st.stop, QLOG_STOP_ZEROS);
+    assert_int_equal(st.end, end);
+    assert_puts(&s, ids, plens, n);
+    seen_free(&s);
+    qlog_close(l);
+#undef ADD
+}
+
 static void test_open_errors(void **state)
 {
     fx_t *f = *state;
@@ -851,6 +988,7 @@ static void test_open_errors(void **state)
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, fx_setup, fx_teardown)
+#define TD(name) cmocka_unit_test_setup_teardown(name, fx_setup_direct, fx_teardown)
     const struct CMUnitTest tests[] = {
         T(test_round_trip),
         T(test_several_writes_then_scan),
@@ -868,7 +1006,14 @@ int main(void)
         T(test_records_across_read_window),
         T(test_callback_error_stops_scan),
         T(test_open_errors),
+        TD(test_round_trip),
+        TD(test_several_writes_then_scan),
+        TD(test_failed_write_counts_for_nothing),
+        TD(test_restart_keep_bytes),
+        TD(test_records_across_read_window),
+        TD(test_direct_switching),
     };
 #undef T
+#undef TD
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

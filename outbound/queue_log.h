@@ -165,17 +165,17 @@ size_t qlog_pending_bytes(const qlog_t *l);
 /* Writes the buffer at the write position with one pwrite (more only after
  * a short write) and empties it. With direct writes (qlog_direct) the
  * pwrite covers whole 4 KiB blocks: from the start of the one that holds
- * the write position, whose bytes before it are written again unchanged,
- * to the end of the last, zeros after the records. On success the write position moves past
- * it. On failure nothing written counts: the position stays, what a partial
- * write left is hidden from later scans (the file is cut back, or the first
- * record head overwritten with zeros, then synced), the buffer is dropped
- * and the caller refuses those records' messages. Not synced: qlog_sync.
- * Returns 0 (also with nothing buffered) or -errno: -EINVAL when the log has
- * no write position (no completed scan of a valid header, no successful
- * restart since a failed one, or a failed sync), the pwrite's error (-ENOSPC,
- * -EFBIG, -EIO, ...) otherwise. When even hiding a partial write fails, the
- * log has no write position from then on. */
+ * the write position, whose bytes before it are written again unchanged, to
+ * the end of the last, zeros after the records. On success the write
+ * position moves past it. On failure nothing written counts: the position
+ * stays, what a partial write left is hidden from later scans (the file is
+ * cut back, or the first record head overwritten with zeros, then synced),
+ * the buffer is dropped and the caller refuses those records' messages. Not
+ * synced: qlog_sync. Returns 0 (also with nothing buffered) or -errno:
+ * -EINVAL when the log has no write position (no completed scan of a valid
+ * header, no successful restart since a failed one, or a failed sync), the
+ * pwrite's error (-ENOSPC, -EFBIG, -EIO, ...) otherwise. When even hiding a
+ * partial write fails, the log has no write position from then on. */
 int qlog_write(qlog_t *l);
 
 /* Turns direct writes (O_DIRECT) on or off and returns whether they are

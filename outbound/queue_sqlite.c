@@ -265,7 +265,7 @@ struct sq {
     bool log_epoch_done;     /* log-epoch-done is committed: restart once durable and idle */
     bool log_failed;         /* a log write, sync or restart failed: the log takes nothing */
     bool log_direct;         /* the log writes with O_DIRECT (log_plan) */
-    bool log_direct_refused; /* the file system refused O_DIRECT: not asked again */
+    bool log_direct_refused; /* O_DIRECT was refused (the file system): not asked again */
     bool log_retire_tried;   /* after log_failed: a batch wrote log-epoch-done for it */
     bool log_unsynced;       /* queue-sync=full: the log was written since the last sync */
     bool wal_unsynced;       /* queue-sync=full: the table was written since the last sync */
@@ -1351,7 +1351,8 @@ static void log_plan(sq_t *q)
         q->log_direct = qlog_direct(q->log, direct);
         if (direct && !q->log_direct) {
             q->log_direct_refused = true;
-            log_debug("queue: the message log's file system refuses O_DIRECT: buffered writes");
+            log_debug("queue: the message log cannot be written with O_DIRECT here: "
+                      "buffered writes");
         }
     }
     /* After a failure the log's epoch is retired as at a restart, once:

@@ -136,7 +136,7 @@ ratio() { awk "BEGIN{ if (\"$1\" != \"-\" && $2 + 0 > 0) printf \"%.2f\", $1 / $
 c=$conns
 echo "== ratios (same run)"
 echo "   spinegate normal / floor, msgs/s at $c conns: $(ratio "$(v rate_normal_$c)" "$(v rate_floor_$c)") (issue 15 target >= 0.25)"
-echo "   spinegate CPU us/msg at $c conns: normal $(v cpu_normal_$c), full $(v cpu_full_$c) (issue 15 target < 25); normal / floor $(ratio "$(v cpu_normal_$c)" "$(v cpu_floor_$c)")x"
+echo "   spinegate CPU us/msg at $c conns: normal $(v cpu_normal_$c), full $(v cpu_full_$c) (issue 15 target < 25); of the floor's CPU: normal $(ratio "$(v cpu_normal_$c)" "$(v cpu_floor_$c)")x, full $(ratio "$(v cpu_full_$c)" "$(v cpu_floor_$c)")x"
 echo "   of which system time (us/msg) at $c conns: normal $(v sys_normal_$c), full $(v sys_full_$c); the floor $(v sys_floor_$c) for its one read and one write"
 echo "   spinegate normal / python3-hl7, msgs/s: 1 conn $(ratio "$(v rate_normal_1)" "$(v rate_py_1)")x, $c conns $(ratio "$(v rate_normal_$c)" "$(v rate_py_$c)")x"
 echo "   spinegate full / python3-hl7, msgs/s: 1 conn $(ratio "$(v rate_full_1)" "$(v rate_py_1)")x, $c conns $(ratio "$(v rate_full_$c)" "$(v rate_py_$c)")x"

@@ -1801,6 +1801,41 @@ static void test_log_write_failure_turns_log_off(void **state)
     close_q(f, q);
 }
 
+/* With queue-sync=full the log is written with O_DIRECT while its syncs
+ * run on the loop. A direct write waits for the disk, so its time counts
+ * as the sync's: writes slow enough (a slow disk, simulated) move the
+ * syncs to the pool and the log back to buffered writes, and fast ones
+ * bring both back. Every put is acknowledged throughout. */
+static void test_log_direct_follows_sync_place(void **state)
+{
+    fx_t *f = *state;
+    static fetched_t x;
+    queue_reader_t *r = NULL;
+    queue_t *q = open_log_test(f, &log_opts_full, &x, &r);
+    static puts_t p;
+    put_n(f, q, &p, 3, 100);
+    assert_true(queue__log_direct(q));
+    queue__log_faults.write_delay_us = 15000; /* each write 15 ms: over the 10 ms average */
+    int i = 3;
+    for (; i < 60 && queue__log_direct(q); i++) {
+        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
+        run_until_n(f, &p.n, i + 1);
+    }
+    assert_false(queue__log_direct(q));
+    assert_true(i > 6); /* one slow write alone does not move them */
+    queue__log_faults.write_delay_us = 0;
+    int slow_end = i;
+    for (; i < slow_end + 200 && !queue__log_direct(q); i++) {
+        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
+        run_until_n(f, &p.n, i + 1);
+    }
+    assert_true(queue__log_direct(q));
+    for (int k = 0; k < i; k++)
+        assert_int_equal(p.st[k], ERR_OK);
+    queue_reader_close(r);
+    close_q(f, q);
+}
+
 /* With queue-sync=full, a failed fdatasync of the log refuses the puts of
  * the batches it covered (in the log, not durable), and only those: the
  * table's syncs still work, so later puts are rows. The log is off from
@@ -1905,6 +1940,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_log_write_failure_turns_log_off, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_sync_failure_full, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_direct_follows_sync_place, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_reader_closed_in_spill_wait, fx_setup,
                                         fx_teardown),
     };

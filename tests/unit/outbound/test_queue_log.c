@@ -972,6 +972,48 @@ static void test_direct_switching(void **state)
 #undef ADD
 }
 
+/* A direct write larger than the buffer kept after use (4 MiB): the buffer
+ * is freed, the lead carried into a small one, and the records written
+ * after it land right behind the large one. */
+static void test_direct_large_record_then_small(void **state)
+{
+    fx_t *f = *state;
+    const size_t big = (size_t)5 << 20;
+    qlog_t *l = open_ok(f->path, (size_t)8 << 20);
+    assert_int_equal(qlog_restart(l, 0, true), 0);
+    direct_on(l);
+    unsigned char *payload = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        payload[i] = (unsigned char)(i * 13 + 5);
+    qlog_put_t p = {.id = 1,
+                    .dest = "hl7",
+                    .control_id = "",
+                    .content_type = "t",
+                    .payload = payload,
+                    .payload_len = big};
+    assert_int_equal(qlog_add_put(l, &p), ERR_OK);
+    assert_int_equal(qlog_write(l), 0);
+    qlog_add_delivered(l, 1);
+    assert_int_equal(qlog_write(l), 0);
+    qlog_add_delivered(l, 2);
+    assert_int_equal(qlog_write(l), 0);
+    uint64_t end = qlog_size(l);
+    qlog_close(l);
+
+    seen_list_t s;
+    qlog_scan_stats_t st;
+    l = open_scan(f->path, (size_t)8 << 20, &s, &st);
+    const int64_t ids[] = {1, 1, 2};
+    assert_ids(&s, ids, 3);
+    assert_int_equal(s.r[0].payload_len, big);
+    assert_memory_equal(s.r[0].payload, payload, big);
+    assert_int_equal(s.r[1].type, QLOG_DELIVERED);
+    assert_int_equal(st.end, end);
+    seen_free(&s);
+    free(payload);
+    qlog_close(l);
+}
+
 static void test_open_errors(void **state)
 {
     fx_t *f = *state;
@@ -1012,6 +1054,7 @@ int main(void)
         TD(test_restart_keep_bytes),
         TD(test_records_across_read_window),
         TD(test_direct_switching),
+        TD(test_direct_large_record_then_small),
     };
 #undef T
 #undef TD

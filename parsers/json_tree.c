@@ -297,25 +297,6 @@ static int list_next(reader_t *r, unsigned char close)
     return -1;
 }
 
-static bool read_array(reader_t *r, cJSON *item)
-{
-    cJSON *head = NULL, *last = NULL;
-    if (!list_empty(r, ']')) {
-        int more;
-        do {
-            if (!read_value(r, append(r, &head, &last)))
-                return false;
-        } while ((more = list_next(r, ']')) > 0);
-        if (more < 0)
-            return false;
-        head->prev = last;
-    }
-    r->depth--;
-    item->type = cJSON_Array;
-    item->child = head;
-    return true;
-}
-
 /* A member's key and value, into n. Keys seen so far in the object are a
  * bit each in *seen (by their first two bytes): a key whose bit is set is
  * compared with the keys before it, as C strings (as cJSON's lookups
@@ -339,23 +320,25 @@ static bool read_member(reader_t *r, const cJSON *head, cJSON *n, uint64_t *seen
     return read_value(r, n);
 }
 
-static bool read_object(reader_t *r, cJSON *item)
+/* An array's or an object's items, from its opening bracket. */
+static bool read_list(reader_t *r, cJSON *item, bool object)
 {
+    char close = object ? '}' : ']';
     cJSON *head = NULL, *last = NULL;
     uint64_t seen = 0;
-    if (!list_empty(r, '}')) {
+    if (!list_empty(r, close)) {
         int more;
         do {
             cJSON *n = append(r, &head, &last);
-            if (!read_member(r, head, n, &seen))
+            if (!(object ? read_member(r, head, n, &seen) : read_value(r, n)))
                 return false;
-        } while ((more = list_next(r, '}')) > 0);
+        } while ((more = list_next(r, close)) > 0);
         if (more < 0)
             return false;
         head->prev = last;
     }
     r->depth--;
-    item->type = cJSON_Object;
+    item->type = object ? cJSON_Object : cJSON_Array;
     item->child = head;
     return true;
 }
@@ -380,7 +363,7 @@ static bool read_value(reader_t *r, cJSON *item)
          * whatever the caller checked before. */
         if (r->depth >= CJSON_NESTING_LIMIT)
             return false;
-        return *r->p == '{' ? read_object(r, item) : read_array(r, item);
+        return read_list(r, item, *r->p == '{');
     case 'n': item->type = cJSON_NULL; return literal(r, "null", 4);
     case 'f': item->type = cJSON_False; return literal(r, "false", 5);
     case 't':

@@ -668,6 +668,11 @@ bool qlog_direct(qlog_t *l, bool on)
     return true;
 }
 
+bool qlog_is_direct(const qlog_t *l)
+{
+    return l->direct;
+}
+
 int qlog_sync(qlog_t *l)
 {
     if (fdatasync(l->fd) == 0)

@@ -189,6 +189,9 @@ int qlog_write(qlog_t *l);
  * thread writes through the log. */
 bool qlog_direct(qlog_t *l, bool on);
 
+/* Whether writes are direct now. */
+bool qlog_is_direct(const qlog_t *l);
+
 /* fdatasync of the file. Returns 0 or -errno. After a failure the log takes
  * no writes until qlog_restart succeeds: the kernel may have dropped pages
  * of the records written since the last sync, leaving a hole that would

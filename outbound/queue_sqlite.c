@@ -270,7 +270,6 @@ struct sq {
     bool log_restart_due;    /* the log is over LOG_RESTART_BYTES */
     bool log_epoch_done;     /* log-epoch-done is committed: restart once durable and idle */
     bool log_failed;         /* a log write, sync or restart failed: the log takes nothing */
-    bool log_direct;         /* the log writes with O_DIRECT (log_plan) */
     bool log_direct_refused; /* O_DIRECT was refused (the file system): not asked again */
     bool log_retire_tried;   /* after log_failed: a batch wrote log-epoch-done for it */
     bool log_unsynced;       /* queue-sync=full: the log was written since the last sync */
@@ -1353,13 +1352,10 @@ static void log_plan(sq_t *q)
      * commit or restart can be using the log on the pool. */
     bool direct = q->opts.sync == QUEUE_SYNC_FULL && !q->sync_on_pool && !q->log_failed &&
                   !q->log_direct_refused;
-    if (direct != q->log_direct) {
-        q->log_direct = qlog_direct(q->log, direct);
-        if (direct && !q->log_direct) {
-            q->log_direct_refused = true;
-            log_debug("queue: the message log cannot be written with O_DIRECT here: "
-                      "buffered writes");
-        }
+    if (direct != qlog_is_direct(q->log) && qlog_direct(q->log, direct) != direct && direct) {
+        q->log_direct_refused = true;
+        log_debug("queue: the message log cannot be written with O_DIRECT here: "
+                  "buffered writes");
     }
     /* After a failure the log's epoch is retired as at a restart, once:
      * everything hot spilled and log-epoch-done written, so that the next
@@ -1753,9 +1749,10 @@ static void commit_body(sq_t *q, int rc)
     q->batch_log_failed = false;
     q->batch_write_ns = 0;
     if (rc == SQLITE_OK && q->batch_log) {
-        uint64_t t0 = q->log_direct ? uv_hrtime() : 0;
+        bool direct = qlog_is_direct(q->log);
+        uint64_t t0 = direct ? uv_hrtime() : 0;
         int e = log_write(q->log);
-        if (q->log_direct)
+        if (direct)
             q->batch_write_ns = uv_hrtime() - t0;
         if (e != 0) {
             rc = SQLITE_IOERR;
@@ -3025,7 +3022,7 @@ sqlite3 *queue__db(queue_t *q)
 
 bool queue__log_direct(queue_t *q)
 {
-    return SQ(q)->log_direct;
+    return SQ(q)->log && qlog_is_direct(SQ(q)->log);
 }
 
 static err_t op_put(queue_t *q, const queue_item_t *item, queue_put_cb cb, void *user)

@@ -80,7 +80,11 @@ static void sender_put(int who)
     char ctrl[16];
     snprintf(ctrl, sizeof ctrl, "M%09d", idx);
     make_msg(payload, idx);
-    queue_item_t it = {"hl7", ctrl, "application/hl7-v2", payload, PAYLOAD, NULL, NULL, NULL};
+    queue_item_t it = {.dest = "hl7",
+                       .control_id = ctrl,
+                       .content_type = "application/hl7-v2",
+                       .payload = payload,
+                       .payload_len = PAYLOAD};
     S.start_ns[who] = uv_hrtime();
     err_t e = queue_put(S.q, &it, sender_cb, (void *)(intptr_t)who);
     if (e == ERR_BUSY) {
@@ -115,7 +119,11 @@ static void burst_timer(uv_timer_t *t)
     for (int k = 0; k < 256 && B.next < B.total; k++, B.next++) {
         snprintf(ctrl, sizeof ctrl, "M%09d", B.next);
         make_msg(payload, B.next);
-        queue_item_t it = {"hl7", ctrl, "application/hl7-v2", payload, PAYLOAD, NULL, NULL, NULL};
+        queue_item_t it = {.dest = "hl7",
+                           .control_id = ctrl,
+                           .content_type = "application/hl7-v2",
+                           .payload = payload,
+                           .payload_len = PAYLOAD};
         B.t0[B.next] = uv_hrtime();
         if (queue_put(B.q, &it, burst_cb, (void *)(intptr_t)B.next) != ERR_OK) {
             fprintf(stderr, "burst put refused\n");

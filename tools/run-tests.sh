@@ -2,6 +2,7 @@
 # run-tests.sh - the whole suite, as CI runs it: a -Werror build with
 # `make check` and `make distcheck`, the same suite under ASan+UBSan, each
 # libFuzzer target for a bounded time, and (as root) `make package-check`.
+# The benchmark programs are built (not run) so that `make bench` cannot rot.
 # Stops at the first failure.
 set -eu
 cd "$(dirname "$0")/.."
@@ -25,6 +26,7 @@ echo "== build and unit/integration tests (gcc, -Werror)"
 mkdir -p build && cd build
 [ -f Makefile ] || ../configure -q
 make -j"$jobs" -s
+make -j"$jobs" -s bench-bins
 check
 cd ..
 

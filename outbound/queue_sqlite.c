@@ -152,6 +152,7 @@ typedef struct sync_batch {
      * sync has made their rows durable, the log may say so (spill_recs). */
     int64_t *spilled;
     size_t nspilled;
+    size_t nhot; /* its puts that went to the log (hot once synced) */
 } sync_batch_t;
 
 typedef struct {
@@ -259,6 +260,11 @@ struct sq {
     qlog_t *log;
     put_req_t *hot, **hot_tail;
     size_t nhot;
+    /* Puts in the log whose batch waits for its sync (queue-sync=full):
+     * they join the hot list when it ends. A restart (or a retirement)
+     * spills every hot message, so it waits until there are none of these
+     * (log_settled); with syncs on the loop there never are. */
+    size_t hot_unsynced;
     put_req_t **batch_spills; /* hot messages the running batch copies into the table */
     size_t nbatch_spills, cap_spills;
     bool batch_sql;          /* the running batch has table work (always, without the log) */
@@ -1312,7 +1318,8 @@ static void spill_rec_add(sq_t *q, int64_t id)
  * no restart is under way. */
 static bool log_takes(const sq_t *q, const put_req_t *p, bool restart)
 {
-    if (restart || q->log_failed || q->log_epoch_done || q->sync_failed || q->closing)
+    if (restart || q->log_failed || q->log_epoch_done || q->log_restart_due || q->sync_failed ||
+        q->closing)
         return false;
     if (p->t.worklist || p->grp)
         return false;
@@ -1336,6 +1343,27 @@ static void spill_push(sq_t *q, put_req_t *h)
  * messages spilled into the table; the log's records are buffered here, so
  * that the commit (maybe on the pool) only writes them. Without the log
  * the batch is table work only, as ever. */
+/* Every put the log took is hot (none waits for its sync): a batch that
+ * ends the log's epoch can spill them all. */
+static bool log_settled(const sq_t *q)
+{
+    return q->hot_unsynced == 0;
+}
+
+/* After a failure the log's epoch is retired once (log_plan). */
+static bool log_retire_ready(const sq_t *q)
+{
+    return q->log_failed && !q->log_retire_tried && !q->log_epoch_done && log_settled(q);
+}
+
+/* The next batch restarts the log: it is due (size, or a stop) and can be
+ * done now. */
+static bool log_restart_ready(const sq_t *q)
+{
+    return (q->log_restart_due || q->closing) && !q->log_epoch_done && !q->log_failed &&
+           log_settled(q);
+}
+
 static void log_plan(sq_t *q)
 {
     q->batch_sql = true;
@@ -1361,9 +1389,8 @@ static void log_plan(sq_t *q)
      * everything hot spilled and log-epoch-done written, so that the next
      * open does not replay messages delivered from the table meanwhile (no
      * "the table holds it" record reaches a failed log). */
-    bool retire = q->log_failed && !q->log_retire_tried && !q->log_epoch_done;
-    bool restart =
-        ((q->log_restart_due || q->closing) && !q->log_epoch_done && !q->log_failed) || retire;
+    bool retire = log_retire_ready(q);
+    bool restart = log_restart_ready(q) || retire;
     if (retire)
         q->log_retire_tried = true; /* once: a table that refuses it does not loop */
     int64_t below = q->ids_below;
@@ -1526,16 +1553,18 @@ static void fetch_done(uv_work_t *w, int status);
  * restart, after a log failure). */
 static bool log_wants_commit(const sq_t *q)
 {
+    /* Only what log_plan then does: a batch that does nothing would end
+     * in asking for another at once (commit_done). */
     if (!q->log)
         return false;
-    if (q->log_failed && !q->log_retire_tried)
+    if (log_retire_ready(q))
         return true;
     /* A clean stop leaves the table holding everything: one restart batch. */
-    if (q->closing && !q->log_epoch_done && !q->log_failed && qlog_size(q->log) > QLOG_HEADER_SIZE)
+    if (q->closing && log_restart_ready(q) && qlog_size(q->log) > QLOG_HEADER_SIZE)
         return true;
     if (!q->nhot)
         return false;
-    if (q->closing || q->log_restart_due || q->log_failed)
+    if (q->log_failed || log_restart_ready(q))
         return true;
     if (uv_now(q->loop) - q->hot->hot_ms >= queue__spill_ms)
         return true;
@@ -1547,6 +1576,22 @@ static bool log_wants_commit(const sq_t *q)
 
 static void commit_timer_cb(uv_timer_t *t);
 
+/* Marks wait this long for company: nobody waits for them, and a put commit
+ * that comes along meanwhile takes them too. */
+#define MARK_DELAY_MS 10
+
+/* After failed commits (a full disk?), work that no sender waits for
+ * (marks, spills) is tried again this much later: 10 ms doubled per
+ * failure up to 2 s, not in a loop. */
+static uint64_t fail_backoff_ms(const sq_t *q)
+{
+    if (!q->fail_streak)
+        return 0;
+    unsigned sh = q->fail_streak < 8 ? q->fail_streak : 8;
+    uint64_t back = (uint64_t)MARK_DELAY_MS << sh;
+    return back > 2000 ? 2000 : back;
+}
+
 /* Arms the commit timer for the oldest hot message's spill, when nothing
  * else will start a commit before it is due. */
 static void spill_schedule(sq_t *q)
@@ -1554,6 +1599,8 @@ static void spill_schedule(sq_t *q)
     if (!q->nhot || q->committing)
         return;
     uint64_t now = uv_now(q->loop), due = q->hot->hot_ms + queue__spill_ms;
+    if (due < now + fail_backoff_ms(q))
+        due = now + fail_backoff_ms(q);
     if (q->timer_armed && q->timer_due <= due)
         return;
     q->timer_armed = true;
@@ -1607,13 +1654,15 @@ static int log_write(qlog_t *log)
     return qlog_write(log);
 }
 
-/* fdatasync of the log, or the unit tests' injected failure of it. */
+/* fdatasync of the log, or the unit tests' injected failure or delay of it. */
 static int log_fdatasync(int fd)
 {
     if (queue__log_faults.sync_errno) {
         errno = queue__log_faults.sync_errno;
         return -1;
     }
+    if (queue__log_faults.sync_delay_us)
+        usleep(queue__log_faults.sync_delay_us);
     return fdatasync(fd);
 }
 
@@ -2011,6 +2060,7 @@ static void sync_done(uv_work_t *w, int status)
         q->sync_head = b->next;
         if (!q->sync_head)
             q->sync_tail = &q->sync_head;
+        q->hot_unsynced -= b->nhot;
         if (!ok) {
             q->st.commit_failures++;
             if (b->marks && !q->closing) {
@@ -2030,6 +2080,8 @@ static void sync_done(uv_work_t *w, int status)
         marks_requeue(q, retry);
         commit_schedule(q, false);
     }
+    if (log_wants_commit(q))
+        commit_schedule(q, false); /* a restart waited for this sync */
     sync_start(q);
     if (q->log) {
         log_restart_maybe(q);
@@ -2089,6 +2141,9 @@ static void sync_enqueue(sq_t *q, put_req_t *puts, mark_req_t *marks, int64_t *s
 {
     sync_batch_t *b = xmalloc(sizeof *b);
     *b = (sync_batch_t){.puts = puts, .marks = marks, .spilled = spilled, .nspilled = nspilled};
+    for (const put_req_t *p = puts; p; p = p->next)
+        b->nhot += p->hot;
+    q->hot_unsynced += b->nhot;
     *q->sync_tail = b;
     q->sync_tail = &b->next;
     sync_start(q);
@@ -2153,10 +2208,13 @@ static void commit_done(uv_work_t *w, int status)
         spill_waiters_go(q);
         log_restart_maybe(q);
     }
-    /* Puts that arrived during this commit have already waited one commit. */
-    if (q->puts || (q->marks && q->closing) || log_wants_commit(q))
+    /* Puts that arrived during this commit have already waited one commit.
+     * The log's own work after a failure waits (commit_schedule's backoff):
+     * a table that refuses a spill must not be retried in a loop. */
+    bool log_work = log_wants_commit(q);
+    if (q->puts || (q->marks && q->closing) || (log_work && ok))
         commit_start(q, true);
-    else if (q->marks)
+    else if (q->marks || log_work)
         commit_schedule(q, false);
     else
         maybe_finish_close(q);
@@ -2237,10 +2295,6 @@ static void commit_timer_cb(uv_timer_t *t)
     commit_start(q, true);
 }
 
-/* Marks wait this long for company: nobody waits for them, and a put commit
- * that comes along meanwhile takes them too. */
-#define MARK_DELAY_MS 10
-
 /* Arms the commit timer unless a commit runs (its end starts the next one).
  * urgent: a put is waiting (its sender waits for the ACK). */
 static void commit_schedule(sq_t *q, bool urgent)
@@ -2263,16 +2317,8 @@ static void commit_schedule(sq_t *q, bool urgent)
     }
     if (!urgent && delay < MARK_DELAY_MS)
         delay = MARK_DELAY_MS;
-    if (q->fail_streak && !q->puts) {
-        /* The last commit failed (a full disk?): marks alone retry with
-         * backoff, 10 ms doubled per failure up to 2 s, not in a loop. */
-        unsigned sh = q->fail_streak < 8 ? q->fail_streak : 8;
-        uint64_t back = (uint64_t)MARK_DELAY_MS << sh;
-        if (back > 2000)
-            back = 2000;
-        if (delay < back)
-            delay = back;
-    }
+    if (!q->puts && delay < fail_backoff_ms(q))
+        delay = fail_backoff_ms(q);
     uint64_t due = uv_now(q->loop) + delay;
     if (q->timer_armed && q->timer_due <= due)
         return;

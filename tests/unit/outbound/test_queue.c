@@ -1836,6 +1836,159 @@ static void test_log_direct_follows_sync_place(void **state)
     close_q(f, q);
 }
 
+/* Puts that arrive at a steady pace, whatever the acknowledgements do (a
+ * timer puts a few each millisecond until total are put), and a reader
+ * that takes what it can each tick and marks it delivered. */
+typedef struct {
+    queue_t *q;
+    queue_reader_t *r;
+    puts_t *p;
+    fetched_t *x;
+    bool consume, fetching;
+    int sent, total;
+    int ndelivered;
+    int delivered[20000]; /* indexes, in delivery order */
+} pacer_t;
+
+static void pacer_cb(uv_timer_t *t)
+{
+    pacer_t *pc = t->data;
+    for (int k = 0; k < 4 && pc->sent < pc->total; k++, pc->sent++)
+        assert_int_equal(put_one(pc->q, pc->p, "hl7", pc->sent, 8000), ERR_OK);
+    if (pc->fetching && pc->x->done) {
+        for (size_t i = 0; i < pc->x->n; i++) {
+            assert_int_equal(queue_mark_delivered(pc->r, pc->x->rows[i]->id), ERR_OK);
+            pc->delivered[pc->ndelivered++] = ctrl_index(pc->x->rows[i]);
+        }
+        free_fetched(pc->x);
+        pc->fetching = false;
+    }
+    if (pc->consume && !pc->fetching && pc->ndelivered < pc->total) {
+        pc->x->done = false;
+        assert_int_equal(queue_reader_fetch(pc->r, 100, fetch_cb), ERR_OK);
+        pc->fetching = true;
+    }
+}
+
+/* The messages a crash image of the queue holds for hl7, beside those
+ * delivered: at least every one not delivered, at most all, in order
+ * (a crash may send again what was delivered since the last sync). */
+static void crash_keeps_undelivered(fx_t *f, int total, int ndelivered)
+{
+    char path[300];
+    crash_image(f, "crash", path, sizeof path);
+    static fx_t g; /* its own loop: f's runs the queue under test */
+    memcpy(g.dir, f->dir, sizeof g.dir);
+    assert_int_equal(uv_loop_init(&g.loop), 0);
+    queue_t *q = open_at(&g, path, &log_opts_full);
+    static int idx[20000];
+    size_t n = pending_indexes(&g, q, idx, 20000);
+    assert_true(n >= (size_t)(total - ndelivered));
+    assert_true(n <= (size_t)total);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(idx[i], total - (int)n + (int)i);
+    close_q(&g, q);
+    assert_int_equal(uv_loop_close(&g.loop), 0);
+}
+
+/* Runs the loop until total puts are acknowledged and, while the reader
+ * consumes, until it delivered at least `delivered`. */
+static void pace_until(fx_t *f, pacer_t *pc, int total, int delivered)
+{
+    pc->total = total;
+    for (int i = 0; i < 20000 && (pc->p->n < total || pc->ndelivered < delivered); i++) {
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        usleep(500);
+    }
+    assert_int_equal(pc->p->n, total);
+    for (int i = 0; i < total; i++)
+        assert_int_equal(pc->p->st[i], ERR_OK);
+    for (int i = 0; i < pc->ndelivered; i++)
+        assert_int_equal(pc->delivered[i], i);
+}
+
+/* A slow disk moves the syncs of queue-sync=full to the pool, so commits
+ * go on while a sync runs. The log still starts over (4 MiB) with every
+ * message it took in the table first, those whose sync had not ended when
+ * the restart was due included: with no reader taking any, then with one
+ * taking them all, a crash loses none of those not delivered, every one is
+ * delivered once and in order, and a clean stop keeps the rest. */
+static void test_log_restarts_with_syncs_on_pool(void **state)
+{
+    fx_t *f = *state;
+    static fetched_t x;
+    queue_reader_t *r = NULL;
+    queue_t *q = open_log_test(f, &log_opts_full, &x, &r);
+    static puts_t p;
+    memset(&p, 0, sizeof p);
+    queue__log_faults.sync_delay_us = 15000; /* over the 10 ms average */
+    static pacer_t pc;
+    pc = (pacer_t){.q = q, .r = r, .p = &p, .x = &x};
+    uv_timer_t timer;
+    uv_timer_init(&f->loop, &timer);
+    timer.data = &pc;
+    uv_timer_start(&timer, pacer_cb, 1, 1);
+    char logp[300];
+    snprintf(logp, sizeof logp, "%s-log", f->path);
+
+    pace_until(f, &pc, 700, 0); /* 5.6 MB: one restart, all hot until then */
+    assert_true(log_epoch_of(logp) > 1);
+    crash_keeps_undelivered(f, 700, 0);
+
+    pc.consume = true;
+    enum { total = 2400 }; /* 13.6 MB more: the reader catches up, the log restarts */
+    uint64_t epoch = log_epoch_of(logp);
+    pace_until(f, &pc, total, total * 3 / 4);
+    assert_true(log_epoch_of(logp) > epoch);
+    crash_keeps_undelivered(f, total, pc.ndelivered);
+
+    uv_timer_stop(&timer);
+    queue__log_faults.sync_delay_us = 0;
+    RUN_UNTIL(f, x.done);
+    free_fetched(&x);
+    uv_close((uv_handle_t *)&timer, NULL);
+    queue_reader_close(r);
+    close_q(f, q);
+    q = open_q(f, &log_opts_full);
+    static int idx[total + 1];
+    assert_int_equal(pending_indexes(f, q, idx, total + 1), total - pc.ndelivered);
+    for (int i = 0; i < total - pc.ndelivered; i++)
+        assert_int_equal(idx[i], pc.ndelivered + i);
+    close_q(f, q);
+}
+
+/* A table that refuses the spill of hot messages (a full disk, here a row
+ * over SQLite's length limit) is tried again with a backoff, not in a loop
+ * on the event loop, and takes them once it accepts rows again. */
+static void test_log_spill_refused_backs_off(void **state)
+{
+    fx_t *f = *state;
+    static fetched_t x;
+    queue_reader_t *r = NULL;
+    queue_t *q = open_log_test(f, &log_opts, &x, &r);
+    static puts_t p;
+    put_n(f, q, &p, 3, 8000);
+    assert_int_equal(rows_in_table(q), 0); /* hot */
+    sqlite3_limit(queue__db(q), SQLITE_LIMIT_LENGTH, 4096);
+    queue__spill_ms = 1; /* every hot message is due: the next commit spills them */
+    assert_int_equal(put_one(q, &p, "hl7", 3, 100), ERR_OK);
+    run_until_n(f, &p.n, 4); /* refused with its batch, the spill's */
+    run_for(f, 300);
+    queue_stats_t st;
+    queue_stats(q, &st);
+    assert_true(st.commit_failures >= 2); /* tried, and again */
+    assert_true(st.commit_failures < 40); /* 10 ms doubled each time: about 6 in 300 ms */
+    assert_int_equal(rows_in_table(q), 0);
+    sqlite3_limit(queue__db(q), SQLITE_LIMIT_LENGTH, 1000000000);
+    RUN_UNTIL(f, rows_in_table(q) == 3);
+    assert_int_equal(rows_in_table(q), 3);
+    const int want[] = {0, 1, 2};
+    fetch_expect(f, r, &x, want, 3);
+    free_fetched(&x);
+    queue_reader_close(r);
+    close_q(f, q);
+}
+
 /* With queue-sync=full, a failed fdatasync of the log refuses the puts of
  * the batches it covered (in the log, not durable), and only those: the
  * table's syncs still work, so later puts are rows. The log is off from
@@ -1941,6 +2094,9 @@ int main(void)
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_sync_failure_full, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_direct_follows_sync_place, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_restarts_with_syncs_on_pool, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_spill_refused_backs_off, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_reader_closed_in_spill_wait, fx_setup,
                                         fx_teardown),
     };

@@ -1337,12 +1337,6 @@ static void spill_push(sq_t *q, put_req_t *h)
     q->batch_spills[q->nbatch_spills++] = h;
 }
 
-/* Chooses the batch's part in the log, on the loop before the commit runs:
- * ids for every put (a hot-only batch has no transaction for id_next), the
- * puts that go hot, the deliveries logged instead of deleted, and the hot
- * messages spilled into the table; the log's records are buffered here, so
- * that the commit (maybe on the pool) only writes them. Without the log
- * the batch is table work only, as ever. */
 /* Every put the log took is hot (none waits for its sync): a batch that
  * ends the log's epoch can spill them all. */
 static bool log_settled(const sq_t *q)
@@ -1364,6 +1358,12 @@ static bool log_restart_ready(const sq_t *q)
            log_settled(q);
 }
 
+/* Chooses the batch's part in the log, on the loop before the commit runs:
+ * ids for every put (a hot-only batch has no transaction for id_next), the
+ * puts that go hot, the deliveries logged instead of deleted, and the hot
+ * messages spilled into the table; the log's records are buffered here, so
+ * that the commit (maybe on the pool) only writes them. Without the log
+ * the batch is table work only, as ever. */
 static void log_plan(sq_t *q)
 {
     q->batch_sql = true;

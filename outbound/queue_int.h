@@ -115,9 +115,10 @@ sqlite3 *queue__db(queue_t *q);
 /* Faults injected into the SQLite queue's message log, for the unit tests
  * only (nothing else sets them): while one is nonzero, every log write
  * (qlog_write, the buffer dropped) or fdatasync of the log fails with that
- * errno instead of running; while write_delay_us or sync_delay_us is, every
- * log write or fdatasync of the log takes that much longer (a slow disk).
- * Set them on the loop thread while no commit or sync runs. */
+ * errno instead of running; while write_delay_us is, every log write takes
+ * that much longer, and while sync_delay_us is, every sync of the queue
+ * with queue-sync=full (a slow disk). Set them on the loop thread while no
+ * commit or sync runs. */
 typedef struct {
     int write_errno;
     int sync_errno;

@@ -152,7 +152,8 @@ typedef struct sync_batch {
      * sync has made their rows durable, the log may say so (spill_recs). */
     int64_t *spilled;
     size_t nspilled;
-    size_t nhot; /* its puts that went to the log (hot once synced) */
+    size_t nhot;     /* its puts that went to the log (hot once synced) */
+    bool ends_epoch; /* it committed log-epoch-done */
 } sync_batch_t;
 
 typedef struct {
@@ -275,6 +276,7 @@ struct sq {
     int64_t batch_raise;     /* the ids-below it writes; 0: none */
     bool log_restart_due;    /* the log is over LOG_RESTART_BYTES */
     bool log_epoch_done;     /* log-epoch-done is committed: restart once durable and idle */
+    bool log_epoch_synced;   /* queue-sync=full: and synced */
     bool log_failed;         /* a log write, sync or restart failed: the log takes nothing */
     bool log_direct_refused; /* O_DIRECT was refused (the file system): not asked again */
     bool log_retire_tried;   /* after log_failed: a batch wrote log-epoch-done for it */
@@ -1521,9 +1523,15 @@ static void log_batch_end(sq_t *q, bool ok, mark_req_t *marks, int64_t **spilled
  * runs that could write to the log meanwhile. */
 static void log_restart_maybe(sq_t *q)
 {
-    if (!q->log || !q->log_epoch_done || q->committing || q->syncing || q->sync_head)
+    /* Only the sync of the batch that ended the epoch is waited for: the
+     * batches after it write nothing to the log (log_takes), so the syncs
+     * that run for them do not touch it, and under steady load on a slow
+     * disk (syncs on the pool) one always runs. */
+    if (!q->log || !q->log_epoch_done || q->committing)
         return;
-    q->log_epoch_done = false;
+    if (q->opts.sync == QUEUE_SYNC_FULL && !q->log_epoch_synced)
+        return; /* (never, after a failed sync: the log keeps that epoch) */
+    q->log_epoch_done = q->log_epoch_synced = false;
     if (q->log_failed)
         return; /* retired, not restarted: nothing more is written to a failed log */
     /* The file keeps its blocks (at a stop it is cut to its header): an
@@ -1654,15 +1662,13 @@ static int log_write(qlog_t *log)
     return qlog_write(log);
 }
 
-/* fdatasync of the log, or the unit tests' injected failure or delay of it. */
+/* fdatasync of the log, or the unit tests' injected failure of it. */
 static int log_fdatasync(int fd)
 {
     if (queue__log_faults.sync_errno) {
         errno = queue__log_faults.sync_errno;
         return -1;
     }
-    if (queue__log_faults.sync_delay_us)
-        usleep(queue__log_faults.sync_delay_us);
     return fdatasync(fd);
 }
 
@@ -1973,6 +1979,8 @@ static void sync_work(uv_work_t *w)
 {
     sq_t *q = w->data;
     uint64_t t0 = uv_hrtime();
+    if (queue__log_faults.sync_delay_us)
+        usleep(queue__log_faults.sync_delay_us);
     if (q->sync_wal && q->wal_fd >= 0)
         q->sync_errno = fdatasync(q->wal_fd) == 0 ? 0 : errno;
     q->sync_log_errno = 0;
@@ -2061,6 +2069,8 @@ static void sync_done(uv_work_t *w, int status)
         if (!q->sync_head)
             q->sync_tail = &q->sync_head;
         q->hot_unsynced -= b->nhot;
+        if (ok && b->ends_epoch)
+            q->log_epoch_synced = true;
         if (!ok) {
             q->st.commit_failures++;
             if (b->marks && !q->closing) {
@@ -2144,6 +2154,7 @@ static void sync_enqueue(sq_t *q, put_req_t *puts, mark_req_t *marks, int64_t *s
     for (const put_req_t *p = puts; p; p = p->next)
         b->nhot += p->hot;
     q->hot_unsynced += b->nhot;
+    b->ends_epoch = q->batch_restart && q->batch_sql_done;
     *q->sync_tail = b;
     q->sync_tail = &b->next;
     sync_start(q);

@@ -1932,6 +1932,7 @@ static void test_log_restarts_with_syncs_on_pool(void **state)
     snprintf(logp, sizeof logp, "%s-log", f->path);
 
     pace_until(f, &pc, 700, 0); /* 5.6 MB: one restart, all hot until then */
+    assert_false(queue__log_direct(q)); /* the syncs run on the pool */
     assert_true(log_epoch_of(logp) > 1);
     crash_keeps_undelivered(f, 700, 0);
 
@@ -1939,6 +1940,7 @@ static void test_log_restarts_with_syncs_on_pool(void **state)
     enum { total = 2400 }; /* 13.6 MB more: the reader catches up, the log restarts */
     uint64_t epoch = log_epoch_of(logp);
     pace_until(f, &pc, total, total * 3 / 4);
+    assert_false(queue__log_direct(q));
     assert_true(log_epoch_of(logp) > epoch);
     crash_keeps_undelivered(f, total, pc.ndelivered);
 

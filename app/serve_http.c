@@ -957,6 +957,12 @@ static void serve_metrics(daemon_t *d, http_req_t *req)
             "# TYPE spinegate_queue_commit_failures_total counter\n"
             "spinegate_queue_commit_failures_total %llu\n",
             (unsigned long long)qs.commit_failures);
+    appendf(extra, sizeof extra, &off,
+            "# HELP spinegate_queue_syncs_total fdatasync calls of the queue's WAL and "
+            "message log (queue-sync=full).\n"
+            "# TYPE spinegate_queue_syncs_total counter\n"
+            "spinegate_queue_syncs_total %llu\n",
+            (unsigned long long)qs.syncs);
     dest_ref_t refs[4];
     size_t nref = dest_refs(d, refs);
     int64_t now = wall_ms();

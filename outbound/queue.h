@@ -141,6 +141,8 @@ typedef struct {
     uint64_t corrupt; /* unreadable rows found by readers and marked dead */
     uint64_t commit_failures; /* group commits that failed (a full disk, EIO): their
                                  puts refused, their marks kept and retried */
+    uint64_t syncs;   /* fdatasync calls begun (SQLite, queue-sync=full): of the WAL and of the
+                         message log; a synchronized write of the log needs none */
     bool unavailable; /* puts are refused now (PostgreSQL: its connection is down or
                          not yet up); always false with SQLite */
     size_t ndest;     /* entries filled in dest[] (at most QUEUE_STATS_DESTS) */

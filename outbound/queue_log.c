@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "crc32c.h"
@@ -52,6 +53,7 @@ struct qlog {
     size_t len, cap;    /* len: the records' bytes after the lead; cap: buf's size */
     unsigned char *block_raw, *block; /* direct only: one aligned block, for writes
                                          outside buf */
+    bool dsync_refused; /* the kernel refused RWF_DSYNC: qlog_write_dsync writes plainly */
 };
 
 /* ---- little-endian integers, byte by byte ---- */
@@ -85,11 +87,20 @@ static size_t pad8(size_t n)
 
 /* ---- plain I/O: whole or an errno ---- */
 
-static int pwrite_all(int fd, const void *b, size_t n, uint64_t off)
+/* *rwf: 0, or RWF_DSYNC for writes that return once on stable storage; a
+ * kernel that refuses the flag (before Linux 4.7, or an emulated one) gets
+ * plain writes, and *rwf is set to 0 to say so. */
+static int pwritev2_all(int fd, const void *b, size_t n, uint64_t off, int *rwf)
 {
     size_t done = 0;
     while (done < n) {
-        ssize_t w = pwrite(fd, (const char *)b + done, n - done, (off_t)(off + done));
+        struct iovec v = {(char *)b + done, n - done};
+        ssize_t w = *rwf ? pwritev2(fd, &v, 1, (off_t)(off + done), *rwf)
+                         : pwrite(fd, v.iov_base, v.iov_len, (off_t)(off + done));
+        if (w < 0 && *rwf && (errno == EOPNOTSUPP || errno == ENOSYS)) {
+            *rwf = 0;
+            continue;
+        }
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
@@ -97,6 +108,12 @@ static int pwrite_all(int fd, const void *b, size_t n, uint64_t off)
         done += (size_t)w;
     }
     return 0;
+}
+
+static int pwrite_all(int fd, const void *b, size_t n, uint64_t off)
+{
+    int plain = 0;
+    return pwritev2_all(fd, b, n, off, &plain);
 }
 
 /* Reads up to n bytes at off; *got is how many (fewer at the end of the
@@ -598,7 +615,7 @@ static int hide_partial(qlog_t *l)
     return e;
 }
 
-int qlog_write(qlog_t *l)
+static int write_buffer(qlog_t *l, int *rwf)
 {
     if (!l->len)
         return 0;
@@ -615,7 +632,7 @@ int qlog_write(qlog_t *l)
         size_t end = l->lead + l->len, total = align_up(end);
         buf_reserve(l, total);
         memset(l->buf + end, 0, total - end);
-        e = pwrite_all(l->fd, l->buf, total, l->pos - l->lead);
+        e = pwritev2_all(l->fd, l->buf, total, l->pos - l->lead, rwf);
         if (!e) {
             l->pos += l->len;
             size_t lead = (size_t)(l->pos % DIO_ALIGN);
@@ -623,7 +640,7 @@ int qlog_write(qlog_t *l)
             l->lead = lead;
         }
     } else {
-        e = pwrite_all(l->fd, l->buf, l->len, l->pos);
+        e = pwritev2_all(l->fd, l->buf, l->len, l->pos, rwf);
         if (!e)
             l->pos += l->len;
     }
@@ -631,6 +648,22 @@ int qlog_write(qlog_t *l)
         l->positioned = false;
     buffer_drop(l);
     return -e;
+}
+
+int qlog_write(qlog_t *l)
+{
+    int plain = 0;
+    return write_buffer(l, &plain);
+}
+
+int qlog_write_dsync(qlog_t *l, bool *synced)
+{
+    int rwf = l->direct && !l->dsync_refused ? RWF_DSYNC : 0;
+    int e = write_buffer(l, &rwf);
+    if (l->direct && !rwf && !l->dsync_refused)
+        l->dsync_refused = true; /* refused by the kernel: not asked again */
+    *synced = e == 0 && rwf != 0;
+    return e;
 }
 
 bool qlog_direct(qlog_t *l, bool on)

@@ -178,6 +178,16 @@ size_t qlog_pending_bytes(const qlog_t *l);
  * partial write fails, the log has no write position from then on. */
 int qlog_write(qlog_t *l);
 
+/* qlog_write, where with direct writes the pwrite is synchronized
+ * (RWF_DSYNC): on success *synced is true and the blocks written, so the
+ * records and the lead before them (the header, in the first write after
+ * qlog_restart), are on stable storage as after qlog_sync, for one syscall
+ * and one wait for the device instead of two. Other writes, buffered ones
+ * or those the kernel refused the flag for (it is not asked again), are
+ * plain: *synced is false and they need qlog_sync like any. A failure is
+ * qlog_write's, the sync's error included (-EIO). */
+int qlog_write_dsync(qlog_t *l, bool *synced);
+
 /* Turns direct writes (O_DIRECT) on or off and returns whether they are
  * on. Direct writes skip the page cache: over blocks the file already has
  * (qlog_restart's keep_bytes), a write and the fdatasync after it cost the

@@ -272,6 +272,8 @@ struct sq {
     bool batch_log;          /* the running batch has log records */
     bool batch_sql_done;     /* its table part committed */
     bool batch_log_failed;   /* its log write failed */
+    bool batch_log_dsync;    /* its log write may be synchronized (queue-sync=full, direct) */
+    bool batch_log_synced;   /* and was: no fdatasync of the log needed for it */
     bool batch_restart;      /* it writes log-epoch-done (restarting the log) */
     int64_t batch_raise;     /* the ids-below it writes; 0: none */
     bool log_restart_due;    /* the log is over LOG_RESTART_BYTES */
@@ -1369,7 +1371,7 @@ static bool log_restart_ready(const sq_t *q)
 static void log_plan(sq_t *q)
 {
     q->batch_sql = true;
-    q->batch_log = q->batch_restart = false;
+    q->batch_log = q->batch_restart = q->batch_log_dsync = false;
     q->batch_raise = 0;
     q->nbatch_spills = 0;
     q->batch_spill_recs = 0;
@@ -1387,6 +1389,11 @@ static void log_plan(sq_t *q)
         log_debug("queue: the message log cannot be written with O_DIRECT here: "
                   "buffered writes");
     }
+    /* A direct write waits for the device anyway: synchronized (RWF_DSYNC),
+     * it also flushes the disk's cache, one syscall and one wait instead of
+     * a write and an fdatasync. Not while the tests inject failed syncs of
+     * the log, which must then run. */
+    q->batch_log_dsync = qlog_is_direct(q->log) && !queue__log_faults.sync_errno;
     /* After a failure the log's epoch is retired as at a restart, once:
      * everything hot spilled and log-epoch-done written, so that the next
      * open does not replay messages delivered from the table meanwhile (no
@@ -1512,7 +1519,8 @@ static void log_batch_end(sq_t *q, bool ok, mark_req_t *marks, int64_t **spilled
         q->nspill_recs = 0; /* that epoch is never read again */
     }
     if (ok && q->batch_log) {
-        q->log_unsynced = true;
+        if (!q->batch_log_synced)
+            q->log_unsynced = true;
         if (qlog_size(q->log) > LOG_RESTART_BYTES)
             q->log_restart_due = true;
     }
@@ -1649,17 +1657,19 @@ static int step_done(sqlite3_stmt *st)
 
 queue__log_faults_t queue__log_faults;
 
-/* qlog_write, or the unit tests' injected failure of it: nothing written,
- * the buffer dropped, as when a pwrite fails before writing anything. */
-static int log_write(qlog_t *log)
+/* qlog_write (qlog_write_dsync when dsync), or the unit tests' injected
+ * failure of it: nothing written, the buffer dropped, as when a pwrite fails
+ * before writing anything. */
+static int log_write(qlog_t *log, bool dsync, bool *synced)
 {
+    *synced = false;
     if (queue__log_faults.write_errno) {
         qlog_discard(log);
         return -queue__log_faults.write_errno;
     }
     if (queue__log_faults.write_delay_us)
         usleep(queue__log_faults.write_delay_us);
-    return qlog_write(log);
+    return dsync ? qlog_write_dsync(log, synced) : qlog_write(log);
 }
 
 /* fdatasync of the log, or the unit tests' injected failure of it. */
@@ -1801,12 +1811,12 @@ static void commit_body(sq_t *q, int rc)
                 q->ids_below = q->batch_raise;
         }
     }
-    q->batch_log_failed = false;
+    q->batch_log_failed = q->batch_log_synced = false;
     q->batch_write_ns = 0;
     if (rc == SQLITE_OK && q->batch_log) {
         bool direct = qlog_is_direct(q->log);
         uint64_t t0 = direct ? uv_hrtime() : 0;
-        int e = log_write(q->log);
+        int e = log_write(q->log, q->batch_log_dsync, &q->batch_log_synced);
         if (direct)
             q->batch_write_ns = uv_hrtime() - t0;
         if (e != 0) {
@@ -2129,6 +2139,7 @@ static void sync_start(sq_t *q)
     if (q->sync_log)
         q->log_fd = qlog_fd(q->log);
     q->wal_unsynced = q->log_unsynced = false;
+    q->st.syncs += (uint64_t)q->sync_wal + q->sync_log;
     uint64_t wus = q->unsynced_write_ns / 1000;
     q->sync_write_us = wus > UINT32_MAX ? UINT32_MAX : (uint32_t)wus;
     q->unsynced_write_ns = 0;

@@ -1836,6 +1836,56 @@ static void test_log_direct_follows_sync_place(void **state)
     close_q(f, q);
 }
 
+/* With queue-sync=full and direct writes, the log's write is synchronized
+ * and no fdatasync follows it: batch after batch of hot puts and logged
+ * marks, acknowledged, and not one sync; buffered (syncs on the pool) each
+ * batch needs one again. */
+static void test_log_direct_writes_sync_themselves(void **state)
+{
+    fx_t *f = *state;
+    static fetched_t x;
+    queue_reader_t *r = NULL;
+    queue_t *q = open_log_test(f, &log_opts_full, &x, &r);
+    static puts_t p;
+    put_n(f, q, &p, 1, 100);
+    assert_true(queue__log_direct(q));
+    queue_stats_t st0, st;
+    queue_stats(q, &st0);
+    for (int i = 1; i < 21; i++) {
+        assert_int_equal(put_one(q, &p, "hl7", i, 3000), ERR_OK);
+        run_until_n(f, &p.n, i + 1);
+        assert_int_equal(p.st[i], ERR_OK);
+    }
+    fetch_once(f, r, &x, 100);
+    assert_int_equal(x.n, 21);
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(queue_mark_delivered(r, x.rows[i]->id), ERR_OK);
+    free_fetched(&x);
+    RUN_UNTIL(f, queue_reader_unsynced(r) == 0);
+    queue_stats(q, &st);
+    assert_true(st.commits >= st0.commits + 21); /* each put, then the marks */
+    assert_int_equal(st.syncs, st0.syncs);
+    assert_int_equal(rows_in_table(q), 0);
+
+    queue__log_faults.sync_delay_us = 15000; /* a slow disk: syncs to the pool */
+    int i = 21;
+    for (; i < 80 && queue__log_direct(q); i++) {
+        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
+        run_until_n(f, &p.n, i + 1);
+    }
+    assert_false(queue__log_direct(q));
+    queue_stats(q, &st0);
+    assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
+    run_until_n(f, &p.n, i + 1);
+    queue_stats(q, &st);
+    assert_int_equal(st.syncs, st0.syncs + 1); /* the log's */
+    queue__log_faults.sync_delay_us = 0;
+    for (int k = 0; k <= i; k++)
+        assert_int_equal(p.st[k], ERR_OK);
+    queue_reader_close(r);
+    close_q(f, q);
+}
+
 /* Puts that arrive at a steady pace, whatever the acknowledgements do (a
  * timer puts a few each millisecond until total are put), and a reader
  * that takes what it can each tick and marks it delivered. */
@@ -2096,6 +2146,8 @@ int main(void)
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_sync_failure_full, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_direct_follows_sync_place, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_log_direct_writes_sync_themselves, fx_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_restarts_with_syncs_on_pool, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_log_spill_refused_backs_off, fx_setup, fx_teardown),

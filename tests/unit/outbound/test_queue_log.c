@@ -972,6 +972,52 @@ static void test_direct_switching(void **state)
 #undef ADD
 }
 
+/* Synchronized writes: direct ones are synced by the write itself, the
+ * first after an unsynced restart rewriting the new header with its block;
+ * buffered ones are plain and say so; every record is read back. */
+static void test_write_dsync(void **state)
+{
+    fx_t *f = *state;
+    qlog_t *l = new_log(f->path);
+    bool synced = false;
+    add_put_ok(l, 1, 100);
+    add_put_ok(l, 2, 3000);
+    add_put_ok(l, 3, 3000); /* across a block's end */
+    assert_int_equal(qlog_write_dsync(l, &synced), 0);
+    assert_true(synced);
+    assert_int_equal(qlog_restart(l, BLOCK * 4, false), 0);
+    uint64_t epoch = qlog_epoch(l);
+    add_put_ok(l, 4, 10);
+    assert_int_equal(qlog_write_dsync(l, &synced), 0);
+    assert_true(synced);
+    assert_false(qlog_direct(l, false));
+    add_put_ok(l, 5, 20);
+    synced = true;
+    assert_int_equal(qlog_write_dsync(l, &synced), 0);
+    assert_false(synced); /* buffered: qlog_sync still owed */
+    assert_int_equal(qlog_sync(l), 0);
+    uint64_t end = qlog_size(l);
+    qlog_close(l);
+
+    seen_list_t s;
+    qlog_scan_stats_t st;
+    l = open_scan(f->path, MAX_RECORD, &s, &st);
+    assert_int_equal(qlog_epoch(l), epoch);
+    const int64_t ids[] = {4, 5}; /* the new epoch's, under its header */
+    assert_ids(&s, ids, 2);
+    assert_int_equal(st.end, end);
+    seen_free(&s);
+    synced = false;
+    assert_int_equal(qlog_write_dsync(l, &synced), 0); /* nothing buffered */
+    qlog_close(l);
+
+    l = open_ok(f->path, MAX_RECORD); /* no scan: no write position */
+    add_put_ok(l, 6, 10);
+    assert_int_equal(qlog_write_dsync(l, &synced), -EINVAL);
+    assert_false(synced);
+    qlog_close(l);
+}
+
 /* A direct write larger than the buffer kept after use (4 MiB): the buffer
  * is freed, the lead carried into a small one, and the records written
  * after it land right behind the large one. */
@@ -1055,6 +1101,7 @@ int main(void)
         TD(test_records_across_read_window),
         TD(test_direct_switching),
         TD(test_direct_large_record_then_small),
+        TD(test_write_dsync),
     };
 #undef T
 #undef TD

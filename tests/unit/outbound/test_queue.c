@@ -1801,6 +1801,18 @@ static void test_log_write_failure_turns_log_off(void **state)
     close_q(f, q);
 }
 
+/* Puts index i, i + 1, ... one commit each, while the log's direct writes
+ * are (or are not: direct false) on, up to index limit; returns the next
+ * index. */
+static int put_while_direct(fx_t *f, queue_t *q, puts_t *p, int i, int limit, bool direct)
+{
+    for (; i < limit && queue__log_direct(q) == direct; i++) {
+        assert_int_equal(put_one(q, p, "hl7", i, 100), ERR_OK);
+        run_until_n(f, &p->n, i + 1);
+    }
+    return i;
+}
+
 /* With queue-sync=full the log is written with O_DIRECT while its syncs
  * run on the loop. A direct write waits for the disk, so its time counts
  * as the sync's: writes slow enough (a slow disk, simulated) move the
@@ -1816,19 +1828,11 @@ static void test_log_direct_follows_sync_place(void **state)
     put_n(f, q, &p, 3, 100);
     assert_true(queue__log_direct(q));
     queue__log_faults.write_delay_us = 15000; /* each write 15 ms: over the 10 ms average */
-    int i = 3;
-    for (; i < 60 && queue__log_direct(q); i++) {
-        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
-        run_until_n(f, &p.n, i + 1);
-    }
+    int i = put_while_direct(f, q, &p, 3, 60, true);
     assert_false(queue__log_direct(q));
     assert_true(i > 6); /* one slow write alone does not move them */
     queue__log_faults.write_delay_us = 0;
-    int slow_end = i;
-    for (; i < slow_end + 200 && !queue__log_direct(q); i++) {
-        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
-        run_until_n(f, &p.n, i + 1);
-    }
+    i = put_while_direct(f, q, &p, i, i + 200, false);
     assert_true(queue__log_direct(q));
     for (int k = 0; k < i; k++)
         assert_int_equal(p.st[k], ERR_OK);
@@ -1868,11 +1872,7 @@ static void test_log_direct_writes_sync_themselves(void **state)
     assert_int_equal(rows_in_table(q), 0);
 
     queue__log_faults.sync_delay_us = 15000; /* a slow disk: syncs to the pool */
-    int i = 21;
-    for (; i < 80 && queue__log_direct(q); i++) {
-        assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);
-        run_until_n(f, &p.n, i + 1);
-    }
+    int i = put_while_direct(f, q, &p, 21, 80, true);
     assert_false(queue__log_direct(q));
     queue_stats(q, &st0);
     assert_int_equal(put_one(q, &p, "hl7", i, 100), ERR_OK);

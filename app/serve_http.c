@@ -923,6 +923,14 @@ static void appendf(char *buf, size_t cap, size_t *off, const char *fmt, ...)
         *off = *off + (size_t)w < cap ? *off + (size_t)w : cap - 1;
 }
 
+/* One counter without labels: its HELP and TYPE lines, then its value. */
+static void append_counter(char *buf, size_t cap, size_t *off, const char *name, const char *help,
+                           uint64_t value)
+{
+    appendf(buf, cap, off, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name,
+            (unsigned long long)value);
+}
+
 static void serve_metrics(daemon_t *d, http_req_t *req)
 {
     char extra[8192];
@@ -946,23 +954,14 @@ static void serve_metrics(daemon_t *d, http_req_t *req)
                 qs.dest[i].name, (unsigned long long)qs.dest[i].delivered, qs.dest[i].name,
                 (unsigned long long)qs.dest[i].retries, qs.dest[i].name,
                 (unsigned long long)qs.dest[i].dead);
-    appendf(extra, sizeof extra, &off,
-            "# HELP spinegate_queue_commits_total Group commits of the queue.\n"
-            "# TYPE spinegate_queue_commits_total counter\n"
-            "spinegate_queue_commits_total %llu\n",
-            (unsigned long long)qs.commits);
-    appendf(extra, sizeof extra, &off,
-            "# HELP spinegate_queue_commit_failures_total Group commits that "
-            "failed (full disk, I/O error); their marks are retried.\n"
-            "# TYPE spinegate_queue_commit_failures_total counter\n"
-            "spinegate_queue_commit_failures_total %llu\n",
-            (unsigned long long)qs.commit_failures);
-    appendf(extra, sizeof extra, &off,
-            "# HELP spinegate_queue_syncs_total fdatasync calls of the queue's WAL and "
-            "message log (queue-sync=full).\n"
-            "# TYPE spinegate_queue_syncs_total counter\n"
-            "spinegate_queue_syncs_total %llu\n",
-            (unsigned long long)qs.syncs);
+    append_counter(extra, sizeof extra, &off, "spinegate_queue_commits_total",
+                   "Group commits of the queue.", qs.commits);
+    append_counter(extra, sizeof extra, &off, "spinegate_queue_commit_failures_total",
+                   "Group commits that failed (full disk, I/O error); their marks are retried.",
+                   qs.commit_failures);
+    append_counter(extra, sizeof extra, &off, "spinegate_queue_syncs_total",
+                   "fdatasync calls of the queue's WAL and message log (queue-sync=full).",
+                   qs.syncs);
     dest_ref_t refs[4];
     size_t nref = dest_refs(d, refs);
     int64_t now = wall_ms();

@@ -436,6 +436,14 @@ class Fhir(unittest.TestCase):
         self.assertIn("# TYPE spinegate_code_set_fallback_total counter", text)
         self.assertIsNotNone(metric(text, "spinegate_code_set_fallback_total", 'fit="newer"'), text)
         self.assertIsNotNone(metric(text, "spinegate_code_set_fallback_total", 'fit="older"'), text)
+        # The queue's counters, each with its HELP and TYPE lines: the claim was committed.
+        for name in ("spinegate_queue_commits_total", "spinegate_queue_commit_failures_total",
+                     "spinegate_queue_syncs_total"):
+            self.assertIn("# TYPE %s counter\n" % name, text)
+            self.assertRegex(text, r"(?m)^# HELP %s \S" % name)
+            self.assertRegex(text, r"(?m)^%s \d+$" % name)
+        commits = re.search(r"(?m)^spinegate_queue_commits_total (\d+)$", text)
+        self.assertGreaterEqual(int(commits.group(1)), 1)
 
     def test_code_set_by_date_and_counted(self):
         base = with_dx(load("spine-m4304-mri.json"), ["M43.04", "Q76.2"])

@@ -17,7 +17,11 @@
 # threads, up to the end of the delivery of what the run left queued; the
 # downstream sink is another process, not counted), split into user and
 # system time (the system part is mostly loopback TCP, which the floor
-# pays too), and peak RSS (VmHWM).
+# pays too), and peak RSS (VmHWM). For spinegate also the messages per
+# group commit, from its /metrics (spinegate_queue_commits_total), and from
+# those the CPU one commit adds with queue-sync=full: the synchronized
+# write of the log and the wait for the device, which a bigger group
+# spreads over more messages.
 # Then the ratios. Prints figures; never fails on them.
 set -eu
 build=${top_builddir:-$(pwd)}
@@ -53,22 +57,35 @@ quiet() {
 # per_msg TICKS N: TICKS of CPU time in microseconds a message ("-" for none).
 per_msg() { awk "BEGIN{ if ($2 > 0) printf \"%.1f\", $1 * 1e6 / $tck / $2; else print \"-\" }"; }
 
+# commits: the daemon's group commits so far ("" when there is no /metrics
+# to ask: the peers, or no curl).
+metrics_port=
+commits() {
+    [ -n "$metrics_port" ] && command -v curl >/dev/null || return 0
+    curl -sf "http://127.0.0.1:$metrics_port/metrics" | awk '$1 == "spinegate_queue_commits_total" {print $2}'
+}
+
 # run NAME KEY PID PORT N: one load run; sets rate_KEY_N, p99_KEY_N,
-# cpu_KEY_N, usr_KEY_N and sys_KEY_N.
+# cpu_KEY_N, usr_KEY_N, sys_KEY_N and, for spinegate, batch_KEY_N (messages
+# per group commit).
 run() {
-    t0=$(cpu_ticks "$3") u0=$(user_ticks "$3")
+    c0=$(commits) t0=$(cpu_ticks "$3") u0=$(user_ticks "$3")
     r=$("$load" send 127.0.0.1 "$4" "$5" "$secs" "$msg") || true
     quiet "$3"
-    t1=$(cpu_ticks "$3") u1=$(user_ticks "$3")
+    t1=$(cpu_ticks "$3") u1=$(user_ticks "$3") c1=$(commits)
     n=$(field "$r" messages)
     rate=$(field "$r" msgs_per_s)
     p99=$(field "$r" p99_ms)
     cpu=$(per_msg $((t1 - t0)) "$n")
     usr=$(per_msg $((u1 - u0)) "$n")
     sys=$(per_msg $((t1 - t0 - (u1 - u0))) "$n")
-    eval "rate_$2_$5=$rate p99_$2_$5=$p99 cpu_$2_$5=$cpu usr_$2_$5=$usr sys_$2_$5=$sys"
-    printf '%-34s %5s %10s %9s %14s %13s   errors=%s drained_after=%ss\n' "$1" "$5" "$rate" "$p99" \
-        "$cpu" "$usr/$sys" "$(field "$r" errors)" "$drain"
+    batch=
+    if [ -n "$c0" ] && [ -n "$c1" ] && [ "$c1" -gt "$c0" ]; then
+        batch=$(awk "BEGIN{printf \"%.1f\", $n / ($c1 - $c0)}")
+    fi
+    eval "rate_$2_$5=$rate p99_$2_$5=$p99 cpu_$2_$5=$cpu usr_$2_$5=$usr sys_$2_$5=$sys batch_$2_$5=$batch"
+    printf '%-34s %5s %10s %9s %14s %13s   errors=%s drained_after=%ss%s\n' "$1" "$5" "$rate" "$p99" \
+        "$cpu" "$usr/$sys" "$(field "$r" errors)" "$drain" "${batch:+ msgs/commit=$batch}"
 }
 rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 
@@ -89,9 +106,10 @@ wait_port "$sink_port"
 # One daemon per durability policy: full fsyncs every group commit
 # (survives power loss), normal leaves the WAL to the OS (survives kill -9).
 for sync in normal full; do
-    sg_port=$(port)
+    sg_port=$(port) metrics_port=$(port)
     rm -rf "$tmp/data"
     "$build/spinegate" --listen-mllp "127.0.0.1:$sg_port" --downstream-mllp "127.0.0.1:$sink_port" \
+        --listen-http "127.0.0.1:$metrics_port" --http-auth none \
         --downstream-window "$window" --data-dir "$tmp/data" --log-level warn --queue-sync "$sync" \
         2>"$tmp/sg.log" & sg_pid=$!
     pids="$pids $sg_pid"
@@ -101,6 +119,7 @@ for sync in normal full; do
     eval "rss_$sync=$(rss "$sg_pid")"
     kill -TERM "$sg_pid"; wait "$sg_pid" || true
 done
+metrics_port=
 
 py_port=$(port)
 /usr/bin/python3 "$src/bench/pyhl7_server.py" "$py_port" & py_pid=$!; pids="$pids $py_pid"
@@ -145,4 +164,14 @@ if [ -z "$node_skip" ]; then
     echo "   spinegate normal / simple-hl7, msgs/s: 1 conn $(ratio "$(v rate_normal_1)" "$(v rate_js_1)")x, $c conns $(ratio "$(v rate_normal_$c)" "$(v rate_js_$c)")x"
     echo "   CPU us/msg at $c conns: spinegate normal $(v cpu_normal_$c), full $(v cpu_full_$c), simple-hl7 $(v cpu_js_$c), python3-hl7 $(v cpu_py_$c), floor $(v cpu_floor_$c)"
 fi
+# What one group commit adds with full: the CPU per message above normal's,
+# times full's messages per commit (both policies group alike).
+commit_cpu() { awk "BEGIN{ if (\"$1\" != \"-\" && \"$2\" != \"-\" && \"$3\" != \"-\") printf \"%.0f\", ($1 - $2) * $3; else print \"-\" }"; }
+echo "   messages per group commit: 1 conn normal $(v batch_normal_1), full $(v batch_full_1); $c conns normal $(v batch_normal_$c), full $(v batch_full_$c)"
+echo "   CPU a synchronized commit adds (full over normal, us/commit): 1 conn $(commit_cpu "$(v cpu_full_1)" "$(v cpu_normal_1)" "$(v batch_full_1)"), $c conns $(commit_cpu "$(v cpu_full_$c)" "$(v cpu_normal_$c)" "$(v batch_full_$c)")"
+# The same disk with nothing else running: one synchronized write of a
+# full group's bytes, as the log writes it (bench/sync_cost).
+group_bytes=$(awk "BEGIN{ b = \"$(v batch_full_$c)\"; if (b == \"-\") b = $c; printf \"%d\", b * $(wc -c <"$msg") + 4095 }")
+floor_sync=$("$build/bench/sync_cost" "$tmp" "$group_bytes" 2000 || true)
+echo "   the disk alone (sync_cost, $(field "$floor_sync" bytes) bytes, $(echo "$floor_sync" | sed -n 's/.*way=//p')): $(field "$floor_sync" cpu_us) us CPU, $(field "$floor_sync" wall_us) us wall per synchronized write"
 echo "   spinegate p99 at $c conns: full $(v p99_full_$c) ms (target < 2), normal $(v p99_normal_$c) ms; peak RSS normal $rss_normal kB, full $rss_full kB (target < 30720)"

@@ -170,7 +170,8 @@ commit_cpu() { awk "BEGIN{ if (\"$1\" != \"-\" && \"$2\" != \"-\" && \"$3\" != \
 echo "   messages per group commit: 1 conn normal $(v batch_normal_1), full $(v batch_full_1); $c conns normal $(v batch_normal_$c), full $(v batch_full_$c)"
 echo "   CPU a synchronized commit adds (full over normal, us/commit): 1 conn $(commit_cpu "$(v cpu_full_1)" "$(v cpu_normal_1)" "$(v batch_full_1)"), $c conns $(commit_cpu "$(v cpu_full_$c)" "$(v cpu_normal_$c)" "$(v batch_full_$c)")"
 # The same disk with nothing else running: one synchronized write of a
-# full group's bytes, as the log writes it (bench/sync_cost).
+# group's messages plus up to a block, as the log writes them: whole 4 KiB
+# blocks led by the partly filled one it rewrites (bench/sync_cost).
 group_bytes=$(awk "BEGIN{ b = \"$(v batch_full_$c)\"; if (b == \"-\") b = $c; printf \"%d\", b * $(wc -c <"$msg") + 4095 }")
 floor_sync=$("$build/bench/sync_cost" "$tmp" "$group_bytes" 2000 || true)
 echo "   the disk alone (sync_cost, $(field "$floor_sync" bytes) bytes, $(echo "$floor_sync" | sed -n 's/.*way=//p')): $(field "$floor_sync" cpu_us) us CPU, $(field "$floor_sync" wall_us) us wall per synchronized write"

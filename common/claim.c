@@ -186,10 +186,14 @@ claim_procsys_t claim_procsys_from(const char *s, size_t len)
     static const char *const cpt[] = {"C4", "CPT", "CPT4", "CPT-4",
                                       "http://www.ama-assn.org/go/cpt",
                                       "urn:oid:2.16.840.1.113883.6.12", NULL};
-    static const char *const hcpcs[] = {"HCPCS", "HC", "HCPT",
+    static const char *const hcpcs[] = {"HCPCS",
+                                        "HC",
+                                        "HPC",
                                         "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
                                         "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
-                                        "urn:oid:2.16.840.1.113883.6.285", NULL};
+                                        "urn:oid:2.16.840.1.113883.6.285",
+                                        "urn:oid:2.16.840.1.113883.6.14",
+                                        NULL};
     static const char *const pcs[] = {"I10P", "ICD10PCS", "http://www.cms.gov/Medicare/Coding/ICD10",
                                       NULL};
     if (!s || !len)

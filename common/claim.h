@@ -72,7 +72,7 @@ typedef struct {
 typedef enum {
     PROCSYS_UNKNOWN,
     PROCSYS_CPT,   /* C4, CPT, http://www.ama-assn.org/go/cpt */
-    PROCSYS_HCPCS, /* HCPCS, HC, https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets */
+    PROCSYS_HCPCS, /* HCPCS, HC, HPC, https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets */
     PROCSYS_ICD10PCS,
     PROCSYS_OTHER,
 } claim_procsys_t;

@@ -857,6 +857,15 @@ static void duplicates(ev_t *e)
 
 /* ---------------------------------------------------------------- lines */
 
+/* Whether a line sent under `sent` may be a row of `row`'s system. HCPCS
+ * Level I is CPT, and feeds (X12's HC, HL7's HCPCS) send CPT codes under it;
+ * the two never collide, as every Level II code starts with a letter and no
+ * CPT code does. A line that names no system fits either. */
+static bool proc_system_fits(claim_procsys_t sent, claim_procsys_t row)
+{
+    return sent == PROCSYS_UNKNOWN || sent == row || (sent == PROCSYS_HCPCS && row == PROCSYS_CPT);
+}
+
 const rule__proc_t *rule__proc_find(const rule_pack_t *p, const claim_line_t *l)
 {
     if (!l->code || (l->system != PROCSYS_CPT && l->system != PROCSYS_HCPCS &&
@@ -871,7 +880,7 @@ const rule__proc_t *rule__proc_find(const rule_pack_t *p, const claim_line_t *l)
     code[n] = '\0';
     for (size_t i = 0; i < p->nprocs; i++) {
         const rule__proc_t *pr = &p->procs[i];
-        if (strlen(pr->lo) != n || (l->system != PROCSYS_UNKNOWN && l->system != pr->system))
+        if (strlen(pr->lo) != n || !proc_system_fits(l->system, pr->system))
             continue;
         if (strcmp(code, pr->lo) >= 0 && strcmp(code, pr->hi) <= 0)
             return pr;

@@ -167,6 +167,9 @@ static void test_code_systems(void **state)
     assert_int_equal(claim_codesys_from(NULL, 0), CODESYS_UNKNOWN);
     assert_int_equal(claim_procsys_from("C4", 2), PROCSYS_CPT);
     assert_int_equal(claim_procsys_from("HCPCS", 5), PROCSYS_HCPCS);
+    assert_int_equal(claim_procsys_from("HPC", 3), PROCSYS_HCPCS);
+    /* HL7 table 0396's HCPT is the provider taxonomy, not a procedure code. */
+    assert_int_equal(claim_procsys_from("HCPT", 4), PROCSYS_OTHER);
     /* Every name, in the case written and in other cases. */
     static const struct {
         const char *name;

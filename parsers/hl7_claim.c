@@ -513,9 +513,19 @@ static triplet_t pick_triplet(slice_t rep, char compsep, slice_t primary_sys)
     return first;
 }
 
+/* DG1-21, the diagnosis action code (HL7 table 0206, from 2.5): "D" says
+ * the message removes this diagnosis from the account, as a BAR^P12 does. */
+static bool dg1_deleted(const ctx_t *c, size_t i)
+{
+    slice_t action = first_comp(c, i, 21);
+    return action.len == 1 && (action.ptr[0] == 'D' || action.ptr[0] == 'd');
+}
+
 static err_t read_dg1(ctx_t *c, claim_t *cl, size_t i, int occ)
 {
     const where_t where = {"DG1(", occ, ")-3", -1};
+    if (dg1_deleted(c, i))
+        return ERR_OK; /* not billed: judging it could only raise false pairs */
     /* DG1-3 does not repeat: its first repetition is the value. */
     triplet_t tr = pick_triplet(first_rep(c, i, 3), c->dl->component,
                                 first_comp(c, i, 2) /* DG1-2 coding method */);

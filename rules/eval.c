@@ -574,14 +574,26 @@ static void pairs(ev_t *e)
 {
     size_t n = e->c->ndx;
     rule__pairdx_t *pd = arena_calloc(e->a, n ? n : 1, sizeof *pd);
+    amap_t pairing; /* code -> its first diagnosis that pairs */
+    amap_init(&pairing, e->a, n);
     for (size_t i = 0; i < n; i++) {
         const dxi_t *x = &e->dx[i];
-        pd[i].code = e->c->dx[i].code;
+        const char *code = e->c->dx[i].code;
+        pd[i].code = code;
         pd[i].t = x->t;
         /* Only the first of identical codes pairs, and a code already
          * reported as invalid takes part in no pair: the coder fixes it
-         * first, and its pairs are judged on the corrected claim. */
-        pd[i].usable = x->judged && x->first && !(x->spine && !x->valid);
+         * first, and its pairs are judged on the corrected claim. The
+         * admitting diagnosis pairs with nothing: it is its own field on a
+         * bill, the condition as first seen (often a symptom the principal
+         * later explains), not reported beside the others. */
+        bool admitting = e->c->dx[i].type == DX_TYPE_ADMITTING;
+        bool first = x->first;
+        if (!first && !admitting && x->judged && *code)
+            first = e->c->dx[dx_by_code(e, code)].type == DX_TYPE_ADMITTING;
+        if (first && !admitting && x->judged && *code)
+            first = amap_get_or_put(&pairing, rule__key(code), (int)i) < 0;
+        pd[i].usable = x->judged && first && !admitting && !(x->spine && !x->valid);
         pd[i].tc = x->valid ? x->tc : NULL;
         pd[i].norm = x->norm;
     }

@@ -698,7 +698,7 @@ static err_t read_ft1(ctx_t *c, claim_t *cl, size_t i, int occ, bool p11, size_t
     /* DFT^P11: the financial group's own DG1s when FT1-19 says nothing. */
     if (p11 && l->ndx_codes == 0) {
         for (size_t k = i + 1; k < group_end; k++) {
-            if (!seg_is(c->m, k, "DG1"))
+            if (!seg_is(c->m, k, "DG1") || dg1_deleted(c, k))
                 continue;
             char norm[16];
             triplet_t tr = pick_triplet(first_rep(c, k, 3), dl->component, first_comp(c, k, 2));

@@ -34,7 +34,8 @@
  *     DG1-4   description (deprecated from 2.5) -> text; else the triplet's text
  *     DG1-6   type: A -> admitting; W, F, anything else stated -> secondary
  *     DG1-15  priority: 1 -> principal (wins over DG1-6)
- *     DG1-21  action code: D (delete, as in a BAR^P12) -> the DG1 is skipped
+ *     DG1-21  action code: D (delete, as in a BAR^P12) -> the DG1 is skipped,
+ *             also as a P11 line's diagnosis
  *     DG1-26  present on admission (Y, N, U, W, 1 = exempt; E also exempt).
  *             Defined from 2.5; read in every version, because sites that
  *             send POA before 2.5 put it in the same place.

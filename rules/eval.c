@@ -574,7 +574,7 @@ static void pairs(ev_t *e)
 {
     size_t n = e->c->ndx;
     rule__pairdx_t *pd = arena_calloc(e->a, n ? n : 1, sizeof *pd);
-    amap_t pairing; /* code -> its first diagnosis that pairs */
+    amap_t pairing; /* code -> its first diagnosis that may pair */
     amap_init(&pairing, e->a, n);
     for (size_t i = 0; i < n; i++) {
         const dxi_t *x = &e->dx[i];
@@ -587,13 +587,11 @@ static void pairs(ev_t *e)
          * admitting diagnosis pairs with nothing: it is its own field on a
          * bill, the condition as first seen (often a symptom the principal
          * later explains), not reported beside the others. */
-        bool admitting = e->c->dx[i].type == DX_TYPE_ADMITTING;
-        bool first = x->first;
-        if (!first && !admitting && x->judged && *code)
-            first = e->c->dx[dx_by_code(e, code)].type == DX_TYPE_ADMITTING;
-        if (first && !admitting && x->judged && *code)
-            first = amap_get_or_put(&pairing, rule__key(code), (int)i) < 0;
-        pd[i].usable = x->judged && first && !admitting && !(x->spine && !x->valid);
+        bool usable =
+            x->judged && e->c->dx[i].type != DX_TYPE_ADMITTING && !(x->spine && !x->valid);
+        if (usable && *code)
+            usable = amap_get_or_put(&pairing, rule__key(code), (int)i) < 0;
+        pd[i].usable = usable;
         pd[i].tc = x->valid ? x->tc : NULL;
         pd[i].norm = x->norm;
     }

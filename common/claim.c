@@ -242,6 +242,15 @@ const char *claim_dx_type_name(claim_dx_type_t t)
     }
 }
 
+const char *claim_dx_stage_name(claim_dx_stage_t s)
+{
+    switch (s) {
+    case DX_STAGE_WORKING: return "working";
+    case DX_STAGE_FINAL: return "final";
+    default: return "unstated";
+    }
+}
+
 claim_t *claim_new(arena_t *a, claim_source_t source)
 {
     claim_t *c = arena_calloc(a, 1, sizeof *c);
@@ -340,6 +349,8 @@ const char *claim_diff(const claim_t *a, const claim_t *b)
         if (x->system != y->system) return "diagnosis.system";
         if (!str_eq(x->system_sent, y->system_sent)) return "diagnosis.system_sent";
         if (x->type != y->type) return "diagnosis.type";
+        if (x->stage != y->stage)
+            return "diagnosis.stage";
         if (x->poa != y->poa) return "diagnosis.poa";
         if (!str_eq(x->text, y->text)) return "diagnosis.text";
         if (x->line != y->line) return "diagnosis.line";

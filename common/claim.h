@@ -43,6 +43,15 @@ typedef enum {
     DX_TYPE_SECONDARY, /* everything else that is stated */
 } claim_dx_type_t;
 
+/* How far the diagnosis had got when sent (HL7 DG1-6, table 0052): a
+ * working diagnosis may have been replaced by a final one on the same bill.
+ * Independent of the type: a principal may be sent as W or F. */
+typedef enum {
+    DX_STAGE_UNSTATED, /* no DG1-6 W/F; every FHIR diagnosis */
+    DX_STAGE_WORKING,  /* DG1-6 = W */
+    DX_STAGE_FINAL,    /* DG1-6 = F */
+} claim_dx_stage_t;
+
 typedef enum {
     POA_ABSENT, /* not stated */
     POA_Y,
@@ -60,6 +69,7 @@ typedef struct {
     claim_codesys_t system;
     const char *system_sent; /* "I10", a URI, ... ; NULL when absent */
     claim_dx_type_t type;
+    claim_dx_stage_t stage;
     claim_poa_t poa;
     const char *text;        /* DG1-4 or DG1-3.2 / coding.display / text */
     const char *location;    /* "DG1(2)-3", "FT1(1)-19(2)", "Claim.diagnosis[1]" */
@@ -179,6 +189,7 @@ claim_setting_t claim_tob_setting(const char *tob);
 /* A readable name for each enum, for JSON output and logs. */
 const char *claim_codesys_name(claim_codesys_t s);
 const char *claim_dx_type_name(claim_dx_type_t t);
+const char *claim_dx_stage_name(claim_dx_stage_t s);
 const char *claim_setting_name(claim_setting_t s); /* "inpatient", "outpatient", "unknown" */
 const char *claim_kind_name(claim_kind_t k);       /* "bill", "adt" */
 

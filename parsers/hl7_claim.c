@@ -561,6 +561,10 @@ static err_t read_dg1(ctx_t *c, claim_t *cl, size_t i, int occ)
         dx->type = DX_TYPE_ADMITTING;
     else if (present(type) || int_of(prio) > 1)
         dx->type = DX_TYPE_SECONDARY;
+    if (slice_eq(type, "W"))
+        dx->stage = DX_STAGE_WORKING;
+    else if (slice_eq(type, "F"))
+        dx->stage = DX_STAGE_FINAL;
     dx->poa = poa_of(first_comp(c, i, 26));
     /* Index it so FT1-19 finds it; of several DG1s with one code, the
      * first with a sequence is the one lines point to. */

@@ -32,7 +32,8 @@
  *     DG1-2   the old coding method ("I10", "I9"), used as the system when
  *             DG1-3.3 is empty
  *     DG1-4   description (deprecated from 2.5) -> text; else the triplet's text
- *     DG1-6   type: A -> admitting; W, F, anything else stated -> secondary
+ *     DG1-6   type: A -> admitting; W, F, anything else stated -> secondary;
+ *             W / F are also the stage (working / final)
  *     DG1-15  priority: 1 -> principal (wins over DG1-6)
  *     DG1-21  action code: D (delete, as in a BAR^P12) -> the DG1 is skipped,
  *             also as a P11 line's diagnosis

@@ -56,6 +56,7 @@ typedef struct {
     size_t nf, cap;
     int depth;                   /* 1 inside a suggestion check */
     int *verify_budget;          /* re-evaluations left for suggestion checks */
+    bool stages_mixed;           /* pairing diagnoses sent as working and as final */
 } ev_t;
 
 typedef const char *vars_t[V__COUNT];
@@ -191,6 +192,15 @@ static int32_t amap_get_or_put(amap_t *m, uint64_t key, int32_t val)
     m->k[i] = key;
     m->v[i] = val;
     return -1;
+}
+
+static void amap_set(amap_t *m, uint64_t key, int32_t val)
+{
+    if (!key || !m->cap)
+        return;
+    size_t i = amap_slot(m, key);
+    m->k[i] = key;
+    m->v[i] = val;
 }
 
 static int32_t amap_get(const amap_t *m, uint64_t key)
@@ -562,10 +572,24 @@ static bool emit_pair(void *ctx, const rule__pair_t *pr)
     v[V_REGION] = site_label(e, pr->region_owner);
     v[V_OTHER_REGION] = site_label(e, pr->region_other);
     v[V_DETAIL] = pr->levels[0] ? pr->levels : NULL;
+    /* A bill that sends both working and final diagnoses may still carry a
+     * working code that a final one replaced: a pair with a working code
+     * there is a question for the coder, never a reject. */
+    rule__msgkey_t mk = pr->mk;
+    rule_severity_t sev = pr->severity;
+    bool wo = e->c->dx[pr->owner].stage == DX_STAGE_WORKING;
+    bool wx = e->c->dx[pr->other].stage == DX_STAGE_WORKING;
+    if (!pr->excludes2 && e->stages_mixed && sev > RULE_SEV_WARN && (wo || wx)) {
+        mk = MK_WORKING;
+        sev = RULE_SEV_WARN;
+        v[V_DETAIL] = wo && wx ? arena_printf(e->a, "%s, %s", v[V_CODE], v[V_OTHER])
+                      : wo     ? v[V_CODE]
+                               : v[V_OTHER];
+    }
     rule_finding_t *f =
-        add(e, pr->excludes2 ? RID_EXCLUDES2 : RID_EXCLUDES1, pr->mk, v, pr->owner, -1, NULL);
+        add(e, pr->excludes2 ? RID_EXCLUDES2 : RID_EXCLUDES1, mk, v, pr->owner, -1, NULL);
     if (f && !pr->excludes2)
-        cap_severity(f, pr->severity);
+        cap_severity(f, sev);
     add_code(e, f, e->dx[pr->other].dotted);
     return e->nf < RULE_MAX_FINDINGS;
 }
@@ -574,8 +598,9 @@ static void pairs(ev_t *e)
 {
     size_t n = e->c->ndx;
     rule__pairdx_t *pd = arena_calloc(e->a, n ? n : 1, sizeof *pd);
-    amap_t pairing; /* code -> its first diagnosis that may pair */
+    amap_t pairing; /* code -> the one diagnosis of that code that pairs */
     amap_init(&pairing, e->a, n);
+    bool seen_working = false, seen_final = false;
     for (size_t i = 0; i < n; i++) {
         const dxi_t *x = &e->dx[i];
         const char *code = e->c->dx[i].code;
@@ -589,12 +614,26 @@ static void pairs(ev_t *e)
          * later explains), not reported beside the others. */
         bool usable =
             x->judged && e->c->dx[i].type != DX_TYPE_ADMITTING && !(x->spine && !x->valid);
-        if (usable && *code)
-            usable = amap_get_or_put(&pairing, rule__key(code), (int)i) < 0;
+        if (usable && *code) {
+            /* Of copies sent as working and as final, a final one pairs. */
+            int prev = amap_get_or_put(&pairing, rule__key(code), (int)i);
+            if (prev >= 0 && e->c->dx[prev].stage == DX_STAGE_WORKING &&
+                e->c->dx[i].stage != DX_STAGE_WORKING) {
+                pd[prev].usable = false;
+                amap_set(&pairing, rule__key(code), (int)i);
+            } else {
+                usable = prev < 0;
+            }
+        }
         pd[i].usable = usable;
+        if (usable) {
+            seen_working |= e->c->dx[i].stage == DX_STAGE_WORKING;
+            seen_final |= e->c->dx[i].stage == DX_STAGE_FINAL;
+        }
         pd[i].tc = x->valid ? x->tc : NULL;
         pd[i].norm = x->norm;
     }
+    e->stages_mixed = seen_working && seen_final;
     rule__pairs_find(e->p, pd, n, e->a, emit_pair, e);
 }
 

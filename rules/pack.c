@@ -75,6 +75,7 @@ static const char *const msgkey_names[MK__COUNT] = {
     [MK_REGION_OVERLAP] = "region_overlap",
     [MK_LEVELS_DIFFER] = "levels_differ",
     [MK_UNREVIEWED] = "unreviewed",
+    [MK_WORKING] = "working",
 };
 
 static const char *const var_names[V__COUNT] = {
@@ -85,6 +86,7 @@ static const char *const var_names[V__COUNT] = {
 };
 
 #define B(k) (1u << (k))
+_Static_assert(MK__COUNT <= 32, "message keys are held in a 32-bit mask");
 unsigned rule__msgkeys_of(rule__id_t id)
 {
     switch (id) {
@@ -92,7 +94,7 @@ unsigned rule__msgkeys_of(rule__id_t id)
     case RID_EXCLUDES1:
         return B(MK_SAME_CONDITION) | B(MK_SAME_REGION) | B(MK_QUERY) | B(MK_OTHER_REGION) |
                B(MK_REGION_OVERLAP) | B(MK_REGION_UNSTATED) | B(MK_LEVELS_DIFFER) |
-               B(MK_UNREVIEWED);
+               B(MK_UNREVIEWED) | B(MK_WORKING);
     case RID_LINKAGE: return B(MK_UNLINKED) | B(MK_DANGLING) | B(MK_OTHER_REGION);
     case RID_DRG:
         return B(MK_MCC) | B(MK_NO_MCC) | B(MK_ALIVE_UNKNOWN) | B(MK_NOT_STATED) | B(MK_SURGERY) |

@@ -238,6 +238,7 @@ typedef enum {
     MK_REGION_OVERLAP,
     MK_LEVELS_DIFFER,
     MK_UNREVIEWED,
+    MK_WORKING, /* excludes1-pair: a working diagnosis beside a final one */
     MK__COUNT
 } rule__msgkey_t;
 

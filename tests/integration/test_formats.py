@@ -65,7 +65,7 @@ def parse_cases(path):
                 cur["kind"] = toks[0]
             elif word == "dx":
                 d = {"seq": int(toks[0]), "code": toks[1], "type": None, "system": "cm", "text": None,
-                     "poa": None, "line": None}
+                     "poa": None, "line": None, "stage": None}
                 for t in toks[2:]:
                     if t in ("principal", "secondary", "admitting"):
                         d["type"] = t
@@ -77,6 +77,8 @@ def parse_cases(path):
                         if t[4:] not in POAS:
                             raise CaseError("%s: poa %s" % (where, t[4:]))
                         d["poa"] = t[4:]
+                    elif t in ("stage=working", "stage=final"):
+                        d["stage"] = t[6:]
                     elif t.startswith("line="):
                         d["line"] = int(t[5:])
                         if d["line"] not in {l["seq"] for l in cur["lines"]}:
@@ -173,8 +175,10 @@ def to_hl7(c, cid):
     if adt and c["lines"]:
         return None, "an ADT message carries no FT1 service lines"
     for d in c["dx"]:
-        if d["line"] is not None and (d["type"] not in (None, "secondary") or d["poa"]):
-            return None, "FT1-19 carries no diagnosis type or POA (a line's code is secondary)"
+        if d["line"] is not None and (d["type"] not in (None, "secondary") or d["poa"] or d["stage"]):
+            return None, "FT1-19 carries no diagnosis type, stage or POA (a line's code is secondary)"
+        if d["type"] == "admitting" and d["stage"]:
+            return None, "DG1-6 holds one value: admitting, working or final"
     by_seq = {d["seq"]: d["code"] for d in c["dx"] if d["line"] is None}
     norm = lambda code: code.replace(".", "").replace(" ", "").upper()
     on_claim = {norm(code) for code in by_seq.values()}
@@ -217,7 +221,10 @@ def to_hl7(c, cid):
         f = {1: str(d["seq"]), 3: "%s^^%s" % (esc(d["code"]), esc(system_name(d, HL7_SYS) or ""))}
         if d["text"]:
             f[4] = esc(d["text"])
-        f[6] = "A" if d["type"] == "admitting" else "F"
+        # DG1-6: a case that states stages leaves the others' unstated.
+        staged = any(x["stage"] for x in c["dx"])
+        f[6] = ("A" if d["type"] == "admitting" else "W" if d["stage"] == "working"
+                else "F" if d["stage"] == "final" or not staged else "")
         if d["type"] == "principal":
             f[15] = "1"
         elif d["type"] == "secondary":
@@ -235,6 +242,8 @@ def to_fhir(c, cid):
         return None, "FHIR has no ADT: a Claim is always a bill"
     if any(l["codes"] for l in c["lines"]):
         return None, "FHIR items link by diagnosisSequence, not by code"
+    if any(d["stage"] for d in c["dx"]):
+        return None, "a FHIR Claim states no working or final stage of a diagnosis"
     if c["discharge"] and c["setting"] == "unknown":
         return None, "a FHIR Claim without a type that states a stay is read as inpatient"
     claim = {"resourceType": "Claim", "id": cid, "status": "active",

@@ -61,10 +61,11 @@ static char *dump(const claim_t *c)
     fprintf(f, "\n");
     for (size_t i = 0; i < c->ndx; i++) {
         const claim_dx_t *d = &c->dx[i];
-        fprintf(f, "dx %d %s sent=%s system=%s(%s) type=%s poa=%s at=%s line=%d text=%s\n",
+        fprintf(f, "dx %d %s sent=%s system=%s(%s) type=%s stage=%s poa=%s at=%s line=%d text=%s\n",
                 d->sequence, d->code[0] ? d->code : "-", S(d->code_sent),
                 claim_codesys_name(d->system), S(d->system_sent), claim_dx_type_name(d->type),
-                poa_name(d->poa), S(d->location), d->line, S(d->text));
+                claim_dx_stage_name(d->stage), poa_name(d->poa), S(d->location), d->line,
+                S(d->text));
     }
     for (size_t i = 0; i < c->nlines; i++) {
         const claim_line_t *l = &c->lines[i];

@@ -377,6 +377,10 @@ static void run_file(const char *path, const char *shown)
                 } else if (!strncmp(t, "poa=", 4))
                     d->poa = t[4] == 'Y' ? POA_Y : t[4] == 'N' ? POA_N : t[4] == 'U' ? POA_U
                              : t[4] == 'W' ? POA_W : t[4] == '1' ? POA_EXEMPT : POA_ABSENT;
+                else if (!strcmp(t, "stage=working"))
+                    d->stage = DX_STAGE_WORKING;
+                else if (!strcmp(t, "stage=final"))
+                    d->stage = DX_STAGE_FINAL;
                 else if (!strncmp(t, "system=raw:", 11)) {
                     d->system_sent = arena_strdup(&c.a, t + 11);
                     d->system = claim_codesys_from(t + 11, strlen(t + 11));

@@ -57,6 +57,7 @@ typedef struct {
     int depth;                   /* 1 inside a suggestion check */
     int *verify_budget;          /* re-evaluations left for suggestion checks */
     bool stages_mixed;           /* pairing diagnoses sent as working and as final */
+    bool undated;                /* the claim states no date at all */
 } ev_t;
 
 typedef const char *vars_t[V__COUNT];
@@ -1356,7 +1357,30 @@ static void judge_code(ev_t *e, int i)
     }
     x->t = own;
     x->lenient = own_lenient;
-    resolve(e, i, own, own_lenient);
+    size_t before = e->nf;
+    if (resolve(e, i, own, own_lenient) || !e->undated || mask)
+        return;
+    /* No date anywhere: the year that applies cannot be told, so a code of
+     * an older table is only a warning (the newest table's findings give
+     * way to it). */
+    size_t reported = e->nf;
+    for (size_t b = e->p->ntables - 1; b-- > 0;) {
+        const rule__table_t *t = &e->p->tables[b];
+        if (!resolve(e, i, t, false)) {
+            e->nf = reported;
+            continue;
+        }
+        e->nf = before;
+        x->t = t;
+        vars_t v = {0};
+        v[V_CODE] = x->dotted;
+        v[V_FY] = own->fy;
+        v[V_TABLES] = t->fy;
+        cap_severity(add(e, RID_CODE_INVALID, MK_UNDATED, v, i, -1, NULL), RULE_SEV_WARN);
+        return;
+    }
+    e->nf = before;
+    resolve(e, i, own, own_lenient); /* the newest table's findings, as they were */
 }
 
 /* Reports what keeps dx i from being judged as ICD-10-CM: a malformed code,
@@ -1475,6 +1499,7 @@ static void evaluate(const rule_pack_t *pack, const claim_t *claim, arena_t *a, 
     e.verify_budget = budget;
     claim_date_t date = claim_date(claim);
     e.t = table_for(pack, date, &e.fit);
+    e.undated = !date.year;
     const rule__table_t *gate = e.t ? e.t : &pack->tables[0];
 
     /* The gate: nothing to say about a claim without spine codes. */

@@ -76,6 +76,7 @@ static const char *const msgkey_names[MK__COUNT] = {
     [MK_LEVELS_DIFFER] = "levels_differ",
     [MK_UNREVIEWED] = "unreviewed",
     [MK_WORKING] = "working",
+    [MK_UNDATED] = "undated",
 };
 
 static const char *const var_names[V__COUNT] = {
@@ -85,9 +86,9 @@ static const char *const var_names[V__COUNT] = {
     "sent", "form", "system", "grouper", "location", "boundary",
 };
 
-#define B(k) (1u << (k))
-_Static_assert(MK__COUNT <= 32, "message keys are held in a 32-bit mask");
-unsigned rule__msgkeys_of(rule__id_t id)
+#define B(k) ((uint64_t)1 << (k))
+_Static_assert(MK__COUNT <= 64, "message keys are held in a 64-bit mask");
+uint64_t rule__msgkeys_of(rule__id_t id)
 {
     switch (id) {
     case RID_SEVENTH: return B(MK_MISSING) | B(MK_PLACEHOLDER) | B(MK_UNDEFINED) | B(MK_NOT_APPLICABLE);
@@ -99,7 +100,8 @@ unsigned rule__msgkeys_of(rule__id_t id)
     case RID_DRG:
         return B(MK_MCC) | B(MK_NO_MCC) | B(MK_ALIVE_UNKNOWN) | B(MK_NOT_STATED) | B(MK_SURGERY) |
                B(MK_GROUPER) | B(MK_POA_N);
-    case RID_CODE_INVALID: return B(MK_DEFAULT) | B(MK_MALFORMED) | B(MK_NEWER_UNKNOWN);
+    case RID_CODE_INVALID:
+        return B(MK_DEFAULT) | B(MK_MALFORMED) | B(MK_NEWER_UNKNOWN) | B(MK_UNDATED);
     case RID_CODE_SYSTEM: return B(MK_WHO) | B(MK_UNKNOWN_SYSTEM);
     case RID_TABLE_COVERAGE: return B(MK_NEWER) | B(MK_OLDER) | B(MK_SPAN);
     case RID_MANIFESTATION: return B(MK_PRINCIPAL) | B(MK_FIRST_LISTED);
@@ -159,7 +161,8 @@ static err_t perr(ctx_t *c, err_t code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    err_set(c->d, code, 0, "%s: %s", c->path, msg);
+    /* The path goes to where alone: every caller prints "where: msg". */
+    err_set(c->d, code, 0, "%s", msg);
     snprintf(c->d->where, sizeof c->d->where, "%s", c->path);
     return code;
 }
@@ -1129,7 +1132,7 @@ static err_t load_rules(ctx_t *c, rule_pack_t *p, const cJSON *root)
         const cJSON *msgs = need(c, r, base, "messages", cJSON_Object, true, &rc);
         if (!msgs)
             return rc;
-        unsigned want = rule__msgkeys_of((rule__id_t)id);
+        uint64_t want = rule__msgkeys_of((rule__id_t)id);
         const cJSON *m;
         cJSON_ArrayForEach(m, msgs)
         {

@@ -239,6 +239,7 @@ typedef enum {
     MK_LEVELS_DIFFER,
     MK_UNREVIEWED,
     MK_WORKING, /* excludes1-pair: a working diagnosis beside a final one */
+    MK_UNDATED, /* code-invalid: not in the newest table, in an older one; no date */
     MK__COUNT
 } rule__msgkey_t;
 
@@ -404,7 +405,7 @@ const char *rule__id_name(rule__id_t id);
 int rule__id_from(const char *name);
 const char *rule__msgkey_name(rule__msgkey_t k);
 /* Bit set of the message keys each rule needs. */
-unsigned rule__msgkeys_of(rule__id_t id);
+uint64_t rule__msgkeys_of(rule__id_t id);
 
 /* Embedded files (rules/embedded.c, generated at build time). */
 typedef struct {

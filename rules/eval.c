@@ -560,6 +560,118 @@ static const char *site_label(const ev_t *e, int r)
     return r >= 0 && r < e->p->geo.nregions ? e->p->geo.regions[r].label : "site not stated";
 }
 
+static bool line_links(const ev_t *e, size_t li, int i);
+static long date_key(claim_date_t d);
+static claim_date_t line_date(const claim_line_t *l);
+
+typedef struct {
+    long from, to; /* date_key of a line's first and last day */
+} span_t;
+
+static int span_cmp(const void *a, const void *b)
+{
+    long x = ((const span_t *)a)->from, y = ((const span_t *)b)->from;
+    return (x > y) - (x < y);
+}
+
+/* Sorts spans and merges those that overlap; returns how many are left. */
+static size_t spans_merge(span_t *s, size_t n)
+{
+    if (!n)
+        return 0;
+    qsort(s, n, sizeof *s, span_cmp);
+    size_t k = 0;
+    for (size_t i = 1; i < n; i++) {
+        if (s[i].from <= s[k].to) {
+            if (s[i].to > s[k].to)
+                s[k].to = s[i].to;
+        } else {
+            s[++k] = s[i];
+        }
+    }
+    return k + 1;
+}
+
+static void key_date(char *out, size_t cap, long k)
+{
+    snprintf(out, cap, "%04ld-%02ld-%02ld", k / 10000, k / 100 % 100, k % 100);
+}
+
+/* Whether line l points at any copy of code (the diagnoses in copies). */
+static bool line_links_code(const ev_t *e, size_t l, const int *copies, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        if (line_links(e, l, copies[k]))
+            return true;
+    return false;
+}
+
+/* The diagnoses that carry dx i's code. */
+static int *code_copies(ev_t *e, int i, size_t *n)
+{
+    const claim_t *c = e->c;
+    int *out = arena_alloc(e->a, c->ndx * sizeof *out);
+    *n = 0;
+    for (size_t k = 0; k < c->ndx; k++)
+        if ((int)k == i || (c->dx[i].code[0] && strcmp(c->dx[k].code, c->dx[i].code) == 0))
+            out[(*n)++] = (int)k;
+    return out;
+}
+
+/* On a claim that is not one inpatient stay, the codes of dx a and dx b
+ * belong to separate encounters when dated service lines point at each, no
+ * line at both, and no line of one shares a day with a line of the other.
+ * Their first days go to detail. */
+static bool encounters_apart(ev_t *e, int a, int b, const char **detail)
+{
+    const claim_t *c = e->c;
+    if (c->setting == CLAIM_SETTING_INPATIENT || !c->nlines)
+        return false;
+    size_t nca, ncb;
+    int *ca = code_copies(e, a, &nca), *cb = code_copies(e, b, &ncb);
+    span_t *sa = arena_alloc(e->a, c->nlines * sizeof *sa);
+    span_t *sb = arena_alloc(e->a, c->nlines * sizeof *sb);
+    size_t na = 0, nb = 0;
+    for (size_t l = 0; l < c->nlines; l++) {
+        bool la = line_links_code(e, l, ca, nca), lb = line_links_code(e, l, cb, ncb);
+        if (!la && !lb)
+            continue;
+        claim_date_t d = line_date(&c->lines[l]);
+        if ((la && lb) || !d.year)
+            return false;
+        claim_date_t last = c->lines[l].date_to.year ? c->lines[l].date_to : d;
+        span_t sp = {date_key(d), date_key(last)};
+        /* A date without a day (or a month) spans all of them. */
+        if (!last.month)
+            sp.to += 1130;
+        else if (!last.day)
+            sp.to += 30;
+        if (sp.to < sp.from)
+            sp.to = sp.from;
+        if (la)
+            sa[na++] = sp;
+        else
+            sb[nb++] = sp;
+    }
+    na = spans_merge(sa, na);
+    nb = spans_merge(sb, nb);
+    if (!na || !nb)
+        return false;
+    for (size_t i = 0, j = 0; i < na && j < nb;) {
+        if (sa[i].to < sb[j].from)
+            i++;
+        else if (sb[j].to < sa[i].from)
+            j++;
+        else
+            return false;
+    }
+    char da[32], db[32];
+    key_date(da, sizeof da, sa[0].from);
+    key_date(db, sizeof db, sb[0].from);
+    *detail = arena_printf(e->a, "%s, %s", da, db);
+    return true;
+}
+
 static bool emit_pair(void *ctx, const rule__pair_t *pr)
 {
     ev_t *e = ctx;
@@ -586,6 +698,12 @@ static bool emit_pair(void *ctx, const rule__pair_t *pr)
         v[V_DETAIL] = wo && wx ? arena_printf(e->a, "%s, %s", v[V_CODE], v[V_OTHER])
                       : wo     ? v[V_CODE]
                                : v[V_OTHER];
+    } else if (!pr->excludes2 && sev > RULE_SEV_WARN &&
+               encounters_apart(e, pr->owner, pr->other, &v[V_DETAIL])) {
+        /* Excludes1 codes are never used at the same time (I.A.12.a);
+         * lines on other days of one outpatient claim are other encounters. */
+        mk = MK_DATES_DIFFER;
+        sev = RULE_SEV_WARN;
     }
     rule_finding_t *f =
         add(e, pr->excludes2 ? RID_EXCLUDES2 : RID_EXCLUDES1, mk, v, pr->owner, -1, NULL);

@@ -77,6 +77,7 @@ static const char *const msgkey_names[MK__COUNT] = {
     [MK_UNREVIEWED] = "unreviewed",
     [MK_WORKING] = "working",
     [MK_UNDATED] = "undated",
+    [MK_DATES_DIFFER] = "dates_differ",
 };
 
 static const char *const var_names[V__COUNT] = {
@@ -95,7 +96,7 @@ uint64_t rule__msgkeys_of(rule__id_t id)
     case RID_EXCLUDES1:
         return B(MK_SAME_CONDITION) | B(MK_SAME_REGION) | B(MK_QUERY) | B(MK_OTHER_REGION) |
                B(MK_REGION_OVERLAP) | B(MK_REGION_UNSTATED) | B(MK_LEVELS_DIFFER) |
-               B(MK_UNREVIEWED) | B(MK_WORKING);
+               B(MK_UNREVIEWED) | B(MK_WORKING) | B(MK_DATES_DIFFER);
     case RID_LINKAGE: return B(MK_UNLINKED) | B(MK_DANGLING) | B(MK_OTHER_REGION);
     case RID_DRG:
         return B(MK_MCC) | B(MK_NO_MCC) | B(MK_ALIVE_UNKNOWN) | B(MK_NOT_STATED) | B(MK_SURGERY) |

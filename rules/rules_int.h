@@ -238,8 +238,9 @@ typedef enum {
     MK_REGION_OVERLAP,
     MK_LEVELS_DIFFER,
     MK_UNREVIEWED,
-    MK_WORKING, /* excludes1-pair: a working diagnosis beside a final one */
-    MK_UNDATED, /* code-invalid: not in the newest table, in an older one; no date */
+    MK_WORKING,      /* excludes1-pair: a working diagnosis beside a final one */
+    MK_UNDATED,      /* code-invalid: not in the newest table, in an older one; no date */
+    MK_DATES_DIFFER, /* excludes1-pair: the codes' lines are on different days */
     MK__COUNT
 } rule__msgkey_t;
 

@@ -609,6 +609,51 @@ static void test_duplicates_pair_once(void **state)
     arena_free(&a);
 }
 
+/* The Excludes1 verdict for M43.04 on a line dated d1 and M43.14 on a line
+ * dated d2 (outpatient): a date without a day covers its whole month. */
+static const char *pair_on_days(claim_date_t d1, claim_date_t d2)
+{
+    arena_t a;
+    arena_init(&a, 0);
+    claim_t *c = claim_new(&a, CLAIM_SRC_HL7V2);
+    c->setting = CLAIM_SETTING_OUTPATIENT;
+    c->service_from = d1;
+    const char *codes[] = {"M4304", "M4314"};
+    claim_date_t days[] = {d1, d2};
+    for (int i = 0; i < 2; i++) {
+        claim_dx_t *d = claim_add_dx(c, &a);
+        d->sequence = i + 1;
+        snprintf(d->code, sizeof d->code, "%s", codes[i]);
+        claim_line_t *l = claim_add_line(c, &a);
+        l->sequence = i + 1;
+        l->code = "72070";
+        l->system = PROCSYS_CPT;
+        l->date_from = days[i];
+        l->dx_pointers[l->ndx_pointers++] = i + 1;
+    }
+    rule_verdict_t v;
+    rule_evaluate(default_pack, c, &a, &v);
+    const char *got = "none";
+    for (size_t i = 0; i < v.nfindings; i++)
+        if (!strcmp(v.findings[i].rule_id, "excludes1-pair"))
+            got = v.findings[i].severity == RULE_SEV_REJECT ? "reject" : "warn";
+    arena_free(&a);
+    return got;
+}
+
+static void test_pair_days_month_precision(void **state)
+{
+    (void)state;
+    claim_date_t jan = {2026, 1, 0}, jan20 = {2026, 1, 20}, feb10 = {2026, 2, 10};
+    claim_date_t y2026 = {2026, 0, 0}, jan31 = {2026, 1, 31}, feb1 = {2026, 2, 1};
+    assert_string_equal(pair_on_days(jan20, feb10), "warn");
+    assert_string_equal(pair_on_days(jan20, jan20), "reject");
+    assert_string_equal(pair_on_days(jan, jan20), "reject"); /* January may be the 20th */
+    assert_string_equal(pair_on_days(jan, jan31), "reject");
+    assert_string_equal(pair_on_days(jan, feb1), "warn");
+    assert_string_equal(pair_on_days(y2026, feb10), "reject");
+}
+
 /* The work of the pairs search, counted in diagnoses looked at (a clock
  * would make the test fail on a loaded machine): comparing every pair of
  * these 20,000 diagnoses, as the old loop did, would look at ~4e8; through
@@ -713,6 +758,7 @@ int main(void)
         cmocka_unit_test(test_pure_and_repeatable),
         cmocka_unit_test(test_many_diagnoses_bounded),
         cmocka_unit_test(test_duplicates_pair_once),
+        cmocka_unit_test(test_pair_days_month_precision),
         cmocka_unit_test(test_twenty_thousand_diagnoses),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

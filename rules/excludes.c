@@ -354,6 +354,54 @@ static bool specific(const pf_t *f, int r)
     return r >= 0 && r < f->p->geo.nregions && f->p->geo.regions[r].kind == REGION_SPECIFIC;
 }
 
+/* The levels of a specific region (its segments'), or 0. */
+static uint64_t region_levels(const pf_t *f, int r)
+{
+    const rule__geo_t *g = &f->p->geo;
+    if (!specific(f, r))
+        return 0;
+    uint64_t set = 0;
+    int base = 0;
+    for (int k = 0; k < g->nlevels; k++) {
+        const rule__level_t *lv = &g->levels[k];
+        for (int n = 0; n <= lv->to - lv->from && base + n < 64; n++)
+            if (g->regions[r].segments & lv->segment)
+                set |= 1ull << (base + n);
+        base += lv->to - lv->from + 1;
+    }
+    return set;
+}
+
+/* When o and t are at levels that share none (a defect "L3", a slip
+ * "L4-L5"; at least one side named in its free text), the conditions are
+ * at different levels, coded separately: a warning that names them.
+ * by_region: a side whose text names no level is at its code's region's
+ * (for two codes of one region that adds nothing but a text that
+ * contradicts its own code, so same-region rows leave it out). */
+static bool levels_apart(pf_t *f, int o, int t, bool by_region, rule__pair_t *out)
+{
+    uint64_t lo = levels_of(f, o), lt = levels_of(f, t);
+    if (!lo && !lt)
+        return false;
+    /* A side whose text names no level is at the levels of its code's
+     * region (M43.04: T1-T12), when the code names one. */
+    char a[32], b[32];
+    if (lo)
+        levels_text(&f->p->geo, lo, a, sizeof a);
+    else if (by_region && (lo = region_levels(f, region_of(f, o))))
+        snprintf(a, sizeof a, "%s", f->p->geo.regions[region_of(f, o)].label);
+    if (lt)
+        levels_text(&f->p->geo, lt, b, sizeof b);
+    else if (by_region && (lt = region_levels(f, region_of(f, t))))
+        snprintf(b, sizeof b, "%s", f->p->geo.regions[region_of(f, t)].label);
+    if (!lo || !lt || (lo & lt))
+        return false;
+    snprintf(out->levels, sizeof out->levels, "%s / %s", a, b);
+    out->severity = RULE_SEV_WARN;
+    out->mk = MK_LEVELS_DIFFER;
+    return true;
+}
+
 /* Judges owner o and other t under one row (or a raw note when row is
  * NULL). Returns false when the pair is no finding under it. */
 static bool judge(pf_t *f, const rule__ex1row_t *row, int o, int t, rule__pair_t *out)
@@ -371,6 +419,8 @@ static bool judge(pf_t *f, const rule__ex1row_t *row, int o, int t, rule__pair_t
     }
     out->severity = row->severity;
     if (!row->same_region) {
+        if (row->severity == RULE_SEV_REJECT && levels_apart(f, o, t, true, out))
+            return true;
         out->mk = row->severity == RULE_SEV_REJECT ? MK_SAME_CONDITION : MK_QUERY;
         return true;
     }
@@ -381,16 +431,8 @@ static bool judge(pf_t *f, const rule__ex1row_t *row, int o, int t, rule__pair_t
         return true;
     }
     if (ro == rt) {
-        uint64_t lo = levels_of(f, o), lt = levels_of(f, t);
-        if (row->severity == RULE_SEV_REJECT && lo && lt && !(lo & lt)) {
-            char a[32], b[32];
-            levels_text(&f->p->geo, lo, a, sizeof a);
-            levels_text(&f->p->geo, lt, b, sizeof b);
-            snprintf(out->levels, sizeof out->levels, "%s / %s", a, b);
-            out->severity = RULE_SEV_WARN;
-            out->mk = MK_LEVELS_DIFFER;
+        if (row->severity == RULE_SEV_REJECT && levels_apart(f, o, t, false, out))
             return true;
-        }
         out->mk = row->severity == RULE_SEV_REJECT ? MK_SAME_REGION : MK_QUERY;
         return true;
     }

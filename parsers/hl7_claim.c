@@ -659,8 +659,30 @@ static err_t read_ft1_dx(ctx_t *c, claim_t *cl, size_t line, slice_t rep, int oc
     return ERR_OK;
 }
 
+/* An FT1 that takes a charge back: transaction type CD (credit, HL7 table
+ * 0017) or a negative quantity (FT1-10), as reversals are sent. It bills
+ * nothing, so it is no line of the claim and its codes are not judged:
+ * a reversal must pass the gate even when the charge it removes was
+ * coded wrong. */
+static bool ft1_reversal(const ctx_t *c, size_t i)
+{
+    if (slice_eq(first_comp(c, i, 6), "CD"))
+        return true;
+    slice_t q = first_comp(c, i, 10);
+    if (!present(q) || q.len >= 32 || memchr(q.ptr, '-', q.len) == NULL)
+        return false;
+    char num[32];
+    memcpy(num, q.ptr, q.len);
+    num[q.len] = '\0';
+    char *end;
+    double v = strtod(num, &end);
+    return end != num && v < 0;
+}
+
 static err_t read_ft1(ctx_t *c, claim_t *cl, size_t i, int occ, bool p11, size_t group_end)
 {
+    if (ft1_reversal(c, i))
+        return ERR_OK;
     const hl7_delims_t *dl = c->dl;
     claim_line_t *l = claim_add_line(cl, c->a);
     l->sequence = int_of(hl7_field(c->m, i, 1));
@@ -843,15 +865,22 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
         if (tob != CLAIM_SETTING_UNKNOWN)
             cl->setting = tob;
     }
-    /* Diagnoses first, so that lines can point at them. */
+    /* Diagnoses first, so that lines can point at them. In a DFT^P11 the
+     * DG1s of a reversal's financial group are the charge it takes back:
+     * not billed, so not read. */
+    bool p11 = slice_eq(type, "DFT") && slice_eq(trig, "P11");
     int occ = 0;
-    for (size_t i = dg1.first; i < dg1.end; i++) {
+    bool in_reversal = false;
+    size_t from = p11 && ft1.n && ft1.first < dg1.first ? ft1.first : dg1.first;
+    for (size_t i = from; i < dg1.end; i++) {
+        if (p11 && seg_is(msg, i, "FT1"))
+            in_reversal = ft1_reversal(&c, i);
         if (!seg_is(msg, i, "DG1"))
             continue;
-        if ((rc = read_dg1(&c, cl, i, ++occ)) != ERR_OK)
+        ++occ;
+        if (!in_reversal && (rc = read_dg1(&c, cl, i, occ)) != ERR_OK)
             goto fail;
     }
-    bool p11 = slice_eq(type, "DFT") && slice_eq(trig, "P11");
     occ = 0;
     for (size_t i = ft1.first; i < ft1.end; i++) {
         if (!seg_is(msg, i, "FT1"))

@@ -56,6 +56,9 @@
  *     CPT, HCPCS...); FT1-26 modifiers (repeating): comp 1 of each.
  *     DFT^P11: when FT1-19 is empty, the DG1s of the FT1's financial group
  *     (those between it and the next FT1) give its codes and pointers.
+ *     A reversal (FT1-6 CD, credit; or FT1-10 below 0) bills nothing: it is
+ *     no line, its FT1-19 codes are no diagnoses, and in a DFT^P11 neither
+ *     are the DG1s of its financial group; occurrence numbers still count it.
  *   The service period is the earliest FT1-4 start to the latest end, else
  *   PV1-44 to PV1-45.
  */

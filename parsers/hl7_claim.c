@@ -659,6 +659,19 @@ static err_t read_ft1_dx(ctx_t *c, claim_t *cl, size_t line, slice_t rep, int oc
     return ERR_OK;
 }
 
+/* Whether DG1 i's code (normalised) is a diagnosis of the claim already. */
+static bool group_dg1_known(ctx_t *c, size_t i)
+{
+    triplet_t tr = pick_triplet(first_rep(c, i, 3), c->dl->component, first_comp(c, i, 2));
+    const char *cs;
+    char key[KEY_MAX];
+    if (str_of(c, tr.code, false, &(where_t){"DG1-3", -1, "", -1}, &cs) != ERR_OK || !cs ||
+        !normalise_key(c, key, cs))
+        return false;
+    const dx_slot_t *s = index_find(&c->idx, key);
+    return s && s->key;
+}
+
 /* An FT1 that takes a charge back: transaction type CD (credit, HL7 table
  * 0017) or a negative quantity (FT1-10), as reversals are sent. It bills
  * nothing, so it is no line of the claim and its codes are not judged:
@@ -731,8 +744,9 @@ static err_t read_ft1(ctx_t *c, claim_t *cl, size_t i, int occ, bool p11, size_t
             const char *cs;
             if (str_of(c, tr.code, false, &(where_t){"DG1-3", -1, "", -1}, &cs) == ERR_OK && cs &&
                 claim_code_normalise(cs, strlen(cs), norm, sizeof norm)) {
-                int seq = int_of(hl7_field(c->m, k, 1));
-                line_add_dx(c, l, norm, NULL, seq > 0 ? seq : dx_seq_of(c, cl, norm));
+                /* The diagnosis that carries the code: this DG1, or the
+                 * first with its code when this one repeats it (not read). */
+                line_add_dx(c, l, norm, NULL, dx_seq_of(c, cl, norm));
             }
         }
     }
@@ -870,15 +884,21 @@ err_t hl7_claim_read(const hl7_msg_t *msg, arena_t *a, claim_t **out, err_detail
      * not billed, so not read. */
     bool p11 = slice_eq(type, "DFT") && slice_eq(trig, "P11");
     int occ = 0;
-    bool in_reversal = false;
+    bool in_group = false, in_reversal = false;
     size_t from = p11 && ft1.n && ft1.first < dg1.first ? ft1.first : dg1.first;
     for (size_t i = from; i < dg1.end; i++) {
-        if (p11 && seg_is(msg, i, "FT1"))
+        if (p11 && seg_is(msg, i, "FT1")) {
+            in_group = true;
             in_reversal = ft1_reversal(&c, i);
+        }
         if (!seg_is(msg, i, "DG1"))
             continue;
         ++occ;
-        if (!in_reversal && (rc = read_dg1(&c, cl, i, occ)) != ERR_OK)
+        /* A group's DG1 with a code the claim has already links its charge
+         * to that diagnosis (read_ft1); it is not the code reported twice. */
+        if (in_reversal || (in_group && group_dg1_known(&c, i)))
+            continue;
+        if ((rc = read_dg1(&c, cl, i, occ)) != ERR_OK)
             goto fail;
     }
     occ = 0;

@@ -55,7 +55,9 @@
  *     FT1-25 procedure (CE, CNE from 2.6): comp 1 code, comp 3 system (C4,
  *     CPT, HCPCS...); FT1-26 modifiers (repeating): comp 1 of each.
  *     DFT^P11: when FT1-19 is empty, the DG1s of the FT1's financial group
- *     (those between it and the next FT1) give its codes and pointers.
+ *     (those between it and the next FT1) give its codes and pointers; a
+ *     group's DG1 whose code the claim already has is no second diagnosis
+ *     (the charge points at the first DG1 with that code).
  *     A reversal (FT1-6 CD, credit; or FT1-10 below 0) bills nothing: it is
  *     no line, its FT1-19 codes are no diagnoses, and in a DFT^P11 neither
  *     are the DG1s of its financial group; occurrence numbers still count it.

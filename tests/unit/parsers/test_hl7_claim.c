@@ -261,15 +261,17 @@ static void test_spine_codes(void **state)
     assert_int_equal(c->lines[0].dx_pointers[0], 1);
     hl7_msg_free(m);
     xfree(buf);
-    /* P11: financial groups give the lines their diagnoses. */
+    /* P11: financial groups give the lines their diagnoses. A group's DG1
+     * that repeats a code of the claim (DG1 4, M54.50, as DG1 1) links its
+     * charge to that diagnosis and is not a diagnosis twice. */
     c = map_file("tests/data/hl7/cases/dft_p11_v25.hl7", &a, &buf, &m);
-    assert_int_equal(c->ndx, 4);
+    assert_int_equal(c->ndx, 3);
     assert_string_equal(c->dx[2].location, "DG1(3)-3");
     assert_int_equal(c->lines[0].ndx_pointers, 1);
     assert_int_equal(c->lines[0].dx_pointers[0], 2);
     assert_int_equal(c->lines[1].ndx_pointers, 2);
     assert_int_equal(c->lines[1].dx_pointers[0], 3);
-    assert_int_equal(c->lines[1].dx_pointers[1], 4); /* the group's own DG1, not DG1-1 = 1 */
+    assert_int_equal(c->lines[1].dx_pointers[1], 1);
     assert_int_equal(c->lines[2].dx_pointers[0], 3);
     hl7_msg_free(m);
     xfree(buf);

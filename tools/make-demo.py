@@ -28,6 +28,13 @@ def ft1(n, cpt, dx):
     return seg("FT1", {1: str(n), 4: "20261116", 6: "CG", 7: cpt + "^^C4", 10: "1",
                        19: "~".join(d + "^^I10" for d in dx), 25: cpt + "^^C4"})
 
+def ft1_on(n, day, cpt, dx, qty="1"):
+    """An FT1 of a given day; a negative qty takes a charge back (a reversal)."""
+    return seg("FT1", {1: str(n), 4: day, 6: "CG", 7: cpt + "^^C4", 10: qty,
+                       19: "~".join(d + "^^I10" for d in dx), 25: cpt + "^^C4"})
+
+PV1_RECURRING = seg("PV1", {1: "1", 2: "R", 3: "SPINE^101^1^GENHOSP", 19: "V0003", 44: "20261102080000"})
+
 def dg1(n, code, text, principal, free_text=""):
     return seg("DG1", {1: str(n), 3: "%s^%s^I10" % (code, text), 4: free_text, 6: "F",
                        15: "1" if principal else "2"})
@@ -70,6 +77,21 @@ MESSAGES = {
         msh("DEMO0011", "DFT^P03^DFT_P03"), EVN("P03"), PID, PV1, ft1(1, "72148", ["M51.16", "M54.12"]),
         dg1(1, "M51.16", "Intervertebral disc disorders with radiculopathy, lumbar region", True),
         dg1(2, "M54.12", "Radiculopathy, cervical region", False)],
+    # A recurring account billing two visits: the defect seen on 2 November,
+    # the slip on 16 November. Excludes1 codes are never used at the same
+    # time (I.A.12.a); on separate visits they are forwarded with a warning.
+    "12-annotate-excludes1-two-visits.hl7": [
+        msh("DEMO0012", "DFT^P03^DFT_P03"), EVN("P03"), PID, PV1_RECURRING,
+        ft1_on(1, "20261102", "72070", ["M43.04"]), ft1_on(2, "20261116", "72070", ["M43.14"]),
+        dg1(1, "M43.04", "Spondylolysis, thoracic region", True),
+        dg1(2, "M43.14", "Spondylolisthesis, thoracic region", False)],
+    # A charge taken back (quantity -1) that was coded with a heading (M43.0),
+    # and the charge again with the right code: the reversal bills nothing,
+    # so its code is not judged and the correction passes.
+    "13-accept-charge-reversal.hl7": [
+        msh("DEMO0013", "DFT^P03^DFT_P03"), EVN("P03"), PID, PV1,
+        ft1_on(1, "20261116", "72146", ["M43.0"], qty="-1"), ft1_on(2, "20261116", "72146", ["M43.04"]),
+        dg1(1, "M43.04", "Spondylolysis, thoracic region", True)],
 }
 
 def main():

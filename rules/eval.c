@@ -818,7 +818,9 @@ static void site_unspecified(ev_t *e, int i)
                 continue;
             src[pr->region] = arena_printf(e->a, "line %zu, %s", l + 1, pr->label);
         }
-    if (p->site_use_codes)
+    /* The admitting diagnosis is the condition as first seen: a site the
+     * stay found later (another code) does not make it under-coded. */
+    if (p->site_use_codes && e->c->dx[i].type != DX_TYPE_ADMITTING)
         for (size_t k = 0; k < e->c->ndx; k++) {
             const dxi_t *o = &e->dx[k];
             if ((int)k == i || !o->valid || o->region < 0 || o->region >= 32 || src[o->region] ||

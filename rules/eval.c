@@ -58,6 +58,9 @@ typedef struct {
     int *verify_budget;          /* re-evaluations left for suggestion checks */
     bool stages_mixed;           /* pairing diagnoses sent as working and as final */
     bool undated;                /* the claim states no date at all */
+    const rule__table_t *deleted_from; /* resolve: the code was valid in this older table */
+    bool probing;                      /* resolve only asks: its findings are dropped, so
+                                          their suggestions are not checked */
 } ev_t;
 
 typedef const char *vars_t[V__COUNT];
@@ -367,7 +370,7 @@ static void cands_seven(cands_t *cs, const rule__code_t *b, const rule__seven_t 
 static rule_finding_t *add_invalid(ev_t *e, rule__id_t id, rule__msgkey_t mk, const char *const *v, int i,
                                    const cands_t *cs)
 {
-    const char *sug = cs && cs->n ? cands_verified(e, i, cs) : NULL;
+    const char *sug = cs && cs->n && !e->probing ? cands_verified(e, i, cs) : NULL;
     vars_t vv;
     memcpy(vv, v, sizeof vv);
     /* A message that names the suggestion still reads when none passed. */
@@ -377,6 +380,8 @@ static rule_finding_t *add_invalid(ev_t *e, rule__id_t id, rule__msgkey_t mk, co
         f->code_invalid = true;
     return f;
 }
+
+static void fmt_date(char *out, size_t cap, claim_date_t d);
 
 /* Decides whether dx i is a valid code of table t, and reports code-invalid,
  * code-not-billable or seventh-character when it is not. Returns false when
@@ -497,8 +502,17 @@ static bool resolve(ev_t *e, int i, const rule__table_t *t, bool lenient)
         /* A 7th character sent with a code under a header: carry it. */
         if (b)
             cands_under(&cs, t, b, n == 7 ? code[6] : 0, -1);
-        rule_finding_t *f = add_invalid(e, RID_CODE_INVALID, lenient ? MK_NEWER_UNKNOWN : MK_DEFAULT, v, i,
-                                        &cs);
+        rule__msgkey_t mk = lenient ? MK_NEWER_UNKNOWN : e->deleted_from ? MK_DELETED : MK_DEFAULT;
+        char from[16];
+        if (mk == MK_DELETED) {
+            /* The first table after the one that had it: where it left. */
+            const rule__table_t *next = e->deleted_from + 1;
+            fmt_date(from, sizeof from, next->from);
+            v[V_TABLES] = e->deleted_from->fy;
+            v[V_OTHER] = next->fy;
+            v[V_BOUNDARY] = from;
+        }
+        rule_finding_t *f = add_invalid(e, RID_CODE_INVALID, mk, v, i, &cs);
         /* A date after the newest table: the code may be new, never reject. */
         if (lenient)
             cap_severity(f, RULE_SEV_WARN);
@@ -1478,29 +1492,39 @@ static void judge_code(ev_t *e, int i)
     x->t = own;
     x->lenient = own_lenient;
     size_t before = e->nf;
-    if (resolve(e, i, own, own_lenient) || !e->undated || mask)
+    if (own_lenient) {
+        resolve(e, i, own, true);
         return;
-    /* No date anywhere: the year that applies cannot be told, so a code of
-     * an older table is only a warning (the newest table's findings give
-     * way to it). */
-    size_t reported = e->nf;
-    for (size_t b = e->p->ntables - 1; b-- > 0;) {
-        const rule__table_t *t = &e->p->tables[b];
-        if (!resolve(e, i, t, false)) {
-            e->nf = reported;
-            continue;
-        }
-        e->nf = before;
-        x->t = t;
+    }
+    /* Asked first, then reported once with what the older tables say: a
+     * code the claim's table lacks may be one an older table had (deleted
+     * since). Probes add no findings and check no suggestions. */
+    e->probing = true;
+    bool valid = resolve(e, i, own, false);
+    const rule__table_t *older = NULL;
+    for (size_t b = (size_t)(own - e->p->tables); !valid && b-- > 0 && !older;)
+        if (resolve(e, i, &e->p->tables[b], false))
+            older = &e->p->tables[b];
+    e->probing = false;
+    e->nf = before;
+    if (valid)
+        return;
+    if (older && e->undated && !mask) {
+        /* No date anywhere: the year that applies cannot be told, so a
+         * code of an older table is only a warning. x stays as that table
+         * judged it. */
+        x->t = older;
         vars_t v = {0};
         v[V_CODE] = x->dotted;
         v[V_FY] = own->fy;
-        v[V_TABLES] = t->fy;
+        v[V_TABLES] = older->fy;
         cap_severity(add(e, RID_CODE_INVALID, MK_UNDATED, v, i, -1, NULL), RULE_SEV_WARN);
         return;
     }
-    e->nf = before;
-    resolve(e, i, own, own_lenient); /* the newest table's findings, as they were */
+    /* Reported by its own table again, naming the table it left. */
+    e->deleted_from = older;
+    resolve(e, i, own, own_lenient);
+    e->deleted_from = NULL;
 }
 
 /* Reports what keeps dx i from being judged as ICD-10-CM: a malformed code,

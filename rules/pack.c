@@ -78,6 +78,7 @@ static const char *const msgkey_names[MK__COUNT] = {
     [MK_WORKING] = "working",
     [MK_UNDATED] = "undated",
     [MK_DATES_DIFFER] = "dates_differ",
+    [MK_DELETED] = "deleted",
 };
 
 static const char *const var_names[V__COUNT] = {
@@ -102,7 +103,8 @@ uint64_t rule__msgkeys_of(rule__id_t id)
         return B(MK_MCC) | B(MK_NO_MCC) | B(MK_ALIVE_UNKNOWN) | B(MK_NOT_STATED) | B(MK_SURGERY) |
                B(MK_GROUPER) | B(MK_POA_N);
     case RID_CODE_INVALID:
-        return B(MK_DEFAULT) | B(MK_MALFORMED) | B(MK_NEWER_UNKNOWN) | B(MK_UNDATED);
+        return B(MK_DEFAULT) | B(MK_MALFORMED) | B(MK_NEWER_UNKNOWN) | B(MK_UNDATED) |
+               B(MK_DELETED);
     case RID_CODE_SYSTEM: return B(MK_WHO) | B(MK_UNKNOWN_SYSTEM);
     case RID_TABLE_COVERAGE: return B(MK_NEWER) | B(MK_OLDER) | B(MK_SPAN);
     case RID_MANIFESTATION: return B(MK_PRINCIPAL) | B(MK_FIRST_LISTED);

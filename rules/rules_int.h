@@ -241,6 +241,7 @@ typedef enum {
     MK_WORKING,      /* excludes1-pair: a working diagnosis beside a final one */
     MK_UNDATED,      /* code-invalid: not in the newest table, in an older one; no date */
     MK_DATES_DIFFER, /* excludes1-pair: the codes' lines are on different days */
+    MK_DELETED,      /* code-invalid: a code of an older table, deleted since */
     MK__COUNT
 } rule__msgkey_t;
 

@@ -395,27 +395,36 @@ static int int_of(slice_t v)
     return n;
 }
 
-/* A quantity (FT1-10): its value when it is a number in [0, 1e9), else 0.
- * Plain digits, nearly always sent, are read without strtod(), which
+/* A number as sent (a quantity, FT1-10) into *out; false when there is
+ * none. Plain digits, nearly always sent, are read without strtod(), which
  * gives the same value for them. */
-static double units_of(slice_t q)
+static bool number_of(slice_t q, double *out)
 {
     if (!present(q) || q.len >= 32)
-        return 0;
+        return false;
     if (q.len <= 9) {
         long n = 0;
         size_t i = 0;
         for (; i < q.len && q.ptr[i] >= '0' && q.ptr[i] <= '9'; i++)
             n = n * 10 + (q.ptr[i] - '0');
-        if (i == q.len)
-            return (double)n;
+        if (i == q.len) {
+            *out = (double)n;
+            return true;
+        }
     }
     char num[32];
     memcpy(num, q.ptr, q.len);
     num[q.len] = '\0';
     char *end;
-    double u = strtod(num, &end);
-    return end != num && u >= 0 && u < 1e9 ? u : 0;
+    *out = strtod(num, &end);
+    return end != num;
+}
+
+/* A quantity (FT1-10): its value when it is a number in [0, 1e9), else 0. */
+static double units_of(slice_t q)
+{
+    double u;
+    return number_of(q, &u) && u >= 0 && u < 1e9 ? u : 0;
 }
 
 static bool date_lt(claim_date_t a, claim_date_t b)
@@ -681,15 +690,8 @@ static bool ft1_reversal(const ctx_t *c, size_t i)
 {
     if (slice_eq(first_comp(c, i, 6), "CD"))
         return true;
-    slice_t q = first_comp(c, i, 10);
-    if (!present(q) || q.len >= 32 || memchr(q.ptr, '-', q.len) == NULL)
-        return false;
-    char num[32];
-    memcpy(num, q.ptr, q.len);
-    num[q.len] = '\0';
-    char *end;
-    double v = strtod(num, &end);
-    return end != num && v < 0;
+    double q;
+    return number_of(first_comp(c, i, 10), &q) && q < 0;
 }
 
 static err_t read_ft1(ctx_t *c, claim_t *cl, size_t i, int occ, bool p11, size_t group_end)

@@ -579,7 +579,8 @@ static long date_key(claim_date_t d);
 static claim_date_t line_date(const claim_line_t *l);
 
 typedef struct {
-    long from, to; /* date_key of a line's first and last day */
+    long from, to;     /* date_key of a line's first and last day */
+    claim_date_t date; /* the first day as sent, for the message */
 } span_t;
 
 static int span_cmp(const void *a, const void *b)
@@ -604,11 +605,6 @@ static size_t spans_merge(span_t *s, size_t n)
         }
     }
     return k + 1;
-}
-
-static void key_date(char *out, size_t cap, long k)
-{
-    snprintf(out, cap, "%04ld-%02ld-%02ld", k / 10000, k / 100 % 100, k % 100);
 }
 
 /* Whether line l points at any copy of code (the diagnoses in copies). */
@@ -654,7 +650,7 @@ static bool encounters_apart(ev_t *e, int a, int b, const char **detail)
         if ((la && lb) || !d.year)
             return false;
         claim_date_t last = c->lines[l].date_to.year ? c->lines[l].date_to : d;
-        span_t sp = {date_key(d), date_key(last)};
+        span_t sp = {date_key(d), date_key(last), d};
         /* A date without a day (or a month) spans all of them. */
         if (!last.month)
             sp.to += 1130;
@@ -679,9 +675,9 @@ static bool encounters_apart(ev_t *e, int a, int b, const char **detail)
         else
             return false;
     }
-    char da[32], db[32];
-    key_date(da, sizeof da, sa[0].from);
-    key_date(db, sizeof db, sb[0].from);
+    char da[16], db[16];
+    fmt_date(da, sizeof da, sa[0].date);
+    fmt_date(db, sizeof db, sb[0].date);
     *detail = arena_printf(e->a, "%s, %s", da, db);
     return true;
 }
@@ -1509,7 +1505,7 @@ static void judge_code(ev_t *e, int i)
     e->nf = before;
     if (valid)
         return;
-    if (older && e->undated && !mask) {
+    if (older && e->undated) {
         /* No date anywhere: the year that applies cannot be told, so a
          * code of an older table is only a warning. x stays as that table
          * judged it. */

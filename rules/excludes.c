@@ -364,8 +364,8 @@ static uint64_t region_levels(const pf_t *f, int r)
     int base = 0;
     for (int k = 0; k < g->nlevels; k++) {
         const rule__level_t *lv = &g->levels[k];
-        for (int n = 0; n <= lv->to - lv->from && base + n < 64; n++)
-            if (g->regions[r].segments & lv->segment)
+        if (g->regions[r].segments & lv->segment)
+            for (int n = 0; n <= lv->to - lv->from && base + n < 64; n++)
                 set |= 1ull << (base + n);
         base += lv->to - lv->from + 1;
     }

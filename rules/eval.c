@@ -51,6 +51,7 @@ typedef struct {
     const rule__table_t **line_t; /* per line: its own code set, or NULL */
     bool *line_newer;
     uint32_t *dx_mask, *dx_newer;  /* per diagnosis: code sets of its dated lines */
+    uint32_t span_mask, span_newer; /* code sets of all the dated lines */
     amap_t by_code, by_seq;
     rule_finding_t *f;
     size_t nf, cap;
@@ -1427,6 +1428,12 @@ static void line_tables(ev_t *e)
         e->line_newer[l] = fit == RULE_CODESET_NEWER;
         if (!t)
             continue;
+        unsigned bit = (unsigned)(t - e->p->tables);
+        if (bit < 32) {
+            e->span_mask |= 1u << bit;
+            if (e->line_newer[l])
+                e->span_newer |= 1u << bit;
+        }
         if (!lo || t < lo)
             lo = t;
         if (!hi || t > hi)
@@ -1458,11 +1465,95 @@ static void line_tables(ev_t *e)
     }
 }
 
+/* Whether dx i is a code of table t, asked without findings: x is left as
+ * t judged it. */
+static bool probe(ev_t *e, int i, const rule__table_t *t, bool lenient)
+{
+    size_t before = e->nf;
+    e->probing = true;
+    bool valid = resolve(e, i, t, lenient);
+    e->probing = false;
+    e->nf = before;
+    return valid;
+}
+
+/* Judges dx i against table t and reports what is wrong once, with what the
+ * older tables say: a code t lacks may be one an older table had (deleted
+ * since), which without any date is only a warning. */
+static bool judge_in(ev_t *e, int i, const rule__table_t *t, bool lenient)
+{
+    dxi_t *x = &e->dx[i];
+    x->t = t;
+    x->lenient = lenient;
+    if (lenient)
+        return resolve(e, i, t, true);
+    if (probe(e, i, t, false))
+        return true;
+    const rule__table_t *older = NULL;
+    for (size_t b = (size_t)(t - e->p->tables); b-- > 0 && !older;)
+        if (probe(e, i, &e->p->tables[b], false))
+            older = &e->p->tables[b];
+    if (older && e->undated) {
+        /* x stays as the older table judged it. */
+        x->t = older;
+        vars_t v = {0};
+        v[V_CODE] = x->dotted;
+        v[V_FY] = t->fy;
+        v[V_TABLES] = older->fy;
+        cap_severity(add(e, RID_CODE_INVALID, MK_UNDATED, v, i, -1, NULL), RULE_SEV_WARN);
+        return false;
+    }
+    e->deleted_from = older;
+    resolve(e, i, t, false);
+    e->deleted_from = NULL;
+    return false;
+}
+
+/* The fiscal years of the tables in mask, oldest first: "FY2026 and FY2027". */
+static const char *fy_list(ev_t *e, uint32_t mask)
+{
+    const char *out = NULL;
+    for (unsigned b = 0; b < 32 && b < e->p->ntables; b++)
+        if (mask & (1u << b))
+            out =
+                out ? arena_printf(e->a, "%s and %s", out, e->p->tables[b].fy) : e->p->tables[b].fy;
+    return out ? out : "";
+}
+
+/* A diagnosis no dated line points at, on a claim whose dates fall in more
+ * than one code set (span: its lines' and its own): which year applies
+ * cannot be told. A code of some of those years only is a warning; of none,
+ * it is judged by the claim's own table as usual (returns false). */
+static bool judge_unlinked(ev_t *e, int i, uint32_t span, uint32_t span_newer)
+{
+    uint32_t valid = 0;
+    for (unsigned b = 0; b < 32 && b < e->p->ntables; b++)
+        if ((span & (1u << b)) && probe(e, i, &e->p->tables[b], (span_newer >> b) & 1u))
+            valid |= 1u << b;
+    if (!valid)
+        return false;
+    dxi_t *x = &e->dx[i];
+    unsigned vb =
+        e->t && ((valid >> (e->t - e->p->tables)) & 1u) ? (unsigned)(e->t - e->p->tables) : 31;
+    while (!(valid & (1u << vb)))
+        vb--;
+    x->t = &e->p->tables[vb];
+    x->lenient = (span_newer >> vb) & 1u;
+    probe(e, i, x->t, x->lenient);
+    if (valid != span) {
+        vars_t v = {0};
+        v[V_CODE] = x->dotted;
+        v[V_TABLES] = fy_list(e, valid);
+        v[V_FY] = fy_list(e, span & ~valid);
+        cap_severity(add(e, RID_CODE_INVALID, MK_UNLINKED, v, i, -1, NULL), RULE_SEV_WARN);
+    }
+    return true;
+}
+
 /* Judges dx i against the code set of every dated line that points at it
  * (an outpatient line's diagnoses follow the line's date), else the claim's. */
 static void judge_code(ev_t *e, int i)
 {
-    dxi_t *x = &e->dx[i];
     const rule__table_t *own = e->t;
     bool own_lenient = e->fit == RULE_CODESET_NEWER;
     uint32_t mask = e->dx_mask ? e->dx_mask[i] : 0, newer = e->dx_newer ? e->dx_newer[i] : 0;
@@ -1480,47 +1571,21 @@ static void judge_code(ev_t *e, int i)
         }
         own_lenient = (newer >> ob) & 1u;
         for (unsigned b = 0; b < 32 && b < e->p->ntables; b++)
-            if ((mask & (1u << b)) && b != ob && !resolve(e, i, &e->p->tables[b], (newer >> b) & 1u)) {
-                x->t = &e->p->tables[b];
+            if ((mask & (1u << b)) && b != ob &&
+                !judge_in(e, i, &e->p->tables[b], (newer >> b) & 1u))
                 return;
-            }
+    } else {
+        /* The years it may belong to: its lines' and the claim's own. */
+        unsigned ob = (unsigned)(own - e->p->tables);
+        uint32_t span = e->span_mask, span_newer = e->span_newer;
+        if (ob < 32) {
+            span |= 1u << ob;
+            span_newer |= (uint32_t)own_lenient << ob;
+        }
+        if ((span & (span - 1)) && judge_unlinked(e, i, span, span_newer))
+            return;
     }
-    x->t = own;
-    x->lenient = own_lenient;
-    size_t before = e->nf;
-    if (own_lenient) {
-        resolve(e, i, own, true);
-        return;
-    }
-    /* Asked first, then reported once with what the older tables say: a
-     * code the claim's table lacks may be one an older table had (deleted
-     * since). Probes add no findings and check no suggestions. */
-    e->probing = true;
-    bool valid = resolve(e, i, own, false);
-    const rule__table_t *older = NULL;
-    for (size_t b = (size_t)(own - e->p->tables); !valid && b-- > 0 && !older;)
-        if (resolve(e, i, &e->p->tables[b], false))
-            older = &e->p->tables[b];
-    e->probing = false;
-    e->nf = before;
-    if (valid)
-        return;
-    if (older && e->undated) {
-        /* No date anywhere: the year that applies cannot be told, so a
-         * code of an older table is only a warning. x stays as that table
-         * judged it. */
-        x->t = older;
-        vars_t v = {0};
-        v[V_CODE] = x->dotted;
-        v[V_FY] = own->fy;
-        v[V_TABLES] = older->fy;
-        cap_severity(add(e, RID_CODE_INVALID, MK_UNDATED, v, i, -1, NULL), RULE_SEV_WARN);
-        return;
-    }
-    /* Reported by its own table again, naming the table it left. */
-    e->deleted_from = older;
-    resolve(e, i, own, own_lenient);
-    e->deleted_from = NULL;
+    judge_in(e, i, own, own_lenient);
 }
 
 /* Reports what keeps dx i from being judged as ICD-10-CM: a malformed code,

@@ -104,7 +104,7 @@ uint64_t rule__msgkeys_of(rule__id_t id)
                B(MK_GROUPER) | B(MK_POA_N);
     case RID_CODE_INVALID:
         return B(MK_DEFAULT) | B(MK_MALFORMED) | B(MK_NEWER_UNKNOWN) | B(MK_UNDATED) |
-               B(MK_DELETED);
+               B(MK_DELETED) | B(MK_UNLINKED);
     case RID_CODE_SYSTEM: return B(MK_WHO) | B(MK_UNKNOWN_SYSTEM);
     case RID_TABLE_COVERAGE: return B(MK_NEWER) | B(MK_OLDER) | B(MK_SPAN);
     case RID_MANIFESTATION: return B(MK_PRINCIPAL) | B(MK_FIRST_LISTED);

@@ -186,6 +186,12 @@ def to_hl7(c, cid):
         if any(norm(x) not in on_claim for x in l["codes"]):
             return None, ("a code in FT1-19 without a DG1 is a diagnosis of its own in HL7, "
                           "so a line code that is not on the claim cannot be sent")
+    # Fiscal year of a YYYY-MM-DD date: the code sets change on October 1st.
+    fiscal = lambda d: int(d[:4]) + (int(d[5:7] or 1) >= 10)
+    line_dates = [l["date"] for l in c["lines"]]
+    if c["date"] and line_dates and all(line_dates) and fiscal(min(line_dates)) != fiscal(c["date"]):
+        return None, ("a bill with dated FT1 lines takes its service date from them (PV1-44 only "
+                      "without lines), so a claim date in a year apart from its lines' cannot be sent")
     date = hl7_date(c["date"])
     mtype = "ADT^A01^ADT_A01" if adt else "DFT^P03^DFT_P03"
     segs = ["MSH|^~\\&|CASES|TEST|SPINEGATE|TEST|20260115083000||%s|%s|P|2.5" % (mtype, cid),

@@ -927,6 +927,54 @@ static void cands_congenital(ev_t *e, const dxi_t *x, const char *list, cands_t 
     }
 }
 
+/* Whether code lies under one of the codes of a map entry's congenital
+ * side ("Q76.41", or a list of them). */
+static bool under_congenital(const char *list, const char *code)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save = NULL, *tok = strtok_r(buf, ", ", &save); tok;
+         tok = strtok_r(NULL, ", ", &save)) {
+        char norm[16];
+        size_t n;
+        if (claim_code_normalise(tok, strlen(tok), norm, sizeof norm) && (n = strlen(norm)) &&
+            !strncmp(code, norm, n))
+            return true;
+    }
+    return false;
+}
+
+/* The other way round: a congenital code whose text says acquired. Its
+ * acquired categories are named, not suggested: which of them, and which
+ * region, the text alone does not tell. */
+static void acquired(ev_t *e, int i)
+{
+    const dxi_t *x = &e->dx[i];
+    const rule_pack_t *p = e->p;
+    bool said = false;
+    for (int w = 0; w < p->nacquired_words && !said; w++)
+        said = rule__text_has_word(x->norm, p->acquired_words[w], p->negations, p->nnegations);
+    if (!said)
+        return;
+    const char *code = e->c->dx[i].code;
+    for (int k = 0; k < p->ncongenital; k++) {
+        if (!under_congenital(p->congenital[k].congenital, code))
+            continue;
+        const char *names = NULL;
+        for (int a = 0; a < p->congenital[k].nacquired; a++) {
+            char dotted[16];
+            claim_code_dotted(p->congenital[k].acquired[a].lo, dotted, sizeof dotted);
+            names = names ? arena_printf(e->a, "%s, %s-", names, dotted)
+                          : arena_printf(e->a, "%s-", dotted);
+        }
+        vars_t v = {0};
+        v[V_CODE] = x->dotted;
+        v[V_OTHER] = names;
+        add(e, RID_CONGENITAL, MK_ACQUIRED, v, i, -1, NULL);
+        return;
+    }
+}
+
 static void congenital(ev_t *e, int i)
 {
     const dxi_t *x = &e->dx[i];
@@ -936,8 +984,10 @@ static void congenital(ev_t *e, int i)
     bool said = false;
     for (int w = 0; w < p->ncongenital_words && !said; w++)
         said = rule__text_has_word(x->norm, p->congenital_words[w], p->negations, p->nnegations);
-    if (!said)
+    if (!said) {
+        acquired(e, i);
         return;
+    }
     const char *code = e->c->dx[i].code;
     for (int k = 0; k < p->ncongenital; k++)
         for (int a = 0; a < p->congenital[k].nacquired; a++)

@@ -79,6 +79,7 @@ static const char *const msgkey_names[MK__COUNT] = {
     [MK_UNDATED] = "undated",
     [MK_DATES_DIFFER] = "dates_differ",
     [MK_DELETED] = "deleted",
+    [MK_ACQUIRED] = "acquired",
 };
 
 static const char *const var_names[V__COUNT] = {
@@ -108,6 +109,7 @@ uint64_t rule__msgkeys_of(rule__id_t id)
     case RID_CODE_SYSTEM: return B(MK_WHO) | B(MK_UNKNOWN_SYSTEM);
     case RID_TABLE_COVERAGE: return B(MK_NEWER) | B(MK_OLDER) | B(MK_SPAN);
     case RID_MANIFESTATION: return B(MK_PRINCIPAL) | B(MK_FIRST_LISTED);
+    case RID_CONGENITAL: return B(MK_DEFAULT) | B(MK_ACQUIRED);
     default: return B(MK_DEFAULT);
     }
 }
@@ -1003,12 +1005,17 @@ static err_t load_rule_params(ctx_t *c, rule_pack_t *p, rule__id_t id, const cJS
         return ERR_OK;
     }
     case RID_CONGENITAL: {
-        static const char *const keys[] = {"words", "negations", "map", NULL};
+        static const char *const keys[] = {"words", "acquired_words", "negations", "map", NULL};
         if (!params)
             return ERR_OK;
         if ((rc = only_keys(c, params, base, keys)) != ERR_OK)
             return rc;
         if ((rc = load_strv(c, params, base, "words", &p->congenital_words, &p->ncongenital_words)))
+            return rc;
+        const cJSON *aw = need(c, params, base, "acquired_words", cJSON_Array, false, &rc);
+        char ab[64];
+        snprintf(ab, sizeof ab, "%s.acquired_words", base);
+        if (rc || (rc = phrases(c, aw, ab, &p->acquired_words, &p->nacquired_words)))
             return rc;
         const cJSON *neg = need(c, params, base, "negations", cJSON_Array, false, &rc);
         char nb[64];
@@ -1524,6 +1531,7 @@ void rule_pack_free(rule_pack_t *p)
     }
     xfree(p->congenital);
     free_strv(p->congenital_words, p->ncongenital_words);
+    free_strv(p->acquired_words, p->nacquired_words);
     free_strv(p->negations, p->nnegations);
     xfree(p->name);
     xfree(p->describe);

@@ -242,6 +242,7 @@ typedef enum {
     MK_UNDATED,      /* code-invalid: not in the newest table, in an older one; no date */
     MK_DATES_DIFFER, /* excludes1-pair: the codes' lines are on different days */
     MK_DELETED,      /* code-invalid: a code of an older table, deleted since */
+    MK_ACQUIRED,     /* acquired-congenital: a congenital code, text says acquired */
     MK__COUNT
 } rule__msgkey_t;
 
@@ -374,6 +375,8 @@ struct rule_pack {
     int ncongenital;
     char **congenital_words;
     int ncongenital_words;
+    char **acquired_words; /* the other way: a congenital code said acquired */
+    int nacquired_words;
     char **negations;
     int nnegations;
     bool site_use_text, site_use_codes, site_use_procedures;

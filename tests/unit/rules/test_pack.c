@@ -310,6 +310,17 @@ static void test_semantic_errors(void **state)
     cJSON_ReplaceItemInArray(cJSON_GetObjectItem(m0, "acquired"), 0, cJSON_CreateString("M43.7"));
     snprintf(where, sizeof where, "rules[%d].params.map[0].acquired[0]", idx);
     expect_error(j, ERR_BAD_PACK, where, "not in the FY2026 table");
+    j = pack_json();
+    r = rule_obj(j, "acquired-congenital", &idx);
+    cJSON *aw = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "params"), "acquired_words");
+    cJSON_ReplaceItemInArray(aw, 0, cJSON_CreateNumber(1));
+    snprintf(where, sizeof where, "rules[%d].params.acquired_words[0]", idx);
+    expect_error(j, ERR_BAD_PACK, where, "non-empty string");
+    j = pack_json();
+    r = rule_obj(j, "acquired-congenital", &idx);
+    cJSON_DeleteItemFromObject(cJSON_GetObjectItem(r, "messages"), "acquired");
+    snprintf(where, sizeof where, "rules[%d].messages.acquired", idx);
+    expect_error(j, ERR_BAD_PACK, where, "missing");
 }
 
 /* Loads the pack j (freed here) from a file; it must load. */

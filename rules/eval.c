@@ -904,19 +904,38 @@ static void junction(ev_t *e, int i)
     }
 }
 
+/* Reads the next code of a map entry's congenital side ("Q76.41", or a
+ * list "Q67.5, Q76.3") into norm, normalised; false at the end. A piece
+ * that is no code is skipped. */
+static bool next_congenital(const char **list, char *norm, size_t cap)
+{
+    for (const char *s = *list;;) {
+        s += strspn(s, ", ");
+        if (!*s) {
+            *list = s;
+            return false;
+        }
+        size_t n = strcspn(s, ", ");
+        const char *tok = s;
+        s += n;
+        if (claim_code_normalise(tok, n, norm, cap)) {
+            *list = s;
+            return true;
+        }
+    }
+}
+
 /* The congenital counterpart(s) of a map entry ("Q76.41", "Q76.3"): a header
  * expands to its codes, those of the acquired code's region first. */
 static void cands_congenital(ev_t *e, const dxi_t *x, const char *list, cands_t *cs)
 {
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", list);
-    for (char *save = NULL, *tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
-        char norm[16];
-        if (!claim_code_normalise(tok, strlen(tok), norm, sizeof norm))
-            continue;
+    char norm[16];
+    for (const char *l = list; next_congenital(&l, norm, sizeof norm);) {
         const rule__code_t *c = rule__table_find(x->t, norm);
         if (!c) {
-            cands_add(cs, tok); /* outside the tables (Q67.5): as written */
+            char dotted[16];
+            claim_code_dotted(norm, dotted, sizeof dotted);
+            cands_add(cs, dotted); /* outside the tables (Q67.5) */
             continue;
         }
         int before = cs->n;
@@ -928,19 +947,13 @@ static void cands_congenital(ev_t *e, const dxi_t *x, const char *list, cands_t 
 }
 
 /* Whether code lies under one of the codes of a map entry's congenital
- * side ("Q76.41", or a list of them). */
+ * side. */
 static bool under_congenital(const char *list, const char *code)
 {
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", list);
-    for (char *save = NULL, *tok = strtok_r(buf, ", ", &save); tok;
-         tok = strtok_r(NULL, ", ", &save)) {
-        char norm[16];
-        size_t n;
-        if (claim_code_normalise(tok, strlen(tok), norm, sizeof norm) && (n = strlen(norm)) &&
-            !strncmp(code, norm, n))
+    char norm[16];
+    for (const char *l = list; next_congenital(&l, norm, sizeof norm);)
+        if (!strncmp(code, norm, strlen(norm)))
             return true;
-    }
     return false;
 }
 
@@ -1574,7 +1587,7 @@ static const char *fy_list(ev_t *e, uint32_t mask)
  * than one code set (span: its lines' and its own): which year applies
  * cannot be told. A code of some of those years only is a warning; of none,
  * it is judged by the claim's own table as usual (returns false). */
-static bool judge_unlinked(ev_t *e, int i, uint32_t span, uint32_t span_newer)
+static bool judge_unlinked(ev_t *e, int i, uint32_t span, uint32_t span_newer, unsigned own)
 {
     uint32_t valid = 0;
     for (unsigned b = 0; b < 32 && b < e->p->ntables; b++)
@@ -1583,8 +1596,8 @@ static bool judge_unlinked(ev_t *e, int i, uint32_t span, uint32_t span_newer)
     if (!valid)
         return false;
     dxi_t *x = &e->dx[i];
-    unsigned vb =
-        e->t && ((valid >> (e->t - e->p->tables)) & 1u) ? (unsigned)(e->t - e->p->tables) : 31;
+    /* x as the claim's own table judges it, else the newest that has it. */
+    unsigned vb = (valid >> own) & 1u ? own : 31;
     while (!(valid & (1u << vb)))
         vb--;
     x->t = &e->p->tables[vb];
@@ -1631,9 +1644,9 @@ static void judge_code(ev_t *e, int i)
         if (ob < 32) {
             span |= 1u << ob;
             span_newer |= (uint32_t)own_lenient << ob;
+            if ((span & (span - 1)) && judge_unlinked(e, i, span, span_newer, ob))
+                return;
         }
-        if ((span & (span - 1)) && judge_unlinked(e, i, span, span_newer))
-            return;
     }
     judge_in(e, i, own, own_lenient);
 }

@@ -112,6 +112,18 @@ static void expect_error(cJSON *root, err_t code, const char *where, const char 
                  err_name(code), where, msg ? msg : "");
 }
 
+/* The embedded pack without rule id's message key must fail to load. */
+static void expect_message_missing(const char *id, const char *key)
+{
+    int idx;
+    char where[96];
+    cJSON *j = pack_json();
+    cJSON *r = rule_obj(j, id, &idx);
+    cJSON_DeleteItemFromObject(cJSON_GetObjectItem(r, "messages"), key);
+    snprintf(where, sizeof where, "rules[%d].messages.%s", idx, key);
+    expect_error(j, ERR_BAD_PACK, where, "missing");
+}
+
 static void test_embedded_loads(void **state)
 {
     (void)state;
@@ -205,11 +217,7 @@ static void test_semantic_errors(void **state)
     snprintf(where, sizeof where, "rules[%d].messages.query", idx);
     expect_error(j, ERR_BAD_PACK, where, "unknown placeholder {patient_name}");
 
-    j = pack_json();
-    r = rule_obj(j, "procedure-linkage", &idx);
-    cJSON_DeleteItemFromObject(cJSON_GetObjectItem(r, "messages"), "dangling");
-    snprintf(where, sizeof where, "rules[%d].messages.dangling", idx);
-    expect_error(j, ERR_BAD_PACK, where, "missing");
+    expect_message_missing("procedure-linkage", "dangling");
 
     j = pack_json();
     cJSON_AddItemToArray(cJSON_GetObjectItem(j, "rules"),
@@ -316,11 +324,7 @@ static void test_semantic_errors(void **state)
     cJSON_ReplaceItemInArray(aw, 0, cJSON_CreateNumber(1));
     snprintf(where, sizeof where, "rules[%d].params.acquired_words[0]", idx);
     expect_error(j, ERR_BAD_PACK, where, "non-empty string");
-    j = pack_json();
-    r = rule_obj(j, "acquired-congenital", &idx);
-    cJSON_DeleteItemFromObject(cJSON_GetObjectItem(r, "messages"), "acquired");
-    snprintf(where, sizeof where, "rules[%d].messages.acquired", idx);
-    expect_error(j, ERR_BAD_PACK, where, "missing");
+    expect_message_missing("acquired-congenital", "acquired");
 }
 
 /* Loads the pack j (freed here) from a file; it must load. */
